@@ -1,0 +1,1 @@
+"""Backend configuration, model-name parsing and the clients for Ollama and OpenAI-compatible servers."""

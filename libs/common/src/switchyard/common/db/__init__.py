@@ -1,0 +1,1 @@
+"""Postgres: SQLAlchemy 2 async models, sessions and Alembic migrations."""

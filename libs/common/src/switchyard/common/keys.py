@@ -1,0 +1,71 @@
+"""Redis key builders. Every key starts with the configured prefix so that several stacks
+(or test runs) can share one Redis server without touching each other's data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "switchyard"
+
+    # --- RPC -------------------------------------------------------------------------
+    def rpc_queue(self, method: str, version: int) -> str:
+        return f"{self.prefix}:rpc:{method}:v{version}"
+
+    def rpc_reply(self, client_id: str) -> str:
+        return f"{self.prefix}:rpc:reply:{client_id}"
+
+    def rpc_alive(self, method: str, version: int) -> str:
+        """Heartbeat key, refreshed by every live server of the method (value: replica id)."""
+        return f"{self.prefix}:rpc:alive:{method}:v{version}"
+
+    # --- catalog ---------------------------------------------------------------------
+    @property
+    def catalog_changed(self) -> str:
+        """Pub/sub channel: the catalog in Postgres changed, reload it."""
+        return f"{self.prefix}:catalog:changed"
+
+    @property
+    def catalog_snapshot(self) -> str:
+        """Last catalog the scorer loaded (JSON), read by gateways for their fallback routing."""
+        return f"{self.prefix}:catalog:snapshot"
+
+    # --- fleet -----------------------------------------------------------------------
+    def fleet_host(self, host: str) -> str:
+        return f"{self.prefix}:fleet:host:{host}"
+
+    @property
+    def fleet_hosts(self) -> str:
+        """Sorted set host -> last publish time (unix seconds)."""
+        return f"{self.prefix}:fleet:hosts"
+
+    @property
+    def fleet_changed(self) -> str:
+        return f"{self.prefix}:fleet:changed"
+
+    def inflight(self, backend: str) -> str:
+        """Hash upstream model -> requests in flight on that backend (all gateways)."""
+        return f"{self.prefix}:inflight:{backend}"
+
+    # --- events ----------------------------------------------------------------------
+    @property
+    def request_events(self) -> str:
+        return f"{self.prefix}:events:requests"
+
+    @property
+    def feedback_events(self) -> str:
+        return f"{self.prefix}:events:feedback"
+
+    # --- arq -------------------------------------------------------------------------
+    @property
+    def profiler_queue(self) -> str:
+        return f"{self.prefix}:arq:profiler"
+
+    @property
+    def sync_queue(self) -> str:
+        return f"{self.prefix}:arq:sync"
+
+    def service_status(self, service: str) -> str:
+        return f"{self.prefix}:status:{service}"

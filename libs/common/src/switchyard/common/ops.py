@@ -1,0 +1,62 @@
+"""A tiny ops HTTP server for services that are not FastAPI apps (scorer, workers, gpu-agent):
+``GET /health`` (alive), ``GET /ready`` (every check passes) and ``GET /metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[], Awaitable[bool]]
+
+
+def build_ops_app(
+    service: str,
+    checks: Mapping[str, Check],
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    extra_routes: list[web.RouteDef] | None = None,
+) -> web.Application:
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "service": service})
+
+    async def ready(_: web.Request) -> web.Response:
+        results: dict[str, bool] = {}
+        for name, check in checks.items():
+            try:
+                results[name] = bool(await asyncio.wait_for(check(), timeout=2.0))
+            except Exception:
+                results[name] = False
+        ok = all(results.values())
+        return web.json_response(
+            {"status": "ok" if ok else "unavailable", "checks": results}, status=200 if ok else 503
+        )
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.add_routes([web.get("/health", health), web.get("/ready", ready), web.get("/metrics", metrics)])
+    if extra_routes:
+        app.add_routes(extra_routes)
+    return app
+
+
+@asynccontextmanager
+async def ops_server(app: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("ops endpoints on http://%s:%d (/health /ready /metrics)", host, port)
+    try:
+        yield runner
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,66 @@
+"""Envelopes: the outer JSON of every RPC request and reply (envelope version ``v`` = 1).
+
+Request: ``{v, id, method, mv, deadline, request_id, reply_to, body}``
+Reply:   ``{v, id, ok, body}`` or ``{v, id, ok: false, error: {type, message}}``
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from switchyard.common.errors import KNOWN_REMOTE_ERRORS, MalformedRequest, RemoteError
+
+ENVELOPE_VERSION = 1
+
+
+def encode_request(
+    *, call_id: str, method: str, mv: int, deadline: float, request_id: str | None, reply_to: str, body: bytes
+) -> bytes:
+    # body is already-serialised JSON; splice it in to avoid a decode/encode round trip
+    head = orjson.dumps(
+        {
+            "v": ENVELOPE_VERSION,
+            "id": call_id,
+            "method": method,
+            "mv": mv,
+            "deadline": deadline,
+            "request_id": request_id,
+            "reply_to": reply_to,
+        }
+    )
+    return head[:-1] + b',"body":' + body + b"}"
+
+
+def decode_request(raw: bytes) -> dict[str, Any]:
+    try:
+        env = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"envelope is not JSON: {exc}") from exc
+    if not isinstance(env, dict):
+        raise MalformedRequest("envelope is not an object")
+    for field, typ in (("id", str), ("method", str), ("reply_to", str), ("deadline", (int, float))):
+        if not isinstance(env.get(field), typ):
+            raise MalformedRequest(f"envelope field {field!r} missing or of the wrong type")
+    if env.get("v") != ENVELOPE_VERSION:
+        raise MalformedRequest(f"unsupported envelope version {env.get('v')!r}")
+    return env
+
+
+def encode_reply_ok(call_id: str, body: bytes) -> bytes:
+    return b'{"v":1,"id":' + orjson.dumps(call_id) + b',"ok":true,"body":' + body + b"}"
+
+
+def encode_reply_error(call_id: str, exc: BaseException) -> bytes:
+    type_name = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
+    return orjson.dumps(
+        {"v": ENVELOPE_VERSION, "id": call_id, "ok": False, "error": {"type": type_name, "message": str(exc)[:2000]}}
+    )
+
+
+def error_from_reply(error: dict[str, Any]) -> RemoteError:
+    type_name = str(error.get("type", "RemoteError"))
+    message = str(error.get("message", ""))
+    cls = KNOWN_REMOTE_ERRORS.get(type_name)
+    return cls(message) if cls is not None else RemoteError(message, type_name=type_name)

@@ -1,0 +1,199 @@
+"""RPC server: competing consumers on each method's queue.
+
+Every replica pops from the same list, so each request is handled exactly once. Requests
+whose deadline has passed are dropped without a reply (the caller has given up). A
+heartbeat key per method, refreshed every second with a 3 s TTL, tells clients a server is
+alive. Losing Redis is survived: the loop reconnects with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from prometheus_client import REGISTRY, CollectorRegistry
+from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from switchyard.common.errors import MalformedRequest, MethodNotFound, RemoteError
+from switchyard.common.keys import Keys
+from switchyard.common.logging import request_id_var
+from switchyard.common.metrics import rpc_metrics
+from switchyard.common.rpc.contract import Rep, Req, RpcMethod
+from switchyard.common.rpc.envelope import decode_request, encode_reply_error, encode_reply_ok
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 1.0
+HEARTBEAT_TTL_MS = 3000
+REPLY_TTL_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class RpcContext:
+    call_id: str
+    request_id: str | None
+    deadline: float
+
+    @property
+    def remaining(self) -> float:
+        return self.deadline - time.time()
+
+
+Handler = Callable[[Any, RpcContext], Awaitable[BaseModel]]
+
+
+class RpcServer:
+    def __init__(
+        self,
+        redis_url: str,
+        keys: Keys,
+        *,
+        replica_id: str,
+        max_concurrency: int = 256,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self._url = redis_url
+        self._keys = keys
+        self.replica_id = replica_id
+        self._handlers: dict[str, tuple[RpcMethod[Any, Any], Handler]] = {}
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._metrics = rpc_metrics(registry)
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.connected = False
+        self.handled = 0
+
+    def register(self, method: RpcMethod[Req, Rep], handler: Callable[[Req, RpcContext], Awaitable[Rep]]) -> None:
+        self._handlers[self._keys.rpc_queue(method.name, method.version)] = (method, handler)
+
+    async def serve(self) -> None:
+        """Run until :meth:`stop`. Survives Redis restarts."""
+        if not self._handlers:
+            raise RuntimeError("no RPC handlers registered")
+        backoff = 0.05
+        while not self._stopping.is_set():
+            reader = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=None)
+            writer = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
+            beat = asyncio.create_task(self._heartbeat(writer), name="rpc-heartbeat")
+            try:
+                await reader.ping()
+                self.connected = True
+                backoff = 0.05
+                log.info("RPC server %s serving %s", self.replica_id, ", ".join(self._handlers))
+                await self._consume(reader, writer)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("RPC server lost Redis: %s", exc)
+                self.connected = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await beat
+                await self._drain()
+                with contextlib.suppress(Exception):
+                    await self._clear_heartbeat(writer)
+                for conn in (reader, writer):
+                    with contextlib.suppress(Exception):
+                        await conn.aclose()
+        self.connected = False
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def _consume(self, reader: Redis, writer: Redis) -> None:
+        queues = list(self._handlers)
+        while not self._stopping.is_set():
+            item = await reader.blpop(queues, timeout=1)
+            if item is None:
+                continue
+            queue, raw = item
+            await self._sem.acquire()
+            task = asyncio.create_task(self._handle(writer, queue.decode(), raw))
+            self._inflight.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._sem.release()
+
+    async def _drain(self) -> None:
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=5)
+
+    async def _handle(self, writer: Redis, queue: str, raw: bytes) -> None:
+        start = time.perf_counter()
+        entry = self._handlers.get(queue)
+        label = entry[0].label if entry else queue
+        try:
+            env = decode_request(raw)
+        except MalformedRequest as exc:
+            self._metrics.served.labels(label, "malformed").inc()
+            log.warning("dropping malformed RPC request on %s: %s", queue, exc)
+            return  # no reply_to we can trust
+        call_id, reply_to = env["id"], env["reply_to"]
+        if env["deadline"] < time.time():
+            self._metrics.dropped.labels(label).inc()
+            return
+        token = request_id_var.set(env.get("request_id"))
+        outcome = "ok"
+        try:
+            if entry is None or entry[0].name != env["method"]:
+                raise MethodNotFound(f"method {env['method']!r} v{env.get('mv')} is not served on {queue}")
+            method, handler = entry
+            try:
+                body = method.request.model_validate(env.get("body") or {})
+            except ValidationError as exc:
+                raise MalformedRequest(f"invalid {method.label} body: {exc.error_count()} error(s): {exc}") from exc
+            ctx = RpcContext(call_id=call_id, request_id=env.get("request_id"), deadline=env["deadline"])
+            result = await handler(body, ctx)
+            payload = encode_reply_ok(call_id, orjson.dumps(result.model_dump(mode="json")))
+        except RemoteError as exc:
+            outcome = exc.type_name
+            payload = encode_reply_error(call_id, exc)
+        except Exception as exc:
+            outcome = "error"
+            log.exception("RPC handler for %s failed", label)
+            payload = encode_reply_error(call_id, exc)
+        finally:
+            request_id_var.reset(token)
+        self.handled += 1
+        self._metrics.served.labels(label, outcome).inc()
+        self._metrics.handle_duration.labels(label).observe(time.perf_counter() - start)
+        try:
+            async with writer.pipeline(transaction=True) as pipe:
+                pipe.rpush(reply_to, payload)
+                pipe.expire(reply_to, REPLY_TTL_S)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not send RPC reply: %s", exc)
+
+    async def _heartbeat(self, writer: Redis) -> None:
+        keys = {self._keys.rpc_alive(m.name, m.version) for m, _ in self._handlers.values()}
+        while True:
+            try:
+                async with writer.pipeline(transaction=False) as pipe:
+                    for k in keys:
+                        pipe.set(k, self.replica_id, px=HEARTBEAT_TTL_MS)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.debug("heartbeat failed: %s", exc)
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    async def _clear_heartbeat(self, writer: Redis) -> None:
+        """On shutdown, drop the heartbeat only if it is ours, so clients fall back at once."""
+        for m, _ in self._handlers.values():
+            key = self._keys.rpc_alive(m.name, m.version)
+            if await writer.get(key) == self.replica_id.encode():
+                await writer.delete(key)

@@ -1,0 +1,55 @@
+"""``scorer.route`` v1: what the gateway tells the scorer about a request, and the answer."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from switchyard.common.schemas import WireModel
+
+
+class RequestKind(StrEnum):
+    CHAT = "chat"
+    COMPLETION = "completion"
+    EMBEDDING = "embedding"
+
+
+class RouteRequestV1(WireModel):
+    kind: RequestKind = RequestKind.CHAT
+    requested_model: str | None = Field(default=None, description="None or the virtual model: route for me")
+    text: str = Field(default="", description="The prompt text the analysis reads (last user turn, bounded)")
+    system_chars: int = 0
+    n_messages: int = 1
+    has_images: bool = False
+    has_tools: bool = False
+    json_mode: bool = False
+    est_prompt_tokens: int = 0
+    max_tokens: int | None = None
+    stream: bool = False
+    client: str | None = Field(default=None, description="API key id or client address, for per-client rules")
+    quality: float | None = Field(default=None, ge=0.0, le=1.0, description="0 = fastest, 1 = best")
+
+
+class PromptAnalysisV1(WireModel):
+    category: str = "general"
+    complexity: float = 0.0
+    level: str = "simple"
+    signals: list[str] = Field(default_factory=list)
+
+
+class CandidateV1(WireModel):
+    model: str = Field(description="Public model name")
+    backend: str = Field(description="Backend (replica) name")
+    upstream_model: str = Field(description="The model's name on that backend")
+    score: float = 0.0
+    reasons: list[str] = Field(default_factory=list)
+    terms: dict[str, float] = Field(default_factory=dict)
+
+
+class RouteReplyV1(WireModel):
+    candidates: list[CandidateV1] = Field(default_factory=list)
+    analysis: PromptAnalysisV1 = Field(default_factory=PromptAnalysisV1)
+    filtered: dict[str, str] = Field(default_factory=dict, description="model -> why it was removed")
+    unservable: str | None = Field(default=None, description="Set when no model can possibly serve the request")
+    catalog_version: str = ""
