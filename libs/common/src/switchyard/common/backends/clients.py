@@ -153,10 +153,10 @@ class OpenAICompatClient(_HttpBackend):
     async def loaded(self) -> list[LoadedModelV1]:
         return []
 
-    async def unload(self, model: str) -> None:
+    async def unload(self, model: str) -> None:  # noqa: ARG002
         return None  # OpenAI-compatible servers have no unload verb
 
-    async def preload(self, model: str, *, timeout_s: float = 120.0) -> None:
+    async def preload(self, model: str, *, timeout_s: float = 120.0) -> None:  # noqa: ARG002
         return None
 
     async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
