@@ -6,8 +6,17 @@ from switchyard.common.db.session import engine_scope
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"backends", "models", "deployments", "profiles", "benchmarks", "feedback", "routing_decisions",
-          "audit_log", "dead_letters"}
+TABLES = {
+    "backends",
+    "models",
+    "deployments",
+    "profiles",
+    "benchmarks",
+    "feedback",
+    "routing_decisions",
+    "audit_log",
+    "dead_letters",
+}
 
 
 async def test_first_migration_creates_the_schema_at_head(database_url):

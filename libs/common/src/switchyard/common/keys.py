@@ -49,6 +49,30 @@ class Keys:
         """Hash upstream model -> requests in flight on that backend (all gateways)."""
         return f"{self.prefix}:inflight:{backend}"
 
+    # --- VRAM management --------------------------------------------------------------
+    def vram_lock(self, host: str) -> str:
+        """String lock (``SET NX PX``, value = holder token): one load/unload sequence per host at a time."""
+        return f"{self.prefix}:vram:lock:{host}"
+
+    @property
+    def vram_actions(self) -> str:
+        """List of :class:`VramActionV1` JSON, newest first, capped (``LPUSH`` + ``LTRIM``)."""
+        return f"{self.prefix}:vram:actions"
+
+    @property
+    def vram_status(self) -> str:
+        """String: :class:`VramStatusV1` JSON of the last scorer replica that refreshed (short TTL)."""
+        return f"{self.prefix}:vram:status"
+
+    def vram_pending(self, host: str) -> str:
+        """Hash upstream model -> "bytes:until" for loads the router made room for and the agent
+        has not reported yet, so that concurrent plans count them (entries expire by ``until``)."""
+        return f"{self.prefix}:vram:pending:{host}"
+
+    def vram_last_used(self, host: str) -> str:
+        """Hash upstream model -> last time (unix s) a request was routed to it on that host (LRU)."""
+        return f"{self.prefix}:vram:last_used:{host}"
+
     # --- events ----------------------------------------------------------------------
     @property
     def request_events(self) -> str:

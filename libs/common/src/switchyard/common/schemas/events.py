@@ -7,6 +7,9 @@ from pydantic import Field
 from switchyard.common.schemas import WireModel
 from switchyard.common.schemas.route import CandidateV1, PromptAnalysisV1
 
+EVENT_FIELD = "data"
+"""Stream entries (``keys.request_events``, ``keys.feedback_events``) carry one field: the event's JSON."""
+
 
 class AttemptV1(WireModel):
     model: str

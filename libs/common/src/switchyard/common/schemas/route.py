@@ -48,8 +48,26 @@ class CandidateV1(WireModel):
 
 
 class RouteReplyV1(WireModel):
+    """Candidates best first, each a (model, backend replica) with its score, reasons and terms.
+
+    When nothing can serve the request, ``candidates`` is empty, ``unservable`` says why in words
+    a client can read, and ``unservable_code`` says what kind of failure it is:
+
+    * ``"model_not_found"`` — the requested model is neither a model nor an alias in the catalog
+      (``unservable`` = ``"model 'x' not found"``); the gateway answers 404.
+    * ``"unservable"`` — no model can do what the request needs (images but no vision model,
+      a prompt over every context window, an embedding model asked to chat …); the gateway
+      answers 400.
+
+    Empty candidates with no ``unservable`` means the catalog has nothing routable yet (no
+    model discovered); the gateway falls back to its own rules.
+    """
+
     candidates: list[CandidateV1] = Field(default_factory=list)
     analysis: PromptAnalysisV1 = Field(default_factory=PromptAnalysisV1)
     filtered: dict[str, str] = Field(default_factory=dict, description="model -> why it was removed")
     unservable: str | None = Field(default=None, description="Set when no model can possibly serve the request")
+    unservable_code: str | None = Field(
+        default=None, description="model_not_found (404) | unservable (400); set with unservable"
+    )
     catalog_version: str = ""

@@ -1,0 +1,71 @@
+# Switchyard — the single entry point. `make` (or `make help`) lists the targets.
+#
+# `make run` and `make test` work on a fresh Debian machine with only python3: they bootstrap
+# uv (into .run/tools when it is not on PATH), create .venv with the system python3, and make
+# Redis/PostgreSQL available (running ones, or private ones under .run/).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+# uv on PATH, else the one `install` bootstraps under .run/tools
+UV = $(shell PYTHON=$(PYTHON) tools/devstack/bootstrap-uv.sh)
+
+.PHONY: help install run test test-unit test-integration test-e2e lint format typecheck migrate bench depcheck clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: ## create .venv with the system python3 and install the workspace (uv sync --frozen)
+	@uv="$(UV)"; test -n "$$uv" || exit 1; \
+	"$$uv" sync --frozen --python "$$(command -v $(PYTHON))" --quiet
+	@echo "installed into $(VENV)"
+
+run: install ## everything up locally on http://localhost:8080/v1; Ctrl-C stops it all
+	$(PY) -m switchyard.devstack run
+
+test: install ## install, then the whole suite (unit, integration, e2e) against real Redis/Postgres
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## unit tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install ## integration tests (one service in-process, real Redis/Postgres)
+	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
+
+test-e2e: install ## end-to-end tests (every service as a real process, the simulated fleet)
+	$(PY) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
+
+lint: install ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## ruff format + autofixable lint
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: install ## mypy (strict) over libs, services and tools
+	$(VENV)/bin/mypy libs/common/src services/*/src tools/*/src
+
+migrate: install ## make Postgres available and migrate it to head
+	$(PY) -m switchyard.devstack migrate
+
+bench: install ## gateway overhead vs. direct, against the simulated fleet (bench/overhead.py)
+	$(PY) bench/overhead.py
+
+depcheck: ## install each service alone in its own venv and import it (catches missing dependencies)
+	@uv="$(UV)"; set -e; for pkg in common gateway scorer profiler sync gpu-agent fakefleet devstack; do \
+	  mod=$$(echo $$pkg | tr - _); \
+	  UV_PROJECT_ENVIRONMENT=.run/depcheck/$$pkg "$$uv" sync --frozen --quiet --no-default-groups \
+	    --package switchyard-$$pkg --python "$$(command -v $(PYTHON))"; \
+	  .run/depcheck/$$pkg/bin/python -c "import switchyard.$$mod" && echo "ok  switchyard-$$pkg"; \
+	done
+
+clean: ## remove caches and the private Redis/Postgres data under .run/ (keeps .venv)
+	rm -rf .run/devstack .run/test .run/depcheck .pytest_cache .mypy_cache .ruff_cache

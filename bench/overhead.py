@@ -1,0 +1,391 @@
+"""What the gateway adds: latency and throughput, direct vs a bare pass-through proxy vs the gateway.
+
+``make bench`` (or ``python bench/overhead.py``) starts, each as its own process:
+
+* a zero-delay **upstream**: an aiohttp OpenAI-compatible server answering
+  ``/v1/chat/completions`` with a fixed reply, or a fixed SSE stream (role chunk, 8 content
+  chunks, finish chunk, usage chunk, ``[DONE]``, each written separately, no delay);
+* a **baseline** proxy: a bare aiohttp server forwarding with one aiohttp session, no parsing
+  (the floor a Python pass-through can reach);
+* a **scorer stand-in**: a real :class:`RpcServer` on the ``scorer.route`` v1 queue answering a
+  fixed one-candidate reply (a minimal RPC responder: the real scorer needs its Postgres catalog;
+  this keeps the full RPC round trip through Redis — push, BLPOP, reply, BLPOP — in the loop,
+  without the scorer's own analysis time);
+* the **gateway**: ``python -m switchyard.gateway`` (uvicorn + uvloop, one worker), on a private
+  ``redis-server`` (``switchyard.devstack.infra.start_redis``), with the upstream as its only
+  backend; every request asks the scorer stand-in (virtual model), is forwarded, and publishes
+  its request event.
+
+Load comes from this process with one aiohttp session at concurrency 1 and 16, non-streaming
+and streaming, a bounded number of requests each (after a warm-up). Printed: p50/p99 latency
+(to the last byte) for direct / baseline / gateway, the latency each proxy adds over direct,
+throughput and the ratios gateway/direct and gateway/baseline, and the gateway's RSS.
+Targets (issue 2): added p50 at c=1 within 1 ms of the baseline's; throughput at c=16 at least
+70 % of the baseline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "bench-model"
+
+# --- the fixed upstream replies ----------------------------------------------------------------
+
+REPLY = orjson.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there!"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    }
+)
+
+
+def _sse(delta: dict[str, object] | None, finish: str | None = None, usage: bool = False) -> bytes:
+    chunk: dict[str, object] = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": MODEL}
+    if usage:
+        chunk["choices"] = []
+        chunk["usage"] = {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}
+    else:
+        chunk["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}]
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+STREAM = [
+    _sse({"role": "assistant", "content": ""}),
+    *(_sse({"content": f" word{i}"}) for i in range(8)),
+    _sse({}, "stop"),
+    _sse(None, usage=True),
+    b"data: [DONE]\n\n",
+]
+REQUEST = {"model": "switchyard/auto", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
+BODY = orjson.dumps(REQUEST)
+STREAM_BODY = orjson.dumps({**REQUEST, "stream": True})
+
+
+# --- roles run in child processes --------------------------------------------------------------
+
+
+def _serve(app: web.Application, port: int) -> None:
+    import uvloop
+
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
+
+
+def run_upstream(port: int) -> None:
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if b'"stream":true' not in body and b'"stream": true' not in body:
+            return web.Response(body=REPLY, content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for event in STREAM:
+            await resp.write(event)
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    _serve(app, port)
+
+
+def run_proxy(port: int, upstream: str) -> None:
+    async def on_startup(app: web.Application) -> None:
+        app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512, limit_per_host=256))
+
+    async def on_cleanup(app: web.Application) -> None:
+        await app["session"].close()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        session: aiohttp.ClientSession = request.app["session"]
+        async with session.post(upstream, data=body, headers={"Content-Type": "application/json"}) as r:
+            if r.content_type != "text/event-stream":
+                return web.Response(body=await r.read(), status=r.status, content_type="application/json")
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            async for data in r.content.iter_any():
+                await resp.write(data)
+            await resp.write_eof()
+            return resp
+
+    app = web.Application()
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_post("/v1/chat/completions", chat)
+    _serve(app, port)
+
+
+def run_scorer(redis_url: str, prefix: str) -> None:
+    import uvloop
+
+    from switchyard.common.keys import Keys
+    from switchyard.common.rpc import ROUTE_V1, RpcContext, RpcServer
+    from switchyard.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
+
+    reply = RouteReplyV1(candidates=[CandidateV1(model=MODEL, backend="bench", upstream_model=MODEL, score=1.0)])
+
+    async def handle(_: RouteRequestV1, __: RpcContext) -> RouteReplyV1:
+        return reply
+
+    async def main() -> None:
+        server = RpcServer(redis_url, Keys(prefix), replica_id="bench-scorer")
+        server.register(ROUTE_V1, handle)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(server.stop()))
+        await server.serve()
+
+    uvloop.run(main())
+
+
+# --- the load driver -----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    latencies: list[float]
+    wall_s: float
+    errors: int
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+    @property
+    def p99(self) -> float:
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.wall_s
+
+
+async def drive(url: str, *, stream: bool, concurrency: int, requests: int) -> Result:
+    body = STREAM_BODY if stream else BODY
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    remaining = requests
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal remaining, errors
+            while remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as r:
+                    data = await r.read()
+                    if r.status != 200 or (stream and not data.endswith(b"data: [DONE]\n\n")):
+                        errors += 1
+                latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    return Result(latencies, wall, errors)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- orchestration -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    from switchyard.devstack.infra import free_port
+
+    return free_port()
+
+
+@contextlib.contextmanager
+def process(
+    args: list[str], env: dict[str, str] | None = None, port: int | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    from switchyard.devstack.infra import wait_port
+
+    proc = subprocess.Popen(args, env=env, cwd=REPO, start_new_session=True)
+    try:
+        if port is not None:
+            wait_port("127.0.0.1", port, timeout=60, proc=proc)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def self_cmd(*args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), *args]
+
+
+async def write_snapshot(redis_url: str, prefix: str) -> None:
+    """The catalog a scorer would publish, for the diagnostic gateway that runs without one."""
+    from redis.asyncio import Redis
+
+    from switchyard.common.keys import Keys
+    from switchyard.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+
+    snap = CatalogSnapshotV1(
+        version="bench",
+        models=[CatalogModelV1(name=MODEL, params_b=3, replicas=[ReplicaV1(backend="bench", upstream_model=MODEL)])],
+    )
+    r = Redis.from_url(redis_url)
+    try:
+        await r.set(Keys(prefix).catalog_snapshot, snap.model_dump_json())
+    finally:
+        await r.aclose()
+
+
+async def wait_ready(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.post(url, data=BODY, headers={"Content-Type": "application/json"}) as r:
+                    if r.status == 200 and r.headers.get("x-switchyard-model") == MODEL:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} is not answering through the scorer")
+            await asyncio.sleep(0.2)
+
+
+async def bench(args: argparse.Namespace) -> int:
+    from switchyard.devstack.infra import start_redis
+
+    run_dir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    redis = start_redis(run_dir, ephemeral=True)
+    prefix = "bench"
+    up_port, proxy_port, gw_port, fb_port = _free_port(), _free_port(), _free_port(), _free_port()
+    upstream = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env.update(
+        SWITCHYARD_REDIS_URL=redis.url,
+        SWITCHYARD_KEY_PREFIX=prefix,
+        SWITCHYARD_BACKENDS=f"bench:openai=http://127.0.0.1:{up_port}/v1",
+        SWITCHYARD_LOG_LEVEL="WARNING",
+        SWITCHYARD_GATEWAY__HOST="127.0.0.1",
+        SWITCHYARD_GATEWAY__PORT=str(gw_port),
+        SWITCHYARD_GATEWAY__SCHEMA_WAIT_S="0",
+        SWITCHYARD_DATABASE_URL="postgresql+asyncpg://bench@127.0.0.1:1/unused",
+    )
+    fb_env = {**env, "SWITCHYARD_KEY_PREFIX": "bench-fb", "SWITCHYARD_GATEWAY__PORT": str(fb_port)}
+    await write_snapshot(redis.url, "bench-fb")
+    try:
+        with (
+            process(self_cmd("--role", "upstream", "--port", str(up_port)), port=up_port),
+            process(self_cmd("--role", "proxy", "--port", str(proxy_port), "--upstream", upstream), port=proxy_port),
+            process(self_cmd("--role", "scorer", "--redis", redis.url, "--prefix", prefix)),
+            process([sys.executable, "-m", "switchyard.gateway"], env=env, port=gw_port) as gateway,
+            process([sys.executable, "-m", "switchyard.gateway"], env=fb_env, port=fb_port),
+        ):
+            targets = {
+                "direct": upstream,
+                "baseline": f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
+                "gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions",
+                "gw-no-rpc": f"http://127.0.0.1:{fb_port}/v1/chat/completions",
+            }
+            await wait_ready(targets["gateway"])
+            await wait_ready(targets["gw-no-rpc"])
+            rss_idle = rss_mib(gateway.pid)
+            print(f"# {os.cpu_count()} CPU(s); {args.requests} requests per run at c=1, {args.requests * 2} at c=16")
+            print(f"# gateway RSS after start: {rss_idle:.1f} MiB")
+            ok = True
+            for stream in (False, True):
+                for conc in (1, 16):
+                    n = args.requests if conc == 1 else args.requests * 2
+                    results: dict[str, Result] = {}
+                    for name, url in targets.items():
+                        await drive(url, stream=stream, concurrency=conc, requests=max(n // 10, 50))  # warm-up
+                        results[name] = await drive(url, stream=stream, concurrency=conc, requests=n)
+                    ok &= report(results, stream=stream, concurrency=conc)
+            print(f"# gateway RSS after the runs: {rss_mib(gateway.pid):.1f} MiB")
+            return 0 if ok or not args.strict else 1
+    finally:
+        redis.stop()
+
+
+def report(results: dict[str, Result], *, stream: bool, concurrency: int) -> bool:
+    d, b, g = results["direct"], results["baseline"], results["gateway"]
+    kind = "stream" if stream else "non-stream"
+    print(f"\n## {kind}, concurrency {concurrency}")
+    print(f"{'target':<10}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}")
+    for name, r in results.items():
+        print(f"{name:<10}{r.p50:>10.3f}{r.p99:>10.3f}{r.rps:>10.0f}{r.errors:>8}")
+    added_b50, added_g50 = b.p50 - d.p50, g.p50 - d.p50
+    added_b99, added_g99 = b.p99 - d.p99, g.p99 - d.p99
+    print(f"added over direct: baseline p50 {added_b50:+.3f} ms p99 {added_b99:+.3f} ms;"
+          f" gateway p50 {added_g50:+.3f} ms p99 {added_g99:+.3f} ms")  # fmt: skip
+    print(f"throughput: gateway/direct {g.rps / d.rps:.2f}, gateway/baseline {g.rps / b.rps:.2f}")
+    ok = g.errors == 0
+    if concurrency == 1:
+        gap = added_g50 - added_b50
+        met = gap <= 1.0
+        print(f"target: gateway added p50 within 1 ms of baseline's: {gap:+.3f} ms -> {'met' if met else 'MISSED'}")
+        ok &= met
+    else:
+        ratio = g.rps / b.rps
+        met = ratio >= 0.70
+        print(f"target: gateway throughput >= 70% of baseline's: {ratio:.0%} -> {'met' if met else 'MISSED'}")
+        ok &= met
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per run at c=1 (twice that at c=16)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--role", choices=["upstream", "proxy", "scorer"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "upstream":
+        run_upstream(args.port)
+        return 0
+    if args.role == "proxy":
+        run_proxy(args.port, args.upstream)
+        return 0
+    if args.role == "scorer":
+        run_scorer(args.redis, args.prefix)
+        return 0
+    import uvloop
+
+    return uvloop.run(bench(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The OpenAI-compatible API: chat, completions, embeddings, models, feedback."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, Self
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from switchyard.common.logging import request_id_var
+from switchyard.common.schemas.events import EVENT_FIELD, FeedbackEventV1
+from switchyard.common.schemas.route import RequestKind
+from switchyard.gateway.deps import ClientDep, StateDep
+from switchyard.gateway.errors import ModelNotFound, NoBackendAvailable
+from switchyard.gateway.forwarding import Exchange
+from switchyard.gateway.middleware import new_request_id
+from switchyard.gateway.pipeline import JSON_MEDIA, new_response_id
+from switchyard.gateway.routing import (
+    QUALITY_HEADER,
+    chat_features,
+    completion_features,
+    embedding_features,
+    parse_quality,
+)
+from switchyard.gateway.state import GatewayState
+from switchyard.gateway.validation import check_chat, check_completion, check_embeddings, read_json
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def exchange(kind: RequestKind, body: dict[str, object], client: str | None) -> Exchange:
+    stream = body.get("stream") is True and kind is not RequestKind.EMBEDDING
+    body.pop("switchyard", None)
+    model = body.get("model")
+    return Exchange(
+        kind=kind,
+        body=body,
+        stream=stream,
+        request_id=request_id_var.get() or new_request_id(),
+        response_id=new_response_id(kind),
+        client=client,
+        requested_model=model if isinstance(model, str) and model else None,
+    )
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, gw: StateDep, client: ClientDep) -> Response:
+    body = await read_json(request)
+    check_chat(body)
+    quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
+    features = chat_features(body, gw.settings.gateway.max_prompt_chars)
+    return await gw.pipeline.handle(exchange(RequestKind.CHAT, body, client), features, quality=quality)
+
+
+@router.post("/completions")
+async def completions(request: Request, gw: StateDep, client: ClientDep) -> Response:
+    body = await read_json(request)
+    check_completion(body)
+    quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
+    features = completion_features(body, gw.settings.gateway.max_prompt_chars)
+    return await gw.pipeline.handle(exchange(RequestKind.COMPLETION, body, client), features, quality=quality)
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, gw: StateDep, client: ClientDep) -> Response:
+    body = await read_json(request)
+    check_embeddings(body)
+    quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
+    features = embedding_features(body, gw.settings.gateway.max_prompt_chars)
+    return await gw.pipeline.handle(exchange(RequestKind.EMBEDDING, body, client), features, quality=quality)
+
+
+async def model_list(gw: GatewayState) -> list[dict[str, object]]:
+    opts = gw.settings.gateway
+    out: list[dict[str, object]] = [
+        {"id": opts.virtual_model, "object": "model", "created": gw.started_at, "owned_by": "switchyard"}
+    ]
+    if opts.list_real_models:
+        for m in await gw.catalog.models():
+            if m.name == opts.virtual_model:
+                continue
+            owner = m.replicas[0].backend if m.replicas else "switchyard"
+            out.append({"id": m.name, "object": "model", "created": gw.started_at, "owned_by": owner})
+    return out
+
+
+@router.get("/models")
+async def list_models(gw: StateDep, _client: ClientDep) -> Response:
+    return Response(orjson.dumps({"object": "list", "data": await model_list(gw)}), media_type=JSON_MEDIA)
+
+
+@router.get("/models/{model:path}")
+async def get_model(model: str, gw: StateDep, _client: ClientDep) -> Response:
+    for item in await model_list(gw):
+        if item["id"] == model:
+            return Response(orjson.dumps(item), media_type=JSON_MEDIA)
+    raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    response_id: str = Field(min_length=1, max_length=200)
+    score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    thumbs: Literal["up", "down"] | None = None
+    comment: str | None = Field(default=None, max_length=4000)
+
+    @model_validator(mode="after")
+    def _one_signal(self) -> Self:
+        if (self.score is None) == (self.thumbs is None):
+            raise ValueError("give exactly one of 'score' (-1..1) or 'thumbs' ('up' or 'down')")
+        return self
+
+    @property
+    def value(self) -> float:
+        if self.score is not None:
+            return self.score
+        return 1.0 if self.thumbs == "up" else -1.0
+
+
+@router.post("/feedback", status_code=202)
+async def feedback(fb: FeedbackIn, gw: StateDep, client: ClientDep) -> Response:
+    event = FeedbackEventV1(
+        response_id=fb.response_id, score=fb.value, comment=fb.comment, client=client, ts=time.time()
+    )
+    try:
+        await gw.redis.xadd(
+            gw.settings.keys.feedback_events,
+            {EVENT_FIELD: event.model_dump_json()},
+            maxlen=gw.settings.gateway.events_maxlen,
+            approximate=True,
+        )
+    except (RedisError, OSError) as exc:
+        raise NoBackendAvailable("feedback store is unavailable; retry later", code="feedback_unavailable") from exc
+    body = {"status": "accepted", "response_id": fb.response_id, "score": fb.value}
+    return Response(orjson.dumps(body), status_code=202, media_type=JSON_MEDIA)

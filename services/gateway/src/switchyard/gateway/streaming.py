@@ -1,0 +1,77 @@
+"""A streaming ASGI response that notices a client disconnect at once and cancels the upstream.
+
+Starlette's ``StreamingResponse`` only sees a disconnect on its next write when the server
+speaks ASGI 2.4, so a slow upstream would keep running. Here one task pumps the body while the
+request task waits on ``receive()``; an ``http.disconnect`` cancels the pump, whose generator
+closes the upstream response in its ``finally``. ``on_close`` runs in every case (also when the
+body never started), so the upstream and the in-flight count are always released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+
+class StreamResponse(Response):
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        *,
+        media_type: str,
+        headers: list[tuple[bytes, bytes]],
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.body_iterator = body
+        self.status_code = 200
+        self.media_type = media_type
+        self.background: BackgroundTask | None = None
+        self.on_close = on_close
+        self.raw_headers = [
+            (b"content-type", media_type.encode()),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            *headers,
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
+        pump = asyncio.ensure_future(self._pump(send))
+        listen = asyncio.ensure_future(self._until_disconnect(receive))
+        try:
+            await asyncio.wait((pump, listen), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (listen, pump):
+                if not task.done():
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listen
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await pump
+            if self.on_close is not None:
+                await self.on_close()
+        if self.background is not None:
+            await self.background()
+
+    async def _pump(self, send: Send) -> None:
+        body = self.body_iterator
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    @staticmethod
+    async def _until_disconnect(receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return

@@ -1,0 +1,42 @@
+"""``python -m switchyard.scorer``: build settings once, log JSON lines, serve until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+from switchyard.common.errors import ConfigError
+from switchyard.common.logging import configure_logging
+from switchyard.scorer.app import serve
+from switchyard.scorer.settings import ScorerSettings
+
+
+async def _main(settings: ScorerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop=stop)
+
+
+def main() -> int:
+    try:
+        settings = ScorerSettings.load()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)  # noqa: T201
+        return 2
+    configure_logging(settings.log_level, service="scorer", json=settings.log_json)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; run without it if missing
+        asyncio.run(_main(settings))
+    else:
+        uvloop.run(_main(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,219 @@
+"""The learned term: graded outcomes of past prompts predict how each model will do on a new one.
+
+Every graded outcome is ``(prompt embedding, model, score 0..1, source)`` with source
+``profile`` (the profiler's graded prompts), ``judge`` (LLM-as-judge) or ``feedback`` (users).
+They live in one bounded matrix of prompt embeddings (a ring buffer of ``capacity`` rows; the
+same prompt — by key — is one row) and an outcome matrix of the same rows with one column per
+model (NaN where that model was never graded on that prompt), so a lookup is one matrix-vector
+product for all models:
+
+1. cosine similarity of the new prompt to every stored prompt (unit vectors: a dot product);
+2. the ``k`` most similar rows (``argpartition``);
+3. kernel weights ``w = ((s − floor) / (1 − floor))₊ ^ power`` (neighbours below ``floor`` count
+   nothing) times the outcome's source weight;
+4. per model: ``p = (Σ w·score + m·mean) / (Σ w + m)`` over the neighbours it was graded on
+   (``m = prior_mass`` pseudo-neighbours at the model's overall mean) and ``n_eff = Σ w``.
+
+The scorer blends ``p`` with its static capability by ``n_eff`` (``scoring.py``): with no close
+neighbours the learned term vanishes. The index does no I/O: a loader (Postgres profiles and
+feedback joined to routing decisions) calls :meth:`LearnedIndex.add` / :meth:`add_batch` and
+bumps ``version``; readers may cache on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+import numpy.typing as npt
+
+F = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+
+SOURCES = ("profile", "judge", "feedback")
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedConfig:
+    capacity: int = 50_000
+    """Stored prompts (rows); the oldest is overwritten first."""
+    k: int = 48
+    floor: float = 0.5
+    power: float = 2.0
+    prior_mass: float = 0.5
+    source_weights: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({"profile": 1.0, "judge": 0.8, "feedback": 0.6})
+    )
+
+
+def prompt_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class LearnedIndex:
+    """Bounded k-NN index of graded outcomes (see the module docstring)."""
+
+    def __init__(self, dims: int, cfg: LearnedConfig | None = None) -> None:
+        self.cfg = cfg or LearnedConfig()
+        self.dims = dims
+        cap = self.cfg.capacity
+        self._emb = np.zeros((cap, dims), dtype=np.float32)
+        self._sum = np.zeros((cap, 0), dtype=np.float64)  # Σ weight·score per (row, model)
+        self._wsum = np.zeros((cap, 0), dtype=np.float64)  # Σ weight
+        self._keys: list[bytes | None] = [None] * cap
+        self._row_of: dict[bytes, int] = {}
+        self._models: list[str] = []
+        self._col: dict[str, int] = {}
+        self._next = 0
+        self._rows = 0
+        self.version = 0
+        self._means: F | None = None
+
+    # --- writing -------------------------------------------------------------------------
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self._models)
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def _column(self, model: str) -> int:
+        col = self._col.get(model)
+        if col is None:
+            col = len(self._models)
+            self._models.append(model)
+            self._col[model] = col
+            pad = np.zeros((self.cfg.capacity, 1))
+            self._sum = np.hstack([self._sum, pad])
+            self._wsum = np.hstack([self._wsum, pad])
+        return col
+
+    def _row(self, key: bytes | None, embedding: npt.ArrayLike) -> int:
+        if key is not None:
+            row = self._row_of.get(key)
+            if row is not None:
+                return row
+        row = self._next
+        old = self._keys[row]
+        if old is not None:
+            self._row_of.pop(old, None)
+        self._next = (row + 1) % self.cfg.capacity
+        self._rows = min(self._rows + 1, self.cfg.capacity)
+        v = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if v.shape[0] != self.dims:
+            raise ValueError(f"embedding has {v.shape[0]} dims, the index {self.dims}")
+        norm = float(np.linalg.norm(v))
+        self._emb[row] = v / norm if norm > 0 else v
+        self._sum[row] = 0.0
+        self._wsum[row] = 0.0
+        self._keys[row] = key
+        if key is not None:
+            self._row_of[key] = row
+        return row
+
+    def add(
+        self,
+        embedding: npt.ArrayLike,
+        model: str,
+        score: float,
+        *,
+        source: str = "profile",
+        key: bytes | str | None = None,
+        weight: float = 1.0,
+    ) -> None:
+        """One graded outcome; outcomes for the same ``key`` (a prompt hash or id) share a row."""
+        if not 0.0 <= score <= 1.0:
+            raise ValueError("score must be within 0..1")
+        w = weight * self.cfg.source_weights.get(source, 1.0)
+        col = self._column(model)
+        row = self._row(key.encode() if isinstance(key, str) else key, embedding)
+        self._sum[row, col] += w * score
+        self._wsum[row, col] += w
+        self._changed()
+
+    def add_batch(
+        self,
+        embeddings: npt.ArrayLike,
+        models: Sequence[str],
+        scores: npt.ArrayLike,
+        *,
+        source: str = "profile",
+        keys: Sequence[bytes | str | None] | None = None,
+    ) -> None:
+        """Rows of ``scores`` (prompts × ``models``, NaN = not graded) for the prompts in ``embeddings``."""
+        e = np.asarray(embeddings, dtype=np.float32)
+        s = np.asarray(scores, dtype=np.float64)
+        cols = [self._column(m) for m in models]
+        w = self.cfg.source_weights.get(source, 1.0)
+        for i in range(e.shape[0]):
+            key = keys[i] if keys is not None else None
+            row = self._row(key.encode() if isinstance(key, str) else key, e[i])
+            graded = ~np.isnan(s[i])
+            idx = np.asarray(cols)[graded]
+            self._sum[row, idx] += w * s[i, graded]
+            self._wsum[row, idx] += w
+        self._changed()
+
+    def clear(self) -> None:
+        self.__init__(self.dims, self.cfg)  # type: ignore[misc]
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._means = None
+
+    # --- reading -------------------------------------------------------------------------
+
+    def model_means(self) -> F:
+        if self._means is None:
+            n = self._rows
+            ws = self._wsum[:n].sum(axis=0)
+            self._means = np.where(ws > 0, self._sum[:n].sum(axis=0) / np.maximum(ws, 1e-12), np.nan)
+        return self._means
+
+    def estimate_batch(self, queries: npt.ArrayLike) -> tuple[F, F]:
+        """``(p, n_eff)``, each (queries × :attr:`models`); ``p`` is NaN where a model has no data."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        m = len(self._models)
+        n = self._rows
+        if n == 0 or m == 0:
+            return np.full((q.shape[0], m), np.nan), np.zeros((q.shape[0], m))
+        cfg = self.cfg
+        sims = q @ self._emb[:n].T  # (queries, rows)
+        k = min(cfg.k, n)
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.broadcast_to(np.arange(n), (q.shape[0], n))
+        s = np.take_along_axis(sims, top, axis=1).astype(np.float64)
+        kern = np.clip((s - cfg.floor) / (1.0 - cfg.floor), 0.0, None) ** cfg.power  # (queries, k)
+        wsum = self._wsum[top]  # (queries, k, models)
+        ssum = self._sum[top]
+        graded = wsum > 0
+        mean_score = np.where(graded, ssum / np.maximum(wsum, 1e-12), 0.0)
+        kw = kern[:, :, None] * np.minimum(wsum, 1.0) * graded
+        n_eff = kw.sum(axis=1)
+        prior = np.nan_to_num(self.model_means(), nan=0.5)
+        pm = cfg.prior_mass
+        p = ((kw * mean_score).sum(axis=1) + pm * prior) / (n_eff + pm)
+        p = np.where(np.isnan(self.model_means())[None, :], np.nan, p)
+        return p, n_eff
+
+    def estimate(self, embedding: npt.ArrayLike) -> dict[str, tuple[float, float]]:
+        """Model -> (estimated success probability, effective number of close neighbours)."""
+        p, n = self.estimate_batch(embedding)
+        return {name: (float(p[0, j]), float(n[0, j])) for j, name in enumerate(self._models) if not np.isnan(p[0, j])}
+
+    def aligned(self, embedding: npt.ArrayLike, names: Sequence[str]) -> tuple[F, F]:
+        """``(p, n_eff)`` for ``names`` (a scoring table's order; NaN/0 for models without data)."""
+        p, n = self.estimate_batch(embedding)
+        out_p = np.full(len(names), np.nan)
+        out_n = np.zeros(len(names))
+        for i, name in enumerate(names):
+            j = self._col.get(name)
+            if j is not None:
+                out_p[i] = p[0, j]
+                out_n[i] = n[0, j]
+        return out_p, out_n

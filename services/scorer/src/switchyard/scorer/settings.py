@@ -1,0 +1,46 @@
+"""Scorer settings: the shared :class:`CommonSettings` plus ``scorer`` options
+(``SWITCHYARD_SCORER__OPS_PORT``, ``SWITCHYARD_SCORER__WEIGHTS__SPEED``,
+``SWITCHYARD_SCORER__ALIASES='{"fast": "llama3.2:1b"}'`` …)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from switchyard.common.settings import CommonSettings
+
+
+class ScoringWeights(BaseModel):
+    """How much each term counts (see ``ranking.py`` for the formula)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fit: float = Field(default=1.0, ge=0, description="Penalty per unit of size mismatch (too small counts twice)")
+    speed: float = Field(default=0.4, ge=0, description="Tokens/s, weighted by (1 - quality preference)")
+    quality: float = Field(default=0.4, ge=0, description="Size prior + benchmarks + profiles, weighted by quality")
+    category: float = Field(default=0.15, ge=0, description="Coder model on a code prompt (half as a malus elsewhere)")
+    residency: float = Field(default=0.2, ge=0, description="Model already loaded on the replica's host")
+    unhealthy: float = Field(default=1.0, ge=0, description="Replica whose backend the gpu-agent reports down")
+    memory: float = Field(default=0.1, ge=0, description="Not loaded, and the host lacks the free memory for it")
+
+
+class ScorerOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ops_host: str = "0.0.0.0"
+    ops_port: int = Field(default=9101, ge=0, le=65535)
+    catalog_refresh_s: float = Field(default=30.0, gt=0, description="Reload the catalog at least this often")
+    fleet_poll_s: float = Field(default=2.0, gt=0, description="Re-read fleet state at least this often")
+    schema_wait_s: float = Field(default=120.0, ge=0, description="How long to wait for the DB schema at start")
+    max_concurrency: int = Field(default=256, ge=1, description="RPC requests handled at once")
+    virtual_models: list[str] = Field(
+        default_factory=lambda: ["switchyard/auto"], description="Requested names that mean 'route for me'"
+    )
+    aliases: dict[str, str] = Field(default_factory=dict, description="Requested name -> catalog model name")
+    default_quality: float = Field(default=0.5, ge=0, le=1, description="Quality preference when a request has none")
+    unknown_params_b: float = Field(default=8.0, gt=0, description="Size assumed for a model whose size is unknown")
+    max_candidates: int = Field(default=8, ge=1, le=64, description="Candidates in a reply")
+    weights: ScoringWeights = Field(default_factory=ScoringWeights)
+
+
+class ScorerSettings(CommonSettings):
+    scorer: ScorerOptions = Field(default_factory=ScorerOptions)

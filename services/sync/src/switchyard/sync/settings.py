@@ -1,0 +1,33 @@
+"""Sync settings: the shared :class:`CommonSettings` plus ``sync`` options
+(``SWITCHYARD_SYNC__BENCHMARKS_FILE=/data/benchmarks.csv``, ``SWITCHYARD_SYNC__OPS_PORT`` …)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from switchyard.common.arq import CronInterval, WorkerOptions
+from switchyard.common.settings import CommonSettings
+
+
+class SyncOptions(WorkerOptions):
+    ops_port: int = Field(default=9103, ge=0, le=65535)
+    schema_wait_s: float = Field(default=120.0, ge=0, description="Without migrate_on_start: wait this long for it")
+
+    benchmarks_file: Path | None = Field(default=None, description="CSV or JSON file (docs/benchmarks-file.md)")
+    benchmarks_source: str = Field(default="local-file", min_length=1, max_length=64, description="Default source")
+    benchmarks_every_s: CronInterval = Field(default=86400, description="Import schedule (default daily at 00:00)")
+    benchmarks_on_schedule: bool = True
+    benchmarks_at_startup: bool = True
+    match_threshold: float = Field(default=90.0, ge=50, le=100, description="Fuzzy name match cut-off (0..100)")
+
+    consume_events: bool = Field(default=True, description="Store request/feedback events from the Redis streams")
+    consumer_group: str = Field(default="switchyard-sync", min_length=1)
+    batch_size: int = Field(default=200, ge=1, le=10_000, description="Events read and stored per transaction")
+    block_ms: int = Field(default=1000, ge=1, le=60_000, description="XREADGROUP block time")
+    claim_idle_s: float = Field(default=60.0, gt=0, description="Claim other consumers' events pending this long")
+
+
+class SyncSettings(CommonSettings):
+    sync: SyncOptions = Field(default_factory=SyncOptions)

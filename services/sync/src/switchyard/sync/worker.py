@@ -1,0 +1,217 @@
+"""The sync worker: benchmark import jobs and the event consumer, on one arq worker.
+
+Jobs (queue ``keys.sync_queue``, JSON payloads):
+
+* ``import_benchmarks_file(path: str | None = None)`` — the file from ``sync.benchmarks_file``
+  (or ``path``), on a schedule (``sync.benchmarks_every_s``, default daily), once at start-up
+  and on demand (``enqueue_once(pool, keys.sync_queue, IMPORT_BENCHMARKS_FILE,
+  job_id="import_benchmarks_file")``). One transaction per run; publishes
+  ``keys.catalog_changed`` when a score changed. An unreadable file fails the job: it retries
+  with back-off and ends in ``dead_letters`` after ``sync.max_tries``.
+
+The event consumer (:mod:`switchyard.sync.events`) starts in ``on_startup`` and is cancelled in
+``on_shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arq import Worker, cron
+from arq.worker import func
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from switchyard.common.arq import (
+    CTX_KEY,
+    IMPORT_BENCHMARKS_FILE,
+    WorkerContext,
+    context_of,
+    dumps,
+    enqueue_once,
+    every,
+    job,
+    loads,
+    redis_settings,
+)
+from switchyard.common.db.session import make_engine, make_sessionmaker
+from switchyard.common.http import make_session
+from switchyard.sync.benchmarks import ImportResult, load_matcher, read_file, upsert_rows
+from switchyard.sync.events import EventConsumer
+from switchyard.sync.metrics import SyncMetrics
+from switchyard.sync.settings import SyncSettings
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_ERRORS = 20
+
+
+@dataclass(slots=True, kw_only=True)
+class SyncContext(WorkerContext[SyncSettings]):
+    metrics: SyncMetrics
+    consumer: EventConsumer
+    consumer_task: asyncio.Task[None] | None = None
+
+
+async def build_context(settings: SyncSettings, redis: Any, *, registry: CollectorRegistry = REGISTRY) -> SyncContext:
+    """Everything jobs share; close it with ``await ctx.exit_stack.aclose()``."""
+    opts = settings.sync
+    engine = make_engine(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s, pool_size=4)
+    sessionmaker = make_sessionmaker(engine)
+    http = make_session(connect_timeout_s=5.0)
+    metrics = SyncMetrics.create(registry)
+    wctx = SyncContext(
+        settings=settings,
+        queue=settings.keys.sync_queue,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        redis=redis,
+        http=http,
+        policy=opts.retry_policy(),
+        metrics=metrics,
+        consumer=EventConsumer(
+            redis_url=settings.redis_url,
+            keys=settings.keys,
+            sessionmaker=sessionmaker,
+            metrics=metrics,
+            group=opts.consumer_group,
+            batch_size=opts.batch_size,
+            block_ms=opts.block_ms,
+            claim_idle_s=opts.claim_idle_s,
+        ),
+    )
+    wctx.exit_stack.push_async_callback(engine.dispose)
+    wctx.exit_stack.push_async_callback(http.close)
+    return wctx
+
+
+async def import_file(wctx: SyncContext, path: Path) -> ImportResult:
+    opts = wctx.settings.sync
+    parsed = await asyncio.to_thread(read_file, path, opts.benchmarks_source)
+    result = ImportResult(
+        path=str(path),
+        rows=len(parsed.rows),
+        invalid=len(parsed.invalid),
+        duplicate=parsed.duplicate,
+        errors=parsed.invalid[:MAX_REPORTED_ERRORS],
+    )
+    for line in parsed.invalid[:MAX_REPORTED_ERRORS]:
+        log.warning("%s: skipped %s", path.name, line)
+    async with wctx.sessionmaker() as session, session.begin():
+        matcher = await load_matcher(session, threshold=opts.match_threshold)
+        result.matched, result.changed = await upsert_rows(session, parsed.rows, matcher)
+    result.unmatched = result.rows - result.matched
+    m = wctx.metrics.benchmark_rows
+    for outcome in ("matched", "unmatched", "invalid", "duplicate"):
+        m.labels(outcome).inc(getattr(result, outcome))
+    if result.changed:
+        await wctx.redis.publish(wctx.settings.keys.catalog_changed, dumps({"source": "sync"}))
+        result.published = True
+    log.info(
+        "benchmarks from %s: %d rows (%d matched, %d unmatched), %d invalid, %d duplicate, %d changed",
+        path.name,
+        result.rows,
+        result.matched,
+        result.unmatched,
+        result.invalid,
+        result.duplicate,
+        result.changed,
+    )
+    return result
+
+
+@job(IMPORT_BENCHMARKS_FILE)
+async def import_benchmarks_file(ctx: dict[str, Any], path: str | None = None) -> ImportResult:
+    wctx = context_of(ctx, SyncContext)
+    target = Path(path) if path else wctx.settings.sync.benchmarks_file
+    if target is None:
+        log.info("no benchmarks file configured (SWITCHYARD_SYNC__BENCHMARKS_FILE); nothing to import")
+        wctx.metrics.benchmark_imports.labels("skipped").inc()
+        return ImportResult(skipped=True)
+    try:
+        result = await import_file(wctx, target)
+    except Exception:
+        wctx.metrics.benchmark_imports.labels("error").inc()
+        raise
+    wctx.metrics.benchmark_imports.labels("ok").inc()
+    return result
+
+
+def worker_settings(
+    settings: SyncSettings, *, registry: CollectorRegistry = REGISTRY, **overrides: Any
+) -> dict[str, Any]:
+    """Keyword arguments for :class:`arq.Worker` (``overrides`` win, e.g. ``burst=True``)."""
+    opts = settings.sync
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        wctx = await build_context(settings, ctx["redis"], registry=registry)
+        ctx[CTX_KEY] = wctx
+        if opts.consume_events:
+            wctx.consumer_task = asyncio.create_task(wctx.consumer.run(), name="event-consumer")
+        if opts.benchmarks_at_startup and opts.benchmarks_file is not None:
+            await enqueue_once(
+                ctx["redis"], settings.keys.sync_queue, IMPORT_BENCHMARKS_FILE, job_id=IMPORT_BENCHMARKS_FILE
+            )
+        log.info(
+            "sync worker up: queue %s, events %s", settings.keys.sync_queue, "on" if opts.consume_events else "off"
+        )
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        wctx = ctx.get(CTX_KEY)
+        if not isinstance(wctx, SyncContext):
+            return
+        if wctx.consumer_task is not None:
+            wctx.consumer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await wctx.consumer_task
+        await wctx.exit_stack.aclose()
+
+    cron_jobs = []
+    if opts.benchmarks_on_schedule:
+        cron_jobs.append(
+            cron(
+                import_benchmarks_file,
+                name=f"cron:{IMPORT_BENCHMARKS_FILE}",
+                max_tries=opts.max_tries,
+                timeout=opts.job_timeout_s + 5,
+                **every(opts.benchmarks_every_s),  # type: ignore[arg-type]
+            )
+        )
+    kwargs: dict[str, Any] = {
+        "functions": [
+            func(import_benchmarks_file, name=IMPORT_BENCHMARKS_FILE, keep_result=0, max_tries=opts.max_tries)
+        ],
+        "cron_jobs": cron_jobs,
+        "queue_name": settings.keys.sync_queue,
+        "redis_settings": redis_settings(settings.redis_url),
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "job_serializer": dumps,
+        "job_deserializer": loads,
+        "max_jobs": opts.max_jobs,
+        "job_timeout": opts.job_timeout_s + 5,
+        "max_tries": opts.max_tries,
+        "poll_delay": opts.poll_delay_s,
+        "handle_signals": False,
+        "health_check_interval": 60,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def build_worker(settings: SyncSettings, *, registry: CollectorRegistry = REGISTRY, **overrides: Any) -> Worker:
+    return Worker(**worker_settings(settings, registry=registry, **overrides))
+
+
+def consumer_check(worker: Worker) -> Any:
+    async def consumer_ok() -> bool:
+        wctx = worker.ctx.get(CTX_KEY)
+        if not isinstance(wctx, SyncContext):
+            return False
+        return not wctx.settings.sync.consume_events or wctx.consumer.running
+
+    return consumer_ok

@@ -1,0 +1,118 @@
+"""The whole stack as real processes: the simulated fleet on free ports, the five services
+(``python -m switchyard.<svc>``) against the run's private Redis and per-run database.
+
+One stack per test session (starting it costs seconds); tests that break something (kill
+the scorer, fail a backend) put it back before they return. Each service's output goes to
+``.run/test/e2e-<id>/<service>.log``; a failed start shows the last lines in the error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from redis.asyncio import Redis
+
+from switchyard.common.keys import Keys
+from switchyard.devstack.infra import free_port
+from switchyard.devstack.stack import SERVICES, Stack, StackConfig, StackUrls, file_sink
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_BODY_BYTES = 256 * 1024
+
+
+def runnable_services() -> tuple[str, ...]:
+    """Services that have a ``__main__`` (all five once the stack is complete;
+    ``test_every_service_runs_as_a_process`` fails while one is missing)."""
+    return tuple(n for n in SERVICES if importlib.util.find_spec(f"{SERVICES[n].module}.__main__") is not None)
+
+
+@dataclass
+class E2E:
+    stack: Stack
+    urls: StackUrls
+    keys: Keys
+    database_url: str
+    log_dir: Path
+    models: list[str]
+
+    @property
+    def gateway(self) -> str:
+        return self.urls.gateway
+
+    @property
+    def fleet_admin(self) -> str:
+        assert self.urls.fleet is not None
+        return self.urls.fleet.admin_url
+
+
+@pytest.fixture(scope="session")
+def e2e(redis_url: str, database_url: str) -> Iterator[E2E]:
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"sye2e-{run_id}"
+    log_dir = REPO / ".run" / "test" / f"e2e-{run_id}"
+    stack = Stack(
+        StackConfig(
+            redis_url=redis_url,
+            database_url=database_url,
+            key_prefix=prefix,
+            gateway_host="127.0.0.1",
+            gateway_port=free_port(),
+            ops_host="127.0.0.1",
+            free_ports=True,
+            environment="test",
+            log_level="INFO",
+            log_json=True,
+            inherit_switchyard_env=False,
+            extra_env={
+                "SWITCHYARD_MIGRATE_ON_START": "false",  # the fixture migrated the database already
+                "SWITCHYARD_GATEWAY__MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+                "SWITCHYARD_GATEWAY__ROUTE_TIMEOUT_S": "0.5",
+            },
+            cwd=REPO,
+        ),
+        sink=file_sink(log_dir),
+    )
+    try:
+        stack.start_fleet()
+        stack.start_services(runnable_services())
+        urls = stack.wait_ready(timeout=90)
+        models = stack.wait_models(min_models=3, timeout=60)
+        yield E2E(stack, urls, Keys(prefix), database_url, log_dir, models)
+    finally:
+        stack.stop()
+    dead = stack.dead()
+    assert not dead, f"services died during the e2e run: {dead} (logs in {log_dir})"
+
+
+@pytest.fixture
+def client(e2e: E2E) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=e2e.urls.openai_base, api_key="unused", max_retries=0, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def http(e2e: E2E) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=e2e.gateway, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def fleet(e2e: E2E) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=e2e.fleet_admin, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+async def e2e_redis(redis_url: str) -> AsyncIterator[Redis]:
+    r = Redis.from_url(redis_url)
+    try:
+        yield r
+    finally:
+        await r.aclose()

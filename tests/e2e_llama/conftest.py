@@ -1,0 +1,156 @@
+"""The whole stack in front of real llama.cpp servers with real (and random-weight) models.
+
+One fleet and one stack per test session:
+
+* :class:`~switchyard.llamafleet.servers.LlamaFleet` ``e2e``: SmolLM2-135M-Instruct twice
+  (backends ``llama-smol`` and ``llama-smol-b``: two replicas of one model), a 6M and a 600M
+  random-weight llama, one ``python -m llama_cpp.server`` each on free ports. The first run on
+  a machine installs ``.run/llama/venv`` from the cached wheel and fetches/generates the
+  models (about 30 s); without a cached wheel it compiles llama.cpp once (about 8 minutes).
+  Where no wheel can be built the whole tier skips, saying why.
+* the five services (:class:`switchyard.devstack.stack.Stack`) with
+  ``SWITCHYARD_BACKENDS`` pointing at the fleet, on the run's Redis (own key prefix) and a
+  database of their own (the simulated-fleet tier's catalog must not see these backends).
+
+Logs: services under ``.run/test/e2e-llama-<id>/``, servers under ``.run/llama/logs/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import openai
+import pytest
+
+from switchyard.common.db.migrate import upgrade
+from switchyard.common.keys import Keys
+from switchyard.devstack.infra import free_port
+from switchyard.devstack.stack import Stack, StackConfig, StackUrls, file_sink
+from switchyard.llamafleet.errors import WheelUnbuildable
+from switchyard.llamafleet.servers import FLEETS, LlamaFleet, LlamaServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "llama: real llama.cpp servers with real small models (tests/e2e_llama)")
+
+
+@dataclass
+class LlamaE2E:
+    fleet: LlamaFleet
+    stack: Stack
+    urls: StackUrls
+    keys: Keys
+    database_url: str
+    log_dir: Path
+    models: list[str]
+
+    @property
+    def gateway(self) -> str:
+        return self.urls.gateway
+
+    def server(self, backend: str) -> LlamaServer:
+        return self.fleet.servers[backend]
+
+    def direct(self, backend: str) -> openai.OpenAI:
+        """An OpenAI client talking to one llama.cpp server, bypassing the gateway."""
+        return openai.OpenAI(base_url=self.server(backend).url, api_key="unused", max_retries=0, timeout=60)
+
+
+def _visible(config: pytest.Config) -> Callable[[str], None]:
+    """Progress lines that get past pytest's capture (a first run installs and generates for a while)."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+
+    def say(msg: str) -> None:
+        with capman.global_and_fixture_disabled():
+            sys.stderr.write(f"\nllamafleet: {msg}\n")
+            sys.stderr.flush()
+
+    return say
+
+
+@pytest.fixture(scope="session")
+def llama_fleet(pytestconfig: pytest.Config) -> Iterator[LlamaFleet]:
+    fleet = LlamaFleet(FLEETS["e2e"], progress=_visible(pytestconfig))
+    try:
+        fleet.prepare()
+    except WheelUnbuildable as exc:
+        pytest.skip(str(exc))
+    fleet.start()
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_database_url(pg_admin_url: str) -> Iterator[str]:
+    """A database of this tier's own, migrated to head."""
+    name = f"sy_llama_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(pg_admin_url, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = f"{base}/{name}"
+    try:
+        asyncio.run(upgrade(url))
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def llama(llama_fleet: LlamaFleet, redis_url: str, llama_database_url: str) -> Iterator[LlamaE2E]:
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"syllama-{run_id}"
+    log_dir = REPO / ".run" / "test" / f"e2e-llama-{run_id}"
+    stack = Stack(
+        StackConfig(
+            redis_url=redis_url,
+            database_url=llama_database_url,
+            key_prefix=prefix,
+            backends=llama_fleet.backends_value,
+            gateway_host="127.0.0.1",
+            gateway_port=free_port(),
+            free_ports=True,
+            environment="test",
+            log_level="INFO",
+            log_json=True,
+            inherit_switchyard_env=False,
+            extra_env={
+                "SWITCHYARD_MIGRATE_ON_START": "false",  # the fixture migrated the database already
+                "SWITCHYARD_GATEWAY__ROUTE_TIMEOUT_S": "0.5",
+            },
+            cwd=REPO,
+        ),
+        sink=file_sink(log_dir),
+    )
+    try:
+        stack.start_services(('scorer', 'profiler', 'sync', 'gateway'))  # TEMP-DEV
+        urls = stack.wait_ready(timeout=90)
+        distinct = len({m.model.alias for m in llama_fleet.members})
+        models = stack.wait_models(min_models=distinct, timeout=90)
+        yield LlamaE2E(llama_fleet, stack, urls, Keys(prefix), llama_database_url, log_dir, models)
+    finally:
+        stack.stop()
+    dead = stack.dead()
+    assert not dead, f"services died during the llama e2e run: {dead} (logs in {log_dir})"
+
+
+@pytest.fixture
+def client(llama: LlamaE2E) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=llama.urls.openai_base, api_key="unused", max_retries=0, timeout=60) as c:
+        yield c

@@ -1,0 +1,105 @@
+"""The routing cache against a real Redis: exact and semantic hits, versioning, invalidation, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from switchyard.common.schemas.route import CandidateV1, PromptAnalysisV1, RouteReplyV1, RouteRequestV1
+from switchyard.scorer.caches import RouteCacheConfig, RoutingCache
+
+pytestmark = pytest.mark.integration
+
+
+def reply(model: str) -> RouteReplyV1:
+    return RouteReplyV1(
+        candidates=[CandidateV1(model=model, backend="b", upstream_model=model, score=1.0, terms={"speed": 1.0})],
+        analysis=PromptAnalysisV1(category="general"),
+        catalog_version="v1",
+    )
+
+
+def unit(*v: float) -> np.ndarray:
+    a = np.array(v, dtype=np.float32)
+    return a / np.linalg.norm(a)
+
+
+def lookups(registry: CollectorRegistry, kind: str, outcome: str) -> float:
+    v = registry.get_sample_value("switchyard_scorer_route_cache_lookups_total", {"kind": kind, "outcome": outcome})
+    return v or 0.0
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def cache(redis, keys, registry) -> RoutingCache:
+    return RoutingCache(redis, keys, RouteCacheConfig(ttl_s=30, threshold=0.95, sync_s=0.0), registry=registry)
+
+
+async def test_exact_hit_ignores_whitespace_and_misses_on_other_features(cache, registry):
+    req = RouteRequestV1(text="Tell me  about\nLisbon", quality=0.5)
+    assert await cache.get(req, "v1") is None
+    await cache.put(req, "v1", reply("m1"))
+    hit = await cache.get(RouteRequestV1(text="Tell me about Lisbon ", quality=0.5), "v1")
+    assert hit is not None and hit[1] == "exact" and hit[0].candidates[0].model == "m1"
+    assert await cache.get(RouteRequestV1(text="Tell me about Lisbon", quality=0.9), "v1") is None
+    assert await cache.get(RouteRequestV1(text="Tell me about Lisbon", quality=0.5, has_tools=True), "v1") is None
+    assert (lookups(registry, "exact", "hit"), lookups(registry, "exact", "miss")) == (1.0, 3.0)
+
+
+async def test_catalog_version_change_invalidates(cache):
+    req = RouteRequestV1(text="hello")
+    await cache.put(req, "v1", reply("m1"))
+    assert await cache.get(req, "v1") is not None
+    assert await cache.get(req, "v2") is None
+
+
+async def test_semantic_hit_for_a_close_prompt_with_the_same_features(cache, registry, redis, keys):
+    a = RouteRequestV1(text="What's the capital of France?")
+    b = RouteRequestV1(text="what is the capital of france")
+    await cache.put(a, "v1", reply("small"), unit(1, 0.01, 0))
+    hit = await cache.get(b, "v1", unit(1, 0.02, 0))
+    assert hit is not None and hit[1] == "semantic" and hit[0].candidates[0].model == "small"
+    # far in embedding space: miss
+    assert await cache.get(RouteRequestV1(text="prove Fermat"), "v1", unit(0, 0, 1)) is None
+    # close but different non-text features: miss
+    assert await cache.get(b.model_copy(update={"has_images": True}), "v1", unit(1, 0.02, 0)) is None
+    assert lookups(registry, "semantic", "hit") == 1.0
+    assert lookups(registry, "semantic", "miss") == 2.0
+    # a second replica (its own mirror) sees the same entry through Redis
+    other = RoutingCache(redis, keys, RouteCacheConfig(threshold=0.95, sync_s=0.0), registry=CollectorRegistry())
+    hit = await other.get(b, "v1", unit(1, 0.03, 0))
+    assert hit is not None and hit[1] == "semantic"
+
+
+async def test_invalidate_drops_everything(cache, redis, key_prefix):
+    await cache.put(RouteRequestV1(text="a"), "v1", reply("m"), unit(1, 0))
+    await cache.put(RouteRequestV1(text="b"), "v2", reply("m"), unit(0, 1))
+    assert await cache.invalidate() >= 3
+    assert [k async for k in redis.scan_iter(match=f"{key_prefix}:routecache:*")] == []
+    assert await cache.get(RouteRequestV1(text="a"), "v1", unit(1, 0)) is None
+
+
+async def test_entries_expire(redis, keys):
+    cache = RoutingCache(redis, keys, RouteCacheConfig(ttl_s=0.05, semantic=False), registry=CollectorRegistry())
+    req = RouteRequestV1(text="soon gone")
+    await cache.put(req, "v1", reply("m"))
+    ttl = await redis.pttl(cache.exact_key("v1", req))
+    assert 0 < ttl <= 50
+
+
+async def test_redis_errors_are_misses_not_failures(keys):
+    from redis.asyncio import Redis
+
+    dead = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.2)
+    cache = RoutingCache(dead, keys, registry=CollectorRegistry())
+    try:
+        req = RouteRequestV1(text="x")
+        await cache.put(req, "v1", reply("m"), unit(1, 0))
+        assert await cache.get(req, "v1", unit(1, 0)) is None
+    finally:
+        await dead.aclose()

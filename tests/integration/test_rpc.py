@@ -1,0 +1,360 @@
+"""The scorer RPC over a real Redis: deadlines, competing replicas, reconnects, heartbeats, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+from redis.asyncio import Redis
+
+from switchyard.common.errors import (
+    DeadlineExceeded,
+    MalformedRequest,
+    MethodNotFound,
+    RemoteError,
+    RpcTimeout,
+    RpcUnavailable,
+)
+from switchyard.common.keys import Keys
+from switchyard.common.rpc.client import RpcClient
+from switchyard.common.rpc.contract import ROUTE_V1, RpcMethod
+from switchyard.common.rpc.envelope import encode_request
+from switchyard.common.rpc.server import RpcContext, RpcServer
+from switchyard.common.schemas import WireModel
+from switchyard.common.schemas.route import CandidateV1, PromptAnalysisV1, RouteReplyV1, RouteRequestV1
+from switchyard.devstack.infra import Instance, start_redis
+
+pytestmark = pytest.mark.integration
+
+RUN_DIR = Path(__file__).resolve().parents[2] / ".run" / "test"
+Handler = Callable[[RouteRequestV1, RpcContext], Awaitable[RouteReplyV1]]
+
+
+def reply_for(req: RouteRequestV1, replica: str = "a") -> RouteReplyV1:
+    return RouteReplyV1(
+        candidates=[CandidateV1(model="llama3.2:3b", backend=replica, upstream_model="llama3.2:3b", score=1.0)],
+        analysis=PromptAnalysisV1(category="general", signals=[req.text]),
+    )
+
+
+async def echo(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+    return reply_for(req)
+
+
+@asynccontextmanager
+async def serving(
+    redis_url: str, keys: Keys, handler: Handler = echo, *, replica: str = "a", max_concurrency: int = 64
+) -> AsyncIterator[tuple[RpcServer, CollectorRegistry]]:
+    registry = CollectorRegistry()
+    server = RpcServer(redis_url, keys, replica_id=replica, max_concurrency=max_concurrency, registry=registry)
+    server.register(ROUTE_V1, handler)
+    task = asyncio.create_task(server.serve())
+    try:
+        await wait_until(lambda: server.connected, what=f"server {replica} connected")
+        yield server, registry
+    finally:
+        await server.stop()
+        await asyncio.wait_for(task, timeout=10)
+
+
+@asynccontextmanager
+async def client(redis_url: str, keys: Keys, **kw: object) -> AsyncIterator[tuple[RpcClient, CollectorRegistry]]:
+    registry = CollectorRegistry()
+    c = RpcClient(redis_url, keys, registry=registry, **kw)  # type: ignore[arg-type]
+    await c.start()
+    try:
+        yield c, registry
+    finally:
+        await c.close()
+
+
+async def wait_until(cond: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# --- basics ------------------------------------------------------------------------------
+
+
+async def test_call_returns_the_typed_reply_and_carries_the_request_id(redis_url: str, keys: Keys) -> None:
+    seen: list[RpcContext] = []
+
+    async def handler(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        seen.append(ctx)
+        return reply_for(req)
+
+    async with serving(redis_url, keys, handler) as (server, sreg), client(redis_url, keys) as (c, creg):
+        reply = await c.call(ROUTE_V1, RouteRequestV1(text="hello"), timeout=2.0, request_id="req-42")
+    assert reply == reply_for(RouteRequestV1(text="hello"))
+    assert [ctx.request_id for ctx in seen] == ["req-42"]
+    assert 0 < seen[0].remaining < 2.0
+    assert creg.get_sample_value("switchyard_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
+    assert sreg.get_sample_value("switchyard_rpc_served_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
+
+
+async def test_request_and_reply_keys_expire(redis_url: str, keys: Keys, redis: Redis) -> None:
+    async with client(redis_url, keys) as (c, _):
+        with pytest.raises(RpcTimeout):
+            await c.call(ROUTE_V1, RouteRequestV1(), timeout=0.05)  # nobody serves: stays queued
+        ttl = await redis.ttl(keys.rpc_queue("scorer.route", 1))
+    assert 0 < ttl <= 60
+
+
+# --- deadlines ---------------------------------------------------------------------------
+
+
+async def test_client_raises_rpc_timeout_when_no_reply_before_the_deadline(redis_url: str, keys: Keys) -> None:
+    async def slow(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        await asyncio.sleep(0.5)
+        return reply_for(req)
+
+    async with serving(redis_url, keys, slow), client(redis_url, keys) as (c, creg):
+        t0 = time.perf_counter()
+        with pytest.raises(RpcTimeout, match=r"scorer.route.v1: no reply within 0.050s"):
+            await c.call(ROUTE_V1, RouteRequestV1(), timeout=0.05)
+        elapsed = time.perf_counter() - t0
+    assert 0.04 < elapsed < 0.3
+    assert creg.get_sample_value("switchyard_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "timeout"}) == 1
+
+
+async def test_server_drops_requests_whose_deadline_passed_without_replying(
+    redis_url: str, keys: Keys, redis: Redis
+) -> None:
+    handled: list[str] = []
+
+    async def handler(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        handled.append(req.text)
+        return reply_for(req)
+
+    reply_key = keys.rpc_reply("probe")
+    queue = keys.rpc_queue("scorer.route", 1)
+    for text, deadline in (("expired", time.time() - 1), ("fresh", time.time() + 10)):
+        body = RouteRequestV1(text=text).model_dump_json().encode()
+        await redis.rpush(
+            queue,
+            encode_request(call_id=text, method="scorer.route", mv=1, deadline=deadline, request_id=None,
+                           reply_to=reply_key, body=body),
+        )  # fmt: skip
+    async with serving(redis_url, keys, handler) as (_, sreg):
+        item = await redis.blpop([reply_key], timeout=5)
+        assert item is not None
+        assert orjson.loads(item[1])["id"] == "fresh"
+        await asyncio.sleep(0.1)
+        assert await redis.llen(reply_key) == 0
+    assert handled == ["fresh"]
+    assert sreg.get_sample_value("switchyard_rpc_dropped_total", {"method": "scorer.route.v1"}) == 1
+
+
+async def test_work_queued_while_no_server_runs_is_dropped_once_its_caller_gave_up(redis_url: str, keys: Keys) -> None:
+    handled: list[str] = []
+
+    async def handler(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        handled.append(req.text)
+        return reply_for(req)
+
+    async with client(redis_url, keys) as (c, _):
+        for i in range(3):
+            with pytest.raises(RpcTimeout):
+                await c.call(ROUTE_V1, RouteRequestV1(text=f"late-{i}"), timeout=0.02)
+        async with serving(redis_url, keys, handler) as (_, sreg):
+            reply = await c.call(ROUTE_V1, RouteRequestV1(text="on-time"), timeout=2.0)
+    assert reply.analysis.signals == ["on-time"]
+    assert handled == ["on-time"]
+    assert sreg.get_sample_value("switchyard_rpc_dropped_total", {"method": "scorer.route.v1"}) == 3
+
+
+# --- competing replicas ------------------------------------------------------------------
+
+
+async def test_two_replicas_share_one_queue_and_each_request_is_handled_once(redis_url: str, keys: Keys) -> None:
+    handled: collections.Counter[str] = collections.Counter()
+    by_replica: collections.Counter[str] = collections.Counter()
+
+    def make(replica: str) -> Handler:
+        async def handler(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+            handled[req.text] += 1
+            by_replica[replica] += 1
+            await asyncio.sleep(0.01)
+            return reply_for(req, replica)
+
+        return handler
+
+    n = 40
+    async with (
+        serving(redis_url, keys, make("a"), replica="a", max_concurrency=2),
+        serving(redis_url, keys, make("b"), replica="b", max_concurrency=2),
+        client(redis_url, keys) as (c, _),
+    ):
+        replies = await asyncio.gather(*(c.call(ROUTE_V1, RouteRequestV1(text=f"r{i}"), timeout=5.0) for i in range(n)))
+    assert [r.analysis.signals[0] for r in replies] == [f"r{i}" for i in range(n)]
+    assert handled == collections.Counter({f"r{i}": 1 for i in range(n)})
+    assert set(by_replica) == {"a", "b"}
+    assert sum(by_replica.values()) == n
+    # each reply came from the replica that handled that request
+    assert collections.Counter(r.candidates[0].backend for r in replies) == by_replica
+
+
+async def test_two_clients_each_get_their_own_replies(redis_url: str, keys: Keys) -> None:
+    async with serving(redis_url, keys), client(redis_url, keys) as (c1, _), client(redis_url, keys) as (c2, _):
+        r1, r2 = await asyncio.gather(
+            asyncio.gather(*(c1.call(ROUTE_V1, RouteRequestV1(text=f"one-{i}"), timeout=3) for i in range(10))),
+            asyncio.gather(*(c2.call(ROUTE_V1, RouteRequestV1(text=f"two-{i}"), timeout=3) for i in range(10))),
+        )
+    assert [r.analysis.signals[0] for r in r1] == [f"one-{i}" for i in range(10)]
+    assert [r.analysis.signals[0] for r in r2] == [f"two-{i}" for i in range(10)]
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class _NotARouteRequest(WireModel):
+    quality: str | None = Field(default=None)
+
+
+async def test_invalid_body_comes_back_as_malformed_request(redis_url: str, keys: Keys) -> None:
+    wrong: RpcMethod[_NotARouteRequest, RouteReplyV1] = RpcMethod("scorer.route", 1, _NotARouteRequest, RouteReplyV1)
+    async with serving(redis_url, keys), client(redis_url, keys) as (c, _):
+        with pytest.raises(MalformedRequest, match=r"invalid scorer.route.v1 body: 1 error\(s\)"):
+            await c.call(wrong, _NotARouteRequest(quality="very high"), timeout=2.0)
+        # the server is fine afterwards
+        assert (await c.call(ROUTE_V1, RouteRequestV1(text="ok"), timeout=2.0)).analysis.signals == ["ok"]
+
+
+async def test_unknown_method_comes_back_as_method_not_found(redis_url: str, keys: Keys, redis: Redis) -> None:
+    reply_key = keys.rpc_reply("probe")
+    raw = encode_request(call_id="x1", method="scorer.explain", mv=1, deadline=time.time() + 5, request_id=None,
+                         reply_to=reply_key, body=b"{}")  # fmt: skip
+    async with serving(redis_url, keys):
+        await redis.rpush(keys.rpc_queue("scorer.route", 1), raw)
+        item = await redis.blpop([reply_key], timeout=5)
+    assert item is not None
+    with pytest.raises(MethodNotFound, match="method 'scorer.explain' v1 is not served"):
+        RpcClient._decode(ROUTE_V1, item[1])
+
+
+async def test_handler_errors_are_rebuilt_on_the_client(redis_url: str, keys: Keys) -> None:
+    async def handler(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        if req.text == "late":
+            raise DeadlineExceeded("scoring took too long")
+        raise KeyError("catalog")
+
+    async with serving(redis_url, keys, handler), client(redis_url, keys) as (c, _):
+        with pytest.raises(DeadlineExceeded, match="scoring took too long"):
+            await c.call(ROUTE_V1, RouteRequestV1(text="late"), timeout=2.0)
+        with pytest.raises(RemoteError) as exc:
+            await c.call(ROUTE_V1, RouteRequestV1(text="boom"), timeout=2.0)
+    assert type(exc.value) is RemoteError
+    assert (exc.value.type_name, str(exc.value)) == ("KeyError", "'catalog'")
+
+
+# --- heartbeat ---------------------------------------------------------------------------
+
+
+async def test_call_fails_at_once_when_no_server_is_alive(redis_url: str, keys: Keys) -> None:
+    async with client(redis_url, keys, watch=(ROUTE_V1,), heartbeat_poll_s=0.05) as (c, creg):
+        assert c.server_alive(ROUTE_V1) is False
+        t0 = time.perf_counter()
+        with pytest.raises(RpcUnavailable, match="no live server for scorer.route.v1"):
+            await c.call(ROUTE_V1, RouteRequestV1(), timeout=5.0)
+        assert time.perf_counter() - t0 < 0.05
+        assert (
+            creg.get_sample_value("switchyard_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "unavailable"})
+            == 1
+        )
+
+        async with serving(redis_url, keys):
+            await wait_until(lambda: c.server_alive(ROUTE_V1), what="heartbeat seen")
+            assert (await c.call(ROUTE_V1, RouteRequestV1(text="up"), timeout=2.0)).analysis.signals == ["up"]
+
+        # a clean shutdown removes the heartbeat at once: no waiting for its TTL
+        t0 = time.perf_counter()
+        await wait_until(lambda: not c.server_alive(ROUTE_V1), timeout=1.0, what="heartbeat gone")
+        assert time.perf_counter() - t0 < 0.5
+        with pytest.raises(RpcUnavailable):
+            await c.call(ROUTE_V1, RouteRequestV1(), timeout=5.0)
+
+
+async def test_heartbeat_key_names_the_replica_and_has_a_ttl(redis_url: str, keys: Keys, redis: Redis) -> None:
+    async with serving(redis_url, keys, replica="scorer-7"):
+        await wait_until(lambda: True)
+        key = keys.rpc_alive("scorer.route", 1)
+        for _ in range(100):
+            if await redis.get(key):
+                break
+            await asyncio.sleep(0.02)
+        assert await redis.get(key) == b"scorer-7"
+        assert 0 < await redis.pttl(key) <= 3000
+    assert await redis.get(key) is None
+
+
+# --- connection loss ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_redis() -> Iterator[list[Instance]]:
+    """A redis-server of this test's own, so that it can be restarted mid-test (append restarts)."""
+    started = [start_redis(RUN_DIR, ephemeral=True)]
+    try:
+        yield started
+    finally:
+        for inst in started:
+            inst.stop()
+
+
+async def test_redis_restart_fails_calls_in_flight_fast_and_later_calls_succeed(own_redis: list[Instance]) -> None:
+    first = own_redis[0]
+    keys = Keys(f"sytest-{uuid.uuid4().hex[:8]}")
+    release = asyncio.Event()
+
+    async def handler(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        if req.text == "stuck":
+            await release.wait()
+        return reply_for(req)
+
+    async with serving(first.url, keys, handler) as (server, _), client(first.url, keys) as (c, creg):
+        assert (await c.call(ROUTE_V1, RouteRequestV1(text="before"), timeout=2.0)).analysis.signals == ["before"]
+
+        in_flight = asyncio.create_task(c.call(ROUTE_V1, RouteRequestV1(text="stuck"), timeout=10.0))
+        await asyncio.sleep(0.2)
+        t0 = time.perf_counter()
+        first.stop()  # Redis goes away under both the client and the server
+        with pytest.raises(RpcUnavailable, match="lost connection to Redis"):
+            await in_flight
+        assert time.perf_counter() - t0 < 1.5, "in-flight call must fail fast, not wait out its 10 s deadline"
+        release.set()
+
+        # while Redis is down, calls fail fast too
+        t0 = time.perf_counter()
+        with pytest.raises(RpcUnavailable):
+            await c.call(ROUTE_V1, RouteRequestV1(text="during"), timeout=5.0)
+        assert time.perf_counter() - t0 < 1.0
+
+        own_redis.append(start_redis(RUN_DIR, port=first.port, ephemeral=True))
+        await wait_until(lambda: server.connected, timeout=10, what="server reconnected")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                reply = await c.call(ROUTE_V1, RouteRequestV1(text="after"), timeout=1.0)
+                break
+            except RpcUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        assert reply.analysis.signals == ["after"]
+        # and keeps working
+        for i in range(5):
+            assert (await c.call(ROUTE_V1, RouteRequestV1(text=str(i)), timeout=2.0)).analysis.signals == [str(i)]
+    assert (creg.get_sample_value("switchyard_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "unavailable"})
+            or 0) >= 2  # fmt: skip

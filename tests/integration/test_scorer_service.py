@@ -1,0 +1,222 @@
+"""The scorer service in-process against real Redis and Postgres: it answers real RPC calls from
+the catalog in Postgres, publishes the snapshot, follows catalog and fleet changes, and serves
+its ops endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from sqlalchemy import select, update
+
+from switchyard.common.backends.names import parse_model_name
+from switchyard.common.catalog import derive_capabilities
+from switchyard.common.db.migrate import upgrade
+from switchyard.common.db.models import Backend, Benchmark, Deployment, Model
+from switchyard.common.db.session import engine_scope, make_sessionmaker
+from switchyard.common.keys import Keys
+from switchyard.common.rpc import ROUTE_V1, RpcClient
+from switchyard.common.schemas.catalog import CatalogSnapshotV1
+from switchyard.common.schemas.fleet import HostStateV1, LoadedModelV1
+from switchyard.common.schemas.route import RouteReplyV1, RouteRequestV1
+from switchyard.devstack.infra import free_port
+from switchyard.scorer.app import Running, running_scorer
+from switchyard.scorer.settings import ScorerSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def scorer_db(pg_admin_url: str) -> Iterator[str]:
+    """A database of its own: the scorer loads every model in it."""
+    name = f"sy_scorer_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(pg_admin_url, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    try:
+        asyncio.run(upgrade(url))
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def add_models(database_url: str, models: dict[str, list[str]], **fields: object) -> None:
+    """models: name -> backends it is deployed on (created as needed)."""
+    async with engine_scope(database_url) as engine:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            existing = await session.execute(select(Backend))
+            backends: dict[str, Backend] = {b.name: b for b in existing.scalars()}
+            for name, on in models.items():
+                info = parse_model_name(name)
+                m = Model(
+                    name=name,
+                    family=info.family,
+                    params_b=info.params_b,
+                    active_params_b=info.active_params_b,
+                    capabilities=derive_capabilities(name).model_dump(),
+                    details={"coder": info.coder},
+                    **fields,
+                )
+                session.add(m)
+                for b in on:
+                    if b not in backends:
+                        backends[b] = Backend(name=b, kind="ollama", url=f"http://{b}:11434")
+                        session.add(backends[b])
+                    session.add(Deployment(model=m, backend=backends[b], upstream_name=name))
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def scorer(redis_url: str, scorer_db: str, key_prefix: str) -> AsyncIterator[tuple[Running, ScorerSettings]]:
+    settings = ScorerSettings.load(
+        environment="test",
+        redis_url=redis_url,
+        database_url=scorer_db,
+        key_prefix=key_prefix,
+        backends=[],
+        scorer={"ops_host": "127.0.0.1", "ops_port": free_port(), "catalog_refresh_s": 60, "fleet_poll_s": 60},
+    )
+    async with running_scorer(settings, registry=CollectorRegistry(), rid="scorer-test") as running:
+        await wait_for(lambda: _true(running.server.connected), what="the RPC server")
+        yield running, settings
+
+
+async def _true(v: bool) -> bool:
+    return v
+
+
+@pytest.fixture
+async def rpc(redis_url: str, keys: Keys) -> AsyncIterator[RpcClient]:
+    client = RpcClient(redis_url, keys, registry=CollectorRegistry())
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def call(rpc: RpcClient, **req: object) -> RouteReplyV1:
+    return await rpc.call(ROUTE_V1, RouteRequestV1.model_validate(req), timeout=2.0)
+
+
+@pytest.fixture(scope="module")
+def seeded(scorer_db: str) -> str:
+    asyncio.run(
+        add_models(
+            scorer_db,
+            {"llama3.2:1b": ["gpu1", "gpu2"], "qwen2.5-coder:32b": ["gpu1"], "llava:7b": ["gpu2"], "bge-m3": ["gpu1"]},
+        )
+    )
+    return scorer_db
+
+
+async def test_the_scorer_answers_a_real_rpc_call_from_the_catalog_in_postgres(seeded, scorer, rpc):
+    reply = await call(rpc, text="Hi there!")
+    assert [c.model for c in reply.candidates] == ["llama3.2:1b", "llama3.2:1b", "llava:7b", "qwen2.5-coder:32b"]
+    assert {c.backend for c in reply.candidates[:2]} == {"gpu1", "gpu2"}
+    assert reply.candidates[0].reasons[0].startswith("simple general prompt")
+
+    vision = await call(rpc, text="What is in this picture?", has_images=True)
+    assert [(c.model, c.backend) for c in vision.candidates] == [("llava:7b", "gpu2")]
+
+    embed = await call(rpc, kind="embedding", text="embed me")
+    assert [c.model for c in embed.candidates] == ["bge-m3"]
+
+    missing = await call(rpc, text="hi", requested_model="nope:1b")
+    assert (missing.unservable, missing.unservable_code) == ("model 'nope:1b' not found", "model_not_found")
+
+
+async def test_the_loaded_catalog_is_published_as_a_snapshot_for_gateways(seeded, scorer, rpc, redis: Redis, keys):
+    reply = await call(rpc, text="hello")
+    snap = CatalogSnapshotV1.model_validate(orjson.loads(await redis.get(keys.catalog_snapshot)))
+    assert snap.version == reply.catalog_version != ""
+    assert [m.name for m in snap.models] == ["bge-m3", "llama3.2:1b", "llava:7b", "qwen2.5-coder:32b"]
+    llama = next(m for m in snap.models if m.name == "llama3.2:1b")
+    assert [(r.backend, r.upstream_model) for r in llama.replicas] == [("gpu1", "llama3.2:1b"), ("gpu2", "llama3.2:1b")]
+    assert next(m for m in snap.models if m.name == "qwen2.5-coder:32b").coder
+
+
+async def test_the_scorer_reloads_on_catalog_changed(seeded, scorer, rpc, redis: Redis, keys):
+    running, _ = scorer
+    assert (await call(rpc, text="hi", requested_model="phi3:3.8b")).unservable_code == "model_not_found"
+    await add_models(seeded, {"phi3:3.8b": ["gpu1"]})
+    async with engine_scope(seeded) as engine, make_sessionmaker(engine)() as session, session.begin():
+        model_id = (await session.execute(select(Model.id).where(Model.name == "phi3:3.8b"))).scalar_one()
+        session.add(Benchmark(source="t", metric="mmlu", raw_model="phi3", model_id=model_id, raw_value=0.7, score=0.7))
+    before = running.scorer.reloads
+    await redis.publish(keys.catalog_changed, b"{}")
+
+    async def reloaded() -> bool:
+        reply = await call(rpc, text="hi", requested_model="phi3:3.8b")
+        return bool(reply.candidates)
+
+    await wait_for(reloaded, what="the new model to be routable")
+    assert running.scorer.reloads > before
+    reply = await call(rpc, text="hi", requested_model="phi3:3.8b")
+    assert "benchmark 0.70" in reply.candidates[0].reasons
+
+    async with engine_scope(seeded) as engine, make_sessionmaker(engine)() as session, session.begin():
+        await session.execute(update(Model).where(Model.name == "phi3:3.8b").values(active=False))
+    await redis.publish(keys.catalog_changed, b"{}")
+
+    async def gone() -> bool:
+        return (await call(rpc, text="hi", requested_model="phi3:3.8b")).unservable_code == "model_not_found"
+
+    await wait_for(gone, what="the deactivated model to disappear")
+
+
+async def test_fleet_state_from_the_gpu_agents_moves_the_resident_replica_first(seeded, scorer, rpc, redis, keys):
+    before = await call(rpc, text="Hi there!")
+    assert [c.backend for c in before.candidates[:2]] == ["gpu1", "gpu2"]
+    state = HostStateV1(
+        host="host-b", backend="gpu2", loaded_models=[LoadedModelV1(name="llama3.2:1b")], ts=time.time()
+    )
+    await redis.set(keys.fleet_host("host-b"), state.model_dump_json(), ex=30)
+    await redis.zadd(keys.fleet_hosts, {"host-b": time.time()})
+    await redis.publish(keys.fleet_changed, b"host-b")
+
+    async def resident_first() -> bool:
+        reply = await call(rpc, text="Hi there!")
+        return reply.candidates[0].backend == "gpu2"
+
+    await wait_for(resident_first, what="the resident replica to rank first")
+    reply = await call(rpc, text="Hi there!")
+    assert "loaded on gpu2" in reply.candidates[0].reasons
+
+
+async def test_ops_endpoints_report_readiness_and_scorer_metrics(seeded, scorer, rpc):
+    _, settings = scorer
+    await call(rpc, text="Hi there!")
+    base = f"http://127.0.0.1:{settings.scorer.ops_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        ready = await http.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ok", "checks": {"redis": True, "catalog": True, "rpc": True}}
+        assert (await http.get("/health")).json() == {"status": "ok", "service": "scorer"}
+        metrics = (await http.get("/metrics")).text
+    assert 'switchyard_scorer_decisions_total{category="general"} 1.0' in metrics
+    assert "switchyard_scorer_catalog_models 4.0" in metrics
+    assert 'switchyard_scorer_catalog_reloads_total{outcome="ok"}' in metrics

@@ -1,0 +1,103 @@
+import numpy as np
+
+from switchyard.common.embeddings.static import default_embedder
+from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+from switchyard.common.schemas.route import RouteRequestV1
+from switchyard.scorer.engine import FleetView, RoutingEngine
+from switchyard.scorer.learned import LearnedIndex
+from switchyard.scorer.rules import RulesStore
+
+
+def model(name: str, b: float, **caps: bool) -> CatalogModelV1:
+    return CatalogModelV1(
+        name=name,
+        params_b=b,
+        capabilities=CapabilitiesV1(**caps),
+        coder="coder" in name,
+        replicas=[ReplicaV1(backend="ollama", upstream_model=name)],
+    )
+
+
+SNAPSHOT = CatalogSnapshotV1(
+    version="c1",
+    models=[
+        model("llama3.2:1b", 1.2),
+        model("qwen2.5-coder:32b", 32, tools=True),
+        model("llama3.3:70b", 70, tools=True),
+        model("llava:7b", 7, vision=True),
+        model("orphan:8b", 8).model_copy(update={"replicas": []}),
+    ],
+)
+
+
+def engine(**kw) -> RoutingEngine:
+    e = RoutingEngine(**kw)
+    e.set_catalog(SNAPSHOT)
+    return e
+
+
+async def test_route_and_explain_agree():
+    e = engine()
+    req = RouteRequestV1(text="implement a thread-safe LRU cache in Rust with tests")
+    reply = await e.route(req)
+    explained = await e.explain(req)
+    assert reply.candidates[0].model == explained.candidates[0].model == "qwen2.5-coder:32b"
+    assert len(explained.candidates) == 4  # every routable model (orphan has no replica)
+    assert reply.catalog_version == "c1"
+
+
+async def test_virtual_model_routes_and_alias_resolves(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text("aliases: {gpt-4: llama3.3:70b}\ntiers: {llava:7b: large}\n")
+    e = engine(rules=RulesStore(path))
+    assert (await e.route(RouteRequestV1(text="hi", requested_model="switchyard/auto"))).candidates[0].model == (
+        "llama3.2:1b"
+    )
+    assert (await e.route(RouteRequestV1(text="hi", requested_model="gpt-4"))).candidates[0].model == "llama3.3:70b"
+    assert e.table.tier[e.table.index["llava:7b"]] == 2
+
+
+async def test_fleet_state_moves_the_replica_choice():
+    e = RoutingEngine()
+    e.set_catalog(
+        CatalogSnapshotV1(
+            version="c2",
+            models=[
+                CatalogModelV1(
+                    name="m",
+                    params_b=8,
+                    replicas=[ReplicaV1(backend="a", upstream_model="m"), ReplicaV1(backend="b", upstream_model="m")],
+                )
+            ],
+        )
+    )
+    e.set_fleet(FleetView(resident=frozenset({("b", "m")})))
+    assert (await e.route(RouteRequestV1(text="hello"))).candidates[0].backend == "b"
+    e.set_fleet(FleetView(resident=frozenset({("a", "m")})))
+    assert (await e.route(RouteRequestV1(text="hello"))).candidates[0].backend == "a"
+
+
+async def test_learned_index_steers_similar_prompts():
+    emb = default_embedder()
+    idx = LearnedIndex(emb.dims)
+    maths = [f"What is {i} times {i + 3}? Show the arithmetic." for i in range(30)]
+    idx.add_batch(
+        emb.encode(maths), ["llama3.2:1b", "llama3.3:70b"], np.tile([[0.0, 1.0]], (len(maths), 1)), source="profile"
+    )
+    plain = engine()
+    learned = engine(embedder=emb, learned=idx)
+    req = RouteRequestV1(text="What is 17 times 20? Show the arithmetic.", quality=0.5)
+    assert (await plain.route(req)).candidates[0].model == "llama3.2:1b"
+    top = (await learned.route(req)).candidates[0]
+    assert top.model == "llama3.3:70b"
+    assert top.terms["learned"] > 0
+
+
+async def test_feedback_and_recent_use_feed_the_terms():
+    e = engine()
+    e.set_feedback({"llama3.3:70b": (1.0, 50.0)})
+    for _ in range(5):
+        await e.route(RouteRequestV1(text="hello"))
+    r = {c.model: c for c in (await e.explain(RouteRequestV1(text="hello"))).candidates}
+    assert r["llama3.3:70b"].terms["feedback"] > 0
+    assert r["llama3.2:1b"].terms["diversity"] < 0

