@@ -9,19 +9,22 @@ the scorer, fail a backend) put it back before they return. Each service's outpu
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from redis.asyncio import Redis
+from redis import Redis as SyncRedis
 
 from switchyard.common.keys import Keys
+from switchyard.common.schemas.catalog import CatalogSnapshotV1
 from switchyard.devstack.infra import free_port
 from switchyard.devstack.stack import SERVICES, Stack, StackConfig, StackUrls, file_sink
+from tests.e2e.support import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_BODY_BYTES = 256 * 1024
@@ -53,7 +56,7 @@ class E2E:
 
 
 @pytest.fixture(scope="session")
-def e2e(redis_url: str, database_url: str) -> Iterator[E2E]:
+def e2e(request: pytest.FixtureRequest, redis_url: str, database_url: str) -> Iterator[E2E]:
     run_id = uuid.uuid4().hex[:8]
     prefix = f"sye2e-{run_id}"
     log_dir = REPO / ".run" / "test" / f"e2e-{run_id}"
@@ -84,11 +87,36 @@ def e2e(redis_url: str, database_url: str) -> Iterator[E2E]:
         stack.start_services(runnable_services())
         urls = stack.wait_ready(timeout=90)
         models = stack.wait_models(min_models=3, timeout=60)
+        _wait_for_catalog(redis_url, Keys(prefix), n_models=_count_fleet_models(urls), timeout=60)
         yield E2E(stack, urls, Keys(prefix), database_url, log_dir, models)
     finally:
         stack.stop()
     dead = stack.dead()
     assert not dead, f"services died during the e2e run: {dead} (logs in {log_dir})"
+    if request.session.testsfailed:
+        print(f"\ne2e service logs: {log_dir}")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _count_fleet_models(urls: StackUrls) -> int:
+    assert urls.fleet is not None
+    config = httpx.get(f"{urls.fleet.admin_url}/_fleet/config", timeout=5).raise_for_status().json()
+    return sum(len(li["models"]) for li in config["listeners"])
+
+
+def _wait_for_catalog(redis_url: str, keys: Keys, *, n_models: int, timeout: float) -> None:
+    """Discovery has run and the scorer has loaded every fleet model (so routing is the scorer's)."""
+    r = SyncRedis.from_url(redis_url)
+    try:
+
+        def loaded() -> int:
+            raw = r.get(keys.catalog_snapshot)
+            return len(CatalogSnapshotV1.model_validate_json(raw).models) if raw else 0
+
+        eventually(lambda: loaded() >= n_models, timeout=timeout, what=f"{n_models} models in the scorer's catalog")
+    finally:
+        r.close()
 
 
 @pytest.fixture
@@ -107,12 +135,3 @@ def http(e2e: E2E) -> Iterator[httpx.Client]:
 def fleet(e2e: E2E) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=e2e.fleet_admin, timeout=10) as c:
         yield c
-
-
-@pytest.fixture
-async def e2e_redis(redis_url: str) -> AsyncIterator[Redis]:
-    r = Redis.from_url(redis_url)
-    try:
-        yield r
-    finally:
-        await r.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.conftest import E2E, MAX_BODY_BYTES
 from tests.e2e.support import assert_openai_error, decision, eventually, request_id
@@ -13,7 +14,7 @@ from tests.e2e.support import assert_openai_error, decision, eventually, request
 pytestmark = pytest.mark.e2e
 
 VIRTUAL = "switchyard/auto"
-HELLO = [{"role": "user", "content": "Say hello."}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 
 def _still_up(e2e: E2E, client: openai.OpenAI) -> None:
@@ -43,7 +44,7 @@ def test_a_field_of_the_wrong_type_is_a_4xx_openai_error(e2e: E2E, http: httpx.C
     assert error["type"] == "invalid_request_error"
     assert "messages" in (error["param"] or "") + error["message"]
     with pytest.raises(openai.APIStatusError) as exc:
-        client.chat.completions.create(model=VIRTUAL, messages=HELLO, temperature="hot")  # type: ignore[arg-type]
+        client.chat.completions.create(model=VIRTUAL, messages=HELLO, temperature="hot")  # type: ignore[call-overload]
     assert exc.value.status_code in (400, 422)
     _still_up(e2e, client)
 
@@ -68,7 +69,7 @@ def test_a_missing_field_is_a_4xx_openai_error(e2e: E2E, http: httpx.Client, cli
 def test_a_failing_model_is_skipped_for_the_next_candidate(
     e2e: E2E, client: openai.OpenAI, fleet: httpx.Client
 ) -> None:
-    messages = [{"role": "user", "content": "Give me one word that rhymes with cat."}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Give me one word that rhymes with cat."}]
     first = client.chat.completions.with_raw_response.create(model=VIRTUAL, messages=messages, max_tokens=8)
     failing = first.headers["x-switchyard-model"]
     errors_before = fleet.get("/_fleet/stats").json()["listeners"]
@@ -123,8 +124,8 @@ def test_requests_still_succeed_through_the_fallback_when_the_scorer_dies(
             assert raw.parse().choices[0].message.content
             assert raw.headers["x-switchyard-model"]
         assert decision(e2e, rid)["route_source"] == "fallback"
-        raw = client.embeddings.with_raw_response.create(model=VIRTUAL, input="still works")
-        assert raw.headers["x-switchyard-model"] == "nomic-embed-text:latest"
+        emb = client.embeddings.with_raw_response.create(model=VIRTUAL, input="still works")
+        assert emb.headers["x-switchyard-model"] == "nomic-embed-text:latest"
         # the scorer's heartbeat expires: the gateway says it is not ready, but keeps serving
         eventually(lambda: http.get("/ready").status_code == 503, timeout=10, what="gateway /ready 503")
         assert http.get("/health").status_code == 200
@@ -135,6 +136,6 @@ def test_requests_still_succeed_through_the_fallback_when_the_scorer_dies(
     def routed_by_scorer() -> bool:
         rid = request_id()
         client.chat.completions.create(model=VIRTUAL, messages=HELLO, max_tokens=8, extra_headers={"X-Request-ID": rid})
-        return decision(e2e, rid)["route_source"] == "scorer"
+        return bool(decision(e2e, rid)["route_source"] == "scorer")
 
     eventually(routed_by_scorer, timeout=20, interval=0.5, what="routing by the restarted scorer")

@@ -11,6 +11,9 @@ One fleet and one stack per test session:
 * the five services (:class:`switchyard.devstack.stack.Stack`) with
   ``SWITCHYARD_BACKENDS`` pointing at the fleet, on the run's Redis (own key prefix) and a
   database of their own (the simulated-fleet tier's catalog must not see these backends).
+  The profiler profiles the models once discovered, with the tier's own three-prompt suite
+  (``speed_suite.yaml``; the shipped one takes minutes on these CPUs); the fixture waits for
+  those profiles (bounded) so that no profiling runs beside the tests' own measurements.
 
 Logs: services under ``.run/test/e2e-llama-<id>/``, servers under ``.run/llama/logs/``.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +40,8 @@ from switchyard.llamafleet.errors import WheelUnbuildable
 from switchyard.llamafleet.servers import FLEETS, LlamaFleet, LlamaServer
 
 REPO = Path(__file__).resolve().parents[2]
+SPEED_SUITE = Path(__file__).with_name("speed_suite.yaml")
+PROFILES_WAIT_S = 180.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -51,6 +57,8 @@ class LlamaE2E:
     database_url: str
     log_dir: Path
     models: list[str]
+    profiled: dict[str, tuple[float | None, float | None]]
+    """Model → (tokens/s, TTFT ms) the profiler stored before the tests ran."""
 
     @property
     def gateway(self) -> str:
@@ -112,6 +120,33 @@ def llama_database_url(pg_admin_url: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def db_fetch(database_url: str, sql: str) -> list[asyncpg.Record]:
+    async def q() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    return asyncio.run(q())
+
+
+PROFILES_SQL = (
+    "SELECT m.name, avg(p.tokens_per_s) AS tps, avg(p.ttft_ms) AS ttft FROM profiles p "
+    "JOIN models m ON m.id = p.model_id GROUP BY m.name"
+)
+
+
+def wait_profiles(database_url: str, n_models: int, timeout: float) -> dict[str, tuple[float | None, float | None]]:
+    """The profiles the profiler stored, once there is one per model (or what is there after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = db_fetch(database_url, PROFILES_SQL)
+        if len(rows) >= n_models or time.monotonic() > deadline:
+            return {r["name"]: (r["tps"], r["ttft"]) for r in rows}
+        time.sleep(1.0)
+
+
 @pytest.fixture(scope="session")
 def llama(llama_fleet: LlamaFleet, redis_url: str, llama_database_url: str) -> Iterator[LlamaE2E]:
     run_id = uuid.uuid4().hex[:8]
@@ -133,17 +168,21 @@ def llama(llama_fleet: LlamaFleet, redis_url: str, llama_database_url: str) -> I
             extra_env={
                 "SWITCHYARD_MIGRATE_ON_START": "false",  # the fixture migrated the database already
                 "SWITCHYARD_GATEWAY__ROUTE_TIMEOUT_S": "0.5",
+                "SWITCHYARD_PROFILER__PROFILING__SUITE_PATH": str(SPEED_SUITE),
+                "SWITCHYARD_PROFILER__PROFILING__RUNNER__PROBE_VISION": "false",
+                "SWITCHYARD_PROFILER__PROFILING__RUNNER__PROBE_TOOLS": "false",
             },
             cwd=REPO,
         ),
         sink=file_sink(log_dir),
     )
     try:
-        stack.start_services(('scorer', 'profiler', 'sync', 'gateway'))  # TEMP-DEV
+        stack.start_services(("scorer", "profiler", "sync", "gateway"))  # TEMP-DEV
         urls = stack.wait_ready(timeout=90)
         distinct = len({m.model.alias for m in llama_fleet.members})
         models = stack.wait_models(min_models=distinct, timeout=90)
-        yield LlamaE2E(llama_fleet, stack, urls, Keys(prefix), llama_database_url, log_dir, models)
+        profiled = wait_profiles(llama_database_url, distinct, timeout=PROFILES_WAIT_S)
+        yield LlamaE2E(llama_fleet, stack, urls, Keys(prefix), llama_database_url, log_dir, models, profiled)
     finally:
         stack.stop()
     dead = stack.dead()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import time
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 
 from switchyard.common.backends.names import parse_model_name
 from switchyard.llamafleet.models import RAND_6M, RAND_600M, SMOLLM2
-from tests.e2e_llama.conftest import LlamaE2E
+from tests.e2e_llama.conftest import LlamaE2E, db_fetch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.llama, pytest.mark.timeout(600)]
 
@@ -33,14 +32,7 @@ def content_of(chunk: Any) -> str:
 
 
 def db_rows(llama: LlamaE2E, sql: str) -> list[asyncpg.Record]:
-    async def q() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(llama.database_url.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
-        try:
-            return list(await conn.fetch(sql))
-        finally:
-            await conn.close()
-
-    return asyncio.run(q())
+    return db_fetch(llama.database_url, sql)
 
 
 def test_discovery_catalogs_the_real_models_with_the_sizes_their_names_give(llama: LlamaE2E) -> None:
@@ -96,6 +88,30 @@ def test_usage_in_a_reply_is_counted_by_the_real_server(llama: LlamaE2E, client:
     assert reply.usage.prompt_tokens > 25
     assert reply.usage.completion_tokens == 20
     assert reply.choices[0].message.content == ref.choices[0].message.content
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="llama-cpp-python 0.3 sends no usage in streams (it ignores stream_options.include_usage), and the "
+    "gateway's estimate counts the role-only and finish-only chunks as tokens (forwarding._sse_chunks)",
+)
+def test_streamed_usage_counts_the_tokens_llama_cpp_streamed(llama: LlamaE2E, client: openai.OpenAI) -> None:
+    messages = user("Hi there")
+    chunks = list(
+        client.chat.completions.create(
+            model=TINY, messages=messages, max_tokens=24, temperature=0, logit_bias=NO_STOP, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    with llama.direct("llama-tiny") as direct:
+        ref = direct.chat.completions.create(
+            model=TINY, messages=messages, max_tokens=24, temperature=0, logit_bias=NO_STOP
+        )
+    assert ref.usage is not None and ref.usage.completion_tokens == 24
+    assert sum(1 for c in chunks if content_of(c)) == 24
+    usage = chunks[-1].usage
+    assert usage is not None
+    assert usage.completion_tokens == 24
 
 
 def test_a_server_killed_mid_stream_gives_a_clean_error_and_the_next_request_goes_elsewhere(
@@ -171,18 +187,18 @@ def test_measured_speed_and_ttft_through_the_gateway_order_the_models_by_size(
 
 
 def test_profiler_profiles_order_the_models_by_size(llama: LlamaE2E) -> None:
-    rows = db_rows(
-        llama,
-        "SELECT m.name, avg(p.tokens_per_s) AS tps, avg(p.ttft_ms) AS ttft FROM profiles p "
-        "JOIN models m ON m.id = p.model_id WHERE p.tokens_per_s IS NOT NULL AND p.ttft_ms IS NOT NULL "
-        "GROUP BY m.name",
-    )
-    stored = {r["name"]: (float(r["tps"]), float(r["ttft"])) for r in rows}
+    """What the profiler stored for the real servers (the fixture waited for it before any test)."""
+    stored = llama.profiled
     if not set(BY_SIZE) <= stored.keys():
-        pytest.skip(
-            f"the profiler stored tokens/s and TTFT for {sorted(stored)} only: runtime profiling is issue 4; "
-            "the ordering is checked through the gateway by the test above"
+        pytest.skip(f"the profiler stored profiles for {sorted(stored)} only (is runtime profiling on?)")
+    ttft = {m: stored[m][1] for m in BY_SIZE}
+    tps = {m: stored[m][0] for m in BY_SIZE}
+    report = ", ".join(f"{m}: ttft {ttft[m]} ms, {tps[m]} tok/s" for m in BY_SIZE)
+    assert all(v is not None for v in ttft.values()), report
+    assert sorted(BY_SIZE, key=lambda m: ttft[m] or 0.0) == BY_SIZE, report
+    if any(v is None for v in tps.values()):
+        pytest.xfail(
+            "the profiler stores no tokens/s for llama-cpp-python: its streams carry neither usage nor "
+            f"timings, and profiler/chat.py has no fallback (count the content chunks); {report}"
         )
-    report = ", ".join(f"{m}: {stored[m][1]:.0f} ms, {stored[m][0]:.0f} tok/s" for m in BY_SIZE)
-    assert sorted(BY_SIZE, key=lambda m: -stored[m][0]) == BY_SIZE, report
-    assert sorted(BY_SIZE, key=lambda m: stored[m][1]) == BY_SIZE, report
+    assert sorted(BY_SIZE, key=lambda m: -(tps[m] or 0.0)) == BY_SIZE, report

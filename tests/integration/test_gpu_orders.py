@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
 from switchyard.common.backends.clients import OllamaClient
 from switchyard.common.backends.config import BackendConfig, BackendKind
@@ -233,12 +234,9 @@ async def test_orders_for_a_host_without_a_live_agent_fail_fast(redis_url: str, 
 
 
 async def test_the_router_frees_memory_then_loads_through_vram_actions(
-    redis: object, keys: Keys, ollama: tuple[FakeOllama, str], agent: Agent, rpc: RpcClient
+    redis: Redis, keys: Keys, ollama: tuple[FakeOllama, str], agent: Agent, rpc: RpcClient
 ) -> None:
     """The scorer's executor drives the real agent: unload LRU, then load, all recorded."""
-    from redis.asyncio import Redis
-
-    assert isinstance(redis, Redis)
     fake, _ = ollama
     fake.capacity = 13 * GiB
     fake.loaded.update({"llama3.2:3b": 1.0, "qwen2.5:7b": 2.0})  # 9 of 13 GiB: 14b (10) needs an unload
@@ -257,3 +255,55 @@ async def test_the_router_frees_memory_then_loads_through_vram_actions(
         (OrderAction.LOAD, "qwen2.5:14b", True, "scorer-1"),
         (OrderAction.UNLOAD, "qwen2.5:7b", True, "scorer-1"),
     ]
+
+
+async def test_the_running_agent_serves_orders_on_the_simulated_fleet_and_publishes_at_once(
+    redis: Redis, redis_url: str, keys: Keys, key_prefix: str
+) -> None:
+    """The whole agent (``running_agent``): simulated GPU from the fakefleet listener, orders over
+    the RPC, the new residency published right after each order (no waiting for the next tick)."""
+    from pathlib import Path
+
+    from switchyard.common.schemas.fleet import HostStateV1
+    from switchyard.fakefleet.config import FleetConfig
+    from switchyard.fakefleet.server import Fleet
+    from switchyard.gpu_agent.app import running_agent
+    from switchyard.gpu_agent.settings import GpuAgentSettings
+
+    fleet_yaml = Path(__file__).resolve().parents[1] / "fixtures" / "fleet" / "test_fleet.yaml"
+    async with Fleet(FleetConfig.load(fleet_yaml)) as fleet:
+        settings = GpuAgentSettings.load(
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+            backends=f"sim:ollama={fleet.url('ollama')}",
+            gpu_agent={"host": "sim-host", "backend": "sim", "readers": ["simulated"], "interval_s": 30,
+                       "ttl_s": 60, "ops_host": "127.0.0.1", "ops_port": 0},
+        )  # fmt: skip
+        async with running_agent(settings, registry=CollectorRegistry()):
+            client = RpcClient(redis_url, keys, registry=CollectorRegistry(), watch=(gpu_order_method("sim-host"),))
+            await client.start()
+            try:
+                for _ in range(200):
+                    if client.server_alive(gpu_order_method("sim-host")):
+                        break
+                    await asyncio.sleep(0.02)
+                result = await client.call(
+                    gpu_order_method("sim-host"),
+                    ModelOrderV1(action=OrderAction.LOAD, model="coder:7b", reason="test"),
+                    timeout=10,
+                )
+                assert result.ok, result.error
+                state = HostStateV1.model_validate_json(await redis.get(keys.fleet_host("sim-host")))  # type: ignore[arg-type]
+                assert [m.name for m in state.loaded_models] == ["coder:7b"]
+                (gpu,) = state.gpus
+                assert (gpu.vendor, gpu.memory_total_bytes, gpu.memory_used_bytes) == ("simulated", 10 * GiB, 5 * GiB)
+                result = await client.call(
+                    gpu_order_method("sim-host"),
+                    ModelOrderV1(action=OrderAction.UNLOAD, model="coder:7b", reason="test"),
+                    timeout=10,
+                )
+                assert result.ok and result.loaded_models == []
+                state = HostStateV1.model_validate_json(await redis.get(keys.fleet_host("sim-host")))  # type: ignore[arg-type]
+                assert state.loaded_models == [] and state.gpus[0].memory_used_bytes == 0
+            finally:
+                await client.close()

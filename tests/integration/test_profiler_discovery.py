@@ -144,7 +144,12 @@ def make_settings(redis_url: str, db: str, key_prefix: str, fake: FakeBackends, 
         database_url=db,
         key_prefix=key_prefix,
         backends=f"local:ollama={fake.url},vllm:openai={fake.url}/v1",
-        profiler={"discover_on_schedule": False, "discover_at_startup": False, **profiler},
+        profiler={
+            "discover_on_schedule": False,
+            "discover_at_startup": False,
+            "profiling": {"enabled": False},  # profiling has its own tests (test_profiling_fleet.py)
+            **profiler,
+        },
     )
 
 

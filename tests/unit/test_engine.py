@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from switchyard.common.embeddings.static import default_embedder
 from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
@@ -96,8 +97,8 @@ async def test_learned_index_steers_similar_prompts():
 async def test_feedback_and_recent_use_feed_the_terms():
     e = engine()
     e.set_feedback({"llama3.3:70b": (1.0, 50.0)})
-    for _ in range(5):
-        await e.route(RouteRequestV1(text="hello"))
+    chosen = {(await e.route(RouteRequestV1(text="hello"))).candidates[0].model for _ in range(5)}
     r = {c.model: c for c in (await e.explain(RouteRequestV1(text="hello"))).candidates}
-    assert r["llama3.3:70b"].terms["feedback"] > 0
-    assert r["llama3.2:1b"].terms["diversity"] < 0
+    assert r["llama3.3:70b"].terms["feedback"] == pytest.approx(0.2 * 50 / 55, abs=1e-4)
+    assert len(chosen) == 1
+    assert r[chosen.pop()].terms["diversity"] < 0

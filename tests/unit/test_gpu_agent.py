@@ -46,7 +46,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(k, raising=False)
     opts = GpuAgentSettings.load().gpu_agent
     assert (opts.host, opts.interval_s, opts.ttl_s, opts.ops_port) == (socket.gethostname(), 2.0, 10.0, 9104)
-    assert (opts.backend, opts.backend_url, opts.gpu_memory_gb, opts.readers) == (None, None, None, ["nvml"])
+    assert (opts.backend, opts.backend_url, opts.gpu_memory_gb, opts.readers) == (None, None, None, ["auto"])
 
 
 def test_nested_env_and_the_flat_memory_override(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -68,7 +68,7 @@ def test_preset_sizes_are_what_their_names_say() -> None:
     assert RAND_6M.params == 6_215_640
     assert RAND_300M.params == 320_914_432
     assert RAND_600M.params == 620_563_968
-    assert parse_model_name(RAND_600M.alias).quant == "q4_0"
+    assert parse_model_name(RAND_600M.alias).quant == "q4_1"
 
 
 def test_file_name_is_stable_and_changes_with_the_spec() -> None:
@@ -121,14 +121,21 @@ def test_random_llama_has_the_shapes_and_the_copied_tokenizer(tmp_path: Path) ->
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_quantised_random_llama_stores_q4_0_blocks(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("qtype", "ggml", "file_type"),
+    [("q4_0", gguf.GGMLQuantizationType.Q4_0, 2), ("q4_1", gguf.GGMLQuantizationType.Q4_1, 3)],
+)
+def test_quantised_random_llama_stores_quantised_blocks(
+    tmp_path: Path, qtype: str, ggml: gguf.GGMLQuantizationType, file_type: int
+) -> None:
     src = make_tokenizer_source(tmp_path / "tok.gguf")
-    spec = tiny_spec(qtype="q4_0", embedding_length=64, feed_forward_length=128)
+    spec = tiny_spec(qtype=qtype, embedding_length=64, feed_forward_length=128)
     r = gguf.GGUFReader(write_random_llama(spec, tmp_path / "q.gguf", src))
     types = {t.name: t.tensor_type for t in r.tensors}
-    assert types["blk.0.attn_q.weight"] == gguf.GGMLQuantizationType.Q4_0
+    assert types["blk.0.attn_q.weight"] == ggml
+    assert types["token_embd.weight"] == ggml
     assert types["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
-    assert r.fields["general.file_type"].contents() == 2
+    assert r.fields["general.file_type"].contents() == file_type
 
 
 def test_a_vocabulary_mismatch_is_refused(tmp_path: Path) -> None:
@@ -151,6 +158,15 @@ def test_ensure_random_generates_once(tmp_path: Path) -> None:
     again = ensure_random(tiny_spec(), home, tokenizer_source=src, progress=said.append)
     assert first == again == home.models / tiny_spec().file_name
     assert len(said) == 1 and said[0].startswith("generating rand-llama:tiny")
+
+
+def test_a_changed_spec_replaces_the_old_file(tmp_path: Path) -> None:
+    home = LlamaHome(root=tmp_path / "llama", wheel_dirs=(tmp_path / "wheels",), repo=tmp_path)
+    src = make_tokenizer_source(tmp_path / "tok.gguf")
+    old = ensure_random(tiny_spec(), home, tokenizer_source=src, progress=lambda _m: None)
+    new = ensure_random(tiny_spec(seed=7), home, tokenizer_source=src, progress=lambda _m: None)
+    assert new != old
+    assert sorted(home.models.glob("*.gguf")) == [new]
 
 
 def _fake_wheel(path: Path, member: str, payload: bytes) -> Path:

@@ -20,7 +20,7 @@ def server(tmp_path: Path, member: Member, port: int) -> LlamaServer:
     return LlamaServer(RUNTIME, member, tmp_path / "m.gguf", log_dir=tmp_path, port=port)
 
 
-def test_argv_serves_the_alias_on_the_port_without_interrupting_requests(tmp_path: Path) -> None:
+def test_argv_serves_the_alias_on_the_port_queueing_requests_without_all_logits(tmp_path: Path) -> None:
     s = server(tmp_path, Member("llama-tiny", RAND_6M, n_ctx=512, n_threads=2), 4242)
     argv = s.argv()
     assert argv[:3] == ["/venv/bin/python", "-m", "llama_cpp.server"]
@@ -34,6 +34,7 @@ def test_argv_serves_the_alias_on_the_port_without_interrupting_requests(tmp_pat
         "--n_threads": "2",
         "--n_threads_batch": "2",
         "--interrupt_requests": "false",
+        "--logits_all": "false",  # else every prompt token's logits are kept (n_ctx x vocab floats)
     }
     assert s.url == "http://127.0.0.1:4242/v1"
     assert s.backend_entry == "llama-tiny:openai=http://127.0.0.1:4242/v1"
@@ -63,7 +64,7 @@ def test_backends_value_is_a_valid_switchyard_backends_string(tmp_path: Path) ->
     assert [s["model"] for s in info["servers"]] == [
         "smollm2:135m-instruct-q4_1",
         "rand-llama:6m-f32",
-        "rand-llama:600m-q4_0",
+        "rand-llama:600m-q4_1",
     ]
 
 

@@ -134,3 +134,14 @@ async def test_multi_reader_joins_devices_and_fails_only_when_all_fail() -> None
     none = MultiReader([NvmlReader(FakeNvml.named("no-driver")), NvmlReader(FakeNvml.named("no-driver"))])
     with pytest.raises(GpuUnavailable, match="Driver Not Loaded; NVML: Driver Not Loaded"):
         await none.read()
+
+
+async def test_a_captured_h100_with_a_process_holding_memory() -> None:
+    (h100,) = await NvmlReader(FakeNvml.named("h100-captured-busy")).read()
+    assert (h100.name, h100.memory_total_bytes, h100.memory_used_bytes) == (
+        "NVIDIA H100 80GB HBM3",
+        85520809984,
+        5281480704,
+    )
+    assert h100.processes == (GpuProcess(453, 4768923648),)
+    assert (h100.power_w, h100.temperature_c, h100.unsupported) == (312.484, 38.0, ())

@@ -28,6 +28,20 @@ class Keys:
         return f"{self.prefix}:catalog:changed"
 
     @property
+    def scorer_control(self) -> str:
+        """Pub/sub channel: JSON ``{"action": "reload" | "invalidate_cache"}`` for every scorer replica."""
+        return f"{self.prefix}:scorer:control"
+
+    @property
+    def route_cache(self) -> str:
+        """Prefix of the scorer's routing-cache keys (``<this>:<version>:x:<hash>``, ``…:sem``)."""
+        return f"{self.prefix}:routecache"
+
+    def response_cache(self, digest: str) -> str:
+        """The gateway's response cache: one entry per exact request digest."""
+        return f"{self.prefix}:respcache:{digest}"
+
+    @property
     def catalog_snapshot(self) -> str:
         """Last catalog the scorer loaded (JSON), read by gateways for their fallback routing."""
         return f"{self.prefix}:catalog:snapshot"
@@ -93,3 +107,21 @@ class Keys:
 
     def service_status(self, service: str) -> str:
         return f"{self.prefix}:status:{service}"
+
+    # --- profiling and benchmark sync ------------------------------------------------------
+    @property
+    def profiling_active(self) -> str:
+        """Sorted set model -> start time (unix s) of the profiles running now."""
+        return f"{self.prefix}:profiling:active"
+
+    def profiling_progress(self, model: str) -> str:
+        """String: JSON progress of one model's profile (phase, done/total, ETA), with a TTL."""
+        return f"{self.prefix}:profiling:progress:{model}"
+
+    def profiling_slots(self, scope: str) -> str:
+        """Sorted set lease token -> expiry: a counting semaphore (``backend:<name>``, ``host:<name>``)."""
+        return f"{self.prefix}:profiling:slots:{scope}"
+
+    def benchmark_sync_status(self, source: str) -> str:
+        """String: JSON of a benchmark source's last sync run (outcome, counts, time)."""
+        return f"{self.prefix}:sync:benchmarks:{source}"

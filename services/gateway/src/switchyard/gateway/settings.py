@@ -8,6 +8,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from switchyard.common.settings import CommonSettings
+from switchyard.gateway.response_cache import ResponseCacheOptions
 
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "sk-test", "test"}
 
@@ -47,6 +48,10 @@ class GatewayOptions(BaseModel):
         if isinstance(v, str):
             v = [k.strip() for k in v.split(",") if k.strip()]
         return v or None
+
+    response_cache: ResponseCacheOptions = Field(
+        default_factory=ResponseCacheOptions, description="Exact-match response cache (response_cache.py)"
+    )
 
 
 class GatewaySettings(CommonSettings):

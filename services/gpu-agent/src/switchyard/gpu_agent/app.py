@@ -22,26 +22,26 @@ from redis.asyncio import Redis
 from switchyard.common.backends.clients import client_for
 from switchyard.common.http import make_session
 from switchyard.common.ops import build_ops_app, ops_server
+from switchyard.common.rpc.server import RpcServer
 from switchyard.gpu_agent.agent import Agent
-from switchyard.gpu_agent.gpus import GpuReader, MultiReader
+from switchyard.gpu_agent.detect import agent_reader
+from switchyard.gpu_agent.gpus import GpuReader
 from switchyard.gpu_agent.metrics import GpuAgentMetrics
-from switchyard.gpu_agent.nvml import NvmlReader
+from switchyard.gpu_agent.orders import OrderExecutor
 from switchyard.gpu_agent.settings import GpuAgentSettings
 
 log = logging.getLogger(__name__)
 
 
 def build_reader(settings: GpuAgentSettings) -> GpuReader | None:
-    """The configured GPU readers (none when a manual memory budget replaces them)."""
+    """The configured GPU readers (``detect.py``; none when a manual memory budget replaces them)."""
     if settings.memory_budget_bytes is not None:
         return None
-    readers: list[GpuReader] = []
-    for name in settings.gpu_agent.readers:
-        if name == "nvml":
-            readers.append(NvmlReader())
-    if not readers:
-        return None
-    return readers[0] if len(readers) == 1 else MultiReader(readers)
+    backend = settings.local_backend()
+    reader, found = agent_reader(settings.gpu_agent.readers, backend_url=backend.url if backend else None)
+    if reader is None:
+        log.warning("%s", found.error)
+    return reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,10 +104,26 @@ async def running_agent(
         runner = await stack.enter_async_context(ops_server(ops, opts.ops_host, opts.ops_port))
         stopping = asyncio.Event()
         loop = asyncio.create_task(agent.run(stopping), name="gpu-agent-loop")
+        orders: asyncio.Task[None] | None = None
+        server: RpcServer | None = None
+        if backend is not None and opts.serve_orders:
+            server = RpcServer(
+                settings.redis_url, settings.keys, replica_id=f"gpu-agent-{opts.host}", registry=registry
+            )
+
+            async def publish_now() -> None:
+                await agent.tick()
+
+            OrderExecutor(backend, opts.host, on_change=publish_now).register(server)
+            orders = asyncio.create_task(server.serve(), name="gpu-agent-orders")
         try:
             yield Running(agent, runner, loop)
         finally:
             stopping.set()
+            if server is not None and orders is not None:
+                await server.stop()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(orders, timeout=10)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(loop, timeout=10)
 

@@ -18,15 +18,17 @@ string for ``HostStateV1.gpu_error``.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from switchyard.common.schemas.fleet import GpuStateV1
 from switchyard.gpu_agent.amd import AmdReader
+from switchyard.gpu_agent.gpus import GpuReader, GpuReading, GpuUnavailable, MultiReader
 from switchyard.gpu_agent.intel import IntelReader
 from switchyard.gpu_agent.manual import ManualReader
 from switchyard.gpu_agent.nvidia_smi import NvidiaSmiReader
@@ -61,28 +63,33 @@ class Detection:
         return None if self.readers else "no GPU found: " + "; ".join(self.notes)
 
 
+class NvmlProbe:
+    """NVML as a :class:`Reader` for detection; the agent then uses the async ``NvmlReader`` itself."""
+
+    source = "nvml"
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+
+    def read(self) -> list[GpuStateV1]:
+        return [_to_state(r) for r in self.reader.read_sync()]
+
+
 def load_nvml() -> Reader | None:
-    """The NVML reader from ``nvml.py`` if NVML initialises and sees at least one GPU."""
+    """NVML (``nvml.py``, imported lazily) if it initialises and sees at least one GPU."""
     try:
         mod = importlib.import_module("switchyard.gpu_agent.nvml")
     except ImportError as exc:
         log.debug("nvml module unavailable: %s", exc)
         return None
-    for name in ("NvmlReader", "NVMLReader", "open_nvml", "nvml_reader"):
-        factory = getattr(mod, name, None)
-        if factory is None:
-            continue
-        try:
-            reader = factory()
-            if reader is None:
-                return None
-            if not reader.read():
-                return None
-            return reader  # type: ignore[no-any-return]
-        except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, …
-            log.debug("NVML unavailable: %s", exc)
-            return None
-    return None
+    reader = mod.NvmlReader()
+    try:
+        reader.read_sync()
+    except Exception as exc:  # GpuUnavailable: no library, no driver, no device
+        log.debug("NVML unavailable: %s", exc)
+        reader.close()
+        return None
+    return NvmlProbe(reader)
 
 
 def detect_readers(
@@ -134,3 +141,101 @@ def read_all(readers: Sequence[Reader]) -> tuple[list[GpuStateV1], str | None]:
         except Exception as exc:
             errors.append(f"{getattr(reader, 'source', type(reader).__name__)}: {exc}")
     return gpus, "; ".join(errors) or None
+
+
+# --- the agent's side: the async GpuReader protocol of gpus.py -------------------------------
+
+
+def _to_state(r: GpuReading) -> GpuStateV1:
+    total = r.memory_total_bytes or 0
+    used = r.memory_used_bytes or 0
+    return GpuStateV1(
+        index=r.index,
+        uuid=r.uuid,
+        name=r.name,
+        vendor=r.vendor,
+        memory_total_bytes=total,
+        memory_used_bytes=used,
+        memory_free_bytes=r.memory_free_bytes if r.memory_free_bytes is not None else max(0, total - used),
+        utilization_pct=None if r.utilization_ratio is None else r.utilization_ratio * 100.0,
+        temperature_c=r.temperature_c,
+        power_w=r.power_w,
+    )
+
+
+def _to_reading(g: GpuStateV1) -> GpuReading:
+    known = g.memory_total_bytes > 0
+    return GpuReading(
+        index=g.index,
+        uuid=g.uuid,
+        name=g.name,
+        vendor=g.vendor,
+        memory_total_bytes=g.memory_total_bytes if known else None,
+        memory_used_bytes=g.memory_used_bytes if known else None,
+        memory_free_bytes=g.memory_free_bytes if known else None,
+        utilization_ratio=None if g.utilization_pct is None else g.utilization_pct / 100.0,
+        temperature_c=g.temperature_c,
+        power_w=g.power_w,
+        unsupported=() if known else ("memory",),
+    )
+
+
+class AsyncReader:
+    """One of this module's blocking readers as the agent's :class:`GpuReader` (reads in a thread)."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self.name = str(getattr(reader, "source", type(reader).__name__))
+
+    async def read(self) -> list[GpuReading]:
+        try:
+            states = await asyncio.to_thread(self.reader.read)
+        except GpuReadError as exc:
+            raise GpuUnavailable(f"{self.name}: {exc}") from exc
+        if not states:
+            raise GpuUnavailable(f"{self.name}: no GPU found")
+        return [_to_reading(g) for g in states]
+
+    def close(self) -> None:
+        return None
+
+
+def agent_reader(
+    names: Sequence[str],
+    *,
+    root: Path = Path("/"),
+    runner: Runner = run_command,
+    backend_url: str | None = None,
+    nvml: NvmlFactory = load_nvml,
+) -> tuple[GpuReader | None, Detection]:
+    """The agent's reader for its ``readers`` setting: ``auto`` runs :func:`detect_readers`;
+    ``nvml``, ``nvidia-smi``, ``amd``, ``intel`` and ``simulated`` (the fakefleet listener at
+    ``backend_url``) pick readers by hand. Several readers become one :class:`MultiReader`."""
+    found = Detection()
+    if "auto" in names:
+        found = detect_readers(root=root, runner=runner, nvml=nvml)
+    else:
+        for name in names:
+            if name == "nvml":
+                nv = nvml()
+                if nv is not None:
+                    found.readers.append(nv)
+                else:
+                    found.notes.append("NVML: not available")
+            elif name == "nvidia-smi":
+                found.readers.append(NvidiaSmiReader(runner))
+            elif name == "amd":
+                found.readers.append(AmdReader(root, runner))
+            elif name == "intel":
+                found.readers.append(IntelReader(root))
+            elif name == "simulated":
+                if backend_url is None:
+                    found.notes.append("simulated: the agent watches no backend")
+                else:
+                    found.readers.append(SimulatedReader(backend_url))
+            else:
+                raise ValueError(f"unknown GPU reader {name!r}")
+    readers: list[GpuReader] = [r.reader if isinstance(r, NvmlProbe) else AsyncReader(r) for r in found.readers]
+    if not readers:
+        return None, found
+    return (readers[0] if len(readers) == 1 else MultiReader(readers)), found

@@ -23,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from switchyard.common.backends.config import BackendConfig, BackendKind
 from switchyard.common.settings import CommonSettings
 
-READERS = ("nvml",)
-"""GPU readers this agent knows (AMD/Intel sysfs, nvidia-smi and rocm-smi join later)."""
+READERS = ("auto", "nvml", "nvidia-smi", "amd", "intel", "simulated")
+"""GPU readers (``detect.py``): ``auto`` = NVML, else nvidia-smi; AMD (sysfs, rocm-smi); Intel (xe/i915);
+``simulated`` = the fakefleet listener the agent watches."""
 
 
 class GpuAgentOptions(BaseModel):
@@ -44,7 +45,8 @@ class GpuAgentOptions(BaseModel):
     ops_host: str = "0.0.0.0"
     ops_port: int = Field(default=9104, ge=0, le=65535)
     gpu_memory_gb: float | None = Field(default=None, gt=0, description="Manual memory budget instead of readers")
-    readers: list[str] = Field(default_factory=lambda: list(READERS), description=f"GPU readers: {READERS}")
+    readers: list[str] = Field(default_factory=lambda: ["auto"], description=f"GPU readers: {READERS}")
+    serve_orders: bool = Field(default=True, description="Carry out the router's load/unload orders (gpu.order)")
 
     @model_validator(mode="after")
     def _check(self) -> Self:

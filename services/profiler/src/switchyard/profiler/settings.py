@@ -7,6 +7,7 @@ from pydantic import Field
 
 from switchyard.common.arq import CronInterval, WorkerOptions
 from switchyard.common.settings import CommonSettings
+from switchyard.profiler.profiling import ProfilingOptions
 
 
 class ProfilerOptions(WorkerOptions):
@@ -19,6 +20,7 @@ class ProfilerOptions(WorkerOptions):
     describe_concurrency: int = Field(default=8, ge=1, le=64, description="Concurrent /api/show calls per backend")
     backend_timeout_s: float = Field(default=10.0, gt=0, description="Per backend call during discovery")
     schema_wait_s: float = Field(default=120.0, ge=0, description="Without migrate_on_start: wait this long for it")
+    profiling: ProfilingOptions = Field(default_factory=ProfilingOptions)
 
 
 class ProfilerSettings(CommonSettings):

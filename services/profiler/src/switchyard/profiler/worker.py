@@ -2,6 +2,12 @@
 
 Jobs (queue ``keys.profiler_queue``, JSON payloads):
 
+* ``profile_model(model: str, force: bool = False)`` — one model's runtime profile
+  (:mod:`switchyard.profiler.profiling`): enqueued after every discovery for each model that is
+  new, changed (digest/size) or not yet profiled with the current suite version, and on demand;
+  job id ``profile:<model>``, its own retry policy (``profiler.profiling.*``).
+* ``enqueue_profiles(model: str | None = None, force: bool = False)`` — enqueue ``profile_model``
+  for every due model (or one); ``force`` profiles again even with the current suite version.
 * ``discover_models(backend: str | None = None)`` — on a schedule (``profiler.discover_every_s``,
   default every minute, and once at start-up) and on demand. On demand, enqueue with
   ``switchyard.common.arq.enqueue_once(pool, keys.profiler_queue, DISCOVER_MODELS,
@@ -39,6 +45,7 @@ from switchyard.common.arq import (
 from switchyard.common.backends.clients import BackendClient, client_for
 from switchyard.common.db.session import make_engine, make_sessionmaker
 from switchyard.common.http import make_session
+from switchyard.common.keys import Keys
 from switchyard.profiler.discovery import (
     BackendDiscovery,
     DiscoveryResult,
@@ -49,8 +56,18 @@ from switchyard.profiler.discovery import (
     sweep,
     upsert_backend_models,
 )
+from switchyard.profiler.grading import Grader
 from switchyard.profiler.metrics import ProfilerMetrics
+from switchyard.profiler.profiling import (
+    ENQUEUE_PROFILES,
+    PROFILE_MODEL,
+    ProfilingOptions,
+    enqueue_profiles_job,
+    make_judge,
+    profile_model_job,
+)
 from switchyard.profiler.settings import ProfilerSettings
+from switchyard.profiler.suite import Suite
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +76,16 @@ log = logging.getLogger(__name__)
 class ProfilerContext(WorkerContext[ProfilerSettings]):
     clients: dict[str, BackendClient] = field(default_factory=dict)
     metrics: ProfilerMetrics
+    suite: Suite
+    grader: Grader
+
+    @property
+    def keys(self) -> Keys:
+        return self.settings.keys
+
+    @property
+    def profiling(self) -> ProfilingOptions:
+        return self.settings.profiler.profiling
 
 
 async def build_context(
@@ -78,6 +105,8 @@ async def build_context(
         policy=opts.retry_policy(),
         clients={b.name: client_for(b, http, timeout_s=opts.backend_timeout_s) for b in settings.backends},
         metrics=ProfilerMetrics.create([b.name for b in settings.backends], registry),
+        suite=opts.profiling.suite(),
+        grader=Grader(judge=make_judge(opts.profiling, http)),
     )
     wctx.exit_stack.push_async_callback(engine.dispose)
     wctx.exit_stack.push_async_callback(http.close)
@@ -123,12 +152,33 @@ async def discover(wctx: ProfilerContext, backend: str | None = None) -> Discove
         result.published = True
     result.duration_s = round(time.perf_counter() - started, 4)
     wctx.metrics.discovery_duration.observe(result.duration_s)
+    if settings.profiler.profiling.enabled and settings.profiler.profiling.after_discovery:
+        try:
+            await enqueue_profiles_job(wctx)
+        except Exception:  # discovery stands; the next run enqueues again
+            log.warning("could not enqueue profiles after discovery", exc_info=True)
     return result
 
 
 @job(DISCOVER_MODELS)
 async def discover_models(ctx: dict[str, Any], backend: str | None = None) -> DiscoveryResult:
     return await discover(context_of(ctx, ProfilerContext), backend)
+
+
+@job(ENQUEUE_PROFILES)
+async def enqueue_profiles(ctx: dict[str, Any], model: str | None = None, force: bool = False) -> dict[str, Any]:
+    return await enqueue_profiles_job(context_of(ctx, ProfilerContext), model=model, force=force)
+
+
+async def profile_model(ctx: dict[str, Any], model: str, force: bool = False) -> dict[str, Any]:
+    """Not wrapped in :func:`job`: profiling has its own timeout and retry policy."""
+    return await profile_model_job(
+        context_of(ctx, ProfilerContext),
+        model=model,
+        force=force,
+        job_try=int(ctx.get("job_try") or 1),
+        job_id=ctx.get("job_id"),
+    )
 
 
 def worker_settings(
@@ -160,7 +210,17 @@ def worker_settings(
             )
         )
     kwargs: dict[str, Any] = {
-        "functions": [func(discover_models, name=DISCOVER_MODELS, keep_result=0, max_tries=opts.max_tries)],
+        "functions": [
+            func(discover_models, name=DISCOVER_MODELS, keep_result=0, max_tries=opts.max_tries),
+            func(enqueue_profiles, name=ENQUEUE_PROFILES, keep_result=0, max_tries=opts.max_tries),
+            func(
+                profile_model,
+                name=PROFILE_MODEL,
+                keep_result=0,
+                max_tries=opts.profiling.max_tries,
+                timeout=opts.profiling.job_timeout_s + 30,
+            ),
+        ],
         "cron_jobs": cron_jobs,
         "queue_name": settings.keys.profiler_queue,
         "redis_settings": redis_settings(settings.redis_url),

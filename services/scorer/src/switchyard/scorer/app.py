@@ -8,8 +8,12 @@ State flows one way, off the request path:
 * fleet — the gpu-agents' ``HostStateV1`` keys (members of ``keys.fleet_hosts``), re-read on
   ``keys.fleet_changed`` and every ``fleet_poll_s``.
 
-Each load builds a new immutable :class:`LiveIndex` and swaps one reference; ``route`` only
-reads that reference, so a request never waits on Redis or Postgres.
+Each load builds a new immutable :class:`LiveIndex` and swaps one reference, and hands the same
+state to the :class:`~switchyard.scorer.engine.RoutingEngine` (analysis, rules, scoring, learned
+term, routing cache) that answers ``scorer.route`` and ``scorer.explain``; a request never waits
+on Postgres. Also off the request path: operator rules (file polled every ``rules_poll_s``),
+the learned index and the feedback term (Postgres, every ``learned_refresh_s``), and control
+messages on ``keys.scorer_control`` (``reload``, ``invalidate_cache``) from ``/admin``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -33,14 +38,25 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from switchyard.common.catalog import load_snapshot
 from switchyard.common.db.migrate import wait_for_head
 from switchyard.common.db.session import make_engine, make_sessionmaker
+from switchyard.common.embeddings.static import default_embedder
+from switchyard.common.http import make_session
 from switchyard.common.ops import build_ops_app, ops_server
-from switchyard.common.rpc import ROUTE_V1, RpcContext, RpcServer
+from switchyard.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
+from switchyard.common.rpc.client import new_client_id
+from switchyard.common.schemas.explain import ExplainReplyV1
 from switchyard.common.schemas.fleet import HostStateV1
 from switchyard.common.schemas.route import RouteReplyV1, RouteRequestV1
+from switchyard.scorer.caches import RouteCacheConfig, RoutingCache
+from switchyard.scorer.classifier import LLMClassifier
+from switchyard.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply, fleet_view
 from switchyard.scorer.index import CatalogIndex, FleetState, LiveIndex
+from switchyard.scorer.learned import LearnedIndex
+from switchyard.scorer.learned_loader import load_feedback, load_profile_outcomes
 from switchyard.scorer.metrics import ScorerMetrics
-from switchyard.scorer.ranking import RankingConfig, rank
+from switchyard.scorer.rules import RulesStore
 from switchyard.scorer.settings import ScorerSettings
+from switchyard.scorer.vram_actions import VramActions
+from switchyard.scorer.vram_routing import VramCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +75,7 @@ class Scorer:
         redis: Redis,
         sessionmaker: async_sessionmaker[AsyncSession],
         metrics: ScorerMetrics,
+        engine: RoutingEngine | None = None,
     ) -> None:
         self._settings = settings
         self._opts = settings.scorer
@@ -66,13 +83,14 @@ class Scorer:
         self._redis = redis
         self._sessionmaker = sessionmaker
         self._metrics = metrics
-        self._cfg = RankingConfig.from_options(settings.scorer)
+        self.engine = engine or RoutingEngine(engine_config(settings.scorer))
         self._live = LiveIndex.build(CatalogIndex.empty(), FleetState())
         self._written_version: str | None = None
         self._catalog_wanted = asyncio.Event()
         self._fleet_wanted = asyncio.Event()
         self.catalog_loaded = False
         self.reloads = 0
+        self.vram: VramCoordinator | None = None
 
     @property
     def live(self) -> LiveIndex:
@@ -80,12 +98,60 @@ class Scorer:
 
     # --- the RPC handler (hot path) ------------------------------------------------------
 
-    async def route(self, req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:  # noqa: ARG002
-        reply = rank(req, self._live, self._cfg)
+    async def route(self, req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        reply = await self.engine.route(req)
+        if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
+            reply = await self.vram.route(reply, remaining_s=ctx.remaining)
         self._metrics.decisions.labels(reply.analysis.category).inc()
         if reply.unservable_code is not None:
             self._metrics.unservable.labels(reply.unservable_code).inc()
         return reply
+
+    async def explain(self, req: RouteRequestV1, ctx: RpcContext) -> ExplainReplyV1:  # noqa: ARG002
+        ranking = await self.engine.explain(req)
+        return explain_reply(ranking, self.engine.rules.current.version)
+
+    # --- rules, learned index, control messages -----------------------------------------
+
+    async def reload_learned(self) -> None:
+        """Rebuild the learned index and the feedback term from Postgres, then swap them in."""
+        r = self._opts.routing
+        embedder = self.engine.embedder
+        async with self._sessionmaker() as session:
+            index = LearnedIndex(embedder.dims) if embedder is not None else None
+            n = await load_profile_outcomes(session, index, embedder) if index is not None and embedder else 0
+            fb = await load_feedback(session, index, half_life_days=r.feedback_half_life_days)
+        if index is not None and len(index):
+            self.engine.learned = index
+        self.engine.set_feedback(fb.by_model)
+        log.info(
+            "learned index: %d graded prompts, %d feedback outcomes, feedback on %d models",
+            n,
+            fb.outcomes,
+            len(fb.by_model),
+        )
+
+    async def learned_loop(self) -> None:
+        while True:
+            try:
+                await self.reload_learned()
+            except Exception as exc:
+                log.warning("learned index reload failed (%s); keeping the previous one", exc)
+            await asyncio.sleep(self._opts.routing.learned_refresh_s)
+
+    async def control(self, data: bytes | str) -> None:
+        try:
+            action = orjson.loads(data).get("action")
+        except (orjson.JSONDecodeError, AttributeError):
+            log.warning("ignoring malformed control message")
+            return
+        if action == "reload":
+            ok = self.engine.rules.reload()
+            self.request_catalog_reload()
+            log.info("reload requested: rules %s", "reloaded" if ok else "kept (invalid file)")
+        elif action == "invalidate_cache" and self.engine.cache is not None:
+            removed = await self.engine.cache.invalidate()
+            log.info("routing cache invalidated: %d keys", removed)
 
     # --- catalog -------------------------------------------------------------------------
 
@@ -103,6 +169,10 @@ class Scorer:
         if changed:
             index = CatalogIndex.build(snapshot, unknown_params_b=self._opts.unknown_params_b)
             self._live = LiveIndex.build(index, self._live.fleet)
+            self.engine.set_catalog(snapshot)
+            self.engine.set_fleet(fleet_view(self._live))
+            if self.vram is not None:
+                self.vram.update_catalog(snapshot.models)
             self._metrics.catalog_models.set(index.size)
             log.info("catalog %s loaded: %d routable models", snapshot.version, index.size)
         self.catalog_loaded = True
@@ -157,6 +227,7 @@ class Scorer:
         if fleet == self._live.fleet:
             return False
         self._live = LiveIndex.build(self._live.catalog, fleet)
+        self.engine.set_fleet(fleet_view(self._live))
         return True
 
     def request_fleet_refresh(self) -> None:
@@ -180,6 +251,7 @@ class Scorer:
         channels = {
             self._keys.catalog_changed: self.request_catalog_reload,
             self._keys.fleet_changed: self.request_fleet_refresh,
+            self._keys.scorer_control: None,
         }
         backoff = 0.05
         while True:
@@ -196,7 +268,9 @@ class Scorer:
                         continue
                     channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
                     action = channels.get(channel)
-                    if action is not None:
+                    if channel == self._keys.scorer_control:
+                        await self.control(msg["data"])
+                    elif action is not None:
                         action()
             except asyncio.CancelledError:
                 raise
@@ -219,6 +293,65 @@ class Running:
 
 
 @asynccontextmanager
+async def routing_engine(
+    settings: ScorerSettings, redis: Redis, registry: CollectorRegistry
+) -> AsyncIterator[RoutingEngine]:
+    """The routing engine with its rules, embedder, routing cache and (optional) classifier."""
+    opts = settings.scorer
+    r = opts.routing
+    rules = RulesStore(
+        Path(r.rules_file) if r.rules_file else None, poll_s=r.rules_poll_s, default_aliases=opts.aliases
+    )
+    cache = None
+    if r.route_cache.enabled:
+        c = r.route_cache
+        cfg = RouteCacheConfig(ttl_s=c.ttl_s, semantic=c.semantic, threshold=c.threshold, capacity=c.capacity)
+        cache = RoutingCache(redis, settings.keys, cfg, registry=registry)
+    embedder = default_embedder()
+    ccfg = classifier_config(r)
+    async with AsyncExitStack() as stack:
+        classifier = None
+        if ccfg is not None:
+            session = make_session(limit=16, limit_per_host=8, connect_timeout_s=ccfg.timeout_s)
+            stack.push_async_callback(session.close)
+            classifier = LLMClassifier(ccfg, session)
+        yield RoutingEngine(
+            engine_config(opts),
+            rules=rules,
+            embedder=embedder,
+            learned=LearnedIndex(embedder.dims),
+            classifier=classifier,
+            cache=cache,
+        )
+
+
+@asynccontextmanager
+async def vram_coordinator(
+    settings: ScorerSettings, redis: Redis, registry: CollectorRegistry, *, replica: str
+) -> AsyncIterator[VramCoordinator]:
+    """VRAM-aware routing: its own RPC client for ``gpu.order.<host>`` orders, the executor
+    (per-host lock, action log) and the coordinator that the route handler consults."""
+    opts = settings.scorer.vram
+    orders = RpcClient(settings.redis_url, settings.keys, client_id=new_client_id("scorer-vram"), registry=registry)
+    await orders.start()
+    coordinator: VramCoordinator | None = None
+
+    async def busy(host: str, model: str) -> bool:
+        return coordinator is not None and await coordinator.is_busy(host, model)
+
+    actions = VramActions(redis, settings.keys, orders, replica=f"scorer-{replica}", opts=opts, busy=busy)
+    coordinator = VramCoordinator(
+        opts, redis=redis, keys=settings.keys, actions=actions, refresh_s=opts.refresh_s,
+        evict_wait_s=opts.evict_wait_s, replica=f"scorer-{replica}",
+    )  # fmt: skip
+    try:
+        yield coordinator
+    finally:
+        await coordinator.close()
+        await orders.close()
+
+
+@asynccontextmanager
 async def running_scorer(
     settings: ScorerSettings, *, registry: CollectorRegistry = REGISTRY, rid: str | None = None
 ) -> AsyncIterator[Running]:
@@ -230,15 +363,20 @@ async def running_scorer(
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
         stack.push_async_callback(redis.aclose)
         metrics = ScorerMetrics.create(registry)
-        scorer = Scorer(settings, redis=redis, sessionmaker=make_sessionmaker(engine), metrics=metrics)
+        routing = await stack.enter_async_context(routing_engine(settings, redis, registry))
+        scorer = Scorer(settings, redis=redis, sessionmaker=make_sessionmaker(engine), metrics=metrics, engine=routing)
+        rid = rid or replica_id()
+        if settings.scorer.vram.enabled:
+            scorer.vram = await stack.enter_async_context(vram_coordinator(settings, redis, registry, replica=rid))
         server = RpcServer(
             settings.redis_url,
             settings.keys,
-            replica_id=rid or replica_id(),
+            replica_id=rid,
             max_concurrency=settings.scorer.max_concurrency,
             registry=registry,
         )
         server.register(ROUTE_V1, scorer.route)
+        server.register(EXPLAIN_V1, scorer.explain)
 
         async def redis_ok() -> bool:
             return bool(await redis.ping())
@@ -260,7 +398,12 @@ async def running_scorer(
             asyncio.create_task(scorer.catalog_loop(), name="catalog-loop"),
             asyncio.create_task(scorer.fleet_loop(), name="fleet-loop"),
             asyncio.create_task(scorer.listen(settings.redis_url), name="catalog-listener"),
+            asyncio.create_task(routing.rules.watch(), name="rules-watch"),
         ]
+        if settings.scorer.routing.learned:
+            tasks.append(asyncio.create_task(scorer.learned_loop(), name="learned-loop"))
+        if scorer.vram is not None:
+            tasks.append(asyncio.create_task(scorer.vram.run(), name="vram-refresh"))
         serving = asyncio.create_task(server.serve(), name="rpc-server")
         try:
             yield Running(scorer, server, serving)

@@ -56,12 +56,24 @@ class RouteCacheMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> RouteCacheMetrics:
-        kw = {"namespace": "switchyard", "subsystem": "scorer", "registry": registry}
+        ns, sub = "switchyard", "scorer"
         m = cls(
             lookups=Counter(
-                "route_cache_lookups", "Routing-cache lookups by kind and outcome", ["kind", "outcome"], **kw
+                "route_cache_lookups",
+                "Routing-cache lookups by kind and outcome",
+                ["kind", "outcome"],
+                namespace=ns,
+                subsystem=sub,
+                registry=registry,
             ),
-            stores=Counter("route_cache_stores", "Routing decisions stored, by outcome", ["outcome"], **kw),
+            stores=Counter(
+                "route_cache_stores",
+                "Routing decisions stored, by outcome",
+                ["outcome"],
+                namespace=ns,
+                subsystem=sub,
+                registry=registry,
+            ),
         )
         for k in KINDS:
             for o in ("hit", "miss"):
@@ -134,7 +146,7 @@ class RoutingCache:
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
         self._redis = redis
-        self._base = f"{keys.prefix}:routecache"
+        self._base = keys.route_cache
         self.cfg = cfg or RouteCacheConfig()
         self.metrics = metrics or RouteCacheMetrics.create(registry)
         self._mirrors: dict[str, _Mirror] = {}

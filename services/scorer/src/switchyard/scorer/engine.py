@@ -19,9 +19,11 @@ import numpy as np
 
 from switchyard.common.embeddings import Embedder
 from switchyard.common.schemas.catalog import CatalogSnapshotV1
+from switchyard.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
 from switchyard.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
 from switchyard.scorer.caches import RoutingCache
-from switchyard.scorer.classifier import LLMClassifier
+from switchyard.scorer.classifier import ClassifierConfig, LLMClassifier
+from switchyard.scorer.index import LiveIndex
 from switchyard.scorer.learned import LearnedIndex
 from switchyard.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis
 from switchyard.scorer.rules import RulesStore
@@ -33,8 +35,10 @@ from switchyard.scorer.scoring import (
     Ranking,
     ReplicaTable,
     ScoringConfig,
+    Weights,
     rank,
 )
+from switchyard.scorer.settings import RoutingOptions, ScorerOptions
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +87,14 @@ class RoutingEngine:
         self.replicas = ReplicaTable.from_specs(self.table)
         self._recent = np.zeros(0)
         self._rules_version = self.rules.current.version
+        self._fleet_gen = "0"
 
     # --- state -----------------------------------------------------------------------------
 
     @property
     def version(self) -> str:
-        """Catalog + rules version: the routing cache's namespace."""
-        return f"{self.table.version}.{self.rules.current.version}"
+        """Catalog + rules + fleet-residency version: the routing cache's namespace."""
+        return f"{self.table.version}.{self.rules.current.version}.{self._fleet_gen}"
 
     def set_catalog(self, snapshot: CatalogSnapshotV1, extra: Mapping[str, ModelSpec] | None = None) -> None:
         """Rebuild the model table; ``extra`` may replace a model's spec (richer profiles, prices)."""
@@ -113,6 +118,8 @@ class RoutingEngine:
 
     def set_fleet(self, fleet: FleetView) -> None:
         self._fleet = fleet
+        # cached decisions follow residency and health, not every change of free memory
+        self._fleet_gen = f"{hash((fleet.resident, fleet.unhealthy, fleet.no_room)) & 0xFFFFFFFF:08x}"
         self.replicas = ReplicaTable.from_specs(
             self.table,
             resident=fleet.resident,
@@ -145,7 +152,8 @@ class RoutingEngine:
     def embed(self, req: RouteRequestV1) -> np.ndarray | None:
         if self.embedder is None or req.kind is RequestKind.EMBEDDING or not req.text:
             return None
-        return self.embedder.encode([req.text[:4000]])[0]
+        out: np.ndarray = self.embedder.encode([req.text[:4000]])[0]
+        return out
 
     def decide(
         self,
@@ -210,3 +218,78 @@ class RoutingEngine:
         i = self.table.index.get(reply.candidates[0].model)
         if i is not None:
             self._recent[i] += 1.0
+
+
+# --------------------------------------------------------------------------- wiring helpers
+
+
+def engine_config(opts: ScorerOptions) -> EngineConfig:
+    r: RoutingOptions = opts.routing
+    weights = Weights(**r.weights)
+    return EngineConfig(
+        analysis=AnalysisConfig(extra_categories={k: tuple(v) for k, v in r.extra_categories.items()}),
+        scoring=ScoringConfig(
+            weights=weights,
+            policy=r.policy,
+            tier_thresholds_b=r.tier_thresholds_b,
+            unservable_without_vision=r.unservable_without_vision,
+            default_quality=opts.default_quality,
+            unknown_params_b=opts.unknown_params_b,
+        ),
+        virtual_models=frozenset(opts.virtual_models),
+        max_candidates=opts.max_candidates,
+    )
+
+
+def classifier_config(r: RoutingOptions) -> ClassifierConfig | None:
+    c = r.classifier
+    if not c.base_url or not c.model:
+        return None
+    return ClassifierConfig(
+        base_url=c.base_url,
+        model=c.model,
+        api_key=c.api_key,
+        timeout_s=c.timeout_s,
+        band=c.band,
+        min_confidence=c.min_confidence,
+    )
+
+
+def fleet_view(live: LiveIndex) -> FleetView:
+    """The per-replica fleet state of the scorer's :class:`LiveIndex`, keyed by (backend, upstream)."""
+    reps = live.catalog.replicas
+    resident = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.resident, strict=True) if on)
+    no_room = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.no_room, strict=True) if on)
+    free = dict(live.fleet.free_by_backend)
+    top = max(free.values(), default=0)
+    return FleetView(
+        resident=resident,
+        unhealthy=frozenset(live.fleet.unhealthy_backends),
+        free_frac={b: v / top for b, v in free.items()} if top > 0 else {},
+        no_room=no_room,
+    )
+
+
+def explain_reply(ranking: Ranking, rules_version: str, max_candidates: int | None = None) -> ExplainReplyV1:
+    a = ranking.analysis
+    reply = ranking.to_reply(max_candidates or max(1, len(ranking.candidates)))
+    return ExplainReplyV1(
+        analysis=ExplainAnalysisV1(
+            category=a.category,
+            complexity=a.complexity,
+            level=a.level,
+            signals=list(a.reasons),
+            confidence=a.confidence,
+            source=a.source,
+            tokens=a.tokens,
+            category_scores=dict(a.category_scores),
+        ),
+        quality=ranking.quality,
+        candidates=reply.candidates,
+        filtered=dict(ranking.filtered),
+        notes=list(ranking.notes),
+        unservable=ranking.unservable,
+        unservable_code=ranking.unservable_code,
+        catalog_version=ranking.catalog_version,
+        rules_version=rules_version,
+    )

@@ -32,7 +32,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -183,6 +183,19 @@ class Rules:
             raise ValueError(f"invalid rules: {exc}") from exc
         return cls.compile(f, version or hashlib.blake2b(text.encode(), digest_size=6).hexdigest())
 
+    def with_default_aliases(self, aliases: Mapping[str, str]) -> Rules:
+        """These rules plus aliases from settings (the file's own aliases win)."""
+        if not aliases:
+            return self
+        exact = {k: v for k, v in aliases.items() if not _is_regex(k)}
+        extra = tuple((re.compile(k[1:-1]), v) for k, v in aliases.items() if _is_regex(k))
+        return replace(
+            self,
+            exact=MappingProxyType({**exact, **self.exact}),
+            patterns=self.patterns + extra,
+            _masks={},
+        )
+
     # --- lookups (hot path) ----------------------------------------------------------------
 
     def resolve_alias(self, name: str) -> str | None:
@@ -262,10 +275,13 @@ class Rules:
 class RulesStore:
     """The current rules from a file, reloaded when it changes (mtime poll) or on demand."""
 
-    def __init__(self, path: Path | None, *, poll_s: float = 2.0) -> None:
+    def __init__(
+        self, path: Path | None, *, poll_s: float = 2.0, default_aliases: Mapping[str, str] | None = None
+    ) -> None:
         self.path = path
         self.poll_s = poll_s
-        self.current = Rules()
+        self._defaults = dict(default_aliases or {})
+        self.current = Rules().with_default_aliases(self._defaults)
         self.last_error: str | None = None
         self.reloads = 0
         self._stamp: tuple[float, int] | None = None
@@ -290,7 +306,7 @@ class RulesStore:
         if stamp is None:
             if self.current.version != "none":
                 log.warning("rules file %s is gone: running without rules", self.path)
-            self.current = Rules()
+            self.current = Rules().with_default_aliases(self._defaults)
             self.last_error = None
             return True
         try:
@@ -300,7 +316,7 @@ class RulesStore:
             self.last_error = str(exc)
             log.error("rules file %s rejected, keeping rules %s: %s", self.path, self.current.version, exc)
             return False
-        self.current = rules
+        self.current = rules.with_default_aliases(self._defaults)
         self.last_error = None
         self.reloads += 1
         log.info("rules %s loaded from %s", rules.version, self.path)

@@ -47,6 +47,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -77,19 +78,22 @@ DEFAULT_MIN_SIZE_B: Mapping[str, tuple[float, float, float]] = MappingProxyType(
 )
 
 
-def _frozen(a: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+A = TypeVar("A", bound=npt.NDArray[Any])
+
+
+def _frozen(a: A) -> A:
     a.flags.writeable = False
     return a
 
 
 def size_power(params_b: float) -> float:
     """Model size on a 0..1 log scale: 0.5B → 0, 8B → 0.5, 70B → 0.9, 128B+ → 1."""
-    return min(1.0, max(0.0, math.log2(max(params_b, 1e-3) / 0.5) / 8.0))
+    return float(min(1.0, max(0.0, math.log2(max(params_b, 1e-3) / 0.5) / 8.0)))
 
 
 def estimated_tokens_per_s(active_b: float) -> float:
     """Rough single-GPU decode speed of a quantised model: 1B ≈ 250, 8B ≈ 72, 70B ≈ 19 tok/s."""
-    return 250.0 / max(active_b, 0.05) ** 0.6
+    return float(250.0 / max(active_b, 0.05) ** 0.6)
 
 
 def estimated_ttft_ms(active_b: float) -> float:
@@ -476,6 +480,8 @@ class Ranking:
     unservable: str | None = None
     unservable_code: str | None = None
     catalog_version: str = ""
+    quality: float = 0.5
+    """The quality preference the decision used."""
     chosen: int = -1
     """Model row of the first candidate (−1: none); for benchmarks and tests."""
 
@@ -732,7 +738,13 @@ def rank(
         order = order[:limit]
     cands = tuple(_scored(int(j), a, q, table, reps, terms, rterms, rscore, sel, cons) for j in order)
     return Ranking(
-        a, cands, MappingProxyType(sel.filtered), tuple(sel.notes), catalog_version=table.version, chosen=chosen
+        a,
+        cands,
+        MappingProxyType(sel.filtered),
+        tuple(sel.notes),
+        catalog_version=table.version,
+        quality=q,
+        chosen=chosen,
     )
 
 
@@ -792,6 +804,9 @@ def _scored(
         + (f" ({ev:.0f} graded prompts/benchmark)" if ev > 0 else " (size prior: no profile or benchmark)"),
         f"~{table.tokens_per_s[i]:.0f} tok/s ({'measured' if table.speed_measured[i] else 'estimated'})",
     ]
+    bench = spec.benchmark.get(cat, spec.benchmark.get(OVERALL))
+    if bench is not None:
+        reasons.append(f"benchmark {bench:.2f}")
     if t.get("learned"):
         reasons.append(f"learned from similar graded prompts ({t['learned']:+.3f})")
     if t.get("min_size", 0.0) < 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from switchyard.common.settings import CommonSettings
+from switchyard.scorer.vram import VramOptions
 
 
 class ScoringWeights(BaseModel):
@@ -21,6 +22,46 @@ class ScoringWeights(BaseModel):
     residency: float = Field(default=0.2, ge=0, description="Model already loaded on the replica's host")
     unhealthy: float = Field(default=1.0, ge=0, description="Replica whose backend the gpu-agent reports down")
     memory: float = Field(default=0.1, ge=0, description="Not loaded, and the host lacks the free memory for it")
+
+
+class RouteCacheOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    ttl_s: float = Field(default=30.0, gt=0, description="How long a cached decision lives")
+    semantic: bool = Field(default=True, description="Also reuse decisions of near-identical prompts")
+    threshold: float = Field(default=0.97, ge=0, le=1, description="Cosine similarity for a semantic hit")
+    capacity: int = Field(default=4096, ge=16, description="Recent prompts kept for semantic lookups")
+
+
+class ClassifierOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(default=None, description="OpenAI-compatible base URL; unset = no classifier")
+    model: str = ""
+    api_key: str | None = None
+    timeout_s: float = Field(default=0.25, gt=0)
+    band: tuple[float, float] = (0.25, 0.75)
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+
+
+class RoutingOptions(BaseModel):
+    """The routing engine (``engine.py``, ``scoring.py``): rules, caches, learned term, classifier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules_file: str | None = Field(default=None, description="Operator rules YAML (hot-reloaded)")
+    rules_poll_s: float = Field(default=2.0, gt=0)
+    policy: str = Field(default="score", pattern="^(score|tiers)$")
+    weights: dict[str, float] = Field(default_factory=dict, description="Overrides of scoring.Weights fields")
+    tier_thresholds_b: tuple[float, float] = (10.0, 40.0)
+    unservable_without_vision: bool = True
+    extra_categories: dict[str, list[str]] = Field(default_factory=dict, description="category -> keywords")
+    learned: bool = Field(default=True, description="Learn from graded prompts and feedback (Postgres)")
+    learned_refresh_s: float = Field(default=300.0, gt=0)
+    feedback_half_life_days: float = Field(default=14.0, gt=0)
+    route_cache: RouteCacheOptions = Field(default_factory=RouteCacheOptions)
+    classifier: ClassifierOptions = Field(default_factory=ClassifierOptions)
 
 
 class ScorerOptions(BaseModel):
@@ -40,6 +81,8 @@ class ScorerOptions(BaseModel):
     unknown_params_b: float = Field(default=8.0, gt=0, description="Size assumed for a model whose size is unknown")
     max_candidates: int = Field(default=8, ge=1, le=64, description="Candidates in a reply")
     weights: ScoringWeights = Field(default_factory=ScoringWeights)
+    routing: RoutingOptions = Field(default_factory=RoutingOptions)
+    vram: VramOptions = Field(default_factory=VramOptions, description="VRAM budgets, pinning, load/unload orders")
 
 
 class ScorerSettings(CommonSettings):

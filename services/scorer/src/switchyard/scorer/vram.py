@@ -114,6 +114,10 @@ class VramOptions(BaseModel):
     lock_wait_s: float = Field(default=2.0, ge=0, description="How long a replica waits for a host's lock")
     order_timeout_s: float = Field(default=120.0, gt=0, description="How long one load/unload may take")
     actions_kept: int = Field(default=500, ge=1, description="Actions kept in the log for /admin/vram")
+    evict_wait_s: float = Field(
+        default=0.5, ge=0, description="How long a route call waits for unloads (bounded by its deadline)"
+    )
+    refresh_s: float = Field(default=0.5, gt=0, description="Re-read fleet, in-flight and pending state this often")
 
 
 @dataclass(frozen=True, slots=True)

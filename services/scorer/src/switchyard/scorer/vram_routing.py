@@ -209,6 +209,15 @@ class VramCoordinator:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
 
+    async def is_busy(self, host: str, model: str) -> bool:
+        """Right now (not as of the last refresh): is a request in flight on ``model`` at ``host``?"""
+        backends = [b for b, h in self.view.backend_host.items() if h == host]
+        for b in backends:
+            n = await self._redis.hget(self._keys.inflight(b), model)  # type: ignore[misc]
+            if n is not None and int(n) > 0:
+                return True
+        return False
+
     # --- decision ----------------------------------------------------------------------------
 
     def _hosts_now(self) -> dict[str, HostVram]:

@@ -336,10 +336,14 @@ class NameMatcher:
 
 
 class Linkable(Protocol):
-    source: str
-    metric: str
-    raw_model: str
-    aliases: tuple[str, ...]
+    @property
+    def source(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def raw_model(self) -> str: ...
+    @property
+    def aliases(self) -> tuple[str, ...]: ...
 
 
 def link(rows: Sequence[Linkable], matcher: NameMatcher) -> list[Match | None]:

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from switchyard.common.arq import CronInterval, WorkerOptions
 from switchyard.common.settings import CommonSettings
+from switchyard.sync.public import PublicBenchmarksOptions
 
 
 class SyncOptions(WorkerOptions):
@@ -21,6 +22,9 @@ class SyncOptions(WorkerOptions):
     benchmarks_on_schedule: bool = True
     benchmarks_at_startup: bool = True
     match_threshold: float = Field(default=90.0, ge=50, le=100, description="Fuzzy name match cut-off (0..100)")
+    public: PublicBenchmarksOptions = Field(
+        default_factory=PublicBenchmarksOptions, description="Public benchmark sources (SWITCHYARD_SYNC__PUBLIC__*)"
+    )
 
     consume_events: bool = Field(default=True, description="Store request/feedback events from the Redis streams")
     consumer_group: str = Field(default="switchyard-sync", min_length=1)

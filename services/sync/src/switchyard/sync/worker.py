@@ -9,6 +9,11 @@ Jobs (queue ``keys.sync_queue``, JSON payloads):
   ``keys.catalog_changed`` when a score changed. An unreadable file fails the job: it retries
   with back-off and ends in ``dead_letters`` after ``sync.max_tries``.
 
+* ``sync_benchmarks(source: str)`` — one public benchmark source (:mod:`switchyard.sync.public`):
+  fetch, match names, upsert in one transaction; retries and dead-letters on its own.
+* ``sync_all_benchmarks()`` — on ``sync.public.every_s`` (default daily) and on demand
+  (``POST /admin/sync-benchmarks``): one ``sync_benchmarks`` job per enabled source.
+
 The event consumer (:mod:`switchyard.sync.events`) starts in ``on_startup`` and is cancelled in
 ``on_shutdown``.
 """
@@ -18,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,15 @@ from switchyard.common.http import make_session
 from switchyard.sync.benchmarks import ImportResult, load_matcher, read_file, upsert_rows
 from switchyard.sync.events import EventConsumer
 from switchyard.sync.metrics import SyncMetrics
+from switchyard.sync.public import (
+    SYNC_ALL_BENCHMARKS,
+    SYNC_BENCHMARKS,
+    SourceSyncResult,
+    enqueue_sources,
+    sync_source,
+)
 from switchyard.sync.settings import SyncSettings
+from switchyard.sync.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +68,7 @@ class SyncContext(WorkerContext[SyncSettings]):
     metrics: SyncMetrics
     consumer: EventConsumer
     consumer_task: asyncio.Task[None] | None = None
+    sources: dict[str, Source] = field(default_factory=dict)
 
 
 async def build_context(settings: SyncSettings, redis: Any, *, registry: CollectorRegistry = REGISTRY) -> SyncContext:
@@ -83,6 +97,7 @@ async def build_context(settings: SyncSettings, redis: Any, *, registry: Collect
             block_ms=opts.block_ms,
             claim_idle_s=opts.claim_idle_s,
         ),
+        sources=opts.public.build(),
     )
     wctx.exit_stack.push_async_callback(engine.dispose)
     wctx.exit_stack.push_async_callback(http.close)
@@ -141,6 +156,30 @@ async def import_benchmarks_file(ctx: dict[str, Any], path: str | None = None) -
     return result
 
 
+@job(SYNC_BENCHMARKS)
+async def sync_benchmarks(ctx: dict[str, Any], source: str) -> SourceSyncResult:
+    wctx = context_of(ctx, SyncContext)
+    src = wctx.sources.get(source)
+    if src is None:
+        log.warning("sync_benchmarks: no enabled benchmark source named %r", source)
+        return SourceSyncResult(source=source, outcome="skipped", error="not enabled")
+    return await sync_source(
+        src,
+        http=wctx.http,
+        sessionmaker=wctx.sessionmaker,
+        redis=wctx.redis,
+        keys=wctx.settings.keys,
+        options=wctx.settings.sync.public,
+    )
+
+
+@job(SYNC_ALL_BENCHMARKS)
+async def sync_all_benchmarks(ctx: dict[str, Any]) -> dict[str, Any]:
+    wctx = context_of(ctx, SyncContext)
+    enqueued = await enqueue_sources(wctx.redis, wctx.queue, list(wctx.sources))
+    return {"sources": list(wctx.sources), "enqueued": enqueued}
+
+
 def worker_settings(
     settings: SyncSettings, *, registry: CollectorRegistry = REGISTRY, **overrides: Any
 ) -> dict[str, Any]:
@@ -156,6 +195,8 @@ def worker_settings(
             await enqueue_once(
                 ctx["redis"], settings.keys.sync_queue, IMPORT_BENCHMARKS_FILE, job_id=IMPORT_BENCHMARKS_FILE
             )
+        if opts.public.at_startup:
+            await enqueue_once(ctx["redis"], settings.keys.sync_queue, SYNC_ALL_BENCHMARKS, job_id=SYNC_ALL_BENCHMARKS)
         log.info(
             "sync worker up: queue %s, events %s", settings.keys.sync_queue, "on" if opts.consume_events else "off"
         )
@@ -181,9 +222,21 @@ def worker_settings(
                 **every(opts.benchmarks_every_s),  # type: ignore[arg-type]
             )
         )
+    if opts.public.on_schedule:
+        cron_jobs.append(
+            cron(
+                sync_all_benchmarks,
+                name=f"cron:{SYNC_ALL_BENCHMARKS}",
+                max_tries=opts.max_tries,
+                timeout=opts.job_timeout_s + 5,
+                **every(opts.public.every_s),  # type: ignore[arg-type]
+            )
+        )
     kwargs: dict[str, Any] = {
         "functions": [
-            func(import_benchmarks_file, name=IMPORT_BENCHMARKS_FILE, keep_result=0, max_tries=opts.max_tries)
+            func(import_benchmarks_file, name=IMPORT_BENCHMARKS_FILE, keep_result=0, max_tries=opts.max_tries),
+            func(sync_benchmarks, name=SYNC_BENCHMARKS, keep_result=0, max_tries=opts.max_tries),
+            func(sync_all_benchmarks, name=SYNC_ALL_BENCHMARKS, keep_result=0, max_tries=opts.max_tries),
         ],
         "cron_jobs": cron_jobs,
         "queue_name": settings.keys.sync_queue,

@@ -93,10 +93,13 @@ def ensure_infra(settings: CommonSettings, instances: list[Instance]) -> tuple[s
     instances.append(pg)
     db_url = pg.url if pg.private else settings.database_url
     db_url = db_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    where = lambda inst: "private, stopped on exit" if inst.private else "already running"  # noqa: E731
-    say(f"Redis      {redis.url}  ({where(redis)})")
-    say(f"PostgreSQL {_hide_password(db_url)}  ({where(pg)})")
+    say(f"Redis      {redis.url}  ({_where(redis)})")
+    say(f"PostgreSQL {_hide_password(db_url)}  ({_where(pg)})")
     return redis.url, db_url
+
+
+def _where(inst: Instance) -> str:
+    return "private, stopped on exit" if inst.private else "already running"
 
 
 def _hide_password(url: str) -> str:
@@ -157,7 +160,7 @@ def banner(stack: Stack, models: list[str], started_fleet: bool) -> str:
 def cmd_migrate(_: argparse.Namespace) -> int:
     instances: list[Instance] = []
     try:
-        _, db_url = ensure_infra(_settings(), instances)
+        db_url = ensure_infra(_settings(), instances)[1]
         asyncio.run(upgrade(db_url))
         say("database migrated to head")
         return 0

@@ -275,6 +275,8 @@ class Stack:
             label = (self.fleet.raw.get("host_labels") or {}).get("ollama")
             if label:
                 env["SWITCHYARD_GPU_AGENT__HOST"] = str(label)
+            # a simulated GPU sized like the listener's VRAM budget, unless told otherwise
+            env.setdefault("SWITCHYARD_GPU_AGENT__READERS", '["simulated"]')
         env.update(cfg.extra_env)
         return env
 

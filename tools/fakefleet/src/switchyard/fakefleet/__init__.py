@@ -1,1 +1,1 @@
-"""Switchyard fakefleet."""
+"""Switchyard fakefleet: a simulated model fleet speaking the real Ollama and OpenAI wire protocols."""

@@ -140,6 +140,7 @@ class OllamaApi:
             return json_response(self._chat_obj(name, "", done=True, done_reason="unload"))
         if not spec.can("completion"):
             raise FleetError(400, f'"{name}" does not support chat')
+        _check_think(body, spec, name)
         tools = body.get("tools") or []
         if tools and not spec.can("tools"):
             raise FleetError(400, f"{name} does not support tools")
@@ -208,6 +209,7 @@ class OllamaApi:
             return json_response(self._gen_obj(name, "", done=True, done_reason="unload"))
         if not spec.can("completion"):
             raise FleetError(400, f'"{name}" does not support generate')
+        _check_think(body, spec, name)
         if body.get("images") and not spec.can("vision"):
             raise FleetError(400, NO_VISION)
         job = await engine.begin(self.fleet, self.listener, spec, request, keep_alive)
@@ -322,6 +324,11 @@ async def _ndjson(request: web.Request) -> web.StreamResponse:
 
 def _line(obj: Json) -> bytes:
     return orjson.dumps(obj) + b"\n"
+
+
+def _check_think(body: Json, spec: ModelSpec, name: str) -> None:
+    if body.get("think") not in (None, False) and not spec.can("thinking"):
+        raise FleetError(400, f'"{name}" does not support thinking')
 
 
 def _num_predict(body: Json) -> int | None:

@@ -282,4 +282,3 @@ def _embedding_inputs(raw: Any) -> list[str]:
         if all(isinstance(i, list) for i in raw):  # several inputs as token ids
             return [" ".join(map(str, i)) for i in raw]
     raise FleetError(400, "'input' must be a string, an array of strings or an array of token arrays", param="input")
-

@@ -43,8 +43,8 @@ import numpy as np
 from switchyard.llamafleet.errors import ModelUnavailable
 from switchyard.llamafleet.install import LlamaHome, Progress, file_lock, stderr_progress, tail
 
-QType = Literal["f32", "f16", "q8_0", "q4_0"]
-_FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}  # llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q4_0, MOSTLY_Q8_0
+QType = Literal["f32", "f16", "q8_0", "q4_0", "q4_1"]
+_FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}  # llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q4_0…
 GENERATOR_VERSION = 1
 """Bump when the generated files change for the same spec (old cached files are then ignored)."""
 
@@ -95,7 +95,7 @@ class RandomLlama:
             raise ValueError(f"{self.alias}: heads must divide the width and kv heads the heads")
         if (self.embedding_length // self.head_count) % 2:
             raise ValueError(f"{self.alias}: the head dimension must be even (RoPE)")
-        if self.qtype in ("q4_0", "q8_0") and (self.embedding_length % 32 or self.feed_forward_length % 32):
+        if self.qtype in ("q4_0", "q4_1", "q8_0") and (self.embedding_length % 32 or self.feed_forward_length % 32):
             raise ValueError(f"{self.alias}: quantised widths must be multiples of 32")
 
     @property
@@ -113,13 +113,16 @@ class RandomLlama:
     def file_name(self) -> str:
         spec = json.dumps({**asdict(self), "generator": GENERATOR_VERSION}, sort_keys=True)
         digest = hashlib.sha256(spec.encode()).hexdigest()[:10]
-        safe = self.alias.replace(":", "-").replace("/", "-")
-        return f"{safe}-{digest}.gguf"
+        return f"{self.stem}-{digest}.gguf"
+
+    @property
+    def stem(self) -> str:
+        return self.alias.replace(":", "-").replace("/", "-")
 
 
 RAND_6M = RandomLlama("rand-llama:6m-f32", 120, 320, 2, 4, 2, "f32")
-RAND_300M = RandomLlama("rand-llama:300m-q4_0", 1024, 2816, 24, 16, 4, "q4_0")
-RAND_600M = RandomLlama("rand-llama:600m-q4_0", 1536, 4096, 22, 16, 4, "q4_0")
+RAND_300M = RandomLlama("rand-llama:300m-q4_1", 1024, 2816, 24, 16, 4, "q4_1")
+RAND_600M = RandomLlama("rand-llama:600m-q4_1", 1536, 4096, 22, 16, 4, "q4_1")
 RANDOM_PRESETS: dict[str, RandomLlama] = {m.alias: m for m in (RAND_6M, RAND_300M, RAND_600M)}
 
 ModelSpec = PackagedModel | RandomLlama
@@ -270,7 +273,11 @@ def _add_random_tensors(writer: Any, spec: RandomLlama) -> None:
     import gguf
 
     rng = np.random.default_rng(spec.seed)
-    qtypes = {"q4_0": gguf.GGMLQuantizationType.Q4_0, "q8_0": gguf.GGMLQuantizationType.Q8_0}
+    qtypes = {
+        "q4_0": gguf.GGMLQuantizationType.Q4_0,
+        "q4_1": gguf.GGMLQuantizationType.Q4_1,
+        "q8_0": gguf.GGMLQuantizationType.Q8_0,
+    }
 
     def matrix(name: str, rows: int, cols: int) -> None:
         # numpy (rows, cols) is ggml's (cols, rows): y = W x with W of `rows` outputs
@@ -308,6 +315,8 @@ def ensure_random(
         return dest
     with file_lock(home.models / ".lock"):
         if not dest.is_file():
+            for stale in home.models.glob(f"{spec.stem}-*.gguf"):  # the same alias from an older spec
+                stale.unlink(missing_ok=True)
             progress(f"generating {spec.alias} ({spec.params / 1e6:.1f}M parameters, {spec.qtype}) -> {dest.name}")
             write_random_llama(spec, dest, tokenizer_source)
     return dest

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
+from switchyard.common.schemas.explain import ExplainReplyV1
 from switchyard.common.schemas.route import RouteReplyV1, RouteRequestV1
 from switchyard.common.schemas.vram import ModelOrderV1, OrderResultV1
 
@@ -28,6 +29,8 @@ class RpcMethod(Generic[Req, Rep]):
 
 
 ROUTE_V1: RpcMethod[RouteRequestV1, RouteReplyV1] = RpcMethod("scorer.route", 1, RouteRequestV1, RouteReplyV1)
+EXPLAIN_V1: RpcMethod[RouteRequestV1, ExplainReplyV1] = RpcMethod("scorer.explain", 1, RouteRequestV1, ExplainReplyV1)
+"""The same decision as ``route`` with every candidate's per-term breakdown; for ``/admin/explain``."""
 
 GPU_ORDER = "gpu.order"
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,253}$")
@@ -43,5 +46,6 @@ def gpu_order_method(host: str) -> RpcMethod[ModelOrderV1, OrderResultV1]:
 
 ALL_METHODS: tuple[RpcMethod[BaseModel, BaseModel], ...] = (  # type: ignore[assignment]
     ROUTE_V1,
+    EXPLAIN_V1,
     gpu_order_method("example-host"),  # every host's queue shares these models: snapshotted once
 )

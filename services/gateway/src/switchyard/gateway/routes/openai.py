@@ -19,6 +19,7 @@ from switchyard.gateway.errors import ModelNotFound, NoBackendAvailable
 from switchyard.gateway.forwarding import Exchange
 from switchyard.gateway.middleware import new_request_id
 from switchyard.gateway.pipeline import JSON_MEDIA, new_response_id
+from switchyard.gateway.response_cache import cache_of, cached_or_handle
 from switchyard.gateway.routing import (
     QUALITY_HEADER,
     chat_features,
@@ -53,7 +54,16 @@ async def chat_completions(request: Request, gw: StateDep, client: ClientDep) ->
     check_chat(body)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    return await gw.pipeline.handle(exchange(RequestKind.CHAT, body, client), features, quality=quality)
+    cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
+    return await cached_or_handle(
+        request,
+        cache,
+        "chat",
+        dict(body),
+        quality=quality,
+        client=client,
+        handle=lambda: gw.pipeline.handle(exchange(RequestKind.CHAT, body, client), features, quality=quality),
+    )
 
 
 @router.post("/completions")
@@ -62,7 +72,16 @@ async def completions(request: Request, gw: StateDep, client: ClientDep) -> Resp
     check_completion(body)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
     features = completion_features(body, gw.settings.gateway.max_prompt_chars)
-    return await gw.pipeline.handle(exchange(RequestKind.COMPLETION, body, client), features, quality=quality)
+    cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
+    return await cached_or_handle(
+        request,
+        cache,
+        "completion",
+        dict(body),
+        quality=quality,
+        client=client,
+        handle=lambda: gw.pipeline.handle(exchange(RequestKind.COMPLETION, body, client), features, quality=quality),
+    )
 
 
 @router.post("/embeddings")

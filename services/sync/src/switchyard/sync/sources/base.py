@@ -269,4 +269,4 @@ def _seconds(value: str | None) -> float | None:
 def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
     """Exponential back-off with jitter: ``initial · 2^(attempt-1)`` capped at ``max``, plus up to
     ``initial`` of random jitter (so that retries from several workers spread out)."""
-    return min(max_s, initial_s * 2 ** (attempt - 1)) + random.uniform(0, initial_s)
+    return min(max_s, initial_s * 2.0 ** (attempt - 1)) + random.uniform(0, initial_s)

@@ -1,0 +1,239 @@
+"""VRAM management end to end: two simulated GPU hosts (fakefleet Ollama listeners with 12 GiB
+each, loads that do not fit fail like Ollama's), more models than fit, a gpu-agent per host
+publishing its simulated GPU and serving orders, the scorer planning, the gateway routing.
+
+A workload alternating categories (code, general, math, creative) with requests that name the
+biggest model now and then, so that room has to be made. Checked: every request succeeds; no
+host's loaded models ever exceed the router's budget; the pinned model is never unloaded; every
+unload the fleet saw was ordered, succeeded and is in the action log with a reason; resident
+models keep serving; ``GET /admin/vram`` shows it all.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from switchyard.devstack.infra import free_port
+from switchyard.devstack.stack import Stack, StackConfig, file_sink
+from tests.e2e.support import eventually
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+GiB = 1024**3
+CAPACITY = 12 * GiB
+BUDGET = int(0.9 * CAPACITY)
+PINNED = "small:3b"
+HOSTS = {"host-a": "gpu-a", "host-b": "gpu-b"}
+
+FLEET_YAML = """\
+seed: 3
+time_scale: 0
+listeners:
+{listeners}
+  - name: openai
+    dialect: openai
+    models:
+      - {{name: "embed-small", params: 33M, capabilities: [embedding], vram_bytes: 128MiB, context_length: 512}}
+"""
+LISTENER = """\
+  - name: {name}
+    dialect: ollama
+    host_label: {host}
+    vram_total_bytes: 12GiB
+    keep_alive: -1
+    on_overflow: fail
+    models:
+      - {{name: "small:3b", params: 3.2B, family: llama, capabilities: [completion, tools], vram_bytes: 2GiB, context_length: 131072}}
+      - {{name: "coder:7b", params: 7.6B, family: qwen2, capabilities: [completion, tools, insert], vram_bytes: 5GiB, context_length: 32768}}
+      - {{name: "chat:8b", params: 8B, family: llama, capabilities: [completion, tools], vram_bytes: 6GiB, context_length: 131072}}
+      - {{name: "math:7b", params: 7B, family: qwen2, capabilities: [completion], vram_bytes: 5GiB, context_length: 32768}}
+      - {{name: "big:14b", params: 14.8B, family: qwen2, capabilities: [completion, tools], vram_bytes: 9GiB, context_length: 32768}}
+"""
+
+PROMPTS = {
+    "code": "Write a Python function that parses an ISO 8601 timestamp and returns a datetime; add tests.",
+    "general": "What is the capital of Australia, and why was it chosen over Sydney and Melbourne?",
+    "math": "Solve for x: 3x^2 - 12x + 9 = 0. Show each step of the derivation and verify the roots.",
+    "creative": "Write a short poem about a lighthouse keeper who befriends a storm.",
+}
+
+
+@dataclass
+class VramStack:
+    stack: Stack
+    gateway: str
+    admin: str
+    log_dir: Path
+    samples: list[dict[str, int]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def vram_stack(redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VramStack]:
+    run_id = uuid.uuid4().hex[:8]
+    log_dir = REPO / ".run" / "test" / f"e2e-vram-{run_id}"
+    fleet_yaml = tmp_path_factory.mktemp("vram") / "fleet.yaml"
+    fleet_yaml.write_text(
+        FLEET_YAML.format(listeners="".join(LISTENER.format(name=li, host=h) for h, li in HOSTS.items()))
+    )
+    stack = Stack(
+        StackConfig(
+            redis_url=redis_url,
+            database_url=database_url,
+            key_prefix=f"syvram-{run_id}",
+            gateway_host="127.0.0.1",
+            gateway_port=free_port(),
+            ops_host="127.0.0.1",
+            free_ports=True,
+            environment="test",
+            log_json=True,
+            inherit_switchyard_env=False,
+            extra_env={
+                "SWITCHYARD_MIGRATE_ON_START": "false",
+                "SWITCHYARD_GATEWAY__ROUTE_TIMEOUT_S": "3",
+                "SWITCHYARD_SCORER__VRAM__PINNED": f'{{"host-a": ["{PINNED}"]}}',
+                "SWITCHYARD_SCORER__VRAM__SCORE_MARGIN": "0.3",
+                "SWITCHYARD_SCORER__VRAM__REFRESH_S": "0.2",
+                "SWITCHYARD_SCORER__VRAM__EVICT_WAIT_S": "2.5",
+                "SWITCHYARD_SCORER__FLEET_POLL_S": "0.3",
+                "SWITCHYARD_SCORER__ROUTING__ROUTE_CACHE__ENABLED": "false",
+            },
+            cwd=REPO,
+        ),
+        sink=file_sink(log_dir),
+    )
+    try:
+        fleet = stack.start_fleet(["--config", str(fleet_yaml)])
+        urls = fleet.raw["urls"]
+        stack.config.backends = ",".join(f"{li}:ollama={urls[li]}" for li in HOSTS.values())
+        for svc in ("scorer", "profiler", "gateway"):
+            stack.start_service(svc)
+        for host, listener in HOSTS.items():
+            env = stack.env_for("gpu-agent")
+            env.update(
+                SWITCHYARD_GPU_AGENT__HOST=host,
+                SWITCHYARD_GPU_AGENT__BACKEND=listener,
+                SWITCHYARD_GPU_AGENT__READERS='["simulated"]',
+                SWITCHYARD_GPU_AGENT__OPS_PORT=str(free_port()),
+                SWITCHYARD_GPU_AGENT__INTERVAL_S="0.3",
+                SWITCHYARD_GPU_AGENT__TTL_S="5",
+            )
+            stack._spawn(f"gpu-agent-{host}", [sys.executable, "-m", "switchyard.gpu_agent"], env)
+        stack.wait_ready(timeout=90)
+        stack.wait_models(min_models=5, timeout=60)
+        vs = VramStack(stack, stack.urls().gateway, fleet.admin_url, log_dir)
+        yield vs
+    finally:
+        stack.stop()
+
+
+def fleet_stats(admin: str) -> dict[str, dict[str, object]]:
+    return dict(httpx.get(f"{admin}/_fleet/stats", timeout=5).json()["listeners"])
+
+
+def test_alternating_workload_keeps_budgets_pinning_and_records_every_action(vram_stack: VramStack) -> None:
+    gw, admin = vram_stack.gateway, vram_stack.admin
+    # the gpu-agents publish both simulated hosts, with their GPUs, and the scorer sees them
+    report = eventually(
+        lambda: (
+            (r := httpx.get(f"{gw}/admin/vram", timeout=5).json())
+            and len([h for h in r["hosts"] if h["managed"]]) == 2
+            and r
+        ),
+        timeout=30,
+        what="both hosts managed in /admin/vram",
+    )
+    assert {h["host"]: h["budget_bytes"] for h in report["hosts"]} == {"host-a": BUDGET, "host-b": BUDGET}
+    assert {h["host"]: h["gpus"][0]["vendor"] for h in report["hosts"]} == {
+        "host-a": "simulated",
+        "host-b": "simulated",
+    }
+
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                stats = fleet_stats(admin)
+                vram_stack.samples.append(
+                    {n: int(s["vram_used_bytes"]) for n, s in stats.items() if n in HOSTS.values()}
+                )  # type: ignore[call-overload]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.03)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    served: list[tuple[str, str, str]] = []
+    try:
+        with openai.OpenAI(base_url=f"{gw}/v1", api_key="unused", max_retries=0, timeout=30) as client:
+            # the pinned model first, on host-a
+            raw = client.chat.completions.with_raw_response.create(
+                model=PINNED, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+            )
+            served.append(("pin", raw.headers["x-switchyard-model"], raw.headers["x-switchyard-backend"]))
+            for i in range(24):
+                if i % 6 == 5:
+                    model, category = "big:14b", "forced"
+                else:
+                    category = list(PROMPTS)[i % 4]
+                    model = "switchyard/auto"
+                prompt = PROMPTS.get(category, "Summarise the plot of Hamlet in three sentences.")
+                raw = client.chat.completions.with_raw_response.create(
+                    model=model, messages=[{"role": "user", "content": prompt}], max_tokens=16
+                )
+                assert raw.http_response.status_code == 200
+                served.append((category, raw.headers["x-switchyard-model"], raw.headers["x-switchyard-backend"]))
+                time.sleep(0.4)  # let the agents publish between requests, as a real workload would
+    finally:
+        stop.set()
+        sampler.join(timeout=5)
+
+    # 1. budgets: no host ever held more than the router's budget
+    assert vram_stack.samples, "the sampler saw nothing"
+    peak = {li: max(s.get(li, 0) for s in vram_stack.samples) for li in HOSTS.values()}
+    assert all(v <= BUDGET for v in peak.values()), f"peak VRAM {peak} over the budget {BUDGET}"
+
+    # 2. the pinned model was never unloaded; 3. every unload was ordered and recorded
+    stats = fleet_stats(admin)
+    report = eventually(
+        lambda: (
+            (r := httpx.get(f"{gw}/admin/vram", params={"actions": 1000}, timeout=5).json())
+            and not any(h["pending"] for h in r["hosts"])
+            and r
+        ),
+        timeout=15,
+        what="no pending loads",
+    )
+    actions = report["actions"]
+    unloads_seen = {li: dict(stats[li]["unloads"]) for li in HOSTS.values()}  # type: ignore[call-overload]
+    host_of = {li: h for h, li in HOSTS.items()}
+    assert unloads_seen["gpu-a"].get(PINNED, 0) == 0
+    assert not [a for a in actions if a["action"] == "unload" and a["model"] == PINNED and a["host"] == "host-a"]
+    ordered: dict[tuple[str, str], int] = {}
+    for a in actions:
+        assert a["reason"], a
+        assert a["requested_by"].startswith("scorer-")
+        if a["action"] == "unload" and a["ok"]:
+            ordered[(a["host"], a["model"])] = ordered.get((a["host"], a["model"]), 0) + 1
+    seen = {(host_of[li], m): n for li, ms in unloads_seen.items() for m, n in ms.items()}
+    assert seen == ordered, f"fleet unloads {seen} != ordered unloads {ordered}"
+    assert ordered, f"the workload never needed an unload: {served}"
+
+    # 4. resident models kept serving: most requests needed no load at all
+    decisions = report["decisions"]
+    resident = decisions.get("resident", 0) + decisions.get("resident_within_margin", 0)
+    assert resident >= len(served) // 2, decisions
+    # 5. the forced big model was served each time, on a host that had room made for it
+    assert all(m == "big:14b" for c, m, _ in served if c == "forced")
+    print({"served": served, "decisions": decisions, "peak": peak, "unloads": ordered})

@@ -1,0 +1,206 @@
+"""Public benchmark sync into Postgres: one transaction per source, name matching with confidence,
+no-op reruns, a failing source keeps the previous data, status in Redis, catalog_changed, arq jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from sqlalchemy import select
+
+from switchyard.common.arq import CTX_KEY, close_worker
+from switchyard.common.db.migrate import upgrade
+from switchyard.common.db.models import Benchmark, DeadLetter, Model
+from switchyard.common.db.session import engine_scope, make_sessionmaker
+from switchyard.common.keys import Keys
+from switchyard.sync.public import (
+    SYNC_ALL_BENCHMARKS,
+    PublicBenchmarksOptions,
+    read_status,
+    sync_source,
+)
+from switchyard.sync.settings import SyncSettings
+from switchyard.sync.sources import SourceUnavailable
+from switchyard.sync.worker import SyncContext, build_worker
+
+from .sources_fakes import SourcesServer, sources_server_fixture  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+LOCAL = ["llama3.1:8b", "llama3.1:8b-instruct-q8_0", "qwen2.5:7b", "gemma2:9b", "mistral:7b-instruct-v0.3", "phi3:mini"]
+
+
+@pytest.fixture
+def db(pg_admin_url: str) -> Iterator[str]:
+    name = f"sy_pub_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(pg_admin_url, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    try:
+        asyncio.run(upgrade(url))
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def sessionmaker(db: str) -> AsyncIterator[Any]:
+    async with engine_scope(db) as engine:
+        sm = make_sessionmaker(engine)
+        async with sm() as session, session.begin():
+            for name in LOCAL:
+                session.add(Model(name=name, capabilities={}, details={}))
+        yield sm
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def options(server: SourcesServer, **kw: Any) -> PublicBenchmarksOptions:
+    fast = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "max_attempts": 2}
+    data: dict[str, Any] = {
+        "sources": {
+            "hf_leaderboard": {"url": f"{server.url}/rows", **fast},
+            "lmarena": {"url": f"{server.url}/rows", **fast},
+            "openrouter": {"url": f"{server.url}/api/v1/models", **fast},
+            "artificial_analysis": {"url": f"{server.url}/api/v2/data/llms/models", "api_key": "test-key", **fast},
+        },
+        **kw,
+    }
+    return PublicBenchmarksOptions.model_validate(data)
+
+
+async def rows(sm: Any, source: str) -> list[tuple[str, str, str | None, float | None, float]]:
+    async with sm() as session:
+        result = await session.execute(
+            select(Benchmark.raw_model, Benchmark.metric, Model.name, Benchmark.match_confidence, Benchmark.score)
+            .outerjoin(Model, Model.id == Benchmark.model_id)
+            .where(Benchmark.source == source)
+        )
+        return [tuple(r) for r in result.all()]  # type: ignore[misc]
+
+
+async def test_a_source_run_stores_scores_matched_with_confidence(
+    sources_server: SourcesServer, sessionmaker: Any, http: aiohttp.ClientSession, redis: Redis, keys: Keys
+) -> None:
+    opts = options(sources_server)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.catalog_changed)
+    result = await sync_source(
+        opts.build()["hf_leaderboard"], http=http, sessionmaker=sessionmaker, redis=redis, keys=keys, options=opts
+    )
+    assert result.outcome == "ok" and result.published
+    assert result.rows == 6 * 7 and result.skipped == 3
+    stored = {(r[0], r[1]): r for r in await rows(sessionmaker, "hf_leaderboard")}
+    llama = stored[("meta-llama/Llama-3.1-8B-Instruct", "ifeval")]
+    assert llama[2] == "llama3.1:8b" and llama[3] == 1.0 and llama[4] == 0.4922
+    assert stored[("Qwen/Qwen2.5-7B-Instruct", "mmlu_pro")][2] == "qwen2.5:7b"
+    assert stored[("google/gemma-2-9b-it", "bbh")][2] == "gemma2:9b"
+    assert stored[("meta-llama/Llama-3.1-70B-Instruct", "ifeval")][2] is None  # never across sizes
+    assert result.matched == 5 * 7
+    msg = None
+    for _ in range(20):
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if msg:
+            break
+    assert msg is not None and orjson.loads(msg["data"])["source"] == "sync:hf_leaderboard"
+    await pubsub.aclose()
+
+
+async def test_a_rerun_changes_nothing(
+    sources_server: SourcesServer, sessionmaker: Any, http: aiohttp.ClientSession, redis: Redis, keys: Keys
+) -> None:
+    opts = options(sources_server)
+    src = opts.build()["lmarena"]
+    first = await sync_source(src, http=http, sessionmaker=sessionmaker, redis=redis, keys=keys, options=opts)
+    again = await sync_source(src, http=http, sessionmaker=sessionmaker, redis=redis, keys=keys, options=opts)
+    assert first.changed == first.rows > 0
+    assert again.changed == 0 and not again.published
+    matched = {r[0]: r[2] for r in await rows(sessionmaker, "lmarena") if r[1] == "elo_overall"}
+    assert matched["llama-3.1-8b-instruct"] == "llama3.1:8b"
+    assert matched["gpt-4o-2024-08-06"] is None
+
+
+async def test_a_failing_source_keeps_the_previous_data_and_says_so(
+    sources_server: SourcesServer, sessionmaker: Any, http: aiohttp.ClientSession, redis: Redis, keys: Keys
+) -> None:
+    opts = options(sources_server)
+    src = opts.build()["openrouter"]
+    await sync_source(src, http=http, sessionmaker=sessionmaker, redis=redis, keys=keys, options=opts)
+    before = await rows(sessionmaker, "openrouter")
+    sources_server.fail = [503] * 5
+    with pytest.raises(SourceUnavailable):
+        await sync_source(src, http=http, sessionmaker=sessionmaker, redis=redis, keys=keys, options=opts)
+    assert sorted(await rows(sessionmaker, "openrouter")) == sorted(before)
+    status = (await read_status(redis, keys, ["openrouter"]))["openrouter"]
+    assert status["outcome"] == "error" and "503" in status["error"]
+    assert status["last_ok"]["outcome"] == "ok" and status["last_ok"]["rows"] == len(before)
+
+
+async def test_overrides_and_threshold_apply(
+    sources_server: SourcesServer, sessionmaker: Any, http: aiohttp.ClientSession, redis: Redis, keys: Keys
+) -> None:
+    opts = options(
+        sources_server,
+        overrides={"Llama 3.1 Instruct 8B": "llama3.1:8b-instruct-q8_0", "Qwen2.5 Instruct 72B": None},
+    )
+    await sync_source(
+        opts.build()["artificial_analysis"], http=http, sessionmaker=sessionmaker, redis=redis, keys=keys, options=opts
+    )
+    stored = {(r[0], r[1]): r for r in await rows(sessionmaker, "artificial_analysis")}
+    llama = stored[("Llama 3.1 Instruct 8B", "mmlu_pro")]
+    assert (llama[2], llama[3]) == ("llama3.1:8b-instruct-q8_0", 1.0)
+
+
+async def test_the_worker_runs_every_source_as_its_own_job(
+    sources_server: SourcesServer, db: str, sessionmaker: Any, redis_url: str, redis: Redis, key_prefix: str
+) -> None:
+    opts = options(sources_server)
+    settings = SyncSettings.load(
+        environment="test",
+        redis_url=redis_url,
+        database_url=db,
+        key_prefix=key_prefix,
+        sync={
+            "benchmarks_on_schedule": False,
+            "benchmarks_at_startup": False,
+            "consume_events": False,
+            "max_tries": 2,
+            "retry_base_s": 0.05,
+            "public": {**opts.model_dump(mode="json"), "on_schedule": False},
+        },
+    )
+    sources_server.fail = [500] * 4  # the first source fetched fails both tries
+    worker = build_worker(settings, registry=CollectorRegistry(), burst=True, poll_delay=0.05)
+    try:
+        await worker.pool.enqueue_job(SYNC_ALL_BENCHMARKS, _queue_name=settings.keys.sync_queue)
+        await asyncio.wait_for(worker.async_run(), 60)
+        wctx = worker.ctx[CTX_KEY]
+        assert isinstance(wctx, SyncContext)
+        status = await read_status(redis, settings.keys, list(wctx.sources))
+    finally:
+        await close_worker(worker)
+    outcomes = {k: (v or {}).get("outcome") for k, v in status.items()}
+    assert sorted(outcomes) == ["artificial_analysis", "hf_leaderboard", "lmarena", "openrouter"]
+    assert list(outcomes.values()).count("ok") == 3
+    async with sessionmaker() as session:
+        dead = (await session.execute(select(DeadLetter.job, DeadLetter.payload))).all()
+    assert len(dead) == 1 and dead[0][0] == "sync_benchmarks"
