@@ -37,10 +37,10 @@ test-unit: install ## unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: install ## integration tests (one service in-process, real Redis/Postgres)
-	$(PY) -m pytest tests/integration -m integration $(PYTEST_ARGS)
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 test-e2e: install ## end-to-end tests (every service as a real process, the simulated fleet)
-	$(PY) -m pytest tests/e2e -m e2e $(PYTEST_ARGS)
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: install ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
@@ -59,12 +59,13 @@ migrate: install ## make Postgres available and migrate it to head
 bench: install ## gateway overhead vs. direct, against the simulated fleet (bench/overhead.py)
 	$(PY) bench/overhead.py
 
-depcheck: ## install each service alone in its own venv and import it (catches missing dependencies)
-	@uv="$(UV)"; set -e; for pkg in common gateway scorer profiler sync gpu-agent fakefleet devstack; do \
-	  mod=$$(echo $$pkg | tr - _); \
+depcheck: ## install each package alone in its own venv and import its entry point (catches missing dependencies)
+	@uv="$(UV)"; set -e; for pkg in common gateway scorer profiler sync gpu-agent fakefleet llamafleet devstack; do \
+	  mod=switchyard.$$(echo $$pkg | tr - _); \
+	  case $$pkg in common) mod=switchyard.common.db.migrate;; *) mod=$$mod.__main__;; esac; \
 	  UV_PROJECT_ENVIRONMENT=.run/depcheck/$$pkg "$$uv" sync --frozen --quiet --no-default-groups \
 	    --package switchyard-$$pkg --python "$$(command -v $(PYTHON))"; \
-	  .run/depcheck/$$pkg/bin/python -c "import switchyard.$$mod" && echo "ok  switchyard-$$pkg"; \
+	  .run/depcheck/$$pkg/bin/python -c "import $$mod" && echo "ok  switchyard-$$pkg ($$mod)"; \
 	done
 
 clean: ## remove caches and the private Redis/Postgres data under .run/ (keeps .venv)

@@ -188,7 +188,8 @@ async def drive(url: str, *, stream: bool, concurrency: int, requests: int) -> R
     errors = 0
     remaining = requests
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def worker() -> None:
             nonlocal remaining, errors

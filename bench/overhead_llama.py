@@ -5,8 +5,9 @@
 * a llama.cpp fleet (:mod:`switchyard.llamafleet`; ``default``: SmolLM2-135M-Instruct Q4_1,
   a 6M and a 600M random-weight llama; one ``llama_cpp.server`` process each, one thread);
 * a private ``redis-server`` and PostgreSQL cluster (``switchyard.devstack.infra``), migrated;
-* the real scorer, profiler (model discovery) and gateway (``switchyard.devstack.stack``),
-  with ``SWITCHYARD_BACKENDS`` pointing at the fleet.
+* the real scorer, profiler (model discovery only: runtime profiling is switched off, it would
+  load the servers while we measure) and gateway (``switchyard.devstack.stack``), with
+  ``SWITCHYARD_BACKENDS`` pointing at the fleet.
 
 For each model it sends ``--n`` streamed chat requests straight to the llama.cpp server and
 ``--n`` through the gateway (naming the model, so the scorer RPC is in the loop), alternating
@@ -174,7 +175,9 @@ def main() -> int:
             StackConfig(
                 redis_url=redis.url, database_url=db_url, key_prefix="bench-llama", backends=fleet.backends_value,
                 gateway_port=free_port(), free_ports=True, environment="test", log_level="WARNING",
-                inherit_switchyard_env=False, extra_env={"SWITCHYARD_MIGRATE_ON_START": "false"}, cwd=REPO,
+                inherit_switchyard_env=False, cwd=REPO,
+                # discovery only: runtime profiling would load the servers while we measure
+                extra_env={"SWITCHYARD_MIGRATE_ON_START": "false", "SWITCHYARD_PROFILER__PROFILING__ENABLED": "false"},
             ),
             sink=file_sink(log_dir),
         )  # fmt: skip

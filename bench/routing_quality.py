@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tune",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="choose the learned index's k/floor on a validation split of the training prompts",
     )
     ap.add_argument("--minilm", type=int, default=0, help="also compare MiniLM vs static embeddings on N prompts")

@@ -11,10 +11,12 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRY="$REPO/.run/carry"
 
-if [[ -x "$REPO/.venv/bin/python" ]] && "$REPO/.venv/bin/python" -c 'import pynvml, redis, pydantic' 2>/dev/null; then
+if [[ -n "${PYTHON:-}" ]]; then
+  PY="$PYTHON"
+elif [[ -x "$REPO/.venv/bin/python" ]] && "$REPO/.venv/bin/python" -c 'import pynvml, redis, pydantic' 2>/dev/null; then
   PY="$REPO/.venv/bin/python"
 else
-  PY="${PYTHON:-python3}"
+  PY=python3
 fi
 SRC="$REPO/libs/common/src:$REPO/services/gpu-agent/src"
 export PYTHONPATH="$SRC${CARRY:+:$CARRY/site}${PYTHONPATH:+:$PYTHONPATH}"

@@ -24,6 +24,18 @@ from switchyard.devstack.infra import Instance, postgres_answers, start_postgres
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO / ".run" / "test"
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by directory, so that ``-m integration`` / ``-m e2e`` select whole levels even
+    where a module forgot its ``pytestmark``."""
+    for item in items:
+        parts = Path(str(item.path)).resolve().relative_to(TESTS).parts
+        if parts and parts[0] == "integration":
+            item.add_marker(pytest.mark.integration)
+        elif parts and parts[0].startswith("e2e"):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

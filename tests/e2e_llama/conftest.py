@@ -177,7 +177,7 @@ def llama(llama_fleet: LlamaFleet, redis_url: str, llama_database_url: str) -> I
         sink=file_sink(log_dir),
     )
     try:
-        stack.start_services(("scorer", "profiler", "sync", "gateway"))  # TEMP-DEV
+        stack.start_services()
         urls = stack.wait_ready(timeout=90)
         distinct = len({m.model.alias for m in llama_fleet.members})
         models = stack.wait_models(min_models=distinct, timeout=90)

@@ -4,6 +4,7 @@ budgets, policy and the action log, all read from Redis; the admin key guards it
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from switchyard.common.keys import Keys
 from switchyard.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
 from switchyard.common.schemas.vram import HostBudgetV1, OrderAction, VramActionV1, VramStatusV1
+from switchyard.gateway.settings import GatewayOptions, GatewaySettings
 from tests.integration import test_gateway_fakes as fakes
 from tests.integration.test_gateway_fakes import run_gateway
 
@@ -49,10 +51,12 @@ async def seed(redis: Redis, keys: Keys) -> None:
     await redis.set(keys.vram_status, status.model_dump_json())
     for i, (action, model) in enumerate([(OrderAction.UNLOAD, "phi3:mini"), (OrderAction.LOAD, "qwen2.5:14b")]):
         act = VramActionV1(ts=1700000000.0 + i, host="gpu1", action=action, model=model, reason=f"why {i}", ok=True)
-        await redis.lpush(keys.vram_actions, act.model_dump_json())
+        await redis.lpush(keys.vram_actions, act.model_dump_json())  # type: ignore[misc]
 
 
-async def test_admin_vram_shows_hosts_budgets_pinned_and_actions(redis: Redis, keys: Keys, make_settings) -> None:
+async def test_admin_vram_shows_hosts_budgets_pinned_and_actions(
+    redis: Redis, keys: Keys, make_settings: Callable[..., GatewaySettings]
+) -> None:
     await seed(redis, keys)
     async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url) as http:
         body = (await http.get("/admin/vram")).json()
@@ -78,9 +82,9 @@ async def test_admin_vram_shows_hosts_budgets_pinned_and_actions(redis: Redis, k
     assert len(limited["actions"]) == 1
 
 
-async def test_admin_vram_needs_the_admin_key_when_one_is_set(redis_url, database_url, key_prefix, fleet) -> None:
-    from switchyard.gateway.settings import GatewayOptions, GatewaySettings
-
+async def test_admin_vram_needs_the_admin_key_when_one_is_set(
+    redis_url: str, database_url: str, key_prefix: str, fleet: fakes.Fleet
+) -> None:
     settings = GatewaySettings.load(
         environment="test", redis_url=redis_url, database_url=database_url, key_prefix=key_prefix,
         backends=fleet.backends(), admin_key="adm-123", gateway=GatewayOptions(route_timeout_s=1.0),

@@ -6,23 +6,30 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import asyncpg
+import httpx
 import orjson
 import pytest
+from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from switchyard.common.arq import CTX_KEY, close_worker
+from switchyard.common.arq import CTX_KEY, SYNC_ALL_BENCHMARKS, close_worker, create_job_pool
+from switchyard.common.catalog import load_snapshot
 from switchyard.common.db.migrate import upgrade
-from switchyard.common.db.models import Benchmark, DeadLetter, Model
+from switchyard.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
 from switchyard.common.db.session import engine_scope, make_sessionmaker
 from switchyard.common.keys import Keys
+from switchyard.devstack.infra import free_port
+from switchyard.gateway.errors import register_error_handlers
+from switchyard.gateway.routes import admin_catalog
 from switchyard.sync.public import (
-    SYNC_ALL_BENCHMARKS,
     PublicBenchmarksOptions,
     read_status,
     sync_source,
@@ -63,8 +70,10 @@ async def sessionmaker(db: str) -> AsyncIterator[Any]:
     async with engine_scope(db) as engine:
         sm = make_sessionmaker(engine)
         async with sm() as session, session.begin():
+            backend = Backend(name="b1", kind="ollama", url="http://b1:11434")
             for name in LOCAL:
-                session.add(Model(name=name, capabilities={}, details={}))
+                model = Model(name=name, capabilities={}, details={})
+                session.add_all([model, Deployment(model=model, backend=backend, upstream_name=name)])
         yield sm
 
 
@@ -108,14 +117,14 @@ async def test_a_source_run_stores_scores_matched_with_confidence(
         opts.build()["hf_leaderboard"], http=http, sessionmaker=sessionmaker, redis=redis, keys=keys, options=opts
     )
     assert result.outcome == "ok" and result.published
-    assert result.rows == 6 * 7 and result.skipped == 3
+    assert result.rows == 6 * 7 - 1 and result.skipped == 3  # phi-3 has no IFEval
     stored = {(r[0], r[1]): r for r in await rows(sessionmaker, "hf_leaderboard")}
     llama = stored[("meta-llama/Llama-3.1-8B-Instruct", "ifeval")]
     assert llama[2] == "llama3.1:8b" and llama[3] == 1.0 and llama[4] == 0.4922
     assert stored[("Qwen/Qwen2.5-7B-Instruct", "mmlu_pro")][2] == "qwen2.5:7b"
     assert stored[("google/gemma-2-9b-it", "bbh")][2] == "gemma2:9b"
     assert stored[("meta-llama/Llama-3.1-70B-Instruct", "ifeval")][2] is None  # never across sizes
-    assert result.matched == 5 * 7
+    assert result.matched == 4 * 7 + 6  # llama-8b, qwen, mistral, gemma, phi-3 (no 70B)
     msg = None
     for _ in range(20):
         msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
@@ -174,6 +183,10 @@ async def test_the_worker_runs_every_source_as_its_own_job(
     sources_server: SourcesServer, db: str, sessionmaker: Any, redis_url: str, redis: Redis, key_prefix: str
 ) -> None:
     opts = options(sources_server)
+    dead_url = f"http://127.0.0.1:{free_port()}/api/v1/models"  # nothing listens: openrouter keeps failing
+    public = opts.model_dump(mode="json")
+    public["sources"]["openrouter"]["url"] = dead_url
+    public["sources"]["artificial_analysis"]["api_key"] = "test-key"  # model_dump masks secrets
     settings = SyncSettings.load(
         environment="test",
         redis_url=redis_url,
@@ -185,13 +198,14 @@ async def test_the_worker_runs_every_source_as_its_own_job(
             "consume_events": False,
             "max_tries": 2,
             "retry_base_s": 0.05,
-            "public": {**opts.model_dump(mode="json"), "on_schedule": False},
+            "public": {**public, "on_schedule": False},
         },
     )
-    sources_server.fail = [500] * 4  # the first source fetched fails both tries
+    pool = await create_job_pool(redis_url, settings.keys.sync_queue)
+    await pool.enqueue_job(SYNC_ALL_BENCHMARKS)
+    await pool.aclose()
     worker = build_worker(settings, registry=CollectorRegistry(), burst=True, poll_delay=0.05)
     try:
-        await worker.pool.enqueue_job(SYNC_ALL_BENCHMARKS, _queue_name=settings.keys.sync_queue)
         await asyncio.wait_for(worker.async_run(), 60)
         wctx = worker.ctx[CTX_KEY]
         assert isinstance(wctx, SyncContext)
@@ -200,7 +214,80 @@ async def test_the_worker_runs_every_source_as_its_own_job(
         await close_worker(worker)
     outcomes = {k: (v or {}).get("outcome") for k, v in status.items()}
     assert sorted(outcomes) == ["artificial_analysis", "hf_leaderboard", "lmarena", "openrouter"]
-    assert list(outcomes.values()).count("ok") == 3
+    assert outcomes["openrouter"] == "error"
+    assert [o for k, o in outcomes.items() if k != "openrouter"] == ["ok", "ok", "ok"]
     async with sessionmaker() as session:
         dead = (await session.execute(select(DeadLetter.job, DeadLetter.payload))).all()
-    assert len(dead) == 1 and dead[0][0] == "sync_benchmarks"
+    assert len(dead) == 1 and dead[0][0] == "sync_benchmarks" and dead[0][1]["args"] == ["openrouter"]
+    assert len(await rows(sessionmaker, "lmarena")) > 0
+
+
+async def test_only_quality_scores_reach_the_catalog(
+    sources_server: SourcesServer, sessionmaker: Any, http: aiohttp.ClientSession, redis: Redis, keys: Keys
+) -> None:
+    opts = options(sources_server)
+    for name in ("hf_leaderboard", "openrouter"):
+        await sync_source(
+            opts.build()[name], http=http, sessionmaker=sessionmaker, redis=redis, keys=keys, options=opts
+        )
+    async with sessionmaker() as session:
+        snapshot = await load_snapshot(session)
+        quality = (
+            (
+                await session.execute(
+                    select(Benchmark.score)
+                    .join(Model, Model.id == Benchmark.model_id)
+                    .where(Model.name == "llama3.1:8b", Benchmark.source == "hf_leaderboard")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert any(
+        r[1] == "price_prompt_usd_per_mtok" for r in await rows(sessionmaker, "openrouter") if r[2] == "llama3.1:8b"
+    )
+    llama = next(m for m in snapshot.models if m.name == "llama3.1:8b")
+    assert llama.benchmark == pytest.approx(sum(quality) / len(quality), abs=1e-4)
+
+
+def admin_app(redis: Redis, keys: Keys, engine: Any) -> FastAPI:
+    app = FastAPI()
+    register_error_handlers(app)
+    gw = SimpleNamespace(
+        settings=SimpleNamespace(keys=keys, admin_key=SecretStr("admin-secret")), redis=redis, engine=engine
+    )
+
+    @app.middleware("http")
+    async def state(request: Request, call_next: Any) -> Any:
+        request.state.gw = gw
+        return await call_next(request)
+
+    app.include_router(admin_catalog.router)
+    return app
+
+
+async def test_admin_benchmarks_shows_matches_with_confidence_and_sync_runs(
+    sources_server: SourcesServer, db: str, sessionmaker: Any, http: aiohttp.ClientSession, redis: Redis, keys: Keys
+) -> None:
+    opts = options(sources_server)
+    await sync_source(
+        opts.build()["lmarena"], http=http, sessionmaker=sessionmaker, redis=redis, keys=keys, options=opts
+    )
+    async with engine_scope(db) as engine:
+        transport = httpx.ASGITransport(app=admin_app(redis, keys, engine))
+        auth = {"Authorization": "Bearer admin-secret"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            assert (await client.get("/admin/benchmarks")).status_code == 401
+            doc = (await client.get("/admin/benchmarks", params={"matched": "true"}, headers=auth)).json()
+            assert doc["sources"]["lmarena"]["outcome"] == "ok"
+            llama = [b for b in doc["benchmarks"] if b["model"] == "llama3.1:8b"]
+            assert {b["metric"] for b in llama} == {"elo_overall", "elo_coding", "elo_math"}
+            assert all(b["match_confidence"] == 1.0 and b["match_method"] == "exact" for b in llama)
+            one = (await client.get("/admin/benchmarks", params={"model": "gemma2:9b"}, headers=auth)).json()
+            assert one["count"] == 0  # the arena lists gemma-2-27b, not the local 9B
+            r = await client.post("/admin/sync-benchmarks", params={"source": "lmarena"}, headers=auth)
+            assert r.status_code == 202 and r.json()["enqueued"] is True
+            r = await client.post("/admin/sync-benchmarks", headers=auth)
+            assert r.status_code == 202 and r.json()["job_id"] == "sync_all_benchmarks"
+    queued = [j.decode() for j in await redis.zrange(keys.sync_queue, 0, -1)]
+    assert sorted(queued) == ["sync_all_benchmarks", "sync_benchmarks:lmarena"]

@@ -150,8 +150,13 @@ async def test_a_model_that_became_busy_is_not_unloaded(redis: Redis, keys: Keys
     assert agent.spans == []
 
 
-async def test_a_load_is_pending_until_it_expires(redis: Redis, keys: Keys) -> None:
-    act = VramActions(redis, keys, SlowAgent(delay=0.0), replica="s", opts=VramOptions())
-    await act.execute("gpu1", orders("gpu1", "big"))
+async def test_a_load_is_pending_while_it_runs_and_until_it_expires(redis: Redis, keys: Keys) -> None:
+    act = VramActions(redis, keys, SlowAgent(delay=0.3), replica="s", opts=VramOptions())
+    run = asyncio.create_task(act.execute("gpu1", orders("gpu1", "big")))
+    await asyncio.sleep(0.1)
     assert await pending_loads(redis, keys, "gpu1") == {"big": 8 << 30}
+    assert (await run).completed
+    assert await pending_loads(redis, keys, "gpu1") == {}, "a load the agent confirmed is no longer pending"
+    await act.reserve("gpu1", "other", 1 << 30, ttl_s=60)
+    assert await pending_loads(redis, keys, "gpu1") == {"other": 1 << 30}
     assert await pending_loads(redis, keys, "gpu1", now=time.time() + 3600) == {}

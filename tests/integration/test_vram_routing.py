@@ -161,7 +161,7 @@ async def test_a_busy_model_is_not_unloaded_and_a_candidate_that_fits_elsewhere_
     h1 = hosts["h1"]
     h1.fake.loaded.update({"small:3b": 1.0, "mid:8b": 2.0})
     await h1.publish()
-    await redis.hset(keys.inflight("ollama-h1"), "mid:8b", 1)  # a gateway is streaming from mid:8b
+    await redis.hset(keys.inflight("ollama-h1"), "mid:8b", "1")  # type: ignore[misc]  # a gateway streams from mid:8b
     await coord.refresh()
     out = await coord.route(reply(("big:14b", "h1", 1.0), ("big:14b", "h2", 0.7)))
     assert [(c.model, c.backend) for c in out.candidates] == [("big:14b", "ollama-h2"), ("big:14b", "ollama-h1")]

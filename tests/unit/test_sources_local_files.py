@@ -32,8 +32,10 @@ async def test_csv_and_json_files_in_a_directory(tmp_path: Path) -> None:
     assert he.score == 0.74  # every value of the metric is <= 1: a 0-1 scale
     odd = by[("Qwen/Qwen2.5-7B-Instruct", "odd_scale")]
     assert odd.score == pytest.approx(6 / 9)
-    assert run.skipped == 4  # "lots", no model, min above max, a non-object row
-    assert len(run.skip_reasons) == 4
+    swapped = by[("Qwen/Qwen2.5-7B-Instruct", "bad_scale")]  # min 10, max 1: lower is better
+    assert swapped.score == pytest.approx(3 / 9)
+    assert run.skipped == 3  # "lots", no model, a non-object row
+    assert len(run.skip_reasons) == 3
 
 
 async def test_a_csv_without_the_required_columns_fails(tmp_path: Path) -> None:

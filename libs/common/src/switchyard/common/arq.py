@@ -55,6 +55,14 @@ DISCOVER_MODELS = "discover_models"
 """Profiler job (queue ``keys.profiler_queue``): ``discover_models(backend: str | None = None)``."""
 IMPORT_BENCHMARKS_FILE = "import_benchmarks_file"
 """Sync job (queue ``keys.sync_queue``): ``import_benchmarks_file(path: str | None = None)``."""
+PROFILE_MODEL = "profile_model"
+"""Profiler job: ``profile_model(model: str, force: bool = False)``; job id ``profile:<model>``."""
+ENQUEUE_PROFILES = "enqueue_profiles"
+"""Profiler job: ``enqueue_profiles(model: str | None = None, force: bool = False)``."""
+SYNC_BENCHMARKS = "sync_benchmarks"
+"""Sync job: ``sync_benchmarks(source: str)``, one public source; job id ``sync_benchmarks:<source>``."""
+SYNC_ALL_BENCHMARKS = "sync_all_benchmarks"
+"""Sync job: ``sync_all_benchmarks()`` enqueues ``sync_benchmarks`` for every enabled source."""
 
 
 # --- serialisation ---------------------------------------------------------------------------

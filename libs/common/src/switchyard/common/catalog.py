@@ -275,6 +275,9 @@ async def _add_benchmarks(session: AsyncSession, models: dict[int, CatalogModelV
         await session.execute(
             select(Benchmark.model_id, func.avg(Benchmark.score))
             .where(Benchmark.model_id.is_not(None))
+            # quality scores only: public sources also store prices, context windows and speeds
+            # (details.kind); rows without a kind (file imports) are quality scores
+            .where(func.coalesce(Benchmark.details["kind"].as_string(), "quality") == "quality")
             .group_by(Benchmark.model_id)
         )
     ).all()

@@ -19,6 +19,7 @@ from switchyard.gateway.settings import GatewaySettings
 
 log = logging.getLogger("switchyard.gateway")
 
+
 def _load() -> GatewaySettings:
     try:
         return GatewaySettings.load()

@@ -33,7 +33,7 @@ from switchyard.gateway.inflight import InflightTracker
 from switchyard.gateway.metrics import build_metrics
 from switchyard.gateway.middleware import AccessMetricsMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from switchyard.gateway.pipeline import Pipeline
-from switchyard.gateway.routes import admin_vram, ollama, openai, ops
+from switchyard.gateway.routes import admin_catalog, admin_routing, admin_vram, ollama, openai, ops
 from switchyard.gateway.routing import Router
 from switchyard.gateway.settings import GatewaySettings
 from switchyard.gateway.state import GatewayState
@@ -138,10 +138,13 @@ def create_app(
         lifespan=lifespan,
     )
     register_error_handlers(app)
+    app.router.routes.extend([*openai.hot_routes, *ollama.hot_routes])  # see routes/openai.py
     app.include_router(openai.router)
     app.include_router(ollama.router)
     app.include_router(ops.router)
     app.include_router(admin_vram.router)
+    app.include_router(admin_routing.router)
+    app.include_router(admin_catalog.router)
     # added last = outermost: request id, then access metrics, then the body limit
     app.add_middleware(BodyLimitMiddleware, max_bytes=opts.max_body_bytes)
     app.add_middleware(AccessMetricsMiddleware, metrics=metrics)

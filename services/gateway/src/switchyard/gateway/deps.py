@@ -1,4 +1,9 @@
-"""Request dependencies as ``Annotated`` aliases: the gateway state and the authenticated client."""
+"""Request dependencies as ``Annotated`` aliases: the gateway state and the authenticated client.
+
+Both are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool, which costs
+more than the whole forwarding hot path. The model endpoints (``/v1/chat/completions`` …) are
+plain Starlette routes that call :func:`resolve` instead: FastAPI's dependency solving alone
+costs about as much as forwarding the request (see ``routes/openai.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from switchyard.gateway.errors import Unauthorized
 from switchyard.gateway.state import GatewayState
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
     state: GatewayState = request.state.gw
     return state
 
@@ -19,7 +24,20 @@ def get_state(request: Request) -> GatewayState:
 StateDep = Annotated[GatewayState, Depends(get_state)]
 
 
-def get_client(request: Request, gw: StateDep) -> str | None:
+async def get_client(request: Request, gw: StateDep) -> str | None:
+    return client_of(request, gw)
+
+
+ClientDep = Annotated[str | None, Depends(get_client)]
+
+
+def resolve(request: Request) -> tuple[GatewayState, str | None]:
+    """The state and the authenticated client, for routes that skip dependency injection."""
+    gw: GatewayState = request.state.gw
+    return gw, client_of(request, gw)
+
+
+def client_of(request: Request, gw: GatewayState) -> str | None:
     """The client's id: its key id when client keys are configured (401 without a valid one),
     else its address."""
     if not gw.client_keys:
@@ -36,6 +54,3 @@ def get_client(request: Request, gw: StateDep) -> str | None:
     if found is None:
         raise Unauthorized("Incorrect API key provided")
     return found
-
-
-ClientDep = Annotated[str | None, Depends(get_client)]

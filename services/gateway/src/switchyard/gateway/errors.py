@@ -74,6 +74,12 @@ class ModelNotFound(GatewayError):
     code = "model_not_found"
 
 
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class BodyTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"

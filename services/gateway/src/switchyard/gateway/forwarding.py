@@ -205,8 +205,11 @@ class Forwarder:
 
     def _record(self, ex: Exchange, cand: CandidateV1, outcome: str, t0: float) -> None:
         ms = (time.perf_counter() - t0) * 1000
-        ex.attempts.append(AttemptV1(model=cand.model, backend=cand.backend, outcome=outcome, latency_ms=round(ms, 3)))
-        self._metrics.upstream_attempts.labels(cand.backend, outcome).inc()
+        attempt = AttemptV1.model_construct(
+            model=cand.model, backend=cand.backend, outcome=outcome, latency_ms=round(ms, 3)
+        )
+        ex.attempts.append(attempt)
+        self._metrics.child(self._metrics.upstream_attempts, cand.backend, outcome).inc()
 
     def done(self, ex: Exchange) -> None:
         """The chosen candidate's request is over (non-stream: after the body; stream: at its end)."""

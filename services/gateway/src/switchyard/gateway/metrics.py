@@ -8,7 +8,8 @@ an HTTP status, outcome and reason are small fixed sets. With several uvicorn wo
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -56,6 +57,15 @@ class GatewayMetrics:
     http_requests: Counter
     http_duration: Histogram
     events_dropped: Counter
+    _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: ``labels()`` takes a lock and builds a key on every call."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def init_backends(self, backends: Iterable[str]) -> None:
         """Pre-initialise label values known at start (backend names from configuration)."""

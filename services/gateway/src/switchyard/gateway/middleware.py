@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,7 +18,8 @@ _KNOWN_PATHS = frozenset(PATHS)
 
 
 def new_request_id() -> str:
-    return "req-" + secrets.token_hex(12)
+    # ids need to be unique, not secret: Mersenne Twister (reseeded after fork) spares a urandom syscall
+    return f"req-{random.getrandbits(96):024x}"
 
 
 class RequestIdMiddleware:
@@ -132,5 +133,6 @@ class AccessMetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
-            self.metrics.http_requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.http_duration.labels(path).observe(time.perf_counter() - start)
+            m = self.metrics
+            m.child(m.http_requests, scope["method"], path, str(status)).inc()
+            m.child(m.http_duration, path).observe(time.perf_counter() - start)

@@ -9,7 +9,7 @@ queued for publishing after the response (never awaited on the response path).
 from __future__ import annotations
 
 import asyncio
-import secrets
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
@@ -55,7 +55,7 @@ class Shape(StrEnum):
 
 
 def new_response_id(kind: RequestKind) -> str:
-    return _ID_PREFIX[kind] + secrets.token_hex(12)
+    return f"{_ID_PREFIX[kind]}{random.getrandbits(96):024x}"
 
 
 class Pipeline:
@@ -178,10 +178,10 @@ class Pipeline:
         model = ex.chosen.model if ex.chosen else "none"
         backend = ex.chosen.backend if ex.chosen else "none"
         m = self.metrics
-        m.requests.labels(model, backend, str(status)).inc()
-        m.request_duration.labels(ex.kind.value, "true" if ex.stream else "false").observe(elapsed)
+        m.child(m.requests, model, backend, str(status)).inc()
+        m.child(m.request_duration, ex.kind.value, "true" if ex.stream else "false").observe(elapsed)
         if ex.ttft_s is not None:
-            m.ttft.labels(model).observe(ex.ttft_s)
+            m.child(m.ttft, model).observe(ex.ttft_s)
         decision = ex.decision
         usage = ex.usage or {}
         event = RequestEventV1.model_construct(

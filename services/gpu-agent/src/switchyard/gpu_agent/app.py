@@ -39,7 +39,7 @@ def build_reader(settings: GpuAgentSettings) -> GpuReader | None:
         return None
     backend = settings.local_backend()
     reader, found = agent_reader(settings.gpu_agent.readers, backend_url=backend.url if backend else None)
-    if reader is None:
+    if found.error:
         log.warning("%s", found.error)
     return reader
 

@@ -237,5 +237,20 @@ def agent_reader(
                 raise ValueError(f"unknown GPU reader {name!r}")
     readers: list[GpuReader] = [r.reader if isinstance(r, NvmlProbe) else AsyncReader(r) for r in found.readers]
     if not readers:
-        return None, found
+        return NoGpu(found.error or "no GPU found"), found
     return (readers[0] if len(readers) == 1 else MultiReader(readers)), found
+
+
+class NoGpu:
+    """Nothing detected: every read says why, so the agent publishes the reason as ``gpu_error``."""
+
+    name = "none"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def read(self) -> list[GpuReading]:
+        raise GpuUnavailable(self.reason)
+
+    def close(self) -> None:
+        return None

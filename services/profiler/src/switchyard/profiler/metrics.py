@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 OUTCOMES = ("ok", "error")
+PROFILE_OUTCOMES = ("ok", "partial", "failed", "skipped", "error")
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class ProfilerMetrics:
     models_discovered: Gauge
     discovery_duration: Histogram
     catalog_changes: Counter
+    profiles: Counter
+    profile_duration: Histogram
 
     @classmethod
     def create(cls, backends: Iterable[str] = (), registry: CollectorRegistry = REGISTRY) -> ProfilerMetrics:
@@ -46,7 +49,23 @@ class ProfilerMetrics:
             catalog_changes=Counter(
                 "catalog_changes", "Discovery runs that changed the catalog", registry=registry, **ns
             ),
+            profiles=Counter(
+                "profiles",
+                "Model profiling runs by outcome (ok, partial, failed, skipped, error)",
+                ["outcome"],
+                registry=registry,
+                **ns,
+            ),
+            profile_duration=Histogram(
+                "profile_duration_seconds",
+                "One model's profiling run (warm-up, suite, probes)",
+                buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+                registry=registry,
+                **ns,
+            ),
         )
+        for outcome in PROFILE_OUTCOMES:
+            m.profiles.labels(outcome)
         for b in backends:
             m.models_discovered.labels(b)
             for outcome in OUTCOMES:

@@ -11,7 +11,7 @@
   loaded, run the suite (:class:`ProfileRunner`), read the VRAM the backend reports
   (``/api/ps``), unload the model unless it was loaded before or is pinned, upsert one
   ``profiles`` row per category, publish ``catalog_changed``. Progress goes to Redis as it
-  happens (:func:`read_progress` gives the admin view).
+  happens (the gateway's ``GET /admin/profiling`` reads it).
 
 A warm-up failure (backend down, model cannot load) raises :class:`ProfilingFailed`, so the job
 retries with back-off; the last try stores the failed profile (no scores, the error in
@@ -42,7 +42,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchyard.common.arq import RetryPolicy, record_dead_letter
+from switchyard.common.arq import PROFILE_MODEL, RetryPolicy, record_dead_letter
 from switchyard.common.backends.clients import BackendClient
 from switchyard.common.db.models import Backend, Deployment, Model, Profile
 from switchyard.common.errors import SwitchyardError
@@ -55,8 +55,6 @@ from switchyard.profiler.suite import Suite, load_suite
 
 log = logging.getLogger(__name__)
 
-PROFILE_MODEL = "profile_model"
-ENQUEUE_PROFILES = "enqueue_profiles"
 PROFILE_COLUMNS = (
     "score",
     "n_prompts",
@@ -320,22 +318,6 @@ class Progress:
             else:
                 pipe.zadd(self.keys.profiling_active, {self.target.model: self.started})
             await pipe.execute()
-
-
-async def read_progress(redis: Redis, keys: Keys, queue: str) -> dict[str, Any]:
-    """Queued models, the ones being profiled with done/total prompts and ETA, recent results."""
-    job_ids = [j.decode() if isinstance(j, bytes) else str(j) for j in await redis.zrange(queue, 0, -1)]
-    queued = [j.split(":", 1)[1] for j in job_ids if j.startswith("profile:")]
-    active = [m.decode() if isinstance(m, bytes) else str(m) for m in await redis.zrange(keys.profiling_active, 0, -1)]
-    running: list[dict[str, Any]] = []
-    if active:
-        for model, raw in zip(active, await redis.mget([keys.profiling_progress(m) for m in active]), strict=True):
-            if raw is None:
-                await redis.zrem(keys.profiling_active, model)  # its worker died and the entry expired
-                continue
-            running.append(orjson.loads(raw))
-    queued = [m for m in queued if m not in active]
-    return {"queue": queued, "queued": len(queued), "running": running, "current": [r["model"] for r in running]}
 
 
 # --- one model ---------------------------------------------------------------------------------

@@ -26,13 +26,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from arq import Worker, cron
+from arq import Retry, Worker, cron
 from arq.worker import func
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from switchyard.common.arq import (
     CTX_KEY,
     DISCOVER_MODELS,
+    ENQUEUE_PROFILES,
+    PROFILE_MODEL,
     WorkerContext,
     context_of,
     dumps,
@@ -59,8 +61,6 @@ from switchyard.profiler.discovery import (
 from switchyard.profiler.grading import Grader
 from switchyard.profiler.metrics import ProfilerMetrics
 from switchyard.profiler.profiling import (
-    ENQUEUE_PROFILES,
-    PROFILE_MODEL,
     ProfilingOptions,
     enqueue_profiles_job,
     make_judge,
@@ -172,13 +172,20 @@ async def enqueue_profiles(ctx: dict[str, Any], model: str | None = None, force:
 
 async def profile_model(ctx: dict[str, Any], model: str, force: bool = False) -> dict[str, Any]:
     """Not wrapped in :func:`job`: profiling has its own timeout and retry policy."""
-    return await profile_model_job(
-        context_of(ctx, ProfilerContext),
-        model=model,
-        force=force,
-        job_try=int(ctx.get("job_try") or 1),
-        job_id=ctx.get("job_id"),
-    )
+    wctx = context_of(ctx, ProfilerContext)
+    try:
+        result = await profile_model_job(
+            wctx, model=model, force=force, job_try=int(ctx.get("job_try") or 1), job_id=ctx.get("job_id")
+        )
+    except Retry:
+        raise
+    except Exception:
+        wctx.metrics.profiles.labels("error").inc()
+        raise
+    wctx.metrics.profiles.labels(str(result.get("status") or "skipped")).inc()
+    if "duration_s" in result:
+        wctx.metrics.profile_duration.observe(float(result["duration_s"]))
+    return result
 
 
 def worker_settings(

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# The scorer's numpy work is small matrix-vector products on the event loop's thread; a
+# multi-threaded BLAS makes them 10-30x slower on a busy host (0.3 ms vs 8 ms for 5,000 x 128).
+# Must be set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import asyncio
 import contextlib
 import signal

@@ -38,7 +38,7 @@ SOURCES = ("profile", "judge", "feedback")
 
 @dataclass(frozen=True, slots=True)
 class LearnedConfig:
-    capacity: int = 50_000
+    capacity: int = 20_000
     """Stored prompts (rows); the oldest is overwritten first."""
     k: int = 48
     floor: float = 0.5

@@ -8,10 +8,10 @@ now is ``available = min(budget − Σ resident model sizes, GPU free memory)``:
 keeps the router within its budget, the second respects memory that other processes hold.
 
 **Need.** Bytes a model takes when loaded, best source first: measured (``/api/ps`` on any
-host: ``max(size, size_vram)``, or the profiler's ``vram_bytes`` in the catalog), else an
+host, now or earlier: ``max(size, size_vram)``); else the catalog's size (profiled or on disk)
+plus a KV-cache allowance for ``context_tokens`` and a fixed runtime overhead; else an
 estimate: total parameters × bytes per weight for the quantisation (MoE models count their
-*total* parameters: every expert must be resident) + a KV-cache allowance for
-``context_tokens`` + a fixed runtime overhead.
+*total* parameters: every expert must be resident) + the same allowances.
 
 **Decision** (:func:`plan`), for the best candidate ``b``:
 
@@ -151,12 +151,15 @@ class VramConfig:
 # --- need ----------------------------------------------------------------------------------
 
 
+def kv_allowance_bytes(params_b: float, context_tokens: int) -> int:
+    """KV cache for ``context_tokens``: ≈ 80 KiB per token for 8B, ≈ 330 KiB for 70B (fp16 cache, GQA)."""
+    return int((48 + 4 * params_b) * 1024 * context_tokens)
+
+
 def estimate_vram_bytes(params_b: float, quant: str | None, *, context_tokens: int, overhead_bytes: int) -> int:
-    """Weights (total parameters: MoE experts all stay resident) + KV cache + overhead. The KV
-    allowance per token grows with size: ≈ 80 KiB for 8B, ≈ 330 KiB for 70B (fp16 cache, GQA)."""
+    """Weights (total parameters: MoE experts all stay resident) + KV cache + overhead."""
     weights = params_b * 1e9 * bits_per_weight(quant) / 8.0
-    kv_per_token = (48 + 4 * params_b) * 1024
-    return int(weights + kv_per_token * context_tokens + overhead_bytes)
+    return int(weights + kv_allowance_bytes(params_b, context_tokens) + overhead_bytes)
 
 
 def measured_sizes(states: Iterable[HostStateV1]) -> dict[str, int]:
@@ -179,22 +182,26 @@ def model_need(
     params_b: float | None = None,
     quant: str | None = None,
 ) -> tuple[int, str]:
-    """Bytes ``name`` needs loaded, and where the figure comes from (measured|profile|estimate)."""
+    """Bytes ``name`` needs loaded, and where the figure comes from:
+
+    * ``measured``: what ``/api/ps`` showed while it was loaded (includes its KV cache);
+    * ``catalog``: the catalog's size (the profiler's measurement, else the size on disk) plus the
+      KV and overhead allowances — the catalog does not say which of the two it holds, so the
+      allowance is always added: erring large keeps the budget;
+    * ``estimate``: parameters × bits per weight + allowances (no size known at all).
+    """
     if measured and measured.get(name):
         return measured[name], "measured"
-    if catalog_bytes:
-        return catalog_bytes, "profile"
     if params_b is None or quant is None:
         info = parse_model_name(name)
         params_b = params_b if params_b is not None else info.params_b
         quant = quant or info.quant
-    size = estimate_vram_bytes(
-        params_b if params_b is not None else 8.0,
-        quant,
-        context_tokens=cfg.context_tokens,
-        overhead_bytes=cfg.overhead_bytes,
+    size_b = params_b if params_b is not None else 8.0
+    if catalog_bytes:
+        return catalog_bytes + kv_allowance_bytes(size_b, cfg.context_tokens) + cfg.overhead_bytes, "catalog"
+    return estimate_vram_bytes(size_b, quant, context_tokens=cfg.context_tokens, overhead_bytes=cfg.overhead_bytes), (
+        "estimate"
     )
-    return size, "estimate"
 
 
 # --- hosts ---------------------------------------------------------------------------------

@@ -182,8 +182,7 @@ class VramActions:
                     log.warning("VRAM %s %s on %s failed (%s); abandoning the rest", order.action.value,
                                 order.model, host, action.error)  # fmt: skip
                     return run
-                if order.action is OrderAction.UNLOAD:
-                    await self._clear_pending(host, order.model)
+                await self._clear_pending(host, order.model)  # unloaded, or loaded and reported by the agent
             tell(True)
             run.completed = True
         return run

@@ -55,7 +55,7 @@ from switchyard.scorer.vram_actions import VramActions, pending_loads
 
 log = logging.getLogger(__name__)
 
-LOCAL_PENDING_S = 30.0
+LOCAL_PENDING_S = 10.0
 STATUS_TTL_S = 10
 
 
@@ -94,6 +94,7 @@ class VramCoordinator:
         self._local_pending: dict[str, dict[str, tuple[int, float]]] = {}
         self._unloading: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._measured: dict[str, int] = {}
         self.decisions: dict[str, int] = {}
 
     # --- state -------------------------------------------------------------------------------
@@ -111,6 +112,10 @@ class VramCoordinator:
                 counts = await self._redis.hgetall(self._keys.inflight(s.backend))  # type: ignore[misc]
                 busy[s.host] = {k.decode() for k, v in counts.items() if int(v or 0) > 0}
             pending[s.host] = await pending_loads(self._redis, self._keys, s.host)
+            arrived = set(pending[s.host]) & {m.name for m in s.loaded_models}
+            if arrived:  # the agent reports them now: no longer pending
+                await self._redis.hdel(self._keys.vram_pending(s.host), *arrived)  # type: ignore[misc]
+                pending[s.host] = {m: b for m, b in pending[s.host].items() if m not in arrived}
             for model, ts in (await self._redis.hgetall(self._keys.vram_last_used(s.host))).items():  # type: ignore[misc]
                 key = (s.host, model.decode())
                 self._last_used[key] = max(self._last_used.get(key, 0.0), float(ts))
@@ -137,10 +142,12 @@ class VramCoordinator:
                     self._local_pending[s.host].pop(m, None)
             if s.host in self._unloading:
                 self._unloading[s.host] &= loaded
+        for name, size in measured_sizes(states).items():  # remembered after an unload too
+            self._measured[name] = max(size, self._measured.get(name, 0))
         self.view = VramView(
             hosts=MappingProxyType(hosts),
             backend_host=MappingProxyType(backend_host),
-            measured=MappingProxyType(measured_sizes(states)),
+            measured=MappingProxyType(dict(self._measured)),
             states=tuple(states),
         )
         status = self.status(busy, {h: {**pending.get(h, {})} for h in hosts})
@@ -195,11 +202,17 @@ class VramCoordinator:
 
     async def run(self) -> None:
         """Refresh forever (a background task of the scorer)."""
+        failing = False
         while True:
             try:
                 await self.refresh()
+                failing = False
             except (RedisError, OSError) as exc:
                 log.debug("VRAM state refresh failed: %s", exc)
+            except Exception:
+                if not failing:
+                    log.exception("VRAM state refresh failed")
+                failing = True
             await asyncio.sleep(self._refresh_s)
 
     async def close(self) -> None:
@@ -267,6 +280,15 @@ class VramCoordinator:
         if decision is None:
             return reply, None
         self.decisions[decision.kind.value] = self.decisions.get(decision.kind.value, 0) + 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "vram %s -> #%d: %s; options %s; hosts %s",
+                decision.kind.value,
+                decision.choice,
+                decision.reason,
+                [(o.model, o.host, round(o.score, 3), round(o.need_bytes / 2**30, 2)) for o in options],
+                {h: (round(v.available_bytes / 2**30, 2), [m.name for m in v.resident]) for h, v in hosts.items()},
+            )
         chosen = options[decision.choice]
         if chosen.host is not None:
             self._touch(chosen.host, chosen.model)

@@ -32,7 +32,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from switchyard.common.arq import CronInterval
+from switchyard.common.arq import SYNC_BENCHMARKS, CronInterval
 from switchyard.common.db.models import Benchmark, Model
 from switchyard.common.errors import ConfigError
 from switchyard.common.keys import Keys
@@ -41,8 +41,6 @@ from switchyard.sync.sources import BenchmarkSourcesOptions, Source, SourceRun, 
 
 log = logging.getLogger(__name__)
 
-SYNC_BENCHMARKS = "sync_benchmarks"
-SYNC_ALL_BENCHMARKS = "sync_all_benchmarks"
 UPSERT_COLUMNS = ("model_id", "raw_value", "score", "match_confidence", "details")
 CHUNK = 1000
 STATUS_TTL_S = 30 * 86400

@@ -34,6 +34,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from switchyard.common.arq import (
     CTX_KEY,
     IMPORT_BENCHMARKS_FILE,
+    SYNC_ALL_BENCHMARKS,
+    SYNC_BENCHMARKS,
     WorkerContext,
     context_of,
     dumps,
@@ -49,8 +51,6 @@ from switchyard.sync.benchmarks import ImportResult, load_matcher, read_file, up
 from switchyard.sync.events import EventConsumer
 from switchyard.sync.metrics import SyncMetrics
 from switchyard.sync.public import (
-    SYNC_ALL_BENCHMARKS,
-    SYNC_BENCHMARKS,
     SourceSyncResult,
     enqueue_sources,
     sync_source,

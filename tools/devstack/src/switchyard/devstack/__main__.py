@@ -84,18 +84,21 @@ def _settings() -> CommonSettings:
         raise SystemExit(f"devstack: {exc}") from exc
 
 
-def ensure_infra(settings: CommonSettings, instances: list[Instance]) -> tuple[str, str]:
+def ensure_infra(settings: CommonSettings, instances: list[Instance], *, redis: bool = True) -> tuple[str, str]:
     """Redis and Postgres URLs to use (starting private servers into ``instances`` when needed)."""
     explicit = settings.model_fields_set
-    redis = ensure_redis(settings.redis_url, RUN_DIR, explicit="redis_url" in explicit)
-    instances.append(redis)
+    redis_url = ""
+    if redis:
+        r = ensure_redis(settings.redis_url, RUN_DIR, explicit="redis_url" in explicit)
+        instances.append(r)
+        redis_url = r.url
+        say(f"Redis      {r.url}  ({_where(r)})")
     pg = ensure_postgres(settings.database_url, RUN_DIR, explicit="database_url" in explicit)
     instances.append(pg)
     db_url = pg.url if pg.private else settings.database_url
     db_url = db_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    say(f"Redis      {redis.url}  ({_where(redis)})")
     say(f"PostgreSQL {_hide_password(db_url)}  ({_where(pg)})")
-    return redis.url, db_url
+    return redis_url, db_url
 
 
 def _where(inst: Instance) -> str:
@@ -126,11 +129,11 @@ def _pick_ports(args: argparse.Namespace) -> tuple[int, dict[str, int], dict[str
     return gateway_port, ops, fleet
 
 
-def banner(stack: Stack, models: list[str], started_fleet: bool) -> str:
+def banner(stack: Stack, models: list[str], started_fleet: bool, elapsed_s: float) -> str:
     urls = stack.urls()
     lines = [
         "",
-        _paint("1;32", "Switchyard is up."),
+        _paint("1;32", f"Switchyard is up ({elapsed_s:.0f} s)."),
         f"  OpenAI-compatible API   {urls.openai_base}   (model: switchyard/auto, or any listed model)",
         f"  health / ready / metrics {urls.gateway}/health  {urls.gateway}/ready  {urls.gateway}/metrics",
         "  ops ports                "
@@ -160,7 +163,7 @@ def banner(stack: Stack, models: list[str], started_fleet: bool) -> str:
 def cmd_migrate(_: argparse.Namespace) -> int:
     instances: list[Instance] = []
     try:
-        db_url = ensure_infra(_settings(), instances)[1]
+        db_url = ensure_infra(_settings(), instances, redis=False)[1]
         asyncio.run(upgrade(db_url))
         say("database migrated to head")
         return 0
@@ -175,6 +178,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    started = time.monotonic()
     settings = _settings()
     instances: list[Instance] = []
     stack: Stack | None = None
@@ -196,7 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ops_ports=ops_ports,
                 fleet_ports=fleet_ports,
                 log_level=settings.log_level,
-                log_json=args.json_logs,
+                # readable text in a terminal, unless asked for JSON (flag or SWITCHYARD_LOG_JSON)
+                log_json=args.json_logs or ("log_json" in settings.model_fields_set and settings.log_json),
                 cwd=REPO,
             ),
             sink=terminal_sink,
@@ -214,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except StackError as exc:
             say(f"{exc} — discovery may still be running", loud=True)
         with _print_lock:
-            print(banner(stack, models, use_fleet), flush=True)
+            print(banner(stack, models, use_fleet, time.monotonic() - started), flush=True)
         for name, why in stack.not_ready().items():
             say(f"{name} is running but not ready yet: {why}", loud=True)
         return _watch(stack)

@@ -17,7 +17,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -117,6 +119,14 @@ def _no_orphans() -> None:  # pragma: no cover - runs in the child between fork 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def orphan_guard() -> Callable[[], None] | None:
+    """``preexec_fn`` for children that must not outlive us. Only from the main thread: Linux
+    sends the signal when the *thread* that forked exits, and worker threads come and go."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    return _no_orphans
+
+
 @dataclass
 class Instance:
     """A Redis or Postgres server: one we started (``private``) or one that was already running."""
@@ -160,7 +170,7 @@ def start_redis(run_dir: Path, *, port: int | None = None, ephemeral: bool = Tru
     proc = subprocess.Popen(
         [redis_server_bin(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(data), "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_no_orphans,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=orphan_guard(),
     )  # fmt: skip
     wait_port("127.0.0.1", port, proc=proc)
     return Instance(url=f"redis://127.0.0.1:{port}/0", proc=proc, data_dir=data, cleanup=[data] if ephemeral else [])
@@ -231,7 +241,7 @@ def start_postgres(run_dir: Path, *, port: int | None = None, ephemeral: bool = 
             [*prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
              "-k", str(sock_dir), "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "max_connections=300"],
-            stdout=log_out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_no_orphans,
+            stdout=log_out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=orphan_guard(),
         )  # fmt: skip
     try:
         wait_port("127.0.0.1", port, timeout=30, proc=proc)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from switchyard.devstack.infra import _no_orphans, free_port
+from switchyard.devstack.infra import free_port, orphan_guard
 
 Sink = Callable[[str, str], None]
 """Receives (service name, one output line without its newline)."""
@@ -191,8 +191,9 @@ class Proc:
             os.killpg(self.popen.pid, sig)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self.expected_exit = True
+        """Stop the process group; a process that had already died keeps counting as dead."""
         if self.popen.poll() is None:
+            self.expected_exit = True
             self.signal_group(signal.SIGTERM)
             try:
                 self.popen.wait(timeout=timeout)
@@ -298,7 +299,7 @@ class Stack:
             env=dict(env),
             cwd=self.config.cwd,
             start_new_session=True,
-            preexec_fn=_no_orphans,
+            preexec_fn=orphan_guard(),
         )
         proc = Proc(name, popen, self.sink)
         self.procs[name] = proc
@@ -348,10 +349,9 @@ class Stack:
         """SIGTERM every process group (gateway first, fleet last), SIGKILL stragglers."""
         for name in reversed(self._order):
             proc = self.procs.get(name)
-            if proc is not None:
+            if proc is not None and proc.returncode is None:
                 proc.expected_exit = True
-                if proc.returncode is None:
-                    proc.signal_group(signal.SIGTERM)
+                proc.signal_group(signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for name in reversed(self._order):
             proc = self.procs.get(name)

@@ -11,19 +11,16 @@ chat templates and ``usage`` counts are real. Their text is gibberish and they r
 early, which suits speed measurements. They are generated at test time (seconds), cached by
 a hash of their spec, never committed.
 
-Measured here (2 cores, llama-cpp-python 0.3.36, one server thread, greedy, 64 tokens):
+Sizes and speeds (2 cores, llama-cpp-python 0.3.36, one thread per server; see the README):
 
-============================  ========  ========  =============  ===========
-model                         params    file      tokens/s       to generate
-============================  ========  ========  =============  ===========
-``rand-llama:6m-f32``         6.2 M     25 MB     ~950           ~3 s
-``smollm2:135m-instruct-q4_1``134.5 M   98 MB     ~70-75         (download)
-``rand-llama:300m-q4_0``      320.9 M   182 MB    ~72            ~9 s
-``rand-llama:600m-q4_0``      620.5 M   351 MB    ~36            ~14 s
-============================  ========  ========  =============  ===========
+* ``rand-llama:6m-f32`` — 6.2M params, 27 MB, generated in ~3 s; ~250-300 tok/s through the server
+* ``smollm2:135m-instruct-q4_1`` — 134.5M params, 98 MB (downloaded once); ~50-70 tok/s
+* ``rand-llama:600m-q4_1`` — 620.6M params, 390 MB, generated in ~20 s; ~12-20 tok/s
+* ``rand-llama:300m-q4_1`` — 320.9M params, a preset outside the fleets
 
-SmolLM2 is deep and narrow (30 layers of width 576), so it runs as fast as a 300M model
-of width 1024: that is why the default fleets stand the 600M model in as "the big one".
+SmolLM2 is deep and narrow (30 layers of width 576): a random model must be large and use the
+same Q4_1 quantisation to be clearly slower than it in both tokens/s and prompt processing (a
+300M Q4_0 model is as fast as SmolLM2: Q4_0 has faster CPU kernels).
 """
 
 from __future__ import annotations

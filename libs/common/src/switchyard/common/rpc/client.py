@@ -30,11 +30,13 @@ from switchyard.common.logging import request_id_var
 from switchyard.common.metrics import rpc_metrics
 from switchyard.common.rpc.contract import Rep, Req, RpcMethod
 from switchyard.common.rpc.envelope import encode_request, error_from_reply
+from switchyard.common.rpc.transport import BatchPop
 
 log = logging.getLogger(__name__)
 
 QUEUE_TTL_S = 60
 REPLY_TTL_S = 60
+REPLY_BATCH = 64
 
 
 class RpcClient:
@@ -136,17 +138,20 @@ class RpcClient:
         queue = self._keys.rpc_queue(method.name, method.version)
         try:
             try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.rpush(queue, payload)
-                    pipe.expire(queue, QUEUE_TTL_S)
-                    await asyncio.wait_for(pipe.execute(), timeout=max(timeout, 0.001))
+                # asyncio.timeout, not wait_for: no extra task per await on the hot path
+                async with asyncio.timeout(max(timeout, 0.001)):
+                    async with self._redis.pipeline(transaction=True) as pipe:
+                        pipe.rpush(queue, payload)
+                        pipe.expire(queue, QUEUE_TTL_S)
+                        await pipe.execute()
+            except TimeoutError as exc:  # before OSError, its base class
+                raise RpcTimeout(f"{method.label}: push timed out after {timeout:.3f}s") from exc
             except (RedisError, OSError) as exc:
                 raise RpcUnavailable(f"cannot push RPC request: {exc}") from exc
-            except TimeoutError as exc:
-                raise RpcTimeout(f"{method.label}: push timed out after {timeout:.3f}s") from exc
             remaining = deadline - time.time()
             try:
-                raw = await asyncio.wait_for(fut, timeout=max(remaining, 0.0))
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    raw = await fut
             except TimeoutError as exc:
                 raise RpcTimeout(f"{method.label}: no reply within {timeout:.3f}s") from exc
         finally:
@@ -171,11 +176,11 @@ class RpcClient:
                 await conn.ping()
                 self._reader_up.set()
                 backoff = 0.05
+                popper = BatchPop(REPLY_BATCH)
                 while True:
-                    item = await conn.blpop([self._reply_key], timeout=1)
-                    if item is None:
-                        continue
-                    self._resolve(item[1])
+                    _, raws = await popper.pop(conn, [self._reply_key])
+                    for raw in raws:
+                        self._resolve(raw)
             except asyncio.CancelledError:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError, RedisError) as exc:

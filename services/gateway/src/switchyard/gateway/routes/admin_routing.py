@@ -87,8 +87,13 @@ async def explain_post(request: Request, gw: StateDep, client: ClientDep, _admin
     model = body.get("model")
     requested = None if model in (None, "", gw.settings.gateway.virtual_model) else str(model)
     req = RouteRequestV1.model_validate(
-        {**features, "requested_model": requested, "stream": body.get("stream") is True, "client": client,
-         "quality": quality}
+        {
+            **features,
+            "requested_model": requested,
+            "stream": body.get("stream") is True,
+            "client": client,
+            "quality": quality,
+        }
     )
     return await _explain(gw, req)
 

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from switchyard.common.backends.translate import (
     TranslationError,
@@ -19,11 +20,12 @@ from switchyard.common.backends.translate import (
     ollama_generate_request_to_openai,
 )
 from switchyard.common.schemas.route import RequestKind
-from switchyard.gateway.deps import ClientDep, StateDep
+from switchyard.gateway.deps import ClientDep, StateDep, resolve
 from switchyard.gateway.errors import InvalidRequest
 from switchyard.gateway.pipeline import JSON_MEDIA, Shape
 from switchyard.gateway.routes.openai import exchange
 from switchyard.gateway.routing import QUALITY_HEADER, chat_features, embedding_features, parse_quality
+from switchyard.gateway.state import GatewayState
 from switchyard.gateway.validation import check_ollama_chat, check_ollama_embed, check_ollama_generate, read_json
 
 router = APIRouter(prefix="/api", tags=["ollama"])
@@ -40,8 +42,8 @@ def _translated(fn: Callable[[Json], Json], body: Json) -> Json:
         raise InvalidRequest(str(exc), code="invalid_value") from exc
 
 
-@router.post("/chat")
-async def chat(request: Request, gw: StateDep, client: ClientDep) -> Response:
+async def chat(request: Request) -> Response:
+    gw, client = resolve(request)
     raw = await read_json(request)
     check_ollama_chat(raw)
     body = _translated(ollama_chat_request_to_openai, raw)
@@ -51,8 +53,8 @@ async def chat(request: Request, gw: StateDep, client: ClientDep) -> Response:
     return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_CHAT)
 
 
-@router.post("/generate")
-async def generate(request: Request, gw: StateDep, client: ClientDep) -> Response:
+async def generate(request: Request) -> Response:
+    gw, client = resolve(request)
     raw = await read_json(request)
     check_ollama_generate(raw)
     body = _translated(ollama_generate_request_to_openai, raw)
@@ -62,7 +64,7 @@ async def generate(request: Request, gw: StateDep, client: ClientDep) -> Respons
     return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE)
 
 
-async def _embed(request: Request, gw: StateDep, client: str | None, shape: Shape) -> Response:
+async def _embed(request: Request, gw: GatewayState, client: str | None, shape: Shape) -> Response:
     raw = await read_json(request)
     check_ollama_embed(raw)
     body = _translated(ollama_embed_request_to_openai, raw)
@@ -72,13 +74,13 @@ async def _embed(request: Request, gw: StateDep, client: str | None, shape: Shap
     return await gw.pipeline.handle(ex, features, quality=quality, shape=shape)
 
 
-@router.post("/embed")
-async def embed(request: Request, gw: StateDep, client: ClientDep) -> Response:
+async def embed(request: Request) -> Response:
+    gw, client = resolve(request)
     return await _embed(request, gw, client, Shape.OLLAMA_EMBED)
 
 
-@router.post("/embeddings")
-async def embeddings_legacy(request: Request, gw: StateDep, client: ClientDep) -> Response:
+async def embeddings_legacy(request: Request) -> Response:
+    gw, client = resolve(request)
     return await _embed(request, gw, client, Shape.OLLAMA_EMBEDDINGS)
 
 
@@ -119,3 +121,11 @@ async def tags(gw: StateDep, _client: ClientDep) -> Response:
 @router.get("/version")
 async def version() -> Response:
     return Response(orjson.dumps({"version": OLLAMA_VERSION}), media_type=JSON_MEDIA)
+
+
+hot_routes = [
+    Route("/api/chat", chat, methods=["POST"]),
+    Route("/api/generate", generate, methods=["POST"]),
+    Route("/api/embed", embed, methods=["POST"]),
+    Route("/api/embeddings", embeddings_legacy, methods=["POST"]),
+]

@@ -7,8 +7,10 @@
 ``model``           required  the public or local model name (matched like any other source)
 ``metric``          required  e.g. ``mmlu``, ``my_eval``
 ``value``           required  the published figure (a number; ``"71.3%"`` is read as 71.3)
-``min`` / ``max``   optional  the figure's scale; default ``min`` 0 and ``max`` 1 when every value
-                              of that metric in the file is at most 1, else 100
+``scale_min`` /     optional  the figure's scale (also ``min`` / ``max``, as in
+``scale_max``                 ``docs/benchmarks-file.md``); default 0 and 1 when every value of that
+                              metric in the file is at most 1, else 100; swapped (min > max) means
+                              lower is better
 ``higher_is_better`` optional ``true`` (default) / ``false`` — lower-is-better figures are inverted
 ``kind``            optional  ``quality`` (default), ``speed``, ``price``, ``context``
 anything else       optional  kept in ``details``
@@ -34,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from switchyard.sync.sources.base import SourceError, SourceFormatError, SourceRun, as_float, clamp01
 
 NAME = "local"
-_RESERVED = {"model", "metric", "value", "min", "max", "higher_is_better", "kind", "source"}
+_RESERVED = {"model", "metric", "value", "min", "max", "scale_min", "scale_max", "higher_is_better", "kind", "source"}
 
 
 class LocalFilesOptions(BaseModel):
@@ -115,14 +117,14 @@ class LocalFilesSource:
             if value is None:
                 run.skip(f"{where}: value {r.get('value')!r} is not a number")
                 continue
-            lo = as_float(r.get("min"))
-            hi = as_float(r.get("max"))
+            lo = as_float(r.get("scale_min", r.get("min")))
+            hi = as_float(r.get("scale_max", r.get("max")))
             lo = 0.0 if lo is None else lo
             hi = (1.0 if max_by_metric.get(metric, value) <= 1.0 else 100.0) if hi is None else hi
-            if hi <= lo:
-                run.skip(f"{where}: max must be above min")
+            if hi == lo:
+                run.skip(f"{where}: the scale is empty (min equals max)")
                 continue
-            score = (value - lo) / (hi - lo)
+            score = (value - lo) / (hi - lo)  # a swapped scale (min > max) reads lower-is-better
             if not _truthy(r.get("higher_is_better")):
                 score = 1.0 - score
             run.add(

@@ -1,0 +1,159 @@
+"""``/admin/explain``, ``/admin/reload`` and ``/admin/cache/invalidate`` through the gateway with a
+real scorer (catalog in Postgres), and the gateway's response cache with fake backends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from switchyard.common.rpc import ROUTE_V1
+from switchyard.common.schemas.route import RouteRequestV1
+from switchyard.devstack.infra import free_port
+from switchyard.scorer.app import Running, running_scorer
+from switchyard.scorer.settings import ScorerSettings
+from tests.integration import test_gateway_fakes as fakes
+from tests.integration import test_scorer_service as svc
+from tests.integration.test_gateway_fakes import FakeScorer, fixed, run_gateway
+
+pytestmark = pytest.mark.integration
+
+fleet = fakes.fleet
+make_settings = fakes.make_settings
+scorer_db = svc.scorer_db
+rpc = svc.rpc
+
+HARD_CODE = "implement a thread-safe LRU cache in Rust with tests"
+
+
+@pytest.fixture(scope="module")
+def seeded(scorer_db: str) -> str:
+    asyncio.run(
+        svc.add_models(
+            scorer_db,
+            {"llama3.2:1b": ["gpu1"], "qwen2.5-coder:32b": ["gpu1"], "llava:7b": ["gpu2"], "llama3.3:70b": ["gpu2"]},
+        )
+    )
+    return scorer_db
+
+
+@pytest.fixture
+async def scorer(redis_url: str, seeded: str, key_prefix: str, tmp_path: Path) -> AsyncIterator[tuple[Running, Path]]:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("aliases: {fast: llama3.2:1b}\n")
+    settings = ScorerSettings.load(
+        environment="test",
+        redis_url=redis_url,
+        database_url=seeded,
+        key_prefix=key_prefix,
+        backends=[],
+        scorer={
+            "ops_host": "127.0.0.1",
+            "ops_port": free_port(),
+            "catalog_refresh_s": 60,
+            "fleet_poll_s": 60,
+            "routing": {"rules_file": str(rules), "rules_poll_s": 60},
+        },
+    )
+    async with running_scorer(settings, registry=CollectorRegistry(), rid="scorer-admin-test") as running:
+        await svc.wait_for(lambda: svc._true(running.server.connected), what="the RPC server")
+        yield running, rules
+
+
+async def test_explain_shows_every_candidate_and_agrees_with_route(scorer, rpc, make_settings):
+    async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        got = (await http.get("/admin/explain", params={"prompt": HARD_CODE})).json()
+        posted = (
+            await http.post(
+                "/admin/explain",
+                json={"model": "switchyard/auto", "messages": [{"role": "user", "content": HARD_CODE}]},
+            )
+        ).json()
+    routed = await rpc.call(
+        ROUTE_V1, RouteRequestV1(text=HARD_CODE, est_prompt_tokens=len(HARD_CODE) // 4 + 4), timeout=2.0
+    )
+    assert got["analysis"]["category"] == "coding" and got["analysis"]["level"] == "hard"
+    assert [c["model"] for c in got["candidates"]][:1] == [routed.candidates[0].model] == ["qwen2.5-coder:32b"]
+    assert {c["model"] for c in got["candidates"]} == {"llama3.2:1b", "qwen2.5-coder:32b", "llava:7b", "llama3.3:70b"}
+    for c in got["candidates"]:
+        assert sum(c["terms"].values()) == pytest.approx(c["score"], abs=1e-3)
+    assert posted["candidates"][0]["model"] == "qwen2.5-coder:32b"
+    assert got["rules_version"] == posted["rules_version"] != "none"
+
+    async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        vision = (await http.get("/admin/explain", params={"prompt": "what is this?", "images": True})).json()
+    assert [c["model"] for c in vision["candidates"]] == ["llava:7b"]
+    assert vision["filtered"]["llama3.3:70b"] == "no vision support"
+
+
+async def test_reload_applies_a_changed_rules_file(scorer, make_settings):
+    _, rules = scorer
+    async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        before = (await http.get("/admin/explain", params={"prompt": "hi", "model": "fast"})).json()
+        assert before["candidates"][0]["model"] == "llama3.2:1b"
+        rules.write_text("aliases: {fast: llama3.3:70b}\n")
+        reply = (await http.post("/admin/reload")).json()
+        assert reply["status"] == "ok" and reply["scorer_replicas_notified"] >= 1
+
+        async def switched() -> bool:
+            r = (await http.get("/admin/explain", params={"prompt": "hi", "model": "fast"})).json()
+            return bool(r["candidates"] and r["candidates"][0]["model"] == "llama3.3:70b")
+
+        await svc.wait_for(switched, what="the new alias")
+
+
+async def test_cache_invalidate_clears_the_routing_cache(scorer, rpc, redis, key_prefix, make_settings):
+    await rpc.call(ROUTE_V1, RouteRequestV1(text="hello there"), timeout=2.0)
+    assert [k async for k in redis.scan_iter(match=f"{key_prefix}:routecache:*")]
+    async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        out = (await http.post("/admin/cache/invalidate", params={"which": "routing"})).json()
+    assert out["scorer_replicas_notified"] >= 1
+
+    async def empty() -> bool:
+        return not [k async for k in redis.scan_iter(match=f"{key_prefix}:routecache:*")]
+
+    await svc.wait_for(empty, what="the routing cache to be empty")
+
+
+CHAT = {"model": "switchyard/auto", "messages": [{"role": "user", "content": "Say hello"}]}
+
+
+async def test_deterministic_requests_are_answered_from_the_response_cache(redis_url, keys, fleet, make_settings):
+    scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
+    async with scorer.running(), run_gateway(make_settings()) as gw:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+            first = await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0})
+            second = await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0})
+            assert len(fleet.alpha.received) == 1
+            assert first.headers["x-switchyard-cache"] == "miss"
+            assert second.headers["x-switchyard-cache"] == "hit"
+            assert second.headers["x-switchyard-model"] == "fake-8b"
+            assert second.json() == first.json()
+
+            async with http.stream(
+                "POST", "/v1/chat/completions", json={**CHAT, "temperature": 0, "stream": True}
+            ) as r:
+                assert r.headers["content-type"].startswith("text/event-stream")
+                lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+            assert lines[-1] == "data: [DONE]"
+            assert len(fleet.alpha.received) == 1  # replayed, not forwarded
+
+            await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0.7})
+            await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0.7})
+            assert len(fleet.alpha.received) == 3  # not deterministic: not cached
+            opted = {**CHAT, "temperature": 0.7, "switchyard": {"cache": True}}
+            await http.post("/v1/chat/completions", json=opted)
+            hit = await http.post("/v1/chat/completions", json=opted)
+            assert hit.headers["x-switchyard-cache"] == "hit"
+            assert len(fleet.alpha.received) == 4
+
+            out = (await http.post("/admin/cache/invalidate", params={"which": "response"})).json()
+            assert out["response_cache_entries_removed"] >= 2
+            await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0})
+            assert len(fleet.alpha.received) == 5
+            metrics = (await http.get("/metrics")).text
+    assert 'switchyard_gateway_response_cache_lookups_total{kind="chat",outcome="hit"} 3.0' in metrics
