@@ -24,7 +24,7 @@ from .test_scorer_service import add_models, call, rpc, scorer, scorer_db, wait_
 
 pytestmark = pytest.mark.integration
 
-PROMPT = "What is 17 * 23 - 19? Show the arithmetic."
+PROMPT = "What is {a} * 23 - 19? Show the arithmetic."  # a new number per question: no routing cache hit
 MODELS = {"alpha:7b": ["gpu1"], "beta:7b": ["gpu1"]}
 
 
@@ -53,18 +53,21 @@ def profile(model: str, math: float) -> ProfileResult:
     )
 
 
+_asked = iter(range(17, 100_000))
+
+
 async def top(rpc: RpcClient) -> str:  # noqa: F811
-    reply = await call(rpc, text=PROMPT)
+    reply = await call(rpc, text=PROMPT.format(a=next(_asked)))
     return reply.candidates[0].model
 
 
 async def test_profiles_then_benchmarks_move_the_choice(
     seeded_pair: dict[str, int],
-    scorer_db: str,
-    scorer,
-    rpc: RpcClient,
+    scorer_db: str,  # noqa: F811
+    scorer,  # noqa: F811
+    rpc: RpcClient,  # noqa: F811
     redis: Redis,
-    keys: Keys,  # noqa: F811
+    keys: Keys,
 ) -> None:
     async def changed(source: str) -> None:
         await redis.publish(keys.catalog_changed, orjson.dumps({"source": source, "ts": time.time()}))
@@ -84,3 +87,26 @@ async def test_profiles_then_benchmarks_move_the_choice(
                 return await top(rpc) == expected
 
             await wait_for(chosen, what=f"{better} to be chosen after its profile")
+
+        # equal profiles: now the public benchmarks decide (beta wins although alpha sorts first)
+        for model in MODELS:
+            target = ProfileTarget(
+                model_id=seeded_pair[model], model=model, backend="gpu1", host="gpu1", upstream=model,
+                digest=None, size_bytes=None, params_b=7.0, context_length=None, reason="test",
+            )  # fmt: skip
+            await store_profile(sm, target, profile(model, 0.5))
+        async with sm() as session, session.begin():
+            await upsert_benchmarks(
+                session,
+                [
+                    {"source": "test", "metric": "mmlu", "raw_model": f"public/{m}", "raw_value": v, "score": v,
+                     "model_id": seeded_pair[m], "match_confidence": 1.0, "details": {"kind": "quality"}}
+                    for m, v in (("alpha:7b", 0.1), ("beta:7b", 0.9))
+                ],
+            )  # fmt: skip
+        await changed("sync:test")
+
+        async def beta() -> bool:
+            return await top(rpc) == "beta:7b"
+
+        await wait_for(beta, what="beta:7b to be chosen after its benchmark")
