@@ -7,7 +7,8 @@ share of calls to the strong model; with more, it is the normalised cost
 weak model's cost is negligible. CPT(x) is the least x-axis value at which the router's curve
 reaches PGR >= x; APGR is the area under PGR over the x axis in [0, 1] (PGR clipped to [0, 1]
 and the curve made monotone by its upper envelope; between operating points the curve is
-linear, since a router can mix two operating points at random). Random routing between weak and strong lies on the diagonal: APGR 0.5.
+linear, since a router can mix two operating points at random). Random routing between weak and strong lies
+on the diagonal: APGR 0.5.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ class StaticEmbedder:
         return out
 
     def encode_one(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
+        row: np.ndarray = self.encode([text])[0]
+        return row
 
 
 @lru_cache(maxsize=1)
