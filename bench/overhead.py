@@ -166,6 +166,8 @@ class Result:
     latencies: list[float]
     wall_s: float
     errors: int
+    cpu_us: float | None = None
+    """CPU time the proxy process (baseline or gateway) spent per request, user + system."""
 
     @property
     def p50(self) -> float:
@@ -206,6 +208,13 @@ async def drive(url: str, *, stream: bool, concurrency: int, requests: int) -> R
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
     return Result(latencies, wall, errors)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (robust to a busy machine, unlike latency)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -307,10 +316,12 @@ async def bench(args: argparse.Namespace) -> int:
     try:
         with (
             process(self_cmd("--role", "upstream", "--port", str(up_port)), port=up_port),
-            process(self_cmd("--role", "proxy", "--port", str(proxy_port), "--upstream", upstream), port=proxy_port),
+            process(
+                self_cmd("--role", "proxy", "--port", str(proxy_port), "--upstream", upstream), port=proxy_port
+            ) as proxy,
             process(self_cmd("--role", "scorer", "--redis", redis.url, "--prefix", prefix)),
             process([sys.executable, "-m", "switchyard.gateway"], env=env, port=gw_port) as gateway,
-            process([sys.executable, "-m", "switchyard.gateway"], env=fb_env, port=fb_port),
+            process([sys.executable, "-m", "switchyard.gateway"], env=fb_env, port=fb_port) as gateway_fb,
         ):
             targets = {
                 "direct": upstream,
@@ -318,6 +329,7 @@ async def bench(args: argparse.Namespace) -> int:
                 "gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                 "gw-no-rpc": f"http://127.0.0.1:{fb_port}/v1/chat/completions",
             }
+            pids = {"baseline": proxy.pid, "gateway": gateway.pid, "gw-no-rpc": gateway_fb.pid}
             await wait_ready(targets["gateway"])
             await wait_ready(targets["gw-no-rpc"])
             rss_idle = rss_mib(gateway.pid)
@@ -330,7 +342,11 @@ async def bench(args: argparse.Namespace) -> int:
                     results: dict[str, Result] = {}
                     for name, url in targets.items():
                         await drive(url, stream=stream, concurrency=conc, requests=max(n // 10, 50))  # warm-up
+                        pid = pids.get(name)
+                        before = cpu_s(pid) if pid else 0.0
                         results[name] = await drive(url, stream=stream, concurrency=conc, requests=n)
+                        if pid:
+                            results[name].cpu_us = (cpu_s(pid) - before) / n * 1e6
                     ok &= report(results, stream=stream, concurrency=conc)
             print(f"# gateway RSS after the runs: {rss_mib(gateway.pid):.1f} MiB")
             return 0 if ok or not args.strict else 1
@@ -342,9 +358,10 @@ def report(results: dict[str, Result], *, stream: bool, concurrency: int) -> boo
     d, b, g = results["direct"], results["baseline"], results["gateway"]
     kind = "stream" if stream else "non-stream"
     print(f"\n## {kind}, concurrency {concurrency}")
-    print(f"{'target':<10}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}")
+    print(f"{'target':<10}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}{'proxy CPU us/req':>18}")
     for name, r in results.items():
-        print(f"{name:<10}{r.p50:>10.3f}{r.p99:>10.3f}{r.rps:>10.0f}{r.errors:>8}")
+        cpu = f"{r.cpu_us:>18.0f}" if r.cpu_us is not None else f"{'-':>18}"
+        print(f"{name:<10}{r.p50:>10.3f}{r.p99:>10.3f}{r.rps:>10.0f}{r.errors:>8}{cpu}")
     added_b50, added_g50 = b.p50 - d.p50, g.p50 - d.p50
     added_b99, added_g99 = b.p99 - d.p99, g.p99 - d.p99
     print(f"added over direct: baseline p50 {added_b50:+.3f} ms p99 {added_b99:+.3f} ms;"
