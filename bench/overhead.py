@@ -210,19 +210,49 @@ async def drive(url: str, *, stream: bool, concurrency: int, requests: int) -> R
     return Result(latencies, wall, errors)
 
 
+def tree(pid: int) -> list[int]:
+    """The process and its descendants (uvicorn workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return out
+
+
 def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (robust to a busy machine, unlike latency)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process tree (robust to a busy machine, unlike latency)."""
+    total = 0.0
+    for p in tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{p}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of a process tree, MiB."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+async def fallbacks(url: str) -> float:
+    """How many requests the gateway routed without the scorer (its fallback counter)."""
+    async with aiohttp.ClientSession() as session, session.get(url) as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("switchyard_gateway_fallback_routes_total{")
+    )
 
 
 # --- orchestration -------------------------------------------------------------------------------
@@ -309,10 +339,12 @@ async def bench(args: argparse.Namespace) -> int:
         SWITCHYARD_GATEWAY__HOST="127.0.0.1",
         SWITCHYARD_GATEWAY__PORT=str(gw_port),
         SWITCHYARD_GATEWAY__SCHEMA_WAIT_S="0",
+        SWITCHYARD_GATEWAY__WORKERS=str(args.workers),
         SWITCHYARD_DATABASE_URL="postgresql+asyncpg://bench@127.0.0.1:1/unused",
     )
     fb_env = {**env, "SWITCHYARD_KEY_PREFIX": "bench-fb", "SWITCHYARD_GATEWAY__PORT": str(fb_port)}
     await write_snapshot(redis.url, "bench-fb")
+    await write_snapshot(redis.url, prefix)  # as the scorer would: a missed deadline falls back cleanly
     try:
         with (
             process(self_cmd("--role", "upstream", "--port", str(up_port)), port=up_port),
@@ -334,7 +366,7 @@ async def bench(args: argparse.Namespace) -> int:
             await wait_ready(targets["gw-no-rpc"])
             rss_idle = rss_mib(gateway.pid)
             print(f"# {os.cpu_count()} CPU(s); {args.requests} requests per run at c=1, {args.requests * 2} at c=16")
-            print(f"# gateway RSS after start: {rss_idle:.1f} MiB")
+            print(f"# gateway RSS after start: {rss_idle:.1f} MiB ({args.workers} worker(s))")
             ok = True
             for stream in (False, True):
                 for conc in (1, 16):
@@ -348,7 +380,9 @@ async def bench(args: argparse.Namespace) -> int:
                         if pid:
                             results[name].cpu_us = (cpu_s(pid) - before) / n * 1e6
                     ok &= report(results, stream=stream, concurrency=conc)
-            print(f"# gateway RSS after the runs: {rss_mib(gateway.pid):.1f} MiB")
+            print(f"# gateway RSS after the runs: {rss_mib(gateway.pid):.1f} MiB ({args.workers} worker(s))")
+            fb = await fallbacks(f"http://127.0.0.1:{gw_port}/metrics")
+            print(f"# gateway requests routed by the fallback (scorer missed its deadline): {fb:.0f}")
             return 0 if ok or not args.strict else 1
     finally:
         redis.stop()
@@ -385,6 +419,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=2000, help="requests per run at c=1 (twice that at c=16)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (baseline: always 1)")
     parser.add_argument("--role", choices=["upstream", "proxy", "scorer"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)

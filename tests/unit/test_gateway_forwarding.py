@@ -16,10 +16,9 @@ from switchyard.gateway.forwarding import (
     attempt_outcome,
     final_error,
     make_backend,
-    ndjson_lines,
     retryable,
-    sse_payloads,
 )
+from switchyard.gateway.wire import ndjson_lines, sse_payloads
 
 
 def test_sse_payloads_handles_partial_events_crlf_and_multiline_data():

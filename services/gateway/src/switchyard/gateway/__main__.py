@@ -59,6 +59,7 @@ def main() -> None:
         "access_log": opts.access_log,
         "log_config": None,
         "timeout_graceful_shutdown": 10,
+        "server_header": False,
     }
     log.info("gateway listening on http://%s:%d (%d worker(s))", opts.host, opts.port, opts.workers)
     if opts.workers == 1:

@@ -14,7 +14,7 @@ model name: OpenAI backends' replies are rewritten, Ollama backends' NDJSON is t
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,12 +34,12 @@ from switchyard.common.backends.translate import (
     ollama_generate_to_openai,
 )
 from switchyard.common.errors import BackendError, BackendStatusError, BackendTimeout, BackendUnavailable
-from switchyard.common.schemas.events import AttemptV1
 from switchyard.common.schemas.route import CandidateV1, RequestKind
 from switchyard.gateway.errors import GatewayError, InvalidRequest, NoBackendAvailable, as_gateway_error
 from switchyard.gateway.inflight import InflightTracker
 from switchyard.gateway.metrics import GatewayMetrics
 from switchyard.gateway.routing import Decision
+from switchyard.gateway.wire import ndjson_lines, read_batches, sse_payloads
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -55,6 +55,16 @@ _OLLAMA_PATHS = {
     RequestKind.COMPLETION: "/api/generate",
     RequestKind.EMBEDDING: "/api/embed",
 }
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try on one candidate (serialised by orjson as :class:`AttemptV1`)."""
+
+    model: str
+    backend: str
+    outcome: str
+    latency_ms: float = 0.0
 
 
 class BrokenReply(BackendError):
@@ -76,7 +86,7 @@ class Exchange:
     start: float = field(default_factory=time.perf_counter)
     ts: float = field(default_factory=time.time)
     decision: Decision | None = None
-    attempts: list[AttemptV1] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
     chosen: CandidateV1 | None = None
     ttft_s: float | None = None
     usage: Json | None = None
@@ -177,7 +187,7 @@ class Forwarder:
         for cand in candidates:
             backend = self._backends.get(cand.backend)
             if backend is None:
-                ex.attempts.append(AttemptV1(model=cand.model, backend=cand.backend, outcome="unknown_backend"))
+                ex.attempts.append(Attempt(cand.model, cand.backend, "unknown_backend"))
                 last = NoBackendAvailable(f"backend {cand.backend!r} is not configured on this gateway")
                 continue
             t0 = time.perf_counter()
@@ -205,9 +215,7 @@ class Forwarder:
 
     def _record(self, ex: Exchange, cand: CandidateV1, outcome: str, t0: float) -> None:
         ms = (time.perf_counter() - t0) * 1000
-        attempt = AttemptV1.model_construct(
-            model=cand.model, backend=cand.backend, outcome=outcome, latency_ms=round(ms, 3)
-        )
+        attempt = Attempt(cand.model, cand.backend, outcome, round(ms, 3))
         ex.attempts.append(attempt)
         self._metrics.child(self._metrics.upstream_attempts, cand.backend, outcome).inc()
 
@@ -316,7 +324,7 @@ class Forwarder:
     ) -> AsyncGenerator[list[Json], None]:
         rid, model = ex.response_id, cand.model
         emitted = 0
-        async for payloads in _read_batches(resp, sse_payloads, cand.backend):
+        async for payloads in read_batches(resp, sse_payloads, cand.backend):
             batch: list[Json] = []
             for payload in payloads:
                 if payload == b"[DONE]":
@@ -365,7 +373,7 @@ class Forwarder:
         else:
             translator = OllamaGenerateStream(response_id=ex.response_id, model=cand.model, created=ex.created)
         name = backend.config.name
-        async for lines in _read_batches(resp, ndjson_lines, name):
+        async for lines in read_batches(resp, ndjson_lines, name):
             batch: list[Json] = []
             for line in lines:
                 try:
@@ -392,57 +400,3 @@ def final_error(last: BaseException | None, tried: int) -> GatewayError:
     if tried > 1:
         err.message = f"all {tried} candidates failed; last: {err.message}"
     return err
-
-
-# --- wire formats ------------------------------------------------------------------------------
-
-Splitter = Callable[[bytes], tuple[list[bytes], bytes]]
-
-
-async def _read_batches(resp: aiohttp.ClientResponse, split: Splitter, backend: str) -> AsyncIterator[list[bytes]]:
-    """Complete events/lines as they arrive, one list per network read; errors as BackendError."""
-    buf = b""
-    stream = resp.content.iter_any().__aiter__()
-    while True:
-        try:
-            data = await anext(stream)
-        except StopAsyncIteration:
-            break
-        except TimeoutError as exc:
-            raise BackendTimeout(f"{backend}: stream stalled", backend=backend) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise BackendUnavailable(f"{backend}: stream broken: {exc}", backend=backend) from exc
-        items, buf = split(buf + data if buf else data)
-        if items:
-            yield items
-    if buf.strip():
-        items, rest = split(buf + b"\n\n")
-        if items:
-            yield items
-
-
-def sse_payloads(buf: bytes) -> tuple[list[bytes], bytes]:
-    """Split complete SSE events off ``buf``; return their ``data`` payloads and the remainder."""
-    if b"\r" in buf:
-        buf = buf.replace(b"\r\n", b"\n")
-    out: list[bytes] = []
-    start = 0
-    while True:
-        end = buf.find(b"\n\n", start)
-        if end < 0:
-            return out, buf[start:]
-        event = buf[start:end]
-        start = end + 2
-        if event.startswith(b"data: ") and b"\n" not in event:
-            out.append(event[6:])
-            continue
-        data = [ln[5:].removeprefix(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
-        if data:
-            out.append(b"\n".join(data))
-
-
-def ndjson_lines(buf: bytes) -> tuple[list[bytes], bytes]:
-    head, sep, rest = buf.rpartition(b"\n")
-    if not sep:
-        return [], buf
-    return [ln for ln in head.split(b"\n") if ln.strip()], rest

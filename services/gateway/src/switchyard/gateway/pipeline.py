@@ -25,7 +25,6 @@ from switchyard.common.backends.translate import (
     openai_embeddings_to_ollama,
 )
 from switchyard.common.errors import BackendError
-from switchyard.common.schemas.events import RequestEventV1
 from switchyard.common.schemas.route import RequestKind
 from switchyard.gateway.errors import as_gateway_error, ndjson_error_line, sse_error_event
 from switchyard.gateway.events import EventPublisher
@@ -184,29 +183,32 @@ class Pipeline:
             m.child(m.ttft, model).observe(ex.ttft_s)
         decision = ex.decision
         usage = ex.usage or {}
-        event = RequestEventV1.model_construct(
-            request_id=ex.request_id,
-            response_id=ex.response_id if ex.kind is not RequestKind.EMBEDDING else None,
-            ts=ex.ts,
-            kind=ex.kind.value,
-            client=ex.client,
-            requested_model=ex.requested_model,
-            model=ex.chosen.model if ex.chosen else None,
-            backend=ex.chosen.backend if ex.chosen else None,
-            status=status,
-            outcome=outcome,
-            route_source=decision.source if decision else "none",
-            stream=ex.stream,
-            attempts=ex.attempts,
-            latency_ms=round(elapsed * 1000, 3),
-            ttft_ms=round(ex.ttft_s * 1000, 3) if ex.ttft_s is not None else None,
-            route_ms=round(decision.route_ms, 3) if decision else None,
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            error=error,
-            analysis=decision.analysis if decision else None,
-            candidates=decision.candidates if decision else [],
-        )
+        # the fields of RequestEventV1, as a dict: no pydantic on the response path; the publisher
+        # serialises it (and the pydantic candidates/analysis inside) with orjson off the path
+        event = {
+            "v": 1,
+            "request_id": ex.request_id,
+            "response_id": ex.response_id if ex.kind is not RequestKind.EMBEDDING else None,
+            "ts": ex.ts,
+            "kind": ex.kind.value,
+            "client": ex.client,
+            "requested_model": ex.requested_model,
+            "model": ex.chosen.model if ex.chosen else None,
+            "backend": ex.chosen.backend if ex.chosen else None,
+            "status": status,
+            "outcome": outcome,
+            "route_source": decision.source if decision else "none",
+            "stream": ex.stream,
+            "attempts": ex.attempts,
+            "latency_ms": round(elapsed * 1000, 3),
+            "ttft_ms": round(ex.ttft_s * 1000, 3) if ex.ttft_s is not None else None,
+            "route_ms": round(decision.route_ms, 3) if decision else None,
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"),
+            "error": error,
+            "analysis": decision.analysis if decision else None,
+            "candidates": decision.candidates if decision else [],
+        }
         self.events.publish(event)
 
 

@@ -1,9 +1,9 @@
 """A streaming ASGI response that notices a client disconnect at once and cancels the upstream.
 
 Starlette's ``StreamingResponse`` only sees a disconnect on its next write when the server
-speaks ASGI 2.4, so a slow upstream would keep running. Here one task pumps the body while the
-request task waits on ``receive()``; an ``http.disconnect`` cancels the pump, whose generator
-closes the upstream response in its ``finally``. ``on_close`` runs in every case (also when the
+speaks ASGI 2.4, so a slow upstream would keep running. Here the request task pumps the body
+while a small task waits on ``receive()``; an ``http.disconnect`` cancels the pump, whose
+generator closes the upstream response in its ``finally``. ``on_close`` runs in every case (also when the
 body never started), so the upstream and the in-flight count are always released.
 """
 
@@ -40,18 +40,34 @@ class StreamResponse(Response):
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
-        pump = asyncio.ensure_future(self._pump(send))
+        # The body is pumped in this task; a second one waits on receive() and, on a disconnect,
+        # cancels this one (and the cancellation is taken back below). One extra task per stream.
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"done": False, "disconnected": False}
+
+        def on_disconnect(listener: asyncio.Future[None]) -> None:
+            if state["done"] or listener.cancelled() or listener.exception() is not None:
+                return
+            state["disconnected"] = True
+            task.cancel()
+
         listen = asyncio.ensure_future(self._until_disconnect(receive))
+        listen.add_done_callback(on_disconnect)
         try:
-            await asyncio.wait((pump, listen), return_when=asyncio.FIRST_COMPLETED)
+            await self._pump(send)
+        except asyncio.CancelledError:
+            if not state["disconnected"]:
+                raise
+            task.uncancel()  # our own cancellation: the client went away
+        except OSError:
+            pass  # the client went away mid-write
         finally:
-            for task in (listen, pump):
-                if not task.done():
-                    task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listen
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await pump
+            state["done"] = True
+            if not listen.done():
+                listen.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listen
             if self.on_close is not None:
                 await self.on_close()
         if self.background is not None:

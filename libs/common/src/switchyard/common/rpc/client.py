@@ -30,7 +30,7 @@ from switchyard.common.logging import request_id_var
 from switchyard.common.metrics import rpc_metrics
 from switchyard.common.rpc.contract import Rep, Req, RpcMethod
 from switchyard.common.rpc.envelope import encode_request, error_from_reply
-from switchyard.common.rpc.transport import BatchPop
+from switchyard.common.rpc.transport import BatchPop, PushExpire
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class RpcClient:
 
     async def start(self) -> None:
         self._redis = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
+        self._push = PushExpire(self._redis)
         self._tasks.append(asyncio.create_task(self._read_replies(), name="rpc-reply-reader"))
         if self._watch:
             await self._poll_heartbeats()
@@ -140,10 +141,7 @@ class RpcClient:
             try:
                 # asyncio.timeout, not wait_for: no extra task per await on the hot path
                 async with asyncio.timeout(max(timeout, 0.001)):
-                    async with self._redis.pipeline(transaction=True) as pipe:
-                        pipe.rpush(queue, payload)
-                        pipe.expire(queue, QUEUE_TTL_S)
-                        await pipe.execute()
+                    await self._push(queue, payload, QUEUE_TTL_S)
             except TimeoutError as exc:  # before OSError, its base class
                 raise RpcTimeout(f"{method.label}: push timed out after {timeout:.3f}s") from exc
             except (RedisError, OSError) as exc:
@@ -181,6 +179,8 @@ class RpcClient:
                     _, raws = await popper.pop(conn, [self._reply_key])
                     for raw in raws:
                         self._resolve(raw)
+                    # let the callers resume before the next BLMPOP is written: off their path
+                    await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError, RedisError) as exc:

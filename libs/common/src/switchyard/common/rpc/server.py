@@ -28,7 +28,7 @@ from switchyard.common.logging import request_id_var
 from switchyard.common.metrics import rpc_metrics
 from switchyard.common.rpc.contract import Rep, Req, RpcMethod
 from switchyard.common.rpc.envelope import decode_request, encode_reply_error, encode_reply_ok
-from switchyard.common.rpc.transport import BatchPop
+from switchyard.common.rpc.transport import BatchPop, PushExpire
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,17 @@ class RpcServer:
     async def _consume(self, reader: Redis, writer: Redis) -> None:
         queues = list(self._handlers)
         popper = BatchPop(SERVE_BATCH)
+        push = PushExpire(writer)
         while not self._stopping.is_set():
             queue, raws = await popper.pop(reader, queues)
             for raw in raws:
                 assert queue is not None
                 await self._sem.acquire()
-                task = asyncio.create_task(self._handle(writer, queue.decode(), raw))
+                task = asyncio.create_task(self._handle(push, queue.decode(), raw))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
+            # let the handlers start (and reply) before the next BLMPOP is written
+            await asyncio.sleep(0)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -135,7 +138,7 @@ class RpcServer:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
 
-    async def _handle(self, writer: Redis, queue: str, raw: bytes) -> None:
+    async def _handle(self, push: PushExpire, queue: str, raw: bytes) -> None:
         start = time.perf_counter()
         entry = self._handlers.get(queue)
         label = entry[0].label if entry else queue
@@ -175,10 +178,7 @@ class RpcServer:
         self._metrics.served.labels(label, outcome).inc()
         self._metrics.handle_duration.labels(label).observe(time.perf_counter() - start)
         try:
-            async with writer.pipeline(transaction=True) as pipe:
-                pipe.rpush(reply_to, payload)
-                pipe.expire(reply_to, REPLY_TTL_S)
-                await pipe.execute()
+            await push(reply_to, payload, REPLY_TTL_S)
         except (RedisError, OSError) as exc:
             log.warning("could not send RPC reply: %s", exc)
 
