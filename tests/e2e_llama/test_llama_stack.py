@@ -92,11 +92,6 @@ def test_usage_in_a_reply_is_counted_by_the_real_server(llama: LlamaE2E, client:
     assert reply.choices[0].message.content == ref.choices[0].message.content
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llama-cpp-python 0.3 sends no usage in streams (it ignores stream_options.include_usage), and the "
-    "gateway's estimate counts the role-only and finish-only chunks as tokens (forwarding._sse_chunks)",
-)
 def test_streamed_usage_counts_the_tokens_llama_cpp_streamed(llama: LlamaE2E, client: openai.OpenAI) -> None:
     messages = user("Hi there")
     chunks = list(

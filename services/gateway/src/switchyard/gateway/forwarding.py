@@ -342,7 +342,7 @@ class Forwarder:
                 usage = chunk.get("usage")
                 if usage:
                     ex.usage = usage
-                if chunk.get("choices"):
+                if _carries_tokens(chunk):
                     emitted += 1
                 batch.append(chunk)
             if batch:
@@ -351,7 +351,8 @@ class Forwarder:
             yield [self._estimated_usage(ex, cand, emitted)]
 
     def _estimated_usage(self, ex: Exchange, cand: CandidateV1, emitted: int) -> Json:
-        """The upstream ignored ``include_usage``: close with an estimate (chunks ≈ tokens)."""
+        """The upstream ignored ``include_usage``: close with an estimate (content chunks ≈ tokens;
+        role-only and finish-only chunks carry none)."""
         prompt = ex.decision.request.est_prompt_tokens if ex.decision and ex.decision.request else 0
         ex.usage = {"prompt_tokens": prompt, "completion_tokens": emitted, "total_tokens": prompt + emitted}
         obj = "chat.completion.chunk" if ex.kind is RequestKind.CHAT else "text_completion"
@@ -400,3 +401,12 @@ def final_error(last: BaseException | None, tried: int) -> GatewayError:
     if tried > 1:
         err.message = f"all {tried} candidates failed; last: {err.message}"
     return err
+
+
+def _carries_tokens(chunk: Json) -> bool:
+    """Whether a stream chunk carries generated tokens (content, completion text or tool calls)."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
+            return True
+    return False
