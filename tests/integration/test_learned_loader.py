@@ -11,6 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from switchyard.common.db.models import Feedback, Model, Profile, RoutingDecision
 from switchyard.common.db.session import engine_scope
 from switchyard.common.embeddings.static import default_embedder
+from switchyard.profiler.chat import ChatResult
+from switchyard.profiler.grading import Grader
+from switchyard.profiler.runner import ModelUnderTest, ProfileRunner
+from switchyard.profiler.suite import load_suite
 from switchyard.scorer.learned import LearnedIndex
 from switchyard.scorer.learned_loader import encode_embedding, load_feedback, load_profile_outcomes
 
@@ -82,5 +86,37 @@ async def test_profiles_and_feedback_feed_the_learned_index(database_url):
             assert mean == pytest.approx((1.0 - 0.25) / 1.25)
             assert fb.by_model[small] == (0.5, 1.0)
             assert index.estimate(e)[big][1] > 0
+        finally:
+            await trans.rollback()
+
+
+async def test_profiler_rows_feed_the_learned_index_without_the_suite_file(database_url):
+    """What the profiler writes (``ProfileResult.profile_rows``) carries each graded prompt's text,
+    so the scorer needs no ``prompt_texts`` map (services never read each other's files)."""
+    suite = load_suite().select({"math", "reasoning"}, limit_per_category=2)
+    refs = {p.prompt: p.reference or "" for p in suite.prompts}
+
+    async def chat(request, *, timeout_s):
+        content = request.messages[-1]["content"]
+        text = refs.get(content, "OK") if isinstance(content, str) else "red"
+        return ChatResult(text=text, completion_tokens=5, total_s=0.1)
+
+    emb = default_embedder()
+    name = f"prof-{uuid.uuid4().hex[:8]}:1b"
+    result = await ProfileRunner(chat, suite, Grader()).run(ModelUnderTest(name=name, backend="b", upstream=name))
+    async with engine_scope(database_url) as engine, engine.connect() as conn:
+        trans = await conn.begin()
+        try:
+            session = AsyncSession(bind=conn, expire_on_commit=False)
+            m = Model(name=name, params_b=1, capabilities={}, details={})
+            session.add(m)
+            await session.flush()
+            session.add_all([Profile(**row) for row in result.profile_rows(model_id=m.id)])
+            await session.flush()
+            index = LearnedIndex(emb.dims)
+            n = await load_profile_outcomes(session, index, emb)  # no prompt_texts
+            assert n == len(suite.prompts) == 4
+            est = index.estimate(emb.encode([suite.prompts[0].prompt])[0])
+            assert name in est
         finally:
             await trans.rollback()

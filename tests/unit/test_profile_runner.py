@@ -204,6 +204,7 @@ async def test_profile_rows_use_the_table_columns_only() -> None:
     result = await ProfileRunner(ScriptedChat(), SUITE, Grader()).run(MODEL)
     result.vram_bytes = 5_000_000_000
     rows = result.profile_rows(model_id=3)
+    by_id = {p.id: p for p in SUITE.prompts}
     assert {r["category"] for r in rows} == set(SUITE.categories)
     cols = {
         "model_id", "suite_version", "category", "score", "n_prompts", "grader", "ttft_ms",
@@ -214,5 +215,7 @@ async def test_profile_rows_use_the_table_columns_only() -> None:
         assert r["vram_bytes"] == 5_000_000_000
         assert r["details"]["status"] == "ok"
         assert all(p["category"] == r["category"] for p in r["details"]["prompts"])
+        # the prompt text travels with each grade: the scorer embeds it for its learned index
+        assert all(p["prompt"] == by_id[p["id"]].prompt for p in r["details"]["prompts"])
     dumped: dict[str, Any] = result.model_dump(mode="json")
     assert dumped["categories"]["math"]["score"] == 1.0

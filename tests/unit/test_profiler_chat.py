@@ -75,7 +75,8 @@ class Fake:
         }
         if self.mode == "llamacpp":
             last["timings"] = {"prompt_ms": 30.0, "predicted_per_second": 88.5}
-        await send(last)
+        if self.mode != "no-usage":  # llama-cpp-python: neither usage nor timings in streams
+            await send(last)
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
@@ -138,6 +139,22 @@ async def test_llamacpp_timings_are_preferred(fake: tuple[Fake, str], session: a
     res = await chat("openai", url, session)(REQ, timeout_s=10)
     assert res.tokens_per_s == pytest.approx(88.5)
     assert res.time_to_first_token_s == pytest.approx(0.03)
+
+
+async def test_without_usage_or_timings_speed_comes_from_content_chunks(
+    fake: tuple[Fake, str], session: aiohttp.ClientSession
+) -> None:
+    server, url = fake
+    server.mode = "no-usage"
+    res = await chat("openai", url, session)(REQ, timeout_s=10)
+    assert res.text == "Hello world"
+    assert res.completion_tokens is None and res.backend_tokens_per_s is None
+    assert res.content_chunks == 2  # the empty role chunk does not count
+    assert res.first_content_s is not None and res.last_content_s is not None
+    assert res.last_content_s - res.first_content_s >= 0.05
+    # two chunks 50 ms (plus scheduling) apart: one token over that span
+    assert res.tokens_per_s is not None and 1.0 < res.tokens_per_s <= 20.0
+    assert res.speed_source == "chunks"
 
 
 async def test_tool_calls_are_collected(fake: tuple[Fake, str], session: aiohttp.ClientSession) -> None:

@@ -7,6 +7,10 @@ can be seen, and read for the backend's own speed counters.
 * OpenAI-compatible: ``POST …/v1/chat/completions`` (SSE) with ``stream_options.include_usage``;
   ``usage.completion_tokens`` over the time from first to last token gives tokens/s, and a
   llama.cpp ``timings`` object (``predicted_per_second``, ``prompt_ms``) is used when present.
+* Neither (llama-cpp-python's server streams carry no ``usage`` and no ``timings``): tokens/s is
+  the number of content-bearing chunks minus one over the time from the first to the last of them
+  (``speed_source`` ``chunks``). llama.cpp servers send one token per chunk, so this counts tokens;
+  a server that batches several tokens into one chunk is under-counted, which is why counters win.
 
 A call that does not finish within its timeout raises :class:`BackendTimeout`; an HTTP error
 :class:`BackendStatusError`; a connection failure :class:`BackendUnavailable`.
@@ -70,17 +74,39 @@ class ChatResult:
     """From the backend's counters (Ollama ``eval_count/eval_duration``, llama.cpp timings)."""
     load_s: float | None = None
     """Model load time the backend reports (Ollama ``load_duration``)."""
+    content_chunks: int = 0
+    """Stream chunks that carried generated text (content or reasoning)."""
+    first_content_s: float | None = None
+    last_content_s: float | None = None
+    """Client-side: request sent → first / last content-bearing chunk received."""
+
+    def note_content(self, started: float) -> None:
+        now = time.perf_counter() - started
+        self.content_chunks += 1
+        if self.first_content_s is None:
+            self.first_content_s = now
+        self.last_content_s = now
+
+    @property
+    def chunk_tokens_per_s(self) -> float | None:
+        """Content-bearing chunks (one token each on llama.cpp) over the first → last chunk time."""
+        if self.content_chunks > 1 and self.first_content_s is not None and self.last_content_s is not None:
+            span = self.last_content_s - self.first_content_s
+            if span > 0:
+                return (self.content_chunks - 1) / span
+        return None
 
     @property
     def tokens_per_s(self) -> float | None:
-        """The backend's figure when it gave one, else completion tokens over generation time."""
+        """The backend's figure when it gave one, else completion tokens over generation time,
+        else content-bearing chunks over the first → last chunk time (no usage, no timings)."""
         if self.backend_tokens_per_s:
             return self.backend_tokens_per_s
         if self.completion_tokens and self.completion_tokens > 1 and self.ttft_s is not None:
             gen = self.total_s - self.ttft_s
             if gen > 0:
                 return (self.completion_tokens - 1) / gen
-        return None
+        return self.chunk_tokens_per_s
 
     @property
     def time_to_first_token_s(self) -> float | None:
@@ -88,7 +114,11 @@ class ChatResult:
 
     @property
     def speed_source(self) -> str:
-        return "backend" if self.backend_tokens_per_s else "client"
+        if self.backend_tokens_per_s:
+            return "backend"
+        if self.completion_tokens and self.completion_tokens > 1:
+            return "client"
+        return "chunks" if self.chunk_tokens_per_s else "client"
 
 
 class ChatFn(Protocol):
@@ -157,6 +187,8 @@ class BackendChat:
                 content = msg.get("content") or ""
                 if (content or msg.get("thinking") or msg.get("tool_calls")) and result.ttft_s is None:
                     result.ttft_s = time.perf_counter() - started
+                if content or msg.get("thinking"):
+                    result.note_content(started)
                 parts.append(content)
                 result.tool_calls.extend(msg.get("tool_calls") or [])
                 if data.get("done"):
@@ -189,6 +221,8 @@ class BackendChat:
                     thinking = delta.get("reasoning_content") or delta.get("reasoning")
                     if (content or thinking or delta.get("tool_calls")) and result.ttft_s is None:
                         result.ttft_s = time.perf_counter() - started
+                    if content or thinking:
+                        result.note_content(started)
                     parts.append(content)
                     result.tool_calls.extend(delta.get("tool_calls") or [])
                     if choice.get("finish_reason"):

@@ -81,6 +81,9 @@ class PromptOutcome(BaseModel):
     id: str
     category: str
     status: PromptStatus
+    prompt: str | None = None
+    """The prompt's user text, as sent: the scorer embeds it to feed its learned index
+    (``switchyard.scorer.learned_loader``) without reading the profiler's suite file."""
     score: float | None = None
     grader: str | None = None
     latency_ms: float | None = None
@@ -294,7 +297,7 @@ class ProfileRunner:
         ttft = statistics.median(self._ttfts) if self._ttfts else None
         speed = statistics.median(self._speeds) if self._speeds else None
         timeout = prompt_timeout_s(prompt.max_tokens, ttft, speed, self.opts)
-        base = {"id": prompt.id, "category": prompt.category, "timeout_s": round(timeout, 1)}
+        base = {"id": prompt.id, "category": prompt.category, "prompt": prompt.prompt, "timeout_s": round(timeout, 1)}
         request = ChatRequest(messages=prompt.messages(), max_tokens=prompt.max_tokens)
         try:
             res = await self.chat(request, timeout_s=timeout)
