@@ -11,13 +11,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 # uv on PATH, else the one `install` bootstraps under .run/tools
 UV = $(shell PYTHON=$(PYTHON) tools/devstack/bootstrap-uv.sh)
 
-.PHONY: help install run test test-unit test-integration test-e2e lint format typecheck migrate bench depcheck clean
+.PHONY: help install run test test-unit test-integration test-e2e test-llama lint format typecheck migrate bench bench-llama bench-routing depcheck clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,8 +40,11 @@ test-unit: install ## unit tests only
 test-integration: install ## integration tests (one service in-process, real Redis/Postgres)
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
-test-e2e: install ## end-to-end tests (every service as a real process, the simulated fleet)
-	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+test-e2e: install ## end-to-end tests (every service as a real process): the simulated fleet and real llama.cpp servers
+	$(PY) -m pytest tests/e2e tests/e2e_llama -m e2e $(PYTEST_ARGS)
+
+test-llama: install ## the llama.cpp tier only (real servers, real small models; first run builds/installs llama.cpp)
+	$(PY) -m pytest tests/e2e_llama $(PYTEST_ARGS)
 
 lint: install ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
@@ -58,6 +62,12 @@ migrate: install ## make Postgres available and migrate it to head
 
 bench: install ## gateway overhead vs. direct, against the simulated fleet (bench/overhead.py)
 	$(PY) bench/overhead.py
+
+bench-llama: install ## gateway overhead vs. direct, in front of real llama.cpp servers (bench/overhead_llama.py)
+	$(PY) bench/overhead_llama.py
+
+bench-routing: install ## routing quality: held-out prompts through the scorer, cost/quality curve (args: BENCH_ARGS="mmlu --minilm 1500")
+	$(PY) bench/routing_quality.py $(BENCH_ARGS)
 
 depcheck: ## install each package alone in its own venv and import its entry point (catches missing dependencies)
 	@uv="$(UV)"; set -e; for pkg in common gateway scorer profiler sync gpu-agent fakefleet llamafleet devstack; do \

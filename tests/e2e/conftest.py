@@ -28,6 +28,9 @@ from tests.e2e.support import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_BODY_BYTES = 256 * 1024
+# an operator alias the scorer is configured with (tests/e2e/test_routing.py)
+ALIAS = "e2e-alias-big"
+ALIAS_TARGET = "Qwen3-30B-A3B-Instruct-Q4_K_M"
 
 
 def runnable_services() -> tuple[str, ...]:
@@ -77,6 +80,8 @@ def e2e(request: pytest.FixtureRequest, redis_url: str, database_url: str) -> It
                 "SWITCHYARD_MIGRATE_ON_START": "false",  # the fixture migrated the database already
                 "SWITCHYARD_GATEWAY__MAX_BODY_BYTES": str(MAX_BODY_BYTES),
                 "SWITCHYARD_GATEWAY__ROUTE_TIMEOUT_S": "0.5",
+                # a name no other test requests, so only test_routing sees it
+                "SWITCHYARD_SCORER__ALIASES": f'{{"{ALIAS}": "{ALIAS_TARGET}"}}',
             },
             cwd=REPO,
         ),

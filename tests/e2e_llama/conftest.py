@@ -12,7 +12,7 @@ One fleet and one stack per test session:
   ``SWITCHYARD_BACKENDS`` pointing at the fleet, on the run's Redis (own key prefix) and a
   database of their own (the simulated-fleet tier's catalog must not see these backends).
   The profiler profiles the models once discovered, with the tier's own three-prompt suite
-  (``speed_suite.yaml``; the shipped one takes minutes on these CPUs); the fixture waits for
+  (``switchyard.llamafleet.SPEED_SUITE``; the shipped one takes minutes on these CPUs); the fixture waits for
   those profiles (bounded) so that no profiling runs beside the tests' own measurements.
 
 Logs: services under ``.run/test/e2e-llama-<id>/``, servers under ``.run/llama/logs/``.
@@ -36,16 +36,12 @@ from switchyard.common.db.migrate import upgrade
 from switchyard.common.keys import Keys
 from switchyard.devstack.infra import free_port
 from switchyard.devstack.stack import Stack, StackConfig, StackUrls, file_sink
+from switchyard.llamafleet import SPEED_SUITE
 from switchyard.llamafleet.errors import WheelUnbuildable
 from switchyard.llamafleet.servers import FLEETS, LlamaFleet, LlamaServer
 
 REPO = Path(__file__).resolve().parents[2]
-SPEED_SUITE = Path(__file__).with_name("speed_suite.yaml")
 PROFILES_WAIT_S = 180.0
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "llama: real llama.cpp servers with real small models (tests/e2e_llama)")
 
 
 @dataclass

@@ -193,9 +193,6 @@ def test_profiler_profiles_order_the_models_by_size(llama: LlamaE2E) -> None:
     report = ", ".join(f"{m}: ttft {ttft[m]} ms, {tps[m]} tok/s" for m in BY_SIZE)
     assert all(v is not None for v in ttft.values()), report
     assert sorted(BY_SIZE, key=lambda m: ttft[m] or 0.0) == BY_SIZE, report
-    if any(v is None for v in tps.values()):
-        pytest.xfail(
-            "the profiler stores no tokens/s for llama-cpp-python: its streams carry neither usage nor "
-            f"timings, and profiler/chat.py has no fallback (count the content chunks); {report}"
-        )
+    # llama-cpp-python streams carry neither usage nor timings: the profiler counts content chunks
+    assert all(v is not None and v > 0 for v in tps.values()), report
     assert sorted(BY_SIZE, key=lambda m: -(tps[m] or 0.0)) == BY_SIZE, report

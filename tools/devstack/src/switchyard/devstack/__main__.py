@@ -4,6 +4,9 @@
    (or the defaults when they answer), else private ones under ``.run/devstack``.
 2. Migrations to head.
 3. The simulated fleet, unless ``SWITCHYARD_BACKENDS`` / ``SWITCHYARD_BACKENDS_FILE`` is set.
+   ``SWITCHYARD_FLEET=llama`` starts real llama.cpp servers instead (``switchyard.llamafleet``:
+   SmolLM2-135M and two random-weight models; the first run installs llama.cpp, compiling it
+   when no wheel is cached) and profiles them with its three-prompt speed suite.
 4. scorer, profiler, sync, gpu-agent, gateway as ``python -m switchyard.<svc>``, each line of
    their output prefixed with a coloured service name.
 5. A banner once the gateway is ready. Ctrl-C (or SIGTERM) stops everything, private servers
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -35,12 +39,20 @@ from switchyard.devstack.infra import (
     free_port,
     port_open,
 )
-from switchyard.devstack.stack import FLEET_DEFAULT_PORTS, SERVICES, Stack, StackConfig, StackError
+from switchyard.devstack.stack import FLEET_DEFAULT_PORTS, LLAMA_MODULE, SERVICES, Stack, StackConfig, StackError
 
 REPO = Path(__file__).resolve().parents[5]
 RUN_DIR = REPO / ".run" / "devstack"
 
-_COLOURS = {"fleet": "90", "scorer": "35", "profiler": "36", "sync": "34", "gpu-agent": "33", "gateway": "32"}
+_COLOURS = {
+    "fleet": "90",
+    "llama": "90",
+    "scorer": "35",
+    "profiler": "36",
+    "sync": "34",
+    "gpu-agent": "33",
+    "gateway": "32",
+}
 _WIDTH = max(len(n) for n in (*_COLOURS, "devstack"))
 _print_lock = threading.Lock()
 
@@ -129,7 +141,7 @@ def _pick_ports(args: argparse.Namespace) -> tuple[int, dict[str, int], dict[str
     return gateway_port, ops, fleet
 
 
-def banner(stack: Stack, models: list[str], started_fleet: bool, elapsed_s: float) -> str:
+def banner(stack: Stack, models: list[str], fleet_note: str | None, elapsed_s: float) -> str:
     urls = stack.urls()
     lines = [
         "",
@@ -140,8 +152,8 @@ def banner(stack: Stack, models: list[str], started_fleet: bool, elapsed_s: floa
         + "  ".join(f"{n}={u}" for n, u in urls.ops.items() if stack.procs[n].returncode is None),
         f"  backends                 {stack.backends_value or '(from SWITCHYARD_BACKENDS_FILE)'}",
     ]
-    if started_fleet:
-        lines.append("                           (the simulated fleet: no SWITCHYARD_BACKENDS was set)")
+    if fleet_note:
+        lines.append(f"                           ({fleet_note})")
     if models:
         lines.append(f"  models                   {', '.join(models)}")
     lines += [
@@ -153,6 +165,7 @@ def banner(stack: Stack, models: list[str], started_fleet: bool, elapsed_s: floa
         "  Use a real Ollama instead of the simulated fleet:",
         "    SWITCHYARD_BACKENDS=ollama=http://localhost:11434 make run",
         "  or list several backends in a YAML file:  SWITCHYARD_BACKENDS_FILE=backends.yaml make run",
+        "  or real llama.cpp servers with small real models:  SWITCHYARD_FLEET=llama make run",
         "",
         "  Ctrl-C stops everything.",
         "",
@@ -175,6 +188,73 @@ def cmd_migrate(_: argparse.Namespace) -> int:
             inst.stop()
 
 
+FLEET_KINDS = ("simulated", "llama")
+LLAMA_FLEET = "default"
+LLAMA_EXIT_UNAVAILABLE = 3
+"""``python -m switchyard.llamafleet`` exits 3 when llama.cpp cannot be had here (no wheel, cannot build)."""
+
+
+def _fleet_kind() -> str:
+    kind = os.environ.get("SWITCHYARD_FLEET", "").strip().lower() or "simulated"
+    kind = {"sim": "simulated", "fake": "simulated", "fakefleet": "simulated", "llamafleet": "llama"}.get(kind, kind)
+    if kind not in FLEET_KINDS:
+        raise SystemExit(f"devstack: SWITCHYARD_FLEET={kind!r}: expected one of {', '.join(FLEET_KINDS)}")
+    return kind
+
+
+class _LlamaUnavailable(Exception):
+    pass
+
+
+def prepare_llama(fleet: str = LLAMA_FLEET) -> None:
+    """``python -m switchyard.llamafleet prepare``: install llama.cpp (compiling it once when no
+    wheel is cached) and fetch/generate the models, its progress shown as it comes."""
+    argv = [sys.executable, "-m", LLAMA_MODULE, "prepare", "--fleet", fleet]
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode(errors="replace").rstrip("\n")
+            lines.append(line)
+            terminal_sink("llama", line)
+        rc = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted: do not leave a compile running
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if rc == LLAMA_EXIT_UNAVAILABLE:
+        raise _LlamaUnavailable("\n".join(lines[-15:]))
+    if rc != 0:
+        raise StackError(f"python -m {LLAMA_MODULE} prepare exited with code {rc}:\n" + "\n".join(lines[-15:]))
+
+
+def _llama_env() -> dict[str, str]:
+    """Profiling settings for a llama.cpp fleet (unless set already): random-weight models never
+    stop early, so the shipped suite would take many minutes on a CPU; the speed suite takes seconds."""
+    from switchyard.llamafleet import SPEED_SUITE  # a workspace package; only needed here
+
+    wanted = {
+        "SWITCHYARD_PROFILER__PROFILING__SUITE_PATH": str(SPEED_SUITE),
+        "SWITCHYARD_PROFILER__PROFILING__RUNNER__PROBE_VISION": "false",
+        "SWITCHYARD_PROFILER__PROFILING__RUNNER__PROBE_TOOLS": "false",
+    }
+    return {k: v for k, v in wanted.items() if k not in os.environ}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -184,10 +264,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     stack: Stack | None = None
     try:
         gateway_port, ops_ports, fleet_ports = _pick_ports(args)
+        use_fleet = not settings.backends and settings.backends_file is None
+        use_llama = use_fleet and _fleet_kind() == "llama"
+        if use_llama:
+            say("SWITCHYARD_FLEET=llama: preparing real llama.cpp servers (the first run installs llama.cpp) ...")
+            prepare_llama()
         redis_url, db_url = ensure_infra(settings, instances)
         say("migrating the database ...")
         asyncio.run(upgrade(db_url))
-        use_fleet = not settings.backends and settings.backends_file is None
         stack = Stack(
             StackConfig(
                 redis_url=redis_url,
@@ -202,14 +286,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                 log_level=settings.log_level,
                 # readable text in a terminal, unless asked for JSON (flag or SWITCHYARD_LOG_JSON)
                 log_json=args.json_logs or ("log_json" in settings.model_fields_set and settings.log_json),
+                extra_env=_llama_env() if use_llama else {},
                 cwd=REPO,
             ),
             sink=terminal_sink,
         )
-        if use_fleet:
+        fleet_note: str | None = None
+        if use_llama:
+            say(f"starting the llama.cpp fleet {LLAMA_FLEET!r} (one llama_cpp.server per model) ...")
+            info = stack.start_llama_fleet(LLAMA_FLEET, timeout=900)
+            say(f"llama.cpp fleet: {info['backends']}")
+            fleet_note = "real llama.cpp servers: SWITCHYARD_FLEET=llama; profiled with the speed suite"
+        elif use_fleet:
             say("no SWITCHYARD_BACKENDS set: starting the simulated fleet")
             fleet = stack.start_fleet()
             say(f"simulated fleet: Ollama API {fleet.ollama_url}, OpenAI API {fleet.openai_url}")
+            fleet_note = "the simulated fleet: no SWITCHYARD_BACKENDS was set"
         stack.start_services()
         say("waiting for the services to be ready ...")
         stack.wait_ready(timeout=args.ready_timeout, strict=False, required=("gateway",))
@@ -219,13 +311,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         except StackError as exc:
             say(f"{exc} — discovery may still be running", loud=True)
         with _print_lock:
-            print(banner(stack, models, use_fleet, time.monotonic() - started), flush=True)
+            print(banner(stack, models, fleet_note, time.monotonic() - started), flush=True)
         for name, why in stack.not_ready().items():
             say(f"{name} is running but not ready yet: {why}", loud=True)
         return _watch(stack)
     except _Stop as sig:
         say(f"{sig}: stopping ...")
         return 0
+    except _LlamaUnavailable as exc:
+        say("SWITCHYARD_FLEET=llama: llama.cpp cannot be had on this machine:", loud=True)
+        for line in str(exc).splitlines():
+            say(f"  {line}", loud=True)
+        say("run without SWITCHYARD_FLEET=llama for the simulated fleet", loud=True)
+        return LLAMA_EXIT_UNAVAILABLE
     except (InfraError, StackError) as exc:
         say(str(exc), loud=True)
         return 1

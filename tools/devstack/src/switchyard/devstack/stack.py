@@ -81,6 +81,8 @@ SERVICES: dict[str, ServiceSpec] = {
 FLEET = "fleet"
 FLEET_MODULE = "switchyard.fakefleet"
 FLEET_DEFAULT_PORTS = {"ollama": 11500, "openai": 11501}
+LLAMA = "llama"
+LLAMA_MODULE = "switchyard.llamafleet"
 
 
 @dataclass
@@ -233,6 +235,8 @@ class Stack:
         self.sink: Sink = sink or _discard
         self.procs: dict[str, Proc] = {}
         self.fleet: FleetInfo | None = None
+        self.llama: dict[str, Any] | None = None
+        """The llama.cpp fleet's start-up line (:meth:`start_llama_fleet`), when one runs."""
         self._order: list[str] = []
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -285,6 +289,8 @@ class Stack:
     def backends_value(self) -> str | None:
         if self.config.backends:
             return self.config.backends
+        if self.llama is not None:
+            return str(self.llama["backends"])
         return self.fleet.backends_value() if self.fleet is not None else None
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str]) -> Proc:
@@ -321,6 +327,20 @@ class Stack:
             raise StackError(f"the simulated fleet did not report its ports:\n{proc.last_lines()}")
         self.fleet = parse_fleet_line(info)
         return self.fleet
+
+    def start_llama_fleet(self, fleet: str = "default", timeout: float = 900.0) -> dict[str, Any]:
+        """Start ``python -m switchyard.llamafleet run`` (real llama.cpp servers; run ``prepare``
+        first, it may compile llama.cpp) and read its JSON line: ``backends`` becomes the
+        services' ``SWITCHYARD_BACKENDS``."""
+        argv = [self.config.python, "-m", LLAMA_MODULE, "run", "--fleet", fleet, "--host", "127.0.0.1"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")} | {"PYTHONUNBUFFERED": "1"}
+        proc = self._spawn(LLAMA, argv, env)
+        info = proc.wait_json(timeout)
+        if info is None or not info.get("backends"):
+            proc.stop()
+            raise StackError(f"the llama.cpp fleet did not report its backends:\n{proc.last_lines()}")
+        self.llama = info
+        return info
 
     def start_service(self, name: str) -> Proc:
         spec = SERVICES[name]

@@ -9,4 +9,11 @@
 
 ``python -m switchyard.llamafleet`` starts a small fleet and prints one JSON line with the
 ``SWITCHYARD_BACKENDS`` value; see :mod:`switchyard.llamafleet.__main__`.
+
+:data:`SPEED_SUITE` is a three-prompt profiling suite (package data) for these fleets: point
+``SWITCHYARD_PROFILER__PROFILING__SUITE_PATH`` at it so profiling takes seconds on a CPU.
 """
+
+from pathlib import Path
+
+SPEED_SUITE = Path(__file__).with_name("speed_suite.yaml")
