@@ -5,8 +5,11 @@
 * a zero-delay **upstream**: an aiohttp OpenAI-compatible server answering
   ``/v1/chat/completions`` with a fixed reply, or a fixed SSE stream (role chunk, 8 content
   chunks, finish chunk, usage chunk, ``[DONE]``, each written separately, no delay);
-* a **baseline** proxy: a bare aiohttp server forwarding with one aiohttp session, no parsing
-  (the floor a Python pass-through can reach);
+* a **baseline** proxy: the reference the issue's targets name — a FastAPI pass-through on
+  uvicorn (uvloop, httptools, one worker) whose upstream client is one aiohttp session: reads the
+  body, forwards it, returns the reply or relays the stream chunk by chunk, no parsing;
+* an **aiohttp** proxy: the same forwarding on a bare aiohttp server (the floor a Python
+  pass-through can reach; reported for comparison, no target);
 * a **scorer stand-in**: a real :class:`RpcServer` on the ``scorer.route`` v1 queue answering a
   fixed one-candidate reply (a minimal RPC responder: the real scorer needs its Postgres catalog;
   this keeps the full RPC round trip through Redis — push, BLPOP, reply, BLPOP — in the loop,
@@ -21,7 +24,7 @@ and streaming, a bounded number of requests each (after a warm-up). Printed: p50
 (to the last byte) for direct / baseline / gateway, the latency each proxy adds over direct,
 throughput and the ratios gateway/direct and gateway/baseline, and the gateway's RSS.
 Targets (issue 2): added p50 at c=1 within 1 ms of the baseline's; throughput at c=16 at least
-70 % of the baseline's.
+70 % of the baseline's. The ratios against the bare aiohttp proxy are printed beside them.
 """
 
 from __future__ import annotations
@@ -134,6 +137,50 @@ def run_proxy(port: int, upstream: str) -> None:
     app.on_cleanup.append(on_cleanup)
     app.router.add_post("/v1/chat/completions", chat)
     _serve(app, port)
+
+
+def run_fastapi_proxy(port: int, upstream: str) -> None:
+    """The issue's reference pass-through: FastAPI on uvicorn, one aiohttp session upstream."""
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response, StreamingResponse
+
+    session: aiohttp.ClientSession | None = None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nonlocal session
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512, limit_per_host=256))
+        yield
+        await session.close()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        assert session is not None
+        body = await request.body()
+        r = await session.post(upstream, data=body, headers={"Content-Type": "application/json"})
+        if r.content_type != "text/event-stream":
+            data = await r.read()
+            r.release()
+            return Response(content=data, status_code=r.status, media_type="application/json")
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for data in r.content.iter_any():
+                    yield data
+            finally:
+                r.release()
+
+        return StreamingResponse(relay(), media_type="text/event-stream")
+
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools"
+    )
 
 
 def run_scorer(redis_url: str, prefix: str) -> None:
@@ -329,6 +376,7 @@ async def bench(args: argparse.Namespace) -> int:
     redis = start_redis(run_dir, ephemeral=True)
     prefix = "bench"
     up_port, proxy_port, gw_port, fb_port = _free_port(), _free_port(), _free_port(), _free_port()
+    fastapi_port = _free_port()
     upstream = f"http://127.0.0.1:{up_port}/v1/chat/completions"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
     env.update(
@@ -351,17 +399,27 @@ async def bench(args: argparse.Namespace) -> int:
             process(
                 self_cmd("--role", "proxy", "--port", str(proxy_port), "--upstream", upstream), port=proxy_port
             ) as proxy,
+            process(
+                self_cmd("--role", "fastapi-proxy", "--port", str(fastapi_port), "--upstream", upstream),
+                port=fastapi_port,
+            ) as fastapi_proxy,
             process(self_cmd("--role", "scorer", "--redis", redis.url, "--prefix", prefix)),
             process([sys.executable, "-m", "switchyard.gateway"], env=env, port=gw_port) as gateway,
             process([sys.executable, "-m", "switchyard.gateway"], env=fb_env, port=fb_port) as gateway_fb,
         ):
             targets = {
                 "direct": upstream,
-                "baseline": f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
+                "baseline": f"http://127.0.0.1:{fastapi_port}/v1/chat/completions",
+                "aiohttp": f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
                 "gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions",
                 "gw-no-rpc": f"http://127.0.0.1:{fb_port}/v1/chat/completions",
             }
-            pids = {"baseline": proxy.pid, "gateway": gateway.pid, "gw-no-rpc": gateway_fb.pid}
+            pids = {
+                "baseline": fastapi_proxy.pid,
+                "aiohttp": proxy.pid,
+                "gateway": gateway.pid,
+                "gw-no-rpc": gateway_fb.pid,
+            }
             await wait_ready(targets["gateway"])
             await wait_ready(targets["gw-no-rpc"])
             rss_idle = rss_mib(gateway.pid)
@@ -389,7 +447,7 @@ async def bench(args: argparse.Namespace) -> int:
 
 
 def report(results: dict[str, Result], *, stream: bool, concurrency: int) -> bool:
-    d, b, g = results["direct"], results["baseline"], results["gateway"]
+    d, b, g, a = results["direct"], results["baseline"], results["gateway"], results["aiohttp"]
     kind = "stream" if stream else "non-stream"
     print(f"\n## {kind}, concurrency {concurrency}")
     print(f"{'target':<10}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}{'proxy CPU us/req':>18}")
@@ -400,7 +458,9 @@ def report(results: dict[str, Result], *, stream: bool, concurrency: int) -> boo
     added_b99, added_g99 = b.p99 - d.p99, g.p99 - d.p99
     print(f"added over direct: baseline p50 {added_b50:+.3f} ms p99 {added_b99:+.3f} ms;"
           f" gateway p50 {added_g50:+.3f} ms p99 {added_g99:+.3f} ms")  # fmt: skip
-    print(f"throughput: gateway/direct {g.rps / d.rps:.2f}, gateway/baseline {g.rps / b.rps:.2f}")
+    over_aiohttp = added_g50 - (a.p50 - d.p50)
+    print(f"throughput: gateway/direct {g.rps / d.rps:.2f}, gateway/baseline {g.rps / b.rps:.2f},"
+          f" gateway/aiohttp {g.rps / a.rps:.2f}; gateway p50 added over aiohttp's {over_aiohttp:+.3f} ms")  # fmt: skip
     ok = g.errors == 0
     if concurrency == 1:
         gap = added_g50 - added_b50
@@ -420,7 +480,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="requests per run at c=1 (twice that at c=16)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (baseline: always 1)")
-    parser.add_argument("--role", choices=["upstream", "proxy", "scorer"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["upstream", "proxy", "fastapi-proxy", "scorer"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
@@ -431,6 +491,9 @@ def main() -> int:
         return 0
     if args.role == "proxy":
         run_proxy(args.port, args.upstream)
+        return 0
+    if args.role == "fastapi-proxy":
+        run_fastapi_proxy(args.port, args.upstream)
         return 0
     if args.role == "scorer":
         run_scorer(args.redis, args.prefix)

@@ -1,5 +1,7 @@
-"""Benchmark file import: parsing, normalisation, name matching, upserts, catalog_changed,
-retries and dead letters — against a real Postgres and Redis."""
+"""The benchmark file import job (``sync.benchmarks_file``): the ``local`` source's parser and
+the public sources' run (name matching, upserts, catalog_changed, status), retries and dead
+letters — against a real Postgres and Redis. Parsing details: tests/unit/test_sources_local_files.py;
+matching: tests/unit/test_name_match.py."""
 
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from switchyard.common.arq import CTX_KEY, IMPORT_BENCHMARKS_FILE, close_worker,
 from switchyard.common.db.migrate import upgrade
 from switchyard.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
 from switchyard.common.db.session import engine_scope, make_sessionmaker
-from switchyard.sync.benchmarks import ModelMatcher, RowError, normalise, parse_row
+from switchyard.sync.public import read_status
 from switchyard.sync.settings import SyncSettings
+from switchyard.sync.sources import SourceError
 from switchyard.sync.worker import SyncContext, build_context, build_worker, import_benchmarks_file
 
 pytestmark = pytest.mark.integration
@@ -34,7 +37,7 @@ LOCAL_MODELS = {
     "cloud/gpt-4o-mini": "gpt-4o-mini",
 }
 
-CSV = """model,metric,value,scale_min,scale_max,source
+CSV = """model,metric,value,scale_min,scale_max,origin
 meta-llama/Llama-3.1-8B-Instruct,mmlu,68.4,0,100,leaderboard
 Llama-3.3-70B-Instruct,mmlu,86.0,0,100,leaderboard
 qwen2.5-coder:7b,humaneval,0.884,,,my-evals
@@ -42,6 +45,7 @@ gpt-4o-mini,arena_elo,1270,1000,1400,arena
 Meta-Llama-3.1-70B,mmlu,0.8,,,leaderboard
 totally-unknown-model-3b,mmlu,0.5,,,leaderboard
 llama3.1:8b,latency_ms,200,1000,0,my-evals
+meta-llama/Llama-3.1-8B-Instruct,gsm8k_x,0.5,,,leaderboard
 llama3.1:8b,mmlu,120,0,100,leaderboard
 no-value-here,mmlu,,,,leaderboard
 ,mmlu,0.5,,,leaderboard
@@ -111,32 +115,6 @@ async def rows(db: str) -> dict[tuple[str, str, str], Benchmark]:
         return {(b.source, b.metric, b.raw_model): b for b in (await session.execute(select(Benchmark))).scalars()}
 
 
-def test_scores_are_normalised_to_0_1_with_the_raw_value_kept():
-    assert normalise(68.4, 0, 100) == pytest.approx(0.684)
-    assert normalise(200, 1000, 0) == pytest.approx(0.8)  # lower is better: swapped scale
-    assert normalise(0.7, None, None) == 0.7
-    for bad in ((1.5, None, None), (5, 0, None), (5, 3, 3), (120, 0, 100)):
-        with pytest.raises(RowError):
-            normalise(*bad)
-    row = parse_row({"Model": " x:1b ", "METRIC": "mmlu", "value": "50", "scale_min": "0", "scale_max": "100"}, "d")
-    assert (row.raw_model, row.metric, row.raw_value, row.score, row.source) == ("x:1b", "mmlu", 50.0, 0.5, "d")
-
-
-def test_names_match_exactly_then_by_family_and_size_then_fuzzily_within_one_size():
-    matcher = ModelMatcher(
-        [(1, "llama3.1:8b", ["llama3.1:8b"]), (2, "llama3.1:8b-instruct-q8_0", []), (3, "mistral-nemo:12b", [])],
-        threshold=80,
-    )
-    assert matcher.match("LLAMA3.1:8B") == matcher.match("llama3.1:8b")
-    assert (matcher.match("llama3.1:8b").model_id, matcher.match("llama3.1:8b").how) == (1, "exact")
-    m = matcher.match("meta-llama/Llama-3.1-8B-Instruct")
-    assert (m.model_id, m.confidence, m.how) == (1, 0.9, "family+size")
-    fuzzy = matcher.match("mistral-nemo-inst-12b")
-    assert (fuzzy.model_id, fuzzy.how) == (3, "fuzzy")
-    assert matcher.match("llama3.1:70b").model_id is None  # never across sizes
-    assert matcher.match("mistral-nemo:7b").model_id is None
-
-
 async def test_a_csv_import_upserts_normalised_scores_matched_to_local_models(ctx, db, tmp_path, redis, keys):
     ids = await seed(db)
     (tmp_path / "bench.csv").write_text(CSV)
@@ -144,43 +122,47 @@ async def test_a_csv_import_upserts_normalised_scores_matched_to_local_models(ct
     await pubsub.subscribe(keys.catalog_changed)
 
     result = await import_benchmarks_file(ctx)
-    assert (result.rows, result.matched, result.unmatched, result.invalid, result.duplicate, result.changed) == (
-        8,
-        6,
-        2,
+    # 13 rows: 2 malformed (no value, no model), one duplicate merged (the better score kept);
+    # two rows name llama3.1:8b's mmlu: the one spelling the local name is linked, the other not
+    assert (result.source, result.rows, result.matched, result.unmatched, result.skipped, result.changed) == (
+        "local-file",
+        10,
+        7,
         3,
-        1,
-        8,
+        2,
+        10,
     )
     assert result.published
-    assert result.errors == [
-        "row 9: value 120 is outside its scale 0..100",
-        "row 10: value is required",
-        "row 11: model and metric are required",
+    assert result.notes == ["1 duplicate row(s) merged (best kept)"]
+    assert [r.split(": ", 1)[1] for r in result.skip_reasons] == [
+        "value '' is not a number",
+        "model and metric are required",
     ]
-    stored = await rows(db)
-    llama = stored[("leaderboard", "mmlu", "meta-llama/Llama-3.1-8B-Instruct")]
-    assert (llama.model_id, llama.raw_value, llama.score, llama.match_confidence) == (
-        ids["llama3.1:8b"],
-        68.4,
-        0.684,
-        0.9,
-    )
-    assert llama.details == {"scale_min": 0.0, "scale_max": 100.0, "match": "family+size"}
-    assert stored[("leaderboard", "mmlu", "Llama-3.3-70B-Instruct")].model_id == ids["llama3.3:70b"]
-    assert stored[("arena", "arena_elo", "gpt-4o-mini")].model_id == ids["cloud/gpt-4o-mini"]
-    assert stored[("arena", "arena_elo", "gpt-4o-mini")].score == pytest.approx(0.675)
-    assert stored[("my-evals", "latency_ms", "llama3.1:8b")].score == pytest.approx(0.8)
-    assert stored[("my-evals", "humaneval", "qwen2.5-coder:7b")].score == 0.9  # the later duplicate won
-    assert stored[("leaderboard", "mmlu", "Meta-Llama-3.1-70B")].model_id is None  # no local 70B llama3.1
-    assert stored[("leaderboard", "mmlu", "totally-unknown-model-3b")].model_id is None
+    stored = {(metric, model): b for (_, metric, model), b in (await rows(db)).items()}
+    llama = stored[("mmlu", "meta-llama/Llama-3.1-8B-Instruct")]
+    assert (llama.model_id, llama.raw_value, llama.score) == (None, 68.4, 0.684)
+    assert llama.details["origin"] == "leaderboard"
+    own = stored[("mmlu", "llama3.1:8b")]
+    assert (own.model_id, own.match_confidence, own.details["match"]["method"]) == (ids["llama3.1:8b"], 1.0, "exact")
+    assert stored[("latency_ms", "llama3.1:8b")].model_id == ids["llama3.1:8b"]
+    assert stored[("gsm8k_x", "meta-llama/Llama-3.1-8B-Instruct")].model_id == ids["llama3.1:8b"]
+    assert stored[("mmlu", "Llama-3.3-70B-Instruct")].model_id == ids["llama3.3:70b"]
+    assert stored[("arena_elo", "gpt-4o-mini")].model_id == ids["cloud/gpt-4o-mini"]
+    assert stored[("arena_elo", "gpt-4o-mini")].score == pytest.approx(0.675)
+    assert stored[("latency_ms", "llama3.1:8b")].score == pytest.approx(0.8)  # swapped scale: lower is better
+    assert own.score == 1.0  # 120 on 0..100 is clamped
+    assert stored[("humaneval", "qwen2.5-coder:7b")].score == 0.9  # the better duplicate
+    assert stored[("mmlu", "Meta-Llama-3.1-70B")].model_id is None  # no local 70B llama3.1: never across sizes
+    assert stored[("mmlu", "totally-unknown-model-3b")].model_id is None
 
     deadline = asyncio.get_running_loop().time() + 3
     message = None
     while message is None and asyncio.get_running_loop().time() < deadline:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
     await pubsub.aclose()
-    assert message is not None and orjson.loads(message["data"]) == {"source": "sync"}
+    assert message is not None and orjson.loads(message["data"])["source"] == "sync:local-file"
+    status = await read_status(redis, keys, ["local-file"])
+    assert status["local-file"]["outcome"] == "ok" and status["local-file"]["rows"] == 10
 
     again = await import_benchmarks_file(ctx)
     assert (again.changed, again.published) == (0, False)  # idempotent
@@ -188,32 +170,35 @@ async def test_a_csv_import_upserts_normalised_scores_matched_to_local_models(ct
     (tmp_path / "bench.csv").write_text(CSV.replace("68.4", "70.1"))
     changed = await import_benchmarks_file(ctx)
     assert changed.changed == 1
-    assert (await rows(db))[("leaderboard", "mmlu", "meta-llama/Llama-3.1-8B-Instruct")].score == pytest.approx(0.701)
+    assert (await rows(db))[("local-file", "mmlu", "meta-llama/Llama-3.1-8B-Instruct")].score == pytest.approx(0.701)
 
 
 async def test_a_json_file_and_an_explicit_path_work_too(ctx, db, tmp_path):
     ids = await seed(db)
     path = tmp_path / "scores.json"
     doc = {
-        "source": "hf",
         "rows": [
-            {
-                "model": "Qwen/Qwen2.5-Coder-7B-Instruct",
-                "metric": "mbpp",
-                "value": 72,
-                "scale_min": 0,
-                "scale_max": 100,
-            },
-            {"model": "llama3.1:8b", "metric": "gsm8k", "value": 0.84, "source": "other"},
+            {"Model": "Qwen/Qwen2.5-Coder-7B-Instruct", "metric": "mbpp", "value": 72, "min": 0, "max": 100},
+            {"model": "llama3.1:8b", "metric": "gsm8k", "value": 0.84},
             "not an object",
         ],
     }
     path.write_bytes(orjson.dumps(doc))
     result = await import_benchmarks_file(ctx, path=str(path))
-    assert (result.rows, result.matched, result.invalid) == (2, 2, 1)
+    assert (result.rows, result.matched, result.skipped) == (2, 2, 1)
     stored = await rows(db)
-    assert stored[("hf", "mbpp", "Qwen/Qwen2.5-Coder-7B-Instruct")].model_id == ids["qwen2.5-coder:7b"]
-    assert stored[("other", "gsm8k", "llama3.1:8b")].score == 0.84
+    assert stored[("local-file", "mbpp", "Qwen/Qwen2.5-Coder-7B-Instruct")].model_id == ids["qwen2.5-coder:7b"]
+    assert stored[("local-file", "gsm8k", "llama3.1:8b")].score == 0.84
+
+
+async def test_a_failed_import_keeps_the_previous_rows(ctx, db, tmp_path):
+    await seed(db)
+    (tmp_path / "bench.csv").write_text("model,metric,value\nllama3.1:8b,mmlu,0.66\n")
+    assert (await import_benchmarks_file(ctx)).changed == 1
+    (tmp_path / "bench.csv").write_text("name,score\nllama3.1:8b,0.1\n")  # no model/metric/value header
+    with pytest.raises(Retry):
+        await import_benchmarks_file(ctx)
+    assert (await rows(db))[("local-file", "mmlu", "llama3.1:8b")].score == 0.66
 
 
 async def test_no_file_configured_is_a_no_op(redis_url, db, key_prefix):
@@ -224,7 +209,7 @@ async def test_no_file_configured_is_a_no_op(redis_url, db, key_prefix):
     finally:
         await wctx.exit_stack.aclose()
         await redis.aclose()
-    assert result.skipped
+    assert (result.outcome, result.rows) == ("skipped", 0)
 
 
 async def test_a_missing_file_retries_with_backoff_then_ends_in_dead_letters(ctx, db):
@@ -236,7 +221,7 @@ async def test_a_missing_file_retries_with_backoff_then_ends_in_dead_letters(ctx
         await import_benchmarks_file(ctx)
     assert retry.value.defer_score == 4000
     ctx["job_try"] = 3  # max_tries
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SourceError, match="does not exist"):
         await import_benchmarks_file(ctx, path="/nonexistent/bench.csv")
     async with engine_scope(db) as engine, make_sessionmaker(engine)() as session:
         dead = (await session.execute(select(DeadLetter))).scalars().all()
@@ -249,7 +234,7 @@ async def test_a_missing_file_retries_with_backoff_then_ends_in_dead_letters(ctx
             {"args": [], "kwargs": {"path": "/nonexistent/bench.csv"}, "job_id": "test"},
         )
     ]
-    assert dead[0].error.startswith("FileNotFoundError:")
+    assert dead[0].error.startswith("SourceError:")
 
 
 async def test_an_enqueued_import_runs_on_a_burst_worker(redis_url, db, key_prefix, tmp_path):

@@ -143,3 +143,21 @@ def test_link_gives_each_local_model_one_row_per_metric() -> None:
     assert links[0] is None  # the base model loses to the instruct model for ifeval
     assert links[1] is not None and links[1].local == "llama3.1:8b"
     assert links[2] is not None  # alone for bbh
+
+
+def test_a_backend_s_own_name_for_a_model_matches_exactly() -> None:
+    matcher = NameMatcher([LocalModel("cloud/gpt-4o-mini", upstream=("gpt-4o-mini",)), LocalModel("qwen2.5-coder:7b")])
+    cloud = matcher.match("GPT-4o-mini")
+    assert cloud is not None and (cloud.local, cloud.confidence, cloud.method) == ("cloud/gpt-4o-mini", 1.0, "exact")
+    same = matcher.match("qwen2.5-coder:7b")  # the local spelling itself, not a fuzzy 0.95
+    assert same is not None and (same.local, same.confidence) == ("qwen2.5-coder:7b", 1.0)
+    assert matcher.match("gpt-4o") is None
+
+
+def test_the_row_spelling_the_local_name_wins_a_tie() -> None:
+    rows = [
+        BenchmarkRow(source="s", metric="mmlu", raw_model="meta-llama/Llama-3.1-8B-Instruct", raw_value=1, score=0.5),
+        BenchmarkRow(source="s", metric="mmlu", raw_model="llama3.1:8b", raw_value=1, score=0.6),
+    ]
+    links = link(rows, NameMatcher([LocalModel("llama3.1:8b")]))
+    assert links[0] is None and links[1] is not None and links[1].local == "llama3.1:8b"

@@ -115,13 +115,3 @@ def test_the_index_uses_moe_effective_size_measured_speed_and_a_default_size():
     assert (index.tokens_per_s[1], bool(index.speed_measured[1]), bool(index.speed_measured[0])) == (123.0, True, False)
     assert (index.params_b[2], bool(index.size_known[2]), index.size_labels[2]) == (8.0, False, "size unknown")
     assert index.context[2] == math.inf
-
-
-def test_quality_blends_the_size_prior_with_benchmarks_and_per_category_profiles():
-    index = CatalogIndex.build(
-        CatalogSnapshotV1(models=[entry("m", params_b=8.0, benchmark=0.9, quality={"code": 0.2, "general": 0.6})])
-    )
-    prior = power_of(8.0)
-    assert index.quality["code"][0] == pytest.approx((prior + 0.9 + 2 * 0.2) / 4)
-    assert index.quality["general"][0] == pytest.approx((prior + 0.9 + 2 * 0.6) / 4)
-    assert index.quality["math"][0] == pytest.approx((prior + 0.9 + 2 * 0.4) / 4)  # mean of the profiles

@@ -1,8 +1,8 @@
 """Immutable, array-shaped views of the catalog and the fleet, rebuilt when either changes and
 read without locks or awaits by every ``route`` call.
 
-* :class:`CatalogIndex` — one row per model (sizes, speed, quality estimate per category,
-  context window, capability masks) and one row per replica (its model's row, backend, host).
+* :class:`CatalogIndex` — one row per model (sizes, speed, benchmark score, context window,
+  capability masks) and one row per replica (its model's row, backend, host).
 * :class:`FleetState` — what the gpu-agents last published: which models are loaded where,
   which backends are down, free memory per host and backend.
 * :class:`LiveIndex` — the two joined: per replica, resident / unhealthy / no room.
@@ -21,7 +21,6 @@ import numpy.typing as npt
 
 from switchyard.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from switchyard.common.schemas.fleet import HostStateV1
-from switchyard.scorer.analysis import CATEGORIES
 
 F = npt.NDArray[np.floating[Any]]
 B = npt.NDArray[np.bool_]
@@ -71,8 +70,6 @@ class CatalogIndex:
     tokens_per_s: F
     speed_measured: B
     speed: F
-    quality: Mapping[str, F]
-    """Category -> per-model quality estimate 0..1 (size prior blended with benchmarks and profiles)."""
     benchmark: F
     context: F
     chat: B
@@ -106,7 +103,6 @@ class CatalogIndex:
         measured = np.zeros(n, dtype=bool)
         bench = np.full(n, np.nan)
         ctx = np.full(n, np.inf)
-        quality = {c: np.empty(n) for c in CATEGORIES}
         replicas: list[ReplicaV1] = []
         replica_model: list[int] = []
         replica_vram: list[float] = []
@@ -128,15 +124,6 @@ class CatalogIndex:
                 bench[i] = m.benchmark
             if m.context_length:
                 ctx[i] = m.context_length
-            profile_mean = sum(m.quality.values()) / len(m.quality) if m.quality else None
-            for cat in CATEGORIES:
-                parts = [(power[i], 1.0)]
-                if m.benchmark is not None:
-                    parts.append((m.benchmark, 1.0))
-                pq = m.quality.get(cat, profile_mean)
-                if pq is not None:
-                    parts.append((pq, 2.0))
-                quality[cat][i] = sum(v * w for v, w in parts) / sum(w for _, w in parts)
             for r in m.replicas:
                 replicas.append(r)
                 replica_model.append(i)
@@ -153,7 +140,6 @@ class CatalogIndex:
             tokens_per_s=_frozen(tps),
             speed_measured=_frozen(measured),
             speed=_frozen(speed),
-            quality=MappingProxyType({c: _frozen(a) for c, a in quality.items()}),
             benchmark=_frozen(bench),
             context=_frozen(ctx),
             chat=_frozen(np.array([c.chat for c in caps], dtype=bool)),

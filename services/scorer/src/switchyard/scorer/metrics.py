@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from switchyard.scorer.analysis import CATEGORIES
+from switchyard.scorer.prompt_analysis import CORE_CATEGORIES
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class ScorerMetrics:
             catalog_reloads=counter("catalog_reloads", "Catalog loads from Postgres, by outcome", ["outcome"]),
             fleet_hosts=gauge("fleet_hosts", "Hosts with live gpu-agent state"),
         )
-        for c in CATEGORIES:
+        for c in CORE_CATEGORIES:
             m.decisions.labels(c)
         for code in ("model_not_found", "unservable"):
             m.unservable.labels(code)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 STREAMS = ("requests", "feedback")
-ROW_OUTCOMES = ("matched", "unmatched", "invalid", "duplicate")
+ROW_OUTCOMES = ("matched", "unmatched", "skipped")
 SKIP_REASONS = ("duplicate", "malformed", "trimmed")
 
 
@@ -34,7 +34,7 @@ class SyncMetrics:
             ),
             benchmark_rows=Counter(
                 "benchmark_rows",
-                "Benchmark file rows, by outcome (matched, unmatched, invalid, duplicate)",
+                "Benchmark file rows, by outcome (matched, unmatched, skipped as malformed)",
                 ["outcome"],
                 registry=registry,
                 **ns,

@@ -119,11 +119,16 @@ class NameKey:
         return " ".join(p for p in (self.family, *sorted(self.variants), *self.others) if p)
 
 
+SAME_NAME = "same name"
+
+
 @dataclass(frozen=True, slots=True)
 class LocalModel:
     name: str
     params_b: float | None = None
     active_params_b: float | None = None
+    upstream: tuple[str, ...] = ()
+    """The names backends serve it under (``gpt-4o-mini`` for ``cloud/gpt-4o-mini``), matched too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,11 +302,16 @@ class NameMatcher:
         self._locals: list[tuple[LocalModel, NameKey]] = []
         for m in self.local_models:
             lm = m if isinstance(m, LocalModel) else LocalModel(m)
-            key = normalise(lm.name, local=True)
-            if key.size_b is None and lm.params_b is not None:
-                key = _with_size(key, lm.params_b, lm.active_params_b)
-            self._locals.append((lm, key))
+            for name in dict.fromkeys((lm.name, *lm.upstream)):
+                key = normalise(name, local=True)
+                if key.size_b is None and lm.params_b is not None:
+                    key = _with_size(key, lm.params_b, lm.active_params_b)
+                self._locals.append((lm, key))
         self._local_names = {lm.name for lm, _ in self._locals}
+        self._exact: dict[str, str] = {}  # a name as a local model or a backend spells it: exact
+        for lm, _ in self._locals:
+            for name in (lm.name, *lm.upstream):
+                self._exact.setdefault(name.strip().lower(), lm.name)
         self._overrides = {k.strip().lower(): v for k, v in self.overrides.items()}
 
     def match(self, public: str, aliases: Sequence[str] = ()) -> Match | None:
@@ -313,6 +323,10 @@ class NameMatcher:
                 if target is None or target not in self._local_names:
                     return None
                 return Match(public, target, 1.0, "override")
+        for name in (public, *aliases):
+            local = self._exact.get(name.strip().lower())
+            if local is not None:
+                return Match(public, local, 1.0, "exact", SAME_NAME)
         best: Match | None = None
         for name in (public, *aliases):
             for m in self.candidates(name):
@@ -332,7 +346,8 @@ class NameMatcher:
                 method: MatchMethod = "exact" if conf >= 0.999 else "fuzzy"
                 out.append(Match(public, lm.name, conf, method, why))
         out.sort(key=lambda m: (-m.confidence, len(m.local), m.local))
-        return out
+        seen: set[str] = set()  # a model matched by its name and an upstream name: its best match
+        return [m for m in out if not (m.local in seen or seen.add(m.local))]
 
 
 class Linkable(Protocol):
@@ -364,7 +379,9 @@ def link(rows: Sequence[Linkable], matcher: NameMatcher) -> list[Match | None]:
 
 
 def _better(a: Match, b: Match) -> bool:
-    return (a.confidence, -len(a.local), b.local) > (b.confidence, -len(b.local), a.local)
+    """More confident wins; at equal confidence the row spelling the local name itself."""
+    same_a, same_b = a.detail == SAME_NAME, b.detail == SAME_NAME
+    return (a.confidence, same_a, -len(a.local), b.local) > (b.confidence, same_b, -len(b.local), a.local)
 
 
 def _with_size(key: NameKey, params_b: float, active_b: float | None) -> NameKey:

@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from switchyard.common.arq import SYNC_BENCHMARKS, CronInterval
-from switchyard.common.db.models import Benchmark, Model
+from switchyard.common.db.models import Benchmark, Deployment, Model
 from switchyard.common.errors import ConfigError
 from switchyard.common.keys import Keys
 from switchyard.sync.name_match import LocalModel, NameMatcher, link
@@ -96,8 +96,16 @@ class SourceSyncResult(BaseModel):
 
 
 async def local_models(session: AsyncSession) -> tuple[list[LocalModel], dict[str, int]]:
-    rows = (await session.execute(select(Model.id, Model.name, Model.params_b, Model.active_params_b))).all()
-    return [LocalModel(r[1], r[2], r[3]) for r in rows], {r[1]: r[0] for r in rows}
+    """Every catalog model with the names its backends serve it under; and name → id."""
+    upstream = func.array_remove(func.array_agg(Deployment.upstream_name), None)
+    rows = (
+        await session.execute(
+            select(Model.id, Model.name, Model.params_b, Model.active_params_b, upstream)
+            .outerjoin(Deployment, Deployment.model_id == Model.id)
+            .group_by(Model.id)
+        )
+    ).all()
+    return [LocalModel(r[1], r[2], r[3], tuple(sorted(r[4] or ()))) for r in rows], {r[1]: r[0] for r in rows}
 
 
 def benchmark_values(run: SourceRun, matcher: NameMatcher, ids: Mapping[str, int]) -> tuple[list[dict[str, Any]], int]:

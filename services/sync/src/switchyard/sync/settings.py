@@ -17,11 +17,12 @@ class SyncOptions(WorkerOptions):
     schema_wait_s: float = Field(default=120.0, ge=0, description="Without migrate_on_start: wait this long for it")
 
     benchmarks_file: Path | None = Field(default=None, description="CSV or JSON file (docs/benchmarks-file.md)")
-    benchmarks_source: str = Field(default="local-file", min_length=1, max_length=64, description="Default source")
+    benchmarks_source: str = Field(
+        default="local-file", min_length=1, max_length=64, description="Source name the file's rows are stored under"
+    )
     benchmarks_every_s: CronInterval = Field(default=86400, description="Import schedule (default daily at 00:00)")
     benchmarks_on_schedule: bool = True
     benchmarks_at_startup: bool = True
-    match_threshold: float = Field(default=90.0, ge=50, le=100, description="Fuzzy name match cut-off (0..100)")
     public: PublicBenchmarksOptions = Field(
         default_factory=PublicBenchmarksOptions, description="Public benchmark sources (SWITCHYARD_SYNC__PUBLIC__*)"
     )

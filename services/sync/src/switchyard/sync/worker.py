@@ -5,9 +5,12 @@ Jobs (queue ``keys.sync_queue``, JSON payloads):
 * ``import_benchmarks_file(path: str | None = None)`` — the file from ``sync.benchmarks_file``
   (or ``path``), on a schedule (``sync.benchmarks_every_s``, default daily), once at start-up
   and on demand (``enqueue_once(pool, keys.sync_queue, IMPORT_BENCHMARKS_FILE,
-  job_id="import_benchmarks_file")``). One transaction per run; publishes
-  ``keys.catalog_changed`` when a score changed. An unreadable file fails the job: it retries
-  with back-off and ends in ``dead_letters`` after ``sync.max_tries``.
+  job_id="import_benchmarks_file")``). The file is read by the ``local`` source's parser
+  (:mod:`switchyard.sync.sources.local_files`) and stored by the same run as every public source
+  (:func:`switchyard.sync.public.sync_source`: one matcher, one transaction, ``catalog_changed``
+  when a score changed, its status in Redis under source ``sync.benchmarks_source``). An
+  unreadable file fails the job: it retries with back-off and ends in ``dead_letters`` after
+  ``sync.max_tries``.
 
 * ``sync_benchmarks(source: str)`` — one public benchmark source (:mod:`switchyard.sync.public`):
   fetch, match names, upsert in one transaction; retries and dead-letters on its own.
@@ -47,7 +50,6 @@ from switchyard.common.arq import (
 )
 from switchyard.common.db.session import make_engine, make_sessionmaker
 from switchyard.common.http import make_session
-from switchyard.sync.benchmarks import ImportResult, load_matcher, read_file, upsert_rows
 from switchyard.sync.events import EventConsumer
 from switchyard.sync.metrics import SyncMetrics
 from switchyard.sync.public import (
@@ -56,11 +58,9 @@ from switchyard.sync.public import (
     sync_source,
 )
 from switchyard.sync.settings import SyncSettings
-from switchyard.sync.sources import Source
+from switchyard.sync.sources import LocalFilesOptions, LocalFilesSource, Source
 
 log = logging.getLogger(__name__)
-
-MAX_REPORTED_ERRORS = 20
 
 
 @dataclass(slots=True, kw_only=True)
@@ -104,49 +104,33 @@ async def build_context(settings: SyncSettings, redis: Any, *, registry: Collect
     return wctx
 
 
-async def import_file(wctx: SyncContext, path: Path) -> ImportResult:
-    opts = wctx.settings.sync
-    parsed = await asyncio.to_thread(read_file, path, opts.benchmarks_source)
-    result = ImportResult(
-        path=str(path),
-        rows=len(parsed.rows),
-        invalid=len(parsed.invalid),
-        duplicate=parsed.duplicate,
-        errors=parsed.invalid[:MAX_REPORTED_ERRORS],
+async def import_file(wctx: SyncContext, path: Path) -> SourceSyncResult:
+    """One run of the ``local`` source over ``path``, stored under ``sync.benchmarks_source``."""
+    source = LocalFilesSource(LocalFilesOptions(paths=(path,), source_name=wctx.settings.sync.benchmarks_source))
+    result = await sync_source(
+        source,
+        http=wctx.http,
+        sessionmaker=wctx.sessionmaker,
+        redis=wctx.redis,
+        keys=wctx.settings.keys,
+        options=wctx.settings.sync.public,
     )
-    for line in parsed.invalid[:MAX_REPORTED_ERRORS]:
+    for line in result.skip_reasons:
         log.warning("%s: skipped %s", path.name, line)
-    async with wctx.sessionmaker() as session, session.begin():
-        matcher = await load_matcher(session, threshold=opts.match_threshold)
-        result.matched, result.changed = await upsert_rows(session, parsed.rows, matcher)
-    result.unmatched = result.rows - result.matched
     m = wctx.metrics.benchmark_rows
-    for outcome in ("matched", "unmatched", "invalid", "duplicate"):
+    for outcome in ("matched", "unmatched", "skipped"):
         m.labels(outcome).inc(getattr(result, outcome))
-    if result.changed:
-        await wctx.redis.publish(wctx.settings.keys.catalog_changed, dumps({"source": "sync"}))
-        result.published = True
-    log.info(
-        "benchmarks from %s: %d rows (%d matched, %d unmatched), %d invalid, %d duplicate, %d changed",
-        path.name,
-        result.rows,
-        result.matched,
-        result.unmatched,
-        result.invalid,
-        result.duplicate,
-        result.changed,
-    )
     return result
 
 
 @job(IMPORT_BENCHMARKS_FILE)
-async def import_benchmarks_file(ctx: dict[str, Any], path: str | None = None) -> ImportResult:
+async def import_benchmarks_file(ctx: dict[str, Any], path: str | None = None) -> SourceSyncResult:
     wctx = context_of(ctx, SyncContext)
     target = Path(path) if path else wctx.settings.sync.benchmarks_file
     if target is None:
         log.info("no benchmarks file configured (SWITCHYARD_SYNC__BENCHMARKS_FILE); nothing to import")
         wctx.metrics.benchmark_imports.labels("skipped").inc()
-        return ImportResult(skipped=True)
+        return SourceSyncResult(source=wctx.settings.sync.benchmarks_source, outcome="skipped", error="no file")
     try:
         result = await import_file(wctx, target)
     except Exception:

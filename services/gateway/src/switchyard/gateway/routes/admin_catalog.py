@@ -238,7 +238,7 @@ async def benchmarks(
 
 
 def _match_method(match: Any) -> Any:
-    """``details.match`` is ``{"method": …}`` from public sources, a plain string from file imports."""
+    """``details.match`` is ``{"method": …}``; a plain string in rows file imports wrote before they ran as a source."""
     return match.get("method") if isinstance(match, dict) else match
 
 

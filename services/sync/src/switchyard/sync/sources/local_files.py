@@ -16,10 +16,12 @@
 anything else       optional  kept in ``details``
 ==================  ========  =====================================================================
 
-JSON files hold a list of such objects, or ``{"rows": [...]}``. Normalisation:
-``score = (value - min) / (max - min)``, ``1 - score`` when lower is better, clamped to 0..1.
-Rows are stored under source ``local`` (``source_name``). A file that cannot be read fails the
-run (previous data stays); a malformed row is skipped and counted.
+JSON files hold a list of such objects, or ``{"rows": [...]}``; column names are
+case-insensitive. Normalisation: ``score = (value - min) / (max - min)``, ``1 - score`` when
+lower is better, clamped to 0..1. Rows are stored under source ``local`` (``source_name``). A
+file that cannot be read fails the run (previous data stays); a malformed row is skipped and
+counted. The one-file import (``sync.benchmarks_file``, the ``import_benchmarks_file`` job)
+reads its file with this same source.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from switchyard.sync.sources.base import SourceError, SourceFormatError, SourceRun, as_float, clamp01
 
 NAME = "local"
-_RESERVED = {"model", "metric", "value", "min", "max", "scale_min", "scale_max", "higher_is_better", "kind", "source"}
+_RESERVED = {"model", "metric", "value", "min", "max", "scale_min", "scale_max", "higher_is_better", "kind"}
 
 
 class LocalFilesOptions(BaseModel):
@@ -73,11 +75,16 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             data = data.get("rows")
         if not isinstance(data, list):
             raise SourceFormatError(f"{path}: expected a list of objects or {{'rows': [...]}}")
-        return [r if isinstance(r, dict) else {"_invalid": r} for r in data]
+        return [_keys(r) if isinstance(r, dict) else {"_invalid": r} for r in data]
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or not {"model", "metric", "value"} <= {f.strip() for f in reader.fieldnames}:
+    if reader.fieldnames is None or not {"model", "metric", "value"} <= {f.strip().lower() for f in reader.fieldnames}:
         raise SourceFormatError(f"{path}: the CSV header must have model, metric and value columns")
-    return [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+    return [_keys(row) for row in reader]
+
+
+def _keys(row: dict[Any, Any]) -> dict[str, Any]:
+    """Column names are case-insensitive (``Model``, ``METRIC``)."""
+    return {str(k or "").strip().lower(): v for k, v in row.items()}
 
 
 def _truthy(v: Any, default: bool = True) -> bool:
