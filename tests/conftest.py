@@ -9,6 +9,7 @@ for this run and dropped at the end. Nothing the run did not create is flushed o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -72,10 +73,12 @@ async def _can_create_db(admin_url: str) -> bool:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def database_url(pg_admin_url: str) -> Iterator[str]:
-    """A fresh database for this run, migrated to head (asyncpg SQLAlchemy URL)."""
-    name = f"sy_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def migrated_database(pg_admin_url: str, tag: str = "test") -> Iterator[str]:
+    """A database created for the caller, migrated to head, dropped afterwards (asyncpg
+    SQLAlchemy URL). Tests whose code reads a whole table (discovery, catalog loads, the learned
+    index) take one of their own rather than the run's shared one."""
+    name = f"sy_{tag}_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
         conn = await asyncpg.connect(pg_admin_url, timeout=5)
@@ -92,6 +95,20 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh database for this run, migrated to head (asyncpg SQLAlchemy URL)."""
+    with migrated_database(pg_admin_url) as url:
+        yield url
+
+
+@pytest.fixture
+def db(pg_admin_url: str) -> Iterator[str]:
+    """A database of this test's own (see :func:`migrated_database`)."""
+    with migrated_database(pg_admin_url, "own") as url:
+        yield url
 
 
 @pytest.fixture

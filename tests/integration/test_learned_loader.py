@@ -23,11 +23,12 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-async def test_profiles_and_feedback_feed_the_learned_index(database_url):
+async def test_profiles_and_feedback_feed_the_learned_index(db):
+    """A database of its own: the loader reads every profile and feedback row."""
     emb = default_embedder()
     tag = uuid.uuid4().hex[:8]
     small, big = f"small-{tag}:1b", f"big-{tag}:70b"
-    async with engine_scope(database_url) as engine, engine.connect() as conn:
+    async with engine_scope(db) as engine, engine.connect() as conn:
         trans = await conn.begin()
         try:
             session = AsyncSession(bind=conn, expire_on_commit=False)
@@ -90,7 +91,7 @@ async def test_profiles_and_feedback_feed_the_learned_index(database_url):
             await trans.rollback()
 
 
-async def test_profiler_rows_feed_the_learned_index_without_the_suite_file(database_url):
+async def test_profiler_rows_feed_the_learned_index_without_the_suite_file(db):
     """What the profiler writes (``ProfileResult.profile_rows``) carries each graded prompt's text,
     so the scorer needs no ``prompt_texts`` map (services never read each other's files)."""
     suite = load_suite().select({"math", "reasoning"}, limit_per_category=2)
@@ -104,7 +105,7 @@ async def test_profiler_rows_feed_the_learned_index_without_the_suite_file(datab
     emb = default_embedder()
     name = f"prof-{uuid.uuid4().hex[:8]}:1b"
     result = await ProfileRunner(chat, suite, Grader()).run(ModelUnderTest(name=name, backend="b", upstream=name))
-    async with engine_scope(database_url) as engine, engine.connect() as conn:
+    async with engine_scope(db) as engine, engine.connect() as conn:
         trans = await conn.begin()
         try:
             session = AsyncSession(bind=conn, expire_on_commit=False)

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 from aiohttp import web
@@ -18,7 +16,6 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from switchyard.common.arq import DISCOVER_MODELS, close_worker, create_job_pool
-from switchyard.common.db.migrate import upgrade
 from switchyard.common.db.models import Backend, Deployment, Model
 from switchyard.common.db.session import engine_scope, make_sessionmaker
 from switchyard.profiler.settings import ProfilerSettings
@@ -114,27 +111,6 @@ async def fake() -> AsyncIterator[FakeBackends]:
         yield backends
     finally:
         await runner.cleanup()
-
-
-@pytest.fixture
-def db(pg_admin_url: str) -> Iterator[str]:
-    """A database per test: discovery sweeps every model in it."""
-    name = f"sy_prof_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    try:
-        asyncio.run(upgrade(url))
-        yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def make_settings(redis_url: str, db: str, key_prefix: str, fake: FakeBackends, **profiler: Any) -> ProfilerSettings:

@@ -16,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import pytest
@@ -27,13 +26,13 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from switchyard.common.arq import DISCOVER_MODELS, close_worker, create_job_pool
-from switchyard.common.db.migrate import upgrade
 from switchyard.common.db.models import DeadLetter, Model, Profile
 from switchyard.common.db.session import engine_scope, make_sessionmaker
 from switchyard.gateway.errors import register_error_handlers
 from switchyard.gateway.routes import admin_catalog
 from switchyard.profiler.settings import ProfilerSettings
 from switchyard.profiler.worker import build_worker
+from tests.conftest import migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -116,22 +115,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def db(pg_admin_url: str) -> Iterator[str]:
-    name = f"sy_prof_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    try:
-        asyncio.run(upgrade(url))
+    """A database of this module's own: its code reads whole tables."""
+    with migrated_database(pg_admin_url, "prof") as url:
         yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def settings_for(fleet: dict[str, Any], redis_url: str, db: str, key_prefix: str, suite: Path) -> ProfilerSettings:

@@ -3,40 +3,15 @@ profile suite per model, benchmark averages shared between quantisations of one 
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 
 from switchyard.common.catalog import load_snapshot
-from switchyard.common.db.migrate import upgrade
 from switchyard.common.db.models import Backend, Benchmark, Deployment, Model, Profile
 from switchyard.common.db.session import engine_scope, make_sessionmaker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def db(pg_admin_url: str) -> Iterator[str]:
-    name = f"sy_cat_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    try:
-        asyncio.run(upgrade(url))
-        yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def profile(model_id: int, suite: str, category: str, score: float, **kw: object) -> Profile:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-import asyncpg
 import httpx
 import orjson
 import pytest
@@ -19,7 +17,6 @@ from sqlalchemy import select, update
 
 from switchyard.common.backends.names import parse_model_name
 from switchyard.common.catalog import derive_capabilities
-from switchyard.common.db.migrate import upgrade
 from switchyard.common.db.models import Backend, Benchmark, Deployment, Model
 from switchyard.common.db.session import engine_scope, make_sessionmaker
 from switchyard.common.keys import Keys
@@ -30,29 +27,16 @@ from switchyard.common.schemas.route import RouteReplyV1, RouteRequestV1
 from switchyard.devstack.infra import free_port
 from switchyard.scorer.app import Running, running_scorer
 from switchyard.scorer.settings import ScorerSettings
+from tests.conftest import migrated_database
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def scorer_db(pg_admin_url: str) -> Iterator[str]:
-    """A database of its own: the scorer loads every model in it."""
-    name = f"sy_scorer_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    try:
-        asyncio.run(upgrade(url))
+    """A database of this module's own: its code reads whole tables."""
+    with migrated_database(pg_admin_url, "scorer") as url:
         yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def add_models(database_url: str, models: dict[str, list[str]], **fields: object) -> None:

@@ -6,11 +6,9 @@ matching: tests/unit/test_name_match.py."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 from arq import Retry
@@ -19,7 +17,6 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from switchyard.common.arq import CTX_KEY, IMPORT_BENCHMARKS_FILE, close_worker, create_job_pool
-from switchyard.common.db.migrate import upgrade
 from switchyard.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
 from switchyard.common.db.session import engine_scope, make_sessionmaker
 from switchyard.sync.public import read_status
@@ -52,26 +49,6 @@ no-value-here,mmlu,,,,leaderboard
 Qwen2.5-Coder-7B,mmlu,0.6,,,leaderboard
 qwen2.5-coder:7b,humaneval,0.9,,,my-evals
 """
-
-
-@pytest.fixture
-def db(pg_admin_url: str) -> Iterator[str]:
-    name = f"sy_sync_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    try:
-        asyncio.run(upgrade(url))
-        yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def seed(db: str) -> dict[str, int]:

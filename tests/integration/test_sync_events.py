@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select
 
 from switchyard.common.arq import CTX_KEY, close_worker
-from switchyard.common.db.migrate import upgrade
 from switchyard.common.db.models import DeadLetter, Feedback, RoutingDecision
 from switchyard.common.db.session import engine_scope, make_sessionmaker
 from switchyard.common.schemas.events import EVENT_FIELD, AttemptV1, FeedbackEventV1, RequestEventV1
@@ -28,26 +25,6 @@ from switchyard.sync.worker import SyncContext, build_context, build_worker
 pytestmark = pytest.mark.integration
 
 TS = 1763840000.25
-
-
-@pytest.fixture
-def db(pg_admin_url: str) -> Iterator[str]:
-    name = f"sy_events_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    try:
-        asyncio.run(upgrade(url))
-        yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def settings_for(redis_url: str, db: str, key_prefix: str, **sync: Any) -> SyncSettings:

@@ -4,13 +4,11 @@ no-op reruns, a failing source keeps the previous data, status in Redis, catalog
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
-import asyncpg
 import httpx
 import orjson
 import pytest
@@ -22,7 +20,6 @@ from sqlalchemy import select
 
 from switchyard.common.arq import CTX_KEY, SYNC_ALL_BENCHMARKS, close_worker, create_job_pool
 from switchyard.common.catalog import load_snapshot
-from switchyard.common.db.migrate import upgrade
 from switchyard.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
 from switchyard.common.db.session import engine_scope, make_sessionmaker
 from switchyard.common.keys import Keys
@@ -43,26 +40,6 @@ from .sources_fakes import SourcesServer, sources_server_fixture  # noqa: F401
 pytestmark = pytest.mark.integration
 
 LOCAL = ["llama3.1:8b", "llama3.1:8b-instruct-q8_0", "qwen2.5:7b", "gemma2:9b", "mistral:7b-instruct-v0.3", "phi3:mini"]
-
-
-@pytest.fixture
-def db(pg_admin_url: str) -> Iterator[str]:
-    name = f"sy_pub_{uuid.uuid4().hex[:8]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    url = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
-    try:
-        asyncio.run(upgrade(url))
-        yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
