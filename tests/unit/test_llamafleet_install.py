@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
 
 from switchyard.llamafleet.errors import LlamaUnavailable, WheelUnbuildable
-from switchyard.llamafleet.install import LlamaHome, build_wheel, ensure_runtime, find_repo_root, find_wheel
+from switchyard.llamafleet.install import (
+    CMAKE_ARGS_ENV,
+    PORTABLE_X86_CMAKE_ARGS,
+    LlamaHome,
+    build_cmake_args,
+    build_flavour,
+    build_wheel,
+    ensure_runtime,
+    find_repo_root,
+    find_wheel,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,3 +67,26 @@ def test_without_compilers_the_wheel_cannot_be_built(tmp_path: Path, monkeypatch
         build_wheel(home, python=Path("/usr/bin/python3"), progress=lambda _m: None)
     assert str(err.value).startswith("llama.cpp wheel cannot be built here: a C compiler and a C++ compiler missing")
     assert isinstance(err.value, LlamaUnavailable)
+
+
+def test_the_default_x86_build_is_portable_and_its_wheels_live_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A native build would use whatever the CPU advertises (AMX, AVX-512), and a VM that
+    advertises them without allowing them kills the server with SIGILL."""
+    monkeypatch.delenv(CMAKE_ARGS_ENV, raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    args = build_cmake_args()
+    assert args == PORTABLE_X86_CMAKE_ARGS
+    assert "-DGGML_NATIVE=OFF" in args and "-DGGML_AMX_INT8=OFF" in args and "-DGGML_AVX512=OFF" in args
+    home = LlamaHome(root=tmp_path / "llama", wheel_dirs=(tmp_path / "wheels", tmp_path / "more"), repo=tmp_path)
+    flavour = build_flavour()
+    assert home.llama_wheel_dirs == (tmp_path / "wheels" / flavour, tmp_path / "more" / flavour)
+    # a wheel built with other flags (or by an older version of this module) is not picked up
+    touch(tmp_path / "wheels", "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl")
+    assert find_wheel(home.llama_wheel_dirs) is None
+    monkeypatch.setenv(CMAKE_ARGS_ENV, "-DGGML_NATIVE=ON")
+    assert build_cmake_args() == "-DGGML_NATIVE=ON" and build_flavour() != flavour
+    monkeypatch.delenv(CMAKE_ARGS_ENV)
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert build_cmake_args() == ""  # llama.cpp's own defaults elsewhere

@@ -5,13 +5,22 @@ Layout (all ignored by git)::
     .run/llama/venv/       the runtime: llama_cpp + uvicorn, fastapi, sse-starlette, ...
     .run/llama/models/     GGUF files (see :mod:`switchyard.llamafleet.models`)
     .run/llama/logs/       server logs, the wheel build log
-    ${XDG_CACHE_HOME:-~/.cache}/switchyard/wheels/   built llama-cpp-python wheels (shared by
-                                                      checkouts), the SmolLM2 wheel
-    .run/wheels/           searched for wheels too
+    ${XDG_CACHE_HOME:-~/.cache}/switchyard/wheels/   the SmolLM2 wheel (shared by checkouts)
+        <flavour>/         built llama-cpp-python wheels, one directory per build flavour
+    .run/wheels/           searched for wheels too (and .run/wheels/<flavour>/ for llama.cpp)
 
 :func:`ensure_runtime` is idempotent and cheap once done (a marker file plus one import check).
 It takes the newest ``llama_cpp_python-0.3.*`` wheel from the wheel directories; with none it
-builds one (``pip wheel --no-deps``, CPU, about 8 minutes on 2 cores) into the cache. Then it
+builds one (``pip wheel --no-deps``, CPU, about 8 minutes on 2 cores) into the cache.
+
+The build is **portable**, not tuned to the building CPU: llama.cpp's default ``GGML_NATIVE``
+compiles for every instruction set the CPU *advertises*, and a VM that advertises AMX or
+AVX-512 without letting a process use it kills the server with SIGILL on its first Q4 matmul
+(seen on this project's 2-core box: the f32 model served, the Q4_1 ones died silently). So on
+x86-64 the build targets x86-64-v3 (AVX2, FMA, F16C, BMI2; no AVX-512, no AMX), which every
+x86 server of the last decade runs; ``SWITCHYARD_LLAMA_CMAKE_ARGS`` replaces the flags (e.g.
+``-DGGML_NATIVE=ON`` for a machine you trust), and a different value builds into a different
+flavour directory, so a wheel is never reused with other flags. Then it
 creates the venv (with ``uv`` when it is on ``PATH`` or in ``.run/tools/bin``, else
 ``python -m venv``) and installs ``<wheel>[server]``, whose extras come from PyPI. When the
 runtime cannot be had (no compiler, the build fails, no package index) it raises
@@ -22,8 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -35,6 +46,12 @@ from pathlib import Path
 from switchyard.llamafleet.errors import LlamaUnavailable, WheelUnbuildable
 
 LLAMA_CPP_REQUIREMENT = "llama-cpp-python==0.3.*"
+PORTABLE_X86_CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON "
+    "-DGGML_AVX512=OFF -DGGML_AVX_VNNI=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+)
+"""The flags of the default x86-64 build (x86-64-v3; see the module docstring)."""
+CMAKE_ARGS_ENV = "SWITCHYARD_LLAMA_CMAKE_ARGS"
 """What a build fetches from PyPI; any cached ``0.3.x`` wheel is accepted."""
 _WHEEL_RE = re.compile(r"^llama_cpp_python-(0\.3\.\d+)-.*\.whl$")
 _MARKER = "switchyard-llama.json"
@@ -56,6 +73,20 @@ def find_repo_root(start: Path | None = None) -> Path:
         if (parent / "uv.lock").is_file() and (parent / "pyproject.toml").is_file():
             return parent
     return Path.cwd()
+
+
+def build_cmake_args() -> str:
+    """The CMake flags a build uses: ``SWITCHYARD_LLAMA_CMAKE_ARGS``, else portable on x86-64,
+    else llama.cpp's defaults (other architectures)."""
+    if CMAKE_ARGS_ENV in os.environ:
+        return os.environ[CMAKE_ARGS_ENV].strip()
+    return PORTABLE_X86_CMAKE_ARGS if platform.machine().lower() in ("x86_64", "amd64") else ""
+
+
+def build_flavour(cmake_args: str | None = None) -> str:
+    """The wheel cache subdirectory for a set of build flags: ``cpu-<hash>``."""
+    args = build_cmake_args() if cmake_args is None else cmake_args
+    return "cpu-" + hashlib.sha256(" ".join(args.split()).encode()).hexdigest()[:10]
 
 
 def user_wheel_cache() -> Path:
@@ -94,8 +125,19 @@ class LlamaHome:
 
     @property
     def build_cache(self) -> Path:
-        """Where a freshly built wheel goes (the first wheel directory)."""
+        """Where fetched model wheels go (the first wheel directory)."""
         return self.wheel_dirs[0]
+
+    @property
+    def llama_wheel_dirs(self) -> tuple[Path, ...]:
+        """Where llama-cpp-python wheels of this build flavour are looked for."""
+        flavour = build_flavour()
+        return tuple(d / flavour for d in self.wheel_dirs)
+
+    @property
+    def llama_build_cache(self) -> Path:
+        """Where a freshly built llama-cpp-python wheel goes."""
+        return self.llama_wheel_dirs[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,23 +229,29 @@ def build_wheel(home: LlamaHome, *, python: Path, progress: Progress = stderr_pr
         raise WheelUnbuildable(
             f"llama.cpp wheel cannot be built here: {' and '.join(missing)} missing "
             "(apt-get install build-essential), and no cached llama_cpp_python-0.3.* wheel in "
-            + ", ".join(str(d) for d in home.wheel_dirs)
+            + ", ".join(str(d) for d in home.llama_wheel_dirs)
         )
-    home.build_cache.mkdir(parents=True, exist_ok=True)
+    cache = home.llama_build_cache
+    cache.mkdir(parents=True, exist_ok=True)
     log = home.logs / "build-wheel.log"
     progress(
         f"building {LLAMA_CPP_REQUIREMENT} from source (compiles llama.cpp: about 8 minutes on 2 cores, once; "
-        f"cached in {home.build_cache}; log {log})"
+        f"cached in {cache}; log {log})"
     )
     env = dict(os.environ)
+    cmake_args = build_cmake_args()
+    if cmake_args:
+        env["CMAKE_ARGS"] = cmake_args
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
     env.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-    argv = [str(python), "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(home.build_cache), LLAMA_CPP_REQUIREMENT]
+    # --no-cache-dir: pip caches the wheels it builds by source, not by CMAKE_ARGS
+    argv = [str(python), "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w", str(cache)]
+    argv.append(LLAMA_CPP_REQUIREMENT)
     try:
         _run(argv, what="building the llama-cpp-python wheel", log=log, timeout=_BUILD_TIMEOUT_S, env=env)
     except LlamaUnavailable as exc:
         raise WheelUnbuildable(f"llama.cpp wheel cannot be built here: {exc}") from None
-    wheel = find_wheel((home.build_cache,))
+    wheel = find_wheel((cache,))
     if wheel is None:
         raise WheelUnbuildable(f"llama.cpp wheel cannot be built here: pip reported success but left no wheel ({log})")
     progress(f"built {wheel.name}")
@@ -260,15 +308,18 @@ def ensure_runtime(
     home = home or LlamaHome.default()
     with file_lock(home.root / "install.lock"):
         marker = home.venv / _MARKER
-        wheel = find_wheel(home.wheel_dirs)
+        wheel = find_wheel(home.llama_wheel_dirs)
         with contextlib.suppress(OSError, ValueError, KeyError):
             done = json.loads(marker.read_text())
-            if (wheel is None or done["wheel"] == wheel.name) and (version := probe(home.python)):
+            built = Path(done["wheel_path"])
+            # the installed wheel is this one, or (its cache gone) one built with the same flags
+            same = built == wheel if wheel is not None else built.parent.name == build_flavour()
+            if same and (version := probe(home.python)):
                 return Runtime(home.python, version, Path(done["wheel_path"]))
         if wheel is None and not allow_build:
             raise WheelUnbuildable(
                 "llama.cpp wheel cannot be built here: building is off (--no-build) and there is no cached "
-                "llama_cpp_python-0.3.* wheel in " + ", ".join(str(d) for d in home.wheel_dirs)
+                "llama_cpp_python-0.3.* wheel in " + ", ".join(str(d) for d in home.llama_wheel_dirs)
             )
         create_venv(home, progress=progress)
         if wheel is None:
