@@ -32,13 +32,13 @@ import asyncpg
 import openai
 import pytest
 
-from switchyard.common.db.migrate import upgrade
 from switchyard.common.keys import Keys
 from switchyard.devstack.infra import free_port
 from switchyard.devstack.stack import Stack, StackConfig, StackUrls, file_sink
 from switchyard.llamafleet import SPEED_SUITE
 from switchyard.llamafleet.errors import WheelUnbuildable
 from switchyard.llamafleet.servers import FLEETS, LlamaFleet, LlamaServer
+from tests.conftest import migrated_database
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES_WAIT_S = 180.0
@@ -97,23 +97,8 @@ def llama_fleet(pytestconfig: pytest.Config) -> Iterator[LlamaFleet]:
 @pytest.fixture(scope="session")
 def llama_database_url(pg_admin_url: str) -> Iterator[str]:
     """A database of this tier's own, migrated to head."""
-    name = f"sy_llama_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(pg_admin_url, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
-    try:
-        asyncio.run(upgrade(url))
+    with migrated_database(pg_admin_url, "llama") as url:
         yield url
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def db_fetch(database_url: str, sql: str) -> list[asyncpg.Record]:

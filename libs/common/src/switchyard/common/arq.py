@@ -189,6 +189,36 @@ class WorkerContext(Generic[S]):
 C = TypeVar("C", bound=WorkerContext[Any])
 
 
+def worker_kwargs(
+    *,
+    queue: str,
+    redis_url: str,
+    opts: WorkerOptions,
+    functions: list[Any],
+    cron_jobs: list[Any],
+    on_startup: Callable[[dict[str, Any]], Awaitable[None]],
+    on_shutdown: Callable[[dict[str, Any]], Awaitable[None]],
+) -> dict[str, Any]:
+    """Keyword arguments for :class:`arq.Worker` every worker service shares: JSON jobs, our
+    retry budget and timeouts, signals left to the service's own loop."""
+    return {
+        "functions": functions,
+        "cron_jobs": cron_jobs,
+        "queue_name": queue,
+        "redis_settings": redis_settings(redis_url),
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "job_serializer": dumps,
+        "job_deserializer": loads,
+        "max_jobs": opts.max_jobs,
+        "job_timeout": opts.job_timeout_s + 5,
+        "max_tries": opts.max_tries,
+        "poll_delay": opts.poll_delay_s,
+        "handle_signals": False,
+        "health_check_interval": 60,
+    }
+
+
 def context_of(ctx: dict[str, Any], cls: type[C]) -> C:
     wctx = ctx.get(CTX_KEY)
     if not isinstance(wctx, cls):
@@ -346,6 +376,7 @@ async def run_worker(worker: Worker, *, stop: asyncio.Event | None = None) -> No
 
 
 __all__ = [
+    "worker_kwargs",
     "CTX_KEY",
     "CronInterval",
     "DISCOVER_MODELS",

@@ -37,12 +37,10 @@ from switchyard.common.arq import (
     PROFILE_MODEL,
     WorkerContext,
     context_of,
-    dumps,
     enqueue_once,
     every,
     job,
-    loads,
-    redis_settings,
+    worker_kwargs,
 )
 from switchyard.common.backends.clients import BackendClient, client_for
 from switchyard.common.db.session import make_engine, make_sessionmaker
@@ -216,8 +214,11 @@ def worker_settings(
                 **every(opts.discover_every_s),  # type: ignore[arg-type]
             )
         )
-    kwargs: dict[str, Any] = {
-        "functions": [
+    kwargs = worker_kwargs(
+        queue=settings.keys.profiler_queue,
+        redis_url=settings.redis_url,
+        opts=opts,
+        functions=[
             func(discover_models, name=DISCOVER_MODELS, keep_result=0, max_tries=opts.max_tries),
             func(enqueue_profiles, name=ENQUEUE_PROFILES, keep_result=0, max_tries=opts.max_tries),
             func(
@@ -228,20 +229,10 @@ def worker_settings(
                 timeout=opts.profiling.job_timeout_s + 30,
             ),
         ],
-        "cron_jobs": cron_jobs,
-        "queue_name": settings.keys.profiler_queue,
-        "redis_settings": redis_settings(settings.redis_url),
-        "on_startup": on_startup,
-        "on_shutdown": on_shutdown,
-        "job_serializer": dumps,
-        "job_deserializer": loads,
-        "max_jobs": opts.max_jobs,
-        "job_timeout": opts.job_timeout_s + 5,
-        "max_tries": opts.max_tries,
-        "poll_delay": opts.poll_delay_s,
-        "handle_signals": False,
-        "health_check_interval": 60,
-    }
+        cron_jobs=cron_jobs,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
     kwargs.update(overrides)
     return kwargs
 

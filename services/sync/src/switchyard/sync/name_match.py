@@ -346,8 +346,10 @@ class NameMatcher:
                 method: MatchMethod = "exact" if conf >= 0.999 else "fuzzy"
                 out.append(Match(public, lm.name, conf, method, why))
         out.sort(key=lambda m: (-m.confidence, len(m.local), m.local))
-        seen: set[str] = set()  # a model matched by its name and an upstream name: its best match
-        return [m for m in out if not (m.local in seen or seen.add(m.local))]
+        best: dict[str, Match] = {}  # a model matched by its name and an upstream name: its best match
+        for m in out:
+            best.setdefault(m.local, m)
+        return list(best.values())
 
 
 class Linkable(Protocol):

@@ -41,12 +41,10 @@ from switchyard.common.arq import (
     SYNC_BENCHMARKS,
     WorkerContext,
     context_of,
-    dumps,
     enqueue_once,
     every,
     job,
-    loads,
-    redis_settings,
+    worker_kwargs,
 )
 from switchyard.common.db.session import make_engine, make_sessionmaker
 from switchyard.common.http import make_session
@@ -216,26 +214,19 @@ def worker_settings(
                 **every(opts.public.every_s),  # type: ignore[arg-type]
             )
         )
-    kwargs: dict[str, Any] = {
-        "functions": [
+    kwargs = worker_kwargs(
+        queue=settings.keys.sync_queue,
+        redis_url=settings.redis_url,
+        opts=opts,
+        functions=[
             func(import_benchmarks_file, name=IMPORT_BENCHMARKS_FILE, keep_result=0, max_tries=opts.max_tries),
             func(sync_benchmarks, name=SYNC_BENCHMARKS, keep_result=0, max_tries=opts.max_tries),
             func(sync_all_benchmarks, name=SYNC_ALL_BENCHMARKS, keep_result=0, max_tries=opts.max_tries),
         ],
-        "cron_jobs": cron_jobs,
-        "queue_name": settings.keys.sync_queue,
-        "redis_settings": redis_settings(settings.redis_url),
-        "on_startup": on_startup,
-        "on_shutdown": on_shutdown,
-        "job_serializer": dumps,
-        "job_deserializer": loads,
-        "max_jobs": opts.max_jobs,
-        "job_timeout": opts.job_timeout_s + 5,
-        "max_tries": opts.max_tries,
-        "poll_delay": opts.poll_delay_s,
-        "handle_signals": False,
-        "health_check_interval": 60,
-    }
+        cron_jobs=cron_jobs,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
     kwargs.update(overrides)
     return kwargs
 
