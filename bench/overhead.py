@@ -46,6 +46,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 from aiohttp import web
+from fastapi import FastAPI, Request  # module level: FastAPI resolves the handler's annotations here
+from fastapi.responses import Response, StreamingResponse
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "bench-model"
@@ -145,8 +147,6 @@ def run_fastapi_proxy(port: int, upstream: str) -> None:
     from contextlib import asynccontextmanager
 
     import uvicorn
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response, StreamingResponse
 
     session: aiohttp.ClientSession | None = None
 

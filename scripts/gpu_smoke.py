@@ -1,4 +1,3 @@
-
 """GPU smoke test: the gpu-agent reads a real NVIDIA GPU through NVML, and what it publishes
 (HostStateV1 in Redis, ``/metrics``) follows a known allocation made by another process.
 
