@@ -23,6 +23,8 @@ pytestmark = pytest.mark.e2e
 VIRTUAL = "switchyard/auto"
 GREETING = "hi!"
 HARD = "Implement a thread-safe LRU cache in Rust with unit tests and explain the trade-offs step by step"
+NEAR_TIE = 0.05
+"""Explain and the route that follows it may order candidates this close differently (fleet state moves)."""
 _UNITS = {"K": 1e-6, "M": 1e-3, "B": 1.0, "T": 1e3}
 
 
@@ -119,12 +121,17 @@ def test_explain_agrees_with_the_gateway(
         assert not c["terms"] or sum(c["terms"].values()) == pytest.approx(c["score"], abs=1e-3), c
 
     model, backend, rid = _route(client, text, quality=quality)
-    # the decision the gateway stored for this request: same ranking as explain's (the
-    # recent-use diversity term moves only by what happened in between, which is nothing here)
+    # the decision the gateway stored for this request: explain's choice, and the rest in
+    # explain's order up to near-ties. Between the two calls the fleet state the scorer reads
+    # can move (the gpu-agents republish residency, in-flight counts and free memory every
+    # second), which reorders candidates whose scores are within a few hundredths
     stored = [(c["model"], c["backend"]) for c in decision(e2e, rid)["candidates"]]
     assert stored[0] == (model, backend), (stored, model, backend)
     assert ranked[0] == (model, backend), (ranked[:3], model, backend)
-    assert [m for m, _ in ranked[: len(stored)]] == [m for m, _ in stored], (ranked, stored)
+    score = {(c["model"], c["backend"]): c["score"] for c in explained["candidates"]}
+    for a, b in zip(stored, stored[1:], strict=False):
+        if a in score and b in score:
+            assert score[a] >= score[b] - NEAR_TIE, (a, score[a], b, score[b], stored)
 
 
 def test_explain_get_and_post_agree(http: httpx.Client) -> None:
