@@ -3,12 +3,20 @@ and capability-aware routing (images land on a vision model, tools on a tools mo
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import openai
 import pytest
+from sqlalchemy import func, select
 
+from switchyard.common.db.models import Feedback, RoutingDecision
+from switchyard.common.db.session import engine_scope, make_sessionmaker
+from switchyard.common.embeddings.static import default_embedder
+from switchyard.scorer.learned import LearnedIndex, decode_embedding
+from switchyard.scorer.learned_loader import load_feedback
 from tests.e2e.conftest import E2E
-from tests.e2e.support import PNG_B64, TOOLS, fleet_listener_of, fleet_models, request_id
+from tests.e2e.support import PNG_B64, TOOLS, decision, eventually, fleet_listener_of, fleet_models, request_id
 
 pytestmark = pytest.mark.e2e
 
@@ -146,3 +154,39 @@ def test_every_service_serves_health_ready_and_metrics(e2e: E2E) -> None:
             metrics = c.get("/metrics")
             assert metrics.status_code == 200, name
             assert "switchyard_" in metrics.text, name
+
+
+def test_feedback_on_a_reply_reaches_the_learned_index(e2e: E2E, client: openai.OpenAI, http: httpx.Client) -> None:
+    """The scorer's reply carries the prompt embedding, the gateway stores it with the decision,
+    and the scorer's loader turns feedback on that reply into a learned-index outcome."""
+    rid = request_id()
+    raw = client.chat.completions.with_raw_response.create(
+        model=VIRTUAL,
+        messages=[{"role": "user", "content": "Name three rivers in Europe and their lengths."}],
+        extra_headers={"X-Request-Id": rid},
+    )
+    completion = raw.parse()
+    stored = decision(e2e, rid)
+    assert isinstance(stored["analysis"].get("embedding"), str), stored["analysis"]
+    assert decode_embedding(stored["analysis"]["embedding"]).shape == (default_embedder().dims,)
+    r = http.post("/v1/feedback", json={"response_id": completion.id, "score": -1.0})
+    assert r.status_code == 202, r.text
+
+    async def load() -> tuple[int, int, bool]:
+        async with engine_scope(e2e.database_url) as engine, make_sessionmaker(engine)() as session:
+            ours = await session.scalar(select(func.count()).where(Feedback.response_id == completion.id))
+            with_embedding = await session.scalar(
+                select(func.count())
+                .select_from(Feedback)
+                .join(RoutingDecision, RoutingDecision.response_id == Feedback.response_id)
+                .where(RoutingDecision.analysis["embedding"].as_string().is_not(None))
+            )
+            summary = await load_feedback(session, LearnedIndex(default_embedder().dims))
+            return summary.outcomes, int(with_embedding or 0), bool(ours)
+
+    def stored_feedback() -> tuple[int, int, bool] | None:
+        got = asyncio.run(load())
+        return got if got[2] else None
+
+    outcomes, with_embedding, _ = eventually(stored_feedback, what="the feedback row")
+    assert outcomes == with_embedding >= 1

@@ -15,8 +15,8 @@ from switchyard.profiler.chat import ChatResult
 from switchyard.profiler.grading import Grader
 from switchyard.profiler.runner import ModelUnderTest, ProfileRunner
 from switchyard.profiler.suite import load_suite
-from switchyard.scorer.learned import LearnedIndex
-from switchyard.scorer.learned_loader import encode_embedding, load_feedback, load_profile_outcomes
+from switchyard.scorer.learned import LearnedIndex, encode_embedding
+from switchyard.scorer.learned_loader import load_feedback, load_profile_outcomes
 
 pytestmark = pytest.mark.integration
 

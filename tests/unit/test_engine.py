@@ -5,7 +5,7 @@ from switchyard.common.embeddings.static import default_embedder
 from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from switchyard.common.schemas.route import RouteRequestV1
 from switchyard.scorer.engine import FleetView, RoutingEngine
-from switchyard.scorer.learned import LearnedIndex
+from switchyard.scorer.learned import LearnedIndex, decode_embedding
 from switchyard.scorer.rules import RulesStore
 
 
@@ -102,3 +102,15 @@ async def test_feedback_and_recent_use_feed_the_terms():
     assert r["llama3.3:70b"].terms["feedback"] == pytest.approx(0.2 * 50 / 55, abs=1e-4)
     assert len(chosen) == 1
     assert r[chosen.pop()].terms["diversity"] < 0
+
+
+async def test_the_reply_carries_the_prompt_embedding_for_feedback():
+    """The gateway stores the reply's analysis with the decision; feedback on that reply then
+    reaches the learned index through the embedding (learned_loader.load_feedback)."""
+    emb = default_embedder()
+    text = "Summarise the causes of the French revolution in three bullet points."
+    reply = await engine(embedder=emb, learned=LearnedIndex(emb.dims)).route(RouteRequestV1(text=text))
+    assert reply.analysis is not None and reply.analysis.embedding is not None
+    np.testing.assert_allclose(decode_embedding(reply.analysis.embedding), emb.encode([text])[0], atol=2e-3)
+    without = await engine().route(RouteRequestV1(text=text))  # no embedder configured: nothing to carry
+    assert without.analysis is not None and without.analysis.embedding is None

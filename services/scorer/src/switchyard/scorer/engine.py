@@ -24,7 +24,7 @@ from switchyard.common.schemas.route import RequestKind, RouteReplyV1, RouteRequ
 from switchyard.scorer.caches import RoutingCache
 from switchyard.scorer.classifier import ClassifierConfig, LLMClassifier
 from switchyard.scorer.index import LiveIndex
-from switchyard.scorer.learned import LearnedIndex
+from switchyard.scorer.learned import LearnedIndex, encode_embedding
 from switchyard.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis
 from switchyard.scorer.rules import RulesStore
 from switchyard.scorer.scoring import (
@@ -193,7 +193,7 @@ class RoutingEngine:
             hit = await self.cache.get(req, version, embedding)
             if hit is not None:
                 self._used(hit[0])
-                return hit[0]
+                return with_embedding(hit[0], embedding)
         a = self.analyze(req)
         if self.classifier is not None:
             a = await self.classifier.refine(req.text, a)
@@ -201,7 +201,7 @@ class RoutingEngine:
         self._used(reply)
         if self.cache is not None and reply.candidates:
             await self.cache.put(req, version, reply, embedding)
-        return reply
+        return with_embedding(reply, embedding)
 
     async def explain(self, req: RouteRequestV1) -> Ranking:
         """Every candidate, with terms and reasons; nothing cached, nothing counted (the classifier's
@@ -293,3 +293,13 @@ def explain_reply(ranking: Ranking, rules_version: str, max_candidates: int | No
         catalog_version=ranking.catalog_version,
         rules_version=rules_version,
     )
+
+
+def with_embedding(reply: RouteReplyV1, embedding: np.ndarray | None) -> RouteReplyV1:
+    """The reply with this prompt's embedding in its analysis (a cache hit answers with another
+    prompt's analysis): the gateway stores it with the decision, and feedback on the reply then
+    reaches the learned index (:func:`switchyard.scorer.learned_loader.load_feedback`)."""
+    if embedding is None or reply.analysis is None:
+        return reply
+    analysis = reply.analysis.model_copy(update={"embedding": encode_embedding(embedding)})
+    return reply.model_copy(update={"analysis": analysis})

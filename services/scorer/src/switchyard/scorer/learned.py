@@ -22,6 +22,7 @@ bumps ``version``; readers may cache on it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,16 @@ F = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 
 SOURCES = ("profile", "judge", "feedback")
+
+
+def encode_embedding(v: np.ndarray) -> str:
+    """A prompt embedding as it travels in a decision's analysis: base64 of float16 (256 bytes
+    for the 128-dim static model)."""
+    return base64.b64encode(np.asarray(v, dtype=np.float16).tobytes()).decode()
+
+
+def decode_embedding(s: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype=np.float16).astype(np.float32)
 
 
 @dataclass(frozen=True, slots=True)

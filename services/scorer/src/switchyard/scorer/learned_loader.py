@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 from collections.abc import Mapping
@@ -27,17 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from switchyard.common.db.models import Feedback, Model, Profile, RoutingDecision
 from switchyard.common.embeddings import Embedder
-from switchyard.scorer.learned import LearnedIndex, prompt_key
+from switchyard.scorer.learned import LearnedIndex, decode_embedding, prompt_key
 
 log = logging.getLogger(__name__)
-
-
-def encode_embedding(v: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(v, dtype=np.float16).tobytes()).decode()
-
-
-def decode_embedding(s: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(s), dtype=np.float16).astype(np.float32)
 
 
 async def load_profile_outcomes(

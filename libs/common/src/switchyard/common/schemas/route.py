@@ -36,6 +36,11 @@ class PromptAnalysisV1(WireModel):
     complexity: float = 0.0
     level: str = "simple"
     signals: list[str] = Field(default_factory=list)
+    embedding: str | None = Field(
+        default=None,
+        description="The prompt's embedding (base64 float16), stored with the routing decision so that "
+        "feedback on the reply can teach the scorer's learned index",
+    )
 
 
 class CandidateV1(WireModel):
