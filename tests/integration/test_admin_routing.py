@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
 from switchyard.common.rpc import ROUTE_V1
+from switchyard.common.schemas.events import EVENT_FIELD
 from switchyard.common.schemas.route import RouteRequestV1
 from switchyard.devstack.infra import free_port
 from switchyard.scorer.app import Running, running_scorer
@@ -132,7 +135,9 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
             assert first.headers["x-switchyard-cache"] == "miss"
             assert second.headers["x-switchyard-cache"] == "hit"
             assert second.headers["x-switchyard-model"] == "fake-8b"
-            assert second.json() == first.json()
+            a, b = first.json(), second.json()
+            assert (b["choices"], b["usage"], b["model"]) == (a["choices"], a["usage"], a["model"])
+            assert b["id"] != a["id"]  # a hit is this request's reply: feedback on it refers to it
 
             async with http.stream(
                 "POST", "/v1/chat/completions", json={**CHAT, "temperature": 0, "stream": True}
@@ -157,3 +162,20 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
             assert len(fleet.alpha.received) == 5
             metrics = (await http.get("/metrics")).text
     assert 'switchyard_gateway_response_cache_lookups_total{kind="chat",outcome="hit"} 3.0' in metrics
+    # every request, hits included, is counted and reported
+    assert 'switchyard_gateway_requests_total{backend="alpha",model="fake-8b",status="200"} 8.0' in metrics
+    r = Redis.from_url(redis_url)
+    try:
+        for _ in range(50):  # published off the response path, in batches
+            if await r.xlen(keys.request_events) >= 8:
+                break
+            await asyncio.sleep(0.1)
+        events = [orjson.loads(fields[EVENT_FIELD.encode()]) for _, fields in await r.xrange(keys.request_events)]
+    finally:
+        await r.aclose()
+    sources = [e["route_source"] for e in events]
+    assert sources.count("cache") == 3 and len(events) == 8, sources
+    hit_event = next(e for e in events if e["route_source"] == "cache")
+    expected = ("fake-8b", 200, a["usage"]["prompt_tokens"])
+    assert (hit_event["model"], hit_event["status"], hit_event["prompt_tokens"]) == expected
+    assert hit_event["response_id"] == b["id"]

@@ -12,6 +12,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
@@ -25,12 +26,13 @@ from switchyard.common.backends.translate import (
     openai_embeddings_to_ollama,
 )
 from switchyard.common.errors import BackendError
-from switchyard.common.schemas.route import RequestKind
+from switchyard.common.schemas.route import CandidateV1, RequestKind
 from switchyard.gateway.errors import as_gateway_error, ndjson_error_line, sse_error_event
 from switchyard.gateway.events import EventPublisher
 from switchyard.gateway.forwarding import Exchange, Forwarder, UpstreamStream, attempt_outcome
 from switchyard.gateway.metrics import GatewayMetrics
-from switchyard.gateway.routing import Router
+from switchyard.gateway.response_cache import Cached
+from switchyard.gateway.routing import Decision, Router
 from switchyard.gateway.streaming import StreamResponse
 
 Json = dict[str, Any]
@@ -99,6 +101,28 @@ class Pipeline:
             media = NDJSON_MEDIA
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         return StreamResponse(body, media_type=media, headers=raw_headers, on_close=end.cancelled)
+
+    def cache_hit(self, ex: Exchange, hit: Cached) -> Cached:
+        """A response-cache hit, reported like a routed request (``route_source`` ``cache``,
+        the stored usage) and handed back with this request's own response id, so that feedback
+        on it refers to this request."""
+        model = hit.headers.get("x-switchyard-model", "")
+        backend = hit.headers.get("x-switchyard-backend", "")
+        ex.chosen = CandidateV1(model=model, backend=backend, upstream_model=model)
+        ex.decision = Decision([ex.chosen], "cache", 0.0)
+        body = hit.body
+        try:
+            obj = orjson.loads(hit.body)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            usage = obj.get("usage")
+            ex.usage = usage if isinstance(usage, dict) else None
+            obj["id"] = ex.response_id
+            body = orjson.dumps(obj)
+        self.metrics.in_flight.inc()
+        self.finish(ex, None)
+        return replace(hit, body=body)
 
     # --- whole replies ---------------------------------------------------------------------
 

@@ -254,9 +254,11 @@ async def cached_or_handle(
     quality: float | None,
     client: str | None,
     handle: Callable[[], Awaitable[Response]],
+    on_hit: Callable[[Cached], Cached] | None = None,
 ) -> Response:
     """Answer from the cache when the request is eligible and stored, else ``handle()`` and store
-    a successful non-streaming answer."""
+    a successful non-streaming answer. ``on_hit`` sees a hit first (and may rewrite it: the
+    pipeline gives it the request's own response id and reports it)."""
     if not cache.opts.enabled or not eligible(body, request.headers.get(CACHE_HEADER), cache_all=cache.opts.cache_all):
         return await handle()
     model = body.get("model")
@@ -270,6 +272,8 @@ async def cached_or_handle(
     stream = body.get("stream") is True
     hit = await cache.get(kind, digest)
     if hit is not None:
+        if on_hit is not None:
+            hit = on_hit(hit)
         headers = {**{_title(k): v for k, v in hit.headers.items()}, CACHE_HEADER: "hit"}
         if stream:
             opts = body.get("stream_options")

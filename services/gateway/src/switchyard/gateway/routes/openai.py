@@ -9,6 +9,7 @@ their bodies themselves (:mod:`switchyard.gateway.validation`) and raise the sam
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Literal, Self
 
 import orjson
@@ -59,35 +60,40 @@ async def chat_completions(request: Request) -> Response:
     gw, client = resolve(request)
     body = await read_json(request)
     check_chat(body)
-    quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
-    features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
-    return await cached_or_handle(
-        request,
-        cache,
-        "chat",
-        dict(body),
-        quality=quality,
-        client=client,
-        handle=lambda: gw.pipeline.handle(exchange(RequestKind.CHAT, body, client), features, quality=quality),
-    )
+    return await _cached_route(request, gw, client, body, RequestKind.CHAT, chat_features)
 
 
 async def completions(request: Request) -> Response:
     gw, client = resolve(request)
     body = await read_json(request)
     check_completion(body)
+    return await _cached_route(request, gw, client, body, RequestKind.COMPLETION, completion_features)
+
+
+async def _cached_route(
+    request: Request,
+    gw: GatewayState,
+    client: str | None,
+    body: dict[str, object],
+    kind: RequestKind,
+    features_of: Callable[[dict[str, object], int], dict[str, object]],
+) -> Response:
+    """Chat and text completions: the response cache in front of the pipeline; a hit is
+    reported like any request (event, metrics) under its own response id."""
     quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
-    features = completion_features(body, gw.settings.gateway.max_prompt_chars)
+    features = features_of(body, gw.settings.gateway.max_prompt_chars)
     cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
+    cache_body = dict(body)  # before exchange() drops the "switchyard" options the cache reads
+    ex = exchange(kind, body, client)
     return await cached_or_handle(
         request,
         cache,
-        "completion",
-        dict(body),
+        kind.value,
+        cache_body,
         quality=quality,
         client=client,
-        handle=lambda: gw.pipeline.handle(exchange(RequestKind.COMPLETION, body, client), features, quality=quality),
+        handle=lambda: gw.pipeline.handle(ex, features, quality=quality),
+        on_hit=lambda hit: gw.pipeline.cache_hit(ex, hit),
     )
 
 
