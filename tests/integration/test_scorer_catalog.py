@@ -85,3 +85,43 @@ async def test_the_snapshot_holds_routable_models_with_profiles_and_benchmarks(d
     assert q8m.benchmark == pytest.approx(0.7)  # shared with its other quantisation
     assert q4m.capabilities.tools and not q4m.capabilities.vision
     assert snap.version == again.version and len(snap.version) == 16
+
+
+async def test_capability_probes_settle_what_names_and_backends_claimed(db):
+    async with engine_scope(db) as engine:
+        async with make_sessionmaker(engine)() as s, s.begin():
+            up = Backend(name="up", kind="openai", url="http://up/v1")
+            claims_vision = Model(name="llava:7b", params_b=7.0, capabilities={"vision": True}, details={})
+            quiet_tools = Model(name="qwen2.5:7b", params_b=7.0, capabilities={"tools": False}, details={})
+            lazy_tools = Model(name="mistral:7b", params_b=7.0, capabilities={"tools": True}, details={})
+            s.add_all([up, claims_vision, quiet_tools, lazy_tools])
+            for m in (claims_vision, quiet_tools, lazy_tools):
+                s.add(Deployment(model=m, backend=up, upstream_name=m.name))
+            await s.flush()
+
+            def probes(**caps: tuple[bool | None, str]) -> dict[str, object]:
+                return {"capabilities": {k: {"confirmed": c, "detail": d} for k, (c, d) in caps.items()}}
+
+            s.add_all(
+                [
+                    # the backend refused an image: llama.cpp without a projector, say
+                    profile(
+                        claims_vision.id, "v1", "general", 0.5, details=probes(vision=(False, "refused: HTTP 400"))
+                    ),
+                    # a real tool call where discovery knew of none
+                    profile(quiet_tools.id, "v1", "general", 0.5, details=probes(tools=(True, "called get_weather"))),
+                    # answering without the tool is not proof of no support
+                    profile(
+                        lazy_tools.id,
+                        "v1",
+                        "general",
+                        0.5,
+                        details=probes(tools=(False, "answered without a tool call")),
+                    ),
+                ]
+            )
+        async with make_sessionmaker(engine)() as s:
+            snap = {m.name: m for m in (await load_snapshot(s)).models}
+    assert snap["llava:7b"].capabilities.vision is False
+    assert snap["qwen2.5:7b"].capabilities.tools is True
+    assert snap["mistral:7b"].capabilities.tools is True

@@ -231,8 +231,29 @@ async def load_snapshot(session: AsyncSession) -> CatalogSnapshotV1:
     return CatalogSnapshotV1(version=digest, models=ordered, ts=time.time())
 
 
+def apply_probes(caps: CapabilitiesV1, probes: Any) -> CapabilitiesV1:
+    """What the profiler's capability probes (``profiles.details.capabilities``) change: a backend
+    that *refused* an image or tools request (HTTP 4xx) turns that capability off whatever the
+    name or ``/api/show`` said; a real tool call turns tools on. A vision "answer" turns nothing
+    on: a text model answering "I cannot see images" looks the same to the probe."""
+    if not isinstance(probes, dict):
+        return caps
+    update: dict[str, bool] = {}
+    for cap in ("vision", "tools"):
+        probe = probes.get(cap)
+        if not isinstance(probe, dict):
+            continue
+        refused = probe.get("confirmed") is False and str(probe.get("detail", "")).startswith("refused")
+        if refused:
+            update[cap] = False
+        elif cap == "tools" and probe.get("confirmed") is True:
+            update[cap] = True
+    return caps.model_copy(update=update) if update else caps
+
+
 async def _add_profiles(session: AsyncSession, models: dict[int, CatalogModelV1]) -> None:
-    """Latest suite per model (by last update): quality per category, mean tokens/s and TTFT."""
+    """Latest suite per model (by last update): quality per category, mean tokens/s and TTFT, and
+    the capabilities its probes settled (:func:`apply_probes`)."""
     rows = (
         await session.execute(
             select(
@@ -243,6 +264,7 @@ async def _add_profiles(session: AsyncSession, models: dict[int, CatalogModelV1]
                 Profile.tokens_per_s,
                 Profile.ttft_ms,
                 Profile.updated_at,
+                Profile.details["capabilities"],
             ).where(Profile.model_id.in_(list(models)))
         )
     ).all()
@@ -252,10 +274,14 @@ async def _add_profiles(session: AsyncSession, models: dict[int, CatalogModelV1]
             latest[r[0]] = (r[6], r[1])
     tps: dict[int, list[float]] = defaultdict(list)
     ttft: dict[int, list[float]] = defaultdict(list)
+    probed: set[int] = set()
     for r in rows:
         if latest[r[0]][1] != r[1]:
             continue
         m = models[r[0]]
+        if r[0] not in probed and r[7]:  # one run's probes, copied into each category's row
+            probed.add(r[0])
+            m.capabilities = apply_probes(m.capabilities, r[7])
         if r[3] is not None:
             m.quality[r[2]] = round(float(r[3]), 4)
         if r[4] is not None:
