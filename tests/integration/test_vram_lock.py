@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 from switchyard.common.keys import Keys
 from switchyard.common.rpc.contract import RpcMethod
 from switchyard.common.schemas.vram import ModelOrderV1, OrderAction, OrderResultV1
+from switchyard.common.vram_lock import HostLock, pending_loads
 from switchyard.scorer.vram import PlannedOrder, VramOptions
-from switchyard.scorer.vram_actions import HostLock, VramActions, pending_loads, recent_actions
+from switchyard.scorer.vram_actions import VramActions, recent_actions
 
 pytestmark = pytest.mark.integration
 
@@ -160,3 +161,25 @@ async def test_a_load_is_pending_while_it_runs_and_until_it_expires(redis: Redis
     await act.reserve("gpu1", "other", 1 << 30, ttl_s=60)
     assert await pending_loads(redis, keys, "gpu1") == {"other": 1 << 30}
     assert await pending_loads(redis, keys, "gpu1", now=time.time() + 3600) == {}
+
+
+async def test_the_profiler_holds_the_host_lock_and_reserves_the_bytes_while_it_loads(redis, keys):
+    from switchyard.profiler.profiling import ProfileTarget, ProfilingFailed, ProfilingOptions, loading_on_host
+
+    target = ProfileTarget(
+        model_id=1, model="m:7b", backend="b", host="gpu9", upstream="m:7b", digest=None,
+        size_bytes=5 << 30, params_b=7.0, context_length=None, reason="new",
+    )  # fmt: skip
+    opts = ProfilingOptions(vram_lock_wait_s=0.1)
+    async with loading_on_host(redis, keys, target, opts):
+        assert await redis.exists(keys.vram_lock("gpu9"))
+        assert not await HostLock(redis, keys.vram_lock("gpu9"), ttl_s=5).acquire(0.05)  # the planner waits
+        assert await pending_loads(redis, keys, "gpu9") == {"m:7b": 5 << 30}  # and counts the load
+    assert not await redis.exists(keys.vram_lock("gpu9"))
+
+    planner = HostLock(redis, keys.vram_lock("gpu9"), ttl_s=5)
+    assert await planner.acquire()
+    with pytest.raises(ProfilingFailed, match="VRAM lock of host gpu9"):
+        async with loading_on_host(redis, keys, target, opts):
+            pytest.fail("loaded while the planner held the host")
+    await planner.release()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -219,3 +220,35 @@ async def test_profile_rows_use_the_table_columns_only() -> None:
         assert all(p["prompt"] == by_id[p["id"]].prompt for p in r["details"]["prompts"])
     dumped: dict[str, Any] = result.model_dump(mode="json")
     assert dumped["categories"]["math"]["score"] == 1.0
+
+
+async def test_the_warmup_guard_wraps_the_load_and_nothing_else() -> None:
+    inside: list[bool] = []
+    held = False
+
+    @contextlib.asynccontextmanager
+    async def guard() -> AsyncIterator[None]:
+        nonlocal held
+        held = True
+        try:
+            yield
+        finally:
+            held = False
+
+    def behaviour(request: ChatRequest, timeout_s: float) -> ChatResult:
+        inside.append(held)
+        return answer(request)
+
+    result = await ProfileRunner(ScriptedChat(behaviour), SUITE, Grader(), warmup_guard=guard).run(MODEL)
+    assert result.status == "ok"
+    assert inside[0] is True and not any(inside[1:])  # the warm-up only
+
+    @contextlib.asynccontextmanager
+    async def refuse() -> AsyncIterator[None]:
+        raise RuntimeError("host busy")
+        yield  # pragma: no cover - never reached
+
+    chat = ScriptedChat()
+    with pytest.raises(RuntimeError, match="host busy"):
+        await ProfileRunner(chat, SUITE, Grader(), warmup_guard=refuse).run(MODEL)
+    assert chat.calls == []  # nothing was loaded

@@ -47,6 +47,7 @@ from switchyard.common.backends.clients import BackendClient
 from switchyard.common.db.models import Backend, Deployment, Model, Profile
 from switchyard.common.errors import SwitchyardError
 from switchyard.common.keys import Keys
+from switchyard.common.vram_lock import HostLock, reserve_pending
 from switchyard.profiler.chat import BackendChat
 from switchyard.profiler.grading import Grader
 from switchyard.profiler.judge import JudgeOptions, LLMJudge
@@ -91,6 +92,11 @@ class ProfilingOptions(BaseModel):
     slot_lease_s: float = Field(default=3900.0, gt=0, description="A slot is freed after this even if a worker died")
     slot_wait_s: float = Field(default=1800.0, ge=0, description="Wait this long for a slot, then retry later")
     unload_after: bool = Field(default=True, description="Unload after profiling unless pinned or loaded before")
+    vram_lock: bool = Field(
+        default=True, description="Hold the host's VRAM lock while a model loads (the scorer's planner waits)"
+    )
+    vram_lock_wait_s: float = Field(default=120.0, ge=0, description="Wait this long for it, then retry later")
+    vram_lock_ttl_s: float = Field(default=30.0, gt=0, description="Lock expiry, extended while the load runs")
     pinned: tuple[str, ...] = Field(default=(), description="Globs of models never unloaded")
     failed_retry_after_s: float = Field(default=21600.0, ge=0, description="Profile a failed model again after")
     job_timeout_s: float = Field(default=3600.0, gt=0, description="One profiling try of one model")
@@ -347,8 +353,25 @@ async def profile_one(
             await progress.write("done", 0, len(suite.prompts), outcome="no slot")
             raise ProfilingFailed(f"no profiling slot on {target.backend}/{target.host} within {opts.slot_wait_s}s")
         was_loaded = await _loaded(client, target.upstream) is not None
+        started = asyncio.Event()  # set once the load may begin: only then is an unload ours to do
+
+        @contextlib.asynccontextmanager
+        async def guard() -> AsyncIterator[None]:
+            if opts.vram_lock and not was_loaded:
+                async with loading_on_host(redis, keys, target, opts):
+                    started.set()
+                    yield
+            else:
+                started.set()
+                yield
+
         runner = ProfileRunner(
-            BackendChat(client.config, http, target.upstream), suite, grader, opts.runner, progress=progress
+            BackendChat(client.config, http, target.upstream),
+            suite,
+            grader,
+            opts.runner,
+            progress=progress,
+            warmup_guard=guard,
         )
         model = ModelUnderTest(
             name=target.model,
@@ -366,7 +389,7 @@ async def profile_one(
             pinned = any(
                 fnmatch.fnmatchcase(target.model, g) or fnmatch.fnmatchcase(target.upstream, g) for g in opts.pinned
             )
-            if opts.unload_after and not was_loaded and not pinned:
+            if opts.unload_after and not was_loaded and not pinned and started.is_set():
                 try:
                     await client.unload(target.upstream)
                 except Exception as exc:  # the profile stands; the backend's keep_alive unloads it later
@@ -381,6 +404,24 @@ async def profile_one(
     if failed_to_start:
         raise ProfilingFailed(result.errors[0], result)
     return result
+
+
+@contextlib.asynccontextmanager
+async def loading_on_host(
+    redis: Redis, keys: Keys, target: ProfileTarget, opts: ProfilingOptions
+) -> AsyncIterator[None]:
+    """Around the warm-up, which loads the model: hold the host's VRAM lock, the one the scorer's
+    planner takes for its loads and unloads (so neither changes the host under the other), and
+    count the model's bytes as a pending load until the host's gpu-agent reports it (so plans
+    made meanwhile leave room for it). No lock within ``vram_lock_wait_s``: the try fails and the
+    job retries later."""
+    lock = HostLock(redis, keys.vram_lock(target.host), ttl_s=opts.vram_lock_ttl_s)
+    async with lock.held(opts.vram_lock_wait_s) as got:
+        if not got:
+            raise ProfilingFailed(f"the VRAM lock of host {target.host} stayed taken for {opts.vram_lock_wait_s:.0f}s")
+        if target.size_bytes:
+            await reserve_pending(redis, keys, target.host, target.upstream, target.size_bytes)
+        yield
 
 
 async def _loaded(client: BackendClient, upstream: str) -> Any:

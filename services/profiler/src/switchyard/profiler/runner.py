@@ -30,6 +30,7 @@ import struct
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -208,8 +209,12 @@ class ProfileRunner:
         options: RunnerOptions | None = None,
         *,
         progress: ProgressFn | None = None,
+        warmup_guard: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
+        """``warmup_guard``: entered around the warm-up (the load), e.g. to hold the host's VRAM
+        lock (:func:`switchyard.profiler.profiling.loading_on_host`); what it raises ends the run."""
         self.chat = chat
+        self.warmup_guard = warmup_guard
         self.suite = suite
         self.grader = grader
         self.opts = options or RunnerOptions()
@@ -224,7 +229,11 @@ class ProfileRunner:
         total = len(prompts)
         errors: list[str] = []
         await self._report(model, "warmup", 0, total, None, None)
-        load_ms, warm_error = await self._warmup(model)
+        if self.warmup_guard is not None:
+            async with self.warmup_guard():
+                load_ms, warm_error = await self._warmup(model)
+        else:
+            load_ms, warm_error = await self._warmup(model)
         outcomes: list[PromptOutcome] = []
         if warm_error is not None:
             errors.append(f"warm-up: {warm_error}")

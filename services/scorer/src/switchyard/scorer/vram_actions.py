@@ -1,11 +1,10 @@
 """Carrying out the planner's orders: one sequence per host at a time, across every scorer
 replica, each order recorded.
 
-* **Lock.** ``SET <prefix>:vram:lock:<host> <token> NX PX <ttl>``; released with a
-  compare-and-delete script so a replica never frees a lock another one took after its own
-  expired; a background task extends it (compare-and-``PEXPIRE``) while a long order runs. A
-  replica that cannot get the lock within ``lock_wait_s`` gives up: another replica is
-  changing that host, and the caller routes without orders.
+* **Lock.** :class:`~switchyard.common.vram_lock.HostLock` on ``<prefix>:vram:lock:<host>`` (the
+  profiler takes the same lock while it loads a model to profile). A replica that cannot get
+  the lock within ``lock_wait_s`` gives up: someone else is changing that host, and the caller
+  routes without orders.
 * **Safety.** Right before each unload the model is re-checked for requests in flight
   (``busy`` callback, from the gateways' in-flight counters): a model that became busy is not
   unloaded and the rest of the sequence is abandoned. A failed unload abandons it too, so a
@@ -18,13 +17,10 @@ replica, each order recorded.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -37,15 +33,10 @@ from switchyard.common.errors import RpcError
 from switchyard.common.keys import Keys
 from switchyard.common.rpc.contract import RpcMethod, gpu_order_method
 from switchyard.common.schemas.vram import ModelOrderV1, OrderAction, OrderResultV1, VramActionV1
+from switchyard.common.vram_lock import PENDING_TTL_S, HostLock, clear_pending, reserve_pending
 from switchyard.scorer.vram import PlannedOrder, VramOptions
 
 log = logging.getLogger(__name__)
-
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-_EXTEND = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
-)
-PENDING_TTL_S = 60.0
 
 
 class OrderCaller(Protocol):
@@ -58,57 +49,6 @@ class OrderCaller(Protocol):
 
 BusyCheck = Callable[[str, str], Awaitable[bool]]
 """``(host, model) -> True`` when a request is being served by that model on that host."""
-
-
-class HostLock:
-    """A Redis lock with expiry for one host, released only by its holder."""
-
-    def __init__(self, redis: Redis, key: str, *, ttl_s: float, token: str | None = None) -> None:
-        self._redis = redis
-        self.key = key
-        self.ttl_ms = max(int(ttl_s * 1000), 1)
-        self.token = token or uuid.uuid4().hex
-
-    async def acquire(self, wait_s: float = 0.0, *, poll_s: float = 0.02) -> bool:
-        deadline = time.monotonic() + wait_s
-        while True:
-            if await self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(poll_s)
-
-    async def release(self) -> bool:
-        return bool(await self._redis.eval(_RELEASE, 1, self.key, self.token))  # type: ignore[misc]
-
-    async def extend(self) -> bool:
-        return bool(await self._redis.eval(_EXTEND, 1, self.key, self.token, str(self.ttl_ms)))  # type: ignore[misc]
-
-    @asynccontextmanager
-    async def held(self, wait_s: float = 0.0) -> AsyncIterator[bool]:
-        """Yields whether the lock was taken; keeps it alive while held; releases it after."""
-        got = await self.acquire(wait_s)
-        keeper: asyncio.Task[None] | None = None
-        if got:
-            keeper = asyncio.create_task(self._keep(), name=f"lock-keeper:{self.key}")
-        try:
-            yield got
-        finally:
-            if keeper is not None:
-                keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
-            if got:
-                with contextlib.suppress(RedisError, OSError):
-                    await self.release()
-
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
-            with contextlib.suppress(RedisError, OSError):
-                if not await self.extend():
-                    log.warning("lost VRAM lock %s (expired and taken by another replica)", self.key)
-                    return
 
 
 @dataclass(slots=True)
@@ -189,13 +129,10 @@ class VramActions:
 
     async def reserve(self, host: str, model: str, nbytes: int, *, ttl_s: float = PENDING_TTL_S) -> None:
         """Count ``model`` as loading on ``host`` until the agent reports it (or ``ttl_s`` passes)."""
-        key, value = self._keys.vram_pending(host), f"{nbytes}:{self._clock() + ttl_s:.3f}"
-        await self._redis.hset(key, model, value)  # type: ignore[misc]
-        await self._redis.expire(self._keys.vram_pending(host), int(ttl_s) + 1)
+        await reserve_pending(self._redis, self._keys, host, model, nbytes, ttl_s=ttl_s, now=self._clock())
 
     async def _clear_pending(self, host: str, model: str) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.hdel(self._keys.vram_pending(host), model)  # type: ignore[misc]
+        await clear_pending(self._redis, self._keys, host, model)
 
     async def _one(self, order: PlannedOrder) -> VramActionV1:
         start = self._clock()
@@ -249,16 +186,4 @@ async def recent_actions(redis: Redis, keys: Keys, limit: int = 100) -> list[Vra
     for raw in await redis.lrange(keys.vram_actions, 0, max(limit, 1) - 1):  # type: ignore[misc]
         with contextlib.suppress(orjson.JSONDecodeError, ValidationError):
             out.append(VramActionV1.model_validate(orjson.loads(raw)))
-    return out
-
-
-async def pending_loads(redis: Redis, keys: Keys, host: str, *, now: float | None = None) -> dict[str, int]:
-    """Loads made room for on ``host`` that have not expired: model -> bytes."""
-    now = time.time() if now is None else now
-    out: dict[str, int] = {}
-    for model, raw in (await redis.hgetall(keys.vram_pending(host))).items():  # type: ignore[misc]
-        nbytes, _, until = raw.decode().partition(":")
-        with contextlib.suppress(ValueError):
-            if float(until) > now:
-                out[model.decode()] = int(nbytes)
     return out

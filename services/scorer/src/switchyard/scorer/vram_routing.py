@@ -38,6 +38,7 @@ from switchyard.common.schemas.catalog import CatalogModelV1
 from switchyard.common.schemas.fleet import HostStateV1
 from switchyard.common.schemas.route import CandidateV1, RouteReplyV1
 from switchyard.common.schemas.vram import HostBudgetV1, VramStatusV1
+from switchyard.common.vram_lock import pending_loads
 from switchyard.scorer.vram import (
     Decision,
     DecisionKind,
@@ -51,7 +52,7 @@ from switchyard.scorer.vram import (
     model_need,
     plan,
 )
-from switchyard.scorer.vram_actions import VramActions, pending_loads
+from switchyard.scorer.vram_actions import VramActions
 
 log = logging.getLogger(__name__)
 
