@@ -3,6 +3,7 @@ detection, the manual memory budget and the metrics' label hygiene."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -10,8 +11,8 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from switchyard.common.errors import ConfigError
-from switchyard.common.schemas.fleet import GpuStateV1, LoadedModelV1
-from switchyard.gpu_agent.agent import Agent, Observation, fingerprint
+from switchyard.common.schemas.fleet import GpuProcessV1, GpuStateV1, LoadedModelV1
+from switchyard.gpu_agent.agent import Agent, Observation, fingerprint, process_name
 from switchyard.gpu_agent.gpus import GpuReading, manual_reading
 from switchyard.gpu_agent.metrics import GpuAgentMetrics
 from switchyard.gpu_agent.nvml import NvmlReader
@@ -96,7 +97,7 @@ async def test_state_carries_every_gpu_and_the_loaded_models() -> None:
     obs = Observation(obs.readings, obs.gpu_error, [LoadedModelV1(name="m:7b", size_bytes=5, vram_bytes=5)], True)
     state = a.build(obs)
     assert (state.host, state.ts, state.gpu_error, state.backend, state.backend_url) == ("gpu-1", TS, None, None, None)
-    assert state.gpus[1] == GpuStateV1(
+    assert state.gpus[1].model_copy(update={"processes": []}) == GpuStateV1(
         index=1,
         uuid="GPU-a07c5e3d-12b4-4f9e-8d6c-91e2b3f4a5d6",
         name="NVIDIA H100 80GB HBM3",
@@ -108,6 +109,10 @@ async def test_state_carries_every_gpu_and_the_loaded_models() -> None:
         temperature_c=58.0,
         power_w=512.43,
     )
+    # per-process memory as NVML gives it (None where the driver hides it); names only where
+    # /proc shows the pid (the fixture's pids are not this machine's processes)
+    assert [(p.pid, p.used_bytes) for p in state.gpus[1].processes] == [(4242, 41875931136), (4343, None)]
+    assert state.gpus[0].processes == []
     assert state.memory_free_bytes == 85516615680 + 42139410432
     assert [m.name for m in state.loaded_models] == ["m:7b"]
     assert state.agent_version
@@ -159,6 +164,18 @@ def test_fingerprint_ignores_time_and_telemetry_but_not_memory_or_models() -> No
     assert fingerprint(loaded) != fingerprint(base)
     down = base.model_copy(update={"backend_ok": False})
     assert fingerprint(down) != fingerprint(base)
+    growing = base.model_copy(
+        update={"gpus": [base.gpus[0].model_copy(update={"processes": [GpuProcessV1(pid=1, used_bytes=5)]})]}
+    )
+    assert fingerprint(growing) == fingerprint(base)  # KV caches grow; used memory tells the change
+
+
+def test_process_names_come_from_proc_where_visible(tmp_path) -> None:
+    assert process_name(os.getpid()) is not None
+    (tmp_path / "77").mkdir()
+    (tmp_path / "77" / "comm").write_text("llama-server\n")
+    assert process_name(77, proc=tmp_path) == "llama-server"
+    assert process_name(78, proc=tmp_path) is None
 
 
 # --- metrics -----------------------------------------------------------------------------------

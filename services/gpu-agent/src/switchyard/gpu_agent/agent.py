@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 from redis.asyncio import Redis
@@ -33,7 +34,7 @@ from redis.exceptions import RedisError
 from switchyard.common.backends.clients import BackendClient
 from switchyard.common.backends.config import BackendKind
 from switchyard.common.errors import BackendError
-from switchyard.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
+from switchyard.common.schemas.fleet import GpuProcessV1, GpuStateV1, HostStateV1, LoadedModelV1
 from switchyard.gpu_agent import __version__
 from switchyard.gpu_agent.gpus import GpuReader, GpuReading, GpuUnavailable, manual_reading
 from switchyard.gpu_agent.metrics import GpuAgentMetrics
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 
 FORGET_HOSTS_AFTER_S = 3600.0
 """Members of ``keys.fleet_hosts`` silent this long are dropped from the set (their key is long gone)."""
-_VOLATILE_GPU_FIELDS = frozenset({"utilization_pct", "temperature_c", "power_w"})
+_VOLATILE_GPU_FIELDS = frozenset({"utilization_pct", "temperature_c", "power_w", "processes"})
+"""Published every cycle but no reason for a change notification (a process's memory moves with
+its KV cache; the GPU's used memory, which is in the fingerprint, moves with it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,19 @@ def to_gpu_state(r: GpuReading) -> GpuStateV1:
         utilization_pct=None if r.utilization_ratio is None else round(r.utilization_ratio * 100, 1),
         temperature_c=r.temperature_c,
         power_w=r.power_w,
+        processes=[
+            GpuProcessV1(pid=p.pid, used_bytes=p.used_memory_bytes, name=process_name(p.pid)) for p in r.processes
+        ],
     )
+
+
+def process_name(pid: int, proc: Path = Path("/proc")) -> str | None:
+    """The process's command name, where this agent can see it (a container without the host's
+    PID namespace cannot: ``None``)."""
+    try:
+        return (proc / str(pid) / "comm").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def fingerprint(state: HostStateV1) -> bytes:

@@ -7,6 +7,12 @@ from pydantic import Field
 from switchyard.common.schemas import WireModel
 
 
+class GpuProcessV1(WireModel):
+    pid: int
+    used_bytes: int | None = Field(default=None, description="GPU memory the process holds on this GPU")
+    name: str | None = Field(default=None, description="/proc/<pid>/comm where the agent can see it")
+
+
 class GpuStateV1(WireModel):
     index: int
     uuid: str = ""
@@ -18,6 +24,9 @@ class GpuStateV1(WireModel):
     utilization_pct: float | None = None
     temperature_c: float | None = None
     power_w: float | None = None
+    processes: list[GpuProcessV1] = Field(
+        default_factory=list, description="Processes holding memory on this GPU (NVML; empty elsewhere)"
+    )
 
 
 class LoadedModelV1(WireModel):
