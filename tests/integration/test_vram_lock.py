@@ -183,3 +183,27 @@ async def test_the_profiler_holds_the_host_lock_and_reserves_the_bytes_while_it_
         async with loading_on_host(redis, keys, target, opts):
             pytest.fail("loaded while the planner held the host")
     await planner.release()
+
+
+async def test_every_recorded_order_is_counted_by_action_and_outcome(redis: Redis, keys: Keys) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from switchyard.scorer.metrics import ScorerMetrics
+
+    metrics = ScorerMetrics.create(CollectorRegistry())
+
+    async def busy(host: str, model: str) -> bool:
+        return model == "serving"
+
+    def count(action: str, outcome: str) -> float:
+        return metrics.vram_orders.labels(action, outcome)._value.get()
+
+    act = VramActions(
+        redis, keys, SlowAgent(delay=0.0, fail={"stuck"}), replica="s", opts=VramOptions(), busy=busy,
+        counter=metrics.vram_orders,
+    )  # fmt: skip
+    await act.execute("gpu1", orders("gpu1", "idle", "big"))  # unload ok, load ok
+    await act.execute("gpu1", orders("gpu1", "serving", "big"))  # unload skipped: busy
+    await act.execute("gpu1", orders("gpu1", "stuck", "big"))  # unload failed
+    assert (count("unload", "ok"), count("load", "ok")) == (1, 1)
+    assert (count("unload", "skipped"), count("unload", "failed"), count("load", "failed")) == (1, 1, 0)

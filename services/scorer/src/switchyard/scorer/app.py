@@ -327,7 +327,12 @@ async def routing_engine(
 
 @asynccontextmanager
 async def vram_coordinator(
-    settings: ScorerSettings, redis: Redis, registry: CollectorRegistry, *, replica: str
+    settings: ScorerSettings,
+    redis: Redis,
+    registry: CollectorRegistry,
+    *,
+    replica: str,
+    metrics: ScorerMetrics | None = None,
 ) -> AsyncIterator[VramCoordinator]:
     """VRAM-aware routing: its own RPC client for ``gpu.order.<host>`` orders, the executor
     (per-host lock, action log) and the coordinator that the route handler consults."""
@@ -339,7 +344,15 @@ async def vram_coordinator(
     async def busy(host: str, model: str) -> bool:
         return coordinator is not None and await coordinator.is_busy(host, model)
 
-    actions = VramActions(redis, settings.keys, orders, replica=f"scorer-{replica}", opts=opts, busy=busy)
+    actions = VramActions(
+        redis,
+        settings.keys,
+        orders,
+        replica=f"scorer-{replica}",
+        opts=opts,
+        busy=busy,
+        counter=metrics.vram_orders if metrics is not None else None,
+    )
     coordinator = VramCoordinator(
         opts, redis=redis, keys=settings.keys, actions=actions, refresh_s=opts.refresh_s,
         evict_wait_s=opts.evict_wait_s, replica=f"scorer-{replica}",
@@ -367,7 +380,9 @@ async def running_scorer(
         scorer = Scorer(settings, redis=redis, sessionmaker=make_sessionmaker(engine), metrics=metrics, engine=routing)
         rid = rid or replica_id()
         if settings.scorer.vram.enabled:
-            scorer.vram = await stack.enter_async_context(vram_coordinator(settings, redis, registry, replica=rid))
+            scorer.vram = await stack.enter_async_context(
+                vram_coordinator(settings, redis, registry, replica=rid, metrics=metrics)
+            )
         server = RpcServer(
             settings.redis_url,
             settings.keys,

@@ -16,6 +16,7 @@ class ScorerMetrics:
     catalog_models: Gauge
     catalog_reloads: Counter
     fleet_hosts: Gauge
+    vram_orders: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ScorerMetrics:
@@ -31,6 +32,11 @@ class ScorerMetrics:
             catalog_models=gauge("catalog_models", "Routable models in the loaded catalog"),
             catalog_reloads=counter("catalog_reloads", "Catalog loads from Postgres, by outcome", ["outcome"]),
             fleet_hosts=gauge("fleet_hosts", "Hosts with live gpu-agent state"),
+            vram_orders=counter(
+                "vram_orders",
+                "VRAM orders this replica sent to gpu-agents, by action and outcome (ok, failed, skipped)",
+                ["action", "outcome"],
+            ),
         )
         for c in CORE_CATEGORIES:
             m.decisions.labels(c)
@@ -38,4 +44,7 @@ class ScorerMetrics:
             m.unservable.labels(code)
         for outcome in ("ok", "error"):
             m.catalog_reloads.labels(outcome)
+        for action in ("load", "unload"):
+            for outcome in ("ok", "failed", "skipped"):
+                m.vram_orders.labels(action, outcome)
         return m

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
+from prometheus_client import Counter
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -71,13 +72,16 @@ class VramActions:
         opts: VramOptions,
         busy: BusyCheck | None = None,
         clock: Callable[[], float] = time.time,
+        counter: Counter | None = None,
     ) -> None:
+        """``counter``: ``switchyard_scorer_vram_orders_total{action,outcome}``, counted per recorded order."""
         self._redis = redis
         self._keys = keys
         self._caller = caller
         self._replica = replica
         self._opts = opts
         self._busy = busy
+        self._counter = counter
         self._clock = clock
 
     def lock(self, host: str) -> HostLock:
@@ -172,6 +176,9 @@ class VramActions:
         return VramActionV1(**base, ok=result.ok, error=result.error, duration_s=round(self._clock() - start, 4))
 
     async def record(self, action: VramActionV1) -> None:
+        if self._counter is not None:
+            outcome = "ok" if action.ok else "skipped" if (action.error or "").startswith("skipped") else "failed"
+            self._counter.labels(action.action.value, outcome).inc()
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.lpush(self._keys.vram_actions, action.model_dump_json())
