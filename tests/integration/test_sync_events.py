@@ -126,7 +126,13 @@ async def test_request_and_feedback_events_are_stored_once(wctx, db, redis_url, 
         120,
     )
     assert decision.requested_at.timestamp() == TS
-    assert decision.analysis == {"category": "general", "complexity": 0.1, "level": "simple", "signals": ["greeting"]}
+    assert decision.analysis == {
+        "category": "general",
+        "complexity": 0.1,
+        "level": "simple",
+        "signals": ["greeting"],
+        "embedding": None,
+    }
     assert [c["model"] for c in decision.candidates] == ["llama3.1:8b"]
     assert decision.attempts == [{"model": "llama3.1:8b", "backend": "gpu1", "outcome": "ok", "latency_ms": 800.0}]
     feedback = await table(db, Feedback)
