@@ -68,6 +68,17 @@ class SyncContext(WorkerContext[SyncSettings]):
     consumer_task: asyncio.Task[None] | None = None
     sources: dict[str, Source] = field(default_factory=dict)
 
+    async def run_source(self, source: Source) -> SourceSyncResult:
+        """One source run with this worker's connections and matching options."""
+        return await sync_source(
+            source,
+            http=self.http,
+            sessionmaker=self.sessionmaker,
+            redis=self.redis,
+            keys=self.settings.keys,
+            options=self.settings.sync.public,
+        )
+
 
 async def build_context(settings: SyncSettings, redis: Any, *, registry: CollectorRegistry = REGISTRY) -> SyncContext:
     """Everything jobs share; close it with ``await ctx.exit_stack.aclose()``."""
@@ -105,14 +116,7 @@ async def build_context(settings: SyncSettings, redis: Any, *, registry: Collect
 async def import_file(wctx: SyncContext, path: Path) -> SourceSyncResult:
     """One run of the ``local`` source over ``path``, stored under ``sync.benchmarks_source``."""
     source = LocalFilesSource(LocalFilesOptions(paths=(path,), source_name=wctx.settings.sync.benchmarks_source))
-    result = await sync_source(
-        source,
-        http=wctx.http,
-        sessionmaker=wctx.sessionmaker,
-        redis=wctx.redis,
-        keys=wctx.settings.keys,
-        options=wctx.settings.sync.public,
-    )
+    result = await wctx.run_source(source)
     for line in result.skip_reasons:
         log.warning("%s: skipped %s", path.name, line)
     m = wctx.metrics.benchmark_rows
@@ -145,14 +149,7 @@ async def sync_benchmarks(ctx: dict[str, Any], source: str) -> SourceSyncResult:
     if src is None:
         log.warning("sync_benchmarks: no enabled benchmark source named %r", source)
         return SourceSyncResult(source=source, outcome="skipped", error="not enabled")
-    return await sync_source(
-        src,
-        http=wctx.http,
-        sessionmaker=wctx.sessionmaker,
-        redis=wctx.redis,
-        keys=wctx.settings.keys,
-        options=wctx.settings.sync.public,
-    )
+    return await wctx.run_source(src)
 
 
 @job(SYNC_ALL_BENCHMARKS)
