@@ -29,6 +29,7 @@ from switchyard.common.keys import Keys
 from switchyard.common.rpc.client import RpcClient
 from switchyard.common.rpc.contract import ROUTE_V1, RpcMethod
 from switchyard.common.rpc.envelope import encode_request
+from switchyard.common.rpc.resp import RespLink
 from switchyard.common.rpc.server import RpcContext, RpcServer
 from switchyard.common.rpc.transport import PushExpire
 from switchyard.common.schemas import WireModel
@@ -367,8 +368,9 @@ async def _evalsha_calls(r: Redis) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
-async def test_concurrent_pushes_to_one_key_share_one_command_and_keep_their_order(redis, keys):
-    push = PushExpire(redis)
+async def test_concurrent_pushes_to_one_key_share_one_command_and_keep_their_order(redis, redis_url, keys):
+    link = RespLink(redis_url)
+    push = PushExpire(link)
     key = f"{keys.prefix}:push-test"
     await push(key, b"warm", 30)  # loads the script (EVAL + EVALSHA) outside the count
     before = await _evalsha_calls(redis)
@@ -377,17 +379,18 @@ async def test_concurrent_pushes_to_one_key_share_one_command_and_keep_their_ord
     assert await redis.lrange(key, 1, -1) == [f"p{i}".encode() for i in range(50)]
     assert 0 < await redis.ttl(key) <= 30
     # two keys in one tick: one command each; batches above max_batch are split
-    small = PushExpire(redis, max_batch=8)
+    small = PushExpire(link, max_batch=8)
     other = f"{keys.prefix}:push-test-2"
     before = await _evalsha_calls(redis)
     await asyncio.gather(*(small(key if i % 2 else other, b"x", 30) for i in range(20)))
     assert await _evalsha_calls(redis) - before == 4  # 10 per key, 8 per command
     await redis.delete(key, other)
+    link.close()
 
 
 async def test_a_failed_shared_push_fails_every_caller(keys):
-    broken = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    broken = RespLink("redis://127.0.0.1:1/0", connect_timeout_s=0.5)
     push = PushExpire(broken)
     results = await asyncio.gather(*(push(f"{keys.prefix}:x", b"p", 5) for _ in range(5)), return_exceptions=True)
     assert len(results) == 5 and all(isinstance(e, OSError | RedisError) for e in results), results
-    await broken.aclose()
+    broken.close()

@@ -31,9 +31,9 @@ from switchyard.gateway.catalog import CatalogView
 from switchyard.gateway.errors import register_error_handlers
 from switchyard.gateway.events import EventPublisher
 from switchyard.gateway.forwarding import Forwarder
+from switchyard.gateway.hot_path import GatewayApp
 from switchyard.gateway.inflight import InflightTracker
 from switchyard.gateway.metrics import build_metrics
-from switchyard.gateway.middleware import AccessMetricsMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from switchyard.gateway.pipeline import Pipeline
 from switchyard.gateway.routes import admin_catalog, admin_routing, admin_vram, ollama, openai, ops
 from switchyard.gateway.routing import Router
@@ -50,7 +50,7 @@ def client_key_ids(settings: GatewaySettings) -> dict[str, str]:
 
 def create_app(
     settings: GatewaySettings, *, registry: CollectorRegistry | None = None, multiprocess: bool = False
-) -> FastAPI:
+) -> GatewayApp:
     """Build the gateway. ``registry`` defaults to a fresh one (so that tests can build several
     apps in one process); ``__main__`` passes the process-wide registry."""
     registry = registry if registry is not None else CollectorRegistry()
@@ -138,7 +138,7 @@ def create_app(
             )
             yield {"gw": state}
 
-    app = FastAPI(
+    app = GatewayApp(
         **_no_native_telemetry(),
         title="Switchyard gateway",
         summary="One OpenAI- and Ollama-compatible endpoint in front of a fleet of LLM backends",
@@ -146,17 +146,15 @@ def create_app(
         lifespan=lifespan,
     )
     register_error_handlers(app)
-    app.router.routes.extend([*openai.hot_routes, *ollama.hot_routes])  # see routes/openai.py
+    # request id, access metrics and the body limit around every request; the model endpoints
+    # by the short path (see hot_path.py and routes/openai.py)
+    app.use_hot_path([*openai.hot_routes, *ollama.hot_routes], metrics=metrics, max_body_bytes=opts.max_body_bytes)
     app.include_router(openai.router)
     app.include_router(ollama.router)
     app.include_router(ops.router)
     app.include_router(admin_vram.router)
     app.include_router(admin_routing.router)
     app.include_router(admin_catalog.router)
-    # added last = outermost: request id, then access metrics, then the body limit
-    app.add_middleware(BodyLimitMiddleware, max_bytes=opts.max_body_bytes)
-    app.add_middleware(AccessMetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
     return app
 
 

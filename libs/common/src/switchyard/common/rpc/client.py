@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from typing import Any
@@ -30,6 +31,7 @@ from switchyard.common.logging import request_id_var
 from switchyard.common.metrics import rpc_metrics
 from switchyard.common.rpc.contract import Rep, Req, RpcMethod
 from switchyard.common.rpc.envelope import encode_request, error_from_reply
+from switchyard.common.rpc.resp import RespConnection, RespLink
 from switchyard.common.rpc.transport import BatchPop, PushExpire
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,8 @@ class RpcClient:
 
     async def start(self) -> None:
         self._redis = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
-        self._push = PushExpire(self._redis)
+        self._link = RespLink(self._url)
+        self._push = PushExpire(self._link)
         self._tasks.append(asyncio.create_task(self._read_replies(), name="rpc-reply-reader"))
         if self._watch:
             await self._poll_heartbeats()
@@ -83,6 +86,7 @@ class RpcClient:
                 await t
         self._fail_pending(RpcUnavailable("RPC client closed"))
         if self._redis is not None:
+            self._link.close()
             await self._redis.aclose()
 
     async def __aenter__(self) -> RpcClient:
@@ -123,7 +127,7 @@ class RpcClient:
             raise RpcUnavailable("RPC reply reader is disconnected from Redis")
         if not self._alive.get(method.label, True):
             raise RpcUnavailable(f"no live server for {method.label}")
-        call_id = uuid.uuid4().hex
+        call_id = f"{random.getrandbits(64):016x}"  # unique among this client's pending calls
         deadline = time.time() + timeout
         payload = encode_request(
             call_id=call_id,
@@ -138,17 +142,13 @@ class RpcClient:
         self._pending[call_id] = fut
         queue = self._keys.rpc_queue(method.name, method.version)
         try:
+            # one wait for push and reply: a failed push fails the reply's future at once
+            self._push.submit(queue, payload, QUEUE_TTL_S).add_done_callback(
+                lambda pushed: _push_failed(pushed, fut, method.label)
+            )
             try:
                 # asyncio.timeout, not wait_for: no extra task per await on the hot path
                 async with asyncio.timeout(max(timeout, 0.001)):
-                    await self._push(queue, payload, QUEUE_TTL_S)
-            except TimeoutError as exc:  # before OSError, its base class
-                raise RpcTimeout(f"{method.label}: push timed out after {timeout:.3f}s") from exc
-            except (RedisError, OSError) as exc:
-                raise RpcUnavailable(f"cannot push RPC request: {exc}") from exc
-            remaining = deadline - time.time()
-            try:
-                async with asyncio.timeout(max(remaining, 0.0)):
                     raw = await fut
             except TimeoutError as exc:
                 raise RpcTimeout(f"{method.label}: no reply within {timeout:.3f}s") from exc
@@ -169,9 +169,10 @@ class RpcClient:
     async def _read_replies(self) -> None:
         backoff = 0.05
         while not self._closed:
-            conn = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=None)
+            conn: RespConnection | None = None
             try:
-                await conn.ping()
+                conn = await RespConnection.open(self._url)
+                await conn.execute("PING")
                 self._reader_up.set()
                 backoff = 0.05
                 popper = BatchPop(REPLY_BATCH)
@@ -191,8 +192,8 @@ class RpcClient:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.aclose()
+                if conn is not None:
+                    conn.close()
 
     def _resolve(self, raw: bytes) -> None:
         try:
@@ -222,6 +223,18 @@ class RpcClient:
         while True:
             await asyncio.sleep(self._heartbeat_poll_s)
             await self._poll_heartbeats()
+
+
+def _push_failed(pushed: asyncio.Future[None], reply: asyncio.Future[bytes], label: str) -> None:
+    if pushed.cancelled():
+        return
+    exc = pushed.exception()  # read even when the call is over: no "never retrieved" warning
+    if exc is None or reply.done():
+        return
+    if isinstance(exc, TimeoutError):  # before OSError, its base class
+        reply.set_exception(RpcTimeout(f"{label}: the push to Redis timed out"))
+    else:
+        reply.set_exception(RpcUnavailable(f"cannot push RPC request: {exc}"))
 
 
 def new_client_id(service: str) -> str:

@@ -28,6 +28,7 @@ from switchyard.common.logging import request_id_var
 from switchyard.common.metrics import rpc_metrics
 from switchyard.common.rpc.contract import Rep, Req, RpcMethod
 from switchyard.common.rpc.envelope import decode_request, encode_reply_error, encode_reply_ok
+from switchyard.common.rpc.resp import RespConnection, RespLink
 from switchyard.common.rpc.transport import BatchPop, PushExpire
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class RpcServer:
         self._metrics = rpc_metrics(registry)
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._unblock: tuple[Redis, int] | None = None
         self.connected = False
         self.handled = 0
 
@@ -83,15 +85,17 @@ class RpcServer:
             raise RuntimeError("no RPC handlers registered")
         backoff = 0.05
         while not self._stopping.is_set():
-            reader = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=None)
+            reader: RespConnection | None = None
+            link = RespLink(self._url)
             writer = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
             beat = asyncio.create_task(self._heartbeat(writer), name="rpc-heartbeat")
             try:
-                await reader.ping()
+                reader = await RespConnection.open(self._url)
+                self._unblock = (writer, await reader.execute("CLIENT", "ID"))
                 self.connected = True
                 backoff = 0.05
                 log.info("RPC server %s serving %s", self.replica_id, ", ".join(self._handlers))
-                await self._consume(reader, writer)
+                await self._consume(reader, PushExpire(link))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -101,24 +105,33 @@ class RpcServer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
+                self._unblock = None
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await beat
                 await self._drain()
                 with contextlib.suppress(Exception):
                     await self._clear_heartbeat(writer)
-                for conn in (reader, writer):
-                    with contextlib.suppress(Exception):
-                        await conn.aclose()
+                if reader is not None:
+                    reader.close()
+                link.close()
+                with contextlib.suppress(Exception):
+                    await writer.aclose()
         self.connected = False
 
     async def stop(self) -> None:
+        """Stop taking work now; what is in flight is finished. The blocking pop is ended by
+        ``CLIENT UNBLOCK … TIMEOUT`` (it returns empty, as if it had timed out), so that nothing
+        already popped is lost on the way, as it could be by closing the connection under it."""
         self._stopping.set()
+        if self._unblock is not None:
+            writer, reader_id = self._unblock
+            with contextlib.suppress(RedisError, OSError):
+                await writer.client_unblock(reader_id)  # as a timeout, not an error
 
-    async def _consume(self, reader: Redis, writer: Redis) -> None:
+    async def _consume(self, reader: RespConnection, push: PushExpire) -> None:
         queues = list(self._handlers)
         popper = BatchPop(SERVE_BATCH)
-        push = PushExpire(writer)
         while not self._stopping.is_set():
             queue, raws = await popper.pop(reader, queues)
             for raw in raws:

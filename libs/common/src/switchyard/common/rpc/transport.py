@@ -1,4 +1,4 @@
-"""Moving RPC messages through Redis lists cheaply.
+"""Moving RPC messages through Redis lists cheaply (over :mod:`switchyard.common.rpc.resp`).
 
 * :class:`BatchPop` — ``BLMPOP`` (Redis >= 7) blocks like ``BLPOP`` until the first of the keys
   has items, then returns up to ``count`` of them at once. Under load a reply reader or a server
@@ -6,23 +6,24 @@
   same as ``BLPOP``. Older servers answer "unknown command", and the popper falls back to ``BLPOP``.
 * :class:`PushExpire` — ``RPUSH`` + ``EXPIRE`` atomically in one small Lua script (``EVALSHA``):
   the same effect as the two in a ``MULTI``, but one command and one reply instead of four, which
-  in redis-py is most of an RPC call's client-side CPU. redis-py reloads the script by itself
-  when the server lost it (``NOSCRIPT``), e.g. after a restart. Pushes to one key made in the
-  same event-loop iteration (concurrent requests arriving together, a batch of replies) go out
-  as **one** ``EVALSHA`` with all their payloads: redis-py spends ~100 µs of CPU packing and
-  parsing a command, Redis a few µs running it, so under load the per-call cost is shared. A
-  lone push waits one loop iteration for company and costs the same as before.
+  is most of an RPC call's client-side CPU. The script is reloaded by ``EVAL`` when the server
+  lost it (``NOSCRIPT``), e.g. after a restart. Pushes to one key made in the same event-loop
+  iteration (concurrent requests arriving together, a batch of replies) go out as **one**
+  ``EVALSHA`` with all their payloads: the client spends far more CPU on a command than Redis
+  spends running it, so under load the per-call cost is shared. A lone push waits one loop
+  iteration for company.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from switchyard.common.rpc.resp import RespConnection, RespLink, Script
+
 # ARGV[1] is the TTL, the rest are payloads, pushed in order
-_PUSH_EXPIRE_LUA = "redis.call('RPUSH', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])"
+_PUSH_EXPIRE = Script("redis.call('RPUSH', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])")
 MAX_PUSH_BATCH = 256
 """Payloads per ``EVALSHA`` at most (Lua's ``unpack`` is bounded by its C stack, ~8k)."""
 
@@ -31,19 +32,25 @@ class PushExpire:
     """``await push(key, payload, ttl_s)``: returns once the payload is in the list (or raises
     what Redis raised); concurrent pushes to one key share a command (see the module docstring)."""
 
-    def __init__(self, redis: Redis, *, max_batch: int = MAX_PUSH_BATCH) -> None:
-        self._script = redis.register_script(_PUSH_EXPIRE_LUA)
+    def __init__(self, link: RespLink, *, max_batch: int = MAX_PUSH_BATCH, timeout_s: float = 5.0) -> None:
+        self._link = link
+        self._timeout_s = timeout_s
         self._max_batch = max_batch
         self._waiting: dict[tuple[str, int], list[tuple[bytes, asyncio.Future[None]]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, key: str, payload: bytes, ttl_s: int) -> None:
+        await self.submit(key, payload, ttl_s)
+
+    def submit(self, key: str, payload: bytes, ttl_s: int) -> asyncio.Future[None]:
+        """Queue the push; the future resolves once it is in the list (or fails with what Redis
+        raised). For callers that have other things to wait for meanwhile."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._flush)
         self._waiting.setdefault((key, ttl_s), []).append((payload, fut))
-        await fut
+        return fut
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, {}
@@ -55,7 +62,8 @@ class PushExpire:
 
     async def _send(self, key: str, ttl_s: int, items: list[tuple[bytes, asyncio.Future[None]]]) -> None:
         try:
-            await self._script(keys=[key], args=[ttl_s, *(payload for payload, _ in items)])
+            async with asyncio.timeout(self._timeout_s):
+                await _PUSH_EXPIRE(self._link, [key], [ttl_s, *(payload for payload, _ in items)])
         except asyncio.CancelledError:  # the process is shutting down: the callers learn it
             self._fail(items, ConnectionError("push cancelled"))
             raise
@@ -78,16 +86,16 @@ class BatchPop:
         self.count = count
         self.blmpop = True
 
-    async def pop(self, conn: Redis, keys: list[str], *, timeout: int = 1) -> tuple[bytes | None, list[bytes]]:
+    async def pop(self, conn: RespConnection, keys: list[str], *, timeout: int = 1) -> tuple[bytes | None, list[bytes]]:
         """``(key, items)`` from the first key that has items, or ``(None, [])`` after ``timeout`` s."""
         if self.blmpop:
             try:
-                got = await conn.blmpop(timeout, len(keys), *keys, direction="LEFT", count=self.count)  # type: ignore[misc,arg-type]
+                got = await conn.execute("BLMPOP", timeout, len(keys), *keys, "LEFT", "COUNT", self.count)
             except ResponseError as exc:
                 if "unknown command" not in str(exc).lower():
                     raise
                 self.blmpop = False
             else:
                 return (None, []) if got is None else (got[0], list(got[1]))
-        item = await conn.blpop(keys, timeout=timeout)  # type: ignore[misc]
+        item = await conn.execute("BLPOP", *keys, timeout)
         return (None, []) if item is None else (item[0], [item[1]])
