@@ -70,6 +70,24 @@ async def test_a_reply_whose_caller_gave_up_is_dropped_not_handed_to_the_next_co
         conn.close()
 
 
+async def test_a_subscribed_connection_hands_messages_to_its_callback_and_replies_to_waiters(
+    redis_url: str, redis: Redis
+) -> None:
+    channel = f"sytest-{uuid.uuid4().hex[:8]}:replies"
+    got: list[tuple[bytes, bytes]] = []
+    conn = await RespConnection.open(redis_url, on_message=lambda ch, data: got.append((ch, data)))
+    try:
+        assert await conn.execute("SUBSCRIBE", channel) == [b"subscribe", channel.encode(), 1]
+        assert await redis.publish(channel, b"one") == 1
+        assert await redis.publish(channel, b"two") == 1
+        assert await conn.execute("PING") == [b"pong", b""]  # after the two messages, in order
+        assert got == [(channel.encode(), b"one"), (channel.encode(), b"two")]
+    finally:
+        conn.close()
+    reason = await asyncio.wait_for(conn.wait_lost(), 1)
+    assert isinstance(reason, RedisConnectionError)
+
+
 async def test_scripts_load_themselves_when_redis_does_not_know_them(redis_url: str, redis: Redis) -> None:
     script = Script(f"return ARGV[1] .. '-{uuid.uuid4().hex}'")
     link = RespLink(redis_url)

@@ -107,12 +107,30 @@ async def test_call_returns_the_typed_reply_and_carries_the_request_id(redis_url
     assert sreg.get_sample_value("switchyard_rpc_served_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
 
 
-async def test_request_and_reply_keys_expire(redis_url: str, keys: Keys, redis: Redis) -> None:
+async def test_request_queues_expire_and_replies_leave_no_keys(redis_url: str, keys: Keys, redis: Redis) -> None:
     async with client(redis_url, keys) as (c, _):
         with pytest.raises(RpcTimeout):
             await c.call(ROUTE_V1, RouteRequestV1(), timeout=0.05)  # nobody serves: stays queued
         ttl = await redis.ttl(keys.rpc_queue("scorer.route", 1))
+        await redis.delete(keys.rpc_queue("scorer.route", 1))
+        async with serving(redis_url, keys):
+            assert (await c.call(ROUTE_V1, RouteRequestV1(text="hi"), timeout=2.0)).analysis.signals == ["hi"]
+        # the reply came over the client's own channel: nothing is left in Redis
+        assert [k async for k in redis.scan_iter(match=f"{keys.prefix}:rpc:reply:*")] == []
+        assert await redis.pubsub_numsub(keys.rpc_reply(c.client_id)) == [(keys.rpc_reply(c.client_id).encode(), 1)]
     assert 0 < ttl <= 60
+
+
+async def test_a_client_that_asks_for_a_list_reply_gets_one(redis_url: str, keys: Keys, redis: Redis) -> None:
+    """Clients of before ``reply_via`` (rolling upgrades: scorers first) read replies from a list."""
+    reply_key = keys.rpc_reply("older-client")
+    raw = encode_request(call_id="c1", method="scorer.route", mv=1, deadline=time.time() + 5, request_id=None,
+                         reply_to=reply_key, body=RouteRequestV1(text="old").model_dump_json().encode())  # fmt: skip
+    assert b"reply_via" not in raw
+    async with serving(redis_url, keys):
+        await redis.rpush(keys.rpc_queue("scorer.route", 1), raw)
+        item = await redis.blpop([reply_key], timeout=5)
+    assert item is not None and RpcClient._decode(ROUTE_V1, item[1]).analysis.signals == ["old"]
 
 
 # --- deadlines ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""RPC client: pushes requests onto the method's queue and resolves replies from its own list.
+"""RPC client: pushes requests onto the method's queue and resolves replies from its own channel.
 
-One reader task per client does a blocking pop on ``rpc:reply:<client_id>`` over a dedicated
-connection and resolves the pending future by call id (nameko's ReplyListener pattern). If
+One reader task per client subscribes to its own channel ``rpc:reply:<client_id>`` over a
+dedicated connection (requests say ``reply_via: "channel"``); each reply is pushed to it and
+resolves the pending future by call id (nameko's ReplyListener pattern). If
 the reader loses Redis, every call in flight fails at once with :class:`RpcUnavailable` and
 the reader reconnects with back-off. A background task watches each method's heartbeat key so
 that ``call`` fails fast when no server is alive, instead of waiting out the deadline.
@@ -32,13 +33,13 @@ from switchyard.common.metrics import rpc_metrics
 from switchyard.common.rpc.contract import Rep, Req, RpcMethod
 from switchyard.common.rpc.envelope import encode_request, error_from_reply
 from switchyard.common.rpc.resp import RespConnection, RespLink
-from switchyard.common.rpc.transport import BatchPop, PushExpire
+from switchyard.common.rpc.transport import PushExpire
 
 log = logging.getLogger(__name__)
 
 QUEUE_TTL_S = 60
-REPLY_TTL_S = 60
-REPLY_BATCH = 64
+READER_PING_S = 5.0
+"""The reply reader's subscription is checked with a ``PING`` after this long without loss."""
 
 
 class RpcClient:
@@ -136,6 +137,7 @@ class RpcClient:
             deadline=deadline,
             request_id=request_id or request_id_var.get(),
             reply_to=self._reply_key,
+            reply_via="channel",
             body=body.model_dump_json(exclude_defaults=True).encode(),
         )
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -171,17 +173,21 @@ class RpcClient:
         while not self._closed:
             conn: RespConnection | None = None
             try:
-                conn = await RespConnection.open(self._url)
-                await conn.execute("PING")
+                conn = await RespConnection.open(self._url, on_message=self._on_reply)
+                await conn.execute("SUBSCRIBE", self._reply_key)
                 self._reader_up.set()
                 backoff = 0.05
-                popper = BatchPop(REPLY_BATCH)
-                while True:
-                    _, raws = await popper.pop(conn, [self._reply_key])
-                    for raw in raws:
-                        self._resolve(raw)
-                    # let the callers resume before the next BLMPOP is written: off their path
-                    await asyncio.sleep(0)
+                # replies arrive by themselves; wait for the link to drop, checking it now and then
+                lost = asyncio.ensure_future(conn.wait_lost())
+                try:
+                    while True:
+                        done, _ = await asyncio.wait({lost}, timeout=READER_PING_S)
+                        if done:
+                            raise lost.result()
+                        async with asyncio.timeout(READER_PING_S):  # a silent link times out: reconnect
+                            await conn.execute("PING")
+                finally:
+                    lost.cancel()
             except asyncio.CancelledError:
                 raise
             except (RedisConnectionError, RedisTimeoutError, OSError, RedisError) as exc:
@@ -194,6 +200,9 @@ class RpcClient:
             finally:
                 if conn is not None:
                     conn.close()
+
+    def _on_reply(self, _channel: bytes, raw: bytes) -> None:
+        self._resolve(raw)
 
     def _resolve(self, raw: bytes) -> None:
         try:

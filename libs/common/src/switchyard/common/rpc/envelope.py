@@ -1,7 +1,10 @@
 """Envelopes: the outer JSON of every RPC request and reply (envelope version ``v`` = 1).
 
-Request: ``{v, id, method, mv, deadline, request_id, reply_to, body}``
+Request: ``{v, id, method, mv, deadline, request_id, reply_to, [reply_via], body}``
 Reply:   ``{v, id, ok, body}`` or ``{v, id, ok: false, error: {type, message}}``
+
+``reply_via`` (optional) says how the reply goes to ``reply_to``: ``"list"`` (the default, an
+``RPUSH`` onto that list) or ``"channel"`` (a ``PUBLISH`` on that channel).
 """
 
 from __future__ import annotations
@@ -13,23 +16,33 @@ import orjson
 from switchyard.common.errors import KNOWN_REMOTE_ERRORS, MalformedRequest, RemoteError
 
 ENVELOPE_VERSION = 1
+REPLY_VIA = ("list", "channel")
 
 
 def encode_request(
-    *, call_id: str, method: str, mv: int, deadline: float, request_id: str | None, reply_to: str, body: bytes
+    *,
+    call_id: str,
+    method: str,
+    mv: int,
+    deadline: float,
+    request_id: str | None,
+    reply_to: str,
+    body: bytes,
+    reply_via: str = "list",
 ) -> bytes:
     # body is already-serialised JSON; splice it in to avoid a decode/encode round trip
-    head = orjson.dumps(
-        {
-            "v": ENVELOPE_VERSION,
-            "id": call_id,
-            "method": method,
-            "mv": mv,
-            "deadline": deadline,
-            "request_id": request_id,
-            "reply_to": reply_to,
-        }
-    )
+    env: dict[str, object] = {
+        "v": ENVELOPE_VERSION,
+        "id": call_id,
+        "method": method,
+        "mv": mv,
+        "deadline": deadline,
+        "request_id": request_id,
+        "reply_to": reply_to,
+    }
+    if reply_via != "list":
+        env["reply_via"] = reply_via
+    head = orjson.dumps(env)
     return head[:-1] + b',"body":' + body + b"}"
 
 
@@ -45,6 +58,8 @@ def decode_request(raw: bytes) -> dict[str, Any]:
             raise MalformedRequest(f"envelope field {field!r} missing or of the wrong type")
     if env.get("v") != ENVELOPE_VERSION:
         raise MalformedRequest(f"unsupported envelope version {env.get('v')!r}")
+    if env.setdefault("reply_via", "list") not in REPLY_VIA:
+        raise MalformedRequest(f"unsupported reply_via {env['reply_via']!r}")
     return env
 
 

@@ -14,6 +14,8 @@ project (events, fleet state, caches, heartbeats) stays on redis-py.
   (``NoScriptError`` for ``NOSCRIPT``); a lost connection fails every waiting command with
   :class:`redis.exceptions.ConnectionError`. A cancelled waiter keeps its place in the queue,
   so a late reply is matched and dropped, never handed to the next command.
+  With ``on_message``, the connection may also ``SUBSCRIBE``: pushed messages go to that
+  callback as ``(channel, data)``, replies to commands still to their futures.
 * :class:`RespLink` — a connection that (re)opens on first use after a loss, for senders that
   must survive Redis restarts without a loop of their own.
 * :class:`Script` — ``EVALSHA``, falling back to ``EVAL`` (which caches the script) on ``NOSCRIPT``.
@@ -25,6 +27,7 @@ import asyncio
 import collections
 import hashlib
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 
 import hiredis
@@ -33,6 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 Arg = bytes | str | int | float
+OnMessage = Callable[[bytes, bytes], None]
 
 
 def pack_command(args: tuple[Arg, ...]) -> bytes:
@@ -56,26 +60,34 @@ def pack_command(args: tuple[Arg, ...]) -> bytes:
 class RespConnection(asyncio.Protocol):
     """See the module docstring. Open with :meth:`open`."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_message: OnMessage | None = None) -> None:
         self._reader = hiredis.Reader(replyError=ResponseError)
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._transport: asyncio.Transport | None = None
         self._lost: Exception | None = None
+        self._lost_event = asyncio.Event()
+        self._on_message = on_message
 
     @classmethod
-    async def open(cls, url: str, *, connect_timeout_s: float = 2.0) -> RespConnection:
+    async def open(
+        cls, url: str, *, connect_timeout_s: float = 2.0, on_message: OnMessage | None = None
+    ) -> RespConnection:
         """Connect to ``redis://``, ``rediss://`` or ``unix://`` ``url``; authenticate and select
         its database. Raises :class:`redis.exceptions.ConnectionError` when that fails."""
         opts = parse_url(url)
         loop = asyncio.get_running_loop()
+
+        def factory() -> RespConnection:
+            return cls(on_message)
+
         try:
             async with asyncio.timeout(connect_timeout_s):
                 if opts.get("connection_class") is UnixDomainSocketConnection:
-                    _, conn = await loop.create_unix_connection(cls, opts["path"])
+                    _, conn = await loop.create_unix_connection(factory, opts["path"])
                 else:
                     tls = ssl.create_default_context() if opts.get("connection_class") is SSLConnection else None
                     host, port = opts.get("host", "127.0.0.1"), opts.get("port", 6379)
-                    _, conn = await loop.create_connection(cls, host, port, ssl=tls)
+                    _, conn = await loop.create_connection(factory, host, port, ssl=tls)
         except TimeoutError as exc:
             raise RedisConnectionError(f"connecting to Redis timed out after {connect_timeout_s}s") from exc
         except OSError as exc:
@@ -108,6 +120,9 @@ class RespConnection(asyncio.Protocol):
                 return
             if reply is False:
                 return
+            if self._on_message is not None and type(reply) is list and reply and reply[0] == b"message":
+                self._on_message(reply[1], reply[2])
+                continue
             if not self._waiting:  # a reply nobody asked for (cannot happen with RESP2 commands)
                 continue
             fut = self._waiting.popleft()
@@ -129,13 +144,25 @@ class RespConnection(asyncio.Protocol):
 
     def execute(self, *args: Arg) -> asyncio.Future[Any]:
         """Write one command now; the future resolves with its reply."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        return self.execute_many([args])[0]
+
+    def execute_many(self, commands: list[tuple[Arg, ...]]) -> list[asyncio.Future[Any]]:
+        """Write several commands in one write; one future per command, in order."""
+        loop = asyncio.get_running_loop()
+        futs: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
         if self._lost is not None or self._transport is None or self._transport.is_closing():
-            fut.set_exception(self._lost or RedisConnectionError("Connection to Redis is closed"))
-            return fut
-        self._waiting.append(fut)
-        self._transport.write(pack_command(args))
-        return fut
+            for fut in futs:
+                fut.set_exception(self._lost or RedisConnectionError("Connection to Redis is closed"))
+            return futs
+        self._waiting.extend(futs)
+        self._transport.write(b"".join(pack_command(args) for args in commands))
+        return futs
+
+    async def wait_lost(self) -> Exception:
+        """Wait until the connection is lost or closed; the reason."""
+        await self._lost_event.wait()
+        assert self._lost is not None
+        return self._lost
 
     def close(self) -> None:
         if self._transport is not None:
@@ -145,6 +172,7 @@ class RespConnection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if self._lost is None:
             self._lost = exc
+            self._lost_event.set()
         while self._waiting:
             fut = self._waiting.popleft()
             if not fut.done():

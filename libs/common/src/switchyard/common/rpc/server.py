@@ -29,7 +29,7 @@ from switchyard.common.metrics import rpc_metrics
 from switchyard.common.rpc.contract import Rep, Req, RpcMethod
 from switchyard.common.rpc.envelope import decode_request, encode_reply_error, encode_reply_ok
 from switchyard.common.rpc.resp import RespConnection, RespLink
-from switchyard.common.rpc.transport import BatchPop, PushExpire
+from switchyard.common.rpc.transport import BatchPop, Publisher, PushExpire
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,12 @@ class RpcContext:
 
 
 Handler = Callable[[Any, RpcContext], Awaitable[BaseModel]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Replies:
+    push: PushExpire  # reply_via "list"
+    publish: Publisher  # reply_via "channel"
 
 
 class RpcServer:
@@ -95,7 +101,7 @@ class RpcServer:
                 self.connected = True
                 backoff = 0.05
                 log.info("RPC server %s serving %s", self.replica_id, ", ".join(self._handlers))
-                await self._consume(reader, PushExpire(link))
+                await self._consume(reader, _Replies(PushExpire(link), Publisher(link)))
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -129,7 +135,7 @@ class RpcServer:
             with contextlib.suppress(RedisError, OSError):
                 await writer.client_unblock(reader_id)  # as a timeout, not an error
 
-    async def _consume(self, reader: RespConnection, push: PushExpire) -> None:
+    async def _consume(self, reader: RespConnection, replies: _Replies) -> None:
         queues = list(self._handlers)
         popper = BatchPop(SERVE_BATCH)
         while not self._stopping.is_set():
@@ -137,7 +143,7 @@ class RpcServer:
             for raw in raws:
                 assert queue is not None
                 await self._sem.acquire()
-                task = asyncio.create_task(self._handle(push, queue.decode(), raw))
+                task = asyncio.create_task(self._handle(replies, queue.decode(), raw))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
             # let the handlers start (and reply) before the next BLMPOP is written
@@ -151,7 +157,7 @@ class RpcServer:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=5)
 
-    async def _handle(self, push: PushExpire, queue: str, raw: bytes) -> None:
+    async def _handle(self, replies: _Replies, queue: str, raw: bytes) -> None:
         start = time.perf_counter()
         entry = self._handlers.get(queue)
         label = entry[0].label if entry else queue
@@ -191,7 +197,11 @@ class RpcServer:
         self._metrics.served.labels(label, outcome).inc()
         self._metrics.handle_duration.labels(label).observe(time.perf_counter() - start)
         try:
-            await push(reply_to, payload, REPLY_TTL_S)
+            if env["reply_via"] == "channel":
+                if not await replies.publish.submit(reply_to, payload):
+                    log.debug("nobody listens on %s any more (its caller is gone)", reply_to)
+            else:
+                await replies.push.submit(reply_to, payload, REPLY_TTL_S)
         except (RedisError, OSError) as exc:
             log.warning("could not send RPC reply: %s", exc)
 

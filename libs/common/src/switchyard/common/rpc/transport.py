@@ -4,6 +4,10 @@
   has items, then returns up to ``count`` of them at once. Under load a reply reader or a server
   pays one round trip per batch instead of one per message; with one message waiting it costs the
   same as ``BLPOP``. Older servers answer "unknown command", and the popper falls back to ``BLPOP``.
+* :class:`Publisher` — ``PUBLISH`` for replies to clients that subscribe to their own channel
+  (envelope ``reply_via: "channel"``): the client's reader gets each reply pushed to it, with no
+  blocking pop to write again after every batch; the replies published in one loop iteration go
+  out in one write.
 * :class:`PushExpire` — ``RPUSH`` + ``EXPIRE`` atomically in one small Lua script (``EVALSHA``):
   the same effect as the two in a ``MULTI``, but one command and one reply instead of four, which
   is most of an RPC call's client-side CPU. The script is reloaded by ``EVAL`` when the server
@@ -79,6 +83,52 @@ class PushExpire:
         for _, fut in items:
             if not fut.done():
                 fut.set_exception(exc)
+
+
+class Publisher:
+    """``await publish.submit(channel, payload)``: the number of subscribers that got it."""
+
+    def __init__(self, link: RespLink, *, timeout_s: float = 5.0) -> None:
+        self._link = link
+        self._timeout_s = timeout_s
+        self._waiting: list[tuple[str, bytes, asyncio.Future[int]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, channel: str, payload: bytes) -> asyncio.Future[int]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((channel, payload, fut))
+        return fut
+
+    def _flush(self) -> None:
+        items, self._waiting = self._waiting, []
+        task = asyncio.create_task(self._send(items))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, items: list[tuple[str, bytes, asyncio.Future[int]]]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                conn = await self._link.connection()
+                sent = conn.execute_many([("PUBLISH", channel, payload) for channel, payload, _ in items])
+                for (_, _, fut), result in zip(items, await asyncio.gather(*sent, return_exceptions=True), strict=True):
+                    if fut.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        fut.set_exception(result)
+                    else:
+                        fut.set_result(int(result))
+        except asyncio.CancelledError:
+            for _, _, fut in items:
+                if not fut.done():
+                    fut.set_exception(ConnectionError("publish cancelled"))
+            raise
+        except Exception as exc:
+            for _, _, fut in items:
+                if not fut.done():
+                    fut.set_exception(exc)
 
 
 class BatchPop:
