@@ -20,6 +20,8 @@ from switchyard.common.rpc.envelope import (
     encode_reply_ok,
     encode_request,
     error_from_reply,
+    reply_call_id,
+    reply_ok_body,
 )
 from switchyard.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 
@@ -142,3 +144,24 @@ def test_methods_are_declared_once_with_name_version_and_types() -> None:
     assert ROUTE_V1.label == "scorer.route.v1"
     assert ROUTE_V1 in ALL_METHODS
     assert len({m.label for m in ALL_METHODS}) == len(ALL_METHODS)
+
+
+@pytest.mark.parametrize("call_id", ["c1", "a" * 40, 'quo"te', "back\\slash", "ünï"])
+def test_the_call_id_of_a_reply_is_read_off_its_head_or_parsed(call_id: str) -> None:
+    assert reply_call_id(encode_reply_ok(call_id, b"{}")) == call_id
+    assert reply_call_id(encode_reply_error(call_id, MethodNotFound("m"))) == call_id
+    assert reply_call_id(orjson.dumps({"ok": True, "id": call_id, "v": 1})) == call_id  # another layout
+
+
+@pytest.mark.parametrize("raw", [b"", b"not json", b"[1]", b'{"v":1}', b'{"v":1,"id":3}', b'{"v":1,"id":"unterminated'])
+def test_a_reply_without_a_call_id_has_none(raw: bytes) -> None:
+    assert reply_call_id(raw) is None
+
+
+def test_the_body_of_an_ok_reply_is_sliced_off_for_one_parse() -> None:
+    body = RouteReplyV1(candidates=[CandidateV1(model="m", backend="b", upstream_model="m")]).model_dump_json().encode()
+    assert reply_ok_body(encode_reply_ok("c1", body)) == body
+    assert RpcClient._decode(ROUTE_V1, encode_reply_ok("c1", body)).candidates[0].model == "m"
+    assert reply_ok_body(encode_reply_error("c1", MethodNotFound("m"))) is None
+    assert reply_ok_body(encode_reply_ok('a"b', body)) is None  # escaped id: the generic parse
+    assert RpcClient._decode(ROUTE_V1, encode_reply_ok('a"b', body)).candidates[0].model == "m"

@@ -6,21 +6,37 @@ several in one process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+class LabelledChildren:
+    """``metric.labels(*labels)``, cached: ``labels()`` takes a lock and builds a key on every
+    call, which shows on a per-request path. Mixed into the services' metric holders."""
+
+    _children: dict[tuple[Any, ...], Any]
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+
 @dataclass(frozen=True)
-class RpcMetrics:
+class RpcMetrics(LabelledChildren):
     calls: Counter
     duration: Histogram
     served: Counter
     handle_duration: Histogram
     dropped: Counter
+    _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
 
 @cache

@@ -1,6 +1,6 @@
 """The way in: the gateway's own middleware first, then a short path for the model endpoints.
 
-Every HTTP request passes the gateway's three pure-ASGI middlewares (request id, access
+Every HTTP request passes the gateway's pure-ASGI edge middleware (request id, access
 metrics, body limit). Then the model endpoints (``POST /v1/chat/completions``, ``/api/chat``
 …: the :data:`hot_routes` of the route modules) go straight to their handler, and everything
 else to the FastAPI app as usual. The handlers of the short path are plain Starlette endpoints
@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from switchyard.gateway.metrics import GatewayMetrics
-from switchyard.gateway.middleware import AccessMetricsMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from switchyard.gateway.middleware import EdgeMiddleware
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -41,9 +41,7 @@ class GatewayApp(FastAPI):
         routes = list(routes)
         self._hot = {r.path: r.endpoint for r in routes}  # type: ignore[misc]
         self.router.routes.extend(routes)
-        self._entry = RequestIdMiddleware(
-            AccessMetricsMiddleware(BodyLimitMiddleware(self._dispatch, max_bytes=max_body_bytes), metrics=metrics)
-        )
+        self._entry = EdgeMiddleware(self._dispatch, metrics=metrics, max_bytes=max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._entry is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from switchyard.common.metrics import LATENCY_BUCKETS
+from switchyard.common.metrics import LATENCY_BUCKETS, LabelledChildren
 
 NS, SUB = "switchyard", "gateway"
 FALLBACK_REASONS = ("timeout", "unavailable", "remote_error", "no_candidates")
@@ -47,7 +47,7 @@ _SLOW_BUCKETS = (*LATENCY_BUCKETS, 60.0, 120.0, 300.0)
 
 
 @dataclass(frozen=True, slots=True)
-class GatewayMetrics:
+class GatewayMetrics(LabelledChildren):
     requests: Counter
     request_duration: Histogram
     ttft: Histogram
@@ -58,14 +58,6 @@ class GatewayMetrics:
     http_duration: Histogram
     events_dropped: Counter
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached: ``labels()`` takes a lock and builds a key on every call."""
-        key = (id(metric), *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
 
     def init_backends(self, backends: Iterable[str]) -> None:
         """Pre-initialise label values known at start (backend names from configuration)."""

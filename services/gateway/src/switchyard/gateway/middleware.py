@@ -22,63 +22,67 @@ def new_request_id() -> str:
     return f"req-{random.getrandbits(96):024x}"
 
 
-class RequestIdMiddleware:
-    """Take a well-formed incoming ``X-Request-ID`` or make one; set ``request_id_var``; echo it."""
+class EdgeMiddleware:
+    """Around every HTTP request, in one layer (one wrapper of ``send``, not one per concern):
 
-    def __init__(self, app: ASGIApp) -> None:
+    * **request id** — take a well-formed incoming ``X-Request-ID`` or make one; set
+      ``request_id_var``; echo it on the response;
+    * **body limit** — 413 before reading more than ``max_bytes``: at once from
+      ``Content-Length``, else by counting the chunks as the app reads them (the app's read
+      raises :class:`BodyTooLarge`);
+    * **access metrics** — count every request by method, path (known paths only) and status;
+      time it to the last byte.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, max_bytes: int) -> None:
         self.app = app
+        self.metrics = metrics
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        start = time.perf_counter()
         rid: str | None = None
+        length: int | None = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
-                if _VALID_REQUEST_ID.match(value):
+                if rid is None and _VALID_REQUEST_ID.match(value):
                     rid = value.decode("ascii")
-                break
-        if rid is None:
-            rid = new_request_id()
-        raw = rid.encode("ascii")
-        token = request_id_var.set(rid)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, raw)]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(token)
-
-
-class BodyLimitMiddleware:
-    """413 before reading more than ``max_bytes``: at once from ``Content-Length``, else by counting
-    the chunks as the app reads them (the app's read raises :class:`BodyTooLarge`)."""
-
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length":
+            elif name == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
                     length = -1
-                if length > self.max_bytes:
-                    await self._reject(send)
-                    return
-                if length >= 0:  # the server enforces Content-Length; nothing more to count
-                    await self.app(scope, receive, send)
-                    return
-                break
+        if rid is None:
+            rid = new_request_id()
+        raw_id = rid.encode("ascii")
+        token = request_id_var.set(rid)
+        status = 500
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER, raw_id)]
+            await send(message)
+
+        try:
+            if scope["method"] in ("GET", "HEAD") or (length is not None and 0 <= length <= self.max_bytes):
+                await self.app(scope, receive, send_wrapped)  # the server enforces Content-Length
+            elif length is not None and length > self.max_bytes:
+                await self._reject(send_wrapped)
+            else:
+                await self.app(scope, self._counting(receive), send_wrapped)
+        finally:
+            request_id_var.reset(token)
+            path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
+            m = self.metrics
+            m.child(m.http_requests, scope["method"], path, str(status)).inc()
+            m.child(m.http_duration, path).observe(time.perf_counter() - start)
+
+    def _counting(self, receive: Receive) -> Receive:
         seen = 0
         limit = self.max_bytes
 
@@ -91,7 +95,7 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(f"request body is larger than {limit} bytes")
             return message
 
-        await self.app(scope, counting_receive, send)
+        return counting_receive
 
     async def _reject(self, send: Send) -> None:
         body = error_body(413, f"request body is larger than {self.max_bytes} bytes", code="request_too_large")
@@ -107,32 +111,3 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class AccessMetricsMiddleware:
-    """Count every HTTP request by method, path (known paths only) and status; time it to the last byte."""
-
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
-            m = self.metrics
-            m.child(m.http_requests, scope["method"], path, str(status)).inc()
-            m.child(m.http_duration, path).observe(time.perf_counter() - start)

@@ -31,7 +31,7 @@ from switchyard.common.keys import Keys
 from switchyard.common.logging import request_id_var
 from switchyard.common.metrics import rpc_metrics
 from switchyard.common.rpc.contract import Rep, Req, RpcMethod
-from switchyard.common.rpc.envelope import encode_request, error_from_reply
+from switchyard.common.rpc.envelope import encode_request, error_from_reply, reply_call_id, reply_ok_body
 from switchyard.common.rpc.resp import RespConnection, RespLink
 from switchyard.common.rpc.transport import PushExpire
 
@@ -118,8 +118,8 @@ class RpcClient:
             raise
         finally:
             elapsed = time.perf_counter() - start
-            self._metrics.calls.labels(method.label, outcome).inc()
-            self._metrics.duration.labels(method.label, outcome).observe(elapsed)
+            self._metrics.child(self._metrics.calls, method.label, outcome).inc()
+            self._metrics.child(self._metrics.duration, method.label, outcome).observe(elapsed)
 
     async def _call(self, method: RpcMethod[Req, Rep], body: Req, *, timeout: float, request_id: str | None) -> Rep:
         if self._redis is None or self._closed:
@@ -161,6 +161,9 @@ class RpcClient:
     @staticmethod
     def _decode(method: RpcMethod[Req, Rep], raw: bytes) -> Rep:
         try:
+            body = reply_ok_body(raw)
+            if body is not None:
+                return method.reply.model_validate_json(body)
             env = orjson.loads(raw)
             if env.get("ok"):
                 return method.reply.model_validate(env.get("body") or {})
@@ -205,12 +208,11 @@ class RpcClient:
         self._resolve(raw)
 
     def _resolve(self, raw: bytes) -> None:
-        try:
-            call_id = orjson.loads(raw).get("id")
-        except (orjson.JSONDecodeError, AttributeError):
+        call_id = reply_call_id(raw)
+        if call_id is None:
             log.warning("dropping malformed RPC reply")
             return
-        fut = self._pending.get(call_id) if isinstance(call_id, str) else None
+        fut = self._pending.get(call_id)
         if fut is not None and not fut.done():
             fut.set_result(raw)
 

@@ -63,6 +63,40 @@ def decode_request(raw: bytes) -> dict[str, Any]:
     return env
 
 
+_REPLY_HEAD = b'{"v":1,"id":"'
+
+
+def reply_call_id(raw: bytes) -> str | None:
+    """A reply's call id, read off the head that :func:`encode_reply_ok` and
+    :func:`encode_reply_error` write (no parse of the whole reply, which the caller decodes once
+    more anyway); any other layout is parsed. None when there is none."""
+    if raw.startswith(_REPLY_HEAD):
+        end = raw.find(b'"', len(_REPLY_HEAD))
+        ident = raw[len(_REPLY_HEAD) : end]
+        if end > 0 and b"\\" not in ident:
+            return ident.decode("utf-8", "replace")
+    try:
+        env = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    call_id = env.get("id") if isinstance(env, dict) else None
+    return call_id if isinstance(call_id, str) else None
+
+
+_OK_MARK = b'","ok":true,"body":'
+
+
+def reply_ok_body(raw: bytes) -> bytes | None:
+    """The body JSON of a successful reply as :func:`encode_reply_ok` lays it out (for
+    ``model_validate_json``: one parse instead of two); None for any other reply."""
+    if not raw.startswith(_REPLY_HEAD) or not raw.endswith(b"}"):
+        return None
+    at = raw.find(_OK_MARK, len(_REPLY_HEAD), len(_REPLY_HEAD) + 256)
+    if at < 0 or b'"' in raw[len(_REPLY_HEAD) : at]:
+        return None
+    return raw[at + len(_OK_MARK) : -1]
+
+
 def encode_reply_ok(call_id: str, body: bytes) -> bytes:
     return b'{"v":1,"id":' + orjson.dumps(call_id) + b',"ok":true,"body":' + body + b"}"
 

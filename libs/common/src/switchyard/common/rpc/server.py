@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
@@ -164,12 +163,12 @@ class RpcServer:
         try:
             env = decode_request(raw)
         except MalformedRequest as exc:
-            self._metrics.served.labels(label, "malformed").inc()
+            self._metrics.child(self._metrics.served, label, "malformed").inc()
             log.warning("dropping malformed RPC request on %s: %s", queue, exc)
             return  # no reply_to we can trust
         call_id, reply_to = env["id"], env["reply_to"]
         if env["deadline"] < time.time():
-            self._metrics.dropped.labels(label).inc()
+            self._metrics.child(self._metrics.dropped, label).inc()
             return
         token = request_id_var.set(env.get("request_id"))
         outcome = "ok"
@@ -183,7 +182,7 @@ class RpcServer:
                 raise MalformedRequest(f"invalid {method.label} body: {exc.error_count()} error(s): {exc}") from exc
             ctx = RpcContext(call_id=call_id, request_id=env.get("request_id"), deadline=env["deadline"])
             result = await handler(body, ctx)
-            payload = encode_reply_ok(call_id, orjson.dumps(result.model_dump(mode="json")))
+            payload = encode_reply_ok(call_id, result.model_dump_json().encode())
         except RemoteError as exc:
             outcome = exc.type_name
             payload = encode_reply_error(call_id, exc)
@@ -194,8 +193,8 @@ class RpcServer:
         finally:
             request_id_var.reset(token)
         self.handled += 1
-        self._metrics.served.labels(label, outcome).inc()
-        self._metrics.handle_duration.labels(label).observe(time.perf_counter() - start)
+        self._metrics.child(self._metrics.served, label, outcome).inc()
+        self._metrics.child(self._metrics.handle_duration, label).observe(time.perf_counter() - start)
         try:
             if env["reply_via"] == "channel":
                 if not await replies.publish.submit(reply_to, payload):
