@@ -412,3 +412,19 @@ async def test_a_failed_shared_push_fails_every_caller(keys):
     results = await asyncio.gather(*(push(f"{keys.prefix}:x", b"p", 5) for _ in range(5)), return_exceptions=True)
     assert len(results) == 5 and all(isinstance(e, OSError | RedisError) for e in results), results
     broken.close()
+
+
+async def test_a_push_over_an_open_connection_reloads_a_script_redis_lost(own_redis: list[Instance]) -> None:
+    url = own_redis[0].url
+    link = RespLink(url)
+    push = PushExpire(link)
+    admin = Redis.from_url(url)
+    try:
+        await push("q", b"one", 30)
+        assert link.live() is not None  # the next push goes straight over this connection
+        await admin.script_flush()  # as after a restart with the connection kept
+        await push("q", b"two", 30)
+        assert await admin.lrange("q", 0, -1) == [b"one", b"two"]
+    finally:
+        link.close()
+        await admin.aclose()

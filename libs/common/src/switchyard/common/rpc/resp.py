@@ -188,6 +188,11 @@ class RespLink:
         self._conn: RespConnection | None = None
         self._opening: asyncio.Future[RespConnection] | None = None
 
+    def live(self) -> RespConnection | None:
+        """The open connection, or None when there is none now (:meth:`connection` opens one)."""
+        conn = self._conn
+        return conn if conn is not None and not conn.closed else None
+
     async def connection(self) -> RespConnection:
         conn = self._conn
         if conn is not None and not conn.closed:

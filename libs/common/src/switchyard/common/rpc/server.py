@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_TTL_MS = 3000
 REPLY_TTL_S = 60
+REPLY_TIMEOUT_S = 5.0
 SERVE_BATCH = 8
 """Requests one replica takes per round trip when several wait (small, so replicas share work)."""
 
@@ -196,12 +197,13 @@ class RpcServer:
         self._metrics.child(self._metrics.served, label, outcome).inc()
         self._metrics.child(self._metrics.handle_duration, label).observe(time.perf_counter() - start)
         try:
-            if env["reply_via"] == "channel":
-                if not await replies.publish.submit(reply_to, payload):
-                    log.debug("nobody listens on %s any more (its caller is gone)", reply_to)
-            else:
-                await replies.push.submit(reply_to, payload, REPLY_TTL_S)
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                if env["reply_via"] == "channel":
+                    if not await replies.publish.submit(reply_to, payload):
+                        log.debug("nobody listens on %s any more (its caller is gone)", reply_to)
+                else:
+                    await replies.push.submit(reply_to, payload, REPLY_TTL_S)
+        except (RedisError, OSError) as exc:  # TimeoutError included
             log.warning("could not send RPC reply: %s", exc)
 
     async def _heartbeat(self, writer: Redis) -> None:

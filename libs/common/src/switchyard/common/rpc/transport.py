@@ -21,13 +21,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from functools import partial
+from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from switchyard.common.rpc.resp import RespConnection, RespLink, Script
 
 # ARGV[1] is the TTL, the rest are payloads, pushed in order
 _PUSH_EXPIRE = Script("redis.call('RPUSH', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])")
+_Pending = tuple[bytes, "asyncio.Future[None]"]
 MAX_PUSH_BATCH = 256
 """Payloads per ``EVALSHA`` at most (Lua's ``unpack`` is bounded by its C stack, ~8k)."""
 
@@ -40,7 +44,7 @@ class PushExpire:
         self._link = link
         self._timeout_s = timeout_s
         self._max_batch = max_batch
-        self._waiting: dict[tuple[str, int], list[tuple[bytes, asyncio.Future[None]]]] = {}
+        self._waiting: dict[tuple[str, int], list[_Pending]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, key: str, payload: bytes, ttl_s: int) -> None:
@@ -58,13 +62,34 @@ class PushExpire:
 
     def _flush(self) -> None:
         waiting, self._waiting = self._waiting, {}
+        conn = self._link.live()
         for (key, ttl_s), items in waiting.items():
             for start in range(0, len(items), self._max_batch):
-                task = asyncio.create_task(self._send(key, ttl_s, items[start : start + self._max_batch]))
-                self._tasks.add(task)  # a reference until it ends: the loop keeps only weak ones
-                task.add_done_callback(self._tasks.discard)
+                chunk = items[start : start + self._max_batch]
+                if conn is None:  # (re)connect first: in a task
+                    self._spawn(self._send(key, ttl_s, chunk))
+                    continue
+                # connected: write now, settle the callers from the reply (no task, no coroutine)
+                sent = conn.execute("EVALSHA", _PUSH_EXPIRE.sha, 1, key, ttl_s, *(payload for payload, _ in chunk))
+                sent.add_done_callback(partial(self._sent, key, ttl_s, chunk))
 
-    async def _send(self, key: str, ttl_s: int, items: list[tuple[bytes, asyncio.Future[None]]]) -> None:
+    def _sent(self, key: str, ttl_s: int, items: list[_Pending], done: asyncio.Future[Any]) -> None:
+        exc = ConnectionError("push cancelled") if done.cancelled() else done.exception()
+        if isinstance(exc, NoScriptError):  # Redis lost the script (a restart): EVAL loads it
+            self._spawn(self._send(key, ttl_s, items))
+        elif exc is not None:
+            self._fail(items, exc)
+        else:
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)  # a reference until it ends: the loop keeps only weak ones
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, key: str, ttl_s: int, items: list[_Pending]) -> None:
         try:
             async with asyncio.timeout(self._timeout_s):
                 await _PUSH_EXPIRE(self._link, [key], [ttl_s, *(payload for payload, _ in items)])
@@ -79,7 +104,7 @@ class PushExpire:
                     fut.set_result(None)
 
     @staticmethod
-    def _fail(items: list[tuple[bytes, asyncio.Future[None]]], exc: Exception) -> None:
+    def _fail(items: list[_Pending], exc: BaseException) -> None:
         for _, fut in items:
             if not fut.done():
                 fut.set_exception(exc)
@@ -104,31 +129,43 @@ class Publisher:
 
     def _flush(self) -> None:
         items, self._waiting = self._waiting, []
-        task = asyncio.create_task(self._send(items))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        conn = self._link.live()
+        if conn is None:  # (re)connect first: in a task
+            task = asyncio.create_task(self._send(items))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        sent = conn.execute_many([("PUBLISH", channel, payload) for channel, payload, _ in items])
+        for (_, _, fut), one in zip(items, sent, strict=True):
+            one.add_done_callback(partial(_settle, fut))
 
     async def _send(self, items: list[tuple[str, bytes, asyncio.Future[int]]]) -> None:
         try:
             async with asyncio.timeout(self._timeout_s):
                 conn = await self._link.connection()
-                sent = conn.execute_many([("PUBLISH", channel, payload) for channel, payload, _ in items])
-                for (_, _, fut), result in zip(items, await asyncio.gather(*sent, return_exceptions=True), strict=True):
-                    if fut.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        fut.set_exception(result)
-                    else:
-                        fut.set_result(int(result))
-        except asyncio.CancelledError:
+        except BaseException as exc:
             for _, _, fut in items:
                 if not fut.done():
-                    fut.set_exception(ConnectionError("publish cancelled"))
-            raise
-        except Exception as exc:
-            for _, _, fut in items:
-                if not fut.done():
-                    fut.set_exception(exc)
+                    fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError("publish cancelled"))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        sent = conn.execute_many([("PUBLISH", channel, payload) for channel, payload, _ in items])
+        for (_, _, fut), one in zip(items, sent, strict=True):
+            one.add_done_callback(partial(_settle, fut))
+
+
+def _settle(fut: asyncio.Future[int], done: asyncio.Future[Any]) -> None:
+    if fut.done():
+        if not done.cancelled():
+            done.exception()  # read, so that it is not reported as never retrieved
+        return
+    if done.cancelled():
+        fut.set_exception(ConnectionError("publish cancelled"))
+    elif (exc := done.exception()) is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(int(done.result()))
 
 
 class BatchPop:
