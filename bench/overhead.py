@@ -502,7 +502,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000, help="requests per run at c=1 (twice that at c=16)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (baseline: always 1)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per mode, targets interleaved (medians)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per mode, targets interleaved (medians)")
     parser.add_argument("--role", choices=["upstream", "proxy", "fastapi-proxy", "scorer"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)

@@ -16,6 +16,7 @@ import logging
 import random
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import orjson
@@ -140,21 +141,18 @@ class RpcClient:
             reply_via="channel",
             body=body.model_dump_json(exclude_defaults=True).encode(),
         )
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
         self._pending[call_id] = fut
         queue = self._keys.rpc_queue(method.name, method.version)
+        # one wait for push and reply: a failed push fails the reply's future at once, and so
+        # does the deadline (a timer, cheaper than a timeout context around the await)
+        self._push.submit(queue, payload, QUEUE_TTL_S).add_done_callback(partial(_push_failed, fut, method.label))
+        timer = loop.call_later(max(timeout, 0.001), _expire, fut, method.label, timeout)
         try:
-            # one wait for push and reply: a failed push fails the reply's future at once
-            self._push.submit(queue, payload, QUEUE_TTL_S).add_done_callback(
-                lambda pushed: _push_failed(pushed, fut, method.label)
-            )
-            try:
-                # asyncio.timeout, not wait_for: no extra task per await on the hot path
-                async with asyncio.timeout(max(timeout, 0.001)):
-                    raw = await fut
-            except TimeoutError as exc:
-                raise RpcTimeout(f"{method.label}: no reply within {timeout:.3f}s") from exc
+            raw = await fut
         finally:
+            timer.cancel()
             self._pending.pop(call_id, None)
         return self._decode(method, raw)
 
@@ -236,7 +234,12 @@ class RpcClient:
             await self._poll_heartbeats()
 
 
-def _push_failed(pushed: asyncio.Future[None], reply: asyncio.Future[bytes], label: str) -> None:
+def _expire(reply: asyncio.Future[bytes], label: str, timeout: float) -> None:
+    if not reply.done():
+        reply.set_exception(RpcTimeout(f"{label}: no reply within {timeout:.3f}s"))
+
+
+def _push_failed(reply: asyncio.Future[bytes], label: str, pushed: asyncio.Future[None]) -> None:
     if pushed.cancelled():
         return
     exc = pushed.exception()  # read even when the call is over: no "never retrieved" warning
