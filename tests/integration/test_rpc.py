@@ -428,3 +428,28 @@ async def test_a_push_over_an_open_connection_reloads_a_script_redis_lost(own_re
     finally:
         link.close()
         await admin.aclose()
+
+
+async def test_a_reply_link_that_goes_silent_is_dropped_and_reopened(own_redis: list[Instance]) -> None:
+    url = own_redis[0].url
+    keys = Keys(f"sytest-{uuid.uuid4().hex[:8]}")
+    admin = Redis.from_url(url)
+    async with serving(url, keys), client(url, keys, reader_ping_s=0.2) as (c, _):
+        assert (await c.call(ROUTE_V1, RouteRequestV1(text="before"), timeout=2.0)).analysis.signals == ["before"]
+        await admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")  # Redis answers nobody for 1.5 s
+        await asyncio.sleep(0.7)  # past the reader's quiet time and its unanswered PING
+        t0 = time.perf_counter()
+        with pytest.raises(RpcUnavailable, match="reply reader is disconnected"):
+            await c.call(ROUTE_V1, RouteRequestV1(text="during"), timeout=5.0)
+        assert time.perf_counter() - t0 < 0.5  # failed fast: the reader knows its link is gone
+        deadline = time.monotonic() + 10
+        while True:  # once Redis answers again, the reader resubscribes and calls go through
+            try:
+                reply = await c.call(ROUTE_V1, RouteRequestV1(text="after"), timeout=1.0)
+                break
+            except (RpcUnavailable, RpcTimeout):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        assert reply.analysis.signals == ["after"]
+    await admin.aclose()

@@ -53,6 +53,7 @@ class RpcClient:
         watch: tuple[RpcMethod[Any, Any], ...] = (),
         registry: CollectorRegistry = REGISTRY,
         heartbeat_poll_s: float = 0.5,
+        reader_ping_s: float = READER_PING_S,
     ) -> None:
         self._url = redis_url
         self._keys = keys
@@ -65,6 +66,7 @@ class RpcClient:
         self._alive: dict[str, bool] = {}
         self._watch = watch
         self._heartbeat_poll_s = heartbeat_poll_s
+        self._reader_ping_s = reader_ping_s
         self._metrics = rpc_metrics(registry)
         self._closed = False
 
@@ -182,10 +184,10 @@ class RpcClient:
                 lost = asyncio.ensure_future(conn.wait_lost())
                 try:
                     while True:
-                        done, _ = await asyncio.wait({lost}, timeout=READER_PING_S)
+                        done, _ = await asyncio.wait({lost}, timeout=self._reader_ping_s)
                         if done:
                             raise lost.result()
-                        async with asyncio.timeout(READER_PING_S):  # a silent link times out: reconnect
+                        async with asyncio.timeout(self._reader_ping_s):  # a silent link times out: reconnect
                             await conn.execute("PING")
                 finally:
                     lost.cancel()
