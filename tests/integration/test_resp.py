@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from switchyard.common.rpc.resp import RespConnection, RespLink, Script, pack_command
+from switchyard.common.rpc.resp import RespConnection, RespLink, Script, _tls_context, pack_command
 from switchyard.devstack.infra import Instance, start_redis
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,15 @@ def own_redis() -> Iterator[Instance]:
 
 def test_commands_are_framed_as_resp_arrays_of_bulk_strings() -> None:
     assert pack_command(("SET", b"k\r\n", 12, 0.5)) == b"*4\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$2\r\n12\r\n$3\r\n0.5\r\n"
+
+
+def test_tls_options_are_read_from_the_url_as_redis_py_reads_them() -> None:
+    default = _tls_context({})
+    assert (default.verify_mode, default.check_hostname) == (ssl.CERT_REQUIRED, True)
+    relaxed = _tls_context({"ssl_cert_reqs": "none"})
+    assert (relaxed.verify_mode, relaxed.check_hostname) == (ssl.CERT_NONE, False)
+    no_host = _tls_context({"ssl_check_hostname": False})
+    assert (no_host.verify_mode, no_host.check_hostname) == (ssl.CERT_REQUIRED, False)
 
 
 async def test_pipelined_commands_get_their_own_replies_in_order(redis_url: str, redis: Redis) -> None:

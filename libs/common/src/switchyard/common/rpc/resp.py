@@ -27,7 +27,7 @@ import asyncio
 import collections
 import hashlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import hiredis
@@ -85,7 +85,7 @@ class RespConnection(asyncio.Protocol):
                 if opts.get("connection_class") is UnixDomainSocketConnection:
                     _, conn = await loop.create_unix_connection(factory, opts["path"])
                 else:
-                    tls = ssl.create_default_context() if opts.get("connection_class") is SSLConnection else None
+                    tls = _tls_context(opts) if opts.get("connection_class") is SSLConnection else None
                     host, port = opts.get("host", "127.0.0.1"), opts.get("port", 6379)
                     _, conn = await loop.create_connection(factory, host, port, ssl=tls)
         except TimeoutError as exc:
@@ -177,6 +177,17 @@ class RespConnection(asyncio.Protocol):
             fut = self._waiting.popleft()
             if not fut.done():
                 fut.set_exception(exc)
+
+
+def _tls_context(opts: Mapping[str, Any]) -> ssl.SSLContext:
+    """TLS for ``rediss://`` as redis-py reads the URL: ``ssl_ca_certs``, ``ssl_cert_reqs``
+    (``none`` / ``optional`` / ``required``, the default) and ``ssl_check_hostname``."""
+    ctx = ssl.create_default_context(cafile=opts.get("ssl_ca_certs"))
+    reqs = str(opts.get("ssl_cert_reqs") or "required").lower()
+    check_hostname = opts.get("ssl_check_hostname")
+    ctx.check_hostname = reqs == "required" and (check_hostname is None or bool(check_hostname))
+    ctx.verify_mode = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(reqs, ssl.CERT_REQUIRED)
+    return ctx
 
 
 class RespLink:
