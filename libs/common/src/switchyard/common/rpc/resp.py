@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import logging
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -34,6 +35,8 @@ import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+
+log = logging.getLogger(__name__)
 
 Arg = bytes | str | int | float
 OnMessage = Callable[[bytes, bytes], None]
@@ -121,7 +124,10 @@ class RespConnection(asyncio.Protocol):
             if reply is False:
                 return
             if self._on_message is not None and type(reply) is list and reply and reply[0] == b"message":
-                self._on_message(reply[1], reply[2])
+                try:
+                    self._on_message(reply[1], reply[2])
+                except Exception:  # the callback's bug must not take the connection down with it
+                    log.exception("pub/sub message handler failed")
                 continue
             if not self._waiting:  # a reply nobody asked for (cannot happen with RESP2 commands)
                 continue
