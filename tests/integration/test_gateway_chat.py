@@ -190,3 +190,18 @@ async def test_request_id_is_generated_when_missing_or_malformed(redis_url, keys
     assert generated.headers["x-request-id"].startswith("req-")
     assert kept.headers["x-request-id"] == "abc-123"
     assert replaced.headers["x-request-id"].startswith("req-")
+
+
+async def test_a_cookie_a_backend_sets_is_not_sent_with_later_requests(redis_url, keys, fleet: Fleet, make_settings):
+    """One upstream session carries every client's requests: a backend's cookie must not ride along.
+    (The backend is named by host name: aiohttp's cookie jar ignores cookies from IP addresses.)"""
+    scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
+    by_name = [{**b, "url": b["url"].replace("127.0.0.1", "localhost")} for b in fleet.backends()]
+    async with scorer.running(), run_gateway(make_settings(backends=by_name)) as gw:
+        client = sdk(gw.url)
+        for text in ("first", "second", "third"):
+            raw = await client.chat.completions.with_raw_response.create(
+                model="switchyard/auto", messages=[{"role": "user", "content": text}]
+            )
+            assert "set-cookie" not in raw.headers  # nor is it passed on to the client
+    assert fleet.alpha.cookies_seen == [None, None, None]

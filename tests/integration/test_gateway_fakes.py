@@ -42,6 +42,7 @@ class FakeBackend:
     paths: list[str] = field(default_factory=list)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     include_usage_seen: list[bool] = field(default_factory=list)
+    cookies_seen: list[str | None] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
 
@@ -75,6 +76,7 @@ class FakeBackend:
         body = orjson.loads(await request.read())
         self.received.append(body)
         self.paths.append(request.path)
+        self.cookies_seen.append(request.headers.get("Cookie"))
         if self.mode == "slow":
             await asyncio.sleep(5)
         if self.mode == "status":
@@ -112,7 +114,9 @@ class FakeBackend:
                 ],
                 "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
             }
-            return web.Response(body=orjson.dumps(reply), content_type="application/json")
+            resp = web.Response(body=orjson.dumps(reply), content_type="application/json")
+            resp.set_cookie("lb-affinity", f"{self.name}-{len(self.received)}")  # as cloud load balancers do
+            return resp
         self.include_usage_seen.append(bool((body.get("stream_options") or {}).get("include_usage")))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)

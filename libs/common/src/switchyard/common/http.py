@@ -13,4 +13,12 @@ def make_session(
     )
     # total=None: streams may last long; connect and per-read timeouts bound every call instead.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=300)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True, raise_for_status=False)
+    # no cookie jar: one session carries every client's requests, so a cookie a backend sets on
+    # one reply (a load balancer's, say) must not ride along on other clients' requests
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=True,
+        raise_for_status=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
