@@ -20,7 +20,9 @@
   its request event.
 
 Load comes from this process with one aiohttp session at concurrency 1 and 16, non-streaming
-and streaming, a bounded number of requests each (after a warm-up). Printed: p50/p99 latency
+and streaming, a bounded number of requests each (after a warm-up), in ``--rounds`` rounds that
+visit every target in turn (the dev box's speed drifts; a round compares targets measured
+moments apart). Printed, as medians over the rounds: p50/p99 latency
 (to the last byte) for direct / baseline / gateway, the latency each proxy adds over direct,
 throughput and the ratios gateway/direct and gateway/baseline, and the gateway's RSS.
 Targets (issue 2): added p50 at c=1 within 1 ms of the baseline's; throughput at c=16 at least

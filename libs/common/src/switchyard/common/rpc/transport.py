@@ -32,6 +32,7 @@ from switchyard.common.rpc.resp import RespConnection, RespLink, Script
 # ARGV[1] is the TTL, the rest are payloads, pushed in order
 _PUSH_EXPIRE = Script("redis.call('RPUSH', KEYS[1], unpack(ARGV, 2)) return redis.call('EXPIRE', KEYS[1], ARGV[1])")
 _Pending = tuple[bytes, "asyncio.Future[None]"]
+_Publish = tuple[str, bytes, "asyncio.Future[int]"]
 MAX_PUSH_BATCH = 256
 """Payloads per ``EVALSHA`` at most (Lua's ``unpack`` is bounded by its C stack, ~8k)."""
 
@@ -80,14 +81,10 @@ class PushExpire:
         elif exc is not None:
             self._fail(items, exc)
         else:
-            for _, fut in items:
-                if not fut.done():
-                    fut.set_result(None)
+            self._done(items)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)  # a reference until it ends: the loop keeps only weak ones
-        task.add_done_callback(self._tasks.discard)
+        _spawn(self._tasks, coro)
 
     async def _send(self, key: str, ttl_s: int, items: list[_Pending]) -> None:
         try:
@@ -99,9 +96,13 @@ class PushExpire:
         except Exception as exc:  # every caller waiting on this command gets what Redis raised
             self._fail(items, exc)
         else:
-            for _, fut in items:
-                if not fut.done():
-                    fut.set_result(None)
+            self._done(items)
+
+    @staticmethod
+    def _done(items: list[_Pending]) -> None:
+        for _, fut in items:
+            if not fut.done():
+                fut.set_result(None)
 
     @staticmethod
     def _fail(items: list[_Pending], exc: BaseException) -> None:
@@ -116,7 +117,7 @@ class Publisher:
     def __init__(self, link: RespLink, *, timeout_s: float = 5.0) -> None:
         self._link = link
         self._timeout_s = timeout_s
-        self._waiting: list[tuple[str, bytes, asyncio.Future[int]]] = []
+        self._waiting: list[_Publish] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, channel: str, payload: bytes) -> asyncio.Future[int]:
@@ -131,28 +132,40 @@ class Publisher:
         items, self._waiting = self._waiting, []
         conn = self._link.live()
         if conn is None:  # (re)connect first: in a task
-            task = asyncio.create_task(self._send(items))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
+            _spawn(self._tasks, self._send(items))
+        else:
+            self._write(conn, items)
+
+    async def _send(self, items: list[_Publish]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                conn = await self._link.connection()
+        except asyncio.CancelledError:  # the process is shutting down: the callers learn it
+            _fail_publishes(items, ConnectionError("publish cancelled"))
+            raise
+        except Exception as exc:
+            _fail_publishes(items, exc)
+        else:
+            self._write(conn, items)
+
+    @staticmethod
+    def _write(conn: RespConnection, items: list[_Publish]) -> None:
+        """Write every PUBLISH now, in one write; each caller is settled from its reply."""
         sent = conn.execute_many([("PUBLISH", channel, payload) for channel, payload, _ in items])
         for (_, _, fut), one in zip(items, sent, strict=True):
             one.add_done_callback(partial(_settle, fut))
 
-    async def _send(self, items: list[tuple[str, bytes, asyncio.Future[int]]]) -> None:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                conn = await self._link.connection()
-        except BaseException as exc:
-            for _, _, fut in items:
-                if not fut.done():
-                    fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError("publish cancelled"))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        sent = conn.execute_many([("PUBLISH", channel, payload) for channel, payload, _ in items])
-        for (_, _, fut), one in zip(items, sent, strict=True):
-            one.add_done_callback(partial(_settle, fut))
+
+def _fail_publishes(items: list[_Publish], exc: BaseException) -> None:
+    for _, _, fut in items:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+def _spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(coro)
+    tasks.add(task)  # a reference until it ends: the loop keeps only weak ones
+    task.add_done_callback(tasks.discard)
 
 
 def _settle(fut: asyncio.Future[int], done: asyncio.Future[Any]) -> None:
