@@ -22,6 +22,7 @@ from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, Ca
 from switchyard.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 from switchyard.devstack.infra import free_port
 from switchyard.gateway.app import create_app
+from switchyard.gateway.server_protocol import PROTOCOL
 from switchyard.gateway.settings import GatewayOptions, GatewaySettings
 
 REPLY_TEXT = ["Hello", " from", " the", " fake", " backend."]
@@ -327,7 +328,13 @@ class RunningGateway:
 async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway]:
     port = free_port()
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        http=PROTOCOL,  # as python -m switchyard.gateway serves
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

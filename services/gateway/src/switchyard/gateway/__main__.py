@@ -15,6 +15,7 @@ from switchyard.common.db.migrate import wait_for_head
 from switchyard.common.errors import ConfigError
 from switchyard.common.logging import configure_logging
 from switchyard.gateway.app import create_app
+from switchyard.gateway.server_protocol import PROTOCOL
 from switchyard.gateway.settings import GatewaySettings
 
 log = logging.getLogger("switchyard.gateway")
@@ -54,7 +55,7 @@ def main() -> None:
         "host": opts.host,
         "port": opts.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": PROTOCOL,  # httptools, with the writes of a loop iteration sent as one
         "lifespan": "on",
         "access_log": opts.access_log,
         "log_config": None,
