@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
-from switchyard.common.rpc.resp import RespConnection, RespLink, Script, _tls_context, pack_command
+from switchyard.common.rpc.resp import RespConnection, RespLink, _tls_context, pack_command
 from switchyard.devstack.infra import Instance, start_redis
 
 pytestmark = pytest.mark.integration
@@ -96,18 +96,6 @@ async def test_a_subscribed_connection_hands_messages_to_its_callback_and_replie
         conn.close()
     reason = await asyncio.wait_for(conn.wait_lost(), 1)
     assert isinstance(reason, RedisConnectionError)
-
-
-async def test_scripts_load_themselves_when_redis_does_not_know_them(redis_url: str, redis: Redis) -> None:
-    script = Script(f"return ARGV[1] .. '-{uuid.uuid4().hex}'")
-    link = RespLink(redis_url)
-    try:
-        with pytest.raises(NoScriptError):
-            await link.execute("EVALSHA", script.sha, 0, "x")
-        assert (await script(link, [], ["a"])).startswith(b"a-")
-        assert (await redis.script_exists(script.sha)) == [True]
-    finally:
-        link.close()
 
 
 async def test_the_url_password_and_database_are_used(own_redis: Instance) -> None:

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from switchyard.common.errors import (
     DeadlineExceeded,
@@ -29,9 +29,9 @@ from switchyard.common.keys import Keys
 from switchyard.common.rpc.client import RpcClient
 from switchyard.common.rpc.contract import ROUTE_V1, RpcMethod
 from switchyard.common.rpc.envelope import encode_request
-from switchyard.common.rpc.resp import RespLink
+from switchyard.common.rpc.resp import RespConnection, RespLink
 from switchyard.common.rpc.server import RpcContext, RpcServer
-from switchyard.common.rpc.transport import PushExpire
+from switchyard.common.rpc.transport import Publisher, PushExpire
 from switchyard.common.schemas import WireModel
 from switchyard.common.schemas.route import CandidateV1, PromptAnalysisV1, RouteReplyV1, RouteRequestV1
 from switchyard.devstack.infra import Instance, start_redis
@@ -381,28 +381,42 @@ async def test_redis_restart_fails_calls_in_flight_fast_and_later_calls_succeed(
             or 0) >= 2  # fmt: skip
 
 
-async def _evalsha_calls(r: Redis) -> int:
+async def _calls(r: Redis, command: str) -> int:
     stats = await r.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 async def test_concurrent_pushes_to_one_key_share_one_command_and_keep_their_order(redis, redis_url, keys):
     link = RespLink(redis_url)
     push = PushExpire(link)
     key = f"{keys.prefix}:push-test"
-    await push(key, b"warm", 30)  # loads the script (EVAL + EVALSHA) outside the count
-    before = await _evalsha_calls(redis)
+    await push(key, b"warm", 30)  # connects outside the count
+    before = await _calls(redis, "rpush"), await _calls(redis, "exec")
     await asyncio.gather(*(push(key, f"p{i}".encode(), 30) for i in range(50)))
-    assert await _evalsha_calls(redis) - before == 1
+    assert (await _calls(redis, "rpush") - before[0], await _calls(redis, "exec") - before[1]) == (1, 1)
     assert await redis.lrange(key, 1, -1) == [f"p{i}".encode() for i in range(50)]
     assert 0 < await redis.ttl(key) <= 30
     # two keys in one tick: one command each; batches above max_batch are split
     small = PushExpire(link, max_batch=8)
     other = f"{keys.prefix}:push-test-2"
-    before = await _evalsha_calls(redis)
+    before = await _calls(redis, "rpush"), await _calls(redis, "exec")
     await asyncio.gather(*(small(key if i % 2 else other, b"x", 30) for i in range(20)))
-    assert await _evalsha_calls(redis) - before == 4  # 10 per key, 8 per command
+    assert (await _calls(redis, "rpush") - before[0], await _calls(redis, "exec") - before[1]) == (4, 4)  # 8 a command
+    assert 0 < await redis.ttl(other) <= 30
     await redis.delete(key, other)
+    link.close()
+
+
+async def test_a_push_redis_refuses_fails_its_callers_and_the_next_push_works(redis, redis_url, keys):
+    link = RespLink(redis_url)
+    push = PushExpire(link)
+    wrong = f"{keys.prefix}:not-a-list"
+    await redis.set(wrong, "x")
+    results = await asyncio.gather(*(push(wrong, b"p", 5) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(e, ResponseError) and "WRONGTYPE" in str(e) for e in results), results
+    await push(f"{keys.prefix}:a-list", b"p", 5)
+    assert await redis.lrange(f"{keys.prefix}:a-list", 0, -1) == [b"p"]
+    await redis.delete(wrong, f"{keys.prefix}:a-list")
     link.close()
 
 
@@ -414,20 +428,32 @@ async def test_a_failed_shared_push_fails_every_caller(keys):
     broken.close()
 
 
-async def test_a_push_over_an_open_connection_reloads_a_script_redis_lost(own_redis: list[Instance]) -> None:
-    url = own_redis[0].url
-    link = RespLink(url)
-    push = PushExpire(link)
-    admin = Redis.from_url(url)
+async def test_replies_ride_ahead_of_the_next_pop_and_are_resent_if_that_connection_broke(redis, redis_url, keys):
+    channel = f"{keys.prefix}:ahead"
+    sub = redis.pubsub()
+    await sub.subscribe(channel)
+    await sub.get_message(timeout=1)  # the subscribe confirmation
+    link = RespLink(redis_url)
+    publish = Publisher(link)
+    popper = await RespConnection.open(redis_url)
     try:
-        await push("q", b"one", 30)
-        assert link.live() is not None  # the next push goes straight over this connection
-        await admin.script_flush()  # as after a restart with the connection kept
-        await push("q", b"two", 30)
-        assert await admin.lrange("q", 0, -1) == [b"one", b"two"]
+        # one write: the waiting publish, then the command; the publish's own flush finds nothing
+        first = publish.submit(channel, b"one")
+        assert await publish.write_ahead_of(popper, ("PING",)) == b"PONG"
+        assert await first == 1
+        assert link.live() is None  # nothing went over the publisher's own connection
+        # the popping connection broke: the publish goes again over the publisher's own
+        popper.close()
+        second = publish.submit(channel, b"two")
+        with pytest.raises(RedisError):
+            await publish.write_ahead_of(popper, ("PING",))
+        assert await asyncio.wait_for(second, 2) == 1
+        got = [await sub.get_message(timeout=1) for _ in range(2)]
+        assert [m["data"] for m in got if m] == [b"one", b"two"]
     finally:
+        popper.close()
         link.close()
-        await admin.aclose()
+        await sub.aclose()
 
 
 async def test_a_reply_link_that_goes_silent_is_dropped_and_reopened(own_redis: list[Instance]) -> None:

@@ -1,31 +1,30 @@
-"""A minimal pipelined Redis connection for the RPC's three hot commands.
+"""A minimal pipelined Redis connection for the per-request Redis traffic: the RPC and request events.
 
 Why not redis-py here: its asyncio command path (connection pool checkout, per-read timeout
 context, ``pack_command``, response callbacks) measured ~160 µs of CPU per command on the
 2-core dev box, against ~60 µs for the same round trip on this connection — and an RPC call is
 two commands on each side (push, blocking pop), on every routed request. This module only
 frames commands (RESP is a few lines) and writes them at once; parsing is hiredis's (the C
-parser redis-py itself uses), so the hand-written part is small. Everything else in the
-project (events, fleet state, caches, heartbeats) stays on redis-py.
+parser redis-py itself uses), so the hand-written part is small. The gateway's request events
+(pipelined ``XADD``) use it too; everything else in the project (fleet state, caches,
+heartbeats) stays on redis-py.
 
 * :class:`RespConnection` — one asyncio protocol: :meth:`execute` writes a command and returns
   a future for its reply; replies resolve the futures in order (Redis answers in order), so any
-  number of commands may be in flight. Error replies raise :class:`redis.exceptions.ResponseError`
-  (``NoScriptError`` for ``NOSCRIPT``); a lost connection fails every waiting command with
+  number of commands may be in flight. Error replies raise :class:`redis.exceptions.ResponseError`;
+  a lost connection fails every waiting command with
   :class:`redis.exceptions.ConnectionError`. A cancelled waiter keeps its place in the queue,
   so a late reply is matched and dropped, never handed to the next command.
   With ``on_message``, the connection may also ``SUBSCRIBE``: pushed messages go to that
   callback as ``(channel, data)``, replies to commands still to their futures.
 * :class:`RespLink` — a connection that (re)opens on first use after a loss, for senders that
   must survive Redis restarts without a loop of their own.
-* :class:`Script` — ``EVALSHA``, falling back to ``EVAL`` (which caches the script) on ``NOSCRIPT``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import logging
 import ssl
 from collections.abc import Callable, Mapping
@@ -34,7 +33,7 @@ from typing import Any, cast
 import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ class RespConnection(asyncio.Protocol):
             if fut.done():  # its caller gave up (cancelled or timed out): drop the reply
                 continue
             if isinstance(reply, ResponseError):
-                fut.set_exception(NoScriptError(str(reply)) if str(reply).startswith("NOSCRIPT") else reply)
+                fut.set_exception(reply)
             else:
                 fut.set_result(reply)
 
@@ -239,17 +238,3 @@ class RespLink:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-class Script:
-    """A Lua script run by its SHA1, loaded by ``EVAL`` the first time Redis does not know it."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    async def __call__(self, link: RespLink, keys: list[Arg], args: list[Arg]) -> Any:
-        try:
-            return await link.execute("EVALSHA", self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await link.execute("EVAL", self.source, len(keys), *keys, *args)
