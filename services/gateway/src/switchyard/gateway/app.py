@@ -27,6 +27,7 @@ from switchyard.common.db.session import make_engine
 from switchyard.common.http import make_session
 from switchyard.common.rpc import ROUTE_V1, RpcClient
 from switchyard.common.rpc.client import new_client_id
+from switchyard.common.rpc.resp import RespLink
 from switchyard.gateway.catalog import CatalogView
 from switchyard.gateway.errors import register_error_handlers
 from switchyard.gateway.events import EventPublisher
@@ -86,7 +87,9 @@ def create_app(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(catalog.refresh(), timeout=2.0)
             inflight = InflightTracker(redis, keys, publish_s=opts.inflight_publish_s)
-            events = EventPublisher(redis, keys, metrics, maxlen=opts.events_maxlen)
+            events_link = RespLink(settings.redis_url)
+            stack.callback(events_link.close)
+            events = EventPublisher(events_link, keys, metrics, maxlen=opts.events_maxlen)
             router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
             forwarder = Forwarder(
                 settings.backends,
