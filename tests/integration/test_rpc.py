@@ -202,12 +202,17 @@ async def test_work_queued_while_no_server_runs_is_dropped_once_its_caller_gave_
 async def test_two_replicas_share_one_queue_and_each_request_is_handled_once(redis_url: str, keys: Keys) -> None:
     handled: collections.Counter[str] = collections.Counter()
     by_replica: collections.Counter[str] = collections.Counter()
+    running: collections.Counter[str] = collections.Counter()
+    peak: collections.Counter[str] = collections.Counter()
 
     def make(replica: str) -> Handler:
         async def handler(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
             handled[req.text] += 1
             by_replica[replica] += 1
+            running[replica] += 1
+            peak[replica] = max(peak[replica], running[replica])
             await asyncio.sleep(0.01)
+            running[replica] -= 1
             return reply_for(req, replica)
 
         return handler
@@ -225,6 +230,7 @@ async def test_two_replicas_share_one_queue_and_each_request_is_handled_once(red
     assert sum(by_replica.values()) == n
     # each reply came from the replica that handled that request
     assert collections.Counter(r.candidates[0].backend for r in replies) == by_replica
+    assert peak == {"a": 2, "b": 2}  # max_concurrency: never more handlers at once, and used
 
 
 async def test_two_clients_each_get_their_own_replies(redis_url: str, keys: Keys) -> None:

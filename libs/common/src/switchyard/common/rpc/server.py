@@ -75,7 +75,8 @@ class RpcServer:
         self._keys = keys
         self.replica_id = replica_id
         self._handlers: dict[str, tuple[RpcMethod[Any, Any], Handler]] = {}
-        self._sem = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
+        self._room = asyncio.Event()  # set when a handler ends while the consumer waits for room
         self._metrics = rpc_metrics(registry)
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -141,11 +142,15 @@ class RpcServer:
         queues = list(self._handlers)
         popper = BatchPop(SERVE_BATCH)
         while not self._stopping.is_set():
+            room = self._max_concurrency - len(self._inflight)
+            if room <= 0:  # as many handlers running as allowed: pop nothing until one ends
+                self._room.clear()
+                await self._room.wait()
+                continue
             # the replies of the handlers that finished since the last pop go in the same write
-            queue, raws = await popper.pop(reader, queues, replies=replies.publish)
+            queue, raws = await popper.pop(reader, queues, replies=replies.publish, count=min(SERVE_BATCH, room))
             for raw in raws:
                 assert queue is not None
-                await self._sem.acquire()
                 task = asyncio.create_task(self._handle(replies, queue.decode(), raw))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
@@ -154,7 +159,7 @@ class RpcServer:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._sem.release()
+        self._room.set()
 
     async def _drain(self) -> None:
         """Let the handlers in flight finish and their replies reach Redis (5 s at most each)."""

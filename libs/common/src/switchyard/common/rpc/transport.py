@@ -212,18 +212,24 @@ class BatchPop:
         self.blmpop = True
 
     async def pop(
-        self, conn: RespConnection, keys: list[str], *, timeout: int = 1, replies: Publisher | None = None
+        self,
+        conn: RespConnection,
+        keys: list[str],
+        *,
+        timeout: int = 1,
+        replies: Publisher | None = None,
+        count: int | None = None,
     ) -> tuple[bytes | None, list[bytes]]:
-        """``(key, items)`` from the first key that has items, or ``(None, [])`` after ``timeout`` s.
-        With ``replies``, the publishes waiting there are written in the same write, ahead of
-        the pop."""
+        """``(key, items)`` from the first key that has items, or ``(None, [])`` after ``timeout`` s;
+        at most ``count`` items (default: the popper's). With ``replies``, the publishes waiting
+        there are written in the same write, ahead of the pop."""
 
         def send(*command: Arg) -> asyncio.Future[Any]:
             return conn.execute(*command) if replies is None else replies.write_ahead_of(conn, command)
 
         if self.blmpop:
             try:
-                got = await send("BLMPOP", timeout, len(keys), *keys, "LEFT", "COUNT", self.count)
+                got = await send("BLMPOP", timeout, len(keys), *keys, "LEFT", "COUNT", count or self.count)
             except ResponseError as exc:
                 if "unknown command" not in str(exc).lower():
                     raise
