@@ -233,6 +233,32 @@ async def test_two_replicas_share_one_queue_and_each_request_is_handled_once(red
     assert peak == {"a": 2, "b": 2}  # max_concurrency: never more handlers at once, and used
 
 
+async def test_stop_lets_the_calls_in_flight_finish_and_their_replies_arrive(redis_url: str, keys: Keys) -> None:
+    started: list[str] = []
+
+    async def slow(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        started.append(req.text)
+        await asyncio.sleep(0.3)
+        return reply_for(req)
+
+    server = RpcServer(redis_url, keys, replica_id="s", registry=CollectorRegistry())
+    server.register(ROUTE_V1, slow)
+    serve = asyncio.create_task(server.serve())
+    async with client(redis_url, keys) as (c, _):
+        await wait_until(lambda: server.connected, what="server connected")
+        texts = [f"in-flight-{i}" for i in range(3)]
+        calls = [asyncio.create_task(c.call(ROUTE_V1, RouteRequestV1(text=t), timeout=5.0)) for t in texts]
+        await wait_until(lambda: len(started) == 3, what="the three handlers running")
+        await server.stop()  # while all three still run
+        replies = await asyncio.gather(*calls)
+        await asyncio.wait_for(serve, timeout=10)
+        assert [r.analysis.signals[0] for r in replies] == texts
+        # a stopped server takes no more work: a new call times out (nothing else serves)
+        with pytest.raises(RpcTimeout):
+            await c.call(ROUTE_V1, RouteRequestV1(text="after-stop"), timeout=0.3)
+    assert started == texts
+
+
 async def test_two_clients_each_get_their_own_replies(redis_url: str, keys: Keys) -> None:
     async with serving(redis_url, keys), client(redis_url, keys) as (c1, _), client(redis_url, keys) as (c2, _):
         r1, r2 = await asyncio.gather(
