@@ -7,11 +7,11 @@ pydantic model per request costs more than the rest of the bookkeeping); the JSO
 off the path, with orjson (pydantic values inside, such as candidates, through ``model_dump``).
 
 :meth:`EventPublisher.publish` only appends to an in-memory queue and wakes a background task
-that sends what accumulated as pipelined ``XADD``s in one write, over the RPC's own Redis
-connection (:class:`~switchyard.common.rpc.resp.RespLink`: redis-py spends more CPU packing a
-command than Redis spends running it; and a Lua loop over the batch, tried before, cost Redis
-~2.7 µs per event more than plain ``XADD``s), so a request never waits on Redis and a burst
-costs one round trip. If Redis is unreachable the batch is dropped and counted.
+that sends what accumulated as pipelined ``XADD``s in one write, over a connection of its own
+of the kind the RPC uses (:class:`~switchyard.common.rpc.resp.RespLink`: redis-py spends more
+CPU packing a command than Redis spends running it; and a Lua loop over the batch, tried
+before, cost Redis ~2.7 µs per event more than plain ``XADD``s), so a request never waits on
+Redis and a burst costs one round trip. If Redis is unreachable the batch is dropped and counted.
 """
 
 from __future__ import annotations
