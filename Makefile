@@ -1,4 +1,4 @@
-# Switchyard — the single entry point. `make` (or `make help`) lists the targets.
+# Turnout — the single entry point. `make` (or `make help`) lists the targets.
 #
 # `make run` and `make test` work on a fresh Debian machine with only python3: they bootstrap
 # uv (into .run/tools when it is not on PATH), create .venv with the system python3, and make
@@ -29,7 +29,7 @@ install: ## create .venv with the system python3 and install the workspace (uv s
 	@echo "installed into $(VENV)"
 
 run: install ## everything up locally on http://localhost:8080/v1; Ctrl-C stops it all
-	$(PY) -m switchyard.devstack run
+	$(PY) -m turnout.devstack run
 
 test: install ## install, then the whole suite (unit, integration, e2e) against real Redis/Postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -58,7 +58,7 @@ typecheck: install ## mypy (strict) over libs, services and tools
 	$(VENV)/bin/mypy libs/common/src services/*/src tools/*/src
 
 migrate: install ## make Postgres available and migrate it to head
-	$(PY) -m switchyard.devstack migrate
+	$(PY) -m turnout.devstack migrate
 
 bench: install ## gateway overhead vs. direct, against the simulated fleet (bench/overhead.py)
 	$(PY) bench/overhead.py
@@ -71,11 +71,11 @@ bench-routing: install ## routing quality: held-out prompts through the scorer, 
 
 depcheck: ## install each package alone in its own venv and import its entry point (catches missing dependencies)
 	@uv="$(UV)"; set -e; for pkg in common gateway scorer profiler sync gpu-agent fakefleet llamafleet devstack; do \
-	  mod=switchyard.$$(echo $$pkg | tr - _); \
-	  case $$pkg in common) mod=switchyard.common.db.migrate;; *) mod=$$mod.__main__;; esac; \
+	  mod=turnout.$$(echo $$pkg | tr - _); \
+	  case $$pkg in common) mod=turnout.common.db.migrate;; *) mod=$$mod.__main__;; esac; \
 	  UV_PROJECT_ENVIRONMENT=.run/depcheck/$$pkg "$$uv" sync --frozen --quiet --no-default-groups \
-	    --package switchyard-$$pkg --python "$$(command -v $(PYTHON))"; \
-	  .run/depcheck/$$pkg/bin/python -c "import $$mod" && echo "ok  switchyard-$$pkg ($$mod)"; \
+	    --package turnout-$$pkg --python "$$(command -v $(PYTHON))"; \
+	  .run/depcheck/$$pkg/bin/python -c "import $$mod" && echo "ok  turnout-$$pkg ($$mod)"; \
 	done
 
 clean: ## remove caches and the private Redis/Postgres data under .run/ (keeps .venv)

@@ -14,8 +14,8 @@
   fixed one-candidate reply (a minimal RPC responder: the real scorer needs its Postgres catalog;
   this keeps the full RPC round trip through Redis — push, BLPOP, reply, BLPOP — in the loop,
   without the scorer's own analysis time);
-* the **gateway**: ``python -m switchyard.gateway`` (uvicorn + uvloop, one worker), on a private
-  ``redis-server`` (``switchyard.devstack.infra.start_redis``), with the upstream as its only
+* the **gateway**: ``python -m turnout.gateway`` (uvicorn + uvloop, one worker), on a private
+  ``redis-server`` (``turnout.devstack.infra.start_redis``), with the upstream as its only
   backend; every request asks the scorer stand-in (virtual model), is forwarded, and publishes
   its request event.
 
@@ -85,7 +85,7 @@ STREAM = [
     _sse(None, usage=True),
     b"data: [DONE]\n\n",
 ]
-REQUEST = {"model": "switchyard/auto", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
+REQUEST = {"model": "turnout/auto", "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
 BODY = orjson.dumps(REQUEST)
 STREAM_BODY = orjson.dumps({**REQUEST, "stream": True})
 
@@ -188,9 +188,9 @@ def run_fastapi_proxy(port: int, upstream: str) -> None:
 def run_scorer(redis_url: str, prefix: str) -> None:
     import uvloop
 
-    from switchyard.common.keys import Keys
-    from switchyard.common.rpc import ROUTE_V1, RpcContext, RpcServer
-    from switchyard.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
+    from turnout.common.keys import Keys
+    from turnout.common.rpc import ROUTE_V1, RpcContext, RpcServer
+    from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 
     reply = RouteReplyV1(candidates=[CandidateV1(model=MODEL, backend="bench", upstream_model=MODEL, score=1.0)])
 
@@ -300,7 +300,7 @@ async def fallbacks(url: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("switchyard_gateway_fallback_routes_total{")
+        if line.startswith("turnout_gateway_fallback_routes_total{")
     )
 
 
@@ -308,7 +308,7 @@ async def fallbacks(url: str) -> float:
 
 
 def _free_port() -> int:
-    from switchyard.devstack.infra import free_port
+    from turnout.devstack.infra import free_port
 
     return free_port()
 
@@ -317,7 +317,7 @@ def _free_port() -> int:
 def process(
     args: list[str], env: dict[str, str] | None = None, port: int | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    from switchyard.devstack.infra import wait_port
+    from turnout.devstack.infra import wait_port
 
     proc = subprocess.Popen(args, env=env, cwd=REPO, start_new_session=True)
     try:
@@ -342,8 +342,8 @@ async def write_snapshot(redis_url: str, prefix: str) -> None:
     """The catalog a scorer would publish, for the diagnostic gateway that runs without one."""
     from redis.asyncio import Redis
 
-    from switchyard.common.keys import Keys
-    from switchyard.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+    from turnout.common.keys import Keys
+    from turnout.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 
     snap = CatalogSnapshotV1(
         version="bench",
@@ -362,7 +362,7 @@ async def wait_ready(url: str, timeout: float = 30.0) -> None:
         while True:
             try:
                 async with session.post(url, data=BODY, headers={"Content-Type": "application/json"}) as r:
-                    if r.status == 200 and r.headers.get("x-switchyard-model") == MODEL:
+                    if r.status == 200 and r.headers.get("x-turnout-model") == MODEL:
                         return
             except aiohttp.ClientError:
                 pass
@@ -372,27 +372,27 @@ async def wait_ready(url: str, timeout: float = 30.0) -> None:
 
 
 async def bench(args: argparse.Namespace) -> int:
-    from switchyard.devstack.infra import start_redis
+    from turnout.devstack.infra import start_redis
 
-    run_dir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    run_dir = Path(tempfile.mkdtemp(prefix="turnout-bench-"))
     redis = start_redis(run_dir, ephemeral=True)
     prefix = "bench"
     up_port, proxy_port, gw_port, fb_port = _free_port(), _free_port(), _free_port(), _free_port()
     fastapi_port = _free_port()
     upstream = f"http://127.0.0.1:{up_port}/v1/chat/completions"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
     env.update(
-        SWITCHYARD_REDIS_URL=redis.url,
-        SWITCHYARD_KEY_PREFIX=prefix,
-        SWITCHYARD_BACKENDS=f"bench:openai=http://127.0.0.1:{up_port}/v1",
-        SWITCHYARD_LOG_LEVEL="WARNING",
-        SWITCHYARD_GATEWAY__HOST="127.0.0.1",
-        SWITCHYARD_GATEWAY__PORT=str(gw_port),
-        SWITCHYARD_GATEWAY__SCHEMA_WAIT_S="0",
-        SWITCHYARD_GATEWAY__WORKERS=str(args.workers),
-        SWITCHYARD_DATABASE_URL="postgresql+asyncpg://bench@127.0.0.1:1/unused",
+        TURNOUT_REDIS_URL=redis.url,
+        TURNOUT_KEY_PREFIX=prefix,
+        TURNOUT_BACKENDS=f"bench:openai=http://127.0.0.1:{up_port}/v1",
+        TURNOUT_LOG_LEVEL="WARNING",
+        TURNOUT_GATEWAY__HOST="127.0.0.1",
+        TURNOUT_GATEWAY__PORT=str(gw_port),
+        TURNOUT_GATEWAY__SCHEMA_WAIT_S="0",
+        TURNOUT_GATEWAY__WORKERS=str(args.workers),
+        TURNOUT_DATABASE_URL="postgresql+asyncpg://bench@127.0.0.1:1/unused",
     )
-    fb_env = {**env, "SWITCHYARD_KEY_PREFIX": "bench-fb", "SWITCHYARD_GATEWAY__PORT": str(fb_port)}
+    fb_env = {**env, "TURNOUT_KEY_PREFIX": "bench-fb", "TURNOUT_GATEWAY__PORT": str(fb_port)}
     await write_snapshot(redis.url, "bench-fb")
     await write_snapshot(redis.url, prefix)  # as the scorer would: a missed deadline falls back cleanly
     try:
@@ -406,8 +406,8 @@ async def bench(args: argparse.Namespace) -> int:
                 port=fastapi_port,
             ) as fastapi_proxy,
             process(self_cmd("--role", "scorer", "--redis", redis.url, "--prefix", prefix)),
-            process([sys.executable, "-m", "switchyard.gateway"], env=env, port=gw_port) as gateway,
-            process([sys.executable, "-m", "switchyard.gateway"], env=fb_env, port=fb_port) as gateway_fb,
+            process([sys.executable, "-m", "turnout.gateway"], env=env, port=gw_port) as gateway,
+            process([sys.executable, "-m", "turnout.gateway"], env=fb_env, port=fb_port) as gateway_fb,
         ):
             targets = {
                 "direct": upstream,

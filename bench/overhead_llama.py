@@ -2,12 +2,12 @@
 
 ``python bench/overhead_llama.py [--n 20] [--max-tokens 32] [--fleet default|tiny]`` starts:
 
-* a llama.cpp fleet (:mod:`switchyard.llamafleet`; ``default``: SmolLM2-135M-Instruct Q4_1,
+* a llama.cpp fleet (:mod:`turnout.llamafleet`; ``default``: SmolLM2-135M-Instruct Q4_1,
   a 6M and a 600M random-weight llama; one ``llama_cpp.server`` process each, one thread);
-* a private ``redis-server`` and PostgreSQL cluster (``switchyard.devstack.infra``), migrated;
+* a private ``redis-server`` and PostgreSQL cluster (``turnout.devstack.infra``), migrated;
 * the real scorer, profiler (model discovery only: runtime profiling is switched off, it would
-  load the servers while we measure) and gateway (``switchyard.devstack.stack``), with
-  ``SWITCHYARD_BACKENDS`` pointing at the fleet.
+  load the servers while we measure) and gateway (``turnout.devstack.stack``), with
+  ``TURNOUT_BACKENDS`` pointing at the fleet.
 
 For each model it sends ``--n`` streamed chat requests straight to the llama.cpp server and
 ``--n`` through the gateway (naming the model, so the scorer RPC is in the loop), alternating
@@ -143,11 +143,11 @@ def report(model: str, direct: Samples, gateway: Samples) -> list[str]:
 
 
 def main() -> int:
-    from switchyard.common.db.migrate import upgrade
-    from switchyard.devstack.infra import free_port, start_postgres, start_redis
-    from switchyard.devstack.stack import Stack, StackConfig, file_sink
-    from switchyard.llamafleet.errors import LlamaUnavailable
-    from switchyard.llamafleet.servers import FLEETS, LlamaFleet
+    from turnout.common.db.migrate import upgrade
+    from turnout.devstack.infra import free_port, start_postgres, start_redis
+    from turnout.devstack.stack import Stack, StackConfig, file_sink
+    from turnout.llamafleet.errors import LlamaUnavailable
+    from turnout.llamafleet.servers import FLEETS, LlamaFleet
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--n", type=int, default=20, help="streamed requests per model and path (default 20)")
@@ -175,9 +175,9 @@ def main() -> int:
             StackConfig(
                 redis_url=redis.url, database_url=db_url, key_prefix="bench-llama", backends=fleet.backends_value,
                 gateway_port=free_port(), free_ports=True, environment="test", log_level="WARNING",
-                inherit_switchyard_env=False, cwd=REPO,
+                inherit_turnout_env=False, cwd=REPO,
                 # discovery only: runtime profiling would load the servers while we measure
-                extra_env={"SWITCHYARD_MIGRATE_ON_START": "false", "SWITCHYARD_PROFILER__PROFILING__ENABLED": "false"},
+                extra_env={"TURNOUT_MIGRATE_ON_START": "false", "TURNOUT_PROFILER__PROFILING__ENABLED": "false"},
             ),
             sink=file_sink(log_dir),
         )  # fmt: skip

@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import routing_data
 from routing_metrics import Point, apgr, cpt, pgr
 
-from switchyard.common.embeddings import StaticEmbedder
-from switchyard.common.embeddings.static import default_embedder
-from switchyard.common.schemas.route import RouteRequestV1
-from switchyard.scorer.learned import LearnedConfig, LearnedIndex
-from switchyard.scorer.prompt_analysis import Analyzer, PromptAnalysis, PromptFeatures
-from switchyard.scorer.scoring import (
+from turnout.common.embeddings import StaticEmbedder
+from turnout.common.embeddings.static import default_embedder
+from turnout.common.schemas.route import RouteRequestV1
+from turnout.scorer.learned import LearnedConfig, LearnedIndex
+from turnout.scorer.prompt_analysis import Analyzer, PromptAnalysis, PromptFeatures
+from turnout.scorer.scoring import (
     OVERALL,
     Constraints,
     Learned,
@@ -357,7 +357,7 @@ def minilm_ablation(
     strong: int,
     args: argparse.Namespace,
 ) -> dict[str, Curve]:
-    from switchyard.common.embeddings.minilm import MiniLMEncoder
+    from turnout.common.embeddings.minilm import MiniLMEncoder
 
     n = min(args.minilm, len(ds.prompts))
     keep = np.sort(np.random.default_rng(args.seed + 1).choice(len(ds.prompts), n, replace=False))

@@ -20,13 +20,13 @@ import time
 import numpy as np
 import orjson
 
-from switchyard.common.backends.names import parse_model_name
-from switchyard.common.catalog import derive_capabilities
-from switchyard.common.embeddings.static import default_embedder
-from switchyard.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1, ReplicaV1
-from switchyard.common.schemas.route import RequestKind, RouteRequestV1
-from switchyard.scorer.engine import FleetView, RoutingEngine
-from switchyard.scorer.learned import LearnedIndex
+from turnout.common.backends.names import parse_model_name
+from turnout.common.catalog import derive_capabilities
+from turnout.common.embeddings.static import default_embedder
+from turnout.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+from turnout.common.schemas.route import RequestKind, RouteRequestV1
+from turnout.scorer.engine import FleetView, RoutingEngine
+from turnout.scorer.learned import LearnedIndex
 
 FAMILIES = ["llama3.1", "qwen2.5", "mistral", "gemma2", "phi3", "qwen2.5-coder", "llava", "deepseek-r1", "nomic-embed"]
 SIZES = ["0.5b", "1b", "3b", "7b", "8b", "14b", "32b", "70b"]

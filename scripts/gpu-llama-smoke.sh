@@ -6,7 +6,7 @@
 # Then scripts/gpu_llama_smoke.py: private redis + gpu-agent + llama-server -ngl 99 + chat + VRAM.
 # Carried (made here, git-ignored): .run/gpucarry/llama-src.tar.xz (pruned llama.cpp source, no
 # models/docs/tests), .run/gpucarry/*.gguf (e.g. a random-weight q4_0 llama from
-# switchyard.llamafleet.models with SmolLM2's tokenizer), .run/gpucarry/redis-server (+ redis/),
+# turnout.llamafleet.models with SmolLM2's tokenizer), .run/gpucarry/redis-server (+ redis/),
 # .whl/ (cp312 wheels for the agent). Call: run(carry=[".run/gpucarry", ".whl"],
 #   command="bash scripts/gpu-llama-smoke.sh")
 set -uo pipefail
@@ -51,8 +51,8 @@ export PYTHONPATH=/tmp/site:$PWD/$C/pyextra:libs/common/src:services/gpu-agent/s
 MODEL=${MODEL:-$(ls "$C"/*.gguf | head -1)}
 say "nvidia-smi (before)"
 nvidia-smi --query-gpu=index,uuid,name,driver_version,memory.total,memory.used --format=csv,noheader
-say "NVML reader (before): python -m switchyard.gpu_agent.nvml"
-python3 -m switchyard.gpu_agent.nvml | head -c 1500; echo
+say "NVML reader (before): python -m turnout.gpu_agent.nvml"
+python3 -m turnout.gpu_agent.nvml | head -c 1500; echo
 say "gpu_llama_smoke.py"
 python3 scripts/gpu_llama_smoke.py --server "$SERVER" --model "$MODEL" --redis-server "$C/redis-server" "$@"
 rc=$?

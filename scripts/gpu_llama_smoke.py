@@ -1,7 +1,7 @@
 """A real llama.cpp server on the GPU, seen by the gpu-agent (run through ``scripts/gpu-llama-smoke.sh``).
 
-1. private ``redis-server`` + ``python -m switchyard.gpu_agent`` (NVML reader) watching the backend
-   ``llama`` (``SWITCHYARD_BACKENDS=llama:openai=http://127.0.0.1:PORT/v1``);
+1. private ``redis-server`` + ``python -m turnout.gpu_agent`` (NVML reader) watching the backend
+   ``llama`` (``TURNOUT_BACKENDS=llama:openai=http://127.0.0.1:PORT/v1``);
 2. baseline: the GPU's used memory in the HostStateV1 the agent publishes to Redis;
 3. start ``llama-server -m MODEL -ngl 99`` (every layer offloaded), wait for ``/health``;
 4. a real chat completion (``/v1/chat/completions``) with llama.cpp's own timings (tokens/s);
@@ -106,26 +106,23 @@ def main() -> int:
             print("redis-server did not start")
             return 2
         base_url = f"http://127.0.0.1:{lport}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
         env.update(
-            SWITCHYARD_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
-            SWITCHYARD_KEY_PREFIX=prefix,
-            SWITCHYARD_LOG_JSON="false",
-            SWITCHYARD_BACKENDS=f"llama:openai={base_url}/v1",
-            SWITCHYARD_GPU_AGENT__BACKEND="llama",
-            SWITCHYARD_GPU_AGENT__HOST=host,
-            SWITCHYARD_GPU_AGENT__INTERVAL_S=str(args.interval),
-            SWITCHYARD_GPU_AGENT__OPS_PORT=str(ops_port),
+            TURNOUT_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
+            TURNOUT_KEY_PREFIX=prefix,
+            TURNOUT_LOG_JSON="false",
+            TURNOUT_BACKENDS=f"llama:openai={base_url}/v1",
+            TURNOUT_GPU_AGENT__BACKEND="llama",
+            TURNOUT_GPU_AGENT__HOST=host,
+            TURNOUT_GPU_AGENT__INTERVAL_S=str(args.interval),
+            TURNOUT_GPU_AGENT__OPS_PORT=str(ops_port),
             PYTHONUNBUFFERED="1",
         )
-        print(
-            f"agent env: SWITCHYARD_BACKENDS={env['SWITCHYARD_BACKENDS']} "
-            f"SWITCHYARD_REDIS_URL={env['SWITCHYARD_REDIS_URL']}"
-        )
+        print(f"agent env: TURNOUT_BACKENDS={env['TURNOUT_BACKENDS']} TURNOUT_REDIS_URL={env['TURNOUT_REDIS_URL']}")
         agent_log = (work / "agent.log").open("w")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "switchyard.gpu_agent"], env=env, stdout=agent_log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "turnout.gpu_agent"], env=env, stdout=agent_log, stderr=subprocess.STDOUT
             )
         )
         if not wait_for(lambda: host_state(rport, prefix), 30):
@@ -241,9 +238,9 @@ def main() -> int:
         )
         print("nvidia-smi --query-compute-apps:\n" + smi.stdout.strip())
         rd = subprocess.run(
-            [sys.executable, "-m", "switchyard.gpu_agent.nvml"], capture_output=True, text=True, check=False
+            [sys.executable, "-m", "turnout.gpu_agent.nvml"], capture_output=True, text=True, check=False
         )
-        print("python -m switchyard.gpu_agent.nvml (server running):\n" + rd.stdout.strip()[:1500])
+        print("python -m turnout.gpu_agent.nvml (server running):\n" + rd.stdout.strip()[:1500])
         check(
             "published used memory rose by at least the process's NVML memory (-64 MiB)",
             used_after - used_before >= summary["llama_server_nvml_mib"] - 64 and summary["llama_server_nvml_mib"] > 0,

@@ -4,7 +4,7 @@
 Run through ``scripts/gpu-smoke.sh`` (which sets PYTHONPATH and finds redis-server). Steps:
 
 1. start a private ``redis-server`` (free port, no persistence, temp dir);
-2. start ``python -m switchyard.gpu_agent`` against it (NVML reader, ops port for /metrics);
+2. start ``python -m turnout.gpu_agent`` against it (NVML reader, ops port for /metrics);
 3. start an allocator process: CUDA driver API through ctypes (``libcuda.so.1``, always
    installed with the driver; no torch, no CUDA toolkit): create a context, report the device
    UUID, wait; take the baseline; then ``cuMemAlloc`` N MiB and wait;
@@ -269,11 +269,11 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear script
         if not wait_for(lambda: _pong(rport), 10):
             print(f"redis-server did not start: {smoke.procs[-1].stderr.read() if smoke.procs[-1].stderr else ''}")
             return 2
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
         env.update(
-            SWITCHYARD_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
-            SWITCHYARD_KEY_PREFIX=prefix,
-            SWITCHYARD_LOG_JSON="false",
+            TURNOUT_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
+            TURNOUT_KEY_PREFIX=prefix,
+            TURNOUT_LOG_JSON="false",
             PYTHONUNBUFFERED="1",
         )
         env[args.ops_port_env] = str(ops_port)
@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear script
         agent_log = (work / "agent.log").open("w")
         smoke.procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "switchyard.gpu_agent"],
+                [sys.executable, "-m", "turnout.gpu_agent"],
                 env=env,
                 stdout=agent_log,
                 stderr=subprocess.STDOUT,
@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear script
         text = http_get(f"http://127.0.0.1:{ops_port}/metrics")
         now_metrics = metric_used(text, uuid, g_now.get("index"))
         if base_metrics is None or now_metrics is None:
-            smoke.check("/metrics gpu memory used", False, "no switchyard_gpu_memory_used_bytes sample for the GPU")
+            smoke.check("/metrics gpu memory used", False, "no turnout_gpu_memory_used_bytes sample for the GPU")
         else:
             md = now_metrics - base_metrics
             smoke.check(
@@ -415,9 +415,9 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--interval", type=float, default=1.0, help="agent publish interval (s)")
     p.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER"))
-    p.add_argument("--ops-port-env", default="SWITCHYARD_GPU_AGENT__OPS_PORT")
-    p.add_argument("--interval-env", default="SWITCHYARD_GPU_AGENT__INTERVAL_S")
-    p.add_argument("--host-env", default="SWITCHYARD_GPU_AGENT__HOST")
+    p.add_argument("--ops-port-env", default="TURNOUT_GPU_AGENT__OPS_PORT")
+    p.add_argument("--interval-env", default="TURNOUT_GPU_AGENT__INTERVAL_S")
+    p.add_argument("--host-env", default="TURNOUT_GPU_AGENT__HOST")
     p.add_argument("--agent-env", action="append", default=[], metavar="KEY=VALUE", help="extra agent env")
     args = p.parse_args()
     if args.allocate:

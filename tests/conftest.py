@@ -1,7 +1,7 @@
 """Shared fixtures: a private Redis server and a private database per run, a key prefix per test.
 
 Isolation: Redis is always our own ``redis-server`` on a free port (nothing else uses it);
-Postgres is the server at ``SWITCHYARD_TEST_PG_ADMIN_URL`` (default: the local one on 5432 if it
+Postgres is the server at ``TURNOUT_TEST_PG_ADMIN_URL`` (default: the local one on 5432 if it
 answers, else a private cluster started from the system binaries) with a database created
 for this run and dropped at the end. Nothing the run did not create is flushed or dropped.
 """
@@ -19,9 +19,9 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from switchyard.common.db.migrate import upgrade
-from switchyard.common.keys import Keys
-from switchyard.devstack.infra import Instance, postgres_answers, start_postgres, start_redis
+from turnout.common.db.migrate import upgrade
+from turnout.common.keys import Keys
+from turnout.devstack.infra import Instance, postgres_answers, start_postgres, start_redis
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO / ".run" / "test"
@@ -50,7 +50,7 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
-    url = os.environ.get("SWITCHYARD_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    url = os.environ.get("TURNOUT_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     inst: Instance | None = None
     if not postgres_answers(url) or not asyncio.run(_can_create_db(url)):
         inst = start_postgres(RUN_DIR, ephemeral=True)
@@ -132,13 +132,13 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 def base_env(redis_url: str, database_url: str, key_prefix: str) -> dict[str, str]:
     """Environment for a service process under test."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
     env.update(
-        SWITCHYARD_ENVIRONMENT="test",
-        SWITCHYARD_REDIS_URL=redis_url,
-        SWITCHYARD_DATABASE_URL=database_url,
-        SWITCHYARD_KEY_PREFIX=key_prefix,
-        SWITCHYARD_LOG_LEVEL="INFO",
+        TURNOUT_ENVIRONMENT="test",
+        TURNOUT_REDIS_URL=redis_url,
+        TURNOUT_DATABASE_URL=database_url,
+        TURNOUT_KEY_PREFIX=key_prefix,
+        TURNOUT_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -1,5 +1,5 @@
 """The whole stack as real processes: the simulated fleet on free ports, the five services
-(``python -m switchyard.<svc>``) against the run's private Redis and per-run database.
+(``python -m turnout.<svc>``) against the run's private Redis and per-run database.
 
 One stack per test session (starting it costs seconds); tests that break something (kill
 the scorer, fail a backend) put it back before they return. Each service's output goes to
@@ -20,11 +20,11 @@ import openai
 import pytest
 from redis import Redis as SyncRedis
 
-from switchyard.common.keys import Keys
-from switchyard.common.schemas.catalog import CatalogSnapshotV1
-from switchyard.devstack.infra import free_port
-from switchyard.devstack.stack import SERVICES, Stack, StackConfig, StackUrls, file_sink
 from tests.e2e.support import eventually
+from turnout.common.keys import Keys
+from turnout.common.schemas.catalog import CatalogSnapshotV1
+from turnout.devstack.infra import free_port
+from turnout.devstack.stack import SERVICES, Stack, StackConfig, StackUrls, file_sink
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_BODY_BYTES = 256 * 1024
@@ -75,13 +75,13 @@ def e2e(request: pytest.FixtureRequest, redis_url: str, database_url: str) -> It
             environment="test",
             log_level="INFO",
             log_json=True,
-            inherit_switchyard_env=False,
+            inherit_turnout_env=False,
             extra_env={
-                "SWITCHYARD_MIGRATE_ON_START": "false",  # the fixture migrated the database already
-                "SWITCHYARD_GATEWAY__MAX_BODY_BYTES": str(MAX_BODY_BYTES),
-                "SWITCHYARD_GATEWAY__ROUTE_TIMEOUT_S": "0.5",
+                "TURNOUT_MIGRATE_ON_START": "false",  # the fixture migrated the database already
+                "TURNOUT_GATEWAY__MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+                "TURNOUT_GATEWAY__ROUTE_TIMEOUT_S": "0.5",
                 # a name no other test requests, so only test_routing sees it
-                "SWITCHYARD_SCORER__ALIASES": f'{{"{ALIAS}": "{ALIAS_TARGET}"}}',
+                "TURNOUT_SCORER__ALIASES": f'{{"{ALIAS}": "{ALIAS_TARGET}"}}',
             },
             cwd=REPO,
         ),

@@ -21,7 +21,7 @@ def test_tags_list_the_models(oclient: ollama.Client) -> None:
 
 
 def test_chat(oclient: ollama.Client) -> None:
-    reply = oclient.chat(model="switchyard/auto", messages=[{"role": "user", "content": "Say hi."}])
+    reply = oclient.chat(model="turnout/auto", messages=[{"role": "user", "content": "Say hi."}])
     assert reply.message.role == "assistant"
     assert reply.message.content
     assert reply.done is True

@@ -10,17 +10,17 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
-from switchyard.common.db.models import Feedback, RoutingDecision
-from switchyard.common.db.session import engine_scope, make_sessionmaker
-from switchyard.common.embeddings.static import default_embedder
-from switchyard.scorer.learned import LearnedIndex, decode_embedding
-from switchyard.scorer.learned_loader import load_feedback
 from tests.e2e.conftest import E2E
 from tests.e2e.support import PNG_B64, TOOLS, decision, eventually, fleet_listener_of, fleet_models, request_id
+from turnout.common.db.models import Feedback, RoutingDecision
+from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.common.embeddings.static import default_embedder
+from turnout.scorer.learned import LearnedIndex, decode_embedding
+from turnout.scorer.learned_loader import load_feedback
 
 pytestmark = pytest.mark.e2e
 
-VIRTUAL = "switchyard/auto"
+VIRTUAL = "turnout/auto"
 
 
 def test_models_lists_the_virtual_model_and_every_fleet_model(client: openai.OpenAI, fleet: httpx.Client) -> None:
@@ -38,7 +38,7 @@ def test_non_streaming_chat_is_routed_and_says_where(client: openai.OpenAI, flee
         extra_headers={"X-Request-ID": rid},
     )
     completion = raw.parse()
-    model, backend = raw.headers["x-switchyard-model"], raw.headers["x-switchyard-backend"]
+    model, backend = raw.headers["x-turnout-model"], raw.headers["x-turnout-backend"]
     assert raw.headers["x-request-id"] == rid
     assert model in fleet_models(fleet)
     assert backend == f"fleet-{fleet_listener_of(fleet)[model]}"
@@ -60,7 +60,7 @@ def test_streaming_chat_arrives_in_chunks_with_usage_last(client: openai.OpenAI)
         max_tokens=64,
     ) as raw:
         assert raw.headers["content-type"].startswith("text/event-stream")
-        assert raw.headers["x-switchyard-model"]
+        assert raw.headers["x-turnout-model"]
         chunks = list(raw.parse())
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1
@@ -75,8 +75,8 @@ def test_a_concrete_model_name_is_honoured(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="llama3.1:8b", messages=[{"role": "user", "content": "hi"}], max_tokens=8
     )
-    assert raw.headers["x-switchyard-model"] == "llama3.1:8b"
-    assert raw.headers["x-switchyard-backend"] == "fleet-ollama"
+    assert raw.headers["x-turnout-model"] == "llama3.1:8b"
+    assert raw.headers["x-turnout-backend"] == "fleet-ollama"
     assert raw.parse().model == "llama3.1:8b"
 
 
@@ -90,7 +90,7 @@ def test_unknown_model_is_404_in_openai_shape(client: openai.OpenAI) -> None:
 def test_embeddings_land_on_an_embedding_model(client: openai.OpenAI, fleet: httpx.Client) -> None:
     raw = client.embeddings.with_raw_response.create(model=VIRTUAL, input=["first text", "second text"])
     result = raw.parse()
-    assert "embedding" in fleet_models(fleet)[raw.headers["x-switchyard-model"]]
+    assert "embedding" in fleet_models(fleet)[raw.headers["x-turnout-model"]]
     assert [d.index for d in result.data] == [0, 1]
     assert len(result.data[0].embedding) == len(result.data[1].embedding) > 0
     assert result.data[0].embedding != result.data[1].embedding
@@ -110,7 +110,7 @@ def test_a_request_with_an_image_lands_on_a_vision_model(client: openai.OpenAI, 
         ],
         max_tokens=32,
     )
-    model = raw.headers["x-switchyard-model"]
+    model = raw.headers["x-turnout-model"]
     assert "vision" in fleet_models(fleet)[model], model
     assert raw.parse().choices[0].message.content
 
@@ -122,7 +122,7 @@ def test_a_request_with_tools_lands_on_a_tools_model(client: openai.OpenAI, flee
         tools=TOOLS,  # type: ignore[arg-type]
         max_tokens=64,
     )
-    model = raw.headers["x-switchyard-model"]
+    model = raw.headers["x-turnout-model"]
     assert "tools" in fleet_models(fleet)[model], model
     choice = raw.parse().choices[0]
     assert choice.message.content or choice.message.tool_calls
@@ -131,7 +131,7 @@ def test_a_request_with_tools_lands_on_a_tools_model(client: openai.OpenAI, flee
 def test_legacy_completions(client: openai.OpenAI) -> None:
     raw = client.completions.with_raw_response.create(model=VIRTUAL, prompt="Once upon a time", max_tokens=16)
     completion = raw.parse()
-    assert raw.headers["x-switchyard-model"]
+    assert raw.headers["x-turnout-model"]
     assert completion.choices[0].text
 
 
@@ -153,7 +153,7 @@ def test_every_service_serves_health_ready_and_metrics(e2e: E2E) -> None:
             assert c.get("/ready").status_code == 200, (name, c.get("/ready").text)
             metrics = c.get("/metrics")
             assert metrics.status_code == 200, name
-            assert "switchyard_" in metrics.text, name
+            assert "turnout_" in metrics.text, name
 
 
 def test_feedback_on_a_reply_reaches_the_learned_index(e2e: E2E, client: openai.OpenAI, http: httpx.Client) -> None:

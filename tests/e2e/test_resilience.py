@@ -13,7 +13,7 @@ from tests.e2e.support import assert_openai_error, decision, eventually, request
 
 pytestmark = pytest.mark.e2e
 
-VIRTUAL = "switchyard/auto"
+VIRTUAL = "turnout/auto"
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 
@@ -30,7 +30,7 @@ def _still_up(e2e: E2E, client: openai.OpenAI) -> None:
 def test_malformed_json_is_a_400_openai_error(e2e: E2E, http: httpx.Client, client: openai.OpenAI) -> None:
     r = http.post(
         "/v1/chat/completions",
-        content=b'{"model": "switchyard/auto", "messages": [',
+        content=b'{"model": "turnout/auto", "messages": [',
         headers={"content-type": "application/json"},
     )
     error = assert_openai_error(r, 400)
@@ -71,7 +71,7 @@ def test_a_failing_model_is_skipped_for_the_next_candidate(
 ) -> None:
     messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Give me one word that rhymes with cat."}]
     first = client.chat.completions.with_raw_response.create(model=VIRTUAL, messages=messages, max_tokens=8)
-    failing = first.headers["x-switchyard-model"]
+    failing = first.headers["x-turnout-model"]
     errors_before = fleet.get("/_fleet/stats").json()["listeners"]
     fleet.post("/_fleet/fail", json={"model": failing, "mode": "500"}).raise_for_status()
     try:
@@ -81,7 +81,7 @@ def test_a_failing_model_is_skipped_for_the_next_candidate(
         )
         assert raw.status_code == 200
         assert raw.parse().choices[0].message.content
-        served_by = raw.headers["x-switchyard-model"]
+        served_by = raw.headers["x-turnout-model"]
         assert served_by != failing
         stats = fleet.get("/_fleet/stats").json()["listeners"]
         tried = sum(li["errors"].get(failing, 0) for li in stats.values()) - sum(
@@ -102,7 +102,7 @@ def test_a_whole_backend_down_is_routed_around(e2e: E2E, client: openai.OpenAI, 
         for _ in range(3):
             raw = client.chat.completions.with_raw_response.create(model=VIRTUAL, messages=HELLO, max_tokens=8)
             assert raw.status_code == 200
-            assert raw.headers["x-switchyard-backend"] == "fleet-ollama"
+            assert raw.headers["x-turnout-backend"] == "fleet-ollama"
     finally:
         fleet.post("/_fleet/fail", json={"listener": "openai", "mode": "ok"}).raise_for_status()
 
@@ -122,10 +122,10 @@ def test_requests_still_succeed_through_the_fallback_when_the_scorer_dies(
             )
             assert raw.status_code == 200
             assert raw.parse().choices[0].message.content
-            assert raw.headers["x-switchyard-model"]
+            assert raw.headers["x-turnout-model"]
         assert decision(e2e, rid)["route_source"] == "fallback"
         emb = client.embeddings.with_raw_response.create(model=VIRTUAL, input="still works")
-        assert emb.headers["x-switchyard-model"] == "nomic-embed-text:latest"
+        assert emb.headers["x-turnout-model"] == "nomic-embed-text:latest"
         # the scorer's heartbeat expires: the gateway says it is not ready, but keeps serving
         eventually(lambda: http.get("/ready").status_code == 503, timeout=10, what="gateway /ready 503")
         assert http.get("/health").status_code == 200

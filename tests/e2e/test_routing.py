@@ -1,7 +1,7 @@
 """Routing end to end: the scorer's choice, as the gateway applies it, with the official SDK.
 
-The choice changes with the prompt and with ``X-Switchyard-Quality``; ``/admin/explain`` agrees
-with what the gateway did; an operator alias (``SWITCHYARD_SCORER__ALIASES``, set by the stack
+The choice changes with the prompt and with ``X-Turnout-Quality``; ``/admin/explain`` agrees
+with what the gateway did; an operator alias (``TURNOUT_SCORER__ALIASES``, set by the stack
 fixture) routes to its target. Sizes come from the simulated fleet's own configuration.
 Every prompt carries a fresh nonce so no routing cache (exact or semantic) answers for another test.
 """
@@ -20,7 +20,7 @@ from tests.e2e.support import decision, fleet_listener_of, request_id
 
 pytestmark = pytest.mark.e2e
 
-VIRTUAL = "switchyard/auto"
+VIRTUAL = "turnout/auto"
 GREETING = "hi!"
 HARD = "Implement a thread-safe LRU cache in Rust with unit tests and explain the trade-offs step by step"
 NEAR_TIE = 0.05
@@ -59,18 +59,18 @@ def _route(
     rid = request_id()
     headers = {"X-Request-Id": rid}
     if quality is not None:
-        headers["X-Switchyard-Quality"] = str(quality)
+        headers["X-Turnout-Quality"] = str(quality)
     raw = client.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": prompt}], max_tokens=4, extra_headers=headers
     )
     completion = raw.parse()
     assert completion.choices and completion.choices[0].message is not None
     assert raw.headers.get("x-request-id", rid) == rid
-    return raw.headers["x-switchyard-model"], raw.headers["x-switchyard-backend"], rid
+    return raw.headers["x-turnout-model"], raw.headers["x-turnout-backend"], rid
 
 
 def _explain(http: httpx.Client, body: dict[str, Any], quality: float | None = None) -> dict[str, Any]:
-    headers = {} if quality is None else {"X-Switchyard-Quality": str(quality)}
+    headers = {} if quality is None else {"X-Turnout-Quality": str(quality)}
     r = http.post("/admin/explain", json=body, headers=headers)
     assert r.status_code == 200, r.text
     return dict(r.json())
@@ -103,7 +103,7 @@ def test_the_choice_follows_the_quality_header(client: openai.OpenAI, sizes: dic
         high, _, _ = _route(client, _fresh(prompt), quality=1.0)
         assert sizes[low] <= sizes[high], (prompt, low, high)
         differed.append(low != high)
-    assert any(differed), "X-Switchyard-Quality never changed the choice"
+    assert any(differed), "X-Turnout-Quality never changed the choice"
 
 
 @pytest.mark.parametrize("quality", [None, 0.0, 1.0])

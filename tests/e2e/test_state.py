@@ -6,9 +6,9 @@ import openai
 import pytest
 from redis import Redis
 
-from switchyard.common.schemas.fleet import HostStateV1
 from tests.e2e.conftest import E2E
 from tests.e2e.support import decision, eventually, request_id
+from turnout.common.schemas.fleet import HostStateV1
 
 pytestmark = pytest.mark.e2e
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 def test_a_decision_and_its_outcome_are_stored_in_postgres(e2e: E2E, client: openai.OpenAI) -> None:
     rid = request_id()
     raw = client.chat.completions.with_raw_response.create(
-        model="switchyard/auto",
+        model="turnout/auto",
         messages=[{"role": "user", "content": "Explain recursion in one sentence."}],
         max_tokens=32,
         extra_headers={"X-Request-ID": rid},
@@ -24,25 +24,25 @@ def test_a_decision_and_its_outcome_are_stored_in_postgres(e2e: E2E, client: ope
     completion = raw.parse()
     row = decision(e2e, rid)
     assert (row["model"], row["backend"], row["status"], row["outcome"], row["kind"]) == (
-        raw.headers["x-switchyard-model"],
-        raw.headers["x-switchyard-backend"],
+        raw.headers["x-turnout-model"],
+        raw.headers["x-turnout-backend"],
         200,
         "ok",
         "chat",
     )
     assert row["route_source"] == "scorer"
-    assert row["requested_model"] == "switchyard/auto"
+    assert row["requested_model"] == "turnout/auto"
     assert row["response_id"] == completion.id
     assert row["stream"] is False
     assert row["latency_ms"] > 0
-    assert row["candidates"] and row["candidates"][0]["model"] == raw.headers["x-switchyard-model"]
+    assert row["candidates"] and row["candidates"][0]["model"] == raw.headers["x-turnout-model"]
     assert completion.usage is not None and row["completion_tokens"] == completion.usage.completion_tokens
 
 
 def test_a_streamed_request_is_stored_too(e2e: E2E, client: openai.OpenAI) -> None:
     rid = request_id()
     stream = client.chat.completions.create(
-        model="switchyard/auto",
+        model="turnout/auto",
         messages=[{"role": "user", "content": "hello"}],
         stream=True,
         extra_headers={"X-Request-ID": rid},

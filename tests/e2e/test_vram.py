@@ -24,9 +24,9 @@ import openai
 import pytest
 import yaml
 
-from switchyard.devstack.infra import free_port
-from switchyard.devstack.stack import Stack, StackConfig, file_sink
 from tests.e2e.support import eventually
+from turnout.devstack.infra import free_port
+from turnout.devstack.stack import Stack, StackConfig, file_sink
 
 pytestmark = pytest.mark.e2e
 
@@ -99,18 +99,18 @@ def vram_stack(redis_url: str, database_url: str, tmp_path_factory: pytest.TempP
             environment="test",
             log_json=True,
             log_level="DEBUG",
-            inherit_switchyard_env=False,
+            inherit_turnout_env=False,
             extra_env={
-                "SWITCHYARD_MIGRATE_ON_START": "false",
-                "SWITCHYARD_GATEWAY__ROUTE_TIMEOUT_S": "3",
-                "SWITCHYARD_SCORER__VRAM__PINNED": f'{{"host-a": ["{PINNED}"]}}',
-                "SWITCHYARD_SCORER__VRAM__SCORE_MARGIN": "0.3",
-                "SWITCHYARD_SCORER__VRAM__REFRESH_S": "0.2",
-                "SWITCHYARD_SCORER__VRAM__EVICT_WAIT_S": "2.5",
-                "SWITCHYARD_SCORER__FLEET_POLL_S": "0.3",
-                "SWITCHYARD_SCORER__ROUTING__ROUTE_CACHE__ENABLED": "false",
+                "TURNOUT_MIGRATE_ON_START": "false",
+                "TURNOUT_GATEWAY__ROUTE_TIMEOUT_S": "3",
+                "TURNOUT_SCORER__VRAM__PINNED": f'{{"host-a": ["{PINNED}"]}}',
+                "TURNOUT_SCORER__VRAM__SCORE_MARGIN": "0.3",
+                "TURNOUT_SCORER__VRAM__REFRESH_S": "0.2",
+                "TURNOUT_SCORER__VRAM__EVICT_WAIT_S": "2.5",
+                "TURNOUT_SCORER__FLEET_POLL_S": "0.3",
+                "TURNOUT_SCORER__ROUTING__ROUTE_CACHE__ENABLED": "false",
                 # runtime profiling loads and unloads models outside the router's orders: off here
-                "SWITCHYARD_PROFILER__PROFILING__ENABLED": "false",
+                "TURNOUT_PROFILER__PROFILING__ENABLED": "false",
             },
             cwd=REPO,
         ),
@@ -125,14 +125,14 @@ def vram_stack(redis_url: str, database_url: str, tmp_path_factory: pytest.TempP
         for host, listener in HOSTS.items():
             env = stack.env_for("gpu-agent")
             env.update(
-                SWITCHYARD_GPU_AGENT__HOST=host,
-                SWITCHYARD_GPU_AGENT__BACKEND=listener,
-                SWITCHYARD_GPU_AGENT__READERS='["simulated"]',
-                SWITCHYARD_GPU_AGENT__OPS_PORT=str(free_port()),
-                SWITCHYARD_GPU_AGENT__INTERVAL_S="0.3",
-                SWITCHYARD_GPU_AGENT__TTL_S="5",
+                TURNOUT_GPU_AGENT__HOST=host,
+                TURNOUT_GPU_AGENT__BACKEND=listener,
+                TURNOUT_GPU_AGENT__READERS='["simulated"]',
+                TURNOUT_GPU_AGENT__OPS_PORT=str(free_port()),
+                TURNOUT_GPU_AGENT__INTERVAL_S="0.3",
+                TURNOUT_GPU_AGENT__TTL_S="5",
             )
-            stack._spawn(f"gpu-agent-{host}", [sys.executable, "-m", "switchyard.gpu_agent"], env)
+            stack._spawn(f"gpu-agent-{host}", [sys.executable, "-m", "turnout.gpu_agent"], env)
         stack.wait_ready(timeout=90)
         stack.wait_models(min_models=5, timeout=60)
         vs = VramStack(stack, stack.urls().gateway, fleet.admin_url, log_dir)
@@ -184,21 +184,21 @@ def test_alternating_workload_keeps_budgets_pinning_and_records_every_action(vra
             raw = client.chat.completions.with_raw_response.create(
                 model=PINNED, messages=[{"role": "user", "content": "hi"}], max_tokens=8
             )
-            served.append(("pin", raw.headers["x-switchyard-model"], raw.headers["x-switchyard-backend"]))
+            served.append(("pin", raw.headers["x-turnout-model"], raw.headers["x-turnout-backend"]))
             forced = iter(["chat:8b", "math:7b", "big:14b", "chat:8b"])
             for i in range(24):
                 if i % 6 == 5:
                     model, category = next(forced), "forced"
                 else:
                     category = list(PROMPTS)[i % 4]
-                    model = "switchyard/auto"
+                    model = "turnout/auto"
                 prompt = PROMPTS.get(category, "Summarise the plot of Hamlet in three sentences.")
                 raw = client.chat.completions.with_raw_response.create(
                     model=model, messages=[{"role": "user", "content": prompt}], max_tokens=16
                 )
                 assert raw.http_response.status_code == 200
-                served.append((category if model == "switchyard/auto" else f"forced {model}",
-                               raw.headers["x-switchyard-model"], raw.headers["x-switchyard-backend"]))  # fmt: skip
+                served.append((category if model == "turnout/auto" else f"forced {model}",
+                               raw.headers["x-turnout-model"], raw.headers["x-turnout-backend"]))  # fmt: skip
                 time.sleep(0.4)  # let the agents publish between requests, as a real workload would
     finally:
         stop.set()

@@ -2,17 +2,17 @@
 
 One fleet and one stack per test session:
 
-* :class:`~switchyard.llamafleet.servers.LlamaFleet` ``e2e``: SmolLM2-135M-Instruct twice
+* :class:`~turnout.llamafleet.servers.LlamaFleet` ``e2e``: SmolLM2-135M-Instruct twice
   (backends ``llama-smol`` and ``llama-smol-b``: two replicas of one model), a 6M and a 600M
   random-weight llama, one ``python -m llama_cpp.server`` each on free ports. The first run on
   a machine installs ``.run/llama/venv`` from the cached wheel and fetches/generates the
   models (about 30 s); without a cached wheel it compiles llama.cpp once (about 8 minutes).
   Where no wheel can be built the whole tier skips, saying why.
-* the five services (:class:`switchyard.devstack.stack.Stack`) with
-  ``SWITCHYARD_BACKENDS`` pointing at the fleet, on the run's Redis (own key prefix) and a
+* the five services (:class:`turnout.devstack.stack.Stack`) with
+  ``TURNOUT_BACKENDS`` pointing at the fleet, on the run's Redis (own key prefix) and a
   database of their own (the simulated-fleet tier's catalog must not see these backends).
   The profiler profiles the models once discovered, with the tier's own three-prompt suite
-  (``switchyard.llamafleet.SPEED_SUITE``; the shipped one takes minutes on these CPUs); the fixture waits for
+  (``turnout.llamafleet.SPEED_SUITE``; the shipped one takes minutes on these CPUs); the fixture waits for
   those profiles (bounded) so that no profiling runs beside the tests' own measurements.
 
 Logs: services under ``.run/test/e2e-llama-<id>/``, servers under ``.run/llama/logs/``.
@@ -32,13 +32,13 @@ import asyncpg
 import openai
 import pytest
 
-from switchyard.common.keys import Keys
-from switchyard.devstack.infra import free_port
-from switchyard.devstack.stack import Stack, StackConfig, StackUrls, file_sink
-from switchyard.llamafleet import SPEED_SUITE
-from switchyard.llamafleet.errors import WheelUnbuildable
-from switchyard.llamafleet.servers import FLEETS, LlamaFleet, LlamaServer
 from tests.conftest import migrated_database
+from turnout.common.keys import Keys
+from turnout.devstack.infra import free_port
+from turnout.devstack.stack import Stack, StackConfig, StackUrls, file_sink
+from turnout.llamafleet import SPEED_SUITE
+from turnout.llamafleet.errors import WheelUnbuildable
+from turnout.llamafleet.servers import FLEETS, LlamaFleet, LlamaServer
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES_WAIT_S = 180.0
@@ -145,13 +145,13 @@ def llama(llama_fleet: LlamaFleet, redis_url: str, llama_database_url: str) -> I
             environment="test",
             log_level="INFO",
             log_json=True,
-            inherit_switchyard_env=False,
+            inherit_turnout_env=False,
             extra_env={
-                "SWITCHYARD_MIGRATE_ON_START": "false",  # the fixture migrated the database already
-                "SWITCHYARD_GATEWAY__ROUTE_TIMEOUT_S": "0.5",
-                "SWITCHYARD_PROFILER__PROFILING__SUITE_PATH": str(SPEED_SUITE),
-                "SWITCHYARD_PROFILER__PROFILING__RUNNER__PROBE_VISION": "false",
-                "SWITCHYARD_PROFILER__PROFILING__RUNNER__PROBE_TOOLS": "false",
+                "TURNOUT_MIGRATE_ON_START": "false",  # the fixture migrated the database already
+                "TURNOUT_GATEWAY__ROUTE_TIMEOUT_S": "0.5",
+                "TURNOUT_PROFILER__PROFILING__SUITE_PATH": str(SPEED_SUITE),
+                "TURNOUT_PROFILER__PROFILING__RUNNER__PROBE_VISION": "false",
+                "TURNOUT_PROFILER__PROFILING__RUNNER__PROBE_TOOLS": "false",
             },
             cwd=REPO,
         ),

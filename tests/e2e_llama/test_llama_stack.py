@@ -10,9 +10,9 @@ import asyncpg
 import openai
 import pytest
 
-from switchyard.common.backends.names import parse_model_name
-from switchyard.llamafleet.models import RAND_6M, RAND_600M, SMOLLM2
 from tests.e2e_llama.conftest import LlamaE2E, db_fetch
+from turnout.common.backends.names import parse_model_name
+from turnout.llamafleet.models import RAND_6M, RAND_600M, SMOLLM2
 
 # generous: the first test's setup may compile llama.cpp once (about 8 minutes); every wait
 # inside has its own bound (server readiness, client timeouts)
@@ -60,8 +60,8 @@ def test_openai_sdk_streams_real_tokens_from_llama_cpp_through_the_gateway(
     raw = client.chat.completions.with_raw_response.create(
         model=SMOL, messages=messages, max_tokens=12, temperature=0, stream=True
     )
-    backend = raw.headers["x-switchyard-backend"]
-    assert raw.headers["x-switchyard-model"] == SMOL
+    backend = raw.headers["x-turnout-backend"]
+    assert raw.headers["x-turnout-model"] == SMOL
     assert backend in SMOL_REPLICAS
     chunks = list(raw.parse())
     pieces = [content_of(c) for c in chunks if content_of(c)]
@@ -79,7 +79,7 @@ def test_openai_sdk_streams_real_tokens_from_llama_cpp_through_the_gateway(
 def test_usage_in_a_reply_is_counted_by_the_real_server(llama: LlamaE2E, client: openai.OpenAI) -> None:
     messages = user("Write one sentence about trains.")
     raw = client.chat.completions.with_raw_response.create(model=TINY, messages=messages, max_tokens=20, temperature=0)
-    assert raw.headers["x-switchyard-backend"] == "llama-tiny"
+    assert raw.headers["x-turnout-backend"] == "llama-tiny"
     reply = raw.parse()
     with llama.direct("llama-tiny") as direct:
         ref = direct.chat.completions.create(model=TINY, messages=messages, max_tokens=20, temperature=0)
@@ -118,7 +118,7 @@ def test_a_server_killed_mid_stream_gives_a_clean_error_and_the_next_request_goe
         model=SMOL, messages=user("Tell me a long story about a lighthouse keeper."), max_tokens=400,
         temperature=0, stream=True,
     )  # fmt: skip
-    victim = raw.headers["x-switchyard-backend"]
+    victim = raw.headers["x-turnout-backend"]
     assert victim in SMOL_REPLICAS
     (other,) = SMOL_REPLICAS - {victim}
     pieces: list[str] = []
@@ -137,7 +137,7 @@ def test_a_server_killed_mid_stream_gives_a_clean_error_and_the_next_request_goe
         nxt = client.chat.completions.with_raw_response.create(
             model=SMOL, messages=user("Say hello."), max_tokens=8, temperature=0
         )
-        assert nxt.headers["x-switchyard-backend"] == other
+        assert nxt.headers["x-turnout-backend"] == other
         assert nxt.parse().choices[0].message.content
     finally:
         llama.fleet.restart(victim)

@@ -13,15 +13,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from switchyard.common.rpc import ROUTE_V1
-from switchyard.common.schemas.events import EVENT_FIELD
-from switchyard.common.schemas.route import RouteRequestV1
-from switchyard.devstack.infra import free_port
-from switchyard.scorer.app import Running, running_scorer
-from switchyard.scorer.settings import ScorerSettings
 from tests.integration import test_gateway_fakes as fakes
 from tests.integration import test_scorer_service as svc
 from tests.integration.test_gateway_fakes import FakeScorer, fixed, run_gateway
+from turnout.common.rpc import ROUTE_V1
+from turnout.common.schemas.events import EVENT_FIELD
+from turnout.common.schemas.route import RouteRequestV1
+from turnout.devstack.infra import free_port
+from turnout.scorer.app import Running, running_scorer
+from turnout.scorer.settings import ScorerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ async def test_explain_shows_every_candidate_and_agrees_with_route(scorer, rpc, 
         posted = (
             await http.post(
                 "/admin/explain",
-                json={"model": "switchyard/auto", "messages": [{"role": "user", "content": HARD_CODE}]},
+                json={"model": "turnout/auto", "messages": [{"role": "user", "content": HARD_CODE}]},
             )
         ).json()
     routed = await rpc.call(
@@ -122,7 +122,7 @@ async def test_cache_invalidate_clears_the_routing_cache(scorer, rpc, redis, key
     await svc.wait_for(empty, what="the routing cache to be empty")
 
 
-CHAT = {"model": "switchyard/auto", "messages": [{"role": "user", "content": "Say hello"}]}
+CHAT = {"model": "turnout/auto", "messages": [{"role": "user", "content": "Say hello"}]}
 
 
 async def test_deterministic_requests_are_answered_from_the_response_cache(redis_url, keys, fleet, make_settings):
@@ -132,9 +132,9 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
             first = await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0})
             second = await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0})
             assert len(fleet.alpha.received) == 1
-            assert first.headers["x-switchyard-cache"] == "miss"
-            assert second.headers["x-switchyard-cache"] == "hit"
-            assert second.headers["x-switchyard-model"] == "fake-8b"
+            assert first.headers["x-turnout-cache"] == "miss"
+            assert second.headers["x-turnout-cache"] == "hit"
+            assert second.headers["x-turnout-model"] == "fake-8b"
             a, b = first.json(), second.json()
             assert (b["choices"], b["usage"], b["model"]) == (a["choices"], a["usage"], a["model"])
             assert b["id"] != a["id"]  # a hit is this request's reply: feedback on it refers to it
@@ -150,10 +150,10 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
             await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0.7})
             await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0.7})
             assert len(fleet.alpha.received) == 3  # not deterministic: not cached
-            opted = {**CHAT, "temperature": 0.7, "switchyard": {"cache": True}}
+            opted = {**CHAT, "temperature": 0.7, "turnout": {"cache": True}}
             await http.post("/v1/chat/completions", json=opted)
             hit = await http.post("/v1/chat/completions", json=opted)
-            assert hit.headers["x-switchyard-cache"] == "hit"
+            assert hit.headers["x-turnout-cache"] == "hit"
             assert len(fleet.alpha.received) == 4
 
             out = (await http.post("/admin/cache/invalidate", params={"which": "response"})).json()
@@ -161,9 +161,9 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
             await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0})
             assert len(fleet.alpha.received) == 5
             metrics = (await http.get("/metrics")).text
-    assert 'switchyard_gateway_response_cache_lookups_total{kind="chat",outcome="hit"} 3.0' in metrics
+    assert 'turnout_gateway_response_cache_lookups_total{kind="chat",outcome="hit"} 3.0' in metrics
     # every request, hits included, is counted and reported
-    assert 'switchyard_gateway_requests_total{backend="alpha",model="fake-8b",status="200"} 8.0' in metrics
+    assert 'turnout_gateway_requests_total{backend="alpha",model="fake-8b",status="200"} 8.0' in metrics
     r = Redis.from_url(redis_url)
     try:
         for _ in range(50):  # published off the response path, in batches

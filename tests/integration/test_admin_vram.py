@@ -10,12 +10,12 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from switchyard.common.keys import Keys
-from switchyard.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
-from switchyard.common.schemas.vram import HostBudgetV1, OrderAction, VramActionV1, VramStatusV1
-from switchyard.gateway.settings import GatewayOptions, GatewaySettings
 from tests.integration import test_gateway_fakes as fakes
 from tests.integration.test_gateway_fakes import run_gateway
+from turnout.common.keys import Keys
+from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
+from turnout.common.schemas.vram import HostBudgetV1, OrderAction, VramActionV1, VramStatusV1
+from turnout.gateway.settings import GatewayOptions, GatewaySettings
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from switchyard.common.db.models import Model
-from switchyard.common.db.session import engine_scope, make_sessionmaker
-from switchyard.common.keys import Keys
-from switchyard.common.rpc import RpcClient
-from switchyard.profiler.profiling import ProfileTarget, store_profile
-from switchyard.profiler.runner import CategoryResult, ProfileResult
-from switchyard.sync.public import upsert_benchmarks
+from turnout.common.db.models import Model
+from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.common.keys import Keys
+from turnout.common.rpc import RpcClient
+from turnout.profiler.profiling import ProfileTarget, store_profile
+from turnout.profiler.runner import CategoryResult, ProfileResult
+from turnout.sync.public import upsert_benchmarks
 
 from .test_scorer_service import add_models, call, rpc, scorer, scorer_db, wait_for  # noqa: F401
 

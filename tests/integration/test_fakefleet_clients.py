@@ -1,4 +1,4 @@
-"""Switchyard's own backend clients (``switchyard.common.backends.clients``, used by the profiler
+"""Turnout's own backend clients (``turnout.common.backends.clients``, used by the profiler
 and the gpu-agent) against the simulated fleet, in-process."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from switchyard.common.backends.clients import OllamaClient, OpenAICompatClient
-from switchyard.common.backends.config import BackendConfig, BackendKind
-from switchyard.common.errors import BackendStatusError
-from switchyard.common.http import make_session
-from switchyard.fakefleet.config import FleetConfig
-from switchyard.fakefleet.server import Fleet
+from turnout.common.backends.clients import OllamaClient, OpenAICompatClient
+from turnout.common.backends.config import BackendConfig, BackendKind
+from turnout.common.errors import BackendStatusError
+from turnout.common.http import make_session
+from turnout.fakefleet.config import FleetConfig
+from turnout.fakefleet.server import Fleet
 
 pytestmark = pytest.mark.integration
 

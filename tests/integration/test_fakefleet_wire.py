@@ -1,5 +1,5 @@
 """The simulated fleet speaks the real wire protocols: checked with the official ``ollama`` and
-``openai`` clients against ``python -m switchyard.fakefleet`` on free ports."""
+``openai`` clients against ``python -m turnout.fakefleet`` on free ports."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class RunningFleet:
 
 
 def start_fleet(*extra: str, timeout: float = 20.0) -> RunningFleet:
-    argv = [sys.executable, "-m", "switchyard.fakefleet", "--config", str(FLEET_YAML), *extra]
+    argv = [sys.executable, "-m", "turnout.fakefleet", "--config", str(FLEET_YAML), *extra]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     result: dict[str, Any] = {}
 

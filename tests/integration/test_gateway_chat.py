@@ -31,12 +31,12 @@ async def test_non_streaming_chat_is_routed_by_the_scorer_and_forwarded(redis_ur
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
         raw = await sdk(gw.url).chat.completions.with_raw_response.create(
-            model="switchyard/auto",
+            model="turnout/auto",
             messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "Say hello"}],
             temperature=0.2,
             max_tokens=20,
             seed=7,
-            extra_headers={"X-Switchyard-Quality": "0.8", "X-Request-ID": "req-test-1"},
+            extra_headers={"X-Turnout-Quality": "0.8", "X-Request-ID": "req-test-1"},
         )
         reply = raw.parse()
 
@@ -44,8 +44,8 @@ async def test_non_streaming_chat_is_routed_by_the_scorer_and_forwarded(redis_ur
     assert reply.model == "fake-8b"
     assert reply.id.startswith("chatcmpl-") and reply.id != "chatcmpl-upstream"
     assert reply.usage is not None and reply.usage.total_tokens == 12
-    assert raw.headers["x-switchyard-model"] == "fake-8b"
-    assert raw.headers["x-switchyard-backend"] == "alpha"
+    assert raw.headers["x-turnout-model"] == "fake-8b"
+    assert raw.headers["x-turnout-backend"] == "alpha"
     assert raw.headers["x-request-id"] == "req-test-1"
     sent = fleet.alpha.received[0]
     assert sent["model"] == "gpt-fake-8b"
@@ -62,7 +62,7 @@ async def test_streaming_chat_passes_chunks_through_with_usage_last(redis_url, k
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
         stream = await sdk(gw.url).chat.completions.create(
-            model="switchyard/auto", messages=[{"role": "user", "content": "hi"}], stream=True
+            model="turnout/auto", messages=[{"role": "user", "content": "hi"}], stream=True
         )
         chunks = [c async for c in stream]
 
@@ -74,16 +74,16 @@ async def test_streaming_chat_passes_chunks_through_with_usage_last(redis_url, k
     assert fleet.alpha.include_usage_seen == [True]
 
 
-async def test_body_switchyard_options_set_quality_and_are_not_forwarded(redis_url, keys, fleet: Fleet, make_settings):
+async def test_body_turnout_options_set_quality_and_are_not_forwarded(redis_url, keys, fleet: Fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
         await sdk(gw.url).chat.completions.create(
-            model="switchyard/auto",
+            model="turnout/auto",
             messages=[{"role": "user", "content": "hi"}],
-            extra_body={"switchyard": {"quality": 0.1}},
+            extra_body={"turnout": {"quality": 0.1}},
         )
     assert scorer.seen[0].quality == 0.1
-    assert "switchyard" not in fleet.alpha.received[0]
+    assert "turnout" not in fleet.alpha.received[0]
 
 
 async def test_openai_params_pass_through_untouched(redis_url, keys, fleet: Fleet, make_settings):
@@ -104,7 +104,7 @@ async def test_openai_params_pass_through_untouched(redis_url, keys, fleet: Flee
     }
     async with scorer.running(), run_gateway(make_settings()) as gw:
         await sdk(gw.url).chat.completions.create(
-            model="switchyard/auto", messages=[{"role": "user", "content": "hi"}], **params
+            model="turnout/auto", messages=[{"role": "user", "content": "hi"}], **params
         )
     sent = fleet.alpha.received[0]
     assert {k: sent[k] for k in params} == params
@@ -128,9 +128,9 @@ async def test_chat_on_an_ollama_backend_is_translated_both_ways(redis_url, keys
     async with scorer.running(), run_gateway(make_settings()) as gw:
         client = sdk(gw.url)
         reply = await client.chat.completions.create(
-            model="switchyard/auto", messages=messages, temperature=0.3, max_tokens=50
+            model="turnout/auto", messages=messages, temperature=0.3, max_tokens=50
         )
-        stream = await client.chat.completions.create(model="switchyard/auto", messages=messages, stream=True)
+        stream = await client.chat.completions.create(model="turnout/auto", messages=messages, stream=True)
         chunks = [c async for c in stream]
 
     assert reply.choices[0].message.content == "".join(REPLY_TEXT)
@@ -151,7 +151,7 @@ async def test_tool_calls_from_an_ollama_backend_come_back_in_openai_form(redis_
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     async with scorer.running(), run_gateway(make_settings()) as gw:
         reply = await sdk(gw.url).chat.completions.create(
-            model="switchyard/auto", messages=[{"role": "user", "content": "weather in Paris?"}], tools=tools
+            model="turnout/auto", messages=[{"role": "user", "content": "weather in Paris?"}], tools=tools
         )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -170,9 +170,9 @@ async def test_completions_and_embeddings(redis_url, keys, fleet: Fleet, make_se
     scorer = FakeScorer(redis_url, keys, decide)
     async with scorer.running(), run_gateway(make_settings()) as gw:
         client = sdk(gw.url)
-        completion = await client.completions.create(model="switchyard/auto", prompt="Hello", max_tokens=5)
-        emb = await client.embeddings.create(model="switchyard/auto", input=["a", "b"])  # SDK asks for base64
-        emb_float = await client.embeddings.create(model="switchyard/auto", input="a", encoding_format="float")
+        completion = await client.completions.create(model="turnout/auto", prompt="Hello", max_tokens=5)
+        emb = await client.embeddings.create(model="turnout/auto", input=["a", "b"])  # SDK asks for base64
+        emb_float = await client.embeddings.create(model="turnout/auto", input="a", encoding_format="float")
 
     assert completion.choices[0].text == " world" and completion.model == "fake-8b"
     assert completion.id.startswith("cmpl-")
@@ -201,7 +201,7 @@ async def test_a_cookie_a_backend_sets_is_not_sent_with_later_requests(redis_url
         client = sdk(gw.url)
         for text in ("first", "second", "third"):
             raw = await client.chat.completions.with_raw_response.create(
-                model="switchyard/auto", messages=[{"role": "user", "content": text}]
+                model="turnout/auto", messages=[{"role": "user", "content": text}]
             )
             assert "set-cookie" not in raw.headers  # nor is it passed on to the client
     assert fleet.alpha.cookies_seen == [None, None, None]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from switchyard.common.schemas.route import RouteReplyV1
 from tests.integration import test_gateway_fakes as fakes
 from tests.integration.test_gateway_fakes import (
     FakeScorer,
@@ -15,6 +14,7 @@ from tests.integration.test_gateway_fakes import (
     run_gateway,
     snapshot,
 )
+from turnout.common.schemas.route import RouteReplyV1
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 fleet = fakes.fleet
 make_settings = fakes.make_settings
 
-CHAT = {"model": "switchyard/auto", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {"model": "turnout/auto", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def err(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, object]:
@@ -41,7 +41,7 @@ async def test_malformed_json_wrong_types_and_missing_fields(fleet: Fleet, make_
         missing = await http.post("/v1/chat/completions", json={"model": "x"})
         empty = await http.post("/v1/chat/completions", json={"messages": []})
         bad_role = await http.post("/v1/chat/completions", json={"messages": [{"role": "robot", "content": "x"}]})
-        bad_quality = await http.post("/v1/chat/completions", json=CHAT, headers={"X-Switchyard-Quality": "2"})
+        bad_quality = await http.post("/v1/chat/completions", json=CHAT, headers={"X-Turnout-Quality": "2"})
         still_up = await http.get("/health")
 
     assert (malformed.status_code, malformed.json()) == (
@@ -69,9 +69,7 @@ async def test_malformed_json_wrong_types_and_missing_fields(fleet: Fleet, make_
     assert (bad_role.status_code, bad_role.json()["error"]["param"]) == (400, "messages[0].role")
     assert (bad_quality.status_code, bad_quality.json()) == (
         400,
-        err(
-            "quality must be a number between 0 and 1", "invalid_request_error", "invalid_value", "X-Switchyard-Quality"
-        ),
+        err("quality must be a number between 0 and 1", "invalid_request_error", "invalid_value", "X-Turnout-Quality"),
     )
     assert still_up.status_code == 200
 

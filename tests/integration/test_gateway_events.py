@@ -6,11 +6,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from switchyard.common.keys import Keys
-from switchyard.common.rpc.resp import RespLink
-from switchyard.common.schemas.events import EVENT_FIELD
-from switchyard.gateway.events import EventPublisher
-from switchyard.gateway.metrics import build_metrics
+from turnout.common.keys import Keys
+from turnout.common.rpc.resp import RespLink
+from turnout.common.schemas.events import EVENT_FIELD
+from turnout.gateway.events import EventPublisher
+from turnout.gateway.metrics import build_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def _publisher(link: RespLink, keys: Keys, **kw: int) -> tuple[EventPublisher, C
 
 
 def _dropped(registry: CollectorRegistry) -> float:
-    return registry.get_sample_value("switchyard_gateway_events_dropped_total") or 0.0
+    return registry.get_sample_value("turnout_gateway_events_dropped_total") or 0.0
 
 
 async def test_a_batch_lands_in_the_stream_in_order_as_one_write(redis: Redis, redis_url: str, keys: Keys) -> None:

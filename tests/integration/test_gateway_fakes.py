@@ -16,14 +16,14 @@ import pytest
 import uvicorn
 from aiohttp import web
 
-from switchyard.common.keys import Keys
-from switchyard.common.rpc import ROUTE_V1, RpcContext, RpcServer
-from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
-from switchyard.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
-from switchyard.devstack.infra import free_port
-from switchyard.gateway.app import create_app
-from switchyard.gateway.server_protocol import PROTOCOL
-from switchyard.gateway.settings import GatewayOptions, GatewaySettings
+from turnout.common.keys import Keys
+from turnout.common.rpc import ROUTE_V1, RpcContext, RpcServer
+from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
+from turnout.devstack.infra import free_port
+from turnout.gateway.app import create_app
+from turnout.gateway.server_protocol import PROTOCOL
+from turnout.gateway.settings import GatewayOptions, GatewaySettings
 
 REPLY_TEXT = ["Hello", " from", " the", " fake", " backend."]
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -334,7 +334,7 @@ async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway
         lifespan="on",
         log_config=None,
         access_log=False,
-        http=PROTOCOL,  # as python -m switchyard.gateway serves
+        http=PROTOCOL,  # as python -m turnout.gateway serves
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -31,8 +31,8 @@ async def test_ollama_chat_with_and_without_streaming(redis_url, keys, fleet: Fl
     async with scorer.running(), run_gateway(make_settings()) as gw:
         client = ollama.AsyncClient(host=gw.url)
         messages = [{"role": "user", "content": "hi", "images": [PNG_B64]}]
-        whole = await client.chat(model="switchyard/auto", messages=messages, options={"temperature": 0.5})
-        parts = [p async for p in await client.chat(model="switchyard/auto", messages=messages, stream=True)]
+        whole = await client.chat(model="turnout/auto", messages=messages, options={"temperature": 0.5})
+        parts = [p async for p in await client.chat(model="turnout/auto", messages=messages, stream=True)]
 
     assert whole.message.content == "".join(REPLY_TEXT)
     assert whole.model == "llama3.2:3b"
@@ -64,9 +64,9 @@ async def test_ollama_generate_embed_and_tags(redis_url, redis, keys, fleet: Fle
 
     async with FakeScorer(redis_url, keys, decide).running(), run_gateway(make_settings()) as gw:
         client = ollama.AsyncClient(host=gw.url)
-        gen = await client.generate(model="switchyard/auto", prompt="Hello", system="terse")
-        streamed = [p async for p in await client.generate(model="switchyard/auto", prompt="Hello", stream=True)]
-        emb = await client.embed(model="switchyard/auto", input=["a", "b"])
+        gen = await client.generate(model="turnout/auto", prompt="Hello", system="terse")
+        streamed = [p async for p in await client.generate(model="turnout/auto", prompt="Hello", stream=True)]
+        emb = await client.embed(model="turnout/auto", input=["a", "b"])
         listed = await client.list()
         async with httpx.AsyncClient(base_url=gw.url) as http:
             legacy = (await http.post("/api/embeddings", json={"model": "x", "prompt": "a"})).json()
@@ -80,7 +80,7 @@ async def test_ollama_generate_embed_and_tags(redis_url, redis, keys, fleet: Fle
     assert "".join(p.response for p in streamed) == "".join(REPLY_TEXT)
     assert [list(e) for e in emb.embeddings] == [[0.5, -0.25, 0.0], [0.5, -0.25, 1.0]]
     assert legacy == {"embedding": [0.5, -0.25, 0.0]}
-    assert [m.model for m in listed.models] == ["switchyard/auto", "llama3.2:3b", "e"]
+    assert [m.model for m in listed.models] == ["turnout/auto", "llama3.2:3b", "e"]
     assert version == {"version": "0.6.0"}
 
 

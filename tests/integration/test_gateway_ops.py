@@ -6,7 +6,6 @@ import httpx
 import openai
 import pytest
 
-from switchyard.common.schemas.events import FeedbackEventV1
 from tests.integration import test_gateway_fakes as fakes
 from tests.integration.test_gateway_fakes import (
     FakeScorer,
@@ -17,6 +16,7 @@ from tests.integration.test_gateway_fakes import (
     snapshot,
 )
 from tests.integration.test_gateway_resilience import metric, wait_events
+from turnout.common.schemas.events import FeedbackEventV1
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 fleet = fakes.fleet
 make_settings = fakes.make_settings
 
-CHAT = {"model": "switchyard/auto", "messages": [{"role": "user", "content": "hello there"}]}
+CHAT = {"model": "turnout/auto", "messages": [{"role": "user", "content": "hello there"}]}
 
 
 async def test_each_request_lands_on_the_event_stream(redis_url, redis, keys, fleet: Fleet, make_settings):
@@ -91,7 +91,7 @@ async def test_models_lists_the_virtual_model_first_then_the_catalog(redis, keys
     async with run_gateway(make_settings(list_real_models=False, virtual_model="auto")) as gw:
         client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
         only_virtual = [m.id async for m in client.models.list()]
-    assert models == ["switchyard/auto", "small-3b", "big-70b"]
+    assert models == ["turnout/auto", "small-3b", "big-70b"]
     assert one.owned_by == "beta"
     assert only_virtual == ["auto"]
 
@@ -128,13 +128,13 @@ async def test_metrics_count_requests_attempts_and_access(redis_url, keys, fleet
         await http.post("/v1/chat/completions", json={**CHAT, "stream": True})
         await http.post("/v1/chat/completions", json={"messages": 1})
         text = (await http.get("/metrics")).text
-    assert metric(text, 'switchyard_gateway_requests_total{backend="alpha",model="fake-8b",status="200"}') == 2.0
-    assert metric(text, 'switchyard_gateway_upstream_attempts_total{backend="alpha",outcome="ok"}') == 2.0
-    assert metric(text, 'switchyard_gateway_upstream_attempts_total{backend="beta",outcome="timeout"}') == 0.0
-    assert metric(text, 'switchyard_gateway_ttft_seconds_count{model="fake-8b"}') == 1.0
-    assert metric(text, "switchyard_gateway_in_flight ") == 0.0
+    assert metric(text, 'turnout_gateway_requests_total{backend="alpha",model="fake-8b",status="200"}') == 2.0
+    assert metric(text, 'turnout_gateway_upstream_attempts_total{backend="alpha",outcome="ok"}') == 2.0
+    assert metric(text, 'turnout_gateway_upstream_attempts_total{backend="beta",outcome="timeout"}') == 0.0
+    assert metric(text, 'turnout_gateway_ttft_seconds_count{model="fake-8b"}') == 1.0
+    assert metric(text, "turnout_gateway_in_flight ") == 0.0
     assert (
-        metric(text, 'switchyard_gateway_http_requests_total{method="POST",path="/v1/chat/completions",status="422"}')
+        metric(text, 'turnout_gateway_http_requests_total{method="POST",path="/v1/chat/completions",status="422"}')
         == 1.0
     )
-    assert metric(text, 'switchyard_rpc_calls_total{method="scorer.route.v1",outcome="ok"}') == 2.0
+    assert metric(text, 'turnout_rpc_calls_total{method="scorer.route.v1",outcome="ok"}') == 2.0

@@ -9,8 +9,6 @@ import openai
 import orjson
 import pytest
 
-from switchyard.common.schemas.events import RequestEventV1
-from switchyard.devstack.infra import free_port
 from tests.integration import test_gateway_fakes as fakes
 from tests.integration.test_gateway_fakes import (
     FakeScorer,
@@ -21,6 +19,8 @@ from tests.integration.test_gateway_fakes import (
     run_gateway,
     snapshot,
 )
+from turnout.common.schemas.events import RequestEventV1
+from turnout.devstack.infra import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 fleet = fakes.fleet
 make_settings = fakes.make_settings
 
-CHAT = {"model": "switchyard/auto", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {"model": "turnout/auto", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def sdk(url: str) -> openai.AsyncOpenAI:
@@ -72,7 +72,7 @@ async def test_without_a_scorer_the_gateway_routes_by_its_fallback(redis, keys, 
 
     assert reply.model == "small-3b"  # a short prompt goes to the smallest chat model
     assert fleet.alpha.received[0]["model"] == "small-3b"
-    assert metric(text, 'switchyard_gateway_fallback_routes_total{reason="unavailable"}') == 1.0
+    assert metric(text, 'turnout_gateway_fallback_routes_total{reason="unavailable"}') == 1.0
     assert event.route_source == "fallback"
     assert [c.model for c in event.candidates] == ["small-3b", "big-70b"]
 
@@ -93,7 +93,7 @@ async def test_without_scorer_or_snapshot_the_backends_model_lists_are_used(redi
     async with run_gateway(make_settings()) as gw:
         client = sdk(gw.url)
         vision = await client.chat.completions.create(
-            model="switchyard/auto", messages=[{"role": "user", "content": [{"type": "text", "text": "?"}, image]}]
+            model="turnout/auto", messages=[{"role": "user", "content": [{"type": "text", "text": "?"}, image]}]
         )
         named = await client.chat.completions.create(model="gpt-fake-8b", messages=CHAT["messages"])
     assert vision.model == "llava:7b"

@@ -14,16 +14,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from switchyard.common.keys import Keys
-from switchyard.common.schemas.fleet import HostStateV1
-from switchyard.devstack.infra import free_port, start_redis
-from switchyard.fakefleet.config import FleetConfig
-from switchyard.fakefleet.server import Fleet
-from switchyard.gpu_agent.app import running_agent
-from switchyard.gpu_agent.nvml import NvmlReader
-from switchyard.gpu_agent.settings import GpuAgentSettings
 from tests.conftest import RUN_DIR
 from tests.fixtures.gpu.fake_nvml import FakeNvml
+from turnout.common.keys import Keys
+from turnout.common.schemas.fleet import HostStateV1
+from turnout.devstack.infra import free_port, start_redis
+from turnout.fakefleet.config import FleetConfig
+from turnout.fakefleet.server import Fleet
+from turnout.gpu_agent.app import running_agent
+from turnout.gpu_agent.nvml import NvmlReader
+from turnout.gpu_agent.settings import GpuAgentSettings
 
 pytestmark = pytest.mark.integration
 
@@ -128,10 +128,10 @@ async def test_agent_publishes_host_state_with_ttl_and_notifies_changes(
                 assert (await ops_http.get("/state")).json()["host"] == HOST
                 metrics = (await ops_http.get("/metrics")).text
             labels = f'gpu="1",host="{HOST}",uuid="GPU-a07c5e3d-12b4-4f9e-8d6c-91e2b3f4a5d6",vendor="nvidia"'
-            assert f"switchyard_gpu_memory_used_bytes{{{labels}}} 4.3381399552e+10" in metrics
-            assert f"switchyard_gpu_utilization_ratio{{{labels}}} 0.87" in metrics
+            assert f"turnout_gpu_memory_used_bytes{{{labels}}} 4.3381399552e+10" in metrics
+            assert f"turnout_gpu_utilization_ratio{{{labels}}} 0.87" in metrics
             assert 'model="tiny:1b"' not in metrics  # unloaded: its series is gone
-            ok = registry.get_sample_value("switchyard_gpu_agent_publishes_total", {"outcome": "ok"})
+            ok = registry.get_sample_value("turnout_gpu_agent_publishes_total", {"outcome": "ok"})
             assert ok is not None and ok >= 3
         await pubsub.aclose()
 
@@ -158,7 +158,7 @@ async def test_loaded_model_metrics_follow_the_backend(
         (await http.post("/api/generate", json={"model": "coder:7b"})).raise_for_status()
 
         async def gauge() -> float | None:
-            return registry.get_sample_value("switchyard_gpu_agent_loaded_model_vram_bytes", sample)
+            return registry.get_sample_value("turnout_gpu_agent_loaded_model_vram_bytes", sample)
 
         assert await eventually(gauge) == 5 * GiB
         (await http.post("/api/generate", json={"model": "coder:7b", "keep_alive": 0})).raise_for_status()
@@ -202,7 +202,7 @@ async def test_agent_survives_redis_being_away_and_publishes_once_it_is_back(
     async with running_agent(settings, reader=NvmlReader(FakeNvml.named("h100x2")), registry=registry) as running:
 
         async def failing() -> bool:
-            errors = registry.get_sample_value("switchyard_gpu_agent_publishes_total", {"outcome": "error"})
+            errors = registry.get_sample_value("turnout_gpu_agent_publishes_total", {"outcome": "error"})
             return errors is not None and errors >= 3
 
         await eventually(failing)

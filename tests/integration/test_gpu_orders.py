@@ -15,17 +15,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from switchyard.common.backends.clients import OllamaClient
-from switchyard.common.backends.config import BackendConfig, BackendKind
-from switchyard.common.errors import RpcUnavailable
-from switchyard.common.keys import Keys
-from switchyard.common.rpc.client import RpcClient
-from switchyard.common.rpc.contract import gpu_order_method
-from switchyard.common.rpc.server import RpcServer
-from switchyard.common.schemas.vram import ModelOrderV1, OrderAction, OrderResultV1
-from switchyard.gpu_agent.orders import OrderExecutor, same_model
-from switchyard.scorer.vram import PlannedOrder, VramOptions
-from switchyard.scorer.vram_actions import VramActions, recent_actions
+from turnout.common.backends.clients import OllamaClient
+from turnout.common.backends.config import BackendConfig, BackendKind
+from turnout.common.errors import RpcUnavailable
+from turnout.common.keys import Keys
+from turnout.common.rpc.client import RpcClient
+from turnout.common.rpc.contract import gpu_order_method
+from turnout.common.rpc.server import RpcServer
+from turnout.common.schemas.vram import ModelOrderV1, OrderAction, OrderResultV1
+from turnout.gpu_agent.orders import OrderExecutor, same_model
+from turnout.scorer.vram import PlannedOrder, VramOptions
+from turnout.scorer.vram_actions import VramActions, recent_actions
 
 pytestmark = pytest.mark.integration
 
@@ -264,11 +264,11 @@ async def test_the_running_agent_serves_orders_on_the_simulated_fleet_and_publis
     the RPC, the new residency published right after each order (no waiting for the next tick)."""
     from pathlib import Path
 
-    from switchyard.common.schemas.fleet import HostStateV1
-    from switchyard.fakefleet.config import FleetConfig
-    from switchyard.fakefleet.server import Fleet
-    from switchyard.gpu_agent.app import running_agent
-    from switchyard.gpu_agent.settings import GpuAgentSettings
+    from turnout.common.schemas.fleet import HostStateV1
+    from turnout.fakefleet.config import FleetConfig
+    from turnout.fakefleet.server import Fleet
+    from turnout.gpu_agent.app import running_agent
+    from turnout.gpu_agent.settings import GpuAgentSettings
 
     fleet_yaml = Path(__file__).resolve().parents[1] / "fixtures" / "fleet" / "test_fleet.yaml"
     async with Fleet(FleetConfig.load(fleet_yaml)) as fleet:

@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from switchyard.common.db.models import Feedback, Model, Profile, RoutingDecision
-from switchyard.common.db.session import engine_scope
-from switchyard.common.embeddings.static import default_embedder
-from switchyard.profiler.chat import ChatResult
-from switchyard.profiler.grading import Grader
-from switchyard.profiler.runner import ModelUnderTest, ProfileRunner
-from switchyard.profiler.suite import load_suite
-from switchyard.scorer.learned import LearnedIndex, encode_embedding
-from switchyard.scorer.learned_loader import load_feedback, load_profile_outcomes
+from turnout.common.db.models import Feedback, Model, Profile, RoutingDecision
+from turnout.common.db.session import engine_scope
+from turnout.common.embeddings.static import default_embedder
+from turnout.profiler.chat import ChatResult
+from turnout.profiler.grading import Grader
+from turnout.profiler.runner import ModelUnderTest, ProfileRunner
+from turnout.profiler.suite import load_suite
+from turnout.scorer.learned import LearnedIndex, encode_embedding
+from turnout.scorer.learned_loader import load_feedback, load_profile_outcomes
 
 pytestmark = pytest.mark.integration
 

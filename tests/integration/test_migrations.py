@@ -1,8 +1,8 @@
 import pytest
 from sqlalchemy import text
 
-from switchyard.common.db.migrate import current_revision, head_revision
-from switchyard.common.db.session import engine_scope
+from turnout.common.db.migrate import current_revision, head_revision
+from turnout.common.db.session import engine_scope
 
 pytestmark = pytest.mark.integration
 

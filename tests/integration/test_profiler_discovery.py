@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from switchyard.common.arq import DISCOVER_MODELS, close_worker, create_job_pool
-from switchyard.common.db.models import Backend, Deployment, Model
-from switchyard.common.db.session import engine_scope, make_sessionmaker
-from switchyard.profiler.settings import ProfilerSettings
-from switchyard.profiler.worker import ProfilerContext, build_context, build_worker, discover
+from turnout.common.arq import DISCOVER_MODELS, close_worker, create_job_pool
+from turnout.common.db.models import Backend, Deployment, Model
+from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.profiler.settings import ProfilerSettings
+from turnout.profiler.worker import ProfilerContext, build_context, build_worker, discover
 
 pytestmark = pytest.mark.integration
 

@@ -25,14 +25,14 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from switchyard.common.arq import DISCOVER_MODELS, close_worker, create_job_pool
-from switchyard.common.db.models import DeadLetter, Model, Profile
-from switchyard.common.db.session import engine_scope, make_sessionmaker
-from switchyard.gateway.errors import register_error_handlers
-from switchyard.gateway.routes import admin_catalog
-from switchyard.profiler.settings import ProfilerSettings
-from switchyard.profiler.worker import build_worker
 from tests.conftest import migrated_database
+from turnout.common.arq import DISCOVER_MODELS, close_worker, create_job_pool
+from turnout.common.db.models import DeadLetter, Model, Profile
+from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.gateway.errors import register_error_handlers
+from turnout.gateway.routes import admin_catalog
+from turnout.profiler.settings import ProfilerSettings
+from turnout.profiler.worker import build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     argv = [
         sys.executable,
         "-m",
-        "switchyard.fakefleet",
+        "turnout.fakefleet",
         "--config",
         str(cfg),
         "--port",

@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from switchyard.common.rpc.resp import RespConnection, RespLink, _tls_context, pack_command
-from switchyard.devstack.infra import Instance, start_redis
+from turnout.common.rpc.resp import RespConnection, RespLink, _tls_context, pack_command
+from turnout.devstack.infra import Instance, start_redis
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from switchyard.common.schemas.route import CandidateV1, PromptAnalysisV1, RouteReplyV1, RouteRequestV1
-from switchyard.scorer.caches import RouteCacheConfig, RoutingCache
+from turnout.common.schemas.route import CandidateV1, PromptAnalysisV1, RouteReplyV1, RouteRequestV1
+from turnout.scorer.caches import RouteCacheConfig, RoutingCache
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ def unit(*v: float) -> np.ndarray:
 
 
 def lookups(registry: CollectorRegistry, kind: str, outcome: str) -> float:
-    v = registry.get_sample_value("switchyard_scorer_route_cache_lookups_total", {"kind": kind, "outcome": outcome})
+    v = registry.get_sample_value("turnout_scorer_route_cache_lookups_total", {"kind": kind, "outcome": outcome})
     return v or 0.0
 
 

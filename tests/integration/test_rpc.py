@@ -17,7 +17,7 @@ from pydantic import Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from switchyard.common.errors import (
+from turnout.common.errors import (
     DeadlineExceeded,
     MalformedRequest,
     MethodNotFound,
@@ -25,16 +25,16 @@ from switchyard.common.errors import (
     RpcTimeout,
     RpcUnavailable,
 )
-from switchyard.common.keys import Keys
-from switchyard.common.rpc.client import RpcClient
-from switchyard.common.rpc.contract import ROUTE_V1, RpcMethod
-from switchyard.common.rpc.envelope import encode_request
-from switchyard.common.rpc.resp import RespConnection, RespLink
-from switchyard.common.rpc.server import RpcContext, RpcServer
-from switchyard.common.rpc.transport import Publisher, PushExpire
-from switchyard.common.schemas import WireModel
-from switchyard.common.schemas.route import CandidateV1, PromptAnalysisV1, RouteReplyV1, RouteRequestV1
-from switchyard.devstack.infra import Instance, start_redis
+from turnout.common.keys import Keys
+from turnout.common.rpc.client import RpcClient
+from turnout.common.rpc.contract import ROUTE_V1, RpcMethod
+from turnout.common.rpc.envelope import encode_request
+from turnout.common.rpc.resp import RespConnection, RespLink
+from turnout.common.rpc.server import RpcContext, RpcServer
+from turnout.common.rpc.transport import Publisher, PushExpire
+from turnout.common.schemas import WireModel
+from turnout.common.schemas.route import CandidateV1, PromptAnalysisV1, RouteReplyV1, RouteRequestV1
+from turnout.devstack.infra import Instance, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +103,8 @@ async def test_call_returns_the_typed_reply_and_carries_the_request_id(redis_url
     assert reply == reply_for(RouteRequestV1(text="hello"))
     assert [ctx.request_id for ctx in seen] == ["req-42"]
     assert 0 < seen[0].remaining < 2.0
-    assert creg.get_sample_value("switchyard_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
-    assert sreg.get_sample_value("switchyard_rpc_served_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
+    assert creg.get_sample_value("turnout_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
+    assert sreg.get_sample_value("turnout_rpc_served_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
 
 
 async def test_request_queues_expire_and_replies_leave_no_keys(redis_url: str, keys: Keys, redis: Redis) -> None:
@@ -147,7 +147,7 @@ async def test_client_raises_rpc_timeout_when_no_reply_before_the_deadline(redis
             await c.call(ROUTE_V1, RouteRequestV1(), timeout=0.05)
         elapsed = time.perf_counter() - t0
     assert 0.04 < elapsed < 0.3
-    assert creg.get_sample_value("switchyard_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "timeout"}) == 1
+    assert creg.get_sample_value("turnout_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "timeout"}) == 1
 
 
 async def test_server_drops_requests_whose_deadline_passed_without_replying(
@@ -175,7 +175,7 @@ async def test_server_drops_requests_whose_deadline_passed_without_replying(
         await asyncio.sleep(0.1)
         assert await redis.llen(reply_key) == 0
     assert handled == ["fresh"]
-    assert sreg.get_sample_value("switchyard_rpc_dropped_total", {"method": "scorer.route.v1"}) == 1
+    assert sreg.get_sample_value("turnout_rpc_dropped_total", {"method": "scorer.route.v1"}) == 1
 
 
 async def test_work_queued_while_no_server_runs_is_dropped_once_its_caller_gave_up(redis_url: str, keys: Keys) -> None:
@@ -193,7 +193,7 @@ async def test_work_queued_while_no_server_runs_is_dropped_once_its_caller_gave_
             reply = await c.call(ROUTE_V1, RouteRequestV1(text="on-time"), timeout=2.0)
     assert reply.analysis.signals == ["on-time"]
     assert handled == ["on-time"]
-    assert sreg.get_sample_value("switchyard_rpc_dropped_total", {"method": "scorer.route.v1"}) == 3
+    assert sreg.get_sample_value("turnout_rpc_dropped_total", {"method": "scorer.route.v1"}) == 3
 
 
 # --- competing replicas ------------------------------------------------------------------
@@ -323,7 +323,7 @@ async def test_call_fails_at_once_when_no_server_is_alive(redis_url: str, keys: 
             await c.call(ROUTE_V1, RouteRequestV1(), timeout=5.0)
         assert time.perf_counter() - t0 < 0.05
         assert (
-            creg.get_sample_value("switchyard_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "unavailable"})
+            creg.get_sample_value("turnout_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "unavailable"})
             == 1
         )
 
@@ -409,7 +409,7 @@ async def test_redis_restart_fails_calls_in_flight_fast_and_later_calls_succeed(
         # and keeps working
         for i in range(5):
             assert (await c.call(ROUTE_V1, RouteRequestV1(text=str(i)), timeout=2.0)).analysis.signals == [str(i)]
-    assert (creg.get_sample_value("switchyard_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "unavailable"})
+    assert (creg.get_sample_value("turnout_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "unavailable"})
             or 0) >= 2  # fmt: skip
 
 

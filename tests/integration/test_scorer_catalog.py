@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from switchyard.common.catalog import load_snapshot
-from switchyard.common.db.models import Backend, Benchmark, Deployment, Model, Profile
-from switchyard.common.db.session import engine_scope, make_sessionmaker
+from turnout.common.catalog import load_snapshot
+from turnout.common.db.models import Backend, Benchmark, Deployment, Model, Profile
+from turnout.common.db.session import engine_scope, make_sessionmaker
 
 pytestmark = pytest.mark.integration
 

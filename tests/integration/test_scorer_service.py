@@ -15,19 +15,19 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select, update
 
-from switchyard.common.backends.names import parse_model_name
-from switchyard.common.catalog import derive_capabilities
-from switchyard.common.db.models import Backend, Benchmark, Deployment, Model
-from switchyard.common.db.session import engine_scope, make_sessionmaker
-from switchyard.common.keys import Keys
-from switchyard.common.rpc import ROUTE_V1, RpcClient
-from switchyard.common.schemas.catalog import CatalogSnapshotV1
-from switchyard.common.schemas.fleet import HostStateV1, LoadedModelV1
-from switchyard.common.schemas.route import RouteReplyV1, RouteRequestV1
-from switchyard.devstack.infra import free_port
-from switchyard.scorer.app import Running, running_scorer
-from switchyard.scorer.settings import ScorerSettings
 from tests.conftest import migrated_database
+from turnout.common.backends.names import parse_model_name
+from turnout.common.catalog import derive_capabilities
+from turnout.common.db.models import Backend, Benchmark, Deployment, Model
+from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.common.keys import Keys
+from turnout.common.rpc import ROUTE_V1, RpcClient
+from turnout.common.schemas.catalog import CatalogSnapshotV1
+from turnout.common.schemas.fleet import HostStateV1, LoadedModelV1
+from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
+from turnout.devstack.infra import free_port
+from turnout.scorer.app import Running, running_scorer
+from turnout.scorer.settings import ScorerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -201,6 +201,6 @@ async def test_ops_endpoints_report_readiness_and_scorer_metrics(seeded, scorer,
         assert ready.json() == {"status": "ok", "checks": {"redis": True, "catalog": True, "rpc": True}}
         assert (await http.get("/health")).json() == {"status": "ok", "service": "scorer"}
         metrics = (await http.get("/metrics")).text
-    assert 'switchyard_scorer_decisions_total{category="general"} 1.0' in metrics
-    assert "switchyard_scorer_catalog_models 4.0" in metrics
-    assert 'switchyard_scorer_catalog_reloads_total{outcome="ok"}' in metrics
+    assert 'turnout_scorer_decisions_total{category="general"} 1.0' in metrics
+    assert "turnout_scorer_catalog_models 4.0" in metrics
+    assert 'turnout_scorer_catalog_reloads_total{outcome="ok"}' in metrics

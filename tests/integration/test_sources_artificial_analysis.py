@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from switchyard.sync.sources import (
+from turnout.sync.sources import (
     ArtificialAnalysisOptions,
     ArtificialAnalysisSource,
     BenchmarkSourcesOptions,
@@ -15,7 +15,7 @@ from switchyard.sync.sources import (
     SourceFormatError,
     build_sources,
 )
-from switchyard.sync.sources.base import SourceUnavailable
+from turnout.sync.sources.base import SourceUnavailable
 
 from .sources_fakes import API_KEY, SourcesServer, sources_server_fixture  # noqa: F401
 

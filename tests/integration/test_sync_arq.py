@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from switchyard.common.arq import RetryPolicy, dumps, every, loads
-from switchyard.common.errors import ConfigError
-from switchyard.profiler.settings import ProfilerSettings
-from switchyard.sync.settings import SyncSettings
+from turnout.common.arq import RetryPolicy, dumps, every, loads
+from turnout.common.errors import ConfigError
+from turnout.profiler.settings import ProfilerSettings
+from turnout.sync.settings import SyncSettings
 
 
 class Result(BaseModel):
@@ -47,9 +47,9 @@ def test_intervals_that_do_not_divide_the_clock_are_rejected(seconds):
 
 
 def test_a_bad_schedule_is_a_clear_startup_error():
-    with pytest.raises(ConfigError, match="SWITCHYARD_PROFILER__DISCOVER_EVERY_S"):
+    with pytest.raises(ConfigError, match="TURNOUT_PROFILER__DISCOVER_EVERY_S"):
         ProfilerSettings.load(profiler={"discover_every_s": 7})
-    with pytest.raises(ConfigError, match="SWITCHYARD_SYNC__BENCHMARKS_EVERY_S"):
+    with pytest.raises(ConfigError, match="TURNOUT_SYNC__BENCHMARKS_EVERY_S"):
         SyncSettings.load(sync={"benchmarks_every_s": 100})
     assert ProfilerSettings.load(profiler={"discover_every_s": 300}).profiler.discover_every_s == 300
 

@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from switchyard.common.arq import CTX_KEY, IMPORT_BENCHMARKS_FILE, close_worker, create_job_pool
-from switchyard.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
-from switchyard.common.db.session import engine_scope, make_sessionmaker
-from switchyard.sync.public import read_status
-from switchyard.sync.settings import SyncSettings
-from switchyard.sync.sources import SourceError
-from switchyard.sync.worker import SyncContext, build_context, build_worker, import_benchmarks_file
+from turnout.common.arq import CTX_KEY, IMPORT_BENCHMARKS_FILE, close_worker, create_job_pool
+from turnout.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
+from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.sync.public import read_status
+from turnout.sync.settings import SyncSettings
+from turnout.sync.sources import SourceError
+from turnout.sync.worker import SyncContext, build_context, build_worker, import_benchmarks_file
 
 pytestmark = pytest.mark.integration
 

@@ -13,14 +13,14 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from switchyard.common.arq import CTX_KEY, close_worker
-from switchyard.common.db.models import DeadLetter, Feedback, RoutingDecision
-from switchyard.common.db.session import engine_scope, make_sessionmaker
-from switchyard.common.schemas.events import EVENT_FIELD, AttemptV1, FeedbackEventV1, RequestEventV1
-from switchyard.common.schemas.route import CandidateV1, PromptAnalysisV1
-from switchyard.sync.events import EventConsumer
-from switchyard.sync.settings import SyncSettings
-from switchyard.sync.worker import SyncContext, build_context, build_worker
+from turnout.common.arq import CTX_KEY, close_worker
+from turnout.common.db.models import DeadLetter, Feedback, RoutingDecision
+from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.common.schemas.events import EVENT_FIELD, AttemptV1, FeedbackEventV1, RequestEventV1
+from turnout.common.schemas.route import CandidateV1, PromptAnalysisV1
+from turnout.sync.events import EventConsumer
+from turnout.sync.settings import SyncSettings
+from turnout.sync.worker import SyncContext, build_context, build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -150,11 +150,9 @@ async def test_request_and_feedback_events_are_stored_once(wctx, db, redis_url, 
     for stream in (keys.request_events, keys.feedback_events):
         assert await pending(redis, stream, consumer.group) == 0
     reg = registry
-    assert reg.get_sample_value("switchyard_sync_events_stored_total", {"stream": "requests"}) == 1
-    assert reg.get_sample_value("switchyard_sync_events_stored_total", {"stream": "feedback"}) == 2
-    assert (
-        reg.get_sample_value("switchyard_sync_events_skipped_total", {"stream": "requests", "reason": "duplicate"}) == 1
-    )
+    assert reg.get_sample_value("turnout_sync_events_stored_total", {"stream": "requests"}) == 1
+    assert reg.get_sample_value("turnout_sync_events_stored_total", {"stream": "feedback"}) == 2
+    assert reg.get_sample_value("turnout_sync_events_skipped_total", {"stream": "requests", "reason": "duplicate"}) == 1
 
 
 async def test_malformed_events_go_to_dead_letters_and_are_acknowledged(wctx, db, redis_url, redis, keys):

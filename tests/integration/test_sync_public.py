@@ -18,22 +18,22 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from switchyard.common.arq import CTX_KEY, SYNC_ALL_BENCHMARKS, close_worker, create_job_pool
-from switchyard.common.catalog import load_snapshot
-from switchyard.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
-from switchyard.common.db.session import engine_scope, make_sessionmaker
-from switchyard.common.keys import Keys
-from switchyard.devstack.infra import free_port
-from switchyard.gateway.errors import register_error_handlers
-from switchyard.gateway.routes import admin_catalog
-from switchyard.sync.public import (
+from turnout.common.arq import CTX_KEY, SYNC_ALL_BENCHMARKS, close_worker, create_job_pool
+from turnout.common.catalog import load_snapshot
+from turnout.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
+from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.common.keys import Keys
+from turnout.devstack.infra import free_port
+from turnout.gateway.errors import register_error_handlers
+from turnout.gateway.routes import admin_catalog
+from turnout.sync.public import (
     PublicBenchmarksOptions,
     read_status,
     sync_source,
 )
-from switchyard.sync.settings import SyncSettings
-from switchyard.sync.sources import SourceUnavailable
-from switchyard.sync.worker import SyncContext, build_worker
+from turnout.sync.settings import SyncSettings
+from turnout.sync.sources import SourceUnavailable
+from turnout.sync.worker import SyncContext, build_worker
 
 from .sources_fakes import SourcesServer, sources_server_fixture  # noqa: F401
 

@@ -10,12 +10,12 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from switchyard.common.keys import Keys
-from switchyard.common.rpc.contract import RpcMethod
-from switchyard.common.schemas.vram import ModelOrderV1, OrderAction, OrderResultV1
-from switchyard.common.vram_lock import HostLock, pending_loads
-from switchyard.scorer.vram import PlannedOrder, VramOptions
-from switchyard.scorer.vram_actions import VramActions, recent_actions
+from turnout.common.keys import Keys
+from turnout.common.rpc.contract import RpcMethod
+from turnout.common.schemas.vram import ModelOrderV1, OrderAction, OrderResultV1
+from turnout.common.vram_lock import HostLock, pending_loads
+from turnout.scorer.vram import PlannedOrder, VramOptions
+from turnout.scorer.vram_actions import VramActions, recent_actions
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +164,7 @@ async def test_a_load_is_pending_while_it_runs_and_until_it_expires(redis: Redis
 
 
 async def test_the_profiler_holds_the_host_lock_and_reserves_the_bytes_while_it_loads(redis, keys):
-    from switchyard.profiler.profiling import ProfileTarget, ProfilingFailed, ProfilingOptions, loading_on_host
+    from turnout.profiler.profiling import ProfileTarget, ProfilingFailed, ProfilingOptions, loading_on_host
 
     target = ProfileTarget(
         model_id=1, model="m:7b", backend="b", host="gpu9", upstream="m:7b", digest=None,
@@ -188,7 +188,7 @@ async def test_the_profiler_holds_the_host_lock_and_reserves_the_bytes_while_it_
 async def test_every_recorded_order_is_counted_by_action_and_outcome(redis: Redis, keys: Keys) -> None:
     from prometheus_client import CollectorRegistry
 
-    from switchyard.scorer.metrics import ScorerMetrics
+    from turnout.scorer.metrics import ScorerMetrics
 
     metrics = ScorerMetrics.create(CollectorRegistry())
 

@@ -15,20 +15,20 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from switchyard.common.backends.clients import OllamaClient
-from switchyard.common.backends.config import BackendConfig, BackendKind
-from switchyard.common.keys import Keys
-from switchyard.common.rpc.client import RpcClient
-from switchyard.common.rpc.server import RpcServer
-from switchyard.common.schemas.catalog import CatalogModelV1
-from switchyard.common.schemas.fleet import GpuStateV1, HostStateV1
-from switchyard.common.schemas.route import CandidateV1, RouteReplyV1
-from switchyard.common.schemas.vram import OrderAction
-from switchyard.gpu_agent.orders import OrderExecutor
-from switchyard.scorer.vram import VramOptions
-from switchyard.scorer.vram_actions import VramActions, recent_actions
-from switchyard.scorer.vram_routing import VramCoordinator
 from tests.integration.test_gpu_orders import FakeOllama
+from turnout.common.backends.clients import OllamaClient
+from turnout.common.backends.config import BackendConfig, BackendKind
+from turnout.common.keys import Keys
+from turnout.common.rpc.client import RpcClient
+from turnout.common.rpc.server import RpcServer
+from turnout.common.schemas.catalog import CatalogModelV1
+from turnout.common.schemas.fleet import GpuStateV1, HostStateV1
+from turnout.common.schemas.route import CandidateV1, RouteReplyV1
+from turnout.common.schemas.vram import OrderAction
+from turnout.gpu_agent.orders import OrderExecutor
+from turnout.scorer.vram import VramOptions
+from turnout.scorer.vram_actions import VramActions, recent_actions
+from turnout.scorer.vram_routing import VramCoordinator
 
 pytestmark = pytest.mark.integration
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from switchyard.common.schemas.route import RouteRequestV1
-from switchyard.scorer.prompt_analysis import Analyzer
-from switchyard.scorer.scoring import (
+from turnout.common.schemas.route import RouteRequestV1
+from turnout.scorer.prompt_analysis import Analyzer
+from turnout.scorer.scoring import (
     Constraints,
     Learned,
     ModelSpec,

@@ -1,7 +1,7 @@
 import pytest
 
-from switchyard.common.schemas.route import PromptAnalysisV1, RequestKind, RouteRequestV1
-from switchyard.scorer.prompt_analysis import (
+from turnout.common.schemas.route import PromptAnalysisV1, RequestKind, RouteRequestV1
+from turnout.scorer.prompt_analysis import (
     CORE_CATEGORIES,
     AnalysisConfig,
     Analyzer,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.common.backends.config import BackendConfig, BackendKind, load_backends_file, parse_backends
-from switchyard.common.errors import ConfigError
+from turnout.common.backends.config import BackendConfig, BackendKind, load_backends_file, parse_backends
+from turnout.common.errors import ConfigError
 
 
 def test_empty_values_mean_no_backends() -> None:

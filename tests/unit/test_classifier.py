@@ -11,8 +11,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from switchyard.scorer.classifier import ClassifierConfig, LLMClassifier
-from switchyard.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptFeatures
+from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
+from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptFeatures
 
 UNSURE = "implement a thread-safe LRU cache in Rust with tests"  # confidence < 0.5
 SURE = "hi"

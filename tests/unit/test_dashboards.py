@@ -14,14 +14,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from switchyard.common.metrics import rpc_metrics
-from switchyard.gateway.metrics import build_metrics
-from switchyard.gateway.response_cache import ResponseCacheMetrics
-from switchyard.gpu_agent.metrics import GpuAgentMetrics
-from switchyard.profiler.metrics import ProfilerMetrics
-from switchyard.scorer.caches import RouteCacheMetrics
-from switchyard.scorer.metrics import ScorerMetrics
-from switchyard.sync.metrics import SyncMetrics
+from turnout.common.metrics import rpc_metrics
+from turnout.gateway.metrics import build_metrics
+from turnout.gateway.response_cache import ResponseCacheMetrics
+from turnout.gpu_agent.metrics import GpuAgentMetrics
+from turnout.profiler.metrics import ProfilerMetrics
+from turnout.scorer.caches import RouteCacheMetrics
+from turnout.scorer.metrics import ScorerMetrics
+from turnout.sync.metrics import SyncMetrics
 
 DASHBOARDS = sorted((Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "dashboards").glob("*.json"))
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "endpoint", "service"}
@@ -136,8 +136,8 @@ def problems(dashboard: dict[str, Any]) -> list[str]:
             out.append(f"{title}: not PromQL ({exc}): {expr!r}")
             continue
         names = [name or "" for name, _ in query.selectors]
-        if not any(n.startswith("switchyard_") for n in names):
-            out.append(f"{title}: no Switchyard metric in {expr!r}")
+        if not any(n.startswith("turnout_") for n in names):
+            out.append(f"{title}: no Turnout metric in {expr!r}")
         unknown = [n for n in names if n not in EXPORTED]
         if unknown:
             out.append(f"{title}: not exported: {unknown}")
@@ -165,18 +165,18 @@ def test_the_check_refuses_metrics_and_labels_nobody_exports() -> None:
 
     bad = {
         "panels": [
-            panel("renamed", "sum(rate(switchyard_gateway_request_total[5m]))"),
-            panel("matcher", 'sum(rate(switchyard_gateway_requests_total{colour="red"}[5m]))'),
-            panel("grouping", "sum by (colour) (rate(switchyard_gateway_requests_total[5m]))"),
-            panel("legend", "sum by (status) (rate(switchyard_gateway_requests_total[5m]))", "{{model}}"),
-            panel("syntax", "sum(rate(switchyard_gateway_requests_total[5m])"),
-            panel("fine", 'sum by (le) (rate(switchyard_rpc_call_duration_seconds_bucket{method="m", job="j"}[5m]))'),
+            panel("renamed", "sum(rate(turnout_gateway_request_total[5m]))"),
+            panel("matcher", 'sum(rate(turnout_gateway_requests_total{colour="red"}[5m]))'),
+            panel("grouping", "sum by (colour) (rate(turnout_gateway_requests_total[5m]))"),
+            panel("legend", "sum by (status) (rate(turnout_gateway_requests_total[5m]))", "{{model}}"),
+            panel("syntax", "sum(rate(turnout_gateway_requests_total[5m])"),
+            panel("fine", 'sum by (le) (rate(turnout_rpc_call_duration_seconds_bucket{method="m", job="j"}[5m]))'),
         ]
     }
     assert sorted(problems(bad)) == [
         "grouping: grouping by unknown label 'colour'",
         "legend: legend label 'model' is not in the result",
-        "matcher: switchyard_gateway_requests_total has no label 'colour'",
-        "renamed: not exported: ['switchyard_gateway_request_total']",
-        "syntax: not PromQL (unclosed left parenthesis): 'sum(rate(switchyard_gateway_requests_total[5m])'",
+        "matcher: turnout_gateway_requests_total has no label 'colour'",
+        "renamed: not exported: ['turnout_gateway_request_total']",
+        "syntax: not PromQL (unclosed left parenthesis): 'sum(rate(turnout_gateway_requests_total[5m])'",
     ]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.devstack.infra import InfraError, ensure_redis, free_port, plain_pg_url, with_database
-from switchyard.devstack.stack import SERVICES, FleetInfo, Stack, StackConfig, parse_fleet_line
+from turnout.devstack.infra import InfraError, ensure_redis, free_port, plain_pg_url, with_database
+from turnout.devstack.stack import SERVICES, FleetInfo, Stack, StackConfig, parse_fleet_line
 
 LINE = {
     "fakefleet": 1,
@@ -34,7 +34,7 @@ def config(**over: object) -> StackConfig:
         "key_prefix": "t",
         "gateway_port": 18080,
         "ops_ports": {"scorer": 19101, "profiler": 19102, "sync": 19103, "gpu-agent": 19104},
-        "inherit_switchyard_env": False,
+        "inherit_turnout_env": False,
     }
     args.update(over)
     return StackConfig(**args)  # type: ignore[arg-type]
@@ -63,41 +63,41 @@ def test_a_fleet_line_with_ports_only_is_enough() -> None:
 
 
 def test_each_service_gets_the_shared_settings_and_its_own_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SWITCHYARD_ADMIN_KEY", "from-outside")
-    stack = Stack(config(ops_host="127.0.0.1", extra_env={"SWITCHYARD_GATEWAY__MAX_ATTEMPTS": "2"}))
+    monkeypatch.setenv("TURNOUT_ADMIN_KEY", "from-outside")
+    stack = Stack(config(ops_host="127.0.0.1", extra_env={"TURNOUT_GATEWAY__MAX_ATTEMPTS": "2"}))
     stack.fleet = parse_fleet_line(LINE)
     env = stack.env_for("scorer")
-    assert {k: v for k, v in env.items() if k.startswith("SWITCHYARD_")} == {
-        "SWITCHYARD_ENVIRONMENT": "dev",
-        "SWITCHYARD_REDIS_URL": "redis://127.0.0.1:1/0",
-        "SWITCHYARD_DATABASE_URL": "postgresql+asyncpg://u@127.0.0.1:1/db",
-        "SWITCHYARD_KEY_PREFIX": "t",
-        "SWITCHYARD_LOG_LEVEL": "INFO",
-        "SWITCHYARD_LOG_JSON": "true",
-        "SWITCHYARD_BACKENDS": "fleet-ollama:ollama=http://127.0.0.1:41001,fleet-openai:openai=http://127.0.0.1:41002/v1",
-        "SWITCHYARD_SCORER__OPS_PORT": "19101",
-        "SWITCHYARD_SCORER__OPS_HOST": "127.0.0.1",
-        "SWITCHYARD_GATEWAY__MAX_ATTEMPTS": "2",
+    assert {k: v for k, v in env.items() if k.startswith("TURNOUT_")} == {
+        "TURNOUT_ENVIRONMENT": "dev",
+        "TURNOUT_REDIS_URL": "redis://127.0.0.1:1/0",
+        "TURNOUT_DATABASE_URL": "postgresql+asyncpg://u@127.0.0.1:1/db",
+        "TURNOUT_KEY_PREFIX": "t",
+        "TURNOUT_LOG_LEVEL": "INFO",
+        "TURNOUT_LOG_JSON": "true",
+        "TURNOUT_BACKENDS": "fleet-ollama:ollama=http://127.0.0.1:41001,fleet-openai:openai=http://127.0.0.1:41002/v1",
+        "TURNOUT_SCORER__OPS_PORT": "19101",
+        "TURNOUT_SCORER__OPS_HOST": "127.0.0.1",
+        "TURNOUT_GATEWAY__MAX_ATTEMPTS": "2",
     }
     assert env["PYTHONUNBUFFERED"] == "1"
-    assert stack.env_for("gateway")["SWITCHYARD_GATEWAY__PORT"] == "18080"
+    assert stack.env_for("gateway")["TURNOUT_GATEWAY__PORT"] == "18080"
     agent = stack.env_for("gpu-agent")
-    assert (agent["SWITCHYARD_GPU_AGENT__BACKEND"], agent["SWITCHYARD_GPU_AGENT__HOST"]) == (
+    assert (agent["TURNOUT_GPU_AGENT__BACKEND"], agent["TURNOUT_GPU_AGENT__HOST"]) == (
         "fleet-ollama",
         "fleet-gpu-0",
     )
-    assert agent["SWITCHYARD_GPU_AGENT__READERS"] == '["simulated"]'
+    assert agent["TURNOUT_GPU_AGENT__READERS"] == '["simulated"]'
 
 
 def test_configured_backends_win_over_the_fleet_and_inherit_keeps_outside_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("SWITCHYARD_GATEWAY__API_KEYS", "k1")
-    stack = Stack(config(backends="ollama=http://gpu1:11434", inherit_switchyard_env=True))
+    monkeypatch.setenv("TURNOUT_GATEWAY__API_KEYS", "k1")
+    stack = Stack(config(backends="ollama=http://gpu1:11434", inherit_turnout_env=True))
     env = stack.env_for("gateway")
-    assert env["SWITCHYARD_BACKENDS"] == "ollama=http://gpu1:11434"
-    assert env["SWITCHYARD_GATEWAY__API_KEYS"] == "k1"
-    assert "SWITCHYARD_GPU_AGENT__BACKEND" not in stack.env_for("gpu-agent")
+    assert env["TURNOUT_BACKENDS"] == "ollama=http://gpu1:11434"
+    assert env["TURNOUT_GATEWAY__API_KEYS"] == "k1"
+    assert "TURNOUT_GPU_AGENT__BACKEND" not in stack.env_for("gpu-agent")
 
 
 def test_free_ports_are_picked_once_per_service() -> None:
@@ -164,7 +164,7 @@ def test_a_killed_service_is_not_reported_as_dead(tmp_path: Path) -> None:
 
 def test_explicit_redis_url_that_does_not_answer_is_a_clear_error(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
-    with pytest.raises(InfraError, match=r"SWITCHYARD_REDIS_URL=redis://127.0.0.1:\d+/0 does not answer"):
+    with pytest.raises(InfraError, match=r"TURNOUT_REDIS_URL=redis://127.0.0.1:\d+/0 does not answer"):
         ensure_redis(url, tmp_path, explicit=True)
 
 

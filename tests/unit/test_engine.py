@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from switchyard.common.embeddings.static import default_embedder
-from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
-from switchyard.common.schemas.route import RouteRequestV1
-from switchyard.scorer.engine import FleetView, RoutingEngine
-from switchyard.scorer.learned import LearnedIndex, decode_embedding
-from switchyard.scorer.rules import RulesStore
+from turnout.common.embeddings.static import default_embedder
+from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+from turnout.common.schemas.route import RouteRequestV1
+from turnout.scorer.engine import FleetView, RoutingEngine
+from turnout.scorer.learned import LearnedIndex, decode_embedding
+from turnout.scorer.rules import RulesStore
 
 
 def model(name: str, b: float, **caps: bool) -> CatalogModelV1:
@@ -51,7 +51,7 @@ async def test_virtual_model_routes_and_alias_resolves(tmp_path):
     path = tmp_path / "rules.yaml"
     path.write_text("aliases: {gpt-4: llama3.3:70b}\ntiers: {llava:7b: large}\n")
     e = engine(rules=RulesStore(path))
-    assert (await e.route(RouteRequestV1(text="hi", requested_model="switchyard/auto"))).candidates[0].model == (
+    assert (await e.route(RouteRequestV1(text="hi", requested_model="turnout/auto"))).candidates[0].model == (
         "llama3.2:1b"
     )
     assert (await e.route(RouteRequestV1(text="hi", requested_model="gpt-4"))).candidates[0].model == "llama3.3:70b"

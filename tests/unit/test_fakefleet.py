@@ -7,8 +7,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from switchyard.fakefleet import text
-from switchyard.fakefleet.config import (
+from turnout.fakefleet import text
+from turnout.fakefleet.config import (
     FleetConfig,
     ListenerSpec,
     ModelSpec,
@@ -17,7 +17,7 @@ from switchyard.fakefleet.config import (
     parse_duration,
     parse_params,
 )
-from switchyard.fakefleet.state import Failure, Failures, OutOfMemory, Residency, human_bytes2
+from turnout.fakefleet.state import Failure, Failures, OutOfMemory, Residency, human_bytes2
 
 
 class Clock:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, ReplicaV1
-from switchyard.common.schemas.route import RequestKind, RouteRequestV1
-from switchyard.gateway.errors import InvalidRequest, ModelNotFound
-from switchyard.gateway.fallback import fallback_candidates, target_size_b
+from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, ReplicaV1
+from turnout.common.schemas.route import RequestKind, RouteRequestV1
+from turnout.gateway.errors import InvalidRequest, ModelNotFound
+from turnout.gateway.fallback import fallback_candidates, target_size_b
 
 
 def model(name: str, params: float | None, *replicas: str, **caps: bool) -> CatalogModelV1:

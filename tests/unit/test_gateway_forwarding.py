@@ -6,11 +6,11 @@ import aiohttp
 import orjson
 import pytest
 
-from switchyard.common.backends.config import BackendConfig, BackendKind
-from switchyard.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
-from switchyard.common.schemas.route import CandidateV1, RequestKind
-from switchyard.gateway.errors import NoBackendAvailable, RateLimited, UpstreamFailed, UpstreamTimedOut
-from switchyard.gateway.forwarding import (
+from turnout.common.backends.config import BackendConfig, BackendKind
+from turnout.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
+from turnout.common.schemas.route import CandidateV1, RequestKind
+from turnout.gateway.errors import NoBackendAvailable, RateLimited, UpstreamFailed, UpstreamTimedOut
+from turnout.gateway.forwarding import (
     Exchange,
     Forwarder,
     attempt_outcome,
@@ -18,7 +18,7 @@ from switchyard.gateway.forwarding import (
     make_backend,
     retryable,
 )
-from switchyard.gateway.wire import ndjson_lines, sse_payloads
+from turnout.gateway.wire import ndjson_lines, sse_payloads
 
 
 def test_sse_payloads_handles_partial_events_crlf_and_multiline_data():
@@ -82,12 +82,12 @@ async def test_openai_payload_swaps_the_model_and_forces_include_usage():
     ]
     async with aiohttp.ClientSession() as session:
         fwd = Forwarder(backends, session, None, None, connect_timeout_s=1, read_timeout_s=1, max_attempts=3)  # type: ignore[arg-type]
-        body = {"model": "switchyard/auto", "messages": [{"role": "user", "content": "x"}], "stream_options": {"a": 1}}
+        body = {"model": "turnout/auto", "messages": [{"role": "user", "content": "x"}], "stream_options": {"a": 1}}
         ex = Exchange(kind=RequestKind.CHAT, body=body, stream=True, request_id="r", response_id="chatcmpl-x")
         cand = CandidateV1(model="pub", backend="o", upstream_model="up")
         sent = orjson.loads(fwd._payload(ex, fwd._backends["o"], cand))
         assert sent["model"] == "up"
         assert sent["stream_options"] == {"a": 1, "include_usage": True}
-        assert body["model"] == "switchyard/auto"  # the client's body is not modified
+        assert body["model"] == "turnout/auto"  # the client's body is not modified
         to_ollama = orjson.loads(fwd._payload(ex, fwd._backends["l"], cand))
         assert to_ollama == {"model": "up", "messages": [{"role": "user", "content": "x"}], "stream": True}

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import uvicorn
 
-from switchyard.devstack.infra import free_port
-from switchyard.gateway.server_protocol import PROTOCOL, CoalescingHttpToolsProtocol, CoalescingTransport
+from turnout.devstack.infra import free_port
+from turnout.gateway.server_protocol import PROTOCOL, CoalescingHttpToolsProtocol, CoalescingTransport
 
 
 class Recording:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.common.schemas.route import RequestKind
-from switchyard.gateway.errors import InvalidRequest, InvalidType
-from switchyard.gateway.routing import chat_features, completion_features, embedding_features, parse_quality
-from switchyard.gateway.validation import check_chat, check_completion, check_embeddings, check_ollama_chat
+from turnout.common.schemas.route import RequestKind
+from turnout.gateway.errors import InvalidRequest, InvalidType
+from turnout.gateway.routing import chat_features, completion_features, embedding_features, parse_quality
+from turnout.gateway.validation import check_chat, check_completion, check_embeddings, check_ollama_chat
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -77,14 +77,14 @@ def test_prompt_text_is_bounded_to_its_end():
 
 def test_quality_from_header_or_body():
     assert parse_quality("0.25", {}) == 0.25
-    assert parse_quality(None, {"switchyard": {"quality": 1}}) == 1.0
-    assert parse_quality("0", {"switchyard": {"quality": 1}}) == 0.0
+    assert parse_quality(None, {"turnout": {"quality": 1}}) == 1.0
+    assert parse_quality("0", {"turnout": {"quality": 1}}) == 0.0
     assert parse_quality(None, {}) is None
     for header, body in (
         ("x", {}),
         ("1.5", {}),
-        (None, {"switchyard": {"quality": "high"}}),
-        (None, {"switchyard": 1}),
+        (None, {"turnout": {"quality": "high"}}),
+        (None, {"turnout": 1}),
     ):
         with pytest.raises(InvalidRequest):
             parse_quality(header, body)

@@ -10,14 +10,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from switchyard.common.errors import ConfigError
-from switchyard.common.schemas.fleet import GpuProcessV1, GpuStateV1, LoadedModelV1
-from switchyard.gpu_agent.agent import Agent, Observation, fingerprint, process_name
-from switchyard.gpu_agent.gpus import GpuReading, manual_reading
-from switchyard.gpu_agent.metrics import GpuAgentMetrics
-from switchyard.gpu_agent.nvml import NvmlReader
-from switchyard.gpu_agent.settings import GpuAgentSettings
 from tests.fixtures.gpu.fake_nvml import FakeNvml
+from turnout.common.errors import ConfigError
+from turnout.common.schemas.fleet import GpuProcessV1, GpuStateV1, LoadedModelV1
+from turnout.gpu_agent.agent import Agent, Observation, fingerprint, process_name
+from turnout.gpu_agent.gpus import GpuReading, manual_reading
+from turnout.gpu_agent.metrics import GpuAgentMetrics
+from turnout.gpu_agent.nvml import NvmlReader
+from turnout.gpu_agent.settings import GpuAgentSettings
 
 GiB = 2**30
 TS = 1_700_000_000.0
@@ -43,7 +43,7 @@ def agent(s: GpuAgentSettings | None = None, *, nvml: str | None = "h100x2") -> 
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for k in ("SWITCHYARD_GPU_AGENT__HOST", "SWITCHYARD_BACKENDS", "SWITCHYARD_GPU_MEMORY_GB"):
+    for k in ("TURNOUT_GPU_AGENT__HOST", "TURNOUT_BACKENDS", "TURNOUT_GPU_MEMORY_GB"):
         monkeypatch.delenv(k, raising=False)
     opts = GpuAgentSettings.load().gpu_agent
     assert (opts.host, opts.interval_s, opts.ttl_s, opts.ops_port) == (socket.gethostname(), 2.0, 10.0, 9104)
@@ -51,9 +51,9 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_nested_env_and_the_flat_memory_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SWITCHYARD_GPU_AGENT__HOST", "box-7")
-    monkeypatch.setenv("SWITCHYARD_GPU_AGENT__INTERVAL_S", "0.5")
-    monkeypatch.setenv("SWITCHYARD_GPU_MEMORY_GB", "96")
+    monkeypatch.setenv("TURNOUT_GPU_AGENT__HOST", "box-7")
+    monkeypatch.setenv("TURNOUT_GPU_AGENT__INTERVAL_S", "0.5")
+    monkeypatch.setenv("TURNOUT_GPU_MEMORY_GB", "96")
     s = GpuAgentSettings.load()
     assert (s.gpu_agent.host, s.gpu_agent.interval_s, s.gpu_agent.gpu_memory_gb) == ("box-7", 0.5, 96.0)
     assert s.memory_budget_bytes == 96 * GiB
@@ -129,7 +129,7 @@ async def test_a_gpu_without_memory_info_is_left_out_and_named() -> None:
     state = a.build(await a.observe())
     assert state.gpus == []
     assert state.gpu_error is not None
-    assert "GPU 0 (NVIDIA GB10) reports no memory" in state.gpu_error and "SWITCHYARD_GPU_MEMORY_GB" in state.gpu_error
+    assert "GPU 0 (NVIDIA GB10) reports no memory" in state.gpu_error and "TURNOUT_GPU_MEMORY_GB" in state.gpu_error
 
 
 async def test_manual_budget_replaces_the_readers() -> None:
@@ -188,21 +188,19 @@ def test_metrics_follow_the_readings_and_drop_what_disappears() -> None:
     g1 = GpuReading(1, "u1", "B", "nvidia", 200, 20, 180, 0.25, 50.0, 200.0)
     m.observe("h", [g0, g1], [LoadedModelV1(name="a", vram_bytes=7), LoadedModelV1(name="b", vram_bytes=9)], True)
     labels = {"host": "h", "gpu": "1", "uuid": "u1", "vendor": "nvidia"}
-    assert registry.get_sample_value("switchyard_gpu_memory_used_bytes", labels) == 20
-    assert registry.get_sample_value("switchyard_gpu_utilization_ratio", labels) == 0.25
-    assert registry.get_sample_value("switchyard_gpu_power_watts", labels) == 200
-    assert registry.get_sample_value("switchyard_gpu_agent_loaded_model_vram_bytes", {"host": "h", "model": "b"}) == 9
-    assert registry.get_sample_value("switchyard_gpu_agent_backend_up", {"host": "h"}) == 1
-    assert registry.get_sample_value("switchyard_gpu_agent_publishes_total", {"outcome": "error"}) == 0
+    assert registry.get_sample_value("turnout_gpu_memory_used_bytes", labels) == 20
+    assert registry.get_sample_value("turnout_gpu_utilization_ratio", labels) == 0.25
+    assert registry.get_sample_value("turnout_gpu_power_watts", labels) == 200
+    assert registry.get_sample_value("turnout_gpu_agent_loaded_model_vram_bytes", {"host": "h", "model": "b"}) == 9
+    assert registry.get_sample_value("turnout_gpu_agent_backend_up", {"host": "h"}) == 1
+    assert registry.get_sample_value("turnout_gpu_agent_publishes_total", {"outcome": "error"}) == 0
 
     no_power = GpuReading(0, "u0", "A", "nvidia", 100, 30, 70, 0.5, 40.0, None)
     m.observe("h", [no_power], [LoadedModelV1(name="a", vram_bytes=7)], False)
-    assert registry.get_sample_value("switchyard_gpu_memory_used_bytes", labels) is None
+    assert registry.get_sample_value("turnout_gpu_memory_used_bytes", labels) is None
     g0_labels = {**labels, "gpu": "0", "uuid": "u0"}
-    assert registry.get_sample_value("switchyard_gpu_memory_used_bytes", g0_labels) == 30
-    assert registry.get_sample_value("switchyard_gpu_power_watts", g0_labels) is None
-    assert (
-        registry.get_sample_value("switchyard_gpu_agent_loaded_model_vram_bytes", {"host": "h", "model": "b"}) is None
-    )
-    assert registry.get_sample_value("switchyard_gpu_agent_gpus", {"host": "h"}) == 1
-    assert registry.get_sample_value("switchyard_gpu_agent_backend_up", {"host": "h"}) == 0
+    assert registry.get_sample_value("turnout_gpu_memory_used_bytes", g0_labels) == 30
+    assert registry.get_sample_value("turnout_gpu_power_watts", g0_labels) is None
+    assert registry.get_sample_value("turnout_gpu_agent_loaded_model_vram_bytes", {"host": "h", "model": "b"}) is None
+    assert registry.get_sample_value("turnout_gpu_agent_gpus", {"host": "h"}) == 1
+    assert registry.get_sample_value("turnout_gpu_agent_backend_up", {"host": "h"}) == 0

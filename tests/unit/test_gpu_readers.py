@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.common.schemas.fleet import GpuStateV1
-from switchyard.gpu_agent.amd import ROCM_SMI_COMMAND, AmdReader, parse_rocm_smi_meminfo
-from switchyard.gpu_agent.detect import detect_readers, read_all
-from switchyard.gpu_agent.intel import IntelReader, parse_i915_gem_objects, parse_ttm_manager
-from switchyard.gpu_agent.manual import GB, ManualReader
-from switchyard.gpu_agent.nvidia_smi import COMMAND, NvidiaSmiReader, parse_query_gpu
-from switchyard.gpu_agent.sysfs import GpuReadError
+from turnout.common.schemas.fleet import GpuStateV1
+from turnout.gpu_agent.amd import ROCM_SMI_COMMAND, AmdReader, parse_rocm_smi_meminfo
+from turnout.gpu_agent.detect import detect_readers, read_all
+from turnout.gpu_agent.intel import IntelReader, parse_i915_gem_objects, parse_ttm_manager
+from turnout.gpu_agent.manual import GB, ManualReader
+from turnout.gpu_agent.nvidia_smi import COMMAND, NvidiaSmiReader, parse_query_gpu
+from turnout.gpu_agent.sysfs import GpuReadError
 
 FIX = Path(__file__).parents[1] / "fixtures" / "gpu"
 MiB = 1024 * 1024
@@ -225,7 +225,7 @@ def test_manual_borrows_name_and_sensors_from_a_reader_that_sees_the_gpu() -> No
     base = NvidiaSmiReader(smi("gb10.csv"))
     (gpu,) = ManualReader(100, root=FIX / "unified-128g", base=base).read()
     assert (gpu.name, gpu.vendor, gpu.temperature_c, gpu.power_w, gpu.memory_total_bytes) == (
-        "NVIDIA GB10 (memory: SWITCHYARD_GPU_MEMORY_GB)",
+        "NVIDIA GB10 (memory: TURNOUT_GPU_MEMORY_GB)",
         "nvidia",
         41.0,
         4.73,
@@ -271,9 +271,7 @@ def test_detect_manual_override_wins_and_borrows_from_the_first_reader() -> None
     found = detect_readers(root=FIX / "unified-128g", runner=smi("gb10.csv"), nvml=lambda: None, manual_memory_gb=100)
     assert found.sources == ["manual"]
     gpus, _ = read_all(found.readers)
-    assert [(g.name, g.memory_total_bytes) for g in gpus] == [
-        ("NVIDIA GB10 (memory: SWITCHYARD_GPU_MEMORY_GB)", 100 * GB)
-    ]
+    assert [(g.name, g.memory_total_bytes) for g in gpus] == [("NVIDIA GB10 (memory: TURNOUT_GPU_MEMORY_GB)", 100 * GB)]
 
 
 def test_read_all_reports_a_failing_reader_and_keeps_the_others() -> None:
@@ -292,7 +290,7 @@ def test_read_all_reports_a_failing_reader_and_keeps_the_others() -> None:
 
 
 def test_simulated_reader_uses_the_listeners_vram_and_its_ps() -> None:
-    from switchyard.gpu_agent.simulated import SimulatedReader
+    from turnout.gpu_agent.simulated import SimulatedReader
 
     answers = {
         "http://127.0.0.1:11500/_fleet/config": {

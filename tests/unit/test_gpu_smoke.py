@@ -26,11 +26,11 @@ def _load() -> ModuleType:
 smoke = _load()
 
 METRICS = """\
-# HELP switchyard_gpu_memory_used_bytes GPU memory in use
-# TYPE switchyard_gpu_memory_used_bytes gauge
-switchyard_gpu_memory_used_bytes{gpu="0",host="h",uuid="GPU-aaaa",vendor="nvidia"} 1.048576e+09
-switchyard_gpu_memory_used_bytes{gpu="1",host="h",uuid="GPU-bbbb",vendor="nvidia"} 2.097152e+09
-switchyard_gpu_memory_total_bytes{gpu="0",host="h",uuid="GPU-aaaa",vendor="nvidia"} 8.5e+10
+# HELP turnout_gpu_memory_used_bytes GPU memory in use
+# TYPE turnout_gpu_memory_used_bytes gauge
+turnout_gpu_memory_used_bytes{gpu="0",host="h",uuid="GPU-aaaa",vendor="nvidia"} 1.048576e+09
+turnout_gpu_memory_used_bytes{gpu="1",host="h",uuid="GPU-bbbb",vendor="nvidia"} 2.097152e+09
+turnout_gpu_memory_total_bytes{gpu="0",host="h",uuid="GPU-aaaa",vendor="nvidia"} 8.5e+10
 """
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from switchyard.profiler.grading import (
+from turnout.profiler.grading import (
     HEURISTIC,
     Grader,
     grade_constraints,
@@ -19,9 +19,9 @@ from switchyard.profiler.grading import (
     graders_used,
     heuristic_score,
 )
-from switchyard.profiler.judge import JudgeError, Verdict
-from switchyard.profiler.sandbox import CodeSandbox, network_namespace_prefix
-from switchyard.profiler.suite import (
+from turnout.profiler.judge import JudgeError, Verdict
+from turnout.profiler.sandbox import CodeSandbox, network_namespace_prefix
+from turnout.profiler.suite import (
     ConstraintsCheck,
     ExactCheck,
     JsonSchemaCheck,
@@ -31,7 +31,7 @@ from switchyard.profiler.suite import (
     RegexCheck,
     SuitePrompt,
 )
-from switchyard.profiler.text import extract_code, extract_json, final_answer, final_number, strip_think
+from turnout.profiler.text import extract_code, extract_json, final_answer, final_number, strip_think
 
 
 @pytest.mark.parametrize(
@@ -220,13 +220,13 @@ async def test_the_code_has_no_network() -> None:
 
 
 async def test_the_code_sees_a_scrubbed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SWITCHYARD_SECRET_FOR_TEST", "hunter2")
+    monkeypatch.setenv("TURNOUT_SECRET_FOR_TEST", "hunter2")
     code = "import os\ndef env():\n    return dict(os.environ)\n"
     result = await CodeSandbox().run(
-        code, ["assert 'SWITCHYARD_SECRET_FOR_TEST' not in env()", "assert env()['HOME'] == os.getcwd()"]
+        code, ["assert 'TURNOUT_SECRET_FOR_TEST' not in env()", "assert env()['HOME'] == os.getcwd()"]
     )
     assert result.score == 1.0, result
-    assert os.environ["SWITCHYARD_SECRET_FOR_TEST"] == "hunter2"
+    assert os.environ["TURNOUT_SECRET_FOR_TEST"] == "hunter2"
 
 
 async def test_memory_is_limited() -> None:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from switchyard.profiler.judge import JudgeError, JudgeOptions, LLMJudge, parse_verdict
+from turnout.profiler.judge import JudgeError, JudgeOptions, LLMJudge, parse_verdict
 
 
 @dataclass
@@ -146,7 +146,7 @@ async def test_a_client_error_is_not_retried(fake: tuple[FakeOpenAI, str], sessi
 
 
 async def test_connection_refused_is_retried_then_fails(session: aiohttp.ClientSession) -> None:
-    from switchyard.devstack.infra import free_port
+    from turnout.devstack.infra import free_port
 
     judge = make_judge(f"http://127.0.0.1:{free_port()}/v1", session, max_attempts=2)
     with pytest.raises(JudgeError, match="2 attempt"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from switchyard.scorer.learned import LearnedConfig, LearnedIndex, prompt_key
+from turnout.scorer.learned import LearnedConfig, LearnedIndex, prompt_key
 
 
 def unit(*v: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""switchyard.llamafleet.install: finding wheels, refusing to build where it cannot (no llama.cpp needed)."""
+"""turnout.llamafleet.install: finding wheels, refusing to build where it cannot (no llama.cpp needed)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.llamafleet.errors import LlamaUnavailable, WheelUnbuildable
-from switchyard.llamafleet.install import (
+from turnout.llamafleet.errors import LlamaUnavailable, WheelUnbuildable
+from turnout.llamafleet.install import (
     CMAKE_ARGS_ENV,
     PORTABLE_X86_CMAKE_ARGS,
     LlamaHome,

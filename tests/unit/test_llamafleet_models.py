@@ -1,4 +1,4 @@
-"""switchyard.llamafleet.models: specs, names, GGUF writing (no llama.cpp needed)."""
+"""turnout.llamafleet.models: specs, names, GGUF writing (no llama.cpp needed)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import gguf
 import numpy as np
 import pytest
 
-from switchyard.common.backends.names import parse_model_name
-from switchyard.llamafleet.errors import ModelUnavailable
-from switchyard.llamafleet.install import LlamaHome
-from switchyard.llamafleet.models import (
+from turnout.common.backends.names import parse_model_name
+from turnout.llamafleet.errors import ModelUnavailable
+from turnout.llamafleet.install import LlamaHome
+from turnout.llamafleet.models import (
     RAND_6M,
     RAND_300M,
     RAND_600M,

@@ -1,4 +1,4 @@
-"""switchyard.llamafleet.servers: command lines, environment, backend strings, start failures."""
+"""turnout.llamafleet.servers: command lines, environment, backend strings, start failures."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.common.backends.config import BackendKind, parse_backends
-from switchyard.llamafleet.errors import ServerError
-from switchyard.llamafleet.install import LlamaHome, Runtime
-from switchyard.llamafleet.models import RAND_6M, SMOLLM2
-from switchyard.llamafleet.servers import FLEETS, LlamaFleet, LlamaServer, Member, server_env
+from turnout.common.backends.config import BackendKind, parse_backends
+from turnout.llamafleet.errors import ServerError
+from turnout.llamafleet.install import LlamaHome, Runtime
+from turnout.llamafleet.models import RAND_6M, SMOLLM2
+from turnout.llamafleet.servers import FLEETS, LlamaFleet, LlamaServer, Member, server_env
 
 RUNTIME = Runtime(python=Path("/venv/bin/python"), version="0.3.36", wheel=Path("/w.whl"))
 
@@ -41,15 +41,15 @@ def test_argv_serves_the_alias_on_the_port_queueing_requests_without_all_logits(
 
 
 def test_server_env_drops_what_llama_cpp_server_would_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    for k in ("HOST", "PORT", "MODEL", "N_CTX", "SWITCHYARD_BACKENDS"):
+    for k in ("HOST", "PORT", "MODEL", "N_CTX", "TURNOUT_BACKENDS"):
         monkeypatch.setenv(k, "x")
     env = server_env()
-    assert not {"HOST", "PORT", "MODEL", "N_CTX", "SWITCHYARD_BACKENDS"} & env.keys()
+    assert not {"HOST", "PORT", "MODEL", "N_CTX", "TURNOUT_BACKENDS"} & env.keys()
     assert env["PYTHONUNBUFFERED"] == "1"
     assert "PATH" in env
 
 
-def test_backends_value_is_a_valid_switchyard_backends_string(tmp_path: Path) -> None:
+def test_backends_value_is_a_valid_turnout_backends_string(tmp_path: Path) -> None:
     fleet = LlamaFleet(FLEETS["default"], home=LlamaHome(tmp_path, (tmp_path,), tmp_path))
     for i, m in enumerate(fleet.members):
         fleet.servers[m.backend] = server(tmp_path, m, 5000 + i)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from switchyard.common.logging import (
+from turnout.common.logging import (
     JsonFormatter,
     RequestIdFilter,
     TextFormatter,
@@ -25,7 +25,7 @@ def captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(service="gateway"))
     handler.addFilter(RequestIdFilter())
-    logger = logging.getLogger("switchyard.test.logging")
+    logger = logging.getLogger("turnout.test.logging")
     logger.handlers = [handler]
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -48,7 +48,7 @@ def test_every_line_is_json_with_the_fixed_fields(captured: tuple[logging.Logger
     assert (line["level"], line["service"], line["logger"], line["event"], line["request_id"]) == (
         "INFO",
         "gateway",
-        "switchyard.test.logging",
+        "turnout.test.logging",
         "routed to llama3.2:3b in 0.4 ms",
         None,
     )
@@ -124,7 +124,7 @@ def test_configure_logging_installs_json_on_stderr(capsys: pytest.CaptureFixture
         configure_logging("DEBUG", service="sync", json=True)
         token = request_id_var.set("r-9")
         try:
-            logging.getLogger("switchyard.sync.jobs").debug("imported %d rows", 12)
+            logging.getLogger("turnout.sync.jobs").debug("imported %d rows", 12)
         finally:
             request_id_var.reset(token)
         logging.getLogger("uvicorn.access").info("GET / 200")  # quietened to WARNING

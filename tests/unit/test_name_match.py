@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.sync.name_match import LocalModel, NameMatcher, compare, link, normalise
-from switchyard.sync.sources.base import BenchmarkRow
+from turnout.sync.name_match import LocalModel, NameMatcher, compare, link, normalise
+from turnout.sync.sources.base import BenchmarkRow
 
 MATCHES = [
     # (public name, local name, minimum confidence)

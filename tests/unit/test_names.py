@@ -1,6 +1,6 @@
 import pytest
 
-from switchyard.common.backends.names import parse_model_name
+from turnout.common.backends.names import parse_model_name
 
 
 @pytest.mark.parametrize(

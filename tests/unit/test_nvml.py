@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from switchyard.gpu_agent.gpus import GpuProcess, GpuReading, GpuUnavailable, MultiReader
-from switchyard.gpu_agent.nvml import NvmlReader, capture_scenario
 from tests.fixtures.gpu.fake_nvml import SCENARIOS, FakeNvml, load_scenario
+from turnout.gpu_agent.gpus import GpuProcess, GpuReading, GpuUnavailable, MultiReader
+from turnout.gpu_agent.nvml import NvmlReader, capture_scenario
 
 GiB = 2**30
 

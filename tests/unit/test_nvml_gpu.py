@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from switchyard.gpu_agent.gpus import GpuUnavailable
-from switchyard.gpu_agent.nvml import NvmlReader
+from turnout.gpu_agent.gpus import GpuUnavailable
+from turnout.gpu_agent.nvml import NvmlReader
 
 pytestmark = pytest.mark.gpu
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from switchyard.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
-from switchyard.profiler.chat import ChatRequest, ChatResult
-from switchyard.profiler.grading import Grader
-from switchyard.profiler.runner import (
+from turnout.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
+from turnout.profiler.chat import ChatRequest, ChatResult
+from turnout.profiler.grading import Grader
+from turnout.profiler.runner import (
     ModelUnderTest,
     ProfileRunner,
     ProgressEvent,
@@ -19,7 +19,7 @@ from switchyard.profiler.runner import (
     prompt_timeout_s,
     warmup_timeout_s,
 )
-from switchyard.profiler.suite import load_suite
+from turnout.profiler.suite import load_suite
 
 SUITE = load_suite().select({"math", "reasoning", "code", "creative"}, limit_per_category=3)
 REFERENCES = {p.prompt: p.reference or "" for p in SUITE.prompts}

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from switchyard.common.backends.config import BackendConfig, BackendKind
-from switchyard.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
-from switchyard.devstack.infra import free_port
-from switchyard.profiler.chat import BackendChat, ChatRequest
+from turnout.common.backends.config import BackendConfig, BackendKind
+from turnout.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
+from turnout.devstack.infra import free_port
+from turnout.profiler.chat import BackendChat, ChatRequest
 
 REQ = ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=8)
 

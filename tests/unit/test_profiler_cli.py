@@ -1,4 +1,4 @@
-"""``switchyard profile``: enqueue through the admin API and follow progress until the queue is empty."""
+"""``turnout profile``: enqueue through the admin API and follow progress until the queue is empty."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from switchyard.profiler import cli
+from turnout.profiler import cli
 
 
 class FakeAdmin:

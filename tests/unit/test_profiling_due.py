@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from switchyard.profiler.profiling import ProfilingOptions, _due_reason
+from turnout.profiler.profiling import ProfilingOptions, _due_reason
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 OK = ({"status": "ok", "digest": "sha256:aaa", "size_bytes": 4_000}, NOW - timedelta(days=3))

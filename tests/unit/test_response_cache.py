@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from switchyard.gateway.response_cache import Cached, cache_digest, eligible, replay_sse
+from turnout.gateway.response_cache import Cached, cache_digest, eligible, replay_sse
 
 MSGS = [{"role": "user", "content": "hi"}]
 
@@ -16,8 +16,8 @@ MSGS = [{"role": "user", "content": "hi"}]
         ({"messages": MSGS, "temperature": 0, "n": 3}, None, False),
         ({"messages": MSGS, "temperature": 0.7}, "on", True),
         ({"messages": MSGS, "temperature": 0}, "off", False),
-        ({"messages": MSGS, "switchyard": {"cache": True}}, None, True),
-        ({"messages": MSGS, "temperature": 0, "switchyard": {"cache": False}}, None, False),
+        ({"messages": MSGS, "turnout": {"cache": True}}, None, True),
+        ({"messages": MSGS, "temperature": 0, "turnout": {"cache": False}}, None, False),
     ],
 )
 def test_only_deterministic_requests_are_cached_by_default(body, header, expected):
@@ -29,22 +29,22 @@ def test_cache_all_makes_every_single_choice_request_eligible():
 
 
 def test_key_covers_messages_params_model_and_quality_but_not_transport():
-    base = {"model": "switchyard/auto", "messages": MSGS, "temperature": 0}
-    d = cache_digest("chat", base, model="switchyard/auto", quality=0.5)
+    base = {"model": "turnout/auto", "messages": MSGS, "temperature": 0}
+    d = cache_digest("chat", base, model="turnout/auto", quality=0.5)
     assert d == cache_digest(
         "chat",
-        {**base, "stream": True, "user": "u", "switchyard": {"quality": 0.5}},
-        model="switchyard/auto",
+        {**base, "stream": True, "user": "u", "turnout": {"quality": 0.5}},
+        model="turnout/auto",
         quality=0.5,
     )
     assert d != cache_digest(
-        "chat", {**base, "messages": [{"role": "user", "content": "hello"}]}, model="switchyard/auto", quality=0.5
+        "chat", {**base, "messages": [{"role": "user", "content": "hello"}]}, model="turnout/auto", quality=0.5
     )
-    assert d != cache_digest("chat", {**base, "max_tokens": 5}, model="switchyard/auto", quality=0.5)
+    assert d != cache_digest("chat", {**base, "max_tokens": 5}, model="turnout/auto", quality=0.5)
     assert d != cache_digest("chat", base, model="llama3.2:1b", quality=0.5)
-    assert d != cache_digest("chat", base, model="switchyard/auto", quality=0.9)
-    assert d != cache_digest("completion", base, model="switchyard/auto", quality=0.5)
-    assert d != cache_digest("chat", base, model="switchyard/auto", quality=0.5, client="k1")
+    assert d != cache_digest("chat", base, model="turnout/auto", quality=0.9)
+    assert d != cache_digest("completion", base, model="turnout/auto", quality=0.5)
+    assert d != cache_digest("chat", base, model="turnout/auto", quality=0.5, client="k1")
 
 
 async def test_a_stored_chat_completion_replays_as_an_sse_stream():

@@ -3,7 +3,7 @@ v1 payloads that must keep parsing.
 
 When a snapshot test fails, the contract changed. An additive change (a new optional field with
 a default) keeps the version: refresh the snapshot with
-``SWITCHYARD_UPDATE_SNAPSHOTS=1 make test-unit`` and commit it. Anything else (a field removed,
+``TURNOUT_UPDATE_SNAPSHOTS=1 make test-unit`` and commit it. Anything else (a field removed,
 renamed, retyped or made required) is breaking: add a ``V2`` model and queue instead
 (docs/rpc.md, "Versioning").
 """
@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from switchyard.common.rpc.contract import ALL_METHODS
-from switchyard.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
+from turnout.common.rpc.contract import ALL_METHODS
+from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "rpc"
-UPDATE = os.environ.get("SWITCHYARD_UPDATE_SNAPSHOTS") == "1"
+UPDATE = os.environ.get("TURNOUT_UPDATE_SNAPSHOTS") == "1"
 
 CONTRACT_MODELS: list[type[BaseModel]] = sorted(
     {m for method in ALL_METHODS for m in (method.request, method.reply)}, key=lambda m: m.__name__
@@ -42,7 +42,7 @@ def test_contract_schema_matches_the_snapshot(model: type[BaseModel]) -> None:
         if not UPDATE:
             pytest.fail(f"wrote a new snapshot {path.name}; check it in")
     assert json.loads(current) == json.loads(path.read_text()), (
-        f"{model.__name__} changed. Additive change? SWITCHYARD_UPDATE_SNAPSHOTS=1 make test-unit. "
+        f"{model.__name__} changed. Additive change? TURNOUT_UPDATE_SNAPSHOTS=1 make test-unit. "
         "Breaking change? Add a V2 model and queue (docs/rpc.md)."
     )
 

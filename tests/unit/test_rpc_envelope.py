@@ -5,16 +5,16 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from switchyard.common.errors import (
+from turnout.common.errors import (
     DeadlineExceeded,
     MalformedRequest,
     MethodNotFound,
     RemoteError,
     RpcError,
 )
-from switchyard.common.rpc.client import RpcClient
-from switchyard.common.rpc.contract import ALL_METHODS, ROUTE_V1, RpcMethod
-from switchyard.common.rpc.envelope import (
+from turnout.common.rpc.client import RpcClient
+from turnout.common.rpc.contract import ALL_METHODS, ROUTE_V1, RpcMethod
+from turnout.common.rpc.envelope import (
     decode_request,
     encode_reply_error,
     encode_reply_ok,
@@ -23,7 +23,7 @@ from switchyard.common.rpc.envelope import (
     reply_call_id,
     reply_ok_body,
 )
-from switchyard.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
+from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 
 
 def _request(**over: object) -> bytes:

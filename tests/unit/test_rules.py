@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from switchyard.scorer.rules import Rules, RulesStore
 from tests.unit.routing_catalog import Router
+from turnout.scorer.rules import Rules, RulesStore
 
 RULES = textwrap.dedent(
     r"""
@@ -78,7 +78,7 @@ def test_rules_steer_the_ranking(rules):
 
 
 def test_bare_name_resolves_to_latest():
-    from switchyard.scorer.scoring import ModelSpec
+    from turnout.scorer.scoring import ModelSpec
 
     router = Router((ModelSpec("llama3.2:latest", 3),))
     c = Rules().constraints("llama3.2", None, "general", router.table)
@@ -117,7 +117,7 @@ def test_store_hot_reloads_and_keeps_previous_rules_on_a_bad_file(tmp_path, capl
     good = store.current.version
     path.write_text("aliases: [broken\n")
     os.utime(path, (2, 2))
-    with caplog.at_level(logging.ERROR, logger="switchyard.scorer.rules"):
+    with caplog.at_level(logging.ERROR, logger="turnout.scorer.rules"):
         assert store.maybe_reload() is False
     assert store.current.version == good
     assert store.current.resolve_alias("fast") == "llama3.1:8b"

@@ -7,16 +7,16 @@ import math
 
 import pytest
 
-from switchyard.common.backends.clients import UpstreamModel
-from switchyard.common.catalog import (
+from turnout.common.backends.clients import UpstreamModel
+from turnout.common.catalog import (
     derive_capabilities,
     match_key,
     merge_model_row,
     model_facts,
     parse_parameter_size,
 )
-from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
-from switchyard.scorer.index import CatalogIndex, power_of, size_of, speed_of
+from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+from turnout.scorer.index import CatalogIndex, power_of, size_of, speed_of
 
 
 @pytest.mark.parametrize(("text", "billions"), [("8.0B", 8.0), ("567.72M", 0.568), ("1.5T", 1500.0), ("7b", 7.0)])

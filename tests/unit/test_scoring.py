@@ -5,11 +5,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from switchyard.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, ReplicaV1
-from switchyard.common.schemas.route import RequestKind, RouteRequestV1
-from switchyard.scorer.prompt_analysis import PromptAnalysis
-from switchyard.scorer.rules import Rules
-from switchyard.scorer.scoring import (
+from tests.unit.routing_catalog import SPECS, Router
+from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, ReplicaV1
+from turnout.common.schemas.route import RequestKind, RouteRequestV1
+from turnout.scorer.prompt_analysis import PromptAnalysis
+from turnout.scorer.rules import Rules
+from turnout.scorer.scoring import (
     OVERALL,
     Constraints,
     Learned,
@@ -22,7 +23,6 @@ from switchyard.scorer.scoring import (
     model_terms,
     rank,
 )
-from tests.unit.routing_catalog import SPECS, Router
 
 GREETING = "hi!"
 HARD_CODE = "implement a thread-safe LRU cache in Rust with tests"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.sync.sources import LocalFilesOptions, LocalFilesSource, SourceError, SourceFormatError
+from turnout.sync.sources import LocalFilesOptions, LocalFilesSource, SourceError, SourceFormatError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 

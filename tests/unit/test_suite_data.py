@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.common.errors import ConfigError
-from switchyard.profiler.grading import Grader
-from switchyard.profiler.suite import CATEGORIES, Suite, SuitePrompt, load_suite, parse_suite
+from turnout.common.errors import ConfigError
+from turnout.profiler.grading import Grader
+from turnout.profiler.suite import CATEGORIES, Suite, SuitePrompt, load_suite, parse_suite
 
 SUITE = load_suite()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switchyard.common.backends.translate import (
+from turnout.common.backends.translate import (
     OllamaChatStream,
     OllamaGenerateStream,
     OpenAIToOllamaStream,
@@ -36,7 +36,7 @@ TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"
 
 def test_chat_request_maps_options_images_tools_and_json_mode():
     body = {
-        "model": "switchyard/auto",
+        "model": "turnout/auto",
         "messages": [
             {"role": "developer", "content": "be brief"},
             {

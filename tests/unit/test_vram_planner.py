@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from switchyard.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
-from switchyard.common.schemas.vram import OrderAction
-from switchyard.scorer.vram import (
+from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
+from turnout.common.schemas.vram import OrderAction
+from turnout.scorer.vram import (
     Decision,
     DecisionKind,
     GiB,

@@ -19,7 +19,7 @@ if ! command -v "$python" >/dev/null 2>&1; then
   exit 1
 fi
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  echo "bootstrap: $python is $("$python" -V 2>&1); Switchyard needs Python 3.11 or newer" >&2
+  echo "bootstrap: $python is $("$python" -V 2>&1); Turnout needs Python 3.11 or newer" >&2
   exit 1
 fi
 

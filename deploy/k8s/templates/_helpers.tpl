@@ -1,39 +1,39 @@
-{{- define "switchyard.fullname" -}}
-{{- printf "%s-switchyard" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- define "turnout.fullname" -}}
+{{- printf "%s-turnout" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{- define "switchyard.labels" -}}
-app.kubernetes.io/name: switchyard
+{{- define "turnout.labels" -}}
+app.kubernetes.io/name: turnout
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{- define "switchyard.selector" -}}
-app.kubernetes.io/name: switchyard
+{{- define "turnout.selector" -}}
+app.kubernetes.io/name: turnout
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
-{{- define "switchyard.image" -}}
+{{- define "turnout.image" -}}
 {{- printf "%s-%s:%s" .root.Values.image.registry .component (.root.Values.image.tag | default .root.Chart.AppVersion) -}}
 {{- end -}}
 
-{{- define "switchyard.dbSecret" -}}
-{{- .Values.databaseUrlSecret | default (printf "%s-db" (include "switchyard.fullname" .)) -}}
+{{- define "turnout.dbSecret" -}}
+{{- .Values.databaseUrlSecret | default (printf "%s-db" (include "turnout.fullname" .)) -}}
 {{- end -}}
 
 {{/* Environment shared by every component: the ConfigMap, the database URL Secret, then the component's own. */}}
-{{- define "switchyard.env" -}}
+{{- define "turnout.env" -}}
 envFrom:
   - configMapRef:
-      name: {{ include "switchyard.fullname" .root }}
+      name: {{ include "turnout.fullname" .root }}
 env:
-  - name: SWITCHYARD_DATABASE_URL
+  - name: TURNOUT_DATABASE_URL
     valueFrom:
       secretKeyRef:
-        name: {{ include "switchyard.dbSecret" .root }}
+        name: {{ include "turnout.dbSecret" .root }}
         key: DATABASE_URL
   {{- range $k, $v := .env }}
   - name: {{ $k }}
@@ -41,7 +41,7 @@ env:
   {{- end }}
 {{- end -}}
 
-{{- define "switchyard.probes" -}}
+{{- define "turnout.probes" -}}
 livenessProbe:
   httpGet: {path: /health, port: {{ .port }}}
   periodSeconds: 10

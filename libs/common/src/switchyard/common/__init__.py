@@ -1,3 +1,0 @@
-"""Code shared by every Switchyard service: settings, RPC, schemas, DB, backend clients."""
-
-__version__ = "0.1.0"

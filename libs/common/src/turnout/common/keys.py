@@ -1,0 +1,127 @@
+"""Redis key builders. Every key starts with the configured prefix so that several stacks
+(or test runs) can share one Redis server without touching each other's data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "turnout"
+
+    # --- RPC -------------------------------------------------------------------------
+    def rpc_queue(self, method: str, version: int) -> str:
+        return f"{self.prefix}:rpc:{method}:v{version}"
+
+    def rpc_reply(self, client_id: str) -> str:
+        return f"{self.prefix}:rpc:reply:{client_id}"
+
+    def rpc_alive(self, method: str, version: int) -> str:
+        """Heartbeat key, refreshed by every live server of the method (value: replica id)."""
+        return f"{self.prefix}:rpc:alive:{method}:v{version}"
+
+    # --- catalog ---------------------------------------------------------------------
+    @property
+    def catalog_changed(self) -> str:
+        """Pub/sub channel: the catalog in Postgres changed, reload it."""
+        return f"{self.prefix}:catalog:changed"
+
+    @property
+    def scorer_control(self) -> str:
+        """Pub/sub channel: JSON ``{"action": "reload" | "invalidate_cache"}`` for every scorer replica."""
+        return f"{self.prefix}:scorer:control"
+
+    @property
+    def route_cache(self) -> str:
+        """Prefix of the scorer's routing-cache keys (``<this>:<version>:x:<hash>``, ``…:sem``)."""
+        return f"{self.prefix}:routecache"
+
+    def response_cache(self, digest: str) -> str:
+        """The gateway's response cache: one entry per exact request digest."""
+        return f"{self.prefix}:respcache:{digest}"
+
+    @property
+    def catalog_snapshot(self) -> str:
+        """Last catalog the scorer loaded (JSON), read by gateways for their fallback routing."""
+        return f"{self.prefix}:catalog:snapshot"
+
+    # --- fleet -----------------------------------------------------------------------
+    def fleet_host(self, host: str) -> str:
+        return f"{self.prefix}:fleet:host:{host}"
+
+    @property
+    def fleet_hosts(self) -> str:
+        """Sorted set host -> last publish time (unix seconds)."""
+        return f"{self.prefix}:fleet:hosts"
+
+    @property
+    def fleet_changed(self) -> str:
+        return f"{self.prefix}:fleet:changed"
+
+    def inflight(self, backend: str) -> str:
+        """Hash upstream model -> requests in flight on that backend (all gateways)."""
+        return f"{self.prefix}:inflight:{backend}"
+
+    # --- VRAM management --------------------------------------------------------------
+    def vram_lock(self, host: str) -> str:
+        """String lock (``SET NX PX``, value = holder token): one load/unload sequence per host at a time."""
+        return f"{self.prefix}:vram:lock:{host}"
+
+    @property
+    def vram_actions(self) -> str:
+        """List of :class:`VramActionV1` JSON, newest first, capped (``LPUSH`` + ``LTRIM``)."""
+        return f"{self.prefix}:vram:actions"
+
+    @property
+    def vram_status(self) -> str:
+        """String: :class:`VramStatusV1` JSON of the last scorer replica that refreshed (short TTL)."""
+        return f"{self.prefix}:vram:status"
+
+    def vram_pending(self, host: str) -> str:
+        """Hash upstream model -> "bytes:until" for loads the router made room for and the agent
+        has not reported yet, so that concurrent plans count them (entries expire by ``until``)."""
+        return f"{self.prefix}:vram:pending:{host}"
+
+    def vram_last_used(self, host: str) -> str:
+        """Hash upstream model -> last time (unix s) a request was routed to it on that host (LRU)."""
+        return f"{self.prefix}:vram:last_used:{host}"
+
+    # --- events ----------------------------------------------------------------------
+    @property
+    def request_events(self) -> str:
+        return f"{self.prefix}:events:requests"
+
+    @property
+    def feedback_events(self) -> str:
+        return f"{self.prefix}:events:feedback"
+
+    # --- arq -------------------------------------------------------------------------
+    @property
+    def profiler_queue(self) -> str:
+        return f"{self.prefix}:arq:profiler"
+
+    @property
+    def sync_queue(self) -> str:
+        return f"{self.prefix}:arq:sync"
+
+    def service_status(self, service: str) -> str:
+        return f"{self.prefix}:status:{service}"
+
+    # --- profiling and benchmark sync ------------------------------------------------------
+    @property
+    def profiling_active(self) -> str:
+        """Sorted set model -> start time (unix s) of the profiles running now."""
+        return f"{self.prefix}:profiling:active"
+
+    def profiling_progress(self, model: str) -> str:
+        """String: JSON progress of one model's profile (phase, done/total, ETA), with a TTL."""
+        return f"{self.prefix}:profiling:progress:{model}"
+
+    def profiling_slots(self, scope: str) -> str:
+        """Sorted set lease token -> expiry: a counting semaphore (``backend:<name>``, ``host:<name>``)."""
+        return f"{self.prefix}:profiling:slots:{scope}"
+
+    def benchmark_sync_status(self, source: str) -> str:
+        """String: JSON of a benchmark source's last sync run (outcome, counts, time)."""
+        return f"{self.prefix}:sync:benchmarks:{source}"

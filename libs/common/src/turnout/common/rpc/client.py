@@ -1,0 +1,260 @@
+"""RPC client: pushes requests onto the method's queue and resolves replies from its own channel.
+
+One reader task per client subscribes to its own channel ``rpc:reply:<client_id>`` over a
+dedicated connection (requests say ``reply_via: "channel"``); each reply is pushed to it and
+resolves the pending future by call id (nameko's ReplyListener pattern). If
+the reader loses Redis, every call in flight fails at once with :class:`RpcUnavailable` and
+the reader reconnects with back-off. A background task watches each method's heartbeat key so
+that ``call`` fails fast when no server is alive, instead of waiting out the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+import orjson
+from prometheus_client import REGISTRY, CollectorRegistry
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from turnout.common.errors import RemoteError, RpcError, RpcTimeout, RpcUnavailable
+from turnout.common.keys import Keys
+from turnout.common.logging import request_id_var
+from turnout.common.metrics import rpc_metrics
+from turnout.common.rpc.contract import Rep, Req, RpcMethod
+from turnout.common.rpc.envelope import encode_request, error_from_reply, reply_call_id, reply_ok_body
+from turnout.common.rpc.resp import RespConnection, RespLink
+from turnout.common.rpc.transport import PushExpire
+
+log = logging.getLogger(__name__)
+
+QUEUE_TTL_S = 60
+READER_PING_S = 5.0
+"""The reply reader's subscription is checked with a ``PING`` after this long without loss."""
+
+
+class RpcClient:
+    def __init__(
+        self,
+        redis_url: str,
+        keys: Keys,
+        *,
+        client_id: str | None = None,
+        watch: tuple[RpcMethod[Any, Any], ...] = (),
+        registry: CollectorRegistry = REGISTRY,
+        heartbeat_poll_s: float = 0.5,
+        reader_ping_s: float = READER_PING_S,
+    ) -> None:
+        self._url = redis_url
+        self._keys = keys
+        self.client_id = client_id or uuid.uuid4().hex
+        self._reply_key = keys.rpc_reply(self.client_id)
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._redis: Redis | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reader_up = asyncio.Event()
+        self._alive: dict[str, bool] = {}
+        self._watch = watch
+        self._heartbeat_poll_s = heartbeat_poll_s
+        self._reader_ping_s = reader_ping_s
+        self._metrics = rpc_metrics(registry)
+        self._closed = False
+
+    async def start(self) -> None:
+        self._redis = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
+        self._link = RespLink(self._url)
+        self._push = PushExpire(self._link)
+        self._tasks.append(asyncio.create_task(self._read_replies(), name="rpc-reply-reader"))
+        if self._watch:
+            await self._poll_heartbeats()
+            self._tasks.append(asyncio.create_task(self._watch_heartbeats(), name="rpc-heartbeat-watch"))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reader_up.wait(), timeout=2.0)
+
+    async def close(self) -> None:
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._fail_pending(RpcUnavailable("RPC client closed"))
+        if self._redis is not None:
+            self._link.close()
+            await self._redis.aclose()
+
+    async def __aenter__(self) -> RpcClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def server_alive(self, method: RpcMethod[Any, Any]) -> bool:
+        """Last known heartbeat state (True when the method is not watched)."""
+        return self._alive.get(method.label, True)
+
+    async def call(
+        self, method: RpcMethod[Req, Rep], body: Req, *, timeout: float, request_id: str | None = None
+    ) -> Rep:
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            reply = await self._call(method, body, timeout=timeout, request_id=request_id)
+            outcome = "ok"
+            return reply
+        except RpcTimeout:
+            outcome = "timeout"
+            raise
+        except RpcUnavailable:
+            outcome = "unavailable"
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            self._metrics.child(self._metrics.calls, method.label, outcome).inc()
+            self._metrics.child(self._metrics.duration, method.label, outcome).observe(elapsed)
+
+    async def _call(self, method: RpcMethod[Req, Rep], body: Req, *, timeout: float, request_id: str | None) -> Rep:
+        if self._redis is None or self._closed:
+            raise RpcUnavailable("RPC client is not started")
+        if not self._reader_up.is_set():
+            raise RpcUnavailable("RPC reply reader is disconnected from Redis")
+        if not self._alive.get(method.label, True):
+            raise RpcUnavailable(f"no live server for {method.label}")
+        call_id = f"{random.getrandbits(64):016x}"  # unique among this client's pending calls
+        deadline = time.time() + timeout
+        payload = encode_request(
+            call_id=call_id,
+            method=method.name,
+            mv=method.version,
+            deadline=deadline,
+            request_id=request_id or request_id_var.get(),
+            reply_to=self._reply_key,
+            reply_via="channel",
+            body=body.model_dump_json(exclude_defaults=True).encode(),
+        )
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self._pending[call_id] = fut
+        queue = self._keys.rpc_queue(method.name, method.version)
+        # one wait for push and reply: a failed push fails the reply's future at once, and so
+        # does the deadline (a timer, cheaper than a timeout context around the await)
+        self._push.submit(queue, payload, QUEUE_TTL_S).add_done_callback(partial(_push_failed, fut, method.label))
+        timer = loop.call_later(max(timeout, 0.001), _expire, fut, method.label, timeout)
+        try:
+            raw = await fut
+        finally:
+            timer.cancel()
+            self._pending.pop(call_id, None)
+        return self._decode(method, raw)
+
+    @staticmethod
+    def _decode(method: RpcMethod[Req, Rep], raw: bytes) -> Rep:
+        try:
+            body = reply_ok_body(raw)
+            if body is not None:
+                return method.reply.model_validate_json(body)
+            env = orjson.loads(raw)
+            if env.get("ok"):
+                return method.reply.model_validate(env.get("body") or {})
+            raise error_from_reply(env.get("error") or {})
+        except (orjson.JSONDecodeError, ValidationError, AttributeError) as exc:
+            raise RemoteError(f"malformed reply for {method.label}: {exc}") from exc
+
+    async def _read_replies(self) -> None:
+        backoff = 0.05
+        while not self._closed:
+            conn: RespConnection | None = None
+            try:
+                conn = await RespConnection.open(self._url, on_message=self._on_reply)
+                await conn.execute("SUBSCRIBE", self._reply_key)
+                self._reader_up.set()
+                backoff = 0.05
+                # replies arrive by themselves; wait for the link to drop, checking it now and then
+                lost = asyncio.ensure_future(conn.wait_lost())
+                try:
+                    while True:
+                        done, _ = await asyncio.wait({lost}, timeout=self._reader_ping_s)
+                        if done:
+                            raise lost.result()
+                        async with asyncio.timeout(self._reader_ping_s):  # a silent link times out: reconnect
+                            await conn.execute("PING")
+                finally:
+                    lost.cancel()
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, OSError, RedisError) as exc:
+                if self._reader_up.is_set():
+                    log.warning("RPC reply reader lost Redis: %s", exc)
+                self._reader_up.clear()
+                self._fail_pending(RpcUnavailable(f"lost connection to Redis: {exc}"))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                if conn is not None:
+                    conn.close()
+
+    def _on_reply(self, _channel: bytes, raw: bytes) -> None:
+        self._resolve(raw)
+
+    def _resolve(self, raw: bytes) -> None:
+        call_id = reply_call_id(raw)
+        if call_id is None:
+            log.warning("dropping malformed RPC reply")
+            return
+        fut = self._pending.get(call_id)
+        if fut is not None and not fut.done():
+            fut.set_result(raw)
+
+    def _fail_pending(self, exc: RpcError) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+
+    async def _poll_heartbeats(self) -> None:
+        assert self._redis is not None
+        for m in self._watch:
+            try:
+                self._alive[m.label] = bool(await self._redis.exists(self._keys.rpc_alive(m.name, m.version)))
+            except (RedisError, OSError):
+                self._alive[m.label] = False
+
+    async def _watch_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_poll_s)
+            await self._poll_heartbeats()
+
+
+def _expire(reply: asyncio.Future[bytes], label: str, timeout: float) -> None:
+    if not reply.done():
+        reply.set_exception(RpcTimeout(f"{label}: no reply within {timeout:.3f}s"))
+
+
+def _push_failed(reply: asyncio.Future[bytes], label: str, pushed: asyncio.Future[None]) -> None:
+    if pushed.cancelled():
+        return
+    exc = pushed.exception()  # read even when the call is over: no "never retrieved" warning
+    if exc is None or reply.done():
+        return
+    if isinstance(exc, TimeoutError):  # before OSError, its base class
+        reply.set_exception(RpcTimeout(f"{label}: the push to Redis timed out"))
+    else:
+        reply.set_exception(RpcUnavailable(f"cannot push RPC request: {exc}"))
+
+
+def new_client_id(service: str) -> str:
+    return f"{service}-{uuid.uuid4().hex[:12]}"
+
+
+__all__ = ["RpcClient", "new_client_id"]

@@ -1,0 +1,246 @@
+"""RPC server: competing consumers on each method's queue.
+
+Every replica pops from the same list, so each request is handled exactly once. Requests
+whose deadline has passed are dropped without a reply (the caller has given up). A
+heartbeat key per method, refreshed every second with a 3 s TTL, tells clients a server is
+alive. Losing Redis is survived: the loop reconnects with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from turnout.common.errors import MalformedRequest, MethodNotFound, RemoteError
+from turnout.common.keys import Keys
+from turnout.common.logging import request_id_var
+from turnout.common.metrics import rpc_metrics
+from turnout.common.rpc.contract import Rep, Req, RpcMethod
+from turnout.common.rpc.envelope import decode_request, encode_reply_error, encode_reply_ok
+from turnout.common.rpc.resp import RespConnection, RespLink
+from turnout.common.rpc.transport import BatchPop, Publisher, PushExpire
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_S = 1.0
+HEARTBEAT_TTL_MS = 3000
+REPLY_TTL_S = 60
+REPLY_TIMEOUT_S = 5.0
+SERVE_BATCH = 8
+"""Requests one replica takes per round trip when several wait (small, so replicas share work)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RpcContext:
+    call_id: str
+    request_id: str | None
+    deadline: float
+
+    @property
+    def remaining(self) -> float:
+        return self.deadline - time.time()
+
+
+Handler = Callable[[Any, RpcContext], Awaitable[BaseModel]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Replies:
+    push: PushExpire  # reply_via "list"
+    publish: Publisher  # reply_via "channel"
+
+
+class RpcServer:
+    def __init__(
+        self,
+        redis_url: str,
+        keys: Keys,
+        *,
+        replica_id: str,
+        max_concurrency: int = 256,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self._url = redis_url
+        self._keys = keys
+        self.replica_id = replica_id
+        self._handlers: dict[str, tuple[RpcMethod[Any, Any], Handler]] = {}
+        self._max_concurrency = max_concurrency
+        self._room = asyncio.Event()  # set when a handler ends while the consumer waits for room
+        self._metrics = rpc_metrics(registry)
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._replying: set[asyncio.Future[Any]] = set()
+        self._unblock: tuple[Redis, int] | None = None
+        self.connected = False
+        self.handled = 0
+
+    def register(self, method: RpcMethod[Req, Rep], handler: Callable[[Req, RpcContext], Awaitable[Rep]]) -> None:
+        self._handlers[self._keys.rpc_queue(method.name, method.version)] = (method, handler)
+
+    async def serve(self) -> None:
+        """Run until :meth:`stop`. Survives Redis restarts."""
+        if not self._handlers:
+            raise RuntimeError("no RPC handlers registered")
+        backoff = 0.05
+        while not self._stopping.is_set():
+            reader: RespConnection | None = None
+            link = RespLink(self._url)
+            writer = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
+            beat = asyncio.create_task(self._heartbeat(writer), name="rpc-heartbeat")
+            try:
+                reader = await RespConnection.open(self._url)
+                self._unblock = (writer, await reader.execute("CLIENT", "ID"))
+                self.connected = True
+                backoff = 0.05
+                log.info("RPC server %s serving %s", self.replica_id, ", ".join(self._handlers))
+                await self._consume(reader, _Replies(PushExpire(link), Publisher(link)))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("RPC server lost Redis: %s", exc)
+                self.connected = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                self._unblock = None
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await beat
+                await self._drain()
+                with contextlib.suppress(Exception):
+                    await self._clear_heartbeat(writer)
+                if reader is not None:
+                    reader.close()
+                link.close()
+                with contextlib.suppress(Exception):
+                    await writer.aclose()
+        self.connected = False
+
+    async def stop(self) -> None:
+        """Stop taking work now; what is in flight is finished. The blocking pop is ended by
+        ``CLIENT UNBLOCK … TIMEOUT`` (it returns empty, as if it had timed out), so that nothing
+        already popped is lost on the way, as it could be by closing the connection under it."""
+        self._stopping.set()
+        if self._unblock is not None:
+            writer, reader_id = self._unblock
+            with contextlib.suppress(RedisError, OSError):
+                await writer.client_unblock(reader_id)  # as a timeout, not an error
+
+    async def _consume(self, reader: RespConnection, replies: _Replies) -> None:
+        queues = list(self._handlers)
+        popper = BatchPop(SERVE_BATCH)
+        while not self._stopping.is_set():
+            room = self._max_concurrency - len(self._inflight)
+            if room <= 0:  # as many handlers running as allowed: pop nothing until one ends
+                self._room.clear()
+                await self._room.wait()
+                continue
+            # the replies of the handlers that finished since the last pop go in the same write
+            queue, raws = await popper.pop(reader, queues, replies=replies.publish, count=min(SERVE_BATCH, room))
+            for raw in raws:
+                assert queue is not None
+                task = asyncio.create_task(self._handle(replies, queue.decode(), raw))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+            # let the handlers start (and reply) before the next BLMPOP is written
+            await asyncio.sleep(0)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._room.set()
+
+    async def _drain(self) -> None:
+        """Let the handlers in flight finish and their replies reach Redis (5 s at most each)."""
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=REPLY_TIMEOUT_S)
+        if self._replying:
+            await asyncio.wait(set(self._replying), timeout=REPLY_TIMEOUT_S)
+
+    async def _handle(self, replies: _Replies, queue: str, raw: bytes) -> None:
+        start = time.perf_counter()
+        entry = self._handlers.get(queue)
+        label = entry[0].label if entry else queue
+        try:
+            env = decode_request(raw)
+        except MalformedRequest as exc:
+            self._metrics.child(self._metrics.served, label, "malformed").inc()
+            log.warning("dropping malformed RPC request on %s: %s", queue, exc)
+            return  # no reply_to we can trust
+        call_id, reply_to = env["id"], env["reply_to"]
+        if env["deadline"] < time.time():
+            self._metrics.child(self._metrics.dropped, label).inc()
+            return
+        token = request_id_var.set(env.get("request_id"))
+        outcome = "ok"
+        try:
+            if entry is None or entry[0].name != env["method"]:
+                raise MethodNotFound(f"method {env['method']!r} v{env.get('mv')} is not served on {queue}")
+            method, handler = entry
+            try:
+                body = method.request.model_validate(env.get("body") or {})
+            except ValidationError as exc:
+                raise MalformedRequest(f"invalid {method.label} body: {exc.error_count()} error(s): {exc}") from exc
+            ctx = RpcContext(call_id=call_id, request_id=env.get("request_id"), deadline=env["deadline"])
+            result = await handler(body, ctx)
+            payload = encode_reply_ok(call_id, result.model_dump_json().encode())
+        except RemoteError as exc:
+            outcome = exc.type_name
+            payload = encode_reply_error(call_id, exc)
+        except Exception as exc:
+            outcome = "error"
+            log.exception("RPC handler for %s failed", label)
+            payload = encode_reply_error(call_id, exc)
+        finally:
+            request_id_var.reset(token)
+        self.handled += 1
+        self._metrics.child(self._metrics.served, label, outcome).inc()
+        self._metrics.child(self._metrics.handle_duration, label).observe(time.perf_counter() - start)
+        # the reply is handed over, not awaited: the task ends here, and the sender settles it
+        # (a task woken by every reply's acknowledgement cost the server ~10 % of its CPU)
+        if env["reply_via"] == "channel":
+            sent: asyncio.Future[Any] = replies.publish.submit(reply_to, payload)
+        else:
+            sent = replies.push.submit(reply_to, payload, REPLY_TTL_S)
+        self._replying.add(sent)
+        sent.add_done_callback(partial(self._replied, reply_to))
+
+    def _replied(self, reply_to: str, sent: asyncio.Future[Any]) -> None:
+        self._replying.discard(sent)
+        if sent.cancelled():
+            return
+        exc = sent.exception()
+        if exc is not None:
+            log.warning("could not send RPC reply: %s", exc)
+        elif sent.result() == 0:  # PUBLISH reached no subscriber
+            log.debug("nobody listens on %s any more (its caller is gone)", reply_to)
+
+    async def _heartbeat(self, writer: Redis) -> None:
+        keys = {self._keys.rpc_alive(m.name, m.version) for m, _ in self._handlers.values()}
+        while True:
+            try:
+                async with writer.pipeline(transaction=False) as pipe:
+                    for k in keys:
+                        pipe.set(k, self.replica_id, px=HEARTBEAT_TTL_MS)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.debug("heartbeat failed: %s", exc)
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    async def _clear_heartbeat(self, writer: Redis) -> None:
+        """On shutdown, drop the heartbeat only if it is ours, so clients fall back at once."""
+        for m, _ in self._handlers.values():
+            key = self._keys.rpc_alive(m.name, m.version)
+            if await writer.get(key) == self.replica_id.encode():
+                await writer.delete(key)

@@ -1,0 +1,117 @@
+"""Who may change what a GPU host holds, and what is about to land there — shared by the scorer's
+VRAM planner (``turnout.scorer.vram_actions``) and the profiler (which loads models to profile).
+
+* :class:`HostLock` — ``SET <prefix>:vram:lock:<host> <token> NX PX <ttl>``; released with a
+  compare-and-delete script so a holder never frees a lock another one took after its own
+  expired; :meth:`HostLock.held` extends it (compare-and-``PEXPIRE``) while a long sequence runs.
+* Pending loads — ``<prefix>:vram:pending:<host>``, a hash upstream model -> ``"bytes:until"``:
+  a load somebody made room for (or started) that the host's gpu-agent has not reported yet, so
+  that plans made meanwhile count it (:func:`pending_loads`); entries expire by ``until``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from turnout.common.keys import Keys
+
+log = logging.getLogger(__name__)
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+_EXTEND = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+)
+PENDING_TTL_S = 60.0
+
+
+class HostLock:
+    """A Redis lock with expiry for one host, released only by its holder."""
+
+    def __init__(self, redis: Redis, key: str, *, ttl_s: float, token: str | None = None) -> None:
+        self._redis = redis
+        self.key = key
+        self.ttl_ms = max(int(ttl_s * 1000), 1)
+        self.token = token or uuid.uuid4().hex
+
+    async def acquire(self, wait_s: float = 0.0, *, poll_s: float = 0.02) -> bool:
+        deadline = time.monotonic() + wait_s
+        while True:
+            if await self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(poll_s)
+
+    async def release(self) -> bool:
+        return bool(await self._redis.eval(_RELEASE, 1, self.key, self.token))  # type: ignore[misc]
+
+    async def extend(self) -> bool:
+        return bool(await self._redis.eval(_EXTEND, 1, self.key, self.token, str(self.ttl_ms)))  # type: ignore[misc]
+
+    @asynccontextmanager
+    async def held(self, wait_s: float = 0.0) -> AsyncIterator[bool]:
+        """Yields whether the lock was taken; keeps it alive while held; releases it after."""
+        got = await self.acquire(wait_s)
+        keeper: asyncio.Task[None] | None = None
+        if got:
+            keeper = asyncio.create_task(self._keep(), name=f"lock-keeper:{self.key}")
+        try:
+            yield got
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+            if got:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.release()
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            with contextlib.suppress(RedisError, OSError):
+                if not await self.extend():
+                    log.warning("lost VRAM lock %s (expired and taken by another replica)", self.key)
+                    return
+
+
+async def reserve_pending(
+    redis: Redis,
+    keys: Keys,
+    host: str,
+    model: str,
+    nbytes: int,
+    *,
+    ttl_s: float = PENDING_TTL_S,
+    now: float | None = None,
+) -> None:
+    """Count ``model`` as loading on ``host`` until the agent reports it (or ``ttl_s`` passes)."""
+    until = (time.time() if now is None else now) + ttl_s
+    await redis.hset(keys.vram_pending(host), model, f"{nbytes}:{until:.3f}")  # type: ignore[misc]
+    await redis.expire(keys.vram_pending(host), int(ttl_s) + 1)
+
+
+async def clear_pending(redis: Redis, keys: Keys, host: str, model: str) -> None:
+    with contextlib.suppress(RedisError, OSError):
+        await redis.hdel(keys.vram_pending(host), model)  # type: ignore[misc]
+
+
+async def pending_loads(redis: Redis, keys: Keys, host: str, *, now: float | None = None) -> dict[str, int]:
+    """Loads made room for on ``host`` that have not expired: model -> bytes."""
+    now = time.time() if now is None else now
+    out: dict[str, int] = {}
+    for model, raw in (await redis.hgetall(keys.vram_pending(host))).items():  # type: ignore[misc]
+        nbytes, _, until = raw.decode().partition(":")
+        with contextlib.suppress(ValueError):
+            if float(until) > now:
+                out[model.decode()] = int(nbytes)
+    return out

@@ -1,0 +1,75 @@
+"""``python -m turnout.gateway``: load settings, wait for the schema, serve with uvicorn + uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+
+import uvicorn
+from prometheus_client import REGISTRY
+
+from turnout.common.db.migrate import wait_for_head
+from turnout.common.errors import ConfigError
+from turnout.common.logging import configure_logging
+from turnout.gateway.app import create_app
+from turnout.gateway.server_protocol import PROTOCOL
+from turnout.gateway.settings import GatewaySettings
+
+log = logging.getLogger("turnout.gateway")
+
+
+def _load() -> GatewaySettings:
+    try:
+        return GatewaySettings.load()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from exc
+
+
+def worker_app() -> object:
+    """App factory for ``workers > 1``: each worker process builds its settings from the same
+    environment as the parent (uvicorn imports the app by name in each worker)."""
+    settings = _load()
+    configure_logging(settings.log_level, service="gateway", json=settings.log_json)
+    return create_app(settings, registry=REGISTRY, multiprocess=True)
+
+
+async def _wait_schema(settings: GatewaySettings) -> None:
+    if settings.gateway.schema_wait_s <= 0:
+        return
+    try:
+        await wait_for_head(settings.database_url, timeout_s=settings.gateway.schema_wait_s)
+    except Exception as exc:  # Postgres slow or behind: serve anyway, /ready reports it
+        log.warning("database schema not ready yet (%s); serving anyway, /ready reports it", exc)
+
+
+def main() -> None:
+    settings = _load()
+    configure_logging(settings.log_level, service="gateway", json=settings.log_json)
+    opts = settings.gateway
+    asyncio.run(_wait_schema(settings))
+    common = {
+        "host": opts.host,
+        "port": opts.port,
+        "loop": "uvloop",
+        "http": PROTOCOL,  # httptools, with the writes of a loop iteration sent as one
+        "lifespan": "on",
+        "access_log": opts.access_log,
+        "log_config": None,
+        "timeout_graceful_shutdown": 10,
+        "server_header": False,
+    }
+    log.info("gateway listening on http://%s:%d (%d worker(s))", opts.host, opts.port, opts.workers)
+    if opts.workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(settings, registry=REGISTRY), **common)).run()  # type: ignore[arg-type]
+        return
+    # several workers: Prometheus multi-process mode, one shared directory per run
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="turnout-gateway-metrics-"))
+    uvicorn.run("turnout.gateway.__main__:worker_app", factory=True, workers=opts.workers, **common)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Every error the gateway shows a client, in OpenAI's shape: ``{"error": {message, type, param, code}}``.
+
+This is the only module that builds error JSON: the exception handlers, the body-size
+middleware, the SSE error event sent when a stream breaks after its first byte and the
+NDJSON error line of the Ollama endpoints all call :func:`error_body`.
+
+GatewayError                      raised by the gateway itself (status, type, code, param)
+├── InvalidRequest           400  malformed JSON, missing or invalid values, unservable request
+├── InvalidType              422  a field of the wrong type
+├── Unauthorized             401  missing or unknown client key
+├── ModelNotFound            404  the requested model does not exist
+├── BodyTooLarge             413  request body over ``max_body_bytes``
+├── RateLimited              429  every candidate answered 429
+├── UpstreamFailed           502  every candidate failed with an HTTP error or a broken reply
+├── NoBackendAvailable       503  no candidate, or none could be reached
+└── UpstreamTimedOut         504  the candidates timed out
+
+Library exceptions are mapped too: ``BackendStatusError`` (4xx passed through, else 502),
+``BackendUnavailable`` (503), ``BackendTimeout`` (504), FastAPI's ``RequestValidationError``
+(422, or 400 for malformed JSON) and Starlette's ``HTTPException`` (its status).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout, BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+JSON_MEDIA = "application/json"
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class InvalidType(GatewayError):
+    status = 422
+    type = "invalid_request_error"
+    code = "invalid_type"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class BodyTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamFailed(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "bad_gateway"
+
+
+class NoBackendAvailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "no_backend_available"
+
+
+class UpstreamTimedOut(GatewayError):
+    status = 504
+    type = "timeout"
+    code = "upstream_timeout"
+
+
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_PASSED_THROUGH = {400, 404, 413, 422}
+
+
+def error_body(
+    status: int, message: str, *, type: str | None = None, code: str | None = None, param: str | None = None
+) -> bytes:
+    if type is None:
+        type = _STATUS_TYPES.get(status, "server_error" if status < 502 else "upstream_error")
+    return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
+
+
+def as_gateway_error(exc: BaseException) -> GatewayError:
+    """Any exception as the :class:`GatewayError` a client should see."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, BackendStatusError):
+        message = upstream_message(exc.body) or str(exc)
+        if exc.status in _PASSED_THROUGH:
+            err: GatewayError = {400: InvalidRequest, 404: ModelNotFound, 413: BodyTooLarge, 422: InvalidType}[
+                exc.status
+            ](message, code="upstream_" + str(exc.status))
+            return err
+        if exc.status == 429:
+            return RateLimited(message)
+        return UpstreamFailed(message)
+    if isinstance(exc, BackendTimeout):
+        return UpstreamTimedOut(str(exc))
+    if isinstance(exc, BackendUnavailable):
+        return NoBackendAvailable(str(exc))
+    if isinstance(exc, BackendError):
+        return UpstreamFailed(str(exc))
+    return GatewayError("internal error", code="internal_error")
+
+
+def upstream_message(body: bytes) -> str | None:
+    """The message inside an upstream error body (OpenAI or Ollama shape), if there is one."""
+    if not body:
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:300].decode("utf-8", "replace").strip() or None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return None
+
+
+def gateway_error_body(exc: GatewayError) -> bytes:
+    return error_body(exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param)
+
+
+def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:
+    err = as_gateway_error(exc)
+    return Response(gateway_error_body(err), status_code=err.status, media_type=JSON_MEDIA, headers=headers)
+
+
+def sse_error_event(exc: BaseException) -> bytes:
+    """The SSE event that ends a stream broken after its first byte (the OpenAI SDK raises on it)."""
+    return b"data: " + gateway_error_body(as_gateway_error(exc)) + b"\n\n"
+
+
+def ndjson_error_line(exc: BaseException) -> bytes:
+    """Ollama's stream error line: ``{"error": "message"}``."""
+    return orjson.dumps({"error": as_gateway_error(exc).message}) + b"\n"
+
+
+def ollama_error_response(exc: BaseException) -> Response:
+    """Ollama clients read ``{"error": "message"}`` bodies."""
+    err = as_gateway_error(exc)
+    return Response(orjson.dumps({"error": err.message}), status_code=err.status, media_type=JSON_MEDIA)
+
+
+# --- handlers ----------------------------------------------------------------------------------
+
+
+def _loc(err: dict[str, Any]) -> str | None:
+    parts = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+_VALUE_ERRORS = frozenset(
+    {
+        "value_error",
+        "assertion_error",
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "multiple_of",
+        "too_long",
+        "too_short",
+        "string_too_long",
+        "string_too_short",
+        "literal_error",
+        "enum",
+    }
+)
+
+
+async def _validation_handler(_: Request, exc: Exception) -> Response:
+    """Pydantic-validated bodies (feedback, query parameters): malformed JSON, a missing field or a
+    value out of bounds is 400; a value of the wrong type is 422."""
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    first = errors[0] if errors else {}
+    kind = first.get("type")
+    if kind == "json_invalid":
+        return error_response(InvalidRequest("request body is not valid JSON", code="invalid_json"))
+    param = _loc(first)
+    msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    text = f"{param}: {msg}" if param else msg
+    if kind == "missing":
+        err: GatewayError = InvalidRequest(
+            f"'{param}' is a required property", param=param, code="missing_required_parameter"
+        )
+    elif kind == "extra_forbidden":
+        err = InvalidRequest(f"Unrecognized request argument supplied: {param}", param=param, code="unknown_parameter")
+    elif kind in _VALUE_ERRORS:
+        err = InvalidRequest(text, param=param, code="invalid_value")
+    else:
+        err = InvalidType(text, param=param)
+    return error_response(err)
+
+
+async def _http_handler(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    body = error_body(exc.status_code, str(exc.detail), code=code)
+    return Response(body, status_code=exc.status_code, media_type=JSON_MEDIA, headers=exc.headers)
+
+
+async def _gateway_handler(request: Request, exc: Exception) -> Response:
+    if request.url.path.startswith("/api/"):
+        return ollama_error_response(exc)
+    return error_response(exc)
+
+
+async def _unhandled_handler(_: Request, exc: Exception) -> Response:
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return error_response(exc)
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(GatewayError, _gateway_handler)
+    app.add_exception_handler(BackendError, _gateway_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)

@@ -1,0 +1,86 @@
+"""Local routing when the scorer cannot answer: simple, predictable rules over the last catalog.
+
+1. A concrete model name: that model's replicas, or :class:`ModelNotFound`.
+2. Otherwise keep the models that can serve the request (embedding for embeddings; chat models
+   for chat and completions; vision when there are images; tools when there are tools), then
+   order them by how close their size is to a target that grows with the prompt length
+   (~3B for a short question, ~8B under 1k tokens, ~14B under 4k, the largest beyond), smaller
+   first on ties. Each model contributes its replicas, in catalog order.
+"""
+
+from __future__ import annotations
+
+from turnout.common.schemas.catalog import CatalogModelV1
+from turnout.common.schemas.route import CandidateV1, RequestKind, RouteRequestV1
+from turnout.gateway.errors import InvalidRequest, ModelNotFound
+
+UNKNOWN_SIZE_B = 7.0
+MAX_MODELS = 4
+
+
+def target_size_b(est_prompt_tokens: int) -> float:
+    if est_prompt_tokens < 200:
+        return 3.0
+    if est_prompt_tokens < 1000:
+        return 8.0
+    if est_prompt_tokens < 4000:
+        return 14.0
+    return 1e6  # as large as there is
+
+
+def can_serve(model: CatalogModelV1, req: RouteRequestV1) -> bool:
+    caps = model.capabilities
+    if req.kind is RequestKind.EMBEDDING:
+        return caps.embedding
+    if caps.embedding and not caps.chat:
+        return False
+    if req.kind is RequestKind.COMPLETION and not caps.completion:
+        return False
+    if req.kind is RequestKind.CHAT and not caps.chat:
+        return False
+    if req.has_images and not caps.vision:
+        return False
+    return not (req.has_tools and not caps.tools)
+
+
+def _candidates(model: CatalogModelV1, reason: str) -> list[CandidateV1]:
+    return [
+        CandidateV1(model=model.name, backend=r.backend, upstream_model=r.upstream_model, reasons=[reason])
+        for r in model.replicas
+    ]
+
+
+def fallback_candidates(models: list[CatalogModelV1], req: RouteRequestV1) -> list[CandidateV1]:
+    if req.requested_model is not None:
+        model = next((m for m in models if m.name == req.requested_model), None)
+        if model is None or not model.replicas:
+            raise ModelNotFound(f"The model '{req.requested_model}' does not exist", param="model")
+        return _candidates(model, "fallback: requested model")
+    usable = [m for m in models if m.replicas and can_serve(m, req)]
+    if not usable:
+        need = _needs(req)
+        raise InvalidRequest(f"no available model can serve this request ({need})", code="unservable")
+    target = target_size_b(req.est_prompt_tokens)
+
+    def key(m: CatalogModelV1) -> tuple[float, float]:
+        size = m.params_b if m.params_b is not None else UNKNOWN_SIZE_B
+        return (abs(size - target), size)
+
+    ranked = sorted(usable, key=key)[:MAX_MODELS]
+    size = "the largest model" if target >= 1e6 else f"size closest to {target:g}B"
+    reason = f"fallback: {size} for ~{req.est_prompt_tokens} prompt tokens"
+    out: list[CandidateV1] = []
+    for m in ranked:
+        out.extend(_candidates(m, reason))
+    return out
+
+
+def _needs(req: RouteRequestV1) -> str:
+    if req.kind is RequestKind.EMBEDDING:
+        return "needs an embedding model"
+    needs = [req.kind.value]
+    if req.has_images:
+        needs.append("vision")
+    if req.has_tools:
+        needs.append("tools")
+    return "needs " + " + ".join(needs)

@@ -1,0 +1,412 @@
+"""Forwarding to backends: candidates in order, dialect translation, pass-through streaming.
+
+One ``aiohttp.ClientSession`` per process. Per attempt: ``sock_connect`` and ``sock_read``
+timeouts, never ``total`` (streams last). A candidate that fails *before the first byte* (the
+first stream event, or the whole body when not streaming) — connection error, timeout, HTTP
+5xx/429/404/401/403, a broken or empty reply — is recorded and the next one is tried, up to
+``max_attempts``. 400/413/422 from a backend are the client's problem and are returned as such.
+
+Everything leaves this module in OpenAI form with the gateway's response id and the public
+model name: OpenAI backends' replies are rewritten, Ollama backends' NDJSON is translated by
+:mod:`turnout.common.backends.translate`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+
+from turnout.common.backends.config import BackendConfig, BackendKind
+from turnout.common.backends.translate import (
+    OllamaChatStream,
+    OllamaGenerateStream,
+    TranslationError,
+    chat_request_to_ollama,
+    completion_request_to_ollama,
+    embeddings_request_to_ollama,
+    ollama_chat_to_openai,
+    ollama_embed_to_openai,
+    ollama_generate_to_openai,
+)
+from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout, BackendUnavailable
+from turnout.common.schemas.route import CandidateV1, RequestKind
+from turnout.gateway.errors import GatewayError, InvalidRequest, NoBackendAvailable, as_gateway_error
+from turnout.gateway.inflight import InflightTracker
+from turnout.gateway.metrics import GatewayMetrics
+from turnout.gateway.routing import Decision
+from turnout.gateway.wire import ndjson_lines, read_batches, sse_payloads
+
+Json = dict[str, Any]
+T = TypeVar("T")
+
+RETRYABLE_4XX = frozenset({401, 403, 404, 408, 409, 429})
+_OPENAI_PATHS = {
+    RequestKind.CHAT: "/chat/completions",
+    RequestKind.COMPLETION: "/completions",
+    RequestKind.EMBEDDING: "/embeddings",
+}
+_OLLAMA_PATHS = {
+    RequestKind.CHAT: "/api/chat",
+    RequestKind.COMPLETION: "/api/generate",
+    RequestKind.EMBEDDING: "/api/embed",
+}
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try on one candidate (serialised by orjson as :class:`AttemptV1`)."""
+
+    model: str
+    backend: str
+    outcome: str
+    latency_ms: float = 0.0
+
+
+class BrokenReply(BackendError):
+    """The backend answered 2xx with a body that is not what its dialect promises."""
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One client request on its way through the gateway (the facts its event reports)."""
+
+    kind: RequestKind
+    body: Json
+    stream: bool
+    request_id: str
+    response_id: str
+    client: str | None = None
+    requested_model: str | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+    start: float = field(default_factory=time.perf_counter)
+    ts: float = field(default_factory=time.time)
+    decision: Decision | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    chosen: CandidateV1 | None = None
+    ttft_s: float | None = None
+    usage: Json | None = None
+    status: int = 200
+    outcome: str = "ok"
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    config: BackendConfig
+    timeout: aiohttp.ClientTimeout
+    headers: dict[str, str]
+    urls: dict[RequestKind, str]
+
+    @property
+    def ollama(self) -> bool:
+        return self.config.kind is BackendKind.OLLAMA
+
+
+def make_backend(config: BackendConfig, *, connect_timeout_s: float, read_timeout_s: float) -> Backend:
+    headers = {"Content-Type": "application/json"}
+    if config.api_key is not None:
+        headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+    if config.kind is BackendKind.OLLAMA:
+        urls = {k: config.url + p for k, p in _OLLAMA_PATHS.items()}
+    else:
+        urls = {k: config.openai_base + p for k, p in _OPENAI_PATHS.items()}
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=min(connect_timeout_s, config.connect_timeout_s),
+        sock_read=min(read_timeout_s, config.read_timeout_s),
+    )
+    return Backend(config, timeout, headers, urls)
+
+
+def attempt_outcome(exc: BaseException) -> str:
+    if isinstance(exc, BackendStatusError):
+        if exc.status == 429:
+            return "status_429"
+        return "status_5xx" if exc.status >= 500 else "status_4xx"
+    if isinstance(exc, BackendTimeout):
+        return "timeout"
+    if isinstance(exc, BackendUnavailable):
+        return "unavailable"
+    return "broken"
+
+
+def retryable(exc: BaseException) -> bool:
+    if isinstance(exc, BackendStatusError):
+        return exc.status >= 500 or exc.status in RETRYABLE_4XX
+    return isinstance(exc, BackendError)
+
+
+@dataclass(slots=True)
+class UpstreamStream:
+    """An open upstream stream whose first batch of chunks has arrived (the point of no retry)."""
+
+    first: list[Json]
+    rest: AsyncGenerator[list[Json], None]
+    response: aiohttp.ClientResponse
+    backend: Backend
+    candidate: CandidateV1
+
+    async def close(self) -> None:
+        """Release the connection; closing it mid-body cancels the upstream generation."""
+        await self.rest.aclose()
+        self.response.close()
+
+
+class Forwarder:
+    def __init__(
+        self,
+        backends: list[BackendConfig],
+        session: aiohttp.ClientSession,
+        metrics: GatewayMetrics,
+        inflight: InflightTracker,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        max_attempts: int,
+    ) -> None:
+        self._backends = {
+            b.name: make_backend(b, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
+            for b in backends
+        }
+        self._session = session
+        self._metrics = metrics
+        self._inflight = inflight
+        self._max_attempts = max_attempts
+
+    # --- the attempt loop ------------------------------------------------------------------
+
+    async def _try_candidates(self, ex: Exchange, one: Callable[[Backend, CandidateV1], Awaitable[T]]) -> T:
+        assert ex.decision is not None
+        candidates = ex.decision.candidates[: self._max_attempts]
+        last: BaseException | None = None
+        for cand in candidates:
+            backend = self._backends.get(cand.backend)
+            if backend is None:
+                ex.attempts.append(Attempt(cand.model, cand.backend, "unknown_backend"))
+                last = NoBackendAvailable(f"backend {cand.backend!r} is not configured on this gateway")
+                continue
+            t0 = time.perf_counter()
+            self._inflight.inc(cand.backend, cand.upstream_model)
+            try:
+                result = await one(backend, cand)
+            except (BackendError, TranslationError) as exc:
+                self._inflight.dec(cand.backend, cand.upstream_model)
+                outcome = attempt_outcome(exc)
+                self._record(ex, cand, outcome, t0)
+                if isinstance(exc, TranslationError):
+                    raise InvalidRequest(str(exc), code="unsupported_for_backend") from exc
+                if not retryable(exc):
+                    raise
+                last = exc
+                continue
+            except BaseException:
+                self._inflight.dec(cand.backend, cand.upstream_model)
+                self._record(ex, cand, "cancelled", t0)
+                raise
+            self._record(ex, cand, "ok", t0)
+            ex.chosen = cand
+            return result
+        raise final_error(last, len(candidates))
+
+    def _record(self, ex: Exchange, cand: CandidateV1, outcome: str, t0: float) -> None:
+        ms = (time.perf_counter() - t0) * 1000
+        attempt = Attempt(cand.model, cand.backend, outcome, round(ms, 3))
+        ex.attempts.append(attempt)
+        self._metrics.child(self._metrics.upstream_attempts, cand.backend, outcome).inc()
+
+    def done(self, ex: Exchange) -> None:
+        """The chosen candidate's request is over (non-stream: after the body; stream: at its end)."""
+        if ex.chosen is not None:
+            self._inflight.dec(ex.chosen.backend, ex.chosen.upstream_model)
+
+    # --- one attempt -----------------------------------------------------------------------
+
+    def _payload(self, ex: Exchange, backend: Backend, cand: CandidateV1) -> bytes:
+        if backend.ollama:
+            if ex.kind is RequestKind.CHAT:
+                return orjson.dumps(chat_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream))
+            if ex.kind is RequestKind.COMPLETION:
+                return orjson.dumps(completion_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream))
+            return orjson.dumps(embeddings_request_to_ollama(ex.body, cand.upstream_model))
+        body = dict(ex.body)
+        body["model"] = cand.upstream_model
+        body.pop("turnout", None)
+        if ex.stream:
+            opts = body.get("stream_options")
+            body["stream_options"] = (
+                {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+            )
+        return orjson.dumps(body)
+
+    async def _post(self, backend: Backend, url: str, payload: bytes) -> aiohttp.ClientResponse:
+        name = backend.config.name
+        try:
+            resp = await self._session.post(url, data=payload, headers=backend.headers, timeout=backend.timeout)
+        except TimeoutError as exc:
+            raise BackendTimeout(f"{name}: no answer in time", backend=name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BackendUnavailable(f"{name}: {type(exc).__name__}: {exc}", backend=name) from exc
+        if resp.status >= 400:
+            try:
+                body = await resp.content.read(4096)
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                body = b""
+            resp.close()
+            raise BackendStatusError(f"{name}: HTTP {resp.status}", status=resp.status, body=body, backend=name)
+        return resp
+
+    async def complete(self, ex: Exchange) -> Json:
+        """A whole (non-streamed) reply in OpenAI form."""
+
+        async def one(backend: Backend, cand: CandidateV1) -> Json:
+            resp = await self._post(backend, backend.urls[ex.kind], self._payload(ex, backend, cand))
+            name = backend.config.name
+            try:
+                raw = await resp.read()
+            except TimeoutError as exc:
+                raise BackendTimeout(f"{name}: body timed out", backend=name) from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                raise BackendUnavailable(f"{name}: body broken: {exc}", backend=name) from exc
+            finally:
+                resp.release()
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise BrokenReply(f"{name}: reply is not JSON", backend=name) from exc
+            if not isinstance(data, dict):
+                raise BrokenReply(f"{name}: reply is not a JSON object", backend=name)
+            return self._to_openai(ex, backend, cand, data)
+
+        data = await self._try_candidates(ex, one)
+        ex.usage = data.get("usage")
+        return data
+
+    def _to_openai(self, ex: Exchange, backend: Backend, cand: CandidateV1, data: Json) -> Json:
+        if backend.ollama:
+            if ex.kind is RequestKind.CHAT:
+                return ollama_chat_to_openai(data, response_id=ex.response_id, model=cand.model, created=ex.created)
+            if ex.kind is RequestKind.COMPLETION:
+                return ollama_generate_to_openai(data, response_id=ex.response_id, model=cand.model, created=ex.created)
+            return ollama_embed_to_openai(data, model=cand.model, encoding_format=ex.body.get("encoding_format"))
+        if ex.kind is not RequestKind.EMBEDDING:
+            data["id"] = ex.response_id
+        data["model"] = cand.model
+        return data
+
+    async def open_stream(self, ex: Exchange) -> UpstreamStream:
+        async def one(backend: Backend, cand: CandidateV1) -> UpstreamStream:
+            resp = await self._post(backend, backend.urls[ex.kind], self._payload(ex, backend, cand))
+            chunks = (
+                self._ollama_chunks(ex, backend, cand, resp) if backend.ollama else self._sse_chunks(ex, cand, resp)
+            )
+            try:
+                first = await anext(chunks)
+            except StopAsyncIteration:
+                resp.close()
+                raise BrokenReply(f"{backend.config.name}: empty stream", backend=backend.config.name) from None
+            except BaseException:
+                await chunks.aclose()
+                resp.close()
+                raise
+            return UpstreamStream(first, chunks, resp, backend, cand)
+
+        return await self._try_candidates(ex, one)
+
+    # --- stream readers: one list of OpenAI chunks per network read -------------------------------
+
+    async def _sse_chunks(
+        self, ex: Exchange, cand: CandidateV1, resp: aiohttp.ClientResponse
+    ) -> AsyncGenerator[list[Json], None]:
+        rid, model = ex.response_id, cand.model
+        emitted = 0
+        async for payloads in read_batches(resp, sse_payloads, cand.backend):
+            batch: list[Json] = []
+            for payload in payloads:
+                if payload == b"[DONE]":
+                    continue
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError as exc:
+                    raise BrokenReply(f"{cand.backend}: stream event is not JSON", backend=cand.backend) from exc
+                if "error" in chunk and not chunk.get("choices"):
+                    raise BackendStatusError(
+                        f"{cand.backend}: error in stream", status=502, body=payload, backend=cand.backend
+                    )
+                chunk["id"] = rid
+                chunk["model"] = model
+                usage = chunk.get("usage")
+                if usage:
+                    ex.usage = usage
+                if _carries_tokens(chunk):
+                    emitted += 1
+                batch.append(chunk)
+            if batch:
+                yield batch
+        if ex.usage is None:
+            yield [self._estimated_usage(ex, cand, emitted)]
+
+    def _estimated_usage(self, ex: Exchange, cand: CandidateV1, emitted: int) -> Json:
+        """The upstream ignored ``include_usage``: close with an estimate (content chunks ≈ tokens;
+        role-only and finish-only chunks carry none)."""
+        prompt = ex.decision.request.est_prompt_tokens if ex.decision and ex.decision.request else 0
+        ex.usage = {"prompt_tokens": prompt, "completion_tokens": emitted, "total_tokens": prompt + emitted}
+        obj = "chat.completion.chunk" if ex.kind is RequestKind.CHAT else "text_completion"
+        return {
+            "id": ex.response_id,
+            "object": obj,
+            "created": ex.created,
+            "model": cand.model,
+            "choices": [],
+            "usage": ex.usage,
+        }
+
+    async def _ollama_chunks(
+        self, ex: Exchange, backend: Backend, cand: CandidateV1, resp: aiohttp.ClientResponse
+    ) -> AsyncGenerator[list[Json], None]:
+        translator: OllamaChatStream | OllamaGenerateStream
+        if ex.kind is RequestKind.CHAT:
+            translator = OllamaChatStream(response_id=ex.response_id, model=cand.model, created=ex.created)
+        else:
+            translator = OllamaGenerateStream(response_id=ex.response_id, model=cand.model, created=ex.created)
+        name = backend.config.name
+        async for lines in read_batches(resp, ndjson_lines, name):
+            batch: list[Json] = []
+            for line in lines:
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise BrokenReply(f"{name}: stream line is not JSON", backend=name) from exc
+                if "error" in obj:
+                    raise BackendStatusError(f"{name}: error in stream", status=502, body=line, backend=name)
+                batch.extend(translator.feed(obj))
+            if translator.usage is not None:
+                ex.usage = translator.usage
+            if batch:
+                yield batch
+            if translator.done:
+                return
+        if not translator.done:
+            raise BackendUnavailable(f"{name}: stream ended before done", backend=name)
+
+
+def final_error(last: BaseException | None, tried: int) -> GatewayError:
+    if last is None:
+        return NoBackendAvailable("no backend is available for this request")
+    err = as_gateway_error(last)
+    if tried > 1:
+        err.message = f"all {tried} candidates failed; last: {err.message}"
+    return err
+
+
+def _carries_tokens(chunk: Json) -> bool:
+    """Whether a stream chunk carries generated tokens (content, completion text or tool calls)."""
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
+            return True
+    return False

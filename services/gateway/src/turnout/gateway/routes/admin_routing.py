@@ -1,0 +1,127 @@
+"""Routing administration: explain a decision, reload rules, invalidate caches.
+
+* ``GET /admin/explain?prompt=…&model=&quality=&images=&tools=&json_mode=&max_tokens=`` and
+  ``POST /admin/explain`` with a full chat-completions body (``X-Turnout-Quality`` honoured):
+  the ``scorer.explain`` RPC — the prompt analysis, every candidate with its score broken down by
+  term, the models the filters removed and why, the notes of fallbacks and rules — without
+  generating anything. The features are extracted exactly as for ``/v1/chat/completions``.
+* ``POST /admin/reload``: every scorer replica reloads its operator rules file and its catalog
+  (a ``reload`` message on ``keys.scorer_control``).
+* ``POST /admin/cache/invalidate`` (``?which=all|routing|response``): drops the scorers' routing
+  cache (an ``invalidate_cache`` control message) and the gateway's response cache.
+
+With ``TURNOUT_ADMIN_KEY`` set, every endpoint needs ``Authorization: Bearer <admin key>``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from turnout.common.errors import RemoteError, RpcTimeout, RpcUnavailable
+from turnout.common.rpc import EXPLAIN_V1
+from turnout.common.schemas.route import RequestKind, RouteRequestV1
+from turnout.gateway.deps import ClientDep, StateDep
+from turnout.gateway.errors import NoBackendAvailable
+from turnout.gateway.pipeline import JSON_MEDIA
+from turnout.gateway.response_cache import cache_of
+from turnout.gateway.routes.admin_vram import AdminDep
+from turnout.gateway.routing import QUALITY_HEADER, chat_features, parse_quality
+from turnout.gateway.state import GatewayState
+from turnout.gateway.validation import check_chat, read_json
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+EXPLAIN_TIMEOUT_S = 2.0
+
+
+async def _explain(gw: GatewayState, req: RouteRequestV1) -> Response:
+    try:
+        reply = await gw.rpc.call(EXPLAIN_V1, req, timeout=EXPLAIN_TIMEOUT_S)
+    except (RpcTimeout, RpcUnavailable, RemoteError) as exc:
+        raise NoBackendAvailable(f"the scorer could not explain the request ({type(exc).__name__})") from exc
+    body = {"request": req.model_dump(mode="json"), **reply.model_dump(mode="json")}
+    return Response(orjson.dumps(body), media_type=JSON_MEDIA)
+
+
+@router.get("/explain")
+async def explain_get(
+    gw: StateDep,
+    client: ClientDep,
+    _admin: AdminDep,
+    prompt: str = Query(default="", max_length=100_000),
+    model: str | None = None,
+    quality: float | None = Query(default=None, ge=0.0, le=1.0),
+    images: bool = False,
+    tools: bool = False,
+    json_mode: bool = False,
+    max_tokens: int | None = Query(default=None, ge=1),
+) -> Response:
+    max_chars = gw.settings.gateway.max_prompt_chars
+    req = RouteRequestV1(
+        kind=RequestKind.CHAT,
+        requested_model=None if model in (None, "", gw.settings.gateway.virtual_model) else model,
+        text=prompt[-max_chars:],
+        n_messages=1,
+        has_images=images,
+        has_tools=tools,
+        json_mode=json_mode,
+        est_prompt_tokens=len(prompt) // 4 + 4,
+        max_tokens=max_tokens,
+        client=client,
+        quality=quality,
+    )
+    return await _explain(gw, req)
+
+
+@router.post("/explain")
+async def explain_post(request: Request, gw: StateDep, client: ClientDep, _admin: AdminDep) -> Response:
+    body = await read_json(request)
+    check_chat(body)
+    quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
+    features = chat_features(body, gw.settings.gateway.max_prompt_chars)
+    model = body.get("model")
+    requested = None if model in (None, "", gw.settings.gateway.virtual_model) else str(model)
+    req = RouteRequestV1.model_validate(
+        {
+            **features,
+            "requested_model": requested,
+            "stream": body.get("stream") is True,
+            "client": client,
+            "quality": quality,
+        }
+    )
+    return await _explain(gw, req)
+
+
+async def _control(gw: GatewayState, action: str) -> int:
+    try:
+        return int(await gw.redis.publish(gw.settings.keys.scorer_control, orjson.dumps({"action": action})))
+    except (RedisError, OSError) as exc:
+        raise NoBackendAvailable("Redis is unavailable; retry later") from exc
+
+
+@router.post("/reload")
+async def reload(gw: StateDep, _admin: AdminDep) -> Response:
+    replicas = await _control(gw, "reload")
+    return Response(orjson.dumps({"status": "ok", "scorer_replicas_notified": replicas}), media_type=JSON_MEDIA)
+
+
+@router.post("/cache/invalidate")
+async def invalidate(
+    request: Request, gw: StateDep, _admin: AdminDep, which: Literal["all", "routing", "response"] = "all"
+) -> Response:
+    out: dict[str, object] = {"status": "ok"}
+    if which in ("all", "routing"):
+        out["scorer_replicas_notified"] = await _control(gw, "invalidate_cache")
+    if which in ("all", "response"):
+        cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
+        try:
+            out["response_cache_entries_removed"] = await cache.invalidate()
+        except (RedisError, OSError) as exc:
+            raise NoBackendAvailable("Redis is unavailable; retry later") from exc
+    return Response(orjson.dumps(out), media_type=JSON_MEDIA)

@@ -1,0 +1,131 @@
+"""The Ollama-compatible API (``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/tags``):
+bodies are translated to OpenAI form and take the same path as ``/v1``; replies go back as
+Ollama JSON or NDJSON streams."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from turnout.common.backends.translate import (
+    TranslationError,
+    iso_now,
+    ollama_chat_request_to_openai,
+    ollama_embed_request_to_openai,
+    ollama_generate_request_to_openai,
+)
+from turnout.common.schemas.route import RequestKind
+from turnout.gateway.deps import ClientDep, StateDep, resolve
+from turnout.gateway.errors import InvalidRequest
+from turnout.gateway.pipeline import JSON_MEDIA, Shape
+from turnout.gateway.routes.openai import exchange
+from turnout.gateway.routing import QUALITY_HEADER, chat_features, embedding_features, parse_quality
+from turnout.gateway.state import GatewayState
+from turnout.gateway.validation import check_ollama_chat, check_ollama_embed, check_ollama_generate, read_json
+
+router = APIRouter(prefix="/api", tags=["ollama"])
+
+Json = dict[str, Any]
+
+OLLAMA_VERSION = "0.6.0"
+
+
+def _translated(fn: Callable[[Json], Json], body: Json) -> Json:
+    try:
+        return fn(body)
+    except TranslationError as exc:
+        raise InvalidRequest(str(exc), code="invalid_value") from exc
+
+
+async def chat(request: Request) -> Response:
+    gw, client = resolve(request)
+    raw = await read_json(request)
+    check_ollama_chat(raw)
+    body = _translated(ollama_chat_request_to_openai, raw)
+    quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
+    features = chat_features(body, gw.settings.gateway.max_prompt_chars)
+    ex = exchange(RequestKind.CHAT, body, client)
+    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_CHAT)
+
+
+async def generate(request: Request) -> Response:
+    gw, client = resolve(request)
+    raw = await read_json(request)
+    check_ollama_generate(raw)
+    body = _translated(ollama_generate_request_to_openai, raw)
+    quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
+    features = chat_features(body, gw.settings.gateway.max_prompt_chars)
+    ex = exchange(RequestKind.CHAT, body, client)
+    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE)
+
+
+async def _embed(request: Request, gw: GatewayState, client: str | None, shape: Shape) -> Response:
+    raw = await read_json(request)
+    check_ollama_embed(raw)
+    body = _translated(ollama_embed_request_to_openai, raw)
+    quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
+    features = embedding_features(body, gw.settings.gateway.max_prompt_chars)
+    ex = exchange(RequestKind.EMBEDDING, body, client)
+    return await gw.pipeline.handle(ex, features, quality=quality, shape=shape)
+
+
+async def embed(request: Request) -> Response:
+    gw, client = resolve(request)
+    return await _embed(request, gw, client, Shape.OLLAMA_EMBED)
+
+
+async def embeddings_legacy(request: Request) -> Response:
+    gw, client = resolve(request)
+    return await _embed(request, gw, client, Shape.OLLAMA_EMBEDDINGS)
+
+
+@router.get("/tags")
+async def tags(gw: StateDep, _client: ClientDep) -> Response:
+    opts = gw.settings.gateway
+    now = iso_now()
+    models = [
+        {
+            "name": opts.virtual_model,
+            "model": opts.virtual_model,
+            "modified_at": now,
+            "size": 0,
+            "digest": "",
+            "details": {"family": "turnout"},
+        }
+    ]
+    if opts.list_real_models:
+        for m in await gw.catalog.models():
+            details = {
+                "family": m.family,
+                "parameter_size": f"{m.params_b:g}B" if m.params_b else "",
+                "quantization_level": m.quant or "",
+            }
+            models.append(
+                {
+                    "name": m.name,
+                    "model": m.name,
+                    "modified_at": now,
+                    "size": m.vram_bytes or 0,
+                    "digest": "",
+                    "details": details,
+                }
+            )
+    return Response(orjson.dumps({"models": models}), media_type=JSON_MEDIA)
+
+
+@router.get("/version")
+async def version() -> Response:
+    return Response(orjson.dumps({"version": OLLAMA_VERSION}), media_type=JSON_MEDIA)
+
+
+hot_routes = [
+    Route("/api/chat", chat, methods=["POST"]),
+    Route("/api/generate", generate, methods=["POST"]),
+    Route("/api/embed", embed, methods=["POST"]),
+    Route("/api/embeddings", embeddings_legacy, methods=["POST"]),
+]

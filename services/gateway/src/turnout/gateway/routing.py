@@ -1,0 +1,208 @@
+"""Where a request goes: its features for the scorer, the ``route`` RPC, and the local fallback.
+
+The virtual model (or no model) means "route for me"; any other name goes to the scorer as
+``requested_model``, which the scorer honours. When the scorer does not answer in time, is
+not alive, or fails, the gateway routes by :mod:`turnout.gateway.fallback` over its last
+catalog snapshot and counts it (``turnout_gateway_fallback_routes_total{reason}``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from turnout.common.errors import RemoteError, RpcTimeout, RpcUnavailable
+from turnout.common.rpc import ROUTE_V1, RpcClient
+from turnout.common.schemas.route import (
+    CandidateV1,
+    PromptAnalysisV1,
+    RequestKind,
+    RouteRequestV1,
+)
+from turnout.gateway.catalog import CatalogView
+from turnout.gateway.errors import InvalidRequest, ModelNotFound
+from turnout.gateway.fallback import fallback_candidates
+from turnout.gateway.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+QUALITY_HEADER = "x-turnout-quality"
+
+
+@dataclass(slots=True)
+class Decision:
+    candidates: list[CandidateV1]
+    source: str
+    """scorer | fallback (virtual model, local rules) | direct (named model, resolved locally)"""
+    route_ms: float
+    analysis: PromptAnalysisV1 | None = None
+    request: RouteRequestV1 | None = None
+    fallback_reason: str | None = None
+
+
+# --- features ----------------------------------------------------------------------------------
+
+
+def _text_of(content: Any) -> tuple[str, bool]:
+    """Text of OpenAI message content, and whether it holds an image."""
+    if content is None:
+        return "", False
+    if isinstance(content, str):
+        return content, False
+    texts = []
+    image = False
+    for part in content:
+        if isinstance(part, dict):
+            kind = part.get("type")
+            if kind in ("text", "input_text"):
+                texts.append(str(part.get("text") or ""))
+            elif kind in ("image_url", "input_image", "image"):
+                image = True
+    return "\n".join(texts), image
+
+
+def chat_features(body: Json, max_chars: int) -> Json:
+    messages: list[Json] = body.get("messages") or []
+    last_user = ""
+    system_chars = 0
+    total_chars = 0
+    images = False
+    for msg in messages:
+        text, has_image = _text_of(msg.get("content"))
+        images = images or has_image
+        total_chars += len(text)
+        role = msg.get("role")
+        if role == "user":
+            last_user = text
+        elif role in ("system", "developer"):
+            system_chars += len(text)
+    tools = body.get("tools")
+    has_tools = bool(tools) and body.get("tool_choice") != "none"
+    tool_chars = len(str(tools)) if has_tools else 0
+    rf = body.get("response_format")
+    json_mode = isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema")
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    return {
+        "kind": RequestKind.CHAT,
+        "text": last_user[-max_chars:] if len(last_user) > max_chars else last_user,
+        "system_chars": system_chars,
+        "n_messages": len(messages),
+        "has_images": images,
+        "has_tools": has_tools,
+        "json_mode": json_mode,
+        "est_prompt_tokens": (total_chars + tool_chars) // 4 + 4 * len(messages),
+        "max_tokens": max_tokens,
+    }
+
+
+def completion_features(body: Json, max_chars: int) -> Json:
+    prompt = body.get("prompt") or ""
+    if isinstance(prompt, list):
+        prompt = "\n".join(p for p in prompt if isinstance(p, str))
+    return {
+        "kind": RequestKind.COMPLETION,
+        "text": prompt[-max_chars:],
+        "est_prompt_tokens": len(prompt) // 4,
+        "max_tokens": body.get("max_tokens"),
+    }
+
+
+def embedding_features(body: Json, max_chars: int) -> Json:
+    inputs = body.get("input") or ""
+    texts = [inputs] if isinstance(inputs, str) else [t for t in inputs if isinstance(t, str)]
+    chars = sum(len(t) for t in texts) if texts else len(inputs)
+    return {
+        "kind": RequestKind.EMBEDDING,
+        "text": (texts[0] if texts else "")[:max_chars],
+        "n_messages": max(len(texts), 1),
+        "est_prompt_tokens": chars // 4,
+    }
+
+
+def parse_quality(header: str | None, body: Json) -> float | None:
+    """``X-Turnout-Quality`` header, else ``turnout: {quality}`` in the body; 0 = fastest, 1 = best."""
+    raw: Any = header
+    param = "X-Turnout-Quality"
+    if raw is None:
+        opts = body.get("turnout")
+        if opts is None:
+            return None
+        if not isinstance(opts, dict):
+            raise InvalidRequest("'turnout' must be an object", param="turnout", code="invalid_value")
+        raw = opts.get("quality")
+        param = "turnout.quality"
+        if raw is None:
+            return None
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise InvalidRequest("quality must be a number between 0 and 1", param=param, code="invalid_value")
+    try:
+        q = float(raw)
+    except ValueError:
+        raise InvalidRequest("quality must be a number between 0 and 1", param=param, code="invalid_value") from None
+    if not 0.0 <= q <= 1.0:
+        raise InvalidRequest("quality must be a number between 0 and 1", param=param, code="invalid_value")
+    return q
+
+
+# --- the router --------------------------------------------------------------------------------
+
+
+class Router:
+    def __init__(
+        self,
+        rpc: RpcClient,
+        catalog: CatalogView,
+        metrics: GatewayMetrics,
+        *,
+        virtual_model: str,
+        timeout_s: float,
+    ) -> None:
+        self._rpc = rpc
+        self._catalog = catalog
+        self._metrics = metrics
+        self.virtual_model = virtual_model
+        self._timeout_s = timeout_s
+
+    def requested(self, model: Any) -> str | None:
+        return None if model is None or model == "" or model == self.virtual_model else str(model)
+
+    async def route(
+        self, features: Json, *, model: Any, stream: bool, client: str | None, quality: float | None
+    ) -> Decision:
+        start = time.perf_counter()
+        features["requested_model"] = self.requested(model)
+        features["stream"] = stream
+        features["client"] = client
+        features["quality"] = quality
+        req = RouteRequestV1.model_validate(features)  # pydantic-core: faster than model_construct
+        reason: str
+        try:
+            reply = await self._rpc.call(ROUTE_V1, req, timeout=self._timeout_s)
+        except RpcTimeout:
+            reason = "timeout"
+        except RpcUnavailable:
+            reason = "unavailable"
+        except RemoteError as exc:
+            reason = "remote_error"
+            log.warning("scorer failed (%s): %s", exc.type_name, exc)
+        else:
+            if reply.candidates:
+                ms = (time.perf_counter() - start) * 1000
+                return Decision(reply.candidates, "scorer", ms, reply.analysis, req)
+            if reply.unservable_code == "model_not_found":
+                raise ModelNotFound(
+                    reply.unservable or f"The model '{req.requested_model}' does not exist", param="model"
+                )
+            if reply.unservable:
+                raise InvalidRequest(reply.unservable, code="unservable")
+            reason = "no_candidates"  # the scorer's catalog has nothing routable yet
+        self._metrics.fallback_routes.labels(reason).inc()
+        candidates = fallback_candidates(await self._catalog.models(), req)
+        source = "fallback" if req.requested_model is None else "direct"
+        ms = (time.perf_counter() - start) * 1000
+        return Decision(candidates, source, ms, None, req, fallback_reason=reason)

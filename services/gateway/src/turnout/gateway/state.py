@@ -1,0 +1,38 @@
+"""The typed state the lifespan builds once per process and every request reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from turnout.common.rpc import RpcClient
+from turnout.gateway.catalog import CatalogView
+from turnout.gateway.events import EventPublisher
+from turnout.gateway.inflight import InflightTracker
+from turnout.gateway.metrics import GatewayMetrics
+from turnout.gateway.pipeline import Pipeline
+from turnout.gateway.settings import GatewaySettings
+
+
+@dataclass(slots=True)
+class GatewayState:
+    settings: GatewaySettings
+    redis: Redis
+    session: aiohttp.ClientSession
+    rpc: RpcClient
+    engine: AsyncEngine
+    catalog: CatalogView
+    inflight: InflightTracker
+    events: EventPublisher
+    pipeline: Pipeline
+    metrics: GatewayMetrics
+    registry: CollectorRegistry
+    client_keys: dict[str, str]
+    """API key -> client id (``key-<sha256 prefix>``); empty when no keys are configured."""
+    started_at: int
+    multiprocess: bool = False
+    """uvicorn runs several workers: /metrics aggregates ``PROMETHEUS_MULTIPROC_DIR``."""

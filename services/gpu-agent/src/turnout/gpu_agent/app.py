@@ -1,0 +1,135 @@
+"""The gpu-agent service: resources, the publishing loop and the ops endpoints.
+
+``running_agent(settings)`` composes one context manager per resource (Redis, the backend
+HTTP session, the GPU reader, the ops server) and runs :meth:`Agent.run` in a task; ``serve``
+holds it until ``stop`` is set. Ops: ``/health``, ``/ready`` (Redis answers and the state in
+Redis is fresh), ``/metrics``, and ``/state`` (the last host state, for people).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry
+from redis.asyncio import Redis
+
+from turnout.common.backends.clients import client_for
+from turnout.common.http import make_session
+from turnout.common.ops import build_ops_app, ops_server
+from turnout.common.rpc.server import RpcServer
+from turnout.gpu_agent.agent import Agent
+from turnout.gpu_agent.detect import agent_reader
+from turnout.gpu_agent.gpus import GpuReader
+from turnout.gpu_agent.metrics import GpuAgentMetrics
+from turnout.gpu_agent.orders import OrderExecutor
+from turnout.gpu_agent.settings import GpuAgentSettings
+
+log = logging.getLogger(__name__)
+
+
+def build_reader(settings: GpuAgentSettings) -> GpuReader | None:
+    """The configured GPU readers (``detect.py``; none when a manual memory budget replaces them)."""
+    if settings.memory_budget_bytes is not None:
+        return None
+    backend = settings.local_backend()
+    reader, found = agent_reader(settings.gpu_agent.readers, backend_url=backend.url if backend else None)
+    if found.error:
+        log.warning("%s", found.error)
+    return reader
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    agent: Agent
+    ops: web.AppRunner
+    loop: asyncio.Task[None]
+
+    @property
+    def ops_port(self) -> int:
+        return int(self.ops.addresses[0][1])
+
+
+@asynccontextmanager
+async def running_agent(
+    settings: GpuAgentSettings, *, reader: GpuReader | None = None, registry: CollectorRegistry = REGISTRY
+) -> AsyncIterator[Running]:
+    opts = settings.gpu_agent
+    async with AsyncExitStack() as stack:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        stack.push_async_callback(redis.aclose)
+        session = make_session(limit=8, limit_per_host=4, connect_timeout_s=2.0)
+        stack.push_async_callback(session.close)
+        backend_cfg = settings.local_backend()
+        backend = client_for(backend_cfg, session, timeout_s=opts.backend_timeout_s) if backend_cfg else None
+        if reader is None:
+            reader = build_reader(settings)
+        if reader is not None:
+            stack.callback(reader.close)
+        metrics = GpuAgentMetrics.create(registry)
+        agent = Agent(settings, redis=redis, reader=reader, backend=backend, metrics=metrics)
+        log.info(
+            "gpu-agent for host %s: GPUs from %s, loaded models from %s, every %.1fs (TTL %.1fs)",
+            opts.host,
+            f"a manual budget of {opts.gpu_memory_gb} GB"
+            if reader is None and opts.gpu_memory_gb
+            else (reader.name if reader is not None else "nothing"),
+            f"{backend_cfg.name} ({backend_cfg.url})" if backend_cfg else "no backend",
+            opts.interval_s,
+            opts.ttl_s,
+        )
+
+        async def redis_ok() -> bool:
+            return bool(await redis.ping())
+
+        async def published() -> bool:
+            return agent.healthy
+
+        async def state(_: web.Request) -> web.Response:
+            if agent.last_state is None:
+                return web.json_response({"status": "starting"}, status=503)
+            return web.Response(body=agent.last_state.model_dump_json(), content_type="application/json")
+
+        ops = build_ops_app(
+            "gpu-agent",
+            {"redis": redis_ok, "published": published},
+            registry=registry,
+            extra_routes=[web.get("/state", state)],
+        )
+        runner = await stack.enter_async_context(ops_server(ops, opts.ops_host, opts.ops_port))
+        stopping = asyncio.Event()
+        loop = asyncio.create_task(agent.run(stopping), name="gpu-agent-loop")
+        orders: asyncio.Task[None] | None = None
+        server: RpcServer | None = None
+        if backend is not None and opts.serve_orders:
+            server = RpcServer(
+                settings.redis_url, settings.keys, replica_id=f"gpu-agent-{opts.host}", registry=registry
+            )
+
+            async def publish_now() -> None:
+                await agent.tick()
+
+            OrderExecutor(backend, opts.host, on_change=publish_now).register(server)
+            orders = asyncio.create_task(server.serve(), name="gpu-agent-orders")
+        try:
+            yield Running(agent, runner, loop)
+        finally:
+            stopping.set()
+            if server is not None and orders is not None:
+                await server.stop()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(orders, timeout=10)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(loop, timeout=10)
+
+
+async def serve(settings: GpuAgentSettings, *, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set (SIGTERM/SIGINT in ``__main__``)."""
+    async with running_agent(settings):
+        await stop.wait()
+        log.info("gpu-agent stopping")

@@ -1,0 +1,36 @@
+"""``python -m turnout.profiler``: migrate (or wait for the schema), ops endpoints, arq worker."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from turnout.common.arq import prepare_schema, run_worker, worker_checks
+from turnout.common.errors import ConfigError
+from turnout.common.logging import configure_logging
+from turnout.common.ops import build_ops_app, ops_server
+from turnout.profiler.settings import ProfilerSettings
+from turnout.profiler.worker import build_worker
+
+
+async def _main(settings: ProfilerSettings) -> None:
+    opts = settings.profiler
+    await prepare_schema(settings, wait_s=opts.schema_wait_s)
+    worker = build_worker(settings)
+    async with ops_server(build_ops_app("profiler", worker_checks(worker)), opts.ops_host, opts.ops_port):
+        await run_worker(worker)
+
+
+def main() -> int:
+    try:
+        settings = ProfilerSettings.load()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)  # noqa: T201
+        return 2
+    configure_logging(settings.log_level, service="profiler", json=settings.log_json)
+    asyncio.run(_main(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,444 @@
+"""The scorer service: keeps a live index of the catalog and the fleet, and answers ``scorer.route``.
+
+State flows one way, off the request path:
+
+* catalog — loaded from Postgres (:func:`turnout.common.catalog.load_snapshot`) at start, on
+  every ``keys.catalog_changed`` message and every ``catalog_refresh_s``; the snapshot is written
+  to ``keys.catalog_snapshot`` (JSON :class:`CatalogSnapshotV1`) for the gateways' fallback;
+* fleet — the gpu-agents' ``HostStateV1`` keys (members of ``keys.fleet_hosts``), re-read on
+  ``keys.fleet_changed`` and every ``fleet_poll_s``.
+
+Each load builds a new immutable :class:`LiveIndex` and swaps one reference, and hands the same
+state to the :class:`~turnout.scorer.engine.RoutingEngine` (analysis, rules, scoring, learned
+term, routing cache) that answers ``scorer.route`` and ``scorer.explain``; a request never waits
+on Postgres. Also off the request path: operator rules (file polled every ``rules_poll_s``),
+the learned index and the feedback term (Postgres, every ``learned_refresh_s``), and control
+messages on ``keys.scorer_control`` (``reload``, ``invalidate_cache``) from ``/admin``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from prometheus_client import REGISTRY, CollectorRegistry
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from turnout.common.catalog import load_snapshot
+from turnout.common.db.migrate import wait_for_head
+from turnout.common.db.session import make_engine, make_sessionmaker
+from turnout.common.embeddings.static import default_embedder
+from turnout.common.http import make_session
+from turnout.common.ops import build_ops_app, ops_server
+from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
+from turnout.common.rpc.client import new_client_id
+from turnout.common.schemas.explain import ExplainReplyV1
+from turnout.common.schemas.fleet import HostStateV1
+from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
+from turnout.scorer.caches import RouteCacheConfig, RoutingCache
+from turnout.scorer.classifier import LLMClassifier
+from turnout.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply, fleet_view
+from turnout.scorer.index import CatalogIndex, FleetState, LiveIndex
+from turnout.scorer.learned import LearnedIndex
+from turnout.scorer.learned_loader import load_feedback, load_profile_outcomes
+from turnout.scorer.metrics import ScorerMetrics
+from turnout.scorer.rules import RulesStore
+from turnout.scorer.settings import ScorerSettings
+from turnout.scorer.vram_actions import VramActions
+from turnout.scorer.vram_routing import VramCoordinator
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 2.0
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Scorer:
+    def __init__(
+        self,
+        settings: ScorerSettings,
+        *,
+        redis: Redis,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        metrics: ScorerMetrics,
+        engine: RoutingEngine | None = None,
+    ) -> None:
+        self._settings = settings
+        self._opts = settings.scorer
+        self._keys = settings.keys
+        self._redis = redis
+        self._sessionmaker = sessionmaker
+        self._metrics = metrics
+        self.engine = engine or RoutingEngine(engine_config(settings.scorer))
+        self._live = LiveIndex.build(CatalogIndex.empty(), FleetState())
+        self._written_version: str | None = None
+        self._catalog_wanted = asyncio.Event()
+        self._fleet_wanted = asyncio.Event()
+        self.catalog_loaded = False
+        self.reloads = 0
+        self.vram: VramCoordinator | None = None
+
+    @property
+    def live(self) -> LiveIndex:
+        return self._live
+
+    # --- the RPC handler (hot path) ------------------------------------------------------
+
+    async def route(self, req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        reply = await self.engine.route(req)
+        if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
+            reply = await self.vram.route(reply, remaining_s=ctx.remaining)
+        self._metrics.decisions.labels(reply.analysis.category).inc()
+        if reply.unservable_code is not None:
+            self._metrics.unservable.labels(reply.unservable_code).inc()
+        return reply
+
+    async def explain(self, req: RouteRequestV1, ctx: RpcContext) -> ExplainReplyV1:  # noqa: ARG002
+        ranking = await self.engine.explain(req)
+        return explain_reply(ranking, self.engine.rules.current.version)
+
+    # --- rules, learned index, control messages -----------------------------------------
+
+    async def reload_learned(self) -> None:
+        """Rebuild the learned index and the feedback term from Postgres, then swap them in."""
+        r = self._opts.routing
+        embedder = self.engine.embedder
+        async with self._sessionmaker() as session:
+            index = LearnedIndex(embedder.dims) if embedder is not None else None
+            n = await load_profile_outcomes(session, index, embedder) if index is not None and embedder else 0
+            fb = await load_feedback(session, index, half_life_days=r.feedback_half_life_days)
+        if index is not None and len(index):
+            self.engine.learned = index
+        self.engine.set_feedback(fb.by_model)
+        log.info(
+            "learned index: %d graded prompts, %d feedback outcomes, feedback on %d models",
+            n,
+            fb.outcomes,
+            len(fb.by_model),
+        )
+
+    async def learned_loop(self) -> None:
+        while True:
+            try:
+                await self.reload_learned()
+            except Exception as exc:
+                log.warning("learned index reload failed (%s); keeping the previous one", exc)
+            await asyncio.sleep(self._opts.routing.learned_refresh_s)
+
+    async def control(self, data: bytes | str) -> None:
+        try:
+            action = orjson.loads(data).get("action")
+        except (orjson.JSONDecodeError, AttributeError):
+            log.warning("ignoring malformed control message")
+            return
+        if action == "reload":
+            ok = self.engine.rules.reload()
+            self.request_catalog_reload()
+            log.info("reload requested: rules %s", "reloaded" if ok else "kept (invalid file)")
+        elif action == "invalidate_cache" and self.engine.cache is not None:
+            removed = await self.engine.cache.invalidate()
+            log.info("routing cache invalidated: %d keys", removed)
+
+    # --- catalog -------------------------------------------------------------------------
+
+    async def reload_catalog(self) -> bool:
+        """Load the catalog from Postgres; True when its version changed."""
+        try:
+            async with self._sessionmaker() as session:
+                snapshot = await load_snapshot(session)
+        except Exception:
+            self._metrics.catalog_reloads.labels("error").inc()
+            raise
+        self._metrics.catalog_reloads.labels("ok").inc()
+        self.reloads += 1
+        changed = snapshot.version != self._live.catalog.version or not self.catalog_loaded
+        if changed:
+            index = CatalogIndex.build(snapshot, unknown_params_b=self._opts.unknown_params_b)
+            self._live = LiveIndex.build(index, self._live.fleet)
+            self.engine.set_catalog(snapshot)
+            self.engine.set_fleet(fleet_view(self._live))
+            if self.vram is not None:
+                self.vram.update_catalog(snapshot.models)
+            self._metrics.catalog_models.set(index.size)
+            log.info("catalog %s loaded: %d routable models", snapshot.version, index.size)
+        self.catalog_loaded = True
+        if snapshot.version != self._written_version:
+            await self._redis.set(self._keys.catalog_snapshot, snapshot.model_dump_json())
+            self._written_version = snapshot.version
+        return changed
+
+    def request_catalog_reload(self) -> None:
+        self._catalog_wanted.set()
+
+    async def load_until_ready(self) -> None:
+        """First load, retried until Postgres and Redis answer."""
+        while True:
+            try:
+                await self.reload_catalog()
+                return
+            except (RedisError, OSError, Exception) as exc:
+                log.warning("catalog load failed (%s); retrying in %.0fs", exc, RETRY_S)
+                await asyncio.sleep(RETRY_S)
+
+    async def catalog_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._catalog_wanted.wait(), timeout=self._opts.catalog_refresh_s)
+            self._catalog_wanted.clear()
+            try:
+                await self.reload_catalog()
+            except Exception as exc:
+                log.warning("catalog reload failed (%s); keeping catalog %s", exc, self._live.catalog.version)
+                await asyncio.sleep(RETRY_S)
+                self._catalog_wanted.set()
+
+    # --- fleet ---------------------------------------------------------------------------
+
+    async def refresh_fleet(self) -> bool:
+        """Re-read every host's state; True when the fleet view changed."""
+        members = await self._redis.zrange(self._keys.fleet_hosts, 0, -1)
+        hosts = [h.decode() if isinstance(h, bytes) else str(h) for h in members]
+        states: list[HostStateV1] = []
+        if hosts:
+            raws = await self._redis.mget([self._keys.fleet_host(h) for h in hosts])
+            for host, raw in zip(hosts, raws, strict=True):
+                if raw is None:
+                    continue  # expired: the agent is gone
+                try:
+                    states.append(HostStateV1.model_validate(orjson.loads(raw)))
+                except (orjson.JSONDecodeError, ValidationError) as exc:
+                    log.warning("ignoring malformed fleet state of %s: %s", host, exc)
+        fleet = FleetState.from_hosts(states)
+        self._metrics.fleet_hosts.set(fleet.hosts)
+        if fleet == self._live.fleet:
+            return False
+        self._live = LiveIndex.build(self._live.catalog, fleet)
+        self.engine.set_fleet(fleet_view(self._live))
+        return True
+
+    def request_fleet_refresh(self) -> None:
+        self._fleet_wanted.set()
+
+    async def fleet_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._fleet_wanted.wait(), timeout=self._opts.fleet_poll_s)
+            self._fleet_wanted.clear()
+            try:
+                await self.refresh_fleet()
+            except (RedisError, OSError) as exc:
+                log.debug("fleet refresh failed: %s", exc)
+
+    # --- notifications -------------------------------------------------------------------
+
+    async def listen(self, redis_url: str) -> None:
+        """Subscribe to ``catalog_changed`` and ``fleet_changed``; reconnect with back-off, and
+        reload after every (re)subscription since messages sent meanwhile are lost."""
+        channels = {
+            self._keys.catalog_changed: self.request_catalog_reload,
+            self._keys.fleet_changed: self.request_fleet_refresh,
+            self._keys.scorer_control: None,
+        }
+        backoff = 0.05
+        while True:
+            conn = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=None)
+            pubsub = conn.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*channels)
+                backoff = 0.05
+                self.request_catalog_reload()
+                self.request_fleet_refresh()
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
+                    action = channels.get(channel)
+                    if channel == self._keys.scorer_control:
+                        await self.control(msg["data"])
+                    elif action is not None:
+                        action()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("catalog/fleet subscription lost (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await conn.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    scorer: Scorer
+    server: RpcServer
+    serving: asyncio.Task[None]
+
+
+@asynccontextmanager
+async def routing_engine(
+    settings: ScorerSettings, redis: Redis, registry: CollectorRegistry
+) -> AsyncIterator[RoutingEngine]:
+    """The routing engine with its rules, embedder, routing cache and (optional) classifier."""
+    opts = settings.scorer
+    r = opts.routing
+    rules = RulesStore(
+        Path(r.rules_file) if r.rules_file else None, poll_s=r.rules_poll_s, default_aliases=opts.aliases
+    )
+    cache = None
+    if r.route_cache.enabled:
+        c = r.route_cache
+        cfg = RouteCacheConfig(ttl_s=c.ttl_s, semantic=c.semantic, threshold=c.threshold, capacity=c.capacity)
+        cache = RoutingCache(redis, settings.keys, cfg, registry=registry)
+    embedder = default_embedder()
+    ccfg = classifier_config(r)
+    async with AsyncExitStack() as stack:
+        classifier = None
+        if ccfg is not None:
+            session = make_session(limit=16, limit_per_host=8, connect_timeout_s=ccfg.timeout_s)
+            stack.push_async_callback(session.close)
+            classifier = LLMClassifier(ccfg, session)
+        yield RoutingEngine(
+            engine_config(opts),
+            rules=rules,
+            embedder=embedder,
+            learned=LearnedIndex(embedder.dims),
+            classifier=classifier,
+            cache=cache,
+        )
+
+
+@asynccontextmanager
+async def vram_coordinator(
+    settings: ScorerSettings,
+    redis: Redis,
+    registry: CollectorRegistry,
+    *,
+    replica: str,
+    metrics: ScorerMetrics | None = None,
+) -> AsyncIterator[VramCoordinator]:
+    """VRAM-aware routing: its own RPC client for ``gpu.order.<host>`` orders, the executor
+    (per-host lock, action log) and the coordinator that the route handler consults."""
+    opts = settings.scorer.vram
+    orders = RpcClient(settings.redis_url, settings.keys, client_id=new_client_id("scorer-vram"), registry=registry)
+    await orders.start()
+    coordinator: VramCoordinator | None = None
+
+    async def busy(host: str, model: str) -> bool:
+        return coordinator is not None and await coordinator.is_busy(host, model)
+
+    actions = VramActions(
+        redis,
+        settings.keys,
+        orders,
+        replica=f"scorer-{replica}",
+        opts=opts,
+        busy=busy,
+        counter=metrics.vram_orders if metrics is not None else None,
+    )
+    coordinator = VramCoordinator(
+        opts, redis=redis, keys=settings.keys, actions=actions, refresh_s=opts.refresh_s,
+        evict_wait_s=opts.evict_wait_s, replica=f"scorer-{replica}",
+    )  # fmt: skip
+    try:
+        yield coordinator
+    finally:
+        await coordinator.close()
+        await orders.close()
+
+
+@asynccontextmanager
+async def running_scorer(
+    settings: ScorerSettings, *, registry: CollectorRegistry = REGISTRY, rid: str | None = None
+) -> AsyncIterator[Running]:
+    """The whole service: ops endpoints, first catalog load, RPC server and refresh loops."""
+    await wait_for_head(settings.database_url, timeout_s=settings.scorer.schema_wait_s)
+    async with AsyncExitStack() as stack:
+        engine = make_engine(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s, pool_size=2)
+        stack.push_async_callback(engine.dispose)
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        stack.push_async_callback(redis.aclose)
+        metrics = ScorerMetrics.create(registry)
+        routing = await stack.enter_async_context(routing_engine(settings, redis, registry))
+        scorer = Scorer(settings, redis=redis, sessionmaker=make_sessionmaker(engine), metrics=metrics, engine=routing)
+        rid = rid or replica_id()
+        if settings.scorer.vram.enabled:
+            scorer.vram = await stack.enter_async_context(
+                vram_coordinator(settings, redis, registry, replica=rid, metrics=metrics)
+            )
+        server = RpcServer(
+            settings.redis_url,
+            settings.keys,
+            replica_id=rid,
+            max_concurrency=settings.scorer.max_concurrency,
+            registry=registry,
+        )
+        server.register(ROUTE_V1, scorer.route)
+        server.register(EXPLAIN_V1, scorer.explain)
+
+        async def redis_ok() -> bool:
+            return bool(await redis.ping())
+
+        async def catalog_ok() -> bool:
+            return scorer.catalog_loaded
+
+        async def rpc_ok() -> bool:
+            return server.connected
+
+        checks: dict[str, Callable[[], Awaitable[bool]]] = {"redis": redis_ok, "catalog": catalog_ok, "rpc": rpc_ok}
+        ops = build_ops_app("scorer", checks, registry=registry)
+        await stack.enter_async_context(ops_server(ops, settings.scorer.ops_host, settings.scorer.ops_port))
+
+        await scorer.load_until_ready()
+        with contextlib.suppress(RedisError, OSError):
+            await scorer.refresh_fleet()
+        tasks = [
+            asyncio.create_task(scorer.catalog_loop(), name="catalog-loop"),
+            asyncio.create_task(scorer.fleet_loop(), name="fleet-loop"),
+            asyncio.create_task(scorer.listen(settings.redis_url), name="catalog-listener"),
+            asyncio.create_task(routing.rules.watch(), name="rules-watch"),
+        ]
+        if settings.scorer.routing.learned:
+            tasks.append(asyncio.create_task(scorer.learned_loop(), name="learned-loop"))
+        if scorer.vram is not None:
+            tasks.append(asyncio.create_task(scorer.vram.run(), name="vram-refresh"))
+        serving = asyncio.create_task(server.serve(), name="rpc-server")
+        try:
+            yield Running(scorer, server, serving)
+        finally:
+            await server.stop()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(serving, timeout=10)
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+
+async def serve(settings: ScorerSettings, *, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set (SIGTERM/SIGINT in ``__main__``) or the RPC server dies."""
+    async with running_scorer(settings) as running:
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopping, running.serving}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if running.serving.done() and not running.serving.cancelled():
+            running.serving.result()
+        log.info("scorer stopping")

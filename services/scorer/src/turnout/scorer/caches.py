@@ -1,0 +1,255 @@
+"""The routing cache, in Redis, shared by every scorer replica.
+
+* **exact** — ``<prefix>:routecache:<version>:x:<sha256 of the normalised request features>``
+  → the :class:`RouteReplyV1` JSON, ``PX ttl``. Features: kind, requested model, client, the
+  text with whitespace collapsed, system prompt length, message count, images/tools/JSON mode,
+  ``max_tokens`` and the quality preference (to 0.01).
+* **semantic** — every stored decision is also appended (with its prompt embedding as float16)
+  to the stream ``<prefix>:routecache:<version>:sem`` (``MAXLEN ~ capacity``). Each replica
+  mirrors the stream in a bounded numpy matrix (pulling new entries at most every ``sync_s``)
+  and looks up a new prompt by one batch cosine product restricted to entries with the same
+  non-text features; the best match at or above ``threshold`` reuses that entry's exact reply.
+
+``version`` is the catalog version (plus the rules version): a catalog change makes every old
+key unreachable (they expire by TTL). :meth:`RoutingCache.invalidate` drops everything at once.
+A cached decision reflects fleet state up to ``ttl_s`` old, hence the short default TTL.
+Redis errors never fail a route: a lookup that fails is a miss, a store that fails is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from turnout.common.keys import Keys
+from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
+
+log = logging.getLogger(__name__)
+
+_SPACE = re.compile(r"\s+")
+KINDS = ("exact", "semantic")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCacheConfig:
+    ttl_s: float = 30.0
+    semantic: bool = True
+    threshold: float = 0.97
+    capacity: int = 4096
+    sync_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class RouteCacheMetrics:
+    lookups: Counter
+    stores: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry = REGISTRY) -> RouteCacheMetrics:
+        ns, sub = "turnout", "scorer"
+        m = cls(
+            lookups=Counter(
+                "route_cache_lookups",
+                "Routing-cache lookups by kind and outcome",
+                ["kind", "outcome"],
+                namespace=ns,
+                subsystem=sub,
+                registry=registry,
+            ),
+            stores=Counter(
+                "route_cache_stores",
+                "Routing decisions stored, by outcome",
+                ["outcome"],
+                namespace=ns,
+                subsystem=sub,
+                registry=registry,
+            ),
+        )
+        for k in KINDS:
+            for o in ("hit", "miss"):
+                m.lookups.labels(k, o)
+        for o in ("ok", "error"):
+            m.stores.labels(o)
+        return m
+
+
+def normalise_text(text: str) -> str:
+    return _SPACE.sub(" ", text).strip()
+
+
+def group_of(req: RouteRequestV1) -> str:
+    """The non-text features: two prompts are only semantically interchangeable when these match."""
+    q = "" if req.quality is None else f"{req.quality:.2f}"
+    return (
+        f"{req.kind.value}|{req.requested_model or ''}|{req.client or ''}|{req.system_chars}|{req.n_messages}|"
+        f"{req.has_images:d}{req.has_tools:d}{req.json_mode:d}|{req.max_tokens or 0}|{q}"
+    )
+
+
+def exact_digest(req: RouteRequestV1) -> str:
+    h = hashlib.sha256(group_of(req).encode())
+    h.update(b"\x00")
+    h.update(normalise_text(req.text).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+class _Mirror:
+    """This replica's copy of one version's semantic stream."""
+
+    def __init__(self, dims: int, capacity: int) -> None:
+        self.emb = np.zeros((capacity, dims), dtype=np.float32)
+        self.groups: list[str] = [""] * capacity
+        self.keys: list[str] = [""] * capacity
+        self.n = 0
+        self.next = 0
+        self.last_id = "0-0"
+        self.synced_at = 0.0
+
+    def add(self, e: npt.NDArray[np.float32], group: str, key: str) -> None:
+        i = self.next
+        self.emb[i] = e
+        self.groups[i] = group
+        self.keys[i] = key
+        self.next = (i + 1) % self.emb.shape[0]
+        self.n = min(self.n + 1, self.emb.shape[0])
+
+    def best(self, e: npt.NDArray[np.float32], group: str) -> tuple[float, str] | None:
+        if self.n == 0:
+            return None
+        sims = self.emb[: self.n] @ e
+        same = np.fromiter((g == group for g in self.groups[: self.n]), dtype=bool, count=self.n)
+        if not same.any():
+            return None
+        sims = np.where(same, sims, -np.inf)
+        j = int(np.argmax(sims))
+        return float(sims[j]), self.keys[j]
+
+
+class RoutingCache:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        cfg: RouteCacheConfig | None = None,
+        *,
+        metrics: RouteCacheMetrics | None = None,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self._redis = redis
+        self._base = keys.route_cache
+        self.cfg = cfg or RouteCacheConfig()
+        self.metrics = metrics or RouteCacheMetrics.create(registry)
+        self._mirrors: dict[str, _Mirror] = {}
+        self._sync_lock = asyncio.Lock()
+
+    def exact_key(self, version: str, req: RouteRequestV1) -> str:
+        return f"{self._base}:{version}:x:{exact_digest(req)}"
+
+    def stream_key(self, version: str) -> str:
+        return f"{self._base}:{version}:sem"
+
+    # --- lookup -----------------------------------------------------------------------------
+
+    async def get(
+        self, req: RouteRequestV1, version: str, embedding: npt.NDArray[np.float32] | None = None
+    ) -> tuple[RouteReplyV1, str] | None:
+        """``(reply, "exact" | "semantic")`` or None on a miss."""
+        try:
+            raw = await self._redis.get(self.exact_key(version, req))
+        except (RedisError, OSError) as exc:
+            log.debug("route cache lookup failed: %s", exc)
+            raw = None
+        reply = _decode(raw)
+        if reply is not None:
+            self.metrics.lookups.labels("exact", "hit").inc()
+            return reply, "exact"
+        self.metrics.lookups.labels("exact", "miss").inc()
+        if not self.cfg.semantic or embedding is None:
+            return None
+        try:
+            mirror = await self._sync(version, embedding.shape[0])
+            found = mirror.best(embedding.astype(np.float32), group_of(req))
+            if found is not None and found[0] >= self.cfg.threshold:
+                reply = _decode(await self._redis.get(found[1]))
+        except (RedisError, OSError) as exc:
+            log.debug("semantic route cache lookup failed: %s", exc)
+            reply = None
+        self.metrics.lookups.labels("semantic", "hit" if reply is not None else "miss").inc()
+        return (reply, "semantic") if reply is not None else None
+
+    async def _sync(self, version: str, dims: int) -> _Mirror:
+        mirror = self._mirrors.get(version)
+        if mirror is None:
+            if len(self._mirrors) >= 2:  # an old catalog version: drop it
+                self._mirrors.pop(next(iter(self._mirrors)))
+            mirror = self._mirrors[version] = _Mirror(dims, self.cfg.capacity)
+        now = time.monotonic()
+        if now - mirror.synced_at < self.cfg.sync_s:
+            return mirror
+        async with self._sync_lock:
+            if time.monotonic() - mirror.synced_at < self.cfg.sync_s:
+                return mirror
+            entries = await self._redis.xrange(
+                self.stream_key(version), min=f"({mirror.last_id}", count=self.cfg.capacity
+            )
+            for entry_id, fields in entries:
+                e = np.frombuffer(fields[b"e"], dtype=np.float16).astype(np.float32)
+                if e.shape[0] == mirror.emb.shape[1]:
+                    mirror.add(e, fields[b"g"].decode(), fields[b"k"].decode())
+                mirror.last_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            mirror.synced_at = time.monotonic()
+        return mirror
+
+    # --- store ------------------------------------------------------------------------------
+
+    async def put(
+        self, req: RouteRequestV1, version: str, reply: RouteReplyV1, embedding: npt.NDArray[np.float32] | None = None
+    ) -> None:
+        key = self.exact_key(version, req)
+        ttl_ms = int(self.cfg.ttl_s * 1000)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(key, reply.model_dump_json(), px=ttl_ms)
+                if self.cfg.semantic and embedding is not None:
+                    skey = self.stream_key(version)
+                    fields = {"e": embedding.astype(np.float16).tobytes(), "g": group_of(req), "k": key}
+                    pipe.xadd(skey, fields, maxlen=self.cfg.capacity, approximate=True)  # type: ignore[arg-type]
+                    pipe.pexpire(skey, max(ttl_ms * 20, 60_000))
+                await pipe.execute()
+            self.metrics.stores.labels("ok").inc()
+        except (RedisError, OSError) as exc:
+            self.metrics.stores.labels("error").inc()
+            log.debug("route cache store failed: %s", exc)
+
+    async def invalidate(self) -> int:
+        """Delete every routing-cache key (all versions); returns how many were removed."""
+        removed = 0
+        batch: list[bytes | str] = []
+        async for k in self._redis.scan_iter(match=f"{self._base}:*", count=500):
+            batch.append(k)
+            if len(batch) >= 500:
+                removed += int(await self._redis.unlink(*batch))
+                batch.clear()
+        if batch:
+            removed += int(await self._redis.unlink(*batch))
+        self._mirrors.clear()
+        return removed
+
+
+def _decode(raw: bytes | str | None) -> RouteReplyV1 | None:
+    if raw is None:
+        return None
+    try:
+        return RouteReplyV1.model_validate_json(raw)
+    except ValueError:
+        return None

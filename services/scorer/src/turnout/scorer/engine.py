@@ -1,0 +1,305 @@
+"""The routing engine: analysis → (classifier) → rules → filters → scoring (+ learned) → reply,
+with the shared routing cache around it. One instance per scorer process; state (catalog,
+fleet, feedback, learned index, rules) is swapped in whole by the loaders, off the request path.
+
+* :meth:`RoutingEngine.decide` — synchronous and pure given the current state: what ``route``
+  and ``explain`` both run, so an explanation is exactly the decision.
+* :meth:`RoutingEngine.route` — the RPC handler's body: cache lookup, classifier when unsure,
+  ``decide``, cache store, recent-use bookkeeping for the diversity term.
+* :meth:`RoutingEngine.explain` — ``decide`` with every candidate, no cache, no bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from turnout.common.embeddings import Embedder
+from turnout.common.schemas.catalog import CatalogSnapshotV1
+from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
+from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
+from turnout.scorer.caches import RoutingCache
+from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
+from turnout.scorer.index import LiveIndex
+from turnout.scorer.learned import LearnedIndex, encode_embedding
+from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis
+from turnout.scorer.rules import RulesStore
+from turnout.scorer.scoring import (
+    Learned,
+    ModelSpec,
+    ModelState,
+    ModelTable,
+    Ranking,
+    ReplicaTable,
+    ScoringConfig,
+    Weights,
+    rank,
+)
+from turnout.scorer.settings import RoutingOptions, ScorerOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    virtual_models: frozenset[str] = frozenset({"turnout/auto"})
+    max_candidates: int = 8
+    diversity_half_life: float = 200.0
+    """Decisions after which a model's recent-use count has halved."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    resident: frozenset[tuple[str, str]] = frozenset()
+    unhealthy: frozenset[str] = frozenset()
+    free_frac: Mapping[str, float] = field(default_factory=dict)
+    no_room: frozenset[tuple[str, str]] = frozenset()
+    inflight: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+
+class RoutingEngine:
+    def __init__(
+        self,
+        cfg: EngineConfig | None = None,
+        *,
+        rules: RulesStore | None = None,
+        embedder: Embedder | None = None,
+        learned: LearnedIndex | None = None,
+        classifier: LLMClassifier | None = None,
+        cache: RoutingCache | None = None,
+    ) -> None:
+        self.cfg = cfg or EngineConfig()
+        self.rules = rules or RulesStore(None)
+        self.embedder = embedder
+        self.learned = learned
+        self.classifier = classifier
+        self.cache = cache
+        self.analyzer = Analyzer(self.cfg.analysis)
+        self._snapshot = CatalogSnapshotV1()
+        self._fleet = FleetView()
+        self._feedback: dict[str, tuple[float, float]] = {}
+        self.table = ModelTable.build((), self.cfg.scoring)
+        self.replicas = ReplicaTable.from_specs(self.table)
+        self._recent = np.zeros(0)
+        self._rules_version = self.rules.current.version
+        self._fleet_gen = "0"
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def version(self) -> str:
+        """Catalog + rules + fleet-residency version: the routing cache's namespace."""
+        return f"{self.table.version}.{self.rules.current.version}.{self._fleet_gen}"
+
+    def set_catalog(self, snapshot: CatalogSnapshotV1, extra: Mapping[str, ModelSpec] | None = None) -> None:
+        """Rebuild the model table; ``extra`` may replace a model's spec (richer profiles, prices)."""
+        self._snapshot = snapshot
+        self._rebuild(extra)
+
+    def _rebuild(self, extra: Mapping[str, ModelSpec] | None = None) -> None:
+        tiers = self.rules.current.tiers
+        specs = []
+        for m in self._snapshot.models:
+            if not m.replicas:
+                continue
+            spec = (extra or {}).get(m.name) or ModelSpec.from_catalog(m)
+            if m.name in tiers:
+                spec = replace(spec, tier=tiers[m.name])
+            specs.append(spec)
+        self.table = ModelTable.build(specs, self.cfg.scoring, version=self._snapshot.version)
+        self._recent = np.zeros(self.table.size)
+        self._rules_version = self.rules.current.version
+        self.set_fleet(self._fleet)
+
+    def set_fleet(self, fleet: FleetView) -> None:
+        self._fleet = fleet
+        # cached decisions follow residency and health, not every change of free memory
+        self._fleet_gen = f"{hash((fleet.resident, fleet.unhealthy, fleet.no_room)) & 0xFFFFFFFF:08x}"
+        self.replicas = ReplicaTable.from_specs(
+            self.table,
+            resident=fleet.resident,
+            unhealthy=fleet.unhealthy,
+            free_frac=fleet.free_frac,
+            no_room=fleet.no_room,
+            inflight=fleet.inflight,
+        )
+
+    def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
+        """Model -> (decayed mean feedback −1..1, decayed count)."""
+        self._feedback = dict(by_model)
+
+    def _state(self) -> ModelState:
+        n = self.table.size
+        mean, cnt = np.zeros(n), np.zeros(n)
+        for name, (m, c) in self._feedback.items():
+            i = self.table.index.get(name)
+            if i is not None:
+                mean[i], cnt[i] = m, c
+        total = float(self._recent.sum())
+        share = self._recent / total if total > 0 else np.zeros(n)
+        return ModelState(mean, cnt, share)
+
+    # --- deciding --------------------------------------------------------------------------
+
+    def analyze(self, req: RouteRequestV1) -> PromptAnalysis:
+        return self.analyzer.analyze_request(req)
+
+    def embed(self, req: RouteRequestV1) -> np.ndarray | None:
+        if self.embedder is None or req.kind is RequestKind.EMBEDDING or not req.text:
+            return None
+        out: np.ndarray = self.embedder.encode([req.text[:4000]])[0]
+        return out
+
+    def decide(
+        self,
+        req: RouteRequestV1,
+        a: PromptAnalysis | None = None,
+        embedding: np.ndarray | None = None,
+        *,
+        limit: int | None = None,
+    ) -> Ranking:
+        if self.rules.current.version != self._rules_version:
+            self._rebuild()  # tier overrides may have changed
+        a = a or self.analyze(req)
+        requested = req.requested_model or None
+        if requested in self.cfg.virtual_models:
+            requested = None
+        cons = self.rules.current.constraints(requested, req.client, a.category, self.table)
+        learned = None
+        if self.learned is not None and len(self.learned) and embedding is not None and cons.requested is None:
+            p, n = self.learned.aligned(embedding, [s.name for s in self.table.specs])
+            learned = Learned(p, n)
+        return rank(
+            req,
+            a,
+            self.table,
+            self.replicas,
+            self.cfg.scoring,
+            cons=cons,
+            state=self._state(),
+            learned=learned,
+            limit=limit if limit is not None else self.cfg.max_candidates,
+        )
+
+    async def route(self, req: RouteRequestV1) -> RouteReplyV1:
+        embedding = self.embed(req)
+        version = self.version
+        if self.cache is not None:
+            hit = await self.cache.get(req, version, embedding)
+            if hit is not None:
+                self._used(hit[0])
+                return with_embedding(hit[0], embedding)
+        a = self.analyze(req)
+        if self.classifier is not None:
+            a = await self.classifier.refine(req.text, a)
+        reply = self.decide(req, a, embedding).to_reply(self.cfg.max_candidates)
+        self._used(reply)
+        if self.cache is not None and reply.candidates:
+            await self.cache.put(req, version, reply, embedding)
+        return with_embedding(reply, embedding)
+
+    async def explain(self, req: RouteRequestV1) -> Ranking:
+        """Every candidate, with terms and reasons; nothing cached, nothing counted (the classifier's
+        answers are cached, so an explanation sees the analysis the route saw)."""
+        a = self.analyze(req)
+        if self.classifier is not None:
+            a = await self.classifier.refine(req.text, a)
+        return self.decide(req, a, self.embed(req), limit=10_000)
+
+    def _used(self, reply: RouteReplyV1) -> None:
+        if not reply.candidates or self._recent.size == 0:
+            return
+        self._recent *= 0.5 ** (1.0 / self.cfg.diversity_half_life)
+        i = self.table.index.get(reply.candidates[0].model)
+        if i is not None:
+            self._recent[i] += 1.0
+
+
+# --------------------------------------------------------------------------- wiring helpers
+
+
+def engine_config(opts: ScorerOptions) -> EngineConfig:
+    r: RoutingOptions = opts.routing
+    weights = Weights(**r.weights)
+    return EngineConfig(
+        analysis=AnalysisConfig(extra_categories={k: tuple(v) for k, v in r.extra_categories.items()}),
+        scoring=ScoringConfig(
+            weights=weights,
+            policy=r.policy,
+            tier_thresholds_b=r.tier_thresholds_b,
+            unservable_without_vision=r.unservable_without_vision,
+            default_quality=opts.default_quality,
+            unknown_params_b=opts.unknown_params_b,
+        ),
+        virtual_models=frozenset(opts.virtual_models),
+        max_candidates=opts.max_candidates,
+    )
+
+
+def classifier_config(r: RoutingOptions) -> ClassifierConfig | None:
+    c = r.classifier
+    if not c.base_url or not c.model:
+        return None
+    return ClassifierConfig(
+        base_url=c.base_url,
+        model=c.model,
+        api_key=c.api_key,
+        timeout_s=c.timeout_s,
+        band=c.band,
+        min_confidence=c.min_confidence,
+    )
+
+
+def fleet_view(live: LiveIndex) -> FleetView:
+    """The per-replica fleet state of the scorer's :class:`LiveIndex`, keyed by (backend, upstream)."""
+    reps = live.catalog.replicas
+    resident = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.resident, strict=True) if on)
+    no_room = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.no_room, strict=True) if on)
+    free = dict(live.fleet.free_by_backend)
+    top = max(free.values(), default=0)
+    return FleetView(
+        resident=resident,
+        unhealthy=frozenset(live.fleet.unhealthy_backends),
+        free_frac={b: v / top for b, v in free.items()} if top > 0 else {},
+        no_room=no_room,
+    )
+
+
+def explain_reply(ranking: Ranking, rules_version: str, max_candidates: int | None = None) -> ExplainReplyV1:
+    a = ranking.analysis
+    reply = ranking.to_reply(max_candidates or max(1, len(ranking.candidates)))
+    return ExplainReplyV1(
+        analysis=ExplainAnalysisV1(
+            category=a.category,
+            complexity=a.complexity,
+            level=a.level,
+            signals=list(a.reasons),
+            confidence=a.confidence,
+            source=a.source,
+            tokens=a.tokens,
+            category_scores=dict(a.category_scores),
+        ),
+        quality=ranking.quality,
+        candidates=reply.candidates,
+        filtered=dict(ranking.filtered),
+        notes=list(ranking.notes),
+        unservable=ranking.unservable,
+        unservable_code=ranking.unservable_code,
+        catalog_version=ranking.catalog_version,
+        rules_version=rules_version,
+    )
+
+
+def with_embedding(reply: RouteReplyV1, embedding: np.ndarray | None) -> RouteReplyV1:
+    """The reply with this prompt's embedding in its analysis (a cache hit answers with another
+    prompt's analysis): the gateway stores it with the decision, and feedback on the reply then
+    reaches the learned index (:func:`turnout.scorer.learned_loader.load_feedback`)."""
+    if embedding is None or reply.analysis is None:
+        return reply
+    analysis = reply.analysis.model_copy(update={"embedding": encode_embedding(embedding)})
+    return reply.model_copy(update={"analysis": analysis})

@@ -1,0 +1,89 @@
+"""Scorer settings: the shared :class:`CommonSettings` plus ``scorer`` options
+(``TURNOUT_SCORER__OPS_PORT``, ``TURNOUT_SCORER__WEIGHTS__SPEED``,
+``TURNOUT_SCORER__ALIASES='{"fast": "llama3.2:1b"}'`` …)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from turnout.common.settings import CommonSettings
+from turnout.scorer.vram import VramOptions
+
+
+class ScoringWeights(BaseModel):
+    """How much each term counts (see ``ranking.py`` for the formula)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fit: float = Field(default=1.0, ge=0, description="Penalty per unit of size mismatch (too small counts twice)")
+    speed: float = Field(default=0.4, ge=0, description="Tokens/s, weighted by (1 - quality preference)")
+    quality: float = Field(default=0.4, ge=0, description="Size prior + benchmarks + profiles, weighted by quality")
+    category: float = Field(default=0.15, ge=0, description="Coder model on a code prompt (half as a malus elsewhere)")
+    residency: float = Field(default=0.2, ge=0, description="Model already loaded on the replica's host")
+    unhealthy: float = Field(default=1.0, ge=0, description="Replica whose backend the gpu-agent reports down")
+    memory: float = Field(default=0.1, ge=0, description="Not loaded, and the host lacks the free memory for it")
+
+
+class RouteCacheOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    ttl_s: float = Field(default=30.0, gt=0, description="How long a cached decision lives")
+    semantic: bool = Field(default=True, description="Also reuse decisions of near-identical prompts")
+    threshold: float = Field(default=0.97, ge=0, le=1, description="Cosine similarity for a semantic hit")
+    capacity: int = Field(default=4096, ge=16, description="Recent prompts kept for semantic lookups")
+
+
+class ClassifierOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(default=None, description="OpenAI-compatible base URL; unset = no classifier")
+    model: str = ""
+    api_key: str | None = None
+    timeout_s: float = Field(default=0.25, gt=0)
+    band: tuple[float, float] = (0.25, 0.75)
+    min_confidence: float = Field(default=0.5, ge=0, le=1)
+
+
+class RoutingOptions(BaseModel):
+    """The routing engine (``engine.py``, ``scoring.py``): rules, caches, learned term, classifier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules_file: str | None = Field(default=None, description="Operator rules YAML (hot-reloaded)")
+    rules_poll_s: float = Field(default=2.0, gt=0)
+    policy: str = Field(default="score", pattern="^(score|tiers)$")
+    weights: dict[str, float] = Field(default_factory=dict, description="Overrides of scoring.Weights fields")
+    tier_thresholds_b: tuple[float, float] = (10.0, 40.0)
+    unservable_without_vision: bool = True
+    extra_categories: dict[str, list[str]] = Field(default_factory=dict, description="category -> keywords")
+    learned: bool = Field(default=True, description="Learn from graded prompts and feedback (Postgres)")
+    learned_refresh_s: float = Field(default=300.0, gt=0)
+    feedback_half_life_days: float = Field(default=14.0, gt=0)
+    route_cache: RouteCacheOptions = Field(default_factory=RouteCacheOptions)
+    classifier: ClassifierOptions = Field(default_factory=ClassifierOptions)
+
+
+class ScorerOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ops_host: str = "0.0.0.0"
+    ops_port: int = Field(default=9101, ge=0, le=65535)
+    catalog_refresh_s: float = Field(default=30.0, gt=0, description="Reload the catalog at least this often")
+    fleet_poll_s: float = Field(default=2.0, gt=0, description="Re-read fleet state at least this often")
+    schema_wait_s: float = Field(default=120.0, ge=0, description="How long to wait for the DB schema at start")
+    max_concurrency: int = Field(default=256, ge=1, description="RPC requests handled at once")
+    virtual_models: list[str] = Field(
+        default_factory=lambda: ["turnout/auto"], description="Requested names that mean 'route for me'"
+    )
+    aliases: dict[str, str] = Field(default_factory=dict, description="Requested name -> catalog model name")
+    default_quality: float = Field(default=0.5, ge=0, le=1, description="Quality preference when a request has none")
+    unknown_params_b: float = Field(default=8.0, gt=0, description="Size assumed for a model whose size is unknown")
+    max_candidates: int = Field(default=8, ge=1, le=64, description="Candidates in a reply")
+    weights: ScoringWeights = Field(default_factory=ScoringWeights)
+    routing: RoutingOptions = Field(default_factory=RoutingOptions)
+    vram: VramOptions = Field(default_factory=VramOptions, description="VRAM budgets, pinning, load/unload orders")
+
+
+class ScorerSettings(CommonSettings):
+    scorer: ScorerOptions = Field(default_factory=ScorerOptions)

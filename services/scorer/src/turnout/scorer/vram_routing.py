@@ -1,0 +1,369 @@
+"""VRAM-aware routing in the scorer: the glue between the ranking, the planner (``vram.py``)
+and the order executor (``vram_actions.py``).
+
+* **State** (:meth:`VramCoordinator.refresh`, every ``refresh_s`` off the request path): every
+  host's :class:`HostStateV1`, the gateways' in-flight counters (``inflight:<backend>``: a
+  model with requests in flight is *busy*), loads made room for but not yet reported
+  (``vram:pending:<host>``) and last-use times (``vram:last_used:<host>``, LRU order shared by
+  replicas). Each refresh builds an immutable ``{host: HostVram}`` view.
+* **Decision** (:meth:`decide`, in the ``route`` handler, no I/O): the reply's candidates
+  become planner :class:`Option` s (host from the agent that watches the candidate's backend;
+  need from ``/api/ps`` measurements, the catalog's profiled ``vram_bytes`` or the estimate);
+  the planner's choice moves to the front of the list with the reason in its ``reasons``.
+* **Orders** (:meth:`route`): an ``evict`` decision starts its orders in the background under
+  the host lock and waits for the unloads at most ``evict_wait_s`` (bounded by the RPC
+  deadline). Room made in time: the best candidate goes first. Otherwise the first candidate
+  that needs no orders goes first and the orders carry on, so the next request finds room.
+  Local overlays (loads reserved, models being unloaded) keep concurrent decisions of this
+  replica from double-counting memory before the agent reports the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import orjson
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from turnout.common.keys import Keys
+from turnout.common.schemas.catalog import CatalogModelV1
+from turnout.common.schemas.fleet import HostStateV1
+from turnout.common.schemas.route import CandidateV1, RouteReplyV1
+from turnout.common.schemas.vram import HostBudgetV1, VramStatusV1
+from turnout.common.vram_lock import pending_loads
+from turnout.scorer.vram import (
+    Decision,
+    DecisionKind,
+    HostVram,
+    Option,
+    ResidentModel,
+    VramConfig,
+    VramOptions,
+    host_vram,
+    measured_sizes,
+    model_need,
+    plan,
+)
+from turnout.scorer.vram_actions import VramActions
+
+log = logging.getLogger(__name__)
+
+LOCAL_PENDING_S = 10.0
+STATUS_TTL_S = 10
+
+
+@dataclass(frozen=True, slots=True)
+class VramView:
+    hosts: Mapping[str, HostVram] = field(default_factory=lambda: MappingProxyType({}))
+    backend_host: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    measured: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    states: tuple[HostStateV1, ...] = ()
+
+
+class VramCoordinator:
+    def __init__(
+        self,
+        opts: VramOptions,
+        *,
+        redis: Redis,
+        keys: Keys,
+        actions: VramActions | None,
+        refresh_s: float = 0.5,
+        evict_wait_s: float = 0.5,
+        replica: str = "",
+    ) -> None:
+        self.opts = opts
+        self.replica = replica
+        self.cfg = VramConfig.from_options(opts)
+        self._redis = redis
+        self._keys = keys
+        self._actions = actions
+        self._refresh_s = refresh_s
+        self._evict_wait_s = evict_wait_s
+        self._catalog: Mapping[str, CatalogModelV1] = MappingProxyType({})
+        self.view = VramView()
+        self._last_used: dict[tuple[str, str], float] = {}
+        self._dirty_last_used: dict[str, dict[str, float]] = {}
+        self._local_pending: dict[str, dict[str, tuple[int, float]]] = {}
+        self._unloading: dict[str, set[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._measured: dict[str, int] = {}
+        self.decisions: dict[str, int] = {}
+
+    # --- state -------------------------------------------------------------------------------
+
+    def update_catalog(self, models: Iterable[CatalogModelV1]) -> None:
+        self._catalog = MappingProxyType({m.name: m for m in models})
+
+    async def refresh(self) -> None:
+        states = await self._read_states()
+        backend_host = {s.backend: s.host for s in states if s.backend}
+        busy: dict[str, set[str]] = {}
+        pending: dict[str, dict[str, int]] = {}
+        for s in states:
+            if s.backend:
+                counts = await self._redis.hgetall(self._keys.inflight(s.backend))  # type: ignore[misc]
+                busy[s.host] = {k.decode() for k, v in counts.items() if int(v or 0) > 0}
+            pending[s.host] = await pending_loads(self._redis, self._keys, s.host)
+            arrived = set(pending[s.host]) & {m.name for m in s.loaded_models}
+            if arrived:  # the agent reports them now: no longer pending
+                await self._redis.hdel(self._keys.vram_pending(s.host), *arrived)  # type: ignore[misc]
+                pending[s.host] = {m: b for m, b in pending[s.host].items() if m not in arrived}
+            for model, ts in (await self._redis.hgetall(self._keys.vram_last_used(s.host))).items():  # type: ignore[misc]
+                key = (s.host, model.decode())
+                self._last_used[key] = max(self._last_used.get(key, 0.0), float(ts))
+        await self._flush_last_used()
+        now = time.time()
+        hosts: dict[str, HostVram] = {}
+        for s in states:
+            local = {m: b for m, (b, until) in self._local_pending.get(s.host, {}).items() if until > now}
+            self._local_pending[s.host] = {m: v for m, v in self._local_pending.get(s.host, {}).items() if v[1] > now}
+            h = host_vram(
+                s,
+                self.cfg,
+                last_used={m: t for (h_, m), t in self._last_used.items() if h_ == s.host},
+                busy=busy.get(s.host, set()),
+                pending={**pending.get(s.host, {}), **local},
+            )
+            if h is not None:
+                hosts[s.host] = h
+        # a model the agent reports loaded is no longer pending; one it no longer lists is unloaded
+        for s in states:
+            loaded = {m.name for m in s.loaded_models}
+            if s.host in self._local_pending:
+                for m in loaded & set(self._local_pending[s.host]):
+                    self._local_pending[s.host].pop(m, None)
+            if s.host in self._unloading:
+                self._unloading[s.host] &= loaded
+        for name, size in measured_sizes(states).items():  # remembered after an unload too
+            self._measured[name] = max(size, self._measured.get(name, 0))
+        self.view = VramView(
+            hosts=MappingProxyType(hosts),
+            backend_host=MappingProxyType(backend_host),
+            measured=MappingProxyType(dict(self._measured)),
+            states=tuple(states),
+        )
+        status = self.status(busy, {h: {**pending.get(h, {})} for h in hosts})
+        await self._redis.set(self._keys.vram_status, status.model_dump_json(), ex=STATUS_TTL_S)
+
+    def status(self, busy: Mapping[str, set[str]], pending: Mapping[str, Mapping[str, int]]) -> VramStatusV1:
+        """The budgets and policy as ``GET /admin/vram`` shows them."""
+        hosts = self._hosts_now()
+        return VramStatusV1(
+            ts=time.time(),
+            replica=self.replica,
+            enabled=self.opts.enabled,
+            budget_fraction=self.opts.budget_fraction,
+            max_total_gb=dict(self.opts.max_total_gb),
+            pinned=dict(self.opts.pinned),
+            score_margin=self.opts.score_margin,
+            hosts=[
+                HostBudgetV1(
+                    host=h.host,
+                    budget_bytes=h.budget_bytes,
+                    used_bytes=h.used_bytes,
+                    available_bytes=h.available_bytes,
+                    pinned=sorted(h.pinned),
+                    busy=sorted(busy.get(h.host, set())),
+                    pending=dict(pending.get(h.host, {})),
+                    last_used={m: t for (host, m), t in self._last_used.items() if host == h.host},
+                )
+                for h in hosts.values()
+            ],
+            unmanaged=sorted(s.host for s in self.view.states if s.host not in hosts),
+            decisions=dict(self.decisions),
+        )
+
+    async def _read_states(self) -> list[HostStateV1]:
+        raw_hosts = await self._redis.zrange(self._keys.fleet_hosts, 0, -1)
+        hosts = [h.decode() if isinstance(h, bytes) else str(h) for h in raw_hosts]
+        if not hosts:
+            return []
+        states = []
+        for raw in await self._redis.mget([self._keys.fleet_host(h) for h in hosts]):
+            if raw is None:
+                continue
+            with contextlib.suppress(orjson.JSONDecodeError, ValidationError):
+                states.append(HostStateV1.model_validate(orjson.loads(raw)))
+        return states
+
+    async def _flush_last_used(self) -> None:
+        dirty, self._dirty_last_used = self._dirty_last_used, {}
+        for host, models in dirty.items():
+            await self._redis.hset(self._keys.vram_last_used(host), mapping=models)  # type: ignore[misc]
+            await self._redis.expire(self._keys.vram_last_used(host), 24 * 3600)
+
+    async def run(self) -> None:
+        """Refresh forever (a background task of the scorer)."""
+        failing = False
+        while True:
+            try:
+                await self.refresh()
+                failing = False
+            except (RedisError, OSError) as exc:
+                log.debug("VRAM state refresh failed: %s", exc)
+            except Exception:
+                if not failing:
+                    log.exception("VRAM state refresh failed")
+                failing = True
+            await asyncio.sleep(self._refresh_s)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def is_busy(self, host: str, model: str) -> bool:
+        """Right now (not as of the last refresh): is a request in flight on ``model`` at ``host``?"""
+        backends = [b for b, h in self.view.backend_host.items() if h == host]
+        for b in backends:
+            n = await self._redis.hget(self._keys.inflight(b), model)  # type: ignore[misc]
+            if n is not None and int(n) > 0:
+                return True
+        return False
+
+    # --- decision ----------------------------------------------------------------------------
+
+    def _hosts_now(self) -> dict[str, HostVram]:
+        """The refreshed view with this replica's overlays: local reservations, unloads under way."""
+        now = time.time()
+        out = dict(self.view.hosts)
+        for host, h in out.items():
+            extra = [
+                ResidentModel(m, b, now, busy=True)
+                for m, (b, until) in self._local_pending.get(host, {}).items()
+                if until > now and not h.holds(m)
+            ]
+            leaving = self._unloading.get(host, set())
+            if not extra and not leaving:
+                continue
+            resident = [
+                ResidentModel(f"{m.name} (unloading)", m.bytes, m.last_used, busy=True) if m.name in leaving else m
+                for m in h.resident
+            ]
+            gpu_free = h.gpu_free_bytes
+            if gpu_free is not None:
+                gpu_free = max(0, gpu_free - sum(r.bytes for r in extra))
+            out[host] = HostVram(h.host, h.budget_bytes, gpu_free, (*resident, *extra), h.pinned)
+        return out
+
+    def options(self, candidates: list[CandidateV1]) -> list[Option]:
+        out = []
+        for c in candidates:
+            entry = self._catalog.get(c.model)
+            need, _ = model_need(
+                c.upstream_model,
+                self.cfg,
+                measured=self.view.measured,
+                catalog_bytes=entry.vram_bytes if entry else None,
+                params_b=entry.params_b if entry else None,
+                quant=entry.quant if entry else None,
+            )
+            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, need))
+        return out
+
+    def decide(self, reply: RouteReplyV1) -> tuple[RouteReplyV1, Decision | None]:
+        if not self.opts.enabled or not reply.candidates or not self.view.hosts:
+            return reply, None
+        options = self.options(reply.candidates)
+        hosts = self._hosts_now()
+        decision = plan(options, hosts, self.cfg)
+        if decision is None:
+            return reply, None
+        self.decisions[decision.kind.value] = self.decisions.get(decision.kind.value, 0) + 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "vram %s -> #%d: %s; options %s; hosts %s",
+                decision.kind.value,
+                decision.choice,
+                decision.reason,
+                [(o.model, o.host, round(o.score, 3), round(o.need_bytes / 2**30, 2)) for o in options],
+                {h: (round(v.available_bytes / 2**30, 2), [m.name for m in v.resident]) for h, v in hosts.items()},
+            )
+        chosen = options[decision.choice]
+        if chosen.host is not None:
+            self._touch(chosen.host, chosen.model)
+            h = hosts.get(chosen.host)
+            if decision.kind in (DecisionKind.FITS, DecisionKind.FALLBACK) and h is not None and not decision.orders:
+                if not h.holds(chosen.model):
+                    self._reserve_local(chosen.host, chosen.model, chosen.need_bytes)
+        return _reordered(reply, decision.choice, f"vram: {decision.reason}"), decision
+
+    def _touch(self, host: str, model: str) -> None:
+        now = time.time()
+        self._last_used[(host, model)] = now
+        self._dirty_last_used.setdefault(host, {})[model] = now
+
+    def _reserve_local(self, host: str, model: str, nbytes: int) -> None:
+        self._local_pending.setdefault(host, {})[model] = (nbytes, time.time() + LOCAL_PENDING_S)
+
+    # --- orders ------------------------------------------------------------------------------
+
+    async def route(self, reply: RouteReplyV1, *, remaining_s: float | None = None) -> RouteReplyV1:
+        """:meth:`decide`, then carry out an ``evict`` decision's orders (module docstring)."""
+        decided, decision = self.decide(reply)
+        if decision is None or not decision.orders or self._actions is None:
+            return decided
+        host = decision.orders[0].host
+        load = decision.orders[-1]
+        self._reserve_local(host, load.model, load.bytes)
+        self._unloading.setdefault(host, set()).update(o.model for o in decision.orders[:-1])
+        room = asyncio.get_running_loop().create_future()
+
+        def on_room(ok: bool) -> None:
+            if not room.done():
+                room.set_result(ok)
+
+        task = asyncio.create_task(self._carry_out(host, decision, on_room), name=f"vram-orders:{host}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        wait = self._evict_wait_s if remaining_s is None else max(0.0, min(self._evict_wait_s, remaining_s - 0.01))
+        try:
+            made = await asyncio.wait_for(asyncio.shield(room), timeout=wait)
+        except TimeoutError:
+            made = False
+        if made:
+            return decided
+        alt = self._first_without_orders(self.options(decided.candidates[1:]))
+        if alt is None:
+            return decided
+        return _reordered(decided, alt + 1, f"vram: room for {load.model} on {host} is not ready yet")
+
+    def _first_without_orders(self, options: list[Option]) -> int | None:
+        hosts = self._hosts_now()
+        for i, opt in enumerate(options):
+            h = hosts.get(opt.host) if opt.host is not None else None
+            if h is None or h.holds(opt.model) or opt.need_bytes <= h.available_bytes:
+                return i
+        return None
+
+    async def _carry_out(self, host: str, decision: Decision, on_room: Callable[[bool], None]) -> None:
+        assert self._actions is not None
+        try:
+            run = await self._actions.execute(host, decision.orders, on_room=on_room)
+            if not run.completed:
+                self._local_pending.get(host, {}).pop(decision.orders[-1].model, None)
+        except Exception:
+            log.exception("VRAM orders for %s failed", host)
+            self._local_pending.get(host, {}).pop(decision.orders[-1].model, None)
+        finally:
+            self._unloading.get(host, set()).difference_update(o.model for o in decision.orders[:-1])
+            with contextlib.suppress(RedisError, OSError):
+                await self.refresh()
+
+
+def _reordered(reply: RouteReplyV1, choice: int, reason: str) -> RouteReplyV1:
+    cands = list(reply.candidates)
+    first = cands.pop(choice)
+    first = first.model_copy(update={"reasons": [*first.reasons, reason]})
+    return reply.model_copy(update={"candidates": [first, *cands]})

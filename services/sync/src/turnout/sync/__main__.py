@@ -1,0 +1,38 @@
+"""``python -m turnout.sync``: migrate (or wait for the schema), ops endpoints, arq worker
+(benchmark import jobs + the request/feedback event consumer)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from turnout.common.arq import prepare_schema, run_worker, worker_checks
+from turnout.common.errors import ConfigError
+from turnout.common.logging import configure_logging
+from turnout.common.ops import build_ops_app, ops_server
+from turnout.sync.settings import SyncSettings
+from turnout.sync.worker import build_worker, consumer_check
+
+
+async def _main(settings: SyncSettings) -> None:
+    opts = settings.sync
+    await prepare_schema(settings, wait_s=opts.schema_wait_s)
+    worker = build_worker(settings)
+    checks = {**worker_checks(worker), "events": consumer_check(worker)}
+    async with ops_server(build_ops_app("sync", checks), opts.ops_host, opts.ops_port):
+        await run_worker(worker)
+
+
+def main() -> int:
+    try:
+        settings = SyncSettings.load()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)  # noqa: T201
+        return 2
+    configure_logging(settings.log_level, service="sync", json=settings.log_json)
+    asyncio.run(_main(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Switchyard fakefleet: a simulated model fleet speaking the real Ollama and OpenAI wire protocols."""
