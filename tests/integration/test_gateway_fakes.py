@@ -24,6 +24,7 @@ from turnout.devstack.infra import free_port
 from turnout.gateway.app import create_app
 from turnout.gateway.server_protocol import PROTOCOL
 from turnout.gateway.settings import GatewayOptions, GatewaySettings
+from turnout.gateway.state import GatewayState
 
 REPLY_TEXT = ["Hello", " from", " the", " fake", " backend."]
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -322,6 +323,11 @@ class RunningGateway:
     url: str
     settings: GatewaySettings
     server: uvicorn.Server
+
+    def app_state(self) -> GatewayState:
+        """The state the app's lifespan built (the uvicorn lifespan keeps what it yielded)."""
+        state: GatewayState = self.server.lifespan.state["gw"]  # type: ignore[attr-defined]
+        return state
 
 
 @contextlib.asynccontextmanager

@@ -8,11 +8,15 @@ GatewayError                      raised by the gateway itself (status, type, co
 ├── InvalidRequest           400  malformed JSON, missing or invalid values, unservable request
 ├── InvalidType              422  a field of the wrong type
 ├── Unauthorized             401  missing or unknown client key
+├── Forbidden                403  admin API from an address it is not open to
 ├── ModelNotFound            404  the requested model does not exist
 ├── BodyTooLarge             413  request body over ``max_body_bytes``
+├── UnsupportedMediaType     415  a body that is not ``application/json``
 ├── RateLimited              429  every candidate answered 429
 ├── UpstreamFailed           502  every candidate failed with an HTTP error or a broken reply
 ├── NoBackendAvailable       503  no candidate, or none could be reached
+├── ShuttingDown             503  the drain grace ran out (a stream gets it as its last event)
+├── ClientGone               499  the client went away (never sent; recorded)
 └── UpstreamTimedOut         504  the candidates timed out
 
 Library exceptions are mapped too: ``BackendStatusError`` (4xx passed through, else 502),
@@ -42,13 +46,26 @@ class GatewayError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        if retry_after_s is not None or headers:
+            self.headers = {**(headers or {})}
+            if retry_after_s is not None:
+                self.headers["retry-after"] = str(retry_after_s)
 
 
 class InvalidRequest(GatewayError):
@@ -66,6 +83,18 @@ class Unauthorized(GatewayError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
 
 
 class ModelNotFound(GatewayError):
@@ -104,6 +133,20 @@ class NoBackendAvailable(GatewayError):
     code = "no_backend_available"
 
 
+class ShuttingDown(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "shutdown"
+
+
+class ClientGone(GatewayError):
+    """The client disconnected before its reply (the status is never sent; events record 499)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed"
+
+
 class UpstreamTimedOut(GatewayError):
     status = 504
     type = "timeout"
@@ -117,6 +160,7 @@ _STATUS_TYPES = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
@@ -177,6 +221,8 @@ def gateway_error_body(exc: GatewayError) -> bytes:
 
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:
     err = as_gateway_error(exc)
+    if err.headers:
+        headers = {**err.headers, **(headers or {})}
     return Response(gateway_error_body(err), status_code=err.status, media_type=JSON_MEDIA, headers=headers)
 
 
@@ -193,7 +239,9 @@ def ndjson_error_line(exc: BaseException) -> bytes:
 def ollama_error_response(exc: BaseException) -> Response:
     """Ollama clients read ``{"error": "message"}`` bodies."""
     err = as_gateway_error(exc)
-    return Response(orjson.dumps({"error": err.message}), status_code=err.status, media_type=JSON_MEDIA)
+    return Response(
+        orjson.dumps({"error": err.message}), status_code=err.status, media_type=JSON_MEDIA, headers=err.headers
+    )
 
 
 # --- handlers ----------------------------------------------------------------------------------

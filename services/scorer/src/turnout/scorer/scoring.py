@@ -653,6 +653,13 @@ def model_terms(
 REPLICA_TERMS = ("resident", "unhealthy", "no_room", "free_vram", "busy")
 
 
+def busy_share(inflight: F) -> F:
+    """``x / (x + 4)`` of the requests in flight, 0 for anything not positive (never a division by 0)."""
+    x = np.maximum(inflight, 0.0)
+    out: F = x / (x + 4.0)
+    return out
+
+
 def replica_terms(reps: ReplicaTable, cfg: ScoringConfig) -> F:
     w = cfg.weights
     return np.vstack(
@@ -661,7 +668,7 @@ def replica_terms(reps: ReplicaTable, cfg: ScoringConfig) -> F:
             -w.unhealthy * ~reps.healthy,
             -w.no_room * reps.no_room,
             w.free_vram * np.nan_to_num(reps.free_frac, nan=0.0),
-            -w.busy * reps.inflight / (reps.inflight + 4.0),
+            -w.busy * busy_share(reps.inflight),
         ]
     ).astype(np.float64)
 
