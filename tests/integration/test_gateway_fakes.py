@@ -33,8 +33,10 @@ PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEh
 @dataclass
 class FakeBackend:
     """One fake backend. ``mode``: ``ok``; ``status`` (answer ``fail_status``); ``slow`` (wait 5 s
-    before answering); ``hang`` (stream a chunk, then wait, recording when the client goes away);
-    ``break`` (stream a chunk, then drop the connection)."""
+    before answering, recording when the client goes away); ``hang`` (stream a chunk, then wait,
+    recording when the client goes away); ``break`` (stream a chunk, then drop the connection);
+    ``non_object`` (valid JSON that is not an object: a whole reply ``[1, 2]``, a stream event
+    ``data: [1]``); ``drip`` (stream a chunk every 0.3 s, then finish normally)."""
 
     name: str
     kind: str = "openai"
@@ -80,7 +82,13 @@ class FakeBackend:
         self.paths.append(request.path)
         self.cookies_seen.append(request.headers.get("Cookie"))
         if self.mode == "slow":
-            await asyncio.sleep(5)
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        if self.mode == "non_object" and not body.get("stream"):
+            return web.Response(body=b"[1, 2]", content_type="application/json")
         if self.mode == "status":
             err = {"error": {"message": f"{self.name} is failing", "type": "server_error"}}
             return web.Response(body=orjson.dumps(err), status=self.fail_status, content_type="application/json")
@@ -133,6 +141,9 @@ class FakeBackend:
             }
             return b"data: " + orjson.dumps(c) + b"\n\n"
 
+        if self.mode == "non_object":
+            await resp.write(b"data: [1]\n\n")
+            return resp
         await resp.write(chunk({"role": "assistant", "content": ""}))
         if self.mode in ("hang", "break"):
             await resp.write(chunk({"content": "partial"}))
@@ -142,6 +153,8 @@ class FakeBackend:
                 return resp
             return await self._hang(resp)
         for piece in REPLY_TEXT:
+            if self.mode == "drip":
+                await asyncio.sleep(0.3)
             await resp.write(chunk({"content": piece}))
         await resp.write(chunk({}, "stop"))
         if self.include_usage_seen[-1]:

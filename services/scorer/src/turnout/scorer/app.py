@@ -36,10 +36,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from turnout.common.catalog import load_snapshot
+from turnout.common.circuits import CircuitStore, blocked
 from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import make_engine, make_sessionmaker
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
+from turnout.common.inflight import read_inflight
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
 from turnout.common.rpc.client import new_client_id
@@ -48,7 +50,14 @@ from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
 from turnout.scorer.caches import RouteCacheConfig, RoutingCache
 from turnout.scorer.classifier import LLMClassifier
-from turnout.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply, fleet_view
+from turnout.scorer.engine import (
+    FleetView,
+    RoutingEngine,
+    classifier_config,
+    engine_config,
+    explain_reply,
+    fleet_view,
+)
 from turnout.scorer.index import CatalogIndex, FleetState, LiveIndex
 from turnout.scorer.learned import LearnedIndex
 from turnout.scorer.learned_loader import load_feedback, load_profile_outcomes
@@ -91,6 +100,8 @@ class Scorer:
         self.catalog_loaded = False
         self.reloads = 0
         self.vram: VramCoordinator | None = None
+        self._overlay = FleetView()
+        self._circuits = CircuitStore(redis, self._keys)
 
     @property
     def live(self) -> LiveIndex:
@@ -170,7 +181,7 @@ class Scorer:
             index = CatalogIndex.build(snapshot, unknown_params_b=self._opts.unknown_params_b)
             self._live = LiveIndex.build(index, self._live.fleet)
             self.engine.set_catalog(snapshot)
-            self.engine.set_fleet(fleet_view(self._live))
+            self.engine.set_fleet(fleet_view(self._live, self._overlay))
             if self.vram is not None:
                 self.vram.update_catalog(snapshot.models)
             self._metrics.catalog_models.set(index.size)
@@ -227,7 +238,7 @@ class Scorer:
         if fleet == self._live.fleet:
             return False
         self._live = LiveIndex.build(self._live.catalog, fleet)
-        self.engine.set_fleet(fleet_view(self._live))
+        self.engine.set_fleet(fleet_view(self._live, self._overlay))
         return True
 
     def request_fleet_refresh(self) -> None:
@@ -242,6 +253,25 @@ class Scorer:
                 await self.refresh_fleet()
             except (RedisError, OSError) as exc:
                 log.debug("fleet refresh failed: %s", exc)
+
+    async def refresh_shared(self) -> bool:
+        """Re-read what the gateways share (in-flight counts, open circuits); True when it changed."""
+        inflight = await read_inflight(self._redis, self._keys)
+        open_backends, open_replicas = blocked(await self._circuits.read_all())
+        overlay = FleetView(inflight=inflight, open_backends=open_backends, open_replicas=open_replicas)
+        if overlay == self._overlay:
+            return False
+        self._overlay = overlay
+        self.engine.set_fleet(fleet_view(self._live, overlay))
+        return True
+
+    async def shared_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._opts.shared_poll_s)
+            try:
+                await self.refresh_shared()
+            except (RedisError, OSError) as exc:
+                log.debug("in-flight/circuit refresh failed: %s", exc)
 
     # --- notifications -------------------------------------------------------------------
 
@@ -412,6 +442,7 @@ async def running_scorer(
         tasks = [
             asyncio.create_task(scorer.catalog_loop(), name="catalog-loop"),
             asyncio.create_task(scorer.fleet_loop(), name="fleet-loop"),
+            asyncio.create_task(scorer.shared_loop(), name="shared-state-loop"),
             asyncio.create_task(scorer.listen(settings.redis_url), name="catalog-listener"),
             asyncio.create_task(routing.rules.watch(), name="rules-watch"),
         ]

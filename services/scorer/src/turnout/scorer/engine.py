@@ -60,6 +60,11 @@ class FleetView:
     free_frac: Mapping[str, float] = field(default_factory=dict)
     no_room: frozenset[tuple[str, str]] = frozenset()
     inflight: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """(backend, upstream model) -> requests in flight over every gateway (the ``busy`` term)."""
+    open_backends: frozenset[str] = frozenset()
+    """Backends whose circuit is open (the gateways cannot reach them): filtered out."""
+    open_replicas: frozenset[tuple[str, str]] = frozenset()
+    """(backend, upstream model) pairs whose circuit is open: filtered out."""
 
 
 class RoutingEngine:
@@ -119,7 +124,8 @@ class RoutingEngine:
     def set_fleet(self, fleet: FleetView) -> None:
         self._fleet = fleet
         # cached decisions follow residency and health, not every change of free memory
-        self._fleet_gen = f"{hash((fleet.resident, fleet.unhealthy, fleet.no_room)) & 0xFFFFFFFF:08x}"
+        gen = (fleet.resident, fleet.unhealthy, fleet.no_room, fleet.open_backends, fleet.open_replicas)
+        self._fleet_gen = f"{hash(gen) & 0xFFFFFFFF:08x}"
         self.replicas = ReplicaTable.from_specs(
             self.table,
             resident=fleet.resident,
@@ -127,6 +133,8 @@ class RoutingEngine:
             free_frac=fleet.free_frac,
             no_room=fleet.no_room,
             inflight=fleet.inflight,
+            open_backends=fleet.open_backends,
+            open_replicas=fleet.open_replicas,
         )
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
@@ -255,8 +263,9 @@ def classifier_config(r: RoutingOptions) -> ClassifierConfig | None:
     )
 
 
-def fleet_view(live: LiveIndex) -> FleetView:
-    """The per-replica fleet state of the scorer's :class:`LiveIndex`, keyed by (backend, upstream)."""
+def fleet_view(live: LiveIndex, overlay: FleetView | None = None) -> FleetView:
+    """The per-replica fleet state of the scorer's :class:`LiveIndex`, keyed by (backend, upstream),
+    with the gateways' shared in-flight counts and open circuits of ``overlay``."""
     reps = live.catalog.replicas
     resident = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.resident, strict=True) if on)
     no_room = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.no_room, strict=True) if on)
@@ -267,6 +276,9 @@ def fleet_view(live: LiveIndex) -> FleetView:
         unhealthy=frozenset(live.fleet.unhealthy_backends),
         free_frac={b: v / top for b, v in free.items()} if top > 0 else {},
         no_room=no_room,
+        inflight=overlay.inflight if overlay else {},
+        open_backends=overlay.open_backends if overlay else frozenset(),
+        open_replicas=overlay.open_replicas if overlay else frozenset(),
     )
 
 

@@ -6,7 +6,9 @@ functions over frozen slotted dataclasses and numpy arrays; no I/O.
 1. kind: embedding requests → embedding models only; chat/completion → models that generate;
 2. images → vision models; tools → tools models;
 3. context: estimated prompt tokens + ``max_tokens`` must fit the window (unknown windows pass);
-4. operator rules: block list, allow list, a client's backend restriction.
+4. operator rules: block list, allow list, a client's backend restriction;
+5. open circuits: replicas whose (backend, model) circuit or whose backend's circuit the
+   gateways opened after repeated failures (:mod:`turnout.common.circuits`) are left out.
 
 **Fallback when the filters leave nothing** (each step adds a note to every candidate):
 
@@ -15,7 +17,10 @@ functions over frozen slotted dataclasses and numpy arrays; no I/O.
 * no tools model → the tools requirement is dropped (the model may ignore the tools);
 * nothing fits the context → ``unservable`` unless ``relax_context``, then the largest window;
 * the allow list or a client's backend rule leaves nothing → that rule is ignored; the block
-  list is never relaxed; nothing left at all → ``unservable``.
+  list is never relaxed; nothing left at all → ``unservable``;
+* every suitable replica's circuit is open → they are all kept, in score order, with a note:
+  the gateway then answers 503 with ``Retry-After`` (or probes one whose cooldown is over)
+  rather than the scorer guessing which dead replica to send a request to.
 
 **Terms** (``q`` = quality preference 0..1, ``c`` = complexity, ``imp = 0.4 + 0.6·c``); each
 candidate reports them in ``terms`` and they sum to its ``score``:
@@ -387,6 +392,8 @@ class ReplicaTable:
     free_frac: F
     """Free VRAM share on the replica's host (NaN unknown)."""
     inflight: F
+    circuit_open: B
+    """The gateways' circuit breaker for the replica (or its whole backend) is open."""
 
     @property
     def size(self) -> int:
@@ -402,6 +409,8 @@ class ReplicaTable:
         free_frac: Mapping[str, float] | None = None,
         no_room: frozenset[tuple[str, str]] = frozenset(),
         inflight: Mapping[tuple[str, str], int] | None = None,
+        open_backends: frozenset[str] = frozenset(),
+        open_replicas: frozenset[tuple[str, str]] = frozenset(),
     ) -> ReplicaTable:
         """Replicas of every model (a model without replicas gets one on backend ``""``)."""
         rows: list[tuple[int, str, str]] = []
@@ -419,6 +428,9 @@ class ReplicaTable:
             no_room=_frozen(np.array([(r[1], r[2]) in no_room for r in rows], dtype=bool)),
             free_frac=_frozen(np.array([free_frac.get(r[1], np.nan) for r in rows], dtype=np.float64)),
             inflight=_frozen(np.array([float(inflight.get((r[1], r[2]), 0)) for r in rows])),
+            circuit_open=_frozen(
+                np.array([r[1] in open_backends or (r[1], r[2]) in open_replicas for r in rows], dtype=bool)
+            ),
         )
 
 
@@ -710,7 +722,7 @@ def rank(
             unservable_code=UNSERVABLE,
             catalog_version=table.version,
         )
-    rmask = sel.mask[reps.model]
+    rmask = _without_open_circuits(sel.mask[reps.model], reps, sel)
     if cons.backends is not None:
         on = np.array([b in cons.backends for b in reps.backend], dtype=bool)
         if (rmask & on).any():
@@ -753,6 +765,18 @@ def rank(
         quality=q,
         chosen=chosen,
     )
+
+
+def _without_open_circuits(rmask: B, reps: ReplicaTable, sel: Selection) -> B:
+    """Filter 5 and its fallback (module docstring)."""
+    if not reps.circuit_open.any():
+        return rmask
+    closed = rmask & ~reps.circuit_open
+    if closed.any():
+        return closed
+    if rmask.any():
+        sel.notes.append("every suitable replica's circuit is open: listed anyway (the gateway retries them)")
+    return rmask
 
 
 def choose(a: PromptAnalysis, q: float, table: ModelTable, mask: B, cfg: ScoringConfig, learned: Learned | None) -> int:
