@@ -17,8 +17,9 @@ import uvicorn
 from aiohttp import web
 
 from turnout.common.keys import Keys
-from turnout.common.rpc import ROUTE_V1, RpcContext, RpcServer
+from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcContext, RpcServer
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+from turnout.common.schemas.explain import ExplainReplyV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 from turnout.devstack.infra import free_port
 from turnout.gateway.app import create_app
@@ -303,7 +304,11 @@ class FakeScorer:
                 await asyncio.sleep(self.delay_s)
             return self.decide(req)
 
+        async def explain(req: RouteRequestV1, _: RpcContext) -> ExplainReplyV1:
+            return ExplainReplyV1(candidates=self.decide(req).candidates)
+
         server.register(ROUTE_V1, handle)
+        server.register(EXPLAIN_V1, explain)
         task = asyncio.create_task(server.serve())
         try:
             await _until(lambda: server.connected)

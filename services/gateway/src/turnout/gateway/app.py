@@ -28,6 +28,7 @@ from turnout.common.http import make_session
 from turnout.common.rpc import ROUTE_V1, RpcClient
 from turnout.common.rpc.client import new_client_id
 from turnout.common.rpc.resp import RespLink
+from turnout.gateway.api_schemas import document
 from turnout.gateway.auth import AdminGuard, client_key_ids
 from turnout.gateway.catalog import CatalogView
 from turnout.gateway.circuits import Breakers
@@ -201,6 +202,7 @@ def create_app(
     if opts.metrics_port is None:
         app.include_router(ops.metrics_router)
     app.include_router(admin_circuits.router)
+    document(app, [*openai.hot_routes, *ollama.hot_routes])
     app.include_router(admin_vram.router)
     app.include_router(admin_routing.router)
     app.include_router(admin_catalog.router)

@@ -150,6 +150,19 @@ def _check_messages(messages: list[Any], *, ollama: bool = False) -> None:
         allowed: tuple[type, ...] = (str,) if ollama else (str, list)
         if content is not None and not isinstance(content, allowed):
             raise InvalidType(f"'{where}.content' must be {_describe(allowed)}", param=f"{where}.content")
+        if ollama:
+            _check_images(msg.get("images"), f"{where}.images")
+
+
+def _check_images(images: Any, where: str) -> None:
+    """Ollama ``images``: a list of base64 strings."""
+    if images is None:
+        return
+    if not isinstance(images, list):
+        raise InvalidType(f"'{where}' must be an array", param=where)
+    for i, image in enumerate(images):
+        if not isinstance(image, str):
+            raise InvalidType(f"'{where}[{i}]' must be a string", param=f"{where}[{i}]")
 
 
 def _check_positive(body: Json, *names: str) -> None:
@@ -222,6 +235,7 @@ def check_ollama_chat(body: Json, *, max_messages: int = DEFAULT_MAX_MESSAGES) -
 def check_ollama_generate(body: Json) -> None:
     check_types(body, OLLAMA_GENERATE)
     check_model(body)
+    _check_images(body.get("images"), "images")
 
 
 def check_ollama_embed(body: Json) -> None:

@@ -37,6 +37,7 @@ from turnout.common.arq import (
     loads,
 )
 from turnout.common.db.models import Benchmark, DeadLetter, Model
+from turnout.gateway.api_schemas import ADMIN_ACTION
 from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
 from turnout.gateway.errors import ModelNotFound, NotFound
@@ -64,7 +65,7 @@ def _str(v: Any) -> str:
 # --- profiling ---------------------------------------------------------------------------------
 
 
-@router.post("/reprofile")
+@router.post("/reprofile", openapi_extra=ADMIN_ACTION)
 async def reprofile(
     gw: StateDep,
     _: AdminDep,
@@ -155,7 +156,7 @@ async def dead_letters(
     )
 
 
-@router.post("/dlq/{dead_letter_id}/retry")
+@router.post("/dlq/{dead_letter_id}/retry", openapi_extra=ADMIN_ACTION)
 async def retry_dead_letter(
     gw: StateDep, _: AdminDep, dead_letter_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
 ) -> Response:
@@ -243,7 +244,7 @@ def _match_method(match: Any) -> Any:
     return match.get("method") if isinstance(match, dict) else match
 
 
-@router.post("/sync-benchmarks")
+@router.post("/sync-benchmarks", openapi_extra=ADMIN_ACTION)
 async def sync_benchmarks(
     gw: StateDep, _: AdminDep, source: Annotated[str | None, Query(max_length=64)] = None
 ) -> Response:

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from turnout.common.errors import RemoteError, RpcTimeout, RpcUnavailable
 from turnout.common.rpc import EXPLAIN_V1
 from turnout.common.schemas.route import RequestKind, RouteRequestV1
+from turnout.gateway.api_schemas import ADMIN_ACTION, EXPLAIN_BODY
 from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
 from turnout.gateway.errors import NoBackendAvailable
@@ -80,7 +81,7 @@ async def explain_get(
     return await _explain(gw, req)
 
 
-@router.post("/explain")
+@router.post("/explain", openapi_extra=EXPLAIN_BODY)
 async def explain_post(request: Request, gw: StateDep, _admin: AdminDep) -> Response:
     body = await read_json(request)
     opts = gw.settings.gateway
@@ -108,13 +109,13 @@ async def _control(gw: GatewayState, action: str) -> int:
         raise NoBackendAvailable("Redis is unavailable; retry later") from exc
 
 
-@router.post("/reload")
+@router.post("/reload", openapi_extra=ADMIN_ACTION)
 async def reload(gw: StateDep, _admin: AdminDep) -> Response:
     replicas = await _control(gw, "reload")
     return Response(orjson.dumps({"status": "ok", "scorer_replicas_notified": replicas}), media_type=JSON_MEDIA)
 
 
-@router.post("/cache/invalidate")
+@router.post("/cache/invalidate", openapi_extra=ADMIN_ACTION)
 async def invalidate(
     request: Request, gw: StateDep, _admin: AdminDep, which: Literal["all", "routing", "response"] = "all"
 ) -> Response:
