@@ -40,7 +40,9 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from turnout.scorer.scoring import TIERS, Constraints, ModelTable
+from turnout.scorer.catalog import ModelTable
+from turnout.scorer.filters import Constraints
+from turnout.scorer.scoring_config import TIERS
 
 log = logging.getLogger(__name__)
 
