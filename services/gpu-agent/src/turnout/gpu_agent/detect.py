@@ -28,12 +28,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from turnout.common.schemas.fleet import GpuStateV1
 from turnout.gpu_agent.amd import AmdReader
-from turnout.gpu_agent.gpus import GpuReader, GpuReading, GpuUnavailable, MultiReader
+from turnout.gpu_agent.errors import GpuReadError, GpuUnavailable
+from turnout.gpu_agent.gpus import GpuReader, GpuReading, MultiReader
 from turnout.gpu_agent.intel import IntelReader
 from turnout.gpu_agent.manual import ManualReader
 from turnout.gpu_agent.nvidia_smi import NvidiaSmiReader
 from turnout.gpu_agent.simulated import SimulatedReader
-from turnout.gpu_agent.sysfs import GpuReadError, Runner, run_command
+from turnout.gpu_agent.sysfs import Runner, run_command
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
 
-from turnout.gpu_agent.gpus import GpuProcess, GpuReading, GpuUnavailable
+from turnout.gpu_agent.errors import GpuUnavailable
+from turnout.gpu_agent.gpus import GpuProcess, GpuReading
 
 log = logging.getLogger(__name__)
 

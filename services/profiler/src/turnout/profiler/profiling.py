@@ -45,10 +45,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from turnout.common.arq import PROFILE_MODEL, RetryPolicy, record_dead_letter
 from turnout.common.backends.clients import BackendClient
 from turnout.common.db.models import Backend, Deployment, Model, Profile
-from turnout.common.errors import TurnoutError
 from turnout.common.keys import Keys
 from turnout.common.vram_lock import HostLock, reserve_pending
 from turnout.profiler.chat import BackendChat
+from turnout.profiler.errors import ProfilingFailed
 from turnout.profiler.grading import Grader
 from turnout.profiler.judge import JudgeOptions, LLMJudge
 from turnout.profiler.runner import ModelUnderTest, ProfileResult, ProfileRunner, ProgressEvent, RunnerOptions
@@ -68,14 +68,6 @@ PROFILE_COLUMNS = (
     "timeouts",
     "details",
 )
-
-
-class ProfilingFailed(TurnoutError):
-    """The model could not be profiled at all (warm-up failed); the job retries."""
-
-    def __init__(self, message: str, result: ProfileResult | None = None) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 class ProfilingOptions(BaseModel):
