@@ -86,7 +86,7 @@ def load_nvml() -> Reader | None:
     reader = mod.NvmlReader()
     try:
         reader.read_sync()
-    except Exception as exc:  # GpuUnavailable: no library, no driver, no device
+    except GpuUnavailable as exc:  # no library, no driver, no device
         log.debug("NVML unavailable: %s", exc)
         reader.close()
         return None
@@ -139,7 +139,7 @@ def read_all(readers: Sequence[Reader]) -> tuple[list[GpuStateV1], str | None]:
     for reader in readers:
         try:
             gpus.extend(reader.read())
-        except Exception as exc:
+        except (GpuReadError, GpuUnavailable) as exc:
             errors.append(f"{getattr(reader, 'source', type(reader).__name__)}: {exc}")
     return gpus, "; ".join(errors) or None
 

@@ -130,9 +130,10 @@ class NvmlReader:
     def _shutdown(self) -> None:
         if self._ready:
             self._ready = False
+            nv = self._lib()
             try:
-                self._lib().nvmlShutdown()
-            except Exception as exc:  # NVML may already be gone with the driver
+                nv.nvmlShutdown()
+            except nv.NVMLError as exc:  # NVML may already be gone with the driver
                 log.debug("nvmlShutdown failed: %s", exc)
 
     def close(self) -> None:
