@@ -36,9 +36,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from turnout.common.aio import cancel_and_wait, wait_or_cancel
 from turnout.common.catalog import load_snapshot
 from turnout.common.db.migrate import wait_for_head
-from turnout.common.db.session import make_engine, make_sessionmaker
+from turnout.common.db.session import DB_UNAVAILABLE, make_engine, make_sessionmaker
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
 from turnout.common.ops import build_ops_app, ops_server
@@ -62,6 +63,8 @@ from turnout.scorer.vram_routing import VramCoordinator
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*DB_UNAVAILABLE, RedisError)
+"""Postgres or Redis down or slow: logged without a traceback and retried."""
 
 
 def replica_id() -> str:
@@ -131,8 +134,10 @@ class Scorer:
         while True:
             try:
                 await self.reload_learned()
-            except Exception as exc:
+            except _UNAVAILABLE as exc:
                 log.warning("learned index reload failed (%s); keeping the previous one", exc)
+            except Exception:  # the loop's boundary: a bug shows with its traceback, the old index stays
+                log.exception("learned index reload failed; keeping the previous one")
             await asyncio.sleep(self._opts.routing.learned_refresh_s)
 
     async def control(self, data: bytes | str) -> None:
@@ -183,9 +188,11 @@ class Scorer:
             try:
                 await self.reload_catalog()
                 return
-            except (RedisError, OSError, Exception) as exc:
+            except _UNAVAILABLE as exc:
                 log.warning("catalog load failed (%s); retrying in %.0fs", exc, RETRY_S)
-                await asyncio.sleep(RETRY_S)
+            except Exception:  # bad catalog data or a bug: shown with its traceback, then retried
+                log.exception("catalog load failed; retrying in %.0fs", RETRY_S)
+            await asyncio.sleep(RETRY_S)
 
     async def catalog_loop(self) -> None:
         while True:
@@ -194,10 +201,21 @@ class Scorer:
             self._catalog_wanted.clear()
             try:
                 await self.reload_catalog()
+<<<<<<< HEAD
             except Exception as exc:
                 log.warning("catalog reload failed (%s); keeping catalog %s", exc, self.engine.table.version)
                 await asyncio.sleep(RETRY_S)
                 self._catalog_wanted.set()
+=======
+            except _UNAVAILABLE as exc:
+                log.warning("catalog reload failed (%s); keeping catalog %s", exc, self._live.catalog.version)
+            except Exception:  # the loop's boundary: a bug shows with its traceback, the old catalog stays
+                log.exception("catalog reload failed; keeping catalog %s", self._live.catalog.version)
+            else:
+                continue
+            await asyncio.sleep(RETRY_S)
+            self._catalog_wanted.set()
+>>>>>>> house
 
     # --- fleet ---------------------------------------------------------------------------
 
@@ -271,9 +289,9 @@ class Scorer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(RedisError, OSError):
                     await conn.aclose()
 
 
@@ -416,13 +434,8 @@ async def running_scorer(
             yield Running(scorer, server, serving)
         finally:
             await server.stop()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(serving, timeout=10)
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            await wait_or_cancel(serving, timeout_s=10)
+            await cancel_and_wait(tasks)
 
 
 async def serve(settings: ScorerSettings, *, stop: asyncio.Event) -> None:
