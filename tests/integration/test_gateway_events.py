@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from turnout.common.keys import Keys
+from turnout.common.links import LinkOptions
 from turnout.common.rpc.resp import RespLink
 from turnout.common.schemas.events import EVENT_FIELD
 from turnout.gateway.events import EventPublisher
@@ -57,7 +58,7 @@ async def test_events_redis_refuses_or_cannot_take_are_dropped_and_counted(
         link.close()
         await redis.delete(keys.request_events)
 
-    nowhere = RespLink("redis://127.0.0.1:1/0", connect_timeout_s=0.5)
+    nowhere = RespLink("redis://127.0.0.1:1/0", link=LinkOptions(connect_timeout_s=0.5))
     events, registry = _publisher(nowhere, keys)
     try:
         events.publish({"request_id": "lost"})

@@ -37,8 +37,7 @@ async def _postgres_ok(gw: GatewayState) -> bool:
 
 
 async def _scorer_ok(gw: GatewayState) -> bool:
-    key = gw.settings.keys.rpc_alive(ROUTE_V1.name, ROUTE_V1.version)
-    return bool(await gw.redis.exists(key))
+    return gw.rpc.server_alive(ROUTE_V1)  # any replica's own heartbeat, as the RPC client last saw
 
 
 async def _check(check: Callable[[GatewayState], Awaitable[bool]], gw: GatewayState) -> bool:
