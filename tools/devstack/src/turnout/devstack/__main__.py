@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from turnout.common.cli import add_version
 from turnout.common.db.migrate import upgrade
 from turnout.common.errors import ConfigError
 from turnout.common.settings import CommonSettings
@@ -361,6 +362,7 @@ def _watch(stack: Stack) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m turnout.devstack", description=__doc__.split("\n\n")[0])
+    add_version(parser, "turnout-devstack")
     sub = parser.add_subparsers(dest="cmd")
     run = sub.add_parser("run", help="everything up locally; Ctrl-C stops it all")
     run.add_argument("--host", default=os.environ.get("TURNOUT_GATEWAY__HOST", "0.0.0.0"))

@@ -240,13 +240,16 @@ class RpcClient:
         assert self._redis is not None
         for m in self._watch:
             try:
-                self._alive[m.label] = await self._any_alive(self._redis, m)
+                self._alive[m.label] = await self.alive_now(m)
             except (RedisError, OSError):
                 self._alive[m.label] = False
 
-    async def _any_alive(self, redis: Redis, method: RpcMethod[Any, Any]) -> bool:
-        """Whether any replica of ``method`` has a live heartbeat; members whose heartbeat
-        expired (a replica that died without a word) are removed from the set."""
+    async def alive_now(self, method: RpcMethod[Any, Any]) -> bool:
+        """Whether any replica of ``method`` has a live heartbeat, asked of Redis now; members
+        whose heartbeat expired (a replica that died without a word) are removed from the set."""
+        redis = self._redis
+        if redis is None:
+            raise RpcUnavailable("RPC client is not started")
         raw: set[bytes] = await redis.smembers(self._keys.rpc_alive(method.name, method.version))  # type: ignore[misc]
         members = sorted(m.decode() for m in raw)
         if not members:

@@ -111,8 +111,9 @@ class RpcServer:
             try:
                 reader = await RespConnection.open(self._url, link=self._link_opts)
                 self._unblock = (writer, await reader.execute("CLIENT", "ID"))
-                self.connected = True
                 self._last_pop = time.monotonic()
+                await self._beat(writer, alive=True)  # clients see it alive as soon as it serves
+                self.connected = True
                 backoff.reset()
                 log.info("RPC server %s serving %s", self.replica_id, ", ".join(self._handlers))
                 await self._consume(reader, _Replies(PushExpire(link), Publisher(link)))
@@ -246,22 +247,24 @@ class RpcServer:
         return self.connected and time.monotonic() - self._last_pop < stale_after
 
     async def _heartbeat(self, writer: Redis) -> None:
-        methods = [(m.name, m.version) for m, _ in self._handlers.values()]
         while True:
             try:
-                async with writer.pipeline(transaction=False) as pipe:
-                    for name, version in methods:
-                        mine = self._keys.rpc_alive_replica(name, version, self.replica_id)
-                        if self.consuming():
-                            pipe.set(mine, self.replica_id, px=HEARTBEAT_TTL_MS)
-                            pipe.sadd(self._keys.rpc_alive(name, version), self.replica_id)
-                            pipe.expire(self._keys.rpc_alive(name, version), REPLICA_SET_TTL_S)
-                        else:  # connected but the pops stopped coming back: do not look alive
-                            pipe.delete(mine)
-                    await pipe.execute()
+                await self._beat(writer, alive=self.consuming())
             except (RedisError, OSError) as exc:
                 log.debug("heartbeat failed: %s", exc)
             await asyncio.sleep(HEARTBEAT_EVERY_S)
+
+    async def _beat(self, writer: Redis, *, alive: bool) -> None:
+        async with writer.pipeline(transaction=False) as pipe:
+            for m, _ in self._handlers.values():
+                mine = self._keys.rpc_alive_replica(m.name, m.version, self.replica_id)
+                if alive:
+                    pipe.set(mine, self.replica_id, px=HEARTBEAT_TTL_MS)
+                    pipe.sadd(self._keys.rpc_alive(m.name, m.version), self.replica_id)
+                    pipe.expire(self._keys.rpc_alive(m.name, m.version), REPLICA_SET_TTL_S)
+                else:  # not connected, or the pops stopped coming back: do not look alive
+                    pipe.delete(mine)
+            await pipe.execute()
 
     async def _clear_heartbeat(self, writer: Redis) -> None:
         """On shutdown, drop this replica's heartbeat (its own key: no other replica's is

@@ -37,7 +37,7 @@ async def _postgres_ok(gw: GatewayState) -> bool:
 
 
 async def _scorer_ok(gw: GatewayState) -> bool:
-    return gw.rpc.server_alive(ROUTE_V1)  # any replica's own heartbeat, as the RPC client last saw
+    return await gw.rpc.alive_now(ROUTE_V1)  # any replica's own heartbeat
 
 
 async def _check(check: Callable[[GatewayState], Awaitable[bool]], gw: GatewayState) -> bool:
