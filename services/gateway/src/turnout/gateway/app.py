@@ -66,12 +66,17 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             keys = settings.keys
-            redis = make_redis(settings.redis_url)
+            redis = make_redis(settings.redis_url, settings.link)
             stack.push_async_callback(redis.aclose)
             session = make_session(connect_timeout_s=opts.connect_timeout_s)
             stack.push_async_callback(session.close)
             rpc = RpcClient(
-                settings.redis_url, keys, client_id=new_client_id("gateway"), watch=(ROUTE_V1,), registry=registry
+                settings.redis_url,
+                keys,
+                client_id=new_client_id("gateway"),
+                watch=(ROUTE_V1,),
+                registry=registry,
+                link=settings.link,
             )
             await stack.enter_async_context(rpc)
             engine = make_engine(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s, pool_size=1)
@@ -88,7 +93,7 @@ def create_app(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(catalog.refresh(), timeout=2.0)
             inflight = InflightTracker(redis, keys, publish_s=opts.inflight_publish_s)
-            events_link = RespLink(settings.redis_url)
+            events_link = RespLink(settings.redis_url, link=settings.link)
             stack.callback(events_link.close)
             events = EventPublisher(
                 events_link,

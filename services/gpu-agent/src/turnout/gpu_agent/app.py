@@ -63,7 +63,7 @@ async def running_agent(
 ) -> AsyncIterator[Running]:
     opts = settings.gpu_agent
     async with AsyncExitStack() as stack:
-        redis = make_redis(settings.redis_url)
+        redis = make_redis(settings.redis_url, settings.link)
         stack.push_async_callback(redis.aclose)
         session = make_session(limit=8, limit_per_host=4, connect_timeout_s=2.0)
         stack.push_async_callback(session.close)
@@ -113,7 +113,11 @@ async def running_agent(
         server: RpcServer | None = None
         if backend is not None and opts.serve_orders:
             server = RpcServer(
-                settings.redis_url, settings.keys, replica_id=f"gpu-agent-{opts.host}", registry=registry
+                settings.redis_url,
+                settings.keys,
+                replica_id=f"gpu-agent-{opts.host}",
+                registry=registry,
+                link=settings.link,
             )
 
             async def publish_now() -> None:

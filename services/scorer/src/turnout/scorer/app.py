@@ -83,6 +83,7 @@ class Scorer:
         self._settings = settings
         self._opts = settings.scorer
         self._keys = settings.keys
+        self._settings_link = settings.link
         self._redis = redis
         self._sessionmaker = sessionmaker
         self._metrics = metrics
@@ -258,7 +259,7 @@ class Scorer:
         }
         backoff = 0.05
         while True:
-            conn = make_redis(redis_url, block_s=1.0)
+            conn = make_redis(redis_url, self._settings_link, block_s=1.0)
             pubsub = conn.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*channels)
@@ -340,7 +341,9 @@ async def vram_coordinator(
     """VRAM-aware routing: its own RPC client for ``gpu.order.<host>`` orders, the executor
     (per-host lock, action log) and the coordinator that the route handler consults."""
     opts = settings.scorer.vram
-    orders = RpcClient(settings.redis_url, settings.keys, client_id=new_client_id("scorer-vram"), registry=registry)
+    orders = RpcClient(
+        settings.redis_url, settings.keys, client_id=new_client_id("scorer-vram"), registry=registry, link=settings.link
+    )
     await orders.start()
     coordinator: VramCoordinator | None = None
 
@@ -376,7 +379,7 @@ async def running_scorer(
     async with AsyncExitStack() as stack:
         engine = make_engine(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s, pool_size=2)
         stack.push_async_callback(engine.dispose)
-        redis = make_redis(settings.redis_url)
+        redis = make_redis(settings.redis_url, settings.link)
         stack.push_async_callback(redis.aclose)
         metrics = ScorerMetrics.create(registry)
         routing = await stack.enter_async_context(routing_engine(settings, redis, registry))
@@ -389,6 +392,7 @@ async def running_scorer(
         server = RpcServer(
             settings.redis_url,
             settings.keys,
+            link=settings.link,
             replica_id=rid,
             max_concurrency=settings.scorer.max_concurrency,
             registry=registry,
