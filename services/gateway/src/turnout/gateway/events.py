@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from typing import Any
 
@@ -173,9 +172,9 @@ class EventPublisher:
                 await asyncio.sleep(self._backoff.next())
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._timeout_s):
-                await self.flush()
+        """Send what waits (``flush`` handles Redis being away); what cannot go now is dropped
+        and counted."""
+        await self.flush()
         if self.waiting:
             self._metrics.events_dropped.inc(self.waiting)
             log.warning("dropped %d request events at shutdown (Redis unreachable)", self.waiting)

@@ -263,8 +263,9 @@ class FaultStack:
 
     def postgres_down(self) -> None:
         assert self.pg is not None and self.pg.proc is not None
-        self.pg.proc.send_signal(signal.SIGINT)  # fast shutdown: connections are cut at once
-        self.pg.proc.wait(timeout=30)
+        # fast shutdown (connections are cut at once), to the group: postgres may run under runuser
+        os.killpg(self.pg.proc.pid, signal.SIGINT)
+        self.pg.proc.wait(timeout=60)
 
     def postgres_up(self) -> None:
         assert self.pg is not None
