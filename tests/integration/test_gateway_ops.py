@@ -104,10 +104,9 @@ async def test_ready_means_can_serve_and_lists_what_is_degraded(redis_url, keys,
         health = await http.get("/health")
     all_up = {"redis": True, "postgres": True, "scorer": True, "routes": True}
     running = {"running": True, "restarts": 0, "last_error": None}
-    tasks = {
-        name: running
-        for name in ("catalog-refresh", "inflight-publish", "event-publish", "circuit-refresh", "drain-watch")
-    }
+    tasks = dict.fromkeys(
+        ("catalog-refresh", "inflight-publish", "event-publish", "circuit-refresh", "drain-watch"), running
+    )
     assert (without_scorer.status_code, without_scorer.json()) == (
         200,
         {"status": "degraded", "checks": {**all_up, "scorer": False}, "degraded": ["scorer"], "tasks": tasks},
