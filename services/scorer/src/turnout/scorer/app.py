@@ -205,7 +205,7 @@ class Scorer:
             self._catalog_wanted.clear()
             try:
                 await self.reload_catalog()
-            except DB_UNAVAILABLE as exc:
+            except _UNAVAILABLE as exc:
                 log.warning("catalog reload failed (%s); keeping catalog %s", exc, self.engine.table.version)
             except Exception:  # the loop's boundary: a bug shows with its traceback, the old catalog stays
                 log.exception("catalog reload failed; keeping catalog %s", self.engine.table.version)
