@@ -242,6 +242,20 @@ def test_resident_healthy_idle_replica_beats_a_busy_or_cold_one():
     assert "8 requests in flight on busy" in by["busy"].reasons
 
 
+def test_a_named_model_ranks_only_its_replicas_by_residency_and_load():
+    specs = (
+        ModelSpec("m", 8, replicas=(("cold", "m", None), ("warm", "m", None), ("busy", "m", None))),
+        ModelSpec("other", 70, replicas=(("warm", "other", None),)),
+    )
+    router = Router(
+        specs, resident=frozenset({("warm", "m"), ("busy", "m"), ("warm", "other")}), inflight={("busy", "m"): 4}
+    )
+    r = router.route(HARD_CODE, cons=Constraints(requested="m"))
+    assert [(c.model, c.backend) for c in r.candidates] == [("m", "warm"), ("m", "busy"), ("m", "cold")]
+    assert [dict(c.terms) for c in r.candidates] == [{"resident": 0.15}, {"resident": 0.15, "busy": -0.05}, {}]
+    assert [c.score for c in r.candidates] == [0.15, 0.1, 0.0]
+
+
 def test_no_room_penalty():
     specs = (ModelSpec("m", 8, replicas=(("full", "m", None), ("roomy", "m", None))),)
     r = Router(specs, no_room=frozenset({("full", "m")})).route(GREETING)

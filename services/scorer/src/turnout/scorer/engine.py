@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from turnout.common.embeddings import Embedder
+from turnout.common.embeddings import Embedder, StaticEmbedder
 from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
 from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
@@ -40,6 +40,7 @@ from turnout.scorer.scoring import (
     rank,
 )
 from turnout.scorer.settings import RoutingOptions, ScorerOptions
+from turnout.scorer.terms import replica_terms
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class RoutingEngine:
         self._feedback: dict[str, tuple[float, float]] = {}
         self.table = ModelTable.build((), self.cfg.scoring)
         self.replicas = ReplicaTable.build(self.table)
+        self._rterms = replica_terms(self.replicas, self.cfg.scoring)
+        self._feedback_arrays = (np.zeros(0), np.zeros(0))
         self._recent = np.zeros(0)
         self._rules_version = self.rules.current.version
         self._fleet_gen = "0"
@@ -98,6 +101,7 @@ class RoutingEngine:
             self._snapshot, self.cfg.scoring, tiers=self.rules.current.tiers, extra=extra
         )
         self._recent = np.zeros(self.table.size)
+        self._align_feedback()
         self._rules_version = self.rules.current.version
         self.set_fleet(self._fleet)
 
@@ -116,18 +120,25 @@ class RoutingEngine:
             digest.update(a.tobytes())
         self._fleet_gen = digest.hexdigest()
         self.replicas = reps
+        self._rterms = replica_terms(reps, self.cfg.scoring)
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
         """Model -> (decayed mean feedback −1..1, decayed count)."""
         self._feedback = dict(by_model)
+        self._align_feedback()
 
-    def _state(self) -> ModelState:
+    def _align_feedback(self) -> None:
         n = self.table.size
         mean, cnt = np.zeros(n), np.zeros(n)
         for name, (m, c) in self._feedback.items():
             i = self.table.index.get(name)
             if i is not None:
                 mean[i], cnt[i] = m, c
+        self._feedback_arrays = (mean, cnt)
+
+    def _state(self) -> ModelState:
+        n = self.table.size
+        mean, cnt = self._feedback_arrays
         total = float(self._recent.sum())
         share = self._recent / total if total > 0 else np.zeros(n)
         return ModelState(mean, cnt, share)
@@ -140,7 +151,10 @@ class RoutingEngine:
     def embed(self, req: RouteRequestV1) -> np.ndarray | None:
         if self.embedder is None or req.kind is RequestKind.EMBEDDING or not req.text:
             return None
-        out: np.ndarray = self.embedder.encode([req.text[:4000]])[0]
+        text = req.text[:4000]
+        if isinstance(self.embedder, StaticEmbedder):
+            return self.embedder.encode_one(text)  # the word-cached path
+        out: np.ndarray = self.embedder.encode([text])[0]
         return out
 
     def decide(
@@ -160,7 +174,7 @@ class RoutingEngine:
         cons = self.rules.current.constraints(requested, req.client, a.category, self.table)
         learned = None
         if self.learned is not None and len(self.learned) and embedding is not None and cons.requested is None:
-            p, n = self.learned.aligned(embedding, [s.name for s in self.table.specs])
+            p, n = self.learned.aligned(embedding, self.table.names)
             learned = Learned(p, n)
         return rank(
             req,
@@ -172,6 +186,7 @@ class RoutingEngine:
             state=self._state(),
             learned=learned,
             limit=limit if limit is not None else self.cfg.max_candidates,
+            rterms=self._rterms,
         )
 
     async def route(self, req: RouteRequestV1) -> RouteReplyV1:
