@@ -98,6 +98,8 @@ class Scorer:
         reply = await self.engine.route(req)
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
             reply = await self.vram.route(reply, remaining_s=ctx.remaining)
+        if reply.candidates:  # in flight there until the gateways' next count says so
+            self.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
         self._metrics.decisions.labels(reply.analysis.category).inc()
         if reply.unservable_code is not None:
             self._metrics.unservable.labels(reply.unservable_code).inc()
@@ -221,6 +223,32 @@ class Scorer:
             return False
         self.engine.set_fleet(fleet)
         return True
+
+    async def refresh_load(self) -> None:
+        """The gateways' in-flight counts (``keys.inflight(backend)``) of every backend in the
+        catalog, in one pipeline, handed to the engine's busy term."""
+        backends = sorted(set(self.engine.table.rep_backend))
+        if not backends:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for b in backends:
+                pipe.hgetall(self._keys.inflight(b))
+            counts = await pipe.execute()
+        inflight = {
+            (b, (m.decode() if isinstance(m, bytes) else str(m))): int(n)
+            for b, got in zip(backends, counts, strict=True)
+            for m, n in got.items()
+            if int(n) > 0
+        }
+        self.engine.set_load(inflight)
+
+    async def load_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._opts.load_poll_s)
+            try:
+                await self.refresh_load()
+            except (RedisError, OSError) as exc:
+                log.debug("in-flight refresh failed: %s", exc)
 
     def request_fleet_refresh(self) -> None:
         self._fleet_wanted.set()
@@ -404,6 +432,7 @@ async def running_scorer(
         tasks = [
             asyncio.create_task(scorer.catalog_loop(), name="catalog-loop"),
             asyncio.create_task(scorer.fleet_loop(), name="fleet-loop"),
+            asyncio.create_task(scorer.load_loop(), name="load-loop"),
             asyncio.create_task(scorer.listen(settings.redis_url), name="catalog-listener"),
             asyncio.create_task(routing.rules.watch(), name="rules-watch"),
         ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from turnout.scorer.scoring import (
     rank,
 )
 from turnout.scorer.settings import RoutingOptions, ScorerOptions
-from turnout.scorer.terms import replica_terms
+from turnout.scorer.terms import BUSY_ROW, busy_term, replica_terms
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class RoutingEngine:
         self.replicas = ReplicaTable.build(self.table)
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
         self._feedback_arrays = (np.zeros(0), np.zeros(0))
+        self._row_of: dict[tuple[str, str], int] = {}
+        self._inflight: Mapping[tuple[str, str], int] = {}
         self._recent = np.zeros(0)
         self._rules_version = self.rules.current.version
         self._fleet_gen = "0"
@@ -101,6 +103,7 @@ class RoutingEngine:
             self._snapshot, self.cfg.scoring, tiers=self.rules.current.tiers, extra=extra
         )
         self._recent = np.zeros(self.table.size)
+        self._row_of = {k: j for j, k in enumerate(zip(self.table.rep_backend, self.table.rep_upstream, strict=True))}
         self._align_feedback()
         self._rules_version = self.rules.current.version
         self.set_fleet(self._fleet)
@@ -120,7 +123,32 @@ class RoutingEngine:
             digest.update(a.tobytes())
         self._fleet_gen = digest.hexdigest()
         self.replicas = reps
+        self._inflight = fleet.inflight
         self._rterms = replica_terms(reps, self.cfg.scoring)
+
+    def set_load(self, inflight: Mapping[tuple[str, str], int]) -> None:
+        """The gateways' in-flight counts per (backend, upstream model), as just read: they replace
+        the counts and the decisions noted since (:meth:`note_routed`), which they now include."""
+        self._inflight = inflight
+        counts = np.array(
+            [float(inflight.get(k, 0)) for k in zip(self.replicas.backend, self.replicas.upstream, strict=True)]
+        )
+        self.replicas = replace(self.replicas, inflight=counts)
+        self._rterms = replica_terms(self.replicas, self.cfg.scoring)
+
+    def note_routed(self, backend: str, upstream: str) -> None:
+        """A request is about to go to this replica: count it in flight until the next
+        :meth:`set_load`, so that the decisions before then see it (the gateways publish their
+        counts every ~0.25 s and the scorer reads them every ``load_poll_s``)."""
+        j = self._row_of.get((backend, upstream))
+        if j is None:
+            return
+        counts = self.replicas.inflight.copy()
+        counts[j] += 1.0
+        self.replicas = replace(self.replicas, inflight=counts)
+        rterms = self._rterms.copy()
+        rterms[BUSY_ROW, j] = busy_term(counts[j : j + 1], self.cfg.scoring)[0]
+        self._rterms = rterms
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
         """Model -> (decayed mean feedback −1..1, decayed count)."""
