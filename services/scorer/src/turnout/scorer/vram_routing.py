@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from turnout.common.aio import cancel_and_wait
 from turnout.common.keys import Keys
 from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1
@@ -218,11 +219,7 @@ class VramCoordinator:
             await asyncio.sleep(self._refresh_s)
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(list(self._tasks))
 
     async def is_busy(self, host: str, model: str) -> bool:
         """Right now (not as of the last refresh): is a request in flight on ``model`` at ``host``?"""
