@@ -21,7 +21,7 @@ import numpy as np
 from turnout.common.embeddings import Embedder, StaticEmbedder
 from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
-from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
+from turnout.common.schemas.route import CandidateV1, RequestKind, RouteReplyV1, RouteRequestV1
 from turnout.scorer.caches import RoutingCache
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.learned import LearnedIndex, encode_embedding
@@ -223,16 +223,39 @@ class RoutingEngine:
         if self.cache is not None:
             hit = await self.cache.get(req, version, embedding)
             if hit is not None:
-                self._used(hit[0])
-                return with_embedding(hit[0], embedding)
+                reply = self.replicas_now(hit[0])
+                self._used(reply)
+                return with_embedding(reply, embedding)
         a = self.analyze(req)
         if self.classifier is not None:
             a = await self.classifier.refine(req.text, a)
         reply = self.decide(req, a, embedding).to_reply(self.cfg.max_candidates)
         self._used(reply)
         if self.cache is not None and reply.candidates:
-            await self.cache.put(req, version, reply, embedding)
+            self.cache.store_later(req, version, reply, embedding)  # written after the reply goes
         return with_embedding(reply, embedding)
+
+    def replicas_now(self, reply: RouteReplyV1) -> RouteReplyV1:
+        """A cached reply with each model's replicas re-ordered by their replica terms now (load,
+        residency, health, room); the models and their order stay as cached."""
+        cands = reply.candidates
+        slots: dict[str, list[int]] = {}
+        for i, c in enumerate(cands):
+            slots.setdefault(c.model, []).append(i)
+        if all(len(idx) < 2 for idx in slots.values()):
+            return reply
+        now = self._rterms.sum(axis=0)
+
+        def replica_score(c: CandidateV1) -> float:
+            j = self._row_of.get((c.backend, c.upstream_model))
+            return float(now[j]) if j is not None else 0.0
+
+        out = list(cands)
+        for idx in slots.values():
+            if len(idx) > 1:
+                for i, c in zip(idx, sorted((cands[i] for i in idx), key=replica_score, reverse=True), strict=True):
+                    out[i] = c
+        return reply if out == cands else reply.model_copy(update={"candidates": out})
 
     async def explain(self, req: RouteRequestV1) -> Ranking:
         """Every candidate, with terms and reasons; nothing cached, nothing counted (the classifier's
