@@ -60,7 +60,8 @@ typecheck: install ## mypy (strict) over libs, services and tools
 migrate: install ## make Postgres available and migrate it to head
 	$(PY) -m turnout.devstack migrate
 
-bench: install ## gateway overhead vs. direct, against the simulated fleet (bench/overhead.py)
+bench: install ## overhead vs. direct on the simulated fleet: the real stack (bench/overhead_stack.py), then the gateway with a scorer stand-in vs. a pass-through (bench/overhead.py)
+	$(PY) bench/overhead_stack.py
 	$(PY) bench/overhead.py
 
 bench-llama: install ## gateway overhead vs. direct, in front of real llama.cpp servers (bench/overhead_llama.py)
