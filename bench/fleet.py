@@ -41,6 +41,9 @@ requests in flight: LiteLLM's strategy); and the two Turnout rows again with the
 for a quality preference of ``--quality`` (0.8).
 
     .venv/bin/python bench/fleet.py [--minutes 10] [--rate 2.5] [--seed 1]
+
+(One file past 500 lines on purpose: a script run by path, whose fleet model, trace, routers and
+report are read together; nothing imports it.)
 """
 
 from __future__ import annotations
