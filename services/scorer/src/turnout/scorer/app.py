@@ -108,6 +108,8 @@ class Scorer:
         reply = await self.engine.route(req)
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
             reply = await self.vram.route(reply, remaining_s=ctx.remaining)
+        if reply.candidates:  # in flight there until the gateways' next count says so
+            self.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
         self._metrics.decisions.labels(reply.analysis.category).inc()
         if reply.unservable_code is not None:
             self._metrics.unservable.labels(reply.unservable_code).inc()
@@ -247,6 +249,19 @@ class Scorer:
             return False
         self.engine.set_fleet(fleet)
         return True
+
+    async def refresh_load(self) -> None:
+        """The in-flight counts every live gateway shares (:func:`read_inflight`), handed to the
+        engine's busy term; they replace the decisions it noted since the last read."""
+        self.engine.set_load(await read_inflight(self._redis, self._keys))
+
+    async def load_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._opts.load_poll_s)
+            try:
+                await self.refresh_load()
+            except (RedisError, OSError) as exc:
+                log.debug("in-flight refresh failed: %s", exc)
 
     def request_fleet_refresh(self) -> None:
         self._fleet_wanted.set()
@@ -434,6 +449,7 @@ async def running_scorer(
             await scorer.refresh_fleet()
         sup.start("catalog-loop", scorer.catalog_loop)
         sup.start("fleet-loop", scorer.fleet_loop)
+        sup.start("load-loop", scorer.load_loop)
         sup.start("catalog-listener", partial(scorer.listen, settings.redis_url))
         sup.start("rules-watch", routing.rules.watch)
         if settings.scorer.routing.learned:
