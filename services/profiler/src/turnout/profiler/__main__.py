@@ -8,7 +8,9 @@ import sys
 from turnout.common.arq import prepare_schema, run_worker, worker_checks
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
+from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
+from turnout.profiler.metrics import queue_depth_gauge
 from turnout.profiler.settings import ProfilerSettings
 from turnout.profiler.worker import build_worker
 
@@ -17,7 +19,9 @@ async def _main(settings: ProfilerSettings) -> None:
     opts = settings.profiler
     await prepare_schema(settings, wait_s=opts.schema_wait_s)
     worker = build_worker(settings)
-    async with ops_server(build_ops_app("profiler", worker_checks(worker)), opts.ops_host, opts.ops_port):
+    depths = QueueDepths(queue_depth_gauge(), lambda: worker.pool, arq={"profiler": settings.keys.profiler_queue})
+    ops = build_ops_app("profiler", worker_checks(worker), refresh=[depths.refresh])
+    async with ops_server(ops, opts.ops_host, opts.ops_port):
         await run_worker(worker)
 
 

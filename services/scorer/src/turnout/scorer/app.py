@@ -40,6 +40,7 @@ from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import make_engine, make_sessionmaker
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
+from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
 from turnout.common.rpc.client import new_client_id
@@ -403,7 +404,12 @@ async def running_scorer(
             return server.connected
 
         checks: dict[str, Callable[[], Awaitable[bool]]] = {"redis": redis_ok, "catalog": catalog_ok, "rpc": rpc_ok}
-        ops = build_ops_app("scorer", checks, registry=registry)
+        backlog = QueueDepths(
+            metrics.rpc_backlog,
+            lambda: redis,
+            lists={m.label: settings.keys.rpc_queue(m.name, m.version) for m in (ROUTE_V1, EXPLAIN_V1)},
+        )
+        ops = build_ops_app("scorer", checks, registry=registry, refresh=[backlog.refresh])
         await stack.enter_async_context(ops_server(ops, settings.scorer.ops_host, settings.scorer.ops_port))
 
         await scorer.load_until_ready()

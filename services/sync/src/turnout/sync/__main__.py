@@ -9,7 +9,9 @@ import sys
 from turnout.common.arq import prepare_schema, run_worker, worker_checks
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
+from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
+from turnout.sync.metrics import queue_depth_gauge
 from turnout.sync.settings import SyncSettings
 from turnout.sync.worker import build_worker, consumer_check
 
@@ -18,8 +20,9 @@ async def _main(settings: SyncSettings) -> None:
     opts = settings.sync
     await prepare_schema(settings, wait_s=opts.schema_wait_s)
     worker = build_worker(settings)
+    depths = QueueDepths(queue_depth_gauge(), lambda: worker.pool, arq={"sync": settings.keys.sync_queue})
     checks = {**worker_checks(worker), "events": consumer_check(worker)}
-    async with ops_server(build_ops_app("sync", checks), opts.ops_host, opts.ops_port):
+    async with ops_server(build_ops_app("sync", checks, refresh=[depths.refresh]), opts.ops_host, opts.ops_port):
         await run_worker(worker)
 
 
