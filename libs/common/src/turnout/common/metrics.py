@@ -96,12 +96,13 @@ def rpc_metrics(registry: CollectorRegistry = REGISTRY) -> RpcMetrics:
 
 @cache
 def dead_letters(registry: CollectorRegistry = REGISTRY) -> Counter:
-    """``turnout_jobs_dead_letters_total{job}``: arq jobs that failed their last try and were
-    written to the ``dead_letters`` table (the workers' alertable failure count)."""
+    """``turnout_jobs_dead_letters_total{task}``: arq jobs that failed their last try and were
+    written to the ``dead_letters`` table (the workers' alertable failure count). The label is
+    ``task``, not ``job``, which Prometheus reserves for the scrape target."""
     return Counter(
         "dead_letters",
-        "arq jobs recorded as dead letters after their last try, by job",
-        ["job"],
+        "arq jobs recorded as dead letters after their last try, by job function",
+        ["task"],
         namespace="turnout",
         subsystem="jobs",
         registry=registry,
