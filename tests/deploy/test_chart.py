@@ -577,3 +577,18 @@ def test_every_level_of_the_schema_is_closed() -> None:
 
     walk(schema, "")
     assert open_objects == []
+
+
+def test_scorers_can_be_rolled_to_a_new_tag_before_the_rest() -> None:
+    """Upgrades roll scorers first (a scorer answers gateways of either version); the migrate hook
+    runs the scorers' image, so the schema they need is there before they start."""
+    objects = render({"image": {"tag": "1.0.0"}, "scorer": {"imageTag": "1.1.0"}})
+    images = {c["name"]: c["image"] for _, spec in pod_specs(objects) for c in spec["containers"]}
+    assert images == {
+        "gateway": "ghcr.io/example/turnout:1.0.0",
+        "scorer": "ghcr.io/example/turnout:1.1.0",
+        "profiler": "ghcr.io/example/turnout:1.0.0",
+        "sync": "ghcr.io/example/turnout:1.0.0",
+        "gpu-agent": "ghcr.io/example/turnout:1.0.0",
+        "migrate": "ghcr.io/example/turnout:1.1.0",  # the schema the new scorers need
+    }

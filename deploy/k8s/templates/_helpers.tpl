@@ -170,12 +170,16 @@ volumes:
       {{- end }}
 {{- end -}}
 
-{{/* Container-level settings shared by every container. */}}
+{{/* Container-level settings shared by every container: (dict "root" $ "tag" <a component's imageTag, or "">) */}}
 {{- define "turnout.container" -}}
-image: {{ include "turnout.image" . }}
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- if .tag }}
+image: {{ printf "%s:%s" .root.Values.image.repository .tag }}
+{{- else }}
+image: {{ include "turnout.image" .root }}
+{{- end }}
+imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 securityContext:
-  {{- toYaml .Values.securityContext | nindent 2 }}
+  {{- toYaml .root.Values.securityContext | nindent 2 }}
 volumeMounts:
   - {name: tmp, mountPath: /tmp}
 {{- end -}}
@@ -213,7 +217,7 @@ spec:
       {{- end }}
       containers:
         - name: {{ .component }}
-          {{- include "turnout.container" $root | nindent 10 }}
+          {{- include "turnout.container" (dict "root" $root "tag" .c.imageTag) | nindent 10 }}
           command: ["python", "-m", {{ .module | quote }}]
           ports:
             - {name: {{ .portName }}, containerPort: {{ .port }}, protocol: TCP}
