@@ -478,6 +478,9 @@ def test_network_policies_default_deny_and_only_the_needed_flows() -> None:
         {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [{"namespaceSelector": {}}]},
     ]
     assert one(objects, "NetworkPolicy", f"{F}-migrate")["spec"]["ingress"] == []
+    # without a separate metrics port, the scrapers still reach the gateway's /metrics
+    gpu_cluster = one(render_file("gpu-cluster-values.yaml"), "NetworkPolicy", f"{F}-gateway")["spec"]["ingress"]
+    assert gpu_cluster[1] == {"ports": [{"port": "http", "protocol": "TCP"}], "from": [{"namespaceSelector": {}}]}
 
 
 def test_ingress_and_httproute_reach_the_gateway_service_with_streaming_timeouts() -> None:
