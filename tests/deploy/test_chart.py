@@ -595,3 +595,16 @@ def test_scorers_can_be_rolled_to_a_new_tag_before_the_rest() -> None:
         "gpu-agent": "ghcr.io/example/turnout:1.0.0",
         "migrate": "ghcr.io/example/turnout:1.1.0",  # the schema the new scorers need
     }
+
+
+def test_gpu_agent_env_overrides_the_preset_and_the_chart_keeps_its_ports() -> None:
+    values = {
+        "gpuAgent": {"env": {"TURNOUT_GPU_AGENT__READERS": '["nvidia-smi"]'}},
+        "gateway": {"env": {"TURNOUT_GATEWAY__PORT": "9999", "TURNOUT_GATEWAY__ROUTE_TIMEOUT_S": "0.2"}},
+    }
+    objects = render(values)
+    agent = one(objects, "DaemonSet", f"{F}-gpu-agent")["spec"]["template"]["spec"]["containers"][0]
+    assert _env(agent)["TURNOUT_GPU_AGENT__READERS"]["value"] == '["nvidia-smi"]'
+    gateway = one(objects, "Deployment", f"{F}-gateway")["spec"]["template"]["spec"]["containers"][0]
+    assert _env(gateway)["TURNOUT_GATEWAY__PORT"]["value"] == "8080"  # what the probes and Service use
+    assert _env(gateway)["TURNOUT_GATEWAY__ROUTE_TIMEOUT_S"]["value"] == "0.2"
