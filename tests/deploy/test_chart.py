@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import helm_python as helm
@@ -20,6 +22,7 @@ from tests.deploy.conftest import (
     CI_VALUES,
     NAMESPACE,
     RELEASE,
+    REPO,
     find,
     one,
     pod_specs,
@@ -556,11 +559,26 @@ def test_autoscaling_hpa_for_gateway_and_scorer_keda_for_the_workers() -> None:
         ({"networkPolicy": {"redis": {"to": [], "ports": [6379], "from": []}}}, "from"),
         ({"monitoring": {"podMonitor": {"intervall": "15s"}}}, "intervall"),
         ({"gateway": {"resources": {"requests": {"cpu": "1", "memroy": "1Gi"}, "limits": {}}}}, "memroy"),
+        ({"securityContext": {"readOnlyRootFilesytem": True}}, "readOnlyRootFilesytem"),
+        ({"podSecurityContext": {"runAsUser": "10001"}}, "runAsUser"),
+        ({"scheduling": {"tolerations": [{"key": "a", "efect": "NoSchedule"}]}}, "efect"),
+        ({"gateway": {"affinity": {"podAntiAfinity": {}}}}, "podAntiAfinity"),
+        ({"networkPolicy": {"backends": {"to": [{"ipblock": {"cidr": "10.0.0.0/8"}}], "ports": [80]}}}, "ipblock"),
+        ({"httpRoute": {"parentRefs": [{"nam": "public"}]}}, "nam"),
     ],
 )
 def test_the_schema_rejects_typos(values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=where):
         render(values)
+
+
+def test_the_kubernetes_definitions_in_the_schema_are_current() -> None:
+    """values.schema.json carries the strict Kubernetes definitions the values pass through
+    (scripts/chart_schema_k8s.py copies them from kubernetes-validate)."""
+    r = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "chart_schema_k8s.py"), "--check"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
 
 
 def test_every_level_of_the_schema_is_closed() -> None:
@@ -570,8 +588,11 @@ def test_every_level_of_the_schema_is_closed() -> None:
 
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node and node.get("additionalProperties") is not False:
-                open_objects.append(path)
+            is_object = "object" in (node.get("type") or []) or node.get("type") == "object"
+            if is_object and node.get("additionalProperties") is not False:
+                # a map of free keys (labels, env) states what its values are; a structure is closed
+                if "properties" in node or not isinstance(node.get("additionalProperties"), dict):
+                    open_objects.append(path)
             for k, v in node.items():
                 walk(v, f"{path}/{k}")
         elif isinstance(node, list):
