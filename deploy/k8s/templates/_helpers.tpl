@@ -121,11 +121,11 @@ startupProbe:
 {{- define "turnout.podSpec" -}}
 {{- $root := .root -}}
 {{- $s := $root.Values.scheduling -}}
-{{- if not (and .hook $root.Values.serviceAccount.create) }}
+automountServiceAccountToken: {{ $root.Values.serviceAccount.automountToken }}
 {{- /* a hook runs before the chart's ServiceAccount exists: it keeps the namespace's default one */}}
+{{- if not (and .hook $root.Values.serviceAccount.create) }}
 serviceAccountName: {{ include "turnout.serviceAccountName" $root }}
 {{- end }}
-automountServiceAccountToken: {{ $root.Values.serviceAccount.automountToken }}
 {{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -172,11 +172,7 @@ volumes:
 
 {{/* Container-level settings shared by every container: (dict "root" $ "tag" <a component's imageTag, or "">) */}}
 {{- define "turnout.container" -}}
-{{- if .tag }}
-image: {{ printf "%s:%s" .root.Values.image.repository .tag }}
-{{- else }}
-image: {{ include "turnout.image" .root }}
-{{- end }}
+image: {{ if .tag }}{{ printf "%s:%s" .root.Values.image.repository .tag }}{{ else }}{{ include "turnout.image" .root }}{{ end }}
 imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 securityContext:
   {{- toYaml .root.Values.securityContext | nindent 2 }}
