@@ -629,3 +629,9 @@ def test_gpu_agent_env_overrides_the_preset_and_the_chart_keeps_its_ports() -> N
     gateway = one(objects, "Deployment", f"{F}-gateway")["spec"]["template"]["spec"]["containers"][0]
     assert _env(gateway)["TURNOUT_GATEWAY__PORT"]["value"] == "8080"  # what the probes and Service use
     assert _env(gateway)["TURNOUT_GATEWAY__ROUTE_TIMEOUT_S"]["value"] == "0.2"
+
+
+def test_the_chart_declares_the_lowest_version_it_is_validated_for() -> None:
+    """Helm refuses to install on a cluster older than Chart.yaml's kubeVersion: the lowest version
+    every object is validated against above."""
+    assert helm.Chart.load(CHART).metadata["kubeVersion"] == f">={KUBERNETES_VERSIONS[0]}-0"
