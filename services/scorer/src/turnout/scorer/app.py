@@ -46,6 +46,7 @@ from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
 from turnout.common.inflight import read_inflight
 from turnout.common.links import make_redis
+from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
 from turnout.common.rpc.client import new_client_id
@@ -108,6 +109,8 @@ class Scorer:
         reply = await self.engine.route(req)
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
             reply = await self.vram.route(reply, remaining_s=ctx.remaining)
+        if reply.candidates:  # in flight there until the gateways' next count says so
+            self.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
         self._metrics.decisions.labels(reply.analysis.category).inc()
         if reply.unservable_code is not None:
             self._metrics.unservable.labels(reply.unservable_code).inc()
@@ -247,6 +250,19 @@ class Scorer:
             return False
         self.engine.set_fleet(fleet)
         return True
+
+    async def refresh_load(self) -> None:
+        """The in-flight counts every live gateway shares (:func:`read_inflight`), handed to the
+        engine's busy term; they replace the decisions it noted since the last read."""
+        self.engine.set_load(await read_inflight(self._redis, self._keys))
+
+    async def load_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._opts.load_poll_s)
+            try:
+                await self.refresh_load()
+            except (RedisError, OSError) as exc:
+                log.debug("in-flight refresh failed: %s", exc)
 
     def request_fleet_refresh(self) -> None:
         self._fleet_wanted.set()
@@ -424,9 +440,14 @@ async def running_scorer(
             return server.connected
 
         checks: dict[str, Callable[[], Awaitable[bool]]] = {"redis": redis_ok, "catalog": catalog_ok, "rpc": rpc_ok}
+        backlog = QueueDepths(
+            metrics.rpc_backlog,
+            lambda: redis,
+            lists={m.label: settings.keys.rpc_queue(m.name, m.version) for m in (ROUTE_V1, EXPLAIN_V1)},
+        )
         sup = Supervisor("scorer", registry)
         stack.push_async_callback(sup.stop)
-        ops = build_ops_app("scorer", checks, registry=registry, tasks=sup.state)
+        ops = build_ops_app("scorer", checks, registry=registry, tasks=sup.state, refresh=[backlog.refresh])
         await stack.enter_async_context(ops_server(ops, settings.scorer.ops_host, settings.scorer.ops_port))
 
         await scorer.load_until_ready()
@@ -434,6 +455,7 @@ async def running_scorer(
             await scorer.refresh_fleet()
         sup.start("catalog-loop", scorer.catalog_loop)
         sup.start("fleet-loop", scorer.fleet_loop)
+        sup.start("load-loop", scorer.load_loop)
         sup.start("catalog-listener", partial(scorer.listen, settings.redis_url))
         sup.start("rules-watch", routing.rules.watch)
         if settings.scorer.routing.learned:

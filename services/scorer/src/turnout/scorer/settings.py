@@ -74,6 +74,9 @@ class ScorerOptions(BaseModel):
     shared_poll_s: float = Field(
         default=0.5, gt=0, description="Re-read the gateways' in-flight counts and open circuits this often"
     )
+    load_poll_s: float = Field(
+        default=0.5, gt=0, description="Re-read the gateways' in-flight counts (the busy term) this often"
+    )
     schema_wait_s: float = Field(default=120.0, ge=0, description="How long to wait for the DB schema at start")
     max_concurrency: int = Field(default=256, ge=1, description="RPC requests handled at once")
     virtual_models: list[str] = Field(
