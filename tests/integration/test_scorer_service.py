@@ -184,7 +184,8 @@ async def test_fleet_state_from_the_gpu_agents_moves_the_resident_replica_first(
 
     async def resident_first() -> bool:
         reply = await call(rpc, text="Hi there!")
-        return reply.candidates[0].backend == "gpu2"
+        # the reason, not the order alone: a tie with gpu1 can put gpu2 first before the fleet is read
+        return reply.candidates[0].backend == "gpu2" and "loaded on gpu2" in reply.candidates[0].reasons
 
     await wait_for(resident_first, what="the resident replica to rank first")
     reply = await call(rpc, text="Hi there!")
