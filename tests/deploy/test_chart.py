@@ -625,3 +625,20 @@ def test_the_chart_declares_the_lowest_version_it_is_validated_for() -> None:
     """Helm refuses to install on a cluster older than Chart.yaml's kubeVersion: the lowest version
     every object is validated against above."""
     assert helm.Chart.load(CHART).metadata["kubeVersion"] == f">={KUBERNETES_VERSIONS[0]}-0"
+
+
+def test_without_a_chart_made_service_account_pods_use_the_named_or_default_one() -> None:
+    def account(values: dict[str, Any]) -> str:
+        spec = one(render(values), "Deployment", f"{F}-scorer")["spec"]["template"]["spec"]
+        return str(spec["serviceAccountName"])
+
+    assert account({}) == F
+    assert account({"serviceAccount": {"create": False}}) == "default"
+    assert account({"serviceAccount": {"create": False, "name": "platform-sa"}}) == "platform-sa"
+    assert find(render({"serviceAccount": {"create": False}}), "ServiceAccount") == []
+
+
+def test_network_policies_only_for_components_that_run() -> None:
+    values = {"networkPolicy": {"enabled": True}, "gpuAgent": {"enabled": False}, "migrate": {"enabled": False}}
+    names = sorted(p["metadata"]["name"].removeprefix(f"{F}-") for p in find(render(values), "NetworkPolicy"))
+    assert names == ["default-deny", "gateway", "profiler", "scorer", "sync"]
