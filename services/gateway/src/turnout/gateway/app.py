@@ -109,7 +109,7 @@ def create_app(
                 catalog=catalog,
                 inflight=inflight,
                 events=events,
-                pipeline=Pipeline(router, forwarder, events, metrics),
+                pipeline=Pipeline(router, forwarder, events, metrics, opts.shaping),
                 metrics=metrics,
                 registry=registry,
                 client_keys=client_key_ids(settings),

@@ -81,6 +81,7 @@ class Exchange:
     request_id: str
     response_id: str
     client: str | None = None
+    client_ip: str | None = None
     requested_model: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     start: float = field(default_factory=time.perf_counter)

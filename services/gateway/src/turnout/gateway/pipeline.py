@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
@@ -33,6 +33,7 @@ from turnout.gateway.forwarding import Exchange, Forwarder, UpstreamStream, atte
 from turnout.gateway.metrics import GatewayMetrics
 from turnout.gateway.response_cache import Cached
 from turnout.gateway.routing import Decision, Router
+from turnout.gateway.shaping import RequestShaping, Shaper, ShapingOptions
 from turnout.gateway.streaming import StreamResponse
 
 Json = dict[str, Any]
@@ -60,11 +61,21 @@ def new_response_id(kind: RequestKind) -> str:
 
 
 class Pipeline:
-    def __init__(self, router: Router, forwarder: Forwarder, events: EventPublisher, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        router: Router,
+        forwarder: Forwarder,
+        events: EventPublisher,
+        metrics: GatewayMetrics,
+        shaping: ShapingOptions | None = None,
+    ) -> None:
         self.router = router
         self.forwarder = forwarder
         self.events = events
         self.metrics = metrics
+        self.shaping = shaping or ShapingOptions()
+        self.encoders: dict[Shape, StreamEncoderFactory] = {}
+        """Extra client dialects (Responses, Messages): shape -> stream encoder factory."""
 
     async def handle(
         self,
@@ -73,8 +84,10 @@ class Pipeline:
         *,
         quality: float | None,
         shape: Shape = Shape.OPENAI,
+        shaping: RequestShaping | None = None,
     ) -> Response:
         self.metrics.in_flight.inc()
+        features["client_ip"] = ex.client_ip
         try:
             ex.decision = await self.router.route(
                 features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality
@@ -89,18 +102,39 @@ class Pipeline:
             raise
         assert ex.chosen is not None
         headers = {"x-turnout-model": ex.chosen.model, "x-turnout-backend": ex.chosen.backend}
+        shaper = self.shaper(ex, shaping)
         if not ex.stream:
             self.finish(ex, None)
+            if shaper is not None and ex.kind is not RequestKind.EMBEDDING:
+                data = shaper.whole(data)
             return Response(self._encode_whole(ex, data, shape), media_type=JSON_MEDIA, headers=headers)
         end = _StreamEnd(self, ex, upstream)
+        prepare = _prepare(shaper, keep_usage=shape is not Shape.OPENAI or _wants_usage(ex.body))
         if shape is Shape.OPENAI:
-            body = self._pump(ex, upstream, end, _sse_batch, lambda: SSE_DONE, sse_error_event)
+            body = self._pump(ex, upstream, end, lambda b: _sse_batch(prepare(b)), lambda: SSE_DONE, sse_error_event)
             media = SSE_MEDIA
+        elif shape in self.encoders:
+            enc = self.encoders[shape](ex)
+            body = self._pump(ex, upstream, end, lambda b: enc.encode(prepare(b)), enc.end, enc.error)
+            media = enc.media_type
         else:
-            body = self._ollama_pump(ex, upstream, end, shape)
+            body = self._ollama_pump(ex, upstream, end, shape, prepare)
             media = NDJSON_MEDIA
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
         return StreamResponse(body, media_type=media, headers=raw_headers, on_close=end.cancelled)
+
+    def shaper(self, ex: Exchange, shaping: RequestShaping | None) -> Shaper | None:
+        """The chosen model's shaping of this reply, or None when it changes nothing."""
+        if ex.chosen is None or ex.kind is RequestKind.EMBEDDING:
+            return None
+        shaper = self.shaping.resolve(
+            shaping or RequestShaping(),
+            model=ex.chosen.model,
+            backend=ex.chosen.backend,
+            key=ex.client if ex.client != ex.client_ip else None,
+            ip=ex.client_ip,
+        )
+        return shaper if shaper.active else None
 
     def cache_hit(self, ex: Exchange, hit: Cached) -> Cached:
         """A response-cache hit, reported like a routed request (``route_source`` ``cache``,
@@ -129,6 +163,8 @@ class Pipeline:
     def _encode_whole(self, ex: Exchange, data: Json, shape: Shape) -> bytes:
         if shape is Shape.OPENAI:
             return orjson.dumps(data)
+        if shape in self.encoders:
+            return self.encoders[shape](ex).whole(data)
         model = ex.chosen.model if ex.chosen else ""
         total_ns = int((time.perf_counter() - ex.start) * 1e9)
         if shape is Shape.OLLAMA_CHAT:
@@ -171,12 +207,19 @@ class Pipeline:
         finally:
             await end_.close(exc_seen)
 
-    def _ollama_pump(self, ex: Exchange, up: UpstreamStream, end_: _StreamEnd, shape: Shape) -> AsyncIterator[bytes]:
+    def _ollama_pump(
+        self,
+        ex: Exchange,
+        up: UpstreamStream,
+        end_: _StreamEnd,
+        shape: Shape,
+        prepare: Callable[[list[Json]], list[Json]],
+    ) -> AsyncIterator[bytes]:
         model = ex.chosen.model if ex.chosen else ""
         translator = OpenAIToOllamaStream(model=model, generate=shape is Shape.OLLAMA_GENERATE)
 
         def encode(batch: list[Json]) -> bytes:
-            out = [orjson.dumps(line) + b"\n" for chunk in batch for line in translator.feed(chunk)]
+            out = [orjson.dumps(line) + b"\n" for chunk in prepare(batch) for line in translator.feed(chunk)]
             return b"".join(out)
 
         def end() -> bytes:
@@ -262,7 +305,43 @@ class _StreamEnd:
         await self.close(asyncio.CancelledError())
 
 
+class StreamEncoder(Protocol):
+    """A client dialect's encoding of one reply (OpenAI chunks in, the dialect's bytes out)."""
+
+    media_type: str
+
+    def whole(self, data: Json) -> bytes: ...
+    def encode(self, batch: list[Json]) -> bytes: ...
+    def end(self) -> bytes: ...
+    def error(self, exc: BaseException) -> bytes: ...
+
+
+StreamEncoderFactory = Callable[[Exchange], StreamEncoder]
+
+
+def _wants_usage(body: Json) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def _prepare(shaper: Shaper | None, *, keep_usage: bool) -> Callable[[list[Json]], list[Json]]:
+    """Per batch of OpenAI chunks: shaping, and the usage chunk (``choices: []``) dropped unless
+    the client asked for it with ``stream_options.include_usage`` (as OpenAI does)."""
+    if shaper is None and keep_usage:
+        return lambda batch: batch
+
+    def prepare(batch: list[Json]) -> list[Json]:
+        out = batch if keep_usage else [c for c in batch if c.get("choices") or "usage" not in c]
+        if shaper is None:
+            return out
+        return [shaped for c in out if (shaped := shaper.chunk(c)) is not None]
+
+    return prepare
+
+
 def _sse_batch(batch: list[Json]) -> bytes:
+    if not batch:
+        return b""
     if len(batch) == 1:
         return b"data: " + orjson.dumps(batch[0]) + b"\n\n"
     return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in batch)

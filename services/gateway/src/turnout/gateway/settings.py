@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from turnout.common.settings import CommonSettings
 from turnout.gateway.response_cache import ResponseCacheOptions
+from turnout.gateway.shaping import ShapingOptions
 
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "sk-test", "test"}
 
@@ -51,6 +52,9 @@ class GatewayOptions(BaseModel):
 
     response_cache: ResponseCacheOptions = Field(
         default_factory=ResponseCacheOptions, description="Exact-match response cache (response_cache.py)"
+    )
+    shaping: ShapingOptions = Field(
+        default_factory=ShapingOptions, description="Reasoning blocks, JSON fences, signature (shaping.py)"
     )
 
 

@@ -63,6 +63,8 @@ OLLAMA_CHAT: dict[str, tuple[type, ...]] = {
     "options": (dict,),
     "tools": (list,),
     "format": _DICT_OR_STR,
+    "think": (bool,),
+    "turnout": (dict,),
 }
 OLLAMA_GENERATE: dict[str, tuple[type, ...]] = {
     "model": (str,),
@@ -72,6 +74,8 @@ OLLAMA_GENERATE: dict[str, tuple[type, ...]] = {
     "stream": (bool,),
     "options": (dict,),
     "format": _DICT_OR_STR,
+    "think": (bool,),
+    "turnout": (dict,),
 }
 OLLAMA_EMBED: dict[str, tuple[type, ...]] = {
     "model": (str,),

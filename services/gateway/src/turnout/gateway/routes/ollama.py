@@ -23,7 +23,7 @@ from turnout.common.schemas.route import RequestKind
 from turnout.gateway.deps import ClientDep, StateDep, resolve
 from turnout.gateway.errors import InvalidRequest
 from turnout.gateway.pipeline import JSON_MEDIA, Shape
-from turnout.gateway.routes.openai import exchange
+from turnout.gateway.routes.openai import client_ip, exchange, request_shaping
 from turnout.gateway.routing import QUALITY_HEADER, chat_features, embedding_features, parse_quality
 from turnout.gateway.state import GatewayState
 from turnout.gateway.validation import check_ollama_chat, check_ollama_embed, check_ollama_generate, read_json
@@ -49,8 +49,9 @@ async def chat(request: Request) -> Response:
     body = _translated(ollama_chat_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.CHAT, body, client)
-    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_CHAT)
+    shaping = request_shaping({**body, "turnout": raw.get("turnout")}, think=raw.get("think"))
+    ex = exchange(RequestKind.CHAT, body, client, client_ip(request))
+    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_CHAT, shaping=shaping)
 
 
 async def generate(request: Request) -> Response:
@@ -60,8 +61,9 @@ async def generate(request: Request) -> Response:
     body = _translated(ollama_generate_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.CHAT, body, client)
-    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE)
+    shaping = request_shaping({**body, "turnout": raw.get("turnout")}, think=raw.get("think"))
+    ex = exchange(RequestKind.CHAT, body, client, client_ip(request))
+    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE, shaping=shaping)
 
 
 async def _embed(request: Request, gw: GatewayState, client: str | None, shape: Shape) -> Response:
@@ -70,7 +72,7 @@ async def _embed(request: Request, gw: GatewayState, client: str | None, shape: 
     body = _translated(ollama_embed_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = embedding_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.EMBEDDING, body, client)
+    ex = exchange(RequestKind.EMBEDDING, body, client, client_ip(request))
     return await gw.pipeline.handle(ex, features, quality=quality, shape=shape)
 
 
