@@ -51,6 +51,7 @@ class CatalogView:
         self._listed: list[CatalogModelV1] | None = None
         self._listed_at = 0.0
         self._list_lock = asyncio.Lock()
+        self._hidden: frozenset[str] = frozenset()
 
     # --- snapshot from Redis --------------------------------------------------------------
 
@@ -67,6 +68,7 @@ class CatalogView:
         self._raw = raw
         self.snapshot = snap
         self.by_name = {m.name: m for m in snap.models}
+        self._hidden = frozenset(snap.hidden)
         log.info("catalog snapshot %s: %d models", snap.version or "?", len(snap.models))
         return True
 
@@ -78,6 +80,11 @@ class CatalogView:
             await asyncio.sleep(self._refresh_s)
 
     # --- models ----------------------------------------------------------------------------
+
+    @property
+    def hidden(self) -> frozenset[str]:
+        """Models the operator's rules block (never listed; see ``CatalogSnapshotV1.hidden``)."""
+        return self._hidden
 
     async def models(self) -> list[CatalogModelV1]:
         """The snapshot's models, or (no snapshot yet) what the backends list, cached."""

@@ -102,6 +102,8 @@ async def tags(gw: StateDep, _client: ClientDep) -> Response:
     ]
     if opts.list_real_models:
         for m in await gw.catalog.models():
+            if m.name in gw.catalog.hidden:
+                continue
             details = {
                 "family": m.family,
                 "parameter_size": f"{m.params_b:g}B" if m.params_b else "",

@@ -131,8 +131,9 @@ async def model_list(gw: GatewayState) -> list[dict[str, object]]:
         {"id": opts.virtual_model, "object": "model", "created": gw.started_at, "owned_by": "turnout"}
     ]
     if opts.list_real_models:
+        hidden = gw.catalog.hidden
         for m in await gw.catalog.models():
-            if m.name == opts.virtual_model:
+            if m.name == opts.virtual_model or m.name in hidden:
                 continue
             owner = m.replicas[0].backend if m.replicas else "turnout"
             out.append({"id": m.name, "object": "model", "created": gw.started_at, "owned_by": owner})
