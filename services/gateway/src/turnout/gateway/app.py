@@ -33,10 +33,21 @@ from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Forwarder
 from turnout.gateway.hot_path import GatewayApp
+from turnout.gateway.images import ImageFetcher
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
 from turnout.gateway.pipeline import Pipeline
-from turnout.gateway.routes import admin_catalog, admin_routing, admin_vram, ollama, openai, ops
+from turnout.gateway.routes import (
+    admin_catalog,
+    admin_routing,
+    admin_vram,
+    anthropic_messages,
+    ollama,
+    ollama_info,
+    openai,
+    ops,
+    responses,
+)
 from turnout.gateway.routing import Router
 from turnout.gateway.settings import GatewaySettings
 from turnout.gateway.state import GatewayState
@@ -91,6 +102,8 @@ def create_app(
             stack.callback(events_link.close)
             events = EventPublisher(events_link, keys, metrics, maxlen=opts.events_maxlen)
             router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
+            images = ImageFetcher(opts.images)
+            stack.push_async_callback(images.close)
             forwarder = Forwarder(
                 settings.backends,
                 session,
@@ -99,6 +112,7 @@ def create_app(
                 connect_timeout_s=opts.connect_timeout_s,
                 read_timeout_s=opts.read_timeout_s,
                 max_attempts=opts.max_attempts,
+                images=images,
             )
             state = GatewayState(
                 settings=settings,
@@ -161,6 +175,9 @@ def create_app(
     app.use_hot_path([*openai.hot_routes, *ollama.hot_routes], metrics=metrics, max_body_bytes=opts.max_body_bytes)
     app.include_router(openai.router)
     app.include_router(ollama.router)
+    app.include_router(ollama_info.router)
+    app.include_router(responses.router)
+    app.include_router(anthropic_messages.router)
     app.include_router(ops.router)
     app.include_router(admin_vram.router)
     app.include_router(admin_routing.router)

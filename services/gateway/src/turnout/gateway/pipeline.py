@@ -74,8 +74,6 @@ class Pipeline:
         self.events = events
         self.metrics = metrics
         self.shaping = shaping or ShapingOptions()
-        self.encoders: dict[Shape, StreamEncoderFactory] = {}
-        """Extra client dialects (Responses, Messages): shape -> stream encoder factory."""
 
     async def handle(
         self,
@@ -85,7 +83,10 @@ class Pipeline:
         quality: float | None,
         shape: Shape = Shape.OPENAI,
         shaping: RequestShaping | None = None,
+        encoder: ReplyEncoder | None = None,
     ) -> Response:
+        """Route, forward and answer. ``encoder`` answers in another dialect than OpenAI's and
+        Ollama's (the Responses and Messages APIs): it gets the shaped OpenAI reply or chunks."""
         self.metrics.in_flight.inc()
         features["client_ip"] = ex.client_ip
         try:
@@ -107,16 +108,18 @@ class Pipeline:
             self.finish(ex, None)
             if shaper is not None and ex.kind is not RequestKind.EMBEDDING:
                 data = shaper.whole(data)
-            return Response(self._encode_whole(ex, data, shape), media_type=JSON_MEDIA, headers=headers)
+            whole = encoder.whole(data) if encoder is not None else self._encode_whole(ex, data, shape)
+            return Response(whole, media_type=JSON_MEDIA, headers=headers)
         end = _StreamEnd(self, ex, upstream)
-        prepare = _prepare(shaper, keep_usage=shape is not Shape.OPENAI or _wants_usage(ex.body))
-        if shape is Shape.OPENAI:
+        keep_usage = encoder is not None or shape is not Shape.OPENAI or _wants_usage(ex.body)
+        prepare = _prepare(shaper, keep_usage=keep_usage)
+        if encoder is not None:
+            enc = encoder
+            body = self._pump(ex, upstream, end, lambda b: enc.encode(prepare(b)), enc.end, enc.error)
+            media = SSE_MEDIA
+        elif shape is Shape.OPENAI:
             body = self._pump(ex, upstream, end, lambda b: _sse_batch(prepare(b)), lambda: SSE_DONE, sse_error_event)
             media = SSE_MEDIA
-        elif shape in self.encoders:
-            enc = self.encoders[shape](ex)
-            body = self._pump(ex, upstream, end, lambda b: enc.encode(prepare(b)), enc.end, enc.error)
-            media = enc.media_type
         else:
             body = self._ollama_pump(ex, upstream, end, shape, prepare)
             media = NDJSON_MEDIA
@@ -163,8 +166,6 @@ class Pipeline:
     def _encode_whole(self, ex: Exchange, data: Json, shape: Shape) -> bytes:
         if shape is Shape.OPENAI:
             return orjson.dumps(data)
-        if shape in self.encoders:
-            return self.encoders[shape](ex).whole(data)
         model = ex.chosen.model if ex.chosen else ""
         total_ns = int((time.perf_counter() - ex.start) * 1e9)
         if shape is Shape.OLLAMA_CHAT:
@@ -305,18 +306,15 @@ class _StreamEnd:
         await self.close(asyncio.CancelledError())
 
 
-class StreamEncoder(Protocol):
-    """A client dialect's encoding of one reply (OpenAI chunks in, the dialect's bytes out)."""
-
-    media_type: str
+class ReplyEncoder(Protocol):
+    """Another client dialect's encoding of one reply: a whole OpenAI reply, or a stream of
+    OpenAI chunk batches (then its end, or the error that broke it) in, that dialect's bytes out.
+    It reads the chosen model from the exchange it was built with."""
 
     def whole(self, data: Json) -> bytes: ...
     def encode(self, batch: list[Json]) -> bytes: ...
     def end(self) -> bytes: ...
     def error(self, exc: BaseException) -> bytes: ...
-
-
-StreamEncoderFactory = Callable[[Exchange], StreamEncoder]
 
 
 def _wants_usage(body: Json) -> bool:

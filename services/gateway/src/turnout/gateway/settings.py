@@ -8,6 +8,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from turnout.common.settings import CommonSettings
+from turnout.gateway.images import ImageOptions
 from turnout.gateway.response_cache import ResponseCacheOptions
 from turnout.gateway.shaping import ShapingOptions
 
@@ -52,6 +53,9 @@ class GatewayOptions(BaseModel):
 
     response_cache: ResponseCacheOptions = Field(
         default_factory=ResponseCacheOptions, description="Exact-match response cache (response_cache.py)"
+    )
+    images: ImageOptions = Field(
+        default_factory=ImageOptions, description="Remote image URLs fetched for Ollama backends (images.py)"
     )
     shaping: ShapingOptions = Field(
         default_factory=ShapingOptions, description="Reasoning blocks, JSON fences, signature (shaping.py)"

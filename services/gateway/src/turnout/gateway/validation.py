@@ -92,6 +92,7 @@ _TYPE_NAMES = {
     list: "an array",
     dict: "an object",
 }
+MAX_N = 16
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
@@ -162,12 +163,30 @@ def check_chat(body: Json) -> None:
     require(body, "messages")
     _check_messages(body["messages"])
     _check_positive(body, "n", "max_tokens", "max_completion_tokens")
+    _check_n(body)
 
 
 def check_completion(body: Json) -> None:
     check_types(body, COMPLETION)
     require(body, "prompt")
     _check_positive(body, "n", "max_tokens")
+    _check_n(body)
+
+
+def _check_n(body: Json) -> None:
+    """``n > 1`` is served whole (fanned out where a backend answers one choice); streamed, it is
+    refused rather than silently answered with one choice."""
+    n = body.get("n")
+    if n is None or n == 1:
+        return
+    if n > MAX_N:
+        raise InvalidRequest(f"'n' must be at most {MAX_N}", param="n", code="invalid_value")
+    if body.get("stream") is True:
+        raise InvalidRequest(
+            "'n' greater than 1 is not supported with 'stream': true; ask without streaming",
+            param="n",
+            code="unsupported_value",
+        )
 
 
 def check_embeddings(body: Json) -> None:
