@@ -26,7 +26,6 @@ from turnout.common.backends.config import BackendConfig, BackendKind
 from turnout.common.backends.translate import (
     OllamaChatStream,
     OllamaGenerateStream,
-    TranslationError,
     chat_request_to_ollama,
     completion_request_to_ollama,
     embeddings_request_to_ollama,
@@ -34,9 +33,15 @@ from turnout.common.backends.translate import (
     ollama_embed_to_openai,
     ollama_generate_to_openai,
 )
-from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout, BackendUnavailable
+from turnout.common.errors import (
+    BackendError,
+    BackendStatusError,
+    BackendTimeout,
+    BackendUnavailable,
+    TranslationError,
+)
 from turnout.common.schemas.route import CandidateV1, RequestKind
-from turnout.gateway.errors import GatewayError, InvalidRequest, NoBackendAvailable, as_gateway_error
+from turnout.gateway.errors import BrokenReply, GatewayError, InvalidRequest, NoBackendAvailable, as_gateway_error
 from turnout.gateway.images import ImageFetcher, has_remote_images
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import GatewayMetrics
@@ -67,10 +72,6 @@ class Attempt:
     backend: str
     outcome: str
     latency_ms: float = 0.0
-
-
-class BrokenReply(BackendError):
-    """The backend answered 2xx with a body that is not what its dialect promises."""
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from pydantic import BaseModel, ConfigDict, Field
 
-from turnout.gateway.errors import InvalidRequest
+from turnout.gateway.errors import ImageRefused
 
 Json = dict[str, Any]
 
@@ -40,10 +40,6 @@ class ImageOptions(BaseModel):
     max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Larger images are refused (400)")
     timeout_s: float = Field(default=10.0, gt=0, description="Whole fetch, redirects included")
     max_redirects: int = Field(default=3, ge=0, le=10)
-
-
-class ImageRefused(InvalidRequest):
-    code = "image_url_refused"
 
 
 def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_private: bool) -> bool:

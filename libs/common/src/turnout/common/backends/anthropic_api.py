@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from turnout.common.backends.responses_api import new_id, sse_event
-from turnout.common.backends.translate import TranslationError
+from turnout.common.errors import TranslationError
 
 Json = dict[str, Any]
 

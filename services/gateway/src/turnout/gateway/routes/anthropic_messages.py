@@ -23,7 +23,7 @@ from turnout.common.backends.anthropic_api import (
     thinking_enabled,
 )
 from turnout.common.backends.responses_api import new_id
-from turnout.common.backends.translate import TranslationError
+from turnout.common.errors import TranslationError
 from turnout.gateway.deps import StateDep, client_of
 from turnout.gateway.errors import InvalidRequest, anthropic_error_event
 from turnout.gateway.forwarding import Exchange

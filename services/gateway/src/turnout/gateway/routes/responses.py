@@ -23,7 +23,7 @@ from turnout.common.backends.responses_api import (
     new_id,
     responses_request_to_chat,
 )
-from turnout.common.backends.translate import TranslationError
+from turnout.common.errors import TranslationError
 from turnout.common.schemas.route import RequestKind
 from turnout.gateway.deps import ClientDep, StateDep
 from turnout.gateway.errors import InvalidRequest, as_gateway_error
