@@ -237,3 +237,13 @@ def test_bad_options_are_rejected():
         ShapingOptions.model_validate({"rules": [{"match": {}}]})
     with pytest.raises(ValidationError):
         RequestShaping.of({"turnout": {"shaping": {"reasoning": "maybe"}}})
+
+
+def test_cache_key_names_the_client_rules_and_the_request_override():
+    opts = ShapingOptions.model_validate(
+        {"rules": [{"match": {"ip": "10.0.0.0/8"}, "reasoning": "strip"}, {"match": {"model": "q*"}, "signature": "s"}]}
+    )
+    assert opts.cache_key(RequestShaping(), key=None, ip="10.0.0.1") == [[0, 1], None]
+    assert opts.cache_key(RequestShaping(), key="key-x", ip="192.168.0.1") == [[1], None]
+    req = RequestShaping(override=ShapingOverride(reasoning=ReasoningMode.KEEP))
+    assert opts.cache_key(req, key=None, ip=None) == [[1], {"reasoning": "keep"}]

@@ -87,9 +87,13 @@ class ShapingMatch(BaseModel):
         return self
 
     def matches(self, model: str, key: str | None, ip: str | None) -> bool:
-        if self.key is not None and key != self.key:
-            return False
         if self.model is not None and not fnmatch.fnmatchcase(model, self.model):
+            return False
+        return self.matches_client(key, ip)
+
+    def matches_client(self, key: str | None, ip: str | None) -> bool:
+        """The key and address parts (the model is known only once routed)."""
+        if self.key is not None and key != self.key:
             return False
         if self.ip is not None:
             try:
@@ -123,6 +127,13 @@ class ShapingOptions(BaseModel):
     def _tags(cls, v: list[str]) -> list[str]:
         ShapingOverride(reasoning_tags=v)
         return v
+
+    def cache_key(self, request: RequestShaping, *, key: str | None, ip: str | None) -> list[Any]:
+        """What, besides the model, shapes this client's replies: the rules that match its key and
+        address, and the request's own override (for the response cache's key)."""
+        rules = [i for i, r in enumerate(self.rules) if r.match.matches_client(key, ip)]
+        override = request.override.model_dump(exclude_none=True) if request.override is not None else None
+        return [rules, override]
 
     def resolve(
         self,

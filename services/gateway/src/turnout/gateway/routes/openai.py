@@ -87,7 +87,10 @@ async def _cached_route(
     cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
     cache_body = dict(body)  # before exchange() drops the "turnout" options the cache reads
     shaping = request_shaping(body)
-    ex = exchange(kind, body, client, client_ip(request))
+    ip = client_ip(request)
+    # replies are stored shaped: what shapes them for this client is part of the cache key
+    cache_body["shaping"] = gw.settings.gateway.shaping.cache_key(shaping, key=client if client != ip else None, ip=ip)
+    ex = exchange(kind, body, client, ip)
     return await cached_or_handle(
         request,
         cache,
