@@ -190,3 +190,14 @@ async def test_cached_and_live_streams_are_framed_alike(redis_url, keys, setting
 
     assert text(live_lines, "content") == text(cached_lines, "content")
     assert text(cached_lines, "reasoning_content") == THOUGHT
+
+
+async def test_ollama_generate_gets_thinking_apart(redis_url, keys, settings):
+    async with FakeScorer(redis_url, keys, fixed(ON_OPENAI)).running(), run_gateway(settings()) as gw:
+        client = ollama.AsyncClient(host=gw.url)
+        whole = await client.generate(model="turnout/auto", prompt="Name three colors", think=True)
+        parts = [p async for p in await client.generate(model="turnout/auto", prompt="Name three colors", stream=True)]
+
+    assert whole.thinking == THOUGHT and "<think>" not in whole.response
+    assert "".join(p.thinking or "" for p in parts) == THOUGHT + "\n"
+    assert "".join(p.response for p in parts) == whole.response
