@@ -201,3 +201,15 @@ async def test_ollama_generate_gets_thinking_apart(redis_url, keys, settings):
     assert whole.thinking == THOUGHT and "<think>" not in whole.response
     assert "".join(p.thinking or "" for p in parts) == THOUGHT + "\n"
     assert "".join(p.response for p in parts) == whole.response
+
+
+async def test_think_false_reaches_ollama_backends_so_the_model_does_not_reason(redis_url, keys, settings):
+    async with FakeScorer(redis_url, keys, fixed(ON_OLLAMA)).running(), run_gateway(settings()) as gw:
+        client = ollama.AsyncClient(host=gw.url)
+        default = await client.chat(model="turnout/auto", messages=ASK)
+        quiet = await client.chat(model="turnout/auto", messages=ASK, think=False)
+
+    assert quiet.message.content == default.message.content and quiet.message.thinking is None
+    assert default.message.thinking == THOUGHT
+    # the think block (<think>, newline, 9 words, newline, </think>, blank line) was never generated
+    assert (default.eval_count or 0) - (quiet.eval_count or 0) == 14

@@ -85,6 +85,8 @@ class Exchange:
     response_id: str
     client: str | None = None
     client_ip: str | None = None
+    think: bool | None = None
+    """Ollama clients' ``think`` field (shaping reads it too)."""
     requested_model: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     start: float = field(default_factory=time.perf_counter)
@@ -244,7 +246,10 @@ class Forwarder:
     def _payload(self, ex: Exchange, backend: Backend, cand: CandidateV1) -> bytes:
         if backend.ollama:
             if ex.kind is RequestKind.CHAT:
-                return orjson.dumps(chat_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream))
+                req = chat_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream)
+                if ex.think is False:  # the client turned reasoning off: so does the model (true is
+                    req["think"] = False  # not passed on: Ollama refuses it for models that cannot think)
+                return orjson.dumps(req)
             if ex.kind is RequestKind.COMPLETION:
                 return orjson.dumps(completion_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream))
             return orjson.dumps(embeddings_request_to_ollama(ex.body, cand.upstream_model))

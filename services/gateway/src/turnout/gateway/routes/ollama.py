@@ -51,6 +51,7 @@ async def chat(request: Request) -> Response:
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
     shaping = request_shaping({**body, "turnout": raw.get("turnout")}, think=raw.get("think"))
     ex = exchange(RequestKind.CHAT, body, client, client_ip(request))
+    ex.think = raw.get("think")
     return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_CHAT, shaping=shaping)
 
 
@@ -63,6 +64,7 @@ async def generate(request: Request) -> Response:
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
     shaping = request_shaping({**body, "turnout": raw.get("turnout")}, think=raw.get("think"))
     ex = exchange(RequestKind.CHAT, body, client, client_ip(request))
+    ex.think = raw.get("think")
     return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE, shaping=shaping)
 
 
