@@ -42,7 +42,9 @@ from turnout.gateway.validation import check_chat, check_completion, check_embed
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-def exchange(kind: RequestKind, body: dict[str, object], client: str | None, client_ip: str | None = None) -> Exchange:
+def exchange(
+    kind: RequestKind, body: dict[str, object], client: str | None, request: Request | None = None
+) -> Exchange:
     stream = body.get("stream") is True and kind is not RequestKind.EMBEDDING
     body.pop("turnout", None)
     model = body.get("model")
@@ -53,22 +55,24 @@ def exchange(kind: RequestKind, body: dict[str, object], client: str | None, cli
         request_id=request_id_var.get() or new_request_id(),
         response_id=new_response_id(kind),
         client=client,
-        client_ip=client_ip,
         requested_model=model if isinstance(model, str) and model else None,
+        client_key=client if client is not None and client.startswith("key-") else None,
+        client_ip=request.client.host if request is not None and request.client else None,
     )
 
 
 async def chat_completions(request: Request) -> Response:
     gw, client = resolve(request)
     body = await read_json(request)
-    check_chat(body)
+    opts = gw.settings.gateway
+    check_chat(body, max_n=opts.max_n, max_messages=opts.max_messages)
     return await _cached_route(request, gw, client, body, RequestKind.CHAT, chat_features)
 
 
 async def completions(request: Request) -> Response:
     gw, client = resolve(request)
     body = await read_json(request)
-    check_completion(body)
+    check_completion(body, max_n=gw.settings.gateway.max_n)
     return await _cached_route(request, gw, client, body, RequestKind.COMPLETION, completion_features)
 
 
@@ -87,10 +91,9 @@ async def _cached_route(
     cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
     cache_body = dict(body)  # before exchange() drops the "turnout" options the cache reads
     shaping = request_shaping(body)
-    ip = client_ip(request)
+    ex = exchange(kind, body, client, request)
     # replies are stored shaped: what shapes them for this client is part of the cache key
-    cache_body["shaping"] = gw.settings.gateway.shaping.cache_key(shaping, key=client if client != ip else None, ip=ip)
-    ex = exchange(kind, body, client, ip)
+    cache_body["shaping"] = gw.settings.gateway.shaping.cache_key(shaping, key=ex.client_key, ip=ex.client_ip)
     return await cached_or_handle(
         request,
         cache,
@@ -98,7 +101,7 @@ async def _cached_route(
         cache_body,
         quality=quality,
         client=client,
-        handle=lambda: gw.pipeline.handle(ex, features, quality=quality, shaping=shaping),
+        handle=lambda: gw.pipeline.handle(ex, features, quality=quality, shaping=shaping, receive=request.receive),
         on_hit=lambda hit: gw.pipeline.cache_hit(ex, hit),
     )
 
@@ -109,12 +112,9 @@ async def embeddings(request: Request) -> Response:
     check_embeddings(body)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
     features = embedding_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.EMBEDDING, body, client, client_ip(request))
-    return await gw.pipeline.handle(ex, features, quality=quality)
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    return await gw.pipeline.handle(
+        exchange(RequestKind.EMBEDDING, body, client, request), features, quality=quality, receive=request.receive
+    )
 
 
 def request_shaping(body: dict[str, object], *, think: bool | None = None) -> RequestShaping:

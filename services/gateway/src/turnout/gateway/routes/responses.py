@@ -29,7 +29,7 @@ from turnout.gateway.deps import ClientDep, StateDep
 from turnout.gateway.errors import InvalidRequest, as_gateway_error
 from turnout.gateway.forwarding import Exchange
 from turnout.gateway.pipeline import ReplyEncoder
-from turnout.gateway.routes.openai import client_ip, exchange, request_shaping
+from turnout.gateway.routes.openai import exchange, request_shaping
 from turnout.gateway.routing import QUALITY_HEADER, chat_features, parse_quality
 from turnout.gateway.shaping import RequestShaping
 from turnout.gateway.state import GatewayState
@@ -211,10 +211,12 @@ async def route_chat(
     quality = parse_quality(request.headers.get(QUALITY_HEADER), options)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
     shaping = shaping or request_shaping({**body, **options})
-    ex = exchange(RequestKind.CHAT, body, client, client_ip(request))
+    ex = exchange(RequestKind.CHAT, body, client, request)
     ex.response_id = response_id
     enc: ReplyEncoder = encoder(ex, *encoder_args)
-    return await gw.pipeline.handle(ex, features, quality=quality, shaping=shaping, encoder=enc)
+    return await gw.pipeline.handle(
+        ex, features, quality=quality, shaping=shaping, encoder=enc, receive=request.receive
+    )
 
 
 @router.post("/responses", summary="Create a model response (OpenAI Responses API)")
