@@ -46,6 +46,7 @@ from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
 from turnout.common.inflight import read_inflight
 from turnout.common.links import make_redis
+from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
 from turnout.common.rpc.client import new_client_id
@@ -443,9 +444,14 @@ async def running_scorer(
             return server.connected
 
         checks: dict[str, Callable[[], Awaitable[bool]]] = {"redis": redis_ok, "catalog": catalog_ok, "rpc": rpc_ok}
+        backlog = QueueDepths(
+            metrics.rpc_backlog,
+            lambda: redis,
+            lists={m.label: settings.keys.rpc_queue(m.name, m.version) for m in (ROUTE_V1, EXPLAIN_V1)},
+        )
         sup = Supervisor("scorer", registry)
         stack.push_async_callback(sup.stop)
-        ops = build_ops_app("scorer", checks, registry=registry, tasks=sup.state)
+        ops = build_ops_app("scorer", checks, registry=registry, tasks=sup.state, refresh=[backlog.refresh])
         await stack.enter_async_context(ops_server(ops, settings.scorer.ops_host, settings.scorer.ops_port))
 
         await scorer.load_until_ready()
