@@ -206,7 +206,8 @@ async def route_chat(
 ) -> Response:
     """A chat body from another dialect, routed like ``/v1/chat/completions`` and answered by
     ``encoder(exchange, *encoder_args)``."""
-    check_chat(body)
+    opts = gw.settings.gateway
+    check_chat(body, max_n=opts.max_n, max_messages=opts.max_messages)
     options = {"turnout": turnout} if turnout is not None else {}
     quality = parse_quality(request.headers.get(QUALITY_HEADER), options)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
