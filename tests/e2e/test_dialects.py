@@ -88,3 +88,11 @@ def test_reasoning_model_is_shaped_for_openai_clients(client: openai.OpenAI) -> 
         response_format={"type": "json_object"},
     )
     assert set(json.loads(as_json.choices[0].message.content or "")) == {"answer"}  # fence scrubbed
+
+
+def test_tagless_names_resolve_through_the_scorer(client: openai.OpenAI) -> None:
+    ask = [{"role": "user", "content": "hi"}]
+    raw = client.chat.completions.with_raw_response.create(model="qwen2.5-coder", messages=ask)  # type: ignore[arg-type]
+    assert raw.headers["x-turnout-model"] == "qwen2.5-coder:7b"  # the only qwen2.5-coder in the fleet
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-family", messages=ask)  # type: ignore[arg-type]
