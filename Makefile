@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # uv on PATH, else the one `install` bootstraps under .run/tools
 UV = $(shell PYTHON=$(PYTHON) tools/devstack/bootstrap-uv.sh)
 
-.PHONY: help install run test test-unit test-integration test-e2e test-llama lint format typecheck migrate bench bench-llama bench-routing bench-fleet bench-decision bench-faults depcheck clean
+.PHONY: help install run test test-unit test-integration test-e2e test-deploy test-llama lint format typecheck migrate bench bench-llama bench-routing bench-fleet bench-decision bench-faults depcheck clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,9 @@ test: install ## install, then the whole suite (unit, integration, e2e) against 
 
 test-unit: install ## unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-deploy: install ## the chart (Helm v4 render matrix, lint, kubernetes-validate --strict), compose config, alert rules (promtool)
+	$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
 
 test-integration: install ## integration tests (one service in-process, real Redis/Postgres)
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)

@@ -119,7 +119,7 @@ class RoutingEngine:
         # cached decisions follow residency and health, not every change of free memory
         # (a digest, not hash(): the namespace is shared by every scorer replica through Redis)
         digest = hashlib.blake2b(digest_size=4)
-        for a in (reps.resident, reps.healthy, reps.no_room):
+        for a in (reps.resident, reps.healthy, reps.no_room, reps.circuit_open):
             digest.update(a.tobytes())
         self._fleet_gen = digest.hexdigest()
         self.replicas = reps

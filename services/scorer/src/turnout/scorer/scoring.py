@@ -10,7 +10,9 @@ re-exports the names a caller of the scoring model needs, so one import serves.
 1. kind: embedding requests → embedding models only; chat/completion → models that generate;
 2. images → vision models; tools → tools models;
 3. context: estimated prompt tokens + ``max_tokens`` must fit the window (unknown windows pass);
-4. operator rules: block list, allow list, a client's backend restriction.
+4. operator rules: block list, allow list, a client's backend restriction;
+5. open circuits: replicas whose (backend, model) circuit, or whose backend's circuit, the
+   gateways opened after repeated failures (:mod:`turnout.common.circuits`) are left out.
 
 **Fallback when the filters leave nothing** (each step adds a note to every candidate):
 
@@ -19,7 +21,10 @@ re-exports the names a caller of the scoring model needs, so one import serves.
 * no tools model → the tools requirement is dropped (the model may ignore the tools);
 * nothing fits the context → ``unservable`` unless ``relax_context``, then the largest window;
 * the allow list or a client's backend rule leaves nothing → that rule is ignored; the block
-  list is never relaxed; nothing left at all → ``unservable``.
+  list is never relaxed; nothing left at all → ``unservable``;
+* every suitable replica's circuit is open → all are kept, in score order, with a note: the
+  gateway then answers 503 with ``Retry-After`` (or probes one whose cooldown is over) rather
+  than the scorer guessing which dead replica to send a request to.
 
 **Terms** (``q`` = quality preference 0..1, ``c`` = complexity, ``imp = 0.4 + 0.6·c``); each
 candidate reports them in ``terms`` and they sum to its ``score``:
@@ -60,7 +65,7 @@ import numpy as np
 
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 from turnout.scorer.catalog import B, F, I, ModelSpec, ModelTable
-from turnout.scorer.filters import Constraints, Selection, select, select_requested
+from turnout.scorer.filters import Constraints, Selection, select, select_requested, without_open_circuits
 from turnout.scorer.fleet import FleetState, ReplicaTable
 from turnout.scorer.prompt_analysis import PromptAnalysis
 from turnout.scorer.scoring_config import OVERALL, TIERS, ScoringConfig, Weights
@@ -177,7 +182,7 @@ def rank(
             unservable_code=UNSERVABLE,
             catalog_version=table.version,
         )
-    rmask = sel.mask[reps.model]
+    rmask = without_open_circuits(sel.mask[reps.model], reps.circuit_open, sel)
     if cons.backends is not None:
         on = np.array([b in cons.backends for b in reps.backend], dtype=bool)
         if (rmask & on).any():

@@ -115,8 +115,9 @@ REPLICA_TERMS = ("resident", "unhealthy", "no_room", "free_vram", "busy")
 def busy_term(inflight: F, cfg: ScoringConfig) -> F:
     """``−w.busy · min(in flight / replica_parallel, busy_cap)``: a replica holding twice what it
     serves at once loses ``2·w.busy`` (0.3 by default: more than ``resident`` gains), so a queue
-    moves requests to another replica, even one that must load the model."""
-    return -cfg.weights.busy * np.minimum(inflight / cfg.replica_parallel, cfg.busy_cap)  # type: ignore[no-any-return]
+    moves requests to another replica, even one that must load the model. A negative count
+    (never expected) is no bonus."""
+    return -cfg.weights.busy * np.minimum(np.maximum(inflight, 0.0) / cfg.replica_parallel, cfg.busy_cap)  # type: ignore[no-any-return]
 
 
 BUSY_ROW = 4
