@@ -248,9 +248,9 @@ def admin_app(settings: ProfilerSettings, redis: Redis, engine: Any) -> FastAPI:
     register_error_handlers(app)
     gw = SimpleNamespace(
         settings=SimpleNamespace(keys=settings.keys, admin_key=None),
+        admin_guard=AdminGuard(None),
         redis=redis,
         engine=engine,
-        admin_guard=AdminGuard(None),  # no key: loopback clients only, as the test client is
     )
 
     @app.middleware("http")

@@ -234,9 +234,9 @@ def admin_app(redis: Redis, keys: Keys, engine: Any) -> FastAPI:
     register_error_handlers(app)
     gw = SimpleNamespace(
         settings=SimpleNamespace(keys=keys, admin_key=SecretStr("admin-secret")),
+        admin_guard=AdminGuard(SecretStr("admin-secret")),
         redis=redis,
         engine=engine,
-        admin_guard=AdminGuard(SecretStr("admin-secret")),
     )
 
     @app.middleware("http")

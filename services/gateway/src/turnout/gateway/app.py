@@ -39,11 +39,23 @@ from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Forwarder
 from turnout.gateway.hot_path import GatewayApp
+from turnout.gateway.images import ImageFetcher
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
 from turnout.gateway.pipeline import Pipeline
 from turnout.gateway.rate_limits import RateLimiter
-from turnout.gateway.routes import admin_catalog, admin_circuits, admin_routing, admin_vram, ollama, openai, ops
+from turnout.gateway.routes import (
+    admin_catalog,
+    admin_circuits,
+    admin_routing,
+    admin_vram,
+    anthropic_messages,
+    ollama,
+    ollama_info,
+    openai,
+    ops,
+    responses,
+)
 from turnout.gateway.routing import Router
 from turnout.gateway.settings import GatewaySettings
 from turnout.gateway.state import GatewayState
@@ -113,6 +125,8 @@ def create_app(
                 max_bytes=opts.events_buffer_bytes,
             )
             router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
+            images = ImageFetcher(opts.images)
+            stack.push_async_callback(images.close)
             policy = CircuitPolicy(
                 failure_threshold=opts.circuit_failures,
                 base_cooldown_s=opts.circuit_cooldown_s,
@@ -136,11 +150,12 @@ def create_app(
                 connect_timeout_s=opts.connect_timeout_s,
                 read_timeout_s=opts.read_timeout_s,
                 max_attempts=opts.max_attempts,
+                images=images,
                 breakers=breakers,
                 slots=Slots(opts.max_connections_per_backend, opts.slot_wait_s),
                 timeouts=timeouts,
             )
-            pipeline = Pipeline(router, forwarder, events, metrics)
+            pipeline = Pipeline(router, forwarder, events, metrics, opts.shaping)
             if opts.rate_limits.enabled:
                 pipeline.limiter = RateLimiter(opts.rate_limits, settings.redis_url, keys, metrics)
             sup = Supervisor("gateway", registry)
@@ -212,6 +227,9 @@ def create_app(
     )
     app.include_router(openai.router)
     app.include_router(ollama.router)
+    app.include_router(ollama_info.router)
+    app.include_router(responses.router)
+    app.include_router(anthropic_messages.router)
     app.include_router(ops.router)
     if opts.metrics_port is None:
         app.include_router(ops.metrics_router)

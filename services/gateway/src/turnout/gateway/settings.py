@@ -10,8 +10,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
 from turnout.common.settings import CommonSettings
+from turnout.gateway.images import ImageOptions
 from turnout.gateway.rate_limits import RateLimitOptions
 from turnout.gateway.response_cache import ResponseCacheOptions
+from turnout.gateway.shaping import ShapingOptions
 
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "sk-test", "test"}
 HASHED_KEY = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -121,6 +123,12 @@ class GatewayOptions(BaseModel):
     )
     response_cache: ResponseCacheOptions = Field(
         default_factory=ResponseCacheOptions, description="Exact-match response cache (response_cache.py)"
+    )
+    images: ImageOptions = Field(
+        default_factory=ImageOptions, description="Remote image URLs fetched for Ollama backends (images.py)"
+    )
+    shaping: ShapingOptions = Field(
+        default_factory=ShapingOptions, description="Reasoning blocks, JSON fences, signature (shaping.py)"
     )
 
 
