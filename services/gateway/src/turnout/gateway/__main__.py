@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -30,12 +31,34 @@ def _load() -> GatewaySettings:
         raise SystemExit(2) from exc
 
 
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """The gateway process's garbage-collector settings: a process-wide choice, made here and
+    only here (never in the app's lifespan, which tests and embedders run in their own process).
+
+    * ``gc.freeze()`` after the app is built: what exists now (modules, schemas, routes) lives as
+      long as the process, so a full collection only walks per-request garbage (it walked ~1M
+      startup objects: ~80 ms p99 stalls).
+    * The young generation is collected every 10,000 net container allocations instead of 700:
+      each collection walks every object of the requests in flight, so at 16 concurrent requests
+      the default spent ~35 µs of CPU per request (~7 %) re-walking them; garbage cycles (rare
+      here: reference counting frees the rest) live a little longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def worker_app() -> object:
     """App factory for ``workers > 1``: each worker process builds its settings from the same
     environment as the parent (uvicorn imports the app by name in each worker)."""
     settings = _load()
     configure_logging(settings.log_level, service="gateway", json=settings.log_json)
-    return create_app(settings, registry=REGISTRY, multiprocess=True)
+    app = create_app(settings, registry=REGISTRY, multiprocess=True)
+    tune_gc()
+    return app
 
 
 _NOT_READY: tuple[type[BaseException], ...] = (*DB_UNAVAILABLE, RuntimeError)  # RuntimeError: schema behind
@@ -68,7 +91,9 @@ def main() -> None:
     }
     log.info("gateway listening on http://%s:%d (%d worker(s))", opts.host, opts.port, opts.workers)
     if opts.workers == 1:
-        uvicorn.Server(uvicorn.Config(create_app(settings, registry=REGISTRY), **common)).run()  # type: ignore[arg-type]
+        app = create_app(settings, registry=REGISTRY)
+        tune_gc()
+        uvicorn.Server(uvicorn.Config(app, **common)).run()  # type: ignore[arg-type]
         return
     # several workers: Prometheus multi-process mode, one shared directory per run
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="turnout-gateway-metrics-"))
