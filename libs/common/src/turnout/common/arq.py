@@ -93,6 +93,7 @@ def loads(raw: bytes) -> Any:
 
 
 def redis_settings(redis_url: str, *, conn_timeout_s: int = 2, conn_retries: int = 5) -> RedisSettings:
+    """arq's connection settings for ``redis_url``, with a bounded connect timeout and retries."""
     settings = RedisSettings.from_dsn(redis_url)
     settings.conn_timeout = conn_timeout_s
     settings.conn_retries = conn_retries
@@ -164,6 +165,7 @@ class WorkerOptions(BaseModel):
     poll_delay_s: float = Field(default=0.5, gt=0)
 
     def retry_policy(self) -> RetryPolicy:
+        """The job retry policy these options describe."""
         return RetryPolicy(
             max_tries=self.max_tries, base_s=self.retry_base_s, max_s=self.retry_max_s, timeout_s=self.job_timeout_s
         )
@@ -220,6 +222,7 @@ def worker_kwargs(
 
 
 def context_of(ctx: dict[str, Any], cls: type[C]) -> C:
+    """The typed worker context that ``on_startup`` stored in arq's ``ctx``; raises if it is missing."""
     wctx = ctx.get(CTX_KEY)
     if not isinstance(wctx, cls):
         raise RuntimeError(f"arq ctx has no {cls.__name__}; was on_startup run?")
@@ -250,6 +253,7 @@ async def record_dead_letter(
     error: str,
     attempts: int,
 ) -> None:
+    """Store a job that failed for good in the dead-letter table (its payload, error and tries)."""
     async with sessionmaker() as session, session.begin():
         session.add(
             DeadLetter(queue=queue, job=job, payload=loads(dumps(payload)), error=error[:10_000], attempts=attempts)

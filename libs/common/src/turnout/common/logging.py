@@ -39,6 +39,7 @@ _SECRET_PATTERNS = (
 
 
 def redact(text: str) -> str:
+    """``text`` with bearer tokens, ``sk-`` keys, URL passwords and key/secret values masked."""
     for pattern, repl in _SECRET_PATTERNS:
         text = pattern.sub(repl, text)
     return text
@@ -46,6 +47,7 @@ def redact(text: str) -> str:
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        """Copy the current request id (a ContextVar) onto the record."""
         record.request_id = request_id_var.get()
         return True
 
@@ -56,6 +58,7 @@ class JsonFormatter(logging.Formatter):
         self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON line: ts, level, service, logger, event, request_id (+ data, exc), redacted."""
         out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
@@ -77,6 +80,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(f"%(asctime)s %(levelname)-7s {service} %(name)s [%(request_id)s] %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
+        """One readable line, redacted."""
         return redact(super().format(record))
 
 

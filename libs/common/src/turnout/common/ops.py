@@ -48,6 +48,8 @@ def build_ops_app(
     registry: CollectorRegistry = REGISTRY,
     extra_routes: list[web.RouteDef] | None = None,
 ) -> web.Application:
+    """The ops app: ``/health``, ``/ready`` (every check in ``checks``) and ``/metrics``."""
+
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": service})
 
@@ -74,6 +76,7 @@ def build_ops_app(
 
 @asynccontextmanager
 async def ops_server(app: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
+    """Serve ``app`` on ``host:port`` for the duration of the context."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

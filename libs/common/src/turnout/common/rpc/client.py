@@ -72,6 +72,7 @@ class RpcClient:
         self._closed = False
 
     async def start(self) -> None:
+        """Connect, start the reply reader (and the heartbeat watch); waits up to 2 s for the reader."""
         self._redis = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
         self._link = RespLink(self._url)
         self._push = PushExpire(self._link)
@@ -83,6 +84,7 @@ class RpcClient:
             await asyncio.wait_for(self._reader_up.wait(), timeout=2.0)
 
     async def close(self) -> None:
+        """Stop the background tasks, fail the calls in flight with RpcUnavailable, close Redis."""
         self._closed = True
         await cancel_and_wait(self._tasks)
         self._fail_pending(RpcUnavailable("RPC client closed"))
@@ -104,6 +106,7 @@ class RpcClient:
     async def call(
         self, method: RpcMethod[Req, Rep], body: Req, *, timeout: float, request_id: str | None = None
     ) -> Rep:
+        """Call ``method`` and wait up to ``timeout`` for its typed reply; raises an :class:`RpcError`."""
         start = time.perf_counter()
         outcome = "error"
         try:
@@ -251,6 +254,7 @@ def _push_failed(reply: asyncio.Future[bytes], label: str, pushed: asyncio.Futur
 
 
 def new_client_id(service: str) -> str:
+    """A new client id: ``<service>-`` and 12 random hex digits."""
     return f"{service}-{uuid.uuid4().hex[:12]}"
 
 

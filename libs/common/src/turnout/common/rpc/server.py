@@ -50,6 +50,7 @@ class RpcContext:
 
     @property
     def remaining(self) -> float:
+        """Seconds left before the caller's deadline (negative once past)."""
         return self.deadline - time.time()
 
 
@@ -87,6 +88,7 @@ class RpcServer:
         self.handled = 0
 
     def register(self, method: RpcMethod[Req, Rep], handler: Callable[[Req, RpcContext], Awaitable[Rep]]) -> None:
+        """Serve ``method`` with ``handler`` (before :meth:`serve`)."""
         self._handlers[self._keys.rpc_queue(method.name, method.version)] = (method, handler)
 
     async def serve(self) -> None:
