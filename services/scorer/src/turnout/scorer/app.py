@@ -39,7 +39,6 @@ from turnout.common.aio import cancel_and_wait, wait_or_cancel
 from turnout.common.catalog import load_snapshot
 from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import DB_UNAVAILABLE, make_engine, make_sessionmaker
-from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
@@ -47,6 +46,7 @@ from turnout.common.rpc.client import new_client_id
 from turnout.common.schemas.explain import ExplainReplyV1
 from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.caches import RouteCacheConfig, RoutingCache
 from turnout.scorer.classifier import LLMClassifier
 from turnout.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply, fleet_view

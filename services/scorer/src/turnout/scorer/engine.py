@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from turnout.common.embeddings import Embedder
 from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
 from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
+from turnout.embeddings import Embedder
 from turnout.scorer.caches import RoutingCache
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.index import LiveIndex
