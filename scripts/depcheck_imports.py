@@ -14,7 +14,13 @@ import importlib
 import pkgutil
 import sys
 
-EXTRA_MODULES = ("turnout.common.db", "turnout.common.catalog", "turnout.common.arq", "turnout.common.retrying")
+EXTRA_MODULES = (
+    "turnout.common.db",
+    "turnout.common.catalog",
+    "turnout.common.arq",
+    "turnout.common.arq_running",
+    "turnout.common.retrying",
+)
 """Modules of turnout-common that need its ``db``, ``queue`` or ``retry`` extra."""
 
 

@@ -18,14 +18,15 @@ from redis.asyncio import Redis
 from tests.integration.test_gpu_orders import FakeOllama
 from turnout.common.backends.clients import OllamaClient
 from turnout.common.backends.config import BackendConfig, BackendKind
+from turnout.common.inflight import write_inflight
 from turnout.common.keys import Keys
 from turnout.common.rpc.client import RpcClient
 from turnout.common.rpc.server import RpcServer
-from turnout.common.schemas.catalog import CatalogModelV1
 from turnout.common.schemas.fleet import GpuStateV1, HostStateV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1
 from turnout.common.schemas.vram import OrderAction
 from turnout.gpu_agent.orders import OrderExecutor
+from turnout.scorer.catalog import ModelSpec, ModelTable
 from turnout.scorer.vram import VramOptions
 from turnout.scorer.vram_actions import VramActions, recent_actions
 from turnout.scorer.vram_routing import VramCoordinator
@@ -100,7 +101,7 @@ async def fleet(redis_url: str, redis: Redis, keys: Keys) -> AsyncIterator[tuple
         opts = VramOptions(budget_fraction=1.0, score_margin=0.1, pinned={"h1": ["small:3b"]}, order_timeout_s=5)
         actions = VramActions(redis, keys, rpc, replica="scorer-test", opts=opts)
         coord = VramCoordinator(opts, redis=redis, keys=keys, actions=actions, evict_wait_s=2.0)
-        coord.update_catalog(CatalogModelV1(name=m, vram_bytes=b) for m, b in SIZES.items())  # profiled sizes
+        coord.update_catalog(ModelTable.build([ModelSpec(m, vram_bytes=b) for m, b in SIZES.items()]))  # profiled sizes
         stack.push_async_callback(coord.close)
         yield hosts, coord
 
@@ -161,8 +162,9 @@ async def test_a_busy_model_is_not_unloaded_and_a_candidate_that_fits_elsewhere_
     h1 = hosts["h1"]
     h1.fake.loaded.update({"small:3b": 1.0, "mid:8b": 2.0})
     await h1.publish()
-    await redis.hset(keys.inflight("ollama-h1"), "mid:8b", "1")  # type: ignore[misc]  # a gateway streams from mid:8b
+    await write_inflight(redis, keys, "gateway-1", {("ollama-h1", "mid:8b"): 1})  # a gateway streams from mid:8b
     await coord.refresh()
+    assert (await coord.is_busy("h1", "mid:8b"), await coord.is_busy("h1", "small:3b")) == (True, False)
     out = await coord.route(reply(("big:14b", "h1", 1.0), ("big:14b", "h2", 0.7)))
     assert [(c.model, c.backend) for c in out.candidates] == [("big:14b", "ollama-h2"), ("big:14b", "ollama-h1")]
     assert "mid:8b" in h1.fake.loaded

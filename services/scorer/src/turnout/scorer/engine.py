@@ -11,6 +11,7 @@ fleet, feedback, learned index, rules) is swapped in whole by the loaders, off t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -19,15 +20,15 @@ import numpy as np
 
 from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
-from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
-from turnout.embeddings import Embedder
+from turnout.common.schemas.route import CandidateV1, RequestKind, RouteReplyV1, RouteRequestV1
+from turnout.embeddings import Embedder, StaticEmbedder
 from turnout.scorer.caches import RoutingCache
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
-from turnout.scorer.index import LiveIndex
 from turnout.scorer.learned import LearnedIndex, encode_embedding
 from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis
 from turnout.scorer.rules import RulesStore
 from turnout.scorer.scoring import (
+    FleetState,
     Learned,
     ModelSpec,
     ModelState,
@@ -39,6 +40,7 @@ from turnout.scorer.scoring import (
     rank,
 )
 from turnout.scorer.settings import RoutingOptions, ScorerOptions
+from turnout.scorer.terms import BUSY_ROW, busy_term, replica_terms
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +53,6 @@ class EngineConfig:
     max_candidates: int = 8
     diversity_half_life: float = 200.0
     """Decisions after which a model's recent-use count has halved."""
-
-
-@dataclass(frozen=True, slots=True)
-class FleetView:
-    resident: frozenset[tuple[str, str]] = frozenset()
-    unhealthy: frozenset[str] = frozenset()
-    free_frac: Mapping[str, float] = field(default_factory=dict)
-    no_room: frozenset[tuple[str, str]] = frozenset()
-    inflight: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class RoutingEngine:
@@ -81,10 +74,14 @@ class RoutingEngine:
         self.cache = cache
         self.analyzer = Analyzer(self.cfg.analysis)
         self._snapshot = CatalogSnapshotV1()
-        self._fleet = FleetView()
+        self._fleet = FleetState()
         self._feedback: dict[str, tuple[float, float]] = {}
         self.table = ModelTable.build((), self.cfg.scoring)
-        self.replicas = ReplicaTable.from_specs(self.table)
+        self.replicas = ReplicaTable.build(self.table)
+        self._rterms = replica_terms(self.replicas, self.cfg.scoring)
+        self._feedback_arrays = (np.zeros(0), np.zeros(0))
+        self._row_of: dict[tuple[str, str], int] = {}
+        self._inflight: Mapping[tuple[str, str], int] = {}
         self._recent = np.zeros(0)
         self._rules_version = self.rules.current.version
         self._fleet_gen = "0"
@@ -102,44 +99,74 @@ class RoutingEngine:
         self._rebuild(extra)
 
     def _rebuild(self, extra: Mapping[str, ModelSpec] | None = None) -> None:
-        tiers = self.rules.current.tiers
-        specs = []
-        for m in self._snapshot.models:
-            if not m.replicas:
-                continue
-            spec = (extra or {}).get(m.name) or ModelSpec.from_catalog(m)
-            if m.name in tiers:
-                spec = replace(spec, tier=tiers[m.name])
-            specs.append(spec)
-        self.table = ModelTable.build(specs, self.cfg.scoring, version=self._snapshot.version)
+        self.table = ModelTable.from_snapshot(
+            self._snapshot, self.cfg.scoring, tiers=self.rules.current.tiers, extra=extra
+        )
         self._recent = np.zeros(self.table.size)
+        self._row_of = {k: j for j, k in enumerate(zip(self.table.rep_backend, self.table.rep_upstream, strict=True))}
+        self._align_feedback()
         self._rules_version = self.rules.current.version
         self.set_fleet(self._fleet)
 
-    def set_fleet(self, fleet: FleetView) -> None:
+    @property
+    def fleet(self) -> FleetState:
+        return self._fleet
+
+    def set_fleet(self, fleet: FleetState) -> None:
+        """Join the fleet state with the catalog's replicas (:meth:`ReplicaTable.build`)."""
         self._fleet = fleet
+        reps = ReplicaTable.build(self.table, fleet)
         # cached decisions follow residency and health, not every change of free memory
-        self._fleet_gen = f"{hash((fleet.resident, fleet.unhealthy, fleet.no_room)) & 0xFFFFFFFF:08x}"
-        self.replicas = ReplicaTable.from_specs(
-            self.table,
-            resident=fleet.resident,
-            unhealthy=fleet.unhealthy,
-            free_frac=fleet.free_frac,
-            no_room=fleet.no_room,
-            inflight=fleet.inflight,
+        # (a digest, not hash(): the namespace is shared by every scorer replica through Redis)
+        digest = hashlib.blake2b(digest_size=4)
+        for a in (reps.resident, reps.healthy, reps.no_room, reps.circuit_open):
+            digest.update(a.tobytes())
+        self._fleet_gen = digest.hexdigest()
+        self.replicas = reps
+        self._inflight = fleet.inflight
+        self._rterms = replica_terms(reps, self.cfg.scoring)
+
+    def set_load(self, inflight: Mapping[tuple[str, str], int]) -> None:
+        """The gateways' in-flight counts per (backend, upstream model), as just read: they replace
+        the counts and the decisions noted since (:meth:`note_routed`), which they now include."""
+        self._inflight = inflight
+        counts = np.array(
+            [float(inflight.get(k, 0)) for k in zip(self.replicas.backend, self.replicas.upstream, strict=True)]
         )
+        self.replicas = replace(self.replicas, inflight=counts)
+        self._rterms = replica_terms(self.replicas, self.cfg.scoring)
+
+    def note_routed(self, backend: str, upstream: str) -> None:
+        """A request is about to go to this replica: count it in flight until the next
+        :meth:`set_load`, so that the decisions before then see it (the gateways publish their
+        counts every ~0.25 s and the scorer reads them every ``load_poll_s``)."""
+        j = self._row_of.get((backend, upstream))
+        if j is None:
+            return
+        counts = self.replicas.inflight.copy()
+        counts[j] += 1.0
+        self.replicas = replace(self.replicas, inflight=counts)
+        rterms = self._rterms.copy()
+        rterms[BUSY_ROW, j] = busy_term(counts[j : j + 1], self.cfg.scoring)[0]
+        self._rterms = rterms
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
         """Model -> (decayed mean feedback −1..1, decayed count)."""
         self._feedback = dict(by_model)
+        self._align_feedback()
 
-    def _state(self) -> ModelState:
+    def _align_feedback(self) -> None:
         n = self.table.size
         mean, cnt = np.zeros(n), np.zeros(n)
         for name, (m, c) in self._feedback.items():
             i = self.table.index.get(name)
             if i is not None:
                 mean[i], cnt[i] = m, c
+        self._feedback_arrays = (mean, cnt)
+
+    def _state(self) -> ModelState:
+        n = self.table.size
+        mean, cnt = self._feedback_arrays
         total = float(self._recent.sum())
         share = self._recent / total if total > 0 else np.zeros(n)
         return ModelState(mean, cnt, share)
@@ -152,7 +179,11 @@ class RoutingEngine:
     def embed(self, req: RouteRequestV1) -> np.ndarray | None:
         if self.embedder is None or req.kind is RequestKind.EMBEDDING or not req.text:
             return None
-        out: np.ndarray = self.embedder.encode([req.text[:4000]])[0]
+        text = req.text[:4000]
+        if isinstance(self.embedder, StaticEmbedder):
+            vec: np.ndarray = self.embedder.encode_one(text)  # the word-cached path
+            return vec
+        out: np.ndarray = self.embedder.encode([text])[0]
         return out
 
     def decide(
@@ -169,10 +200,10 @@ class RoutingEngine:
         requested = req.requested_model or None
         if requested in self.cfg.virtual_models:
             requested = None
-        cons = self.rules.current.constraints(requested, req.client, a.category, self.table)
+        cons = self.rules.current.constraints(requested, req.client, a.category, self.table, req.client_ip)
         learned = None
         if self.learned is not None and len(self.learned) and embedding is not None and cons.requested is None:
-            p, n = self.learned.aligned(embedding, [s.name for s in self.table.specs])
+            p, n = self.learned.aligned(embedding, self.table.names)
             learned = Learned(p, n)
         return rank(
             req,
@@ -184,6 +215,7 @@ class RoutingEngine:
             state=self._state(),
             learned=learned,
             limit=limit if limit is not None else self.cfg.max_candidates,
+            rterms=self._rterms,
         )
 
     async def route(self, req: RouteRequestV1) -> RouteReplyV1:
@@ -192,16 +224,39 @@ class RoutingEngine:
         if self.cache is not None:
             hit = await self.cache.get(req, version, embedding)
             if hit is not None:
-                self._used(hit[0])
-                return with_embedding(hit[0], embedding)
+                reply = self.replicas_now(hit[0])
+                self._used(reply)
+                return with_embedding(reply, embedding)
         a = self.analyze(req)
         if self.classifier is not None:
             a = await self.classifier.refine(req.text, a)
         reply = self.decide(req, a, embedding).to_reply(self.cfg.max_candidates)
         self._used(reply)
         if self.cache is not None and reply.candidates:
-            await self.cache.put(req, version, reply, embedding)
+            self.cache.store_later(req, version, reply, embedding)  # written after the reply goes
         return with_embedding(reply, embedding)
+
+    def replicas_now(self, reply: RouteReplyV1) -> RouteReplyV1:
+        """A cached reply with each model's replicas re-ordered by their replica terms now (load,
+        residency, health, room); the models and their order stay as cached."""
+        cands = reply.candidates
+        slots: dict[str, list[int]] = {}
+        for i, c in enumerate(cands):
+            slots.setdefault(c.model, []).append(i)
+        if all(len(idx) < 2 for idx in slots.values()):
+            return reply
+        now = self._rterms.sum(axis=0)
+
+        def replica_score(c: CandidateV1) -> float:
+            j = self._row_of.get((c.backend, c.upstream_model))
+            return float(now[j]) if j is not None else 0.0
+
+        out = list(cands)
+        for idx in slots.values():
+            if len(idx) > 1:
+                for i, c in zip(idx, sorted((cands[i] for i in idx), key=replica_score, reverse=True), strict=True):
+                    out[i] = c
+        return reply if out == cands else reply.model_copy(update={"candidates": out})
 
     async def explain(self, req: RouteRequestV1) -> Ranking:
         """Every candidate, with terms and reasons; nothing cached, nothing counted (the classifier's
@@ -252,21 +307,6 @@ def classifier_config(r: RoutingOptions) -> ClassifierConfig | None:
         timeout_s=c.timeout_s,
         band=c.band,
         min_confidence=c.min_confidence,
-    )
-
-
-def fleet_view(live: LiveIndex) -> FleetView:
-    """The per-replica fleet state of the scorer's :class:`LiveIndex`, keyed by (backend, upstream)."""
-    reps = live.catalog.replicas
-    resident = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.resident, strict=True) if on)
-    no_room = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.no_room, strict=True) if on)
-    free = dict(live.fleet.free_by_backend)
-    top = max(free.values(), default=0)
-    return FleetView(
-        resident=resident,
-        unhealthy=frozenset(live.fleet.unhealthy_backends),
-        free_frac={b: v / top for b, v in free.items()} if top > 0 else {},
-        no_room=no_room,
     )
 
 
