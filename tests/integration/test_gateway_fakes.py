@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import ollama
+import openai
 import orjson
 import pytest
 import uvicorn
@@ -23,7 +25,6 @@ from turnout.common.schemas.explain import ExplainReplyV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 from turnout.devstack.infra import free_port
 from turnout.gateway.app import create_app
-from turnout.gateway.server_protocol import PROTOCOL
 from turnout.gateway.settings import GatewayOptions, GatewaySettings
 from turnout.gateway.state import GatewayState
 
@@ -341,6 +342,25 @@ class RunningGateway:
     url: str
     settings: GatewaySettings
     server: uvicorn.Server
+    clients: list[openai.AsyncOpenAI | ollama.AsyncClient] = field(default_factory=list)
+
+    def openai(self, **kw: Any) -> openai.AsyncOpenAI:
+        """An OpenAI SDK client on this gateway, closed when the gateway stops."""
+        options: dict[str, Any] = {"api_key": "unused", "max_retries": 0, "timeout": 10, **kw}
+        client = openai.AsyncOpenAI(base_url=f"{self.url}/v1", **options)
+        self.clients.append(client)
+        return client
+
+    def ollama(self) -> ollama.AsyncClient:
+        """An Ollama client on this gateway, closed when the gateway stops."""
+        client = ollama.AsyncClient(host=self.url)
+        self.clients.append(client)
+        return client
+
+    async def close_clients(self) -> None:
+        for client in self.clients:
+            await client.close()
+        self.clients.clear()
 
     def app_state(self) -> GatewayState:
         """The state the app's lifespan built (the uvicorn lifespan keeps what it yielded)."""
@@ -358,7 +378,7 @@ async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway
         lifespan="on",
         log_config=None,
         access_log=False,
-        http=PROTOCOL,  # as python -m turnout.gateway serves
+        http="httptools",  # as python -m turnout.gateway serves
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -366,7 +386,11 @@ async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway
         await _until(lambda: server.started or task.done(), timeout=15)
         if task.done():
             task.result()
-        yield RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings, server=server)
+        running = RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings, server=server)
+        try:
+            yield running
+        finally:
+            await running.close_clients()
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=15)

@@ -129,15 +129,18 @@ class RpcServer:
                 await asyncio.sleep(backoff.next())
             finally:
                 self._unblock = None
-                await cancel_and_wait([beat])
-                await self._drain()
-                with contextlib.suppress(RedisError, OSError):
-                    await self._clear_heartbeat(writer)
-                if reader is not None:
-                    reader.close()
-                link.close()
-                with contextlib.suppress(RedisError, OSError):
-                    await writer.aclose()
+                beat.cancel()
+                try:
+                    await self._drain()
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._clear_heartbeat(writer)
+                finally:  # even when cancelled while draining: every connection is closed
+                    if reader is not None:
+                        reader.close()
+                    link.close()
+                    await cancel_and_wait([beat])
+                    with contextlib.suppress(RedisError, OSError):
+                        await writer.aclose()
         self.connected = False
 
     async def stop(self) -> None:
