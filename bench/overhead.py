@@ -213,9 +213,7 @@ def run_gateway_variant(variant: str) -> None:
     each hook against the gateway as shipped, in the same rounds)."""
     import turnout.gateway.__main__ as gateway_main
 
-    if variant == "stock-protocol":  # uvicorn's own httptools protocol, no write coalescing
-        gateway_main.PROTOCOL = "httptools"
-    elif variant == "no-hot-path":  # every request through FastAPI's router and middleware stack
+    if variant == "no-hot-path":  # every request through FastAPI's router and middleware stack
         create_app = gateway_main.create_app
 
         def create(*args: Any, **kwargs: Any) -> Any:
@@ -415,7 +413,7 @@ async def bench(args: argparse.Namespace) -> int:
         TURNOUT_DATABASE_URL="postgresql+asyncpg://bench@127.0.0.1:1/unused",
     )
     fb_env = {**env, "TURNOUT_KEY_PREFIX": "bench-fb", "TURNOUT_GATEWAY__PORT": str(fb_port)}
-    variants = ("stock-protocol", "no-hot-path") if args.hooks else ()
+    variants = ("no-hot-path",) if args.hooks else ()
     variant_ports = {v: _free_port() for v in variants}
     await write_snapshot(redis.url, "bench-fb")
     await write_snapshot(redis.url, prefix)  # as the scorer would: a missed deadline falls back cleanly
@@ -524,7 +522,7 @@ def report(rounds: list[dict[str, Result]], *, stream: bool, concurrency: int) -
     over_a, _ = per_round(lambda r: r["gateway"].p50 - r["aiohttp"].p50)
     print(f"throughput: gateway/direct {g_d:.2f}, gateway/aiohttp {g_a:.2f};"
           f" gateway p50 over aiohttp's {over_a:+.3f} ms")  # fmt: skip
-    for variant in ("stock-protocol", "no-hot-path"):
+    for variant in ("no-hot-path",):
         if variant in rounds[0]:
             cpu, each = per_round(lambda r, v=variant: (r[v].cpu_us or 0.0) / (r["gateway"].cpu_us or 1.0))
             rps, _ = per_round(lambda r, v=variant: r["gateway"].rps / r[v].rps)
@@ -553,7 +551,7 @@ def main() -> int:
     parser.add_argument(
         "--hooks",
         action="store_true",
-        help="also run the gateway without each framework hook (coalesced writes, short path), A/B in the same rounds",
+        help="also run the gateway without its framework hook (the short path), A/B in the same rounds",
     )
     parser.add_argument(
         "--role", choices=["upstream", "proxy", "fastapi-proxy", "scorer", "gateway-variant"], help=argparse.SUPPRESS

@@ -20,7 +20,6 @@ from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
 from turnout.gateway.app import create_app
 from turnout.gateway.drain import Drain, DrainingServer
-from turnout.gateway.server_protocol import PROTOCOL
 from turnout.gateway.settings import GatewaySettings
 
 log = logging.getLogger("turnout.gateway")
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         "host": opts.host,
         "port": opts.port,
         "loop": "uvloop",
-        "http": PROTOCOL,  # httptools, with the writes of a loop iteration sent as one
+        "http": "httptools",
         "lifespan": "on",
         "access_log": opts.access_log,
         "log_config": None,
