@@ -31,8 +31,9 @@ from typing import Annotated, Any, Generic, TypeVar, cast
 
 import aiohttp
 import orjson
-from arq import ArqRedis, Retry, create_pool
+from arq import ArqRedis, Retry, create_pool, cron
 from arq.connections import RedisSettings
+from arq.cron import CronJob
 from arq.jobs import Job
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -205,6 +206,18 @@ class WorkerContext(Generic[S]):
 
 
 C = TypeVar("C", bound=WorkerContext[Any])
+
+
+def scheduled(fn: Any, name: str, opts: WorkerOptions, every_s: int) -> CronJob:
+    """A cron entry (``cron:<name>``) running ``fn`` every ``every_s`` under the worker's retries,
+    with the job timeout plus 5 s of slack."""
+    return cron(
+        fn,
+        name=f"cron:{name}",
+        max_tries=opts.max_tries,
+        timeout=opts.job_timeout_s + 5,
+        **every(every_s),  # type: ignore[arg-type]
+    )
 
 
 def worker_kwargs(
