@@ -20,6 +20,7 @@ from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
 from turnout.gateway.app import create_app
 from turnout.gateway.drain import Drain, DrainingServer
+from turnout.gateway.header_guard import PROTOCOL, guarded_protocol
 from turnout.gateway.settings import GatewaySettings
 
 log = logging.getLogger("turnout.gateway")
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         "host": opts.host,
         "port": opts.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": PROTOCOL,  # uvicorn's httptools protocol with header size/time bounds (header_guard.py)
         "lifespan": "on",
         "access_log": opts.access_log,
         "log_config": None,
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             _serve_metrics(opts.host, opts.metrics_port, multiprocess=False)
         app = create_app(settings, registry=REGISTRY, drain=drain)
         tune_gc()
+        common["http"] = guarded_protocol(opts.max_header_bytes, opts.header_timeout_s)
         DrainingServer(uvicorn.Config(app, **common), drain).run()  # type: ignore[arg-type]
         return
     # several workers: Prometheus multi-process mode, one shared directory per run. uvicorn's own
