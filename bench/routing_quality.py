@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import routing_data
 from routing_metrics import Point, apgr, cpt, pgr
 
-from turnout.common.embeddings import StaticEmbedder
-from turnout.common.embeddings.static import default_embedder
 from turnout.common.schemas.route import RouteRequestV1
+from turnout.embeddings import StaticEmbedder
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.learned import LearnedConfig, LearnedIndex
 from turnout.scorer.prompt_analysis import Analyzer, PromptAnalysis, PromptFeatures
 from turnout.scorer.scoring import (
@@ -357,7 +357,7 @@ def minilm_ablation(
     strong: int,
     args: argparse.Namespace,
 ) -> dict[str, Curve]:
-    from turnout.common.embeddings.minilm import MiniLMEncoder
+    from turnout.embeddings.minilm import MiniLMEncoder
 
     n = min(args.minilm, len(ds.prompts))
     keep = np.sort(np.random.default_rng(args.seed + 1).choice(len(ds.prompts), n, replace=False))
