@@ -28,6 +28,7 @@ from turnout.common.http import make_session
 from turnout.common.rpc import ROUTE_V1, RpcClient
 from turnout.common.rpc.client import new_client_id
 from turnout.common.rpc.resp import RespLink
+from turnout.gateway.audit import AuditMiddleware
 from turnout.gateway.catalog import CatalogView
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.events import EventPublisher
@@ -36,10 +37,22 @@ from turnout.gateway.hot_path import GatewayApp
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
 from turnout.gateway.pipeline import Pipeline
-from turnout.gateway.routes import admin_catalog, admin_routing, admin_vram, ollama, openai, ops
+from turnout.gateway.request_log import RequestLog
+from turnout.gateway.routes import (
+    admin_catalog,
+    admin_live,
+    admin_requests,
+    admin_routing,
+    admin_vram,
+    ollama,
+    openai,
+    ops,
+    ui,
+)
 from turnout.gateway.routing import Router
 from turnout.gateway.settings import GatewaySettings
 from turnout.gateway.state import GatewayState
+from turnout.gateway.ui import AdminCookie
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +102,9 @@ def create_app(
             inflight = InflightTracker(redis, keys, publish_s=opts.inflight_publish_s)
             events_link = RespLink(settings.redis_url)
             stack.callback(events_link.close)
-            events = EventPublisher(events_link, keys, metrics, maxlen=opts.events_maxlen)
+            events = EventPublisher(
+                events_link, keys, metrics, maxlen=opts.events_maxlen, request_log=RequestLog(opts.request_log)
+            )
             router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
             forwarder = Forwarder(
                 settings.backends,
@@ -109,7 +124,7 @@ def create_app(
                 catalog=catalog,
                 inflight=inflight,
                 events=events,
-                pipeline=Pipeline(router, forwarder, events, metrics),
+                pipeline=Pipeline(router, forwarder, events, metrics, log_bodies=opts.request_log.enabled),
                 metrics=metrics,
                 registry=registry,
                 client_keys=client_key_ids(settings),
@@ -165,6 +180,11 @@ def create_app(
     app.include_router(admin_vram.router)
     app.include_router(admin_routing.router)
     app.include_router(admin_catalog.router)
+    app.include_router(admin_requests.router)
+    app.include_router(admin_live.router)
+    app.include_router(ui.router)
+    app.add_middleware(AuditMiddleware)
+    app.add_middleware(AdminCookie)
     return app
 
 

@@ -29,6 +29,7 @@ from turnout.common.keys import Keys
 from turnout.common.rpc.resp import RespLink
 from turnout.common.schemas.events import EVENT_FIELD
 from turnout.gateway.metrics import GatewayMetrics
+from turnout.gateway.request_log import RequestLog, RequestLogOptions
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,9 @@ class EventPublisher:
         batch_window_s: float = 0.01,
         max_queue: int = 10_000,
         timeout_s: float = 5.0,
+        request_log: RequestLog | None = None,
     ) -> None:
+        self._log = request_log or RequestLog(RequestLogOptions())
         self._link = link
         self._stream = keys.request_events
         self._metrics = metrics
@@ -86,7 +89,8 @@ class EventPublisher:
             async with asyncio.timeout(self._timeout_s):
                 conn = await self._link.connection()
                 replies = await asyncio.gather(
-                    *conn.execute_many([(*xadd, encode_event(ev)) for ev in batch]), return_exceptions=True
+                    *conn.execute_many([(*xadd, encode_event(self._log.fill(ev))) for ev in batch]),
+                    return_exceptions=True,
                 )
         except (RedisError, OSError) as exc:  # TimeoutError included
             self._metrics.events_dropped.inc(len(batch))

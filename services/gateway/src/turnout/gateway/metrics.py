@@ -57,6 +57,7 @@ class GatewayMetrics(LabelledChildren):
     http_requests: Counter
     http_duration: Histogram
     events_dropped: Counter
+    audit_failed: Counter
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def init_backends(self, backends: Iterable[str]) -> None:
@@ -102,6 +103,10 @@ def build_metrics(registry: CollectorRegistry = REGISTRY) -> GatewayMetrics:
         ),
         events_dropped=Counter(
             "events_dropped", "Request events dropped because Redis was unreachable or the queue was full",
+            namespace=NS, subsystem=SUB, registry=registry,
+        ),
+        audit_failed=Counter(
+            "audit_writes_failed", "Admin actions whose audit-log row could not be written",
             namespace=NS, subsystem=SUB, registry=registry,
         ),
     )  # fmt: skip

@@ -60,11 +60,23 @@ def new_response_id(kind: RequestKind) -> str:
 
 
 class Pipeline:
-    def __init__(self, router: Router, forwarder: Forwarder, events: EventPublisher, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        router: Router,
+        forwarder: Forwarder,
+        events: EventPublisher,
+        metrics: GatewayMetrics,
+        *,
+        log_bodies: bool = False,
+    ) -> None:
         self.router = router
         self.forwarder = forwarder
         self.events = events
         self.metrics = metrics
+        self.log_bodies = log_bodies
+        """The request log is on: keep the body and the reply for the event (request_log.py)."""
+        self.live: dict[str, Exchange] = {}
+        """This process's requests in flight, by request id (the dashboard's live view)."""
 
     async def handle(
         self,
@@ -75,15 +87,20 @@ class Pipeline:
         shape: Shape = Shape.OPENAI,
     ) -> Response:
         self.metrics.in_flight.inc()
+        self.live[ex.request_id] = ex
         try:
             ex.decision = await self.router.route(
                 features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality
             )
             if ex.stream:
                 upstream = await self.forwarder.open_stream(ex)
+                if self.log_bodies:
+                    ex.reply = []
             else:
                 data = await self.forwarder.complete(ex)
                 self.forwarder.done(ex)
+                if self.log_bodies:
+                    ex.reply = data
         except BaseException as exc:
             self.finish(ex, exc)
             raise
@@ -120,6 +137,8 @@ class Pipeline:
             ex.usage = usage if isinstance(usage, dict) else None
             obj["id"] = ex.response_id
             body = orjson.dumps(obj)
+            if self.log_bodies:
+                ex.reply = obj
         self.metrics.in_flight.inc()
         self.finish(ex, None)
         return replace(hit, body=body)
@@ -155,10 +174,15 @@ class Pipeline:
         """Forward each batch as it arrives; after the first byte an upstream failure ends the
         stream with an error event; a disconnect (cancellation) closes the upstream."""
         exc_seen: BaseException | None = None
+        kept: list[list[Json]] | None = ex.reply if isinstance(ex.reply, list) else None
         try:
+            if kept is not None:
+                kept.append(up.first)
             yield encode(up.first)
             ex.ttft_s = time.perf_counter() - ex.start
             async for batch in up.rest:
+                if kept is not None:
+                    kept.append(batch)
                 yield encode(batch)
             yield end()
         except BackendError as exc:
@@ -188,6 +212,7 @@ class Pipeline:
 
     def finish(self, ex: Exchange, exc: BaseException | None, *, streamed: bool = False) -> None:
         self.metrics.in_flight.dec()
+        self.live.pop(ex.request_id, None)
         if exc is None:
             status, outcome, error = 200, "ok", None
         elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
@@ -233,6 +258,9 @@ class Pipeline:
             "analysis": decision.analysis if decision else None,
             "candidates": decision.candidates if decision else [],
         }
+        if self.log_bodies:  # made into redacted text by the publisher, off the path
+            event["_body"] = ex.body
+            event["_reply"] = ex.reply
         self.events.publish(event)
 
 

@@ -8,6 +8,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from turnout.common.settings import CommonSettings
+from turnout.gateway.request_log import RequestLogOptions
 from turnout.gateway.response_cache import ResponseCacheOptions
 
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "sk-test", "test"}
@@ -51,6 +52,10 @@ class GatewayOptions(BaseModel):
 
     response_cache: ResponseCacheOptions = Field(
         default_factory=ResponseCacheOptions, description="Exact-match response cache (response_cache.py)"
+    )
+    request_log: RequestLogOptions = Field(
+        default_factory=RequestLogOptions,
+        description="Opt-in storage of prompts and replies, redacted and capped (request_log.py)",
     )
 
 

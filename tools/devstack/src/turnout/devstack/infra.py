@@ -72,7 +72,9 @@ def _apt_install(*packages: str) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL)
     r = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env, stdout=subprocess.DEVNULL
+        ["apt-get", "-o", "DPkg::Lock::Timeout=900", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
     if r.returncode != 0:
         raise InfraError(
@@ -89,6 +91,22 @@ def redis_server_bin() -> str:
     if found is None:
         raise InfraError("redis-server is still missing after apt-get install")
     return found
+
+
+def chromium_bins() -> tuple[str, str]:
+    """Debian's ``chromium`` and its ``chromedriver`` (the dashboard's browser tests), installed
+    with apt-get when missing."""
+
+    def find() -> tuple[str | None, str | None]:
+        return shutil.which("chromium"), shutil.which("chromedriver")
+
+    browser, driver = find()
+    if browser is None or driver is None:
+        _apt_install("chromium", "chromium-driver")
+        browser, driver = find()
+    if browser is None or driver is None:
+        raise InfraError("chromium / chromedriver are still missing after apt-get install")
+    return browser, driver
 
 
 def postgres_bin_dir() -> Path:
