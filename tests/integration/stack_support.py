@@ -4,6 +4,7 @@ with a database of its own, and the sync worker's event consumer to store what i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,10 +13,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from tests.integration.test_gateway_fakes import FakeBackend, FakeScorer, RunningGateway, run_gateway
-from turnout.common.keys import Keys
-from turnout.common.schemas.route import CandidateV1, PromptAnalysisV1, RouteReplyV1, RouteRequestV1
+from tests.integration.test_gateway_fakes import FakeBackend, RunningGateway, _until, run_gateway
 from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.common.keys import Keys
+from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcContext, RpcServer
+from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
+from turnout.common.schemas.route import CandidateV1, PromptAnalysisV1, RouteReplyV1, RouteRequestV1
 from turnout.gateway.settings import GatewayOptions, GatewaySettings
 from turnout.sync.events import EventConsumer
 from turnout.sync.metrics import SyncMetrics
@@ -55,12 +58,49 @@ def decide(req: RouteRequestV1) -> RouteReplyV1:
     )
 
 
+def explain(req: RouteRequestV1) -> ExplainReplyV1:
+    routed = decide(req)
+    return ExplainReplyV1(
+        analysis=ExplainAnalysisV1(**routed.analysis.model_dump()),
+        quality=req.quality if req.quality is not None else 0.5,
+        candidates=routed.candidates,
+        filtered={"m-embed": "cannot chat"},
+    )
+
+
+@contextlib.asynccontextmanager
+async def scorer_standin(redis_url: str, keys: Keys) -> AsyncIterator[list[RouteRequestV1]]:
+    """The scorer's two methods on the real RPC, answered by :func:`decide`; yields what it saw."""
+    seen: list[RouteRequestV1] = []
+    server = RpcServer(redis_url, keys, replica_id="standin-scorer")
+
+    async def route(req: RouteRequestV1, _: RpcContext) -> RouteReplyV1:
+        seen.append(req)
+        return decide(req)
+
+    async def explain_(req: RouteRequestV1, _: RpcContext) -> ExplainReplyV1:
+        seen.append(req)
+        return explain(req)
+
+    server.register(ROUTE_V1, route)
+    server.register(EXPLAIN_V1, explain_)
+    task = asyncio.create_task(server.serve())
+    try:
+        await _until(lambda: server.connected)
+        yield seen
+    finally:
+        await server.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+
+
 @dataclass
 class Stack:
     gateway: RunningGateway
     alpha: FakeBackend
     beta: FakeBackend
-    scorer: FakeScorer
+    routed: list[RouteRequestV1]
     consumer: EventConsumer
     redis_url: str
     keys: Keys
@@ -100,7 +140,7 @@ async def running_stack(
     )
     try:
         async with (
-            FakeScorer(redis_url, keys, decide).running() as scorer,
+            scorer_standin(redis_url, keys) as routed,
             run_gateway(settings) as gw,
             engine_scope(db) as engine,
         ):
@@ -112,7 +152,7 @@ async def running_stack(
                 group="test-sync",
                 block_ms=10,
             )
-            yield Stack(gw, alpha, beta, scorer, consumer, redis_url, keys, db)
+            yield Stack(gw, alpha, beta, routed, consumer, redis_url, keys, db)
     finally:
         await alpha.stop()
         await beta.stop()

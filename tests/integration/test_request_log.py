@@ -55,9 +55,7 @@ async def test_prompts_and_replies_are_stored_redacted_with_the_decision_and_att
         assert page["data"][1]["logged"] is True
 
         doc = (await http.get(f"/admin/requests/{code_id}", headers=AUTH)).json()
-        assert doc["prompt"] == (
-            "user: Write a Rust LRU cache. My key is [REDACTED:api_key], mail [REDACTED:email]"
-        )
+        assert doc["prompt"] == ("user: Write a Rust LRU cache. My key is [REDACTED:api_key], mail [REDACTED:email]")
         assert doc["reply"] == "Hello from the fake backend."
         assert doc["decision"]["source"] == "scorer"
         assert doc["decision"]["analysis"] == {
@@ -164,7 +162,7 @@ async def test_admin_actions_are_audited(stack: Stack):
             ("admin-key", "POST /admin/cache/invalidate", 200, {"which": "response"}),
         ]
         assert log["data"][1]["detail"]["request_id"] == ok.headers["x-request-id"]
-        only = (await http.get("/admin/audit-log", params={"action": "POST /admin/reload", "limit": 1}, headers=AUTH))
+        only = await http.get("/admin/audit-log", params={"action": "POST /admin/reload", "limit": 1}, headers=AUTH)
         assert [r["action"] for r in only.json()["data"]] == ["POST /admin/reload"]
         assert (await http.get("/admin/audit-log")).status_code == 401
 

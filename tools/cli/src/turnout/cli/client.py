@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
-import click
 import httpx
 import typer
 from rich.console import Console
@@ -14,21 +13,32 @@ from rich.markup import escape
 
 DEFAULT_PORT = 8080
 
-console = Console()
-err_console = Console(stderr=True)
+
+def console() -> Console:
+    """A console on the current stdout (made per use: the width and the stream are read when made)."""
+    return Console()
 
 
-class CliError(click.ClickException):
-    """A failure the operator can act on: click shows it (message, then the hint) and exits 1."""
+def err_console() -> Console:
+    return Console(stderr=True)
+
+
+class CliError(typer.Exit):
+    """A failure the operator can act on, already reported on stderr (message, then the hint);
+    the command exits 1. Make it with :meth:`report`."""
 
     def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
+        super().__init__(1)
+        self.message = message
         self.hint = hint
 
-    def show(self, file: IO[Any] | None = None) -> None:  # noqa: ARG002 - click's signature
-        err_console.print(f"[red]error:[/red] {escape(self.message)}", highlight=False)
-        if self.hint:
-            err_console.print(f"[yellow]hint:[/yellow] {escape(self.hint)}", highlight=False)
+    @classmethod
+    def report(cls, message: str, hint: str = "") -> CliError:
+        err = err_console()
+        err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+        if hint:
+            err.print(f"[yellow]hint:[/yellow] {escape(hint)}", highlight=False)
+        return cls(message, hint)
 
 
 def gateway_of(ctx: typer.Context) -> Gateway:
@@ -50,11 +60,21 @@ class Gateway:
         key = self.admin_key if path.startswith("/admin") else self.api_key
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def _unreachable(self, exc: Exception) -> CliError:
-        return CliError(
+    def unreachable(self, exc: Exception) -> tuple[str, str]:
+        return (
             f"cannot reach the gateway at {self.url} ({type(exc).__name__}: {exc})",
             "start it (`make run`), or point --url / TURNOUT_GATEWAY_URL / TURNOUT_GATEWAY__PORT at it",
         )
+
+    def health(self) -> tuple[str, str] | None:
+        """``None`` when ``/health`` answers, else what went wrong and what to do."""
+        try:
+            resp = httpx.get(self.url + "/health", timeout=self.timeout_s)
+        except httpx.HTTPError as exc:
+            return self.unreachable(exc)
+        if resp.status_code != 200:
+            return f"GET /health: HTTP {resp.status_code}", f"is {self.url} a Turnout gateway?"
+        return None
 
     def _failed(self, method: str, path: str, resp: httpx.Response) -> CliError:
         try:
@@ -66,7 +86,7 @@ class Gateway:
             hint = "pass the admin key: --admin-key or TURNOUT_ADMIN_KEY"
         elif resp.status_code == 401:
             hint = "pass a client key: --api-key or TURNOUT_API_KEY"
-        return CliError(f"{method} {path}: HTTP {resp.status_code}: {str(detail)[:300]}", hint)
+        return CliError.report(f"{method} {path}: HTTP {resp.status_code}: {str(detail)[:300]}", hint)
 
     def call(self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
@@ -80,7 +100,7 @@ class Gateway:
                 timeout=self.timeout_s,
             )
         except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
+            raise CliError.report(*self.unreachable(exc)) from exc
         if resp.status_code >= 400:
             raise self._failed(method, path, resp)
         return resp.json() if resp.content else None
@@ -109,4 +129,4 @@ class Gateway:
                     elif line.startswith("data:"):
                         data.append(line[5:].lstrip())
         except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from exc
+            raise CliError.report(*self.unreachable(exc)) from exc

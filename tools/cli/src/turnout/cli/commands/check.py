@@ -8,22 +8,20 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from turnout.cli.client import CliError, console, gateway_of
+from turnout.cli.client import console, gateway_of
 
 
 def check(ctx: typer.Context) -> None:
     """Check the configuration, Redis, Postgres, the scorer and every backend; say what to fix."""
     gw = gateway_of(ctx)
-    with console.status(f"checking through {gw.url} …"):
-        try:
-            health = gw.get("/health")
-        except CliError as exc:
-            console.print(f"[red]✗[/red] gateway at {escape(gw.url)}: {escape(exc.message)}")
-            console.print(f"  [yellow]fix:[/yellow] {escape(exc.hint)}")
-            raise typer.Exit(1) from None
+    with console().status(f"checking through {gw.url} …"):
+        problem = gw.health()
+        if problem is not None:
+            console().print(f"[red]✗[/red] gateway at {escape(gw.url)}: {escape(problem[0])}", highlight=False)
+            console().print(f"  [yellow]fix:[/yellow] {escape(problem[1])}", highlight=False)
+            raise typer.Exit(1)
         report = gw.get("/admin/check")
-    version = health.get("version", "") if isinstance(health, dict) else ""
-    table = Table(title=f"Turnout at {gw.url}" + (f" ({version})" if version else ""), show_lines=False)
+    table = Table(title=f"Turnout at {gw.url}")
     table.add_column("", width=1)
     table.add_column("check")
     table.add_column("state")
@@ -32,12 +30,12 @@ def check(ctx: typer.Context) -> None:
     for item in report["items"]:
         mark = "[green]✓[/green]" if item["ok"] else "[red]✗[/red]"
         table.add_row(mark, escape(item["name"]), escape(item["detail"]), f"[yellow]{escape(item['fix'])}[/yellow]")
-    console.print(table)
+    console().print(table)
     bad = [i for i in report["items"] if not i["ok"]]
     if bad:
-        console.print(f"[red]{len(bad)} problem(s)[/red]: " + ", ".join(escape(i["name"]) for i in bad))
+        console().print(f"[red]{len(bad)} problem(s)[/red]: " + ", ".join(escape(i["name"]) for i in bad))
         raise typer.Exit(1)
-    console.print("[green]all good[/green]")
+    console().print("[green]all good[/green]")
 
 
 def register(app: typer.Typer) -> None:

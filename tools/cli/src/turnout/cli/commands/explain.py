@@ -33,13 +33,13 @@ def explain(
         tools="true" if tools else None,
     )
     a = doc.get("analysis") or {}
-    console.print(
+    console().print(
         f"category [bold]{escape(str(a.get('category')))}[/bold], complexity {a.get('complexity', 0):.2f}"
         f" ({escape(str(a.get('level')))})"
         + (f"; signals: {escape(', '.join(a['signals']))}" if a.get("signals") else "")
     )
     if doc.get("unservable"):
-        console.print(f"[red]unservable:[/red] {escape(doc['unservable'])}")
+        console().print(f"[red]unservable:[/red] {escape(doc['unservable'])}")
         raise typer.Exit(1)
     table = Table(show_lines=True)
     for col in ("#", "model", "backend", "score", "reasons"):
@@ -52,9 +52,9 @@ def explain(
             f"{c.get('score', 0):.3f}",
             escape("\n".join(c.get("reasons") or [])),
         )
-    console.print(table)
+    console().print(table)
     for name, why in (doc.get("filtered") or {}).items():
-        console.print(f"[dim]filtered {escape(name)}: {escape(why)}[/dim]")
+        console().print(f"[dim]filtered {escape(name)}: {escape(why)}[/dim]")
 
 
 def register(app: typer.Typer) -> None:

@@ -24,7 +24,7 @@ def models(
     doc = gateway_of(ctx).get("/admin/catalog")
     data: list[dict[str, Any]] = sorted(doc["data"], key=lambda m: m["name"])
     if as_json:
-        console.print_json(data=data)
+        console().print_json(data=data)
         return
     categories = sorted({c for m in data for c in m.get("quality") or {}})
     table = Table(title=f"{len(data)} model(s)")
@@ -44,7 +44,7 @@ def models(
             f"{m['ttft_ms']:.0f} ms" if m.get("ttft_ms") else "–",
             _pct(m.get("benchmark")),
         )
-    console.print(table)
+    console().print(table)
 
 
 def register(app: typer.Typer) -> None:

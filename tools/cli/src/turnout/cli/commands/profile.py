@@ -53,7 +53,7 @@ def watch(gw: Gateway, interval_s: float) -> None:
         TimeRemainingColumn(),
         TextColumn("{task.fields[phase]} {task.fields[current]}"),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console(), transient=False) as progress:
         queued = progress.add_task("queue", total=None, model="queue", phase="", current="")
         while True:
             doc = gw.get("/admin/profiling")
@@ -96,7 +96,7 @@ def profile(
         params = {"force": "true" if force else "false", "model": model}
         res = gw.call("POST", "/admin/reprofile", params)
         what = model or "every due model"
-        console.print(
+        console().print(
             f"[green]enqueued[/green] {escape(what)}" if res.get("enqueued") else f"{escape(what)}: already queued"
         )
     if watch_:
@@ -104,9 +104,9 @@ def profile(
             watch(gw, interval)
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-        console.print("profiling queue is empty")
+        console().print("profiling queue is empty")
     elif model is None and not all_models:
-        console.print(status_table(gw.get("/admin/profiling")))
+        console().print(status_table(gw.get("/admin/profiling")))
 
 
 def register(app: typer.Typer) -> None:

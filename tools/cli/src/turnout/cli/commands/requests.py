@@ -56,7 +56,7 @@ def tail(
                 finished = []
             first = False
             for r in finished:
-                console.print(line(r), highlight=False)
+                console().print(line(r), highlight=False)
                 seen += 1
                 if count and seen >= count:
                     return
@@ -101,20 +101,20 @@ def list_(
             _ms(r.get("ttft_ms")),
             escape("; ".join(r.get("top_reasons") or [])),
         )
-    console.print(table)
+    console().print(table)
 
 
 @group.command()
 def show(ctx: typer.Context, request_id: Annotated[str, typer.Argument(help="The X-Request-ID")]) -> None:
     """One request: prompt, reply, the decision with reasons, every attempt."""
     r = gateway_of(ctx).get(f"/admin/requests/{request_id}")
-    console.print(
+    console().print(
         f"[bold]{escape(r['request_id'])}[/bold] {r['status']} {r['outcome']}: "
         f"{escape(str(r.get('model')))}@{escape(str(r.get('backend')))}, {_ms(r.get('latency_ms'))}"
     )
     a = (r.get("decision") or {}).get("analysis") or {}
     if a:
-        console.print(f"category {escape(str(a.get('category')))}, complexity {a.get('complexity', 0):.2f}")
+        console().print(f"category {escape(str(a.get('category')))}, complexity {a.get('complexity', 0):.2f}")
     table = Table(title="candidates")
     for col in ("model", "backend", "score", "reasons"):
         table.add_column(col)
@@ -122,15 +122,15 @@ def show(ctx: typer.Context, request_id: Annotated[str, typer.Argument(help="The
         mark = "✓ " if c.get("chosen") else ""
         table.add_row(mark + escape(c["model"]), escape(c["backend"]), f"{c.get('score', 0):.3f}",
                       escape("\n".join(c.get("reasons") or [])))  # fmt: skip
-    console.print(table)
+    console().print(table)
     for t in r["attempts"]:
-        console.print(
+        console().print(
             f"attempt {t['n']}: {escape(t['model'])}@{escape(t['backend'])} {t['outcome']} {_ms(t.get('latency_ms'))}"
         )
     if r.get("prompt") is not None:
-        console.print("[bold]prompt[/bold]", escape(r["prompt"]))
+        console().print("[bold]prompt[/bold]", escape(r["prompt"]))
     if r.get("reply") is not None:
-        console.print("[bold]reply[/bold]", escape(r["reply"]))
+        console().print("[bold]reply[/bold]", escape(r["reply"]))
 
 
 def register(app: typer.Typer) -> None:
