@@ -28,13 +28,16 @@ def own_inflight(gw: GatewayState) -> list[dict[str, Any]]:
     now = time.perf_counter()
     out = []
     for ex in list(gw.pipeline.live.values()):
+        current = ex.chosen
+        if current is None and ex.decision is not None and len(ex.attempts) < len(ex.decision.candidates):
+            current = ex.decision.candidates[len(ex.attempts)]  # the forwarder tries them in order
         out.append(
             {
                 "request_id": ex.request_id,
                 "kind": ex.kind.value,
                 "requested_model": ex.requested_model,
-                "model": ex.chosen.model if ex.chosen else None,
-                "backend": ex.chosen.backend if ex.chosen else None,
+                "model": current.model if current else None,
+                "backend": current.backend if current else None,
                 "stream": ex.stream,
                 "client": ex.client,
                 "age_ms": round((now - ex.start) * 1000, 1),

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -41,10 +42,16 @@ def _json(doc: Any) -> Response:
     return Response(orjson.dumps(doc, default=str), media_type=JSON_MEDIA)
 
 
-async def live_events(gw: GatewayState, interval_s: float) -> AsyncIterator[bytes]:
+LIVE_MAX_S = 300.0
+"""One ``/admin/live`` response lasts this long; ``EventSource`` (and ``turnout requests tail``)
+reconnect. It bounds how long an open dashboard can hold up a graceful shutdown."""
+
+
+async def live_events(gw: GatewayState, interval_s: float, max_s: float = LIVE_MAX_S) -> AsyncIterator[bytes]:
     after: str | None = None
     yield b"retry: 2000\n\n"
-    while True:
+    end = time.monotonic() + max_s
+    while time.monotonic() < end:
         snap = await live.snapshot(gw, after=after)
         if snap["finished"]:
             after = snap["finished"][-1]["entry_id"]

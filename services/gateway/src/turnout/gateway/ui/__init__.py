@@ -45,6 +45,10 @@ def color_of(model: str, models: list[str]) -> str:
     return PALETTE[models.index(model) % len(PALETTE)] if model in models else PALETTE[-1]
 
 
+def _short(v: float) -> str:
+    return f"{v / 1000:.0f}k" if v >= 10_000 else f"{v:.0f}"
+
+
 def scatter_svg(points: list[dict[str, Any]], *, width: int = 640, height: int = 300) -> str:
     """Time to first token (x, log scale) against tokens/s (y), one colour per model, with a
     legend. ``points``: dicts with ``model``, ``ttft_ms``, ``tokens_per_s`` (and ``request_id``)."""
@@ -75,17 +79,18 @@ def scatter_svg(points: list[dict[str, Any]], *, width: int = 640, height: int =
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="plot"/>',
     ]
     for e in range(math.floor(x_lo), math.ceil(x_hi) + 1):
-        v = 10.0**e
-        if x_lo <= e <= x_hi:
-            x = px(v)
-            label = f"{v / 1000:g} s" if v >= 1000 else f"{v:g} ms"
-            out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" class="grid"/>')
-            out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{label}</text>')
+        for m in (1, 2, 5):  # 1-2-5 ticks on the log axis
+            v = m * 10.0**e
+            if x_lo <= math.log10(v) <= x_hi:
+                x = px(v)
+                label = f"{v / 1000:g} s" if v >= 1000 else f"{v:g} ms"
+                out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" class="grid"/>')
+                out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{label}</text>')
     for i in range(5):
         v = y_hi * i / 4
         y = py(v)
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.0f}</text>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_short(v)}</text>')
     out.append(f'<text x="{left + pw / 2}" y="{height - 4}" text-anchor="middle">time to first token</text>')
     out.append(f'<text x="14" y="{top + ph / 2}" transform="rotate(-90 14 {top + ph / 2})" text-anchor="middle">'
                "tokens/s</text>")  # fmt: skip

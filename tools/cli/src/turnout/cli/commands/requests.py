@@ -46,20 +46,24 @@ def tail(
 ) -> None:
     """Print requests as they finish, with the model and backend chosen and why."""
     seen = 0
+    shown: set[str] = set()
     first = True
+    gw = gateway_of(ctx)
     try:
-        for event, snap in gateway_of(ctx).events("/admin/live", interval=interval):
-            if event != "snapshot":
-                continue
-            finished = snap.get("finished") or []
-            if first and not history:
-                finished = []
-            first = False
-            for r in finished:
-                console().print(line(r), highlight=False)
-                seen += 1
-                if count and seen >= count:
-                    return
+        while True:  # the server ends each stream after a while: follow the next one
+            for event, snap in gw.events("/admin/live", interval=interval):
+                if event != "snapshot":
+                    continue
+                finished = [r for r in snap.get("finished") or [] if r.get("entry_id") not in shown]
+                shown.update(r.get("entry_id") for r in finished)
+                if first and not history:
+                    finished = []
+                first = False
+                for r in finished:
+                    console().print(line(r), highlight=False)
+                    seen += 1
+                    if count and seen >= count:
+                        return
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
