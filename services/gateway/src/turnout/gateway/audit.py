@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from turnout.common.db.session import DB_UNAVAILABLE
 from turnout.common.logging import request_id_var
 from turnout.gateway.admin_queries import write_audit
 
@@ -83,6 +84,6 @@ class AuditMiddleware:
                 action=f"{scope['method']} {scope['path']}",
                 detail=detail,
             )
-        except Exception as exc:  # the action happened; its record failing must not fail it
+        except DB_UNAVAILABLE as exc:  # the action happened; its record failing must not fail it
             gw.metrics.audit_failed.inc()
             log.warning("audit log write failed for %s %s: %s", scope["method"], scope["path"], exc)

@@ -15,23 +15,29 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from starlette.responses import Response, StreamingResponse
 
 from turnout.common.backends.clients import client_for
 from turnout.common.db.migrate import head_revision
+from turnout.common.db.session import DB_UNAVAILABLE
+from turnout.common.errors import BackendError
 from turnout.common.rpc import ROUTE_V1
 from turnout.gateway import live
 from turnout.gateway.deps import StateDep
 from turnout.gateway.pipeline import JSON_MEDIA
 from turnout.gateway.routes.admin_vram import AdminDep
 from turnout.gateway.state import GatewayState
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -84,7 +90,10 @@ async def _timed(name: str, probe: Callable[[], Awaitable[dict[str, Any]]], fix:
         return await asyncio.wait_for(probe(), timeout=CHECK_TIMEOUT_S)
     except TimeoutError:
         return _item(name, False, f"no answer within {CHECK_TIMEOUT_S:.0f} s", fix)
-    except Exception as exc:
+    except (BackendError, RedisError, *DB_UNAVAILABLE) as exc:
+        return _item(name, False, f"{type(exc).__name__}: {exc}"[:300], fix)
+    except Exception as exc:  # a boundary: the report says it failed; the traceback goes to the log
+        log.exception("check %s failed unexpectedly", name)
         return _item(name, False, f"{type(exc).__name__}: {exc}"[:300], fix)
 
 
