@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 CHECK_TIMEOUT_S = 3.0
+_EXPECTED: tuple[type[BaseException], ...] = (BackendError, RedisError, *DB_UNAVAILABLE)
+"""What a probe raises when the thing it checks is down or misconfigured."""
 
 
 def _json(doc: Any) -> Response:
@@ -90,7 +92,7 @@ async def _timed(name: str, probe: Callable[[], Awaitable[dict[str, Any]]], fix:
         return await asyncio.wait_for(probe(), timeout=CHECK_TIMEOUT_S)
     except TimeoutError:
         return _item(name, False, f"no answer within {CHECK_TIMEOUT_S:.0f} s", fix)
-    except (BackendError, RedisError, *DB_UNAVAILABLE) as exc:
+    except _EXPECTED as exc:
         return _item(name, False, f"{type(exc).__name__}: {exc}"[:300], fix)
     except Exception as exc:  # a boundary: the report says it failed; the traceback goes to the log
         log.exception("check %s failed unexpectedly", name)
