@@ -25,6 +25,10 @@ A YAML file (``--config``) or the packaged ``default_fleet.yaml``::
             vram_bytes: 1.8GiB
             context_length: 131072
             accuracy: 0.6        # share of arithmetic questions answered right (for profiling)
+            skills: {code: 0.9}  # optional: chance of a right answer per category (skill.py)
+
+``answer_book`` (top level, default ``auto``): the prompts a model can answer right, with how
+often depending on its size and the category (see :mod:`turnout.fakefleet.skill`).
 """
 
 from __future__ import annotations
@@ -141,6 +145,16 @@ class ModelSpec(BaseModel):
     accuracy: float | None = Field(default=None, ge=0, le=1, description="Arithmetic answers right this often")
     reply_tokens: int = Field(default=24, ge=1, description="Tokens in a reply unless max_tokens is lower")
     embedding_dims: int = Field(default=384, ge=1)
+    skills: dict[str, float] | None = Field(
+        default=None, description="Category -> chance of a right answer to an answer-book prompt (skill.py)"
+    )
+
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None and any(not 0.0 <= p <= 1.0 for p in v.values()):
+            raise ValueError("skills are chances between 0 and 1")
+        return v
 
     @field_validator("params", mode="before")
     @classmethod
@@ -218,6 +232,11 @@ class FleetConfig(BaseModel):
 
     seed: int = 0
     time_scale: float = Field(default=1.0, ge=0, description="Multiplies every delay; 0 = none")
+    answer_book: str | None = Field(
+        default="auto",
+        description="Prompts with right answers (profiling-suite format): a path, 'auto' (the profiler's suite "
+        "when installed) or null (skill.py)",
+    )
     listeners: list[ListenerSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

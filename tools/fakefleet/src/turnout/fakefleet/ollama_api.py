@@ -171,7 +171,9 @@ class OllamaApi:
                 }
         if answered_by_tool(messages):
             prompt = tool_result_prompt(messages)
-        out = text.reply(job.model, prompt, max_tokens=_num_predict(body), json_mode=_json_format(body))
+        out = text.reply(
+            job.model, prompt, max_tokens=_num_predict(body), json_mode=_json_format(body), book=self.fleet.book
+        )
         pieces: list[Json] = (
             [{"role": "assistant", "content": "", "tool_calls": [call]}]
             if call
@@ -217,7 +219,9 @@ class OllamaApi:
             if not prompt:
                 return json_response(self._gen_obj(name, "", done=True, done_reason="load"))
             n_prompt = text.estimate_tokens(str(body.get("system") or "") + str(prompt))
-            out = text.reply(spec, str(prompt), max_tokens=_num_predict(body), json_mode=_json_format(body))
+            out = text.reply(
+                spec, str(prompt), max_tokens=_num_predict(body), json_mode=_json_format(body), book=self.fleet.book
+            )
             n_eval = len(out.tokens)
             if body.get("stream", True) is False:
                 await job.wait_whole(n_eval)

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from turnout.fakefleet.config import ModelSpec
+from turnout.fakefleet.skill import AnswerBook
 
 Json = dict[str, Any]
 
 _WORD_RE = re.compile(r"[A-Za-z0-9_'-]+")
+_WHITESPACE_TOKEN_RE = re.compile(r"\s*\S+")  # a word with the whitespace before it: joins back exactly
 _ARITH_RE = re.compile(r"(-?\d{1,9})\s*([+\-*x×])\s*(-?\d{1,9})")
 _OPENERS = (
     "Here is a simulated answer from {model}.",
@@ -64,8 +66,22 @@ class Reply:
         return "".join(self.tokens)
 
 
-def reply(model: ModelSpec, prompt: str, *, max_tokens: int | None = None, json_mode: bool = False) -> Reply:
-    """The model's answer to ``prompt``: ``reply_tokens`` tokens unless ``max_tokens`` is lower."""
+def reply(
+    model: ModelSpec,
+    prompt: str,
+    *,
+    max_tokens: int | None = None,
+    json_mode: bool = False,
+    book: AnswerBook | None = None,
+) -> Reply:
+    """The model's answer to ``prompt``: the answer book's right answer when the model knows it
+    (skill.py), else ``reply_tokens`` tokens; cut at ``max_tokens``."""
+    known = book.answer(model, prompt) if book is not None else None
+    if known is not None:
+        tokens = _WHITESPACE_TOKEN_RE.findall(known) or [known]
+        if max_tokens is not None and 0 < max_tokens < len(tokens):
+            return Reply(tuple(tokens[:max_tokens]), "length")
+        return Reply(tuple(tokens), "stop")
     words = _answer_words(model, prompt)
     want = model.reply_tokens
     while len(words) < want:
