@@ -68,6 +68,7 @@ class Pipeline:
         metrics: GatewayMetrics,
         *,
         log_bodies: bool = False,
+        default_max_tokens: int | None = None,
     ) -> None:
         self.router = router
         self.forwarder = forwarder
@@ -75,6 +76,7 @@ class Pipeline:
         self.metrics = metrics
         self.log_bodies = log_bodies
         """The request log is on: keep the body and the reply for the event (request_log.py)."""
+        self.default_max_tokens = default_max_tokens
         self.live: dict[str, Exchange] = {}
         """This process's requests in flight, by request id (the dashboard's live view)."""
 
@@ -88,6 +90,9 @@ class Pipeline:
     ) -> Response:
         self.metrics.in_flight.inc()
         self.live[ex.request_id] = ex
+        if self.default_max_tokens is not None and ex.kind is not RequestKind.EMBEDDING:
+            if ex.body.get("max_tokens") is None and ex.body.get("max_completion_tokens") is None:
+                ex.body["max_tokens"] = features["max_tokens"] = self.default_max_tokens
         try:
             ex.decision = await self.router.route(
                 features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality

@@ -33,6 +33,12 @@ class GatewayOptions(BaseModel):
         default=120.0, gt=0, description="Per attempt: wait for the first byte, and between two stream chunks"
     )
     max_attempts: int = Field(default=3, ge=1, le=10, description="Candidates tried before giving up")
+    default_max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="max_tokens for chats and completions that set none (None: the backend's own limit); "
+        "bounds generation on backends that would otherwise run to the end of their context",
+    )
     catalog_refresh_s: float = Field(default=2.0, gt=0, description="How often the catalog snapshot is re-read")
     backend_models_ttl_s: float = Field(default=30.0, gt=0, description="Cache of backend model lists (fallback)")
     inflight_publish_s: float = Field(default=0.25, gt=0, description="How often in-flight deltas go to Redis")
