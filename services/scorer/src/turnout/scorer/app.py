@@ -201,21 +201,14 @@ class Scorer:
             self._catalog_wanted.clear()
             try:
                 await self.reload_catalog()
-<<<<<<< HEAD
-            except Exception as exc:
-                log.warning("catalog reload failed (%s); keeping catalog %s", exc, self.engine.table.version)
-                await asyncio.sleep(RETRY_S)
-                self._catalog_wanted.set()
-=======
             except _UNAVAILABLE as exc:
-                log.warning("catalog reload failed (%s); keeping catalog %s", exc, self._live.catalog.version)
+                log.warning("catalog reload failed (%s); keeping catalog %s", exc, self.engine.table.version)
             except Exception:  # the loop's boundary: a bug shows with its traceback, the old catalog stays
-                log.exception("catalog reload failed; keeping catalog %s", self._live.catalog.version)
+                log.exception("catalog reload failed; keeping catalog %s", self.engine.table.version)
             else:
                 continue
             await asyncio.sleep(RETRY_S)
             self._catalog_wanted.set()
->>>>>>> house
 
     # --- fleet ---------------------------------------------------------------------------
 
