@@ -82,7 +82,7 @@ async def test_profiles_differ_by_size_and_category(fleet: dict[str, Any], redis
     scores = {(name, cat): round(score, 3) for name, cat, score in rows if score is not None}
     by_model = {m: {c: s for (n, c), s in scores.items() if n == m} for m in ("llama3.2:1b", "qwen2.5-coder:7b")}
     assert by_model["llama3.2:1b"] == {
-        "code": 0.2, "creative": 0.803, "extraction": 0.5, "general": 0.916, "instruction": 0.5, "math": 0.167,
+        "code": 0.2, "creative": 0.803, "extraction": 0.5, "general": 1.0, "instruction": 0.5, "math": 0.167,
         "reasoning": 0.2,
     }  # fmt: skip
     assert by_model["qwen2.5-coder:7b"] == {
