@@ -23,7 +23,7 @@ def test_chances_grow_with_size_and_fall_with_difficulty() -> None:
     assert p_correct(ModelSpec(name="x", params="100M"), "code") == 0.03
     assert p_correct(ModelSpec(name="x", skills={"code": 0.25}), "code") == 0.25
     llava = ModelSpec(name="llava:7b", params="7B", capabilities=["completion", "vision"])
-    assert round(p_correct(llava, "general"), 2) == 0.72  # vision models are weaker at text
+    assert round(p_correct(llava, "general"), 2) == 0.52  # vision models are weaker at text
 
 
 BOOK = {

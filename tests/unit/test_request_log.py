@@ -34,6 +34,10 @@ redact = Redactor()
         ),
         ("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", "[REDACTED:private_key]"),
         ("Name three colors.", "Name three colors."),
+        ("export API_KEY=sk-proj-abcdefghijklmnop0123456789", "export API_KEY=[REDACTED:secret]"),
+        ("the risk-assessment-framework-v2 plan", "the risk-assessment-framework-v2 plan"),  # not a key: mid-word
+        ("follow @turnout.io on socials", "follow @turnout.io on socials"),  # a handle, not an address
+        ("token sk-abcdefghijklmnopqrstu, mail a@b.io", "token [REDACTED:api_key], mail [REDACTED:email]"),
     ],
 )
 def test_secrets_and_personal_data_are_redacted(text: str, expected: str) -> None:

@@ -8,17 +8,18 @@ are replaced by ``[REDACTED:<kind>]`` and each text is capped at ``max_chars`` (
 how much was cut). Only then does it leave the process (the Redis stream, then Postgres through
 the sync worker), so a secret never reaches Redis.
 
-Redacted by default (:data:`PATTERNS`): private keys, bearer tokens, API keys of the usual
-shapes (``sk-…``, ``sk-ant-…``, ``ghp_…``, ``xox…``, ``AKIA…``, ``AIza…``, ``hf_…``), JWTs,
-``password=…``-style assignments, e-mail addresses, payment card numbers (Luhn-checked), IBANs,
-US social security numbers and phone numbers. ``extra_patterns`` adds regular expressions of
+Redacted by default (:data:`WORD_PATTERNS`, :data:`KEYWORD_PATTERNS`, :data:`NUMBER_PATTERNS`):
+private keys, bearer tokens, API keys of the usual shapes (``sk-…``, ``sk-ant-…``, ``ghp_…``,
+``xox…``, ``AKIA…``, ``AIza…``, ``hf_…``, ``glpat-…``), JWTs, ``password=…``-style assignments,
+e-mail addresses, payment card numbers (Luhn-checked), IBANs, US social security numbers and
+phone numbers. ``extra_patterns`` adds regular expressions of
 the operator's own (redacted as ``[REDACTED:custom]``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -45,28 +46,53 @@ class RequestLogOptions(BaseModel):
         return v
 
 
-PATTERNS: tuple[tuple[str, str], ...] = (
+_BOUNDARY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+# Each pattern starts with a literal where it can: Python's re then finds candidates with a fast
+# substring search (~1 µs on a 1.5 KB prompt) instead of trying the pattern at every position
+# (~100 µs each, measured on the 2-core box under load); word starts are checked on the matches.
+WORD_PATTERNS: tuple[tuple[str, str], ...] = (
     ("private_key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"),
-    ("bearer_token", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*"),
-    ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
-    ("api_key", r"\b(?:sk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|xox[abprs]-[A-Za-z0-9-]{10,})"),
-    ("api_key", r"\b(?:AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}|hf_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,})"),
+    ("jwt", r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
+    ("api_key", r"sk-(?:ant-|proj-)?[A-Za-z0-9_-]{16,}"),
+    ("api_key", r"gh[pousr]_[A-Za-z0-9]{20,}"),
+    ("api_key", r"xox[abprs]-[A-Za-z0-9-]{10,}"),
+    ("api_key", r"AKIA[0-9A-Z]{16}"),
+    ("api_key", r"AIza[0-9A-Za-z_-]{35}"),
+    ("api_key", r"hf_[A-Za-z0-9]{30,}"),
+    ("api_key", r"glpat-[A-Za-z0-9_-]{20,}"),
+)
+"""Secrets with a literal prefix, redacted where the prefix starts a word."""
+
+KEYWORD_PATTERNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("bearer_token", ("bearer",), r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{8,}=*"),
     (
         "secret",
+        ("password", "passwd", "pwd", "secret", "api_key", "api-key", "apikey", "token"),
         r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)"
         r"(\s*[:=]\s*)[\"']?[^\s\"',;]{4,}[\"']?",
     ),
-    ("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
+)
+"""Case-insensitive patterns, run only when one of their keywords occurs (a substring check)."""
+
+NUMBER_PATTERNS: tuple[tuple[str, str], ...] = (
     ("iban", r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){3,7}(?: ?[A-Z0-9]{1,3})?\b"),
     ("ssn", r"\b\d{3}-\d{2}-\d{4}\b"),
     # international (+…) or US "(415) 555-2671" numbers; bare digit groups are too often other things
     ("phone", r"(?<![\w+])\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}\b"),
     ("phone", r"\(\d{3}\) ?\d{3}-\d{4}\b"),
 )
-"""``(kind, regex)``, applied in order. Card numbers are found separately (a Luhn check keeps
-ordinary long numbers)."""
+"""Numbers (and IBANs), looked for only around the text's runs of digits (:data:`_NUMBER_RUN`);
+card numbers too (:data:`_CARD`, Luhn-checked, so that ordinary long numbers stay)."""
+
+_NUMBER_RUN = re.compile(r"\d[\d ().+/-]{5,}\d")
+_RUN_CONTEXT = 4
+"""Characters before a run of digits that the number patterns also see (a leading ``+`` or
+``(``, an IBAN's country code, the word boundary)."""
 
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+_EMAIL_DOMAIN = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 
 
 def _luhn(digits: str) -> bool:
@@ -84,19 +110,71 @@ def _card(m: re.Match[str]) -> str:
     return "[REDACTED:card]" if 13 <= len(digits) <= 19 and _luhn(digits) else m.group(0)
 
 
+def _word_start(replacement: str) -> Callable[[re.Match[str]], str]:
+    def sub(m: re.Match[str]) -> str:
+        before = m.string[m.start() - 1] if m.start() > 0 else ""
+        return m.group(0) if before in _BOUNDARY else replacement
+
+    return sub
+
+
+def _keep_name(m: re.Match[str]) -> str:
+    """``password=hunter2`` -> ``password=[REDACTED:secret]``."""
+    return m.group(0)[: m.start(1) - m.start(0)] + m.group(1) + "[REDACTED:secret]"
+
+
+def _redact_emails(text: str) -> str:
+    """Addresses found from their ``@domain`` (a literal start: fast), the local part walked back."""
+    out: list[str] = []
+    done = 0
+    for m in _EMAIL_DOMAIN.finditer(text):
+        local = at = m.start()
+        while local > done and text[local - 1] in _EMAIL_LOCAL:
+            local -= 1
+        if local == at:
+            continue  # "@name.io" with nothing before it: a handle, not an address
+        out += (text[done:local], "[REDACTED:email]")
+        done = m.end()
+    out.append(text[done:])
+    return "".join(out)
+
+
 class Redactor:
     def __init__(self, extra_patterns: Iterable[str] = ()) -> None:
-        self._rules = [(kind, re.compile(p)) for kind, p in PATTERNS]
-        self._rules += [("custom", re.compile(p)) for p in extra_patterns]
+        self._words = [(re.compile(p), _word_start(f"[REDACTED:{kind}]")) for kind, p in WORD_PATTERNS]
+        self._keywords = [(kind, triggers, re.compile(p)) for kind, triggers, p in KEYWORD_PATTERNS]
+        self._numbers = [(re.compile(p), f"[REDACTED:{kind}]") for kind, p in NUMBER_PATTERNS]
+        self._custom = [re.compile(p) for p in extra_patterns]
 
     def __call__(self, text: str) -> str:
-        text = _CARD.sub(_card, text)
-        for kind, rx in self._rules:
-            if kind == "secret":  # keep the name: "password=[REDACTED:secret]"
-                text = rx.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + m.group(1) + "[REDACTED:secret]", text)
-            else:
-                text = rx.sub(f"[REDACTED:{kind}]", text)
+        # keywords first: the markers the others leave ("[REDACTED:api_key]") contain keywords
+        lower = text.lower()
+        for kind, triggers, rx in self._keywords:
+            if any(t in lower for t in triggers):
+                text = rx.sub(_keep_name if kind == "secret" else f"[REDACTED:{kind}]", text)
+        text = self._redact_numbers(text)
+        for rx, sub in self._words:
+            text = rx.sub(sub, text)
+        if "@" in text:
+            text = _redact_emails(text)
+        for rx in self._custom:
+            text = rx.sub("[REDACTED:custom]", text)
         return text
+
+    def _redact_numbers(self, text: str) -> str:
+        out: list[str] = []
+        done = 0
+        for m in _NUMBER_RUN.finditer(text):
+            start, end = max(m.start() - _RUN_CONTEXT, done), min(m.end() + 1, len(text))
+            piece = _CARD.sub(_card, text[start:end])
+            for rx, replacement in self._numbers:
+                piece = rx.sub(replacement, piece)
+            out += (text[done:start], piece)
+            done = end
+        if not out:
+            return text
+        out.append(text[done:])
+        return "".join(out)
 
 
 def cap(text: str, max_chars: int, original_chars: int | None = None) -> str:

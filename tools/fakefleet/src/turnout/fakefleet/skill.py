@@ -48,8 +48,10 @@ DIFFICULTY = {
     "code": 0.5,
 }
 CODER_BONUS = {"code": 0.35, "math": 0.1, "general": -0.1, "creative": -0.15}
-VISION_MALUS = 0.25
-"""Vision models (llava and its kind) are weaker at text-only work than chat models of their size."""
+VISION_MALUS = 0.45
+"""Vision models (llava and its kind) are weaker at text-only work than chat models of their size
+(this also spreads the general scores, so a greeting goes to the small fast model: with every
+model at ~1.0 on general, the scorer's size prior alone decided, for the 8B)."""
 SMALLEST_B, LARGEST_B = 0.5, 32.0
 
 
