@@ -18,7 +18,8 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from turnout.common.arq import CTX_KEY, SYNC_ALL_BENCHMARKS, close_worker, create_job_pool
+from turnout.common.arq import CTX_KEY, SYNC_ALL_BENCHMARKS, create_job_pool
+from turnout.common.arq_running import close_worker
 from turnout.common.catalog import load_snapshot
 from turnout.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
 from turnout.common.db.session import engine_scope, make_sessionmaker
@@ -262,9 +263,9 @@ async def test_admin_benchmarks_shows_matches_with_confidence_and_sync_runs(
             assert all(b["match_confidence"] == 1.0 and b["match_method"] == "exact" for b in llama)
             one = (await client.get("/admin/benchmarks", params={"model": "gemma2:9b"}, headers=auth)).json()
             assert one["count"] == 0  # the arena lists gemma-2-27b, not the local 9B
-            r = await client.post("/admin/sync-benchmarks", params={"source": "lmarena"}, headers=auth)
+            r = await client.post("/admin/sync-benchmarks", params={"source": "lmarena"}, headers=auth, json={})
             assert r.status_code == 202 and r.json()["enqueued"] is True
-            r = await client.post("/admin/sync-benchmarks", headers=auth)
+            r = await client.post("/admin/sync-benchmarks", headers=auth, json={})
             assert r.status_code == 202 and r.json()["job_id"] == "sync_all_benchmarks"
     queued = [j.decode() for j in await redis.zrange(keys.sync_queue, 0, -1)]
     assert sorted(queued) == ["sync_all_benchmarks", "sync_benchmarks:lmarena"]

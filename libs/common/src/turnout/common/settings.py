@@ -7,6 +7,7 @@ built once in a service's ``__main__`` and passed in; nothing reads ``os.environ
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -16,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from turnout.common.backends.config import BackendConfig, load_backends_file, parse_backends
 from turnout.common.errors import ConfigError
 from turnout.common.keys import Keys
+from turnout.common.links import LinkOptions
 
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "admin", "password"}
 
@@ -40,6 +42,12 @@ class CommonSettings(BaseSettings):
     backends_file: Path | None = None
     admin_key: SecretStr | None = None
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    redis_connect_timeout_s: float = Field(default=2.0, gt=0, description="Opening a Redis connection")
+    redis_command_timeout_s: float = Field(
+        default=5.0, gt=0, description="A Redis command unanswered this long (past its own block time) drops the link"
+    )
+    redis_keepalive_s: int = Field(default=10, ge=1, le=3600, description="TCP keepalive idle time on Redis links")
+    redis_backoff_max_s: float = Field(default=2.0, gt=0, description="Cap of the jittered reconnect back-off")
     migrate_on_start: bool = True
 
     @field_validator("backends", mode="before")
@@ -68,6 +76,16 @@ class CommonSettings(BaseSettings):
         return self
 
     @property
+    def link(self) -> LinkOptions:
+        """The bounds of every Redis connection (:mod:`turnout.common.links`)."""
+        return LinkOptions(
+            connect_timeout_s=self.redis_connect_timeout_s,
+            command_timeout_s=self.redis_command_timeout_s,
+            keepalive_idle_s=self.redis_keepalive_s,
+            backoff_max_s=self.redis_backoff_max_s,
+        )
+
+    @property
     def keys(self) -> Keys:
         return Keys(self.key_prefix)
 
@@ -81,7 +99,16 @@ class CommonSettings(BaseSettings):
 
     @classmethod
     def load(cls, **overrides: Any) -> Self:
-        """Build settings, turning validation errors into one readable :class:`ConfigError`."""
+        """Build settings, turning validation errors into one readable :class:`ConfigError`.
+
+        ``TURNOUT_SECRETS_DIR`` names a directory of secret files, one per setting, as Kubernetes
+        mounts a Secret: ``turnout_admin_key``, ``turnout_gateway__api_keys`` … (file name = the
+        variable's name, any case). Environment variables win over files."""
+        secrets_dir = os.environ.get("TURNOUT_SECRETS_DIR")
+        if secrets_dir and "_secrets_dir" not in overrides:
+            if not Path(secrets_dir).is_dir():
+                raise ConfigError(f"invalid configuration: TURNOUT_SECRETS_DIR {secrets_dir!r} is not a directory")
+            overrides["_secrets_dir"] = secrets_dir
         try:
             return cls(**overrides)
         except (ValidationError, ConfigError, ValueError) as exc:

@@ -11,12 +11,16 @@ Errors::
     │   ├── InvalidRequest         400  malformed JSON, missing or invalid values, unservable request
     │   ├── InvalidType            422  a field of the wrong type
     │   ├── Unauthorized           401  missing or unknown client key
+    │   ├── Forbidden              403  admin API from an address it is not open to
     │   ├── ModelNotFound          404  the requested model does not exist
     │   ├── NotFound               404  another resource (a response id, a route) does not exist
     │   ├── BodyTooLarge           413  request body over ``max_body_bytes``
-    │   ├── RateLimited            429  every candidate answered 429
+    │   ├── UnsupportedMediaType   415  a body that is not ``application/json``
+    │   ├── RateLimited            429  every candidate answered 429, or a gateway rate limit is spent
+    │   ├── ClientGone             499  the client went away (never sent; recorded)
     │   ├── UpstreamFailed         502  every candidate failed with an HTTP error or a broken reply
-    │   ├── NoBackendAvailable     503  no candidate, or none could be reached
+    │   ├── NoBackendAvailable     503  no candidate, none could be reached, or all are cooling down
+    │   ├── ShuttingDown           503  the drain grace ran out (a stream gets it as its last event)
     │   └── UpstreamTimedOut       504  the candidates timed out
     └── BackendError (common)
         └── BrokenReply            502  a 2xx reply whose body is not what its dialect promises
@@ -50,13 +54,26 @@ class GatewayError(TurnoutError):
     status = 500
     type = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        if retry_after_s is not None or headers:
+            self.headers = {**(headers or {})}
+            if retry_after_s is not None:
+                self.headers["retry-after"] = str(retry_after_s)
 
 
 class BrokenReply(BackendError):
@@ -78,6 +95,18 @@ class Unauthorized(GatewayError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
 
 
 class ModelNotFound(GatewayError):
@@ -116,6 +145,20 @@ class NoBackendAvailable(GatewayError):
     code = "no_backend_available"
 
 
+class ShuttingDown(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "shutdown"
+
+
+class ClientGone(GatewayError):
+    """The client disconnected before its reply (the status is never sent; events record 499)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed"
+
+
 class UpstreamTimedOut(GatewayError):
     status = 504
     type = "timeout"
@@ -129,6 +172,7 @@ _STATUS_TYPES = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
@@ -189,6 +233,8 @@ def gateway_error_body(exc: GatewayError) -> bytes:
 
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:
     err = as_gateway_error(exc)
+    if err.headers:
+        headers = {**err.headers, **(headers or {})}
     return Response(gateway_error_body(err), status_code=err.status, media_type=JSON_MEDIA, headers=headers)
 
 
@@ -205,7 +251,9 @@ def ndjson_error_line(exc: BaseException) -> bytes:
 def ollama_error_response(exc: BaseException) -> Response:
     """Ollama clients read ``{"error": "message"}`` bodies."""
     err = as_gateway_error(exc)
-    return Response(orjson.dumps({"error": err.message}), status_code=err.status, media_type=JSON_MEDIA)
+    return Response(
+        orjson.dumps({"error": err.message}), status_code=err.status, media_type=JSON_MEDIA, headers=err.headers
+    )
 
 
 # --- handlers ----------------------------------------------------------------------------------

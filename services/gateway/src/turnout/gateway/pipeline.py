@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+from starlette.types import Receive
 
 from turnout.common.backends.translate import (
     OpenAIToOllamaStream,
@@ -27,10 +28,18 @@ from turnout.common.backends.translate import (
 )
 from turnout.common.errors import BackendError
 from turnout.common.schemas.route import CandidateV1, RequestKind
-from turnout.gateway.errors import as_gateway_error, ndjson_error_line, sse_error_event
+from turnout.gateway.errors import (
+    ClientGone,
+    GatewayError,
+    ShuttingDown,
+    as_gateway_error,
+    ndjson_error_line,
+    sse_error_event,
+)
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Exchange, Forwarder, UpstreamStream, attempt_outcome
 from turnout.gateway.metrics import GatewayMetrics
+from turnout.gateway.rate_limits import RateLimiter
 from turnout.gateway.response_cache import Cached
 from turnout.gateway.routing import Decision, Router
 from turnout.gateway.streaming import StreamResponse
@@ -79,6 +88,10 @@ class Pipeline:
         self.default_max_tokens = default_max_tokens
         self.live: dict[str, Exchange] = {}
         """This process's requests in flight, by request id (the dashboard's live view)."""
+        self._streams: set[_StreamEnd] = set()
+        self._waiting: set[_Watch] = set()
+        self.limiter: RateLimiter | None = None
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def handle(
         self,
@@ -87,13 +100,20 @@ class Pipeline:
         *,
         quality: float | None,
         shape: Shape = Shape.OPENAI,
+        receive: Receive | None = None,
     ) -> Response:
+        """Route, forward and answer. With ``receive`` (the request's ASGI receive), a client
+        that disconnects before the reply cancels the upstream request at once."""
         self.metrics.in_flight.inc()
         self.live[ex.request_id] = ex
         if self.default_max_tokens is not None and ex.kind is not RequestKind.EMBEDDING:
             if ex.body.get("max_tokens") is None and ex.body.get("max_completion_tokens") is None:
                 ex.body["max_tokens"] = features["max_tokens"] = self.default_max_tokens
+        watch = _Watch(ex, receive, self._waiting)
         try:
+            if self.limiter is not None:
+                ex.est_tokens = int(features.get("est_prompt_tokens") or 0)
+                await self.limiter.admit(ex.client_key, ex.client_ip, ex.est_tokens)
             ex.decision = await self.router.route(
                 features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality
             )
@@ -106,9 +126,17 @@ class Pipeline:
                 self.forwarder.done(ex)
                 if self.log_bodies:
                     ex.reply = data
+        except asyncio.CancelledError as exc:
+            reason = watch.why_cancelled()
+            self.finish(ex, exc if reason is None else reason)
+            if reason is None:
+                raise
+            raise reason from None
         except BaseException as exc:
             self.finish(ex, exc)
             raise
+        finally:
+            watch.stop()
         assert ex.chosen is not None
         headers = {"x-turnout-model": ex.chosen.model, "x-turnout-backend": ex.chosen.backend}
         if not ex.stream:
@@ -122,7 +150,35 @@ class Pipeline:
             body = self._ollama_pump(ex, upstream, end, shape)
             media = NDJSON_MEDIA
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-        return StreamResponse(body, media_type=media, headers=raw_headers, on_close=end.cancelled)
+        error_event = sse_error_event if shape is Shape.OPENAI else ndjson_error_line
+        response = StreamResponse(
+            body,
+            media_type=media,
+            headers=raw_headers,
+            on_close=end.cancelled,
+            final_bytes=lambda: error_event(ShuttingDown("the gateway is shutting down; retry the request")),
+        )
+        end.response = response
+        self._streams.add(end)
+        return response
+
+    async def end_streams(self) -> int:
+        """Drain grace over: end every open stream with an error event, and every request still
+        waiting for a whole reply with 503 ``shutdown``; all are recorded as ``shutdown``."""
+        ends = list(self._streams)
+        for end in ends:
+            end.ex.shutdown = True
+            if end.response is not None:
+                end.response.end_now()
+        waiting = list(self._waiting)
+        for watch in waiting:
+            watch.shutdown()
+        for _ in range(50):  # let them write their last bytes
+            if not self._streams and not self._waiting:
+                break
+            await asyncio.sleep(0.01)
+        self.metrics.shutdown_streams.inc(len(ends))
+        return len(ends) + len(waiting)
 
     def cache_hit(self, ex: Exchange, hit: Cached) -> Cached:
         """A response-cache hit, reported like a routed request (``route_source`` ``cache``,
@@ -194,6 +250,7 @@ class Pipeline:
             exc_seen = exc
             ex.attempts[-1].outcome = "broken_" + attempt_outcome(exc)
             yield on_error(exc)
+            await self.forwarder.stream_failed(ex, exc)
         except (asyncio.CancelledError, GeneratorExit) as exc:
             exc_seen = exc
             raise
@@ -220,7 +277,9 @@ class Pipeline:
         self.live.pop(ex.request_id, None)
         if exc is None:
             status, outcome, error = 200, "ok", None
-        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        elif ex.shutdown or isinstance(exc, ShuttingDown):
+            status, outcome, error = 200 if streamed else ShuttingDown.status, "shutdown", "gateway shutting down"
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit | ClientGone):
             status, outcome, error = CLIENT_CLOSED, "cancelled", "client disconnected"
         else:
             err = as_gateway_error(exc)
@@ -237,6 +296,8 @@ class Pipeline:
             m.child(m.ttft, model).observe(ex.ttft_s)
         decision = ex.decision
         usage = ex.usage or {}
+        if self.limiter is not None and ex.usage:
+            self._settle(ex)
         # the fields of RequestEventV1, as a dict: no pydantic on the response path; the publisher
         # serialises it (and the pydantic candidates/analysis inside) with orjson off the path
         event = {
@@ -268,31 +329,91 @@ class Pipeline:
             event["_reply"] = ex.reply
         self.events.publish(event)
 
+    def _settle(self, ex: Exchange) -> None:
+        assert self.limiter is not None
+        task = asyncio.ensure_future(self.limiter.settle(ex.client_key, ex.client_ip, ex.est_tokens, ex.usage))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
 
 class _StreamEnd:
     """Releases a stream exactly once: from the body's ``finally``, or from the response when the
     body never ran (a disconnect before the first write)."""
 
-    __slots__ = ("_ex", "_pipeline", "_up", "closed")
+    __slots__ = ("_pipeline", "_up", "closed", "ex", "response")
 
     def __init__(self, pipeline: Pipeline, ex: Exchange, up: UpstreamStream) -> None:
         self._pipeline = pipeline
-        self._ex = ex
+        self.ex = ex
         self._up = up
         self.closed = False
+        self.response: StreamResponse | None = None
 
     async def close(self, exc: BaseException | None) -> None:
         if self.closed:
             return
         self.closed = True
+        self._pipeline._streams.discard(self)
         try:
             await self._up.close()
         finally:
-            self._pipeline.forwarder.done(self._ex)
-            self._pipeline.finish(self._ex, exc, streamed=True)
+            self._pipeline.forwarder.done(self.ex)
+            self._pipeline.finish(self.ex, exc, streamed=True)
 
     async def cancelled(self) -> None:
         await self.close(asyncio.CancelledError())
+
+
+class _Watch:
+    """While a whole reply is awaited: a client disconnect (read from ``receive``) or the end of
+    the drain grace cancels the request's task, and says which it was."""
+
+    __slots__ = ("_ex", "_listener", "_reason", "_registry", "_task")
+
+    def __init__(self, ex: Exchange, receive: Receive | None, registry: set[_Watch]) -> None:
+        self._ex = ex
+        self._reason: GatewayError | None = None
+        self._task = asyncio.current_task()
+        self._registry = registry
+        self._listener: asyncio.Task[None] | None = None
+        if ex.stream:
+            return  # a stream's response watches its client itself
+        registry.add(self)
+        if receive is not None:
+            self._listener = asyncio.ensure_future(_until_disconnect(receive))
+            self._listener.add_done_callback(self._disconnected)
+
+    def _disconnected(self, listener: asyncio.Future[None]) -> None:
+        if listener.cancelled() or listener.exception() is not None or self._reason is not None:
+            return
+        self._cancel(ClientGone("client disconnected"))
+
+    def shutdown(self) -> None:
+        self._ex.shutdown = True
+        self._cancel(ShuttingDown("the gateway is shutting down; retry the request"))
+
+    def _cancel(self, reason: GatewayError) -> None:
+        if self._task is not None and self._reason is None:
+            self._reason = reason
+            self._task.cancel()
+
+    def why_cancelled(self) -> GatewayError | None:
+        if self._reason is not None and self._task is not None:
+            self._task.uncancel()
+        return self._reason
+
+    def stop(self) -> None:
+        self._registry.discard(self)
+        if self._listener is not None and not self._listener.done():
+            self._listener.remove_done_callback(self._disconnected)
+            self._listener.cancel()
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _sse_batch(batch: list[Json]) -> bytes:

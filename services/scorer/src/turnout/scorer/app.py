@@ -26,7 +26,8 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -36,18 +37,23 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from turnout.common.aio import cancel_and_wait, wait_or_cancel
+from turnout.common.aio import wait_or_cancel
 from turnout.common.catalog import load_snapshot
+from turnout.common.circuits import CircuitStore, blocked
 from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import DB_UNAVAILABLE, make_engine, make_sessionmaker
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
+from turnout.common.inflight import read_inflight
+from turnout.common.links import make_redis
+from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
 from turnout.common.rpc.client import new_client_id
 from turnout.common.schemas.explain import ExplainReplyV1
 from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
+from turnout.common.supervise import Supervisor
 from turnout.scorer.caches import RouteCacheConfig, RoutingCache
 from turnout.scorer.classifier import LLMClassifier
 from turnout.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply
@@ -84,7 +90,9 @@ class Scorer:
         self._settings = settings
         self._opts = settings.scorer
         self._keys = settings.keys
+        self._settings_link = settings.link
         self._redis = redis
+        self._circuits = CircuitStore(redis, self._keys)
         self._sessionmaker = sessionmaker
         self._metrics = metrics
         self.engine = engine or RoutingEngine(engine_config(settings.scorer))
@@ -101,6 +109,8 @@ class Scorer:
         reply = await self.engine.route(req)
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
             reply = await self.vram.route(reply, remaining_s=ctx.remaining)
+        if reply.candidates:  # in flight there until the gateways' next count says so
+            self.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
         self._metrics.decisions.labels(reply.analysis.category).inc()
         if reply.unservable_code is not None:
             self._metrics.unservable.labels(reply.unservable_code).inc()
@@ -213,7 +223,8 @@ class Scorer:
     # --- fleet ---------------------------------------------------------------------------
 
     async def refresh_fleet(self) -> bool:
-        """Re-read every host's state; True when the fleet view changed."""
+        """Re-read every host's state and what the gateways share (in-flight counts, open
+        circuits); True when the fleet view changed."""
         members = await self._redis.zrange(self._keys.fleet_hosts, 0, -1)
         hosts = [h.decode() if isinstance(h, bytes) else str(h) for h in members]
         states: list[HostStateV1] = []
@@ -226,12 +237,32 @@ class Scorer:
                     states.append(HostStateV1.model_validate(orjson.loads(raw)))
                 except (orjson.JSONDecodeError, ValidationError) as exc:
                     log.warning("ignoring malformed fleet state of %s: %s", host, exc)
-        fleet = FleetState.from_hosts(states)
+        # what the gateways share: requests in flight (the busy term) and open circuits (a filter)
+        inflight = await read_inflight(self._redis, self._keys)
+        open_backends, open_replicas = blocked(await self._circuits.read_all())
+        fleet = replace(
+            FleetState.from_hosts(states, inflight),
+            open_backends=open_backends,
+            open_replicas=open_replicas,
+        )
         self._metrics.fleet_hosts.set(fleet.hosts)
         if fleet == self.engine.fleet:
             return False
         self.engine.set_fleet(fleet)
         return True
+
+    async def refresh_load(self) -> None:
+        """The in-flight counts every live gateway shares (:func:`read_inflight`), handed to the
+        engine's busy term; they replace the decisions it noted since the last read."""
+        self.engine.set_load(await read_inflight(self._redis, self._keys))
+
+    async def load_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._opts.load_poll_s)
+            try:
+                await self.refresh_load()
+            except (RedisError, OSError) as exc:
+                log.debug("in-flight refresh failed: %s", exc)
 
     def request_fleet_refresh(self) -> None:
         self._fleet_wanted.set()
@@ -239,7 +270,7 @@ class Scorer:
     async def fleet_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._fleet_wanted.wait(), timeout=self._opts.fleet_poll_s)
+                await asyncio.wait_for(self._fleet_wanted.wait(), timeout=self._opts.shared_poll_s)
             self._fleet_wanted.clear()
             try:
                 await self.refresh_fleet()
@@ -258,7 +289,7 @@ class Scorer:
         }
         backoff = 0.05
         while True:
-            conn = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=None)
+            conn = make_redis(redis_url, self._settings_link, block_s=1.0)
             pubsub = conn.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*channels)
@@ -283,7 +314,7 @@ class Scorer:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(RedisError, OSError):
                     await conn.aclose()
 
@@ -340,7 +371,9 @@ async def vram_coordinator(
     """VRAM-aware routing: its own RPC client for ``gpu.order.<host>`` orders, the executor
     (per-host lock, action log) and the coordinator that the route handler consults."""
     opts = settings.scorer.vram
-    orders = RpcClient(settings.redis_url, settings.keys, client_id=new_client_id("scorer-vram"), registry=registry)
+    orders = RpcClient(
+        settings.redis_url, settings.keys, client_id=new_client_id("scorer-vram"), registry=registry, link=settings.link
+    )
     await orders.start()
     coordinator: VramCoordinator | None = None
 
@@ -376,7 +409,7 @@ async def running_scorer(
     async with AsyncExitStack() as stack:
         engine = make_engine(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s, pool_size=2)
         stack.push_async_callback(engine.dispose)
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        redis = make_redis(settings.redis_url, settings.link)
         stack.push_async_callback(redis.aclose)
         metrics = ScorerMetrics.create(registry)
         routing = await stack.enter_async_context(routing_engine(settings, redis, registry))
@@ -389,6 +422,7 @@ async def running_scorer(
         server = RpcServer(
             settings.redis_url,
             settings.keys,
+            link=settings.link,
             replica_id=rid,
             max_concurrency=settings.scorer.max_concurrency,
             registry=registry,
@@ -406,29 +440,35 @@ async def running_scorer(
             return server.connected
 
         checks: dict[str, Callable[[], Awaitable[bool]]] = {"redis": redis_ok, "catalog": catalog_ok, "rpc": rpc_ok}
-        ops = build_ops_app("scorer", checks, registry=registry)
+        backlog = QueueDepths(
+            metrics.rpc_backlog,
+            lambda: redis,
+            lists={m.label: settings.keys.rpc_queue(m.name, m.version) for m in (ROUTE_V1, EXPLAIN_V1)},
+        )
+        sup = Supervisor("scorer", registry)
+        stack.push_async_callback(sup.stop)
+        ops = build_ops_app("scorer", checks, registry=registry, tasks=sup.state, refresh=[backlog.refresh])
         await stack.enter_async_context(ops_server(ops, settings.scorer.ops_host, settings.scorer.ops_port))
 
         await scorer.load_until_ready()
         with contextlib.suppress(RedisError, OSError):
             await scorer.refresh_fleet()
-        tasks = [
-            asyncio.create_task(scorer.catalog_loop(), name="catalog-loop"),
-            asyncio.create_task(scorer.fleet_loop(), name="fleet-loop"),
-            asyncio.create_task(scorer.listen(settings.redis_url), name="catalog-listener"),
-            asyncio.create_task(routing.rules.watch(), name="rules-watch"),
-        ]
+        sup.start("catalog-loop", scorer.catalog_loop)
+        sup.start("fleet-loop", scorer.fleet_loop)
+        sup.start("load-loop", scorer.load_loop)
+        sup.start("catalog-listener", partial(scorer.listen, settings.redis_url))
+        sup.start("rules-watch", routing.rules.watch)
         if settings.scorer.routing.learned:
-            tasks.append(asyncio.create_task(scorer.learned_loop(), name="learned-loop"))
+            sup.start("learned-loop", scorer.learned_loop)
         if scorer.vram is not None:
-            tasks.append(asyncio.create_task(scorer.vram.run(), name="vram-refresh"))
-        serving = asyncio.create_task(server.serve(), name="rpc-server")
+            sup.start("vram-refresh", scorer.vram.run)
+        serving = sup.start("rpc-server", server.serve)
         try:
             yield Running(scorer, server, serving)
         finally:
             await server.stop()
             await wait_or_cancel(serving, timeout_s=10)
-            await cancel_and_wait(tasks)
+            await sup.stop()
 
 
 async def serve(settings: ScorerSettings, *, stop: asyncio.Event) -> None:

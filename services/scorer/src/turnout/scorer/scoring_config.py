@@ -38,7 +38,7 @@ class Weights:
     unhealthy: float = 1.0
     no_room: float = 0.2
     free_vram: float = 0.05
-    busy: float = 0.1
+    busy: float = 0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +58,8 @@ class ScoringConfig:
     """Neighbour mass at which the learned estimate gets half the weight."""
     default_quality: float = 0.5
     unknown_params_b: float = 8.0
+    replica_parallel: float = 4.0
+    """Requests a replica serves at once (Ollama's ``OLLAMA_NUM_PARALLEL``): the busy term counts
+    in-flight requests in these units."""
+    busy_cap: float = 8.0
+    """The busy term stops growing at this many times ``replica_parallel`` in flight."""

@@ -70,9 +70,10 @@ def _apt_install(*packages: str) -> None:
         )
     _log(f"installing {' '.join(packages)} with apt-get ...")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL)
+    lock = ["-o", "DPkg::Lock::Timeout=900"]  # others may be running apt on the same machine
+    subprocess.run(["apt-get", *lock, "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL)
     r = subprocess.run(
-        ["apt-get", "-o", "DPkg::Lock::Timeout=900", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        ["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *packages],
         env=env,
         stdout=subprocess.DEVNULL,
     )
@@ -107,6 +108,17 @@ def chromium_bins() -> tuple[str, str]:
     if browser is None or driver is None:
         raise InfraError("chromium / chromedriver are still missing after apt-get install")
     return browser, driver
+
+
+def promtool_bin() -> str:
+    """``promtool`` (Debian's ``prometheus`` package), for the alert rule tests."""
+    found = shutil.which("promtool")
+    if found is None:
+        _apt_install("prometheus")
+        found = shutil.which("promtool")
+    if found is None:
+        raise InfraError("promtool is still missing after apt-get install prometheus")
+    return found
 
 
 def postgres_bin_dir() -> Path:

@@ -32,9 +32,9 @@ from turnout.common.db.session import DB_UNAVAILABLE
 from turnout.common.errors import BackendError
 from turnout.common.rpc import ROUTE_V1
 from turnout.gateway import live
+from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
 from turnout.gateway.pipeline import JSON_MEDIA
-from turnout.gateway.routes.admin_vram import AdminDep
 from turnout.gateway.state import GatewayState
 
 log = logging.getLogger(__name__)

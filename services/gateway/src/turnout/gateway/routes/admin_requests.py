@@ -23,10 +23,10 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from turnout.gateway import admin_queries as q
+from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
 from turnout.gateway.errors import InvalidRequest, NotFound
 from turnout.gateway.pipeline import JSON_MEDIA
-from turnout.gateway.routes.admin_vram import AdminDep
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

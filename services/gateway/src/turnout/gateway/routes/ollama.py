@@ -45,12 +45,12 @@ def _translated(fn: Callable[[Json], Json], body: Json) -> Json:
 async def chat(request: Request) -> Response:
     gw, client = resolve(request)
     raw = await read_json(request)
-    check_ollama_chat(raw)
+    check_ollama_chat(raw, max_messages=gw.settings.gateway.max_messages)
     body = _translated(ollama_chat_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.CHAT, body, client)
-    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_CHAT)
+    ex = exchange(RequestKind.CHAT, body, client, request)
+    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_CHAT, receive=request.receive)
 
 
 async def generate(request: Request) -> Response:
@@ -60,8 +60,8 @@ async def generate(request: Request) -> Response:
     body = _translated(ollama_generate_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.CHAT, body, client)
-    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE)
+    ex = exchange(RequestKind.CHAT, body, client, request)
+    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE, receive=request.receive)
 
 
 async def _embed(request: Request, gw: GatewayState, client: str | None, shape: Shape) -> Response:
@@ -70,8 +70,8 @@ async def _embed(request: Request, gw: GatewayState, client: str | None, shape: 
     body = _translated(ollama_embed_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = embedding_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.EMBEDDING, body, client)
-    return await gw.pipeline.handle(ex, features, quality=quality, shape=shape)
+    ex = exchange(RequestKind.EMBEDDING, body, client, request)
+    return await gw.pipeline.handle(ex, features, quality=quality, shape=shape, receive=request.receive)
 
 
 async def embed(request: Request) -> Response:

@@ -41,7 +41,9 @@ from turnout.gateway.validation import check_chat, check_completion, check_embed
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-def exchange(kind: RequestKind, body: dict[str, object], client: str | None) -> Exchange:
+def exchange(
+    kind: RequestKind, body: dict[str, object], client: str | None, request: Request | None = None
+) -> Exchange:
     stream = body.get("stream") is True and kind is not RequestKind.EMBEDDING
     body.pop("turnout", None)
     model = body.get("model")
@@ -53,20 +55,23 @@ def exchange(kind: RequestKind, body: dict[str, object], client: str | None) -> 
         response_id=new_response_id(kind),
         client=client,
         requested_model=model if isinstance(model, str) and model else None,
+        client_key=client if client is not None and client.startswith("key-") else None,
+        client_ip=request.client.host if request is not None and request.client else None,
     )
 
 
 async def chat_completions(request: Request) -> Response:
     gw, client = resolve(request)
     body = await read_json(request)
-    check_chat(body)
+    opts = gw.settings.gateway
+    check_chat(body, max_n=opts.max_n, max_messages=opts.max_messages)
     return await _cached_route(request, gw, client, body, RequestKind.CHAT, chat_features)
 
 
 async def completions(request: Request) -> Response:
     gw, client = resolve(request)
     body = await read_json(request)
-    check_completion(body)
+    check_completion(body, max_n=gw.settings.gateway.max_n)
     return await _cached_route(request, gw, client, body, RequestKind.COMPLETION, completion_features)
 
 
@@ -84,7 +89,7 @@ async def _cached_route(
     features = features_of(body, gw.settings.gateway.max_prompt_chars)
     cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
     cache_body = dict(body)  # before exchange() drops the "turnout" options the cache reads
-    ex = exchange(kind, body, client)
+    ex = exchange(kind, body, client, request)
     return await cached_or_handle(
         request,
         cache,
@@ -92,7 +97,7 @@ async def _cached_route(
         cache_body,
         quality=quality,
         client=client,
-        handle=lambda: gw.pipeline.handle(ex, features, quality=quality),
+        handle=lambda: gw.pipeline.handle(ex, features, quality=quality, receive=request.receive),
         on_hit=lambda hit: gw.pipeline.cache_hit(ex, hit),
     )
 
@@ -103,7 +108,9 @@ async def embeddings(request: Request) -> Response:
     check_embeddings(body)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
     features = embedding_features(body, gw.settings.gateway.max_prompt_chars)
-    return await gw.pipeline.handle(exchange(RequestKind.EMBEDDING, body, client), features, quality=quality)
+    return await gw.pipeline.handle(
+        exchange(RequestKind.EMBEDDING, body, client, request), features, quality=quality, receive=request.receive
+    )
 
 
 async def model_list(gw: GatewayState) -> list[dict[str, object]]:

@@ -23,10 +23,11 @@ from redis.exceptions import RedisError
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from turnout.gateway import admin_queries as q
+from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
 from turnout.gateway.errors import NotFound
 from turnout.gateway.routes.admin_catalog import profiling_report
-from turnout.gateway.routes.admin_vram import AdminDep, vram_report
+from turnout.gateway.routes.admin_vram import vram_report
 from turnout.gateway.ui import COOKIE, STATIC, scatter_svg, templates
 
 log = logging.getLogger(__name__)
