@@ -150,3 +150,9 @@ async def test_requests_tail_list_and_show(stack: Stack):
     assert "attempt 1: m-alpha@alpha ok" in out
     assert "prompt user: write a rust parser" in out
     assert "reply Hello from the fake backend." in out
+
+
+async def test_profile_posts_to_the_admin_api(stack: Stack):
+    result = await turnout(*admin(stack), "profile", "nope:1b", "--force")
+    assert result.exit_code == 1
+    assert "error: POST /admin/reprofile: HTTP 404: The model 'nope:1b' is not in the catalog" in squash(result.output)

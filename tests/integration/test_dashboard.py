@@ -89,8 +89,13 @@ def open_dashboard(browser: WebDriver, url: str) -> None:
     browser.delete_all_cookies()
     browser.get(url + "/ui")
     wait(browser).until(ec.url_contains("/ui/login"))  # no key yet: sent to the login page
-    browser.find_element(By.NAME, "key").send_keys(ADMIN_KEY)
-    browser.find_element(By.CSS_SELECTOR, "form[action='/ui/login'] button").click()
+    browser.find_element(By.NAME, "key").send_keys("wrong")
+    browser.find_element(By.CSS_SELECTOR, "#login button").click()
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "login-error"), "The key was refused (HTTP 401)."))
+    key = browser.find_element(By.NAME, "key")
+    key.clear()
+    key.send_keys(ADMIN_KEY)
+    browser.find_element(By.CSS_SELECTOR, "#login button").click()
     wait(browser).until(ec.text_to_be_present_in_element((By.ID, "live-status"), "live"))
 
 
@@ -201,7 +206,7 @@ async def test_without_the_admin_key_the_dashboard_sends_to_login_and_admin_read
             if status == 200:
                 assert "<h2>Live" in got.text
                 # the cookie never authorises an action: only reads get it as a header
-                assert (await http.post("/admin/reload")).status_code == 401
+                assert (await http.post("/admin/reload", json={})).status_code == 401
 
 
 def test_static_files_are_committed_and_small() -> None:

@@ -149,9 +149,9 @@ async def test_without_the_request_log_nothing_of_the_text_is_stored(redis_url, 
 
 async def test_admin_actions_are_audited(stack: Stack):
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
-        ok = await http.post("/admin/cache/invalidate", params={"which": "response"}, headers=AUTH)
+        ok = await http.post("/admin/cache/invalidate", params={"which": "response"}, headers=AUTH, json={})
         assert ok.status_code == 200
-        refused = await http.post("/admin/reload", headers={"Authorization": "Bearer wrong"})
+        refused = await http.post("/admin/reload", headers={"Authorization": "Bearer wrong"}, json={})
         assert refused.status_code == 401
         await http.post("/admin/explain", json={"messages": [{"role": "user", "content": "hi"}]}, headers=AUTH)
         await http.get("/admin/requests", headers=AUTH)  # reads are not actions

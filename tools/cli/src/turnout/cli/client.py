@@ -90,6 +90,8 @@ class Gateway:
 
     def call(self, method: str, path: str, params: dict[str, Any] | None = None, json_body: Any = None) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
+        if json_body is None and method != "GET":
+            json_body = {}  # the gateway takes only JSON bodies (415 otherwise), even empty ones
         try:
             resp = httpx.request(
                 method,

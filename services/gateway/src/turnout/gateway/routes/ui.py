@@ -7,25 +7,27 @@
   benchmark) and profiling progress.
 * ``GET /ui/requests/{request_id}`` — one request: prompt, reply, the decision (analysis, every
   candidate with score, terms and reasons) and every attempt with its timing.
-* ``GET /ui/login`` / ``POST /ui/login`` — store the admin key in a cookie (see
-  :mod:`turnout.gateway.ui`); ``POST /ui/logout`` forgets it.
+* ``GET /ui/login`` / ``POST /ui/login`` (JSON ``{"key": …}``) — store the admin key in a
+  cookie (see :mod:`turnout.gateway.ui`); ``POST /ui/logout`` forgets it.
 * ``GET /ui/static/{file}`` — the page's JS and CSS.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
+import orjson
 from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 
 from turnout.gateway import admin_queries as q
 from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
-from turnout.gateway.errors import NotFound
+from turnout.gateway.errors import InvalidRequest, NotFound, Unauthorized
 from turnout.gateway.routes.admin_catalog import profiling_report
 from turnout.gateway.routes.admin_vram import vram_report
 from turnout.gateway.ui import COOKIE, STATIC, scatter_svg, templates
@@ -99,17 +101,24 @@ async def login_form(error: str | None = None) -> HTMLResponse:
     return _page("login.html", error=error)
 
 
-@router.post("/login")
-async def login(request: Request) -> Response:
-    """The form's ``key`` (urlencoded; parsed here rather than pulling in python-multipart)."""
-    body = await request.body()
-    key = (parse_qs(body[:4096].decode("utf-8", "replace")).get("key") or [""])[0].strip()
-    if not key:
-        return RedirectResponse("/ui/login?error=empty", status_code=303)
-    response = RedirectResponse("/ui", status_code=303)
+@router.post("/login", status_code=204)
+async def login(request: Request, gw: StateDep) -> Response:
+    """``{"key": "<admin key>"}`` (JSON, sent by the login page's script: the gateway takes only
+    JSON bodies, which a cross-site form cannot send) -> the key in an HttpOnly cookie."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest('The body must be JSON: {"key": "<admin key>"}') from exc
+    key = body.get("key") if isinstance(body, dict) else None
+    if not isinstance(key, str) or not key.strip() or len(key) > 512:
+        raise InvalidRequest('Give the admin key as {"key": "<admin key>"}', param="key")
+    admin_key = gw.settings.admin_key
+    if admin_key is not None and not hmac.compare_digest(key.strip().encode(), admin_key.get_secret_value().encode()):
+        raise Unauthorized("That is not the admin key")
+    response = Response(status_code=204)
     response.set_cookie(
         COOKIE,
-        quote(key, safe=""),
+        quote(key.strip(), safe=""),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -118,8 +127,8 @@ async def login(request: Request) -> Response:
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", status_code=204)
 async def logout() -> Response:
-    response = RedirectResponse("/ui/login", status_code=303)
+    response = Response(status_code=204)
     response.delete_cookie(COOKIE)
     return response

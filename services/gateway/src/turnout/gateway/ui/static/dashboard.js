@@ -123,6 +123,38 @@
     }
   }
 
+  // The gateway takes only JSON bodies (a cross-site form cannot send one): log in and out by fetch.
+  async function post(path, body) {
+    return fetch(path, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body || {}),
+    });
+  }
+
+  const login = $("login");
+  if (login) {
+    login.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const res = await post("/ui/login", { key: login.elements.key.value });
+      if (res.ok) {
+        window.location.assign("/ui");
+        return;
+      }
+      const err = $("login-error");
+      err.textContent = "The key was refused (HTTP " + res.status + ").";
+      err.hidden = false;
+    });
+  }
+  const logout = $("logout");
+  if (logout) {
+    logout.addEventListener("click", async () => {
+      await post("/ui/logout");
+      window.location.assign("/ui/login");
+    });
+  }
+
   if ($("live")) {
     follow();
     setInterval(refreshProfiling, 3000);
