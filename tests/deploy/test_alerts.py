@@ -63,6 +63,8 @@ def test_the_issue_s_alerts_are_all_there() -> None:
         "TurnoutNoLiveScorer",
         "TurnoutEventsDropped",
         "TurnoutBackendFailing",
+        "TurnoutCircuitOpen",
+        "TurnoutStreamsCutOnShutdown",
         "TurnoutGpuAgentStale",
         "TurnoutQueueBacklog",
         "TurnoutScorerBacklog",

@@ -55,9 +55,6 @@ SERVICES = {
     "sync": SyncSettings,
     "gpu-agent": GpuAgentSettings,
 }
-ASSUMED_GATEWAY_OPTIONS = {"prestop_delay_s", "drain_grace_s", "metrics_port"}
-"""Gateway options the chart sets that the reliability work (issue 13) adds: tolerated while the
-gateway's settings lack them, checked like every other option once they are there."""
 
 
 def test_value_files_cover_the_matrix() -> None:
@@ -391,14 +388,7 @@ def test_every_variable_the_chart_sets_is_a_setting_the_service_accepts(
     kind = "DaemonSet" if component == "gpu-agent" else "Deployment"
     env = _container_env(objects, kind, f"{F}-{component}")
     settings_cls = SERVICES[component]
-    unknown = _unknown_options(settings_cls, env)
-    if component == "gateway":
-        pending = {f"TURNOUT_GATEWAY__{o.upper()}" for o in ASSUMED_GATEWAY_OPTIONS}
-        assert set(unknown) <= pending, unknown
-        for name_ in unknown:
-            env.pop(name_)
-    else:
-        assert unknown == []
+    assert _unknown_options(settings_cls, env) == []
     for k in [k for k in os.environ if k.startswith("TURNOUT_")]:
         monkeypatch.delenv(k)
     for k, v in env.items():
@@ -521,7 +511,7 @@ def test_monitors_carry_the_labels_prometheus_selects_and_scrape_the_metrics_por
     rule = one(objects, "PrometheusRule", F)
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert "TurnoutNoLiveScorer" in alerts and len(alerts) == 11
+    assert "TurnoutNoLiveScorer" in alerts and len(alerts) == 13
 
 
 def test_autoscaling_hpa_for_gateway_and_scorer_keda_for_the_workers() -> None:
@@ -635,3 +625,20 @@ def test_the_chart_declares_the_lowest_version_it_is_validated_for() -> None:
     """Helm refuses to install on a cluster older than Chart.yaml's kubeVersion: the lowest version
     every object is validated against above."""
     assert helm.Chart.load(CHART).metadata["kubeVersion"] == f">={KUBERNETES_VERSIONS[0]}-0"
+
+
+def test_without_a_chart_made_service_account_pods_use_the_named_or_default_one() -> None:
+    def account(values: dict[str, Any]) -> str:
+        spec = one(render(values), "Deployment", f"{F}-scorer")["spec"]["template"]["spec"]
+        return str(spec["serviceAccountName"])
+
+    assert account({}) == F
+    assert account({"serviceAccount": {"create": False}}) == "default"
+    assert account({"serviceAccount": {"create": False, "name": "platform-sa"}}) == "platform-sa"
+    assert find(render({"serviceAccount": {"create": False}}), "ServiceAccount") == []
+
+
+def test_network_policies_only_for_components_that_run() -> None:
+    values = {"networkPolicy": {"enabled": True}, "gpuAgent": {"enabled": False}, "migrate": {"enabled": False}}
+    names = sorted(p["metadata"]["name"].removeprefix(f"{F}-") for p in find(render(values), "NetworkPolicy"))
+    assert names == ["default-deny", "gateway", "profiler", "scorer", "sync"]

@@ -58,6 +58,7 @@ def test_every_turnout_container_runs_one_image_locked_down_as_in_kubernetes() -
 def test_the_gateway_scales_behind_the_proxy() -> None:
     services = config()
     assert "ports" not in services["gateway"]  # `--scale gateway=3` would collide on a host port
+    assert services["gateway"]["stop_grace_period"] == "1m15s"  # pre-stop 5 s + drain 60 s + 10 s, not Docker's 10 s
     assert services["proxy"]["ports"] == [{"mode": "ingress", "target": 8080, "published": "8080", "protocol": "tcp"}]
     nginx = (DEPLOY / "compose" / "nginx.conf").read_text()
     for line in ("resolver 127.0.0.11 valid=5s", "set $gateway http://gateway:8080;", "proxy_buffering off;"):

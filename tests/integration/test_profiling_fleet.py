@@ -30,6 +30,7 @@ from turnout.common.arq import DISCOVER_MODELS, create_job_pool
 from turnout.common.arq_running import close_worker
 from turnout.common.db.models import DeadLetter, Model, Profile
 from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.gateway.auth import AdminGuard
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.routes import admin_catalog
 from turnout.profiler.settings import ProfilerSettings
@@ -245,7 +246,12 @@ def admin_app(settings: ProfilerSettings, redis: Redis, engine: Any) -> FastAPI:
     """The gateway's admin router over a stand-in for the gateway state (settings, Redis, engine)."""
     app = FastAPI()
     register_error_handlers(app)
-    gw = SimpleNamespace(settings=SimpleNamespace(keys=settings.keys, admin_key=None), redis=redis, engine=engine)
+    gw = SimpleNamespace(
+        settings=SimpleNamespace(keys=settings.keys, admin_key=None),
+        admin_guard=AdminGuard(None),
+        redis=redis,
+        engine=engine,
+    )
 
     @app.middleware("http")
     async def state(request: Request, call_next: Any) -> Any:

@@ -25,6 +25,7 @@ from turnout.common.db.models import Backend, Benchmark, DeadLetter, Deployment,
 from turnout.common.db.session import engine_scope, make_sessionmaker
 from turnout.common.keys import Keys
 from turnout.devstack.infra import free_port
+from turnout.gateway.auth import AdminGuard
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.routes import admin_catalog
 from turnout.sync.public import (
@@ -232,7 +233,10 @@ def admin_app(redis: Redis, keys: Keys, engine: Any) -> FastAPI:
     app = FastAPI()
     register_error_handlers(app)
     gw = SimpleNamespace(
-        settings=SimpleNamespace(keys=keys, admin_key=SecretStr("admin-secret")), redis=redis, engine=engine
+        settings=SimpleNamespace(keys=keys, admin_key=SecretStr("admin-secret")),
+        admin_guard=AdminGuard(SecretStr("admin-secret")),
+        redis=redis,
+        engine=engine,
     )
 
     @app.middleware("http")

@@ -43,7 +43,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "turnout.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
 {{- .Values.serviceAccount.name | default (include "turnout.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The Secret a secret ref points at: its own name, else existingSecret, else the chart-made one. */}}

@@ -40,6 +40,7 @@ from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Forwarder
 from turnout.gateway.hot_path import GatewayApp
+from turnout.gateway.images import ImageFetcher
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
 from turnout.gateway.pipeline import Pipeline
@@ -52,9 +53,12 @@ from turnout.gateway.routes import (
     admin_requests,
     admin_routing,
     admin_vram,
+    anthropic_messages,
     ollama,
+    ollama_info,
     openai,
     ops,
+    responses,
     ui,
 )
 from turnout.gateway.routing import Router
@@ -128,6 +132,8 @@ def create_app(
                 request_log=RequestLog(opts.request_log),
             )
             router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
+            images = ImageFetcher(opts.images)
+            stack.push_async_callback(images.close)
             policy = CircuitPolicy(
                 failure_threshold=opts.circuit_failures,
                 base_cooldown_s=opts.circuit_cooldown_s,
@@ -151,6 +157,7 @@ def create_app(
                 connect_timeout_s=opts.connect_timeout_s,
                 read_timeout_s=opts.read_timeout_s,
                 max_attempts=opts.max_attempts,
+                images=images,
                 breakers=breakers,
                 slots=Slots(opts.max_connections_per_backend, opts.slot_wait_s),
                 timeouts=timeouts,
@@ -160,11 +167,13 @@ def create_app(
                 forwarder,
                 events,
                 metrics,
+                opts.shaping,
                 log_bodies=opts.request_log.enabled,
                 default_max_tokens=opts.default_max_tokens,
             )
             if opts.rate_limits.enabled:
                 pipeline.limiter = RateLimiter(opts.rate_limits, settings.redis_url, keys, metrics)
+            sup = Supervisor("gateway", registry)
             state = GatewayState(
                 settings=settings,
                 redis=redis,
@@ -183,8 +192,8 @@ def create_app(
                 admin_guard=AdminGuard.of(settings),
                 started_at=int(time.time()),
                 multiprocess=multiprocess,
+                supervisor=sup,
             )
-            sup = Supervisor("gateway", registry)
             sup.start("catalog-refresh", catalog.run)
             sup.start("inflight-publish", inflight.run)
             sup.start("event-publish", events.run)
@@ -233,6 +242,9 @@ def create_app(
     )
     app.include_router(openai.router)
     app.include_router(ollama.router)
+    app.include_router(ollama_info.router)
+    app.include_router(responses.router)
+    app.include_router(anthropic_messages.router)
     app.include_router(ops.router)
     if opts.metrics_port is None:
         app.include_router(ops.metrics_router)

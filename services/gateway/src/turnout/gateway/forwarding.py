@@ -13,10 +13,11 @@ model name: OpenAI backends' replies are rewritten, Ollama backends' NDJSON is t
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -24,8 +25,6 @@ import orjson
 
 from turnout.common.backends.config import BackendConfig, BackendKind
 from turnout.common.backends.translate import (
-    OllamaChatStream,
-    OllamaGenerateStream,
     chat_request_to_ollama,
     completion_request_to_ollama,
     embeddings_request_to_ollama,
@@ -43,11 +42,12 @@ from turnout.common.errors import (
 from turnout.common.schemas.route import CandidateV1, RequestKind
 from turnout.gateway.circuits import Breakers
 from turnout.gateway.errors import BrokenReply, GatewayError, InvalidRequest, NoBackendAvailable, as_gateway_error
+from turnout.gateway.images import ImageFetcher, has_remote_images
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import GatewayMetrics
 from turnout.gateway.routing import Decision
+from turnout.gateway.stream_readers import ollama_chunks, sse_chunks
 from turnout.gateway.upstream_limits import Slots, TimeoutCache
-from turnout.gateway.wire import ndjson_lines, read_batches, sse_payloads
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -85,6 +85,8 @@ class Exchange:
     request_id: str
     response_id: str
     client: str | None = None
+    think: bool | None = None
+    """Ollama clients' ``think`` field (shaping reads it too)."""
     requested_model: str | None = None
     client_key: str | None = None
     """The API key's client id (client keys configured), for per-key limits."""
@@ -180,10 +182,12 @@ class Forwarder:
         connect_timeout_s: float,
         read_timeout_s: float,
         max_attempts: int,
+        images: ImageFetcher | None = None,
         breakers: Breakers | None = None,
         slots: Slots | None = None,
         timeouts: TimeoutCache | None = None,
     ) -> None:
+        self._images = images
         self._backends = {
             b.name: make_backend(b, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
             for b in backends
@@ -208,6 +212,7 @@ class Forwarder:
         failed: set[str] = set()
         blocked: list[CandidateV1] = []
         tries = 0
+        await self._inline_images(ex, queue[: self._max_attempts])
         last: BaseException | None = None
         breakers = self.breakers
         while queue and tries < self._max_attempts:
@@ -279,6 +284,14 @@ class Forwarder:
         ex.attempts.append(Attempt(cand.model, cand.backend, outcome))
         self._metrics.child(self._metrics.upstream_attempts, cand.backend, outcome).inc()
 
+    async def _inline_images(self, ex: Exchange, candidates: list[CandidateV1]) -> None:
+        """Remote image URLs fetched and inlined once, before any attempt, when a candidate is an
+        Ollama backend (they take base64 only); the others take data: URLs as well."""
+        if self._images is None or ex.kind is not RequestKind.CHAT or not has_remote_images(ex.body):
+            return
+        if any((b := self._backends.get(c.backend)) is not None and b.ollama for c in candidates):
+            ex.body = await self._images.inline(ex.body)
+
     def _record(self, ex: Exchange, cand: CandidateV1, outcome: str, t0: float) -> None:
         ms = (time.perf_counter() - t0) * 1000
         attempt = Attempt(cand.model, cand.backend, outcome, round(ms, 3))
@@ -304,7 +317,10 @@ class Forwarder:
     def _payload(self, ex: Exchange, backend: Backend, cand: CandidateV1) -> bytes:
         if backend.ollama:
             if ex.kind is RequestKind.CHAT:
-                return orjson.dumps(chat_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream))
+                req = chat_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream)
+                if ex.think is False:  # the client turned reasoning off: so does the model (true is
+                    req["think"] = False  # not passed on: Ollama refuses it for models that cannot think)
+                return orjson.dumps(req)
             if ex.kind is RequestKind.COMPLETION:
                 return orjson.dumps(completion_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream))
             return orjson.dumps(embeddings_request_to_ollama(ex.body, cand.upstream_model))
@@ -340,30 +356,63 @@ class Forwarder:
         return resp
 
     async def complete(self, ex: Exchange) -> Json:
-        """A whole (non-streamed) reply in OpenAI form."""
+        """A whole (non-streamed) reply in OpenAI form. ``n > 1``: passed through to OpenAI
+        backends (topped up with single requests when a backend answers fewer choices), and fanned
+        out as ``n`` concurrent requests to Ollama backends (which answer one)."""
+        n = ex.body.get("n") if ex.kind is not RequestKind.EMBEDDING else None
+        n = n if isinstance(n, int) and n > 1 else 1
 
         async def one(backend: Backend, cand: CandidateV1, timeout: aiohttp.ClientTimeout) -> Json:
-            resp = await self._post(backend, backend.urls[ex.kind], self._payload(ex, backend, cand), timeout)
-            name = backend.config.name
-            try:
-                raw = await resp.read()
-            except TimeoutError as exc:
-                raise BackendTimeout(f"{name}: body timed out", backend=name) from exc
-            except (aiohttp.ClientError, OSError) as exc:
-                raise BackendUnavailable(f"{name}: body broken ({type(exc).__name__})", backend=name) from exc
-            finally:
-                resp.release()
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise BrokenReply(f"{name}: reply is not JSON", backend=name) from exc
-            if not isinstance(data, dict):
-                raise BrokenReply(f"{name}: reply is not a JSON object", backend=name)
-            return self._to_openai(ex, backend, cand, data)
+            if n == 1:
+                return await self._complete_once(ex, backend, cand, self._payload(ex, backend, cand), timeout)
+            if backend.ollama:
+                return await self._fan_out(ex, backend, cand, n, [], timeout)
+            first = await self._complete_once(ex, backend, cand, self._payload(ex, backend, cand), timeout)
+            return await self._fan_out(ex, backend, cand, n, [first], timeout)
 
         data = await self._try_candidates(ex, one)
         ex.usage = data.get("usage")
         return data
+
+    async def _fan_out(
+        self, ex: Exchange, backend: Backend, cand: CandidateV1, n: int, got: list[Json], timeout: aiohttp.ClientTimeout
+    ) -> Json:
+        """``n`` choices from replies of one (or fewer) choices: the missing ones asked concurrently."""
+        have = sum(len(d.get("choices") or ()) for d in got)
+        if have < n:
+            single = replace(ex, body={**ex.body, "n": 1})
+            payload = self._payload(single, backend, cand)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [
+                        tg.create_task(self._complete_once(ex, backend, cand, payload, timeout))
+                        for _ in range(n - have)
+                    ]
+            except ExceptionGroup as group:  # the first failure stands for the attempt (the rest are cancelled)
+                raise group.exceptions[0] from None
+            got = [*got, *(t.result() for t in tasks)]
+        return merge_choices(got, n)
+
+    async def _complete_once(
+        self, ex: Exchange, backend: Backend, cand: CandidateV1, payload: bytes, timeout: aiohttp.ClientTimeout
+    ) -> Json:
+        resp = await self._post(backend, backend.urls[ex.kind], payload, timeout)
+        name = backend.config.name
+        try:
+            raw = await resp.read()
+        except TimeoutError as exc:
+            raise BackendTimeout(f"{name}: body timed out", backend=name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BackendUnavailable(f"{name}: body broken ({type(exc).__name__})", backend=name) from exc
+        finally:
+            resp.release()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BrokenReply(f"{name}: reply is not JSON", backend=name) from exc
+        if not isinstance(data, dict):
+            raise BrokenReply(f"{name}: reply is not a JSON object", backend=name)
+        return self._to_openai(ex, backend, cand, data)
 
     def _to_openai(self, ex: Exchange, backend: Backend, cand: CandidateV1, data: Json) -> Json:
         if backend.ollama:
@@ -381,7 +430,7 @@ class Forwarder:
         async def one(backend: Backend, cand: CandidateV1, timeout: aiohttp.ClientTimeout) -> UpstreamStream:
             resp = await self._post(backend, backend.urls[ex.kind], self._payload(ex, backend, cand), timeout)
             chunks = (
-                self._ollama_chunks(ex, backend, cand, resp) if backend.ollama else self._sse_chunks(ex, cand, resp)
+                ollama_chunks(ex, backend.config.name, cand, resp) if backend.ollama else sse_chunks(ex, cand, resp)
             )
             try:
                 first = await anext(chunks)
@@ -395,86 +444,6 @@ class Forwarder:
             return UpstreamStream(first, chunks, resp, backend, cand)
 
         return await self._try_candidates(ex, one)
-
-    # --- stream readers: one list of OpenAI chunks per network read -------------------------------
-
-    async def _sse_chunks(
-        self, ex: Exchange, cand: CandidateV1, resp: aiohttp.ClientResponse
-    ) -> AsyncGenerator[list[Json], None]:
-        rid, model = ex.response_id, cand.model
-        emitted = 0
-        async for payloads in read_batches(resp, sse_payloads, cand.backend):
-            batch: list[Json] = []
-            for payload in payloads:
-                if payload == b"[DONE]":
-                    continue
-                try:
-                    chunk = orjson.loads(payload)
-                except orjson.JSONDecodeError as exc:
-                    raise BrokenReply(f"{cand.backend}: stream event is not JSON", backend=cand.backend) from exc
-                if not isinstance(chunk, dict):
-                    raise BrokenReply(f"{cand.backend}: stream event is not a JSON object", backend=cand.backend)
-                if "error" in chunk and not chunk.get("choices"):
-                    raise BackendStatusError(
-                        f"{cand.backend}: error in stream", status=502, body=payload, backend=cand.backend
-                    )
-                chunk["id"] = rid
-                chunk["model"] = model
-                usage = chunk.get("usage")
-                if usage:
-                    ex.usage = usage
-                if _carries_tokens(chunk):
-                    emitted += 1
-                batch.append(chunk)
-            if batch:
-                yield batch
-        if ex.usage is None:
-            yield [self._estimated_usage(ex, cand, emitted)]
-
-    def _estimated_usage(self, ex: Exchange, cand: CandidateV1, emitted: int) -> Json:
-        """The upstream ignored ``include_usage``: close with an estimate (content chunks ≈ tokens;
-        role-only and finish-only chunks carry none)."""
-        prompt = ex.decision.request.est_prompt_tokens if ex.decision and ex.decision.request else 0
-        ex.usage = {"prompt_tokens": prompt, "completion_tokens": emitted, "total_tokens": prompt + emitted}
-        obj = "chat.completion.chunk" if ex.kind is RequestKind.CHAT else "text_completion"
-        return {
-            "id": ex.response_id,
-            "object": obj,
-            "created": ex.created,
-            "model": cand.model,
-            "choices": [],
-            "usage": ex.usage,
-        }
-
-    async def _ollama_chunks(
-        self, ex: Exchange, backend: Backend, cand: CandidateV1, resp: aiohttp.ClientResponse
-    ) -> AsyncGenerator[list[Json], None]:
-        translator: OllamaChatStream | OllamaGenerateStream
-        if ex.kind is RequestKind.CHAT:
-            translator = OllamaChatStream(response_id=ex.response_id, model=cand.model, created=ex.created)
-        else:
-            translator = OllamaGenerateStream(response_id=ex.response_id, model=cand.model, created=ex.created)
-        name = backend.config.name
-        async for lines in read_batches(resp, ndjson_lines, name):
-            batch: list[Json] = []
-            for line in lines:
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise BrokenReply(f"{name}: stream line is not JSON", backend=name) from exc
-                if not isinstance(obj, dict):
-                    raise BrokenReply(f"{name}: stream line is not a JSON object", backend=name)
-                if "error" in obj:
-                    raise BackendStatusError(f"{name}: error in stream", status=502, body=line, backend=name)
-                batch.extend(translator.feed(obj))
-            if translator.usage is not None:
-                ex.usage = translator.usage
-            if batch:
-                yield batch
-            if translator.done:
-                return
-        if not translator.done:
-            raise BackendUnavailable(f"{name}: stream ended before done", backend=name)
 
 
 def _next_candidate(queue: list[CandidateV1], failed: set[str]) -> CandidateV1:
@@ -493,6 +462,18 @@ def final_error(last: BaseException | None, tried: int) -> GatewayError:
     if tried > 1:
         err.message = f"all {tried} candidates failed; last: {err.message}"
     return err
+
+
+def merge_choices(replies: list[Json], n: int) -> Json:
+    """One reply with the first ``n`` choices of ``replies`` (indexed 0..n-1) and summed usage."""
+    out = dict(replies[0])
+    choices = [c for r in replies for c in r.get("choices") or ()][:n]
+    out["choices"] = [{**c, "index": i} for i, c in enumerate(choices)]
+    usages = [r.get("usage") or {} for r in replies]
+    prompt = int(usages[0].get("prompt_tokens") or 0)
+    completion = sum(int(u.get("completion_tokens") or 0) for u in usages)
+    out["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return out
 
 
 def _carries_tokens(chunk: Json) -> bool:

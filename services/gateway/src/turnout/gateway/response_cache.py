@@ -240,6 +240,10 @@ def _sse(obj: Mapping[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+def _choice(index: int, delta: dict[str, Any], finish_reason: Any = None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
 async def replay_sse(cached: Cached, *, include_usage: bool = True) -> AsyncIterator[bytes]:
     """A stored chat/text completion replayed as OpenAI SSE chunks."""
     obj = orjson.loads(cached.body)
@@ -255,15 +259,19 @@ async def replay_sse(cached: Cached, *, include_usage: bool = True) -> AsyncIter
         idx = ch.get("index", 0)
         if chat:
             msg = ch.get("message") or {}
-            yield _sse({**base, "choices": [{"index": idx, "delta": {"role": "assistant", "content": ""}}]})
+            # the framing of a live OpenAI stream: role first, reasoning, content/tool calls, finish
+            role = {"role": "assistant", "content": "", "refusal": None}
+            yield _sse({**base, "choices": [_choice(idx, role)]})
+            if msg.get("reasoning_content"):
+                yield _sse({**base, "choices": [_choice(idx, {"reasoning_content": msg["reasoning_content"]})]})
             delta: dict[str, Any] = {}
             if msg.get("content"):
                 delta["content"] = msg["content"]
             if msg.get("tool_calls"):
                 delta["tool_calls"] = [{**tc, "index": i} for i, tc in enumerate(msg["tool_calls"])]
             if delta:
-                yield _sse({**base, "choices": [{"index": idx, "delta": delta}]})
-            yield _sse({**base, "choices": [{"index": idx, "delta": {}, "finish_reason": ch.get("finish_reason")}]})
+                yield _sse({**base, "choices": [_choice(idx, delta)]})
+            yield _sse({**base, "choices": [_choice(idx, {}, ch.get("finish_reason"))]})
         else:
             yield _sse({**base, "choices": [{"index": idx, "text": ch.get("text", ""), "finish_reason": None}]})
             yield _sse({**base, "choices": [{"index": idx, "text": "", "finish_reason": ch.get("finish_reason")}]})

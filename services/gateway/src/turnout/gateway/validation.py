@@ -63,6 +63,8 @@ OLLAMA_CHAT: dict[str, tuple[type, ...]] = {
     "options": (dict,),
     "tools": (list,),
     "format": _DICT_OR_STR,
+    "think": (bool,),
+    "turnout": (dict,),
 }
 OLLAMA_GENERATE: dict[str, tuple[type, ...]] = {
     "model": (str,),
@@ -72,6 +74,8 @@ OLLAMA_GENERATE: dict[str, tuple[type, ...]] = {
     "stream": (bool,),
     "options": (dict,),
     "format": _DICT_OR_STR,
+    "think": (bool,),
+    "turnout": (dict,),
 }
 OLLAMA_EMBED: dict[str, tuple[type, ...]] = {
     "model": (str,),
@@ -183,9 +187,19 @@ def check_model(body: Json) -> None:
 
 
 def check_n(body: Json, max_n: int) -> None:
+    """``n > 1`` is served whole (fanned out where a backend answers one choice); streamed, it is
+    refused rather than silently answered with one choice."""
     n = body.get("n")
-    if n is not None and n > max_n:
+    if n is None or n == 1:
+        return
+    if n > max_n:
         raise InvalidRequest(f"'n' must be at most {max_n}", param="n", code="invalid_value")
+    if body.get("stream") is True:
+        raise InvalidRequest(
+            "'n' greater than 1 is not supported with 'stream': true; ask without streaming",
+            param="n",
+            code="unsupported_value",
+        )
 
 
 def check_count(messages: list[Any], max_messages: int) -> None:

@@ -184,9 +184,13 @@ class Scorer:
             self._metrics.catalog_models.set(self.engine.table.size)
             log.info("catalog %s loaded: %d routable models", snapshot.version, self.engine.table.size)
         self.catalog_loaded = True
-        if snapshot.version != self._written_version:
-            await self._redis.set(self._keys.catalog_snapshot, snapshot.model_dump_json())
-            self._written_version = snapshot.version
+        rules = self.engine.rules.current
+        written = f"{snapshot.version}.{rules.version}"
+        if written != self._written_version:
+            hidden = [m.name for m in snapshot.models if not rules.is_allowed(m.name)]
+            published = snapshot.model_copy(update={"hidden": hidden})
+            await self._redis.set(self._keys.catalog_snapshot, published.model_dump_json())
+            self._written_version = written
         return changed
 
     def request_catalog_reload(self) -> None:

@@ -199,7 +199,7 @@ class RoutingEngine:
         requested = req.requested_model or None
         if requested in self.cfg.virtual_models:
             requested = None
-        cons = self.rules.current.constraints(requested, req.client, a.category, self.table)
+        cons = self.rules.current.constraints(requested, req.client, a.category, self.table, req.client_ip)
         learned = None
         if self.learned is not None and len(self.learned) and embedding is not None and cons.requested is None:
             p, n = self.learned.aligned(embedding, self.table.names)

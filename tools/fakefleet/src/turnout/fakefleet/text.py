@@ -60,10 +60,15 @@ def estimate_tokens(text: str) -> int:
 class Reply:
     tokens: tuple[str, ...]
     finish_reason: str  # "stop" | "length"
+    thinking: tuple[str, ...] = ()
+    """Reasoning tokens sent apart from the content (Ollama ``think: true``)."""
 
     @property
     def text(self) -> str:
         return "".join(self.tokens)
+
+
+_THOUGHT = ("Let", " me", " think", " about", " this", " request", " step", " by", " step.")
 
 
 def reply(
@@ -72,16 +77,32 @@ def reply(
     *,
     max_tokens: int | None = None,
     json_mode: bool = False,
+    think: bool | None = None,
     book: AnswerBook | None = None,
 ) -> Reply:
     """The model's answer to ``prompt``: the answer book's right answer when the model knows it
-    (skill.py), else ``reply_tokens`` tokens; cut at ``max_tokens``."""
+    (skill.py), else ``reply_tokens`` tokens; cut at ``max_tokens``.
+
+    A model with the ``thinking`` capability reasons first, as Qwen3 and DeepSeek-R1 do: inline
+    as ``<think>…</think>`` before the answer, or apart (``thinking``) when the request says
+    ``think: true``; ``think: false`` or ``/no_think`` in the prompt turn it off. A model with
+    ``fences_json`` wraps JSON answers in a ```` ```json ```` fence, as chatty models do."""
     known = book.answer(model, prompt) if book is not None else None
-    if known is not None:
-        tokens = _WHITESPACE_TOKEN_RE.findall(known) or [known]
-        if max_tokens is not None and 0 < max_tokens < len(tokens):
-            return Reply(tuple(tokens[:max_tokens]), "length")
-        return Reply(tuple(tokens), "stop")
+    tokens = (
+        (_WHITESPACE_TOKEN_RE.findall(known) or [known]) if known is not None else _canned(model, prompt, json_mode)
+    )
+    thinking: tuple[str, ...] = ()
+    if model.can("thinking") and think is not False and "/no_think" not in prompt:
+        if think:
+            thinking = _THOUGHT
+        else:
+            tokens = ["<think>", "\n", *_THOUGHT, "\n", "</think>", "\n\n", *tokens]
+    if max_tokens is not None and 0 < max_tokens < len(tokens):
+        return Reply(tuple(tokens[:max_tokens]), "length", thinking)
+    return Reply(tuple(tokens), "stop", thinking)
+
+
+def _canned(model: ModelSpec, prompt: str, json_mode: bool) -> list[str]:
     words = _answer_words(model, prompt)
     want = model.reply_tokens
     while len(words) < want:
@@ -92,9 +113,9 @@ def reply(
     tokens = [w if i == 0 or json_mode else " " + w for i, w in enumerate(words)]
     if not json_mode:
         tokens[-1] = tokens[-1].rstrip(".:") + "."
-    if max_tokens is not None and 0 < max_tokens < len(tokens):
-        return Reply(tuple(tokens[:max_tokens]), "length")
-    return Reply(tuple(tokens), "stop")
+    elif model.fences_json:
+        tokens = ["```json\n", *tokens, "\n```"]
+    return tokens
 
 
 def _answer_words(model: ModelSpec, prompt: str) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Literal, Self
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,7 +23,7 @@ from turnout.common.logging import request_id_var
 from turnout.common.schemas.events import EVENT_FIELD, FeedbackEventV1
 from turnout.common.schemas.route import RequestKind
 from turnout.gateway.deps import ClientDep, StateDep, resolve
-from turnout.gateway.errors import ModelNotFound, NoBackendAvailable
+from turnout.gateway.errors import InvalidRequest, ModelNotFound, NoBackendAvailable
 from turnout.gateway.forwarding import Exchange
 from turnout.gateway.middleware import new_request_id
 from turnout.gateway.pipeline import JSON_MEDIA, new_response_id
@@ -35,6 +35,7 @@ from turnout.gateway.routing import (
     embedding_features,
     parse_quality,
 )
+from turnout.gateway.shaping import RequestShaping
 from turnout.gateway.state import GatewayState
 from turnout.gateway.validation import check_chat, check_completion, check_embeddings, read_json
 
@@ -89,7 +90,10 @@ async def _cached_route(
     features = features_of(body, gw.settings.gateway.max_prompt_chars)
     cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
     cache_body = dict(body)  # before exchange() drops the "turnout" options the cache reads
+    shaping = request_shaping(body)
     ex = exchange(kind, body, client, request)
+    # replies are stored shaped: what shapes them for this client is part of the cache key
+    cache_body["shaping"] = gw.settings.gateway.shaping.cache_key(shaping, key=ex.client_key, ip=ex.client_ip)
     return await cached_or_handle(
         request,
         cache,
@@ -97,7 +101,7 @@ async def _cached_route(
         cache_body,
         quality=quality,
         client=client,
-        handle=lambda: gw.pipeline.handle(ex, features, quality=quality, receive=request.receive),
+        handle=lambda: gw.pipeline.handle(ex, features, quality=quality, shaping=shaping, receive=request.receive),
         on_hit=lambda hit: gw.pipeline.cache_hit(ex, hit),
     )
 
@@ -113,14 +117,26 @@ async def embeddings(request: Request) -> Response:
     )
 
 
+def request_shaping(body: dict[str, object], *, think: bool | None = None) -> RequestShaping:
+    """The request's own shaping wishes (``turnout.shaping``, JSON mode, ``/no_think``)."""
+    try:
+        return RequestShaping.of(body, think=think)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        param = "turnout.shaping" + (f".{where}" if where else "")
+        raise InvalidRequest(f"{param}: {first['msg']}", param=param, code="invalid_value") from None
+
+
 async def model_list(gw: GatewayState) -> list[dict[str, object]]:
     opts = gw.settings.gateway
     out: list[dict[str, object]] = [
         {"id": opts.virtual_model, "object": "model", "created": gw.started_at, "owned_by": "turnout"}
     ]
     if opts.list_real_models:
+        hidden = gw.catalog.hidden
         for m in await gw.catalog.models():
-            if m.name == opts.virtual_model:
+            if m.name == opts.virtual_model or m.name in hidden:
                 continue
             owner = m.replicas[0].backend if m.replicas else "turnout"
             out.append({"id": m.name, "object": "model", "created": gw.started_at, "owned_by": owner})
