@@ -61,6 +61,8 @@ SYNC_BENCHMARKS = "sync_benchmarks"
 """Sync job: ``sync_benchmarks(source: str)``, one public source; job id ``sync_benchmarks:<source>``."""
 SYNC_ALL_BENCHMARKS = "sync_all_benchmarks"
 """Sync job: ``sync_all_benchmarks()`` enqueues ``sync_benchmarks`` for every enabled source."""
+PRUNE_REQUEST_LOG = "prune_request_log"
+"""Sync job: ``prune_request_log()`` applies the retention of routing decisions and the audit log."""
 
 
 # --- serialisation ---------------------------------------------------------------------------
@@ -367,6 +369,7 @@ __all__ = [
     "worker_kwargs",
     "CTX_KEY",
     "CronInterval",
+    "PRUNE_REQUEST_LOG",
     "DISCOVER_MODELS",
     "IMPORT_BENCHMARKS_FILE",
     "RetryPolicy",

@@ -30,6 +30,7 @@ from turnout.common.rpc.client import new_client_id
 from turnout.common.rpc.resp import RespLink
 from turnout.common.supervise import Supervisor
 from turnout.gateway.api_schemas import document
+from turnout.gateway.audit import AuditMiddleware
 from turnout.gateway.auth import AdminGuard, client_key_ids
 from turnout.gateway.catalog import CatalogView
 from turnout.gateway.circuits import Breakers
@@ -43,9 +44,12 @@ from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
 from turnout.gateway.pipeline import Pipeline
 from turnout.gateway.rate_limits import RateLimiter
+from turnout.gateway.request_log import RequestLog
 from turnout.gateway.routes import (
     admin_catalog,
     admin_circuits,
+    admin_live,
+    admin_requests,
     admin_routing,
     admin_vram,
     anthropic_messages,
@@ -54,10 +58,12 @@ from turnout.gateway.routes import (
     openai,
     ops,
     responses,
+    ui,
 )
 from turnout.gateway.routing import Router
 from turnout.gateway.settings import GatewaySettings
 from turnout.gateway.state import GatewayState
+from turnout.gateway.ui import AdminCookie
 from turnout.gateway.upstream_limits import ReadBounds, Slots, TimeoutCache
 
 log = logging.getLogger(__name__)
@@ -120,6 +126,7 @@ def create_app(
                 maxlen=opts.events_maxlen,
                 max_queue=opts.events_buffer,
                 max_bytes=opts.events_buffer_bytes,
+                request_log=RequestLog(opts.request_log),
             )
             router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
             images = ImageFetcher(opts.images)
@@ -152,7 +159,15 @@ def create_app(
                 slots=Slots(opts.max_connections_per_backend, opts.slot_wait_s),
                 timeouts=timeouts,
             )
-            pipeline = Pipeline(router, forwarder, events, metrics, opts.shaping)
+            pipeline = Pipeline(
+                router,
+                forwarder,
+                events,
+                metrics,
+                opts.shaping,
+                log_bodies=opts.request_log.enabled,
+                default_max_tokens=opts.default_max_tokens,
+            )
             if opts.rate_limits.enabled:
                 pipeline.limiter = RateLimiter(opts.rate_limits, settings.redis_url, keys, metrics)
             sup = Supervisor("gateway", registry)
@@ -225,6 +240,11 @@ def create_app(
     app.include_router(admin_vram.router)
     app.include_router(admin_routing.router)
     app.include_router(admin_catalog.router)
+    app.include_router(admin_requests.router)
+    app.include_router(admin_live.router)
+    app.include_router(ui.router)
+    app.add_middleware(AuditMiddleware)
+    app.add_middleware(AdminCookie)
     return app
 
 

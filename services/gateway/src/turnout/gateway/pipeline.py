@@ -77,11 +77,19 @@ class Pipeline:
         events: EventPublisher,
         metrics: GatewayMetrics,
         shaping: ShapingOptions | None = None,
+        *,
+        log_bodies: bool = False,
+        default_max_tokens: int | None = None,
     ) -> None:
         self.router = router
         self.forwarder = forwarder
         self.events = events
         self.metrics = metrics
+        self.log_bodies = log_bodies
+        """The request log is on: keep the body and the reply for the event (request_log.py)."""
+        self.default_max_tokens = default_max_tokens
+        self.live: dict[str, Exchange] = {}
+        """This process's requests in flight, by request id (the dashboard's live view)."""
         self.shaping = shaping or ShapingOptions()
         self._streams: set[_StreamEnd] = set()
         self._waiting: set[_Watch] = set()
@@ -104,6 +112,10 @@ class Pipeline:
         answers in another dialect than OpenAI's and Ollama's (the Responses and Messages APIs):
         it gets the shaped OpenAI reply or chunks."""
         self.metrics.in_flight.inc()
+        self.live[ex.request_id] = ex
+        if self.default_max_tokens is not None and ex.kind is not RequestKind.EMBEDDING:
+            if ex.body.get("max_tokens") is None and ex.body.get("max_completion_tokens") is None:
+                ex.body["max_tokens"] = features["max_tokens"] = self.default_max_tokens
         features["client_ip"] = ex.client_ip
         watch = _Watch(ex, receive, self._waiting)
         try:
@@ -115,9 +127,13 @@ class Pipeline:
             )
             if ex.stream:
                 upstream = await self.forwarder.open_stream(ex)
+                if self.log_bodies:
+                    ex.reply = []
             else:
                 data = await self.forwarder.complete(ex)
                 self.forwarder.done(ex)
+                if self.log_bodies:
+                    ex.reply = data
         except asyncio.CancelledError as exc:
             reason = watch.why_cancelled()
             self.finish(ex, exc if reason is None else reason)
@@ -215,6 +231,8 @@ class Pipeline:
             ex.usage = usage if isinstance(usage, dict) else None
             obj["id"] = ex.response_id
             body = orjson.dumps(obj)
+            if self.log_bodies:
+                ex.reply = obj
         self.metrics.in_flight.inc()
         self.finish(ex, None)
         return replace(hit, body=body)
@@ -250,10 +268,15 @@ class Pipeline:
         """Forward each batch as it arrives; after the first byte an upstream failure ends the
         stream with an error event; a disconnect (cancellation) closes the upstream."""
         exc_seen: BaseException | None = None
+        kept: list[list[Json]] | None = ex.reply if isinstance(ex.reply, list) else None
         try:
+            if kept is not None:
+                kept.append(up.first)
             yield encode(up.first)
             ex.ttft_s = time.perf_counter() - ex.start
             async for batch in up.rest:
+                if kept is not None:
+                    kept.append(batch)
                 yield encode(batch)
             yield end()
         except BackendError as exc:
@@ -291,6 +314,7 @@ class Pipeline:
 
     def finish(self, ex: Exchange, exc: BaseException | None, *, streamed: bool = False) -> None:
         self.metrics.in_flight.dec()
+        self.live.pop(ex.request_id, None)
         if exc is None:
             status, outcome, error = 200, "ok", None
         elif ex.shutdown or isinstance(exc, ShuttingDown):
@@ -340,6 +364,9 @@ class Pipeline:
             "analysis": decision.analysis if decision else None,
             "candidates": decision.candidates if decision else [],
         }
+        if self.log_bodies:  # made into redacted text by the publisher, off the path
+            event["_body"] = ex.body
+            event["_reply"] = ex.reply
         self.events.publish(event)
 
     def _settle(self, ex: Exchange) -> None:

@@ -265,7 +265,8 @@ class VramCoordinator:
                 params_b=entry.params_b if entry else None,
                 quant=entry.quant if entry else None,
             )
-            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, need))
+            embedding = entry.embedding if entry else False
+            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, need, embedding))
         return out
 
     def decide(self, reply: RouteReplyV1) -> tuple[RouteReplyV1, Decision | None]:

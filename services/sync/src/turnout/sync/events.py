@@ -75,6 +75,11 @@ def _ts(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+def _text(value: str | None) -> str | None:
+    """Postgres text cannot hold NUL characters (a JSON string can)."""
+    return value.replace("\x00", "\ufffd") if value is not None else None
+
+
 def decision_row(ev: RequestEventV1) -> dict[str, Any]:
     return {
         "request_id": ev.request_id,
@@ -97,6 +102,8 @@ def decision_row(ev: RequestEventV1) -> dict[str, Any]:
         "analysis": ev.analysis.model_dump(mode="json") if ev.analysis is not None else None,
         "candidates": [c.model_dump(mode="json") for c in ev.candidates],
         "attempts": [a.model_dump(mode="json") for a in ev.attempts],
+        "prompt": _text(ev.prompt),
+        "reply": _text(ev.reply),
         "requested_at": _ts(ev.ts),
     }
 

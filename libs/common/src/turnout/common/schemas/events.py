@@ -41,6 +41,10 @@ class RequestEventV1(WireModel):
     error: str | None = None
     analysis: PromptAnalysisV1 | None = None
     candidates: list[CandidateV1] = Field(default_factory=list)
+    prompt: str | None = Field(
+        default=None, description="Request log (opt-in): the prompt's text, secrets redacted, capped"
+    )
+    reply: str | None = Field(default=None, description="Request log (opt-in): the reply's text, redacted, capped")
 
 
 class FeedbackEventV1(WireModel):
