@@ -27,7 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from turnout.scorer.router_metrics import area, bootstrap_weights, crossing, share_curves
+
 F = npt.NDArray[np.float64]
+__all__ = ["area", "bootstrap_weights", "cost_metrics", "crossing", "points_metrics", "share_curves"]
 
 
 @dataclass(frozen=True)
@@ -41,56 +44,6 @@ class Point:
 def pgr(q: float, q_weak: float, q_strong: float) -> float:
     gap = q_strong - q_weak
     return (q - q_weak) / gap if gap > 0 else float("nan")
-
-
-def bootstrap_weights(n: int, b: int, rng: np.random.Generator) -> F:
-    """(b + 1, n) resample counts; row 0 is the test set itself (all ones)."""
-    rows = [np.ones(n)]
-    if b > 0:
-        rows.extend(rng.multinomial(n, np.full(n, 1.0 / n), size=b).astype(np.float64))
-    return np.vstack(rows)
-
-
-# --------------------------------------------------------------------------- by call share
-
-
-def share_curves(score: F, weak: F, strong: F, weights: F) -> tuple[F, F]:
-    """(x, PGR) per resample for a router that sends the highest ``score`` first to the strong
-    model; arrays (resamples, tie groups + 1)."""
-    order = np.argsort(-score, kind="stable")
-    s = score[order]
-    gain = (strong - weak)[order]
-    w = weights[:, order]
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(s) != 0) + 1, [len(s)]])
-    cw = np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(w, axis=1)], axis=1)[:, bounds]
-    cg = np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(w * gain, axis=1)], axis=1)[:, bounds]
-    total = w.sum(axis=1, keepdims=True)
-    qw = (w * weak[order]).sum(axis=1, keepdims=True) / total
-    qs = (w * strong[order]).sum(axis=1, keepdims=True) / total
-    q = qw + cg / total
-    gap = np.where(qs - qw > 0, qs - qw, np.nan)
-    return cw / total, (q - qw) / gap
-
-
-def area(x: F, y: F) -> F:
-    """Trapezoid area per row."""
-    return np.sum((x[:, 1:] - x[:, :-1]) * (y[:, 1:] + y[:, :-1]) / 2.0, axis=1)  # type: ignore[no-any-return]
-
-
-def crossing(x: F, y: F, target: float) -> F:
-    """Least x per row at which the piecewise-linear y reaches ``target`` (NaN: never)."""
-    out = np.full(x.shape[0], np.nan)
-    for r in range(x.shape[0]):
-        hit = np.flatnonzero(y[r] >= target - 1e-12)
-        if hit.size == 0:
-            continue
-        i = int(hit[0])
-        if i == 0:
-            out[r] = x[r, 0]
-            continue
-        x0, x1, y0, y1 = x[r, i - 1], x[r, i], y[r, i - 1], y[r, i]
-        out[r] = x1 if y1 == y0 else x0 + (target - y0) * (x1 - x0) / (y1 - y0)
-    return out
 
 
 # --------------------------------------------------------------------------- by cost

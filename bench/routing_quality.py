@@ -245,16 +245,23 @@ def choices(t01: F, qs: F = QS) -> npt.NDArray[np.intp]:
 
 def crossover(t01: F, weak: int, strong: int) -> F:
     """Two models: a score that ranks prompts by the q at which the strong model starts to win
-    (−q*; +inf where it always wins, −inf where never)."""
+    (−q*). Prompts it wins at every q rank first, those it wins at none last, each group ordered
+    by its quality margin (the slope in q: what a larger q would do in the limit), so the
+    threshold sweep covers every share of strong calls, as RouteLLM's does."""
     d0 = t01[0][:, strong] - t01[0][:, weak]
-    d1 = t01[1][:, strong] - t01[1][:, weak]
-    slope = d1 - d0
+    slope = t01[1][:, strong] - t01[1][:, weak] - d0
     with np.errstate(divide="ignore", invalid="ignore"):
-        qstar = np.where(slope > 0, -d0 / slope, np.where(d0 > 0, -np.inf, np.inf))
-    return -qstar  # type: ignore[no-any-return]
+        qstar = np.where(slope > 0, -d0 / slope, 0.0)
+    always = (d0 > 0) & (slope >= 0)
+    never = slope <= 0
+    score = -np.clip(qstar, -1e3, 1e3)
+    score = np.where(always, 1e4 + slope, score)
+    return np.where(never & ~always, -1e4 + slope, score)  # type: ignore[no-any-return]
 
 
-def check_real_path(p: Prepared, test: np.ndarray, table: ModelTable, cfg: ScoringConfig, est: tuple[F, F] | None, t01: F, n: int = 100) -> int:
+def check_real_path(
+    p: Prepared, test: np.ndarray, table: ModelTable, cfg: ScoringConfig, est: tuple[F, F] | None, t01: F, n: int = 100
+) -> int:
     """The sweep's shortcut (two evaluations, linear in q) must agree with ``scoring.rank``."""
     reps = ReplicaTable.from_specs(table)
     bad = 0
@@ -450,6 +457,44 @@ def print_published() -> None:
                 print(f"{ds:<16} {'paper':<8} {label:<34} {m} by call share {v:.3f}")
 
 
+def run_protocol(
+    name: str,
+    p: Prepared,
+    protocol: str,
+    others: list[OutcomeGroup],
+    args: argparse.Namespace,
+    dump_rows: list[list[object]],
+    checks: list[int],
+) -> None:
+    res: dict[str, Result] = {}
+    blends = []
+    for seed in range(args.seeds):
+        train, test = split(p.ds, args.train_frac, seed)
+        rng = np.random.default_rng(1000 + seed)
+        weights = bootstrap_weights(len(test), args.bootstrap, rng)
+        if protocol == "in-dist":
+            b = tune(p, train, others, args.quick, seed) if args.tune else DEFAULT_BLEND
+            prior = train_prior([*others, group_of(p, train)], args.quick)
+            s = Setting(train, train, prior, b, pick_pair(p, train))
+        else:
+            prof = np.sort(rng.choice(train, min(args.profile_n, len(train)), replace=False))
+            s = Setting(prof, prof, train_prior(others, args.quick), DEFAULT_BLEND, pick_pair(p, train))
+        blends.append(s.blend)
+
+        def dump(router: str, score: F, ch: npt.NDArray[np.intp], seed: int = seed, test: np.ndarray = test) -> None:
+            for t, i in enumerate(test):
+                picks = (int(ch[k, t]) for k in (0, 25, 50, 75, 100))
+                dump_rows.append([name, protocol, seed, router, int(i), float(score[t]), *picks])
+
+        evaluate(p, test, s, weights, res, dump if args.dump else None, checks)
+    pair = ", ".join(p.names[j] for j in pick_pair(p, np.arange(len(p.ds.prompts))))
+    print(
+        f"  [{protocol}] weak/strong: {pair}; "
+        f"blend (learned_k, prior_mass) per seed: {[(b.learned_k, b.prior_mass) for b in blends]}"
+    )
+    report(name, protocol, res)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("datasets", nargs="*", default=list(routing_data.LOADERS), help="names from routing_data.LOADERS")
@@ -501,35 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             if protocol == "lodo" and not others:
                 print(f"{name:<16} lodo     (skipped: no other data set to train on)")
                 continue
-            res: dict[str, Result] = {}
-            blends = []
-            for seed in range(args.seeds):
-                train, test = split(p.ds, args.train_frac, seed)
-                rng = np.random.default_rng(1000 + seed)
-                weights = bootstrap_weights(len(test), args.bootstrap, rng)
-                if protocol == "in-dist":
-                    b = tune(p, train, others, args.quick, seed) if args.tune else DEFAULT_BLEND
-                    prior = train_prior([*others, group_of(p, train)], args.quick)
-                    s = Setting(train, train, prior, b, pick_pair(p, train))
-                else:
-                    prof = np.sort(rng.choice(train, min(args.profile_n, len(train)), replace=False))
-                    s = Setting(prof, prof, train_prior(others, args.quick), DEFAULT_BLEND, pick_pair(p, train))
-                blends.append(s.blend)
-
-                def dump(router: str, score: F, ch: npt.NDArray[np.intp], seed: int = seed, test: np.ndarray = test) -> None:
-                    if args.dump is None:
-                        return
-                    for t, i in enumerate(test):
-                        dump_rows.append(
-                            [name, protocol, seed, router, int(i), float(score[t]), *(int(ch[k, t]) for k in (0, 25, 50, 75, 100))]
-                        )
-
-                evaluate(p, test, s, weights, res, dump if args.dump else None, checks)
-            print(
-                f"  [{protocol}] weak/strong: {', '.join(p.names[j] for j in pick_pair(p, np.arange(len(p.ds.prompts))))}; "
-                f"blend (learned_k, prior_mass) per seed: {[(b.learned_k, b.prior_mass) for b in blends]}"
-            )
-            report(name, protocol, res)
+            run_protocol(name, p, protocol, others, args, dump_rows, checks)
     print_published()
     print(
         f"\nscoring.rank agrees with the bench's two-evaluation shortcut on {4 * 100 * len(checks) - sum(checks)}"
@@ -538,7 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dump is not None:
         with open(args.dump, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["set", "protocol", "seed", "router", "prompt_index", "score", "q0", "q0.25", "q0.5", "q0.75", "q1"])
+            w.writerow(
+                ["set", "protocol", "seed", "router", "prompt_index", "score", "q0", "q0.25", "q0.5", "q0.75", "q1"]
+            )
             w.writerows(dump_rows)
         print(f"per-prompt decisions: {args.dump} ({len(dump_rows)} rows; score = −q* for two-model sets)")
     print(f"({time.perf_counter() - t0:.0f}s)")

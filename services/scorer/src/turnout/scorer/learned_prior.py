@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ import orjson
 F = npt.NDArray[np.float64]
 
 FORMAT = "turnout-router-prior/1"
+SHIPPED = Path(__file__).with_name("data") / "router_prior.json"
+"""Fitted by ``bench/routing_prior_train.py`` on the public outcome sets (see its notes)."""
 EXTRA_FEATURES = 3  # complexity, log tokens, bias
 
 
@@ -130,6 +133,10 @@ class RouterPrior:
         )
 
 
+def load_prior(path: Path | str = SHIPPED) -> RouterPrior:
+    return RouterPrior.from_json(Path(path).read_bytes())
+
+
 @dataclass(frozen=True, slots=True)
 class OutcomeGroup:
     """One outcome set for :func:`fit_prior`: prompt features, outcomes (prompts × models, NaN =
@@ -150,14 +157,22 @@ def fit_prior(
     lr: float = 0.05,
     l2: float = 1e-3,
     version: str | None = None,
+    init: RouterPrior | None = None,
 ) -> RouterPrior:
-    """Logistic regression of ``W`` by Adam, each group's mean loss weighted equally."""
+    """Logistic regression of ``W`` by Adam, each group's mean loss weighted equally. With
+    ``init`` (e.g. the shipped prior) it starts there and the L2 penalty pulls towards it, so a
+    deployment's few hundred grades refine what the public sets taught instead of replacing it."""
     if not groups:
         raise ValueError("no outcome data to train on")
     d = groups[0].x.shape[1]
     if any(g.x.shape[1] != d for g in groups):
         raise ValueError("prompt features differ in width between groups")
-    w = np.zeros((3, d))
+    anchor = np.zeros((3, d))
+    if init is not None:
+        if init.weights.shape != (3, d):
+            raise ValueError(f"init has shape {init.weights.shape}, the features need (3, {d})")
+        anchor = init.weights.copy()
+    w = anchor.copy()
     m = np.zeros_like(w)
     v = np.zeros_like(w)
     prepared = []
@@ -169,7 +184,7 @@ def fit_prior(
     if not prepared:
         raise ValueError("no graded outcomes to train on")
     for t in range(1, iterations + 1):
-        grad = l2 * w
+        grad = l2 * (w - anchor)
         for x, y, graded, theta, phi, n in prepared:
             logits = theta[None, :] + (x @ w.T) @ phi.T
             p = 1.0 / (1.0 + np.exp(-logits))
