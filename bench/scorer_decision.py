@@ -25,7 +25,8 @@ from turnout.common.catalog import derive_capabilities
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from turnout.common.schemas.route import RequestKind, RouteRequestV1
-from turnout.scorer.engine import FleetView, RoutingEngine
+from turnout.scorer.engine import RoutingEngine
+from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex
 
 FAMILIES = ["llama3.1", "qwen2.5", "mistral", "gemma2", "phi3", "qwen2.5-coder", "llava", "deepseek-r1", "nomic-embed"]
@@ -85,7 +86,7 @@ async def main() -> None:
     engine = RoutingEngine(embedder=embedder, learned=learned)
     engine.set_catalog(snap)
     resident = frozenset((r.backend, r.upstream_model) for m in snap.models[::10] for r in m.replicas)
-    engine.set_fleet(FleetView(resident=resident))
+    engine.set_fleet(FleetState(resident=resident))
     print(f"{args.models} models, {2 * args.models} replicas, learned index {args.learned} prompts")
     print(f"{'prompt':<18}{'p50 µs':>10}{'p99 µs':>10}")
     for label, base in PROMPTS.items():

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from turnout.sync.errors import SourceUnavailable
 from turnout.sync.sources import (
     ArtificialAnalysisOptions,
     ArtificialAnalysisSource,
@@ -15,7 +16,6 @@ from turnout.sync.sources import (
     SourceFormatError,
     build_sources,
 )
-from turnout.sync.sources.base import SourceUnavailable
 
 from .sources_fakes import API_KEY, SourcesServer, sources_server_fixture  # noqa: F401
 

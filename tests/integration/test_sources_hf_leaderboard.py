@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from turnout.sync.errors import SourceUnavailable
 from turnout.sync.sources import HfLeaderboardOptions, HfLeaderboardSource, SourceError, SourceFormatError
-from turnout.sync.sources.base import SourceUnavailable
 
 from .sources_fakes import SourcesServer, sources_server_fixture  # noqa: F401
 

@@ -164,7 +164,8 @@ async def test_a_load_is_pending_while_it_runs_and_until_it_expires(redis: Redis
 
 
 async def test_the_profiler_holds_the_host_lock_and_reserves_the_bytes_while_it_loads(redis, keys):
-    from turnout.profiler.profiling import ProfileTarget, ProfilingFailed, ProfilingOptions, loading_on_host
+    from turnout.profiler.errors import ProfilingFailed
+    from turnout.profiler.profiling import ProfileTarget, ProfilingOptions, loading_on_host
 
     target = ProfileTarget(
         model_id=1, model="m:7b", backend="b", host="gpu9", upstream="m:7b", digest=None,

@@ -21,11 +21,11 @@ from turnout.common.backends.config import BackendConfig, BackendKind
 from turnout.common.keys import Keys
 from turnout.common.rpc.client import RpcClient
 from turnout.common.rpc.server import RpcServer
-from turnout.common.schemas.catalog import CatalogModelV1
 from turnout.common.schemas.fleet import GpuStateV1, HostStateV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1
 from turnout.common.schemas.vram import OrderAction
 from turnout.gpu_agent.orders import OrderExecutor
+from turnout.scorer.catalog import ModelSpec, ModelTable
 from turnout.scorer.vram import VramOptions
 from turnout.scorer.vram_actions import VramActions, recent_actions
 from turnout.scorer.vram_routing import VramCoordinator
@@ -100,7 +100,7 @@ async def fleet(redis_url: str, redis: Redis, keys: Keys) -> AsyncIterator[tuple
         opts = VramOptions(budget_fraction=1.0, score_margin=0.1, pinned={"h1": ["small:3b"]}, order_timeout_s=5)
         actions = VramActions(redis, keys, rpc, replica="scorer-test", opts=opts)
         coord = VramCoordinator(opts, redis=redis, keys=keys, actions=actions, evict_wait_s=2.0)
-        coord.update_catalog(CatalogModelV1(name=m, vram_bytes=b) for m, b in SIZES.items())  # profiled sizes
+        coord.update_catalog(ModelTable.build([ModelSpec(m, vram_bytes=b) for m, b in SIZES.items()]))  # profiled sizes
         stack.push_async_callback(coord.close)
         yield hosts, coord
 

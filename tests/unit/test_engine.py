@@ -4,7 +4,8 @@ import pytest
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from turnout.common.schemas.route import RouteRequestV1
-from turnout.scorer.engine import FleetView, RoutingEngine
+from turnout.scorer.engine import RoutingEngine
+from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex, decode_embedding
 from turnout.scorer.rules import RulesStore
 
@@ -72,9 +73,9 @@ async def test_fleet_state_moves_the_replica_choice():
             ],
         )
     )
-    e.set_fleet(FleetView(resident=frozenset({("b", "m")})))
+    e.set_fleet(FleetState(resident=frozenset({("b", "m")})))
     assert (await e.route(RouteRequestV1(text="hello"))).candidates[0].backend == "b"
-    e.set_fleet(FleetView(resident=frozenset({("a", "m")})))
+    e.set_fleet(FleetState(resident=frozenset({("a", "m")})))
     assert (await e.route(RouteRequestV1(text="hello"))).candidates[0].backend == "a"
 
 

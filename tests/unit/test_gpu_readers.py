@@ -11,10 +11,10 @@ import pytest
 from turnout.common.schemas.fleet import GpuStateV1
 from turnout.gpu_agent.amd import ROCM_SMI_COMMAND, AmdReader, parse_rocm_smi_meminfo
 from turnout.gpu_agent.detect import detect_readers, read_all
+from turnout.gpu_agent.errors import GpuReadError
 from turnout.gpu_agent.intel import IntelReader, parse_i915_gem_objects, parse_ttm_manager
 from turnout.gpu_agent.manual import GB, ManualReader
 from turnout.gpu_agent.nvidia_smi import COMMAND, NvidiaSmiReader, parse_query_gpu
-from turnout.gpu_agent.sysfs import GpuReadError
 
 FIX = Path(__file__).parents[1] / "fixtures" / "gpu"
 MiB = 1024 * 1024

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from turnout.profiler.errors import JudgeError
 from turnout.profiler.grading import (
     HEURISTIC,
     Grader,
@@ -19,7 +20,7 @@ from turnout.profiler.grading import (
     graders_used,
     heuristic_score,
 )
-from turnout.profiler.judge import JudgeError, Verdict
+from turnout.profiler.judge import Verdict
 from turnout.profiler.sandbox import CodeSandbox, network_namespace_prefix
 from turnout.profiler.suite import (
     ConstraintsCheck,

@@ -11,7 +11,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from turnout.profiler.judge import JudgeError, JudgeOptions, LLMJudge, parse_verdict
+from turnout.profiler.errors import JudgeError
+from turnout.profiler.judge import JudgeOptions, LLMJudge, parse_verdict
 
 
 @dataclass

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from tests.fixtures.gpu.fake_nvml import SCENARIOS, FakeNvml, load_scenario
-from turnout.gpu_agent.gpus import GpuProcess, GpuReading, GpuUnavailable, MultiReader
+from turnout.gpu_agent.errors import GpuUnavailable
+from turnout.gpu_agent.gpus import GpuProcess, GpuReading, MultiReader
 from turnout.gpu_agent.nvml import NvmlReader, capture_scenario
 
 GiB = 2**30

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from turnout.gpu_agent.gpus import GpuUnavailable
+from turnout.gpu_agent.errors import GpuUnavailable
 from turnout.gpu_agent.nvml import NvmlReader
 
 pytestmark = pytest.mark.gpu

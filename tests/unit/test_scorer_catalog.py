@@ -1,10 +1,11 @@
 """What a discovered model is (facts, capabilities, merging two backends' views) and how the
-scorer's index turns catalog entries into numbers."""
+scorer's catalog table turns catalog entries into numbers and joins the fleet to them."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from turnout.common.backends.clients import UpstreamModel
@@ -16,7 +17,9 @@ from turnout.common.catalog import (
     parse_parameter_size,
 )
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
-from turnout.scorer.index import CatalogIndex, power_of, size_of, speed_of
+from turnout.scorer.catalog import ModelTable, estimated_tokens_per_s, size_power
+from turnout.scorer.fleet import FleetState, ReplicaTable
+from turnout.scorer.scoring_config import ScoringConfig
 
 
 @pytest.mark.parametrize(("text", "billions"), [("8.0B", 8.0), ("567.72M", 0.568), ("1.5T", 1500.0), ("7b", 7.0)])
@@ -88,30 +91,73 @@ def test_match_keys_ignore_org_vendor_punctuation_and_quantisation():
 
 
 def test_size_and_speed_scales():
-    assert (power_of(0.5), power_of(120), power_of(500)) == (0.0, 1.0, 1.0)
-    assert power_of(8) == pytest.approx(0.505, abs=1e-3)
-    assert size_of(power_of(32)) == pytest.approx(32)
-    assert (speed_of(5), speed_of(300), speed_of(1)) == (0.0, pytest.approx(1.0), 0.0)
+    assert (size_power(0.5), size_power(128), size_power(500)) == (0.0, 1.0, 1.0)
+    assert size_power(8) == pytest.approx(0.5)
+    assert estimated_tokens_per_s(1.0) == pytest.approx(250.0)
+    assert estimated_tokens_per_s(8.0) == pytest.approx(71.8, abs=0.1)
 
 
 def entry(name: str, **kw: object) -> CatalogModelV1:
     return CatalogModelV1(name=name, replicas=[ReplicaV1(backend="b", upstream_model=name)], **kw)  # type: ignore[arg-type]
 
 
-def test_the_index_uses_moe_effective_size_measured_speed_and_a_default_size():
-    index = CatalogIndex.build(
+def test_the_table_uses_moe_effective_size_measured_speed_and_a_default_size():
+    table = ModelTable.from_snapshot(
         CatalogSnapshotV1(
+            version="v7",
             models=[
                 entry("moe", params_b=30.0, active_params_b=3.0),
-                entry("dense", params_b=8.0, tokens_per_s=123.0),
+                entry("dense", params_b=8.0, tokens_per_s=123.0, vram_bytes=5 * 2**30, quant="Q4_K_M"),
                 entry("unknown"),
                 entry("no-replicas-is-not-routable").model_copy(update={"replicas": []}),
-            ]
+            ],
         ),
-        unknown_params_b=8.0,
+        ScoringConfig(unknown_params_b=8.0),
+        tiers={"unknown": "large"},
     )
-    assert index.size == 3
-    assert index.power[0] == pytest.approx(power_of(math.sqrt(90)))
-    assert (index.tokens_per_s[1], bool(index.speed_measured[1]), bool(index.speed_measured[0])) == (123.0, True, False)
-    assert (index.params_b[2], bool(index.size_known[2]), index.size_labels[2]) == (8.0, False, "size unknown")
-    assert index.context[2] == math.inf
+    assert (table.version, table.size, list(table.index)) == ("v7", 3, ["moe", "dense", "unknown"])
+    assert table.eff_b[0] == pytest.approx(math.sqrt(90))
+    assert table.power[0] == pytest.approx(size_power(math.sqrt(90)))
+    assert (table.tokens_per_s[1], bool(table.speed_measured[1]), bool(table.speed_measured[0])) == (123.0, True, False)
+    assert (table.params_b[2], bool(table.size_known[2]), int(table.tier[2])) == (8.0, False, 2)
+    assert table.context[2] == math.inf
+    dense = table.spec("dense")
+    assert dense is not None and (dense.vram_bytes, dense.quant) == (5 * 2**30, "Q4_K_M")
+    assert (list(table.rep_model), table.rep_backend, table.rep_upstream) == (
+        [0, 1, 2],
+        ("b", "b", "b"),
+        ("moe", "dense", "unknown"),
+    )
+    assert np.isnan(table.rep_vram[0]) and table.rep_vram[1] == 5 * 2**30
+
+
+def test_the_fleet_joins_each_replica_by_backend_or_host():
+    snap = CatalogSnapshotV1(
+        models=[
+            CatalogModelV1(
+                name="m",
+                vram_bytes=6 * 2**30,
+                replicas=[
+                    ReplicaV1(backend="a", upstream_model="m"),
+                    ReplicaV1(backend="b", upstream_model="m"),
+                    ReplicaV1(backend="c", upstream_model="m", host="h3"),
+                ],
+            )
+        ]
+    )
+    table = ModelTable.from_snapshot(snap)
+    fleet = FleetState(
+        resident=frozenset({("a", "m")}),
+        resident_on_host=frozenset({("h3", "m")}),
+        unhealthy=frozenset({"b"}),
+        free_by_backend={"a": 8 * 2**30, "b": 4 * 2**30},
+        inflight={("a", "m"): 3},
+    )
+    reps = ReplicaTable.build(table, fleet)
+    assert (list(reps.resident), list(reps.healthy), list(reps.no_room)) == (
+        [True, False, True],
+        [True, False, True],
+        [False, True, False],
+    )
+    assert list(reps.free_frac[:2]) == [1.0, 0.5] and np.isnan(reps.free_frac[2])
+    assert list(reps.inflight) == [3.0, 0.0, 0.0]

@@ -8,7 +8,6 @@ from turnout.common.backends.translate import (
     OllamaChatStream,
     OllamaGenerateStream,
     OpenAIToOllamaStream,
-    TranslationError,
     chat_request_to_ollama,
     completion_request_to_ollama,
     decode_embedding_base64,
@@ -25,6 +24,7 @@ from turnout.common.backends.translate import (
     openai_embeddings_to_ollama,
     usage_from_ollama,
 )
+from turnout.common.errors import TranslationError
 
 PNG = "iVBORw0KGgoAAAANSUhEUg=="
 JPEG = "/9j/4AAQSkZJRg=="

@@ -281,15 +281,23 @@ def job(name: str) -> Callable[[JobFn], JobFn]:
                     return await fn(ctx, *args, **kwargs)
             except (Retry, asyncio.CancelledError):
                 raise
-            except Exception as exc:
+            except Exception as exc:  # the job's boundary: retried with back-off, then a dead letter
                 error = f"{type(exc).__name__}: {exc}"
                 if job_try < policy.max_tries:
                     delay = policy.delay_s(job_try)
                     log.warning(
-                        "%s try %d/%d failed (%s); retrying in %.1fs", name, job_try, policy.max_tries, error, delay
+                        "%s try %d/%d failed (%s); retrying in %.1fs",
+                        name,
+                        job_try,
+                        policy.max_tries,
+                        error,
+                        delay,
+                        exc_info=job_try == 1,  # the traceback once, with the first failure
                     )
                     raise Retry(defer=delay) from exc
-                log.error("%s failed %d times (%s); recording a dead letter", name, job_try, error)
+                log.error(
+                    "%s failed %d times (%s); recording a dead letter", name, job_try, error, exc_info=job_try == 1
+                )
                 payload = {"args": list(args), "kwargs": kwargs, "job_id": ctx.get("job_id")}
                 if request_id:
                     payload["request_id"] = request_id

@@ -2,6 +2,7 @@
 
 TurnoutError
 ├── ConfigError                  invalid settings or config files
+├── TranslationError             a request cannot be expressed in the other dialect (also a ValueError)
 ├── BackendError                 talking to a model backend failed
 │   ├── BackendUnavailable       connection refused / reset / DNS / circuit open
 │   ├── BackendTimeout           connect or read timeout
@@ -24,6 +25,10 @@ class TurnoutError(Exception):
 
 class ConfigError(TurnoutError):
     """Settings or a config file are invalid."""
+
+
+class TranslationError(TurnoutError, ValueError):
+    """The request cannot be expressed in the other dialect (the message says why)."""
 
 
 class BackendError(TurnoutError):

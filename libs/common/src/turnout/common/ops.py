@@ -17,6 +17,30 @@ log = logging.getLogger(__name__)
 Check = Callable[[], Awaitable[bool]]
 
 
+class CheckRunner:
+    """Runs readiness checks: one that raises or times out counts as not ready.
+
+    A check is a request boundary, so any exception is caught; the first failure of each kind
+    (check name and exception type) is logged once with its traceback, repeats are not, so a
+    bug in a check shows in the logs while a Redis outage polled every few seconds does not
+    flood them.
+    """
+
+    def __init__(self, timeout_s: float = 2.0) -> None:
+        self.timeout_s = timeout_s
+        self._seen: set[tuple[str, type[BaseException]]] = set()
+
+    async def run(self, name: str, check: Callable[[], Awaitable[bool]]) -> bool:
+        """``check()``'s answer, or False when it raised or ran past the timeout."""
+        try:
+            return bool(await asyncio.wait_for(check(), timeout=self.timeout_s))
+        except Exception as exc:
+            if (name, type(exc)) not in self._seen:
+                self._seen.add((name, type(exc)))
+                log.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=True)
+            return False
+
+
 def build_ops_app(
     service: str,
     checks: Mapping[str, Check],
@@ -27,13 +51,12 @@ def build_ops_app(
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": service})
 
+    runner = CheckRunner()
+
     async def ready(_: web.Request) -> web.Response:
         results: dict[str, bool] = {}
         for name, check in checks.items():
-            try:
-                results[name] = bool(await asyncio.wait_for(check(), timeout=2.0))
-            except Exception:
-                results[name] = False
+            results[name] = await runner.run(name, check)
         ok = all(results.values())
         return web.json_response(
             {"status": "ok" if ok else "unavailable", "checks": results}, status=200 if ok else 503

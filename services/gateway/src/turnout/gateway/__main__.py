@@ -12,6 +12,7 @@ import uvicorn
 from prometheus_client import REGISTRY
 
 from turnout.common.db.migrate import wait_for_head
+from turnout.common.db.session import DB_UNAVAILABLE
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
 from turnout.gateway.app import create_app
@@ -37,12 +38,15 @@ def worker_app() -> object:
     return create_app(settings, registry=REGISTRY, multiprocess=True)
 
 
+_NOT_READY: tuple[type[BaseException], ...] = (*DB_UNAVAILABLE, RuntimeError)  # RuntimeError: schema behind
+
+
 async def _wait_schema(settings: GatewaySettings) -> None:
     if settings.gateway.schema_wait_s <= 0:
         return
     try:
         await wait_for_head(settings.database_url, timeout_s=settings.gateway.schema_wait_s)
-    except Exception as exc:  # Postgres slow or behind: serve anyway, /ready reports it
+    except _NOT_READY as exc:  # Postgres down, slow or behind: serve anyway
         log.warning("database schema not ready yet (%s); serving anyway, /ready reports it", exc)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from turnout.common.db.session import make_engine
 from turnout.common.http import make_session
@@ -84,7 +85,7 @@ def create_app(
                 refresh_s=opts.catalog_refresh_s,
                 backend_models_ttl_s=opts.backend_models_ttl_s,
             )
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(TimeoutError, RedisError, OSError):  # the refresh loop retries
                 await asyncio.wait_for(catalog.refresh(), timeout=2.0)
             inflight = InflightTracker(redis, keys, publish_s=opts.inflight_publish_s)
             events_link = RespLink(settings.redis_url)

@@ -4,16 +4,22 @@ This is the only module that builds error JSON: the exception handlers, the body
 middleware, the SSE error event sent when a stream breaks after its first byte and the
 NDJSON error line of the Ollama endpoints all call :func:`error_body`.
 
-GatewayError                      raised by the gateway itself (status, type, code, param)
-├── InvalidRequest           400  malformed JSON, missing or invalid values, unservable request
-├── InvalidType              422  a field of the wrong type
-├── Unauthorized             401  missing or unknown client key
-├── ModelNotFound            404  the requested model does not exist
-├── BodyTooLarge             413  request body over ``max_body_bytes``
-├── RateLimited              429  every candidate answered 429
-├── UpstreamFailed           502  every candidate failed with an HTTP error or a broken reply
-├── NoBackendAvailable       503  no candidate, or none could be reached
-└── UpstreamTimedOut         504  the candidates timed out
+Errors::
+
+    TurnoutError (turnout.common.errors)
+    ├── GatewayError                    raised by the gateway itself (status, type, code, param)
+    │   ├── InvalidRequest         400  malformed JSON, missing or invalid values, unservable request
+    │   ├── InvalidType            422  a field of the wrong type
+    │   ├── Unauthorized           401  missing or unknown client key
+    │   ├── ModelNotFound          404  the requested model does not exist
+    │   ├── NotFound               404  another resource (a response id, a route) does not exist
+    │   ├── BodyTooLarge           413  request body over ``max_body_bytes``
+    │   ├── RateLimited            429  every candidate answered 429
+    │   ├── UpstreamFailed         502  every candidate failed with an HTTP error or a broken reply
+    │   ├── NoBackendAvailable     503  no candidate, or none could be reached
+    │   └── UpstreamTimedOut       504  the candidates timed out
+    └── BackendError (common)
+        └── BrokenReply            502  a 2xx reply whose body is not what its dialect promises
 
 Library exceptions are mapped too: ``BackendStatusError`` (4xx passed through, else 502),
 ``BackendUnavailable`` (503), ``BackendTimeout`` (504), FastAPI's ``RequestValidationError``
@@ -31,14 +37,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout, BackendUnavailable
+from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout, BackendUnavailable, TurnoutError
 
 log = logging.getLogger(__name__)
 
 JSON_MEDIA = "application/json"
 
 
-class GatewayError(Exception):
+class GatewayError(TurnoutError):
+    """An error the gateway answers with its own status, OpenAI ``type``, ``code`` and ``param``."""
+
     status = 500
     type = "server_error"
     code: str | None = None
@@ -49,6 +57,10 @@ class GatewayError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+
+
+class BrokenReply(BackendError):
+    """The backend answered 2xx with a body that is not what its dialect promises."""
 
 
 class InvalidRequest(GatewayError):

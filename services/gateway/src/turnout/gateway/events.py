@@ -17,7 +17,6 @@ Redis and a burst costs one round trip. If Redis is unreachable the batch is dro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -106,5 +105,5 @@ class EventPublisher:
             await self.flush()
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.flush()
+        """Send what is queued (``flush`` counts and logs what it cannot send)."""
+        await self.flush()

@@ -25,7 +25,6 @@ from turnout.common.backends.config import BackendConfig, BackendKind
 from turnout.common.backends.translate import (
     OllamaChatStream,
     OllamaGenerateStream,
-    TranslationError,
     chat_request_to_ollama,
     completion_request_to_ollama,
     embeddings_request_to_ollama,
@@ -33,9 +32,15 @@ from turnout.common.backends.translate import (
     ollama_embed_to_openai,
     ollama_generate_to_openai,
 )
-from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout, BackendUnavailable
+from turnout.common.errors import (
+    BackendError,
+    BackendStatusError,
+    BackendTimeout,
+    BackendUnavailable,
+    TranslationError,
+)
 from turnout.common.schemas.route import CandidateV1, RequestKind
-from turnout.gateway.errors import GatewayError, InvalidRequest, NoBackendAvailable, as_gateway_error
+from turnout.gateway.errors import BrokenReply, GatewayError, InvalidRequest, NoBackendAvailable, as_gateway_error
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import GatewayMetrics
 from turnout.gateway.routing import Decision
@@ -65,10 +70,6 @@ class Attempt:
     backend: str
     outcome: str
     latency_ms: float = 0.0
-
-
-class BrokenReply(BackendError):
-    """The backend answered 2xx with a body that is not what its dialect promises."""
 
 
 @dataclass(slots=True)

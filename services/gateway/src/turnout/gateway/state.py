@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from turnout.common.ops import CheckRunner
 from turnout.common.rpc import RpcClient
 from turnout.gateway.catalog import CatalogView
 from turnout.gateway.events import EventPublisher
@@ -36,3 +37,5 @@ class GatewayState:
     started_at: int
     multiprocess: bool = False
     """uvicorn runs several workers: /metrics aggregates ``PROMETHEUS_MULTIPROC_DIR``."""
+    checks: CheckRunner = field(default_factory=CheckRunner)
+    """Runs ``/ready``'s checks (logs each kind of failure once, with its traceback)."""

@@ -36,7 +36,8 @@ from turnout.common.backends.config import BackendKind
 from turnout.common.errors import BackendError
 from turnout.common.schemas.fleet import GpuProcessV1, GpuStateV1, HostStateV1, LoadedModelV1
 from turnout.gpu_agent import __version__
-from turnout.gpu_agent.gpus import GpuReader, GpuReading, GpuUnavailable, manual_reading
+from turnout.gpu_agent.errors import GpuUnavailable
+from turnout.gpu_agent.gpus import GpuReader, GpuReading, manual_reading
 from turnout.gpu_agent.metrics import GpuAgentMetrics
 from turnout.gpu_agent.settings import GpuAgentSettings
 

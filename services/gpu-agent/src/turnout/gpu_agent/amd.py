@@ -26,16 +26,8 @@ import re
 from pathlib import Path
 
 from turnout.common.schemas.fleet import GpuStateV1
-from turnout.gpu_agent.sysfs import (
-    GpuReadError,
-    Runner,
-    drm_cards,
-    hwmon_dirs,
-    read_int,
-    read_text,
-    run_command,
-    uevent,
-)
+from turnout.gpu_agent.errors import GpuReadError
+from turnout.gpu_agent.sysfs import Runner, drm_cards, hwmon_dirs, read_int, read_text, run_command, uevent
 
 AMD_VENDOR_ID = 0x1002
 ROCM_SMI_COMMAND = ("rocm-smi", "--showmeminfo", "vram", "--json")

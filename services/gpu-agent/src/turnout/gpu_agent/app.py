@@ -9,7 +9,6 @@ Redis is fresh), ``/metrics``, and ``/state`` (the last host state, for people).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,6 +18,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry
 from redis.asyncio import Redis
 
+from turnout.common.aio import wait_or_cancel
 from turnout.common.backends.clients import client_for
 from turnout.common.http import make_session
 from turnout.common.ops import build_ops_app, ops_server
@@ -122,10 +122,8 @@ async def running_agent(
             stopping.set()
             if server is not None and orders is not None:
                 await server.stop()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(orders, timeout=10)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(loop, timeout=10)
+                await wait_or_cancel(orders, timeout_s=10)
+            await wait_or_cancel(loop, timeout_s=10)
 
 
 async def serve(settings: GpuAgentSettings, *, stop: asyncio.Event) -> None:

@@ -28,12 +28,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from turnout.common.schemas.fleet import GpuStateV1
 from turnout.gpu_agent.amd import AmdReader
-from turnout.gpu_agent.gpus import GpuReader, GpuReading, GpuUnavailable, MultiReader
+from turnout.gpu_agent.errors import GpuReadError, GpuUnavailable
+from turnout.gpu_agent.gpus import GpuReader, GpuReading, MultiReader
 from turnout.gpu_agent.intel import IntelReader
 from turnout.gpu_agent.manual import ManualReader
 from turnout.gpu_agent.nvidia_smi import NvidiaSmiReader
 from turnout.gpu_agent.simulated import SimulatedReader
-from turnout.gpu_agent.sysfs import GpuReadError, Runner, run_command
+from turnout.gpu_agent.sysfs import Runner, run_command
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def load_nvml() -> Reader | None:
     reader = mod.NvmlReader()
     try:
         reader.read_sync()
-    except Exception as exc:  # GpuUnavailable: no library, no driver, no device
+    except GpuUnavailable as exc:  # no library, no driver, no device
         log.debug("NVML unavailable: %s", exc)
         reader.close()
         return None
@@ -138,7 +139,7 @@ def read_all(readers: Sequence[Reader]) -> tuple[list[GpuStateV1], str | None]:
     for reader in readers:
         try:
             gpus.extend(reader.read())
-        except Exception as exc:
+        except (GpuReadError, GpuUnavailable) as exc:
             errors.append(f"{getattr(reader, 'source', type(reader).__name__)}: {exc}")
     return gpus, "; ".join(errors) or None
 

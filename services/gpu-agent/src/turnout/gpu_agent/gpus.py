@@ -17,11 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from turnout.gpu_agent.errors import GpuUnavailable
+
 log = logging.getLogger(__name__)
-
-
-class GpuUnavailable(Exception):
-    """The reader cannot read any GPU (no driver, no library, no device); the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 from turnout.common.schemas.fleet import GpuStateV1
-from turnout.gpu_agent.sysfs import GpuReadError, read_text, under
+from turnout.gpu_agent.errors import GpuReadError
+from turnout.gpu_agent.sysfs import read_text, under
 
 GB = 1024**3
 

@@ -16,7 +16,8 @@ parser splits around the first three and last five fields so one would still par
 from __future__ import annotations
 
 from turnout.common.schemas.fleet import GpuStateV1
-from turnout.gpu_agent.sysfs import NA_VALUES, GpuReadError, Runner, mib, parse_number, run_command
+from turnout.gpu_agent.errors import GpuReadError
+from turnout.gpu_agent.sysfs import NA_VALUES, Runner, mib, parse_number, run_command
 
 QUERY_FIELDS = (
     "index",

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
 
-from turnout.gpu_agent.gpus import GpuProcess, GpuReading, GpuUnavailable
+from turnout.gpu_agent.errors import GpuUnavailable
+from turnout.gpu_agent.gpus import GpuProcess, GpuReading
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,10 @@ class NvmlReader:
     def _shutdown(self) -> None:
         if self._ready:
             self._ready = False
+            nv = self._lib()
             try:
-                self._lib().nvmlShutdown()
-            except Exception as exc:  # NVML may already be gone with the driver
+                nv.nvmlShutdown()
+            except nv.NVMLError as exc:  # NVML may already be gone with the driver
                 log.debug("nvmlShutdown failed: %s", exc)
 
     def close(self) -> None:

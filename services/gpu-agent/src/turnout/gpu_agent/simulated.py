@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from turnout.common.schemas.fleet import GpuStateV1
-from turnout.gpu_agent.sysfs import GpuReadError
+from turnout.gpu_agent.errors import GpuReadError
 
 Fetch = Callable[[str], Any]
 

@@ -12,16 +12,14 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from turnout.gpu_agent.errors import GpuReadError
+
 Runner = Callable[[Sequence[str]], str]
 """Runs a command and returns its stdout; raises :class:`GpuReadError` when it cannot."""
 
 NA_VALUES = frozenset(
     {"", "[n/a]", "n/a", "[not supported]", "not supported", "[unknown error]", "[insufficient permissions]"}
 )
-
-
-class GpuReadError(Exception):
-    """A reader could not read its GPUs (tool missing, driver not loaded, malformed output)."""
 
 
 def run_command(argv: Sequence[str], *, timeout_s: float = 5.0) -> str:

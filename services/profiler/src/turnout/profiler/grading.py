@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from turnout.profiler import jsonschema_lite
-from turnout.profiler.judge import JudgeError, Verdict
+from turnout.profiler.errors import JudgeError
+from turnout.profiler.judge import Verdict
 from turnout.profiler.sandbox import CodeSandbox
 from turnout.profiler.suite import (
     Check,

@@ -24,7 +24,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from turnout.common.errors import TurnoutError
+from turnout.profiler.errors import JudgeError, JudgeRetryable
 from turnout.profiler.text import extract_json
 
 DEFAULT_SYSTEM = (
@@ -86,16 +86,6 @@ class Verdict:
     """0..1 (the judge's 0-10 divided by 10)."""
     reasoning: str
     raw: str
-
-
-class JudgeError(TurnoutError):
-    """The judge gave no usable verdict (after retries, or a non-retryable error)."""
-
-
-class _Retryable(JudgeError):
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 def parse_verdict(text: str) -> Verdict:
@@ -173,21 +163,21 @@ class LLMJudge:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(o.max_attempts),
             wait=self._wait,
-            retry=retry_if_exception_type(_Retryable),
+            retry=retry_if_exception_type(JudgeRetryable),
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
                     return await self._once(body)
-        except _Retryable as exc:
+        except JudgeRetryable as exc:
             raise JudgeError(f"judge gave no verdict after {o.max_attempts} attempt(s): {exc}") from exc
         raise JudgeError("unreachable")  # pragma: no cover
 
     def _wait(self, state: RetryCallState) -> float:
         o = self.options
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
+        if isinstance(exc, JudgeRetryable) and exc.retry_after_s is not None:
             return min(exc.retry_after_s, o.backoff_max_s)
         return backoff_s(state.attempt_number, o.backoff_initial_s, o.backoff_max_s)
 
@@ -201,22 +191,23 @@ class LLMJudge:
                 async with self._session.post(self._url, data=orjson.dumps(body), headers=headers) as r:
                     raw = await r.read()
                     if r.status == 429 or r.status >= 500:
-                        raise _Retryable(f"HTTP {r.status}", retry_after_s=_retry_after(r.headers.get("retry-after")))
+                        retry_after = _retry_after(r.headers.get("retry-after"))
+                        raise JudgeRetryable(f"HTTP {r.status}", retry_after_s=retry_after)
                     if r.status >= 400:
                         raise JudgeError(f"judge answered HTTP {r.status}: {raw[:300]!r}")
         except TimeoutError as exc:
-            raise _Retryable(f"timed out after {o.timeout_s}s") from exc
+            raise JudgeRetryable(f"timed out after {o.timeout_s}s") from exc
         except aiohttp.ClientError as exc:
-            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+            raise JudgeRetryable(f"{type(exc).__name__}: {exc}") from exc
         try:
             data = orjson.loads(raw)
             content = data["choices"][0]["message"]["content"] or ""
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-            raise _Retryable(f"malformed completion: {raw[:200]!r}") from exc
+            raise JudgeRetryable(f"malformed completion: {raw[:200]!r}") from exc
         try:
             return parse_verdict(str(content))
         except ValueError as exc:
-            raise _Retryable(str(exc)) from exc
+            raise JudgeRetryable(str(exc)) from exc
 
 
 def _retry_after(value: str | None) -> float | None:

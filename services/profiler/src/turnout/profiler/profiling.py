@@ -38,6 +38,7 @@ import orjson
 from arq import Retry
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -45,10 +46,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from turnout.common.arq import PROFILE_MODEL, RetryPolicy, record_dead_letter
 from turnout.common.backends.clients import BackendClient
 from turnout.common.db.models import Backend, Deployment, Model, Profile
-from turnout.common.errors import TurnoutError
+from turnout.common.db.session import DB_UNAVAILABLE
+from turnout.common.errors import BackendError
 from turnout.common.keys import Keys
 from turnout.common.vram_lock import HostLock, reserve_pending
 from turnout.profiler.chat import BackendChat
+from turnout.profiler.errors import ProfilingFailed
 from turnout.profiler.grading import Grader
 from turnout.profiler.judge import JudgeOptions, LLMJudge
 from turnout.profiler.runner import ModelUnderTest, ProfileResult, ProfileRunner, ProgressEvent, RunnerOptions
@@ -68,14 +71,6 @@ PROFILE_COLUMNS = (
     "timeouts",
     "details",
 )
-
-
-class ProfilingFailed(TurnoutError):
-    """The model could not be profiled at all (warm-up failed); the job retries."""
-
-    def __init__(self, message: str, result: ProfileResult | None = None) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 class ProfilingOptions(BaseModel):
@@ -284,7 +279,7 @@ async def slots(redis: Redis, keys: Keys, target: ProfileTarget, opts: Profiling
         yield bool(held)
     finally:
         for s in held:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(RedisError, OSError):  # the slot's TTL frees it
                 await s.release()
 
 
@@ -392,7 +387,7 @@ async def profile_one(
             if opts.unload_after and not was_loaded and not pinned and started.is_set():
                 try:
                     await client.unload(target.upstream)
-                except Exception as exc:  # the profile stands; the backend's keep_alive unloads it later
+                except BackendError as exc:  # the profile stands; the backend's keep_alive unloads it later
                     log.warning("could not unload %s from %s: %s", target.upstream, target.backend, exc)
     result.context_length = target.context_length
     failed_to_start = result.status == "failed" and any(e.startswith("warm-up") for e in result.errors)
@@ -427,7 +422,8 @@ async def loading_on_host(
 async def _loaded(client: BackendClient, upstream: str) -> Any:
     try:
         return next((m for m in await client.loaded() if m.name == upstream), None)
-    except Exception:
+    except BackendError as exc:
+        log.debug("could not read the models loaded on %s: %s", client.config.name, exc)
         return None
 
 
@@ -510,11 +506,17 @@ async def profile_model_job(
         if job_try < opts.max_tries:
             delay = policy.delay_s(job_try)
             log.warning(
-                "profiling %s: try %d/%d failed (%s); retrying in %.0fs", model, job_try, opts.max_tries, error, delay
+                "profiling %s: try %d/%d failed (%s); retrying in %.0fs",
+                model,
+                job_try,
+                opts.max_tries,
+                error,
+                delay,
+                exc_info=job_try == 1 and not isinstance(exc, ProfilingFailed | BackendError),
             )
             raise Retry(defer=delay) from exc
         log.error("profiling %s failed %d times (%s); recording a dead letter", model, job_try, error)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*DB_UNAVAILABLE):
             await record_dead_letter(
                 wctx.sessionmaker,
                 queue=wctx.queue,

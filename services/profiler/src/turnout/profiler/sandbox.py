@@ -139,8 +139,7 @@ class CodeSandbox:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
             except TimeoutError:
                 _kill(proc)
-                with contextlib.suppress(Exception):
-                    await proc.wait()
+                await proc.wait()
                 return SandboxResult(0, len(tests), timed_out=True, error="timed out", network_isolated=bool(prefix))
             finally:
                 if proc.returncode is None:

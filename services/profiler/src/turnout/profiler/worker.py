@@ -29,6 +29,7 @@ from typing import Any
 from arq import Retry, Worker, cron
 from arq.worker import func
 from prometheus_client import REGISTRY, CollectorRegistry
+from redis.exceptions import RedisError
 
 from turnout.common.arq import (
     CTX_KEY,
@@ -44,6 +45,7 @@ from turnout.common.arq import (
 )
 from turnout.common.backends.clients import BackendClient, client_for
 from turnout.common.db.session import make_engine, make_sessionmaker
+from turnout.common.errors import BackendError
 from turnout.common.http import make_session
 from turnout.common.keys import Keys
 from turnout.profiler.discovery import (
@@ -124,9 +126,9 @@ async def discover(wctx: ProfilerContext, backend: str | None = None) -> Discove
         cfg = client.config
         try:
             listed = await client.list_models()
-        except Exception as exc:  # a backend's failure is recorded, not raised
+        except Exception as exc:  # per-backend boundary: recorded, not raised; a bug shows its traceback
             error = f"{type(exc).__name__}: {exc}"
-            log.warning("%s: listing models failed: %s", name, error)
+            log.warning("%s: listing models failed: %s", name, error, exc_info=not isinstance(exc, BackendError))
             changed = await record_backend_error(wctx.sessionmaker, cfg, error)
             result.backends[name] = BackendDiscovery(outcome="error", error=error, changed=changed)
             wctx.metrics.discoveries.labels(name, "error").inc()
@@ -153,8 +155,8 @@ async def discover(wctx: ProfilerContext, backend: str | None = None) -> Discove
     if settings.profiler.profiling.enabled and settings.profiler.profiling.after_discovery:
         try:
             await enqueue_profiles_job(wctx)
-        except Exception:  # discovery stands; the next run enqueues again
-            log.warning("could not enqueue profiles after discovery", exc_info=True)
+        except (RedisError, OSError) as exc:  # discovery stands; the next run enqueues again
+            log.warning("could not enqueue profiles after discovery: %s", exc)
     return result
 
 

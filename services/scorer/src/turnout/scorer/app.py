@@ -8,10 +8,11 @@ State flows one way, off the request path:
 * fleet — the gpu-agents' ``HostStateV1`` keys (members of ``keys.fleet_hosts``), re-read on
   ``keys.fleet_changed`` and every ``fleet_poll_s``.
 
-Each load builds a new immutable :class:`LiveIndex` and swaps one reference, and hands the same
-state to the :class:`~turnout.scorer.engine.RoutingEngine` (analysis, rules, scoring, learned
-term, routing cache) that answers ``scorer.route`` and ``scorer.explain``; a request never waits
-on Postgres. Also off the request path: operator rules (file polled every ``rules_poll_s``),
+Each load hands the new state to the :class:`~turnout.scorer.engine.RoutingEngine` (analysis,
+rules, scoring, learned term, routing cache) that answers ``scorer.route`` and ``scorer.explain``:
+it builds one immutable catalog table (:class:`~turnout.scorer.catalog.ModelTable`) that the
+ranking and the VRAM planner both read, joins the fleet to it per replica, and swaps references;
+a request never waits on Postgres. Also off the request path: operator rules (file polled every ``rules_poll_s``),
 the learned index and the feedback term (Postgres, every ``learned_refresh_s``), and control
 messages on ``keys.scorer_control`` (``reload``, ``invalidate_cache``) from ``/admin``.
 """
@@ -36,9 +37,10 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from turnout.common import router_priors
+from turnout.common.aio import cancel_and_wait, wait_or_cancel
 from turnout.common.catalog import load_snapshot
 from turnout.common.db.migrate import wait_for_head
-from turnout.common.db.session import make_engine, make_sessionmaker
+from turnout.common.db.session import DB_UNAVAILABLE, make_engine, make_sessionmaker
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
 from turnout.common.ops import build_ops_app, ops_server
@@ -50,8 +52,8 @@ from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
 from turnout.scorer import router_train
 from turnout.scorer.caches import RouteCacheConfig, RoutingCache
 from turnout.scorer.classifier import LLMClassifier
-from turnout.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply, fleet_view
-from turnout.scorer.index import CatalogIndex, FleetState, LiveIndex
+from turnout.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply
+from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex
 from turnout.scorer.learned_loader import load_feedback, load_profile_outcomes
 from turnout.scorer.learned_prior import RouterPrior, load_prior
@@ -64,6 +66,8 @@ from turnout.scorer.vram_routing import VramCoordinator
 log = logging.getLogger(__name__)
 
 RETRY_S = 2.0
+_UNAVAILABLE: tuple[type[BaseException], ...] = (*DB_UNAVAILABLE, RedisError)
+"""Postgres or Redis down or slow: logged without a traceback and retried."""
 
 
 def replica_id() -> str:
@@ -87,7 +91,6 @@ class Scorer:
         self._sessionmaker = sessionmaker
         self._metrics = metrics
         self.engine = engine or RoutingEngine(engine_config(settings.scorer))
-        self._live = LiveIndex.build(CatalogIndex.empty(), FleetState())
         self._written_version: str | None = None
         self._catalog_wanted = asyncio.Event()
         self._fleet_wanted = asyncio.Event()
@@ -96,10 +99,6 @@ class Scorer:
         self.vram: VramCoordinator | None = None
         self._base_prior = self.engine.prior
         self._training: asyncio.Task[None] | None = None
-
-    @property
-    def live(self) -> LiveIndex:
-        return self._live
 
     # --- the RPC handler (hot path) ------------------------------------------------------
 
@@ -209,7 +208,7 @@ class Scorer:
             log.info("router prior %s trained on %s and activated", version, prior.notes)
         except router_train.NotEnoughData as exc:
             log.warning("router prior not trained: %s", exc)
-        except Exception:
+        except Exception:  # the task's boundary: a bug shows with its traceback, the active prior stays
             log.exception("router prior training failed")
         finally:
             await self._redis.delete(lock)
@@ -218,8 +217,10 @@ class Scorer:
         while True:
             try:
                 await self.reload_learned()
-            except Exception as exc:
+            except _UNAVAILABLE as exc:
                 log.warning("learned index reload failed (%s); keeping the previous one", exc)
+            except Exception:  # the loop's boundary: a bug shows with its traceback, the old index stays
+                log.exception("learned index reload failed; keeping the previous one")
             await self.reload_prior()
             await asyncio.sleep(self._opts.routing.learned_refresh_s)
 
@@ -253,16 +254,13 @@ class Scorer:
             raise
         self._metrics.catalog_reloads.labels("ok").inc()
         self.reloads += 1
-        changed = snapshot.version != self._live.catalog.version or not self.catalog_loaded
+        changed = snapshot.version != self.engine.table.version or not self.catalog_loaded
         if changed:
-            index = CatalogIndex.build(snapshot, unknown_params_b=self._opts.unknown_params_b)
-            self._live = LiveIndex.build(index, self._live.fleet)
             self.engine.set_catalog(snapshot)
-            self.engine.set_fleet(fleet_view(self._live))
             if self.vram is not None:
-                self.vram.update_catalog(snapshot.models)
-            self._metrics.catalog_models.set(index.size)
-            log.info("catalog %s loaded: %d routable models", snapshot.version, index.size)
+                self.vram.update_catalog(self.engine.table)
+            self._metrics.catalog_models.set(self.engine.table.size)
+            log.info("catalog %s loaded: %d routable models", snapshot.version, self.engine.table.size)
         self.catalog_loaded = True
         if snapshot.version != self._written_version:
             await self._redis.set(self._keys.catalog_snapshot, snapshot.model_dump_json())
@@ -278,9 +276,11 @@ class Scorer:
             try:
                 await self.reload_catalog()
                 return
-            except (RedisError, OSError, Exception) as exc:
+            except _UNAVAILABLE as exc:
                 log.warning("catalog load failed (%s); retrying in %.0fs", exc, RETRY_S)
-                await asyncio.sleep(RETRY_S)
+            except Exception:  # bad catalog data or a bug: shown with its traceback, then retried
+                log.exception("catalog load failed; retrying in %.0fs", RETRY_S)
+            await asyncio.sleep(RETRY_S)
 
     async def catalog_loop(self) -> None:
         while True:
@@ -289,10 +289,14 @@ class Scorer:
             self._catalog_wanted.clear()
             try:
                 await self.reload_catalog()
-            except Exception as exc:
-                log.warning("catalog reload failed (%s); keeping catalog %s", exc, self._live.catalog.version)
-                await asyncio.sleep(RETRY_S)
-                self._catalog_wanted.set()
+            except _UNAVAILABLE as exc:
+                log.warning("catalog reload failed (%s); keeping catalog %s", exc, self.engine.table.version)
+            except Exception:  # the loop's boundary: a bug shows with its traceback, the old catalog stays
+                log.exception("catalog reload failed; keeping catalog %s", self.engine.table.version)
+            else:
+                continue
+            await asyncio.sleep(RETRY_S)
+            self._catalog_wanted.set()
 
     # --- fleet ---------------------------------------------------------------------------
 
@@ -312,10 +316,9 @@ class Scorer:
                     log.warning("ignoring malformed fleet state of %s: %s", host, exc)
         fleet = FleetState.from_hosts(states)
         self._metrics.fleet_hosts.set(fleet.hosts)
-        if fleet == self._live.fleet:
+        if fleet == self.engine.fleet:
             return False
-        self._live = LiveIndex.build(self._live.catalog, fleet)
-        self.engine.set_fleet(fleet_view(self._live))
+        self.engine.set_fleet(fleet)
         return True
 
     def request_fleet_refresh(self) -> None:
@@ -367,9 +370,9 @@ class Scorer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(RedisError, OSError):
                     await conn.aclose()
 
 
@@ -516,13 +519,8 @@ async def running_scorer(
             yield Running(scorer, server, serving)
         finally:
             await server.stop()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(serving, timeout=10)
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            await wait_or_cancel(serving, timeout_s=10)
+            await cancel_and_wait(tasks)
 
 
 async def serve(settings: ScorerSettings, *, stop: asyncio.Event) -> None:

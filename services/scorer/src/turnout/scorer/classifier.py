@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 import aiohttp
 import orjson
 
+from turnout.scorer.errors import ClassifierError
 from turnout.scorer.prompt_analysis import CORE_CATEGORIES, LEVELS, AnalysisConfig, PromptAnalysis
 
 log = logging.getLogger(__name__)
@@ -223,14 +224,14 @@ class LLMClassifier:
             async with asyncio.timeout(self.cfg.timeout_s):
                 async with self._session.post(url, data=orjson.dumps(body), headers=headers) as resp:
                     if resp.status != 200:
-                        raise ValueError(f"HTTP {resp.status}")
+                        raise ClassifierError(f"HTTP {resp.status}")
                     payload = orjson.loads(await resp.read())
             content = payload["choices"][0]["message"]["content"]
             answer = orjson.loads(_json_part(content))
             category = str(answer.get("category", "")).strip().lower()
             level = str(answer.get("difficulty", answer.get("level", ""))).strip().lower()
             if category not in self._categories or level not in LEVELS:
-                raise ValueError(f"answer out of vocabulary: {category!r}/{level!r}")
+                raise ClassifierError(f"answer out of vocabulary: {category!r}/{level!r}")
             return _Entry(category, level, time.monotonic())
         except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             self.failures += 1
@@ -242,5 +243,5 @@ def _json_part(content: str) -> str:
     """The JSON object in a reply (small models wrap it in prose or code fences)."""
     start, end = content.find("{"), content.rfind("}")
     if start < 0 or end <= start:
-        raise ValueError("no JSON object in the classifier's answer")
+        raise ClassifierError("no JSON object in the classifier's answer")
     return content[start : end + 1]

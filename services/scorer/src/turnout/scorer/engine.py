@@ -11,9 +11,10 @@ fleet, feedback, learned index, rules) is swapped in whole by the loaders, off t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,13 +24,13 @@ from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
 from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
 from turnout.scorer.caches import RoutingCache
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
-from turnout.scorer.index import LiveIndex
 from turnout.scorer.learned import LearnedIndex, encode_embedding
 from turnout.scorer.learned_prior import RouterPrior, blend, model_features, prompt_features
 from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis
 from turnout.scorer.rules import RulesStore
 from turnout.scorer.scoring import (
     OVERALL,
+    FleetState,
     Learned,
     ModelSpec,
     ModelState,
@@ -57,15 +58,6 @@ class EngineConfig:
     """How many close graded neighbours the router prior counts as (``learned_prior.blend``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class FleetView:
-    resident: frozenset[tuple[str, str]] = frozenset()
-    unhealthy: frozenset[str] = frozenset()
-    free_frac: Mapping[str, float] = field(default_factory=dict)
-    no_room: frozenset[tuple[str, str]] = frozenset()
-    inflight: Mapping[tuple[str, str], int] = field(default_factory=dict)
-
-
 class RoutingEngine:
     def __init__(
         self,
@@ -87,11 +79,11 @@ class RoutingEngine:
         self.cache = cache
         self.analyzer = Analyzer(self.cfg.analysis)
         self._snapshot = CatalogSnapshotV1()
-        self._fleet = FleetView()
+        self._fleet = FleetState()
         self._feedback: dict[str, tuple[float, float]] = {}
         self.table = ModelTable.build((), self.cfg.scoring)
         self._theta, self._phi = model_features(np.zeros(0), np.zeros(0))
-        self.replicas = ReplicaTable.from_specs(self.table)
+        self.replicas = ReplicaTable.build(self.table)
         self._recent = np.zeros(0)
         self._rules_version = self.rules.current.version
         self._fleet_gen = "0"
@@ -109,33 +101,29 @@ class RoutingEngine:
         self._rebuild(extra)
 
     def _rebuild(self, extra: Mapping[str, ModelSpec] | None = None) -> None:
-        tiers = self.rules.current.tiers
-        specs = []
-        for m in self._snapshot.models:
-            if not m.replicas:
-                continue
-            spec = (extra or {}).get(m.name) or ModelSpec.from_catalog(m)
-            if m.name in tiers:
-                spec = replace(spec, tier=tiers[m.name])
-            specs.append(spec)
-        self.table = ModelTable.build(specs, self.cfg.scoring, version=self._snapshot.version)
+        self.table = ModelTable.from_snapshot(
+            self._snapshot, self.cfg.scoring, tiers=self.rules.current.tiers, extra=extra
+        )
         self._theta, self._phi = model_features(self.table.capability[OVERALL], self.table.power)
         self._recent = np.zeros(self.table.size)
         self._rules_version = self.rules.current.version
         self.set_fleet(self._fleet)
 
-    def set_fleet(self, fleet: FleetView) -> None:
+    @property
+    def fleet(self) -> FleetState:
+        return self._fleet
+
+    def set_fleet(self, fleet: FleetState) -> None:
+        """Join the fleet state with the catalog's replicas (:meth:`ReplicaTable.build`)."""
         self._fleet = fleet
+        reps = ReplicaTable.build(self.table, fleet)
         # cached decisions follow residency and health, not every change of free memory
-        self._fleet_gen = f"{hash((fleet.resident, fleet.unhealthy, fleet.no_room)) & 0xFFFFFFFF:08x}"
-        self.replicas = ReplicaTable.from_specs(
-            self.table,
-            resident=fleet.resident,
-            unhealthy=fleet.unhealthy,
-            free_frac=fleet.free_frac,
-            no_room=fleet.no_room,
-            inflight=fleet.inflight,
-        )
+        # (a digest, not hash(): the namespace is shared by every scorer replica through Redis)
+        digest = hashlib.blake2b(digest_size=4)
+        for a in (reps.resident, reps.healthy, reps.no_room):
+            digest.update(a.tobytes())
+        self._fleet_gen = digest.hexdigest()
+        self.replicas = reps
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
         """Model -> (decayed mean feedback −1..1, decayed count)."""
@@ -283,21 +271,6 @@ def classifier_config(r: RoutingOptions) -> ClassifierConfig | None:
         timeout_s=c.timeout_s,
         band=c.band,
         min_confidence=c.min_confidence,
-    )
-
-
-def fleet_view(live: LiveIndex) -> FleetView:
-    """The per-replica fleet state of the scorer's :class:`LiveIndex`, keyed by (backend, upstream)."""
-    reps = live.catalog.replicas
-    resident = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.resident, strict=True) if on)
-    no_room = frozenset((r.backend, r.upstream_model) for r, on in zip(reps, live.no_room, strict=True) if on)
-    free = dict(live.fleet.free_by_backend)
-    top = max(free.values(), default=0)
-    return FleetView(
-        resident=resident,
-        unhealthy=frozenset(live.fleet.unhealthy_backends),
-        free_frac={b: v / top for b, v in free.items()} if top > 0 else {},
-        no_room=no_room,
     )
 
 

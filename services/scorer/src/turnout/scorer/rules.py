@@ -40,7 +40,10 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from turnout.scorer.scoring import TIERS, Constraints, ModelTable
+from turnout.scorer.catalog import ModelTable
+from turnout.scorer.errors import RulesError
+from turnout.scorer.filters import Constraints
+from turnout.scorer.scoring_config import TIERS
 
 log = logging.getLogger(__name__)
 
@@ -170,17 +173,17 @@ class Rules:
 
     @classmethod
     def parse(cls, text: str, version: str = "") -> Rules:
-        """YAML text → rules; raises ``ValueError`` with a readable message when invalid."""
+        """YAML text → rules; raises :class:`RulesError` (a ``ValueError``) with a readable message when invalid."""
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise ValueError(f"rules file is not valid YAML: {exc}") from exc
+            raise RulesError(f"rules file is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
-            raise ValueError("rules file must be a mapping")
+            raise RulesError("rules file must be a mapping")
         try:
             f = RulesFile.model_validate(data)
         except ValidationError as exc:
-            raise ValueError(f"invalid rules: {exc}") from exc
+            raise RulesError(f"invalid rules: {exc}") from exc
         return cls.compile(f, version or hashlib.blake2b(text.encode(), digest_size=6).hexdigest())
 
     def with_default_aliases(self, aliases: Mapping[str, str]) -> Rules:

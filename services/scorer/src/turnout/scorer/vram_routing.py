@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -33,12 +33,13 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from turnout.common.aio import cancel_and_wait
 from turnout.common.keys import Keys
-from turnout.common.schemas.catalog import CatalogModelV1
 from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1
 from turnout.common.schemas.vram import HostBudgetV1, VramStatusV1
 from turnout.common.vram_lock import pending_loads
+from turnout.scorer.catalog import ModelTable
 from turnout.scorer.vram import (
     Decision,
     DecisionKind,
@@ -88,7 +89,7 @@ class VramCoordinator:
         self._actions = actions
         self._refresh_s = refresh_s
         self._evict_wait_s = evict_wait_s
-        self._catalog: Mapping[str, CatalogModelV1] = MappingProxyType({})
+        self._catalog = ModelTable.build(())
         self.view = VramView()
         self._last_used: dict[tuple[str, str], float] = {}
         self._dirty_last_used: dict[str, dict[str, float]] = {}
@@ -100,8 +101,9 @@ class VramCoordinator:
 
     # --- state -------------------------------------------------------------------------------
 
-    def update_catalog(self, models: Iterable[CatalogModelV1]) -> None:
-        self._catalog = MappingProxyType({m.name: m for m in models})
+    def update_catalog(self, table: ModelTable) -> None:
+        """The scorer's catalog table (the one the ranking reads): each candidate's memory need."""
+        self._catalog = table
 
     async def refresh(self) -> None:
         states = await self._read_states()
@@ -217,11 +219,7 @@ class VramCoordinator:
             await asyncio.sleep(self._refresh_s)
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(list(self._tasks))
 
     async def is_busy(self, host: str, model: str) -> bool:
         """Right now (not as of the last refresh): is a request in flight on ``model`` at ``host``?"""
@@ -260,7 +258,7 @@ class VramCoordinator:
     def options(self, candidates: list[CandidateV1]) -> list[Option]:
         out = []
         for c in candidates:
-            entry = self._catalog.get(c.model)
+            entry = self._catalog.spec(c.model)
             need, _ = model_need(
                 c.upstream_model,
                 self.cfg,

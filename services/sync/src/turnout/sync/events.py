@@ -190,7 +190,7 @@ class EventConsumer:
                 backoff = min(backoff * 2, 5.0)
             finally:
                 self.running = False
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(RedisError, OSError):
                     await conn.aclose()
 
     async def ensure_groups(self, conn: Redis) -> None:

@@ -24,7 +24,6 @@ The event consumer (:mod:`turnout.sync.events`) starts in ``on_startup`` and is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from arq import Worker, cron
 from arq.worker import func
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from turnout.common.aio import cancel_and_wait
 from turnout.common.arq import (
     CTX_KEY,
     IMPORT_BENCHMARKS_FILE,
@@ -185,9 +185,7 @@ def worker_settings(
         if not isinstance(wctx, SyncContext):
             return
         if wctx.consumer_task is not None:
-            wctx.consumer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await wctx.consumer_task
+            await cancel_and_wait([wctx.consumer_task])
         await wctx.exit_stack.aclose()
 
     cron_jobs = []

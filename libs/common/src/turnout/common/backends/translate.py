@@ -34,14 +34,12 @@ from typing import Any
 
 import orjson
 
+from turnout.common.errors import TranslationError
+
 Json = dict[str, Any]
 
 _OPTION_KEYS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "top_k")
 _DATA_URL_PREFIX = "data:"
-
-
-class TranslationError(ValueError):
-    """The request cannot be expressed in the other dialect (the message says why)."""
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -631,7 +629,6 @@ __all__ = [
     "OllamaChatStream",
     "OllamaGenerateStream",
     "OpenAIToOllamaStream",
-    "TranslationError",
     "chat_messages_to_ollama",
     "chat_request_to_ollama",
     "completion_request_to_ollama",

@@ -17,6 +17,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from turnout.common.db.session import DB_UNAVAILABLE
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
@@ -61,7 +63,7 @@ async def wait_for_head(database_url: str, *, timeout_s: float = 60.0) -> None:
             last = await current_revision(database_url)
             if last == want:
                 return
-        except Exception as exc:  # connection refused while Postgres starts
+        except DB_UNAVAILABLE as exc:  # connection refused while Postgres starts
             last = f"error: {exc}"
         if time.monotonic() > deadline:
             raise RuntimeError(f"database schema is at {last!r}, expected {want!r}; run `make migrate`")

@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from turnout.common.aio import cancel_and_wait
 from turnout.common.errors import RemoteError, RpcError, RpcTimeout, RpcUnavailable
 from turnout.common.keys import Keys
 from turnout.common.logging import request_id_var
@@ -83,11 +84,7 @@ class RpcClient:
 
     async def close(self) -> None:
         self._closed = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(self._tasks)
         self._fail_pending(RpcUnavailable("RPC client closed"))
         if self._redis is not None:
             self._link.close()

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from turnout.common.aio import cancel_and_wait
 from turnout.common.errors import MalformedRequest, MethodNotFound, RemoteError
 from turnout.common.keys import Keys
 from turnout.common.logging import request_id_var
@@ -115,16 +116,14 @@ class RpcServer:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 self._unblock = None
-                beat.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await beat
+                await cancel_and_wait([beat])
                 await self._drain()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(RedisError, OSError):
                     await self._clear_heartbeat(writer)
                 if reader is not None:
                     reader.close()
                 link.close()
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(RedisError, OSError):
                     await writer.aclose()
         self.connected = False
 

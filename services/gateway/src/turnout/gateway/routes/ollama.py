@@ -13,12 +13,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from turnout.common.backends.translate import (
-    TranslationError,
     iso_now,
     ollama_chat_request_to_openai,
     ollama_embed_request_to_openai,
     ollama_generate_request_to_openai,
 )
+from turnout.common.errors import TranslationError
 from turnout.common.schemas.route import RequestKind
 from turnout.gateway.deps import ClientDep, StateDep, resolve
 from turnout.gateway.errors import InvalidRequest

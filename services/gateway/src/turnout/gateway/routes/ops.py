@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from functools import partial
 
 import orjson
 from fastapi import APIRouter
@@ -18,8 +18,6 @@ from turnout.gateway.pipeline import JSON_MEDIA
 from turnout.gateway.state import GatewayState
 
 router = APIRouter(tags=["ops"])
-
-CHECK_TIMEOUT_S = 2.0
 
 
 @router.get("/health")
@@ -41,17 +39,11 @@ async def _scorer_ok(gw: GatewayState) -> bool:
     return bool(await gw.redis.exists(key))
 
 
-async def _check(check: Callable[[GatewayState], Awaitable[bool]], gw: GatewayState) -> bool:
-    try:
-        return await asyncio.wait_for(check(gw), timeout=CHECK_TIMEOUT_S)
-    except Exception:
-        return False
-
-
 @router.get("/ready")
 async def ready(gw: StateDep) -> Response:
     names = ("redis", "postgres", "scorer")
-    results = await asyncio.gather(*(_check(fn, gw) for fn in (_redis_ok, _postgres_ok, _scorer_ok)))
+    fns = (_redis_ok, _postgres_ok, _scorer_ok)
+    results = await asyncio.gather(*(gw.checks.run(name, partial(fn, gw)) for name, fn in zip(names, fns, strict=True)))
     checks = dict(zip(names, results, strict=True))
     required = [checks["redis"], checks["postgres"]]
     if gw.settings.gateway.ready_requires_scorer:

@@ -20,16 +20,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from turnout.sync.errors import SourceAuthError, SourceError, SourceFormatError, SourceUnavailable
 from turnout.sync.sources.artificial_analysis import ArtificialAnalysisOptions, ArtificialAnalysisSource
-from turnout.sync.sources.base import (
-    BenchmarkRow,
-    Source,
-    SourceAuthError,
-    SourceError,
-    SourceFormatError,
-    SourceRun,
-    SourceUnavailable,
-)
+from turnout.sync.sources.base import BenchmarkRow, Source, SourceRun
 from turnout.sync.sources.hf_leaderboard import HfLeaderboardOptions, HfLeaderboardSource
 from turnout.sync.sources.lmarena import LmArenaOptions, LmArenaSource
 from turnout.sync.sources.local_files import LocalFilesOptions, LocalFilesSource

@@ -27,7 +27,8 @@ from typing import Any
 
 import aiohttp
 
-from turnout.sync.sources.base import KeyedSourceOptions, SourceFormatError, SourceRun, as_float, clamp01, get_json
+from turnout.sync.errors import SourceFormatError
+from turnout.sync.sources.base import KeyedSourceOptions, SourceRun, as_float, clamp01, get_json
 
 NAME = "artificial_analysis"
 URL = "https://artificialanalysis.ai/api/v2/data/llms/models"

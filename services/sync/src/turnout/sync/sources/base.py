@@ -4,14 +4,7 @@ A source fetches everything first and returns a :class:`SourceRun`; the worker t
 rows in one transaction, so a source that fails half-way (:class:`SourceError`) leaves the
 previous data untouched. A malformed row never fails a run: it is skipped and counted, with a
 few sample reasons kept for the logs and the admin view.
-
-Errors::
-
-    TurnoutError
-    └── SourceError                 the source gave nothing usable this run
-        ├── SourceUnavailable       connection failure, timeout, HTTP 429/5xx after retries
-        ├── SourceAuthError         HTTP 401/403 (a missing or wrong API key)
-        └── SourceFormatError       the response is not in the documented format
+The errors are in :mod:`turnout.sync.errors`.
 """
 
 from __future__ import annotations
@@ -29,33 +22,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from turnout.common.errors import TurnoutError
+from turnout.sync.errors import SourceAuthError, SourceError, SourceFormatError, SourceTransient, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_SKIP_SAMPLES = 10
-
-
-class SourceError(TurnoutError):
-    """The source gave nothing usable this run; previous data stays."""
-
-
-class SourceUnavailable(SourceError):
-    pass
-
-
-class SourceAuthError(SourceError):
-    pass
-
-
-class SourceFormatError(SourceError):
-    pass
-
-
-class _Transient(SourceUnavailable):
-    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class BenchmarkRow(BaseModel):
@@ -203,14 +174,14 @@ async def get_json(
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Transient) and exc.retry_after_s is not None:
+        if isinstance(exc, SourceTransient) and exc.retry_after_s is not None:
             return min(exc.retry_after_s, options.backoff_max_s)
         return backoff_s(state.attempt_number, options.backoff_initial_s, options.backoff_max_s)
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(options.max_attempts),
         wait=wait,
-        retry=retry_if_exception_type(_Transient),
+        retry=retry_if_exception_type(SourceTransient),
         reraise=True,
         before_sleep=lambda s: (
             log.info("retrying %s (attempt %d): %s", url, s.attempt_number, s.outcome.exception())
@@ -222,7 +193,7 @@ async def get_json(
         async for attempt in retrying:
             with attempt:
                 return await _get_once(http, url, options, params, headers)
-    except _Transient as exc:
+    except SourceTransient as exc:
         raise SourceUnavailable(f"{url}: {exc} (after {options.max_attempts} attempts)") from exc
     raise SourceUnavailable(url)  # pragma: no cover
 
@@ -242,11 +213,11 @@ async def _get_once(
                 status = r.status
                 retry_after = r.headers.get("retry-after")
     except TimeoutError as exc:
-        raise _Transient(f"timed out after {options.timeout_s}s") from exc
+        raise SourceTransient(f"timed out after {options.timeout_s}s") from exc
     except aiohttp.ClientError as exc:
-        raise _Transient(f"{type(exc).__name__}: {exc}") from exc
+        raise SourceTransient(f"{type(exc).__name__}: {exc}") from exc
     if status == 429 or status >= 500:
-        raise _Transient(f"HTTP {status}", retry_after_s=_seconds(retry_after))
+        raise SourceTransient(f"HTTP {status}", retry_after_s=_seconds(retry_after))
     if status in (401, 403):
         raise SourceAuthError(f"{url}: HTTP {status} (check the API key)")
     if status >= 400:

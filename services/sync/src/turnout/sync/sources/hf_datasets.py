@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 from pydantic import Field
 
-from turnout.sync.sources.base import SourceFormatError, SourceOptions, SourceRun, get_json
+from turnout.sync.errors import SourceFormatError
+from turnout.sync.sources.base import SourceOptions, SourceRun, get_json
 
 ROWS_URL = "https://datasets-server.huggingface.co/rows"
 

@@ -35,7 +35,8 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from turnout.sync.sources.base import SourceError, SourceFormatError, SourceRun, as_float, clamp01
+from turnout.sync.errors import SourceError, SourceFormatError
+from turnout.sync.sources.base import SourceRun, as_float, clamp01
 
 NAME = "local"
 _RESERVED = {"model", "metric", "value", "min", "max", "scale_min", "scale_max", "higher_is_better", "kind"}

@@ -29,7 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from turnout.sync.sources.base import SourceFormatError, SourceOptions, SourceRun, as_float, clamp01, get_json
+from turnout.sync.errors import SourceFormatError
+from turnout.sync.sources.base import SourceOptions, SourceRun, as_float, clamp01, get_json
 
 NAME = "openrouter"
 URL = "https://openrouter.ai/api/v1/models"

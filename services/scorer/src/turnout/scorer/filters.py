@@ -1,0 +1,130 @@
+"""The hard filters of a routing decision and their documented fallback (``scoring.py``'s
+docstring lists them): which models may serve a request at all, with the reason each removed
+model was dropped. Pure, over :class:`~turnout.scorer.catalog.ModelTable` masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from turnout.common.schemas.route import RequestKind, RouteRequestV1
+from turnout.scorer.catalog import B, ModelTable
+from turnout.scorer.scoring_config import ScoringConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Constraints:
+    """What operator rules impose on one request (built by ``rules.py``)."""
+
+    requested: str | None = None
+    """A concrete model (after alias resolution); ``None`` routes for me."""
+    requested_how: str = ""
+    pinned: str | None = None
+    """A model pinned for the prompt's category: ranked first when it passes the filters."""
+    allowed: B | None = None
+    blocked: B | None = None
+    backends: frozenset[str] | None = None
+    """Only replicas on these backends (a per-client rule)."""
+    quality: float | None = None
+    """Quality preference from a client rule (the request's own value wins)."""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Selection:
+    mask: B
+    filtered: dict[str, str]
+    notes: list[str]
+    unservable: str | None = None
+
+
+def _drop(sel: Selection, table: ModelTable, removed: B, why: str) -> None:
+    for i in np.flatnonzero(removed & sel.mask):
+        sel.filtered.setdefault(table.specs[i].name, why)
+    sel.mask = sel.mask & ~removed
+
+
+def select(
+    kind: RequestKind,
+    has_images: bool,
+    has_tools: bool,
+    need_tokens: int,
+    table: ModelTable,
+    cons: Constraints,
+    cfg: ScoringConfig,
+) -> Selection:
+    """The hard filters and their documented fallback (module docstring)."""
+    sel = Selection(mask=np.ones(table.size, dtype=bool), filtered={}, notes=[])
+    if cons.blocked is not None:
+        _drop(sel, table, cons.blocked, "blocked by an operator rule")
+    if kind is RequestKind.EMBEDDING:
+        _drop(sel, table, ~table.embedding, "not an embedding model")
+        if not sel.mask.any():
+            sel.unservable = "no embedding model is available"
+        return sel
+    generates = table.chat if kind is RequestKind.CHAT else table.completion
+    _drop(sel, table, ~generates, "embedding-only model" if kind is RequestKind.CHAT else "no completion support")
+    if not sel.mask.any():
+        sel.unservable = f"no model supporting {kind.value} is available"
+        return sel
+    _modality(sel, table, has_images, has_tools, cfg)
+    if sel.unservable is not None:
+        return sel
+    fits = table.context >= need_tokens
+    if not (sel.mask & fits).any():
+        if not cfg.relax_context:
+            largest = float(table.context[sel.mask].max())
+            sel.unservable = f"the request needs ~{need_tokens} tokens of context; the largest window is {largest:.0f}"
+            return sel
+        best = np.flatnonzero(sel.mask)[int(np.argmax(table.context[sel.mask]))]
+        fits = np.zeros(table.size, dtype=bool)
+        fits[best] = True
+        sel.notes.append(f"no window fits ~{need_tokens} tokens: using the largest")
+    for i in np.flatnonzero(sel.mask & ~fits):
+        sel.filtered.setdefault(table.specs[i].name, f"context window {table.context[i]:.0f} < ~{need_tokens} tokens")
+    sel.mask = sel.mask & fits
+    if cons.allowed is not None:
+        if (sel.mask & cons.allowed).any():
+            _drop(sel, table, ~cons.allowed, "not in the allow list")
+        else:
+            sel.notes.append("the allow list leaves no suitable model: ignored for this request")
+    return sel
+
+
+def _modality(sel: Selection, table: ModelTable, has_images: bool, has_tools: bool, cfg: ScoringConfig) -> None:
+    if has_images:
+        if (sel.mask & table.vision).any():
+            _drop(sel, table, ~table.vision, "no vision support")
+        elif cfg.unservable_without_vision:
+            sel.unservable = "no vision-capable model is available for a request with images"
+            return
+        else:
+            sel.notes.append("no vision-capable model: the images will be ignored")
+    if has_tools:
+        if (sel.mask & table.tools).any():
+            _drop(sel, table, ~table.tools, "no tools support")
+        else:
+            sel.notes.append("no tools-capable model: routed to a chat model that may ignore the tools")
+
+
+def select_requested(req: RouteRequestV1, idx: int, need: int, table: ModelTable) -> Selection:
+    name = table.specs[idx].name
+    sel = Selection(mask=np.zeros(table.size, dtype=bool), filtered={}, notes=[])
+    if req.kind is RequestKind.EMBEDDING:
+        if not table.embedding[idx]:
+            sel.unservable = f"model '{name}' is not an embedding model"
+    else:
+        generates = table.chat[idx] if req.kind is RequestKind.CHAT else table.completion[idx]
+        if not generates:
+            sel.unservable = f"model '{name}' cannot serve {req.kind.value} requests"
+        if req.has_images and not table.vision[idx]:
+            sel.notes.append("the requested model has no vision support")
+        if req.has_tools and not table.tools[idx]:
+            sel.notes.append("the requested model has no tools support")
+        if table.context[idx] < need:
+            sel.notes.append(f"the prompt may exceed the model's context window ({table.context[idx]:.0f})")
+    if sel.unservable is None:
+        sel.mask[idx] = True
+    return sel

@@ -1,0 +1,64 @@
+"""The scoring model's knobs: term weights and the configuration every part of the ranking
+reads (``catalog.py`` builds the table with it, ``filters.py`` relaxes by it, ``terms.py``
+weighs by it). See ``scoring.py`` for the model they parameterise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+TIERS = ("small", "medium", "large")
+OVERALL = "overall"
+
+# SmarterRouter-like minimum sizes (billions) per category and level; a soft penalty below them.
+DEFAULT_MIN_SIZE_B: Mapping[str, tuple[float, float, float]] = MappingProxyType(
+    {
+        "coding": (1.0, 4.0, 8.0),
+        "reasoning": (1.0, 4.0, 8.0),
+        "creative": (1.0, 3.0, 7.0),
+        "summarisation": (1.0, 3.0, 7.0),
+        "translation": (1.0, 3.0, 7.0),
+        "general": (0.5, 3.0, 7.0),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    capability: float = 1.0
+    speed: float = 0.6
+    cost: float = 0.4
+    min_size: float = 0.6
+    coder: float = 0.15
+    feedback: float = 0.2
+    diversity: float = 0.05
+    tier: float = 0.5
+    resident: float = 0.15
+    unhealthy: float = 1.0
+    no_room: float = 0.2
+    free_vram: float = 0.05
+    busy: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringConfig:
+    weights: Weights = field(default_factory=Weights)
+    policy: str = "score"
+    """``score`` (all terms) or ``tiers`` (size tiers instead of capability/speed)."""
+    min_size_b: Mapping[str, tuple[float, float, float]] = field(default_factory=lambda: DEFAULT_MIN_SIZE_B)
+    tier_thresholds_b: tuple[float, float] = (10.0, 40.0)
+    """Effective size (MoE: sqrt(total·active)) below the first is small, from the second large."""
+    unservable_without_vision: bool = True
+    relax_context: bool = False
+    prior_strength: float = 10.0
+    """Pseudo-prompts of the size prior when shrinking profile scores."""
+    benchmark_strength: float = 10.0
+    learned_k: float = 4.0
+    """Neighbour mass at which the learned estimate gets half the weight."""
+    category_span: bool = False
+    """Scale capability by the catalog's spread for the prompt's category (else the overall
+    spread). Off: on held-out MMLU it lowers APGR by call share from 0.61 to 0.55 (heuristics
+    only) and from 0.67 to 0.61 (with the learned term) — ``bench/routing_quality.py``."""
+    default_quality: float = 0.5
+    unknown_params_b: float = 8.0

@@ -1,0 +1,125 @@
+"""The terms of the scoring model (``scoring.py``'s docstring defines each), vectorised over the
+catalog: model-level terms (capability, learned, speed, cost, min size, tier, coder, feedback,
+diversity) and replica-level terms (resident, unhealthy, no room, free VRAM, busy). A new term is
+one more row here, one more weight in :class:`~turnout.scorer.scoring_config.Weights`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from turnout.scorer.catalog import F, ModelTable
+from turnout.scorer.fleet import ReplicaTable
+from turnout.scorer.prompt_analysis import LEVELS, PromptAnalysis
+from turnout.scorer.scoring_config import OVERALL, ScoringConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """Per-model dynamic inputs (feedback, recent use), aligned with a :class:`ModelTable`."""
+
+    feedback_mean: F
+    feedback_n: F
+    recent_share: F
+
+    @classmethod
+    def neutral(cls, n: int) -> ModelState:
+        z = np.zeros(n)
+        return cls(z, z, z)
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """Learned estimates aligned with a :class:`ModelTable` (NaN p where a model has no data)."""
+
+    p: F
+    n_eff: F
+
+
+@dataclass(frozen=True, slots=True)
+class TermArrays:
+    """Per-model terms (all models; those filtered out are simply never ranked)."""
+
+    names: tuple[str, ...]
+    values: F
+    """(terms, models)"""
+
+    @property
+    def total(self) -> F:
+        return self.values.sum(axis=0)  # type: ignore[no-any-return]
+
+
+def model_terms(
+    a: PromptAnalysis,
+    q: float,
+    table: ModelTable,
+    cfg: ScoringConfig,
+    state: ModelState | None = None,
+    learned: Learned | None = None,
+) -> TermArrays:
+    """The model-level terms of the module docstring, vectorised over the catalog."""
+    w = cfg.weights
+    n = table.size
+    cat = a.category
+    cap = table.capability_for(cat)
+    key = cat if cat in table.capability else OVERALL
+    low, span = table.cap_low[key], table.cap_span[key if cfg.category_span else OVERALL]
+    imp = 0.4 + 0.6 * a.complexity
+    level = LEVELS.index(a.level) if a.level in LEVELS else 1
+    zeros = np.zeros(n)
+    if cfg.policy == "tiers":
+        target = min(2, max(0, level + (1 if q >= 0.75 else -1 if q < 0.25 else 0)))
+        tier = -w.tier * np.abs(table.tier - target).astype(np.float64)
+        capability = learned_t = speed = cost = min_size = zeros
+    else:
+        tier = zeros
+        scale = w.capability * q * imp / span
+        if learned is not None:
+            has = ~np.isnan(learned.p)
+            alpha = np.where(has, learned.n_eff / (learned.n_eff + cfg.learned_k), 0.0)
+            p = np.where(has, learned.p, cap)
+            capability = scale * (1.0 - alpha) * (cap - low)
+            learned_t = scale * alpha * (p - low)
+        else:
+            capability = scale * (cap - low)
+            learned_t = zeros
+        speed = w.speed * (1.0 - q) * table.speed
+        cost = w.cost * (1.0 - q) * table.cheap
+        required = cfg.min_size_b.get(cat, cfg.min_size_b.get("general", (0.0, 0.0, 0.0)))[level]
+        if required > 0:
+            short = np.log2(required / np.maximum(table.eff_b, 1e-3)) / 3.0
+            min_size = -w.min_size * np.clip(short, 0.0, 1.0)
+        else:
+            min_size = zeros
+    if cat == "coding":
+        coder = w.coder * table.coder
+    else:
+        coder = -0.5 * w.coder * table.coder
+    if state is not None:
+        feedback = w.feedback * state.feedback_mean * state.feedback_n / (state.feedback_n + 5.0)
+        diversity = -w.diversity * np.maximum(0.0, state.recent_share - 1.0 / max(n, 1))
+    else:
+        feedback = diversity = zeros
+    names = ("capability", "learned", "speed", "cost", "min_size", "tier", "coder", "feedback", "diversity")
+    values = np.vstack(
+        [capability, learned_t, speed, cost, min_size, tier, coder.astype(np.float64), feedback, diversity]
+    )
+    return TermArrays(names, values)
+
+
+REPLICA_TERMS = ("resident", "unhealthy", "no_room", "free_vram", "busy")
+
+
+def replica_terms(reps: ReplicaTable, cfg: ScoringConfig) -> F:
+    w = cfg.weights
+    return np.vstack(
+        [
+            w.resident * reps.resident,
+            -w.unhealthy * ~reps.healthy,
+            -w.no_room * reps.no_room,
+            w.free_vram * np.nan_to_num(reps.free_frac, nan=0.0),
+            -w.busy * reps.inflight / (reps.inflight + 4.0),
+        ]
+    ).astype(np.float64)
