@@ -1,7 +1,7 @@
 """How good is the routing? Held-out prompts of outcome data sets through the scorer's real
 analysis and scoring, measured the way RouteLLM measures, in two protocols.
 
-    python bench/routing_quality.py                     # mmlu, llmrouter, arena; 3 seeds
+    python bench/routing_quality.py                     # mmlu, llmrouter, arena; 2 seeds (~6 min on 2 cores)
     python bench/routing_quality.py --quick             # 1 seed, ≤ 3,000 prompts a set, 50 resamples
     python bench/routing_quality.py --csv outcomes.csv --models models.csv   # + a set of your own
     python bench/routing_quality.py --dump decisions.csv                      # per-prompt decisions
@@ -402,10 +402,11 @@ def tune(p: Prepared, train: np.ndarray, others: list[OutcomeGroup], quick: bool
     out = p.ds.outcomes[val]
     ones = np.ones((1, len(val)))
     best: tuple[float, Blend] | None = None
-    grid = [Blend(learned_k=k, prior_mass=m) for k in (1.0, 4.0, 16.0) for m in (1.0, 4.0, 16.0)]
+    grid = [Blend(learned_k=k, prior_mass=m) for k in (1.0, 4.0, 16.0) for m in (1.0, 4.0)]
+    k_est = knn(p, inner, val, DEFAULT_BLEND)  # the grid varies the blend, not the index
     for b in [Blend(learned_k=1e9), *grid]:
         cfg = ScoringConfig(learned_k=b.learned_k)
-        est = learned_for(p, table, val, knn(p, inner, val, b), prior, b)
+        est = learned_for(p, table, val, k_est, prior, b)
         t01 = terms01(p, val, table, cfg, est)
         if len(p.names) == 2:
             x, y = share_curves(crossover(t01, weak, strong), out[:, weak], out[:, strong], ones)
@@ -501,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, help="generic outcomes CSV: prompt,<model>,<model>,...")
     ap.add_argument("--models", type=Path, help="model table CSV for --csv: name,params_b,price_per_mtok")
     ap.add_argument("--train-frac", type=float, default=0.5)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--bootstrap", type=int, default=100, help="resamples of the held-out prompts per seed")
     ap.add_argument("--limit", type=int, default=0, help="at most this many prompts per data set (0 = all)")
     ap.add_argument("--profile-n", type=int, default=31, help="profiling prompts per model (lodo)")

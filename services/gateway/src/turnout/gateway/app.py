@@ -29,6 +29,7 @@ from turnout.common.http import make_session
 from turnout.common.rpc import ROUTE_V1, RpcClient
 from turnout.common.rpc.client import new_client_id
 from turnout.common.rpc.resp import RespLink
+from turnout.common.schemas.events import EVENT_FIELD, FeedbackEventV1
 from turnout.gateway.catalog import CatalogView
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.events import EventPublisher
@@ -36,6 +37,7 @@ from turnout.gateway.forwarding import Forwarder
 from turnout.gateway.hot_path import GatewayApp
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
+from turnout.gateway.paired_sampling import PairedSampler
 from turnout.gateway.pipeline import Pipeline
 from turnout.gateway.routes import admin_catalog, admin_routing, admin_vram, ollama, openai, ops
 from turnout.gateway.routing import Router
@@ -101,6 +103,19 @@ def create_app(
                 read_timeout_s=opts.read_timeout_s,
                 max_attempts=opts.max_attempts,
             )
+            sampler = None
+            if opts.paired_sampling.enabled:
+
+                async def feedback(ev: FeedbackEventV1) -> None:
+                    await redis.xadd(
+                        keys.feedback_events,
+                        {EVENT_FIELD: ev.model_dump_json()},
+                        maxlen=opts.events_maxlen,
+                        approximate=True,
+                    )
+
+                sampler = PairedSampler(opts.paired_sampling, forwarder, session, feedback)
+                stack.push_async_callback(sampler.close)
             state = GatewayState(
                 settings=settings,
                 redis=redis,
@@ -110,7 +125,7 @@ def create_app(
                 catalog=catalog,
                 inflight=inflight,
                 events=events,
-                pipeline=Pipeline(router, forwarder, events, metrics),
+                pipeline=Pipeline(router, forwarder, events, metrics, sampler),
                 metrics=metrics,
                 registry=registry,
                 client_keys=client_key_ids(settings),

@@ -31,6 +31,7 @@ from turnout.gateway.errors import as_gateway_error, ndjson_error_line, sse_erro
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Exchange, Forwarder, UpstreamStream, attempt_outcome
 from turnout.gateway.metrics import GatewayMetrics
+from turnout.gateway.paired_sampling import PairedSampler
 from turnout.gateway.response_cache import Cached
 from turnout.gateway.routing import Decision, Router
 from turnout.gateway.streaming import StreamResponse
@@ -60,11 +61,19 @@ def new_response_id(kind: RequestKind) -> str:
 
 
 class Pipeline:
-    def __init__(self, router: Router, forwarder: Forwarder, events: EventPublisher, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        router: Router,
+        forwarder: Forwarder,
+        events: EventPublisher,
+        metrics: GatewayMetrics,
+        sampler: PairedSampler | None = None,
+    ) -> None:
         self.router = router
         self.forwarder = forwarder
         self.events = events
         self.metrics = metrics
+        self.sampler = sampler
 
     async def handle(
         self,
@@ -91,6 +100,8 @@ class Pipeline:
         headers = {"x-turnout-model": ex.chosen.model, "x-turnout-backend": ex.chosen.backend}
         if not ex.stream:
             self.finish(ex, None)
+            if self.sampler is not None:
+                self.sampler.offer(ex, data)
             return Response(self._encode_whole(ex, data, shape), media_type=JSON_MEDIA, headers=headers)
         end = _StreamEnd(self, ex, upstream)
         if shape is Shape.OPENAI:

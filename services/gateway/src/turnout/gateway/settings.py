@@ -8,6 +8,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from turnout.common.settings import CommonSettings
+from turnout.gateway.paired_sampling import PairedSamplingOptions
 from turnout.gateway.response_cache import ResponseCacheOptions
 
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "sk-test", "test"}
@@ -51,6 +52,10 @@ class GatewayOptions(BaseModel):
 
     response_cache: ResponseCacheOptions = Field(
         default_factory=ResponseCacheOptions, description="Exact-match response cache (response_cache.py)"
+    )
+    paired_sampling: PairedSamplingOptions = Field(
+        default_factory=PairedSamplingOptions,
+        description="A bounded share of chat requests also answered by a second model and judged (paired_sampling.py)",
     )
 
 
