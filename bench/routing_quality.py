@@ -291,8 +291,18 @@ class Setting:
     """(weak, strong) of the evaluation: cheapest and best on the training half."""
 
 
-def train_prior(groups: list[OutcomeGroup], quick: bool) -> RouterPrior:
-    return fit_prior(groups, embedder=default_embedder().name, iterations=150 if quick else 400)
+_PRIORS: dict[tuple[str, ...], RouterPrior] = {}
+
+
+def train_prior(groups: list[OutcomeGroup], quick: bool, cache: bool = False) -> RouterPrior:
+    """Fit a prior; ``cache``: the groups are whole sets (lodo), the same for every seed."""
+    key = (*(g.name for g in groups), str(quick))
+    if cache and key in _PRIORS:
+        return _PRIORS[key]
+    prior = fit_prior(groups, embedder=default_embedder().name, iterations=150 if quick else 400)
+    if cache:
+        _PRIORS[key] = prior
+    return prior
 
 
 def evaluate(
@@ -367,7 +377,10 @@ def references(res: dict[str, Result], out: F, cost: F, weak: int, strong: int, 
         # best single model: no mixing — the best model whose cost is within x (a step curve)
         xs = (c - c[weak]) / (c[strong] - c[weak])
         ys = (q - q[weak]) / (q[strong] - q[weak])
-        step = np.array([max(float(ys[xs <= g + 1e-12].max(initial=0.0)), 0.0) for g in grid])
+        order = np.argsort(xs)
+        best = np.maximum(np.maximum.accumulate(ys[order]), 0.0)
+        at = np.searchsorted(xs[order], grid + 1e-12, side="right")  # models within each budget
+        step = np.where(at > 0, best[np.maximum(at - 1, 0)], 0.0)
         single = res.setdefault("best single model (measured)", Result())
         single.add("apgr cost", np.array([float(np.sum((grid[1:] - grid[:-1]) * (step[1:] + step[:-1]) / 2))]))
         single.add("cpt50 cost", np.array([float(grid[np.argmax(step >= 0.5)]) if (step >= 0.5).any() else np.nan]))
@@ -479,7 +492,7 @@ def run_protocol(
             s = Setting(train, train, prior, b, pick_pair(p, train))
         else:
             prof = np.sort(rng.choice(train, min(args.profile_n, len(train)), replace=False))
-            s = Setting(prof, prof, train_prior(others, args.quick), DEFAULT_BLEND, pick_pair(p, train))
+            s = Setting(prof, prof, train_prior(others, args.quick, cache=True), DEFAULT_BLEND, pick_pair(p, train))
         blends.append(s.blend)
 
         def dump(router: str, score: F, ch: npt.NDArray[np.intp], seed: int = seed, test: np.ndarray = test) -> None:
