@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # uv on PATH, else the one `install` bootstraps under .run/tools
 UV = $(shell PYTHON=$(PYTHON) tools/devstack/bootstrap-uv.sh)
 
-.PHONY: help install run test test-unit test-integration test-e2e test-llama lint format typecheck migrate bench bench-llama bench-routing depcheck clean
+.PHONY: help install run test test-unit test-integration test-e2e test-llama lint format typecheck migrate bench bench-llama bench-routing bench-faults depcheck clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,9 @@ bench-llama: install ## gateway overhead vs. direct, in front of real llama.cpp 
 
 bench-routing: install ## routing quality: held-out prompts through the scorer, cost/quality curve (args: BENCH_ARGS="mmlu --minilm 1500")
 	$(PY) bench/routing_quality.py $(BENCH_ARGS)
+
+bench-faults: install ## fault bench: own stack on private Redis/Postgres, every fault of issue 13 under load (BENCH_ARGS="--quick")
+	$(PY) bench/faults.py $(BENCH_ARGS)
 
 depcheck: ## install each package alone in its own venv and import its entry point (catches missing dependencies)
 	@uv="$(UV)"; set -e; for pkg in common gateway scorer profiler sync gpu-agent fakefleet llamafleet devstack; do \

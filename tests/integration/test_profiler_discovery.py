@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from turnout.common.arq import DISCOVER_MODELS, close_worker, create_job_pool
+from turnout.common.arq import DISCOVER_MODELS, create_job_pool
+from turnout.common.arq_running import close_worker
 from turnout.common.db.models import Backend, Deployment, Model
 from turnout.common.db.session import engine_scope, make_sessionmaker
 from turnout.profiler.settings import ProfilerSettings

@@ -26,7 +26,8 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 
 from tests.conftest import migrated_database
-from turnout.common.arq import DISCOVER_MODELS, close_worker, create_job_pool
+from turnout.common.arq import DISCOVER_MODELS, create_job_pool
+from turnout.common.arq_running import close_worker
 from turnout.common.db.models import DeadLetter, Model, Profile
 from turnout.common.db.session import engine_scope, make_sessionmaker
 from turnout.gateway.errors import register_error_handlers

@@ -26,6 +26,7 @@ from turnout.common.errors import (
     RpcUnavailable,
 )
 from turnout.common.keys import Keys
+from turnout.common.links import LinkOptions
 from turnout.common.rpc.client import RpcClient
 from turnout.common.rpc.contract import ROUTE_V1, RpcMethod
 from turnout.common.rpc.envelope import encode_request
@@ -109,10 +110,13 @@ async def test_call_returns_the_typed_reply_and_carries_the_request_id(redis_url
 
 async def test_request_queues_expire_and_replies_leave_no_keys(redis_url: str, keys: Keys, redis: Redis) -> None:
     async with client(redis_url, keys) as (c, _):
-        with pytest.raises(RpcTimeout):
-            await c.call(ROUTE_V1, RouteRequestV1(), timeout=0.05)  # nobody serves: stays queued
+        call = asyncio.create_task(c.call(ROUTE_V1, RouteRequestV1(), timeout=0.3))  # nobody serves: queued
+        await wait_until_async(lambda: redis.llen(keys.rpc_queue("scorer.route", 1)), 1)
         ttl = await redis.ttl(keys.rpc_queue("scorer.route", 1))
-        await redis.delete(keys.rpc_queue("scorer.route", 1))
+        with pytest.raises(RpcTimeout):
+            await call
+        # the caller gave up: it took its request back (the last one: the list is gone)
+        await wait_until_async(lambda: redis.exists(keys.rpc_queue("scorer.route", 1)), 0)
         async with serving(redis_url, keys):
             assert (await c.call(ROUTE_V1, RouteRequestV1(text="hi"), timeout=2.0)).analysis.signals == ["hi"]
         # the reply came over the client's own channel: nothing is left in Redis
@@ -124,13 +128,21 @@ async def test_request_queues_expire_and_replies_leave_no_keys(redis_url: str, k
 async def test_a_client_that_asks_for_a_list_reply_gets_one(redis_url: str, keys: Keys, redis: Redis) -> None:
     """Clients of before ``reply_via`` (rolling upgrades: scorers first) read replies from a list."""
     reply_key = keys.rpc_reply("older-client")
-    raw = encode_request(call_id="c1", method="scorer.route", mv=1, deadline=time.time() + 5, request_id=None,
+    raw = encode_request(call_id="c1", method="scorer.route", mv=1, budget_ms=5000, request_id=None,
                          reply_to=reply_key, body=RouteRequestV1(text="old").model_dump_json().encode())  # fmt: skip
     assert b"reply_via" not in raw
     async with serving(redis_url, keys):
         await redis.rpush(keys.rpc_queue("scorer.route", 1), raw)
         item = await redis.blpop([reply_key], timeout=5)
     assert item is not None and RpcClient._decode(ROUTE_V1, item[1]).analysis.signals == ["old"]
+
+
+async def wait_until_async(read: Callable[[], Awaitable[object]], want: object, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := await read()) != want:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {got!r}, wanted {want!r}")
+        await asyncio.sleep(0.01)
 
 
 # --- deadlines ---------------------------------------------------------------------------
@@ -161,11 +173,11 @@ async def test_server_drops_requests_whose_deadline_passed_without_replying(
 
     reply_key = keys.rpc_reply("probe")
     queue = keys.rpc_queue("scorer.route", 1)
-    for text, deadline in (("expired", time.time() - 1), ("fresh", time.time() + 10)):
+    for text, budget_ms in (("expired", -1), ("fresh", 10_000)):
         body = RouteRequestV1(text=text).model_dump_json().encode()
         await redis.rpush(
             queue,
-            encode_request(call_id=text, method="scorer.route", mv=1, deadline=deadline, request_id=None,
+            encode_request(call_id=text, method="scorer.route", mv=1, budget_ms=budget_ms, request_id=None,
                            reply_to=reply_key, body=body),
         )  # fmt: skip
     async with serving(redis_url, keys, handler) as (_, sreg):
@@ -178,7 +190,9 @@ async def test_server_drops_requests_whose_deadline_passed_without_replying(
     assert sreg.get_sample_value("turnout_rpc_dropped_total", {"method": "scorer.route.v1"}) == 1
 
 
-async def test_work_queued_while_no_server_runs_is_dropped_once_its_caller_gave_up(redis_url: str, keys: Keys) -> None:
+async def test_work_queued_while_no_server_runs_is_withdrawn_once_its_caller_gave_up(
+    redis_url: str, keys: Keys, redis: Redis
+) -> None:
     handled: list[str] = []
 
     async def handler(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
@@ -189,11 +203,12 @@ async def test_work_queued_while_no_server_runs_is_dropped_once_its_caller_gave_
         for i in range(3):
             with pytest.raises(RpcTimeout):
                 await c.call(ROUTE_V1, RouteRequestV1(text=f"late-{i}"), timeout=0.02)
+        await wait_until_async(lambda: redis.llen(keys.rpc_queue("scorer.route", 1)), 0)
         async with serving(redis_url, keys, handler) as (_, sreg):
             reply = await c.call(ROUTE_V1, RouteRequestV1(text="on-time"), timeout=2.0)
     assert reply.analysis.signals == ["on-time"]
     assert handled == ["on-time"]
-    assert sreg.get_sample_value("turnout_rpc_dropped_total", {"method": "scorer.route.v1"}) == 3
+    assert sreg.get_sample_value("turnout_rpc_dropped_total", {"method": "scorer.route.v1"}) is None
 
 
 # --- competing replicas ------------------------------------------------------------------
@@ -287,7 +302,7 @@ async def test_invalid_body_comes_back_as_malformed_request(redis_url: str, keys
 
 async def test_unknown_method_comes_back_as_method_not_found(redis_url: str, keys: Keys, redis: Redis) -> None:
     reply_key = keys.rpc_reply("probe")
-    raw = encode_request(call_id="x1", method="scorer.explain", mv=1, deadline=time.time() + 5, request_id=None,
+    raw = encode_request(call_id="x1", method="scorer.explain", mv=1, budget_ms=5000, request_id=None,
                          reply_to=reply_key, body=b"{}")  # fmt: skip
     async with serving(redis_url, keys):
         await redis.rpush(keys.rpc_queue("scorer.route", 1), raw)
@@ -339,17 +354,41 @@ async def test_call_fails_at_once_when_no_server_is_alive(redis_url: str, keys: 
             await c.call(ROUTE_V1, RouteRequestV1(), timeout=5.0)
 
 
-async def test_heartbeat_key_names_the_replica_and_has_a_ttl(redis_url: str, keys: Keys, redis: Redis) -> None:
-    async with serving(redis_url, keys, replica="scorer-7"):
-        await wait_until(lambda: True)
-        key = keys.rpc_alive("scorer.route", 1)
+async def test_each_replica_has_its_own_heartbeat_with_a_ttl(redis_url: str, keys: Keys, redis: Redis) -> None:
+    members = keys.rpc_alive("scorer.route", 1)
+    async with serving(redis_url, keys, replica="scorer-7"), serving(redis_url, keys, replica="scorer-8"):
         for _ in range(100):
-            if await redis.get(key):
+            if await redis.scard(members) == 2:  # type: ignore[misc]
                 break
             await asyncio.sleep(0.02)
-        assert await redis.get(key) == b"scorer-7"
-        assert 0 < await redis.pttl(key) <= 3000
-    assert await redis.get(key) is None
+        assert await redis.smembers(members) == {b"scorer-7", b"scorer-8"}  # type: ignore[misc]
+        for replica in ("scorer-7", "scorer-8"):
+            key = keys.rpc_alive_replica("scorer.route", 1, replica)
+            assert await redis.get(key) == replica.encode()
+            assert 0 < await redis.pttl(key) <= 3000
+    for replica in ("scorer-7", "scorer-8"):  # each one cleared its own, nobody else's
+        assert await redis.get(keys.rpc_alive_replica("scorer.route", 1, replica)) is None
+    assert await redis.smembers(members) == set()  # type: ignore[misc]
+
+
+async def test_one_replica_leaving_keeps_the_method_alive(redis_url: str, keys: Keys) -> None:
+    async with (
+        client(redis_url, keys, watch=(ROUTE_V1,), heartbeat_poll_s=0.05) as (c, _),
+        serving(redis_url, keys, replica="a"),
+    ):
+        async with serving(redis_url, keys, replica="b"):
+            await wait_until(lambda: c.server_alive(ROUTE_V1), what="heartbeat seen")
+        await asyncio.sleep(0.2)  # several polls after b cleared its own heartbeat
+        assert c.server_alive(ROUTE_V1) is True
+        assert (await c.call(ROUTE_V1, RouteRequestV1(text="still"), timeout=2.0)).analysis.signals == ["still"]
+
+
+async def test_a_replica_that_died_silently_is_dropped_from_the_set(redis_url: str, keys: Keys, redis: Redis) -> None:
+    members = keys.rpc_alive("scorer.route", 1)
+    await redis.sadd(members, "ghost")  # type: ignore[misc]  # in the set, its heartbeat long expired
+    async with client(redis_url, keys, watch=(ROUTE_V1,), heartbeat_poll_s=0.05) as (c, _):
+        assert c.server_alive(ROUTE_V1) is False
+        assert await redis.smembers(members) == set()  # type: ignore[misc]
 
 
 # --- connection loss ---------------------------------------------------------------------
@@ -453,7 +492,7 @@ async def test_a_push_redis_refuses_fails_its_callers_and_the_next_push_works(re
 
 
 async def test_a_failed_shared_push_fails_every_caller(keys):
-    broken = RespLink("redis://127.0.0.1:1/0", connect_timeout_s=0.5)
+    broken = RespLink("redis://127.0.0.1:1/0", link=LinkOptions(connect_timeout_s=0.5))
     push = PushExpire(broken)
     results = await asyncio.gather(*(push(f"{keys.prefix}:x", b"p", 5) for _ in range(5)), return_exceptions=True)
     assert len(results) == 5 and all(isinstance(e, OSError | RedisError) for e in results), results

@@ -198,7 +198,12 @@ async def test_ops_endpoints_report_readiness_and_scorer_metrics(seeded, scorer,
     async with httpx.AsyncClient(base_url=base, timeout=5) as http:
         ready = await http.get("/ready")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ok", "checks": {"redis": True, "catalog": True, "rpc": True}}
+        fine = {"running": True, "restarts": 0, "last_error": None}
+        tasks = ("catalog-loop", "fleet-loop", "catalog-listener", "rules-watch", "rpc-server")
+        body = ready.json()
+        assert (body["status"], body["checks"]) == ("ok", {"redis": True, "catalog": True, "rpc": True})
+        assert set(tasks) <= set(body["tasks"])  # (+ learned-loop, vram-refresh when those are on)
+        assert all(state == fine for state in body["tasks"].values()), body["tasks"]
         assert (await http.get("/health")).json() == {"status": "ok", "service": "scorer"}
         metrics = (await http.get("/metrics")).text
     assert 'turnout_scorer_decisions_total{category="general"} 1.0' in metrics

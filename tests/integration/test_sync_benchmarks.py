@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from turnout.common.arq import CTX_KEY, IMPORT_BENCHMARKS_FILE, close_worker, create_job_pool
+from turnout.common.arq import CTX_KEY, IMPORT_BENCHMARKS_FILE, create_job_pool
+from turnout.common.arq_running import close_worker
 from turnout.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
 from turnout.common.db.session import engine_scope, make_sessionmaker
 from turnout.sync.public import read_status

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from turnout.common.arq import CTX_KEY, close_worker
+from turnout.common.arq import CTX_KEY
+from turnout.common.arq_running import close_worker
 from turnout.common.db.models import DeadLetter, Feedback, RoutingDecision
 from turnout.common.db.session import engine_scope, make_sessionmaker
 from turnout.common.schemas.events import EVENT_FIELD, AttemptV1, FeedbackEventV1, RequestEventV1

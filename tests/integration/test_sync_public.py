@@ -18,7 +18,8 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from turnout.common.arq import CTX_KEY, SYNC_ALL_BENCHMARKS, close_worker, create_job_pool
+from turnout.common.arq import CTX_KEY, SYNC_ALL_BENCHMARKS, create_job_pool
+from turnout.common.arq_running import close_worker
 from turnout.common.catalog import load_snapshot
 from turnout.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
 from turnout.common.db.session import engine_scope, make_sessionmaker

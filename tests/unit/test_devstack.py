@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from turnout.devstack.infra import InfraError, ensure_redis, free_port, plain_pg_url, with_database
-from turnout.devstack.stack import SERVICES, FleetInfo, Stack, StackConfig, parse_fleet_line
+from turnout.devstack.restart import Restarter
+from turnout.devstack.stack import SERVICES, FleetInfo, Proc, Stack, StackConfig, parse_fleet_line
 
 LINE = {
     "fakefleet": 1,
@@ -186,3 +187,41 @@ def test_postgres_url_helpers() -> None:
 def test_fleet_info_is_plain_data() -> None:
     info = FleetInfo("http://a", "http://b/v1", "http://a")
     assert info.backends_value() == "fleet-ollama:ollama=http://a,fleet-openai:openai=http://b/v1"
+
+
+def test_a_service_that_exits_unexpectedly_is_restarted_with_growing_back_off(tmp_path: Path) -> None:
+    class TinyStack(Stack):
+        def start_service(self, name: str) -> Proc:  # a stand-in service that exits with 3 at once
+            return self._spawn(name, _python("print('boom', flush=True); raise SystemExit(3)"), os.environ)
+
+    now = [1000.0]
+    said: list[str] = []
+    stack = TinyStack(config(cwd=tmp_path))
+    restarter = Restarter(stack, said.append, base_s=1.0, max_s=30.0, healthy_after_s=60.0, clock=lambda: now[0])
+    delays = []
+    stack.start_service("sync")
+    for n in range(1, 4):
+        stack.procs["sync"].popen.wait(timeout=20)
+        stack.procs["sync"]._pump.join(timeout=5)
+        restarter.tick()
+        why = next(m for m in said if m.startswith("sync exited unexpectedly (exit code 3); restarting it in "))
+        delays.append(float(why.split(" in ")[1].split("s.")[0]))
+        said.clear()
+        restarter.tick()  # not due yet: nothing happens
+        assert restarter.restarts.get("sync", 0) == n - 1
+        now[0] += 31
+        restarter.tick()
+        assert restarter.restarts["sync"] == n
+    stack.stop()
+    assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0 and 2.0 <= delays[2] <= 4.0
+
+
+def test_a_service_stopped_on_purpose_is_not_restarted(tmp_path: Path) -> None:
+    stack = Stack(config(cwd=tmp_path))
+    stack._spawn("scorer", _python("import time; time.sleep(60)"), os.environ)
+    stack.kill("scorer")
+    restarter = Restarter(stack, lambda _: None, clock=lambda: 1e9)
+    restarter.tick()
+    restarter.tick()
+    assert restarter.restarts == {}
+    stack.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
@@ -31,7 +33,7 @@ def _request(**over: object) -> bytes:
         "call_id": "c1",
         "method": "scorer.route",
         "mv": 1,
-        "deadline": 1763840000.125,
+        "budget_ms": 50,
         "request_id": "req-1",
         "reply_to": "sy:rpc:reply:gw-1",
         "body": b'{"text":"hi"}',
@@ -46,7 +48,7 @@ def test_request_envelope_has_the_documented_fields() -> None:
         "id": "c1",
         "method": "scorer.route",
         "mv": 1,
-        "deadline": 1763840000.125,
+        "budget_ms": 50,
         "request_id": "req-1",
         "reply_to": "sy:rpc:reply:gw-1",
         "body": {"text": "hi"},
@@ -64,17 +66,24 @@ def test_request_envelope_round_trips() -> None:
     )
 
 
+def test_an_older_clients_absolute_deadline_becomes_a_budget() -> None:
+    raw = orjson.dumps({"v": 1, "id": "x", "method": "m", "reply_to": "r", "deadline": time.time() + 2.0})
+    assert 1900 < decode_request(raw)["budget_ms"] <= 2000
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
         (b"not json", "envelope is not JSON"),
         (b"[1, 2]", "envelope is not an object"),
         (
-            b'{"v": 1, "method": "m", "reply_to": "r", "deadline": 1}',
+            b'{"v": 1, "method": "m", "reply_to": "r", "budget_ms": 1}',
             "envelope field 'id' missing or of the wrong type",
         ),
-        (b'{"v": 1, "id": "x", "method": "m", "reply_to": "r", "deadline": "soon"}', "field 'deadline'"),
-        (b'{"v": 2, "id": "x", "method": "m", "reply_to": "r", "deadline": 1}', "unsupported envelope version 2"),
+        (b'{"v": 1, "id": "x", "method": "m", "reply_to": "r", "budget_ms": "soon"}', "field 'budget_ms'"),
+        (b'{"v": 1, "id": "x", "method": "m", "reply_to": "r", "budget_ms": true}', "field 'budget_ms'"),
+        (b'{"v": 1, "id": "x", "method": "m", "reply_to": "r"}', "field 'budget_ms'"),
+        (b'{"v": 2, "id": "x", "method": "m", "reply_to": "r", "budget_ms": 1}', "unsupported envelope version 2"),
     ],
 )
 def test_malformed_request_envelopes_are_rejected(raw: bytes, message: str) -> None:

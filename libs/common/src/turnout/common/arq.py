@@ -11,7 +11,7 @@
 * **Schedules.** :func:`every` turns an interval in seconds into arq ``cron`` fields.
 * **On demand.** :func:`enqueue_once` enqueues with a ``_job_id`` so that a job already queued or
   running is not queued twice (jobs run with ``keep_result=0``, so the id frees up once it ends).
-* **Running.** :func:`run_worker` runs a worker with the ops server beside it until SIGTERM/SIGINT.
+* **Running** (supervised, reconnecting) is in :mod:`turnout.common.arq_running`.
 
 Job names are declared here (:data:`DISCOVER_MODELS`, :data:`IMPORT_BENCHMARKS_FILE`) so that
 other services can enqueue without importing a worker.
@@ -20,11 +20,8 @@ other services can enqueue without importing a worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import signal
-import warnings
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -34,15 +31,14 @@ from typing import Annotated, Any, Generic, TypeVar, cast
 
 import aiohttp
 import orjson
-from arq import ArqRedis, Retry, Worker, create_pool
+from arq import ArqRedis, Retry, create_pool
 from arq.connections import RedisSettings
 from arq.jobs import Job
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from turnout.common.db.migrate import upgrade, wait_for_head
 from turnout.common.db.models import DeadLetter
+from turnout.common.links import DEFAULT_LINK, LinkOptions
 from turnout.common.logging import request_id_var
 from turnout.common.settings import CommonSettings
 
@@ -99,11 +95,30 @@ def redis_settings(redis_url: str, *, conn_timeout_s: int = 2, conn_retries: int
     return settings
 
 
+def harden_pool(pool: ArqRedis, opts: LinkOptions = DEFAULT_LINK) -> ArqRedis:
+    """The bounds of :func:`turnout.common.links.make_redis` on a pool arq built: arq's
+    ``RedisSettings`` has no socket timeout or keepalive, so they go into the pool's connection
+    arguments (``ConnectionPool.connection_kwargs``, which every new connection is built from);
+    connections already open are closed so that they reopen with them."""
+    pool.connection_pool.connection_kwargs.update(
+        socket_timeout=opts.command_timeout_s,
+        socket_keepalive=True,
+        socket_keepalive_options=opts.keepalive_options(),
+        health_check_interval=opts.health_check_s,
+    )
+    if "path" in pool.connection_pool.connection_kwargs:  # a unix socket: no TCP options
+        for key in ("socket_keepalive", "socket_keepalive_options"):
+            pool.connection_pool.connection_kwargs.pop(key)
+    return pool
+
+
 async def create_job_pool(redis_url: str, queue_name: str) -> ArqRedis:
     """A pool that enqueues JSON jobs onto ``queue_name`` (close it with ``aclose()``)."""
-    return await create_pool(
+    pool = await create_pool(
         redis_settings(redis_url), job_serializer=dumps, job_deserializer=loads, default_queue_name=queue_name
     )
+    await pool.connection_pool.disconnect()
+    return harden_pool(pool)
 
 
 async def enqueue_once(pool: ArqRedis, queue_name: str, function: str, *, job_id: str, **kwargs: Any) -> Job | None:
@@ -200,13 +215,26 @@ def worker_kwargs(
     on_shutdown: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> dict[str, Any]:
     """Keyword arguments for :class:`arq.Worker` every worker service shares: JSON jobs, our
-    retry budget and timeouts, signals left to the service's own loop."""
+    retry budget and timeouts, signals left to the service's own loop, a hardened pool
+    (:func:`harden_pool`), and an ``on_startup`` that runs once even when the worker's main loop
+    is restarted after losing Redis (:func:`run_worker`)."""
+    started = False
+
+    async def startup_once(ctx: dict[str, Any]) -> None:
+        nonlocal started
+        if started:
+            return
+        await ctx["redis"].connection_pool.disconnect()
+        harden_pool(ctx["redis"])
+        await on_startup(ctx)
+        started = True
+
     return {
         "functions": functions,
         "cron_jobs": cron_jobs,
         "queue_name": queue,
         "redis_settings": redis_settings(redis_url),
-        "on_startup": on_startup,
+        "on_startup": startup_once,
         "on_shutdown": on_shutdown,
         "job_serializer": dumps,
         "job_deserializer": loads,
@@ -316,73 +344,6 @@ def job(name: str) -> Callable[[JobFn], JobFn]:
     return wrap
 
 
-# --- running ---------------------------------------------------------------------------------
-
-
-async def prepare_schema(settings: CommonSettings, *, wait_s: float) -> None:
-    """Workers migrate at start (advisory-locked, so replicas may race) unless
-    ``migrate_on_start`` is off; then they wait for someone else to have migrated."""
-    if settings.migrate_on_start:
-        log.info("migrating the database to head")
-        await upgrade(settings.database_url)
-    else:
-        await wait_for_head(settings.database_url, timeout_s=wait_s)
-
-
-def worker_checks(worker: Worker) -> dict[str, Callable[[], Awaitable[bool]]]:
-    """``/ready`` checks for a worker: its context is built, Redis and Postgres answer."""
-
-    def wctx() -> WorkerContext[Any] | None:
-        w = worker.ctx.get(CTX_KEY)
-        return w if isinstance(w, WorkerContext) else None
-
-    async def redis_ok() -> bool:
-        w = wctx()
-        return w is not None and bool(await w.redis.ping())
-
-    async def postgres_ok() -> bool:
-        w = wctx()
-        if w is None:
-            return False
-        async with w.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
-
-    return {"redis": redis_ok, "postgres": postgres_ok}
-
-
-async def close_worker(worker: Worker) -> None:
-    """``worker.close()`` (cancels running jobs, runs ``on_shutdown``, closes the pool), minus the
-    redis-py deprecation warning arq triggers by calling ``close()`` instead of ``aclose()``."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Call to deprecated close", category=DeprecationWarning)
-        await worker.close()
-
-
-async def run_worker(worker: Worker, *, stop: asyncio.Event | None = None) -> None:
-    """Run ``worker`` (built with ``handle_signals=False``) until SIGTERM/SIGINT or ``stop``,
-    then close it (in-flight jobs are cancelled and retried later; ``on_shutdown`` runs)."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    main = asyncio.create_task(worker.async_run(), name="arq-worker")
-    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
-    try:
-        done, _ = await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if main in done:
-            main.result()  # a crashed worker surfaces here
-    finally:
-        stopper.cancel()
-        await close_worker(worker)  # cancels the main task and running jobs, then on_shutdown
-        with contextlib.suppress(asyncio.CancelledError):
-            await main
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-
-
 __all__ = [
     "worker_kwargs",
     "CTX_KEY",
@@ -393,7 +354,7 @@ __all__ = [
     "WorkerContext",
     "WorkerOptions",
     "check_interval",
-    "close_worker",
+    "harden_pool",
     "context_of",
     "create_job_pool",
     "dumps",
@@ -401,9 +362,6 @@ __all__ = [
     "every",
     "job",
     "loads",
-    "prepare_schema",
     "record_dead_letter",
     "redis_settings",
-    "run_worker",
-    "worker_checks",
 ]

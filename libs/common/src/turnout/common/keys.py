@@ -18,8 +18,13 @@ class Keys:
         return f"{self.prefix}:rpc:reply:{client_id}"
 
     def rpc_alive(self, method: str, version: int) -> str:
-        """Heartbeat key, refreshed by every live server of the method (value: replica id)."""
+        """Set of the replica ids that serve the method (each with its own heartbeat key below);
+        a member whose heartbeat expired is dead, and is removed by whoever notices."""
         return f"{self.prefix}:rpc:alive:{method}:v{version}"
+
+    def rpc_alive_replica(self, method: str, version: int, replica: str) -> str:
+        """One server replica's heartbeat (value: its replica id, with its own TTL)."""
+        return f"{self.prefix}:rpc:alive:{method}:v{version}:{replica}"
 
     # --- catalog ---------------------------------------------------------------------
     @property

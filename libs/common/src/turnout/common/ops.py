@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -47,7 +48,11 @@ def build_ops_app(
     *,
     registry: CollectorRegistry = REGISTRY,
     extra_routes: list[web.RouteDef] | None = None,
+    tasks: Callable[[], Mapping[str, Any]] | None = None,
 ) -> web.Application:
+    """``tasks``: the state of the service's supervised background tasks, shown in ``/ready``'s
+    body (:meth:`turnout.common.supervise.Supervisor.state`)."""
+
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": service})
 
@@ -58,9 +63,10 @@ def build_ops_app(
         for name, check in checks.items():
             results[name] = await runner.run(name, check)
         ok = all(results.values())
-        return web.json_response(
-            {"status": "ok" if ok else "unavailable", "checks": results}, status=200 if ok else 503
-        )
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": results}
+        if tasks is not None:
+            body["tasks"] = tasks()
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

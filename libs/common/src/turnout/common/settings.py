@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from turnout.common.backends.config import BackendConfig, load_backends_file, parse_backends
 from turnout.common.errors import ConfigError
 from turnout.common.keys import Keys
+from turnout.common.links import LinkOptions
 
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "admin", "password"}
 
@@ -40,6 +41,12 @@ class CommonSettings(BaseSettings):
     backends_file: Path | None = None
     admin_key: SecretStr | None = None
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    redis_connect_timeout_s: float = Field(default=2.0, gt=0, description="Opening a Redis connection")
+    redis_command_timeout_s: float = Field(
+        default=5.0, gt=0, description="A Redis command unanswered this long (past its own block time) drops the link"
+    )
+    redis_keepalive_s: int = Field(default=10, ge=1, le=3600, description="TCP keepalive idle time on Redis links")
+    redis_backoff_max_s: float = Field(default=2.0, gt=0, description="Cap of the jittered reconnect back-off")
     migrate_on_start: bool = True
 
     @field_validator("backends", mode="before")
@@ -66,6 +73,16 @@ class CommonSettings(BaseSettings):
             if self.admin_key.get_secret_value().lower() in _PLACEHOLDER_SECRETS:
                 raise ValueError("TURNOUT_ADMIN_KEY is a placeholder; set a real secret in prod")
         return self
+
+    @property
+    def link(self) -> LinkOptions:
+        """The bounds of every Redis connection (:mod:`turnout.common.links`)."""
+        return LinkOptions(
+            connect_timeout_s=self.redis_connect_timeout_s,
+            command_timeout_s=self.redis_command_timeout_s,
+            keepalive_idle_s=self.redis_keepalive_s,
+            backoff_max_s=self.redis_backoff_max_s,
+        )
 
     @property
     def keys(self) -> Keys:

@@ -11,6 +11,7 @@ import tempfile
 import uvicorn
 from prometheus_client import REGISTRY
 
+from turnout.common.cli import parse_service_args
 from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import DB_UNAVAILABLE
 from turnout.common.errors import ConfigError
@@ -50,7 +51,13 @@ async def _wait_schema(settings: GatewaySettings) -> None:
         log.warning("database schema not ready yet (%s); serving anyway, /ready reports it", exc)
 
 
-def main() -> None:
+DESCRIPTION = (
+    "The Turnout gateway: one OpenAI- and Ollama-compatible HTTP endpoint in front of a fleet of LLM backends."
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse_service_args("turnout-gateway", DESCRIPTION, argv)  # --help / --version: answer, start nothing
     settings = _load()
     configure_logging(settings.log_level, service="gateway", json=settings.log_json)
     opts = settings.gateway

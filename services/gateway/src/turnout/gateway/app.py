@@ -15,21 +15,22 @@ import hashlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from turnout.common.db.session import make_engine
 from turnout.common.http import make_session
+from turnout.common.links import make_redis
 from turnout.common.rpc import ROUTE_V1, RpcClient
 from turnout.common.rpc.client import new_client_id
 from turnout.common.rpc.resp import RespLink
 from turnout.common.schemas.events import EVENT_FIELD, FeedbackEventV1
+from turnout.common.supervise import Supervisor
 from turnout.gateway.catalog import CatalogView
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.events import EventPublisher
@@ -68,12 +69,17 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             keys = settings.keys
-            redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+            redis = make_redis(settings.redis_url, settings.link)
             stack.push_async_callback(redis.aclose)
             session = make_session(connect_timeout_s=opts.connect_timeout_s)
             stack.push_async_callback(session.close)
             rpc = RpcClient(
-                settings.redis_url, keys, client_id=new_client_id("gateway"), watch=(ROUTE_V1,), registry=registry
+                settings.redis_url,
+                keys,
+                client_id=new_client_id("gateway"),
+                watch=(ROUTE_V1,),
+                registry=registry,
+                link=settings.link,
             )
             await stack.enter_async_context(rpc)
             engine = make_engine(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s, pool_size=1)
@@ -90,9 +96,16 @@ def create_app(
             with contextlib.suppress(TimeoutError, RedisError, OSError):  # the refresh loop retries
                 await asyncio.wait_for(catalog.refresh(), timeout=2.0)
             inflight = InflightTracker(redis, keys, publish_s=opts.inflight_publish_s)
-            events_link = RespLink(settings.redis_url)
+            events_link = RespLink(settings.redis_url, link=settings.link)
             stack.callback(events_link.close)
-            events = EventPublisher(events_link, keys, metrics, maxlen=opts.events_maxlen)
+            events = EventPublisher(
+                events_link,
+                keys,
+                metrics,
+                maxlen=opts.events_maxlen,
+                max_queue=opts.events_buffer,
+                max_bytes=opts.events_buffer_bytes,
+            )
             router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
             forwarder = Forwarder(
                 settings.backends,
@@ -132,16 +145,13 @@ def create_app(
                 started_at=int(time.time()),
                 multiprocess=multiprocess,
             )
-            tasks = [
-                _background(catalog.run(), "catalog-refresh"),
-                _background(inflight.run(), "inflight-publish"),
-                _background(events.run(), "event-publish"),
-            ]
+            sup = Supervisor("gateway", registry)
+            sup.start("catalog-refresh", catalog.run)
+            sup.start("inflight-publish", inflight.run)
+            sup.start("event-publish", events.run)
 
             async def stop_background() -> None:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await sup.stop()
                 await events.close()
                 await inflight.close()
 
@@ -191,14 +201,3 @@ def _no_native_telemetry() -> dict[str, Any]:
     if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
         return {}
     return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
-
-
-def _background(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-    task = asyncio.create_task(coro, name=name)
-
-    def _done(t: asyncio.Task[None]) -> None:
-        if not t.cancelled() and t.exception() is not None:
-            log.error("background task %s died", name, exc_info=t.exception())
-
-    task.add_done_callback(_done)
-    return task

@@ -11,20 +11,29 @@ that sends what accumulated as pipelined ``XADD``s in one write, over a connecti
 of the kind the RPC uses (:class:`~turnout.common.rpc.resp.RespLink`: redis-py spends more
 CPU packing a command than Redis spends running it; and a Lua loop over the batch, tried
 before, cost Redis ~2.7 µs per event more than plain ``XADD``s), so a request never waits on
-Redis and a burst costs one round trip. If Redis is unreachable the batch is dropped and counted.
+Redis and a burst costs one round trip.
+
+While Redis is away, events wait in memory — bounded by count (``max_queue``) and encoded bytes
+(``max_bytes``); past either, new events are dropped and counted in
+``turnout_gateway_events_dropped_total`` — and are flushed in order once it is back (retried with
+jittered back-off). An event that cannot be encoded, or that Redis refuses, is counted and
+skipped; it never stops the publisher. Delivery is at least once: a batch whose replies were lost
+with the link is sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from turnout.common.keys import Keys
+from turnout.common.links import Backoff
 from turnout.common.rpc.resp import RespLink
 from turnout.common.schemas.events import EVENT_FIELD
 from turnout.gateway.metrics import GatewayMetrics
@@ -46,6 +55,9 @@ def encode_event(event: RequestEvent) -> bytes:
 
 
 class EventPublisher:
+    """See the module docstring. ``max_queue`` / ``max_bytes`` bound what waits for Redis (events
+    not yet sent, counted and encoded size); past either bound new events are dropped and counted."""
+
     def __init__(
         self,
         link: RespLink,
@@ -55,7 +67,11 @@ class EventPublisher:
         maxlen: int = 100_000,
         batch_window_s: float = 0.01,
         max_queue: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_batch: int = 1000,
         timeout_s: float = 5.0,
+        retry_base_s: float = 0.1,
+        retry_max_s: float = 5.0,
     ) -> None:
         self._link = link
         self._stream = keys.request_events
@@ -63,47 +79,102 @@ class EventPublisher:
         self._maxlen = maxlen
         self._window = batch_window_s
         self._max_queue = max_queue
+        self._max_bytes = max_bytes
+        self._max_batch = max_batch
         self._timeout_s = timeout_s
-        self._queue: list[RequestEvent] = []
+        self._queue: list[RequestEvent] = []  # published, not yet encoded
+        self._backlog: collections.deque[bytes] = collections.deque()  # encoded, waiting for Redis
+        self._backlog_bytes = 0
         self._wake = asyncio.Event()
+        self._backoff = Backoff(retry_base_s, retry_max_s)
+        self._redis_away = False
         self.sent = 0
+
+    @property
+    def waiting(self) -> int:
+        """Events not yet in the stream."""
+        return len(self._queue) + len(self._backlog)
 
     def publish(self, event: RequestEvent) -> None:
         """Queue an event; never blocks, never raises."""
-        if len(self._queue) >= self._max_queue:
+        if self.waiting >= self._max_queue or self._backlog_bytes >= self._max_bytes:
             self._metrics.events_dropped.inc()
             return
         self._queue.append(event)
         self._wake.set()
 
-    async def flush(self) -> None:
-        if not self._queue:
-            return
-        batch, self._queue = self._queue, []
-        xadd = ("XADD", self._stream, "MAXLEN", "~", self._maxlen, "*", EVENT_FIELD)
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                conn = await self._link.connection()
-                replies = await asyncio.gather(
-                    *conn.execute_many([(*xadd, encode_event(ev)) for ev in batch]), return_exceptions=True
-                )
-        except (RedisError, OSError) as exc:  # TimeoutError included
-            self._metrics.events_dropped.inc(len(batch))
-            log.warning("dropped %d request events: %s", len(batch), exc)
-            return
-        failed = [r for r in replies if isinstance(r, BaseException)]
-        self.sent += len(batch) - len(failed)
-        if failed:
-            self._metrics.events_dropped.inc(len(failed))
-            log.warning("dropped %d request events: %s", len(failed), failed[0])
+    def _encode_queued(self) -> None:
+        queued, self._queue = self._queue, []
+        for event in queued:
+            try:
+                raw = encode_event(event)
+            except Exception as exc:  # one bad event is skipped and counted; the rest go on
+                self._metrics.events_dropped.inc()
+                log.error("skipped a request event that cannot be encoded: %s: %s", type(exc).__name__, exc)
+                continue
+            if self._backlog_bytes + len(raw) > self._max_bytes:
+                self._metrics.events_dropped.inc()
+                continue
+            self._backlog.append(raw)
+            self._backlog_bytes += len(raw)
+
+    async def flush(self) -> bool:
+        """Send what waits, in batches of ``max_batch``. False when Redis could not be reached:
+        what was not sent stays in the backlog (bounded) for the next flush."""
+        self._encode_queued()
+        while self._backlog:
+            batch = [self._backlog[i] for i in range(min(self._max_batch, len(self._backlog)))]
+            xadd = ("XADD", self._stream, "MAXLEN", "~", self._maxlen, "*", EVENT_FIELD)
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    conn = await self._link.connection()
+                    replies = await asyncio.gather(
+                        *conn.execute_many([(*xadd, raw) for raw in batch]), return_exceptions=True
+                    )
+            except (RedisError, OSError) as exc:  # TimeoutError included: nothing known sent
+                self._away(exc)
+                return False
+            unsent = 0
+            for raw, reply in zip(batch, replies, strict=True):
+                self._backlog.popleft()
+                self._backlog_bytes -= len(raw)
+                if isinstance(reply, ResponseError):  # Redis refused it (WRONGTYPE …): retrying won't help
+                    self._metrics.events_dropped.inc()
+                    log.warning("Redis refused a request event: %s", reply)
+                elif isinstance(reply, BaseException):  # the link broke under it: keep it for later
+                    self._backlog.append(raw)
+                    self._backlog_bytes += len(raw)
+                    unsent += 1
+                else:
+                    self.sent += 1
+            if unsent:
+                self._backlog.rotate(unsent)  # back to the front, in their order
+                self._away(next(r for r in replies if isinstance(r, BaseException)))
+                return False
+        if self._redis_away:
+            log.info("request events flow to Redis again")
+            self._redis_away = False
+        self._backoff.reset()
+        return True
+
+    def _away(self, exc: BaseException) -> None:
+        if not self._redis_away:
+            log.warning("request events wait in memory (%d now) while Redis is away: %s", self.waiting, exc)
+        self._redis_away = True
 
     async def run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self._window)  # let a burst accumulate into one pipeline
-            await self.flush()
+            if not await self.flush():
+                self._wake.set()  # try again after a back-off, whether or not new events come
+                await asyncio.sleep(self._backoff.next())
 
     async def close(self) -> None:
-        """Send what is queued (``flush`` counts and logs what it cannot send)."""
+        """Send what waits (``flush`` handles Redis being away); what cannot go now is dropped
+        and counted."""
         await self.flush()
+        if self.waiting:
+            self._metrics.events_dropped.inc(self.waiting)
+            log.warning("dropped %d request events at shutdown (Redis unreachable)", self.waiting)

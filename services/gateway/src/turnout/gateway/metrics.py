@@ -101,7 +101,7 @@ def build_metrics(registry: CollectorRegistry = REGISTRY) -> GatewayMetrics:
             ["path"], namespace=NS, subsystem=SUB, registry=registry, buckets=_SLOW_BUCKETS,
         ),
         events_dropped=Counter(
-            "events_dropped", "Request events dropped because Redis was unreachable or the queue was full",
+            "events_dropped", "Request events dropped: buffer full while Redis was away, unencodable, refused",
             namespace=NS, subsystem=SUB, registry=registry,
         ),
     )  # fmt: skip

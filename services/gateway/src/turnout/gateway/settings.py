@@ -37,6 +37,12 @@ class GatewayOptions(BaseModel):
     backend_models_ttl_s: float = Field(default=30.0, gt=0, description="Cache of backend model lists (fallback)")
     inflight_publish_s: float = Field(default=0.25, gt=0, description="How often in-flight deltas go to Redis")
     events_maxlen: int = Field(default=100_000, ge=1000, description="Approximate MAXLEN of the request stream")
+    events_buffer: int = Field(
+        default=100_000, ge=100, description="Request events kept in memory while Redis is away (then dropped, counted)"
+    )
+    events_buffer_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024 * 1024, description="The same bound in bytes of encoded events"
+    )
     ready_requires_scorer: bool = Field(default=True, description="/ready fails while no scorer heartbeat is seen")
     schema_wait_s: float = Field(
         default=20.0, ge=0, description="At start, wait this long for the schema head (0: don't); /ready reports it"

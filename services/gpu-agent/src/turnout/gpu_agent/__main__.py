@@ -7,6 +7,7 @@ import contextlib
 import signal
 import sys
 
+from turnout.common.cli import parse_service_args
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
 from turnout.gpu_agent.app import serve
@@ -22,7 +23,11 @@ async def _main(settings: GpuAgentSettings) -> None:
     await serve(settings, stop=stop)
 
 
-def main() -> int:
+DESCRIPTION = "The Turnout GPU agent: publishes this host's GPU memory and loaded models, runs load/unload orders."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parse_service_args("turnout-gpu-agent", DESCRIPTION, argv)  # --help / --version: answer, start nothing
     try:
         settings = GpuAgentSettings.load()
     except ConfigError as exc:

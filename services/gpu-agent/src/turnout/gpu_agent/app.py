@@ -13,16 +13,18 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry
-from redis.asyncio import Redis
 
 from turnout.common.aio import wait_or_cancel
 from turnout.common.backends.clients import client_for
 from turnout.common.http import make_session
+from turnout.common.links import make_redis
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc.server import RpcServer
+from turnout.common.supervise import Supervisor
 from turnout.gpu_agent.agent import Agent
 from turnout.gpu_agent.detect import agent_reader
 from turnout.gpu_agent.gpus import GpuReader
@@ -61,7 +63,7 @@ async def running_agent(
 ) -> AsyncIterator[Running]:
     opts = settings.gpu_agent
     async with AsyncExitStack() as stack:
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        redis = make_redis(settings.redis_url, settings.link)
         stack.push_async_callback(redis.aclose)
         session = make_session(limit=8, limit_per_host=4, connect_timeout_s=2.0)
         stack.push_async_callback(session.close)
@@ -95,27 +97,34 @@ async def running_agent(
                 return web.json_response({"status": "starting"}, status=503)
             return web.Response(body=agent.last_state.model_dump_json(), content_type="application/json")
 
+        sup = Supervisor("gpu-agent", registry)
+        stack.push_async_callback(sup.stop)
         ops = build_ops_app(
             "gpu-agent",
             {"redis": redis_ok, "published": published},
             registry=registry,
             extra_routes=[web.get("/state", state)],
+            tasks=sup.state,
         )
         runner = await stack.enter_async_context(ops_server(ops, opts.ops_host, opts.ops_port))
         stopping = asyncio.Event()
-        loop = asyncio.create_task(agent.run(stopping), name="gpu-agent-loop")
+        loop = sup.start("agent-loop", partial(agent.run, stopping))
         orders: asyncio.Task[None] | None = None
         server: RpcServer | None = None
         if backend is not None and opts.serve_orders:
             server = RpcServer(
-                settings.redis_url, settings.keys, replica_id=f"gpu-agent-{opts.host}", registry=registry
+                settings.redis_url,
+                settings.keys,
+                replica_id=f"gpu-agent-{opts.host}",
+                registry=registry,
+                link=settings.link,
             )
 
             async def publish_now() -> None:
                 await agent.tick()
 
             OrderExecutor(backend, opts.host, on_change=publish_now).register(server)
-            orders = asyncio.create_task(server.serve(), name="gpu-agent-orders")
+            orders = sup.start("orders", server.serve)
         try:
             yield Running(agent, runner, loop)
         finally:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from turnout.common.arq import prepare_schema, run_worker, worker_checks
+from turnout.common.arq_running import prepare_schema, run_worker, worker_checks
+from turnout.common.cli import parse_service_args
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
 from turnout.common.ops import build_ops_app, ops_server
+from turnout.common.supervise import Supervisor
 from turnout.profiler.settings import ProfilerSettings
 from turnout.profiler.worker import build_worker
 
@@ -17,11 +19,17 @@ async def _main(settings: ProfilerSettings) -> None:
     opts = settings.profiler
     await prepare_schema(settings, wait_s=opts.schema_wait_s)
     worker = build_worker(settings)
-    async with ops_server(build_ops_app("profiler", worker_checks(worker)), opts.ops_host, opts.ops_port):
-        await run_worker(worker)
+    sup = Supervisor("profiler")
+    ops = build_ops_app("profiler", worker_checks(worker), tasks=sup.state)
+    async with ops_server(ops, opts.ops_host, opts.ops_port):
+        await run_worker(worker, supervisor=sup)
 
 
-def main() -> int:
+DESCRIPTION = "The Turnout profiler: an arq worker that discovers models on the backends and profiles them."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parse_service_args("turnout-profiler", DESCRIPTION, argv)  # --help / --version: answer, start nothing
     try:
         settings = ProfilerSettings.load()
     except ConfigError as exc:

@@ -15,6 +15,7 @@ import contextlib
 import signal
 import sys
 
+from turnout.common.cli import parse_service_args
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
 from turnout.scorer.app import serve
@@ -30,7 +31,11 @@ async def _main(settings: ScorerSettings) -> None:
     await serve(settings, stop=stop)
 
 
-def main() -> int:
+DESCRIPTION = "The Turnout scorer: answers the gateway's routing RPC over Redis."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parse_service_args("turnout-scorer", DESCRIPTION, argv)  # --help / --version: answer, start nothing
     try:
         settings = ScorerSettings.load()
     except ConfigError as exc:

@@ -27,6 +27,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -37,18 +38,20 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from turnout.common import router_priors
-from turnout.common.aio import cancel_and_wait, wait_or_cancel
+from turnout.common.aio import wait_or_cancel
 from turnout.common.catalog import load_snapshot
 from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import DB_UNAVAILABLE, make_engine, make_sessionmaker
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
+from turnout.common.links import make_redis
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
 from turnout.common.rpc.client import new_client_id
 from turnout.common.schemas.explain import ExplainReplyV1, VramExplainV1
 from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
+from turnout.common.supervise import Supervisor
 from turnout.scorer import router_train
 from turnout.scorer.caches import RouteCacheConfig, RoutingCache
 from turnout.scorer.classifier import LLMClassifier
@@ -87,6 +90,7 @@ class Scorer:
         self._settings = settings
         self._opts = settings.scorer
         self._keys = settings.keys
+        self._settings_link = settings.link
         self._redis = redis
         self._sessionmaker = sessionmaker
         self._metrics = metrics
@@ -190,6 +194,11 @@ class Scorer:
         if self._training is not None and not self._training.done():
             return
         self._training = asyncio.create_task(self._train_router(), name="router-train")
+
+    async def stop_training(self) -> None:
+        """Cancel a router training in progress (at shutdown; its lock expires by itself)."""
+        if self._training is not None and not self._training.done():
+            await wait_or_cancel(self._training, timeout_s=0)
 
     async def _train_router(self) -> None:
         lock = f"{self._keys.router_prior_active}:training"
@@ -346,7 +355,7 @@ class Scorer:
         }
         backoff = 0.05
         while True:
-            conn = Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=None)
+            conn = make_redis(redis_url, self._settings_link, block_s=1.0)
             pubsub = conn.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(*channels)
@@ -371,7 +380,7 @@ class Scorer:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 with contextlib.suppress(RedisError, OSError):
                     await conn.aclose()
 
@@ -431,7 +440,9 @@ async def vram_coordinator(
     """VRAM-aware routing: its own RPC client for ``gpu.order.<host>`` orders, the executor
     (per-host lock, action log) and the coordinator that the route handler consults."""
     opts = settings.scorer.vram
-    orders = RpcClient(settings.redis_url, settings.keys, client_id=new_client_id("scorer-vram"), registry=registry)
+    orders = RpcClient(
+        settings.redis_url, settings.keys, client_id=new_client_id("scorer-vram"), registry=registry, link=settings.link
+    )
     await orders.start()
     coordinator: VramCoordinator | None = None
 
@@ -467,7 +478,7 @@ async def running_scorer(
     async with AsyncExitStack() as stack:
         engine = make_engine(settings.database_url, connect_timeout_s=settings.db_connect_timeout_s, pool_size=2)
         stack.push_async_callback(engine.dispose)
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+        redis = make_redis(settings.redis_url, settings.link)
         stack.push_async_callback(redis.aclose)
         metrics = ScorerMetrics.create(registry)
         routing = await stack.enter_async_context(routing_engine(settings, redis, registry))
@@ -480,6 +491,7 @@ async def running_scorer(
         server = RpcServer(
             settings.redis_url,
             settings.keys,
+            link=settings.link,
             replica_id=rid,
             max_concurrency=settings.scorer.max_concurrency,
             registry=registry,
@@ -497,30 +509,31 @@ async def running_scorer(
             return server.connected
 
         checks: dict[str, Callable[[], Awaitable[bool]]] = {"redis": redis_ok, "catalog": catalog_ok, "rpc": rpc_ok}
-        ops = build_ops_app("scorer", checks, registry=registry)
+        sup = Supervisor("scorer", registry)
+        stack.push_async_callback(sup.stop)
+        ops = build_ops_app("scorer", checks, registry=registry, tasks=sup.state)
         await stack.enter_async_context(ops_server(ops, settings.scorer.ops_host, settings.scorer.ops_port))
 
         await scorer.load_until_ready()
         await scorer.reload_prior()
         with contextlib.suppress(RedisError, OSError):
             await scorer.refresh_fleet()
-        tasks = [
-            asyncio.create_task(scorer.catalog_loop(), name="catalog-loop"),
-            asyncio.create_task(scorer.fleet_loop(), name="fleet-loop"),
-            asyncio.create_task(scorer.listen(settings.redis_url), name="catalog-listener"),
-            asyncio.create_task(routing.rules.watch(), name="rules-watch"),
-        ]
+        sup.start("catalog-loop", scorer.catalog_loop)
+        sup.start("fleet-loop", scorer.fleet_loop)
+        sup.start("catalog-listener", partial(scorer.listen, settings.redis_url))
+        sup.start("rules-watch", routing.rules.watch)
         if settings.scorer.routing.learned:
-            tasks.append(asyncio.create_task(scorer.learned_loop(), name="learned-loop"))
+            sup.start("learned-loop", scorer.learned_loop)
         if scorer.vram is not None:
-            tasks.append(asyncio.create_task(scorer.vram.run(), name="vram-refresh"))
-        serving = asyncio.create_task(server.serve(), name="rpc-server")
+            sup.start("vram-refresh", scorer.vram.run)
+        serving = sup.start("rpc-server", server.serve)
         try:
             yield Running(scorer, server, serving)
         finally:
             await server.stop()
             await wait_or_cancel(serving, timeout_s=10)
-            await cancel_and_wait(tasks)
+            await scorer.stop_training()
+            await sup.stop()
 
 
 async def serve(settings: ScorerSettings, *, stop: asyncio.Event) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from turnout.common.arq import prepare_schema, run_worker, worker_checks
+from turnout.common.arq_running import prepare_schema, run_worker, worker_checks
+from turnout.common.cli import parse_service_args
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
 from turnout.common.ops import build_ops_app, ops_server
+from turnout.common.supervise import Supervisor
 from turnout.sync.settings import SyncSettings
 from turnout.sync.worker import build_worker, consumer_check
 
@@ -17,13 +19,18 @@ from turnout.sync.worker import build_worker, consumer_check
 async def _main(settings: SyncSettings) -> None:
     opts = settings.sync
     await prepare_schema(settings, wait_s=opts.schema_wait_s)
-    worker = build_worker(settings)
+    sup = Supervisor("sync")
+    worker = build_worker(settings, supervisor=sup)
     checks = {**worker_checks(worker), "events": consumer_check(worker)}
-    async with ops_server(build_ops_app("sync", checks), opts.ops_host, opts.ops_port):
-        await run_worker(worker)
+    async with ops_server(build_ops_app("sync", checks, tasks=sup.state), opts.ops_host, opts.ops_port):
+        await run_worker(worker, supervisor=sup)
 
 
-def main() -> int:
+DESCRIPTION = "The Turnout sync worker: imports public benchmarks and stores request/feedback events in Postgres."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parse_service_args("turnout-sync", DESCRIPTION, argv)  # --help / --version: answer, start nothing
     try:
         settings = SyncSettings.load()
     except ConfigError as exc:

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from turnout.common.db.models import DeadLetter, RoutingDecision
 from turnout.common.keys import Keys
+from turnout.common.links import make_redis
 from turnout.common.schemas.events import EVENT_FIELD, FeedbackEventV1, RequestEventV1
 from turnout.sync.metrics import SyncMetrics
 
@@ -164,7 +165,7 @@ class EventConsumer:
     async def run(self) -> None:
         backoff = 0.05
         while True:
-            conn = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=None)
+            conn = make_redis(self._url, block_s=self._block_ms / 1000)
             try:
                 await self.ensure_groups(conn)
                 await self.claim_stale(conn)

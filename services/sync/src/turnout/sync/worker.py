@@ -48,6 +48,7 @@ from turnout.common.arq import (
 )
 from turnout.common.db.session import make_engine, make_sessionmaker
 from turnout.common.http import make_session
+from turnout.common.supervise import Supervisor
 from turnout.sync.events import EventConsumer
 from turnout.sync.metrics import SyncMetrics
 from turnout.sync.public import (
@@ -160,16 +161,22 @@ async def sync_all_benchmarks(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_settings(
-    settings: SyncSettings, *, registry: CollectorRegistry = REGISTRY, **overrides: Any
+    settings: SyncSettings,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    supervisor: Supervisor | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Keyword arguments for :class:`arq.Worker` (``overrides`` win, e.g. ``burst=True``)."""
+    """Keyword arguments for :class:`arq.Worker` (``overrides`` win, e.g. ``burst=True``). The
+    event consumer runs under ``supervisor`` (one of its own by default)."""
     opts = settings.sync
+    sup = supervisor or Supervisor("sync", registry)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         wctx = await build_context(settings, ctx["redis"], registry=registry)
         ctx[CTX_KEY] = wctx
         if opts.consume_events:
-            wctx.consumer_task = asyncio.create_task(wctx.consumer.run(), name="event-consumer")
+            wctx.consumer_task = sup.start("event-consumer", wctx.consumer.run)
         if opts.benchmarks_at_startup and opts.benchmarks_file is not None:
             await enqueue_once(
                 ctx["redis"], settings.keys.sync_queue, IMPORT_BENCHMARKS_FILE, job_id=IMPORT_BENCHMARKS_FILE
@@ -226,8 +233,14 @@ def worker_settings(
     return kwargs
 
 
-def build_worker(settings: SyncSettings, *, registry: CollectorRegistry = REGISTRY, **overrides: Any) -> Worker:
-    return Worker(**worker_settings(settings, registry=registry, **overrides))
+def build_worker(
+    settings: SyncSettings,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    supervisor: Supervisor | None = None,
+    **overrides: Any,
+) -> Worker:
+    return Worker(**worker_settings(settings, registry=registry, supervisor=supervisor, **overrides))
 
 
 def consumer_check(worker: Worker) -> Any:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from turnout.common.cli import add_version
 from turnout.common.db.migrate import upgrade
 from turnout.common.errors import ConfigError
 from turnout.common.settings import CommonSettings
@@ -39,6 +40,7 @@ from turnout.devstack.infra import (
     free_port,
     port_open,
 )
+from turnout.devstack.restart import Restarter
 from turnout.devstack.stack import FLEET_DEFAULT_PORTS, LLAMA_MODULE, SERVICES, Stack, StackConfig, StackError
 
 REPO = Path(__file__).resolve().parents[5]
@@ -338,29 +340,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _watch(stack: Stack) -> int:
-    """Block until a signal; report services that die, loudly, once each."""
-    reported: set[tuple[str, int]] = set()
+    """Block until a signal; a service that dies is reported, loudly, with why, and restarted
+    with back-off (:class:`~turnout.devstack.restart.Restarter`)."""
+    restarter = Restarter(stack, lambda msg: say(msg, loud=True))
     while True:
-        for name, rc in stack.dead():
-            key = (name, stack.procs[name].pid)
-            if key not in reported:
-                reported.add(key)
-                bar = "!" * 78
-                say(bar, loud=True)
-                say(f"{name} DIED (exit code {rc}). Its last lines:", loud=True)
-                for line in stack.procs[name].last_lines(15).splitlines():
-                    say(f"  {line}", loud=True)
-                say("the other services keep running; Ctrl-C stops everything", loud=True)
-                say(bar, loud=True)
-        alive = [p for p in stack.procs.values() if p.returncode is None]
-        if not alive:
-            say("every service has exited", loud=True)
-            return 1
+        restarter.tick()
         time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m turnout.devstack", description=__doc__.split("\n\n")[0])
+    add_version(parser, "turnout-devstack")
     sub = parser.add_subparsers(dest="cmd")
     run = sub.add_parser("run", help="everything up locally; Ctrl-C stops it all")
     run.add_argument("--host", default=os.environ.get("TURNOUT_GATEWAY__HOST", "0.0.0.0"))

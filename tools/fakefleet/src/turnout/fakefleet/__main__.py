@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import orjson
@@ -41,9 +42,17 @@ from turnout.fakefleet.server import Fleet
 log = logging.getLogger("turnout.fakefleet")
 
 
+def _version() -> str:
+    try:
+        return version("turnout-fakefleet")
+    except PackageNotFoundError:  # pragma: no cover - a tree that is not installed
+        return "unknown"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     env = os.environ
     p = argparse.ArgumentParser(prog="python -m turnout.fakefleet", description="A simulated model fleet.")
+    p.add_argument("--version", action="version", version=f"turnout-fakefleet {_version()}")
     p.add_argument("--config", default=env.get("FAKEFLEET_CONFIG", ""), help="fleet YAML (default: the packaged one)")
     p.add_argument("--host", default=env.get("FAKEFLEET_HOST", "127.0.0.1"))
     p.add_argument("--port", action="append", default=[], metavar="NAME=PORT", help="a listener's port (0 = free)")

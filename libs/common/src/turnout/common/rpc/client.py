@@ -4,8 +4,10 @@ One reader task per client subscribes to its own channel ``rpc:reply:<client_id>
 dedicated connection (requests say ``reply_via: "channel"``); each reply is pushed to it and
 resolves the pending future by call id (nameko's ReplyListener pattern). If
 the reader loses Redis, every call in flight fails at once with :class:`RpcUnavailable` and
-the reader reconnects with back-off. A background task watches each method's heartbeat key so
-that ``call`` fails fast when no server is alive, instead of waiting out the deadline.
+the reader reconnects with jittered back-off. A background task watches each method's
+replica heartbeats (the replica set, then ``EXISTS`` over each replica's own key: alive when any
+is) so that ``call`` fails fast when no server is alive, instead of waiting out the deadline.
+A request carries its budget (``budget_ms``), never an absolute time: see docs/rpc.md.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from turnout.common.aio import cancel_and_wait
 from turnout.common.errors import RemoteError, RpcError, RpcTimeout, RpcUnavailable
 from turnout.common.keys import Keys
+from turnout.common.links import DEFAULT_LINK, LinkOptions, make_redis
 from turnout.common.logging import request_id_var
 from turnout.common.metrics import rpc_metrics
 from turnout.common.rpc.contract import Rep, Req, RpcMethod
@@ -55,8 +58,10 @@ class RpcClient:
         registry: CollectorRegistry = REGISTRY,
         heartbeat_poll_s: float = 0.5,
         reader_ping_s: float = READER_PING_S,
+        link: LinkOptions = DEFAULT_LINK,
     ) -> None:
         self._url = redis_url
+        self._link_opts = link
         self._keys = keys
         self.client_id = client_id or uuid.uuid4().hex
         self._reply_key = keys.rpc_reply(self.client_id)
@@ -72,9 +77,9 @@ class RpcClient:
         self._closed = False
 
     async def start(self) -> None:
-        self._redis = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
-        self._link = RespLink(self._url)
-        self._push = PushExpire(self._link)
+        self._redis = make_redis(self._url, self._link_opts)
+        self._link = RespLink(self._url, link=self._link_opts)
+        self._push = PushExpire(self._link, timeout_s=self._link_opts.command_timeout_s)
         self._tasks.append(asyncio.create_task(self._read_replies(), name="rpc-reply-reader"))
         if self._watch:
             await self._poll_heartbeats()
@@ -129,12 +134,11 @@ class RpcClient:
         if not self._alive.get(method.label, True):
             raise RpcUnavailable(f"no live server for {method.label}")
         call_id = f"{random.getrandbits(64):016x}"  # unique among this client's pending calls
-        deadline = time.time() + timeout
         payload = encode_request(
             call_id=call_id,
             method=method.name,
             mv=method.version,
-            deadline=deadline,
+            budget_ms=max(1, int(timeout * 1000)),
             request_id=request_id or request_id_var.get(),
             reply_to=self._reply_key,
             reply_via="channel",
@@ -150,10 +154,21 @@ class RpcClient:
         timer = loop.call_later(max(timeout, 0.001), _expire, fut, method.label, timeout)
         try:
             raw = await fut
+        except RpcTimeout:
+            self._withdraw(queue, payload)
+            raise
         finally:
             timer.cancel()
             self._pending.pop(call_id, None)
         return self._decode(method, raw)
+
+    def _withdraw(self, queue: str, payload: bytes) -> None:
+        """Take a timed-out request back off its queue if no server has popped it yet: the
+        budget is measured from the pop (clock-free), so time spent queued is not counted, and
+        work whose caller gave up must not be left for a server that comes back later."""
+        conn = self._link.live()
+        if conn is not None:
+            conn.execute("LREM", queue, 1, payload).add_done_callback(_read_outcome)
 
     @staticmethod
     def _decode(method: RpcMethod[Req, Rep], raw: bytes) -> Rep:
@@ -169,14 +184,14 @@ class RpcClient:
             raise RemoteError(f"malformed reply for {method.label}: {exc}") from exc
 
     async def _read_replies(self) -> None:
-        backoff = 0.05
+        backoff = self._link_opts.backoff()
         while not self._closed:
             conn: RespConnection | None = None
             try:
-                conn = await RespConnection.open(self._url, on_message=self._on_reply)
+                conn = await RespConnection.open(self._url, on_message=self._on_reply, link=self._link_opts)
                 await conn.execute("SUBSCRIBE", self._reply_key)
                 self._reader_up.set()
-                backoff = 0.05
+                backoff.reset()
                 # replies arrive by themselves; wait for the link to drop, checking it now and then
                 lost = asyncio.ensure_future(conn.wait_lost())
                 try:
@@ -195,8 +210,7 @@ class RpcClient:
                     log.warning("RPC reply reader lost Redis: %s", exc)
                 self._reader_up.clear()
                 self._fail_pending(RpcUnavailable(f"lost connection to Redis: {exc}"))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(backoff.next())
             finally:
                 if conn is not None:
                     conn.close()
@@ -223,14 +237,40 @@ class RpcClient:
         assert self._redis is not None
         for m in self._watch:
             try:
-                self._alive[m.label] = bool(await self._redis.exists(self._keys.rpc_alive(m.name, m.version)))
+                self._alive[m.label] = await self.alive_now(m)
             except (RedisError, OSError):
                 self._alive[m.label] = False
+
+    async def alive_now(self, method: RpcMethod[Any, Any]) -> bool:
+        """Whether any replica of ``method`` has a live heartbeat, asked of Redis now; members
+        whose heartbeat expired (a replica that died without a word) are removed from the set."""
+        redis = self._redis
+        if redis is None:
+            raise RpcUnavailable("RPC client is not started")
+        raw: set[bytes] = await redis.smembers(self._keys.rpc_alive(method.name, method.version))  # type: ignore[misc]
+        members = sorted(m.decode() for m in raw)
+        if not members:
+            return False
+        keys = [self._keys.rpc_alive_replica(method.name, method.version, r) for r in members]
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            found = await pipe.execute()
+        dead = [r for r, n in zip(members, found, strict=True) if not n]
+        if dead:
+            # a replica that comes back re-adds itself with its next beat
+            await redis.srem(self._keys.rpc_alive(method.name, method.version), *dead)  # type: ignore[misc]
+        return len(dead) < len(members)
 
     async def _watch_heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_poll_s)
             await self._poll_heartbeats()
+
+
+def _read_outcome(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()  # best effort: read, so that a failure is not reported as never retrieved
 
 
 def _expire(reply: asyncio.Future[bytes], label: str, timeout: float) -> None:

@@ -1,14 +1,20 @@
 """Envelopes: the outer JSON of every RPC request and reply (envelope version ``v`` = 1).
 
-Request: ``{v, id, method, mv, deadline, request_id, reply_to, [reply_via], body}``
+Request: ``{v, id, method, mv, budget_ms, request_id, reply_to, [reply_via], body}``
 Reply:   ``{v, id, ok, body}`` or ``{v, id, ok: false, error: {type, message}}``
 
 ``reply_via`` (optional) says how the reply goes to ``reply_to``: ``"list"`` (the default, an
 ``RPUSH`` onto that list) or ``"channel"`` (a ``PUBLISH`` on that channel).
+
+``budget_ms`` is the time the caller still gives the call when it sends it, in milliseconds — a
+relative budget, so that clocks that disagree between hosts cannot expire calls: the server
+starts its own monotonic clock when it pops the request. An envelope from an older client with
+an absolute ``deadline`` (unix seconds) instead is still read, against the server's wall clock.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -24,7 +30,7 @@ def encode_request(
     call_id: str,
     method: str,
     mv: int,
-    deadline: float,
+    budget_ms: int,
     request_id: str | None,
     reply_to: str,
     body: bytes,
@@ -36,7 +42,7 @@ def encode_request(
         "id": call_id,
         "method": method,
         "mv": mv,
-        "deadline": deadline,
+        "budget_ms": budget_ms,
         "request_id": request_id,
         "reply_to": reply_to,
     }
@@ -53,9 +59,14 @@ def decode_request(raw: bytes) -> dict[str, Any]:
         raise MalformedRequest(f"envelope is not JSON: {exc}") from exc
     if not isinstance(env, dict):
         raise MalformedRequest("envelope is not an object")
-    for field, typ in (("id", str), ("method", str), ("reply_to", str), ("deadline", (int, float))):
+    for field, typ in (("id", str), ("method", str), ("reply_to", str)):
         if not isinstance(env.get(field), typ):
             raise MalformedRequest(f"envelope field {field!r} missing or of the wrong type")
+    budget = env.get("budget_ms")
+    if budget is None and isinstance(env.get("deadline"), int | float) and not isinstance(env["deadline"], bool):
+        env["budget_ms"] = budget = (env["deadline"] - time.time()) * 1000  # an older client's absolute deadline
+    if not isinstance(budget, int | float) or isinstance(budget, bool):
+        raise MalformedRequest("envelope field 'budget_ms' missing or of the wrong type")
     if env.get("v") != ENVELOPE_VERSION:
         raise MalformedRequest(f"unsupported envelope version {env.get('v')!r}")
     if env.setdefault("reply_via", "list") not in REPLY_VIA:

@@ -18,7 +18,15 @@ heartbeats) stays on redis-py.
   With ``on_message``, the connection may also ``SUBSCRIBE``: pushed messages go to that
   callback as ``(channel, data)``, replies to commands still to their futures.
 * :class:`RespLink` — a connection that (re)opens on first use after a loss, for senders that
-  must survive Redis restarts without a loop of their own.
+  must survive Redis restarts without a loop of their own; after a failed open it refuses at once
+  for a jittered, growing back-off instead of hammering a Redis that is away.
+
+Links that heal (:class:`~turnout.common.links.LinkOptions`): TCP connections get keepalive,
+and every command must be answered within ``command_timeout_s`` (plus its own block time, for
+a blocking pop) — else the connection is aborted, every command waiting on it fails with
+:class:`redis.exceptions.TimeoutError`, and the link opens a new one on next use. Replies come in
+order, so one watchdog timer that looks at the oldest command suffices; it only runs while
+commands are waiting, and re-arms once per ``command_timeout_s / 4`` rather than per command.
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from turnout.common.links import DEFAULT_LINK, Backoff, LinkOptions, set_keepalive
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +73,12 @@ def pack_command(args: tuple[Arg, ...]) -> bytes:
 class RespConnection(asyncio.Protocol):
     """See the module docstring. Open with :meth:`open`."""
 
-    def __init__(self, on_message: OnMessage | None = None) -> None:
+    def __init__(self, on_message: OnMessage | None = None, *, command_timeout_s: float = 5.0) -> None:
         self._reader = hiredis.Reader(replyError=ResponseError)
         self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._due: collections.deque[float] = collections.deque()  # loop time by which each must be answered
+        self._command_timeout_s = command_timeout_s
+        self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._lost: Exception | None = None
         self._lost_event = asyncio.Event()
@@ -72,15 +86,21 @@ class RespConnection(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, url: str, *, connect_timeout_s: float = 2.0, on_message: OnMessage | None = None
+        cls,
+        url: str,
+        *,
+        connect_timeout_s: float | None = None,
+        on_message: OnMessage | None = None,
+        link: LinkOptions = DEFAULT_LINK,
     ) -> RespConnection:
         """Connect to ``redis://``, ``rediss://`` or ``unix://`` ``url``; authenticate and select
         its database. Raises :class:`redis.exceptions.ConnectionError` when that fails."""
         opts = parse_url(url)
         loop = asyncio.get_running_loop()
+        connect_timeout_s = link.connect_timeout_s if connect_timeout_s is None else connect_timeout_s
 
         def factory() -> RespConnection:
-            return cls(on_message)
+            return cls(on_message, command_timeout_s=link.command_timeout_s)
 
         try:
             async with asyncio.timeout(connect_timeout_s):
@@ -89,17 +109,23 @@ class RespConnection(asyncio.Protocol):
                 else:
                     tls = _tls_context(opts) if opts.get("connection_class") is SSLConnection else None
                     host, port = opts.get("host", "127.0.0.1"), opts.get("port", 6379)
-                    _, conn = await loop.create_connection(factory, host, port, ssl=tls)
+                    transport, conn = await loop.create_connection(factory, host, port, ssl=tls)
+                    set_keepalive(transport.get_extra_info("socket"), link)
         except TimeoutError as exc:
             raise RedisConnectionError(f"connecting to Redis timed out after {connect_timeout_s}s") from exc
         except OSError as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
         try:
-            if opts.get("password"):
-                user = opts.get("username")
-                await (conn.execute("AUTH", user, opts["password"]) if user else conn.execute("AUTH", opts["password"]))
-            if opts.get("db"):
-                await conn.execute("SELECT", opts["db"])
+            async with asyncio.timeout(connect_timeout_s):
+                if opts.get("password"):
+                    user = opts.get("username")
+                    pw = opts["password"]
+                    await (conn.execute("AUTH", user, pw) if user else conn.execute("AUTH", pw))
+                if opts.get("db"):
+                    await conn.execute("SELECT", opts["db"])
+        except TimeoutError as exc:
+            conn.close()
+            raise RedisConnectionError(f"Redis did not answer AUTH/SELECT within {connect_timeout_s}s") from exc
         except BaseException:
             conn.close()
             raise
@@ -131,6 +157,7 @@ class RespConnection(asyncio.Protocol):
             if not self._waiting:  # a reply nobody asked for (cannot happen with RESP2 commands)
                 continue
             fut = self._waiting.popleft()
+            self._due.popleft()
             if fut.done():  # its caller gave up (cancelled or timed out): drop the reply
                 continue
             if isinstance(reply, ResponseError):
@@ -147,21 +174,46 @@ class RespConnection(asyncio.Protocol):
     def closed(self) -> bool:
         return self._lost is not None or self._transport is None or self._transport.is_closing()
 
-    def execute(self, *args: Arg) -> asyncio.Future[Any]:
-        """Write one command now; the future resolves with its reply."""
-        return self.execute_many([args])[0]
+    def execute(self, *args: Arg, block_s: float = 0.0) -> asyncio.Future[Any]:
+        """Write one command now; the future resolves with its reply. ``block_s``: how long the
+        command may block in Redis (a blocking pop's timeout), on top of the command timeout."""
+        return self.execute_many([args], block_s=block_s)[0]
 
-    def execute_many(self, commands: list[tuple[Arg, ...]]) -> list[asyncio.Future[Any]]:
-        """Write several commands in one write; one future per command, in order."""
+    def execute_many(self, commands: list[tuple[Arg, ...]], *, block_s: float = 0.0) -> list[asyncio.Future[Any]]:
+        """Write several commands in one write; one future per command, in order (``block_s``
+        applies to the last one)."""
         loop = asyncio.get_running_loop()
         futs: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
         if self._lost is not None or self._transport is None or self._transport.is_closing():
             for fut in futs:
                 fut.set_exception(self._lost or RedisConnectionError("Connection to Redis is closed"))
             return futs
+        due = loop.time() + self._command_timeout_s
         self._waiting.extend(futs)
+        self._due.extend([due] * (len(futs) - 1))
+        self._due.append(due + block_s)
         self._transport.write(b"".join(pack_command(args) for args in commands))
+        if self._watchdog is None:
+            self._arm(loop)
         return futs
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._watchdog = loop.call_later(max(self._command_timeout_s / 4, 0.01), self._watch)
+
+    def _watch(self) -> None:
+        """The oldest command waiting is overdue: the link is dead or Redis is stuck. Abort it
+        (every waiter fails now; the link reconnects) rather than queue more behind it."""
+        self._watchdog = None
+        if not self._waiting or self._lost is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() > self._due[0]:
+            log.warning("Redis left a command unanswered for %.1fs; dropping the connection", self._command_timeout_s)
+            self._fail(RedisTimeoutError(f"Redis did not answer within {self._command_timeout_s}s; link dropped"))
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        self._arm(loop)
 
     async def wait_lost(self) -> Exception:
         """Wait until the connection is lost or closed; the reason."""
@@ -178,6 +230,10 @@ class RespConnection(asyncio.Protocol):
         if self._lost is None:
             self._lost = exc
             self._lost_event.set()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._due.clear()
         while self._waiting:
             fut = self._waiting.popleft()
             if not fut.done():
@@ -198,11 +254,14 @@ def _tls_context(opts: Mapping[str, Any]) -> ssl.SSLContext:
 class RespLink:
     """A :class:`RespConnection` opened on first use and again after it was lost."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, link: LinkOptions = DEFAULT_LINK) -> None:
         self._url = url
-        self._connect_timeout_s = connect_timeout_s
+        self._link = link
         self._conn: RespConnection | None = None
         self._opening: asyncio.Future[RespConnection] | None = None
+        self._backoff = Backoff(link.backoff_base_s, link.backoff_max_s)
+        self._retry_at = 0.0  # loop time before which a new open is not tried (after a failure)
+        self._last_error: BaseException | None = None
 
     def live(self) -> RespConnection | None:
         """The open connection, or None when there is none now (:meth:`connection` opens one)."""
@@ -214,11 +273,11 @@ class RespLink:
         if conn is not None and not conn.closed:
             return conn
         if self._opening is None:  # one connect at a time; concurrent callers share it
-            self._opening = asyncio.ensure_future(
-                RespConnection.open(self._url, connect_timeout_s=self._connect_timeout_s)
-            )
-            # its outcome is read by whoever awaits it; if every waiter gave up, nobody must
-            self._opening.add_done_callback(lambda f: f.cancelled() or f.exception())
+            loop = asyncio.get_running_loop()
+            if loop.time() < self._retry_at:  # backing off after a failed open: refuse at once
+                raise RedisConnectionError(f"Redis unavailable (retrying shortly): {self._last_error}")
+            self._opening = asyncio.ensure_future(RespConnection.open(self._url, link=self._link))
+            self._opening.add_done_callback(self._opened)
         opening = self._opening
         try:
             self._conn = await asyncio.shield(opening)
@@ -226,6 +285,16 @@ class RespLink:
             if self._opening is opening and opening.done():
                 self._opening = None
         return self._conn
+
+    def _opened(self, fut: asyncio.Future[RespConnection]) -> None:
+        # its outcome is read here too: if every waiter gave up, nobody else would
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is None:
+            self._backoff.reset()
+            self._retry_at = 0.0
+        elif not fut.cancelled():
+            self._last_error = exc
+            self._retry_at = asyncio.get_running_loop().time() + self._backoff.next()
 
     async def execute(self, *args: Arg) -> Any:
         conn = await self.connection()

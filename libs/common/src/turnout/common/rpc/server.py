@@ -1,9 +1,12 @@
 """RPC server: competing consumers on each method's queue.
 
-Every replica pops from the same list, so each request is handled exactly once. Requests
-whose deadline has passed are dropped without a reply (the caller has given up). A
-heartbeat key per method, refreshed every second with a 3 s TTL, tells clients a server is
-alive. Losing Redis is survived: the loop reconnects with back-off.
+Every replica pops from the same list, so each request is handled exactly once. A request
+carries its budget (ms); the server's deadline is that budget on its own monotonic clock from
+the pop, and a request past it is dropped without a reply (the caller has given up). Each
+replica has its own heartbeat key (refreshed every second, 3 s TTL) and is a member of the
+method's replica set; it only beats while its consumer completes pops, so a consumer stuck
+on a dead link stops looking alive. Losing Redis is survived: the loop reconnects with
+jittered back-off, and a link that stops answering is dropped after its command timeout.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from redis.exceptions import RedisError
 from turnout.common.aio import cancel_and_wait
 from turnout.common.errors import MalformedRequest, MethodNotFound, RemoteError
 from turnout.common.keys import Keys
+from turnout.common.links import DEFAULT_LINK, LinkOptions, make_redis
 from turnout.common.logging import request_id_var
 from turnout.common.metrics import rpc_metrics
 from turnout.common.rpc.contract import Rep, Req, RpcMethod
@@ -36,6 +40,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 1.0
 HEARTBEAT_TTL_MS = 3000
+REPLICA_SET_TTL_S = 60
+POP_TIMEOUT_S = 1
 REPLY_TTL_S = 60
 REPLY_TIMEOUT_S = 5.0
 SERVE_BATCH = 8
@@ -47,10 +53,11 @@ class RpcContext:
     call_id: str
     request_id: str | None
     deadline: float
+    """``time.monotonic()`` by which the caller wants its reply (this host's clock)."""
 
     @property
     def remaining(self) -> float:
-        return self.deadline - time.time()
+        return self.deadline - time.monotonic()
 
 
 Handler = Callable[[Any, RpcContext], Awaitable[BaseModel]]
@@ -71,8 +78,11 @@ class RpcServer:
         replica_id: str,
         max_concurrency: int = 256,
         registry: CollectorRegistry = REGISTRY,
+        link: LinkOptions = DEFAULT_LINK,
     ) -> None:
         self._url = redis_url
+        self._link_opts = link
+        self._last_pop = 0.0  # monotonic time the consumer last completed a pop
         self._keys = keys
         self.replica_id = replica_id
         self._handlers: dict[str, tuple[RpcMethod[Any, Any], Handler]] = {}
@@ -93,17 +103,19 @@ class RpcServer:
         """Run until :meth:`stop`. Survives Redis restarts."""
         if not self._handlers:
             raise RuntimeError("no RPC handlers registered")
-        backoff = 0.05
+        backoff = self._link_opts.backoff()
         while not self._stopping.is_set():
             reader: RespConnection | None = None
-            link = RespLink(self._url)
-            writer = Redis.from_url(self._url, socket_connect_timeout=2, socket_timeout=5)
+            link = RespLink(self._url, link=self._link_opts)
+            writer = make_redis(self._url, self._link_opts)
             beat = asyncio.create_task(self._heartbeat(writer), name="rpc-heartbeat")
             try:
-                reader = await RespConnection.open(self._url)
+                reader = await RespConnection.open(self._url, link=self._link_opts)
                 self._unblock = (writer, await reader.execute("CLIENT", "ID"))
+                self._last_pop = time.monotonic()
+                await self._beat(writer, alive=True)  # clients see it alive as soon as it serves
                 self.connected = True
-                backoff = 0.05
+                backoff.reset()
                 log.info("RPC server %s serving %s", self.replica_id, ", ".join(self._handlers))
                 await self._consume(reader, _Replies(PushExpire(link), Publisher(link)))
             except asyncio.CancelledError:
@@ -112,8 +124,7 @@ class RpcServer:
                 if self.connected:
                     log.warning("RPC server lost Redis: %s", exc)
                 self.connected = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(backoff.next())
             finally:
                 self._unblock = None
                 await cancel_and_wait([beat])
@@ -147,10 +158,13 @@ class RpcServer:
                 await self._room.wait()
                 continue
             # the replies of the handlers that finished since the last pop go in the same write
-            queue, raws = await popper.pop(reader, queues, replies=replies.publish, count=min(SERVE_BATCH, room))
+            queue, raws = await popper.pop(
+                reader, queues, timeout=POP_TIMEOUT_S, replies=replies.publish, count=min(SERVE_BATCH, room)
+            )
+            self._last_pop = time.monotonic()
             for raw in raws:
                 assert queue is not None
-                task = asyncio.create_task(self._handle(replies, queue.decode(), raw))
+                task = asyncio.create_task(self._handle(replies, queue.decode(), raw, self._last_pop))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
             # let the handlers start (and reply) before the next BLMPOP is written
@@ -167,7 +181,7 @@ class RpcServer:
         if self._replying:
             await asyncio.wait(set(self._replying), timeout=REPLY_TIMEOUT_S)
 
-    async def _handle(self, replies: _Replies, queue: str, raw: bytes) -> None:
+    async def _handle(self, replies: _Replies, queue: str, raw: bytes, popped: float) -> None:
         start = time.perf_counter()
         entry = self._handlers.get(queue)
         label = entry[0].label if entry else queue
@@ -178,7 +192,8 @@ class RpcServer:
             log.warning("dropping malformed RPC request on %s: %s", queue, exc)
             return  # no reply_to we can trust
         call_id, reply_to = env["id"], env["reply_to"]
-        if env["deadline"] < time.time():
+        deadline = popped + env["budget_ms"] / 1000
+        if deadline < time.monotonic():
             self._metrics.child(self._metrics.dropped, label).inc()
             return
         token = request_id_var.set(env.get("request_id"))
@@ -191,7 +206,7 @@ class RpcServer:
                 body = method.request.model_validate(env.get("body") or {})
             except ValidationError as exc:
                 raise MalformedRequest(f"invalid {method.label} body: {exc.error_count()} error(s): {exc}") from exc
-            ctx = RpcContext(call_id=call_id, request_id=env.get("request_id"), deadline=env["deadline"])
+            ctx = RpcContext(call_id=call_id, request_id=env.get("request_id"), deadline=deadline)
             result = await handler(body, ctx)
             payload = encode_reply_ok(call_id, result.model_dump_json().encode())
         except RemoteError as exc:
@@ -225,21 +240,36 @@ class RpcServer:
         elif sent.result() == 0:  # PUBLISH reached no subscriber
             log.debug("nobody listens on %s any more (its caller is gone)", reply_to)
 
+    def consuming(self) -> bool:
+        """The consumer completed a pop lately (a pop blocks ``POP_TIMEOUT_S`` at most)."""
+        stale_after = POP_TIMEOUT_S + self._link_opts.command_timeout_s + 1.0
+        return self.connected and time.monotonic() - self._last_pop < stale_after
+
     async def _heartbeat(self, writer: Redis) -> None:
-        keys = {self._keys.rpc_alive(m.name, m.version) for m, _ in self._handlers.values()}
         while True:
             try:
-                async with writer.pipeline(transaction=False) as pipe:
-                    for k in keys:
-                        pipe.set(k, self.replica_id, px=HEARTBEAT_TTL_MS)
-                    await pipe.execute()
+                await self._beat(writer, alive=self.consuming())
             except (RedisError, OSError) as exc:
                 log.debug("heartbeat failed: %s", exc)
             await asyncio.sleep(HEARTBEAT_EVERY_S)
 
+    async def _beat(self, writer: Redis, *, alive: bool) -> None:
+        async with writer.pipeline(transaction=False) as pipe:
+            for m, _ in self._handlers.values():
+                mine = self._keys.rpc_alive_replica(m.name, m.version, self.replica_id)
+                if alive:
+                    pipe.set(mine, self.replica_id, px=HEARTBEAT_TTL_MS)
+                    pipe.sadd(self._keys.rpc_alive(m.name, m.version), self.replica_id)
+                    pipe.expire(self._keys.rpc_alive(m.name, m.version), REPLICA_SET_TTL_S)
+                else:  # not connected, or the pops stopped coming back: do not look alive
+                    pipe.delete(mine)
+            await pipe.execute()
+
     async def _clear_heartbeat(self, writer: Redis) -> None:
-        """On shutdown, drop the heartbeat only if it is ours, so clients fall back at once."""
-        for m, _ in self._handlers.values():
-            key = self._keys.rpc_alive(m.name, m.version)
-            if await writer.get(key) == self.replica_id.encode():
-                await writer.delete(key)
+        """On shutdown, drop this replica's heartbeat (its own key: no other replica's is
+        touched), so that clients fall back at once when it was the last one."""
+        async with writer.pipeline(transaction=False) as pipe:
+            for m, _ in self._handlers.values():
+                pipe.delete(self._keys.rpc_alive_replica(m.name, m.version, self.replica_id))
+                pipe.srem(self._keys.rpc_alive(m.name, m.version), self.replica_id)
+            await pipe.execute()

@@ -139,15 +139,19 @@ class Publisher:
         else:
             self._write(conn, items)
 
-    def write_ahead_of(self, conn: RespConnection, command: tuple[Arg, ...]) -> asyncio.Future[Any]:
+    def write_ahead_of(
+        self, conn: RespConnection, command: tuple[Arg, ...], *, block_s: float = 0.0
+    ) -> asyncio.Future[Any]:
         """Write the publishes waiting for this iteration's flush, then ``command``, in one write
         on ``conn`` (a server's popping connection: its replies ride with its next pop). The
         future is ``command``'s. A publish that fails there because ``conn`` broke is sent again
         over the publisher's own connection."""
         items, self._waiting = self._waiting, []
         if not items:
-            return conn.execute(*command)
-        sent = conn.execute_many([*(("PUBLISH", channel, payload) for channel, payload, _ in items), command])
+            return conn.execute(*command, block_s=block_s)
+        sent = conn.execute_many(
+            [*(("PUBLISH", channel, payload) for channel, payload, _ in items), command], block_s=block_s
+        )
         for item, one in zip(items, sent, strict=False):
             one.add_done_callback(partial(self._ahead_done, item))
         return sent[-1]
@@ -222,10 +226,15 @@ class BatchPop:
     ) -> tuple[bytes | None, list[bytes]]:
         """``(key, items)`` from the first key that has items, or ``(None, [])`` after ``timeout`` s;
         at most ``count`` items (default: the popper's). With ``replies``, the publishes waiting
-        there are written in the same write, ahead of the pop."""
+        there are written in the same write, ahead of the pop. The client side is bounded too:
+        no answer within ``timeout`` plus the connection's command timeout drops the connection
+        (:class:`~turnout.common.rpc.resp.RespConnection`), so a half-open link cannot hold the
+        pop forever."""
 
         def send(*command: Arg) -> asyncio.Future[Any]:
-            return conn.execute(*command) if replies is None else replies.write_ahead_of(conn, command)
+            if replies is None:
+                return conn.execute(*command, block_s=timeout)
+            return replies.write_ahead_of(conn, command, block_s=timeout)
 
         if self.blmpop:
             try:

@@ -35,8 +35,7 @@ async def _postgres_ok(gw: GatewayState) -> bool:
 
 
 async def _scorer_ok(gw: GatewayState) -> bool:
-    key = gw.settings.keys.rpc_alive(ROUTE_V1.name, ROUTE_V1.version)
-    return bool(await gw.redis.exists(key))
+    return await gw.rpc.alive_now(ROUTE_V1)  # any replica's own heartbeat
 
 
 @router.get("/ready")

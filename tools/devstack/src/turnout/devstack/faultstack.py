@@ -1,0 +1,380 @@
+"""A whole stack on private Redis and Postgres that may be killed: the fault bench's and the
+fault tests' harness.
+
+:class:`FaultStack` starts a private ``redis-server`` and Postgres cluster, a simulated fleet
+(two OpenAI-dialect listeners serving the same models, so that requests can fail over, and a
+model slow to its first token), and every service as a real process (:class:`Stack`). The
+scorer talks to Redis through a :class:`~turnout.devstack.blackhole.BlackHoleProxy`, so that its
+link can be made half-open. :meth:`redis_down` / :meth:`redis_up`, :meth:`postgres_down` /
+:meth:`postgres_up` kill and restart the stores on the same ports (Postgres keeps its data; Redis
+has no persistence, as in the chart). A second gateway (``gateway2``) can join the same scorer.
+
+:class:`Load` drives mixed streaming / non-streaming chat requests with the ``openai`` client from
+threads, each with its own ``X-Request-ID``; :meth:`FaultStack.decisions` reads back what reached
+Postgres, so that "lost decisions" are request ids the gateway answered but never stored.
+
+It needs the workspace's dev group (``openai``, ``httpx``): it is a test and bench harness, not
+part of ``make run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+
+from turnout.devstack.blackhole import BlackHoleProxy
+from turnout.devstack.infra import Instance, free_port, start_postgres, start_redis, wait_port, with_database
+from turnout.devstack.restart import Restarter
+from turnout.devstack.stack import FLEET, FLEET_MODULE, SERVICES, Stack, StackConfig, file_sink
+
+FLEET_YAML = """\
+seed: 0
+time_scale: 1.0
+listeners:
+  - name: a
+    dialect: openai
+    port: 0
+    models:
+      - {name: fast-1b, params: 1B, tokens_per_s: 400, ttft_ms: 10, capabilities: [completion]}
+      - {name: mid-8b, params: 8B, tokens_per_s: 300, ttft_ms: 15, capabilities: [completion]}
+      - {name: slow-ttft-3b, params: 3B, tokens_per_s: 300, ttft_ms: 4000, capabilities: [completion]}
+      - {name: long-1b, params: 1B, tokens_per_s: 100, ttft_ms: 10, reply_tokens: 4000, capabilities: [completion]}
+  - name: b
+    dialect: openai
+    port: 0
+    models:
+      - {name: fast-1b, params: 1B, tokens_per_s: 400, ttft_ms: 10, capabilities: [completion]}
+      - {name: mid-8b, params: 8B, tokens_per_s: 300, ttft_ms: 15, capabilities: [completion]}
+"""
+SERVICES_RUN = ("scorer", "profiler", "sync", "gateway")
+
+
+@dataclass
+class Outcome:
+    request_id: str
+    started: float
+    ended: float
+    stream: bool
+    status: str  # "ok", an HTTP status, or "cut" (a stream that ended without [DONE] or an error)
+    gateway: str
+
+
+@dataclass
+class Load:
+    """``concurrency`` threads sending chat requests (every other one streaming) to ``urls``."""
+
+    urls: list[str]
+    concurrency: int = 8
+    model: str = "turnout/auto"
+    max_tokens: int = 16
+    timeout_s: float = 60.0
+    outcomes: list[Outcome] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> Load:
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._run, args=(i,), daemon=True, name=f"load-{i}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> list[Outcome]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.timeout_s + 5)
+        return self.outcomes
+
+    def _run(self, worker: int) -> None:
+        clients = [openai.OpenAI(base_url=f"{u}/v1", api_key="bench", max_retries=0, timeout=self.timeout_s)
+                   for u in self.urls]  # fmt: skip
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            which = (worker + n) % len(clients)
+            stream = (worker + n) % 2 == 0
+            rid = f"fault-{uuid.uuid4().hex[:16]}"
+            started = time.monotonic()
+            status = send_chat(clients[which], rid, stream=stream, model=self.model, max_tokens=self.max_tokens)
+            with self._lock:
+                self.outcomes.append(Outcome(rid, started, time.monotonic(), stream, status, self.urls[which]))
+            if status != "ok":
+                time.sleep(0.05)  # no hot loop against a gateway that is away
+
+
+def send_chat(client: openai.OpenAI, rid: str, *, stream: bool, model: str, max_tokens: int) -> str:
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": f"Say hello to {rid[-4:]}"}]
+    headers = {"X-Request-ID": rid}
+    started = False
+    try:
+        if not stream:
+            client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, extra_headers=headers)
+            return "ok"
+        finished = False
+        with client.chat.completions.create(
+            model=model, messages=messages, max_tokens=max_tokens, stream=True, extra_headers=headers
+        ) as chunks:
+            for chunk in chunks:
+                started = True
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    finished = True
+        return "ok" if finished else "cut"
+    except openai.APIStatusError as exc:
+        return str(exc.status_code)
+    except openai.APIConnectionError:  # includes timeouts
+        return "cut" if started else "conn"
+    except openai.APIError:  # an SSE error event: the stream ended, and said why
+        return "stream-error" if started else "error"
+    except httpx.HTTPError:  # the connection dropped (or never opened)
+        return "cut" if started else "conn"
+
+
+@dataclass
+class Measured:
+    """What one fault did to the load: requests sent, ok, failed by status, lost decisions
+    (answered but never stored in Postgres), and seconds from the fault's end to the start of the
+    last request that failed or was not routed by the scorer (0: none after the end)."""
+
+    name: str
+    sent: int
+    ok: int
+    failed: dict[str, int]
+    lost: int
+    recover_s: float
+    outcomes: list[Outcome] = field(default_factory=list, repr=False)
+    held: bool = False
+    note: str = ""
+
+
+class FaultStack:
+    def __init__(self, run_dir: Path, *, log: Callable[[str], None] = print, gateway_env: dict[str, str] | None = None):
+        self.run_dir = run_dir.resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.redis: Instance | None = None
+        self.pg: Instance | None = None
+        self.proxy: BlackHoleProxy | None = None
+        self.stack: Stack | None = None
+        self.restarter: Restarter | None = None
+        self.gateway_env = gateway_env or {}
+        self._watch = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.database = "turnout_faults"
+        self.fleet_info: dict[str, Any] = {}
+
+    # --- up and down -------------------------------------------------------------------------
+
+    def start(self, *, timeout: float = 180.0) -> None:
+        self.redis = start_redis(self.run_dir, ephemeral=True)
+        self.pg = start_postgres(self.run_dir, ephemeral=True)
+        _sql(self.pg.url, f'CREATE DATABASE "{self.database}"')
+        self.proxy = BlackHoleProxy("127.0.0.1", self.redis.port)
+        self.proxy.start()
+        fleet_file = self.run_dir / "fleet.yaml"
+        fleet_file.write_text(FLEET_YAML)
+        self.stack = Stack(
+            StackConfig(
+                redis_url=self.redis.url,
+                database_url=with_database(self.pg.url, self.database),
+                key_prefix="faults",
+                gateway_port=free_port(),
+                ops_host="127.0.0.1",
+                free_ports=True,
+                environment="test",
+                inherit_turnout_env=False,
+                extra_env={
+                    "TURNOUT_GATEWAY__ROUTE_TIMEOUT_S": "0.5",
+                    "TURNOUT_SYNC__PUBLIC__AT_STARTUP": "false",
+                    **self.gateway_env,
+                },
+                cwd=Path.cwd(),
+            ),
+            sink=file_sink(self.run_dir / "logs"),
+        )
+        self.stack.start_service = self._start_service  # type: ignore[method-assign]
+        self._start_fleet(fleet_file)
+        self.stack.start_services(SERVICES_RUN)
+        self.stack.wait_ready(timeout=timeout)
+        self.stack.wait_models(min_models=3, timeout=timeout)
+        self.wait_scorer_routes(timeout=timeout)
+        self.restarter = Restarter(self.stack, lambda m: self.log(f"  [devstack] {m}"), base_s=0.5, max_s=5.0)
+        self._watcher = threading.Thread(target=self._watch_loop, daemon=True, name="restarter")
+        self._watcher.start()
+
+    def _start_fleet(self, config: Path) -> None:
+        """The fleet of two OpenAI-dialect listeners (``Stack.start_fleet`` assumes the default
+        fleet's Ollama + OpenAI pair); its start-up line gives ``TURNOUT_BACKENDS``."""
+        assert self.stack is not None
+        argv = [self.stack.config.python, "-m", FLEET_MODULE, "--config", str(config), "--host", "127.0.0.1"]
+        proc = self.stack._spawn(FLEET, argv, {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1"})
+        info = proc.wait_json(60)
+        if info is None:
+            raise RuntimeError(f"the simulated fleet did not start:\n{proc.last_lines()}")
+        self.fleet_info = info
+        self.stack.config.backends = str(info["backends"])
+
+    def _start_service(self, name: str) -> Any:
+        """As :meth:`Stack.start_service`, but the scorer reaches Redis through the proxy."""
+        assert self.stack is not None and self.proxy is not None
+        env = self.stack.env_for(name)
+        if name == "scorer":
+            env["TURNOUT_REDIS_URL"] = f"redis://{self.proxy.url_host_port}/0"
+        return self.stack._spawn(name, [self.stack.config.python, "-m", SERVICES[name].module], env)
+
+    def _watch_loop(self) -> None:
+        while not self._watch.wait(0.2):
+            assert self.restarter is not None
+            self.restarter.tick()
+
+    def stop(self) -> None:
+        self._watch.set()
+        if self.stack is not None:
+            self.stack.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
+        for inst in (self.redis, self.pg):
+            if inst is not None:
+                inst.stop()
+
+    def redis_down(self) -> None:
+        assert self.redis is not None and self.redis.proc is not None
+        self.redis.proc.kill()
+        self.redis.proc.wait(timeout=10)
+
+    def redis_up(self) -> None:
+        assert self.redis is not None
+        old = self.redis
+        self.redis = start_redis(self.run_dir, port=old.port, ephemeral=True)
+
+    def postgres_down(self) -> None:
+        assert self.pg is not None and self.pg.proc is not None
+        # fast shutdown (connections are cut at once), to the group: postgres may run under runuser
+        os.killpg(self.pg.proc.pid, signal.SIGINT)
+        self.pg.proc.wait(timeout=60)
+
+    def postgres_up(self) -> None:
+        assert self.pg is not None
+        self.pg = start_postgres(self.run_dir, port=self.pg.port, ephemeral=True)
+
+    # --- reading what happened --------------------------------------------------------------
+
+    @property
+    def gateway_url(self) -> str:
+        assert self.stack is not None
+        return self.stack.urls().gateway
+
+    @property
+    def fleet_admin(self) -> str:
+        return str(self.fleet_info["urls"]["admin"])
+
+    def fleet_fail(self, **body: Any) -> None:
+        httpx.post(f"{self.fleet_admin}/_fleet/fail", json=body, timeout=5).raise_for_status()
+
+    def decisions(self, request_ids: list[str]) -> dict[str, str]:
+        """request id -> route_source, for those stored in Postgres."""
+        assert self.pg is not None
+        rows = _sql(
+            with_database(self.pg.url, self.database),
+            "SELECT request_id, route_source FROM routing_decisions WHERE request_id = ANY($1::text[])",
+            request_ids,
+        )
+        return {r["request_id"]: r["route_source"] for r in rows}
+
+    def settled_decisions(self, request_ids: list[str], *, wait_s: float = 20.0) -> dict[str, str]:
+        """Wait until every id is stored or the count stops growing for 3 s."""
+        end = time.monotonic() + wait_s
+        last, since = -1, time.monotonic()
+        while True:
+            try:
+                got = self.decisions(request_ids)
+            except (OSError, asyncpg.PostgresError):
+                got = {}
+            if len(got) == len(request_ids) or time.monotonic() > end:
+                return got
+            if len(got) != last:
+                last, since = len(got), time.monotonic()
+            elif time.monotonic() - since > 3.0:
+                return got
+            time.sleep(0.3)
+
+    def wait_scorer_routes(self, timeout: float = 60.0) -> float:
+        """Send probes until one is routed by the scorer; seconds it took."""
+        client = openai.OpenAI(base_url=f"{self.gateway_url}/v1", api_key="bench", max_retries=0, timeout=10)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            rid = f"probe-{uuid.uuid4().hex[:12]}"
+            if send_chat(client, rid, stream=False, model="turnout/auto", max_tokens=4) == "ok":
+                got = self.settled_decisions([rid], wait_s=5)
+                if got.get(rid) == "scorer":
+                    return time.monotonic() - t0
+            time.sleep(0.2)
+        raise TimeoutError("the gateway never routed by the scorer")
+
+    def measure(
+        self,
+        name: str,
+        fault: Callable[[], tuple[float, float]],
+        *,
+        urls: list[str] | None = None,
+        concurrency: int = 8,
+        before_s: float = 1.0,
+        settle_s: float = 4.0,
+    ) -> Measured:
+        """Load ``before_s`` before, during and ``settle_s`` after ``fault`` (which returns the
+        fault's start and end on the monotonic clock); what the clients saw, what reached Postgres."""
+        load = Load(urls or [self.gateway_url], concurrency=concurrency).start()
+        time.sleep(before_s)
+        _, end = fault()
+        time.sleep(settle_s)
+        outcomes = load.stop()
+        ids = [o.request_id for o in outcomes if o.status != "conn"]
+        stored = self.settled_decisions(ids)
+        failed = collections.Counter(o.status for o in outcomes if o.status != "ok")
+        bad_after = [o.started - end for o in outcomes
+                     if o.started >= end and (o.status != "ok" or stored.get(o.request_id) != "scorer")]  # fmt: skip
+        return Measured(
+            name=name,
+            sent=len(outcomes),
+            ok=len(outcomes) - sum(failed.values()),
+            failed=dict(failed),
+            lost=sum(1 for i in ids if i not in stored),
+            recover_s=max(bad_after, default=0.0),
+            outcomes=outcomes,
+        )
+
+    def start_second_gateway(self) -> str:
+        assert self.stack is not None
+        port = free_port()
+        env = self.stack.env_for("gateway") | {"TURNOUT_GATEWAY__PORT": str(port)}
+        self.stack._spawn("gateway2", [self.stack.config.python, "-m", "turnout.gateway"], env)
+        wait_port("127.0.0.1", port, timeout=60)
+        return f"http://127.0.0.1:{port}"
+
+
+def _sql(url: str, query: str, *args: Any) -> list[Any]:
+    async def go() -> list[Any]:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+__all__ = ["FaultStack", "Load", "Measured", "Outcome", "send_chat"]
