@@ -186,7 +186,8 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
 
 async def test_router_prior_versions_activate_and_roll_back_through_admin(scorer, make_settings, redis, keys):
     """A trained artefact published to Redis is hot-loaded by the scorer when activated through
-    ``/admin/router/activate``; ``/admin/router/rollback`` goes back to the shipped prior."""
+    ``/admin/router/activate``; ``/admin/router/rollback`` goes back to the default (the shipped
+    prior is off by default: no prior)."""
     shipped = load_prior()
     trained = replace(shipped, weights=shipped.weights * 0.5, version="deploy-test-1", created=1.0)
     await router_priors.publish(redis, keys, trained.to_json(), activate=False)
@@ -194,20 +195,18 @@ async def test_router_prior_versions_activate_and_roll_back_through_admin(scorer
         listed = (await http.get("/admin/router")).json()
         assert listed["active"] == "shipped"
         assert [v["version"] for v in listed["versions"]] == ["deploy-test-1"]
-        assert (await http.get("/admin/explain", params={"prompt": HARD_CODE})).json()["learned"]["prior"] == (
-            shipped.version
-        )
+        assert (await http.get("/admin/explain", params={"prompt": HARD_CODE})).json()["learned"]["prior"] is None
         missing = await http.post("/admin/router/activate", json={"version": "nope"})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         ok = await http.post("/admin/router/activate", json={"version": "deploy-test-1"})
         assert ok.json() == {"status": "ok", "active": "deploy-test-1"}
 
-        async def prior_is(version: str) -> bool:
+        async def prior_is(version: str | None) -> bool:
             r = (await http.get("/admin/explain", params={"prompt": HARD_CODE})).json()
             return bool(r["learned"]["prior"] == version)
 
         await svc.wait_for(lambda: prior_is("deploy-test-1"), what="the trained prior")
         back = (await http.post("/admin/router/rollback")).json()
         assert back == {"status": "ok", "active": "shipped"}
-        await svc.wait_for(lambda: prior_is(shipped.version), what="the shipped prior again")
+        await svc.wait_for(lambda: prior_is(None), what="no prior again")
         assert (await http.get("/admin/router")).json()["active"] == "shipped"

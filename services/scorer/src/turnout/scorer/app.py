@@ -162,29 +162,30 @@ class Scorer:
         )
 
     async def reload_prior(self) -> None:
-        """Swap in the active router prior from Redis (the shipped one when none is active); a
-        malformed or mismatched artefact keeps the current one."""
-        if self._base_prior is None:
-            return  # the prior is switched off
+        """Swap in the active router prior from Redis — a trained one when activated, else the
+        shipped one when ``routing.prior`` is on, else none; a malformed or mismatched artefact
+        keeps the current prior."""
+        embedder = self.engine.embedder
+        if embedder is None:
+            return
         try:
             raw = await router_priors.load_active(self._redis, self._keys)
             prior = RouterPrior.from_json(raw) if raw is not None else self._base_prior
         except (ValueError, RedisError, OSError) as exc:
             log.warning("router prior reload failed (%s); keeping %s", exc, self._prior_version())
             return
-        if prior.dims != self._base_prior.dims:
+        if prior is not None and prior.dims != embedder.dims:
             log.warning(
-                "router prior %s has %d dims, the embedder %d: ignored",
-                prior.version,
-                prior.dims,
-                self._base_prior.dims,
+                "router prior %s has %d dims, the embedder %d: ignored", prior.version, prior.dims, embedder.dims
             )
             return
-        if self.engine.prior is None or prior.version != self.engine.prior.version:
+        current = self.engine.prior.version if self.engine.prior is not None else None
+        new = prior.version if prior is not None else None
+        if new != current:
             self.engine.prior = prior
             if self.engine.cache is not None:
                 await self.engine.cache.invalidate()
-            log.info("router prior %s active", prior.version)
+            log.info("router prior %s active", new or "none")
 
     def _prior_version(self) -> str:
         return self.engine.prior.version if self.engine.prior is not None else "none"
@@ -206,8 +207,8 @@ class Scorer:
             return  # another replica is training
         try:
             embedder = self.engine.embedder
-            base = self.engine.prior or self._base_prior
-            if embedder is None or base is None:
+            base = self.engine.prior or self._base_prior or load_prior()
+            if embedder is None:
                 return
             async with self._sessionmaker() as session:
                 data = await router_train.collect(session, embedder)

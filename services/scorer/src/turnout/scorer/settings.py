@@ -62,7 +62,10 @@ class RoutingOptions(BaseModel):
     learned_k: float = Field(
         default=4.0, gt=0, description="Neighbour mass at which learned estimates get half the weight"
     )
-    prior: bool = Field(default=True, description="Use the router prior (shipped, or the deployment's active artefact)")
+    prior: bool = Field(
+        default=False,
+        description="Use the shipped router prior when no trained one is active (an activated one is always used)",
+    )
     prior_mass: float = Field(default=4.0, ge=0, description="How many graded neighbours the router prior counts as")
     prior_file: str | None = Field(
         default=None, description="A router prior artefact to start with instead of the shipped one"
