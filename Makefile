@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # uv on PATH, else the one `install` bootstraps under .run/tools
 UV = $(shell PYTHON=$(PYTHON) tools/devstack/bootstrap-uv.sh)
 
-.PHONY: help install run test test-unit test-integration test-e2e test-llama lint format typecheck migrate bench bench-llama bench-routing bench-faults depcheck clean
+.PHONY: help install run test test-unit test-integration test-e2e test-deploy test-llama lint format typecheck migrate bench bench-llama bench-routing bench-fleet bench-decision bench-faults depcheck clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,9 @@ test: install ## install, then the whole suite (unit, integration, e2e) against 
 
 test-unit: install ## unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-deploy: install ## the chart (Helm v4 render matrix, lint, kubernetes-validate --strict), compose config, alert rules (promtool)
+	$(PY) -m pytest tests/deploy $(PYTEST_ARGS)
 
 test-integration: install ## integration tests (one service in-process, real Redis/Postgres)
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
@@ -60,11 +63,18 @@ typecheck: install ## mypy (strict) over libs, services and tools
 migrate: install ## make Postgres available and migrate it to head
 	$(PY) -m turnout.devstack migrate
 
-bench: install ## gateway overhead vs. direct, against the simulated fleet (bench/overhead.py)
+bench: install ## overhead vs. direct on the simulated fleet: the real stack (bench/overhead_stack.py), then the gateway with a scorer stand-in vs. a pass-through (bench/overhead.py)
+	$(PY) bench/overhead_stack.py
 	$(PY) bench/overhead.py
 
 bench-llama: install ## gateway overhead vs. direct, in front of real llama.cpp servers (bench/overhead_llama.py)
 	$(PY) bench/overhead_llama.py
+
+bench-fleet: install ## routing on a simulated multi-host GPU fleet: Turnout vs VRAM-blind vs rules+round-robin vs least-busy (bench/fleet.py)
+	$(PY) bench/fleet.py $(BENCH_ARGS)
+
+bench-decision: install ## one scorer decision, p50/p99 per prompt kind (bench/scorer_decision.py; BENCH_ARGS="--models 1000 --hosts 100")
+	$(PY) bench/scorer_decision.py $(BENCH_ARGS)
 
 bench-routing: install ## routing quality: held-out prompts through the scorer, cost/quality curve (args: BENCH_ARGS="mmlu --minilm 1500")
 	$(PY) bench/routing_quality.py $(BENCH_ARGS)

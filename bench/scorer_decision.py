@@ -1,9 +1,14 @@
 """Micro-benchmark of one routing decision as the scorer's ``scorer.route`` handler makes it:
 prompt analysis + static embedding + learned-term lookup + filters/scoring over a catalog of
-``--models`` models (two replicas each, some resident) + the reply's JSON encoding.
-No assertions; prints µs per decision (p50 / p99). Single-threaded BLAS, as the scorer runs.
+``--models`` models (two replicas each on ``--hosts`` hosts, some resident) + the reply's JSON
+encoding (``model_dump_json``, as the RPC server sends it). The learned index holds
+``--learned`` embedded prompts written from the same vocabulary as the requests (so the k-NN
+search finds neighbours above its floor, as real graded prompts do). Every request text is
+unique (the analysis cache and the decision cache never hit). No assertions; prints µs per
+decision (p50 / p99) and p99/p50. Single-threaded BLAS, as the scorer runs.
 
-    .venv/bin/python bench/scorer_decision.py [--models 100] [--learned 5000] [--n 3000]
+    .venv/bin/python bench/scorer_decision.py [--models 100] [--hosts 4] [--learned 5000] [--n 3000]
+    .venv/bin/python bench/scorer_decision.py --models 1000 --hosts 100
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import statistics
 import time
 
 import numpy as np
-import orjson
 
 from turnout.common.backends.names import parse_model_name
 from turnout.common.catalog import derive_capabilities
@@ -42,10 +46,16 @@ PROMPTS = {
     ),
     "vision": RouteRequestV1(text="What is in this picture?", has_images=True),
     "embedding": RouteRequestV1(kind=RequestKind.EMBEDDING, text="embed me"),
+    "named model": RouteRequestV1(text="Hi there!", requested_model="phi3:8b-v40"),
 }
+VOCAB = (
+    "write a story poem about the sea explain why the sky is blue implement function in python rust "
+    "fix this bug optimize the query prove that lemma translate into french summarise report list risks "
+    "quarterly revenue analyze compare sort array lock free queue thread safe cache hello thanks please"
+).split()
 
 
-def snapshot(n: int) -> CatalogSnapshotV1:
+def snapshot(n: int, hosts: int = 4) -> CatalogSnapshotV1:
     models = []
     for i in range(n):
         fam, size = FAMILIES[i % len(FAMILIES)], SIZES[(i // len(FAMILIES)) % len(SIZES)]
@@ -60,7 +70,10 @@ def snapshot(n: int) -> CatalogSnapshotV1:
                 context_length=32768,
                 capabilities=derive_capabilities(name),
                 coder=info.coder,
-                replicas=[ReplicaV1(backend=f"gpu{j}", upstream_model=name) for j in (i % 4, (i + 1) % 4)],
+                replicas=[
+                    ReplicaV1(backend=f"gpu{j}", upstream_model=name, host=f"host{j}")
+                    for j in (i % hosts, (i + 1) % hosts)
+                ],
                 benchmark=0.5 if i % 3 == 0 else None,
                 tokens_per_s=200.0 / (1 + i % 8),
             )
@@ -71,35 +84,39 @@ def snapshot(n: int) -> CatalogSnapshotV1:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=int, default=100)
+    ap.add_argument("--hosts", type=int, default=4)
     ap.add_argument("--learned", type=int, default=5000, help="graded prompts in the learned index")
     ap.add_argument("--n", type=int, default=3000)
     args = ap.parse_args()
-    snap = snapshot(args.models)
+    snap = snapshot(args.models, args.hosts)
     embedder = default_embedder()
     learned = LearnedIndex(embedder.dims)
     rng = np.random.default_rng(0)
     if args.learned:
-        emb = rng.normal(size=(args.learned, embedder.dims)).astype(np.float32)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        texts = [" ".join(rng.choice(VOCAB, int(rng.integers(3, 30)))) for _ in range(args.learned)]
+        emb = embedder.encode(texts)
         names = [m.name for m in snap.models[:10]]
         learned.add_batch(emb, names, rng.integers(0, 2, size=(args.learned, len(names))).astype(float))
     engine = RoutingEngine(embedder=embedder, learned=learned)
     engine.set_catalog(snap)
     resident = frozenset((r.backend, r.upstream_model) for m in snap.models[::10] for r in m.replicas)
     engine.set_fleet(FleetState(resident=resident))
-    print(f"{args.models} models, {2 * args.models} replicas, learned index {args.learned} prompts")
-    print(f"{'prompt':<18}{'p50 µs':>10}{'p99 µs':>10}")
+    print(
+        f"{args.models} models, {2 * args.models} replicas on {args.hosts} hosts, learned index {args.learned} prompts"
+    )
+    print(f"{'prompt':<18}{'p50 µs':>10}{'p99 µs':>10}{'p99/p50':>9}")
     for label, base in PROMPTS.items():
         times = []
         for i in range(args.n + 200):
             req = base.model_copy(update={"text": f"{base.text} #{i}"})  # defeat the analysis LRU cache
             t0 = time.perf_counter()
             reply = await engine.route(req)
-            orjson.dumps(reply.model_dump(mode="json"))
+            reply.model_dump_json()
             if i >= 200:
                 times.append(time.perf_counter() - t0)
         times.sort()
-        print(f"{label:<18}{statistics.median(times) * 1e6:>10.0f}{times[int(len(times) * 0.99)] * 1e6:>10.0f}")
+        p50, p99 = statistics.median(times), times[int(len(times) * 0.99)]
+        print(f"{label:<18}{p50 * 1e6:>10.0f}{p99 * 1e6:>10.0f}{p99 / p50:>9.1f}")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def _blocks(lang: str) -> list[str]:
 
 
 def test_the_openai_sdk_example_runs(e2e: E2E) -> None:
-    (code,) = [b for b in _blocks("python") if "OpenAI(" in b]
+    (code,) = [b for b in _blocks("python") if "OpenAI(" in b and "chat.completions" in b]
     r = subprocess.run(
         [sys.executable, "-c", code.replace(DOC_URL, e2e.gateway)], capture_output=True, text=True, timeout=60
     )
@@ -38,3 +38,24 @@ def test_the_curl_example_runs(e2e: E2E) -> None:
     r = subprocess.run(["bash", "-c", code.replace(DOC_URL, e2e.gateway)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert '"chat.completion"' in r.stdout
+
+
+def _run_python(e2e: E2E, marker: str) -> list[str]:
+    (code,) = [b for b in _blocks("python") if marker in b]
+    r = subprocess.run(
+        [sys.executable, "-c", code.replace(DOC_URL, e2e.gateway)], capture_output=True, text=True, timeout=90
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_the_responses_and_messages_example_runs(e2e: E2E) -> None:
+    lines = _run_python(e2e, "anthropic.Anthropic(")
+    assert len(lines) >= 2 and all(line.split(" ", 1)[0] in e2e.models for line in (lines[0], lines[-1])), lines
+
+
+def test_the_quality_and_feedback_example_runs(e2e: E2E) -> None:
+    lines = _run_python(e2e, "/v1/feedback")
+    assert lines[0].startswith("answered by ") and lines[0].removeprefix("answered by ") in e2e.models
+    assert lines[-1].startswith("202 {'status': 'accepted', 'response_id': 'chatcmpl-"), lines
+    assert lines[-1].endswith("'score': 1.0}")

@@ -102,7 +102,7 @@ async def test_reload_applies_a_changed_rules_file(scorer, make_settings):
         before = (await http.get("/admin/explain", params={"prompt": "hi", "model": "fast"})).json()
         assert before["candidates"][0]["model"] == "llama3.2:1b"
         rules.write_text("aliases: {fast: llama3.3:70b}\n")
-        reply = (await http.post("/admin/reload")).json()
+        reply = (await http.post("/admin/reload", json={})).json()
         assert reply["status"] == "ok" and reply["scorer_replicas_notified"] >= 1
 
         async def switched() -> bool:
@@ -116,7 +116,7 @@ async def test_cache_invalidate_clears_the_routing_cache(scorer, rpc, redis, key
     await rpc.call(ROUTE_V1, RouteRequestV1(text="hello there"), timeout=2.0)
     assert [k async for k in redis.scan_iter(match=f"{key_prefix}:routecache:*")]
     async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
-        out = (await http.post("/admin/cache/invalidate", params={"which": "routing"})).json()
+        out = (await http.post("/admin/cache/invalidate", params={"which": "routing"}, json={})).json()
     assert out["scorer_replicas_notified"] >= 1
 
     async def empty() -> bool:
@@ -159,7 +159,7 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
             assert hit.headers["x-turnout-cache"] == "hit"
             assert len(fleet.alpha.received) == 4
 
-            out = (await http.post("/admin/cache/invalidate", params={"which": "response"})).json()
+            out = (await http.post("/admin/cache/invalidate", params={"which": "response"}, json={})).json()
             assert out["response_cache_entries_removed"] >= 2
             await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0})
             assert len(fleet.alpha.received) == 5
@@ -206,7 +206,7 @@ async def test_router_prior_versions_activate_and_roll_back_through_admin(scorer
             return bool(r["learned"]["prior"] == version)
 
         await svc.wait_for(lambda: prior_is("deploy-test-1"), what="the trained prior")
-        back = (await http.post("/admin/router/rollback")).json()
+        back = (await http.post("/admin/router/rollback", json={})).json()
         assert back == {"status": "ok", "active": "shipped"}
         await svc.wait_for(lambda: prior_is(None), what="no prior again")
         assert (await http.get("/admin/router")).json()["active"] == "shipped"

@@ -139,7 +139,7 @@ def test_default_fleet_starts_and_shortcut_port_flags_work() -> None:
         names = [m["name"] for m in httpx.get(f"{running.ollama_url}/api/tags").json()["models"]]
         assert {"llama3.2:1b", "qwen2.5-coder:7b", "llama3.1:8b", "llava:7b", "nomic-embed-text:latest"} <= set(names)
         ids = [m["id"] for m in httpx.get(f"{running.openai_url}/models").json()["data"]]
-        assert len(ids) == 2
+        assert len(ids) == 3 and "Qwen3-4B-Q4_K_M" in ids
     finally:
         running.proc.terminate()
         running.proc.wait(timeout=10)

@@ -62,7 +62,10 @@ async def test_streaming_chat_passes_chunks_through_with_usage_last(redis_url, k
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
         stream = await sdk(gw.url).chat.completions.create(
-            model="turnout/auto", messages=[{"role": "user", "content": "hi"}], stream=True
+            model="turnout/auto",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
         )
         chunks = [c async for c in stream]
 
@@ -71,6 +74,22 @@ async def test_streaming_chat_passes_chunks_through_with_usage_last(redis_url, k
     assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
     assert {c.model for c in chunks} == {"fake-8b"}
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 12
+    assert fleet.alpha.include_usage_seen == [True]
+
+
+async def test_stream_without_include_usage_has_no_empty_choices_chunk(redis_url, keys, fleet: Fleet, make_settings):
+    """OpenAI's framing: without ``stream_options.include_usage`` every chunk has a choice, so the
+    common ``chunk.choices[0].delta`` loop works; the gateway still asks the backend for usage."""
+    scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
+    async with scorer.running(), run_gateway(make_settings()) as gw:
+        stream = await sdk(gw.url).chat.completions.create(
+            model="turnout/auto", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        chunks = [c async for c in stream]
+
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "".join(REPLY_TEXT)
+    assert [c.choices[0].finish_reason for c in chunks] == [None] * 6 + ["stop"]
+    assert all(c.usage is None for c in chunks)
     assert fleet.alpha.include_usage_seen == [True]
 
 
@@ -130,7 +149,9 @@ async def test_chat_on_an_ollama_backend_is_translated_both_ways(redis_url, keys
         reply = await client.chat.completions.create(
             model="turnout/auto", messages=messages, temperature=0.3, max_tokens=50
         )
-        stream = await client.chat.completions.create(model="turnout/auto", messages=messages, stream=True)
+        stream = await client.chat.completions.create(
+            model="turnout/auto", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
         chunks = [c async for c in stream]
 
     assert reply.choices[0].message.content == "".join(REPLY_TEXT)

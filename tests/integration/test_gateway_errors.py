@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 fleet = fakes.fleet
 make_settings = fakes.make_settings
 
+JSON_HEADERS = {"content-type": "application/json"}
 CHAT = {"model": "turnout/auto", "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -84,9 +85,9 @@ async def test_a_body_over_the_limit_is_413_with_or_without_content_length(fleet
     expected = err("request body is larger than 4096 bytes", "invalid_request_error", "request_too_large")
     async with run_gateway(make_settings(max_body_bytes=4096)) as gw:
         async with httpx.AsyncClient(base_url=gw.url) as http:
-            with_length = await http.post("/v1/chat/completions", content=big)
+            with_length = await http.post("/v1/chat/completions", content=big, headers=JSON_HEADERS)
         async with httpx.AsyncClient(base_url=gw.url) as http:
-            without_length = await http.post("/v1/chat/completions", content=chunked())
+            without_length = await http.post("/v1/chat/completions", content=chunked(), headers=JSON_HEADERS)
         async with httpx.AsyncClient(base_url=gw.url) as http:
             still_up = await http.get("/health")
     assert (with_length.status_code, with_length.json()) == (413, expected)

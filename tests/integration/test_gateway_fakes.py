@@ -17,13 +17,15 @@ import uvicorn
 from aiohttp import web
 
 from turnout.common.keys import Keys
-from turnout.common.rpc import ROUTE_V1, RpcContext, RpcServer
+from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcContext, RpcServer
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+from turnout.common.schemas.explain import ExplainReplyV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 from turnout.devstack.infra import free_port
 from turnout.gateway.app import create_app
 from turnout.gateway.server_protocol import PROTOCOL
 from turnout.gateway.settings import GatewayOptions, GatewaySettings
+from turnout.gateway.state import GatewayState
 
 REPLY_TEXT = ["Hello", " from", " the", " fake", " backend."]
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -32,8 +34,10 @@ PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEh
 @dataclass
 class FakeBackend:
     """One fake backend. ``mode``: ``ok``; ``status`` (answer ``fail_status``); ``slow`` (wait 5 s
-    before answering); ``hang`` (stream a chunk, then wait, recording when the client goes away);
-    ``break`` (stream a chunk, then drop the connection)."""
+    before answering, recording when the client goes away); ``hang`` (stream a chunk, then wait,
+    recording when the client goes away); ``break`` (stream a chunk, then drop the connection);
+    ``non_object`` (valid JSON that is not an object: a whole reply ``[1, 2]``, a stream event
+    ``data: [1]``); ``drip`` (stream a chunk every 0.3 s, then finish normally)."""
 
     name: str
     kind: str = "openai"
@@ -79,7 +83,13 @@ class FakeBackend:
         self.paths.append(request.path)
         self.cookies_seen.append(request.headers.get("Cookie"))
         if self.mode == "slow":
-            await asyncio.sleep(5)
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        if self.mode == "non_object" and not body.get("stream"):
+            return web.Response(body=b"[1, 2]", content_type="application/json")
         if self.mode == "status":
             err = {"error": {"message": f"{self.name} is failing", "type": "server_error"}}
             return web.Response(body=orjson.dumps(err), status=self.fail_status, content_type="application/json")
@@ -132,6 +142,9 @@ class FakeBackend:
             }
             return b"data: " + orjson.dumps(c) + b"\n\n"
 
+        if self.mode == "non_object":
+            await resp.write(b"data: [1]\n\n")
+            return resp
         await resp.write(chunk({"role": "assistant", "content": ""}))
         if self.mode in ("hang", "break"):
             await resp.write(chunk({"content": "partial"}))
@@ -141,6 +154,8 @@ class FakeBackend:
                 return resp
             return await self._hang(resp)
         for piece in REPLY_TEXT:
+            if self.mode == "drip":
+                await asyncio.sleep(0.3)
             await resp.write(chunk({"content": piece}))
         await resp.write(chunk({}, "stop"))
         if self.include_usage_seen[-1]:
@@ -289,7 +304,11 @@ class FakeScorer:
                 await asyncio.sleep(self.delay_s)
             return self.decide(req)
 
+        async def explain(req: RouteRequestV1, _: RpcContext) -> ExplainReplyV1:
+            return ExplainReplyV1(candidates=self.decide(req).candidates)
+
         server.register(ROUTE_V1, handle)
+        server.register(EXPLAIN_V1, explain)
         task = asyncio.create_task(server.serve())
         try:
             await _until(lambda: server.connected)
@@ -322,6 +341,11 @@ class RunningGateway:
     url: str
     settings: GatewaySettings
     server: uvicorn.Server
+
+    def app_state(self) -> GatewayState:
+        """The state the app's lifespan built (the uvicorn lifespan keeps what it yielded)."""
+        state: GatewayState = self.server.lifespan.state["gw"]  # type: ignore[attr-defined]
+        return state
 
 
 @contextlib.asynccontextmanager

@@ -86,7 +86,7 @@ async def test_ollama_generate_embed_and_tags(redis_url, redis, keys, fleet: Fle
 
 async def test_ollama_errors_are_in_ollama_shape(fleet: Fleet, make_settings):
     async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url) as http:
-        bad = await http.post("/api/chat", content=b"{nope")
+        bad = await http.post("/api/chat", content=b"{nope", headers={"content-type": "application/json"})
         wrong = await http.post("/api/chat", json={"model": "m", "messages": [{"role": "user", "content": 3}]})
     assert (bad.status_code, bad.json()) == (400, {"error": "request body is not valid JSON"})
     assert (wrong.status_code, wrong.json()) == (422, {"error": "'messages[0].content' must be a string"})

@@ -96,29 +96,50 @@ async def test_models_lists_the_virtual_model_first_then_the_catalog(redis, keys
     assert only_virtual == ["auto"]
 
 
-async def test_ready_reports_each_check(redis_url, keys, fleet: Fleet, make_settings):
+async def test_ready_means_can_serve_and_lists_what_is_degraded(redis_url, keys, fleet: Fleet, make_settings):
     async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url) as http:
         without_scorer = await http.get("/ready")
         async with FakeScorer(redis_url, keys, fixed(("m", "alpha", "u"))).running():
             with_scorer = await http.get("/ready")
         health = await http.get("/health")
+    all_up = {"redis": True, "postgres": True, "scorer": True, "routes": True}
     assert (without_scorer.status_code, without_scorer.json()) == (
-        503,
-        {"status": "unavailable", "checks": {"redis": True, "postgres": True, "scorer": False}},
-    )
-    assert (with_scorer.status_code, with_scorer.json()) == (
         200,
-        {"status": "ok", "checks": {"redis": True, "postgres": True, "scorer": True}},
+        {"status": "degraded", "checks": {**all_up, "scorer": False}, "degraded": ["scorer"]},
     )
+    assert (with_scorer.status_code, with_scorer.json()) == (200, {"status": "ok", "checks": all_up, "degraded": []})
     assert health.json() == {"status": "ok", "service": "gateway"}
 
 
-async def test_ready_fails_when_postgres_is_unreachable(redis_url, key_prefix, fleet: Fleet, make_settings):
-    settings = make_settings(ready_requires_scorer=False)
+async def test_ready_stays_200_while_postgres_is_unreachable(redis_url, key_prefix, fleet: Fleet, make_settings):
+    settings = make_settings()
     settings = settings.model_copy(update={"database_url": "postgresql+asyncpg://nobody@127.0.0.1:1/none"})
     async with run_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.url) as http:
         r = await http.get("/ready")
-    assert (r.status_code, r.json()["checks"]) == (503, {"redis": True, "postgres": False, "scorer": False})
+    assert (r.status_code, r.json()) == (
+        200,
+        {
+            "status": "degraded",
+            "checks": {"redis": True, "postgres": False, "scorer": False, "routes": True},
+            "degraded": ["postgres", "scorer"],
+        },
+    )
+
+
+async def test_ready_is_503_with_nothing_to_route_to_or_while_draining(redis, keys, make_settings):
+    async with run_gateway(make_settings(backends=[])) as gw, httpx.AsyncClient(base_url=gw.url) as http:
+        nothing = await http.get("/ready")
+    async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url) as http:
+        gw.app_state().drain.begin()
+        draining = await http.get("/ready")
+        still_serving = await http.get("/health")
+    assert (nothing.status_code, nothing.json()["status"], nothing.json()["degraded"]) == (
+        503,
+        "unavailable",
+        ["scorer", "routes"],
+    )
+    assert (draining.status_code, draining.json()["status"]) == (503, "draining")
+    assert still_serving.status_code == 200
 
 
 async def test_metrics_count_requests_attempts_and_access(redis_url, keys, fleet: Fleet, make_settings):

@@ -19,6 +19,7 @@ from tests.integration.test_gateway_fakes import (
     run_gateway,
     snapshot,
 )
+from turnout.common.inflight import read_inflight
 from turnout.common.schemas.events import RequestEventV1
 from turnout.devstack.infra import free_port
 
@@ -211,13 +212,13 @@ async def test_stream_is_cancelled_upstream_when_the_client_disconnects(
             async with http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
                 async for line in r.aiter_lines():
                     if "partial" in line:
-                        await eventually(lambda: _inflight_is(redis, keys.inflight(backend), b"1"))
+                        await eventually(lambda: _inflight_is(redis, keys, backend, 1))
                         break  # closes the connection
         await asyncio.wait_for(fake.cancelled.wait(), timeout=5)
         [event] = await wait_events(redis, keys, 1)
-        await eventually(lambda: _inflight_is(redis, keys.inflight(backend), b"0"))
+        await eventually(lambda: _inflight_is(redis, keys, backend, 0))
     assert (event.status, event.outcome) == (499, "cancelled")
 
 
-async def _inflight_is(redis, key: str, value: bytes) -> bool:
-    return bool(await redis.hget(key, "up") == value)
+async def _inflight_is(redis, keys, backend: str, value: int) -> bool:
+    return (await read_inflight(redis, keys)).get((backend, "up"), 0) == value

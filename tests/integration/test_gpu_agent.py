@@ -220,3 +220,26 @@ async def test_agent_survives_redis_being_away_and_publishes_once_it_is_back(
                 await client.aclose()
         finally:
             await asyncio.to_thread(inst.stop)
+
+
+async def test_ready_fails_on_a_gpu_node_that_shows_no_gpu_when_gpus_are_expected(
+    redis: Redis, redis_url: str, keys: Keys, key_prefix: str, fleet: Fleet
+) -> None:
+    """``expect_gpus`` (the chart sets it on GPU nodes): a failed detection takes the pod out of
+    readiness, while it still publishes; with the GPUs there it is ready."""
+    backends = f"fleet-openai:openai={fleet.url('openai')}"
+    for scenario, expect, status in (("no-driver", 1, 503), ("h100x2", 2, 200), ("h100x2", 3, 503)):
+        settings = agent_settings(redis_url, key_prefix, backends, "fleet-openai", expect_gpus=expect)
+        async with running_agent(
+            settings, reader=NvmlReader(FakeNvml.named(scenario)), registry=CollectorRegistry()
+        ) as running:
+            await eventually(lambda: published(redis, keys))
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.ops_port}") as ops:
+                r = await ops.get("/ready")
+                assert (scenario, expect, r.status_code, r.json()["checks"]["gpus"]) == (
+                    scenario,
+                    expect,
+                    status,
+                    status == 200,
+                )
+        await redis.delete(keys.fleet_host(HOST))

@@ -30,6 +30,7 @@ from turnout.common.arq import DISCOVER_MODELS, create_job_pool
 from turnout.common.arq_running import close_worker
 from turnout.common.db.models import DeadLetter, Model, Profile
 from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.gateway.auth import AdminGuard
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.routes import admin_catalog
 from turnout.profiler.settings import ProfilerSettings
@@ -245,7 +246,12 @@ def admin_app(settings: ProfilerSettings, redis: Redis, engine: Any) -> FastAPI:
     """The gateway's admin router over a stand-in for the gateway state (settings, Redis, engine)."""
     app = FastAPI()
     register_error_handlers(app)
-    gw = SimpleNamespace(settings=SimpleNamespace(keys=settings.keys, admin_key=None), redis=redis, engine=engine)
+    gw = SimpleNamespace(
+        settings=SimpleNamespace(keys=settings.keys, admin_key=None),
+        admin_guard=AdminGuard(None),
+        redis=redis,
+        engine=engine,
+    )
 
     @app.middleware("http")
     async def state(request: Request, call_next: Any) -> Any:
@@ -264,14 +270,14 @@ async def test_reprofile_and_dead_letter_retry_through_the_admin_api(
     async with engine_scope(db) as engine:
         transport = httpx.ASGITransport(app=admin_app(settings, redis, engine))
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            r = await client.post("/admin/reprofile", params={"model": "good:7b", "force": "true"})
+            r = await client.post("/admin/reprofile", params={"model": "good:7b", "force": "true"}, json={})
             assert r.status_code == 202 and r.json()["enqueued"] is True
-            assert (await client.post("/admin/reprofile", params={"model": "nope:1b"})).status_code == 404
+            assert (await client.post("/admin/reprofile", params={"model": "nope:1b"}, json={})).status_code == 404
             status = (await client.get("/admin/profiling")).json()
             assert status["queue"] == ["good:7b"] and status["running"] == []
             dlq = (await client.get("/admin/dlq")).json()["dead_letters"]
             assert len(dlq) == 1 and dlq[0]["job"] == "profile_model"
-            r = await client.post(f"/admin/dlq/{dlq[0]['id']}/retry")
+            r = await client.post(f"/admin/dlq/{dlq[0]['id']}/retry", json={})
             assert r.status_code == 202 and r.json()["enqueued"] is True
             assert (await client.post("/admin/dlq/999999/retry")).status_code == 404
         await run_burst(settings)

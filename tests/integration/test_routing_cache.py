@@ -103,3 +103,18 @@ async def test_redis_errors_are_misses_not_failures(keys):
         assert await cache.get(req, "v1", unit(1, 0)) is None
     finally:
         await dead.aclose()
+
+
+async def test_stores_run_after_the_reply_through_a_bounded_writer(redis, keys, registry):
+    cache = RoutingCache(redis, keys, RouteCacheConfig(max_pending_writes=2, sync_s=0.0), registry=registry)
+    reqs = [RouteRequestV1(text=f"q{i}") for i in range(3)]
+    assert [cache.store_later(r, "v1", reply(f"m{i}")) for i, r in enumerate(reqs)] == [True, True, False]
+    assert await redis.exists(cache.exact_key("v1", reqs[0])) == 0  # nothing awaited Redis yet
+    await cache.flush()
+    got = [await cache.get(r, "v1") for r in reqs]
+    assert [g[0].candidates[0].model if g else None for g in got] == ["m0", "m1", None]
+    stores = {
+        o: registry.get_sample_value("turnout_scorer_route_cache_stores_total", {"outcome": o})
+        for o in ("ok", "dropped")
+    }
+    assert stores == {"ok": 2.0, "dropped": 1.0}

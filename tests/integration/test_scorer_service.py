@@ -184,7 +184,8 @@ async def test_fleet_state_from_the_gpu_agents_moves_the_resident_replica_first(
 
     async def resident_first() -> bool:
         reply = await call(rpc, text="Hi there!")
-        return reply.candidates[0].backend == "gpu2"
+        # the reason, not the order alone: a tie with gpu1 can put gpu2 first before the fleet is read
+        return reply.candidates[0].backend == "gpu2" and "loaded on gpu2" in reply.candidates[0].reasons
 
     await wait_for(resident_first, what="the resident replica to rank first")
     reply = await call(rpc, text="Hi there!")
@@ -209,3 +210,33 @@ async def test_ops_endpoints_report_readiness_and_scorer_metrics(seeded, scorer,
     assert 'turnout_scorer_decisions_total{category="general"} 1.0' in metrics
     assert "turnout_scorer_catalog_models 4.0" in metrics
     assert 'turnout_scorer_catalog_reloads_total{outcome="ok"}' in metrics
+
+
+async def test_models_the_rules_block_are_published_as_hidden(
+    seeded, redis_url, key_prefix, redis: Redis, keys, tmp_path
+):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text('block: ["qwen*"]\n')
+    settings = ScorerSettings.load(
+        environment="test",
+        redis_url=redis_url,
+        database_url=seeded,
+        key_prefix=key_prefix,
+        backends=[],
+        scorer={
+            "ops_host": "127.0.0.1",
+            "ops_port": free_port(),
+            "catalog_refresh_s": 60,
+            "fleet_poll_s": 60,
+            "routing": {"rules_file": str(rules)},
+        },
+    )
+    async with running_scorer(settings, registry=CollectorRegistry(), rid="scorer-hidden") as running:
+        await wait_for(lambda: _true(running.server.connected), what="the RPC server")
+        snap = CatalogSnapshotV1.model_validate(orjson.loads(await redis.get(keys.catalog_snapshot)))
+        assert snap.hidden == ["qwen2.5-coder:32b"]
+        rules.write_text('block: ["llava*"]\n')
+        running.scorer.engine.rules.reload()
+        await running.scorer.reload_catalog()
+        snap = CatalogSnapshotV1.model_validate(orjson.loads(await redis.get(keys.catalog_snapshot)))
+        assert snap.hidden == ["llava:7b"]

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from arq import Retry
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import select
 
@@ -20,6 +20,7 @@ from turnout.common.arq import CTX_KEY, IMPORT_BENCHMARKS_FILE, create_job_pool
 from turnout.common.arq_running import close_worker
 from turnout.common.db.models import Backend, Benchmark, DeadLetter, Deployment, Model
 from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.common.metrics import dead_letters
 from turnout.sync.public import read_status
 from turnout.sync.settings import SyncSettings
 from turnout.sync.sources import SourceError
@@ -199,6 +200,12 @@ async def test_a_missing_file_retries_with_backoff_then_ends_in_dead_letters(ctx
         await import_benchmarks_file(ctx)
     assert retry.value.defer_score == 4000
     ctx["job_try"] = 3  # max_tries
+
+    def counted() -> float:  # turnout_jobs_dead_letters_total{task}, what the dead-letter alert reads
+        dead_letters()  # registered on first use
+        return REGISTRY.get_sample_value("turnout_jobs_dead_letters_total", {"task": IMPORT_BENCHMARKS_FILE}) or 0.0
+
+    before = counted()
     with pytest.raises(SourceError, match="does not exist"):
         await import_benchmarks_file(ctx, path="/nonexistent/bench.csv")
     async with engine_scope(db) as engine, make_sessionmaker(engine)() as session:
@@ -213,6 +220,7 @@ async def test_a_missing_file_retries_with_backoff_then_ends_in_dead_letters(ctx
         )
     ]
     assert dead[0].error.startswith("SourceError:")
+    assert counted() - before == 1
 
 
 async def test_an_enqueued_import_runs_on_a_burst_worker(redis_url, db, key_prefix, tmp_path):

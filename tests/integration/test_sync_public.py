@@ -25,6 +25,7 @@ from turnout.common.db.models import Backend, Benchmark, DeadLetter, Deployment,
 from turnout.common.db.session import engine_scope, make_sessionmaker
 from turnout.common.keys import Keys
 from turnout.devstack.infra import free_port
+from turnout.gateway.auth import AdminGuard
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.routes import admin_catalog
 from turnout.sync.public import (
@@ -232,7 +233,10 @@ def admin_app(redis: Redis, keys: Keys, engine: Any) -> FastAPI:
     app = FastAPI()
     register_error_handlers(app)
     gw = SimpleNamespace(
-        settings=SimpleNamespace(keys=keys, admin_key=SecretStr("admin-secret")), redis=redis, engine=engine
+        settings=SimpleNamespace(keys=keys, admin_key=SecretStr("admin-secret")),
+        admin_guard=AdminGuard(SecretStr("admin-secret")),
+        redis=redis,
+        engine=engine,
     )
 
     @app.middleware("http")
@@ -263,9 +267,9 @@ async def test_admin_benchmarks_shows_matches_with_confidence_and_sync_runs(
             assert all(b["match_confidence"] == 1.0 and b["match_method"] == "exact" for b in llama)
             one = (await client.get("/admin/benchmarks", params={"model": "gemma2:9b"}, headers=auth)).json()
             assert one["count"] == 0  # the arena lists gemma-2-27b, not the local 9B
-            r = await client.post("/admin/sync-benchmarks", params={"source": "lmarena"}, headers=auth)
+            r = await client.post("/admin/sync-benchmarks", params={"source": "lmarena"}, headers=auth, json={})
             assert r.status_code == 202 and r.json()["enqueued"] is True
-            r = await client.post("/admin/sync-benchmarks", headers=auth)
+            r = await client.post("/admin/sync-benchmarks", headers=auth, json={})
             assert r.status_code == 202 and r.json()["job_id"] == "sync_all_benchmarks"
     queued = [j.decode() for j in await redis.zrange(keys.sync_queue, 0, -1)]
     assert sorted(queued) == ["sync_all_benchmarks", "sync_benchmarks:lmarena"]

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from tests.integration.test_gpu_orders import FakeOllama
 from turnout.common.backends.clients import OllamaClient
 from turnout.common.backends.config import BackendConfig, BackendKind
+from turnout.common.inflight import write_inflight
 from turnout.common.keys import Keys
 from turnout.common.rpc.client import RpcClient
 from turnout.common.rpc.server import RpcServer
@@ -161,8 +162,9 @@ async def test_a_busy_model_is_not_unloaded_and_a_candidate_that_fits_elsewhere_
     h1 = hosts["h1"]
     h1.fake.loaded.update({"small:3b": 1.0, "mid:8b": 2.0})
     await h1.publish()
-    await redis.hset(keys.inflight("ollama-h1"), "mid:8b", "1")  # type: ignore[misc]  # a gateway streams from mid:8b
+    await write_inflight(redis, keys, "gateway-1", {("ollama-h1", "mid:8b"): 1})  # a gateway streams from mid:8b
     await coord.refresh()
+    assert (await coord.is_busy("h1", "mid:8b"), await coord.is_busy("h1", "small:3b")) == (True, False)
     out = await coord.route(reply(("big:14b", "h1", 1.0), ("big:14b", "h2", 0.7)))
     assert [(c.model, c.backend) for c in out.candidates] == [("big:14b", "ollama-h2"), ("big:14b", "ollama-h1")]
     assert "mid:8b" in h1.fake.loaded

@@ -14,14 +14,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from turnout.common.metrics import rpc_metrics
+from turnout.common.metrics import dead_letters, rpc_metrics
 from turnout.gateway.metrics import build_metrics
 from turnout.gateway.response_cache import ResponseCacheMetrics
 from turnout.gpu_agent.metrics import GpuAgentMetrics
 from turnout.profiler.metrics import ProfilerMetrics
+from turnout.profiler.metrics import queue_depth_gauge as profiler_queue_depth
 from turnout.scorer.caches import RouteCacheMetrics
 from turnout.scorer.metrics import ScorerMetrics
 from turnout.sync.metrics import SyncMetrics
+from turnout.sync.metrics import queue_depth_gauge as sync_queue_depth
 
 DASHBOARDS = sorted((Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "dashboards").glob("*.json"))
 TARGET_LABELS = {"job", "instance", "namespace", "pod", "container", "endpoint", "service"}
@@ -44,7 +46,11 @@ def _exported() -> dict[str, set[str]]:
         SyncMetrics.create(registry),
         GpuAgentMetrics.create(registry),
     ]
-    metrics: list[MetricWrapperBase] = []
+    metrics: list[MetricWrapperBase] = [
+        dead_letters(registry),
+        profiler_queue_depth(registry),
+        sync_queue_depth(registry),
+    ]
     for holder in holders:
         for f in dataclasses.fields(holder):
             value = getattr(holder, f.name)

@@ -3,7 +3,7 @@ import pytest
 
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
-from turnout.common.schemas.route import RouteRequestV1
+from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 from turnout.scorer.engine import RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex, decode_embedding
@@ -115,3 +115,55 @@ async def test_the_reply_carries_the_prompt_embedding_for_feedback():
     np.testing.assert_allclose(decode_embedding(reply.analysis.embedding), emb.encode([text])[0], atol=2e-3)
     without = await engine().route(RouteRequestV1(text=text))  # no embedder configured: nothing to carry
     assert without.analysis is not None and without.analysis.embedding is None
+
+
+async def test_decisions_count_as_load_until_the_gateways_counts_arrive():
+    e = RoutingEngine()
+    e.set_catalog(
+        CatalogSnapshotV1(
+            version="c3",
+            models=[
+                CatalogModelV1(
+                    name="m",
+                    params_b=8,
+                    replicas=[ReplicaV1(backend="a", upstream_model="m"), ReplicaV1(backend="b", upstream_model="m")],
+                )
+            ],
+        )
+    )
+    e.set_fleet(FleetState(resident=frozenset({("a", "m"), ("b", "m")})))
+    chosen = []
+    for _ in range(4):
+        c = (await e.route(RouteRequestV1(text="hello"))).candidates[0]
+        e.note_routed(c.backend, c.upstream_model)
+        chosen.append(c.backend)
+    assert chosen == ["a", "b", "a", "b"]  # each decision's request weighs on its replica
+    assert list(e.replicas.inflight) == [2.0, 2.0]
+    e.set_load({("a", "m"): 7})  # what the gateways count now replaces the local tally
+    assert list(e.replicas.inflight) == [7.0, 0.0]
+    assert (await e.route(RouteRequestV1(text="hello"))).candidates[0].backend == "b"
+
+
+def test_a_cached_reply_takes_each_models_replicas_in_the_order_of_the_fleet_now():
+    e = RoutingEngine()
+    reps = [ReplicaV1(backend=b, upstream_model="m") for b in ("a", "b")]
+    e.set_catalog(
+        CatalogSnapshotV1(
+            version="c4",
+            models=[
+                CatalogModelV1(name="m", params_b=8, replicas=reps),
+                CatalogModelV1(name="n", params_b=3, replicas=[ReplicaV1(backend="a", upstream_model="n")]),
+            ],
+        )
+    )
+    cached = RouteReplyV1(
+        candidates=[
+            CandidateV1(model="m", backend="a", upstream_model="m", score=1.0),
+            CandidateV1(model="n", backend="a", upstream_model="n", score=0.9),
+            CandidateV1(model="m", backend="b", upstream_model="m", score=0.8),
+        ]
+    )
+    e.set_fleet(FleetState(resident=frozenset({("a", "m"), ("b", "m")}), inflight={("a", "m"): 12}))
+    assert [(c.model, c.backend) for c in e.replicas_now(cached).candidates] == [("m", "b"), ("n", "a"), ("m", "a")]
+    e.set_fleet(FleetState(resident=frozenset({("a", "m"), ("b", "m")})))
+    assert e.replicas_now(cached) is cached

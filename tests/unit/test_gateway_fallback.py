@@ -65,6 +65,16 @@ def test_a_named_model_gets_all_its_replicas():
     assert cands[0].reasons == ["fallback: requested model"]
 
 
+def test_a_tagless_name_finds_latest_or_the_only_tag():
+    catalog = [model("llama3.1:latest", 8), model("qwen3:4b", 4), model("gemma:2b", 2), model("gemma:7b", 7)]
+    assert [c.model for c in fallback_candidates(catalog, RouteRequestV1(requested_model="llama3.1"))] == [
+        "llama3.1:latest"
+    ]
+    assert [c.model for c in fallback_candidates(catalog, RouteRequestV1(requested_model="qwen3"))] == ["qwen3:4b"]
+    with pytest.raises(ModelNotFound, match="'gemma' does not exist"):
+        fallback_candidates(catalog, RouteRequestV1(requested_model="gemma"))  # two tags: ambiguous
+
+
 def test_unknown_or_unreachable_named_model_is_not_found():
     with pytest.raises(ModelNotFound, match="'nope' does not exist"):
         fallback_candidates(CATALOG, RouteRequestV1(requested_model="nope"))

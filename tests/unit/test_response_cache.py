@@ -60,7 +60,12 @@ async def test_a_stored_chat_completion_replays_as_an_sse_stream():
     assert chunks[-1] == b"data: [DONE]\n\n"
     events = [orjson.loads(c.removeprefix(b"data: ")) for c in chunks[:-1]]
     assert [e["object"] for e in events] == ["chat.completion.chunk"] * 4
-    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[0]["choices"][0] == {
+        "index": 0,
+        "delta": {"role": "assistant", "content": "", "refusal": None},
+        "logprobs": None,
+        "finish_reason": None,
+    }
     assert events[1]["choices"][0]["delta"] == {"content": "Hello!"}
     assert events[2]["choices"][0]["finish_reason"] == "stop"
     assert events[3] == {

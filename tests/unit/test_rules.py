@@ -7,6 +7,7 @@ import pytest
 
 from tests.unit.routing_catalog import Router
 from turnout.scorer.rules import Rules, RulesStore
+from turnout.scorer.scoring import ModelSpec
 
 RULES = textwrap.dedent(
     r"""
@@ -77,6 +78,38 @@ def test_rules_steer_the_ranking(rules):
     assert r.candidates[0].terms  # scored with the client's quality preference 0.2
 
 
+def test_ip_rules_still_match_when_clients_send_api_keys():
+    """With API keys configured the gateway's client is the key id; the address comes apart in
+    ``client_ip``. IP rules used to see only the key id and never matched again."""
+    rules = Rules.parse(
+        textwrap.dedent(
+            """
+            clients:
+              - match: {key: key-aaaa, ip: 192.168.0.0/16}
+                quality: 0.9
+              - match: {ip: 10.1.0.0/16}
+                backends: [ollama-b]
+              - match: {key: key-aaaa}
+                quality: 0.1
+            """
+        )
+    )
+    assert rules.client_rule("key-bbbb", "10.1.2.3").backends == frozenset({"ollama-b"})
+    assert rules.client_rule("key-aaaa", "192.168.7.7").quality == 0.9
+    assert rules.client_rule("key-aaaa", "172.16.0.1").quality == 0.1
+    assert rules.client_rule("key-bbbb", "172.16.0.1") is None
+    assert rules.client_rule("10.1.0.1").backends == frozenset({"ollama-b"})  # no keys: client is the address
+    router = Router((ModelSpec("llama3.2:latest", 3),))
+    assert rules.constraints(None, "key-cccc", "general", router.table, "10.1.9.9").backends == frozenset({"ollama-b"})
+
+
+def test_bare_name_resolves_to_the_only_tagged_match():
+    router = Router((ModelSpec("qwen3:4b", 4), ModelSpec("llama3.1:8b", 8), ModelSpec("llama3.1:70b", 70)))
+    c = Rules().constraints("qwen3", None, "general", router.table)
+    assert (c.requested, c.requested_how) == ("qwen3:4b", "'qwen3' is 'qwen3:4b'")
+    assert Rules().constraints("llama3.1", None, "general", router.table).requested == "llama3.1"  # two tags
+
+
 def test_bare_name_resolves_to_latest():
     from turnout.scorer.scoring import ModelSpec
 
@@ -93,7 +126,7 @@ def test_bare_name_resolves_to_latest():
         ("tiers: {x: huge}\n", "is not one of small, medium, large"),
         ("aliases: {'/(unclosed/': x}\n", "alias /(unclosed/"),
         ("clients: [{match: {ip: not-an-ip}}]\n", "invalid rules"),
-        ("clients: [{match: {}}]\n", "exactly one of key, client, ip"),
+        ("clients: [{match: {}}]\n", "at least one of key, client, ip"),
         ("colour: blue\n", "invalid rules"),
     ],
 )

@@ -235,11 +235,47 @@ def test_resident_healthy_idle_replica_beats_a_busy_or_cold_one():
         free_frac={"warm": 0.5, "cold": 0.9},
     )
     r = router.route(GREETING)
-    assert [c.backend for c in r.candidates] == ["warm", "busy", "cold", "down"]
+    # 8 in flight is twice what a replica serves at once: −0.3 outweighs being loaded (+0.15)
+    assert [c.backend for c in r.candidates] == ["warm", "cold", "busy", "down"]
     by = {c.backend: c for c in r.candidates}
     assert by["warm"].terms["resident"] == 0.15
     assert by["down"].terms["unhealthy"] == -1.0
+    assert by["busy"].terms["busy"] == -0.3
     assert "8 requests in flight on busy" in by["busy"].reasons
+
+
+def test_open_circuits_are_filtered_out_unless_nothing_else_is_left():
+    specs = (
+        ModelSpec("m", 8, replicas=(("a", "m", None), ("b", "m", None), ("c", "m", None))),
+        ModelSpec("n", 8, replicas=(("a", "n", None),)),
+    )
+    some = Router(specs, open_backends=frozenset({"a"}), open_replicas=frozenset({("b", "m")})).route(GREETING)
+    assert [(c.model, c.backend) for c in some.candidates] == [("m", "c")]
+    assert not any("circuit" in n for n in some.notes)
+    every = Router(specs, open_backends=frozenset({"a", "b", "c"})).route(GREETING)
+    assert sorted((c.model, c.backend) for c in every.candidates) == [("m", "a"), ("m", "b"), ("m", "c"), ("n", "a")]
+    assert "every suitable replica's circuit is open: listed anyway (the gateway retries them)" in every.notes
+
+
+def test_a_negative_in_flight_count_is_no_bonus_and_no_division_by_zero():
+    specs = (ModelSpec("m", 8, replicas=(("minus", "m", None), ("zero", "m", None), ("four", "m", None))),)
+    r = Router(specs, inflight={("minus", "m"): -4, ("four", "m"): 4}).route(GREETING)
+    busy = {c.backend: c.terms.get("busy", 0.0) for c in r.candidates}
+    assert busy == {"minus": 0.0, "zero": 0.0, "four": -0.15}
+
+
+def test_a_named_model_ranks_only_its_replicas_by_residency_and_load():
+    specs = (
+        ModelSpec("m", 8, replicas=(("cold", "m", None), ("warm", "m", None), ("busy", "m", None))),
+        ModelSpec("other", 70, replicas=(("warm", "other", None),)),
+    )
+    router = Router(
+        specs, resident=frozenset({("warm", "m"), ("busy", "m"), ("warm", "other")}), inflight={("busy", "m"): 2}
+    )
+    r = router.route(HARD_CODE, cons=Constraints(requested="m"))
+    assert [(c.model, c.backend) for c in r.candidates] == [("m", "warm"), ("m", "busy"), ("m", "cold")]
+    assert [dict(c.terms) for c in r.candidates] == [{"resident": 0.15}, {"resident": 0.15, "busy": -0.075}, {}]
+    assert [c.score for c in r.candidates] == [0.15, 0.075, 0.0]
 
 
 def test_no_room_penalty():

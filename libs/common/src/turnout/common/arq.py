@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from turnout.common.db.models import DeadLetter
 from turnout.common.links import DEFAULT_LINK, LinkOptions
 from turnout.common.logging import request_id_var
+from turnout.common.metrics import dead_letters
 from turnout.common.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -333,6 +334,7 @@ def job(name: str) -> Callable[[JobFn], JobFn]:
                     await record_dead_letter(
                         wctx.sessionmaker, queue=wctx.queue, job=name, payload=payload, error=error, attempts=job_try
                     )
+                    dead_letters().labels(name).inc()
                 except Exception:
                     log.exception("could not record the dead letter of %s", name)
                 raise

@@ -64,9 +64,29 @@ class Keys:
     def fleet_changed(self) -> str:
         return f"{self.prefix}:fleet:changed"
 
-    def inflight(self, backend: str) -> str:
-        """Hash upstream model -> requests in flight on that backend (all gateways)."""
-        return f"{self.prefix}:inflight:{backend}"
+    def inflight(self, gateway: str) -> str:
+        """Hash ``backend<TAB>upstream model`` -> requests one gateway process has in flight there
+        (absolute counts, with a TTL: a crashed gateway's counts expire). See :mod:`turnout.common.inflight`."""
+        return f"{self.prefix}:inflight:gw:{gateway}"
+
+    @property
+    def inflight_gateways(self) -> str:
+        """Sorted set gateway id -> expiry (unix s) of its in-flight hash: who to sum."""
+        return f"{self.prefix}:inflight:gateways"
+
+    def circuit(self, backend: str, model: str = "") -> str:
+        """Hash: one circuit breaker's shared state (``model`` empty: the whole backend).
+        See :mod:`turnout.common.circuits`."""
+        return f"{self.prefix}:circuit:{backend}:{model}"
+
+    @property
+    def circuits(self) -> str:
+        """Sorted set ``backend<TAB>model`` -> last change (unix s) of every circuit not closed, for listing."""
+        return f"{self.prefix}:circuits"
+
+    def ratelimit(self, scope: str) -> str:
+        """Prefix of the shared rate-limit windows (``limits`` storage keys start with it)."""
+        return f"{self.prefix}:ratelimit:{scope}"
 
     # --- VRAM management --------------------------------------------------------------
     def vram_lock(self, host: str) -> str:

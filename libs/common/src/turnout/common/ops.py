@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -49,9 +49,12 @@ def build_ops_app(
     registry: CollectorRegistry = REGISTRY,
     extra_routes: list[web.RouteDef] | None = None,
     tasks: Callable[[], Mapping[str, Any]] | None = None,
+    refresh: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> web.Application:
     """``tasks``: the state of the service's supervised background tasks, shown in ``/ready``'s
-    body (:meth:`turnout.common.supervise.Supervisor.state`)."""
+    body (:meth:`turnout.common.supervise.Supervisor.state`). ``refresh``: coroutines run before
+    each ``/metrics`` answer (each bounded to 2 s), for gauges read from elsewhere on demand, such
+    as :class:`turnout.common.metrics.QueueDepths`."""
 
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": service})
@@ -69,6 +72,11 @@ def build_ops_app(
         return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:
+        for fn in refresh:
+            try:
+                await asyncio.wait_for(fn(), timeout=2.0)
+            except Exception:
+                log.warning("a metrics refresh failed; serving the last values", exc_info=True)
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

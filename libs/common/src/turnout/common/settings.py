@@ -7,6 +7,7 @@ built once in a service's ``__main__`` and passed in; nothing reads ``os.environ
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -98,7 +99,16 @@ class CommonSettings(BaseSettings):
 
     @classmethod
     def load(cls, **overrides: Any) -> Self:
-        """Build settings, turning validation errors into one readable :class:`ConfigError`."""
+        """Build settings, turning validation errors into one readable :class:`ConfigError`.
+
+        ``TURNOUT_SECRETS_DIR`` names a directory of secret files, one per setting, as Kubernetes
+        mounts a Secret: ``turnout_admin_key``, ``turnout_gateway__api_keys`` … (file name = the
+        variable's name, any case). Environment variables win over files."""
+        secrets_dir = os.environ.get("TURNOUT_SECRETS_DIR")
+        if secrets_dir and "_secrets_dir" not in overrides:
+            if not Path(secrets_dir).is_dir():
+                raise ConfigError(f"invalid configuration: TURNOUT_SECRETS_DIR {secrets_dir!r} is not a directory")
+            overrides["_secrets_dir"] = secrets_dir
         try:
             return cls(**overrides)
         except (ValidationError, ConfigError, ValueError) as exc:

@@ -9,7 +9,8 @@ import sys
 import tempfile
 
 import uvicorn
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from turnout.common.cli import parse_service_args
 from turnout.common.db.migrate import wait_for_head
@@ -17,6 +18,7 @@ from turnout.common.db.session import DB_UNAVAILABLE
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
 from turnout.gateway.app import create_app
+from turnout.gateway.drain import Drain, DrainingServer
 from turnout.gateway.server_protocol import PROTOCOL
 from turnout.gateway.settings import GatewaySettings
 
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level, service="gateway", json=settings.log_json)
     opts = settings.gateway
     asyncio.run(_wait_schema(settings))
+    drain = Drain(prestop_delay_s=opts.prestop_delay_s, grace_s=opts.drain_grace_s)
     common = {
         "host": opts.host,
         "port": opts.port,
@@ -70,16 +73,33 @@ def main(argv: list[str] | None = None) -> None:
         "lifespan": "on",
         "access_log": opts.access_log,
         "log_config": None,
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": drain.server_timeout_s,
         "server_header": False,
     }
     log.info("gateway listening on http://%s:%d (%d worker(s))", opts.host, opts.port, opts.workers)
     if opts.workers == 1:
-        uvicorn.Server(uvicorn.Config(create_app(settings, registry=REGISTRY), **common)).run()  # type: ignore[arg-type]
+        if opts.metrics_port is not None:
+            _serve_metrics(opts.host, opts.metrics_port, multiprocess=False)
+        app = create_app(settings, registry=REGISTRY, drain=drain)
+        DrainingServer(uvicorn.Config(app, **common), drain).run()  # type: ignore[arg-type]
         return
-    # several workers: Prometheus multi-process mode, one shared directory per run
+    # several workers: Prometheus multi-process mode, one shared directory per run. uvicorn's own
+    # supervisor runs them, so SIGTERM stops them at once (no pre-stop phase): run one worker per
+    # pod and scale pods instead where draining matters.
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="turnout-gateway-metrics-"))
+    if opts.metrics_port is not None:
+        _serve_metrics(opts.host, opts.metrics_port, multiprocess=True)
     uvicorn.run("turnout.gateway.__main__:worker_app", factory=True, workers=opts.workers, **common)  # type: ignore[arg-type]
+
+
+def _serve_metrics(host: str, port: int, *, multiprocess: bool) -> None:
+    """/metrics on its own port (a daemon thread of prometheus_client's server)."""
+    registry = REGISTRY
+    if multiprocess:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", host, port)
 
 
 if __name__ == "__main__":

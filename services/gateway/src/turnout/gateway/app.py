@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import inspect
 import logging
 import time
@@ -23,6 +22,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
+from turnout.common.circuits import CircuitPolicy, CircuitStore
 from turnout.common.db.session import make_engine
 from turnout.common.http import make_session
 from turnout.common.links import make_redis
@@ -31,39 +31,58 @@ from turnout.common.rpc.client import new_client_id
 from turnout.common.rpc.resp import RespLink
 from turnout.common.schemas.events import EVENT_FIELD, FeedbackEventV1
 from turnout.common.supervise import Supervisor
+from turnout.gateway.api_schemas import document
+from turnout.gateway.auth import AdminGuard, client_key_ids
 from turnout.gateway.catalog import CatalogView
+from turnout.gateway.circuits import Breakers
+from turnout.gateway.drain import Drain
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Forwarder
 from turnout.gateway.hot_path import GatewayApp
+from turnout.gateway.images import ImageFetcher
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
 from turnout.gateway.paired_sampling import PairedSampler
 from turnout.gateway.pipeline import Pipeline
-from turnout.gateway.routes import admin_catalog, admin_routing, admin_vram, ollama, openai, ops
+from turnout.gateway.rate_limits import RateLimiter
+from turnout.gateway.routes import (
+    admin_catalog,
+    admin_circuits,
+    admin_routing,
+    admin_vram,
+    anthropic_messages,
+    ollama,
+    ollama_info,
+    openai,
+    ops,
+    responses,
+)
 from turnout.gateway.routing import Router
 from turnout.gateway.settings import GatewaySettings
 from turnout.gateway.state import GatewayState
+from turnout.gateway.upstream_limits import ReadBounds, Slots, TimeoutCache
 
 log = logging.getLogger(__name__)
 
 GC_YOUNG_THRESHOLD = 10_000
 
 
-def client_key_ids(settings: GatewaySettings) -> dict[str, str]:
-    keys = settings.gateway.api_keys or []
-    return {k.get_secret_value(): "key-" + hashlib.sha256(k.get_secret_value().encode()).hexdigest()[:10] for k in keys}
-
-
 def create_app(
-    settings: GatewaySettings, *, registry: CollectorRegistry | None = None, multiprocess: bool = False
+    settings: GatewaySettings,
+    *,
+    registry: CollectorRegistry | None = None,
+    multiprocess: bool = False,
+    drain: Drain | None = None,
 ) -> GatewayApp:
     """Build the gateway. ``registry`` defaults to a fresh one (so that tests can build several
-    apps in one process); ``__main__`` passes the process-wide registry."""
+    apps in one process); ``__main__`` passes the process-wide registry and the :class:`Drain`
+    its server moves on SIGTERM."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = build_metrics(registry)
     metrics.init_backends(b.name for b in settings.backends)
     opts = settings.gateway
+    drain = drain if drain is not None else Drain(prestop_delay_s=opts.prestop_delay_s, grace_s=opts.drain_grace_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -73,10 +92,11 @@ def create_app(
             stack.push_async_callback(redis.aclose)
             session = make_session(connect_timeout_s=opts.connect_timeout_s)
             stack.push_async_callback(session.close)
+            gateway_id = new_client_id("gateway")
             rpc = RpcClient(
                 settings.redis_url,
                 keys,
-                client_id=new_client_id("gateway"),
+                client_id=gateway_id,
                 watch=(ROUTE_V1,),
                 registry=registry,
                 link=settings.link,
@@ -95,7 +115,7 @@ def create_app(
             )
             with contextlib.suppress(TimeoutError, RedisError, OSError):  # the refresh loop retries
                 await asyncio.wait_for(catalog.refresh(), timeout=2.0)
-            inflight = InflightTracker(redis, keys, publish_s=opts.inflight_publish_s)
+            inflight = InflightTracker(redis, keys, gateway_id, publish_s=opts.inflight_publish_s)
             events_link = RespLink(settings.redis_url, link=settings.link)
             stack.callback(events_link.close)
             events = EventPublisher(
@@ -107,6 +127,23 @@ def create_app(
                 max_bytes=opts.events_buffer_bytes,
             )
             router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
+            images = ImageFetcher(opts.images)
+            stack.push_async_callback(images.close)
+            policy = CircuitPolicy(
+                failure_threshold=opts.circuit_failures,
+                base_cooldown_s=opts.circuit_cooldown_s,
+                max_cooldown_s=opts.circuit_max_cooldown_s,
+            )
+            breakers = Breakers(CircuitStore(redis, keys, policy), metrics, refresh_s=opts.circuit_refresh_s)
+            bounds = ReadBounds(
+                ttfb_factor=opts.ttfb_factor,
+                gap_factor=opts.gap_factor,
+                read_min_s=min(opts.read_min_s, opts.read_timeout_s),
+                read_max_s=opts.read_timeout_s,
+            )
+            timeouts = TimeoutCache(bounds, opts.connect_timeout_s)
+            catalog.on_change = timeouts.use_catalog
+            timeouts.use_catalog(catalog.by_name)
             forwarder = Forwarder(
                 settings.backends,
                 session,
@@ -115,8 +152,14 @@ def create_app(
                 connect_timeout_s=opts.connect_timeout_s,
                 read_timeout_s=opts.read_timeout_s,
                 max_attempts=opts.max_attempts,
+                images=images,
+                breakers=breakers,
+                slots=Slots(opts.max_connections_per_backend, opts.slot_wait_s),
+                timeouts=timeouts,
             )
-            sampler = None
+            pipeline = Pipeline(router, forwarder, events, metrics, opts.shaping)
+            if opts.rate_limits.enabled:
+                pipeline.limiter = RateLimiter(opts.rate_limits, settings.redis_url, keys, metrics)
             if opts.paired_sampling.enabled:
 
                 async def feedback(ev: FeedbackEventV1) -> None:
@@ -127,8 +170,8 @@ def create_app(
                         approximate=True,
                     )
 
-                sampler = PairedSampler(opts.paired_sampling, forwarder, session, feedback)
-                stack.push_async_callback(sampler.close)
+                pipeline.sampler = PairedSampler(opts.paired_sampling, forwarder, session, feedback)
+                stack.push_async_callback(pipeline.sampler.close)
             state = GatewayState(
                 settings=settings,
                 redis=redis,
@@ -138,10 +181,13 @@ def create_app(
                 catalog=catalog,
                 inflight=inflight,
                 events=events,
-                pipeline=Pipeline(router, forwarder, events, metrics, sampler),
+                pipeline=pipeline,
+                breakers=breakers,
+                drain=drain,
                 metrics=metrics,
                 registry=registry,
-                client_keys=client_key_ids(settings),
+                client_keys=client_key_ids(opts.api_keys),
+                admin_guard=AdminGuard.of(settings),
                 started_at=int(time.time()),
                 multiprocess=multiprocess,
             )
@@ -149,6 +195,8 @@ def create_app(
             sup.start("catalog-refresh", catalog.run)
             sup.start("inflight-publish", inflight.run)
             sup.start("event-publish", events.run)
+            sup.start("circuit-refresh", breakers.run)
+            sup.start("drain-watch", lambda: drain.watch(pipeline.end_streams))
 
             async def stop_background() -> None:
                 await sup.stop()
@@ -182,12 +230,24 @@ def create_app(
         lifespan=lifespan,
     )
     register_error_handlers(app)
-    # request id, access metrics and the body limit around every request; the model endpoints
-    # by the short path (see hot_path.py and routes/openai.py)
-    app.use_hot_path([*openai.hot_routes, *ollama.hot_routes], metrics=metrics, max_body_bytes=opts.max_body_bytes)
+    # request id, access metrics, body limit, JSON-only bodies around every request (and CORS
+    # outside them, when configured); the model endpoints by the short path (see hot_path.py)
+    app.use_hot_path(
+        [*openai.hot_routes, *ollama.hot_routes],
+        metrics=metrics,
+        max_body_bytes=opts.max_body_bytes,
+        cors_origins=opts.cors_allow_origins,
+    )
     app.include_router(openai.router)
     app.include_router(ollama.router)
+    app.include_router(ollama_info.router)
+    app.include_router(responses.router)
+    app.include_router(anthropic_messages.router)
     app.include_router(ops.router)
+    if opts.metrics_port is None:
+        app.include_router(ops.metrics_router)
+    app.include_router(admin_circuits.router)
+    document(app, [*openai.hot_routes, *ollama.hot_routes])
     app.include_router(admin_vram.router)
     app.include_router(admin_routing.router)
     app.include_router(admin_catalog.router)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 import orjson
@@ -51,6 +52,9 @@ class CatalogView:
         self._listed: list[CatalogModelV1] | None = None
         self._listed_at = 0.0
         self._list_lock = asyncio.Lock()
+        self._hidden: frozenset[str] = frozenset()
+        self.on_change: Callable[[dict[str, CatalogModelV1]], None] | None = None
+        """Called with the new ``by_name`` when the snapshot changed (the forwarder's read bounds)."""
 
     # --- snapshot from Redis --------------------------------------------------------------
 
@@ -67,6 +71,9 @@ class CatalogView:
         self._raw = raw
         self.snapshot = snap
         self.by_name = {m.name: m for m in snap.models}
+        self._hidden = frozenset(snap.hidden)
+        if self.on_change is not None:
+            self.on_change(self.by_name)
         log.info("catalog snapshot %s: %d models", snap.version or "?", len(snap.models))
         return True
 
@@ -78,6 +85,11 @@ class CatalogView:
             await asyncio.sleep(self._refresh_s)
 
     # --- models ----------------------------------------------------------------------------
+
+    @property
+    def hidden(self) -> frozenset[str]:
+        """Models the operator's rules block (never listed; see ``CatalogSnapshotV1.hidden``)."""
+        return self._hidden
 
     async def models(self) -> list[CatalogModelV1]:
         """The snapshot's models, or (no snapshot yet) what the backends list, cached."""

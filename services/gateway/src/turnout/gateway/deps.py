@@ -7,12 +7,11 @@ costs about as much as forwarding the request (see ``routes/openai.py``)."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from turnout.gateway.errors import Unauthorized
+from turnout.gateway.auth import client_by_key
 from turnout.gateway.state import GatewayState
 
 
@@ -42,15 +41,4 @@ def client_of(request: Request, gw: GatewayState) -> str | None:
     else its address."""
     if not gw.client_keys:
         return request.client.host if request.client else None
-    auth = request.headers.get("authorization", "")
-    scheme, _, key = auth.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
-    key = key.strip()
-    found: str | None = None
-    for known, client_id in gw.client_keys.items():
-        if hmac.compare_digest(known.encode(), key.encode()):
-            found = client_id
-    if found is None:
-        raise Unauthorized("Incorrect API key provided")
-    return found
+    return client_by_key(request, gw.client_keys)

@@ -2,21 +2,28 @@
 
 This is the only module that builds error JSON: the exception handlers, the body-size
 middleware, the SSE error event sent when a stream breaks after its first byte and the
-NDJSON error line of the Ollama endpoints all call :func:`error_body`.
+NDJSON error line of the Ollama endpoints all call :func:`error_body`. Each endpoint answers in
+its own clients' shape (:func:`dialect_error_response`): Ollama's ``{"error": "message"}`` under
+``/api/``, Anthropic's ``{"type": "error", "error": {type, message}}`` under ``/v1/messages``.
 
 Errors::
 
     TurnoutError (turnout.common.errors)
     ├── GatewayError                    raised by the gateway itself (status, type, code, param)
     │   ├── InvalidRequest         400  malformed JSON, missing or invalid values, unservable request
+    │   │   └── ImageRefused       400  a remote image URL that may not or cannot be fetched (images.py)
     │   ├── InvalidType            422  a field of the wrong type
     │   ├── Unauthorized           401  missing or unknown client key
+    │   ├── Forbidden              403  admin API from an address it is not open to
     │   ├── ModelNotFound          404  the requested model does not exist
     │   ├── NotFound               404  another resource (a response id, a route) does not exist
     │   ├── BodyTooLarge           413  request body over ``max_body_bytes``
-    │   ├── RateLimited            429  every candidate answered 429
+    │   ├── UnsupportedMediaType   415  a body that is not ``application/json``
+    │   ├── RateLimited            429  every candidate answered 429, or a gateway rate limit is spent
+    │   ├── ClientGone             499  the client went away (never sent; recorded)
     │   ├── UpstreamFailed         502  every candidate failed with an HTTP error or a broken reply
-    │   ├── NoBackendAvailable     503  no candidate, or none could be reached
+    │   ├── NoBackendAvailable     503  no candidate, none could be reached, or all are cooling down
+    │   ├── ShuttingDown           503  the drain grace ran out (a stream gets it as its last event)
     │   └── UpstreamTimedOut       504  the candidates timed out
     └── BackendError (common)
         └── BrokenReply            502  a 2xx reply whose body is not what its dialect promises
@@ -50,13 +57,26 @@ class GatewayError(TurnoutError):
     status = 500
     type = "server_error"
     code: str | None = None
+    headers: dict[str, str] | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
+        if retry_after_s is not None or headers:
+            self.headers = {**(headers or {})}
+            if retry_after_s is not None:
+                self.headers["retry-after"] = str(retry_after_s)
 
 
 class BrokenReply(BackendError):
@@ -66,6 +86,10 @@ class BrokenReply(BackendError):
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
+
+
+class ImageRefused(InvalidRequest):
+    code = "image_url_refused"
 
 
 class InvalidType(GatewayError):
@@ -78,6 +102,18 @@ class Unauthorized(GatewayError):
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
 
 
 class ModelNotFound(GatewayError):
@@ -116,6 +152,20 @@ class NoBackendAvailable(GatewayError):
     code = "no_backend_available"
 
 
+class ShuttingDown(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "shutdown"
+
+
+class ClientGone(GatewayError):
+    """The client disconnected before its reply (the status is never sent; events record 499)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed"
+
+
 class UpstreamTimedOut(GatewayError):
     status = 504
     type = "timeout"
@@ -129,6 +179,7 @@ _STATUS_TYPES = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
@@ -189,6 +240,8 @@ def gateway_error_body(exc: GatewayError) -> bytes:
 
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:
     err = as_gateway_error(exc)
+    if err.headers:
+        headers = {**err.headers, **(headers or {})}
     return Response(gateway_error_body(err), status_code=err.status, media_type=JSON_MEDIA, headers=headers)
 
 
@@ -202,10 +255,54 @@ def ndjson_error_line(exc: BaseException) -> bytes:
     return orjson.dumps({"error": as_gateway_error(exc).message}) + b"\n"
 
 
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error_body(exc: BaseException) -> bytes:
+    """Anthropic's error shape: ``{"type": "error", "error": {"type", "message"}}``."""
+    err = as_gateway_error(exc)
+    kind = _ANTHROPIC_TYPES.get(err.status, "api_error")
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": err.message}})
+
+
+def anthropic_error_response(exc: BaseException) -> Response:
+    err = as_gateway_error(exc)
+    return Response(anthropic_error_body(err), status_code=err.status, media_type=JSON_MEDIA)
+
+
+def anthropic_error_event(exc: BaseException) -> bytes:
+    """The SSE ``error`` event that ends a Messages stream broken after its first byte."""
+    return b"event: error\ndata: " + anthropic_error_body(exc) + b"\n\n"
+
+
+ANTHROPIC_PATHS = ("/v1/messages",)
+
+
+def dialect_error_response(path: str, exc: BaseException) -> Response:
+    """An error in the shape the endpoint's own clients read: Ollama's under ``/api/``,
+    Anthropic's under ``/v1/messages``, OpenAI's elsewhere."""
+    if path.startswith("/api/"):
+        return ollama_error_response(exc)
+    if path.startswith(ANTHROPIC_PATHS):
+        return anthropic_error_response(exc)
+    return error_response(exc)
+
+
 def ollama_error_response(exc: BaseException) -> Response:
     """Ollama clients read ``{"error": "message"}`` bodies."""
     err = as_gateway_error(exc)
-    return Response(orjson.dumps({"error": err.message}), status_code=err.status, media_type=JSON_MEDIA)
+    return Response(
+        orjson.dumps({"error": err.message}), status_code=err.status, media_type=JSON_MEDIA, headers=err.headers
+    )
 
 
 # --- handlers ----------------------------------------------------------------------------------
@@ -235,7 +332,7 @@ _VALUE_ERRORS = frozenset(
 )
 
 
-async def _validation_handler(_: Request, exc: Exception) -> Response:
+async def _validation_handler(request: Request, exc: Exception) -> Response:
     """Pydantic-validated bodies (feedback, query parameters): malformed JSON, a missing field or a
     value out of bounds is 400; a value of the wrong type is 422."""
     assert isinstance(exc, RequestValidationError)
@@ -243,7 +340,9 @@ async def _validation_handler(_: Request, exc: Exception) -> Response:
     first = errors[0] if errors else {}
     kind = first.get("type")
     if kind == "json_invalid":
-        return error_response(InvalidRequest("request body is not valid JSON", code="invalid_json"))
+        return dialect_error_response(
+            request.url.path, InvalidRequest("request body is not valid JSON", code="invalid_json")
+        )
     param = _loc(first)
     msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     text = f"{param}: {msg}" if param else msg
@@ -257,7 +356,7 @@ async def _validation_handler(_: Request, exc: Exception) -> Response:
         err = InvalidRequest(text, param=param, code="invalid_value")
     else:
         err = InvalidType(text, param=param)
-    return error_response(err)
+    return dialect_error_response(request.url.path, err)
 
 
 async def _http_handler(_: Request, exc: Exception) -> Response:
@@ -268,9 +367,7 @@ async def _http_handler(_: Request, exc: Exception) -> Response:
 
 
 async def _gateway_handler(request: Request, exc: Exception) -> Response:
-    if request.url.path.startswith("/api/"):
-        return ollama_error_response(exc)
-    return error_response(exc)
+    return dialect_error_response(request.url.path, exc)
 
 
 async def _unhandled_handler(_: Request, exc: Exception) -> Response:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from turnout.common.backends.names import untagged_match
 from turnout.common.schemas.catalog import CatalogModelV1
 from turnout.common.schemas.route import CandidateV1, RequestKind, RouteRequestV1
 from turnout.gateway.errors import InvalidRequest, ModelNotFound
@@ -50,13 +51,18 @@ def _candidates(model: CatalogModelV1, reason: str) -> list[CandidateV1]:
     ]
 
 
-def fallback_candidates(models: list[CatalogModelV1], req: RouteRequestV1) -> list[CandidateV1]:
+def fallback_candidates(
+    models: list[CatalogModelV1], req: RouteRequestV1, hidden: frozenset[str] = frozenset()
+) -> list[CandidateV1]:
     if req.requested_model is not None:
-        model = next((m for m in models if m.name == req.requested_model), None)
+        name = req.requested_model
+        if not any(m.name == name for m in models):
+            name = untagged_match(name, (m.name for m in models)) or name
+        model = next((m for m in models if m.name == name), None)
         if model is None or not model.replicas:
             raise ModelNotFound(f"The model '{req.requested_model}' does not exist", param="model")
         return _candidates(model, "fallback: requested model")
-    usable = [m for m in models if m.replicas and can_serve(m, req)]
+    usable = [m for m in models if m.replicas and m.name not in hidden and can_serve(m, req)]
     if not usable:
         need = _needs(req)
         raise InvalidRequest(f"no available model can serve this request ({need})", code="unservable")

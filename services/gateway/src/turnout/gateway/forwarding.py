@@ -13,9 +13,11 @@ model name: OpenAI backends' replies are rewritten, Ollama backends' NDJSON is t
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -40,10 +42,13 @@ from turnout.common.errors import (
     TranslationError,
 )
 from turnout.common.schemas.route import CandidateV1, RequestKind
+from turnout.gateway.circuits import Breakers
 from turnout.gateway.errors import BrokenReply, GatewayError, InvalidRequest, NoBackendAvailable, as_gateway_error
+from turnout.gateway.images import ImageFetcher, has_remote_images
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import GatewayMetrics
 from turnout.gateway.routing import Decision
+from turnout.gateway.upstream_limits import Slots, TimeoutCache
 from turnout.gateway.wire import ndjson_lines, read_batches, sse_payloads
 
 Json = dict[str, Any]
@@ -82,7 +87,13 @@ class Exchange:
     request_id: str
     response_id: str
     client: str | None = None
+    think: bool | None = None
+    """Ollama clients' ``think`` field (shaping reads it too)."""
     requested_model: str | None = None
+    client_key: str | None = None
+    """The API key's client id (client keys configured), for per-key limits."""
+    client_ip: str | None = None
+    est_tokens: int = 0
     created: int = field(default_factory=lambda: int(time.time()))
     start: float = field(default_factory=time.perf_counter)
     ts: float = field(default_factory=time.time)
@@ -91,6 +102,8 @@ class Exchange:
     chosen: CandidateV1 | None = None
     ttft_s: float | None = None
     usage: Json | None = None
+    shutdown: bool = False
+    """Ended by the gateway's shutdown (the drain grace ran out)."""
     status: int = 200
     outcome: str = "ok"
     error: str | None = None
@@ -169,7 +182,12 @@ class Forwarder:
         connect_timeout_s: float,
         read_timeout_s: float,
         max_attempts: int,
+        images: ImageFetcher | None = None,
+        breakers: Breakers | None = None,
+        slots: Slots | None = None,
+        timeouts: TimeoutCache | None = None,
     ) -> None:
+        self._images = images
         self._backends = {
             b.name: make_backend(b, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s)
             for b in backends
@@ -178,41 +196,101 @@ class Forwarder:
         self._metrics = metrics
         self._inflight = inflight
         self._max_attempts = max_attempts
+        self.breakers = breakers
+        self.slots = slots or Slots(1 << 30, 0.0)
+        self.timeouts = timeouts
 
     # --- the attempt loop ------------------------------------------------------------------
 
-    async def _try_candidates(self, ex: Exchange, one: Callable[[Backend, CandidateV1], Awaitable[T]]) -> T:
+    async def _try_candidates(
+        self, ex: Exchange, one: Callable[[Backend, CandidateV1, aiohttp.ClientTimeout], Awaitable[T]]
+    ) -> T:
+        """Candidates in order, skipping those whose circuit is open or whose backend has no free
+        slot in time; after a failure, a candidate on another backend goes first."""
         assert ex.decision is not None
-        candidates = ex.decision.candidates[: self._max_attempts]
+        queue = list(ex.decision.candidates)
+        failed: set[str] = set()
+        blocked: list[CandidateV1] = []
+        tries = 0
+        await self._inline_images(ex, queue[: self._max_attempts])
         last: BaseException | None = None
-        for cand in candidates:
+        breakers = self.breakers
+        while queue and tries < self._max_attempts:
+            cand = _next_candidate(queue, failed)
             backend = self._backends.get(cand.backend)
             if backend is None:
-                ex.attempts.append(Attempt(cand.model, cand.backend, "unknown_backend"))
+                self._skip(ex, cand, "unknown_backend")
                 last = NoBackendAvailable(f"backend {cand.backend!r} is not configured on this gateway")
                 continue
+            if breakers is not None and not await breakers.admit(cand.backend, cand.upstream_model):
+                self._skip(ex, cand, "circuit_open")
+                blocked.append(cand)
+                continue
+            if not await self.slots.acquire(cand.backend):
+                self._skip(ex, cand, "no_slot")
+                last = NoBackendAvailable(
+                    f"backend {cand.backend} has no free connection slot", code="backend_busy", retry_after_s=1
+                )
+                continue
+            tries += 1
             t0 = time.perf_counter()
             self._inflight.inc(cand.backend, cand.upstream_model)
             try:
-                result = await one(backend, cand)
+                result = await one(backend, cand, self._timeout(ex, backend, cand))
             except (BackendError, TranslationError) as exc:
-                self._inflight.dec(cand.backend, cand.upstream_model)
-                outcome = attempt_outcome(exc)
-                self._record(ex, cand, outcome, t0)
+                self._release(cand)
+                self._record(ex, cand, attempt_outcome(exc), t0)
                 if isinstance(exc, TranslationError):
                     raise InvalidRequest(str(exc), code="unsupported_for_backend") from exc
+                if breakers is not None:
+                    await breakers.failure(cand.backend, cand.upstream_model, exc)
                 if not retryable(exc):
                     raise
+                failed.add(cand.backend)
                 last = exc
                 continue
             except BaseException:
-                self._inflight.dec(cand.backend, cand.upstream_model)
+                self._release(cand)
                 self._record(ex, cand, "cancelled", t0)
                 raise
             self._record(ex, cand, "ok", t0)
             ex.chosen = cand
+            if breakers is not None:
+                await breakers.success(cand.backend, cand.upstream_model)
             return result
-        raise final_error(last, len(candidates))
+        if last is None and blocked and breakers is not None:
+            wait = min(breakers.retry_after_s(c.backend, c.upstream_model) for c in blocked)
+            names = ", ".join(sorted({c.backend for c in blocked}))
+            raise NoBackendAvailable(
+                f"every candidate is cooling down after failures ({names})",
+                code="circuit_open",
+                retry_after_s=max(1, math.ceil(wait)),
+            )
+        raise final_error(last, tries)
+
+    def _timeout(self, ex: Exchange, backend: Backend, cand: CandidateV1) -> aiohttp.ClientTimeout:
+        if self.timeouts is None:
+            return backend.timeout
+        max_tokens = ex.body.get("max_tokens") or ex.body.get("max_completion_tokens")
+        return self.timeouts.get(
+            cand.model,
+            stream=ex.stream,
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            connect_cap_s=backend.config.connect_timeout_s,
+            read_cap_s=backend.config.read_timeout_s,
+        )
+
+    def _skip(self, ex: Exchange, cand: CandidateV1, outcome: str) -> None:
+        ex.attempts.append(Attempt(cand.model, cand.backend, outcome))
+        self._metrics.child(self._metrics.upstream_attempts, cand.backend, outcome).inc()
+
+    async def _inline_images(self, ex: Exchange, candidates: list[CandidateV1]) -> None:
+        """Remote image URLs fetched and inlined once, before any attempt, when a candidate is an
+        Ollama backend (they take base64 only); the others take data: URLs as well."""
+        if self._images is None or ex.kind is not RequestKind.CHAT or not has_remote_images(ex.body):
+            return
+        if any((b := self._backends.get(c.backend)) is not None and b.ollama for c in candidates):
+            ex.body = await self._images.inline(ex.body)
 
     def _record(self, ex: Exchange, cand: CandidateV1, outcome: str, t0: float) -> None:
         ms = (time.perf_counter() - t0) * 1000
@@ -220,17 +298,29 @@ class Forwarder:
         ex.attempts.append(attempt)
         self._metrics.child(self._metrics.upstream_attempts, cand.backend, outcome).inc()
 
+    def _release(self, cand: CandidateV1) -> None:
+        self._inflight.dec(cand.backend, cand.upstream_model)
+        self.slots.release(cand.backend)
+
     def done(self, ex: Exchange) -> None:
         """The chosen candidate's request is over (non-stream: after the body; stream: at its end)."""
         if ex.chosen is not None:
-            self._inflight.dec(ex.chosen.backend, ex.chosen.upstream_model)
+            self._release(ex.chosen)
+
+    async def stream_failed(self, ex: Exchange, exc: BaseException) -> None:
+        """A stream broke after its first byte: it counts against the circuit too."""
+        if ex.chosen is not None and self.breakers is not None:
+            await self.breakers.failure(ex.chosen.backend, ex.chosen.upstream_model, exc)
 
     # --- one attempt -----------------------------------------------------------------------
 
     def _payload(self, ex: Exchange, backend: Backend, cand: CandidateV1) -> bytes:
         if backend.ollama:
             if ex.kind is RequestKind.CHAT:
-                return orjson.dumps(chat_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream))
+                req = chat_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream)
+                if ex.think is False:  # the client turned reasoning off: so does the model (true is
+                    req["think"] = False  # not passed on: Ollama refuses it for models that cannot think)
+                return orjson.dumps(req)
             if ex.kind is RequestKind.COMPLETION:
                 return orjson.dumps(completion_request_to_ollama(ex.body, cand.upstream_model, stream=ex.stream))
             return orjson.dumps(embeddings_request_to_ollama(ex.body, cand.upstream_model))
@@ -244,14 +334,18 @@ class Forwarder:
             )
         return orjson.dumps(body)
 
-    async def _post(self, backend: Backend, url: str, payload: bytes) -> aiohttp.ClientResponse:
+    async def _post(
+        self, backend: Backend, url: str, payload: bytes, timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
         name = backend.config.name
         try:
-            resp = await self._session.post(url, data=payload, headers=backend.headers, timeout=backend.timeout)
+            resp = await self._session.post(url, data=payload, headers=backend.headers, timeout=timeout)
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise BackendUnavailable(f"{name}: connect timed out", backend=name) from exc
         except TimeoutError as exc:
             raise BackendTimeout(f"{name}: no answer in time", backend=name) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise BackendUnavailable(f"{name}: {type(exc).__name__}: {exc}", backend=name) from exc
+            raise BackendUnavailable(f"{name}: unreachable ({type(exc).__name__})", backend=name) from exc
         if resp.status >= 400:
             try:
                 body = await resp.content.read(4096)
@@ -262,30 +356,63 @@ class Forwarder:
         return resp
 
     async def complete(self, ex: Exchange) -> Json:
-        """A whole (non-streamed) reply in OpenAI form."""
+        """A whole (non-streamed) reply in OpenAI form. ``n > 1``: passed through to OpenAI
+        backends (topped up with single requests when a backend answers fewer choices), and fanned
+        out as ``n`` concurrent requests to Ollama backends (which answer one)."""
+        n = ex.body.get("n") if ex.kind is not RequestKind.EMBEDDING else None
+        n = n if isinstance(n, int) and n > 1 else 1
 
-        async def one(backend: Backend, cand: CandidateV1) -> Json:
-            resp = await self._post(backend, backend.urls[ex.kind], self._payload(ex, backend, cand))
-            name = backend.config.name
-            try:
-                raw = await resp.read()
-            except TimeoutError as exc:
-                raise BackendTimeout(f"{name}: body timed out", backend=name) from exc
-            except (aiohttp.ClientError, OSError) as exc:
-                raise BackendUnavailable(f"{name}: body broken: {exc}", backend=name) from exc
-            finally:
-                resp.release()
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise BrokenReply(f"{name}: reply is not JSON", backend=name) from exc
-            if not isinstance(data, dict):
-                raise BrokenReply(f"{name}: reply is not a JSON object", backend=name)
-            return self._to_openai(ex, backend, cand, data)
+        async def one(backend: Backend, cand: CandidateV1, timeout: aiohttp.ClientTimeout) -> Json:
+            if n == 1:
+                return await self._complete_once(ex, backend, cand, self._payload(ex, backend, cand), timeout)
+            if backend.ollama:
+                return await self._fan_out(ex, backend, cand, n, [], timeout)
+            first = await self._complete_once(ex, backend, cand, self._payload(ex, backend, cand), timeout)
+            return await self._fan_out(ex, backend, cand, n, [first], timeout)
 
         data = await self._try_candidates(ex, one)
         ex.usage = data.get("usage")
         return data
+
+    async def _fan_out(
+        self, ex: Exchange, backend: Backend, cand: CandidateV1, n: int, got: list[Json], timeout: aiohttp.ClientTimeout
+    ) -> Json:
+        """``n`` choices from replies of one (or fewer) choices: the missing ones asked concurrently."""
+        have = sum(len(d.get("choices") or ()) for d in got)
+        if have < n:
+            single = replace(ex, body={**ex.body, "n": 1})
+            payload = self._payload(single, backend, cand)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [
+                        tg.create_task(self._complete_once(ex, backend, cand, payload, timeout))
+                        for _ in range(n - have)
+                    ]
+            except ExceptionGroup as group:  # the first failure stands for the attempt (the rest are cancelled)
+                raise group.exceptions[0] from None
+            got = [*got, *(t.result() for t in tasks)]
+        return merge_choices(got, n)
+
+    async def _complete_once(
+        self, ex: Exchange, backend: Backend, cand: CandidateV1, payload: bytes, timeout: aiohttp.ClientTimeout
+    ) -> Json:
+        resp = await self._post(backend, backend.urls[ex.kind], payload, timeout)
+        name = backend.config.name
+        try:
+            raw = await resp.read()
+        except TimeoutError as exc:
+            raise BackendTimeout(f"{name}: body timed out", backend=name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BackendUnavailable(f"{name}: body broken ({type(exc).__name__})", backend=name) from exc
+        finally:
+            resp.release()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BrokenReply(f"{name}: reply is not JSON", backend=name) from exc
+        if not isinstance(data, dict):
+            raise BrokenReply(f"{name}: reply is not a JSON object", backend=name)
+        return self._to_openai(ex, backend, cand, data)
 
     def _to_openai(self, ex: Exchange, backend: Backend, cand: CandidateV1, data: Json) -> Json:
         if backend.ollama:
@@ -300,8 +427,8 @@ class Forwarder:
         return data
 
     async def open_stream(self, ex: Exchange) -> UpstreamStream:
-        async def one(backend: Backend, cand: CandidateV1) -> UpstreamStream:
-            resp = await self._post(backend, backend.urls[ex.kind], self._payload(ex, backend, cand))
+        async def one(backend: Backend, cand: CandidateV1, timeout: aiohttp.ClientTimeout) -> UpstreamStream:
+            resp = await self._post(backend, backend.urls[ex.kind], self._payload(ex, backend, cand), timeout)
             chunks = (
                 self._ollama_chunks(ex, backend, cand, resp) if backend.ollama else self._sse_chunks(ex, cand, resp)
             )
@@ -334,6 +461,8 @@ class Forwarder:
                     chunk = orjson.loads(payload)
                 except orjson.JSONDecodeError as exc:
                     raise BrokenReply(f"{cand.backend}: stream event is not JSON", backend=cand.backend) from exc
+                if not isinstance(chunk, dict):
+                    raise BrokenReply(f"{cand.backend}: stream event is not a JSON object", backend=cand.backend)
                 if "error" in chunk and not chunk.get("choices"):
                     raise BackendStatusError(
                         f"{cand.backend}: error in stream", status=502, body=payload, backend=cand.backend
@@ -382,6 +511,8 @@ class Forwarder:
                     obj = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
                     raise BrokenReply(f"{name}: stream line is not JSON", backend=name) from exc
+                if not isinstance(obj, dict):
+                    raise BrokenReply(f"{name}: stream line is not a JSON object", backend=name)
                 if "error" in obj:
                     raise BackendStatusError(f"{name}: error in stream", status=502, body=line, backend=name)
                 batch.extend(translator.feed(obj))
@@ -395,6 +526,15 @@ class Forwarder:
             raise BackendUnavailable(f"{name}: stream ended before done", backend=name)
 
 
+def _next_candidate(queue: list[CandidateV1], failed: set[str]) -> CandidateV1:
+    """The first candidate on a backend that has not failed this request, else the first."""
+    if failed:
+        for i, cand in enumerate(queue):
+            if cand.backend not in failed:
+                return queue.pop(i)
+    return queue.pop(0)
+
+
 def final_error(last: BaseException | None, tried: int) -> GatewayError:
     if last is None:
         return NoBackendAvailable("no backend is available for this request")
@@ -402,6 +542,18 @@ def final_error(last: BaseException | None, tried: int) -> GatewayError:
     if tried > 1:
         err.message = f"all {tried} candidates failed; last: {err.message}"
     return err
+
+
+def merge_choices(replies: list[Json], n: int) -> Json:
+    """One reply with the first ``n`` choices of ``replies`` (indexed 0..n-1) and summed usage."""
+    out = dict(replies[0])
+    choices = [c for r in replies for c in r.get("choices") or ()][:n]
+    out["choices"] = [{**c, "index": i} for i, c in enumerate(choices)]
+    usages = [r.get("usage") or {} for r in replies]
+    prompt = int(usages[0].get("prompt_tokens") or 0)
+    completion = sum(int(u.get("completion_tokens") or 0) for u in usages)
+    out["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return out
 
 
 def _carries_tokens(chunk: Json) -> bool:

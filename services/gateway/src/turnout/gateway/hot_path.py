@@ -14,9 +14,10 @@ request on the 2-core box.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -34,14 +35,32 @@ class GatewayApp(FastAPI):
     _entry: ASGIApp | None = None
     _hot: dict[str, Endpoint]
 
-    def use_hot_path(self, routes: Iterable[Route], *, metrics: GatewayMetrics, max_body_bytes: int) -> None:
+    def use_hot_path(
+        self,
+        routes: Iterable[Route],
+        *,
+        metrics: GatewayMetrics,
+        max_body_bytes: int,
+        cors_origins: Sequence[str] = (),
+    ) -> None:
         """Serve ``routes`` (POST endpoints) by the short path; wrap every request in the
-        gateway's middleware. The routes stay registered with the router too (so that another
-        method on their path gets its 405 there)."""
+        gateway's middleware, and in Starlette's (pure ASGI) ``CORSMiddleware`` when CORS
+        origins are configured (off otherwise: no CORS header at all). The routes stay
+        registered with the router too (so that another method on their path gets its 405 there)."""
         routes = list(routes)
         self._hot = {r.path: r.endpoint for r in routes}  # type: ignore[misc]
         self.router.routes.extend(routes)
-        self._entry = EdgeMiddleware(self._dispatch, metrics=metrics, max_bytes=max_body_bytes)
+        entry: ASGIApp = EdgeMiddleware(self._dispatch, metrics=metrics, max_bytes=max_body_bytes)
+        if cors_origins:
+            entry = CORSMiddleware(
+                entry,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-request-id", "x-turnout-quality"],
+                expose_headers=["x-request-id", "x-turnout-model", "x-turnout-backend", "retry-after"],
+                max_age=600,
+            )
+        self._entry = entry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._entry is not None:

@@ -1,11 +1,10 @@
-"""Requests in flight per backend and upstream model, shared through Redis (``keys.inflight(backend)``).
+"""Requests in flight per backend and upstream model, published for the scorer.
 
-Counted in-process and published as deltas (``HINCRBY``) every ``inflight_publish_s``, instead
-of two Redis round trips per request: the request path only touches a dict, a burst of
-requests costs one pipeline, and a Redis outage never slows a request. The scorer reads the
-sum over all gateways with at most one publish interval of lag. Keys that still count
-something get a TTL refreshed on every publish, so a crashed gateway's counts expire; on a
-clean shutdown every delta this process added is taken back.
+Counted in-process (the request path only touches a dict) and written to this process's own
+hash every ``publish_s`` when something changed, and at least every ``ttl_s / 3`` while it
+holds anything, so the TTL never runs out on a live gateway (:mod:`turnout.common.inflight`:
+absolute counts per gateway, summed by the scorer, never negative, gone with a crashed gateway).
+A Redis outage never slows a request: the next successful publish rewrites everything.
 """
 
 from __future__ import annotations
@@ -13,51 +12,58 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from turnout.common.inflight import DEFAULT_TTL_S, write_inflight
 from turnout.common.keys import Keys
 
 log = logging.getLogger(__name__)
 
-KEY_TTL_S = 60
-
 
 class InflightTracker:
-    def __init__(self, redis: Redis, keys: Keys, *, publish_s: float = 0.25) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, gateway_id: str, *, publish_s: float = 0.25, ttl_s: float = DEFAULT_TTL_S
+    ) -> None:
         self._redis = redis
         self._keys = keys
+        self.gateway_id = gateway_id
         self._publish_s = publish_s
+        self._ttl_s = ttl_s
         self._live: defaultdict[tuple[str, str], int] = defaultdict(int)
-        self._published: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self._published: dict[tuple[str, str], int] | None = {}
+        """What Redis holds; ``None`` when unknown (a publish failed: rewrite on the next round)."""
+        self._published_at = 0.0
 
     def inc(self, backend: str, model: str) -> None:
         self._live[(backend, model)] += 1
 
     def dec(self, backend: str, model: str) -> None:
-        self._live[(backend, model)] -= 1
+        key = (backend, model)
+        n = self._live.get(key, 0) - 1
+        if n > 0:
+            self._live[key] = n
+        else:
+            self._live.pop(key, None)
 
     def live(self, backend: str, model: str) -> int:
         return self._live.get((backend, model), 0)
 
-    async def publish(self) -> None:
-        deltas = {k: n - self._published[k] for k, n in self._live.items() if n != self._published[k]}
-        holding = {k[0] for k, n in self._live.items() if n > 0}
-        if not deltas and not holding:
+    def total(self) -> int:
+        return sum(self._live.values())
+
+    async def publish(self, *, force: bool = False) -> None:
+        counts = dict(self._live)
+        now = time.monotonic()
+        stale = bool(counts) and now - self._published_at > self._ttl_s / 3
+        if not force and counts == self._published and not stale:
             return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for (backend, model), delta in deltas.items():
-                pipe.hincrby(self._keys.inflight(backend), model, delta)
-            for backend in holding:
-                pipe.expire(self._keys.inflight(backend), KEY_TTL_S)
-            await pipe.execute()
-        for k, delta in deltas.items():
-            self._published[k] += delta
-        for k in [k for k, n in self._live.items() if n == 0 and self._published[k] == 0]:
-            del self._live[k]
-            del self._published[k]
+        await write_inflight(self._redis, self._keys, self.gateway_id, counts, ttl_s=self._ttl_s)
+        self._published = counts
+        self._published_at = now
 
     async def run(self) -> None:
         while True:
@@ -66,10 +72,10 @@ class InflightTracker:
                 await self.publish()
             except (RedisError, OSError) as exc:
                 log.debug("in-flight publish failed: %s", exc)
+                self._published = None
 
     async def close(self) -> None:
-        """Take back everything this process published."""
-        for k in list(self._live):
-            self._live[k] = 0
+        """Remove this process's counts."""
+        self._live.clear()
         with contextlib.suppress(RedisError, OSError):
-            await self.publish()
+            await self.publish(force=True)

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from turnout.common.metrics import LATENCY_BUCKETS, LabelledChildren
 
 NS, SUB = "turnout", "gateway"
+RATE_LIMITS = ("requests_per_key", "tokens_per_key", "requests_per_ip", "tokens_per_ip")
 FALLBACK_REASONS = ("timeout", "unavailable", "remote_error", "no_candidates")
 ATTEMPT_OUTCOMES = (
     "ok",
@@ -26,6 +27,9 @@ ATTEMPT_OUTCOMES = (
     "status_429",
     "broken",
     "unknown_backend",
+    "circuit_open",
+    "no_slot",
+    "cancelled",
 )
 PATHS = (
     "/v1/chat/completions",
@@ -42,6 +46,7 @@ PATHS = (
     "/health",
     "/ready",
     "/metrics",
+    "/admin/circuits",
 )
 _SLOW_BUCKETS = (*LATENCY_BUCKETS, 60.0, 120.0, 300.0)
 
@@ -57,6 +62,9 @@ class GatewayMetrics(LabelledChildren):
     http_requests: Counter
     http_duration: Histogram
     events_dropped: Counter
+    circuit_state: Gauge
+    rate_limited: Counter
+    shutdown_streams: Counter
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def init_backends(self, backends: Iterable[str]) -> None:
@@ -64,6 +72,7 @@ class GatewayMetrics(LabelledChildren):
         for b in backends:
             for outcome in ATTEMPT_OUTCOMES:
                 self.upstream_attempts.labels(b, outcome)
+            self.circuit_state.labels(b, "*").set(0)
 
 
 def build_metrics(registry: CollectorRegistry = REGISTRY) -> GatewayMetrics:
@@ -104,9 +113,24 @@ def build_metrics(registry: CollectorRegistry = REGISTRY) -> GatewayMetrics:
             "events_dropped", "Request events dropped: buffer full while Redis was away, unencodable, refused",
             namespace=NS, subsystem=SUB, registry=registry,
         ),
+        circuit_state=Gauge(
+            "circuit_state", "Circuit breaker per backend (model '*') and per (backend, upstream model): "
+            "0 closed, 1 half-open, 2 open", ["backend", "model"], namespace=NS, subsystem=SUB, registry=registry,
+            multiprocess_mode="max",
+        ),
+        rate_limited=Counter(
+            "rate_limited", "Requests refused with 429 by the gateway's own limits, by limit",
+            ["limit"], namespace=NS, subsystem=SUB, registry=registry,
+        ),
+        shutdown_streams=Counter(
+            "shutdown_streams", "Streams still open when the drain grace ran out, ended with an error event",
+            namespace=NS, subsystem=SUB, registry=registry,
+        ),
     )  # fmt: skip
     for reason in FALLBACK_REASONS:
         m.fallback_routes.labels(reason)
     for path in PATHS:
         m.http_duration.labels(path)
+    for limit in RATE_LIMITS:
+        m.rate_limited.labels(limit)
     return m

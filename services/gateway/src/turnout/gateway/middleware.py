@@ -9,10 +9,11 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from turnout.common.logging import request_id_var
-from turnout.gateway.errors import BodyTooLarge, error_body
+from turnout.gateway.errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType, error_body, gateway_error_body
 from turnout.gateway.metrics import PATHS, GatewayMetrics
 
 REQUEST_ID_HEADER = b"x-request-id"
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 _KNOWN_PATHS = frozenset(PATHS)
 
@@ -30,6 +31,12 @@ class EdgeMiddleware:
     * **body limit** — 413 before reading more than ``max_bytes``: at once from
       ``Content-Length``, else by counting the chunks as the app reads them (the app's read
       raises :class:`BodyTooLarge`);
+    * **JSON only** — a request with a method that may carry a body (POST …) must say
+      ``Content-Type: application/json`` (or ``…+json``), else 415 before the app sees it:
+      ``text/plain`` and form bodies, which any web page can make a browser send without a
+      CORS preflight, are never parsed as JSON (CSRF);
+    * **NUL bytes** — a path or query string holding a NUL byte is 400 (no database or Redis
+      key ever sees one);
     * **access metrics** — count every request by method, path (known paths only) and status;
       time it to the last byte.
     """
@@ -46,6 +53,7 @@ class EdgeMiddleware:
         start = time.perf_counter()
         rid: str | None = None
         length: int | None = None
+        ctype: bytes | None = None
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
                 if rid is None and _VALID_REQUEST_ID.match(value):
@@ -55,6 +63,8 @@ class EdgeMiddleware:
                     length = int(value)
                 except ValueError:
                     length = -1
+            elif name == b"content-type":
+                ctype = value
         if rid is None:
             rid = new_request_id()
         raw_id = rid.encode("ascii")
@@ -69,7 +79,10 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            if scope["method"] in ("GET", "HEAD") or (length is not None and 0 <= length <= self.max_bytes):
+            refusal = _refusal(scope, ctype)
+            if refusal is not None:
+                await _send_error(send_wrapped, refusal)
+            elif scope["method"] in ("GET", "HEAD") or (length is not None and 0 <= length <= self.max_bytes):
                 await self.app(scope, receive, send_wrapped)  # the server enforces Content-Length
             elif length is not None and length > self.max_bytes:
                 await self._reject(send_wrapped)
@@ -97,7 +110,7 @@ class EdgeMiddleware:
 
         return counting_receive
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send) -> None:  # 413
         body = error_body(413, f"request body is larger than {self.max_bytes} bytes", code="request_too_large")
         await send(
             {
@@ -111,3 +124,25 @@ class EdgeMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def is_json_type(ctype: bytes | None) -> bool:
+    if ctype is None:
+        return False
+    media = ctype.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+def _refusal(scope: Scope, ctype: bytes | None) -> InvalidRequest | UnsupportedMediaType | None:
+    if b"%00" in scope["query_string"] or "\x00" in scope["path"]:
+        return InvalidRequest("NUL bytes are not allowed in the path or query string", code="invalid_value")
+    if scope["method"] not in _NO_BODY_METHODS and not is_json_type(ctype):
+        return UnsupportedMediaType("Content-Type must be application/json")
+    return None
+
+
+async def _send_error(send: Send, err: InvalidRequest | UnsupportedMediaType) -> None:
+    body = gateway_error_body(err)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

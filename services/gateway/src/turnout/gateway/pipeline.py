@@ -14,10 +14,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
+from starlette.types import Receive
 
 from turnout.common.backends.translate import (
     OpenAIToOllamaStream,
@@ -27,13 +28,22 @@ from turnout.common.backends.translate import (
 )
 from turnout.common.errors import BackendError
 from turnout.common.schemas.route import CandidateV1, RequestKind
-from turnout.gateway.errors import as_gateway_error, ndjson_error_line, sse_error_event
+from turnout.gateway.errors import (
+    ClientGone,
+    GatewayError,
+    ShuttingDown,
+    as_gateway_error,
+    ndjson_error_line,
+    sse_error_event,
+)
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Exchange, Forwarder, UpstreamStream, attempt_outcome
 from turnout.gateway.metrics import GatewayMetrics
 from turnout.gateway.paired_sampling import PairedSampler
+from turnout.gateway.rate_limits import RateLimiter
 from turnout.gateway.response_cache import Cached
 from turnout.gateway.routing import Decision, Router
+from turnout.gateway.shaping import RequestShaping, Shaper, ShapingOptions
 from turnout.gateway.streaming import StreamResponse
 
 Json = dict[str, Any]
@@ -67,13 +77,18 @@ class Pipeline:
         forwarder: Forwarder,
         events: EventPublisher,
         metrics: GatewayMetrics,
-        sampler: PairedSampler | None = None,
+        shaping: ShapingOptions | None = None,
     ) -> None:
         self.router = router
         self.forwarder = forwarder
         self.events = events
         self.metrics = metrics
-        self.sampler = sampler
+        self.shaping = shaping or ShapingOptions()
+        self._streams: set[_StreamEnd] = set()
+        self._waiting: set[_Watch] = set()
+        self.limiter: RateLimiter | None = None
+        self.sampler: PairedSampler | None = None
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def handle(
         self,
@@ -82,9 +97,21 @@ class Pipeline:
         *,
         quality: float | None,
         shape: Shape = Shape.OPENAI,
+        shaping: RequestShaping | None = None,
+        encoder: ReplyEncoder | None = None,
+        receive: Receive | None = None,
     ) -> Response:
+        """Route, forward and answer. With ``receive`` (the request's ASGI receive), a client
+        that disconnects before the reply cancels the upstream request at once. ``encoder``
+        answers in another dialect than OpenAI's and Ollama's (the Responses and Messages APIs):
+        it gets the shaped OpenAI reply or chunks."""
         self.metrics.in_flight.inc()
+        features["client_ip"] = ex.client_ip
+        watch = _Watch(ex, receive, self._waiting)
         try:
+            if self.limiter is not None:
+                ex.est_tokens = int(features.get("est_prompt_tokens") or 0)
+                await self.limiter.admit(ex.client_key, ex.client_ip, ex.est_tokens)
             ex.decision = await self.router.route(
                 features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality
             )
@@ -93,25 +120,86 @@ class Pipeline:
             else:
                 data = await self.forwarder.complete(ex)
                 self.forwarder.done(ex)
+        except asyncio.CancelledError as exc:
+            reason = watch.why_cancelled()
+            self.finish(ex, exc if reason is None else reason)
+            if reason is None:
+                raise
+            raise reason from None
         except BaseException as exc:
             self.finish(ex, exc)
             raise
+        finally:
+            watch.stop()
         assert ex.chosen is not None
         headers = {"x-turnout-model": ex.chosen.model, "x-turnout-backend": ex.chosen.backend}
+        shaper = self.shaper(ex, shaping)
         if not ex.stream:
             self.finish(ex, None)
             if self.sampler is not None:
                 self.sampler.offer(ex, data)
-            return Response(self._encode_whole(ex, data, shape), media_type=JSON_MEDIA, headers=headers)
+            if shaper is not None and ex.kind is not RequestKind.EMBEDDING:
+                data = shaper.whole(data)
+            whole = encoder.whole(data) if encoder is not None else self._encode_whole(ex, data, shape)
+            return Response(whole, media_type=JSON_MEDIA, headers=headers)
         end = _StreamEnd(self, ex, upstream)
-        if shape is Shape.OPENAI:
-            body = self._pump(ex, upstream, end, _sse_batch, lambda: SSE_DONE, sse_error_event)
+        keep_usage = encoder is not None or shape is not Shape.OPENAI or _wants_usage(ex.body)
+        prepare = _prepare(shaper, keep_usage=keep_usage)
+        if encoder is not None:
+            enc = encoder
+            body = self._pump(ex, upstream, end, lambda b: enc.encode(prepare(b)), enc.end, enc.error)
+            media = SSE_MEDIA
+        elif shape is Shape.OPENAI:
+            body = self._pump(ex, upstream, end, lambda b: _sse_batch(prepare(b)), lambda: SSE_DONE, sse_error_event)
             media = SSE_MEDIA
         else:
-            body = self._ollama_pump(ex, upstream, end, shape)
+            body = self._ollama_pump(ex, upstream, end, shape, prepare)
             media = NDJSON_MEDIA
         raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-        return StreamResponse(body, media_type=media, headers=raw_headers, on_close=end.cancelled)
+        error_event: Callable[[BaseException], bytes] = (
+            encoder.error if encoder is not None else sse_error_event if shape is Shape.OPENAI else ndjson_error_line
+        )
+        response = StreamResponse(
+            body,
+            media_type=media,
+            headers=raw_headers,
+            on_close=end.cancelled,
+            final_bytes=lambda: error_event(ShuttingDown("the gateway is shutting down; retry the request")),
+        )
+        end.response = response
+        self._streams.add(end)
+        return response
+
+    async def end_streams(self) -> int:
+        """Drain grace over: end every open stream with an error event, and every request still
+        waiting for a whole reply with 503 ``shutdown``; all are recorded as ``shutdown``."""
+        ends = list(self._streams)
+        for end in ends:
+            end.ex.shutdown = True
+            if end.response is not None:
+                end.response.end_now()
+        waiting = list(self._waiting)
+        for watch in waiting:
+            watch.shutdown()
+        for _ in range(50):  # let them write their last bytes
+            if not self._streams and not self._waiting:
+                break
+            await asyncio.sleep(0.01)
+        self.metrics.shutdown_streams.inc(len(ends))
+        return len(ends) + len(waiting)
+
+    def shaper(self, ex: Exchange, shaping: RequestShaping | None) -> Shaper | None:
+        """The chosen model's shaping of this reply, or None when it changes nothing."""
+        if ex.chosen is None or ex.kind is RequestKind.EMBEDDING:
+            return None
+        shaper = self.shaping.resolve(
+            shaping or RequestShaping(),
+            model=ex.chosen.model,
+            backend=ex.chosen.backend,
+            key=ex.client_key,
+            ip=ex.client_ip,
+        )
+        return shaper if shaper.active else None
 
     def cache_hit(self, ex: Exchange, hit: Cached) -> Cached:
         """A response-cache hit, reported like a routed request (``route_source`` ``cache``,
@@ -176,18 +264,26 @@ class Pipeline:
             exc_seen = exc
             ex.attempts[-1].outcome = "broken_" + attempt_outcome(exc)
             yield on_error(exc)
+            await self.forwarder.stream_failed(ex, exc)
         except (asyncio.CancelledError, GeneratorExit) as exc:
             exc_seen = exc
             raise
         finally:
             await end_.close(exc_seen)
 
-    def _ollama_pump(self, ex: Exchange, up: UpstreamStream, end_: _StreamEnd, shape: Shape) -> AsyncIterator[bytes]:
+    def _ollama_pump(
+        self,
+        ex: Exchange,
+        up: UpstreamStream,
+        end_: _StreamEnd,
+        shape: Shape,
+        prepare: Callable[[list[Json]], list[Json]],
+    ) -> AsyncIterator[bytes]:
         model = ex.chosen.model if ex.chosen else ""
         translator = OpenAIToOllamaStream(model=model, generate=shape is Shape.OLLAMA_GENERATE)
 
         def encode(batch: list[Json]) -> bytes:
-            out = [orjson.dumps(line) + b"\n" for chunk in batch for line in translator.feed(chunk)]
+            out = [orjson.dumps(line) + b"\n" for chunk in prepare(batch) for line in translator.feed(chunk)]
             return b"".join(out)
 
         def end() -> bytes:
@@ -201,7 +297,9 @@ class Pipeline:
         self.metrics.in_flight.dec()
         if exc is None:
             status, outcome, error = 200, "ok", None
-        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        elif ex.shutdown or isinstance(exc, ShuttingDown):
+            status, outcome, error = 200 if streamed else ShuttingDown.status, "shutdown", "gateway shutting down"
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit | ClientGone):
             status, outcome, error = CLIENT_CLOSED, "cancelled", "client disconnected"
         else:
             err = as_gateway_error(exc)
@@ -218,6 +316,8 @@ class Pipeline:
             m.child(m.ttft, model).observe(ex.ttft_s)
         decision = ex.decision
         usage = ex.usage or {}
+        if self.limiter is not None and ex.usage:
+            self._settle(ex)
         # the fields of RequestEventV1, as a dict: no pydantic on the response path; the publisher
         # serialises it (and the pydantic candidates/analysis inside) with orjson off the path
         event = {
@@ -246,34 +346,127 @@ class Pipeline:
         }
         self.events.publish(event)
 
+    def _settle(self, ex: Exchange) -> None:
+        assert self.limiter is not None
+        task = asyncio.ensure_future(self.limiter.settle(ex.client_key, ex.client_ip, ex.est_tokens, ex.usage))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
 
 class _StreamEnd:
     """Releases a stream exactly once: from the body's ``finally``, or from the response when the
     body never ran (a disconnect before the first write)."""
 
-    __slots__ = ("_ex", "_pipeline", "_up", "closed")
+    __slots__ = ("_pipeline", "_up", "closed", "ex", "response")
 
     def __init__(self, pipeline: Pipeline, ex: Exchange, up: UpstreamStream) -> None:
         self._pipeline = pipeline
-        self._ex = ex
+        self.ex = ex
         self._up = up
         self.closed = False
+        self.response: StreamResponse | None = None
 
     async def close(self, exc: BaseException | None) -> None:
         if self.closed:
             return
         self.closed = True
+        self._pipeline._streams.discard(self)
         try:
             await self._up.close()
         finally:
-            self._pipeline.forwarder.done(self._ex)
-            self._pipeline.finish(self._ex, exc, streamed=True)
+            self._pipeline.forwarder.done(self.ex)
+            self._pipeline.finish(self.ex, exc, streamed=True)
 
     async def cancelled(self) -> None:
         await self.close(asyncio.CancelledError())
 
 
+class ReplyEncoder(Protocol):
+    """Another client dialect's encoding of one reply: a whole OpenAI reply, or a stream of
+    OpenAI chunk batches (then its end, or the error that broke it) in, that dialect's bytes out.
+    It reads the chosen model from the exchange it was built with."""
+
+    def whole(self, data: Json) -> bytes: ...
+    def encode(self, batch: list[Json]) -> bytes: ...
+    def end(self) -> bytes: ...
+    def error(self, exc: BaseException) -> bytes: ...
+
+
+def _wants_usage(body: Json) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def _prepare(shaper: Shaper | None, *, keep_usage: bool) -> Callable[[list[Json]], list[Json]]:
+    """Per batch of OpenAI chunks: shaping, and the usage chunk (``choices: []``) dropped unless
+    the client asked for it with ``stream_options.include_usage`` (as OpenAI does)."""
+    if shaper is None and keep_usage:
+        return lambda batch: batch
+
+    def prepare(batch: list[Json]) -> list[Json]:
+        out = batch if keep_usage else [c for c in batch if c.get("choices") or "usage" not in c]
+        if shaper is None:
+            return out
+        return [shaped for c in out if (shaped := shaper.chunk(c)) is not None]
+
+    return prepare
+
+
+class _Watch:
+    """While a whole reply is awaited: a client disconnect (read from ``receive``) or the end of
+    the drain grace cancels the request's task, and says which it was."""
+
+    __slots__ = ("_ex", "_listener", "_reason", "_registry", "_task")
+
+    def __init__(self, ex: Exchange, receive: Receive | None, registry: set[_Watch]) -> None:
+        self._ex = ex
+        self._reason: GatewayError | None = None
+        self._task = asyncio.current_task()
+        self._registry = registry
+        self._listener: asyncio.Task[None] | None = None
+        if ex.stream:
+            return  # a stream's response watches its client itself
+        registry.add(self)
+        if receive is not None:
+            self._listener = asyncio.ensure_future(_until_disconnect(receive))
+            self._listener.add_done_callback(self._disconnected)
+
+    def _disconnected(self, listener: asyncio.Future[None]) -> None:
+        if listener.cancelled() or listener.exception() is not None or self._reason is not None:
+            return
+        self._cancel(ClientGone("client disconnected"))
+
+    def shutdown(self) -> None:
+        self._ex.shutdown = True
+        self._cancel(ShuttingDown("the gateway is shutting down; retry the request"))
+
+    def _cancel(self, reason: GatewayError) -> None:
+        if self._task is not None and self._reason is None:
+            self._reason = reason
+            self._task.cancel()
+
+    def why_cancelled(self) -> GatewayError | None:
+        if self._reason is not None and self._task is not None:
+            self._task.uncancel()
+        return self._reason
+
+    def stop(self) -> None:
+        self._registry.discard(self)
+        if self._listener is not None and not self._listener.done():
+            self._listener.remove_done_callback(self._disconnected)
+            self._listener.cancel()
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
 def _sse_batch(batch: list[Json]) -> bytes:
+    if not batch:
+        return b""
     if len(batch) == 1:
         return b"data: " + orjson.dumps(batch[0]) + b"\n\n"
     return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in batch)

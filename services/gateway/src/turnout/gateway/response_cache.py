@@ -17,13 +17,22 @@ index sorted set by insertion time; the oldest go first). A streaming request th
 replayed as a stream (``replay_sse``: role, content, finish+usage chunks, ``[DONE]``); streamed
 answers are not stored. Hits and misses are counted in
 ``turnout_gateway_response_cache_lookups_total{kind,outcome}``; Redis errors are misses.
+
+**Off the response path** — an eligible miss's answer is queued (:meth:`ResponseCache.store_later`)
+and written by one writer task after the response is returned, not awaited before it (a
+MULTI/SET/ZADD/ZCARD round trip, plus the trim, on every eligible miss). The queue is bounded
+(``max_pending_writes``): past it a write is dropped (``outcome="dropped"``), never the response.
+The writer runs while there is something to write and ends when the queue is empty; a writer that
+crashes is logged with its traceback and the next store starts a fresh one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +64,9 @@ class ResponseCacheOptions(BaseModel):
     max_body_bytes: int = Field(default=512 * 1024, ge=1024)
     cache_all: bool = Field(default=False, description="Cache non-deterministic requests too (no opt-in needed)")
     per_client: bool = Field(default=False, description="Clients never share entries")
+    max_pending_writes: int = Field(
+        default=1000, ge=1, description="Answers waiting for the background writer; past it a write is dropped"
+    )
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ class ResponseCacheMetrics:
             registry=registry,
         )
         for k in KINDS:
-            for o in ("hit", "miss", "stored", "skipped"):
+            for o in ("hit", "miss", "stored", "skipped", "dropped"):
                 lookups.labels(k, o)
         return cls(lookups)
 
@@ -136,6 +148,8 @@ class ResponseCache:
         self.opts = opts or ResponseCacheOptions()
         self.metrics = metrics or ResponseCacheMetrics.create(registry)
         self._index = keys.response_cache("index")
+        self._pending: deque[tuple[str, str, bytes, dict[str, str]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
 
     def key(self, digest: str) -> str:
         return self._keys.response_cache(digest)
@@ -182,6 +196,28 @@ class ResponseCache:
         self.metrics.lookups.labels(kind, "stored").inc()
         return True
 
+    def store_later(self, kind: str, digest: str, body: bytes, headers: Mapping[str, str]) -> bool:
+        """Queue :meth:`put` for the background writer; False (and counted) when the queue is full."""
+        if len(self._pending) >= self.opts.max_pending_writes:
+            self.metrics.lookups.labels(kind, "dropped").inc()
+            return False
+        kept = {h: v for h in KEPT_HEADERS if (v := headers.get(h)) is not None}
+        self._pending.append((kind, digest, body, kept))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending(), name="response-cache-writer")
+            self._writer.add_done_callback(_writer_done)
+        return True
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            kind, digest, body, headers = self._pending.popleft()
+            await self.put(kind, digest, body, headers)
+
+    async def flush(self) -> None:
+        """Wait until every queued answer is written (tests, shutdown)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
     async def invalidate(self) -> int:
         removed = 0
         batch: list[bytes | str] = []
@@ -195,8 +231,17 @@ class ResponseCache:
         return removed
 
 
+def _writer_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("response cache writer crashed; the next store starts another", exc_info=task.exception())
+
+
 def _sse(obj: Mapping[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _choice(index: int, delta: dict[str, Any], finish_reason: Any = None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
 
 async def replay_sse(cached: Cached, *, include_usage: bool = True) -> AsyncIterator[bytes]:
@@ -214,15 +259,19 @@ async def replay_sse(cached: Cached, *, include_usage: bool = True) -> AsyncIter
         idx = ch.get("index", 0)
         if chat:
             msg = ch.get("message") or {}
-            yield _sse({**base, "choices": [{"index": idx, "delta": {"role": "assistant", "content": ""}}]})
+            # the framing of a live OpenAI stream: role first, reasoning, content/tool calls, finish
+            role = {"role": "assistant", "content": "", "refusal": None}
+            yield _sse({**base, "choices": [_choice(idx, role)]})
+            if msg.get("reasoning_content"):
+                yield _sse({**base, "choices": [_choice(idx, {"reasoning_content": msg["reasoning_content"]})]})
             delta: dict[str, Any] = {}
             if msg.get("content"):
                 delta["content"] = msg["content"]
             if msg.get("tool_calls"):
                 delta["tool_calls"] = [{**tc, "index": i} for i, tc in enumerate(msg["tool_calls"])]
             if delta:
-                yield _sse({**base, "choices": [{"index": idx, "delta": delta}]})
-            yield _sse({**base, "choices": [{"index": idx, "delta": {}, "finish_reason": ch.get("finish_reason")}]})
+                yield _sse({**base, "choices": [_choice(idx, delta)]})
+            yield _sse({**base, "choices": [_choice(idx, {}, ch.get("finish_reason"))]})
         else:
             yield _sse({**base, "choices": [{"index": idx, "text": ch.get("text", ""), "finish_reason": None}]})
             yield _sse({**base, "choices": [{"index": idx, "text": "", "finish_reason": ch.get("finish_reason")}]})
@@ -284,7 +333,7 @@ async def cached_or_handle(
         return Response(hit.body, media_type="application/json", headers=headers)
     resp = await handle()
     if not stream and resp.status_code == 200 and not isinstance(resp, StreamingResponse):
-        await cache.put(kind, digest, bytes(resp.body), resp.headers)
+        cache.store_later(kind, digest, bytes(resp.body), resp.headers)  # written after the response goes
         resp.headers[CACHE_HEADER] = "miss"
     return resp
 

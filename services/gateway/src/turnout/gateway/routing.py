@@ -202,7 +202,7 @@ class Router:
                 raise InvalidRequest(reply.unservable, code="unservable")
             reason = "no_candidates"  # the scorer's catalog has nothing routable yet
         self._metrics.fallback_routes.labels(reason).inc()
-        candidates = fallback_candidates(await self._catalog.models(), req)
+        candidates = fallback_candidates(await self._catalog.models(), req, self._catalog.hidden)
         source = "fallback" if req.requested_model is None else "direct"
         ms = (time.perf_counter() - start) * 1000
         return Decision(candidates, source, ms, None, req, fallback_reason=reason)

@@ -11,7 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from turnout.common.ops import CheckRunner
 from turnout.common.rpc import RpcClient
+from turnout.gateway.auth import AdminGuard
 from turnout.gateway.catalog import CatalogView
+from turnout.gateway.circuits import Breakers
+from turnout.gateway.drain import Drain
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import GatewayMetrics
@@ -30,10 +33,13 @@ class GatewayState:
     inflight: InflightTracker
     events: EventPublisher
     pipeline: Pipeline
+    breakers: Breakers
+    drain: Drain
     metrics: GatewayMetrics
     registry: CollectorRegistry
     client_keys: dict[str, str]
-    """API key -> client id (``key-<sha256 prefix>``); empty when no keys are configured."""
+    """SHA-256 of an API key -> client id (``key-<sha256 prefix>``); empty when no keys are configured."""
+    admin_guard: AdminGuard
     started_at: int
     multiprocess: bool = False
     """uvicorn runs several workers: /metrics aggregates ``PROMETHEUS_MULTIPROC_DIR``."""

@@ -26,8 +26,13 @@ class StreamResponse(Response):
         media_type: str,
         headers: list[tuple[bytes, bytes]],
         on_close: Callable[[], Awaitable[None]] | None = None,
+        final_bytes: Callable[[], bytes] | None = None,
     ) -> None:
         self.body_iterator = body
+        self.final_bytes = final_bytes
+        self._task: asyncio.Task[object] | None = None
+        self._ending = False
+        self._started = False
         self.status_code = 200
         self.media_type = media_type
         self.background: BackgroundTask | None = None
@@ -44,6 +49,7 @@ class StreamResponse(Response):
         # cancels this one (and the cancellation is taken back below). One extra task per stream.
         task = asyncio.current_task()
         assert task is not None
+        self._task = task
         state = {"done": False, "disconnected": False}
 
         def on_disconnect(listener: asyncio.Future[None]) -> None:
@@ -57,9 +63,11 @@ class StreamResponse(Response):
         try:
             await self._pump(send)
         except asyncio.CancelledError:
-            if not state["disconnected"]:
+            if not (state["disconnected"] or self._ending):
                 raise
-            task.uncancel()  # our own cancellation: the client went away
+            task.uncancel()  # our own cancellation: the client went away, or the drain is over
+            if self._ending and not state["disconnected"]:
+                await self._send_final(send)
         except OSError:
             pass  # the client went away mid-write
         finally:
@@ -73,9 +81,24 @@ class StreamResponse(Response):
         if self.background is not None:
             await self.background()
 
+    def end_now(self) -> None:
+        """End the stream from outside (the drain grace ran out): stop the body where it is and
+        send ``final_bytes`` as its last write."""
+        if self._task is not None and not self._task.done() and not self._ending:
+            self._ending = True
+            self._task.cancel()
+
+    async def _send_final(self, send: Send) -> None:
+        with contextlib.suppress(OSError):
+            if not self._started:
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            last = self.final_bytes() if self.final_bytes is not None else b""
+            await send({"type": "http.response.body", "body": last, "more_body": False})
+
     async def _pump(self, send: Send) -> None:
         body = self.body_iterator
         try:
+            self._started = True
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

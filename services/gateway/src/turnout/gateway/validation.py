@@ -63,6 +63,8 @@ OLLAMA_CHAT: dict[str, tuple[type, ...]] = {
     "options": (dict,),
     "tools": (list,),
     "format": _DICT_OR_STR,
+    "think": (bool,),
+    "turnout": (dict,),
 }
 OLLAMA_GENERATE: dict[str, tuple[type, ...]] = {
     "model": (str,),
@@ -72,6 +74,8 @@ OLLAMA_GENERATE: dict[str, tuple[type, ...]] = {
     "stream": (bool,),
     "options": (dict,),
     "format": _DICT_OR_STR,
+    "think": (bool,),
+    "turnout": (dict,),
 }
 OLLAMA_EMBED: dict[str, tuple[type, ...]] = {
     "model": (str,),
@@ -89,6 +93,12 @@ _TYPE_NAMES = {
     dict: "an object",
 }
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+MAX_MODEL_NAME = 256
+"""Longest model name accepted (400 beyond): no catalog name comes near it."""
+MAX_TOKENS = 10_000_000
+"""Largest ``max_tokens`` accepted (400 beyond): above every context window there is."""
+DEFAULT_MAX_N = 8
+DEFAULT_MAX_MESSAGES = 1000
 
 
 async def read_json(request: Request) -> Json:
@@ -144,6 +154,19 @@ def _check_messages(messages: list[Any], *, ollama: bool = False) -> None:
         allowed: tuple[type, ...] = (str,) if ollama else (str, list)
         if content is not None and not isinstance(content, allowed):
             raise InvalidType(f"'{where}.content' must be {_describe(allowed)}", param=f"{where}.content")
+        if ollama:
+            _check_images(msg.get("images"), f"{where}.images")
+
+
+def _check_images(images: Any, where: str) -> None:
+    """Ollama ``images``: a list of base64 strings."""
+    if images is None:
+        return
+    if not isinstance(images, list):
+        raise InvalidType(f"'{where}' must be an array", param=where)
+    for i, image in enumerate(images):
+        if not isinstance(image, str):
+            raise InvalidType(f"'{where}[{i}]' must be a string", param=f"{where}[{i}]")
 
 
 def _check_positive(body: Json, *names: str) -> None:
@@ -151,23 +174,62 @@ def _check_positive(body: Json, *names: str) -> None:
         v = body.get(name)
         if v is not None and v < 1:
             raise InvalidRequest(f"'{name}' must be at least 1", param=name, code="invalid_value")
+        if v is not None and v > MAX_TOKENS:
+            raise InvalidRequest(f"'{name}' must be at most {MAX_TOKENS}", param=name, code="invalid_value")
 
 
-def check_chat(body: Json) -> None:
+def check_model(body: Json) -> None:
+    model = body.get("model")
+    if isinstance(model, str) and len(model) > MAX_MODEL_NAME:
+        raise InvalidRequest(
+            f"'model' must be at most {MAX_MODEL_NAME} characters", param="model", code="invalid_value"
+        )
+
+
+def check_n(body: Json, max_n: int) -> None:
+    """``n > 1`` is served whole (fanned out where a backend answers one choice); streamed, it is
+    refused rather than silently answered with one choice."""
+    n = body.get("n")
+    if n is None or n == 1:
+        return
+    if n > max_n:
+        raise InvalidRequest(f"'n' must be at most {max_n}", param="n", code="invalid_value")
+    if body.get("stream") is True:
+        raise InvalidRequest(
+            "'n' greater than 1 is not supported with 'stream': true; ask without streaming",
+            param="n",
+            code="unsupported_value",
+        )
+
+
+def check_count(messages: list[Any], max_messages: int) -> None:
+    if len(messages) > max_messages:
+        raise InvalidRequest(
+            f"'messages' must contain at most {max_messages} messages", param="messages", code="invalid_value"
+        )
+
+
+def check_chat(body: Json, *, max_n: int = DEFAULT_MAX_N, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
     check_types(body, CHAT)
+    check_model(body)
     require(body, "messages")
+    check_count(body["messages"], max_messages)
     _check_messages(body["messages"])
     _check_positive(body, "n", "max_tokens", "max_completion_tokens")
+    check_n(body, max_n)
 
 
-def check_completion(body: Json) -> None:
+def check_completion(body: Json, *, max_n: int = DEFAULT_MAX_N) -> None:
     check_types(body, COMPLETION)
+    check_model(body)
     require(body, "prompt")
     _check_positive(body, "n", "max_tokens")
+    check_n(body, max_n)
 
 
 def check_embeddings(body: Json) -> None:
     check_types(body, EMBEDDING)
+    check_model(body)
     require(body, "input")
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
@@ -176,17 +238,22 @@ def check_embeddings(body: Json) -> None:
         )
 
 
-def check_ollama_chat(body: Json) -> None:
+def check_ollama_chat(body: Json, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
     check_types(body, OLLAMA_CHAT)
+    check_model(body)
     require(body, "messages")
+    check_count(body["messages"], max_messages)
     _check_messages(body["messages"], ollama=True)
 
 
 def check_ollama_generate(body: Json) -> None:
     check_types(body, OLLAMA_GENERATE)
+    check_model(body)
+    _check_images(body.get("images"), "images")
 
 
 def check_ollama_embed(body: Json) -> None:
     check_types(body, OLLAMA_EMBED)
+    check_model(body)
     if body.get("input") is None and body.get("prompt") is None:
         require(body, "input")

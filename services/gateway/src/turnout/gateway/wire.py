@@ -25,7 +25,7 @@ async def read_batches(resp: aiohttp.ClientResponse, split: Splitter, backend: s
         except TimeoutError as exc:
             raise BackendTimeout(f"{backend}: stream stalled", backend=backend) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise BackendUnavailable(f"{backend}: stream broken: {exc}", backend=backend) from exc
+            raise BackendUnavailable(f"{backend}: stream broken ({type(exc).__name__})", backend=backend) from exc
         items, buf = split(buf + data if buf else data)
         if items:
             yield items

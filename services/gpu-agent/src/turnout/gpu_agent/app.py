@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -92,6 +92,13 @@ async def running_agent(
         async def published() -> bool:
             return agent.healthy
 
+        async def gpus_seen() -> bool:
+            return agent.last_state is not None and len(agent.last_state.gpus) >= opts.expect_gpus
+
+        checks: dict[str, Callable[[], Awaitable[bool]]] = {"redis": redis_ok, "published": published}
+        if opts.expect_gpus:
+            checks["gpus"] = gpus_seen
+
         async def state(_: web.Request) -> web.Response:
             if agent.last_state is None:
                 return web.json_response({"status": "starting"}, status=503)
@@ -101,7 +108,7 @@ async def running_agent(
         stack.push_async_callback(sup.stop)
         ops = build_ops_app(
             "gpu-agent",
-            {"redis": redis_ok, "published": published},
+            checks,
             registry=registry,
             extra_routes=[web.get("/state", state)],
             tasks=sup.state,

@@ -46,6 +46,12 @@ class GpuAgentOptions(BaseModel):
     ops_port: int = Field(default=9104, ge=0, le=65535)
     gpu_memory_gb: float | None = Field(default=None, gt=0, description="Manual memory budget instead of readers")
     readers: list[str] = Field(default_factory=lambda: ["auto"], description=f"GPU readers: {READERS}")
+    expect_gpus: int = Field(
+        default=0,
+        ge=0,
+        description="/ready fails while fewer GPUs than this are read (a GPU node whose driver or device "
+        "plugin failed); 0: no expectation",
+    )
     serve_orders: bool = Field(default=True, description="Carry out the router's load/unload orders (gpu.order)")
 
     @model_validator(mode="after")

@@ -9,8 +9,10 @@ from turnout.common.arq_running import prepare_schema, run_worker, worker_checks
 from turnout.common.cli import parse_service_args
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
+from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.supervise import Supervisor
+from turnout.profiler.metrics import queue_depth_gauge
 from turnout.profiler.settings import ProfilerSettings
 from turnout.profiler.worker import build_worker
 
@@ -20,7 +22,8 @@ async def _main(settings: ProfilerSettings) -> None:
     await prepare_schema(settings, wait_s=opts.schema_wait_s)
     worker = build_worker(settings)
     sup = Supervisor("profiler")
-    ops = build_ops_app("profiler", worker_checks(worker), tasks=sup.state)
+    depths = QueueDepths(queue_depth_gauge(), lambda: worker.pool, arq={"profiler": settings.keys.profiler_queue})
+    ops = build_ops_app("profiler", worker_checks(worker), tasks=sup.state, refresh=[depths.refresh])
     async with ops_server(ops, opts.ops_host, opts.ops_port):
         await run_worker(worker, supervisor=sup)
 

@@ -71,3 +71,16 @@ class ProfilerMetrics:
             for outcome in OUTCOMES:
                 m.discoveries.labels(b, outcome)
         return m
+
+
+def queue_depth_gauge(registry: CollectorRegistry = REGISTRY) -> Gauge:
+    """``turnout_profiler_queue_depth{queue}``: jobs due in the worker's arq queue, read from Redis on
+    every scrape (:class:`turnout.common.metrics.QueueDepths`); KEDA scales the workers on it."""
+    return Gauge(
+        "queue_depth",
+        "Jobs due in the arq queue (retries waiting out their back-off excluded), read at scrape",
+        ["queue"],
+        namespace="turnout",
+        subsystem="profiler",
+        registry=registry,
+    )

@@ -26,7 +26,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -40,11 +40,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from turnout.common import router_priors
 from turnout.common.aio import wait_or_cancel
 from turnout.common.catalog import load_snapshot
+from turnout.common.circuits import CircuitStore, blocked
 from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import DB_UNAVAILABLE, make_engine, make_sessionmaker
 from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
+from turnout.common.inflight import read_inflight
 from turnout.common.links import make_redis
+from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
 from turnout.common.rpc.client import new_client_id
@@ -92,6 +95,7 @@ class Scorer:
         self._keys = settings.keys
         self._settings_link = settings.link
         self._redis = redis
+        self._circuits = CircuitStore(redis, self._keys)
         self._sessionmaker = sessionmaker
         self._metrics = metrics
         self.engine = engine or RoutingEngine(engine_config(settings.scorer))
@@ -111,6 +115,8 @@ class Scorer:
         reply = await self.engine.route(req, budget_s=budget)
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
             reply = await self.vram.route(reply, remaining_s=ctx.remaining)
+        if reply.candidates:  # in flight there until the gateways' next count says so
+            self.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
         self._metrics.decisions.labels(reply.analysis.category).inc()
         if reply.unservable_code is not None:
             self._metrics.unservable.labels(reply.unservable_code).inc()
@@ -272,9 +278,13 @@ class Scorer:
             self._metrics.catalog_models.set(self.engine.table.size)
             log.info("catalog %s loaded: %d routable models", snapshot.version, self.engine.table.size)
         self.catalog_loaded = True
-        if snapshot.version != self._written_version:
-            await self._redis.set(self._keys.catalog_snapshot, snapshot.model_dump_json())
-            self._written_version = snapshot.version
+        rules = self.engine.rules.current
+        written = f"{snapshot.version}.{rules.version}"
+        if written != self._written_version:
+            hidden = [m.name for m in snapshot.models if not rules.is_allowed(m.name)]
+            published = snapshot.model_copy(update={"hidden": hidden})
+            await self._redis.set(self._keys.catalog_snapshot, published.model_dump_json())
+            self._written_version = written
         return changed
 
     def request_catalog_reload(self) -> None:
@@ -311,7 +321,8 @@ class Scorer:
     # --- fleet ---------------------------------------------------------------------------
 
     async def refresh_fleet(self) -> bool:
-        """Re-read every host's state; True when the fleet view changed."""
+        """Re-read every host's state and what the gateways share (in-flight counts, open
+        circuits); True when the fleet view changed."""
         members = await self._redis.zrange(self._keys.fleet_hosts, 0, -1)
         hosts = [h.decode() if isinstance(h, bytes) else str(h) for h in members]
         states: list[HostStateV1] = []
@@ -324,12 +335,32 @@ class Scorer:
                     states.append(HostStateV1.model_validate(orjson.loads(raw)))
                 except (orjson.JSONDecodeError, ValidationError) as exc:
                     log.warning("ignoring malformed fleet state of %s: %s", host, exc)
-        fleet = FleetState.from_hosts(states)
+        # what the gateways share: requests in flight (the busy term) and open circuits (a filter)
+        inflight = await read_inflight(self._redis, self._keys)
+        open_backends, open_replicas = blocked(await self._circuits.read_all())
+        fleet = replace(
+            FleetState.from_hosts(states, inflight),
+            open_backends=open_backends,
+            open_replicas=open_replicas,
+        )
         self._metrics.fleet_hosts.set(fleet.hosts)
         if fleet == self.engine.fleet:
             return False
         self.engine.set_fleet(fleet)
         return True
+
+    async def refresh_load(self) -> None:
+        """The in-flight counts every live gateway shares (:func:`read_inflight`), handed to the
+        engine's busy term; they replace the decisions it noted since the last read."""
+        self.engine.set_load(await read_inflight(self._redis, self._keys))
+
+    async def load_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._opts.load_poll_s)
+            try:
+                await self.refresh_load()
+            except (RedisError, OSError) as exc:
+                log.debug("in-flight refresh failed: %s", exc)
 
     def request_fleet_refresh(self) -> None:
         self._fleet_wanted.set()
@@ -337,7 +368,7 @@ class Scorer:
     async def fleet_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._fleet_wanted.wait(), timeout=self._opts.fleet_poll_s)
+                await asyncio.wait_for(self._fleet_wanted.wait(), timeout=self._opts.shared_poll_s)
             self._fleet_wanted.clear()
             try:
                 await self.refresh_fleet()
@@ -510,9 +541,14 @@ async def running_scorer(
             return server.connected
 
         checks: dict[str, Callable[[], Awaitable[bool]]] = {"redis": redis_ok, "catalog": catalog_ok, "rpc": rpc_ok}
+        backlog = QueueDepths(
+            metrics.rpc_backlog,
+            lambda: redis,
+            lists={m.label: settings.keys.rpc_queue(m.name, m.version) for m in (ROUTE_V1, EXPLAIN_V1)},
+        )
         sup = Supervisor("scorer", registry)
         stack.push_async_callback(sup.stop)
-        ops = build_ops_app("scorer", checks, registry=registry, tasks=sup.state)
+        ops = build_ops_app("scorer", checks, registry=registry, tasks=sup.state, refresh=[backlog.refresh])
         await stack.enter_async_context(ops_server(ops, settings.scorer.ops_host, settings.scorer.ops_port))
 
         await scorer.load_until_ready()
@@ -521,6 +557,7 @@ async def running_scorer(
             await scorer.refresh_fleet()
         sup.start("catalog-loop", scorer.catalog_loop)
         sup.start("fleet-loop", scorer.fleet_loop)
+        sup.start("load-loop", scorer.load_loop)
         sup.start("catalog-listener", partial(scorer.listen, settings.redis_url))
         sup.start("rules-watch", routing.rules.watch)
         if settings.scorer.routing.learned:

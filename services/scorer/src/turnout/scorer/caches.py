@@ -12,8 +12,13 @@
 
 ``version`` is the catalog version (plus the rules version): a catalog change makes every old
 key unreachable (they expire by TTL). :meth:`RoutingCache.invalidate` drops everything at once.
-A cached decision reflects fleet state up to ``ttl_s`` old, hence the short default TTL.
+A cached decision reflects fleet state up to ``ttl_s`` old, hence the short default TTL; the
+engine re-orders each model's replicas in a hit by the fleet's state now (load, residency), so a
+hit never piles requests onto the replica that was best when it was stored.
 Redis errors never fail a route: a lookup that fails is a miss, a store that fails is skipped.
+Stores run off the reply path (:meth:`RoutingCache.store_later`): one writer task drains a
+bounded queue (``max_pending_writes``; past it a store is dropped, ``outcome="dropped"``) and ends
+when it is empty; a writer that crashes is logged with its traceback, the next store starts another.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import hashlib
 import logging
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +53,7 @@ class RouteCacheConfig:
     threshold: float = 0.97
     capacity: int = 4096
     sync_s: float = 0.5
+    max_pending_writes: int = 1000
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class RouteCacheMetrics:
         for k in KINDS:
             for o in ("hit", "miss"):
                 m.lookups.labels(k, o)
-        for o in ("ok", "error"):
+        for o in ("ok", "error", "dropped"):
             m.stores.labels(o)
         return m
 
@@ -151,6 +158,8 @@ class RoutingCache:
         self.metrics = metrics or RouteCacheMetrics.create(registry)
         self._mirrors: dict[str, _Mirror] = {}
         self._sync_lock = asyncio.Lock()
+        self._pending: deque[tuple[RouteRequestV1, str, RouteReplyV1, npt.NDArray[np.float32] | None]] = deque()
+        self._writer: asyncio.Task[None] | None = None
 
     def exact_key(self, version: str, req: RouteRequestV1) -> str:
         return f"{self._base}:{version}:x:{exact_digest(req)}"
@@ -231,6 +240,28 @@ class RoutingCache:
             self.metrics.stores.labels("error").inc()
             log.debug("route cache store failed: %s", exc)
 
+    def store_later(
+        self, req: RouteRequestV1, version: str, reply: RouteReplyV1, embedding: npt.NDArray[np.float32] | None = None
+    ) -> bool:
+        """Queue :meth:`put` for the background writer; False (and counted) when the queue is full."""
+        if len(self._pending) >= self.cfg.max_pending_writes:
+            self.metrics.stores.labels("dropped").inc()
+            return False
+        self._pending.append((req, version, reply, embedding))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending(), name="route-cache-writer")
+            self._writer.add_done_callback(_writer_done)
+        return True
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            await self.put(*self._pending.popleft())
+
+    async def flush(self) -> None:
+        """Wait until every queued store is written (tests, shutdown)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
     async def invalidate(self) -> int:
         """Delete every routing-cache key (all versions); returns how many were removed."""
         removed = 0
@@ -244,6 +275,11 @@ class RoutingCache:
             removed += int(await self._redis.unlink(*batch))
         self._mirrors.clear()
         return removed
+
+
+def _writer_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("route cache writer crashed; the next store starts another", exc_info=task.exception())
 
 
 def _decode(raw: bytes | str | None) -> RouteReplyV1 | None:

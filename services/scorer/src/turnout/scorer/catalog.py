@@ -109,6 +109,7 @@ class ModelTable:
     version: str
     specs: tuple[ModelSpec, ...]
     index: Mapping[str, int]
+    names: tuple[str, ...]
     categories: tuple[str, ...]
     params_b: F
     size_known: B
@@ -134,6 +135,9 @@ class ModelTable:
     """category -> graded prompts + benchmark pseudo-prompts behind the estimate."""
     tokens_per_s: F
     speed_measured: B
+    reasons: Mapping[str, tuple[tuple[str, ...], ...]]
+    """category -> per model, the reasons that depend only on the catalog (size and tier,
+    capability and its evidence, speed, benchmark): built once, not per request."""
     rep_model: I
     """Per replica: its model's row (a model without replicas gets one on backend ``""``)."""
     rep_backend: tuple[str, ...]
@@ -203,6 +207,10 @@ class ModelTable:
             low[cat] = float(cap.min()) if n else 0.0
             span[cat] = max(0.05, float(cap.max() - cap.min())) if n else 1.0
         ctx = np.array([float(s.context_length) if s.context_length else np.inf for s in specs])
+        reasons = {
+            cat: _static_reasons(specs, cat, total, known, eff, tier, capability[cat], evidence[cat], tps)
+            for cat in capability
+        }
 
         rows: list[tuple[int, str, str, str | None, float]] = []
         for i, s in enumerate(specs):
@@ -216,6 +224,7 @@ class ModelTable:
             version=version,
             specs=specs,
             index=MappingProxyType({s.name: i for i, s in enumerate(specs)}),
+            names=tuple(s.name for s in specs),
             categories=tuple(sorted(cats)),
             params_b=frozen(total),
             size_known=frozen(known),
@@ -235,6 +244,7 @@ class ModelTable:
             cap_low=MappingProxyType(low),
             cap_span=MappingProxyType(span),
             evidence=MappingProxyType(evidence),
+            reasons=MappingProxyType(reasons),
             tokens_per_s=frozen(tps),
             speed_measured=frozen(np.array([s.tokens_per_s is not None for s in specs], dtype=bool)),
             rep_model=frozen(np.array([r[0] for r in rows], dtype=np.intp)),
@@ -265,6 +275,27 @@ class ModelTable:
                 spec = replace(spec, tier=tiers[m.name])
             specs.append(spec)
         return cls.build(specs, cfg, version=snapshot.version)
+
+
+def _static_reasons(
+    specs: tuple[ModelSpec, ...], cat: str, total: F, known: B, eff: F, tier: I, cap: F, ev: F, tps: F
+) -> tuple[tuple[str, ...], ...]:
+    out = []
+    for i, s in enumerate(specs):
+        size = f"{total[i]:g}B" if known[i] else "size unknown"
+        if eff[i] < total[i] - 1e-6:
+            size += f" (MoE, ~{eff[i]:.0f}B effective)"
+        evidence = f" ({ev[i]:.0f} graded prompts/benchmark)" if ev[i] > 0 else " (size prior: no profile or benchmark)"
+        r = [
+            f"{size}, {TIERS[int(tier[i])]} tier",
+            f"capability {cap[i]:.2f} for {cat}{evidence}",
+            f"~{tps[i]:.0f} tok/s ({'measured' if s.tokens_per_s is not None else 'estimated'})",
+        ]
+        bench = s.benchmark.get(cat, s.benchmark.get(OVERALL))
+        if bench is not None:
+            r.append(f"benchmark {bench:.2f}")
+        out.append(tuple(r))
+    return tuple(out)
 
 
 def _unit(x: F) -> F:

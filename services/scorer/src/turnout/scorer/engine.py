@@ -14,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from turnout.common.embeddings import Embedder
+from turnout.common.embeddings import Embedder, StaticEmbedder
 from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
-from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
+from turnout.common.schemas.route import CandidateV1, RequestKind, RouteReplyV1, RouteRequestV1
 from turnout.scorer.caches import RoutingCache
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.learned import LearnedIndex, encode_embedding
@@ -42,6 +42,7 @@ from turnout.scorer.scoring import (
     rank,
 )
 from turnout.scorer.settings import RoutingOptions, ScorerOptions
+from turnout.scorer.terms import BUSY_ROW, busy_term, replica_terms
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,10 @@ class RoutingEngine:
         self.table = ModelTable.build((), self.cfg.scoring)
         self._theta, self._phi = model_features(np.zeros(0), np.zeros(0))
         self.replicas = ReplicaTable.build(self.table)
+        self._rterms = replica_terms(self.replicas, self.cfg.scoring)
+        self._feedback_arrays = (np.zeros(0), np.zeros(0))
+        self._row_of: dict[tuple[str, str], int] = {}
+        self._inflight: Mapping[tuple[str, str], int] = {}
         self._recent = np.zeros(0)
         self._rules_version = self.rules.current.version
         self._fleet_gen = "0"
@@ -106,6 +111,8 @@ class RoutingEngine:
         )
         self._theta, self._phi = model_features(self.table.capability[OVERALL], self.table.power)
         self._recent = np.zeros(self.table.size)
+        self._row_of = {k: j for j, k in enumerate(zip(self.table.rep_backend, self.table.rep_upstream, strict=True))}
+        self._align_feedback()
         self._rules_version = self.rules.current.version
         self.set_fleet(self._fleet)
 
@@ -120,22 +127,54 @@ class RoutingEngine:
         # cached decisions follow residency and health, not every change of free memory
         # (a digest, not hash(): the namespace is shared by every scorer replica through Redis)
         digest = hashlib.blake2b(digest_size=4)
-        for a in (reps.resident, reps.healthy, reps.no_room):
+        for a in (reps.resident, reps.healthy, reps.no_room, reps.circuit_open):
             digest.update(a.tobytes())
         self._fleet_gen = digest.hexdigest()
         self.replicas = reps
+        self._inflight = fleet.inflight
+        self._rterms = replica_terms(reps, self.cfg.scoring)
+
+    def set_load(self, inflight: Mapping[tuple[str, str], int]) -> None:
+        """The gateways' in-flight counts per (backend, upstream model), as just read: they replace
+        the counts and the decisions noted since (:meth:`note_routed`), which they now include."""
+        self._inflight = inflight
+        counts = np.array(
+            [float(inflight.get(k, 0)) for k in zip(self.replicas.backend, self.replicas.upstream, strict=True)]
+        )
+        self.replicas = replace(self.replicas, inflight=counts)
+        self._rterms = replica_terms(self.replicas, self.cfg.scoring)
+
+    def note_routed(self, backend: str, upstream: str) -> None:
+        """A request is about to go to this replica: count it in flight until the next
+        :meth:`set_load`, so that the decisions before then see it (the gateways publish their
+        counts every ~0.25 s and the scorer reads them every ``load_poll_s``)."""
+        j = self._row_of.get((backend, upstream))
+        if j is None:
+            return
+        counts = self.replicas.inflight.copy()
+        counts[j] += 1.0
+        self.replicas = replace(self.replicas, inflight=counts)
+        rterms = self._rterms.copy()
+        rterms[BUSY_ROW, j] = busy_term(counts[j : j + 1], self.cfg.scoring)[0]
+        self._rterms = rterms
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
         """Model -> (decayed mean feedback −1..1, decayed count)."""
         self._feedback = dict(by_model)
+        self._align_feedback()
 
-    def _state(self) -> ModelState:
+    def _align_feedback(self) -> None:
         n = self.table.size
         mean, cnt = np.zeros(n), np.zeros(n)
         for name, (m, c) in self._feedback.items():
             i = self.table.index.get(name)
             if i is not None:
                 mean[i], cnt[i] = m, c
+        self._feedback_arrays = (mean, cnt)
+
+    def _state(self) -> ModelState:
+        n = self.table.size
+        mean, cnt = self._feedback_arrays
         total = float(self._recent.sum())
         share = self._recent / total if total > 0 else np.zeros(n)
         return ModelState(mean, cnt, share)
@@ -148,7 +187,10 @@ class RoutingEngine:
     def embed(self, req: RouteRequestV1) -> np.ndarray | None:
         if self.embedder is None or req.kind is RequestKind.EMBEDDING or not req.text:
             return None
-        out: np.ndarray = self.embedder.encode([req.text[:4000]])[0]
+        text = req.text[:4000]
+        if isinstance(self.embedder, StaticEmbedder):
+            return self.embedder.encode_one(text)  # the word-cached path
+        out: np.ndarray = self.embedder.encode([text])[0]
         return out
 
     def decide(
@@ -165,7 +207,7 @@ class RoutingEngine:
         requested = req.requested_model or None
         if requested in self.cfg.virtual_models:
             requested = None
-        cons = self.rules.current.constraints(requested, req.client, a.category, self.table)
+        cons = self.rules.current.constraints(requested, req.client, a.category, self.table, req.client_ip)
         learned = self.learned_estimate(a, embedding) if cons.requested is None else None
         return rank(
             req,
@@ -177,6 +219,7 @@ class RoutingEngine:
             state=self._state(),
             learned=learned,
             limit=limit if limit is not None else self.cfg.max_candidates,
+            rterms=self._rterms,
         )
 
     def learned_estimate(self, a: PromptAnalysis, embedding: np.ndarray | None) -> Learned | None:
@@ -185,7 +228,7 @@ class RoutingEngine:
             return None
         knn_p = knn_n = prior_p = None
         if self.learned is not None and len(self.learned):
-            knn_p, knn_n = self.learned.aligned(embedding, [s.name for s in self.table.specs])
+            knn_p, knn_n = self.learned.aligned(embedding, self.table.names)
         prior = self.prior
         if prior is not None and prior.dims == embedding.shape[0]:
             prior_p = prior.estimate(prompt_features(embedding, a.complexity, a.tokens), self._theta, self._phi)
@@ -209,16 +252,39 @@ class RoutingEngine:
         if self.cache is not None:
             hit = await self.cache.get(req, version, embedding)
             if hit is not None:
-                self._used(hit[0])
-                return with_embedding(hit[0], embedding)
+                reply = self.replicas_now(hit[0])
+                self._used(reply)
+                return with_embedding(reply, embedding)
         a = self.analyze(req)
         if self.classifier is not None:
             a = await self.classifier.refine(req.text, a, budget_s=budget_s)
         reply = self.decide(req, a, embedding).to_reply(self.cfg.max_candidates)
         self._used(reply)
         if self.cache is not None and reply.candidates:
-            await self.cache.put(req, version, reply, embedding)
+            self.cache.store_later(req, version, reply, embedding)  # written after the reply goes
         return with_embedding(reply, embedding)
+
+    def replicas_now(self, reply: RouteReplyV1) -> RouteReplyV1:
+        """A cached reply with each model's replicas re-ordered by their replica terms now (load,
+        residency, health, room); the models and their order stay as cached."""
+        cands = reply.candidates
+        slots: dict[str, list[int]] = {}
+        for i, c in enumerate(cands):
+            slots.setdefault(c.model, []).append(i)
+        if all(len(idx) < 2 for idx in slots.values()):
+            return reply
+        now = self._rterms.sum(axis=0)
+
+        def replica_score(c: CandidateV1) -> float:
+            j = self._row_of.get((c.backend, c.upstream_model))
+            return float(now[j]) if j is not None else 0.0
+
+        out = list(cands)
+        for idx in slots.values():
+            if len(idx) > 1:
+                for i, c in zip(idx, sorted((cands[i] for i in idx), key=replica_score, reverse=True), strict=True):
+                    out[i] = c
+        return reply if out == cands else reply.model_copy(update={"candidates": out})
 
     async def explain(self, req: RouteRequestV1) -> Ranking:
         """Every candidate, with terms and reasons; nothing cached, nothing counted (the classifier's

@@ -128,3 +128,17 @@ def select_requested(req: RouteRequestV1, idx: int, need: int, table: ModelTable
     if sel.unservable is None:
         sel.mask[idx] = True
     return sel
+
+
+def without_open_circuits(rmask: B, circuit_open: B, sel: Selection) -> B:
+    """Replicas whose circuit the gateways opened are left out (filter 5 in ``scoring.py``);
+    when that leaves none, all are kept with a note (the gateway answers 503 + Retry-After or
+    probes one whose cooldown is over)."""
+    if not circuit_open.any():
+        return rmask
+    closed = rmask & ~circuit_open
+    if closed.any():
+        return closed
+    if rmask.any():
+        sel.notes.append("every suitable replica's circuit is open: listed anyway (the gateway retries them)")
+    return rmask

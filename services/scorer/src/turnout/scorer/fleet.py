@@ -2,7 +2,8 @@
 
 * :class:`FleetState` — which models are loaded where (by backend, or by host for backends the
   agents know only by host), which backends are down, free memory per backend and host, and
-  requests in flight per (backend, upstream model) as the gateways count them.
+  requests in flight per (backend, upstream model) as the gateways count them, and the circuits
+  the gateways opened (:mod:`turnout.common.circuits`).
 * :class:`ReplicaTable` — the join: one row per replica of :class:`~turnout.scorer.catalog.ModelTable`
   (same order as its ``rep_*`` arrays) with resident / healthy / no room / free share / in flight.
 """
@@ -32,6 +33,10 @@ class FleetState:
     inflight: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     """(backend, upstream model) -> requests in flight (the gateways' shared counters)."""
     hosts: int = 0
+    open_backends: frozenset[str] = frozenset()
+    """Backends whose circuit the gateways opened (:mod:`turnout.common.circuits`): filtered out."""
+    open_replicas: frozenset[tuple[str, str]] = frozenset()
+    """(backend, upstream model) pairs whose circuit is open: filtered out."""
 
     @classmethod
     def from_hosts(
@@ -79,6 +84,8 @@ class ReplicaTable:
     free_frac: F
     """Free VRAM share on the replica's host, relative to the roomiest backend (NaN unknown)."""
     inflight: F
+    circuit_open: B
+    """The gateways' circuit breaker for the replica (or for its whole backend) is open."""
 
     @property
     def size(self) -> int:
@@ -121,6 +128,7 @@ class ReplicaTable:
                     dtype=np.float64,
                 )
             ),
+            circuit_open=_open(table, fleet.open_backends, fleet.open_replicas),
         )
 
     @classmethod
@@ -133,6 +141,8 @@ class ReplicaTable:
         free_frac: Mapping[str, float] | None = None,
         no_room: frozenset[tuple[str, str]] = frozenset(),
         inflight: Mapping[tuple[str, str], int] | None = None,
+        open_backends: frozenset[str] = frozenset(),
+        open_replicas: frozenset[tuple[str, str]] = frozenset(),
     ) -> ReplicaTable:
         """Explicit per-replica state (tests and benches): (backend, upstream) sets, free share by backend."""
         keys = list(zip(table.rep_backend, table.rep_upstream, strict=True))
@@ -147,4 +157,10 @@ class ReplicaTable:
             no_room=frozen(np.array([k in no_room for k in keys], dtype=bool)),
             free_frac=frozen(np.array([free_frac.get(k[0], np.nan) for k in keys], dtype=np.float64)),
             inflight=frozen(np.array([float(inflight.get(k, 0)) for k in keys], dtype=np.float64)),
+            circuit_open=_open(table, open_backends, open_replicas),
         )
+
+
+def _open(table: ModelTable, backends: frozenset[str], pairs: frozenset[tuple[str, str]]) -> B:
+    keys = zip(table.rep_backend, table.rep_upstream, strict=True)
+    return frozen(np.array([b in backends or (b, u) in pairs for b, u in keys], dtype=bool))

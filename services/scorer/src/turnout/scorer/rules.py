@@ -6,12 +6,14 @@
       gpt-4: llama3.3:70b
       '/gpt-3\\.5-turbo(-\\d+)?/': llama3.1:8b   # single quotes: YAML keeps backslashes
       '/local-(.+)/': '\\1'          # capture groups expand into the target
-    clients:                      # first match wins; match by API key id, exact client, or IP/CIDR
+    clients:                      # first match wins; every field given must match (key and ip together too)
       - match: {ip: 10.1.0.0/16}
         backends: [gpu-box-2]     # only replicas on these backends
         quality: 0.2              # default quality preference for this client
-      - match: {key: team-research}
+      - match: {key: key-3f2a9c01d4}    # an API key id (the gateway's key-<sha256 prefix>)
         model: llama3.3:70b       # always this model (unless the request names one)
+      - match: {key: key-77aa01b2c3, ip: 192.168.0.0/16}   # this key, from this network only
+        quality: 0.9
     allow: ["llama*", "qwen*"]    # fnmatch globs on model names; empty = everything
     block: ["*:405b"]
     tiers: {"qwen2.5:14b": medium}  # tier overrides for the tiers policy
@@ -40,6 +42,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from turnout.common.backends.names import untagged_match
 from turnout.scorer.catalog import ModelTable
 from turnout.scorer.errors import RulesError
 from turnout.scorer.filters import Constraints
@@ -65,9 +68,9 @@ class ClientMatch(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one(self) -> ClientMatch:
-        if sum(x is not None for x in (self.key, self.client, self.ip)) != 1:
-            raise ValueError("a client match needs exactly one of key, client, ip")
+    def _some(self) -> ClientMatch:
+        if self.key is None and self.client is None and self.ip is None:
+            raise ValueError("a client match needs at least one of key, client, ip")
         return self
 
 
@@ -110,6 +113,15 @@ class RulesFile(BaseModel):
         return v
 
 
+def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not text:
+        return None
+    try:
+        return ipaddress.ip_address(text.removeprefix("ip:"))
+    except ValueError:
+        return None
+
+
 def _is_regex(s: str) -> bool:
     return len(s) >= 2 and s.startswith("/") and s.endswith("/")
 
@@ -123,12 +135,13 @@ class ClientRule:
     model: str | None
     quality: float | None
 
-    def matches(self, client: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
-        if self.key is not None:
-            return client == self.key or client == f"key:{self.key}"
-        if self.client is not None:
-            return client == self.client
-        return ip is not None and self.network is not None and ip in self.network
+    def matches(self, client: str | None, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        """Every field the rule gives must match: the key id, the exact client, the network."""
+        if self.key is not None and client != self.key and client != f"key:{self.key}":
+            return False
+        if self.client is not None and client != self.client:
+            return False
+        return self.network is None or (ip is not None and ip in self.network)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,13 +224,12 @@ class Rules:
                 return m.expand(tmpl)
         return None
 
-    def client_rule(self, client: str | None) -> ClientRule | None:
-        if not client or not self.clients:
+    def client_rule(self, client: str | None, client_ip: str | None = None) -> ClientRule | None:
+        """The first rule matching the client (key id or address) and its address. The gateway
+        sends both: with API keys set, ``client`` is the key id and ``client_ip`` the address."""
+        if (not client and not client_ip) or not self.clients:
             return None
-        try:
-            ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(client.removeprefix("ip:"))
-        except ValueError:
-            ip = None
+        ip = _address(client_ip) or _address(client)
         for rule in self.clients:
             if rule.matches(client, ip):
                 return rule
@@ -241,11 +253,18 @@ class Rules:
         self._masks[table.version] = (allowed, blocked)
         return allowed, blocked
 
-    def constraints(self, requested: str | None, client: str | None, category: str, table: ModelTable) -> Constraints:
+    def constraints(
+        self,
+        requested: str | None,
+        client: str | None,
+        category: str,
+        table: ModelTable,
+        client_ip: str | None = None,
+    ) -> Constraints:
         """What the rules impose on one request; ``requested`` is a concrete name or None (route for me)."""
         notes: list[str] = []
         how = ""
-        rule = self.client_rule(client)
+        rule = self.client_rule(client, client_ip)
         if requested is None and rule is not None and rule.model is not None:
             requested, how = rule.model, f"client rule: always {rule.model}"
         if requested is not None and requested not in table.index:
@@ -253,9 +272,9 @@ class Rules:
             if target is not None:
                 how = f"alias '{requested}' -> {target}"
                 requested = target
-            elif ":" not in requested.rsplit("/", 1)[-1] and f"{requested}:latest" in table.index:
-                how = f"'{requested}' is '{requested}:latest'"
-                requested = f"{requested}:latest"
+            elif (tagged := untagged_match(requested, table.index)) is not None:
+                how = f"'{requested}' is '{tagged}'"
+                requested = tagged
         elif requested is not None and not how:
             how = "requested model"
         if requested is not None and not self.is_allowed(requested):

@@ -38,7 +38,7 @@ class Weights:
     unhealthy: float = 1.0
     no_room: float = 0.2
     free_vram: float = 0.05
-    busy: float = 0.1
+    busy: float = 0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +64,8 @@ class ScoringConfig:
     gain as much there (0.55 → 0.61) but small prompts drift to larger models."""
     default_quality: float = 0.5
     unknown_params_b: float = 8.0
+    replica_parallel: float = 4.0
+    """Requests a replica serves at once (Ollama's ``OLLAMA_NUM_PARALLEL``): the busy term counts
+    in-flight requests in these units."""
+    busy_cap: float = 8.0
+    """The busy term stops growing at this many times ``replica_parallel`` in flight."""

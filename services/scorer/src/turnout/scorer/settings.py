@@ -85,6 +85,12 @@ class ScorerOptions(BaseModel):
     ops_port: int = Field(default=9101, ge=0, le=65535)
     catalog_refresh_s: float = Field(default=30.0, gt=0, description="Reload the catalog at least this often")
     fleet_poll_s: float = Field(default=2.0, gt=0, description="Re-read fleet state at least this often")
+    shared_poll_s: float = Field(
+        default=0.5, gt=0, description="Re-read the gateways' in-flight counts and open circuits this often"
+    )
+    load_poll_s: float = Field(
+        default=0.5, gt=0, description="Re-read the gateways' in-flight counts (the busy term) this often"
+    )
     schema_wait_s: float = Field(default=120.0, ge=0, description="How long to wait for the DB schema at start")
     max_concurrency: int = Field(default=256, ge=1, description="RPC requests handled at once")
     virtual_models: list[str] = Field(

@@ -113,6 +113,18 @@ def model_terms(
 REPLICA_TERMS = ("resident", "unhealthy", "no_room", "free_vram", "busy")
 
 
+def busy_term(inflight: F, cfg: ScoringConfig) -> F:
+    """``−w.busy · min(in flight / replica_parallel, busy_cap)``: a replica holding twice what it
+    serves at once loses ``2·w.busy`` (0.3 by default: more than ``resident`` gains), so a queue
+    moves requests to another replica, even one that must load the model. A negative count
+    (never expected) is no bonus."""
+    return -cfg.weights.busy * np.minimum(np.maximum(inflight, 0.0) / cfg.replica_parallel, cfg.busy_cap)  # type: ignore[no-any-return]
+
+
+BUSY_ROW = 4
+"""Row of ``busy`` in :func:`replica_terms`."""
+
+
 def replica_terms(reps: ReplicaTable, cfg: ScoringConfig) -> F:
     w = cfg.weights
     return np.vstack(
@@ -121,6 +133,6 @@ def replica_terms(reps: ReplicaTable, cfg: ScoringConfig) -> F:
             -w.unhealthy * ~reps.healthy,
             -w.no_room * reps.no_room,
             w.free_vram * np.nan_to_num(reps.free_frac, nan=0.0),
-            -w.busy * reps.inflight / (reps.inflight + 4.0),
+            busy_term(reps.inflight, cfg),
         ]
     ).astype(np.float64)

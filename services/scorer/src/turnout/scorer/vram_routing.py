@@ -2,7 +2,7 @@
 and the order executor (``vram_actions.py``).
 
 * **State** (:meth:`VramCoordinator.refresh`, every ``refresh_s`` off the request path): every
-  host's :class:`HostStateV1`, the gateways' in-flight counters (``inflight:<backend>``: a
+  host's :class:`HostStateV1`, the gateways' in-flight counters (:mod:`turnout.common.inflight`: a
   model with requests in flight is *busy*), loads made room for but not yet reported
   (``vram:pending:<host>``) and last-use times (``vram:last_used:<host>``, LRU order shared by
   replicas). Each refresh builds an immutable ``{host: HostVram}`` view.
@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from turnout.common.aio import cancel_and_wait
+from turnout.common.inflight import read_inflight
 from turnout.common.keys import Keys
 from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1
@@ -110,10 +111,10 @@ class VramCoordinator:
         backend_host = {s.backend: s.host for s in states if s.backend}
         busy: dict[str, set[str]] = {}
         pending: dict[str, dict[str, int]] = {}
+        inflight = await read_inflight(self._redis, self._keys)
         for s in states:
             if s.backend:
-                counts = await self._redis.hgetall(self._keys.inflight(s.backend))  # type: ignore[misc]
-                busy[s.host] = {k.decode() for k, v in counts.items() if int(v or 0) > 0}
+                busy[s.host] = {m for (b, m), n in inflight.items() if b == s.backend and n > 0}
             pending[s.host] = await pending_loads(self._redis, self._keys, s.host)
             arrived = set(pending[s.host]) & {m.name for m in s.loaded_models}
             if arrived:  # the agent reports them now: no longer pending
@@ -223,12 +224,9 @@ class VramCoordinator:
 
     async def is_busy(self, host: str, model: str) -> bool:
         """Right now (not as of the last refresh): is a request in flight on ``model`` at ``host``?"""
-        backends = [b for b, h in self.view.backend_host.items() if h == host]
-        for b in backends:
-            n = await self._redis.hget(self._keys.inflight(b), model)  # type: ignore[misc]
-            if n is not None and int(n) > 0:
-                return True
-        return False
+        backends = {b for b, h in self.view.backend_host.items() if h == host}
+        inflight = await read_inflight(self._redis, self._keys)
+        return any(n > 0 for (b, m), n in inflight.items() if b in backends and m == model)
 
     # --- decision ----------------------------------------------------------------------------
 

@@ -10,8 +10,10 @@ from turnout.common.arq_running import prepare_schema, run_worker, worker_checks
 from turnout.common.cli import parse_service_args
 from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
+from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.supervise import Supervisor
+from turnout.sync.metrics import queue_depth_gauge
 from turnout.sync.settings import SyncSettings
 from turnout.sync.worker import build_worker, consumer_check
 
@@ -21,8 +23,10 @@ async def _main(settings: SyncSettings) -> None:
     await prepare_schema(settings, wait_s=opts.schema_wait_s)
     sup = Supervisor("sync")
     worker = build_worker(settings, supervisor=sup)
+    depths = QueueDepths(queue_depth_gauge(), lambda: worker.pool, arq={"sync": settings.keys.sync_queue})
     checks = {**worker_checks(worker), "events": consumer_check(worker)}
-    async with ops_server(build_ops_app("sync", checks, tasks=sup.state), opts.ops_host, opts.ops_port):
+    ops = build_ops_app("sync", checks, tasks=sup.state, refresh=[depths.refresh])
+    async with ops_server(ops, opts.ops_host, opts.ops_port):
         await run_worker(worker, supervisor=sup)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 STREAMS = ("requests", "feedback")
 ROW_OUTCOMES = ("matched", "unmatched", "skipped")
@@ -52,3 +52,16 @@ class SyncMetrics:
         for o in ("ok", "error", "skipped"):
             m.benchmark_imports.labels(o)
         return m
+
+
+def queue_depth_gauge(registry: CollectorRegistry = REGISTRY) -> Gauge:
+    """``turnout_sync_queue_depth{queue}``: jobs due in the worker's arq queue, read from Redis on
+    every scrape (:class:`turnout.common.metrics.QueueDepths`); KEDA scales the workers on it."""
+    return Gauge(
+        "queue_depth",
+        "Jobs due in the arq queue (retries waiting out their back-off excluded), read at scrape",
+        ["queue"],
+        namespace="turnout",
+        subsystem="sync",
+        registry=registry,
+    )

@@ -295,8 +295,9 @@ class FaultStack:
         )
         return {r["request_id"]: r["route_source"] for r in rows}
 
-    def settled_decisions(self, request_ids: list[str], *, wait_s: float = 20.0) -> dict[str, str]:
-        """Wait until every id is stored or the count stops growing for 3 s."""
+    def settled_decisions(self, request_ids: list[str], *, wait_s: float = 30.0) -> dict[str, str]:
+        """Wait until every id is stored, or the count stops growing for 8 s (longer than the sync
+        consumer's longest back-off, 5 s, after Postgres was away)."""
         end = time.monotonic() + wait_s
         last, since = -1, time.monotonic()
         while True:
@@ -308,7 +309,7 @@ class FaultStack:
                 return got
             if len(got) != last:
                 last, since = len(got), time.monotonic()
-            elif time.monotonic() - since > 3.0:
+            elif time.monotonic() - since > 8.0:
                 return got
             time.sleep(0.3)
 

@@ -70,9 +70,12 @@ def _apt_install(*packages: str) -> None:
         )
     _log(f"installing {' '.join(packages)} with apt-get ...")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL)
+    lock = ["-o", "DPkg::Lock::Timeout=900"]  # others may be running apt on the same machine
+    subprocess.run(["apt-get", *lock, "update", "-qq"], check=False, env=env, stdout=subprocess.DEVNULL)
     r = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env, stdout=subprocess.DEVNULL
+        ["apt-get", *lock, "install", "-y", "-qq", "--no-install-recommends", *packages],
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
     if r.returncode != 0:
         raise InfraError(
@@ -88,6 +91,17 @@ def redis_server_bin() -> str:
         found = shutil.which("redis-server")
     if found is None:
         raise InfraError("redis-server is still missing after apt-get install")
+    return found
+
+
+def promtool_bin() -> str:
+    """``promtool`` (Debian's ``prometheus`` package), for the alert rule tests."""
+    found = shutil.which("promtool")
+    if found is None:
+        _apt_install("prometheus")
+        found = shutil.which("promtool")
+    if found is None:
+        raise InfraError("promtool is still missing after apt-get install prometheus")
     return found
 
 

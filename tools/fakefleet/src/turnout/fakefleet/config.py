@@ -25,6 +25,8 @@ A YAML file (``--config``) or the packaged ``default_fleet.yaml``::
             vram_bytes: 1.8GiB
             context_length: 131072
             accuracy: 0.6        # share of arithmetic questions answered right (for profiling)
+            fences_json: false   # wrap JSON answers in a ```json fence (chatty models do)
+          # a model with the `thinking` capability writes <think>…</think> before its answer
 """
 
 from __future__ import annotations
@@ -141,6 +143,7 @@ class ModelSpec(BaseModel):
     accuracy: float | None = Field(default=None, ge=0, le=1, description="Arithmetic answers right this often")
     reply_tokens: int = Field(default=24, ge=1, description="Tokens in a reply unless max_tokens is lower")
     embedding_dims: int = Field(default=384, ge=1)
+    fences_json: bool = Field(default=False, description="JSON answers come wrapped in a ```json fence")
 
     @field_validator("params", mode="before")
     @classmethod

@@ -171,19 +171,25 @@ class OllamaApi:
                 }
         if answered_by_tool(messages):
             prompt = tool_result_prompt(messages)
-        out = text.reply(job.model, prompt, max_tokens=_num_predict(body), json_mode=_json_format(body))
+        think = body.get("think") if isinstance(body.get("think"), bool) else None
+        out = text.reply(job.model, prompt, max_tokens=_num_predict(body), json_mode=_json_format(body), think=think)
         pieces: list[Json] = (
             [{"role": "assistant", "content": "", "tool_calls": [call]}]
             if call
-            else [{"role": "assistant", "content": t} for t in out.tokens]
+            else [
+                *({"role": "assistant", "content": "", "thinking": t} for t in out.thinking),
+                *({"role": "assistant", "content": t} for t in out.tokens),
+            ]
         )
-        n_eval = len(out.tokens) if call is None else 8
+        n_eval = len(out.tokens) + len(out.thinking) if call is None else 8
         reason = "stop" if call else out.finish_reason
         if not stream:
             await job.wait_whole(n_eval)
             message: Json = {"role": "assistant", "content": "" if call else out.text}
             if call:
                 message["tool_calls"] = [call]
+            elif out.thinking:
+                message["thinking"] = "".join(out.thinking)
             obj = self._chat_obj(name, "", done=True, done_reason=reason, message=message)
             return json_response({**obj, **job.timings(n_prompt, n_eval)})
         resp = await _ndjson(request)
@@ -217,7 +223,10 @@ class OllamaApi:
             if not prompt:
                 return json_response(self._gen_obj(name, "", done=True, done_reason="load"))
             n_prompt = text.estimate_tokens(str(body.get("system") or "") + str(prompt))
-            out = text.reply(spec, str(prompt), max_tokens=_num_predict(body), json_mode=_json_format(body))
+            think = body.get("think") if isinstance(body.get("think"), bool) else None
+            out = text.reply(
+                spec, str(prompt), max_tokens=_num_predict(body), json_mode=_json_format(body), think=think
+            )
             n_eval = len(out.tokens)
             if body.get("stream", True) is False:
                 await job.wait_whole(n_eval)

@@ -58,14 +58,31 @@ def estimate_tokens(text: str) -> int:
 class Reply:
     tokens: tuple[str, ...]
     finish_reason: str  # "stop" | "length"
+    thinking: tuple[str, ...] = ()
+    """Reasoning tokens sent apart from the content (Ollama ``think: true``)."""
 
     @property
     def text(self) -> str:
         return "".join(self.tokens)
 
 
-def reply(model: ModelSpec, prompt: str, *, max_tokens: int | None = None, json_mode: bool = False) -> Reply:
-    """The model's answer to ``prompt``: ``reply_tokens`` tokens unless ``max_tokens`` is lower."""
+_THOUGHT = ("Let", " me", " think", " about", " this", " request", " step", " by", " step.")
+
+
+def reply(
+    model: ModelSpec,
+    prompt: str,
+    *,
+    max_tokens: int | None = None,
+    json_mode: bool = False,
+    think: bool | None = None,
+) -> Reply:
+    """The model's answer to ``prompt``: ``reply_tokens`` tokens unless ``max_tokens`` is lower.
+
+    A model with the ``thinking`` capability reasons first, as Qwen3 and DeepSeek-R1 do: inline
+    as ``<think>…</think>`` before the answer, or apart (``thinking``) when the request says
+    ``think: true``; ``think: false`` or ``/no_think`` in the prompt turn it off. A model with
+    ``fences_json`` wraps JSON answers in a ```` ```json ```` fence, as chatty models do."""
     words = _answer_words(model, prompt)
     want = model.reply_tokens
     while len(words) < want:
@@ -76,9 +93,17 @@ def reply(model: ModelSpec, prompt: str, *, max_tokens: int | None = None, json_
     tokens = [w if i == 0 or json_mode else " " + w for i, w in enumerate(words)]
     if not json_mode:
         tokens[-1] = tokens[-1].rstrip(".:") + "."
+    elif model.fences_json:
+        tokens = ["```json\n", *tokens, "\n```"]
+    thinking: tuple[str, ...] = ()
+    if model.can("thinking") and think is not False and "/no_think" not in prompt:
+        if think:
+            thinking = _THOUGHT
+        else:
+            tokens = ["<think>", "\n", *_THOUGHT, "\n", "</think>", "\n\n", *tokens]
     if max_tokens is not None and 0 < max_tokens < len(tokens):
-        return Reply(tuple(tokens[:max_tokens]), "length")
-    return Reply(tuple(tokens), "stop")
+        return Reply(tuple(tokens[:max_tokens]), "length", thinking)
+    return Reply(tuple(tokens), "stop", thinking)
 
 
 def _answer_words(model: ModelSpec, prompt: str) -> list[str]:

@@ -12,6 +12,7 @@ Memory follows the total; speed follows the active count.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -126,3 +127,15 @@ def _family(low: str, size_at: int | None) -> str:
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
+
+
+def untagged_match(name: str, names: Iterable[str]) -> str | None:
+    """A tag-less name as Ollama reads it: ``name:latest``, else the only ``name:<tag>``
+    (``llama3.1`` is ``llama3.1:latest``, or ``llama3.1:8b`` when that is the only one)."""
+    if ":" in name.rsplit("/", 1)[-1]:
+        return None
+    names = list(names)
+    if f"{name}:latest" in names:
+        return f"{name}:latest"
+    tagged = [n for n in names if n.startswith(name + ":")]
+    return tagged[0] if len(tagged) == 1 else None

@@ -545,12 +545,11 @@ def openai_completion_to_ollama(data: Json, *, model: str, total_ns: int = 0) ->
     """An OpenAI ``chat.completion`` as an Ollama ``/api/generate`` reply (``stream: false``)."""
     choice = (data.get("choices") or [{}])[0]
     text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
-    return {
-        "model": model,
-        "created_at": iso_now(),
-        "response": text or "",
-        **_ollama_done_fields(data.get("usage"), choice.get("finish_reason"), total_ns),
-    }
+    out: Json = {"model": model, "created_at": iso_now(), "response": text or ""}
+    reasoning = (choice.get("message") or {}).get("reasoning_content")
+    if reasoning:
+        out["thinking"] = reasoning
+    return {**out, **_ollama_done_fields(data.get("usage"), choice.get("finish_reason"), total_ns)}
 
 
 def openai_embeddings_to_ollama(data: Json, *, model: str, total_ns: int = 0) -> Json:
@@ -603,7 +602,7 @@ class OpenAIToOllamaStream:
                 self.finish_reason = choice["finish_reason"]
             delta = choice.get("delta") or {}
             text = delta.get("content") if "delta" in choice else choice.get("text")
-            if not self.generate and delta.get("reasoning_content"):
+            if delta.get("reasoning_content"):  # chat: message.thinking; generate: thinking
                 out.append(self._line("", thinking=delta["reasoning_content"]))
             if text:
                 out.append(self._line(text))

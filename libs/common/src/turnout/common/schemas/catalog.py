@@ -44,3 +44,8 @@ class CatalogSnapshotV1(WireModel):
     version: str = ""
     models: list[CatalogModelV1] = Field(default_factory=list)
     ts: float = 0.0
+    hidden: list[str] = Field(
+        default_factory=list,
+        description="Models the operator's rules block: never listed (/v1/models, /api/tags), never routed to "
+        "for 'route for me'; a client that names one still gets it",
+    )

@@ -28,6 +28,7 @@ class RouteRequestV1(WireModel):
     max_tokens: int | None = None
     stream: bool = False
     client: str | None = Field(default=None, description="API key id or client address, for per-client rules")
+    client_ip: str | None = Field(default=None, description="The client's address (also when it has a key id)")
     quality: float | None = Field(default=None, ge=0.0, le=1.0, description="0 = fastest, 1 = best")
 
 

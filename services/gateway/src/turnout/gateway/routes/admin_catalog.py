@@ -13,8 +13,7 @@
 * ``POST /admin/sync-benchmarks?source=…`` — sync one source now, or every enabled one.
 
 Jobs are enqueued on the workers' arq queues by name (:mod:`turnout.common.arq`); the
-gateway imports no worker. With ``TURNOUT_ADMIN_KEY`` set every endpoint needs
-``Authorization: Bearer <admin key>``.
+gateway imports no worker. Admin only (:mod:`turnout.gateway.auth`).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Annotated, Any
 
 import orjson
 from arq import ArqRedis
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import desc, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
@@ -38,10 +37,11 @@ from turnout.common.arq import (
     loads,
 )
 from turnout.common.db.models import Benchmark, DeadLetter, Model
+from turnout.gateway.api_schemas import ADMIN_ACTION
+from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
 from turnout.gateway.errors import ModelNotFound, NotFound
 from turnout.gateway.pipeline import JSON_MEDIA
-from turnout.gateway.routes.admin_vram import AdminDep
 from turnout.gateway.state import GatewayState
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -65,7 +65,7 @@ def _str(v: Any) -> str:
 # --- profiling ---------------------------------------------------------------------------------
 
 
-@router.post("/reprofile")
+@router.post("/reprofile", openapi_extra=ADMIN_ACTION)
 async def reprofile(
     gw: StateDep,
     _: AdminDep,
@@ -126,8 +126,8 @@ async def profiling(gw: StateDep, _: AdminDep) -> Response:
 async def dead_letters(
     gw: StateDep,
     _: AdminDep,
-    queue: str | None = None,
-    job: str | None = None,
+    queue: Annotated[str | None, Query(max_length=255)] = None,
+    job: Annotated[str | None, Query(max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     q = select(DeadLetter).order_by(desc(DeadLetter.id)).limit(limit)
@@ -156,8 +156,10 @@ async def dead_letters(
     )
 
 
-@router.post("/dlq/{dead_letter_id}/retry")
-async def retry_dead_letter(gw: StateDep, _: AdminDep, dead_letter_id: int) -> Response:
+@router.post("/dlq/{dead_letter_id}/retry", openapi_extra=ADMIN_ACTION)
+async def retry_dead_letter(
+    gw: StateDep, _: AdminDep, dead_letter_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
+) -> Response:
     async with AsyncSession(gw.engine, expire_on_commit=False) as session, session.begin():
         d = await session.get(DeadLetter, dead_letter_id, with_for_update=True)
         if d is None:
@@ -182,8 +184,8 @@ async def retry_dead_letter(gw: StateDep, _: AdminDep, dead_letter_id: int) -> R
 async def benchmarks(
     gw: StateDep,
     _: AdminDep,
-    source: str | None = None,
-    model: str | None = None,
+    source: Annotated[str | None, Query(max_length=64)] = None,
+    model: Annotated[str | None, Query(max_length=255)] = None,
     matched: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> Response:
@@ -242,7 +244,7 @@ def _match_method(match: Any) -> Any:
     return match.get("method") if isinstance(match, dict) else match
 
 
-@router.post("/sync-benchmarks")
+@router.post("/sync-benchmarks", openapi_extra=ADMIN_ACTION)
 async def sync_benchmarks(
     gw: StateDep, _: AdminDep, source: Annotated[str | None, Query(max_length=64)] = None
 ) -> Response:

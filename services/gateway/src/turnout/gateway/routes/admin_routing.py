@@ -16,7 +16,8 @@
   ``POST /admin/router/activate`` with ``{"version": "<v>"}`` (``"shipped"``: the packaged one)
   and ``POST /admin/router/rollback`` switch every scorer (they hot-reload it).
 
-With ``TURNOUT_ADMIN_KEY`` set, every endpoint needs ``Authorization: Bearer <admin key>``.
+Admin only (:mod:`turnout.gateway.auth`): the admin key, or loopback when none is configured;
+``/admin/explain`` needs no client key besides.
 """
 
 from __future__ import annotations
@@ -32,18 +33,21 @@ from turnout.common import router_priors
 from turnout.common.errors import RemoteError, RpcTimeout, RpcUnavailable
 from turnout.common.rpc import EXPLAIN_V1
 from turnout.common.schemas.route import RequestKind, RouteRequestV1
-from turnout.gateway.deps import ClientDep, StateDep
+from turnout.gateway.api_schemas import ADMIN_ACTION, EXPLAIN_BODY
+from turnout.gateway.auth import AdminDep
+from turnout.gateway.deps import StateDep
 from turnout.gateway.errors import InvalidRequest, NoBackendAvailable, NotFound
 from turnout.gateway.pipeline import JSON_MEDIA
 from turnout.gateway.response_cache import cache_of
-from turnout.gateway.routes.admin_vram import AdminDep
 from turnout.gateway.routing import QUALITY_HEADER, chat_features, parse_quality
 from turnout.gateway.state import GatewayState
-from turnout.gateway.validation import check_chat, read_json
+from turnout.gateway.validation import MAX_MODEL_NAME, MAX_TOKENS, check_chat, read_json
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 EXPLAIN_TIMEOUT_S = 2.0
+ADMIN_CLIENT = "admin"
+"""The client an explanation is made for (per-client rules match it; no client key is needed)."""
 
 
 async def _explain(gw: GatewayState, req: RouteRequestV1) -> Response:
@@ -58,15 +62,14 @@ async def _explain(gw: GatewayState, req: RouteRequestV1) -> Response:
 @router.get("/explain")
 async def explain_get(
     gw: StateDep,
-    client: ClientDep,
     _admin: AdminDep,
     prompt: str = Query(default="", max_length=100_000),
-    model: str | None = None,
+    model: str | None = Query(default=None, max_length=MAX_MODEL_NAME),
     quality: float | None = Query(default=None, ge=0.0, le=1.0),
     images: bool = False,
     tools: bool = False,
     json_mode: bool = False,
-    max_tokens: int | None = Query(default=None, ge=1),
+    max_tokens: int | None = Query(default=None, ge=1, le=MAX_TOKENS),
 ) -> Response:
     max_chars = gw.settings.gateway.max_prompt_chars
     req = RouteRequestV1(
@@ -79,16 +82,17 @@ async def explain_get(
         json_mode=json_mode,
         est_prompt_tokens=len(prompt) // 4 + 4,
         max_tokens=max_tokens,
-        client=client,
+        client=ADMIN_CLIENT,
         quality=quality,
     )
     return await _explain(gw, req)
 
 
-@router.post("/explain")
-async def explain_post(request: Request, gw: StateDep, client: ClientDep, _admin: AdminDep) -> Response:
+@router.post("/explain", openapi_extra=EXPLAIN_BODY)
+async def explain_post(request: Request, gw: StateDep, _admin: AdminDep) -> Response:
     body = await read_json(request)
-    check_chat(body)
+    opts = gw.settings.gateway
+    check_chat(body, max_n=opts.max_n, max_messages=opts.max_messages)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
     model = body.get("model")
@@ -98,7 +102,7 @@ async def explain_post(request: Request, gw: StateDep, client: ClientDep, _admin
             **features,
             "requested_model": requested,
             "stream": body.get("stream") is True,
-            "client": client,
+            "client": ADMIN_CLIENT,
             "quality": quality,
         }
     )
@@ -112,13 +116,13 @@ async def _control(gw: GatewayState, action: str) -> int:
         raise NoBackendAvailable("Redis is unavailable; retry later") from exc
 
 
-@router.post("/reload")
+@router.post("/reload", openapi_extra=ADMIN_ACTION)
 async def reload(gw: StateDep, _admin: AdminDep) -> Response:
     replicas = await _control(gw, "reload")
     return Response(orjson.dumps({"status": "ok", "scorer_replicas_notified": replicas}), media_type=JSON_MEDIA)
 
 
-@router.post("/cache/invalidate")
+@router.post("/cache/invalidate", openapi_extra=ADMIN_ACTION)
 async def invalidate(
     request: Request, gw: StateDep, _admin: AdminDep, which: Literal["all", "routing", "response"] = "all"
 ) -> Response:
@@ -144,14 +148,14 @@ async def router_priors_list(gw: StateDep, _admin: AdminDep) -> Response:
     return Response(orjson.dumps({"active": active or "shipped", "versions": versions}), media_type=JSON_MEDIA)
 
 
-@router.post("/router/train")
+@router.post("/router/train", openapi_extra=ADMIN_ACTION)
 async def router_train(gw: StateDep, _admin: AdminDep) -> Response:
     replicas = await _control(gw, "train_router")
     body = {"status": "accepted", "scorer_replicas_notified": replicas}
     return Response(orjson.dumps(body), status_code=202, media_type=JSON_MEDIA)
 
 
-@router.post("/router/activate")
+@router.post("/router/activate", openapi_extra=ADMIN_ACTION)
 async def router_activate(request: Request, gw: StateDep, _admin: AdminDep) -> Response:
     body = await read_json(request)
     version = body.get("version") if isinstance(body, dict) else None
@@ -166,7 +170,7 @@ async def router_activate(request: Request, gw: StateDep, _admin: AdminDep) -> R
     return Response(orjson.dumps({"status": "ok", "active": version}), media_type=JSON_MEDIA)
 
 
-@router.post("/router/rollback")
+@router.post("/router/rollback", openapi_extra=ADMIN_ACTION)
 async def router_rollback(gw: StateDep, _admin: AdminDep) -> Response:
     try:
         version = await router_priors.rollback(gw.redis, gw.settings.keys)

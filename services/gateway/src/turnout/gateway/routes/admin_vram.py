@@ -2,41 +2,27 @@
 models, and the recent load/unload actions with their reasons.
 
 Reads only Redis: the agents' ``HostStateV1`` keys, the scorers' ``VramStatusV1`` (budgets,
-pinned, busy and pending models) and the action log. With ``TURNOUT_ADMIN_KEY`` set it
-needs ``Authorization: Bearer <admin key>``.
+pinned, busy and pending models) and the action log. Admin only (:mod:`turnout.gateway.auth`).
 """
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import ValidationError
 from starlette.responses import Response
 
 from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.vram import VramActionV1, VramStatusV1
+from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
-from turnout.gateway.errors import Unauthorized
 from turnout.gateway.pipeline import JSON_MEDIA
 from turnout.gateway.state import GatewayState
 
 router = APIRouter(tags=["admin"])
-
-
-def require_admin(request: Request, gw: StateDep) -> None:
-    key = gw.settings.admin_key
-    if key is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.get_secret_value().encode()):
-        raise Unauthorized("This endpoint needs the admin key: 'Authorization: Bearer <TURNOUT_ADMIN_KEY>'")
-
-
-AdminDep = Annotated[None, Depends(require_admin)]
 
 
 async def vram_report(gw: GatewayState, *, actions: int = 50) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from turnout.common.schemas.route import RequestKind
 from turnout.gateway.deps import ClientDep, StateDep, resolve
 from turnout.gateway.errors import InvalidRequest
 from turnout.gateway.pipeline import JSON_MEDIA, Shape
-from turnout.gateway.routes.openai import exchange
+from turnout.gateway.routes.openai import exchange, request_shaping
 from turnout.gateway.routing import QUALITY_HEADER, chat_features, embedding_features, parse_quality
 from turnout.gateway.state import GatewayState
 from turnout.gateway.validation import check_ollama_chat, check_ollama_embed, check_ollama_generate, read_json
@@ -45,12 +45,16 @@ def _translated(fn: Callable[[Json], Json], body: Json) -> Json:
 async def chat(request: Request) -> Response:
     gw, client = resolve(request)
     raw = await read_json(request)
-    check_ollama_chat(raw)
+    check_ollama_chat(raw, max_messages=gw.settings.gateway.max_messages)
     body = _translated(ollama_chat_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.CHAT, body, client)
-    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_CHAT)
+    shaping = request_shaping({**body, "turnout": raw.get("turnout")}, think=raw.get("think"))
+    ex = exchange(RequestKind.CHAT, body, client, request)
+    ex.think = raw.get("think")
+    return await gw.pipeline.handle(
+        ex, features, quality=quality, shape=Shape.OLLAMA_CHAT, shaping=shaping, receive=request.receive
+    )
 
 
 async def generate(request: Request) -> Response:
@@ -60,8 +64,12 @@ async def generate(request: Request) -> Response:
     body = _translated(ollama_generate_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.CHAT, body, client)
-    return await gw.pipeline.handle(ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE)
+    shaping = request_shaping({**body, "turnout": raw.get("turnout")}, think=raw.get("think"))
+    ex = exchange(RequestKind.CHAT, body, client, request)
+    ex.think = raw.get("think")
+    return await gw.pipeline.handle(
+        ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE, shaping=shaping, receive=request.receive
+    )
 
 
 async def _embed(request: Request, gw: GatewayState, client: str | None, shape: Shape) -> Response:
@@ -70,8 +78,8 @@ async def _embed(request: Request, gw: GatewayState, client: str | None, shape: 
     body = _translated(ollama_embed_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = embedding_features(body, gw.settings.gateway.max_prompt_chars)
-    ex = exchange(RequestKind.EMBEDDING, body, client)
-    return await gw.pipeline.handle(ex, features, quality=quality, shape=shape)
+    ex = exchange(RequestKind.EMBEDDING, body, client, request)
+    return await gw.pipeline.handle(ex, features, quality=quality, shape=shape, receive=request.receive)
 
 
 async def embed(request: Request) -> Response:
@@ -100,6 +108,8 @@ async def tags(gw: StateDep, _client: ClientDep) -> Response:
     ]
     if opts.list_real_models:
         for m in await gw.catalog.models():
+            if m.name in gw.catalog.hidden:
+                continue
             details = {
                 "family": m.family,
                 "parameter_size": f"{m.params_b:g}B" if m.params_b else "",

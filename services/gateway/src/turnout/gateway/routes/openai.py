@@ -14,7 +14,7 @@ from typing import Literal, Self
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,7 +23,7 @@ from turnout.common.logging import request_id_var
 from turnout.common.schemas.events import EVENT_FIELD, FeedbackEventV1
 from turnout.common.schemas.route import RequestKind
 from turnout.gateway.deps import ClientDep, StateDep, resolve
-from turnout.gateway.errors import ModelNotFound, NoBackendAvailable
+from turnout.gateway.errors import InvalidRequest, ModelNotFound, NoBackendAvailable
 from turnout.gateway.forwarding import Exchange
 from turnout.gateway.middleware import new_request_id
 from turnout.gateway.pipeline import JSON_MEDIA, new_response_id
@@ -35,13 +35,16 @@ from turnout.gateway.routing import (
     embedding_features,
     parse_quality,
 )
+from turnout.gateway.shaping import RequestShaping
 from turnout.gateway.state import GatewayState
 from turnout.gateway.validation import check_chat, check_completion, check_embeddings, read_json
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-def exchange(kind: RequestKind, body: dict[str, object], client: str | None) -> Exchange:
+def exchange(
+    kind: RequestKind, body: dict[str, object], client: str | None, request: Request | None = None
+) -> Exchange:
     stream = body.get("stream") is True and kind is not RequestKind.EMBEDDING
     body.pop("turnout", None)
     model = body.get("model")
@@ -53,20 +56,23 @@ def exchange(kind: RequestKind, body: dict[str, object], client: str | None) -> 
         response_id=new_response_id(kind),
         client=client,
         requested_model=model if isinstance(model, str) and model else None,
+        client_key=client if client is not None and client.startswith("key-") else None,
+        client_ip=request.client.host if request is not None and request.client else None,
     )
 
 
 async def chat_completions(request: Request) -> Response:
     gw, client = resolve(request)
     body = await read_json(request)
-    check_chat(body)
+    opts = gw.settings.gateway
+    check_chat(body, max_n=opts.max_n, max_messages=opts.max_messages)
     return await _cached_route(request, gw, client, body, RequestKind.CHAT, chat_features)
 
 
 async def completions(request: Request) -> Response:
     gw, client = resolve(request)
     body = await read_json(request)
-    check_completion(body)
+    check_completion(body, max_n=gw.settings.gateway.max_n)
     return await _cached_route(request, gw, client, body, RequestKind.COMPLETION, completion_features)
 
 
@@ -84,7 +90,10 @@ async def _cached_route(
     features = features_of(body, gw.settings.gateway.max_prompt_chars)
     cache = cache_of(request, gw.redis, gw.settings.keys, gw.settings.gateway.response_cache, gw.registry)
     cache_body = dict(body)  # before exchange() drops the "turnout" options the cache reads
-    ex = exchange(kind, body, client)
+    shaping = request_shaping(body)
+    ex = exchange(kind, body, client, request)
+    # replies are stored shaped: what shapes them for this client is part of the cache key
+    cache_body["shaping"] = gw.settings.gateway.shaping.cache_key(shaping, key=ex.client_key, ip=ex.client_ip)
     return await cached_or_handle(
         request,
         cache,
@@ -92,7 +101,7 @@ async def _cached_route(
         cache_body,
         quality=quality,
         client=client,
-        handle=lambda: gw.pipeline.handle(ex, features, quality=quality),
+        handle=lambda: gw.pipeline.handle(ex, features, quality=quality, shaping=shaping, receive=request.receive),
         on_hit=lambda hit: gw.pipeline.cache_hit(ex, hit),
     )
 
@@ -103,7 +112,20 @@ async def embeddings(request: Request) -> Response:
     check_embeddings(body)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), body)
     features = embedding_features(body, gw.settings.gateway.max_prompt_chars)
-    return await gw.pipeline.handle(exchange(RequestKind.EMBEDDING, body, client), features, quality=quality)
+    return await gw.pipeline.handle(
+        exchange(RequestKind.EMBEDDING, body, client, request), features, quality=quality, receive=request.receive
+    )
+
+
+def request_shaping(body: dict[str, object], *, think: bool | None = None) -> RequestShaping:
+    """The request's own shaping wishes (``turnout.shaping``, JSON mode, ``/no_think``)."""
+    try:
+        return RequestShaping.of(body, think=think)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        param = "turnout.shaping" + (f".{where}" if where else "")
+        raise InvalidRequest(f"{param}: {first['msg']}", param=param, code="invalid_value") from None
 
 
 async def model_list(gw: GatewayState) -> list[dict[str, object]]:
@@ -112,8 +134,9 @@ async def model_list(gw: GatewayState) -> list[dict[str, object]]:
         {"id": opts.virtual_model, "object": "model", "created": gw.started_at, "owned_by": "turnout"}
     ]
     if opts.list_real_models:
+        hidden = gw.catalog.hidden
         for m in await gw.catalog.models():
-            if m.name == opts.virtual_model:
+            if m.name == opts.virtual_model or m.name in hidden:
                 continue
             owner = m.replicas[0].backend if m.replicas else "turnout"
             out.append({"id": m.name, "object": "model", "created": gw.started_at, "owned_by": owner})

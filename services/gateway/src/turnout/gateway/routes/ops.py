@@ -1,4 +1,14 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+* ``/health`` — liveness: the process answers. Nothing else is checked (a Redis or Postgres
+  outage must not get a gateway that can still serve restarted).
+* ``/ready`` — "can serve": 200 while the gateway can route requests — by the scorer, or by
+  its local fallback over the last catalog (or the configured backends) when the scorer,
+  Redis or Postgres is down; the checks that fail are listed under ``degraded``. 503 while
+  draining after SIGTERM (:mod:`turnout.gateway.drain`), or when it knows no model and no
+  backend at all.
+* ``/metrics`` — here, or on ``metrics_port`` (``__main__``) when that is set.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ from turnout.gateway.pipeline import JSON_MEDIA
 from turnout.gateway.state import GatewayState
 
 router = APIRouter(tags=["ops"])
+metrics_router = APIRouter(tags=["ops"])
 
 
 @router.get("/health")
@@ -38,26 +49,36 @@ async def _scorer_ok(gw: GatewayState) -> bool:
     return await gw.rpc.alive_now(ROUTE_V1)  # any replica's own heartbeat
 
 
+def _can_route(gw: GatewayState) -> bool:
+    snap = gw.catalog.snapshot
+    return bool(snap is not None and snap.models) or bool(gw.settings.backends)
+
+
 @router.get("/ready")
 async def ready(gw: StateDep) -> Response:
     names = ("redis", "postgres", "scorer")
     fns = (_redis_ok, _postgres_ok, _scorer_ok)
     results = await asyncio.gather(*(gw.checks.run(name, partial(fn, gw)) for name, fn in zip(names, fns, strict=True)))
     checks = dict(zip(names, results, strict=True))
-    required = [checks["redis"], checks["postgres"]]
-    if gw.settings.gateway.ready_requires_scorer:
-        required.append(checks["scorer"])
-    ok = all(required)
-    body = {"status": "ok" if ok else "unavailable", "checks": checks}
-    return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type=JSON_MEDIA)
+    checks["routes"] = _can_route(gw)
+    degraded = [name for name, ok in checks.items() if not ok]
+    if gw.drain.draining:
+        status, code = "draining", 503
+    elif not checks["routes"]:
+        status, code = "unavailable", 503
+    else:
+        status, code = ("degraded" if degraded else "ok"), 200
+    body = {"status": status, "checks": checks, "degraded": degraded}
+    return Response(orjson.dumps(body), status_code=code, media_type=JSON_MEDIA)
 
 
-@router.get("/metrics")
-async def metrics(gw: StateDep) -> Response:
-    if gw.multiprocess:
+def metrics_text(registry: CollectorRegistry, *, multiprocess: bool) -> bytes:
+    if multiprocess:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        data = generate_latest(registry)
-    else:
-        data = generate_latest(gw.registry)
-    return Response(data, media_type=CONTENT_TYPE_LATEST)
+    return generate_latest(registry)
+
+
+@metrics_router.get("/metrics")
+async def metrics(gw: StateDep) -> Response:
+    return Response(metrics_text(gw.registry, multiprocess=gw.multiprocess), media_type=CONTENT_TYPE_LATEST)

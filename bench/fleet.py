@@ -1,0 +1,579 @@
+"""The fleet bench: does routing by quality × VRAM residency × load beat VRAM-blind routing on a
+multi-host fleet? ``make bench-fleet`` (``python bench/fleet.py``).
+
+**What is real and what is simulated.** The decisions are made by Turnout's own code, unchanged:
+the scorer's :class:`~turnout.scorer.engine.RoutingEngine` (prompt analysis, filters, every
+scoring term, the catalog table and its fleet join) and the VRAM planner
+(:func:`turnout.scorer.vram.plan` over :func:`~turnout.scorer.vram.host_vram` views built from
+the :class:`HostStateV1` a gpu-agent publishes). The fleet, the gateway's forwarding and time are
+simulated: a discrete-event simulation in virtual seconds (so a 10-minute trace takes seconds of
+wall time and the machine's load does not change the result) of
+
+* hosts — 4 × 24 GiB (memory bandwidth 1 TB/s) and 2 × 80 GiB (2 TB/s), one Ollama backend each;
+* a dozen models, 1B to 70B, Q4: need ``0.6 GiB/B + 0.5 GiB``, load ``1 s + 0.35 s/GiB``, decode
+  ``0.7 × bandwidth / size`` tokens/s shared by the requests running on the host
+  (``/ n_active^0.7``), prefill 20× decode; every model installed on every host it fits;
+* Ollama's scheduler — a model loads on its first request, serves 4 requests in parallel (more
+  queue), stays ``keep_alive`` (300 s) after its last request, and a load that does not fit
+  unloads idle models least recently used first (an *eviction*), else waits for one to go idle;
+* what the scorer sees — the agents' state (loaded models, free memory) and the gateways'
+  in-flight counts as of the last refresh, every ``--refresh-s`` (1 s), plus the planner's own
+  reservations for loads it started (as ``vram_routing.py`` keeps them).
+
+**The trace** (seeded): arrivals at ``--rate`` req/s with 20-second bursts at 4× every 2 minutes;
+categories general 35 %, coding 25 %, reasoning 15 %, creative 10 %, summarisation 10 %,
+translation 5 %; levels simple 50 %, medium 35 %, hard 15 % (prompt text written to read as such,
+then analysed by the scorer as any prompt); output tokens 60 / 250 / 600 (±50 %). Each request
+also names the model a client application would hard-code (coding → qwen2.5-coder:32b,
+hard reasoning → llama3.3:70b, else llama3.1:8b), for the router that needs one.
+
+**Quality**: a fixed ground truth per (model, category, level) — larger is better, more so on
+hard prompts; coder models +0.08 on coding and −0.04 elsewhere. The catalog the scorer reads
+carries the per-category means (what profiling measures). Reported: the chosen model's quality
+relative to the best model for that prompt (1.0 = always the best).
+
+**Policies on the same trace**: ``turnout`` (as configured: quality preference 0.5);
+``vram-blind`` (the same engine with the resident, no-room, free-VRAM and busy weights at 0 and no
+planner); ``rules+rr`` (the smallest
+model meeting the category × level minimum size — a coder for coding — and round-robin over its
+replicas: SmarterRouter-style); ``least-busy`` (the requested model, on its replica with the fewest
+requests in flight: LiteLLM's strategy); and the two Turnout rows again with the clients asking
+for a quality preference of ``--quality`` (0.8).
+
+    .venv/bin/python bench/fleet.py [--minutes 10] [--rate 2.5] [--seed 1]
+
+(One file past 500 lines on purpose: a script run by path, whose fleet model, trace, routers and
+report are read together; nothing imports it.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import itertools
+import math
+import random
+import statistics
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
+from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
+from turnout.common.schemas.route import RouteRequestV1
+from turnout.scorer.engine import EngineConfig, RoutingEngine
+from turnout.scorer.fleet import FleetState
+from turnout.scorer.scoring import ScoringConfig, Weights
+from turnout.scorer.scoring_config import DEFAULT_MIN_SIZE_B
+from turnout.scorer.vram import Option, VramConfig, host_vram, plan
+
+GiB = 2**30
+CATEGORIES = {
+    "general": 0.35,
+    "coding": 0.25,
+    "reasoning": 0.15,
+    "creative": 0.10,
+    "summarisation": 0.10,
+    "translation": 0.05,
+}
+LEVELS = {"simple": 0.50, "medium": 0.35, "hard": 0.15}
+OUT_TOKENS = {"simple": 60, "medium": 250, "hard": 600}
+PROMPT_TOKENS = {"simple": 30, "medium": 300, "hard": 900}
+PARALLEL = 4
+KEEP_ALIVE_S = 300.0
+BUDGET = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class SimModel:
+    name: str
+    params_b: float
+    coder: bool = False
+
+    @property
+    def vram(self) -> int:
+        return int((0.6 * self.params_b + 0.5) * GiB)
+
+    @property
+    def load_s(self) -> float:
+        return 1.0 + 0.35 * self.vram / GiB
+
+    def quality(self, category: str, level: str) -> float:
+        size = min(1.0, math.log2(self.params_b / 0.5) / 7.2)  # 0.5B → 0, 70B → ~1
+        need = {"simple": 0.15, "medium": 0.45, "hard": 0.8}[level]
+        q = 0.45 + 0.5 * size - 0.6 * max(0.0, need - size)
+        if self.coder:
+            q += 0.08 if category == "coding" else -0.04
+        return max(0.02, min(1.0, q))
+
+
+MODELS = (
+    SimModel("llama3.2:1b", 1.2),
+    SimModel("qwen2.5:3b", 3.0),
+    SimModel("phi3:3.8b", 3.8),
+    SimModel("qwen2.5-coder:7b", 7.0, coder=True),
+    SimModel("llama3.1:8b", 8.0),
+    SimModel("gemma2:9b", 9.0),
+    SimModel("mistral-nemo:12b", 12.0),
+    SimModel("qwen2.5:14b", 14.0),
+    SimModel("gemma2:27b", 27.0),
+    SimModel("qwen2.5-coder:32b", 32.0, coder=True),
+    SimModel("qwen2.5:32b", 32.0),
+    SimModel("llama3.3:70b", 70.0),
+)
+BY_NAME = {m.name: m for m in MODELS}
+
+
+@dataclass(frozen=True, slots=True)
+class SimHost:
+    name: str
+    memory: int
+    bandwidth_gbs: float
+
+    def tokens_per_s(self, m: SimModel) -> float:
+        return 0.7 * self.bandwidth_gbs / (m.vram / 1e9)
+
+
+HOSTS = tuple(SimHost(f"h24-{i}", 24 * GiB, 1000.0) for i in range(1, 5)) + tuple(
+    SimHost(f"h80-{i}", 80 * GiB, 2000.0) for i in range(1, 3)
+)
+
+
+def installed(h: SimHost) -> list[SimModel]:
+    return [m for m in MODELS if m.vram <= BUDGET * h.memory]
+
+
+def catalog() -> CatalogSnapshotV1:
+    """What the scorer's catalog holds: sizes, measured speed (on a 24 GiB host where it fits),
+    per-category quality means (profiles), replicas on every host the model fits."""
+    out = []
+    for m in MODELS:
+        hosts = [h for h in HOSTS if m in installed(h)]
+        quality = {c: round(statistics.mean(m.quality(c, lv) for lv in LEVELS), 3) for c in CATEGORIES}
+        out.append(
+            CatalogModelV1(
+                name=m.name,
+                params_b=m.params_b,
+                quant="Q4_K_M",
+                context_length=32768,
+                vram_bytes=m.vram,
+                capabilities=CapabilitiesV1(tools=True),
+                coder=m.coder,
+                replicas=[ReplicaV1(backend=h.name, upstream_model=m.name, host=h.name) for h in hosts],
+                tokens_per_s=round(hosts[0].tokens_per_s(m), 1),
+                quality=quality,
+            )
+        )
+    return CatalogSnapshotV1(version="fleet-bench", models=out)
+
+
+# --- the trace ------------------------------------------------------------------------------
+
+TEXT = {
+    ("general", "simple"): "Hi! What is the capital of {x}?",
+    ("general", "medium"): "Give me some practical advice on planning a week-long trip to {x} with a small budget.",
+    ("general", "hard"): "Compare the long-term economic consequences of remote work for {x}, weighing trade-offs "
+    "for workers, employers and cities, and justify each conclusion carefully.",
+    ("coding", "simple"): "How do I reverse a list in python? ({x})",
+    ("coding", "medium"): "Write a python function that parses {x} log lines into a dict and add unit tests.",
+    ("coding", "hard"): "Implement a thread-safe LRU cache in Rust for {x} with lock-free reads, explain the "
+    "memory ordering and prove the invariants; include benchmarks.\n```rust\nstruct Cache {{}}\n```",
+    ("reasoning", "simple"): "What is 17 + 25? ({x})",
+    ("reasoning", "medium"): "A train leaves {x} at 60 km/h and another follows at 90 km/h an hour later; when does "
+    "the second catch up? Explain step by step.",
+    ("reasoning", "hard"): "Prove that there are infinitely many primes of the form 4k+3, then generalise the argument "
+    "and analyse where it fails for 4k+1 ({x}). Reason step by step.",
+    ("creative", "simple"): "Write a haiku about {x}.",
+    ("creative", "medium"): "Write a short story about a lighthouse keeper in {x} who finds a message in a bottle.",
+    ("creative", "hard"): "Write a poem cycle of five linked sonnets about {x}, each from a different narrator, "
+    "with a consistent rhyme scheme and an unreliable narrator twist.",
+    ("summarisation", "simple"): "Summarise in one line: the meeting about {x} moved to Tuesday.",
+    ("summarisation", "medium"): "Summarise the key points of this report on {x}: "
+    + "Revenue grew while costs rose. " * 20,
+    ("summarisation", "hard"): "Summarise and critically analyse this quarterly report on {x}, listing risks and "
+    "contradictions: " + "Margins fell in two regions while guidance was raised. " * 40,
+    ("translation", "simple"): "Translate 'good morning, {x}' into french.",
+    ("translation", "medium"): "Translate this paragraph about {x} into german, keeping the tone: "
+    + "We met by the river. " * 10,
+    ("translation", "hard"): "Translate this legal clause about {x} into japanese, preserving every defined term and "
+    "explaining ambiguities: " + "The licensee shall indemnify the licensor. " * 12,
+}
+PLACES = ["Oslo", "Lisbon", "Kyoto", "Lima", "Nairobi", "Tallinn", "Quebec", "Hanoi"]
+
+
+@dataclass(slots=True)
+class Req:
+    i: int
+    at: float
+    category: str
+    level: str
+    text: str
+    prompt_tokens: int
+    out_tokens: int
+    requested: str
+
+
+def trace(minutes: float, rate: float, seed: int) -> list[Req]:
+    rng = random.Random(seed)
+    out: list[Req] = []
+    t = 0.0
+    end = minutes * 60.0
+    while True:
+        burst = (t % 120.0) < 20.0
+        t += rng.expovariate(rate * (4.0 if burst else 1.0))
+        if t >= end:
+            return out
+        cat = rng.choices(list(CATEGORIES), weights=list(CATEGORIES.values()))[0]
+        lv = rng.choices(list(LEVELS), weights=list(LEVELS.values()))[0]
+        text = TEXT[(cat, lv)].format(x=rng.choice(PLACES)) + f" (#{len(out)})"
+        if cat == "coding":
+            requested = "qwen2.5-coder:32b"
+        elif cat == "reasoning" and lv == "hard":
+            requested = "llama3.3:70b"
+        else:
+            requested = "llama3.1:8b"
+        n = OUT_TOKENS[lv]
+        out.append(Req(len(out), t, cat, lv, text, PROMPT_TOKENS[lv], int(n * rng.uniform(0.5, 1.5)), requested))
+
+
+# --- the simulated fleet (Ollama's scheduler, per host) ---------------------------------------
+
+
+@dataclass(slots=True)
+class Loaded:
+    model: SimModel
+    ready_at: float
+    last_used: float
+    active: int = 0
+    waiting: deque[tuple[Req, float]] = field(default_factory=deque)
+
+
+@dataclass(slots=True)
+class HostSim:
+    spec: SimHost
+    loaded: dict[str, Loaded] = field(default_factory=dict)
+    blocked: deque[tuple[Req, str, float]] = field(default_factory=deque)
+    """Requests whose model does not fit until something goes idle."""
+
+    @property
+    def used(self) -> int:
+        return sum(x.model.vram for x in self.loaded.values())
+
+    @property
+    def active(self) -> int:
+        return sum(x.active for x in self.loaded.values())
+
+
+@dataclass(slots=True)
+class Outcome:
+    ttft: list[float] = field(default_factory=list)
+    quality: list[float] = field(default_factory=list)
+    cold_loads: int = 0
+    evictions: int = 0
+    expiries: int = 0
+    done: int = 0
+    finished_at: float = 0.0
+    decide_s: float = 0.0
+    chosen: Counter[str] = field(default_factory=Counter)
+
+
+class Sim:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.hosts = {h.name: HostSim(h) for h in HOSTS}
+        self.events: list[tuple[float, int, Callable[[], None]]] = []
+        self.seq = itertools.count()
+        self.now = 0.0
+        self.out = Outcome()
+        self.inflight: Counter[tuple[str, str]] = Counter()
+
+    def at(self, t: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self.events, (t, next(self.seq), fn))
+
+    def run(self, reqs: list[Req], refresh_s: float) -> Outcome:
+        for r in reqs:
+            self.at(r.at, lambda r=r: self.arrive(r))
+        end = reqs[-1].at if reqs else 0.0
+        t = 0.0
+        while t <= end:
+            self.at(t, self.refresh)
+            t += refresh_s
+        while self.events:
+            self.now, _, fn = heapq.heappop(self.events)
+            fn()
+        return self.out
+
+    # what a gpu-agent would publish, and the gateways' in-flight counters
+    def refresh(self) -> None:
+        self.expire()
+        states = []
+        for h in self.hosts.values():
+            used = h.used
+            states.append(
+                HostStateV1(
+                    host=h.spec.name,
+                    backend=h.spec.name,
+                    gpus=[
+                        GpuStateV1(
+                            index=0,
+                            memory_total_bytes=h.spec.memory,
+                            memory_used_bytes=used,
+                            memory_free_bytes=h.spec.memory - used,
+                        )
+                    ],
+                    loaded_models=[
+                        LoadedModelV1(name=n, size_bytes=x.model.vram, vram_bytes=x.model.vram)
+                        for n, x in h.loaded.items()
+                    ],
+                    ts=self.now,
+                )
+            )
+        self.router.observe(states, dict(self.inflight), self.now)
+
+    def expire(self) -> None:
+        for h in self.hosts.values():
+            for name, x in list(h.loaded.items()):
+                if (
+                    x.active == 0
+                    and not x.waiting
+                    and self.now >= x.ready_at
+                    and self.now - x.last_used >= KEEP_ALIVE_S
+                ):
+                    del h.loaded[name]
+                    self.out.expiries += 1
+
+    def arrive(self, r: Req) -> None:
+        t0 = time.perf_counter()
+        host, model = self.router.choose(r, self.now)
+        self.out.decide_s += time.perf_counter() - t0
+        best = max(m.quality(r.category, r.level) for m in MODELS)
+        self.out.quality.append(BY_NAME[model].quality(r.category, r.level) / best)
+        self.out.chosen[model] += 1
+        self.inflight[(host, model)] += 1
+        self.dispatch(r, host, model, r.at)
+
+    def dispatch(self, r: Req, host: str, model: str, queued_at: float) -> None:
+        h = self.hosts[host]
+        x = h.loaded.get(model)
+        if x is None:
+            m = BY_NAME[model]
+            if not self.make_room(h, m.vram):
+                h.blocked.append((r, model, queued_at))
+                return
+            x = Loaded(m, self.now + m.load_s, self.now)
+            h.loaded[model] = x
+            self.out.cold_loads += 1
+            self.at(x.ready_at, lambda h=h, x=x: self.drain(h, x))
+        x.last_used = self.now
+        x.waiting.append((r, queued_at))
+        if self.now >= x.ready_at:
+            self.drain(h, x)
+
+    def make_room(self, h: HostSim, need: int) -> bool:
+        budget = int(BUDGET * h.spec.memory)
+        if h.used + need <= budget:
+            return True
+        idle = sorted((x for x in h.loaded.values() if x.active == 0 and not x.waiting), key=lambda x: x.last_used)
+        freed = 0
+        victims = []
+        for x in idle:
+            if h.used - freed + need <= budget:
+                break
+            victims.append(x)
+            freed += x.model.vram
+        if h.used - freed + need > budget:
+            return False
+        for x in victims:
+            del h.loaded[x.model.name]
+            self.out.evictions += 1
+        return True
+
+    def drain(self, h: HostSim, x: Loaded) -> None:
+        while x.waiting and x.active < PARALLEL and h.loaded.get(x.model.name) is x:
+            r, _ = x.waiting.popleft()
+            x.active += 1
+            tps = h.spec.tokens_per_s(x.model) / max(1, h.active) ** 0.7
+            first = self.now + r.prompt_tokens / (20.0 * tps)
+            self.out.ttft.append(first - r.at)
+            self.at(first + r.out_tokens / tps, lambda h=h, x=x: self.finish(h, x))
+
+    def finish(self, h: HostSim, x: Loaded) -> None:
+        x.active -= 1
+        x.last_used = self.now
+        self.inflight[(h.spec.name, x.model.name)] -= 1
+        self.out.done += 1
+        self.out.finished_at = max(self.out.finished_at, self.now)
+        self.drain(h, x)
+        blocked, h.blocked = h.blocked, deque()
+        for br, model, queued in blocked:
+            self.dispatch(br, h.spec.name, model, queued)
+
+
+# --- routers -----------------------------------------------------------------------------------
+
+
+class Router:
+    name = ""
+
+    def observe(self, states: list[HostStateV1], inflight: dict[tuple[str, str], int], now: float) -> None:  # noqa: ARG002
+        return None
+
+    def choose(self, r: Req, now: float) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+class TurnoutRouter(Router):
+    """The scorer's engine and, unless ``blind``, its VRAM planner, on the state as last refreshed."""
+
+    def __init__(self, *, blind: bool = False, quality: float | None = None) -> None:
+        self.name = ("vram-blind" if blind else "turnout") + (f" q={quality:g}" if quality is not None else "")
+        self.blind = blind
+        self.quality = quality
+        weights = Weights(resident=0.0, no_room=0.0, free_vram=0.0, busy=0.0) if blind else Weights()
+        self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights)))
+        self.engine.set_catalog(catalog())
+        self.cfg = VramConfig(budget_fraction=BUDGET)
+        self.states: list[HostStateV1] = []
+        self.last_used: dict[tuple[str, str], float] = {}
+        self.pending: dict[tuple[str, str], tuple[int, float]] = {}
+
+    def observe(self, states: list[HostStateV1], inflight: dict[tuple[str, str], int], now: float) -> None:
+        self.states = states
+        loaded = {(s.host, m.name) for s in states for m in s.loaded_models}
+        self.pending = {k: v for k, v in self.pending.items() if v[1] > now and k not in loaded}
+        if not self.blind:
+            self.engine.set_fleet(FleetState.from_hosts(states, inflight))
+
+    def choose(self, r: Req, now: float) -> tuple[str, str]:
+        req = RouteRequestV1(text=r.text, est_prompt_tokens=r.prompt_tokens, quality=self.quality)
+        reply = self.engine.decide(req).to_reply(8)
+        cands = reply.candidates
+        choice = 0
+        if not self.blind and self.states:
+            hosts = {}
+            for s in self.states:
+                busy = {m.name for m in s.loaded_models if self._inflight_on(s.host, m.name)}
+                pend = {m: b for (h, m), (b, until) in self.pending.items() if h == s.host and until > now}
+                lu = {m: t for (h, m), t in self.last_used.items() if h == s.host}
+                hv = host_vram(s, self.cfg, last_used=lu, busy=busy, pending=pend)
+                if hv is not None:
+                    hosts[s.host] = hv
+            options = [Option(c.upstream_model, c.backend, c.score, BY_NAME[c.model].vram) for c in cands]
+            decision = plan(options, hosts, self.cfg)
+            if decision is not None:
+                choice = decision.choice
+                c = cands[choice]
+                h = hosts.get(c.backend)
+                if h is not None and not h.holds(c.upstream_model):
+                    self.pending[(c.backend, c.upstream_model)] = (BY_NAME[c.model].vram, now + 10.0)
+        c = cands[choice]
+        self.last_used[(c.backend, c.upstream_model)] = now
+        if not self.blind:
+            self.engine.note_routed(c.backend, c.upstream_model)  # as Scorer.route does
+        return c.backend, c.model
+
+    def _inflight_on(self, host: str, model: str) -> bool:
+        return self.engine.fleet.inflight.get((host, model), 0) > 0
+
+
+class RulesRoundRobin(Router):
+    """Category × level minimum size → the smallest model meeting it (a coder for coding), replicas in turn."""
+
+    name = "rules+rr"
+
+    def __init__(self) -> None:
+        self.turn: Counter[str] = Counter()
+
+    def choose(self, r: Req, now: float) -> tuple[str, str]:  # noqa: ARG002
+        need = DEFAULT_MIN_SIZE_B[r.category][list(LEVELS).index(r.level)]
+        pool = [m for m in MODELS if m.params_b >= need and (m.coder or r.category != "coding")]
+        model = min(pool, key=lambda m: m.params_b)
+        hosts = [h.name for h in HOSTS if model in installed(h)]
+        self.turn[model.name] += 1
+        return hosts[self.turn[model.name] % len(hosts)], model.name
+
+
+class LeastBusy(Router):
+    """The requested model, on its replica with the fewest requests in flight (counted locally)."""
+
+    name = "least-busy"
+
+    def __init__(self, sim_inflight: Callable[[], Counter[tuple[str, str]]]) -> None:
+        self.inflight = sim_inflight
+
+    def choose(self, r: Req, now: float) -> tuple[str, str]:  # noqa: ARG002
+        model = BY_NAME[r.requested]
+        hosts = [h.name for h in HOSTS if model in installed(h)]
+        counts = self.inflight()
+        return min(hosts, key=lambda h: (counts[(h, model.name)], h)), model.name
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(p * len(s)))] if s else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0, help="virtual minutes of trace")
+    ap.add_argument("--rate", type=float, default=2.5, help="requests/s outside bursts (4x inside)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--refresh-s", type=float, default=1.0, help="how often the scorer sees fleet state")
+    ap.add_argument(
+        "--quality",
+        type=float,
+        default=0.8,
+        help="the quality preference of the extra turnout rows (clients may send one)",
+    )
+    ap.add_argument("-v", "--verbose", action="store_true", help="print the models each policy chose")
+    args = ap.parse_args()
+    reqs = trace(args.minutes, args.rate, args.seed)
+    cats = Counter(r.category for r in reqs)
+    print(
+        f"fleet: {len(HOSTS)} hosts ({', '.join(f'{h.name} {h.memory // GiB} GiB' for h in HOSTS)}), "
+        f"{len(MODELS)} models {MODELS[0].params_b:g}B-{MODELS[-1].params_b:g}B; trace: {len(reqs)} requests over "
+        f"{args.minutes:g} virtual minutes, seed {args.seed}; {dict(cats)}"
+    )
+    rows = []
+    wall0 = time.perf_counter()
+    makers: list[Callable[[Sim], Router]] = [
+        lambda _: TurnoutRouter(),
+        lambda _: TurnoutRouter(blind=True),
+        lambda _: RulesRoundRobin(),
+        lambda sim: LeastBusy(lambda: sim.inflight),
+        lambda _: TurnoutRouter(quality=args.quality),
+        lambda _: TurnoutRouter(blind=True, quality=args.quality),
+    ]
+    for make in makers:
+        sim = Sim(Router())
+        sim.router = make(sim)
+        out = sim.run(reqs, args.refresh_s)
+        rows.append((sim.router.name, out))
+    print(
+        f"\n{'policy':<17}{'TTFT p50 s':>11}{'p90 s':>8}{'p99 s':>8}{'cold loads':>11}{'evictions':>10}"
+        f"{'expiries':>9}{'req/s':>7}{'quality':>9}{'decide µs':>10}"
+    )
+    for name, o in rows:
+        print(
+            f"{name:<17}{pct(o.ttft, 0.5):>11.2f}{pct(o.ttft, 0.9):>8.2f}{pct(o.ttft, 0.99):>8.2f}{o.cold_loads:>11}"
+            f"{o.evictions:>10}{o.expiries:>9}{o.done / max(o.finished_at, 1e-9):>7.2f}"
+            f"{statistics.mean(o.quality):>9.3f}{o.decide_s / max(len(o.quality), 1) * 1e6:>10.0f}"
+        )
+    if args.verbose:
+        for name, o in rows:
+            print(f"  {name}: {dict(o.chosen.most_common())}")
+    t, blind = rows[0][1], rows[1][1]
+    print(
+        f"\nturnout vs vram-blind: cold loads {blind.cold_loads / max(t.cold_loads, 1):.1f}x fewer, "
+        f"p90 TTFT {pct(blind.ttft, 0.9) / max(pct(t.ttft, 0.9), 1e-9):.1f}x lower, "
+        f"mean quality {100 * (statistics.mean(t.quality) / statistics.mean(blind.quality) - 1):+.1f} %"
+    )
+    print(f"(virtual time; {time.perf_counter() - wall0:.1f} s wall for the {len(rows)} runs)")
+
+
+if __name__ == "__main__":
+    main()

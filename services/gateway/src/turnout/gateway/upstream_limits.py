@@ -1,0 +1,122 @@
+"""How long an attempt may wait on a backend, and how many may be open at once.
+
+**Read bounds per model.** A stream's time to first byte and the gap between two chunks are
+bounded by the model's measured profile (the catalog's ``ttft_ms`` and ``tokens_per_s``,
+averaged over its profile categories), not by one flat timeout:
+
+* first byte: ``ttfb_factor × ttft``, clamped to ``[read_min_s, read_max_s]``;
+* between chunks: ``gap_factor / tokens_per_s``, clamped the same way;
+* a non-streamed reply arrives whole, so it may take the first byte plus the whole generation:
+  ``ttfb + gap_factor × max_tokens / tokens_per_s`` (``max_tokens`` unknown: 1024), clamped.
+
+One bound per attempt is given to aiohttp as ``sock_read`` (which covers the wait for the
+response headers and every read after): the larger of the first-byte and gap bounds. A model
+with no profile gets ``read_max_s``. A hung model thus frees its connection slot and the request
+moves to the next candidate within its own bound (a stream: only before its first byte).
+
+**Connection slots.** At most ``max_connections`` requests per backend at once; the next one
+waits at most ``slot_wait_s`` for a slot, then goes to the next candidate, and when none is
+left the client gets 503 with ``Retry-After``. (aiohttp's own pool would make it wait without
+bound.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from turnout.common.schemas.catalog import CatalogModelV1
+
+DEFAULT_MAX_TOKENS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBounds:
+    ttfb_factor: float = 10.0
+    gap_factor: float = 50.0
+    read_min_s: float = 10.0
+    read_max_s: float = 120.0
+
+    def clamp(self, seconds: float) -> float:
+        return min(max(seconds, self.read_min_s), self.read_max_s)
+
+    def read_timeout_s(self, model: CatalogModelV1 | None, *, stream: bool, max_tokens: int | None = None) -> float:
+        if model is None or not model.ttft_ms or not model.tokens_per_s:
+            return self.read_max_s
+        ttfb = self.clamp(self.ttfb_factor * model.ttft_ms / 1000)
+        gap = self.clamp(self.gap_factor / model.tokens_per_s)
+        if stream:
+            return max(ttfb, gap)
+        tokens = max_tokens or DEFAULT_MAX_TOKENS
+        return self.clamp(ttfb + self.gap_factor * tokens / model.tokens_per_s)
+
+
+class TimeoutCache:
+    """``aiohttp.ClientTimeout`` per (model, stream, cap), rebuilt when the catalog changes: an
+    attempt allocates nothing for its timeouts."""
+
+    def __init__(self, bounds: ReadBounds, connect_s: float) -> None:
+        self.bounds = bounds
+        self._connect_s = connect_s
+        self._models: Mapping[str, CatalogModelV1] = {}
+        self._cache: dict[tuple[str, bool, float, float], aiohttp.ClientTimeout] = {}
+
+    def use_catalog(self, by_name: Mapping[str, CatalogModelV1]) -> None:
+        if by_name is not self._models:
+            self._models = by_name
+            self._cache = {}
+
+    def get(
+        self, model: str, *, stream: bool, max_tokens: int | None, connect_cap_s: float, read_cap_s: float
+    ) -> aiohttp.ClientTimeout:
+        key = (model, stream, connect_cap_s, read_cap_s)
+        if not stream and max_tokens is not None:
+            return self._build(model, stream, max_tokens, connect_cap_s, read_cap_s)
+        t = self._cache.get(key)
+        if t is None:
+            t = self._cache[key] = self._build(model, stream, None, connect_cap_s, read_cap_s)
+        return t
+
+    def _build(
+        self, model: str, stream: bool, max_tokens: int | None, connect_cap_s: float, read_cap_s: float
+    ) -> aiohttp.ClientTimeout:
+        read = self.bounds.read_timeout_s(self._models.get(model), stream=stream, max_tokens=max_tokens)
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=min(self._connect_s, connect_cap_s), sock_read=min(read, read_cap_s)
+        )
+
+
+class Slots:
+    """A bounded number of requests per backend, with a bounded wait for a slot."""
+
+    def __init__(self, limit: int, wait_s: float) -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self._sems: dict[str, asyncio.Semaphore] = {}
+
+    def _sem(self, backend: str) -> asyncio.Semaphore:
+        sem = self._sems.get(backend)
+        if sem is None:
+            sem = self._sems[backend] = asyncio.Semaphore(self.limit)
+        return sem
+
+    async def acquire(self, backend: str) -> bool:
+        sem = self._sem(backend)
+        if not sem.locked():
+            await sem.acquire()  # free: returns at once
+            return True
+        try:
+            await asyncio.wait_for(sem.acquire(), timeout=self.wait_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self, backend: str) -> None:
+        self._sem(backend).release()
+
+    def in_use(self, backend: str) -> int:
+        sem = self._sems.get(backend)
+        return 0 if sem is None else self.limit - sem._value
