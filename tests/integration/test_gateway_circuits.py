@@ -53,17 +53,17 @@ async def test_a_failing_model_opens_its_circuit_and_traffic_goes_elsewhere(
 async def test_after_the_cooldown_one_probe_closes_it_or_reopens_it_for_longer(redis, keys):
     store = CircuitStore(redis, keys, CircuitPolicy(failure_threshold=2, base_cooldown_s=10, max_cooldown_s=25))
     t = 1000.0
-    assert await store.failure("b", "m", "X", now=t) is CircuitState.CLOSED
-    assert await store.failure("b", "m", "X", now=t) is CircuitState.OPEN
+    assert await store.failure("b", "m", "X", now=t) == (CircuitState.CLOSED, 0.0)
+    assert await store.failure("b", "m", "X", now=t) == (CircuitState.OPEN, t + 10)
     assert await store.probe("b", "m", now=t + 5) is False  # cooling down
     assert await store.probe("b", "m", now=t + 10) is True  # the one probe
     assert await store.probe("b", "m", now=t + 10.5) is False  # the lease is taken
-    assert await store.failure("b", "m", "X", now=t + 11) is CircuitState.OPEN  # the probe failed
+    assert await store.failure("b", "m", "X", now=t + 11) == (CircuitState.OPEN, t + 31)  # the probe failed
     [c] = await store.read_all()
     assert (c.state, c.trips, c.cooldown_s, c.until) == ("open", 2, 20.0, t + 31)
-    assert await store.failure("b", "m", "X", now=t + 12) is CircuitState.OPEN  # already open: no new trip
+    assert await store.failure("b", "m", "X", now=t + 12) == (CircuitState.OPEN, t + 31)  # open: no new trip
     assert await store.probe("b", "m", now=t + 31) is True
-    assert await store.failure("b", "m", "X", now=t + 32) is CircuitState.OPEN
+    assert await store.failure("b", "m", "X", now=t + 32) == (CircuitState.OPEN, t + 57)
     [c] = await store.read_all()
     assert (c.trips, c.cooldown_s) == (3, 25.0)  # doubled, capped
     await store.success("b", "m")  # a stale success while open changes nothing

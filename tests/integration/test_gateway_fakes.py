@@ -23,7 +23,7 @@ from turnout.common.schemas.explain import ExplainReplyV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 from turnout.devstack.infra import free_port
 from turnout.gateway.app import create_app
-from turnout.gateway.server_protocol import PROTOCOL
+from turnout.gateway.header_guard import guarded_protocol
 from turnout.gateway.settings import GatewayOptions, GatewaySettings
 from turnout.gateway.state import GatewayState
 
@@ -358,7 +358,7 @@ async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway
         lifespan="on",
         log_config=None,
         access_log=False,
-        http=PROTOCOL,  # as python -m turnout.gateway serves
+        http=guarded_protocol(settings.gateway.max_header_bytes, settings.gateway.header_timeout_s),  # as __main__
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

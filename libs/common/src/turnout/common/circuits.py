@@ -96,7 +96,7 @@ if state ~= 'closed' or failures >= tonumber(ARGV[3]) then
 end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 redis.call('PEXPIRE', h, math.floor(tonumber(ARGV[6]) * 1000))
-return state
+return {state, redis.call('HGET', h, 'until') or '0'}
 """
 
 # KEYS[1] circuit hash, KEYS[2] the listing zset; ARGV: member. An open circuit stays open (a
@@ -140,7 +140,10 @@ class CircuitStore:
         self._success = redis.register_script(SUCCESS)
         self._probe = redis.register_script(PROBE)
 
-    async def failure(self, backend: str, model: str, error: str, *, now: float | None = None) -> CircuitState:
+    async def failure(
+        self, backend: str, model: str, error: str, *, now: float | None = None
+    ) -> tuple[CircuitState, float]:
+        """Count a failure; the circuit's state after it, and until when it is open."""
         p = self.policy
         now = time.time() if now is None else now
         args: list[str | float] = [
@@ -151,8 +154,10 @@ class CircuitStore:
             p.max_cooldown_s,
             p.idle_ttl_s,
         ]
-        state = await self._failure(keys=[self.keys.circuit(backend, model), self.keys.circuits], args=[*args, error])
-        return CircuitState(state.decode() if isinstance(state, bytes) else state)
+        state, until = await self._failure(
+            keys=[self.keys.circuit(backend, model), self.keys.circuits], args=[*args, error]
+        )
+        return CircuitState(_text(state)), float(_text(until))
 
     async def success(self, backend: str, model: str) -> None:
         keys = [self.keys.circuit(backend, model), self.keys.circuits]

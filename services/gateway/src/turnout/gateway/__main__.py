@@ -19,7 +19,7 @@ from turnout.common.errors import ConfigError
 from turnout.common.logging import configure_logging
 from turnout.gateway.app import create_app
 from turnout.gateway.drain import Drain, DrainingServer
-from turnout.gateway.server_protocol import PROTOCOL
+from turnout.gateway.header_guard import PROTOCOL, guarded_protocol
 from turnout.gateway.settings import GatewaySettings
 
 log = logging.getLogger("turnout.gateway")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         "host": opts.host,
         "port": opts.port,
         "loop": "uvloop",
-        "http": PROTOCOL,  # httptools, with the writes of a loop iteration sent as one
+        "http": PROTOCOL,  # httptools: writes of a loop iteration sent as one, header size/time bounds
         "lifespan": "on",
         "access_log": opts.access_log,
         "log_config": None,
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         if opts.metrics_port is not None:
             _serve_metrics(opts.host, opts.metrics_port, multiprocess=False)
         app = create_app(settings, registry=REGISTRY, drain=drain)
+        common["http"] = guarded_protocol(opts.max_header_bytes, opts.header_timeout_s)
         DrainingServer(uvicorn.Config(app, **common), drain).run()  # type: ignore[arg-type]
         return
     # several workers: Prometheus multi-process mode, one shared directory per run. uvicorn's own

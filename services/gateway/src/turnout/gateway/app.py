@@ -160,6 +160,7 @@ def create_app(
             pipeline = Pipeline(router, forwarder, events, metrics, opts.shaping)
             if opts.rate_limits.enabled:
                 pipeline.limiter = RateLimiter(opts.rate_limits, settings.redis_url, keys, metrics)
+            sup = Supervisor("gateway", registry)
             if opts.paired_sampling.enabled:
 
                 async def feedback(ev: FeedbackEventV1) -> None:
@@ -190,8 +191,8 @@ def create_app(
                 admin_guard=AdminGuard.of(settings),
                 started_at=int(time.time()),
                 multiprocess=multiprocess,
+                supervisor=sup,
             )
-            sup = Supervisor("gateway", registry)
             sup.start("catalog-refresh", catalog.run)
             sup.start("inflight-publish", inflight.run)
             sup.start("event-publish", events.run)

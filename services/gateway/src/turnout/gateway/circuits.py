@@ -103,11 +103,14 @@ class Breakers:
         if which is None:
             return
         key = (backend, BACKEND_WIDE if which == "backend" else model)
-        state = await self._redis(self.store.failure(*key, type(exc).__name__))
+        result = await self._redis(self.store.failure(*key, type(exc).__name__))
+        if result is None:
+            return
+        state, until = result
         if state is CircuitState.OPEN:
-            self._wake.set()  # re-read now: other requests should see it open at once
-        if state is not None and key not in self.view:
-            self.view[key] = CircuitV1(backend=key[0], model=key[1], state=state, failures=1, until=time.time())
+            self._wake.set()  # re-read soon; this gateway blocks it at once
+        c = self.view.get(key) or CircuitV1(backend=key[0], model=key[1])
+        self.view[key] = c.model_copy(update={"state": state, "failures": c.failures + 1, "until": until})
 
     async def success(self, backend: str, model: str) -> None:
         if not self.view:

@@ -25,8 +25,6 @@ import orjson
 
 from turnout.common.backends.config import BackendConfig, BackendKind
 from turnout.common.backends.translate import (
-    OllamaChatStream,
-    OllamaGenerateStream,
     chat_request_to_ollama,
     completion_request_to_ollama,
     embeddings_request_to_ollama,
@@ -48,8 +46,8 @@ from turnout.gateway.images import ImageFetcher, has_remote_images
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import GatewayMetrics
 from turnout.gateway.routing import Decision
+from turnout.gateway.stream_readers import ollama_chunks, sse_chunks
 from turnout.gateway.upstream_limits import Slots, TimeoutCache
-from turnout.gateway.wire import ndjson_lines, read_batches, sse_payloads
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -430,7 +428,7 @@ class Forwarder:
         async def one(backend: Backend, cand: CandidateV1, timeout: aiohttp.ClientTimeout) -> UpstreamStream:
             resp = await self._post(backend, backend.urls[ex.kind], self._payload(ex, backend, cand), timeout)
             chunks = (
-                self._ollama_chunks(ex, backend, cand, resp) if backend.ollama else self._sse_chunks(ex, cand, resp)
+                ollama_chunks(ex, backend.config.name, cand, resp) if backend.ollama else sse_chunks(ex, cand, resp)
             )
             try:
                 first = await anext(chunks)
@@ -444,86 +442,6 @@ class Forwarder:
             return UpstreamStream(first, chunks, resp, backend, cand)
 
         return await self._try_candidates(ex, one)
-
-    # --- stream readers: one list of OpenAI chunks per network read -------------------------------
-
-    async def _sse_chunks(
-        self, ex: Exchange, cand: CandidateV1, resp: aiohttp.ClientResponse
-    ) -> AsyncGenerator[list[Json], None]:
-        rid, model = ex.response_id, cand.model
-        emitted = 0
-        async for payloads in read_batches(resp, sse_payloads, cand.backend):
-            batch: list[Json] = []
-            for payload in payloads:
-                if payload == b"[DONE]":
-                    continue
-                try:
-                    chunk = orjson.loads(payload)
-                except orjson.JSONDecodeError as exc:
-                    raise BrokenReply(f"{cand.backend}: stream event is not JSON", backend=cand.backend) from exc
-                if not isinstance(chunk, dict):
-                    raise BrokenReply(f"{cand.backend}: stream event is not a JSON object", backend=cand.backend)
-                if "error" in chunk and not chunk.get("choices"):
-                    raise BackendStatusError(
-                        f"{cand.backend}: error in stream", status=502, body=payload, backend=cand.backend
-                    )
-                chunk["id"] = rid
-                chunk["model"] = model
-                usage = chunk.get("usage")
-                if usage:
-                    ex.usage = usage
-                if _carries_tokens(chunk):
-                    emitted += 1
-                batch.append(chunk)
-            if batch:
-                yield batch
-        if ex.usage is None:
-            yield [self._estimated_usage(ex, cand, emitted)]
-
-    def _estimated_usage(self, ex: Exchange, cand: CandidateV1, emitted: int) -> Json:
-        """The upstream ignored ``include_usage``: close with an estimate (content chunks ≈ tokens;
-        role-only and finish-only chunks carry none)."""
-        prompt = ex.decision.request.est_prompt_tokens if ex.decision and ex.decision.request else 0
-        ex.usage = {"prompt_tokens": prompt, "completion_tokens": emitted, "total_tokens": prompt + emitted}
-        obj = "chat.completion.chunk" if ex.kind is RequestKind.CHAT else "text_completion"
-        return {
-            "id": ex.response_id,
-            "object": obj,
-            "created": ex.created,
-            "model": cand.model,
-            "choices": [],
-            "usage": ex.usage,
-        }
-
-    async def _ollama_chunks(
-        self, ex: Exchange, backend: Backend, cand: CandidateV1, resp: aiohttp.ClientResponse
-    ) -> AsyncGenerator[list[Json], None]:
-        translator: OllamaChatStream | OllamaGenerateStream
-        if ex.kind is RequestKind.CHAT:
-            translator = OllamaChatStream(response_id=ex.response_id, model=cand.model, created=ex.created)
-        else:
-            translator = OllamaGenerateStream(response_id=ex.response_id, model=cand.model, created=ex.created)
-        name = backend.config.name
-        async for lines in read_batches(resp, ndjson_lines, name):
-            batch: list[Json] = []
-            for line in lines:
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise BrokenReply(f"{name}: stream line is not JSON", backend=name) from exc
-                if not isinstance(obj, dict):
-                    raise BrokenReply(f"{name}: stream line is not a JSON object", backend=name)
-                if "error" in obj:
-                    raise BackendStatusError(f"{name}: error in stream", status=502, body=line, backend=name)
-                batch.extend(translator.feed(obj))
-            if translator.usage is not None:
-                ex.usage = translator.usage
-            if batch:
-                yield batch
-            if translator.done:
-                return
-        if not translator.done:
-            raise BackendUnavailable(f"{name}: stream ended before done", backend=name)
 
 
 def _next_candidate(queue: list[CandidateV1], failed: set[str]) -> CandidateV1:

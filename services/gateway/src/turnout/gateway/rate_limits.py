@@ -9,6 +9,8 @@ storage, keys under ``keys.ratelimit("…")``), so every replica draws from one 
   too, so the next requests see it. (The library cannot give tokens back: an over-estimate is
   not refunded — the estimate is chars / 4, close to or under what backends count.)
 
+A response-cache hit is answered before the limits are drawn (it costs no backend anything).
+
 Each budget is per API key (the client id, when client keys are configured) and per client IP.
 Over a budget: 429 ``rate_limit_exceeded`` with ``Retry-After`` and OpenAI's
 ``x-ratelimit-limit-*``, ``x-ratelimit-remaining-*`` and ``x-ratelimit-reset-*`` headers.

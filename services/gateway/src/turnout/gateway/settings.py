@@ -31,6 +31,12 @@ class GatewayOptions(BaseModel):
     virtual_model: str = Field(default="turnout/auto", min_length=1, description="The 'route for me' model name")
     route_timeout_s: float = Field(default=0.1, gt=0, le=10, description="Deadline of the scorer's route RPC")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0, description="Larger request bodies get 413")
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Request headers larger than this get 431 and the connection closed"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Headers not complete this long after a request began: 408, closed"
+    )
     max_prompt_chars: int = Field(default=8000, ge=256, description="Prompt text sent to the scorer, bounded")
     list_real_models: bool = Field(default=True, description="List real models after the virtual one in /v1/models")
     api_keys: list[SecretStr] | None = Field(

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from turnout.common.ops import CheckRunner
 from turnout.common.rpc import RpcClient
+from turnout.common.supervise import Supervisor
 from turnout.gateway.auth import AdminGuard
 from turnout.gateway.catalog import CatalogView
 from turnout.gateway.circuits import Breakers
@@ -41,6 +42,8 @@ class GatewayState:
     """SHA-256 of an API key -> client id (``key-<sha256 prefix>``); empty when no keys are configured."""
     admin_guard: AdminGuard
     started_at: int
+    supervisor: Supervisor | None = None
+    """The background loops (their state is in ``/ready``'s body)."""
     multiprocess: bool = False
     """uvicorn runs several workers: /metrics aggregates ``PROMETHEUS_MULTIPROC_DIR``."""
     checks: CheckRunner = field(default_factory=CheckRunner)

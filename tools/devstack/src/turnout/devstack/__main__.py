@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     add_version(parser, "turnout-devstack")
     sub = parser.add_subparsers(dest="cmd")
     run = sub.add_parser("run", help="everything up locally; Ctrl-C stops it all")
-    run.add_argument("--host", default=os.environ.get("TURNOUT_GATEWAY__HOST", "0.0.0.0"))
+    run.add_argument("--host", default=os.environ.get("TURNOUT_GATEWAY__HOST", "127.0.0.1"))
     run.add_argument("--port", type=int, default=int(os.environ.get("TURNOUT_GATEWAY__PORT", "8080")))
     run.add_argument("--json-logs", action="store_true", help="JSON lines instead of readable text logs")
     run.add_argument("--ready-timeout", type=float, default=120.0)

@@ -68,7 +68,8 @@ async def ready(gw: StateDep) -> Response:
         status, code = "unavailable", 503
     else:
         status, code = ("degraded" if degraded else "ok"), 200
-    body = {"status": status, "checks": checks, "degraded": degraded}
+    tasks = gw.supervisor.state() if gw.supervisor is not None else {}
+    body = {"status": status, "checks": checks, "degraded": degraded, "tasks": tasks}
     return Response(orjson.dumps(body), status_code=code, media_type=JSON_MEDIA)
 
 
