@@ -19,7 +19,7 @@ import time
 import numpy as np
 from scorer_decision import PROMPTS, snapshot
 
-from turnout.common.embeddings.static import default_embedder
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.engine import RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import routing_data
 from routing_quality import group_of, prepare
 
-from turnout.common.embeddings.static import default_embedder
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.learned_prior import SHIPPED, fit_prior
 
 

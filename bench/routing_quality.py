@@ -50,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import routing_data
 from routing_metrics import bootstrap_weights, cost_metrics, crossing, points_metrics, share_curves
 
-from turnout.common.embeddings.static import default_embedder
 from turnout.common.schemas.route import RouteRequestV1
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.learned import LearnedConfig, LearnedIndex
 from turnout.scorer.learned_prior import (
     OutcomeGroup,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from turnout.common import router_priors
 from turnout.common.db.models import Backend, Deployment, Model, Profile
 from turnout.common.db.session import engine_scope
-from turnout.common.embeddings.static import default_embedder
+from turnout.embeddings.static import default_embedder
 from turnout.scorer import router_train
 from turnout.scorer.learned_prior import RouterPrior, load_prior
 

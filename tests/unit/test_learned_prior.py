@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tests.unit.test_engine import SNAPSHOT
-from turnout.common.embeddings.static import default_embedder
 from turnout.common.schemas.route import RouteRequestV1
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.engine import EngineConfig, RoutingEngine
 from turnout.scorer.learned_prior import (
     SHIPPED,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import inspect
 import logging
 import time
@@ -64,8 +63,6 @@ from turnout.gateway.state import GatewayState
 from turnout.gateway.upstream_limits import ReadBounds, Slots, TimeoutCache
 
 log = logging.getLogger(__name__)
-
-GC_YOUNG_THRESHOLD = 10_000
 
 
 def create_app(
@@ -205,16 +202,6 @@ def create_app(
                 await inflight.close()
 
             stack.push_async_callback(stop_background)
-            # Everything built so far (modules, schemas, routes, clients) lives as long as the
-            # process: keep it out of the collector's generations, so that a full collection only
-            # walks per-request garbage (it walked ~1M startup objects: ~80 ms p99 stalls).
-            gc.collect()
-            gc.freeze()
-            # ...and collect the young generation every 10,000 net container allocations instead
-            # of 700: each collection walks every object of the requests in flight, so at 16
-            # concurrent requests the default spent ~35 µs of CPU per request (~7 %) re-walking
-            # them; garbage cycles (rare here: reference counting frees the rest) live a little longer
-            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
             log.info(
                 "gateway ready: %d backend(s), virtual model %s, scorer deadline %.0f ms",
                 len(settings.backends),

@@ -43,7 +43,6 @@ from turnout.common.catalog import load_snapshot
 from turnout.common.circuits import CircuitStore, blocked
 from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import DB_UNAVAILABLE, make_engine, make_sessionmaker
-from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
 from turnout.common.inflight import read_inflight
 from turnout.common.links import make_redis
@@ -55,6 +54,7 @@ from turnout.common.schemas.explain import ExplainReplyV1, VramExplainV1
 from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
 from turnout.common.supervise import Supervisor
+from turnout.embeddings.static import default_embedder
 from turnout.scorer import router_train
 from turnout.scorer.caches import RouteCacheConfig, RoutingCache
 from turnout.scorer.classifier import LLMClassifier

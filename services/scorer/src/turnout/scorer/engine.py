@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from turnout.common.embeddings import Embedder, StaticEmbedder
 from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
 from turnout.common.schemas.route import CandidateV1, RequestKind, RouteReplyV1, RouteRequestV1
+from turnout.embeddings import Embedder, StaticEmbedder
 from turnout.scorer.caches import RoutingCache
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.learned import LearnedIndex, encode_embedding
@@ -189,7 +189,8 @@ class RoutingEngine:
             return None
         text = req.text[:4000]
         if isinstance(self.embedder, StaticEmbedder):
-            return self.embedder.encode_one(text)  # the word-cached path
+            vec: np.ndarray = self.embedder.encode_one(text)  # the word-cached path
+            return vec
         out: np.ndarray = self.embedder.encode([text])[0]
         return out
 

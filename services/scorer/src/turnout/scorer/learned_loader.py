@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turnout.common.db.models import Feedback, Model, Profile, RoutingDecision
-from turnout.common.embeddings import Embedder
+from turnout.embeddings import Embedder
 from turnout.scorer.learned import LearnedIndex, decode_embedding, prompt_key
 
 log = logging.getLogger(__name__)

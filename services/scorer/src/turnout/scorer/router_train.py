@@ -48,9 +48,9 @@ from turnout.common import router_priors
 from turnout.common.catalog import load_snapshot
 from turnout.common.db.models import Feedback, Model, Profile, RoutingDecision
 from turnout.common.db.session import make_engine, make_sessionmaker
-from turnout.common.embeddings import Embedder
-from turnout.common.embeddings.static import default_embedder
 from turnout.common.keys import Keys
+from turnout.embeddings import Embedder
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.learned import decode_embedding
 from turnout.scorer.learned_prior import (
     OutcomeGroup,
