@@ -159,3 +159,18 @@ class Keys:
     def benchmark_sync_status(self, source: str) -> str:
         """String: JSON of a benchmark source's last sync run (outcome, counts, time)."""
         return f"{self.prefix}:sync:benchmarks:{source}"
+
+    @property
+    def router_priors(self) -> str:
+        """Hash version -> router prior artefact (JSON, ``turnout.scorer.learned_prior``)."""
+        return f"{self.prefix}:router:priors"
+
+    @property
+    def router_prior_active(self) -> str:
+        """String: the version of the router prior every scorer uses (unset: the shipped one)."""
+        return f"{self.prefix}:router:prior:active"
+
+    @property
+    def router_prior_history(self) -> str:
+        """List: versions activated before, newest first (for rollback)."""
+        return f"{self.prefix}:router:prior:history"

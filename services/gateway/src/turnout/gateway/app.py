@@ -28,6 +28,7 @@ from turnout.common.links import make_redis
 from turnout.common.rpc import ROUTE_V1, RpcClient
 from turnout.common.rpc.client import new_client_id
 from turnout.common.rpc.resp import RespLink
+from turnout.common.schemas.events import EVENT_FIELD, FeedbackEventV1
 from turnout.common.supervise import Supervisor
 from turnout.gateway.api_schemas import document
 from turnout.gateway.audit import AuditMiddleware
@@ -42,6 +43,7 @@ from turnout.gateway.hot_path import GatewayApp
 from turnout.gateway.images import ImageFetcher
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
+from turnout.gateway.paired_sampling import PairedSampler
 from turnout.gateway.pipeline import Pipeline
 from turnout.gateway.rate_limits import RateLimiter
 from turnout.gateway.request_log import RequestLog
@@ -171,6 +173,18 @@ def create_app(
             if opts.rate_limits.enabled:
                 pipeline.limiter = RateLimiter(opts.rate_limits, settings.redis_url, keys, metrics)
             sup = Supervisor("gateway", registry)
+            if opts.paired_sampling.enabled:
+
+                async def feedback(ev: FeedbackEventV1) -> None:
+                    await redis.xadd(
+                        keys.feedback_events,
+                        {EVENT_FIELD: ev.model_dump_json()},
+                        maxlen=opts.events_maxlen,
+                        approximate=True,
+                    )
+
+                pipeline.sampler = PairedSampler(opts.paired_sampling, forwarder, session, feedback)
+                stack.push_async_callback(pipeline.sampler.close)
             state = GatewayState(
                 settings=settings,
                 redis=redis,
