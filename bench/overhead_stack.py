@@ -13,7 +13,10 @@ concurrency 1 and 16, for a short prompt and a 2 KB code prompt, each through ``
 (the scorer ranks), through a named model (replica choice only) and directly to the fleet's
 OpenAI listener; ``--rounds`` rounds visit every target in turn, and the medians over rounds are
 printed with the latency the gateway adds over direct, throughput against direct, and the CPU the
-gateway and the scorer spent per request (from ``/proc``, robust to a busy machine). On a shared
+gateway and the scorer spent per request (from ``/proc``, robust to a busy machine). Each round
+also streams the short prompt at concurrency 1 through every target (``--requests`` / 2 times;
+the fleet sends one SSE event per token, as real servers do) and prints the time to the first
+body byte and to the end of the stream, each with what the gateway adds. On a shared
 machine read the ratios and the CPU figures, not the absolute latencies.
 
     .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300]
@@ -49,8 +52,31 @@ CODE = (
 )
 
 
-def body(model: str, text: str) -> bytes:
-    return orjson.dumps({"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 16})
+def body(model: str, text: str, *, stream: bool = False) -> bytes:
+    req: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 16}
+    if stream:
+        req["stream"] = True
+    return orjson.dumps(req)
+
+
+async def drive_stream(url: str, payload: bytes, *, requests: int) -> tuple[list[float], list[float], int]:
+    """Streamed requests one at a time: time to the first body byte and to the end of the stream
+    (the fleet sends one SSE event per token, as real servers do)."""
+    ttfb: list[float] = []
+    total: list[float] = []
+    errors = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            async with session.post(url, data=payload, headers={"Content-Type": "application/json"}) as r:
+                first = True
+                async for _chunk, _ in r.content.iter_chunks():
+                    if first:
+                        ttfb.append(time.perf_counter() - t0)
+                        first = False
+                errors += r.status != 200 or first
+            total.append(time.perf_counter() - t0)
+    return ttfb, total, errors
 
 
 async def drive(url: str, payload: bytes, *, concurrency: int, requests: int) -> tuple[list[float], float, int]:
@@ -110,9 +136,9 @@ def main() -> int:
         direct = f"{fleet.openai_url}/chat/completions"
         via = f"{urls.gateway}/v1/chat/completions"
         targets = {
-            "direct": lambda text: (direct, body(named, text)),
-            "auto": lambda text: (via, body("turnout/auto", text)),
-            "named": lambda text: (via, body(named, text)),
+            "direct": lambda text, stream=False: (direct, body(named, text, stream=stream)),
+            "auto": lambda text, stream=False: (via, body("turnout/auto", text, stream=stream)),
+            "named": lambda text, stream=False: (via, body(named, text, stream=stream)),
         }
         gw, sc = stack.procs["gateway"].pid, stack.procs["scorer"].pid
         return asyncio.run(measure(args, targets, gw, sc))
@@ -125,6 +151,7 @@ def main() -> int:
 
 async def measure(args: argparse.Namespace, targets: dict, gw: int, sc: int) -> int:  # type: ignore[type-arg]
     results: dict[tuple[str, str, int], list[tuple[float, float, float, float]]] = {}
+    streams: dict[str, list[tuple[float, float]]] = {}
     for text in (SHORT, CODE):  # warm-up: analysis cache, embedding word cache, connections
         for make in targets.values():
             url, payload = make(text)
@@ -147,6 +174,12 @@ async def measure(args: argparse.Namespace, targets: dict, gw: int, sc: int) -> 
                             (cpu_s(sc) - s0) / n * 1e6,
                         )
                     )
+        for name, make in targets.items():  # streaming, short prompt, c=1: per-token chunks
+            url, payload = make(SHORT, True)
+            ttfb, total, errors = await drive_stream(url, payload, requests=max(1, args.requests // 2))
+            if errors:
+                print(f"round {rnd}: {errors} errors on {name} streaming")
+            streams.setdefault(name, []).append((statistics.median(ttfb) * 1000, statistics.median(total) * 1000))
     print(f"\nreal stack, {args.rounds} interleaved rounds x {args.requests} requests; medians over rounds")
     print(
         f"{'prompt':<10}{'target':<8}{'p50@c1 ms':>10}{'added':>8}{'req/s@c16':>10}{'vs direct':>10}"
@@ -165,6 +198,15 @@ async def measure(args: argparse.Namespace, targets: dict, gw: int, sc: int) -> 
             scpu = statistics.median(x[3] for x in r1 + r16)
             cpu = f"{gcpu:>10.0f}{scpu:>14.0f}" if name != "direct" else f"{'':>10}{'':>14}"
             print(f"{label:<10}{name:<8}{p50:>10.2f}{added:>8.2f}{rps:>10.0f}{ratio:>10.2f}{cpu}")
+    print("\nstreaming, short prompt @c1, one SSE event per token; medians over rounds")
+    print(f"{'target':<8}{'TTFB ms':>10}{'added':>8}{'whole ms':>10}{'added':>8}")
+    sbase = streams["direct"]
+    for name, rows in streams.items():
+        ttfb = statistics.median(x[0] for x in rows)
+        whole = statistics.median(x[1] for x in rows)
+        added_t = statistics.median(a[0] - b[0] for a, b in zip(rows, sbase, strict=True))
+        added_w = statistics.median(a[1] - b[1] for a, b in zip(rows, sbase, strict=True))
+        print(f"{name:<8}{ttfb:>10.2f}{added_t:>8.2f}{whole:>10.2f}{added_w:>8.2f}")
     print(f"RSS: gateway {rss_mib(gw):.0f} MiB, scorer {rss_mib(sc):.0f} MiB")
     return 0
 
