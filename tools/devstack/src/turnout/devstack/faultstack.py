@@ -64,6 +64,8 @@ listeners:
       - {name: mid-8b, params: 8B, tokens_per_s: 300, ttft_ms: 15, capabilities: [completion]}
 """
 SERVICES_RUN = ("scorer", "profiler", "sync", "gateway")
+SKIPPED = frozenset({"circuit_open", "no_slot"})
+"""Attempt outcomes of a candidate the gateway skipped without sending it anything."""
 
 
 @dataclass
@@ -168,16 +170,19 @@ class Measured:
 
     def spent_on(self, backend: str, model: str | None = None, *, skip_s: float = 1.0) -> tuple[int, int]:
         """(requests that spent an attempt on ``backend`` (and ``model``), requests) among those stored
-        that started during the fault, ``skip_s`` after its start."""
+        that started during the fault, ``skip_s`` after its start. A candidate the gateway skipped
+        without sending it anything (circuit open, no free slot) is listed among the attempts with
+        outcome ``circuit_open`` / ``no_slot``: that spent nothing on it."""
         started = {o.request_id for o in self.outcomes if self.fault_start + skip_s <= o.started <= self.fault_end}
         stored = [self.attempts[i] for i in started if i in self.attempts]
-        hit = sum(1 for a in stored if any(b == backend and (model is None or m == model) for b, m, _, _ in a))
+        hit = sum(1 for a in stored if any(b == backend and (model is None or m == model) and o not in SKIPPED
+                                           for b, m, o, _ in a))  # fmt: skip
         return hit, len(stored)
 
     def longest_attempt_s(self, backend: str, model: str | None = None) -> float:
         """The longest attempt on ``backend`` (and ``model``): how long it held its slot."""
-        return max((ms / 1000 for a in self.attempts.values() for b, m, _, ms in a
-                    if b == backend and (model is None or m == model)), default=0.0)  # fmt: skip
+        return max((ms / 1000 for a in self.attempts.values() for b, m, o, ms in a
+                    if b == backend and (model is None or m == model) and o not in SKIPPED), default=0.0)  # fmt: skip
 
     def client_errors_after(self, skip_s: float) -> int:
         return sum(1 for o in self.outcomes if o.status != "ok" and o.started >= self.fault_start + skip_s)
