@@ -39,6 +39,7 @@ from turnout.gateway.errors import (
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Exchange, Forwarder, UpstreamStream, attempt_outcome
 from turnout.gateway.metrics import GatewayMetrics
+from turnout.gateway.paired_sampling import PairedSampler
 from turnout.gateway.rate_limits import RateLimiter
 from turnout.gateway.response_cache import Cached
 from turnout.gateway.routing import Decision, Router
@@ -94,6 +95,7 @@ class Pipeline:
         self._streams: set[_StreamEnd] = set()
         self._waiting: set[_Watch] = set()
         self.limiter: RateLimiter | None = None
+        self.sampler: PairedSampler | None = None
         self._settling: set[asyncio.Task[None]] = set()
 
     async def handle(
@@ -150,6 +152,8 @@ class Pipeline:
         shaper = self.shaper(ex, shaping)
         if not ex.stream:
             self.finish(ex, None)
+            if self.sampler is not None:
+                self.sampler.offer(ex, data)
             if shaper is not None and ex.kind is not RequestKind.EMBEDDING:
                 data = shaper.whole(data)
             whole = encoder.whole(data) if encoder is not None else self._encode_whole(ex, data, shape)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, fie
 
 from turnout.common.settings import CommonSettings
 from turnout.gateway.images import ImageOptions
+from turnout.gateway.paired_sampling import PairedSamplingOptions
 from turnout.gateway.rate_limits import RateLimitOptions
 from turnout.gateway.request_log import RequestLogOptions
 from turnout.gateway.response_cache import ResponseCacheOptions
@@ -140,6 +141,10 @@ class GatewayOptions(BaseModel):
     )
     shaping: ShapingOptions = Field(
         default_factory=ShapingOptions, description="Reasoning blocks, JSON fences, signature (shaping.py)"
+    )
+    paired_sampling: PairedSamplingOptions = Field(
+        default_factory=PairedSamplingOptions,
+        description="A bounded share of chat requests also answered by a second model and judged (paired_sampling.py)",
     )
 
 

@@ -53,9 +53,10 @@ _FEEDBACK_SQL = text(
     """
     INSERT INTO feedback (response_id, model, score, comment, client, created_at)
     SELECT CAST(:response_id AS VARCHAR),
-           (SELECT d.model FROM routing_decisions d
-             WHERE d.response_id = CAST(:response_id AS VARCHAR) AND d.model IS NOT NULL
-             ORDER BY d.id DESC LIMIT 1),
+           COALESCE(CAST(:model AS VARCHAR),
+                    (SELECT d.model FROM routing_decisions d
+                      WHERE d.response_id = CAST(:response_id AS VARCHAR) AND d.model IS NOT NULL
+                      ORDER BY d.id DESC LIMIT 1)),
            CAST(:score AS DOUBLE PRECISION), CAST(:comment AS TEXT), CAST(:client AS VARCHAR),
            CAST(:created_at AS TIMESTAMPTZ)
     WHERE NOT EXISTS (
@@ -115,6 +116,7 @@ def feedback_params(ev: FeedbackEventV1) -> dict[str, Any]:
         "comment": ev.comment,
         "client": ev.client,
         "created_at": _ts(ev.ts),
+        "model": ev.model,
     }
 
 

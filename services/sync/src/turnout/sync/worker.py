@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arq import Worker, cron
+from arq import Worker
 from arq.worker import func
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -43,8 +43,8 @@ from turnout.common.arq import (
     WorkerContext,
     context_of,
     enqueue_once,
-    every,
     job,
+    scheduled,
     worker_kwargs,
 )
 from turnout.common.db.session import make_engine, make_sessionmaker
@@ -206,35 +206,11 @@ def worker_settings(
 
     cron_jobs = []
     if opts.benchmarks_on_schedule:
-        cron_jobs.append(
-            cron(
-                import_benchmarks_file,
-                name=f"cron:{IMPORT_BENCHMARKS_FILE}",
-                max_tries=opts.max_tries,
-                timeout=opts.job_timeout_s + 5,
-                **every(opts.benchmarks_every_s),  # type: ignore[arg-type]
-            )
-        )
+        cron_jobs.append(scheduled(import_benchmarks_file, IMPORT_BENCHMARKS_FILE, opts, opts.benchmarks_every_s))
     if opts.public.on_schedule:
-        cron_jobs.append(
-            cron(
-                sync_all_benchmarks,
-                name=f"cron:{SYNC_ALL_BENCHMARKS}",
-                max_tries=opts.max_tries,
-                timeout=opts.job_timeout_s + 5,
-                **every(opts.public.every_s),  # type: ignore[arg-type]
-            )
-        )
+        cron_jobs.append(scheduled(sync_all_benchmarks, SYNC_ALL_BENCHMARKS, opts, opts.public.every_s))
     if opts.retention.enabled:
-        cron_jobs.append(
-            cron(
-                prune_request_log,
-                name=f"cron:{PRUNE_REQUEST_LOG}",
-                max_tries=opts.max_tries,
-                timeout=opts.job_timeout_s + 5,
-                **every(opts.retention.every_s),  # type: ignore[arg-type]
-            )
-        )
+        cron_jobs.append(scheduled(prune_request_log, PRUNE_REQUEST_LOG, opts, opts.retention.every_s))
     kwargs = worker_kwargs(
         queue=settings.keys.sync_queue,
         redis_url=settings.redis_url,

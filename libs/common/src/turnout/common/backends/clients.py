@@ -35,12 +35,30 @@ class UpstreamModel:
 class BackendClient(Protocol):
     config: BackendConfig
 
-    async def list_models(self) -> list[UpstreamModel]: ...
-    async def describe(self, model: UpstreamModel) -> UpstreamModel: ...
-    async def loaded(self) -> list[LoadedModelV1]: ...
-    async def unload(self, model: str) -> None: ...
-    async def preload(self, model: str, *, timeout_s: float = 120.0, embedding: bool = False) -> None: ...
-    async def embed(self, model: str, inputs: list[str]) -> list[list[float]]: ...
+    async def list_models(self) -> list[UpstreamModel]:
+        """The models the backend serves (filtered by the config's include/exclude)."""
+        ...
+
+    async def describe(self, model: UpstreamModel) -> UpstreamModel:
+        """``model`` with what the backend says about it (context length, capabilities)."""
+        ...
+
+    async def loaded(self) -> list[LoadedModelV1]:
+        """The models loaded in memory now (empty where the API cannot tell)."""
+        ...
+
+    async def unload(self, model: str) -> None:
+        """Unload ``model`` (a no-op where the API has no such verb)."""
+        ...
+
+    async def preload(self, model: str, *, timeout_s: float = 120.0, embedding: bool = False) -> None:
+        """Load ``model`` into memory (a no-op where the API has no such verb); an embedding
+        model is loaded through the embeddings endpoint (Ollama refuses /api/generate for it)."""
+        ...
+
+    async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
+        """One embedding per input, from ``model``."""
+        ...
 
 
 class _HttpBackend:
@@ -171,6 +189,7 @@ class OpenAICompatClient(_HttpBackend):
 
 
 def client_for(config: BackendConfig, session: aiohttp.ClientSession, *, timeout_s: float = 10.0) -> BackendClient:
+    """The client speaking ``config``'s API (Ollama or OpenAI-compatible)."""
     if config.kind is BackendKind.OLLAMA:
         return OllamaClient(config, session, timeout_s=timeout_s)
     return OpenAICompatClient(config, session, timeout_s=timeout_s)

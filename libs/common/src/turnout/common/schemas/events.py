@@ -54,3 +54,6 @@ class FeedbackEventV1(WireModel):
     comment: str | None = Field(default=None, max_length=4000)
     client: str | None = None
     ts: float
+    model: str | None = Field(
+        default=None, description="The model judged (paired sampling); unset: the model the request was routed to"
+    )
