@@ -23,10 +23,11 @@ UV = $(shell PYTHON=$(PYTHON) tools/devstack/bootstrap-uv.sh)
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: ## create .venv with the system python3 and install the workspace (uv sync --frozen)
+install: ## create .venv with the system python3 and install the workspace (uv sync --frozen); the `turnout` command is .venv/bin/turnout
 	@uv="$(UV)"; test -n "$$uv" || exit 1; \
 	"$$uv" sync --frozen --python "$$(command -v $(PYTHON))" --quiet
-	@echo "installed into $(VENV)"
+	@echo "installed into $(VENV); the turnout command: $(VENV)/bin/turnout"
+	@case ":$$PATH:" in *":$(CURDIR)/$(VENV)/bin:"*) ;; *) echo "  put it on PATH with:  source $(VENV)/bin/activate   (or: export PATH=\"$(CURDIR)/$(VENV)/bin:\$$PATH\")";; esac
 
 run: install ## everything up locally on http://localhost:8080/v1; Ctrl-C stops it all
 	$(PY) -m turnout.devstack run
@@ -58,7 +59,7 @@ format: install ## ruff format + autofixable lint
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: install ## mypy (strict) over libs, services and tools
-	$(VENV)/bin/mypy libs/common/src services/*/src tools/*/src
+	$(VENV)/bin/mypy libs/*/src services/*/src tools/*/src
 
 migrate: install ## make Postgres available and migrate it to head
 	$(PY) -m turnout.devstack migrate
@@ -88,14 +89,15 @@ bench-routing: install ## routing quality: held-out prompts through the scorer, 
 bench-faults: install ## fault bench: own stack on private Redis/Postgres, every fault of issue 13 under load (BENCH_ARGS="--quick")
 	$(PY) bench/faults.py $(BENCH_ARGS)
 
-depcheck: ## install each package alone in its own venv and import its entry point (catches missing dependencies)
-	@uv="$(UV)"; set -e; for pkg in common gateway scorer profiler sync gpu-agent fakefleet llamafleet devstack; do \
-	  mod=turnout.$$(echo $$pkg | tr - _); \
-	  case $$pkg in common) mod=turnout.common.db.migrate;; *) mod=$$mod.__main__;; esac; \
-	  UV_PROJECT_ENVIRONMENT=.run/depcheck/$$pkg "$$uv" sync --frozen --quiet --no-default-groups \
-	    --package turnout-$$pkg --python "$$(command -v $(PYTHON))"; \
-	  .run/depcheck/$$pkg/bin/python -c "import $$mod" && echo "ok  turnout-$$pkg ($$mod)"; \
+depcheck: ## install each package alone in its own venv and import every module of it (catches missing dependencies and extras)
+	@uv="$(UV)"; set -e; for pkg in common common-all gateway scorer profiler sync gpu-agent embeddings fakefleet llamafleet devstack cli; do \
+	  dist=turnout-$${pkg%-all}; mod=turnout.$$(echo $${pkg%-all} | tr - _); args=""; extras=""; \
+	  case $$pkg in common) args=--without-extras;; common-all) extras=--all-extras;; esac; \
+	  UV_PROJECT_ENVIRONMENT=.run/depcheck/$$pkg "$$uv" sync --frozen --quiet --no-default-groups $$extras \
+	    --package $$dist --python "$$(command -v $(PYTHON))"; \
+	  .run/depcheck/$$pkg/bin/python scripts/depcheck_imports.py $$mod $$args; \
 	done
+	@for d in .run/depcheck/*; do du -sh --apparent-size "$$d"; done  # each alone: uv hardlinks/clones from its cache
 
 clean: ## remove caches and the private Redis/Postgres data under .run/ (keeps .venv)
 	rm -rf .run/devstack .run/test .run/depcheck .pytest_cache .mypy_cache .ruff_cache

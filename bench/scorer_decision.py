@@ -26,9 +26,9 @@ import numpy as np
 
 from turnout.common.backends.names import parse_model_name
 from turnout.common.catalog import derive_capabilities
-from turnout.common.embeddings.static import default_embedder
 from turnout.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from turnout.common.schemas.route import RequestKind, RouteRequestV1
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.engine import RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex

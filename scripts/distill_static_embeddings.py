@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from turnout.common.embeddings.minilm import MiniLMEncoder, model_dir
-from turnout.common.embeddings.static import DATA
+from turnout.embeddings.minilm import MiniLMEncoder, model_dir
+from turnout.embeddings.static import DATA
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from redis import Redis as SyncRedis
 from tests.e2e.support import eventually
 from turnout.common.keys import Keys
 from turnout.common.schemas.catalog import CatalogSnapshotV1
+from turnout.devstack import demo
 from turnout.devstack.infra import free_port
 from turnout.devstack.stack import SERVICES, Stack, StackConfig, StackUrls, file_sink
 
@@ -93,6 +94,9 @@ def e2e(request: pytest.FixtureRequest, redis_url: str, database_url: str) -> It
         urls = stack.wait_ready(timeout=90)
         models = stack.wait_models(min_models=3, timeout=60)
         _wait_for_catalog(redis_url, Keys(prefix), n_models=_count_fleet_models(urls), timeout=60)
+        # the simulated models differ by size and category once graded: routing tests need the grades
+        assert demo.wait_profiled(urls.gateway, timeout=240), "the profiler did not grade every chat model"
+        _idle_fleet(urls)
         yield E2E(stack, urls, Keys(prefix), database_url, log_dir, models)
     finally:
         stack.stop()
@@ -102,6 +106,20 @@ def e2e(request: pytest.FixtureRequest, redis_url: str, database_url: str) -> It
         print(f"\ne2e service logs: {log_dir}")
     else:
         shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _idle_fleet(urls: StackUrls) -> None:
+    """Unload what profiling left loaded, and wait until the router sees an idle fleet: the tests
+    start from the residency of a fresh ``make run``, not from the profiler's last models (a
+    resident model within the VRAM planner's score margin would take their requests)."""
+    assert urls.fleet is not None
+    httpx.post(f"{urls.fleet.admin_url}/_fleet/reset", timeout=5).raise_for_status()
+
+    def idle() -> bool:
+        hosts = httpx.get(f"{urls.gateway}/admin/vram", timeout=5).json()["hosts"]
+        return bool(hosts) and all(not h["loaded_models"] for h in hosts)
+
+    eventually(idle, timeout=30, what="an idle fleet after profiling")
 
 
 def _count_fleet_models(urls: StackUrls) -> int:

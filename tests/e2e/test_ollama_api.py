@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import ollama
 import pytest
 
@@ -11,8 +13,10 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def oclient(e2e: E2E) -> ollama.Client:
-    return ollama.Client(host=e2e.gateway, timeout=30)
+def oclient(e2e: E2E) -> Iterator[ollama.Client]:
+    client = ollama.Client(host=e2e.gateway, timeout=30)
+    yield client
+    client.close()
 
 
 def test_tags_list_the_models(oclient: ollama.Client) -> None:

@@ -14,7 +14,7 @@ from tests.e2e.conftest import E2E
 from tests.e2e.support import PNG_B64, TOOLS, decision, eventually, fleet_listener_of, fleet_models, request_id
 from turnout.common.db.models import Feedback, RoutingDecision
 from turnout.common.db.session import engine_scope, make_sessionmaker
-from turnout.common.embeddings.static import default_embedder
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.learned import LearnedIndex, decode_embedding
 from turnout.scorer.learned_loader import load_feedback
 

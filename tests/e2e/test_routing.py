@@ -90,9 +90,12 @@ def test_the_choice_follows_the_prompt(
     assert small != ranked[-1], (small, ranked)
     fastest, _, _ = _route(client, _fresh(GREETING), quality=0.0)
     assert fastest in ranked[: (len(ranked) + 1) // 2], (fastest, ranked)
-    # the Rust task goes to something strictly larger, from the larger half of the chat models
-    # (which one depends on residency and recent use left by earlier tests)
-    assert sizes[big] > sizes[small], (small, big)
+    # the Rust task goes to something strictly larger than the greeting's fast choice, from the
+    # larger half of the chat models (which one depends on residency and recent use left by
+    # earlier tests). Not "larger than `small`": with llama3.1:8b resident (the stack's start
+    # leaves it loaded) the default-quality greeting takes the 8B by its residency bonus, and the
+    # coding task may rightly take the 7.6B coder (coder bonus) instead, by 0.02
+    assert sizes[big] > sizes[fastest], (fastest, big)
     assert big in ranked[len(ranked) // 2 :], (big, ranked)
 
 

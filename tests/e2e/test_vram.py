@@ -244,3 +244,38 @@ def test_alternating_workload_keeps_budgets_pinning_and_records_every_action(vra
     # 5. a model asked for by name was served each time, on a host that had room made for it
     assert all(c.removeprefix("forced ") == m for c, m, _ in served if c.startswith("forced"))
     print({"served": served, "decisions": decisions, "peak": peak, "unloads": ordered})
+
+
+def test_explain_names_the_model_the_gateway_serves_after_the_vram_planner(vram_stack: VramStack) -> None:
+    """``/admin/explain`` runs the VRAM planner too (without its bookkeeping): its ``model`` is
+    what the gateway then serves, and a substitution is shown with the planner's reason."""
+    gw = vram_stack.gateway
+    planned = 0
+    with (
+        httpx.Client(base_url=gw, timeout=30) as http,
+        openai.OpenAI(base_url=f"{gw}/v1", api_key="unused", max_retries=0, timeout=30) as client,
+    ):
+        for category, prompt in PROMPTS.items():
+            eventually(
+                lambda: not any(h["pending"] for h in http.get("/admin/vram").json()["hosts"]),
+                timeout=15,
+                what="no pending loads",
+            )
+            body = {"model": "turnout/auto", "messages": [{"role": "user", "content": prompt}]}
+            explained = http.post("/admin/explain", json=body).json()
+            raw = client.chat.completions.with_raw_response.create(
+                model="turnout/auto", messages=[{"role": "user", "content": prompt}], max_tokens=8
+            )
+            served = raw.headers["x-turnout-model"]
+            vram = explained["vram"]
+            assert explained["model"] == explained["candidates"][0]["model"], explained
+            if vram is not None:
+                planned += 1
+                assert vram["chosen"] == explained["model"], explained
+                assert vram["reason"], explained
+                if vram["chosen"] != vram["ranked_first"]:
+                    assert any(n.startswith("VRAM planner: ") for n in explained["notes"]), explained
+            late = vram is not None and vram["kind"] == "evict" and served == vram["if_late"]
+            assert served == explained["model"] or late, (category, served, explained)
+            time.sleep(0.4)
+    assert planned == len(PROMPTS), "the planner should weigh in on every request of a managed fleet"

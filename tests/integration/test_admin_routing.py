@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -16,11 +17,13 @@ from redis.asyncio import Redis
 from tests.integration import test_gateway_fakes as fakes
 from tests.integration import test_scorer_service as svc
 from tests.integration.test_gateway_fakes import FakeScorer, fixed, run_gateway
+from turnout.common import router_priors
 from turnout.common.rpc import ROUTE_V1
 from turnout.common.schemas.events import EVENT_FIELD
 from turnout.common.schemas.route import RouteRequestV1
 from turnout.devstack.infra import free_port
 from turnout.scorer.app import Running, running_scorer
+from turnout.scorer.learned_prior import load_prior
 from turnout.scorer.settings import ScorerSettings
 
 pytestmark = pytest.mark.integration
@@ -179,3 +182,31 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
     expected = ("fake-8b", 200, a["usage"]["prompt_tokens"])
     assert (hit_event["model"], hit_event["status"], hit_event["prompt_tokens"]) == expected
     assert hit_event["response_id"] == b["id"]
+
+
+async def test_router_prior_versions_activate_and_roll_back_through_admin(scorer, make_settings, redis, keys):
+    """A trained artefact published to Redis is hot-loaded by the scorer when activated through
+    ``/admin/router/activate``; ``/admin/router/rollback`` goes back to the default (the shipped
+    prior is off by default: no prior)."""
+    shipped = load_prior()
+    trained = replace(shipped, weights=shipped.weights * 0.5, version="deploy-test-1", created=1.0)
+    await router_priors.publish(redis, keys, trained.to_json(), activate=False)
+    async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        listed = (await http.get("/admin/router")).json()
+        assert listed["active"] == "shipped"
+        assert [v["version"] for v in listed["versions"]] == ["deploy-test-1"]
+        assert (await http.get("/admin/explain", params={"prompt": HARD_CODE})).json()["learned"]["prior"] is None
+        missing = await http.post("/admin/router/activate", json={"version": "nope"})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        ok = await http.post("/admin/router/activate", json={"version": "deploy-test-1"})
+        assert ok.json() == {"status": "ok", "active": "deploy-test-1"}
+
+        async def prior_is(version: str | None) -> bool:
+            r = (await http.get("/admin/explain", params={"prompt": HARD_CODE})).json()
+            return bool(r["learned"]["prior"] == version)
+
+        await svc.wait_for(lambda: prior_is("deploy-test-1"), what="the trained prior")
+        back = (await http.post("/admin/router/rollback", json={})).json()
+        assert back == {"status": "ok", "active": "shipped"}
+        await svc.wait_for(lambda: prior_is(None), what="no prior again")
+        assert (await http.get("/admin/router")).json()["active"] == "shipped"

@@ -96,8 +96,10 @@ def _reset(admin: httpx.Client) -> None:
 
 
 @pytest.fixture
-def oc(fleet: RunningFleet) -> ollama.Client:
-    return ollama.Client(host=fleet.ollama_url, timeout=10)
+def oc(fleet: RunningFleet) -> Iterator[ollama.Client]:
+    client = ollama.Client(host=fleet.ollama_url, timeout=10)
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import openai
 import pytest
 
 from tests.integration import test_gateway_fakes as fakes
@@ -23,14 +22,10 @@ fleet = fakes.fleet
 make_settings = fakes.make_settings
 
 
-def sdk(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=10)
-
-
 async def test_non_streaming_chat_is_routed_by_the_scorer_and_forwarded(redis_url, keys, fleet: Fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        raw = await sdk(gw.url).chat.completions.with_raw_response.create(
+        raw = await gw.openai().chat.completions.with_raw_response.create(
             model="turnout/auto",
             messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "Say hello"}],
             temperature=0.2,
@@ -61,7 +56,7 @@ async def test_non_streaming_chat_is_routed_by_the_scorer_and_forwarded(redis_ur
 async def test_streaming_chat_passes_chunks_through_with_usage_last(redis_url, keys, fleet: Fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        stream = await sdk(gw.url).chat.completions.create(
+        stream = await gw.openai().chat.completions.create(
             model="turnout/auto",
             messages=[{"role": "user", "content": "hi"}],
             stream=True,
@@ -82,7 +77,7 @@ async def test_stream_without_include_usage_has_no_empty_choices_chunk(redis_url
     common ``chunk.choices[0].delta`` loop works; the gateway still asks the backend for usage."""
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        stream = await sdk(gw.url).chat.completions.create(
+        stream = await gw.openai().chat.completions.create(
             model="turnout/auto", messages=[{"role": "user", "content": "hi"}], stream=True
         )
         chunks = [c async for c in stream]
@@ -96,7 +91,7 @@ async def test_stream_without_include_usage_has_no_empty_choices_chunk(redis_url
 async def test_body_turnout_options_set_quality_and_are_not_forwarded(redis_url, keys, fleet: Fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        await sdk(gw.url).chat.completions.create(
+        await gw.openai().chat.completions.create(
             model="turnout/auto",
             messages=[{"role": "user", "content": "hi"}],
             extra_body={"turnout": {"quality": 0.1}},
@@ -122,7 +117,7 @@ async def test_openai_params_pass_through_untouched(redis_url, keys, fleet: Flee
         "user": "u-1",
     }
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        await sdk(gw.url).chat.completions.create(
+        await gw.openai().chat.completions.create(
             model="turnout/auto", messages=[{"role": "user", "content": "hi"}], **params
         )
     sent = fleet.alpha.received[0]
@@ -133,7 +128,7 @@ async def test_openai_params_pass_through_untouched(redis_url, keys, fleet: Flee
 async def test_a_named_model_goes_to_the_scorer_as_requested_model(redis_url, keys, fleet: Fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(("gpt-fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        reply = await sdk(gw.url).chat.completions.create(
+        reply = await gw.openai().chat.completions.create(
             model="gpt-fake-8b", messages=[{"role": "user", "content": "hi"}]
         )
     assert reply.model == "gpt-fake-8b"
@@ -145,7 +140,7 @@ async def test_chat_on_an_ollama_backend_is_translated_both_ways(redis_url, keys
     image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}}
     messages = [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, image]}]
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        client = sdk(gw.url)
+        client = gw.openai()
         reply = await client.chat.completions.create(
             model="turnout/auto", messages=messages, temperature=0.3, max_tokens=50
         )
@@ -171,7 +166,7 @@ async def test_tool_calls_from_an_ollama_backend_come_back_in_openai_form(redis_
     scorer = FakeScorer(redis_url, keys, fixed(("llama3.2:3b", "olla", "llama3.2:3b")))
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        reply = await sdk(gw.url).chat.completions.create(
+        reply = await gw.openai().chat.completions.create(
             model="turnout/auto", messages=[{"role": "user", "content": "weather in Paris?"}], tools=tools
         )
     choice = reply.choices[0]
@@ -190,7 +185,7 @@ async def test_completions_and_embeddings(redis_url, keys, fleet: Fleet, make_se
 
     scorer = FakeScorer(redis_url, keys, decide)
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        client = sdk(gw.url)
+        client = gw.openai()
         completion = await client.completions.create(model="turnout/auto", prompt="Hello", max_tokens=5)
         emb = await client.embeddings.create(model="turnout/auto", input=["a", "b"])  # SDK asks for base64
         emb_float = await client.embeddings.create(model="turnout/auto", input="a", encoding_format="float")
@@ -219,7 +214,7 @@ async def test_a_cookie_a_backend_sets_is_not_sent_with_later_requests(redis_url
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     by_name = [{**b, "url": b["url"].replace("127.0.0.1", "localhost")} for b in fleet.backends()]
     async with scorer.running(), run_gateway(make_settings(backends=by_name)) as gw:
-        client = sdk(gw.url)
+        client = gw.openai()
         for text in ("first", "second", "third"):
             raw = await client.chat.completions.with_raw_response.create(
                 model="turnout/auto", messages=[{"role": "user", "content": text}]

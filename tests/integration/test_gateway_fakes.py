@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import ollama
+import openai
 import orjson
 import pytest
 import uvicorn
@@ -341,6 +343,25 @@ class RunningGateway:
     url: str
     settings: GatewaySettings
     server: uvicorn.Server
+    clients: list[openai.AsyncOpenAI | ollama.AsyncClient] = field(default_factory=list)
+
+    def openai(self, **kw: Any) -> openai.AsyncOpenAI:
+        """An OpenAI SDK client on this gateway, closed when the gateway stops."""
+        options: dict[str, Any] = {"api_key": "unused", "max_retries": 0, "timeout": 10, **kw}
+        client = openai.AsyncOpenAI(base_url=f"{self.url}/v1", **options)
+        self.clients.append(client)
+        return client
+
+    def ollama(self) -> ollama.AsyncClient:
+        """An Ollama client on this gateway, closed when the gateway stops."""
+        client = ollama.AsyncClient(host=self.url)
+        self.clients.append(client)
+        return client
+
+    async def close_clients(self) -> None:
+        for client in self.clients:
+            await client.close()
+        self.clients.clear()
 
     def app_state(self) -> GatewayState:
         """The state the app's lifespan built (the uvicorn lifespan keeps what it yielded)."""
@@ -366,7 +387,11 @@ async def run_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway
         await _until(lambda: server.started or task.done(), timeout=15)
         if task.done():
             task.result()
-        yield RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings, server=server)
+        running = RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings, server=server)
+        try:
+            yield running
+        finally:
+            await running.close_clients()
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=15)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import openai
 import pytest
 
 from tests.integration import test_gateway_fakes as fakes
@@ -43,7 +42,7 @@ async def _listed(http: httpx.AsyncClient, name: str) -> bool:
 async def test_a_tagless_name_is_found_without_a_scorer(redis, keys, fleet, make_settings):
     await redis.set(keys.catalog_snapshot, snapshot(catalog_model("qwen3:4b", "alpha", "qwen3:4b", 4)))
     async with run_gateway(make_settings(route_timeout_s=0.05)) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        client = gw.openai(api_key="x")
         reply = await client.chat.completions.with_raw_response.create(
             model="qwen3", messages=[{"role": "user", "content": "hi"}]
         )
@@ -54,7 +53,7 @@ async def test_a_tagless_name_is_found_without_a_scorer(redis, keys, fleet, make
 async def test_the_scorer_sees_the_key_and_the_address_together(redis_url, keys, fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(("m", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings(api_keys=["k-one-1234"])) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="k-one-1234", max_retries=0)
+        client = gw.openai(api_key="k-one-1234")
         await client.chat.completions.create(model="turnout/auto", messages=[{"role": "user", "content": "hi"}])
     seen = scorer.seen[0]
     assert seen.client is not None and seen.client.startswith("key-")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import ollama
 import pytest
 
 from tests.integration import test_gateway_fakes as fakes
@@ -29,7 +28,7 @@ make_settings = fakes.make_settings
 async def test_ollama_chat_with_and_without_streaming(redis_url, keys, fleet: Fleet, make_settings, backend):
     scorer = FakeScorer(redis_url, keys, fixed(("llama3.2:3b", backend, "llama3.2:3b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        client = ollama.AsyncClient(host=gw.url)
+        client = gw.ollama()
         messages = [{"role": "user", "content": "hi", "images": [PNG_B64]}]
         whole = await client.chat(model="turnout/auto", messages=messages, options={"temperature": 0.5})
         parts = [p async for p in await client.chat(model="turnout/auto", messages=messages, stream=True)]
@@ -63,7 +62,7 @@ async def test_ollama_generate_embed_and_tags(redis_url, redis, keys, fleet: Fle
         return fixed(("llama3.2:3b", "olla", "llama3.2:3b"))(req)
 
     async with FakeScorer(redis_url, keys, decide).running(), run_gateway(make_settings()) as gw:
-        client = ollama.AsyncClient(host=gw.url)
+        client = gw.ollama()
         gen = await client.generate(model="turnout/auto", prompt="Hello", system="terse")
         streamed = [p async for p in await client.generate(model="turnout/auto", prompt="Hello", stream=True)]
         emb = await client.embed(model="turnout/auto", input=["a", "b"])

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
-import ollama
 import openai
 import pytest
 from aiohttp import web
@@ -55,7 +54,7 @@ async def test_root_show_and_ps_for_ollama_clients(redis, keys, fleet: Fleet, ma
             head = await http.head("/")
             missing = await http.post("/api/show", json={"model": "nope"})
             nameless = await http.post("/api/show", json={})
-        client = ollama.AsyncClient(host=gw.url)
+        client = gw.ollama()
         shown = await client.show("llama3.2:3b")
         bare = await client.show("e")  # tag-less: e:latest
         virtual = await client.show("turnout/auto")
@@ -123,7 +122,7 @@ async def test_remote_images_are_refused_from_private_addresses_by_default(
     redis_url, keys, fleet: Fleet, make_settings, image_server
 ):
     async with FakeScorer(redis_url, keys, fixed(ON_OLLA)).running(), run_gateway(make_settings()) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        client = gw.openai(api_key="x")
         errors = []
         for url in (f"{image_server}/cat.png", image_server.replace("127.0.0.1", "localhost") + "/cat.png"):
             with pytest.raises(openai.BadRequestError) as err:
@@ -147,7 +146,7 @@ async def test_remote_images_are_inlined_when_private_addresses_are_allowed(
 ):
     settings = make_settings(images={"allow_private": True, "max_bytes": 10_000})
     async with FakeScorer(redis_url, keys, fixed(ON_OLLA)).running(), run_gateway(settings) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        client = gw.openai(api_key="x")
         direct = await client.chat.completions.create(model="turnout/auto", messages=_ask(f"{image_server}/cat.png"))
         await client.chat.completions.create(model="turnout/auto", messages=_ask(f"{image_server}/moved"))
         refused = {}
@@ -171,7 +170,7 @@ async def test_remote_images_are_inlined_when_private_addresses_are_allowed(
 @pytest.mark.parametrize("where", [ON_OLLA, ON_ALPHA], ids=["ollama-fan-out", "openai-topped-up"])
 async def test_n_choices_are_served_never_silently_one(redis_url, keys, fleet: Fleet, make_settings, where):
     async with FakeScorer(redis_url, keys, fixed(where)).running(), run_gateway(make_settings()) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        client = gw.openai(api_key="x")
         reply = await client.chat.completions.create(
             model="turnout/auto", messages=[{"role": "user", "content": "hi"}], n=3
         )

@@ -83,13 +83,13 @@ async def test_models_lists_the_virtual_model_first_then_the_catalog(redis, keys
         snapshot(catalog_model("small-3b", "alpha", "s", 3), catalog_model("big-70b", "beta", "b", 70)),
     )
     async with run_gateway(make_settings()) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        client = gw.openai(api_key="x")
         models = [m.id async for m in client.models.list()]
         one = await client.models.retrieve("big-70b")
         with pytest.raises(openai.NotFoundError):
             await client.models.retrieve("nope")
     async with run_gateway(make_settings(list_real_models=False, virtual_model="auto")) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)
+        client = gw.openai(api_key="x")
         only_virtual = [m.id async for m in client.models.list()]
     assert models == ["turnout/auto", "small-3b", "big-70b"]
     assert one.owned_by == "beta"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import openai
 import orjson
 import pytest
 
@@ -30,10 +29,6 @@ fleet = fakes.fleet
 make_settings = fakes.make_settings
 
 CHAT = {"model": "turnout/auto", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def sdk(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=10)
 
 
 async def events(redis, keys) -> list[RequestEventV1]:
@@ -67,7 +62,7 @@ async def test_without_a_scorer_the_gateway_routes_by_its_fallback(redis, keys, 
         ),
     )
     async with run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url) as http:
-        reply = await sdk(gw.url).chat.completions.create(**CHAT)
+        reply = await gw.openai().chat.completions.create(**CHAT)
         text = (await http.get("/metrics")).text
         [event] = await wait_events(redis, keys, 1)
 
@@ -82,7 +77,7 @@ async def test_a_slow_scorer_is_not_waited_for_past_its_deadline(redis_url, redi
     await redis.set(keys.catalog_snapshot, snapshot(catalog_model("small-3b", "alpha", "small-3b", 3)))
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "beta", "gpt-fake-8b")), delay_s=1.0)
     async with scorer.running(), run_gateway(make_settings(route_timeout_s=0.05)) as gw:
-        reply = await sdk(gw.url).chat.completions.create(**CHAT)
+        reply = await gw.openai().chat.completions.create(**CHAT)
         [event] = await wait_events(redis, keys, 1)
     assert reply.model == "small-3b"
     assert event.route_source == "fallback"
@@ -92,7 +87,7 @@ async def test_a_slow_scorer_is_not_waited_for_past_its_deadline(redis_url, redi
 async def test_without_scorer_or_snapshot_the_backends_model_lists_are_used(redis, keys, fleet: Fleet, make_settings):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
     async with run_gateway(make_settings()) as gw:
-        client = sdk(gw.url)
+        client = gw.openai()
         vision = await client.chat.completions.create(
             model="turnout/auto", messages=[{"role": "user", "content": [{"type": "text", "text": "?"}, image]}]
         )
@@ -108,7 +103,7 @@ async def test_a_5xx_candidate_is_skipped_for_the_next(redis_url, redis, keys, f
     fleet.alpha.mode = "status"
     scorer = FakeScorer(redis_url, keys, fixed(("m-a", "alpha", "up-a"), ("m-b", "beta", "up-b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        stream = await sdk(gw.url).chat.completions.create(**CHAT, stream=True)
+        stream = await gw.openai().chat.completions.create(**CHAT, stream=True)
         chunks = [c async for c in stream]
         [event] = await wait_events(redis, keys, 1)
     assert {c.model for c in chunks} == {"m-b"}
@@ -120,7 +115,7 @@ async def test_connection_refused_moves_to_the_next_candidate(redis_url, redis, 
     dead = {"name": "dead", "kind": "openai", "url": f"http://127.0.0.1:{free_port()}/v1"}
     scorer = FakeScorer(redis_url, keys, fixed(("m-d", "dead", "up-d"), ("m-a", "alpha", "up-a")))
     async with scorer.running(), run_gateway(make_settings(backends=fleet.backends(dead))) as gw:
-        reply = await sdk(gw.url).chat.completions.create(**CHAT)
+        reply = await gw.openai().chat.completions.create(**CHAT)
         [event] = await wait_events(redis, keys, 1)
     assert reply.model == "m-a"
     assert [(a.backend, a.outcome) for a in event.attempts] == [("dead", "unavailable"), ("alpha", "ok")]

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import ollama
-import openai
 import orjson
 import pytest
 
@@ -62,17 +60,13 @@ def settings(redis_url: str, database_url: str, key_prefix: str, fakefleet: Flee
     return make
 
 
-def sdk(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=10)
-
-
 ASK = [{"role": "user", "content": "Name three colors"}]
 
 
 @pytest.mark.parametrize("where", [ON_OLLAMA, ON_OPENAI], ids=["ollama-backend", "openai-backend"])
 async def test_think_blocks_move_to_reasoning_content_whole_and_streamed(redis_url, keys, settings, where):
     async with FakeScorer(redis_url, keys, fixed(where)).running(), run_gateway(settings()) as gw:
-        client = sdk(gw.url)
+        client = gw.openai()
         whole = await client.chat.completions.create(model="turnout/auto", messages=ASK)
         chunks = [
             c async for c in await client.chat.completions.create(model="turnout/auto", messages=ASK, stream=True)
@@ -90,7 +84,7 @@ async def test_think_blocks_move_to_reasoning_content_whole_and_streamed(redis_u
 async def test_strip_setting_no_think_and_signature(redis_url, keys, settings):
     shaping = {"reasoning": "strip", "signature": "-- {model}"}
     async with FakeScorer(redis_url, keys, fixed(ON_OPENAI)).running(), run_gateway(settings(shaping=shaping)) as gw:
-        client = sdk(gw.url)
+        client = gw.openai()
         stripped = await client.chat.completions.create(model="turnout/auto", messages=ASK)
         asked = [{"role": "user", "content": "Name three colors /no_think"}]
         no_think = await client.chat.completions.create(
@@ -107,7 +101,7 @@ async def test_strip_setting_no_think_and_signature(redis_url, keys, settings):
 @pytest.mark.parametrize("stream", [False, True])
 async def test_fenced_json_is_scrubbed_when_json_was_asked(redis_url, keys, settings, stream):
     async with FakeScorer(redis_url, keys, fixed(ON_OLLAMA)).running(), run_gateway(settings()) as gw:
-        client = sdk(gw.url)
+        client = gw.openai()
         kw: dict[str, Any] = {"model": "turnout/auto", "messages": ASK, "response_format": {"type": "json_object"}}
         if stream:
             text = "".join(
@@ -128,7 +122,7 @@ async def test_fenced_json_is_scrubbed_when_json_was_asked(redis_url, keys, sett
 
 async def test_ollama_think_field_gives_thinking_or_nothing(redis_url, keys, settings):
     async with FakeScorer(redis_url, keys, fixed(ON_OPENAI)).running(), run_gateway(settings()) as gw:
-        client = ollama.AsyncClient(host=gw.url)
+        client = gw.ollama()
         thought = await client.chat(model="turnout/auto", messages=ASK, think=True)
         quiet = await client.chat(model="turnout/auto", messages=ASK, think=False)
         parts = [p async for p in await client.chat(model="turnout/auto", messages=ASK, think=True, stream=True)]
@@ -194,7 +188,7 @@ async def test_cached_and_live_streams_are_framed_alike(redis_url, keys, setting
 
 async def test_ollama_generate_gets_thinking_apart(redis_url, keys, settings):
     async with FakeScorer(redis_url, keys, fixed(ON_OPENAI)).running(), run_gateway(settings()) as gw:
-        client = ollama.AsyncClient(host=gw.url)
+        client = gw.ollama()
         whole = await client.generate(model="turnout/auto", prompt="Name three colors", think=True)
         parts = [p async for p in await client.generate(model="turnout/auto", prompt="Name three colors", stream=True)]
 
@@ -205,7 +199,7 @@ async def test_ollama_generate_gets_thinking_apart(redis_url, keys, settings):
 
 async def test_think_false_reaches_ollama_backends_so_the_model_does_not_reason(redis_url, keys, settings):
     async with FakeScorer(redis_url, keys, fixed(ON_OLLAMA)).running(), run_gateway(settings()) as gw:
-        client = ollama.AsyncClient(host=gw.url)
+        client = gw.ollama()
         default = await client.chat(model="turnout/auto", messages=ASK)
         quiet = await client.chat(model="turnout/auto", messages=ASK, think=False)
 

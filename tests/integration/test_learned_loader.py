@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from turnout.common.db.models import Feedback, Model, Profile, RoutingDecision
 from turnout.common.db.session import engine_scope
-from turnout.common.embeddings.static import default_embedder
+from turnout.embeddings.static import default_embedder
 from turnout.profiler.chat import ChatResult
 from turnout.profiler.grading import Grader
 from turnout.profiler.runner import ModelUnderTest, ProfileRunner

@@ -108,8 +108,9 @@ async def test_request_and_feedback_events_are_stored_once(wctx, db, redis_url, 
         keys.feedback_events,
         FeedbackEventV1(response_id="chatcmpl-1", score=1.0, comment="great", client="key:a", ts=TS + 5),
         FeedbackEventV1(response_id="chatcmpl-unknown", score=-1.0, ts=TS + 6),
+        FeedbackEventV1(response_id="chatcmpl-1", score=-1.0, client="paired-sampling", ts=TS + 7, model="qwen2.5:72b"),
     )
-    assert await drain(consumer, redis_url) == 3
+    assert await drain(consumer, redis_url) == 4
 
     [decision] = await table(db, RoutingDecision)
     assert (decision.request_id, decision.response_id, decision.model, decision.backend, decision.kind) == (
@@ -140,6 +141,7 @@ async def test_request_and_feedback_events_are_stored_once(wctx, db, redis_url, 
     assert [(f.response_id, f.model, f.score, f.comment, f.client) for f in feedback] == [
         ("chatcmpl-1", "llama3.1:8b", 1.0, "great", "key:a"),
         ("chatcmpl-unknown", None, -1.0, None, None),
+        ("chatcmpl-1", "qwen2.5:72b", -1.0, None, "paired-sampling"),  # the event names the judged model
     ]
 
     # the same events delivered again (a crash between commit and XACK): nothing new
@@ -147,12 +149,12 @@ async def test_request_and_feedback_events_are_stored_once(wctx, db, redis_url, 
     await publish(redis, keys.feedback_events, FeedbackEventV1(response_id="chatcmpl-1", score=1.0, ts=TS + 5))
     assert await drain(consumer, redis_url) == 2
     assert len(await table(db, RoutingDecision)) == 1
-    assert len(await table(db, Feedback)) == 2
+    assert len(await table(db, Feedback)) == 3
     for stream in (keys.request_events, keys.feedback_events):
         assert await pending(redis, stream, consumer.group) == 0
     reg = registry
     assert reg.get_sample_value("turnout_sync_events_stored_total", {"stream": "requests"}) == 1
-    assert reg.get_sample_value("turnout_sync_events_stored_total", {"stream": "feedback"}) == 2
+    assert reg.get_sample_value("turnout_sync_events_stored_total", {"stream": "feedback"}) == 3
     assert reg.get_sample_value("turnout_sync_events_skipped_total", {"stream": "requests", "reason": "duplicate"}) == 1
 
 

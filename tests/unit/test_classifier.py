@@ -149,3 +149,38 @@ async def test_extra_categories_are_offered_to_the_model(fake, session):
     out = await clf.refine(UNSURE, heuristic(UNSURE))
     assert out.category == "legal"
     assert "legal" in orjson.dumps(f.requests[0]["body"]["messages"][0]).decode()
+
+
+async def test_no_time_within_the_deadline_asks_in_the_background_and_warms_the_cache(fake, session):
+    f, url = fake
+    f.delay_s = 0.05
+    clf = LLMClassifier(ClassifierConfig(base_url=url, model="m", timeout_s=1.0, margin_s=0.02), session)
+    a = heuristic(UNSURE)
+    first = await clf.refine(UNSURE, a, budget_s=0.1)  # the gateway's route deadline: no time to ask
+    assert (first.category, first.source) == (a.category, "heuristic")
+    assert first.reasons[-1] == "classifier: no time within the deadline, asked in the background"
+    assert clf.deferred == 1
+    again = await clf.refine(UNSURE, a, budget_s=0.1)  # the question is in flight: not asked twice
+    assert again.source == "heuristic"
+    for _ in range(100):
+        if clf.calls == 1 and not clf._background:
+            break
+        await asyncio.sleep(0.02)
+    assert len(f.requests) == 1
+    warm = await clf.refine(UNSURE, a, budget_s=0.1)  # cached now: used at once
+    assert (warm.category, warm.level, warm.source) == ("reasoning", "medium", "classifier")
+    assert clf.cache_hits == 1
+
+
+async def test_enough_budget_asks_inline_and_background_is_bounded(fake, session):
+    f, url = fake
+    clf = LLMClassifier(ClassifierConfig(base_url=url, model="m", timeout_s=0.5, max_background=1), session)
+    out = await clf.refine(UNSURE, heuristic(UNSURE), budget_s=2.0)
+    assert out.source == "classifier" and len(f.requests) == 1
+    f.delay_s = 0.5
+    other = [f"{UNSURE} number {i}" for i in range(3)]
+    for text in other:
+        await clf.refine(text, heuristic(text), budget_s=0.05)
+    assert (clf.deferred, clf.dropped) == (3, 2)
+    await clf.close()
+    assert not clf._background

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from turnout.common.embeddings.static import default_embedder
+from turnout.embeddings.static import default_embedder
 
 TEXTS = [
     "Héllo, wörld! Ça va?",

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from turnout.common.embeddings.static import default_embedder
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
+from turnout.embeddings.static import default_embedder
 from turnout.scorer.engine import RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex, decode_embedding

@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+from pydantic import ValidationError
 
 from turnout.profiler.errors import JudgeError
 from turnout.profiler.grading import (
@@ -133,6 +134,34 @@ def test_json_schema_check_validates_types_and_expected_values() -> None:
     assert grade_json_schema(check, '{"name": "Maria Lopez", "age": "34"}').score == 0.0
     assert grade_json_schema(check, '{"name": "Maria Lopez", "age": 34, "city": "x"}').score == 0.0
     assert grade_json_schema(check, "nothing").detail == "no JSON"
+
+
+def test_json_schema_check_applies_any_of_and_refs_the_hand_written_subset_ignored() -> None:
+    check = JsonSchemaCheck.model_validate(
+        {
+            "type": "json_schema",
+            "schema": {
+                "$defs": {"city": {"type": "string", "enum": ["Lisbon", "Porto"]}},
+                "type": "object",
+                "required": ["id", "city"],
+                "properties": {
+                    "id": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^c-[0-9]+$"}]},
+                    "city": {"$ref": "#/$defs/city"},
+                },
+            },
+        }
+    )
+    assert grade_json_schema(check, '{"id": 7, "city": "Porto"}').score == 1.0
+    assert grade_json_schema(check, '{"id": "c-42", "city": "Lisbon"}').score == 1.0
+    wrong_id = grade_json_schema(check, '{"id": "seven", "city": "Porto"}')
+    assert (wrong_id.score, wrong_id.detail) == (0.0, "$.id: 'seven' is not valid under any of the given schemas")
+    wrong_ref = grade_json_schema(check, '{"id": 7, "city": "Faro"}')
+    assert (wrong_ref.score, wrong_ref.detail) == (0.0, "$.city: 'Faro' is not one of ['Lisbon', 'Porto']")
+
+
+def test_an_invalid_schema_is_refused_when_the_suite_loads() -> None:
+    with pytest.raises(ValidationError, match="not a valid JSON Schema"):
+        JsonSchemaCheck.model_validate({"type": "json_schema", "schema": {"type": "objekt"}})
 
 
 def test_constraints_give_partial_credit() -> None:

@@ -17,7 +17,7 @@ def test_empty_index_estimates_nothing():
 
 
 def test_close_neighbours_predict_each_model():
-    idx = LearnedIndex(3, LearnedConfig(k=8, floor=0.5, prior_mass=0.0))
+    idx = LearnedIndex(3, LearnedConfig(k=8, floor=0.5, prior_mass=0.0, full_at=1.0))
     for i in range(5):  # maths-like prompts: the big model wins
         e = unit(1, 0.01 * i, 0)
         idx.add(e, "big", 1.0, key=f"m{i}")
@@ -84,3 +84,18 @@ def test_version_bumps_on_change_and_bad_input_is_rejected():
         idx.add(unit(1, 0), "m", 1.5)
     with pytest.raises(ValueError):
         idx.add(unit(1, 0, 0), "m", 0.5)
+
+
+def test_a_small_index_counts_its_neighbours_in_proportion():
+    """Fewer stored prompts than ``full_at · k``: the neighbour mass is scaled by rows / (full_at · k)."""
+    cfg = LearnedConfig(k=8, floor=0.5, prior_mass=0.0, full_at=4.0)
+    idx = LearnedIndex(3, cfg)
+    for i in range(10):
+        idx.add(unit(1, 0.01 * i, 0), "big", 1.0, key=f"m{i}")
+    p, n = idx.estimate(unit(1, 0.02, 0))["big"]
+    full = LearnedIndex(3, LearnedConfig(k=8, floor=0.5, prior_mass=0.0, full_at=1.0))
+    for i in range(10):
+        full.add(unit(1, 0.01 * i, 0), "big", 1.0, key=f"m{i}")
+    p_full, n_full = full.estimate(unit(1, 0.02, 0))["big"]
+    assert p == pytest.approx(p_full) == pytest.approx(1.0)
+    assert n == pytest.approx(n_full * 10 / 32)

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import os
+import threading
+import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
 
 from turnout.common.logging import (
+    LOG_QUEUE_SIZE,
     JsonFormatter,
     RequestIdFilter,
     TextFormatter,
     configure_logging,
+    dropped_records,
     redact,
     request_id_var,
+    stop_logging,
 )
 
 
@@ -128,6 +135,7 @@ def test_configure_logging_installs_json_on_stderr(capsys: pytest.CaptureFixture
         finally:
             request_id_var.reset(token)
         logging.getLogger("uvicorn.access").info("GET / 200")  # quietened to WARNING
+        stop_logging()  # the writer thread drains the queue
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1
         line = orjson.loads(err[0])
@@ -138,5 +146,55 @@ def test_configure_logging_installs_json_on_stderr(capsys: pytest.CaptureFixture
             "r-9",
         )
     finally:
+        stop_logging()
+        root.handlers, _ = saved
+        root.setLevel(saved[1])
+
+
+async def test_a_blocked_log_pipe_does_not_stall_the_event_loop() -> None:
+    """Nobody reads the pipe: its 64 KiB buffer fills and the writer thread blocks, while the
+    loop goes on logging (records past the queue's bound are dropped and counted) and ticking."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    read_fd, write_fd = os.pipe()
+    pipe = os.fdopen(write_fd, "w", buffering=1)
+    try:
+        configure_logging("INFO", service="gateway", json=True, stream=pipe)
+        log = logging.getLogger("turnout.test.blocked")
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        for i in range(LOG_QUEUE_SIZE + 2_000):  # ~3.5 MB of lines against a 64 KiB pipe
+            log.info("line %d %s", i, "x" * 300)
+            if i % 500 == 0:
+                await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - started
+        task.cancel()
+        assert elapsed < 5.0  # it would never end if the loop wrote to the pipe itself
+        assert ticks > 0
+        # the queue is full, and what did not fit was dropped: 2,000 records less the few
+        # hundred the writer took before the pipe's 64 KiB buffer filled
+        assert 1_500 < dropped_records() <= 2_000
+    finally:
+        drained: list[int] = []
+
+        def drain() -> None:  # now read the pipe, so the writer thread can finish
+            while chunk := os.read(read_fd, 1 << 16):
+                drained.append(len(chunk))
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        stop_logging()
+        pipe.close()
+        reader.join(10)
+        os.close(read_fd)
         root.handlers, _ = saved
         root.setLevel(saved[1])

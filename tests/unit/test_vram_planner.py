@@ -292,3 +292,15 @@ def test_pending_loads_count_as_taken_and_cannot_be_evicted() -> None:
     assert [(m.name, m.busy) for m in h.resident] == [("x", False), ("y", True)]
     assert (h.used_bytes, h.gpu_free_bytes, h.available_bytes) == (14 * GiB, 6 * GiB, 6 * GiB)
     assert [m.name for m in h.evictable()] == ["x"]
+
+
+def test_a_load_of_an_embedding_model_says_so_in_its_order() -> None:
+    """The agent loads an embedding model through the embeddings endpoint (Ollama refuses
+    /api/generate for one), so the planner's load order carries the flag from the option."""
+    hosts = {"h": host("h", 8, rm("llava:7b", 6.5))}  # 2 GiB does not fit beside llava: evict, then load
+    decision = plan([Option("nomic-embed-text:latest", "h", 1.0, 2 * GiB, embedding=True)], hosts, CFG)
+    assert decision is not None
+    assert [(o.action.value, o.model, o.embedding) for o in decision.orders] == [
+        ("unload", "llava:7b", False),
+        ("load", "nomic-embed-text:latest", True),
+    ]

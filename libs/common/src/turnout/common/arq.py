@@ -31,8 +31,9 @@ from typing import Annotated, Any, Generic, TypeVar, cast
 
 import aiohttp
 import orjson
-from arq import ArqRedis, Retry, create_pool
+from arq import ArqRedis, Retry, create_pool, cron
 from arq.connections import RedisSettings
+from arq.cron import CronJob
 from arq.jobs import Job
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -60,6 +61,8 @@ SYNC_BENCHMARKS = "sync_benchmarks"
 """Sync job: ``sync_benchmarks(source: str)``, one public source; job id ``sync_benchmarks:<source>``."""
 SYNC_ALL_BENCHMARKS = "sync_all_benchmarks"
 """Sync job: ``sync_all_benchmarks()`` enqueues ``sync_benchmarks`` for every enabled source."""
+PRUNE_REQUEST_LOG = "prune_request_log"
+"""Sync job: ``prune_request_log()`` applies the retention of routing decisions and the audit log."""
 
 
 # --- serialisation ---------------------------------------------------------------------------
@@ -90,6 +93,7 @@ def loads(raw: bytes) -> Any:
 
 
 def redis_settings(redis_url: str, *, conn_timeout_s: int = 2, conn_retries: int = 5) -> RedisSettings:
+    """arq's connection settings for ``redis_url``, with a bounded connect timeout and retries."""
     settings = RedisSettings.from_dsn(redis_url)
     settings.conn_timeout = conn_timeout_s
     settings.conn_retries = conn_retries
@@ -180,6 +184,7 @@ class WorkerOptions(BaseModel):
     poll_delay_s: float = Field(default=0.5, gt=0)
 
     def retry_policy(self) -> RetryPolicy:
+        """The job retry policy these options describe."""
         return RetryPolicy(
             max_tries=self.max_tries, base_s=self.retry_base_s, max_s=self.retry_max_s, timeout_s=self.job_timeout_s
         )
@@ -203,6 +208,18 @@ class WorkerContext(Generic[S]):
 
 
 C = TypeVar("C", bound=WorkerContext[Any])
+
+
+def scheduled(fn: Any, name: str, opts: WorkerOptions, every_s: int) -> CronJob:
+    """A cron entry (``cron:<name>``) running ``fn`` every ``every_s`` under the worker's retries,
+    with the job timeout plus 5 s of slack."""
+    return cron(
+        fn,
+        name=f"cron:{name}",
+        max_tries=opts.max_tries,
+        timeout=opts.job_timeout_s + 5,
+        **every(every_s),  # type: ignore[arg-type]
+    )
 
 
 def worker_kwargs(
@@ -249,6 +266,7 @@ def worker_kwargs(
 
 
 def context_of(ctx: dict[str, Any], cls: type[C]) -> C:
+    """The typed worker context that ``on_startup`` stored in arq's ``ctx``; raises if it is missing."""
     wctx = ctx.get(CTX_KEY)
     if not isinstance(wctx, cls):
         raise RuntimeError(f"arq ctx has no {cls.__name__}; was on_startup run?")
@@ -279,6 +297,7 @@ async def record_dead_letter(
     error: str,
     attempts: int,
 ) -> None:
+    """Store a job that failed for good in the dead-letter table (its payload, error and tries)."""
     async with sessionmaker() as session, session.begin():
         session.add(
             DeadLetter(queue=queue, job=job, payload=loads(dumps(payload)), error=error[:10_000], attempts=attempts)
@@ -350,6 +369,7 @@ __all__ = [
     "worker_kwargs",
     "CTX_KEY",
     "CronInterval",
+    "PRUNE_REQUEST_LOG",
     "DISCOVER_MODELS",
     "IMPORT_BENCHMARKS_FILE",
     "RetryPolicy",

@@ -86,6 +86,7 @@ class ModelFacts:
     details: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
+        """The facts as a ``models`` row (column → value)."""
         return {
             "name": self.name,
             "family": self.family,
@@ -100,6 +101,7 @@ class ModelFacts:
 
 
 def model_facts(public_name: str, upstream: UpstreamModel) -> ModelFacts:
+    """What the name and the backend's details tell about a model: family, sizes, quantisation."""
     info = parse_model_name(upstream.name)
     d = upstream.details or {}
     params = parse_parameter_size(d.get("parameter_size")) or info.params_b
@@ -156,6 +158,7 @@ def merge_model_row(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str
 
 
 def normalize_family(family: str) -> str:
+    """A family name without vendor prefix or punctuation, lower case (``Meta-Llama`` → ``llama``)."""
     low = family.lower()
     for prefix in _VENDOR_PREFIXES:
         if low.startswith(prefix):

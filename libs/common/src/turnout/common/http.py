@@ -8,6 +8,7 @@ import aiohttp
 def make_session(
     *, limit: int = 512, limit_per_host: int = 256, connect_timeout_s: float = 5.0
 ) -> aiohttp.ClientSession:
+    """The process's aiohttp session: pooled, no total timeout (streams), no cookie jar."""
     connector = aiohttp.TCPConnector(
         limit=limit, limit_per_host=limit_per_host, ttl_dns_cache=300, keepalive_timeout=30
     )

@@ -12,9 +12,11 @@ class Keys:
 
     # --- RPC -------------------------------------------------------------------------
     def rpc_queue(self, method: str, version: int) -> str:
+        """List of pending requests for one RPC method and version."""
         return f"{self.prefix}:rpc:{method}:v{version}"
 
     def rpc_reply(self, client_id: str) -> str:
+        """Reply channel (or list, for older clients) of one client process."""
         return f"{self.prefix}:rpc:reply:{client_id}"
 
     def rpc_alive(self, method: str, version: int) -> str:
@@ -53,6 +55,7 @@ class Keys:
 
     # --- fleet -----------------------------------------------------------------------
     def fleet_host(self, host: str) -> str:
+        """String: one host's latest published state (JSON, with a TTL)."""
         return f"{self.prefix}:fleet:host:{host}"
 
     @property
@@ -62,6 +65,7 @@ class Keys:
 
     @property
     def fleet_changed(self) -> str:
+        """Pub/sub channel: a host's state changed."""
         return f"{self.prefix}:fleet:changed"
 
     def inflight(self, gateway: str) -> str:
@@ -115,22 +119,27 @@ class Keys:
     # --- events ----------------------------------------------------------------------
     @property
     def request_events(self) -> str:
+        """Stream of finished requests (gateway → sync)."""
         return f"{self.prefix}:events:requests"
 
     @property
     def feedback_events(self) -> str:
+        """Stream of client feedback (gateway → sync)."""
         return f"{self.prefix}:events:feedback"
 
     # --- arq -------------------------------------------------------------------------
     @property
     def profiler_queue(self) -> str:
+        """arq queue of the profiler."""
         return f"{self.prefix}:arq:profiler"
 
     @property
     def sync_queue(self) -> str:
+        """arq queue of the sync worker."""
         return f"{self.prefix}:arq:sync"
 
     def service_status(self, service: str) -> str:
+        """Hash: a worker's last job outcomes, shown by the admin API."""
         return f"{self.prefix}:status:{service}"
 
     # --- profiling and benchmark sync ------------------------------------------------------
@@ -150,3 +159,18 @@ class Keys:
     def benchmark_sync_status(self, source: str) -> str:
         """String: JSON of a benchmark source's last sync run (outcome, counts, time)."""
         return f"{self.prefix}:sync:benchmarks:{source}"
+
+    @property
+    def router_priors(self) -> str:
+        """Hash version -> router prior artefact (JSON, ``turnout.scorer.learned_prior``)."""
+        return f"{self.prefix}:router:priors"
+
+    @property
+    def router_prior_active(self) -> str:
+        """String: the version of the router prior every scorer uses (unset: the shipped one)."""
+        return f"{self.prefix}:router:prior:active"
+
+    @property
+    def router_prior_history(self) -> str:
+        """List: versions activated before, newest first (for rollback)."""
+        return f"{self.prefix}:router:prior:history"

@@ -29,6 +29,7 @@ class LabelledChildren:
     _children: dict[tuple[Any, ...], Any]
 
     def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: the lookup costs a dict hit instead of a labels call."""
         key = (id(metric), *labels)
         found = self._children.get(key)
         if found is None:
@@ -48,6 +49,7 @@ class RpcMetrics(LabelledChildren):
 
 @cache
 def rpc_metrics(registry: CollectorRegistry = REGISTRY) -> RpcMetrics:
+    """The RPC client and server metrics (``turnout_rpc_*``), registered once per registry."""
     return RpcMetrics(
         calls=Counter(
             "calls",

@@ -51,7 +51,9 @@ def build_ops_app(
     tasks: Callable[[], Mapping[str, Any]] | None = None,
     refresh: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> web.Application:
-    """``tasks``: the state of the service's supervised background tasks, shown in ``/ready``'s
+    """The ops app: ``/health``, ``/ready`` (every check in ``checks``) and ``/metrics``.
+
+    ``tasks``: the state of the service's supervised background tasks, shown in ``/ready``'s
     body (:meth:`turnout.common.supervise.Supervisor.state`). ``refresh``: coroutines run before
     each ``/metrics`` answer (each bounded to 2 s), for gauges read from elsewhere on demand, such
     as :class:`turnout.common.metrics.QueueDepths`."""
@@ -88,6 +90,7 @@ def build_ops_app(
 
 @asynccontextmanager
 async def ops_server(app: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
+    """Serve ``app`` on ``host:port`` for the duration of the context."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

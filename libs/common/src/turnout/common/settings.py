@@ -87,6 +87,7 @@ class CommonSettings(BaseSettings):
 
     @property
     def keys(self) -> Keys:
+        """Redis key builders under this deployment's ``key_prefix``."""
         return Keys(self.key_prefix)
 
     @property
@@ -95,6 +96,7 @@ class CommonSettings(BaseSettings):
         return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
     def backend(self, name: str) -> BackendConfig | None:
+        """The configured backend called ``name``, or None."""
         return next((b for b in self.backends if b.name == name), None)
 
     @classmethod

@@ -43,6 +43,7 @@ class HostLock:
         self.token = token or uuid.uuid4().hex
 
     async def acquire(self, wait_s: float = 0.0, *, poll_s: float = 0.02) -> bool:
+        """Take the lock (SET NX PX), polling every ``poll_s`` for up to ``wait_s``; True when taken."""
         deadline = time.monotonic() + wait_s
         while True:
             if await self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
@@ -52,9 +53,11 @@ class HostLock:
             await asyncio.sleep(poll_s)
 
     async def release(self) -> bool:
+        """Release the lock if this holder's token still owns it; True when it did."""
         return bool(await self._redis.eval(_RELEASE, 1, self.key, self.token))  # type: ignore[misc]
 
     async def extend(self) -> bool:
+        """Renew the lock's TTL if this holder still owns it; True when it did."""
         return bool(await self._redis.eval(_EXTEND, 1, self.key, self.token, str(self.ttl_ms)))  # type: ignore[misc]
 
     @asynccontextmanager
@@ -101,6 +104,7 @@ async def reserve_pending(
 
 
 async def clear_pending(redis: Redis, keys: Keys, host: str, model: str) -> None:
+    """Forget the pending load of ``model`` on ``host`` (best effort: Redis errors are ignored)."""
     with contextlib.suppress(RedisError, OSError):
         await redis.hdel(keys.vram_pending(host), model)  # type: ignore[misc]
 

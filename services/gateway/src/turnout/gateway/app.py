@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import inspect
 import logging
 import time
@@ -29,8 +28,10 @@ from turnout.common.links import make_redis
 from turnout.common.rpc import ROUTE_V1, RpcClient
 from turnout.common.rpc.client import new_client_id
 from turnout.common.rpc.resp import RespLink
+from turnout.common.schemas.events import EVENT_FIELD, FeedbackEventV1
 from turnout.common.supervise import Supervisor
 from turnout.gateway.api_schemas import document
+from turnout.gateway.audit import AuditMiddleware
 from turnout.gateway.auth import AdminGuard, client_key_ids
 from turnout.gateway.catalog import CatalogView
 from turnout.gateway.circuits import Breakers
@@ -42,11 +43,15 @@ from turnout.gateway.hot_path import GatewayApp
 from turnout.gateway.images import ImageFetcher
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
+from turnout.gateway.paired_sampling import PairedSampler
 from turnout.gateway.pipeline import Pipeline
 from turnout.gateway.rate_limits import RateLimiter
+from turnout.gateway.request_log import RequestLog
 from turnout.gateway.routes import (
     admin_catalog,
     admin_circuits,
+    admin_live,
+    admin_requests,
     admin_routing,
     admin_vram,
     anthropic_messages,
@@ -55,15 +60,15 @@ from turnout.gateway.routes import (
     openai,
     ops,
     responses,
+    ui,
 )
 from turnout.gateway.routing import Router
 from turnout.gateway.settings import GatewaySettings
 from turnout.gateway.state import GatewayState
+from turnout.gateway.ui import AdminCookie
 from turnout.gateway.upstream_limits import ReadBounds, Slots, TimeoutCache
 
 log = logging.getLogger(__name__)
-
-GC_YOUNG_THRESHOLD = 10_000
 
 
 def create_app(
@@ -123,6 +128,7 @@ def create_app(
                 maxlen=opts.events_maxlen,
                 max_queue=opts.events_buffer,
                 max_bytes=opts.events_buffer_bytes,
+                request_log=RequestLog(opts.request_log),
             )
             router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
             images = ImageFetcher(opts.images)
@@ -155,10 +161,30 @@ def create_app(
                 slots=Slots(opts.max_connections_per_backend, opts.slot_wait_s),
                 timeouts=timeouts,
             )
-            pipeline = Pipeline(router, forwarder, events, metrics, opts.shaping)
+            pipeline = Pipeline(
+                router,
+                forwarder,
+                events,
+                metrics,
+                opts.shaping,
+                log_bodies=opts.request_log.enabled,
+                default_max_tokens=opts.default_max_tokens,
+            )
             if opts.rate_limits.enabled:
                 pipeline.limiter = RateLimiter(opts.rate_limits, settings.redis_url, keys, metrics)
             sup = Supervisor("gateway", registry)
+            if opts.paired_sampling.enabled:
+
+                async def feedback(ev: FeedbackEventV1) -> None:
+                    await redis.xadd(
+                        keys.feedback_events,
+                        {EVENT_FIELD: ev.model_dump_json()},
+                        maxlen=opts.events_maxlen,
+                        approximate=True,
+                    )
+
+                pipeline.sampler = PairedSampler(opts.paired_sampling, forwarder, session, feedback)
+                stack.push_async_callback(pipeline.sampler.close)
             state = GatewayState(
                 settings=settings,
                 redis=redis,
@@ -191,16 +217,6 @@ def create_app(
                 await inflight.close()
 
             stack.push_async_callback(stop_background)
-            # Everything built so far (modules, schemas, routes, clients) lives as long as the
-            # process: keep it out of the collector's generations, so that a full collection only
-            # walks per-request garbage (it walked ~1M startup objects: ~80 ms p99 stalls).
-            gc.collect()
-            gc.freeze()
-            # ...and collect the young generation every 10,000 net container allocations instead
-            # of 700: each collection walks every object of the requests in flight, so at 16
-            # concurrent requests the default spent ~35 µs of CPU per request (~7 %) re-walking
-            # them; garbage cycles (rare here: reference counting frees the rest) live a little longer
-            gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
             log.info(
                 "gateway ready: %d backend(s), virtual model %s, scorer deadline %.0f ms",
                 len(settings.backends),
@@ -238,6 +254,11 @@ def create_app(
     app.include_router(admin_vram.router)
     app.include_router(admin_routing.router)
     app.include_router(admin_catalog.router)
+    app.include_router(admin_requests.router)
+    app.include_router(admin_live.router)
+    app.include_router(ui.router)
+    app.add_middleware(AuditMiddleware)
+    app.add_middleware(AdminCookie)
     return app
 
 

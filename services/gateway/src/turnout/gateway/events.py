@@ -37,6 +37,7 @@ from turnout.common.links import Backoff
 from turnout.common.rpc.resp import RespLink
 from turnout.common.schemas.events import EVENT_FIELD
 from turnout.gateway.metrics import GatewayMetrics
+from turnout.gateway.request_log import RequestLog, RequestLogOptions
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ class EventPublisher:
         timeout_s: float = 5.0,
         retry_base_s: float = 0.1,
         retry_max_s: float = 5.0,
+        request_log: RequestLog | None = None,
     ) -> None:
+        self._log = request_log or RequestLog(RequestLogOptions())
         self._link = link
         self._stream = keys.request_events
         self._metrics = metrics
@@ -107,7 +110,7 @@ class EventPublisher:
         queued, self._queue = self._queue, []
         for event in queued:
             try:
-                raw = encode_event(event)
+                raw = encode_event(self._log.fill(event))
             except Exception as exc:  # one bad event is skipped and counted; the rest go on
                 self._metrics.events_dropped.inc()
                 log.error("skipped a request event that cannot be encoded: %s: %s", type(exc).__name__, exc)

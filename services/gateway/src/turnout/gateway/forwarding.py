@@ -105,6 +105,8 @@ class Exchange:
     status: int = 200
     outcome: str = "ok"
     error: str | None = None
+    reply: Any = None
+    """Request log only: the whole reply, or the list of streamed batches (see request_log.py)."""
 
 
 @dataclass(frozen=True, slots=True)

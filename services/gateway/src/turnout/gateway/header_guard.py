@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 
-from turnout.gateway.server_protocol import CoalescingHttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_HEADER_TIMEOUT_S = 10.0
@@ -111,8 +111,8 @@ class HeaderLimits:
         self.loop.call_later(LINGER_S, self.transport.close)
 
 
-class GuardedHttpToolsProtocol(HeaderLimits, CoalescingHttpToolsProtocol):  # type: ignore[misc]
-    """The gateway's protocol: header bounds around the coalescing httptools protocol."""
+class GuardedHttpToolsProtocol(HeaderLimits, HttpToolsProtocol):  # type: ignore[misc]
+    """The gateway's protocol: header bounds around uvicorn's httptools protocol."""
 
 
 def guarded_protocol(max_header_bytes: int, header_timeout_s: float) -> type[GuardedHttpToolsProtocol]:

@@ -65,6 +65,7 @@ class GatewayMetrics(LabelledChildren):
     circuit_state: Gauge
     rate_limited: Counter
     shutdown_streams: Counter
+    audit_failed: Counter
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def init_backends(self, backends: Iterable[str]) -> None:
@@ -124,6 +125,10 @@ def build_metrics(registry: CollectorRegistry = REGISTRY) -> GatewayMetrics:
         ),
         shutdown_streams=Counter(
             "shutdown_streams", "Streams still open when the drain grace ran out, ended with an error event",
+            namespace=NS, subsystem=SUB, registry=registry,
+        ),
+        audit_failed=Counter(
+            "audit_writes_failed", "Admin actions whose audit-log row could not be written",
             namespace=NS, subsystem=SUB, registry=registry,
         ),
     )  # fmt: skip

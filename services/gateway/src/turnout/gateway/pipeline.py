@@ -39,6 +39,7 @@ from turnout.gateway.errors import (
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Exchange, Forwarder, UpstreamStream, attempt_outcome
 from turnout.gateway.metrics import GatewayMetrics
+from turnout.gateway.paired_sampling import PairedSampler
 from turnout.gateway.rate_limits import RateLimiter
 from turnout.gateway.response_cache import Cached
 from turnout.gateway.routing import Decision, Router
@@ -77,15 +78,24 @@ class Pipeline:
         events: EventPublisher,
         metrics: GatewayMetrics,
         shaping: ShapingOptions | None = None,
+        *,
+        log_bodies: bool = False,
+        default_max_tokens: int | None = None,
     ) -> None:
         self.router = router
         self.forwarder = forwarder
         self.events = events
         self.metrics = metrics
+        self.log_bodies = log_bodies
+        """The request log is on: keep the body and the reply for the event (request_log.py)."""
+        self.default_max_tokens = default_max_tokens
+        self.live: dict[str, Exchange] = {}
+        """This process's requests in flight, by request id (the dashboard's live view)."""
         self.shaping = shaping or ShapingOptions()
         self._streams: set[_StreamEnd] = set()
         self._waiting: set[_Watch] = set()
         self.limiter: RateLimiter | None = None
+        self.sampler: PairedSampler | None = None
         self._settling: set[asyncio.Task[None]] = set()
 
     async def handle(
@@ -104,7 +114,8 @@ class Pipeline:
         answers in another dialect than OpenAI's and Ollama's (the Responses and Messages APIs):
         it gets the shaped OpenAI reply or chunks."""
         self.metrics.in_flight.inc()
-        features["client_ip"] = ex.client_ip
+        self.live[ex.request_id] = ex
+        self._apply_defaults(ex, features)
         watch = _Watch(ex, receive, self._waiting)
         try:
             if self.limiter is not None:
@@ -115,9 +126,13 @@ class Pipeline:
             )
             if ex.stream:
                 upstream = await self.forwarder.open_stream(ex)
+                if self.log_bodies:
+                    ex.reply = []
             else:
                 data = await self.forwarder.complete(ex)
                 self.forwarder.done(ex)
+                if self.log_bodies:
+                    ex.reply = data
         except asyncio.CancelledError as exc:
             reason = watch.why_cancelled()
             self.finish(ex, exc if reason is None else reason)
@@ -134,6 +149,8 @@ class Pipeline:
         shaper = self.shaper(ex, shaping)
         if not ex.stream:
             self.finish(ex, None)
+            if self.sampler is not None:
+                self.sampler.offer(ex, data)
             if shaper is not None and ex.kind is not RequestKind.EMBEDDING:
                 data = shaper.whole(data)
             whole = encoder.whole(data) if encoder is not None else self._encode_whole(ex, data, shape)
@@ -165,6 +182,14 @@ class Pipeline:
         end.response = response
         self._streams.add(end)
         return response
+
+    def _apply_defaults(self, ex: Exchange, features: Json) -> None:
+        """The request as routed: the default ``max_tokens`` where the client set none (not for
+        embeddings), and the client's address for the scorer's rules."""
+        if self.default_max_tokens is not None and ex.kind is not RequestKind.EMBEDDING:
+            if ex.body.get("max_tokens") is None and ex.body.get("max_completion_tokens") is None:
+                ex.body["max_tokens"] = features["max_tokens"] = self.default_max_tokens
+        features["client_ip"] = ex.client_ip
 
     async def end_streams(self) -> int:
         """Drain grace over: end every open stream with an error event, and every request still
@@ -215,6 +240,8 @@ class Pipeline:
             ex.usage = usage if isinstance(usage, dict) else None
             obj["id"] = ex.response_id
             body = orjson.dumps(obj)
+            if self.log_bodies:
+                ex.reply = obj
         self.metrics.in_flight.inc()
         self.finish(ex, None)
         return replace(hit, body=body)
@@ -250,10 +277,15 @@ class Pipeline:
         """Forward each batch as it arrives; after the first byte an upstream failure ends the
         stream with an error event; a disconnect (cancellation) closes the upstream."""
         exc_seen: BaseException | None = None
+        kept: list[list[Json]] | None = ex.reply if isinstance(ex.reply, list) else None
         try:
+            if kept is not None:
+                kept.append(up.first)
             yield encode(up.first)
             ex.ttft_s = time.perf_counter() - ex.start
             async for batch in up.rest:
+                if kept is not None:
+                    kept.append(batch)
                 yield encode(batch)
             yield end()
         except BackendError as exc:
@@ -291,6 +323,7 @@ class Pipeline:
 
     def finish(self, ex: Exchange, exc: BaseException | None, *, streamed: bool = False) -> None:
         self.metrics.in_flight.dec()
+        self.live.pop(ex.request_id, None)
         if exc is None:
             status, outcome, error = 200, "ok", None
         elif ex.shutdown or isinstance(exc, ShuttingDown):
@@ -340,6 +373,9 @@ class Pipeline:
             "analysis": decision.analysis if decision else None,
             "candidates": decision.candidates if decision else [],
         }
+        if self.log_bodies:  # made into redacted text by the publisher, off the path
+            event["_body"] = ex.body
+            event["_reply"] = ex.reply
         self.events.publish(event)
 
     def _settle(self, ex: Exchange) -> None:

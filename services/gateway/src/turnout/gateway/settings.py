@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, fie
 
 from turnout.common.settings import CommonSettings
 from turnout.gateway.images import ImageOptions
+from turnout.gateway.paired_sampling import PairedSamplingOptions
 from turnout.gateway.rate_limits import RateLimitOptions
+from turnout.gateway.request_log import RequestLogOptions
 from turnout.gateway.response_cache import ResponseCacheOptions
 from turnout.gateway.shaping import ShapingOptions
 
@@ -79,6 +81,12 @@ class GatewayOptions(BaseModel):
     circuit_max_cooldown_s: float = Field(default=300.0, gt=0, description="Cooldown cap (it doubles per repeat)")
     circuit_refresh_s: float = Field(default=0.5, gt=0, description="How often the shared circuit view is re-read")
     max_attempts: int = Field(default=3, ge=1, le=10, description="Candidates tried before giving up")
+    default_max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="max_tokens for chats and completions that set none (None: the backend's own limit); "
+        "bounds generation on backends that would otherwise run to the end of their context",
+    )
     catalog_refresh_s: float = Field(default=2.0, gt=0, description="How often the catalog snapshot is re-read")
     backend_models_ttl_s: float = Field(default=30.0, gt=0, description="Cache of backend model lists (fallback)")
     inflight_publish_s: float = Field(default=0.25, gt=0, description="How often in-flight deltas go to Redis")
@@ -124,11 +132,19 @@ class GatewayOptions(BaseModel):
     response_cache: ResponseCacheOptions = Field(
         default_factory=ResponseCacheOptions, description="Exact-match response cache (response_cache.py)"
     )
+    request_log: RequestLogOptions = Field(
+        default_factory=RequestLogOptions,
+        description="Opt-in storage of prompts and replies, redacted and capped (request_log.py)",
+    )
     images: ImageOptions = Field(
         default_factory=ImageOptions, description="Remote image URLs fetched for Ollama backends (images.py)"
     )
     shaping: ShapingOptions = Field(
         default_factory=ShapingOptions, description="Reasoning blocks, JSON fences, signature (shaping.py)"
+    )
+    paired_sampling: PairedSamplingOptions = Field(
+        default_factory=PairedSamplingOptions,
+        description="A bounded share of chat requests also answered by a second model and judged (paired_sampling.py)",
     )
 
 

@@ -2,7 +2,9 @@
 docs/rpc.md "GPU orders").
 
 * unload: Ollama ``POST /api/generate {"model": m, "keep_alive": 0}``;
-* load: ``POST /api/generate {"model": m}`` (an empty prompt loads the model and returns);
+* load: ``POST /api/generate {"model": m}`` (an empty prompt loads the model and returns); an
+  embedding model (``embedding`` in the order) ``POST /api/embed {"model": m}`` instead, since
+  Ollama refuses to generate with one;
 
 then ``/api/ps`` is polled until the model is gone (unload) or listed (load): the reply's
 ``ok`` means the backend agrees, and ``loaded_models`` is what it holds afterwards. Unloading
@@ -34,7 +36,7 @@ class ResidencyBackend(Protocol):
 
     async def loaded(self) -> list[LoadedModelV1]: ...
     async def unload(self, model: str) -> None: ...
-    async def preload(self, model: str, *, timeout_s: float = 120.0) -> None: ...
+    async def preload(self, model: str, *, timeout_s: float = 120.0, embedding: bool = False) -> None: ...
 
 
 OnOrder = Callable[[ModelOrderV1, OrderResultV1], None]
@@ -99,7 +101,8 @@ class OrderExecutor:
         want_loaded = order.action is OrderAction.LOAD
         try:
             if want_loaded:
-                await self._backend.preload(order.model, timeout_s=budget + 1.0)  # our own deadline fires first
+                # our own deadline fires first; an embedding model loads through the embeddings endpoint
+                await self._backend.preload(order.model, timeout_s=budget + 1.0, embedding=order.embedding)
             else:
                 await self._backend.unload(order.model)
         except BackendError as exc:

@@ -29,7 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from turnout.profiler import jsonschema_lite
+from jsonschema import Draft202012Validator
+
 from turnout.profiler.errors import JudgeError
 from turnout.profiler.judge import Verdict
 from turnout.profiler.sandbox import CodeSandbox
@@ -147,7 +148,7 @@ def grade_json_schema(check: JsonSchemaCheck, answer: str) -> Grade:
         value = extract_json(answer)
     except ValueError:
         return Grade(0.0, "json_schema", "no JSON")
-    errors = jsonschema_lite.validate(value, check.json_schema)
+    errors = [f"{e.json_path}: {e.message}" for e in Draft202012Validator(check.json_schema).iter_errors(value)]
     if errors:
         return Grade(0.0, "json_schema", "; ".join(errors[:3]))
     if check.expect:

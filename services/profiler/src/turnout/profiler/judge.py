@@ -14,7 +14,6 @@ unreadable verdict — are retried with exponential back-off and jitter (tenacit
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +21,9 @@ from typing import Any
 import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
+from turnout.common.retrying import backoff_or_retry_after, parse_retry_after
 from turnout.profiler.errors import JudgeError, JudgeRetryable
 from turnout.profiler.text import extract_json
 
@@ -162,7 +162,7 @@ class LLMJudge:
             body["response_format"] = {"type": "json_object"}
         retrying = AsyncRetrying(
             stop=stop_after_attempt(o.max_attempts),
-            wait=self._wait,
+            wait=backoff_or_retry_after(o.backoff_initial_s, o.backoff_max_s),
             retry=retry_if_exception_type(JudgeRetryable),
             reraise=True,
         )
@@ -174,13 +174,6 @@ class LLMJudge:
             raise JudgeError(f"judge gave no verdict after {o.max_attempts} attempt(s): {exc}") from exc
         raise JudgeError("unreachable")  # pragma: no cover
 
-    def _wait(self, state: RetryCallState) -> float:
-        o = self.options
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, JudgeRetryable) and exc.retry_after_s is not None:
-            return min(exc.retry_after_s, o.backoff_max_s)
-        return backoff_s(state.attempt_number, o.backoff_initial_s, o.backoff_max_s)
-
     async def _once(self, body: dict[str, Any]) -> Verdict:
         o = self.options
         headers = {"content-type": "application/json"}
@@ -191,7 +184,7 @@ class LLMJudge:
                 async with self._session.post(self._url, data=orjson.dumps(body), headers=headers) as r:
                     raw = await r.read()
                     if r.status == 429 or r.status >= 500:
-                        retry_after = _retry_after(r.headers.get("retry-after"))
+                        retry_after = parse_retry_after(r.headers.get("retry-after"))
                         raise JudgeRetryable(f"HTTP {r.status}", retry_after_s=retry_after)
                     if r.status >= 400:
                         raise JudgeError(f"judge answered HTTP {r.status}: {raw[:300]!r}")
@@ -208,18 +201,3 @@ class LLMJudge:
             return parse_verdict(str(content))
         except ValueError as exc:
             raise JudgeRetryable(str(exc)) from exc
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
-    """Exponential back-off with jitter: ``initial · 2^(attempt-1)`` capped at ``max``, plus up to
-    ``initial`` of random jitter (so that retries from several workers spread out)."""
-    return min(max_s, initial_s * 2.0 ** (attempt - 1)) + random.uniform(0, initial_s)

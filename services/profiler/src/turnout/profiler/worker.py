@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from arq import Retry, Worker, cron
+from arq import Retry, Worker
 from arq.worker import func
 from prometheus_client import REGISTRY, CollectorRegistry
 from redis.exceptions import RedisError
@@ -39,8 +39,8 @@ from turnout.common.arq import (
     WorkerContext,
     context_of,
     enqueue_once,
-    every,
     job,
+    scheduled,
     worker_kwargs,
 )
 from turnout.common.backends.clients import BackendClient, client_for
@@ -207,15 +207,7 @@ def worker_settings(
 
     cron_jobs = []
     if opts.discover_on_schedule:
-        cron_jobs.append(
-            cron(
-                discover_models,
-                name=f"cron:{DISCOVER_MODELS}",
-                max_tries=opts.max_tries,
-                timeout=opts.job_timeout_s + 5,
-                **every(opts.discover_every_s),  # type: ignore[arg-type]
-            )
-        )
+        cron_jobs.append(scheduled(discover_models, DISCOVER_MODELS, opts, opts.discover_every_s))
     kwargs = worker_kwargs(
         queue=settings.keys.profiler_queue,
         redis_url=settings.redis_url,

@@ -37,12 +37,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from turnout.common import router_priors
 from turnout.common.aio import wait_or_cancel
 from turnout.common.catalog import load_snapshot
 from turnout.common.circuits import CircuitStore, blocked
 from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import DB_UNAVAILABLE, make_engine, make_sessionmaker
-from turnout.common.embeddings.static import default_embedder
 from turnout.common.http import make_session
 from turnout.common.inflight import read_inflight
 from turnout.common.links import make_redis
@@ -50,16 +50,19 @@ from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient, RpcContext, RpcServer
 from turnout.common.rpc.client import new_client_id
-from turnout.common.schemas.explain import ExplainReplyV1
+from turnout.common.schemas.explain import ExplainReplyV1, VramExplainV1
 from turnout.common.schemas.fleet import HostStateV1
 from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
 from turnout.common.supervise import Supervisor
+from turnout.embeddings.static import default_embedder
+from turnout.scorer import router_train
 from turnout.scorer.caches import RouteCacheConfig, RoutingCache
 from turnout.scorer.classifier import LLMClassifier
 from turnout.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex
 from turnout.scorer.learned_loader import load_feedback, load_profile_outcomes
+from turnout.scorer.learned_prior import RouterPrior, load_prior
 from turnout.scorer.metrics import ScorerMetrics
 from turnout.scorer.rules import RulesStore
 from turnout.scorer.settings import ScorerSettings
@@ -102,11 +105,14 @@ class Scorer:
         self.catalog_loaded = False
         self.reloads = 0
         self.vram: VramCoordinator | None = None
+        self._base_prior = self.engine.prior
+        self._training: asyncio.Task[None] | None = None
 
     # --- the RPC handler (hot path) ------------------------------------------------------
 
     async def route(self, req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
-        reply = await self.engine.route(req)
+        budget = ctx.remaining - self._opts.routing.decision_reserve_s
+        reply = await self.engine.route(req, budget_s=budget)
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
             reply = await self.vram.route(reply, remaining_s=ctx.remaining)
         if reply.candidates:  # in flight there until the gateways' next count says so
@@ -118,7 +124,28 @@ class Scorer:
 
     async def explain(self, req: RouteRequestV1, ctx: RpcContext) -> ExplainReplyV1:  # noqa: ARG002
         ranking = await self.engine.explain(req)
-        return explain_reply(ranking, self.engine.rules.current.version)
+        out = explain_reply(ranking, self.engine.rules.current.version)
+        out.learned = self.engine.learned_info()
+        if self.vram is not None and out.candidates:
+            before = out.candidates[0].model
+            planned, decision = self.vram.preview(RouteReplyV1(candidates=out.candidates))
+            if decision is not None:
+                out.candidates = planned.candidates
+                chosen = planned.candidates[0].model
+                out.vram = VramExplainV1(
+                    kind=decision.kind.value,
+                    reason=decision.reason,
+                    ranked_first=before,
+                    chosen=chosen,
+                    orders=[f"{o.action} {o.model} on {o.host}" for o in decision.orders],
+                    if_late=self.vram.fallback_if_late(planned) if decision.orders else None,
+                )
+                if chosen != before:
+                    out.notes.append(
+                        f"VRAM planner: {chosen} instead of {before} ({decision.kind.value}: {decision.reason})"
+                    )
+        out.model = out.candidates[0].model if out.candidates else None
+        return out
 
     # --- rules, learned index, control messages -----------------------------------------
 
@@ -140,6 +167,68 @@ class Scorer:
             len(fb.by_model),
         )
 
+    async def reload_prior(self) -> None:
+        """Swap in the active router prior from Redis — a trained one when activated, else the
+        shipped one when ``routing.prior`` is on, else none; a malformed or mismatched artefact
+        keeps the current prior."""
+        embedder = self.engine.embedder
+        if embedder is None:
+            return
+        try:
+            raw = await router_priors.load_active(self._redis, self._keys)
+            prior = RouterPrior.from_json(raw) if raw is not None else self._base_prior
+        except (ValueError, RedisError, OSError) as exc:
+            log.warning("router prior reload failed (%s); keeping %s", exc, self._prior_version())
+            return
+        if prior is not None and prior.dims != embedder.dims:
+            log.warning(
+                "router prior %s has %d dims, the embedder %d: ignored", prior.version, prior.dims, embedder.dims
+            )
+            return
+        current = self.engine.prior.version if self.engine.prior is not None else None
+        new = prior.version if prior is not None else None
+        if new != current:
+            self.engine.prior = prior
+            if self.engine.cache is not None:
+                await self.engine.cache.invalidate()
+            log.info("router prior %s active", new or "none")
+
+    def _prior_version(self) -> str:
+        return self.engine.prior.version if self.engine.prior is not None else "none"
+
+    def train_router(self) -> None:
+        """Fit a router prior on this deployment's data in the background (one replica at a time)."""
+        if self._training is not None and not self._training.done():
+            return
+        self._training = asyncio.create_task(self._train_router(), name="router-train")
+
+    async def stop_training(self) -> None:
+        """Cancel a router training in progress (at shutdown; its lock expires by itself)."""
+        if self._training is not None and not self._training.done():
+            await wait_or_cancel(self._training, timeout_s=0)
+
+    async def _train_router(self) -> None:
+        lock = f"{self._keys.router_prior_active}:training"
+        if not await self._redis.set(lock, replica_id(), nx=True, ex=600):
+            return  # another replica is training
+        try:
+            embedder = self.engine.embedder
+            base = self.engine.prior or self._base_prior or load_prior()
+            if embedder is None:
+                return
+            async with self._sessionmaker() as session:
+                data = await router_train.collect(session, embedder)
+            held = router_train.holdout_mask(data.keys)
+            prior = await asyncio.to_thread(router_train.train, data.subset(~held), base=base)
+            version = await router_priors.publish(self._redis, self._keys, prior.to_json())
+            log.info("router prior %s trained on %s and activated", version, prior.notes)
+        except router_train.NotEnoughData as exc:
+            log.warning("router prior not trained: %s", exc)
+        except Exception:  # the task's boundary: a bug shows with its traceback, the active prior stays
+            log.exception("router prior training failed")
+        finally:
+            await self._redis.delete(lock)
+
     async def learned_loop(self) -> None:
         while True:
             try:
@@ -148,6 +237,7 @@ class Scorer:
                 log.warning("learned index reload failed (%s); keeping the previous one", exc)
             except Exception:  # the loop's boundary: a bug shows with its traceback, the old index stays
                 log.exception("learned index reload failed; keeping the previous one")
+            await self.reload_prior()
             await asyncio.sleep(self._opts.routing.learned_refresh_s)
 
     async def control(self, data: bytes | str) -> None:
@@ -163,6 +253,10 @@ class Scorer:
         elif action == "invalidate_cache" and self.engine.cache is not None:
             removed = await self.engine.cache.invalidate()
             log.info("routing cache invalidated: %d keys", removed)
+        elif action == "reload_prior":
+            await self.reload_prior()
+        elif action == "train_router":
+            self.train_router()
 
     # --- catalog -------------------------------------------------------------------------
 
@@ -346,6 +440,7 @@ async def routing_engine(
         cfg = RouteCacheConfig(ttl_s=c.ttl_s, semantic=c.semantic, threshold=c.threshold, capacity=c.capacity)
         cache = RoutingCache(redis, settings.keys, cfg, registry=registry)
     embedder = default_embedder()
+    prior = load_prior(r.prior_file) if r.prior_file else load_prior() if r.prior else None
     ccfg = classifier_config(r)
     async with AsyncExitStack() as stack:
         classifier = None
@@ -353,11 +448,13 @@ async def routing_engine(
             session = make_session(limit=16, limit_per_host=8, connect_timeout_s=ccfg.timeout_s)
             stack.push_async_callback(session.close)
             classifier = LLMClassifier(ccfg, session)
+            stack.push_async_callback(classifier.close)
         yield RoutingEngine(
             engine_config(opts),
             rules=rules,
             embedder=embedder,
             learned=LearnedIndex(embedder.dims),
+            prior=prior,
             classifier=classifier,
             cache=cache,
         )
@@ -455,6 +552,7 @@ async def running_scorer(
         await stack.enter_async_context(ops_server(ops, settings.scorer.ops_host, settings.scorer.ops_port))
 
         await scorer.load_until_ready()
+        await scorer.reload_prior()
         with contextlib.suppress(RedisError, OSError):
             await scorer.refresh_fleet()
         sup.start("catalog-loop", scorer.catalog_loop)
@@ -472,6 +570,7 @@ async def running_scorer(
         finally:
             await server.stop()
             await wait_or_cancel(serving, timeout_s=10)
+            await scorer.stop_training()
             await sup.stop()
 
 

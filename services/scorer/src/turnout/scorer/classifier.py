@@ -9,11 +9,20 @@ tight timeout on the process's shared ``aiohttp`` session; the model must answer
 (timeout, HTTP error, unparsable or out-of-vocabulary answer) returns the heuristic analysis
 unchanged and is counted; failures are cached briefly too so a broken classifier costs one
 timeout per prompt, not one per request.
+
+**Within the deadline.** ``refine(..., budget_s=…)`` gets what is left of the caller's route
+deadline. A cached answer is used at once; otherwise the classifier is asked inline only when
+the budget covers its timeout plus ``margin_s`` (then with the timeout cut to fit), else the
+question goes to a background task that warms the cache (at most ``max_background`` at once,
+further ones dropped and counted) and this request keeps the heuristic analysis — so with the
+gateway's 100 ms route deadline and a 250 ms classifier the decision is never late, and the
+next request with the same prompt gets the classifier's answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -53,6 +62,10 @@ class ClassifierConfig:
     max_chars: int = 2000
     cache_size: int = 4096
     failure_ttl_s: float = 30.0
+    margin_s: float = 0.02
+    """Budget kept for the rest of the decision when asking inline."""
+    max_background: int = 8
+    """Background questions (cache warming) in flight at most."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +92,25 @@ class LLMClassifier:
         self.calls = 0
         self.failures = 0
         self.cache_hits = 0
+        self.deferred = 0
+        self.dropped = 0
+        self._background: set[asyncio.Task[None]] = set()
 
     def should_ask(self, a: PromptAnalysis) -> bool:
         lo, hi = self.cfg.band
         return a.confidence < self.cfg.min_confidence or lo <= a.complexity <= hi
 
-    async def refine(self, text: str, a: PromptAnalysis) -> PromptAnalysis:
-        """The heuristic analysis, corrected by the classifier when it is unsure; never raises."""
+    async def refine(self, text: str, a: PromptAnalysis, *, budget_s: float | None = None) -> PromptAnalysis:
+        """The heuristic analysis, corrected by the classifier when it is unsure; never raises.
+        ``budget_s``: what is left of the caller's deadline (module docstring)."""
         if not self.should_ask(a) or not text.strip():
             return a
         key = hashlib.blake2b(text[: self.cfg.max_chars].encode("utf-8", "surrogatepass"), digest_size=16).digest()
         entry = self._cached(key)
+        if entry is None and budget_s is not None and budget_s < self.cfg.timeout_s + self.cfg.margin_s:
+            self.deferred += 1
+            self._warm(key, text)
+            return replace(a, reasons=(*a.reasons, "classifier: no time within the deadline, asked in the background"))
         if entry is None:
             fut = self._inflight.get(key)
             if fut is not None:
@@ -111,6 +132,37 @@ class LLMClassifier:
                     self._inflight.pop(key, None)
                 self._store(key, entry)
         return self._apply(a, entry)
+
+    def _warm(self, key: bytes, text: str) -> None:
+        if key in self._inflight:
+            return
+        if len(self._background) >= self.cfg.max_background:
+            self.dropped += 1
+            return
+        fut: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+
+        async def ask() -> None:
+            try:
+                entry = await self._ask(text[: self.cfg.max_chars])
+                fut.set_result(entry)
+                self._store(key, entry)
+            finally:
+                if not fut.done():
+                    fut.cancel()
+                self._inflight.pop(key, None)
+
+        task = asyncio.create_task(ask(), name="classifier-warm")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Cancel the background questions (at shutdown)."""
+        for t in list(self._background):
+            t.cancel()
+        for t in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
 
     def _cached(self, key: bytes) -> _Entry | None:
         e = self._cache.get(key)

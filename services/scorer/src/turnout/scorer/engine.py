@@ -18,16 +18,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from turnout.common.embeddings import Embedder, StaticEmbedder
 from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
 from turnout.common.schemas.route import CandidateV1, RequestKind, RouteReplyV1, RouteRequestV1
+from turnout.embeddings import Embedder, StaticEmbedder
 from turnout.scorer.caches import RoutingCache
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.learned import LearnedIndex, encode_embedding
+from turnout.scorer.learned_prior import RouterPrior, blend, model_features, prompt_features
 from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis
 from turnout.scorer.rules import RulesStore
 from turnout.scorer.scoring import (
+    OVERALL,
     FleetState,
     Learned,
     ModelSpec,
@@ -53,6 +55,8 @@ class EngineConfig:
     max_candidates: int = 8
     diversity_half_life: float = 200.0
     """Decisions after which a model's recent-use count has halved."""
+    prior_mass: float = 4.0
+    """How many close graded neighbours the router prior counts as (``learned_prior.blend``)."""
 
 
 class RoutingEngine:
@@ -63,6 +67,7 @@ class RoutingEngine:
         rules: RulesStore | None = None,
         embedder: Embedder | None = None,
         learned: LearnedIndex | None = None,
+        prior: RouterPrior | None = None,
         classifier: LLMClassifier | None = None,
         cache: RoutingCache | None = None,
     ) -> None:
@@ -70,6 +75,7 @@ class RoutingEngine:
         self.rules = rules or RulesStore(None)
         self.embedder = embedder
         self.learned = learned
+        self.prior = prior
         self.classifier = classifier
         self.cache = cache
         self.analyzer = Analyzer(self.cfg.analysis)
@@ -77,6 +83,7 @@ class RoutingEngine:
         self._fleet = FleetState()
         self._feedback: dict[str, tuple[float, float]] = {}
         self.table = ModelTable.build((), self.cfg.scoring)
+        self._theta, self._phi = model_features(np.zeros(0), np.zeros(0))
         self.replicas = ReplicaTable.build(self.table)
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
         self._feedback_arrays = (np.zeros(0), np.zeros(0))
@@ -102,6 +109,7 @@ class RoutingEngine:
         self.table = ModelTable.from_snapshot(
             self._snapshot, self.cfg.scoring, tiers=self.rules.current.tiers, extra=extra
         )
+        self._theta, self._phi = model_features(self.table.capability[OVERALL], self.table.power)
         self._recent = np.zeros(self.table.size)
         self._row_of = {k: j for j, k in enumerate(zip(self.table.rep_backend, self.table.rep_upstream, strict=True))}
         self._align_feedback()
@@ -181,7 +189,8 @@ class RoutingEngine:
             return None
         text = req.text[:4000]
         if isinstance(self.embedder, StaticEmbedder):
-            return self.embedder.encode_one(text)  # the word-cached path
+            vec: np.ndarray = self.embedder.encode_one(text)  # the word-cached path
+            return vec
         out: np.ndarray = self.embedder.encode([text])[0]
         return out
 
@@ -200,10 +209,7 @@ class RoutingEngine:
         if requested in self.cfg.virtual_models:
             requested = None
         cons = self.rules.current.constraints(requested, req.client, a.category, self.table, req.client_ip)
-        learned = None
-        if self.learned is not None and len(self.learned) and embedding is not None and cons.requested is None:
-            p, n = self.learned.aligned(embedding, self.table.names)
-            learned = Learned(p, n)
+        learned = self.learned_estimate(a, embedding) if cons.requested is None else None
         return rank(
             req,
             a,
@@ -217,7 +223,31 @@ class RoutingEngine:
             rterms=self._rterms,
         )
 
-    async def route(self, req: RouteRequestV1) -> RouteReplyV1:
+    def learned_estimate(self, a: PromptAnalysis, embedding: np.ndarray | None) -> Learned | None:
+        """The k-NN index's estimates blended with the router prior's (``learned_prior.blend``)."""
+        if embedding is None or self.table.size == 0:
+            return None
+        knn_p = knn_n = prior_p = None
+        if self.learned is not None and len(self.learned):
+            knn_p, knn_n = self.learned.aligned(embedding, self.table.names)
+        prior = self.prior
+        if prior is not None and prior.dims == embedding.shape[0]:
+            prior_p = prior.estimate(prompt_features(embedding, a.complexity, a.tokens), self._theta, self._phi)
+        out = blend(prior_p, knn_p, knn_n, self.cfg.prior_mass)
+        return Learned(*out) if out is not None else None
+
+    def learned_info(self) -> dict[str, object]:
+        """What the learned term is made of right now (for ``/admin/explain``)."""
+        return {
+            "prior": self.prior.version if self.prior is not None else None,
+            "prior_mass": self.cfg.prior_mass,
+            "knn_prompts": len(self.learned) if self.learned is not None else 0,
+            "learned_k": self.cfg.scoring.learned_k,
+        }
+
+    async def route(self, req: RouteRequestV1, *, budget_s: float | None = None) -> RouteReplyV1:
+        """``budget_s``: what is left of the caller's deadline; the classifier is asked inline
+        only when it fits (``classifier.py``)."""
         embedding = self.embed(req)
         version = self.version
         if self.cache is not None:
@@ -228,7 +258,7 @@ class RoutingEngine:
                 return with_embedding(reply, embedding)
         a = self.analyze(req)
         if self.classifier is not None:
-            a = await self.classifier.refine(req.text, a)
+            a = await self.classifier.refine(req.text, a, budget_s=budget_s)
         reply = self.decide(req, a, embedding).to_reply(self.cfg.max_candidates)
         self._used(reply)
         if self.cache is not None and reply.candidates:
@@ -289,9 +319,11 @@ def engine_config(opts: ScorerOptions) -> EngineConfig:
             unservable_without_vision=r.unservable_without_vision,
             default_quality=opts.default_quality,
             unknown_params_b=opts.unknown_params_b,
+            learned_k=r.learned_k,
         ),
         virtual_models=frozenset(opts.virtual_models),
         max_candidates=opts.max_candidates,
+        prior_mass=r.prior_mass,
     )
 
 

@@ -12,7 +12,11 @@ product for all models:
 3. kernel weights ``w = ((s − floor) / (1 − floor))₊ ^ power`` (neighbours below ``floor`` count
    nothing) times the outcome's source weight;
 4. per model: ``p = (Σ w·score + m·mean) / (Σ w + m)`` over the neighbours it was graded on
-   (``m = prior_mass`` pseudo-neighbours at the model's overall mean) and ``n_eff = Σ w``.
+   (``m = prior_mass`` pseudo-neighbours at the model's overall mean) and ``n_eff = Σ w``,
+   scaled by ``min(1, rows / (full_at · k))``: an index with fewer rows than that is a global
+   average rather than a local one (a fresh deployment's 31 profiling prompts per model), and
+   counting its neighbours in full lowered APGR on MMLU left out from 0.58 to 0.55
+   (``bench/routing_quality.py``, lodo; 0.585 with the scaling).
 
 The scorer blends ``p`` with its static capability by ``n_eff`` (``scoring.py``): with no close
 neighbours the learned term vanishes. The index does no I/O: a loader (Postgres profiles and
@@ -55,6 +59,8 @@ class LearnedConfig:
     floor: float = 0.5
     power: float = 2.0
     prior_mass: float = 0.5
+    full_at: float = 4.0
+    """The neighbour mass counts in full from ``full_at · k`` stored prompts (scaled below)."""
     source_weights: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType({"profile": 1.0, "judge": 0.8, "feedback": 0.6})
     )
@@ -209,10 +215,10 @@ class LearnedIndex:
         graded = wsum > 0
         mean_score = np.where(graded, ssum / np.maximum(wsum, 1e-12), 0.0)
         kw = kern[:, :, None] * np.minimum(wsum, 1.0) * graded
-        n_eff = kw.sum(axis=1)
+        n_eff = kw.sum(axis=1) * min(1.0, n / max(cfg.full_at * cfg.k, 1.0))
         prior = np.nan_to_num(self.model_means(), nan=0.5)
         pm = cfg.prior_mass
-        p = ((kw * mean_score).sum(axis=1) + pm * prior) / (n_eff + pm)
+        p = ((kw * mean_score).sum(axis=1) + pm * prior) / (kw.sum(axis=1) + pm)
         p = np.where(np.isnan(self.model_means())[None, :], np.nan, p)
         return p, n_eff
 

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from turnout.common.db.models import Feedback, Model, Profile, RoutingDecision
-from turnout.common.embeddings import Embedder
+from turnout.embeddings import Embedder
 from turnout.scorer.learned import LearnedIndex, decode_embedding, prompt_key
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ async def load_feedback(
     sums: dict[str, list[float]] = {}
     added = 0
     for score, fb_model, at, routed_model, analysis in (await session.execute(q)).all():
-        model = routed_model or fb_model
+        model = fb_model or routed_model  # feedback names its model (paired sampling: the second one)
         if not model:
             continue
         age_days = max(0.0, (now - at).total_seconds() / 86400.0) if at is not None else 0.0

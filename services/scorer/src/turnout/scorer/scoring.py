@@ -33,7 +33,8 @@ candidate reports them in ``terms`` and they sum to its ``score``:
   ``cap`` = profile and benchmark scores for the category shrunk towards a size prior fitted on the
   fleet (an unknown model gets the prior of its size: neither favoured nor punished); with
   learned estimates ``p`` from ``n_eff`` close neighbours, ``quality = (1−a)·cap + a·p`` with
-  ``a = n_eff / (n_eff + learned_k)``; ``'`` = scaled by the catalog's spread for the category;
+  ``a = n_eff / (n_eff + learned_k)``; ``'`` = scaled by the catalog's overall spread (the
+  static share by the category's with ``category_span``);
 * ``speed = w.speed · (1−q) · speed'`` — tokens/s and TTFT on log scales (measured, else
   estimated from active parameters), scaled to the catalog's range; ``cost`` likewise from price;
 * ``min_size = −w.min_size · clamp(log2(required / size) / 3)`` for the category × level table;

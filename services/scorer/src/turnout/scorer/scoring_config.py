@@ -56,6 +56,13 @@ class ScoringConfig:
     benchmark_strength: float = 10.0
     learned_k: float = 4.0
     """Neighbour mass at which the learned estimate gets half the weight."""
+    category_span: bool = False
+    """Scale the static capability by the catalog's spread for the prompt's category (else the
+    overall spread). Off: on held-out MMLU (``bench/routing_quality.py``) the category spread
+    costs APGR by call share — heuristics alone 0.61 → 0.53 in-distribution and 0.58 → 0.55 with
+    a 31-prompt profile (leave-one-data-set-out). The learned term is always scaled by the
+    overall spread: its estimates are probabilities on one scale (with the category spread:
+    0.67 → 0.61)."""
     default_quality: float = 0.5
     unknown_params_b: float = 8.0
     replica_parallel: float = 4.0

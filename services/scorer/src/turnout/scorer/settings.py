@@ -59,7 +59,21 @@ class RoutingOptions(BaseModel):
     extra_categories: dict[str, list[str]] = Field(default_factory=dict, description="category -> keywords")
     learned: bool = Field(default=True, description="Learn from graded prompts and feedback (Postgres)")
     learned_refresh_s: float = Field(default=300.0, gt=0)
+    learned_k: float = Field(
+        default=4.0, gt=0, description="Neighbour mass at which learned estimates get half the weight"
+    )
+    prior: bool = Field(
+        default=False,
+        description="Use the shipped router prior when no trained one is active (an activated one is always used)",
+    )
+    prior_mass: float = Field(default=4.0, ge=0, description="How many graded neighbours the router prior counts as")
+    prior_file: str | None = Field(
+        default=None, description="A router prior artefact to start with instead of the shipped one"
+    )
     feedback_half_life_days: float = Field(default=14.0, gt=0)
+    decision_reserve_s: float = Field(
+        default=0.01, ge=0, description="Of the caller's route deadline, kept for scoring and the VRAM planner"
+    )
     route_cache: RouteCacheOptions = Field(default_factory=RouteCacheOptions)
     classifier: ClassifierOptions = Field(default_factory=ClassifierOptions)
 

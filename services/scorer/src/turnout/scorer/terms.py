@@ -65,7 +65,8 @@ def model_terms(
     cat = a.category
     cap = table.capability_for(cat)
     key = cat if cat in table.capability else OVERALL
-    low, span = table.cap_low[key], table.cap_span[key]
+    low, span = table.cap_low[key], table.cap_span[key if cfg.category_span else OVERALL]
+    learned_span = table.cap_span[OVERALL]  # learned estimates are on one scale across categories
     imp = 0.4 + 0.6 * a.complexity
     level = LEVELS.index(a.level) if a.level in LEVELS else 1
     zeros = np.zeros(n)
@@ -81,7 +82,7 @@ def model_terms(
             alpha = np.where(has, learned.n_eff / (learned.n_eff + cfg.learned_k), 0.0)
             p = np.where(has, learned.p, cap)
             capability = scale * (1.0 - alpha) * (cap - low)
-            learned_t = scale * alpha * (p - low)
+            learned_t = scale * span / learned_span * alpha * (p - low)
         else:
             capability = scale * (cap - low)
             learned_t = zeros

@@ -311,6 +311,8 @@ class Option:
     host: str | None
     score: float
     need_bytes: int
+    embedding: bool = False
+    """An embedding model: the agent loads it through the embeddings endpoint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +322,8 @@ class PlannedOrder:
     model: str
     bytes: int
     reason: str
+    embedding: bool = False
+    """A load of an embedding model (Ollama refuses ``/api/generate`` for those)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +361,9 @@ def _evict_orders(h: HostVram, opt: Option, victims: list[ResidentModel], why: s
         )
         for m in victims
     )
-    load = PlannedOrder(OrderAction.LOAD, h.host, opt.model, opt.need_bytes, f"load {opt.model} ({gib:.1f} GiB): {why}")
+    load = PlannedOrder(
+        OrderAction.LOAD, h.host, opt.model, opt.need_bytes, f"load {opt.model} ({gib:.1f} GiB): {why}", opt.embedding
+    )
     return (*unloads, load)
 
 

@@ -160,6 +160,7 @@ class VramActions:
             reason=order.reason,
             requested_by=self._replica,
             timeout_s=self._opts.order_timeout_s,
+            embedding=order.embedding,
         )
         try:
             result = await self._caller.call(

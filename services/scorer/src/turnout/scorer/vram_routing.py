@@ -265,8 +265,24 @@ class VramCoordinator:
                 params_b=entry.params_b if entry else None,
                 quant=entry.quant if entry else None,
             )
-            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, need))
+            embedding = entry.embedding if entry else False
+            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, need, embedding))
         return out
+
+    def preview(self, reply: RouteReplyV1) -> tuple[RouteReplyV1, Decision | None]:
+        """What :meth:`decide` would do now, with no bookkeeping (``/admin/explain``)."""
+        if not self.opts.enabled or not reply.candidates or not self.view.hosts:
+            return reply, None
+        decision = plan(self.options(reply.candidates), self._hosts_now(), self.cfg)
+        if decision is None:
+            return reply, None
+        return _reordered(reply, decision.choice, f"vram: {decision.reason}"), decision
+
+    def fallback_if_late(self, reply: RouteReplyV1) -> str | None:
+        """The model :meth:`route` falls back to when an ``evict`` decision's room is not ready in
+        time (``None``: it keeps the first candidate)."""
+        alt = self._first_without_orders(self.options(reply.candidates[1:]))
+        return reply.candidates[alt + 1].model if alt is not None else None
 
     def decide(self, reply: RouteReplyV1) -> tuple[RouteReplyV1, Decision | None]:
         if not self.opts.enabled or not reply.candidates or not self.view.hosts:

@@ -53,9 +53,10 @@ _FEEDBACK_SQL = text(
     """
     INSERT INTO feedback (response_id, model, score, comment, client, created_at)
     SELECT CAST(:response_id AS VARCHAR),
-           (SELECT d.model FROM routing_decisions d
-             WHERE d.response_id = CAST(:response_id AS VARCHAR) AND d.model IS NOT NULL
-             ORDER BY d.id DESC LIMIT 1),
+           COALESCE(CAST(:model AS VARCHAR),
+                    (SELECT d.model FROM routing_decisions d
+                      WHERE d.response_id = CAST(:response_id AS VARCHAR) AND d.model IS NOT NULL
+                      ORDER BY d.id DESC LIMIT 1)),
            CAST(:score AS DOUBLE PRECISION), CAST(:comment AS TEXT), CAST(:client AS VARCHAR),
            CAST(:created_at AS TIMESTAMPTZ)
     WHERE NOT EXISTS (
@@ -73,6 +74,11 @@ def consumer_name() -> str:
 
 def _ts(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def _text(value: str | None) -> str | None:
+    """Postgres text cannot hold NUL characters (a JSON string can)."""
+    return value.replace("\x00", "\ufffd") if value is not None else None
 
 
 def decision_row(ev: RequestEventV1) -> dict[str, Any]:
@@ -97,6 +103,8 @@ def decision_row(ev: RequestEventV1) -> dict[str, Any]:
         "analysis": ev.analysis.model_dump(mode="json") if ev.analysis is not None else None,
         "candidates": [c.model_dump(mode="json") for c in ev.candidates],
         "attempts": [a.model_dump(mode="json") for a in ev.attempts],
+        "prompt": _text(ev.prompt),
+        "reply": _text(ev.reply),
         "requested_at": _ts(ev.ts),
     }
 
@@ -108,6 +116,7 @@ def feedback_params(ev: FeedbackEventV1) -> dict[str, Any]:
         "comment": ev.comment,
         "client": ev.client,
         "created_at": _ts(ev.ts),
+        "model": ev.model,
     }
 
 

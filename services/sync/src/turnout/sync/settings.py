@@ -10,6 +10,7 @@ from pydantic import Field
 from turnout.common.arq import CronInterval, WorkerOptions
 from turnout.common.settings import CommonSettings
 from turnout.sync.public import PublicBenchmarksOptions
+from turnout.sync.retention import RetentionOptions
 
 
 class SyncOptions(WorkerOptions):
@@ -32,6 +33,9 @@ class SyncOptions(WorkerOptions):
     batch_size: int = Field(default=200, ge=1, le=10_000, description="Events read and stored per transaction")
     block_ms: int = Field(default=1000, ge=1, le=60_000, description="XREADGROUP block time")
     claim_idle_s: float = Field(default=60.0, gt=0, description="Claim other consumers' events pending this long")
+    retention: RetentionOptions = Field(
+        default_factory=RetentionOptions, description="Pruning of the request log (TURNOUT_SYNC__RETENTION__*)"
+    )
 
 
 class SyncSettings(CommonSettings):

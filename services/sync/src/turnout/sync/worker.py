@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arq import Worker, cron
+from arq import Worker
 from arq.worker import func
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -37,13 +37,14 @@ from turnout.common.aio import cancel_and_wait
 from turnout.common.arq import (
     CTX_KEY,
     IMPORT_BENCHMARKS_FILE,
+    PRUNE_REQUEST_LOG,
     SYNC_ALL_BENCHMARKS,
     SYNC_BENCHMARKS,
     WorkerContext,
     context_of,
     enqueue_once,
-    every,
     job,
+    scheduled,
     worker_kwargs,
 )
 from turnout.common.db.session import make_engine, make_sessionmaker
@@ -56,6 +57,7 @@ from turnout.sync.public import (
     enqueue_sources,
     sync_source,
 )
+from turnout.sync.retention import PruneResult, prune
 from turnout.sync.settings import SyncSettings
 from turnout.sync.sources import LocalFilesOptions, LocalFilesSource, Source
 
@@ -160,6 +162,13 @@ async def sync_all_benchmarks(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"sources": list(wctx.sources), "enqueued": enqueued}
 
 
+@job(PRUNE_REQUEST_LOG)
+async def prune_request_log(ctx: dict[str, Any]) -> dict[str, int]:
+    wctx = context_of(ctx, SyncContext)
+    result: PruneResult = await prune(wctx.sessionmaker, wctx.settings.sync.retention)
+    return {"by_age": result.by_age, "by_count": result.by_count, "audit": result.audit}
+
+
 def worker_settings(
     settings: SyncSettings,
     *,
@@ -197,25 +206,11 @@ def worker_settings(
 
     cron_jobs = []
     if opts.benchmarks_on_schedule:
-        cron_jobs.append(
-            cron(
-                import_benchmarks_file,
-                name=f"cron:{IMPORT_BENCHMARKS_FILE}",
-                max_tries=opts.max_tries,
-                timeout=opts.job_timeout_s + 5,
-                **every(opts.benchmarks_every_s),  # type: ignore[arg-type]
-            )
-        )
+        cron_jobs.append(scheduled(import_benchmarks_file, IMPORT_BENCHMARKS_FILE, opts, opts.benchmarks_every_s))
     if opts.public.on_schedule:
-        cron_jobs.append(
-            cron(
-                sync_all_benchmarks,
-                name=f"cron:{SYNC_ALL_BENCHMARKS}",
-                max_tries=opts.max_tries,
-                timeout=opts.job_timeout_s + 5,
-                **every(opts.public.every_s),  # type: ignore[arg-type]
-            )
-        )
+        cron_jobs.append(scheduled(sync_all_benchmarks, SYNC_ALL_BENCHMARKS, opts, opts.public.every_s))
+    if opts.retention.enabled:
+        cron_jobs.append(scheduled(prune_request_log, PRUNE_REQUEST_LOG, opts, opts.retention.every_s))
     kwargs = worker_kwargs(
         queue=settings.keys.sync_queue,
         redis_url=settings.redis_url,
@@ -224,6 +219,7 @@ def worker_settings(
             func(import_benchmarks_file, name=IMPORT_BENCHMARKS_FILE, keep_result=0, max_tries=opts.max_tries),
             func(sync_benchmarks, name=SYNC_BENCHMARKS, keep_result=0, max_tries=opts.max_tries),
             func(sync_all_benchmarks, name=SYNC_ALL_BENCHMARKS, keep_result=0, max_tries=opts.max_tries),
+            func(prune_request_log, name=PRUNE_REQUEST_LOG, keep_result=0, max_tries=opts.max_tries),
         ],
         cron_jobs=cron_jobs,
         on_startup=on_startup,

@@ -32,6 +32,7 @@ from turnout.common.cli import add_version
 from turnout.common.db.migrate import upgrade
 from turnout.common.errors import ConfigError
 from turnout.common.settings import CommonSettings
+from turnout.devstack import demo
 from turnout.devstack.infra import (
     InfraError,
     Instance,
@@ -159,6 +160,8 @@ def banner(stack: Stack, models: list[str], fleet_note: str | None, elapsed_s: f
     if models:
         lines.append(f"  models                   {', '.join(models)}")
     lines += [
+        f"  dashboard                {urls.gateway}/ui",
+        '  command line             .venv/bin/turnout check | models | explain "prompt" | requests tail',
         "",
         "  Try it:",
         f"    curl -s {urls.openai_base}/chat/completions -H 'content-type: application/json' \\",
@@ -244,13 +247,30 @@ def prepare_llama(fleet: str = LLAMA_FLEET) -> None:
         raise StackError(f"python -m {LLAMA_MODULE} prepare exited with code {rc}:\n" + "\n".join(lines[-15:]))
 
 
+LLAMA_DEFAULT_MAX_TOKENS = 256
+"""About 10 s of generation for the 600M random-weight model on a 2-core CPU."""
+
+
+def _dev_env() -> dict[str, str]:
+    """``make run`` is for trying Turnout: the request log is on (prompts and replies, redacted, in
+    the dashboard) unless the environment says otherwise."""
+    return (
+        {}
+        if "TURNOUT_GATEWAY__REQUEST_LOG__ENABLED" in os.environ
+        else {"TURNOUT_GATEWAY__REQUEST_LOG__ENABLED": "true"}
+    )
+
+
 def _llama_env() -> dict[str, str]:
-    """Profiling settings for a llama.cpp fleet (unless set already): random-weight models never
-    stop early, so the shipped suite would take many minutes on a CPU; the speed suite takes seconds."""
+    """Settings for a llama.cpp fleet (unless set already): random-weight models never stop early,
+    so the shipped suite would take many minutes on a CPU (the speed suite takes seconds and still
+    grades quality), and chats without a limit get ``LLAMA_DEFAULT_MAX_TOKENS``."""
     from turnout.llamafleet import SPEED_SUITE  # a workspace package; only needed here
 
     wanted = {
         "TURNOUT_PROFILER__PROFILING__SUITE_PATH": str(SPEED_SUITE),
+        # random-weight models generate until their context is full: bound every chat that sets no limit
+        "TURNOUT_GATEWAY__DEFAULT_MAX_TOKENS": str(LLAMA_DEFAULT_MAX_TOKENS),
         "TURNOUT_PROFILER__PROFILING__RUNNER__PROBE_VISION": "false",
         "TURNOUT_PROFILER__PROFILING__RUNNER__PROBE_TOOLS": "false",
     }
@@ -288,7 +308,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 log_level=settings.log_level,
                 # readable text in a terminal, unless asked for JSON (flag or TURNOUT_LOG_JSON)
                 log_json=args.json_logs or ("log_json" in settings.model_fields_set and settings.log_json),
-                extra_env=_llama_env() if use_llama else {},
+                extra_env=_dev_env() | (_llama_env() if use_llama else {}),
                 cwd=REPO,
             ),
             sink=terminal_sink,
@@ -316,6 +336,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(banner(stack, models, fleet_note, time.monotonic() - started), flush=True)
         for name, why in stack.not_ready().items():
             say(f"{name} is running but not ready yet: {why}", loud=True)
+        if use_fleet and not use_llama and not args.no_demo:
+            show_routing(stack.urls().gateway, settings)
         return _watch(stack)
     except _Stop as sig:
         say(f"{sig}: stopping ...")
@@ -339,6 +361,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         say("stopped")
 
 
+def show_routing(gateway: str, settings: CommonSettings) -> None:
+    """Once the profiler has graded the simulated models: a greeting, a hard coding task and an
+    image question, and the model each went to (:mod:`turnout.devstack.demo`)."""
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    say("waiting for the profiler to grade the models (the dashboard shows the progress) ...")
+    done = demo.wait_profiled(
+        gateway, admin_key=admin_key, timeout=300, progress=lambda d, t: say(f"profiled {d}/{t} chat models")
+    )
+    if not done:
+        say("profiling has not finished: the routing below may still change", loud=True)
+    try:
+        routed = demo.run(gateway)
+    except (OSError, ValueError) as exc:
+        say(f"the routing demo failed: {exc}", loud=True)
+        return
+    with _print_lock:
+        print("\n" + demo.table(routed, gateway) + "\n", flush=True)
+
+
 def _watch(stack: Stack) -> int:
     """Block until a signal; a service that dies is reported, loudly, with why, and restarted
     with back-off (:class:`~turnout.devstack.restart.Restarter`)."""
@@ -357,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=int(os.environ.get("TURNOUT_GATEWAY__PORT", "8080")))
     run.add_argument("--json-logs", action="store_true", help="JSON lines instead of readable text logs")
     run.add_argument("--ready-timeout", type=float, default=120.0)
+    run.add_argument(
+        "--no-demo", action="store_true", help="do not send the three routing-demo requests after start-up"
+    )
     sub.add_parser("migrate", help="make Postgres available and migrate it to head")
     args = parser.parse_args(argv)
     if args.cmd == "migrate":

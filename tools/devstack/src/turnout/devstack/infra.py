@@ -94,6 +94,22 @@ def redis_server_bin() -> str:
     return found
 
 
+def chromium_bins() -> tuple[str, str]:
+    """Debian's ``chromium`` and its ``chromedriver`` (the dashboard's browser tests), installed
+    with apt-get when missing."""
+
+    def find() -> tuple[str | None, str | None]:
+        return shutil.which("chromium"), shutil.which("chromedriver")
+
+    browser, driver = find()
+    if browser is None or driver is None:
+        _apt_install("chromium", "chromium-driver")
+        browser, driver = find()
+    if browser is None or driver is None:
+        raise InfraError("chromium / chromedriver are still missing after apt-get install")
+    return browser, driver
+
+
 def promtool_bin() -> str:
     """``promtool`` (Debian's ``prometheus`` package), for the alert rule tests."""
     found = shutil.which("promtool")

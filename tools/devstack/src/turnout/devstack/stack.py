@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from turnout.devstack.infra import free_port, orphan_guard
 
@@ -212,16 +212,13 @@ def _discard(name: str, line: str) -> None:
 
 
 def file_sink(log_dir: Path) -> Sink:
-    """One ``<service>.log`` per service under ``log_dir`` (used by the tests)."""
+    """One ``<service>.log`` per service under ``log_dir`` (used by the tests). Each line is
+    appended and the file closed again: a sink has no end to close files at."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, IO[str]] = {}
     lock = threading.Lock()
 
     def sink(name: str, line: str) -> None:
-        with lock:
-            f = files.get(name)
-            if f is None:
-                f = files[name] = (log_dir / f"{name}.log").open("a", encoding="utf-8", buffering=1)
+        with lock, (log_dir / f"{name}.log").open("a", encoding="utf-8") as f:
             f.write(line + "\n")
 
     return sink

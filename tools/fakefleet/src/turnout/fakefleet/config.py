@@ -27,6 +27,10 @@ A YAML file (``--config``) or the packaged ``default_fleet.yaml``::
             accuracy: 0.6        # share of arithmetic questions answered right (for profiling)
             fences_json: false   # wrap JSON answers in a ```json fence (chatty models do)
           # a model with the `thinking` capability writes <think>…</think> before its answer
+            skills: {code: 0.9}  # optional: chance of a right answer per category (skill.py)
+
+``answer_book`` (top level, default ``auto``): the prompts a model can answer right, with how
+often depending on its size and the category (see :mod:`turnout.fakefleet.skill`).
 """
 
 from __future__ import annotations
@@ -145,6 +149,17 @@ class ModelSpec(BaseModel):
     embedding_dims: int = Field(default=384, ge=1)
     fences_json: bool = Field(default=False, description="JSON answers come wrapped in a ```json fence")
 
+    skills: dict[str, float] | None = Field(
+        default=None, description="Category -> chance of a right answer to an answer-book prompt (skill.py)"
+    )
+
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None and any(not 0.0 <= p <= 1.0 for p in v.values()):
+            raise ValueError("skills are chances between 0 and 1")
+        return v
+
     @field_validator("params", mode="before")
     @classmethod
     def _params(cls, v: Any) -> int:
@@ -221,6 +236,11 @@ class FleetConfig(BaseModel):
 
     seed: int = 0
     time_scale: float = Field(default=1.0, ge=0, description="Multiplies every delay; 0 = none")
+    answer_book: str | None = Field(
+        default="auto",
+        description="Prompts with right answers (profiling-suite format): a path, 'auto' (the profiler's suite "
+        "when installed) or null (skill.py)",
+    )
     listeners: list[ListenerSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -172,7 +172,14 @@ class OllamaApi:
         if answered_by_tool(messages):
             prompt = tool_result_prompt(messages)
         think = body.get("think") if isinstance(body.get("think"), bool) else None
-        out = text.reply(job.model, prompt, max_tokens=_num_predict(body), json_mode=_json_format(body), think=think)
+        out = text.reply(
+            job.model,
+            prompt,
+            max_tokens=_num_predict(body),
+            json_mode=_json_format(body),
+            think=think,
+            book=self.fleet.book,
+        )
         pieces: list[Json] = (
             [{"role": "assistant", "content": "", "tool_calls": [call]}]
             if call
@@ -225,7 +232,12 @@ class OllamaApi:
             n_prompt = text.estimate_tokens(str(body.get("system") or "") + str(prompt))
             think = body.get("think") if isinstance(body.get("think"), bool) else None
             out = text.reply(
-                spec, str(prompt), max_tokens=_num_predict(body), json_mode=_json_format(body), think=think
+                spec,
+                str(prompt),
+                max_tokens=_num_predict(body),
+                json_mode=_json_format(body),
+                think=think,
+                book=self.fleet.book,
             )
             n_eval = len(out.tokens)
             if body.get("stream", True) is False:

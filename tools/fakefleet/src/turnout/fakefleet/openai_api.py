@@ -103,7 +103,11 @@ class OpenAIApi:
             prompt = tool_result_prompt(messages)
         fmt = (body.get("response_format") or {}).get("type")
         out = text.reply(
-            job.model, prompt, max_tokens=_max_tokens(body), json_mode=fmt in ("json_object", "json_schema")
+            job.model,
+            prompt,
+            max_tokens=_max_tokens(body),
+            json_mode=fmt in ("json_object", "json_schema"),
+            book=self.fleet.book,
         )
         n_prompt = prompt_tokens(messages, tools)
         call_id = text.tool_call_id(name, prompt)
@@ -176,7 +180,7 @@ class OpenAIApi:
             raise FleetError(400, f"model '{spec.name}' does not support completions", param="model")
         job = await engine.begin(self.fleet, self.listener, spec, request)
         try:
-            out = text.reply(spec, prompt, max_tokens=_max_tokens(body))
+            out = text.reply(spec, prompt, max_tokens=_max_tokens(body), book=self.fleet.book)
             n_prompt, n_eval = text.estimate_tokens(prompt), len(out.tokens)
             usage = {"prompt_tokens": n_prompt, "completion_tokens": n_eval, "total_tokens": n_prompt + n_eval}
             cid, created = new_id("cmpl"), int(time.time())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from turnout.fakefleet.config import FleetConfig, ListenerSpec, ModelSpec, Overflow
+from turnout.fakefleet.skill import AnswerBook
 
 FOREVER_S = 10 * 365 * 24 * 3600.0
 """How far ahead ``expires_at`` lies for a model kept forever (Ollama shows a far-future date too)."""
@@ -244,6 +245,7 @@ class FleetState:
         self.config = config
         self.time_scale = config.time_scale
         self.failures = Failures()
+        self.book = AnswerBook.load(config.answer_book)
         self.listeners = {
             spec.name: ListenerState(
                 spec=spec,

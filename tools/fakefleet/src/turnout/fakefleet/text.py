@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from turnout.fakefleet.config import ModelSpec
+from turnout.fakefleet.skill import AnswerBook
 
 Json = dict[str, Any]
 
 _WORD_RE = re.compile(r"[A-Za-z0-9_'-]+")
+_WHITESPACE_TOKEN_RE = re.compile(r"\s*\S+")  # a word with the whitespace before it: joins back exactly
 _ARITH_RE = re.compile(r"(-?\d{1,9})\s*([+\-*x×])\s*(-?\d{1,9})")
 _OPENERS = (
     "Here is a simulated answer from {model}.",
@@ -76,13 +78,31 @@ def reply(
     max_tokens: int | None = None,
     json_mode: bool = False,
     think: bool | None = None,
+    book: AnswerBook | None = None,
 ) -> Reply:
-    """The model's answer to ``prompt``: ``reply_tokens`` tokens unless ``max_tokens`` is lower.
+    """The model's answer to ``prompt``: the answer book's right answer when the model knows it
+    (skill.py), else ``reply_tokens`` tokens; cut at ``max_tokens``.
 
     A model with the ``thinking`` capability reasons first, as Qwen3 and DeepSeek-R1 do: inline
     as ``<think>…</think>`` before the answer, or apart (``thinking``) when the request says
     ``think: true``; ``think: false`` or ``/no_think`` in the prompt turn it off. A model with
     ``fences_json`` wraps JSON answers in a ```` ```json ```` fence, as chatty models do."""
+    known = book.answer(model, prompt) if book is not None else None
+    tokens = (
+        (_WHITESPACE_TOKEN_RE.findall(known) or [known]) if known is not None else _canned(model, prompt, json_mode)
+    )
+    thinking: tuple[str, ...] = ()
+    if model.can("thinking") and think is not False and "/no_think" not in prompt:
+        if think:
+            thinking = _THOUGHT
+        else:
+            tokens = ["<think>", "\n", *_THOUGHT, "\n", "</think>", "\n\n", *tokens]
+    if max_tokens is not None and 0 < max_tokens < len(tokens):
+        return Reply(tuple(tokens[:max_tokens]), "length", thinking)
+    return Reply(tuple(tokens), "stop", thinking)
+
+
+def _canned(model: ModelSpec, prompt: str, json_mode: bool) -> list[str]:
     words = _answer_words(model, prompt)
     want = model.reply_tokens
     while len(words) < want:
@@ -95,15 +115,7 @@ def reply(
         tokens[-1] = tokens[-1].rstrip(".:") + "."
     elif model.fences_json:
         tokens = ["```json\n", *tokens, "\n```"]
-    thinking: tuple[str, ...] = ()
-    if model.can("thinking") and think is not False and "/no_think" not in prompt:
-        if think:
-            thinking = _THOUGHT
-        else:
-            tokens = ["<think>", "\n", *_THOUGHT, "\n", "</think>", "\n\n", *tokens]
-    if max_tokens is not None and 0 < max_tokens < len(tokens):
-        return Reply(tuple(tokens[:max_tokens]), "length", thinking)
-    return Reply(tuple(tokens), "stop", thinking)
+    return tokens
 
 
 def _answer_words(model: ModelSpec, prompt: str) -> list[str]:

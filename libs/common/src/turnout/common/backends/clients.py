@@ -35,12 +35,30 @@ class UpstreamModel:
 class BackendClient(Protocol):
     config: BackendConfig
 
-    async def list_models(self) -> list[UpstreamModel]: ...
-    async def describe(self, model: UpstreamModel) -> UpstreamModel: ...
-    async def loaded(self) -> list[LoadedModelV1]: ...
-    async def unload(self, model: str) -> None: ...
-    async def preload(self, model: str, *, timeout_s: float = 120.0) -> None: ...
-    async def embed(self, model: str, inputs: list[str]) -> list[list[float]]: ...
+    async def list_models(self) -> list[UpstreamModel]:
+        """The models the backend serves (filtered by the config's include/exclude)."""
+        ...
+
+    async def describe(self, model: UpstreamModel) -> UpstreamModel:
+        """``model`` with what the backend says about it (context length, capabilities)."""
+        ...
+
+    async def loaded(self) -> list[LoadedModelV1]:
+        """The models loaded in memory now (empty where the API cannot tell)."""
+        ...
+
+    async def unload(self, model: str) -> None:
+        """Unload ``model`` (a no-op where the API has no such verb)."""
+        ...
+
+    async def preload(self, model: str, *, timeout_s: float = 120.0, embedding: bool = False) -> None:
+        """Load ``model`` into memory (a no-op where the API has no such verb); an embedding
+        model is loaded through the embeddings endpoint (Ollama refuses /api/generate for it)."""
+        ...
+
+    async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
+        """One embedding per input, from ``model``."""
+        ...
 
 
 class _HttpBackend:
@@ -126,8 +144,11 @@ class OllamaClient(_HttpBackend):
     async def unload(self, model: str) -> None:
         await self._request("POST", f"{self.config.url}/api/generate", json={"model": model, "keep_alive": 0})
 
-    async def preload(self, model: str, *, timeout_s: float = 120.0) -> None:
-        await self._request("POST", f"{self.config.url}/api/generate", json={"model": model}, timeout_s=timeout_s)
+    async def preload(self, model: str, *, timeout_s: float = 120.0, embedding: bool = False) -> None:
+        """Load ``model``: an empty ``/api/generate``, or for an embedding model (which Ollama
+        refuses to generate with) an ``/api/embed`` without input."""
+        path = "/api/embed" if embedding else "/api/generate"
+        await self._request("POST", f"{self.config.url}{path}", json={"model": model}, timeout_s=timeout_s)
 
     async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
         data = await self._request("POST", f"{self.config.url}/api/embed", json={"model": model, "input": inputs})
@@ -156,7 +177,7 @@ class OpenAICompatClient(_HttpBackend):
     async def unload(self, model: str) -> None:  # noqa: ARG002
         return None  # OpenAI-compatible servers have no unload verb
 
-    async def preload(self, model: str, *, timeout_s: float = 120.0) -> None:  # noqa: ARG002
+    async def preload(self, model: str, *, timeout_s: float = 120.0, embedding: bool = False) -> None:  # noqa: ARG002
         return None
 
     async def embed(self, model: str, inputs: list[str]) -> list[list[float]]:
@@ -168,6 +189,7 @@ class OpenAICompatClient(_HttpBackend):
 
 
 def client_for(config: BackendConfig, session: aiohttp.ClientSession, *, timeout_s: float = 10.0) -> BackendClient:
+    """The client speaking ``config``'s API (Ollama or OpenAI-compatible)."""
     if config.kind is BackendKind.OLLAMA:
         return OllamaClient(config, session, timeout_s=timeout_s)
     return OpenAICompatClient(config, session, timeout_s=timeout_s)

@@ -67,9 +67,11 @@ class BackendConfig(BaseModel):
         return not any(fnmatch.fnmatchcase(upstream_model, g) for g in self.exclude)
 
     def public_name(self, upstream_model: str) -> str:
+        """The catalog name of one of this backend's models (with the backend's prefix)."""
         return f"{self.prefix}{upstream_model}"
 
     def upstream_name(self, public_model: str) -> str | None:
+        """The backend's own name for a catalog model, or None when the prefix does not match."""
         if self.prefix and not public_model.startswith(self.prefix):
             return None
         return public_model[len(self.prefix) :]
@@ -113,6 +115,7 @@ def parse_backends(value: Any) -> list[BackendConfig]:
 
 
 def load_backends_file(path: Path) -> list[BackendConfig]:
+    """Backends from a YAML file (a list, or ``{backends: [...]}``); raises ConfigError."""
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:

@@ -68,6 +68,7 @@ class ModelNameInfo:
 
     @property
     def is_moe(self) -> bool:
+        """A mixture of experts: fewer active parameters than total."""
         return self.params_b is not None and self.active_params_b is not None and self.active_params_b < self.params_b
 
 

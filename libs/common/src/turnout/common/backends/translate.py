@@ -46,14 +46,17 @@ _DATA_URL_PREFIX = "data:"
 
 
 def new_tool_call_id() -> str:
+    """An OpenAI-style tool call id (``call_`` + 24 hex digits)."""
     return "call_" + secrets.token_hex(12)
 
 
 def iso_now() -> str:
+    """The current UTC time as ISO 8601 with a ``Z``, as Ollama writes ``created_at``."""
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def usage_from_ollama(data: Json) -> Json:
+    """OpenAI ``usage`` from an Ollama reply's eval counts."""
     prompt = int(data.get("prompt_eval_count") or 0)
     completion = int(data.get("eval_count") or 0)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -168,6 +171,7 @@ def _format_from_openai(response_format: Any) -> Any:
 
 
 def chat_messages_to_ollama(messages: list[Json]) -> list[Json]:
+    """OpenAI chat messages as Ollama messages (images, tool calls and tool results included)."""
     out: list[Json] = []
     names_by_call_id: dict[str, str] = {}
     for msg in messages:
@@ -304,6 +308,7 @@ def encode_embedding_base64(vector: list[float]) -> str:
 
 
 def decode_embedding_base64(text: str) -> list[float]:
+    """An OpenAI ``encoding_format=base64`` embedding (little-endian float32) as floats."""
     arr = array("f")
     arr.frombytes(base64.b64decode(text))
     if sys.byteorder == "big":  # pragma: no cover
@@ -350,6 +355,7 @@ class OllamaChatStream:
         }
 
     def feed(self, line: Json) -> list[Json]:
+        """OpenAI chunks for one Ollama NDJSON line; raises TranslationError on an error line."""
         if "error" in line:
             raise TranslationError(str(line["error"]))
         out: list[Json] = []
@@ -403,6 +409,7 @@ class OllamaGenerateStream:
         }
 
     def feed(self, line: Json) -> list[Json]:
+        """OpenAI completion chunks for one Ollama ``/api/generate`` line."""
         if "error" in line:
             raise TranslationError(str(line["error"]))
         out: list[Json] = []
@@ -490,6 +497,7 @@ def ollama_generate_request_to_openai(body: Json) -> Json:
 
 
 def ollama_embed_request_to_openai(body: Json) -> Json:
+    """An Ollama ``/api/embed`` body as an OpenAI ``/v1/embeddings`` body."""
     inputs = body.get("input")
     if inputs is None:
         inputs = body.get("prompt", "")
@@ -553,6 +561,7 @@ def openai_completion_to_ollama(data: Json, *, model: str, total_ns: int = 0) ->
 
 
 def openai_embeddings_to_ollama(data: Json, *, model: str, total_ns: int = 0) -> Json:
+    """An OpenAI embeddings reply as an Ollama ``/api/embed`` reply."""
     items = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
     vectors = [
         decode_embedding_base64(d["embedding"]) if isinstance(d.get("embedding"), str) else d.get("embedding")
@@ -594,6 +603,7 @@ class OpenAIToOllamaStream:
         }
 
     def feed(self, chunk: Json) -> list[Json]:
+        """Ollama NDJSON lines for one OpenAI chunk (tool call deltas are held until the end)."""
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         out: list[Json] = []
@@ -614,6 +624,7 @@ class OpenAIToOllamaStream:
         return out
 
     def finish(self, total_ns: int = 0) -> Json:
+        """The final ``done`` line: tool calls, finish reason, usage and timings."""
         done = self._line("")
         if self._calls and not self.generate:
             done["message"]["tool_calls"] = [

@@ -23,6 +23,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 def alembic_config(database_url: str) -> Config:
+    """An Alembic config for our migrations against ``database_url``."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
@@ -30,6 +31,7 @@ def alembic_config(database_url: str) -> Config:
 
 
 def head_revision() -> str:
+    """The newest migration's revision id."""
     head = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://x/y")).get_current_head()
     assert head is not None
     return head
@@ -41,6 +43,7 @@ async def upgrade(database_url: str) -> None:
 
 
 async def current_revision(database_url: str) -> str | None:
+    """The revision the database is at (None before the first migration)."""
     engine = create_async_engine(database_url, connect_args={"timeout": 5})
     try:
         async with engine.connect() as conn:
@@ -71,6 +74,7 @@ async def wait_for_head(database_url: str, *, timeout_s: float = 60.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m turnout.common.db.migrate [upgrade|current|check]``; returns the exit status."""
     from turnout.common.settings import CommonSettings
 
     args = argv if argv is not None else sys.argv[1:]

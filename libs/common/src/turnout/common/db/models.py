@@ -179,7 +179,10 @@ class RoutingDecision(Base):
     analysis: Mapped[dict[str, Any] | None] = mapped_column(Json)
     candidates: Mapped[list[Any]] = mapped_column(Json, default=list)
     attempts: Mapped[list[Any]] = mapped_column(Json, default=list)
-    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    prompt: Mapped[str | None] = mapped_column(Text)
+    """The request log (opt-in, ``TURNOUT_GATEWAY__REQUEST_LOG__ENABLED``): the prompt, redacted and capped."""
+    reply: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[datetime] = _now()
 
 
@@ -190,7 +193,9 @@ class AuditLog(Base):
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(128))
     detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
-    created_at: Mapped[datetime] = _now()
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, index=True
+    )
 
 
 class DeadLetter(Base):

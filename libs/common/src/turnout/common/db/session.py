@@ -35,6 +35,7 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @asynccontextmanager
 async def engine_scope(database_url: str, **kw: float | int) -> AsyncIterator[AsyncEngine]:
+    """An engine for the duration of the context, disposed at the end."""
     engine = make_engine(database_url, **kw)  # type: ignore[arg-type]
     try:
         yield engine

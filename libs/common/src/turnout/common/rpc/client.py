@@ -77,6 +77,7 @@ class RpcClient:
         self._closed = False
 
     async def start(self) -> None:
+        """Connect, start the reply reader (and the heartbeat watch); waits up to 2 s for the reader."""
         self._redis = make_redis(self._url, self._link_opts)
         self._link = RespLink(self._url, link=self._link_opts)
         self._push = PushExpire(self._link, timeout_s=self._link_opts.command_timeout_s)
@@ -88,6 +89,7 @@ class RpcClient:
             await asyncio.wait_for(self._reader_up.wait(), timeout=2.0)
 
     async def close(self) -> None:
+        """Stop the background tasks, fail the calls in flight with RpcUnavailable, close Redis."""
         self._closed = True
         await cancel_and_wait(self._tasks)
         self._fail_pending(RpcUnavailable("RPC client closed"))
@@ -109,6 +111,7 @@ class RpcClient:
     async def call(
         self, method: RpcMethod[Req, Rep], body: Req, *, timeout: float, request_id: str | None = None
     ) -> Rep:
+        """Call ``method`` and wait up to ``timeout`` for its typed reply; raises an :class:`RpcError`."""
         start = time.perf_counter()
         outcome = "error"
         try:
@@ -291,6 +294,7 @@ def _push_failed(reply: asyncio.Future[bytes], label: str, pushed: asyncio.Futur
 
 
 def new_client_id(service: str) -> str:
+    """A new client id: ``<service>-`` and 12 random hex digits."""
     return f"{service}-{uuid.uuid4().hex[:12]}"
 
 

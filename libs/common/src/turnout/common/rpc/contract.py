@@ -25,6 +25,7 @@ class RpcMethod(Generic[Req, Rep]):
 
     @property
     def label(self) -> str:
+        """``name.vN``, as metrics and logs show the method."""
         return f"{self.name}.v{self.version}"
 
 

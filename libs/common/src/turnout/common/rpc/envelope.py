@@ -37,6 +37,7 @@ def encode_request(
     reply_via: str = "list",
 ) -> bytes:
     # body is already-serialised JSON; splice it in to avoid a decode/encode round trip
+    """The request envelope as JSON bytes (see docs/rpc.md)."""
     env: dict[str, object] = {
         "v": ENVELOPE_VERSION,
         "id": call_id,
@@ -53,6 +54,7 @@ def encode_request(
 
 
 def decode_request(raw: bytes) -> dict[str, Any]:
+    """Parse and check a request envelope; raises :class:`MalformedRequest`."""
     try:
         env = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -109,10 +111,12 @@ def reply_ok_body(raw: bytes) -> bytes | None:
 
 
 def encode_reply_ok(call_id: str, body: bytes) -> bytes:
+    """A success reply carrying ``body`` (already JSON)."""
     return b'{"v":1,"id":' + orjson.dumps(call_id) + b',"ok":true,"body":' + body + b"}"
 
 
 def encode_reply_error(call_id: str, exc: BaseException) -> bytes:
+    """An error reply naming the exception's type (a RemoteError's ``type_name``); message cut at 2,000 characters."""
     type_name = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
     return orjson.dumps(
         {"v": ENVELOPE_VERSION, "id": call_id, "ok": False, "error": {"type": type_name, "message": str(exc)[:2000]}}
@@ -120,6 +124,7 @@ def encode_reply_error(call_id: str, exc: BaseException) -> bytes:
 
 
 def error_from_reply(error: dict[str, Any]) -> RemoteError:
+    """The exception an error reply stands for: a known RemoteError subclass, else RemoteError."""
     type_name = str(error.get("type", "RemoteError"))
     message = str(error.get("message", ""))
     cls = KNOWN_REMOTE_ERRORS.get(type_name)

@@ -172,6 +172,7 @@ class RespConnection(asyncio.Protocol):
 
     @property
     def closed(self) -> bool:
+        """The connection was lost or is closing."""
         return self._lost is not None or self._transport is None or self._transport.is_closing()
 
     def execute(self, *args: Arg, block_s: float = 0.0) -> asyncio.Future[Any]:
@@ -222,6 +223,7 @@ class RespConnection(asyncio.Protocol):
         return self._lost
 
     def close(self) -> None:
+        """Close the transport and fail every command still waiting."""
         if self._transport is not None:
             self._transport.close()
         self._fail(RedisConnectionError("Connection to Redis closed"))
@@ -269,6 +271,7 @@ class RespLink:
         return conn if conn is not None and not conn.closed else None
 
     async def connection(self) -> RespConnection:
+        """The open connection, reconnecting once for all concurrent callers when it is gone."""
         conn = self._conn
         if conn is not None and not conn.closed:
             return conn
@@ -297,10 +300,12 @@ class RespLink:
             self._retry_at = asyncio.get_running_loop().time() + self._backoff.next()
 
     async def execute(self, *args: Arg) -> Any:
+        """Run one command on the link's connection and return its reply."""
         conn = await self.connection()
         return await conn.execute(*args)
 
     def close(self) -> None:
+        """Close the connection (and cancel a connect in progress)."""
         if self._opening is not None:
             self._opening.cancel()
             self._opening = None

@@ -57,6 +57,7 @@ class RpcContext:
 
     @property
     def remaining(self) -> float:
+        """Seconds left before the caller's deadline (negative once past)."""
         return self.deadline - time.monotonic()
 
 
@@ -97,6 +98,7 @@ class RpcServer:
         self.handled = 0
 
     def register(self, method: RpcMethod[Req, Rep], handler: Callable[[Req, RpcContext], Awaitable[Rep]]) -> None:
+        """Serve ``method`` with ``handler`` (before :meth:`serve`)."""
         self._handlers[self._keys.rpc_queue(method.name, method.version)] = (method, handler)
 
     async def serve(self) -> None:
@@ -127,15 +129,18 @@ class RpcServer:
                 await asyncio.sleep(backoff.next())
             finally:
                 self._unblock = None
-                await cancel_and_wait([beat])
-                await self._drain()
-                with contextlib.suppress(RedisError, OSError):
-                    await self._clear_heartbeat(writer)
-                if reader is not None:
-                    reader.close()
-                link.close()
-                with contextlib.suppress(RedisError, OSError):
-                    await writer.aclose()
+                beat.cancel()
+                try:
+                    await self._drain()
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._clear_heartbeat(writer)
+                finally:  # even when cancelled while draining: every connection is closed
+                    if reader is not None:
+                        reader.close()
+                    link.close()
+                    await cancel_and_wait([beat])
+                    with contextlib.suppress(RedisError, OSError):
+                        await writer.aclose()
         self.connected = False
 
     async def stop(self) -> None:

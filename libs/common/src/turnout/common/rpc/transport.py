@@ -122,6 +122,7 @@ class Publisher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, channel: str, payload: bytes) -> asyncio.Future[int]:
+        """Queue a PUBLISH for this loop iteration's write; the future resolves with its reply."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         if not self._waiting:

@@ -41,6 +41,10 @@ class RequestEventV1(WireModel):
     error: str | None = None
     analysis: PromptAnalysisV1 | None = None
     candidates: list[CandidateV1] = Field(default_factory=list)
+    prompt: str | None = Field(
+        default=None, description="Request log (opt-in): the prompt's text, secrets redacted, capped"
+    )
+    reply: str | None = Field(default=None, description="Request log (opt-in): the reply's text, redacted, capped")
 
 
 class FeedbackEventV1(WireModel):
@@ -50,3 +54,6 @@ class FeedbackEventV1(WireModel):
     comment: str | None = Field(default=None, max_length=4000)
     client: str | None = None
     ts: float
+    model: str | None = Field(
+        default=None, description="The model judged (paired sampling); unset: the model the request was routed to"
+    )

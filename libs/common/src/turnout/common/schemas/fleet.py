@@ -50,8 +50,10 @@ class HostStateV1(WireModel):
 
     @property
     def memory_total_bytes(self) -> int:
+        """GPU memory on the host, all GPUs together."""
         return sum(g.memory_total_bytes for g in self.gpus)
 
     @property
     def memory_free_bytes(self) -> int:
+        """Free GPU memory on the host, all GPUs together."""
         return sum(g.memory_free_bytes for g in self.gpus)

@@ -28,6 +28,9 @@ class ModelOrderV1(WireModel):
     reason: str = Field(default="", description="Why, in words (kept in the action log)")
     requested_by: str = Field(default="", description="Replica that issued the order (scorer-<host>-<pid>)")
     timeout_s: float = Field(default=120.0, gt=0, description="How long the agent may spend carrying it out")
+    embedding: bool = Field(
+        default=False, description="An embedding model: load it through the embeddings endpoint (Ollama /api/embed)"
+    )
 
 
 class OrderResultV1(WireModel):

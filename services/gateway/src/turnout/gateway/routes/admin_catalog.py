@@ -90,6 +90,11 @@ async def reprofile(
 
 @router.get("/profiling")
 async def profiling(gw: StateDep, _: AdminDep) -> Response:
+    return _json(await profiling_report(gw))
+
+
+async def profiling_report(gw: GatewayState) -> dict[str, Any]:
+    """Queued and running profiles with their progress (also shown by the dashboard)."""
     keys = gw.settings.keys
     redis = gw.redis
     job_ids = [_str(j) for j in await redis.zrange(keys.profiler_queue, 0, -1)]
@@ -107,16 +112,14 @@ async def profiling(gw: StateDep, _: AdminDep) -> Response:
     queued = [j.split(":", 1)[1] for j in job_ids if j.startswith("profile:")]
     queued = [m for m in queued if m not in active]
     etas = [r["eta_s"] for r in running if r.get("eta_s") is not None]
-    return _json(
-        {
-            "queue": queued,
-            "queued": len(queued),
-            "other_jobs": len([j for j in job_ids if not j.startswith("profile:")]),
-            "running": running,
-            "current": [r["model"] for r in running],
-            "eta_s": round(max(etas), 1) if etas else None,
-        }
-    )
+    return {
+        "queue": queued,
+        "queued": len(queued),
+        "other_jobs": len([j for j in job_ids if not j.startswith("profile:")]),
+        "running": running,
+        "current": [r["model"] for r in running],
+        "eta_s": round(max(etas), 1) if etas else None,
+    }
 
 
 # --- dead letters ------------------------------------------------------------------------------

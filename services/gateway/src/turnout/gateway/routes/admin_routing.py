@@ -9,6 +9,12 @@
   (a ``reload`` message on ``keys.scorer_control``).
 * ``POST /admin/cache/invalidate`` (``?which=all|routing|response``): drops the scorers' routing
   cache (an ``invalidate_cache`` control message) and the gateway's response cache.
+* Router prior (the learned term's shipped/trained artefact, ``turnout.common.router_priors``):
+  ``GET /admin/router`` lists the stored versions and the active one; ``POST /admin/router/train``
+  asks a scorer replica to fit a new version on this deployment's grades and feedback and
+  activate it (a ``train_router`` control message; the work runs in the background);
+  ``POST /admin/router/activate`` with ``{"version": "<v>"}`` (``"shipped"``: the packaged one)
+  and ``POST /admin/router/rollback`` switch every scorer (they hot-reload it).
 
 Admin only (:mod:`turnout.gateway.auth`): the admin key, or loopback when none is configured;
 ``/admin/explain`` needs no client key besides.
@@ -23,13 +29,14 @@ from fastapi import APIRouter, Query, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from turnout.common import router_priors
 from turnout.common.errors import RemoteError, RpcTimeout, RpcUnavailable
 from turnout.common.rpc import EXPLAIN_V1
 from turnout.common.schemas.route import RequestKind, RouteRequestV1
 from turnout.gateway.api_schemas import ADMIN_ACTION, EXPLAIN_BODY
 from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
-from turnout.gateway.errors import NoBackendAvailable
+from turnout.gateway.errors import InvalidRequest, NoBackendAvailable, NotFound
 from turnout.gateway.pipeline import JSON_MEDIA
 from turnout.gateway.response_cache import cache_of
 from turnout.gateway.routing import QUALITY_HEADER, chat_features, parse_quality
@@ -129,3 +136,44 @@ async def invalidate(
         except (RedisError, OSError) as exc:
             raise NoBackendAvailable("Redis is unavailable; retry later") from exc
     return Response(orjson.dumps(out), media_type=JSON_MEDIA)
+
+
+@router.get("/router")
+async def router_priors_list(gw: StateDep, _admin: AdminDep) -> Response:
+    try:
+        versions = await router_priors.versions(gw.redis, gw.settings.keys)
+        active = await router_priors.active_version(gw.redis, gw.settings.keys)
+    except (RedisError, OSError) as exc:
+        raise NoBackendAvailable("Redis is unavailable; retry later") from exc
+    return Response(orjson.dumps({"active": active or "shipped", "versions": versions}), media_type=JSON_MEDIA)
+
+
+@router.post("/router/train", openapi_extra=ADMIN_ACTION)
+async def router_train(gw: StateDep, _admin: AdminDep) -> Response:
+    replicas = await _control(gw, "train_router")
+    body = {"status": "accepted", "scorer_replicas_notified": replicas}
+    return Response(orjson.dumps(body), status_code=202, media_type=JSON_MEDIA)
+
+
+@router.post("/router/activate", openapi_extra=ADMIN_ACTION)
+async def router_activate(request: Request, gw: StateDep, _admin: AdminDep) -> Response:
+    body = await read_json(request)
+    version = body.get("version") if isinstance(body, dict) else None
+    if not isinstance(version, str) or not version:
+        raise InvalidRequest("'version' must be a stored router prior version or 'shipped'", param="version")
+    try:
+        await router_priors.set_active(gw.redis, gw.settings.keys, None if version == "shipped" else version)
+    except router_priors.PriorStoreError as exc:
+        raise NotFound(str(exc)) from exc
+    except (RedisError, OSError) as exc:
+        raise NoBackendAvailable("Redis is unavailable; retry later") from exc
+    return Response(orjson.dumps({"status": "ok", "active": version}), media_type=JSON_MEDIA)
+
+
+@router.post("/router/rollback", openapi_extra=ADMIN_ACTION)
+async def router_rollback(gw: StateDep, _admin: AdminDep) -> Response:
+    try:
+        version = await router_priors.rollback(gw.redis, gw.settings.keys)
+    except (RedisError, OSError) as exc:
+        raise NoBackendAvailable("Redis is unavailable; retry later") from exc
+    return Response(orjson.dumps({"status": "ok", "active": version or "shipped"}), media_type=JSON_MEDIA)

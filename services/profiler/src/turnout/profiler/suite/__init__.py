@@ -11,9 +11,9 @@ Check types (``type`` field), all scored 0..1 (see :mod:`turnout.profiler.gradin
 * ``numeric`` — the final number is within ``abs_tol`` / ``rel_tol`` of ``answer``.
 * ``keywords`` — ``all`` must appear, at least one of ``any``, none of ``none``.
 * ``regex`` — ``pattern`` matches (or must not, with ``must_match: false``).
-* ``json_schema`` — the answer (fences stripped) is JSON valid against ``schema`` (a subset of
-  JSON Schema: type, properties, required, items, enum, const, minimum/maximum, minItems/maxItems,
-  minLength/maxLength, pattern, additionalProperties) and ``expect`` (top-level key → value) holds.
+* ``json_schema`` — the answer (fences stripped) is JSON valid against ``schema`` (JSON Schema
+  draft 2020-12, checked by the ``jsonschema`` library; the schema itself is checked when the
+  suite loads) and ``expect`` (top-level key → value) holds.
 * ``constraints`` — instruction-following constraints: line/bullet/sentence/word counts,
   ``starts_with``, ``ends_with``, ``case`` (``lower``/``upper``), ``forbidden`` substrings.
 * ``code`` — the answer's Python code passes ``tests`` (assert statements) in a sandboxed
@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from jsonschema import Draft202012Validator, SchemaError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from turnout.common.errors import ConfigError
 
@@ -83,6 +84,15 @@ class JsonSchemaCheck(_Check):
     type: Literal["json_schema"]
     json_schema: dict[str, Any] = Field(alias="schema")
     expect: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            Draft202012Validator.check_schema(v)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
+        return v
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,8 +19,9 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
+from turnout.common.retrying import backoff_or_retry_after, parse_retry_after
 from turnout.sync.errors import SourceAuthError, SourceError, SourceFormatError, SourceTransient, SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -172,11 +172,7 @@ async def get_json(
     """GET ``url`` as JSON: per-request timeout, retries with back-off and jitter on 429, 5xx,
     timeouts and connection errors (``Retry-After`` honoured up to the back-off ceiling)."""
 
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, SourceTransient) and exc.retry_after_s is not None:
-            return min(exc.retry_after_s, options.backoff_max_s)
-        return backoff_s(state.attempt_number, options.backoff_initial_s, options.backoff_max_s)
+    wait = backoff_or_retry_after(options.backoff_initial_s, options.backoff_max_s)
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(options.max_attempts),
@@ -217,7 +213,7 @@ async def _get_once(
     except aiohttp.ClientError as exc:
         raise SourceTransient(f"{type(exc).__name__}: {exc}") from exc
     if status == 429 or status >= 500:
-        raise SourceTransient(f"HTTP {status}", retry_after_s=_seconds(retry_after))
+        raise SourceTransient(f"HTTP {status}", retry_after_s=parse_retry_after(retry_after))
     if status in (401, 403):
         raise SourceAuthError(f"{url}: HTTP {status} (check the API key)")
     if status >= 400:
@@ -226,18 +222,3 @@ async def _get_once(
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise SourceFormatError(f"{url}: response is not JSON: {body[:120]!r}") from exc
-
-
-def _seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def backoff_s(attempt: int, initial_s: float, max_s: float) -> float:
-    """Exponential back-off with jitter: ``initial · 2^(attempt-1)`` capped at ``max``, plus up to
-    ``initial`` of random jitter (so that retries from several workers spread out)."""
-    return min(max_s, initial_s * 2.0 ** (attempt - 1)) + random.uniform(0, initial_s)

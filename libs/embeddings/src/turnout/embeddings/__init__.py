@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from turnout.common.embeddings.static import StaticEmbedder
+from turnout.embeddings.static import StaticEmbedder
 
 
 class Embedder(Protocol):

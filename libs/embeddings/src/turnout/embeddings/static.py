@@ -37,9 +37,11 @@ class StaticEmbedder:
 
     @classmethod
     def load(cls, matrix_path: Path = DEFAULT_MATRIX, tokenizer_path: Path = DEFAULT_TOKENIZER) -> StaticEmbedder:
+        """The static model from its matrix (``.npy``) and tokenizer files."""
         return cls(np.load(matrix_path), Tokenizer.from_file(str(tokenizer_path)), name=matrix_path.stem)
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-normalised float32 vectors: the mean of each text's token rows (zeros for no token)."""
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
         for i, enc in enumerate(self._tok.encode_batch(texts, add_special_tokens=False)):
             if enc.ids:

