@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # uv on PATH, else the one `install` bootstraps under .run/tools
 UV = $(shell PYTHON=$(PYTHON) tools/devstack/bootstrap-uv.sh)
 
-.PHONY: help install run test test-unit test-integration test-e2e test-deploy test-llama lint format typecheck migrate bench bench-llama bench-routing bench-fleet bench-decision bench-faults depcheck clean
+.PHONY: help install run test test-unit test-integration test-e2e test-deploy test-llama lint format typecheck migrate bench bench-llama bench-routing bench-fleet bench-peers bench-scale bench-decision bench-faults depcheck clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,12 @@ bench: install ## overhead vs. direct on the simulated fleet: the real stack (be
 
 bench-llama: install ## gateway overhead vs. direct, in front of real llama.cpp servers (bench/overhead_llama.py)
 	$(PY) bench/overhead_llama.py
+
+bench-peers: install ## the real stack vs. LiteLLM's proxy (PyPI, own venv under .run/peers) on the same fleet, same interleaved rounds; prints ratios
+	$(PY) bench/overhead_stack.py --peers --rounds 2 --requests 100 $(BENCH_ARGS)
+
+bench-scale: install ## scale-out: 2 gateways + 2 scorers, req/s, RPC round trip and backlog, CPU and Redis ops per request (bench/scaleout.py; BENCH_ARGS="--gateways 1 --scorers 1")
+	$(PY) bench/scaleout.py $(BENCH_ARGS)
 
 bench-fleet: install ## routing on a simulated multi-host GPU fleet: Turnout vs VRAM-blind vs rules+round-robin vs least-busy (bench/fleet.py)
 	$(PY) bench/fleet.py $(BENCH_ARGS)

@@ -13,18 +13,28 @@ concurrency 1 and 16, for a short prompt and a 2 KB code prompt, each through ``
 (the scorer ranks), through a named model (replica choice only) and directly to the fleet's
 OpenAI listener; ``--rounds`` rounds visit every target in turn, and the medians over rounds are
 printed with the latency the gateway adds over direct, throughput against direct, and the CPU the
-gateway and the scorer spent per request (from ``/proc``, robust to a busy machine). On a shared
+gateway and the scorer spent per request (from ``/proc``, robust to a busy machine). Each round
+also streams the short prompt at concurrency 1 through every target (``--requests`` / 2 times;
+the fleet sends one SSE event per token, as real servers do) and prints the time to the first
+body byte and to the end of the stream, each with what the gateway adds. On a shared
 machine read the ratios and the CPU figures, not the absolute latencies.
 
-    .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300]
+``--peers`` (``make bench-peers``) adds LiteLLM's proxy as one more target in the same rounds:
+installed from PyPI into ``.run/peers/litellm`` on first use, its defaults, one worker, a random
+master key, the fleet's model as ``openai/<model>``; then prints Turnout / LiteLLM ratios.
+
+    .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300] [--peers]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -49,8 +59,89 @@ CODE = (
 )
 
 
-def body(model: str, text: str) -> bytes:
-    return orjson.dumps({"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 16})
+PEERS_VENV = REPO / ".run" / "peers" / "litellm"
+HEADERS: dict[str, dict[str, str]] = {}  # per target URL: the JSON content type, plus a peer's key
+
+
+def headers(url: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", **HEADERS.get(url, {})}
+
+
+def litellm_bin() -> Path:
+    """LiteLLM's proxy from PyPI, in its own venv under ``.run/peers`` (installed on first use)."""
+    exe = PEERS_VENV / "bin" / "litellm"
+    if not exe.exists():
+        uv = subprocess.run(["tools/devstack/bootstrap-uv.sh"], cwd=REPO, capture_output=True, text=True, check=True)
+        uv_bin = uv.stdout.strip()
+        print(f"installing litellm[proxy] into {PEERS_VENV} ...", flush=True)
+        subprocess.run([uv_bin, "venv", "-q", "--python", sys.executable, str(PEERS_VENV)], check=True)
+        env = {**os.environ, "VIRTUAL_ENV": str(PEERS_VENV)}
+        subprocess.run([uv_bin, "pip", "install", "-q", "litellm[proxy]"], env=env, check=True)
+    return exe
+
+
+def start_litellm(run: Path, model: str, api_base: str) -> tuple[subprocess.Popen[bytes], str]:
+    """LiteLLM's proxy with its defaults and one worker, in front of the fleet's OpenAI listener.
+
+    It refuses to start without a master key (1.108+), so the run makes a random one and the
+    load sends it, as a deployment would."""
+    cfg = run / "litellm.yaml"
+    cfg.write_text(
+        "model_list:\n"
+        f"  - model_name: {model}\n"
+        f"    litellm_params: {{model: openai/{model}, api_base: {api_base}, api_key: none}}\n"
+        "litellm_settings: {telemetry: false}\n"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    key = f"sk-{uuid.uuid4().hex}"
+    env = {**os.environ, "LITELLM_MASTER_KEY": key, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+    log = (run / "litellm.log").open("wb")
+    argv = [str(litellm_bin()), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen([*argv, "--num_workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (run / "litellm.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"litellm exited with {proc.returncode}:\n{tail}")
+        try:
+            if httpx.get(f"{url}/health/liveliness", timeout=2).status_code == 200:
+                HEADERS[f"{url}/v1/chat/completions"] = {"Authorization": f"Bearer {key}"}
+                return proc, f"{url}/v1/chat/completions"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("litellm did not become ready in 180 s")
+
+
+def body(model: str, text: str, *, stream: bool = False) -> bytes:
+    req: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 16}
+    if stream:
+        req["stream"] = True
+    return orjson.dumps(req)
+
+
+async def drive_stream(url: str, payload: bytes, *, requests: int) -> tuple[list[float], list[float], int]:
+    """Streamed requests one at a time: time to the first body byte and to the end of the stream
+    (the fleet sends one SSE event per token, as real servers do)."""
+    ttfb: list[float] = []
+    total: list[float] = []
+    errors = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            async with session.post(url, data=payload, headers=headers(url)) as r:
+                first = True
+                async for _chunk, _ in r.content.iter_chunks():
+                    if first:
+                        ttfb.append(time.perf_counter() - t0)
+                        first = False
+                errors += r.status != 200 or first
+            total.append(time.perf_counter() - t0)
+    return ttfb, total, errors
 
 
 async def drive(url: str, payload: bytes, *, concurrency: int, requests: int) -> tuple[list[float], float, int]:
@@ -65,7 +156,7 @@ async def drive(url: str, payload: bytes, *, concurrency: int, requests: int) ->
             while remaining > 0:
                 remaining -= 1
                 t0 = time.perf_counter()
-                async with session.post(url, data=payload, headers={"Content-Type": "application/json"}) as r:
+                async with session.post(url, data=payload, headers=headers(url)) as r:
                     await r.read()
                     errors += r.status != 200
                 latencies.append(time.perf_counter() - t0)
@@ -79,11 +170,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=300, help="requests per point and round")
+    ap.add_argument("--peers", action="store_true", help="also LiteLLM's proxy (own venv under .run/peers)")
     args = ap.parse_args()
     run = REPO / ".run" / f"bench-stack-{uuid.uuid4().hex[:6]}"
     run.mkdir(parents=True)
     redis = start_redis(run)
     pg = start_postgres(run)
+    peer: subprocess.Popen[bytes] | None = None
     stack = Stack(
         StackConfig(
             redis_url=redis.url,
@@ -110,21 +203,33 @@ def main() -> int:
         direct = f"{fleet.openai_url}/chat/completions"
         via = f"{urls.gateway}/v1/chat/completions"
         targets = {
-            "direct": lambda text: (direct, body(named, text)),
-            "auto": lambda text: (via, body("turnout/auto", text)),
-            "named": lambda text: (via, body(named, text)),
+            "direct": lambda text, stream=False: (direct, body(named, text, stream=stream)),
+            "auto": lambda text, stream=False: (via, body("turnout/auto", text, stream=stream)),
+            "named": lambda text, stream=False: (via, body(named, text, stream=stream)),
         }
-        gw, sc = stack.procs["gateway"].pid, stack.procs["scorer"].pid
-        return asyncio.run(measure(args, targets, gw, sc))
+        pids = {"gateway": stack.procs["gateway"].pid, "scorer": stack.procs["scorer"].pid}
+        if args.peers:
+            peer, peer_url = start_litellm(run, named, fleet.openai_url)
+            targets["litellm"] = lambda text, stream=False: (peer_url, body(named, text, stream=stream))
+            pids["litellm"] = peer.pid
+        return asyncio.run(measure(args, targets, pids))
     finally:
+        if peer is not None:
+            peer.terminate()
+            try:
+                peer.wait(10)
+            except subprocess.TimeoutExpired:
+                peer.kill()
         stack.stop()
         pg.stop()
         redis.stop()
         shutil.rmtree(run, ignore_errors=True)
 
 
-async def measure(args: argparse.Namespace, targets: dict, gw: int, sc: int) -> int:  # type: ignore[type-arg]
+async def measure(args: argparse.Namespace, targets: dict, pids: dict[str, int]) -> int:  # type: ignore[type-arg]
+    gw, sc = pids["gateway"], pids["scorer"]
     results: dict[tuple[str, str, int], list[tuple[float, float, float, float]]] = {}
+    streams: dict[str, list[tuple[float, float]]] = {}
     for text in (SHORT, CODE):  # warm-up: analysis cache, embedding word cache, connections
         for make in targets.values():
             url, payload = make(text)
@@ -134,7 +239,8 @@ async def measure(args: argparse.Namespace, targets: dict, gw: int, sc: int) -> 
             for c in (1, 16):
                 for name, make in targets.items():
                     url, payload = make(text)
-                    g0, s0 = cpu_s(gw), cpu_s(sc)
+                    front = pids["litellm"] if name == "litellm" else gw
+                    g0, s0 = cpu_s(front), cpu_s(sc)
                     lat, wall, errors = await drive(url, payload, concurrency=c, requests=args.requests)
                     n = len(lat)
                     if errors:
@@ -143,10 +249,16 @@ async def measure(args: argparse.Namespace, targets: dict, gw: int, sc: int) -> 
                         (
                             statistics.median(lat) * 1000,
                             n / wall,
-                            (cpu_s(gw) - g0) / n * 1e6,
+                            (cpu_s(front) - g0) / n * 1e6,
                             (cpu_s(sc) - s0) / n * 1e6,
                         )
                     )
+        for name, make in targets.items():  # streaming, short prompt, c=1: per-token chunks
+            url, payload = make(SHORT, True)
+            ttfb, total, errors = await drive_stream(url, payload, requests=max(1, args.requests // 2))
+            if errors:
+                print(f"round {rnd}: {errors} errors on {name} streaming")
+            streams.setdefault(name, []).append((statistics.median(ttfb) * 1000, statistics.median(total) * 1000))
     print(f"\nreal stack, {args.rounds} interleaved rounds x {args.requests} requests; medians over rounds")
     print(
         f"{'prompt':<10}{'target':<8}{'p50@c1 ms':>10}{'added':>8}{'req/s@c16':>10}{'vs direct':>10}"
@@ -163,10 +275,49 @@ async def measure(args: argparse.Namespace, targets: dict, gw: int, sc: int) -> 
             ratio = statistics.median(a[1] / b[1] for a, b in zip(r16, base16, strict=True))
             gcpu = statistics.median(x[2] for x in r1 + r16)
             scpu = statistics.median(x[3] for x in r1 + r16)
-            cpu = f"{gcpu:>10.0f}{scpu:>14.0f}" if name != "direct" else f"{'':>10}{'':>14}"
+            cpu = {"direct": f"{'':>10}{'':>14}", "litellm": f"{gcpu:>10.0f}{'':>14}"}.get(
+                name, f"{gcpu:>10.0f}{scpu:>14.0f}"
+            )
             print(f"{label:<10}{name:<8}{p50:>10.2f}{added:>8.2f}{rps:>10.0f}{ratio:>10.2f}{cpu}")
-    print(f"RSS: gateway {rss_mib(gw):.0f} MiB, scorer {rss_mib(sc):.0f} MiB")
+    print("\nstreaming, short prompt @c1, one SSE event per token; medians over rounds")
+    print(f"{'target':<8}{'TTFB ms':>10}{'added':>8}{'whole ms':>10}{'added':>8}")
+    sbase = streams["direct"]
+    for name, rows in streams.items():
+        ttfb = statistics.median(x[0] for x in rows)
+        whole = statistics.median(x[1] for x in rows)
+        added_t = statistics.median(a[0] - b[0] for a, b in zip(rows, sbase, strict=True))
+        added_w = statistics.median(a[1] - b[1] for a, b in zip(rows, sbase, strict=True))
+        print(f"{name:<8}{ttfb:>10.2f}{added_t:>8.2f}{whole:>10.2f}{added_w:>8.2f}")
+    print(f"RSS: gateway {rss_mib(gw):.0f} MiB, scorer {rss_mib(sc):.0f} MiB", end="")
+    print(f", litellm {rss_mib(pids['litellm']):.0f} MiB" if "litellm" in pids else "")
+    if "litellm" in pids:
+        print_peer_ratios(results, streams)
     return 0
+
+
+def print_peer_ratios(
+    results: dict[tuple[str, str, int], list[tuple[float, float, float, float]]],
+    streams: dict[str, list[tuple[float, float]]],
+) -> None:
+    """Turnout against LiteLLM, from the same interleaved rounds (each round's own direct baseline)."""
+
+    def added(rows: list[tuple[float, ...]], base: list[tuple[float, ...]]) -> float:
+        return statistics.median(a[0] - b[0] for a, b in zip(rows, base, strict=True))
+
+    print("\nTurnout vs LiteLLM (same rounds): added latency ratio (lower is better), throughput ratio")
+    for name in ("auto", "named"):
+        for label in ("short", "2 KB code"):
+            base = results[(label, "direct", 1)]
+            ours, theirs = added(results[(label, name, 1)], base), added(results[(label, "litellm", 1)], base)
+            rps = statistics.median(
+                a[1] / b[1] for a, b in zip(results[(label, name, 16)], results[(label, "litellm", 16)], strict=True)
+            )
+            print(
+                f"  {name:<6}{label:<10} added p50@c1 {ours:6.2f} vs {theirs:6.2f} ms "
+                f"(x{ours / theirs:.2f}); req/s@c16 x{rps:.1f}"
+            )
+        ours, theirs = added(streams[name], streams["direct"]), added(streams["litellm"], streams["direct"])
+        print(f"  {name:<6}streaming TTFB added {ours:6.2f} vs {theirs:6.2f} ms (x{ours / theirs:.2f})")
 
 
 if __name__ == "__main__":

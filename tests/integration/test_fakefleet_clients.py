@@ -72,3 +72,23 @@ async def test_openai_compat_client_lists_with_context_length_and_embeds(
     vectors = await client.embed("embed-small", ["x", "y", "z"])
     assert [len(v) for v in vectors] == [384, 384, 384]
     assert await client.loaded() == []
+
+
+async def test_zero_delay_streams_send_one_http_chunk_per_token(fleet: Fleet, session: aiohttp.ClientSession) -> None:
+    """Real servers flush every token: one SSE event (OpenAI) or NDJSON line (Ollama) per HTTP
+    chunk, also at zero delay, so that what relays them is measured per token."""
+    openai_body = {"model": "Small-Instruct-3B", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with session.post(f"{fleet.url('openai')}/chat/completions", json=openai_body) as r:
+        assert r.status == 200
+        chunks = [data async for data, _ in r.content.iter_chunks()]
+    events = b"".join(chunks).split(b"\n\n")[:-1]
+    # role delta + first token in one write, then a write per token, then finish + [DONE]
+    assert len(events) >= 5
+    assert len(chunks) == len(events) - 2
+    assert all(c.endswith(b"\n\n") for c in chunks)
+    ollama_body = {"model": "tiny:1b", "messages": [{"role": "user", "content": "hi"}]}
+    async with session.post(f"{fleet.url('ollama')}/api/chat", json=ollama_body) as r:
+        assert r.status == 200
+        chunks = [data async for data, _ in r.content.iter_chunks()]
+    lines = b"".join(chunks).splitlines()
+    assert len(lines) >= 3 and len(chunks) == len(lines)

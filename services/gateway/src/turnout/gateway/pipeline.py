@@ -115,9 +115,7 @@ class Pipeline:
         it gets the shaped OpenAI reply or chunks."""
         self.metrics.in_flight.inc()
         self.live[ex.request_id] = ex
-        if self.default_max_tokens is not None:
-            self._default_max_tokens(ex, features, self.default_max_tokens)
-        features["client_ip"] = ex.client_ip
+        self._apply_defaults(ex, features)
         watch = _Watch(ex, receive, self._waiting)
         try:
             if self.limiter is not None:
@@ -185,6 +183,14 @@ class Pipeline:
         self._streams.add(end)
         return response
 
+    def _apply_defaults(self, ex: Exchange, features: Json) -> None:
+        """The request as routed: the default ``max_tokens`` where the client set none (not for
+        embeddings), and the client's address for the scorer's rules."""
+        if self.default_max_tokens is not None and ex.kind is not RequestKind.EMBEDDING:
+            if ex.body.get("max_tokens") is None and ex.body.get("max_completion_tokens") is None:
+                ex.body["max_tokens"] = features["max_tokens"] = self.default_max_tokens
+        features["client_ip"] = ex.client_ip
+
     async def end_streams(self) -> int:
         """Drain grace over: end every open stream with an error event, and every request still
         waiting for a whole reply with 503 ``shutdown``; all are recorded as ``shutdown``."""
@@ -215,13 +221,6 @@ class Pipeline:
             ip=ex.client_ip,
         )
         return shaper if shaper.active else None
-
-    @staticmethod
-    def _default_max_tokens(ex: Exchange, features: Json, limit: int) -> None:
-        """Chats and completions that set no limit get ``limit`` (gateway ``default_max_tokens``)."""
-        if ex.kind is not RequestKind.EMBEDDING and ex.body.get("max_tokens") is None:
-            if ex.body.get("max_completion_tokens") is None:
-                ex.body["max_tokens"] = features["max_tokens"] = limit
 
     def cache_hit(self, ex: Exchange, hit: Cached) -> Cached:
         """A response-cache hit, reported like a routed request (``route_source`` ``cache``,

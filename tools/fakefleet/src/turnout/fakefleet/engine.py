@@ -78,13 +78,18 @@ class Job:
         """Write ``head`` + the first token after TTFT, then a token per tick, then ``tail()``
         (built last, so that it can carry the timings).
 
-        With no delays everything goes out in one write (the benchmark's zero-delay upstream).
-        ``cut`` drops the connection after the first token.
+        Every token is its own write (an HTTP chunk / SSE event), as real servers send them, also
+        with no delays (the benchmark's zero-delay upstream). ``cut`` drops the connection after
+        the first token.
         """
         t0 = time.perf_counter()
         if self.ttft_s == 0 and self.token_s == 0 and not self.cut:
+            await resp.write(head + (tokens[0] if tokens else b""))
+            for tok in tokens[1:]:
+                await resp.write(tok)
             self.eval_s = time.perf_counter() - t0
-            await resp.write(head + b"".join(tokens) + (tail() if tail else b""))
+            if tail:
+                await resp.write(tail())
             return
         if self.ttft_s > 0:
             await asyncio.sleep(self.ttft_s)

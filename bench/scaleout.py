@@ -1,0 +1,242 @@
+"""Scale-out: N gateways and M scorers (``--gateways 2 --scorers 2``) on one private Redis and
+Postgres, in front of the simulated fleet at ``time_scale: 0``, with the figures
+``docs/capacity.md`` plans from.
+
+Started as real processes (``turnout.devstack``, as ``bench/overhead_stack.py``); the extra
+gateways listen on their own free ports, the extra scorers take the same RPC queue (the scorer's
+replicas share ``{prefix}:rpc:scorer.route:v1`` and each pops what it can). Load: ``turnout/auto``
+with the short prompt, ``--requests`` per point, at each ``--concurrency`` spread round-robin
+over the gateways, ``--rounds`` interleaved rounds with a direct-to-fleet point each. Per point:
+
+* throughput (req/s) and p50/p99 latency;
+* the scorer's queueing: the gateway's RPC round trip (``turnout_rpc_call_duration_seconds``
+  from every gateway's ``/metrics``, mean and share over 50 ms), and the RPC backlog (``LLEN`` of
+  the request queue, sampled every 5 ms during the load: mean and max);
+* CPU per request of all gateways, all scorers and Redis (``/proc``), and Redis commands per
+  request (``INFO commandstats`` before/after).
+
+On a shared 2-core machine more processes cannot add cores: read CPU per request and ops per
+request (they plan capacity), and the queueing figures, not the absolute req/s.
+
+    .venv/bin/python bench/scaleout.py --gateways 2 --scorers 2 [--rounds 2] [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead import cpu_s
+from overhead_stack import SHORT, body, drive
+
+from turnout.devstack.infra import free_port, start_postgres, start_redis, wait_port
+from turnout.devstack.stack import Stack, StackConfig, file_sink
+
+REPO = Path(__file__).resolve().parents[1]
+RPC_METRIC = "turnout_rpc_call_duration_seconds"
+
+
+@dataclass
+class Point:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    rpc_mean_ms: float = 0.0
+    rpc_over_50ms: float = 0.0
+    backlog_mean: float = 0.0
+    backlog_max: int = 0
+    cpu_us: dict[str, float] = field(default_factory=dict)
+    redis_ops: float = 0.0
+    redis_by_cmd: dict[str, float] = field(default_factory=dict)
+
+
+def rpc_histogram(gateways: list[str]) -> tuple[float, float, float]:
+    """(count, sum seconds, count ≤ 50 ms) of the route RPC's round trip over every gateway."""
+    count = total = under = 0.0
+    for url in gateways:
+        text = httpx.get(f"{url}/metrics", timeout=5).raise_for_status().text
+        for line in text.splitlines():
+            if not line.startswith(RPC_METRIC) or 'method="scorer.route.v1"' not in line or 'outcome="ok"' not in line:
+                continue
+            value = float(line.rsplit(" ", 1)[1])
+            if line.startswith(f"{RPC_METRIC}_count"):
+                count += value
+            elif line.startswith(f"{RPC_METRIC}_sum"):
+                total += value
+            elif 'le="0.05"' in line:
+                under += value
+    return count, total, under
+
+
+async def redis_calls(r: aioredis.Redis) -> dict[str, int]:
+    """Calls per command so far (``INFO commandstats``), less ``INFO`` itself."""
+    stats = await r.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info"}
+
+
+async def point(
+    urls: list[str], payload: bytes, *, concurrency: int, requests: int, r: aioredis.Redis, queue: str, pids: dict
+) -> Point:  # type: ignore[type-arg]
+    backlog: list[int] = []
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            backlog.append(int(await r.llen(queue)))  # type: ignore[misc]
+            await asyncio.sleep(0.005)
+
+    cpu0 = {k: sum(cpu_s(p) for p in ps) for k, ps in pids.items()}
+    ops0 = await redis_calls(r)
+    sampler = asyncio.create_task(sample())
+    share = [concurrency // len(urls) + (i < concurrency % len(urls)) for i in range(len(urls))]
+    per = [requests * s // concurrency for s in share]
+    t0 = time.perf_counter()
+    runs = await asyncio.gather(
+        *(drive(u, payload, concurrency=s, requests=n) for u, s, n in zip(urls, share, per, strict=True) if s)
+    )
+    wall = time.perf_counter() - t0
+    stop.set()
+    await sampler
+    lat = sorted(x for run in runs for x in run[0])
+    n = len(lat)
+    errors = sum(run[2] for run in runs)
+    if errors:
+        print(f"  {errors} errors at c={concurrency}")
+    ops1 = await redis_calls(r)
+    by_cmd = {k: v - ops0.get(k, 0) - (len(backlog) if k == "llen" else 0) for k, v in ops1.items()}
+    by_cmd = {k: v / max(1, len(lat)) for k, v in by_cmd.items() if v > 0}  # less this bench's LLEN samples
+    return Point(
+        rps=n / wall,
+        p50_ms=lat[n // 2] * 1000,
+        p99_ms=lat[min(n - 1, int(n * 0.99))] * 1000,
+        backlog_mean=statistics.fmean(backlog) if backlog else 0.0,
+        backlog_max=max(backlog, default=0),
+        cpu_us={k: (sum(cpu_s(p) for p in ps) - cpu0[k]) / n * 1e6 for k, ps in pids.items()},
+        redis_ops=sum(by_cmd.values()),
+        redis_by_cmd=by_cmd,
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gateways", type=int, default=2)
+    ap.add_argument("--scorers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--requests", type=int, default=300, help="requests per point and round")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 32])
+    args = ap.parse_args()
+    run = REPO / ".run" / f"bench-scale-{uuid.uuid4().hex[:6]}"
+    run.mkdir(parents=True)
+    redis_inst = start_redis(run)
+    pg = start_postgres(run)
+    stack = Stack(
+        StackConfig(
+            redis_url=redis_inst.url,
+            database_url=pg.url.replace("postgresql://", "postgresql+asyncpg://", 1),
+            key_prefix="bench",
+            free_ports=True,
+            gateway_port=None,
+            ops_host="127.0.0.1",
+            environment="test",
+            log_level="WARNING",
+            inherit_turnout_env=False,
+            extra_env={"TURNOUT_GATEWAY__ROUTE_TIMEOUT_S": "0.5"},
+            cwd=REPO,
+        ),
+        sink=file_sink(run / "logs"),
+    )
+    try:
+        fleet = stack.start_fleet(["--time-scale", "0"])
+        stack.start_services(("scorer", "profiler", "gateway"))
+        urls = stack.wait_ready(timeout=120)
+        stack.wait_models(min_models=3, timeout=120)
+        gateways = [urls.gateway]
+        for i in range(2, args.gateways + 1):
+            port = free_port()
+            env = stack.env_for("gateway") | {"TURNOUT_GATEWAY__PORT": str(port)}
+            stack._spawn(f"gateway{i}", [stack.config.python, "-m", "turnout.gateway"], env)
+            wait_port("127.0.0.1", port, timeout=60)
+            gateways.append(f"http://127.0.0.1:{port}")
+        for i in range(2, args.scorers + 1):
+            env = stack.env_for("scorer") | {"TURNOUT_SCORER__OPS_PORT": str(free_port())}
+            stack._spawn(f"scorer{i}", [stack.config.python, "-m", "turnout.scorer"], env)
+        time.sleep(3)  # the extra scorers load the catalog and the learned index before popping
+        config = httpx.get(f"{fleet.admin_url}/_fleet/config", timeout=5).raise_for_status().json()
+        named = next(m["name"] for li in config["listeners"] if li["name"] == "openai" for m in li["models"])
+        pids = {
+            "gateway": [p.pid for n, p in stack.procs.items() if n.startswith("gateway")],
+            "scorer": [p.pid for n, p in stack.procs.items() if n.startswith("scorer")],
+            "redis": [redis_inst.proc.pid] if redis_inst.proc else [],
+        }
+        direct = f"{fleet.openai_url}/chat/completions"
+        return asyncio.run(measure(args, gateways, direct, named, redis_inst.url, pids))
+    finally:
+        stack.stop()
+        pg.stop()
+        redis_inst.stop()
+        shutil.rmtree(run, ignore_errors=True)
+
+
+async def measure(
+    args: argparse.Namespace, gateways: list[str], direct: str, named: str, redis_url: str, pids: dict
+) -> int:  # type: ignore[type-arg]
+    r = aioredis.from_url(redis_url)
+    queue = "bench:rpc:scorer.route:v1"
+    auto = body("turnout/auto", SHORT)
+    for g in gateways:  # warm-up: connections, analysis and embedding caches
+        await drive(f"{g}/v1/chat/completions", auto, concurrency=4, requests=100)
+    via = [f"{g}/v1/chat/completions" for g in gateways]
+    results: dict[tuple[str, int], list[Point]] = {}
+    for _ in range(args.rounds):
+        for c in args.concurrency:
+            p = await point([direct], body(named, SHORT), concurrency=c, requests=args.requests, r=r, queue=queue,
+                            pids={})  # fmt: skip
+            results.setdefault(("direct", c), []).append(p)
+            h0 = rpc_histogram(gateways)
+            p = await point(via, auto, concurrency=c, requests=args.requests, r=r, queue=queue, pids=pids)
+            h1 = rpc_histogram(gateways)
+            calls = h1[0] - h0[0]
+            if calls:
+                p.rpc_mean_ms = (h1[1] - h0[1]) / calls * 1000
+                p.rpc_over_50ms = 1 - (h1[2] - h0[2]) / calls
+            results.setdefault(("turnout", c), []).append(p)
+    await r.aclose()
+    med = statistics.median
+    print(
+        f"\n{len(gateways)} gateway(s) + {len(pids['scorer'])} scorer(s), turnout/auto short prompt, "
+        f"{args.rounds} rounds x {args.requests} requests; medians over rounds"
+    )
+    print(
+        f"{'c':>4}{'direct r/s':>11}{'r/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'RPC ms':>8}{'>50ms':>7}"
+        f"{'backlog':>8}{'max':>5}{'gw µs':>7}{'sc µs':>7}{'redis µs':>9}{'redis ops':>10}"
+    )
+    for c in args.concurrency:
+        d, t = results[("direct", c)], results[("turnout", c)]
+        print(
+            f"{c:>4}{med(x.rps for x in d):>11.0f}{med(x.rps for x in t):>7.0f}{med(x.p50_ms for x in t):>8.2f}"
+            f"{med(x.p99_ms for x in t):>8.2f}{med(x.rpc_mean_ms for x in t):>8.2f}"
+            f"{med(x.rpc_over_50ms for x in t):>7.1%}{med(x.backlog_mean for x in t):>8.2f}"
+            f"{max(x.backlog_max for x in t):>5}{med(x.cpu_us['gateway'] for x in t):>7.0f}"
+            f"{med(x.cpu_us['scorer'] for x in t):>7.0f}{med(x.cpu_us['redis'] for x in t):>9.0f}"
+            f"{med(x.redis_ops for x in t):>10.1f}"
+        )
+    last = results[("turnout", args.concurrency[-1])][-1].redis_by_cmd
+    print(
+        "Redis commands per request:", ", ".join(f"{k} {v:.2f}" for k, v in sorted(last.items(), key=lambda x: -x[1]))
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
