@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from turnout.common.aio import cancel_and_wait
 from turnout.common.errors import MalformedRequest, MethodNotFound, RemoteError
@@ -111,11 +112,10 @@ class RpcServer:
             link = RespLink(self._url, link=self._link_opts)
             writer = make_redis(self._url, self._link_opts)
             beat = asyncio.create_task(self._heartbeat(writer), name="rpc-heartbeat")
+            lost = False
             try:
                 reader = await RespConnection.open(self._url, link=self._link_opts)
-                self._unblock = (writer, await reader.execute("CLIENT", "ID"))
-                self._last_pop = time.monotonic()
-                await self._beat(writer, alive=True)  # clients see it alive as soon as it serves
+                await self._handshake(reader, writer)
                 self.connected = True
                 backoff.reset()
                 log.info("RPC server %s serving %s", self.replica_id, ", ".join(self._handlers))
@@ -126,14 +126,17 @@ class RpcServer:
                 if self.connected:
                     log.warning("RPC server lost Redis: %s", exc)
                 self.connected = False
-                await asyncio.sleep(backoff.next())
+                lost = True
             finally:
                 self._unblock = None
                 beat.cancel()
                 try:
-                    await self._drain()
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._clear_heartbeat(writer)
+                    if lost:
+                        await self._abandon()
+                    else:  # stopping: what was taken is finished, then the heartbeat goes
+                        await self._drain()
+                        with contextlib.suppress(RedisError, OSError):
+                            await self._clear_heartbeat(writer)
                 finally:  # even when cancelled while draining: every connection is closed
                     if reader is not None:
                         reader.close()
@@ -141,7 +144,25 @@ class RpcServer:
                     await cancel_and_wait([beat])
                     with contextlib.suppress(RedisError, OSError):
                         await writer.aclose()
+            if lost:
+                await asyncio.sleep(backoff.next())
         self.connected = False
+
+    async def _handshake(self, reader: RespConnection, writer: Redis) -> None:
+        """The first round trips of a new link, bounded by the connect timeout rather than the
+        command timeout: a connection opened into a half-open path (accepted, then silent) is
+        given up after ``connect_timeout_s`` (2 s), not ``command_timeout_s`` (5 s). Bounded by the
+        command timeout, a reconnect tried just before such a fault ended sat out up to 5 s after it,
+        and routing by the scorer came back 3-4 s after the fault instead of within 2 s."""
+        try:
+            async with asyncio.timeout(self._link_opts.connect_timeout_s):
+                self._unblock = (writer, await reader.execute("CLIENT", "ID"))
+                self._last_pop = time.monotonic()
+                await self._beat(writer, alive=True)  # clients see it alive as soon as it serves
+        except TimeoutError as exc:
+            raise RedisTimeoutError(
+                f"Redis did not answer a new link within {self._link_opts.connect_timeout_s}s"
+            ) from exc
 
     async def stop(self) -> None:
         """Stop taking work now; what is in flight is finished. The blocking pop is ended by
@@ -178,6 +199,16 @@ class RpcServer:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._room.set()
+
+    async def _abandon(self) -> None:
+        """The link was lost: nothing more reaches Redis through it. The handlers in flight are
+        cancelled (their callers' deadlines, 100 ms by default, passed while the link hung for the
+        command timeout) and their replies are not waited for: :meth:`serve` closes the link, which
+        fails them at once. Draining here instead — each reply waiting out its own timeout on a link
+        that kept reopening into the same dead path — held the reconnect back by up to 10 s after a
+        half-open link healed. The heartbeat is not cleared (Redis is unreachable): it expires, or
+        the next connection rewrites it."""
+        await cancel_and_wait(list(self._inflight))
 
     async def _drain(self) -> None:
         """Let the handlers in flight finish and their replies reach Redis (5 s at most each)."""
