@@ -7,7 +7,8 @@ model slow to its first token), and every service as a real process (:class:`Sta
 scorer talks to Redis through a :class:`~turnout.devstack.blackhole.BlackHoleProxy`, so that its
 link can be made half-open. :meth:`redis_down` / :meth:`redis_up`, :meth:`postgres_down` /
 :meth:`postgres_up` kill and restart the stores on the same ports (Postgres keeps its data; Redis
-has no persistence, as in the chart). A second gateway (``gateway2``) can join the same scorer.
+runs with its append-only file, as production must (docs/deploy.md), so the request events not yet
+consumed survive the restart). A second gateway (``gateway2``) can join the same scorer.
 
 :class:`Load` drives mixed streaming / non-streaming chat requests with the ``openai`` client from
 threads, each with its own ``X-Request-ID``; :meth:`FaultStack.decisions` reads back what reached
@@ -213,7 +214,7 @@ class FaultStack:
     # --- up and down -------------------------------------------------------------------------
 
     def start(self, *, timeout: float = 180.0) -> None:
-        self.redis = start_redis(self.run_dir, ephemeral=True)
+        self.redis = start_redis(self.run_dir, ephemeral=True, aof=True)
         self.pg = start_postgres(self.run_dir, ephemeral=True)
         _sql(self.pg.url, f'CREATE DATABASE "{self.database}"')
         self.proxy = BlackHoleProxy("127.0.0.1", self.redis.port)
@@ -292,7 +293,7 @@ class FaultStack:
     def redis_up(self) -> None:
         assert self.redis is not None
         old = self.redis
-        self.redis = start_redis(self.run_dir, port=old.port, ephemeral=True)
+        self.redis = start_redis(self.run_dir, port=old.port, ephemeral=True, aof=True)
 
     def postgres_down(self) -> None:
         assert self.pg is not None and self.pg.proc is not None

@@ -192,13 +192,18 @@ class Instance:
                 p.unlink(missing_ok=True)
 
 
-def start_redis(run_dir: Path, *, port: int | None = None, ephemeral: bool = True) -> Instance:
-    """A private ``redis-server`` on ``port`` (a free one by default), no persistence."""
+def start_redis(run_dir: Path, *, port: int | None = None, ephemeral: bool = True, aof: bool = False) -> Instance:
+    """A private ``redis-server`` on ``port`` (a free one by default). No persistence unless
+    ``aof``: then an append-only file (``appendfsync everysec``) in ``run_dir/redis-<port>``, which
+    a restart on the same port loads again — what Turnout's event stream needs in production
+    (docs/deploy.md): a ``kill -9`` loses nothing Redis acknowledged, since Redis writes the AOF to
+    the kernel before it replies; only a crash of the host loses up to the last second."""
     port = port or free_port()
     data = run_dir.resolve() / f"redis-{port}"
     data.mkdir(parents=True, exist_ok=True)
+    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
     proc = subprocess.Popen(
-        [redis_server_bin(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [redis_server_bin(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence,
          "--dir", str(data), "--loglevel", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=orphan_guard(),
     )  # fmt: skip
@@ -396,8 +401,8 @@ def ensure_redis(url: str | None, run_dir: Path, *, explicit: bool) -> Instance:
         return Instance(url=url)
     if explicit:
         raise InfraError(f"TURNOUT_REDIS_URL={_redacted(url or '')} does not answer; start that Redis or unset it")
-    _log("no Redis answers on the default URL: starting a private redis-server")
-    return start_redis(run_dir, ephemeral=True)
+    _log("no Redis answers on the default URL: starting a private redis-server (AOF on)")
+    return start_redis(run_dir, ephemeral=True, aof=True)
 
 
 def ensure_postgres(url: str, run_dir: Path, *, explicit: bool) -> Instance:
