@@ -192,7 +192,10 @@ class RpcClient:
             conn: RespConnection | None = None
             try:
                 conn = await RespConnection.open(self._url, on_message=self._on_reply, link=self._link_opts)
-                await conn.execute("SUBSCRIBE", self._reply_key)
+                # a new link's first round trip is bounded by the connect timeout, not the command
+                # timeout: one opened into a half-open path is given up after 2 s, not 5 s
+                async with asyncio.timeout(self._link_opts.connect_timeout_s):
+                    await conn.execute("SUBSCRIBE", self._reply_key)
                 self._reader_up.set()
                 backoff.reset()
                 # replies arrive by themselves; wait for the link to drop, checking it now and then
