@@ -19,7 +19,11 @@ the fleet sends one SSE event per token, as real servers do) and prints the time
 body byte and to the end of the stream, each with what the gateway adds. On a shared
 machine read the ratios and the CPU figures, not the absolute latencies.
 
-    .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300]
+``--peers`` (``make bench-peers``) adds LiteLLM's proxy as one more target in the same rounds:
+installed from PyPI into ``.run/peers/litellm`` on first use, its defaults, one worker, a random
+master key, the fleet's model as ``openai/<model>``; then prints Turnout / LiteLLM ratios.
+
+    .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300] [--peers]
 """
 
 from __future__ import annotations

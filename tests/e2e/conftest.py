@@ -143,6 +143,13 @@ def _wait_for_catalog(redis_url: str, keys: Keys, *, n_models: int, timeout: flo
 
 
 @pytest.fixture
+def idle_fleet(e2e: E2E) -> None:
+    """A test that compares routing choices starts from an idle fleet: what earlier tests left
+    loaded would otherwise take requests whose best model scores within the VRAM planner's margin."""
+    _idle_fleet(e2e.urls)
+
+
+@pytest.fixture
 def client(e2e: E2E) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=e2e.urls.openai_base, api_key="unused", max_retries=0, timeout=30) as c:
         yield c

@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.conftest import ALIAS, ALIAS_TARGET, E2E
 from tests.e2e.support import decision, fleet_listener_of, request_id
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("idle_fleet")]
 
 VIRTUAL = "turnout/auto"
 GREETING = "hi!"

@@ -156,3 +156,17 @@ async def test_profile_posts_to_the_admin_api(stack: Stack):
     result = await turnout(*admin(stack), "profile", "nope:1b", "--force")
     assert result.exit_code == 1
     assert "error: POST /admin/reprofile: HTTP 404: The model 'nope:1b' is not in the catalog" in squash(result.output)
+
+
+async def test_router_lists_trains_activates_and_rolls_back(stack: Stack):
+    listed = await turnout(*admin(stack), "router", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "Router prior (active: shipped)" in listed.output
+    trained = await turnout(*admin(stack), "router", "train")
+    assert trained.exit_code == 0, trained.output
+    assert "training requested (" in trained.output
+    missing = await turnout(*admin(stack), "router", "activate", "nope")
+    assert missing.exit_code == 1
+    assert "POST /admin/router/activate: HTTP 404: no router prior version 'nope'" in squash(missing.output)
+    back = await turnout(*admin(stack), "router", "rollback")
+    assert back.exit_code == 0 and "active router prior: shipped" in back.output

@@ -6,6 +6,7 @@ and opens the request's page with its decision."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import RUN_DIR
 from tests.integration.stack_support import ADMIN_KEY, Stack, running_stack
 from tests.integration.test_gateway_fakes import catalog_model, snapshot
+from turnout.common.circuits import CircuitPolicy, CircuitState, CircuitStore
+from turnout.common.keys import Keys
 from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
 from turnout.devstack.infra import chromium_bins
 
@@ -77,6 +80,22 @@ async def stack(redis_url: str, db: str, key_prefix: str, redis: Redis) -> Async
         yield s
 
 
+async def trip_circuits(redis: Redis, keys: Keys) -> float:
+    """Through the shared circuit code: gamma/m-gamma open (2 failures, 60 s cooldown), gamma's
+    backend-wide circuit closed with 1 failure, delta/m-delta half-open (its probe under way).
+    No catalog model runs on gamma or delta, so routing is unchanged. The open one's ``until``."""
+    store = CircuitStore(redis, keys, CircuitPolicy(failure_threshold=2, base_cooldown_s=60, max_cooldown_s=600))
+    now = time.time()
+    await store.failure("gamma", "m-gamma", "BackendStatusError", now=now)
+    state, until = await store.failure("gamma", "m-gamma", "BackendStatusError", now=now)
+    assert (state, until) == (CircuitState.OPEN, now + 60)
+    assert await store.failure("gamma", "", "BackendTimeout", now=now) == (CircuitState.CLOSED, 0.0)
+    for _ in range(2):
+        await store.failure("delta", "m-delta", "BrokenReply", now=now - 100)
+    assert await store.probe("delta", "m-delta", now=now) is True
+    return until
+
+
 def wait(browser: WebDriver, seconds: float = 10.0) -> WebDriverWait[WebDriver]:
     return WebDriverWait(browser, seconds, poll_frequency=0.1)
 
@@ -120,9 +139,15 @@ def page(browser: WebDriver) -> Iterator[WebDriver]:
         browser.get("about:blank")
 
 
-async def test_live_requests_fleet_catalog_and_a_request_page(stack: Stack, page: WebDriver):
+async def test_live_requests_fleet_catalog_and_a_request_page(stack: Stack, page: WebDriver, redis: Redis):
     browser = page
+    await trip_circuits(redis, stack.keys)
     await asyncio.to_thread(open_dashboard, browser, stack.url)
+    row = await asyncio.to_thread(text_of, browser, "#circuits tr.tripped[data-circuit='gamma/m-gamma']")
+    assert re.fullmatch(r"gamma m-gamma open 2 1 (59|60)\.\d s BackendStatusError", row), row
+    assert await asyncio.to_thread(text_of, browser, "#circuits tr[data-circuit='gamma/']") == (
+        "gamma * (whole backend) closed 1 0 – BackendTimeout"
+    )
     fleet = await asyncio.to_thread(text_of, browser, "#fleet")
     assert "gpu-host-1" in fleet and "NVIDIA L4" in fleet and "9.0 GiB / 24.0 GiB, 37% busy" in fleet
     assert "m-alpha 5.0 GiB" in fleet
@@ -207,6 +232,49 @@ async def test_without_the_admin_key_the_dashboard_sends_to_login_and_admin_read
                 assert "<h2>Live" in got.text
                 # the cookie never authorises an action: only reads get it as a header
                 assert (await http.post("/admin/reload", json={})).status_code == 401
+
+
+def _cells(html: str, circuit: str) -> tuple[str, list[str]]:
+    """The ``class`` attribute and the cells' text of one circuit's row of the fleet's table."""
+    m = re.search(rf'<tr data-circuit="{re.escape(circuit)}"( class="(\w+)")?>(.*?)</tr>', html, re.S)
+    assert m is not None, f"no row for {circuit}"
+    return m.group(2) or "", [
+        re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", m.group(3), re.S)
+    ]
+
+
+async def test_the_fleet_lists_the_circuits_with_the_open_ones_highlighted(stack: Stack, redis: Redis):
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10, cookies={"turnout_admin": ADMIN_KEY}) as http:
+        before = (await http.get("/ui")).text
+        until = await trip_circuits(redis, stack.keys)
+        page = await http.get("/ui")
+        admin = (await http.get("/admin/circuits", headers={"Authorization": f"Bearer {ADMIN_KEY}"})).json()
+    assert '<tr class="empty"><td colspan="7">Every circuit is closed.</td></tr>' in before
+    fleet = page.text[page.text.index('<section class="card" id="fleet">') :]
+    fleet = fleet[: fleet.index("</section>")]
+    assert "open after 3 consecutive failures" in fleet  # the gateway's own policy, not the test's
+    klass, cells = _cells(fleet, "gamma/m-gamma")
+    assert klass == "tripped"
+    assert cells[:5] == ["gamma", "m-gamma", "open", "2", "1"] and cells[6] == "BackendStatusError"
+    left = float(cells[5].removesuffix(" s"))
+    assert until - time.time() - 0.1 <= left <= 60.0
+    assert _cells(fleet, "gamma/") == ("", ["gamma", "* (whole backend)", "closed", "1", "0", "–", "BackendTimeout"])
+    assert _cells(fleet, "delta/m-delta") == (
+        "tripped",
+        ["delta", "m-delta", "half-open", "2", "1", "–", "BrokenReply"],
+    )
+    assert 'class="pill bad">open</span>' in fleet and 'class="pill warn">half-open</span>' in fleet
+    # the same reading as /admin/circuits: same circuits, same order
+    assert [(c["backend"], c["model"], c["state"]) for c in admin["circuits"]] == [
+        ("delta", "m-delta", "half_open"),
+        ("gamma", "", "closed"),
+        ("gamma", "m-gamma", "open"),
+    ]
+    assert (
+        fleet.index('data-circuit="delta/m-delta"')
+        < fleet.index('data-circuit="gamma/"')
+        < fleet.index('data-circuit="gamma/m-gamma"')
+    )
 
 
 def test_static_files_are_committed_and_small() -> None:

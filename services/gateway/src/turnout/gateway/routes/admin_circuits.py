@@ -8,6 +8,7 @@ Admin only (:mod:`turnout.gateway.auth`). ``POST /admin/circuits/reset`` closes 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 from fastapi import APIRouter
@@ -19,16 +20,15 @@ from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
 from turnout.gateway.errors import NoBackendAvailable
 from turnout.gateway.pipeline import JSON_MEDIA
+from turnout.gateway.state import GatewayState
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.get("/circuits")
-async def circuits(gw: StateDep, _: AdminDep) -> Response:
-    try:
-        found = await gw.breakers.refresh()
-    except (RedisError, OSError) as exc:
-        raise NoBackendAvailable("Redis is unavailable; retry later", code="redis_unavailable") from exc
+async def circuits_report(gw: GatewayState) -> dict[str, Any]:
+    """Every listed circuit with ``blocking`` and ``cooldown_left_s``, and the policy; read by
+    ``GET /admin/circuits`` and the dashboard's fleet. Raises Redis and socket errors."""
+    found = await gw.breakers.refresh()
     now = time.time()
     out = []
     for c in found:
@@ -37,7 +37,7 @@ async def circuits(gw: StateDep, _: AdminDep) -> Response:
         item["cooldown_left_s"] = round(max(0.0, c.until - now), 3) if c.state == "open" else 0.0
         out.append(item)
     policy = gw.breakers.store.policy
-    body = {
+    return {
         "circuits": out,
         "policy": {
             "failure_threshold": policy.failure_threshold,
@@ -46,6 +46,14 @@ async def circuits(gw: StateDep, _: AdminDep) -> Response:
             "probe_lease_s": policy.probe_lease_s,
         },
     }
+
+
+@router.get("/circuits")
+async def circuits(gw: StateDep, _: AdminDep) -> Response:
+    try:
+        body = await circuits_report(gw)
+    except (RedisError, OSError) as exc:
+        raise NoBackendAvailable("Redis is unavailable; retry later", code="redis_unavailable") from exc
     return Response(orjson.dumps(body), media_type=JSON_MEDIA)
 
 

@@ -3,8 +3,9 @@
 * ``GET /ui`` — live requests in flight and just finished (Server-Sent Events from
   ``/admin/live``), recent requests with their category and the top reasons of the decision, the
   performance scatter (time to first token against tokens/s per model, from the request log),
-  the fleet (hosts, GPUs, VRAM, loaded models), the catalog (profiles per category, speed,
-  benchmark) and profiling progress.
+  the fleet (hosts, GPUs, VRAM, loaded models, and the circuit breakers as ``/admin/circuits``
+  reads them: state, consecutive failures, cooldown left; open ones highlighted), the catalog
+  (profiles per category, speed, benchmark) and profiling progress.
 * ``GET /ui/requests/{request_id}`` — one request: prompt, reply, the decision (analysis, every
   candidate with score, terms and reasons) and every attempt with its timing.
 * ``GET /ui/login`` / ``POST /ui/login`` (JSON ``{"key": …}``) — store the admin key in a
@@ -29,6 +30,7 @@ from turnout.gateway.auth import AdminDep
 from turnout.gateway.deps import StateDep
 from turnout.gateway.errors import InvalidRequest, NotFound, Unauthorized
 from turnout.gateway.routes.admin_catalog import profiling_report
+from turnout.gateway.routes.admin_circuits import circuits_report
 from turnout.gateway.routes.admin_vram import vram_report
 from turnout.gateway.ui import COOKIE, STATIC, scatter_svg, templates
 
@@ -52,6 +54,14 @@ async def _fleet(gw: Any) -> dict[str, Any]:
         return {"hosts": [], "actions": [], "error": str(exc)}
 
 
+async def _circuits(gw: Any) -> dict[str, Any]:
+    try:
+        return await circuits_report(gw)
+    except (RedisError, OSError) as exc:
+        log.warning("dashboard: circuit state unavailable: %s", exc)
+        return {"circuits": [], "policy": None, "error": str(exc)}
+
+
 async def _profiling(gw: Any) -> dict[str, Any]:
     try:
         return await profiling_report(gw)
@@ -70,6 +80,7 @@ async def overview(gw: StateDep, _: AdminDep) -> HTMLResponse:
         scatter=scatter_svg(points),
         n_points=len(points),
         fleet=await _fleet(gw),
+        circuits=await _circuits(gw),
         catalog=sorted(models, key=lambda m: m.name),
         categories=sorted({c for m in models for c in m.quality}),
         profiling=await _profiling(gw),

@@ -6,5 +6,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "explain",
     "profile",
     "requests",
+    "router",
 )
 """The command modules, in help order. A new group is its module plus one line here."""
