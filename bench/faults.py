@@ -28,11 +28,14 @@ from pathlib import Path
 import openai
 
 from turnout.devstack.faultstack import FaultStack, Measured, Outcome, send_chat
+from turnout.gateway.settings import GatewayOptions
+from turnout.gateway.upstream_limits import ReadBounds
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 Result = Measured
+HUNG_MODEL = "mid-8b"
 Promise = Callable[[Measured, list[Outcome]], bool]
 
 
@@ -64,7 +67,7 @@ class Bench:
         background: bool = True,
     ) -> Result:
         concurrency = self.concurrency if background else 0
-        r = self.fs.measure(name, fault, urls=urls, concurrency=concurrency, settle_s=self.scale.settle_s)
+        r = self.fs.measure(name, fault, urls=urls, concurrency=concurrency, before_s=3.0, settle_s=self.scale.settle_s)
         r.held = promise(r, r.outcomes)
         try:  # the next fault starts from a healthy stack
             self.fs.wait_scorer_routes(timeout=45)
@@ -82,11 +85,18 @@ def nothing_lost(r: Result, _: list[Outcome]) -> bool:
     return r.lost == 0 and not r.failed and r.recover_s <= 2.0
 
 
-def no_client_errors(r: Result, _: list[Outcome]) -> bool:
-    """A failing backend or model: the client never sees it (the gateway fails over). Whether
-    < 2 % of requests still spend an attempt on it is the cooldown's promise: see the fleet's
-    stats in the logs."""
-    return r.lost == 0 and not r.failed
+def avoided(fs: FaultStack, listener: str, model: str | None = None) -> Promise:
+    """A failing backend or model: client errors only within its first second, then < 2 % of the
+    requests spend an attempt on it (its circuit is open); the share goes in the note."""
+
+    def promise(r: Result, _: list[Outcome]) -> bool:
+        hit, n = r.spent_on(fs.backend_of(listener), model, skip_s=1.0)
+        share = hit / n if n else 1.0
+        late = r.client_errors_after(1.0)
+        r.note = f"{r.note} attempts on it after 1 s: {hit}/{n} = {share:.1%}; client errors after 1 s: {late}".strip()
+        return r.lost == 0 and late == 0 and n > 0 and share < 0.02
+
+    return promise
 
 
 class Faults:
@@ -100,6 +110,7 @@ class Faults:
         self.stack = self.fs.stack
         self.proxy = self.fs.proxy
         self.side: list[str] = []  # outcomes of a fault's own requests (slow model, long streams)
+        self.bound_s = 0.0
 
     def scorer_kill(self) -> tuple[float, float]:
         t0 = time.monotonic()
@@ -155,6 +166,37 @@ class Faults:
             t.start()
         self._threads = threads
 
+    def hung_bound_s(self) -> float:
+        """The gateway's read bound for the hung model as its catalog has it now (profiled or not),
+        a non-streamed reply of the load's 16 tokens (the larger of the two)."""
+        opts = GatewayOptions()
+        bounds = ReadBounds(ttfb_factor=opts.ttfb_factor, gap_factor=opts.gap_factor, read_min_s=opts.read_min_s,
+                            read_max_s=opts.read_timeout_s, read_unprofiled_s=opts.read_unprofiled_s,
+                            unprofiled_min_tokens_per_s=opts.unprofiled_min_tokens_per_s)  # fmt: skip
+        return bounds.read_timeout_s(self.fs.catalog_model(HUNG_MODEL), stream=False, max_tokens=16)
+
+    def hung(self) -> tuple[float, float]:
+        """The model hangs for its read bound + 10 s + the fault time: long enough to see the slots
+        freed at the bound and the throughput back after it."""
+        self.bound_s = self.hung_bound_s()
+        t0 = time.monotonic()
+        self.fs.fleet_fail(model=HUNG_MODEL, listener="a", mode="hang")
+        time.sleep(self.bound_s + 10 + self.scale.fault_s)
+        self.fs.fleet_fail(model=HUNG_MODEL, listener="a", mode="ok")
+        return t0, time.monotonic()
+
+    def hung_bounded(self, r: Result, _: list[Outcome]) -> bool:
+        """No slot held longer than its bound (+1 s of scheduling slack); within 10 s after the bound,
+        ok answers per second back to >= half the rate before the fault; no client errors."""
+        held = r.longest_attempt_s(self.fs.backend_of("a"), HUNG_MODEL)
+        before = r.ok_per_s(r.fault_start - 3.0, r.fault_start)
+        back_from = r.fault_start + self.bound_s + 10.0
+        after = r.ok_per_s(back_from, r.fault_end)
+        hit, n = r.spent_on(self.fs.backend_of("a"), HUNG_MODEL, skip_s=self.bound_s + 10.0)
+        r.note = (f"{r.note} bound {self.bound_s:.1f}s, longest attempt on it {held:.1f}s; ok/s before "
+                  f"{before:.1f}, from bound+10s {after:.1f}; attempts on it then {hit}/{n}").strip()  # fmt: skip
+        return r.lost == 0 and not r.failed and 0 < held <= self.bound_s + 1.0 and after >= 0.5 * before > 0
+
     def slow_ttft(self) -> tuple[float, float]:
         t0 = time.monotonic()
         self._side_requests("slow-ttft-3b", 4, stream_all=False, max_tokens=lambda _: 8)
@@ -194,9 +236,11 @@ class Faults:
             (f"redis down {s.redis_s:.0f}s", self.redis_down, nothing_lost, None),
             (f"postgres down {s.postgres_s:.0f}s", self.postgres_down, nothing_lost, None),
             ("half-open redis link", self.half_open, nothing_lost, None),
-            ("backend answers 500", self.fleet(listener="b", mode="500"), no_client_errors, None),
-            ("backend killed (conns dropped)", self.fleet(listener="b", mode="close"), no_client_errors, None),
-            ("hung model", self.fleet(model="mid-8b", listener="a", mode="hang"), no_client_errors, None),
+            ("backend answers 500", self.fleet(listener="b", mode="500"), avoided(self.fs, "b"), None),
+            ("backend killed (conns dropped)", self.fleet(listener="b", mode="close"), avoided(self.fs, "b"), None),
+            ("model answers 500", self.fleet(model=HUNG_MODEL, listener="a", mode="500"),
+             avoided(self.fs, "a", HUNG_MODEL), None),
+            ("hung model", self.hung, self.hung_bounded, None),
             ("slow first token", self.slow_ttft, self.side_ok, None),
             ("SIGTERM gateway, long streams", self.sigterm_gateway, self.streams_end_cleanly, None),
             ("two gateways, one scorer", self.two_gateways, nothing_lost,

@@ -3,7 +3,10 @@ real processes (:class:`~turnout.devstack.faultstack.FaultStack`: private Redis 
 may be killed, the scorer's Redis link behind a black-hole proxy). For each fault, under mixed
 streaming / non-streaming load from the ``openai`` client: 0 client errors, 0 lost decisions
 (every answered request id is stored in Postgres), and routing by the scorer back within 2 s of
-the fault's end. ``bench/faults.py`` runs the same faults longer and adds the others."""
+the fault's end. A model that answers 500: client errors only in its first second, then < 2 % of
+the requests spend an attempt on it. A hung model (its unprofiled bound lowered to 3 s): no attempt
+on it longer than its bound, every request fails over, and ok answers per second back within 10 s
+of the bound. ``bench/faults.py`` runs the same faults longer and adds the others."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from turnout.devstack.faultstack import FaultStack, Measured
+from turnout.gateway.settings import GatewayOptions
+from turnout.gateway.upstream_limits import ReadBounds
 
 RUN_DIR = Path(__file__).resolve().parents[2] / ".run" / "test"
 
@@ -29,9 +34,24 @@ pytestmark = [
 ]
 
 
+# small scale: a model with no profile yet hangs for at most 3 s (the default is 30 s); the profiler
+# does not profile here, so that the hung model's bound cannot change during its test
+UNPROFILED_S = 3.0
+READ_MIN_S = 1.0
+HUNG = "mid-8b"
+
+
 @pytest.fixture(scope="module")
 def fs() -> Iterator[FaultStack]:
-    stack = FaultStack(RUN_DIR / "faults", log=lambda _: None)
+    stack = FaultStack(
+        RUN_DIR / "faults",
+        log=lambda _: None,
+        gateway_env={
+            "TURNOUT_GATEWAY__READ_UNPROFILED_S": str(UNPROFILED_S),
+            "TURNOUT_GATEWAY__READ_MIN_S": str(READ_MIN_S),
+            "TURNOUT_PROFILER__PROFILING__ENABLED": "false",
+        },
+    )
     try:
         stack.start(timeout=240)
         yield stack
@@ -107,3 +127,50 @@ def test_scorer_killed(fs: FaultStack) -> None:
     assert r.sent >= 4  # every load thread got requests through
     assert held(r) == ({}, 0, True), r
     assert fs.restarter is not None and fs.restarter.restarts == {"scorer": 1}
+
+
+def test_a_failing_model_is_avoided_after_its_first_second(fs: FaultStack) -> None:
+    def fault() -> tuple[float, float]:
+        t0 = time.monotonic()
+        fs.fleet_fail(model=HUNG, listener="a", mode="500")
+        time.sleep(5)
+        fs.fleet_fail(model=HUNG, listener="a", mode="ok")
+        return t0, time.monotonic()
+
+    r = fs.measure("model answers 500", fault, concurrency=4, settle_s=2)
+    hit, n = r.spent_on(fs.backend_of("a"), HUNG, skip_s=1.0)
+    assert n >= 10, r  # the load kept flowing
+    assert (r.client_errors_after(1.0), r.lost) == (0, 0), r
+    assert hit / n < 0.02, (hit, n)  # its circuit is open: < 2 % spend an attempt on it
+
+
+def test_a_hung_model_frees_its_slot_within_its_bound_and_fails_over(fs: FaultStack) -> None:
+    opts = GatewayOptions(read_unprofiled_s=UNPROFILED_S, read_min_s=READ_MIN_S)
+    bounds = ReadBounds(
+        ttfb_factor=opts.ttfb_factor,
+        gap_factor=opts.gap_factor,
+        read_min_s=opts.read_min_s,
+        read_max_s=opts.read_timeout_s,
+        read_unprofiled_s=opts.read_unprofiled_s,
+        unprofiled_min_tokens_per_s=opts.unprofiled_min_tokens_per_s,
+    )
+    model = fs.catalog_model(HUNG)
+    bound = bounds.read_timeout_s(model, stream=False, max_tokens=16)  # the load's non-streamed replies
+    assert (model is None or model.ttft_ms is None, bound) == (True, UNPROFILED_S + 16 / 10)
+
+    def fault() -> tuple[float, float]:
+        t0 = time.monotonic()
+        fs.fleet_fail(model=HUNG, listener="a", mode="hang")
+        time.sleep(bound + 10 + 3)
+        fs.fleet_fail(model=HUNG, listener="a", mode="ok")
+        return t0, time.monotonic()
+
+    r = fs.measure("hung model", fault, concurrency=4, before_s=3, settle_s=2)
+    backend = fs.backend_of("a")
+    held_s = r.longest_attempt_s(backend, HUNG)
+    timeouts = sum(o == "timeout" for a in r.attempts.values() for b, m, o, _ in a if (b, m) == (backend, HUNG))
+    assert (r.failed, r.lost) == ({}, 0), r  # every request failed over
+    assert timeouts >= 1 and 0 < held_s <= bound + 1.0, (timeouts, held_s, bound)  # no slot held past its bound
+    before = r.ok_per_s(r.fault_start - 3, r.fault_start)
+    after = r.ok_per_s(r.fault_start + bound + 10, r.fault_end)
+    assert after >= 0.5 * before > 0, (before, after)  # throughput back within 10 s of the bound

@@ -58,6 +58,39 @@ async def test_a_hung_model_fails_over_within_its_profiled_bound(redis, redis_ur
     ]
 
 
+async def test_a_hung_model_without_a_profile_fails_over_within_the_unprofiled_bound(
+    redis, redis_url, keys, fleet: Fleet, make_settings
+):
+    """A model just discovered (no profile yet) that hangs is bounded by ``read_unprofiled_s``, not by
+    the flat ``read_timeout_s``: its slot is freed and the request fails over."""
+    fleet.alpha.mode = "slow"  # answers after 5 s
+    await redis.set(
+        keys.catalog_snapshot, snapshot(catalog_model("hung", "alpha", "up", 8), catalog_model("fine", "beta", "up", 8))
+    )
+    scorer = FakeScorer(redis_url, keys, fixed(("hung", "alpha", "up"), ("fine", "beta", "up")))
+    # stream: 0.6 s; whole reply of 2 tokens: 0.6 s + 2 / 4 tok/s = 1.1 s; the flat bound stays 120 s
+    settings = make_settings(read_min_s=0.1, read_unprofiled_s=0.6, unprofiled_min_tokens_per_s=4)
+    async with scorer.running(), run_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
+        t0 = time.monotonic()
+        streamed = await http.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        stream_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        whole = await http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2})
+        whole_s = time.monotonic() - t0
+        events = await wait_events(redis, keys, 2)
+    assert (streamed.status_code, streamed.headers["x-turnout-backend"]) == (200, "beta")
+    assert (whole.status_code, whole.headers["x-turnout-backend"]) == (200, "beta")
+    assert 0.55 < stream_s < 1.7
+    assert 1.05 < whole_s < 2.2
+    assert [[(a.backend, a.outcome) for a in e.attempts] for e in events] == [
+        [("alpha", "timeout"), ("beta", "ok")],
+        [("alpha", "timeout"), ("beta", "ok")],
+    ]
+    # the slot was held no longer than the bound (plus scheduling slack on a loaded machine)
+    held_s = [e.attempts[0].latency_ms / 1000 for e in events]
+    assert 0.55 < held_s[0] < 1.2 and 1.05 < held_s[1] < 1.7, held_s
+
+
 async def test_a_full_backend_sends_the_request_to_the_next_candidate_then_503(
     redis, redis_url, keys, fleet: Fleet, make_settings
 ):

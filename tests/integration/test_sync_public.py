@@ -270,6 +270,12 @@ async def test_admin_benchmarks_shows_matches_with_confidence_and_sync_runs(
             r = await client.post("/admin/sync-benchmarks", params={"source": "lmarena"}, headers=auth, json={})
             assert r.status_code == 202 and r.json()["enqueued"] is True
             r = await client.post("/admin/sync-benchmarks", headers=auth, json={})
-            assert r.status_code == 202 and r.json()["job_id"] == "sync_all_benchmarks"
+            assert r.status_code == 202 and r.json() == {
+                "source": None,
+                "enqueued": True,
+                "job_id": f"{keys.sync_queue}:sync_all_benchmarks",
+            }
     queued = [j.decode() for j in await redis.zrange(keys.sync_queue, 0, -1)]
-    assert sorted(queued) == ["sync_all_benchmarks", "sync_benchmarks:lmarena"]
+    # ids carry the queue (and so the stack's key prefix): another stack on this Redis that left a
+    # sync_all_benchmarks job behind does not make this one a duplicate
+    assert sorted(queued) == [f"{keys.sync_queue}:sync_all_benchmarks", f"{keys.sync_queue}:sync_benchmarks:lmarena"]

@@ -126,9 +126,25 @@ async def create_job_pool(redis_url: str, queue_name: str) -> ArqRedis:
     return harden_pool(pool)
 
 
-async def enqueue_once(pool: ArqRedis, queue_name: str, function: str, *, job_id: str, **kwargs: Any) -> Job | None:
-    """Enqueue unless a job with ``job_id`` is already queued or running (then ``None``)."""
-    return await pool.enqueue_job(function, _job_id=job_id, _queue_name=queue_name, **kwargs)
+def queued_job_id(queue_name: str, job_id: str) -> str:
+    """The id a job is queued under: ``<queue>:<job_id>``.
+
+    arq keeps a job's keys under fixed prefixes whatever its queue (``arq:job:<id>``,
+    ``arq:in-progress:<id>``, ``arq:retry:<id>``, ``arq:result:<id>``), so a bare id such as
+    ``sync_all_benchmarks`` is one key for every stack on a Redis server: a job another stack left
+    queued (or a stopped one never ran) made this stack's enqueue a silent duplicate for up to a
+    day. The queue name starts with the stack's key prefix, so this id is the stack's own."""
+    return f"{queue_name}:{job_id}"
+
+
+async def enqueue_once(
+    pool: ArqRedis, queue_name: str, function: str, *args: Any, job_id: str, **kwargs: Any
+) -> Job | None:
+    """Enqueue unless a job with ``job_id`` is already queued or running on this queue (then
+    ``None``); the id arq sees is :func:`queued_job_id`."""
+    return await pool.enqueue_job(
+        function, *args, _job_id=queued_job_id(queue_name, job_id), _queue_name=queue_name, **kwargs
+    )
 
 
 # --- schedules -------------------------------------------------------------------------------
@@ -381,6 +397,7 @@ __all__ = [
     "create_job_pool",
     "dumps",
     "enqueue_once",
+    "queued_job_id",
     "every",
     "job",
     "loads",

@@ -145,6 +145,8 @@ def create_app(
                 gap_factor=opts.gap_factor,
                 read_min_s=min(opts.read_min_s, opts.read_timeout_s),
                 read_max_s=opts.read_timeout_s,
+                read_unprofiled_s=opts.read_unprofiled_s,
+                unprofiled_min_tokens_per_s=opts.unprofiled_min_tokens_per_s,
             )
             timeouts = TimeoutCache(bounds, opts.connect_timeout_s)
             catalog.on_change = timeouts.use_catalog

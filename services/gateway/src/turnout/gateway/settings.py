@@ -66,8 +66,18 @@ class GatewayOptions(BaseModel):
     read_timeout_s: float = Field(
         default=120.0,
         gt=0,
-        description="Per attempt: the most a wait for the first byte or between two chunks may last (models "
-        "without a profile get it; profiled ones a bound from their profile, upstream_limits.py)",
+        description="Per attempt: the most a wait for the first byte or between two chunks may last "
+        "(profiled models get a bound from their profile, upstream_limits.py)",
+    )
+    read_unprofiled_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A model with no profile yet: bound on the first byte and each gap (a cold load included)",
+    )
+    unprofiled_min_tokens_per_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A model with no profile yet, non-streamed: + max_tokens / this for the whole reply",
     )
     read_min_s: float = Field(default=10.0, gt=0, description="The least a profile-derived read bound may be")
     ttfb_factor: float = Field(default=10.0, gt=0, description="First-byte bound = this x the profiled TTFT")

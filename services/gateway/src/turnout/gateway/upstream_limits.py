@@ -10,9 +10,15 @@ averaged over its profile categories), not by one flat timeout:
   ``ttfb + gap_factor × max_tokens / tokens_per_s`` (``max_tokens`` unknown: 1024), clamped.
 
 One bound per attempt is given to aiohttp as ``sock_read`` (which covers the wait for the
-response headers and every read after): the larger of the first-byte and gap bounds. A model
-with no profile gets ``read_max_s``. A hung model thus frees its connection slot and the request
-moves to the next candidate within its own bound (a stream: only before its first byte).
+response headers and every read after): the larger of the first-byte and gap bounds.
+
+A model with **no profile yet** (just discovered, its profiling queued) is not given the flat
+``read_max_s``: a hung new model would hold every slot sent to it for two minutes. It gets
+``read_unprofiled_s`` for the first byte and each gap (long enough for a cold load into VRAM), and
+a non-streamed reply with a known ``max_tokens`` that plus ``max_tokens / unprofiled_min_tokens_per_s``
+(the slowest generation still taken for healthy); ``max_tokens`` unknown: ``read_max_s``. All
+clamped to ``[read_min_s, read_max_s]``. A hung model thus frees its connection slot and the
+request moves to the next candidate within its own bound (a stream: only before its first byte).
 
 **Connection slots.** At most ``max_connections`` requests per backend at once; the next one
 waits at most ``slot_wait_s`` for a slot, then goes to the next candidate, and when none is
@@ -39,13 +45,19 @@ class ReadBounds:
     gap_factor: float = 50.0
     read_min_s: float = 10.0
     read_max_s: float = 120.0
+    read_unprofiled_s: float = 30.0
+    unprofiled_min_tokens_per_s: float = 10.0
 
     def clamp(self, seconds: float) -> float:
         return min(max(seconds, self.read_min_s), self.read_max_s)
 
     def read_timeout_s(self, model: CatalogModelV1 | None, *, stream: bool, max_tokens: int | None = None) -> float:
         if model is None or not model.ttft_ms or not model.tokens_per_s:
-            return self.read_max_s
+            if stream:
+                return self.clamp(self.read_unprofiled_s)
+            if max_tokens is None:
+                return self.read_max_s
+            return self.clamp(self.read_unprofiled_s + max_tokens / self.unprofiled_min_tokens_per_s)
         ttfb = self.clamp(self.ttfb_factor * model.ttft_ms / 1000)
         gap = self.clamp(self.gap_factor / model.tokens_per_s)
         if stream:

@@ -43,7 +43,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from turnout.common.arq import PROFILE_MODEL, RetryPolicy, record_dead_letter
+from turnout.common.arq import PROFILE_MODEL, RetryPolicy, enqueue_once, record_dead_letter
 from turnout.common.backends.clients import BackendClient
 from turnout.common.db.models import Backend, Deployment, Model, Profile
 from turnout.common.db.session import DB_UNAVAILABLE
@@ -220,9 +220,7 @@ async def enqueue_due(pool: Any, queue: str, targets: Sequence[ProfileTarget], *
     """One ``profile_model`` job per target; returns the models actually enqueued."""
     enqueued = []
     for t in targets:
-        job = await pool.enqueue_job(
-            PROFILE_MODEL, _job_id=f"profile:{t.model}", _queue_name=queue, model=t.model, force=force
-        )
+        job = await enqueue_once(pool, queue, PROFILE_MODEL, job_id=f"profile:{t.model}", model=t.model, force=force)
         if job is not None:
             enqueued.append(t.model)
     return enqueued

@@ -32,7 +32,7 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from turnout.common.arq import SYNC_BENCHMARKS, CronInterval
+from turnout.common.arq import SYNC_BENCHMARKS, CronInterval, enqueue_once
 from turnout.common.db.models import Benchmark, Deployment, Model
 from turnout.common.errors import ConfigError
 from turnout.common.keys import Keys
@@ -222,6 +222,6 @@ async def read_status(redis: Redis, keys: Keys, sources: Sequence[str]) -> dict[
 async def enqueue_sources(pool: Any, queue: str, names: Sequence[str]) -> list[str]:
     enqueued = []
     for name in names:
-        if await pool.enqueue_job(SYNC_BENCHMARKS, name, _job_id=f"{SYNC_BENCHMARKS}:{name}", _queue_name=queue):
+        if await enqueue_once(pool, queue, SYNC_BENCHMARKS, name, job_id=f"{SYNC_BENCHMARKS}:{name}"):
             enqueued.append(name)
     return enqueued

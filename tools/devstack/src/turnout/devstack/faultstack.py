@@ -34,8 +34,11 @@ from typing import Any
 import asyncpg
 import httpx
 import openai
+import orjson
+import redis as redis_sync
 from openai.types.chat import ChatCompletionMessageParam
 
+from turnout.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1
 from turnout.devstack.blackhole import BlackHoleProxy
 from turnout.devstack.infra import Instance, free_port, start_postgres, start_redis, wait_port, with_database
 from turnout.devstack.restart import Restarter
@@ -61,6 +64,8 @@ listeners:
       - {name: mid-8b, params: 8B, tokens_per_s: 300, ttft_ms: 15, capabilities: [completion]}
 """
 SERVICES_RUN = ("scorer", "profiler", "sync", "gateway")
+SKIPPED = frozenset({"circuit_open", "no_slot"})
+"""Attempt outcomes of a candidate the gateway skipped without sending it anything."""
 
 
 @dataclass
@@ -158,6 +163,34 @@ class Measured:
     recover_s: float
     outcomes: list[Outcome] = field(default_factory=list, repr=False)
     held: bool = False
+    fault_start: float = 0.0
+    fault_end: float = 0.0
+    attempts: dict[str, list[tuple[str, str, str, float]]] = field(default_factory=dict, repr=False)
+    """request id -> its attempts as the gateway recorded them: (backend, model, outcome, latency_ms)."""
+
+    def spent_on(self, backend: str, model: str | None = None, *, skip_s: float = 1.0) -> tuple[int, int]:
+        """(requests that spent an attempt on ``backend`` (and ``model``), requests) among those stored
+        that started during the fault, ``skip_s`` after its start. A candidate the gateway skipped
+        without sending it anything (circuit open, no free slot) is listed among the attempts with
+        outcome ``circuit_open`` / ``no_slot``: that spent nothing on it."""
+        started = {o.request_id for o in self.outcomes if self.fault_start + skip_s <= o.started <= self.fault_end}
+        stored = [self.attempts[i] for i in started if i in self.attempts]
+        hit = sum(1 for a in stored if any(b == backend and (model is None or m == model) and o not in SKIPPED
+                                           for b, m, o, _ in a))  # fmt: skip
+        return hit, len(stored)
+
+    def longest_attempt_s(self, backend: str, model: str | None = None) -> float:
+        """The longest attempt on ``backend`` (and ``model``): how long it held its slot."""
+        return max((ms / 1000 for a in self.attempts.values() for b, m, o, ms in a
+                    if b == backend and (model is None or m == model) and o not in SKIPPED), default=0.0)  # fmt: skip
+
+    def client_errors_after(self, skip_s: float) -> int:
+        return sum(1 for o in self.outcomes if o.status != "ok" and o.started >= self.fault_start + skip_s)
+
+    def ok_per_s(self, a: float, b: float) -> float:
+        """Requests answered ok per second, by their end, in [a, b) (monotonic clock)."""
+        return sum(1 for o in self.outcomes if o.status == "ok" and a <= o.ended < b) / max(b - a, 1e-9)
+
     note: str = ""
 
 
@@ -340,7 +373,7 @@ class FaultStack:
         fault's start and end on the monotonic clock); what the clients saw, what reached Postgres."""
         load = Load(urls or [self.gateway_url], concurrency=concurrency).start()
         time.sleep(before_s)
-        _, end = fault()
+        start, end = fault()
         time.sleep(settle_s)
         outcomes = load.stop()
         ids = [o.request_id for o in outcomes if o.status != "conn"]
@@ -356,7 +389,49 @@ class FaultStack:
             lost=sum(1 for i in ids if i not in stored),
             recover_s=max(bad_after, default=0.0),
             outcomes=outcomes,
+            fault_start=start,
+            fault_end=end,
+            attempts=self.attempts(ids),
         )
+
+    def attempts(self, request_ids: list[str]) -> dict[str, list[tuple[str, str, str, float]]]:
+        """request id -> the attempts its stored decision lists."""
+        assert self.pg is not None
+        try:
+            rows = _sql(
+                with_database(self.pg.url, self.database),
+                "SELECT request_id, attempts FROM routing_decisions WHERE request_id = ANY($1::text[])",
+                request_ids,
+            )
+        except (OSError, asyncpg.PostgresError):
+            return {}
+        out: dict[str, list[tuple[str, str, str, float]]] = {}
+        for r in rows:
+            raw = r["attempts"]
+            items = orjson.loads(raw) if isinstance(raw, (str, bytes)) else (raw or [])
+            out[r["request_id"]] = [
+                (str(a["backend"]), str(a["model"]), str(a["outcome"]), float(a.get("latency_ms") or 0.0))
+                for a in items
+            ]
+        return out
+
+    def backend_of(self, listener: str) -> str:
+        """The backend name the gateway gives the fleet's ``listener``."""
+        for item in str(self.fleet_info["backends"]).split(","):
+            name = item.split(":", 1)[0]
+            if name == f"fleet-{listener}" or name == listener:
+                return name
+        raise KeyError(listener)
+
+    def catalog_model(self, name: str) -> CatalogModelV1 | None:
+        """The model as the gateway's catalog snapshot has it now (its profile, if any)."""
+        assert self.redis is not None
+        with redis_sync.Redis.from_url(self.redis.url) as r:
+            raw = r.get("faults:catalog:snapshot")
+        if raw is None:
+            return None
+        snap = CatalogSnapshotV1.model_validate(orjson.loads(raw))
+        return next((m for m in snap.models if m.name == name), None)
 
     def start_second_gateway(self) -> str:
         assert self.stack is not None

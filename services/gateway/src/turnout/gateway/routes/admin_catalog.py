@@ -34,7 +34,9 @@ from turnout.common.arq import (
     SYNC_ALL_BENCHMARKS,
     SYNC_BENCHMARKS,
     dumps,
+    enqueue_once,
     loads,
+    queued_job_id,
 )
 from turnout.common.db.models import Benchmark, DeadLetter, Model
 from turnout.gateway.api_schemas import ADMIN_ACTION
@@ -79,13 +81,16 @@ async def reprofile(
             found = (await session.execute(select(Model.id).where(Model.name == model))).first()
         if found is None:
             raise ModelNotFound(f"The model '{model}' is not in the catalog", param="model")
-        job = await pool.enqueue_job(
-            PROFILE_MODEL, _job_id=f"profile:{model}", _queue_name=queue, model=model, force=force
+        job_id = f"profile:{model}"
+        job = await enqueue_once(pool, queue, PROFILE_MODEL, job_id=job_id, model=model, force=force)
+        return _json(
+            {"model": model, "force": force, "enqueued": job is not None, "job_id": queued_job_id(queue, job_id)}, 202
         )
-        return _json({"model": model, "force": force, "enqueued": job is not None, "job_id": f"profile:{model}"}, 202)
     job_id = f"{ENQUEUE_PROFILES}:{'force' if force else 'due'}"
-    job = await pool.enqueue_job(ENQUEUE_PROFILES, _job_id=job_id, _queue_name=queue, force=force)
-    return _json({"model": None, "force": force, "enqueued": job is not None, "job_id": job_id}, 202)
+    job = await enqueue_once(pool, queue, ENQUEUE_PROFILES, job_id=job_id, force=force)
+    return _json(
+        {"model": None, "force": force, "enqueued": job is not None, "job_id": queued_job_id(queue, job_id)}, 202
+    )
 
 
 @router.get("/profiling")
@@ -109,13 +114,14 @@ async def profiling_report(gw: GatewayState) -> dict[str, Any]:
             doc["percent"] = round(100.0 * done / total, 1) if total else None
             doc["elapsed_s"] = round(time.time() - float(doc.get("started_at") or time.time()), 1)
             running.append(doc)
-    queued = [j.split(":", 1)[1] for j in job_ids if j.startswith("profile:")]
+    profile = queued_job_id(keys.profiler_queue, "profile:")
+    queued = [j.removeprefix(profile) for j in job_ids if j.startswith(profile)]
     queued = [m for m in queued if m not in active]
     etas = [r["eta_s"] for r in running if r.get("eta_s") is not None]
     return {
         "queue": queued,
         "queued": len(queued),
-        "other_jobs": len([j for j in job_ids if not j.startswith("profile:")]),
+        "other_jobs": len([j for j in job_ids if not j.startswith(profile)]),
         "running": running,
         "current": [r["model"] for r in running],
         "eta_s": round(max(etas), 1) if etas else None,
@@ -173,7 +179,8 @@ async def retry_dead_letter(
         if d.job == PROFILE_MODEL:
             kwargs["force"] = True  # its stored profile is the failure record: profile again regardless
         job_id = f"retry:{d.id}:{int(time.time())}"
-        job = await _pool(gw).enqueue_job(d.job, *args, _job_id=job_id, _queue_name=d.queue, **kwargs)
+        job = await enqueue_once(_pool(gw), d.queue, d.job, *args, job_id=job_id, **kwargs)
+        job_id = queued_job_id(d.queue, job_id)
         await session.execute(update(DeadLetter).where(DeadLetter.id == d.id).values(retried_at=func.now()))
     return _json(
         {"id": dead_letter_id, "job": d.job, "queue": d.queue, "enqueued": job is not None, "job_id": job_id}, 202
@@ -255,8 +262,8 @@ async def sync_benchmarks(
     pool = _pool(gw)
     if source:
         job_id = f"{SYNC_BENCHMARKS}:{source}"
-        job = await pool.enqueue_job(SYNC_BENCHMARKS, source, _job_id=job_id, _queue_name=queue)
+        job = await enqueue_once(pool, queue, SYNC_BENCHMARKS, source, job_id=job_id)
     else:
         job_id = SYNC_ALL_BENCHMARKS
-        job = await pool.enqueue_job(SYNC_ALL_BENCHMARKS, _job_id=job_id, _queue_name=queue)
-    return _json({"source": source, "enqueued": job is not None, "job_id": job_id}, 202)
+        job = await enqueue_once(pool, queue, SYNC_ALL_BENCHMARKS, job_id=job_id)
+    return _json({"source": source, "enqueued": job is not None, "job_id": queued_job_id(queue, job_id)}, 202)
