@@ -23,15 +23,7 @@ from turnout.gateway.upstream_limits import ReadBounds
 
 RUN_DIR = Path(__file__).resolve().parents[2] / ".run" / "test"
 
-pytestmark = [
-    pytest.mark.timeout(600),
-    # KNOWN LEAK, NOT FIXED (issue 18): the fault stack (turnout.devstack.faultstack: its load
-    # threads, restarter and Redis probes) leaves sockets, a StreamWriter, a pipe and an event
-    # loop unclosed, which fails these tests now that ResourceWarning is an error. Ours, not a
-    # third-party leak: remove this filter once faultstack closes them.
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.timeout(600)
 
 
 # small scale: a model with no profile yet hangs for at most 3 s (the default is 30 s); the profiler
