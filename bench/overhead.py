@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -206,25 +205,6 @@ def run_scorer(redis_url: str, prefix: str) -> None:
         await server.serve()
 
     uvloop.run(main())
-
-
-def run_gateway_variant(variant: str) -> None:
-    """``python -m turnout.gateway`` without one of its framework hooks (``--hooks``: the A/B of
-    each hook against the gateway as shipped, in the same rounds)."""
-    import turnout.gateway.__main__ as gateway_main
-
-    if variant == "no-hot-path":  # every request through FastAPI's router and middleware stack
-        create_app = gateway_main.create_app
-
-        def create(*args: Any, **kwargs: Any) -> Any:
-            app = create_app(*args, **kwargs)
-            app._hot = {}  # GatewayApp._dispatch then hands every request to FastAPI.__call__
-            return app
-
-        gateway_main.create_app = create  # type: ignore[assignment]
-    else:
-        raise SystemExit(f"unknown variant {variant}")
-    gateway_main.main()
 
 
 # --- the load driver -----------------------------------------------------------------------------
@@ -413,8 +393,6 @@ async def bench(args: argparse.Namespace) -> int:
         TURNOUT_DATABASE_URL="postgresql+asyncpg://bench@127.0.0.1:1/unused",
     )
     fb_env = {**env, "TURNOUT_KEY_PREFIX": "bench-fb", "TURNOUT_GATEWAY__PORT": str(fb_port)}
-    variants = ("no-hot-path",) if args.hooks else ()
-    variant_ports = {v: _free_port() for v in variants}
     await write_snapshot(redis.url, "bench-fb")
     await write_snapshot(redis.url, prefix)  # as the scorer would: a missed deadline falls back cleanly
     try:
@@ -430,18 +408,7 @@ async def bench(args: argparse.Namespace) -> int:
             process(self_cmd("--role", "scorer", "--redis", redis.url, "--prefix", prefix)),
             process([sys.executable, "-m", "turnout.gateway"], env=env, port=gw_port) as gateway,
             process([sys.executable, "-m", "turnout.gateway"], env=fb_env, port=fb_port) as gateway_fb,
-            contextlib.ExitStack() as stack,
         ):
-            variant_procs = {
-                v: stack.enter_context(
-                    process(
-                        self_cmd("--role", "gateway-variant", "--variant", v),
-                        env={**env, "TURNOUT_GATEWAY__PORT": str(port)},
-                        port=port,
-                    )
-                )
-                for v, port in variant_ports.items()
-            }
             targets = {
                 "direct": upstream,
                 "baseline": f"http://127.0.0.1:{fastapi_port}/v1/chat/completions",
@@ -455,10 +422,6 @@ async def bench(args: argparse.Namespace) -> int:
                 "gateway": gateway.pid,
                 "gw-no-rpc": gateway_fb.pid,
             }
-            for v, port in variant_ports.items():
-                targets[v] = f"http://127.0.0.1:{port}/v1/chat/completions"
-                pids[v] = variant_procs[v].pid
-                await wait_ready(targets[v])
             await wait_ready(targets["gateway"])
             await wait_ready(targets["gw-no-rpc"])
             rss_idle = rss_mib(gateway.pid)
@@ -522,12 +485,6 @@ def report(rounds: list[dict[str, Result]], *, stream: bool, concurrency: int) -
     over_a, _ = per_round(lambda r: r["gateway"].p50 - r["aiohttp"].p50)
     print(f"throughput: gateway/direct {g_d:.2f}, gateway/aiohttp {g_a:.2f};"
           f" gateway p50 over aiohttp's {over_a:+.3f} ms")  # fmt: skip
-    for variant in ("no-hot-path",):
-        if variant in rounds[0]:
-            cpu, each = per_round(lambda r, v=variant: (r[v].cpu_us or 0.0) / (r["gateway"].cpu_us or 1.0))
-            rps, _ = per_round(lambda r, v=variant: r["gateway"].rps / r[v].rps)
-            print(f"hook A/B: {variant}: CPU/request {cpu:.3f}x the shipped gateway's (rounds {each}); "
-                  f"shipped gateway throughput {rps:.3f}x")  # fmt: skip
     ok = all(r["gateway"].errors == 0 for r in rounds)
     if concurrency == 1:
         gap, each = per_round(lambda r: (r["gateway"].p50 - r["direct"].p50) - (r["baseline"].p50 - r["direct"].p50))
@@ -548,15 +505,7 @@ def main() -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (baseline: always 1)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per mode, targets interleaved (medians)")
-    parser.add_argument(
-        "--hooks",
-        action="store_true",
-        help="also run the gateway without its framework hook (the short path), A/B in the same rounds",
-    )
-    parser.add_argument(
-        "--role", choices=["upstream", "proxy", "fastapi-proxy", "scorer", "gateway-variant"], help=argparse.SUPPRESS
-    )
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["upstream", "proxy", "fastapi-proxy", "scorer"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
@@ -573,9 +522,6 @@ def main() -> int:
         return 0
     if args.role == "scorer":
         run_scorer(args.redis, args.prefix)
-        return 0
-    if args.role == "gateway-variant":
-        run_gateway_variant(args.variant)
         return 0
     import uvloop
 

@@ -81,7 +81,7 @@ def fleet() -> Iterator[RunningFleet]:
         yield running
     finally:
         running.proc.terminate()
-        running.proc.wait(timeout=10)
+        running.proc.communicate(timeout=10)  # reads and closes both pipes
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_default_fleet_starts_and_shortcut_port_flags_work() -> None:
         assert len(ids) == 3 and "Qwen3-4B-Q4_K_M" in ids
     finally:
         running.proc.terminate()
-        running.proc.wait(timeout=10)
+        running.proc.communicate(timeout=10)  # reads and closes both pipes
 
 
 # --- Ollama dialect ----------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import anthropic
 import httpx
 import openai
@@ -22,21 +24,38 @@ TEXT = "".join(REPLY_TEXT)
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
 
 
-def oai(url: str, key: str = "unused") -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10)
+class Sdk:
+    """Makes the SDK clients of one test and closes them all after it (their httpx pools)."""
+
+    def __init__(self) -> None:
+        self.clients: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = []
+
+    def oai(self, url: str, key: str = "unused") -> openai.AsyncOpenAI:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10)
+        self.clients.append(client)
+        return client
+
+    def claude(self, url: str, key: str = "unused") -> anthropic.AsyncAnthropic:
+        client = anthropic.AsyncAnthropic(base_url=url, api_key=key, max_retries=0, timeout=10)
+        self.clients.append(client)
+        return client
 
 
-def claude(url: str, key: str = "unused") -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=url, api_key=key, max_retries=0, timeout=10)
+@pytest.fixture
+async def sdk() -> AsyncIterator[Sdk]:
+    made = Sdk()
+    yield made
+    for client in made.clients:
+        await client.close()
 
 
 # --- /v1/responses ------------------------------------------------------------------------------
 
 
-async def test_responses_create_whole_and_streamed(redis_url, keys, fleet: Fleet, make_settings):
+async def test_responses_create_whole_and_streamed(sdk: Sdk, redis_url, keys, fleet: Fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(ON_ALPHA))
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        client = oai(gw.url)
+        client = sdk.oai(gw.url)
         raw = await client.responses.with_raw_response.create(
             model="turnout/auto", input="Say hello", instructions="be brief", max_output_tokens=50
         )
@@ -72,9 +91,9 @@ async def test_responses_create_whole_and_streamed(redis_url, keys, fleet: Fleet
     assert final.output_text == TEXT
 
 
-async def test_responses_tools_round_trip_on_an_ollama_backend(redis_url, keys, fleet: Fleet, make_settings):
+async def test_responses_tools_round_trip_on_an_ollama_backend(sdk: Sdk, redis_url, keys, fleet: Fleet, make_settings):
     async with FakeScorer(redis_url, keys, fixed(ON_OLLA)).running(), run_gateway(make_settings()) as gw:
-        client = oai(gw.url)
+        client = sdk.oai(gw.url)
         first = await client.responses.create(model="turnout/auto", input="Weather in Paris?", tools=[WEATHER])
         call = first.output[0]
         second = await client.responses.create(
@@ -102,9 +121,9 @@ async def test_responses_tools_round_trip_on_an_ollama_backend(redis_url, keys, 
     assert second.output_text == TEXT
 
 
-async def test_responses_images_and_refusals(redis_url, keys, fleet: Fleet, make_settings):
+async def test_responses_images_and_refusals(sdk: Sdk, redis_url, keys, fleet: Fleet, make_settings):
     async with FakeScorer(redis_url, keys, fixed(ON_OLLA)).running(), run_gateway(make_settings()) as gw:
-        client = oai(gw.url)
+        client = sdk.oai(gw.url)
         image = {"type": "input_image", "image_url": f"data:image/png;base64,{PNG_B64}"}
         seen = await client.responses.create(
             model="turnout/auto",
@@ -134,10 +153,10 @@ async def test_responses_images_and_refusals(redis_url, keys, fleet: Fleet, make
 # --- /v1/messages ---------------------------------------------------------------------------------
 
 
-async def test_messages_create_whole_and_streamed(redis_url, keys, fleet: Fleet, make_settings):
+async def test_messages_create_whole_and_streamed(sdk: Sdk, redis_url, keys, fleet: Fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(ON_ALPHA))
     async with scorer.running(), run_gateway(make_settings()) as gw:
-        client = claude(gw.url)
+        client = sdk.claude(gw.url)
         raw = await client.messages.with_raw_response.create(
             model="turnout/auto",
             max_tokens=64,
@@ -174,10 +193,10 @@ async def test_messages_create_whole_and_streamed(redis_url, keys, fleet: Fleet,
     assert final.stop_reason == "end_turn" and final.usage.output_tokens == 5
 
 
-async def test_messages_tools_and_images_on_an_ollama_backend(redis_url, keys, fleet: Fleet, make_settings):
+async def test_messages_tools_and_images_on_an_ollama_backend(sdk: Sdk, redis_url, keys, fleet: Fleet, make_settings):
     tool = {"name": "get_weather", "description": "weather", "input_schema": {"type": "object"}}
     async with FakeScorer(redis_url, keys, fixed(ON_OLLA)).running(), run_gateway(make_settings()) as gw:
-        client = claude(gw.url)
+        client = sdk.claude(gw.url)
         used = await client.messages.create(
             model="turnout/auto",
             max_tokens=64,
@@ -224,14 +243,14 @@ async def test_messages_tools_and_images_on_an_ollama_backend(redis_url, keys, f
     assert answered.content[0].text == TEXT
 
 
-async def test_messages_errors_and_keys_in_anthropic_shape(redis_url, keys, fleet: Fleet, make_settings):
+async def test_messages_errors_and_keys_in_anthropic_shape(sdk: Sdk, redis_url, keys, fleet: Fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(ON_ALPHA))
     async with scorer.running(), run_gateway(make_settings(api_keys=["k-anthropic-1"])) as gw:
-        ok = await claude(gw.url, "k-anthropic-1").messages.create(
+        ok = await sdk.claude(gw.url, "k-anthropic-1").messages.create(
             model="turnout/auto", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
         )
         with pytest.raises(anthropic.AuthenticationError) as denied:
-            await claude(gw.url, "wrong").messages.create(
+            await sdk.claude(gw.url, "wrong").messages.create(
                 model="turnout/auto", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
             )
         async with httpx.AsyncClient(base_url=gw.url, headers={"x-api-key": "k-anthropic-1"}) as http:

@@ -1,9 +1,12 @@
 """Who may change what a GPU host holds, and what is about to land there — shared by the scorer's
 VRAM planner (``turnout.scorer.vram_actions``) and the profiler (which loads models to profile).
 
-* :class:`HostLock` — ``SET <prefix>:vram:lock:<host> <token> NX PX <ttl>``; released with a
-  compare-and-delete script so a holder never frees a lock another one took after its own
-  expired; :meth:`HostLock.held` extends it (compare-and-``PEXPIRE``) while a long sequence runs.
+* :class:`HostLock` — redis-py's :class:`redis.asyncio.lock.Lock` on ``<prefix>:vram:lock:<host>``
+  (``SET NX PX`` with a random token; released and extended only by a holder whose token still
+  owns the key, so a holder never frees a lock another one took after its own expired), with
+  ``blocking_timeout`` for "wait until a deadline". What this module adds: ``release``/``extend``
+  answer True/False instead of raising ``LockNotOwnedError`` (a stale holder is an expected case
+  here, not an error), and :meth:`HostLock.held` keeps the lock alive while a long sequence runs.
 * Pending loads — ``<prefix>:vram:pending:<host>``, a hash upstream model -> ``"bytes:until"``:
   a load somebody made room for (or started) that the host's gpu-agent has not reported yet, so
   that plans made meanwhile count it (:func:`pending_loads`); entries expire by ``until``.
@@ -20,45 +23,47 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError, RedisError
 
 from turnout.common.keys import Keys
 
 log = logging.getLogger(__name__)
 
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-_EXTEND = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
-)
 PENDING_TTL_S = 60.0
 
 
 class HostLock:
-    """A Redis lock with expiry for one host, released only by its holder."""
+    """A Redis lock with expiry for one host, released only by its holder (redis-py's ``Lock``)."""
 
     def __init__(self, redis: Redis, key: str, *, ttl_s: float, token: str | None = None) -> None:
-        self._redis = redis
         self.key = key
         self.ttl_ms = max(int(ttl_s * 1000), 1)
         self.token = token or uuid.uuid4().hex
+        # thread_local=False: the token belongs to this object, whichever task uses it
+        self._lock = Lock(redis, key, timeout=self.ttl_ms / 1000, thread_local=False)
 
     async def acquire(self, wait_s: float = 0.0, *, poll_s: float = 0.02) -> bool:
-        """Take the lock (SET NX PX), polling every ``poll_s`` for up to ``wait_s``; True when taken."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            if await self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(poll_s)
+        """Take the lock, polling every ``poll_s`` for up to ``wait_s``; True when taken."""
+        self._lock.sleep = poll_s
+        if wait_s <= 0:
+            return bool(await self._lock.acquire(blocking=False, token=self.token))
+        return bool(await self._lock.acquire(blocking=True, blocking_timeout=wait_s, token=self.token))
 
     async def release(self) -> bool:
         """Release the lock if this holder's token still owns it; True when it did."""
-        return bool(await self._redis.eval(_RELEASE, 1, self.key, self.token))  # type: ignore[misc]
+        try:
+            await self._lock.release()
+        except LockError:  # never taken here, or expired and taken by another (LockNotOwnedError)
+            return False
+        return True
 
     async def extend(self) -> bool:
         """Renew the lock's TTL if this holder still owns it; True when it did."""
-        return bool(await self._redis.eval(_EXTEND, 1, self.key, self.token, str(self.ttl_ms)))  # type: ignore[misc]
+        try:
+            return await self._lock.extend(self.ttl_ms / 1000, replace_ttl=True)
+        except LockError:
+            return False
 
     @asynccontextmanager
     async def held(self, wait_s: float = 0.0) -> AsyncIterator[bool]:

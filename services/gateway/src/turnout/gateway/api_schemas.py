@@ -137,9 +137,9 @@ EXPLAIN_BODY = {"requestBody": json_body({"$ref": REF.format(model="ChatCompleti
 
 
 def document(app: FastAPI, routes: Iterable[Route], bodies: Mapping[str, type[BaseModel]] = BODIES) -> None:
-    """List the model endpoints (``routes``: the hot path's) in ``app``'s OpenAPI document with
-    their request schemas. The routes added here are never reached by a POST (the hot path serves
-    those first), so they add nothing to a request's cost."""
+    """List the model endpoints (``routes``: plain Starlette routes, registered first) in ``app``'s
+    OpenAPI document with their request schemas. The routes added here are never reached by a POST
+    (the plain routes match first), so they add nothing to a request's cost."""
     endpoints = {r.path: r.endpoint for r in routes}
     for path, model in bodies.items():
         endpoint = endpoints.get(path)

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
+from starlette.middleware.cors import CORSMiddleware
 
 from turnout.common.circuits import CircuitPolicy, CircuitStore
 from turnout.common.db.session import make_engine
@@ -39,10 +40,10 @@ from turnout.gateway.drain import Drain
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Forwarder
-from turnout.gateway.hot_path import GatewayApp
 from turnout.gateway.images import ImageFetcher
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
+from turnout.gateway.middleware import EdgeMiddleware
 from turnout.gateway.paired_sampling import PairedSampler
 from turnout.gateway.pipeline import Pipeline
 from turnout.gateway.rate_limits import RateLimiter
@@ -77,7 +78,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     multiprocess: bool = False,
     drain: Drain | None = None,
-) -> GatewayApp:
+) -> FastAPI:
     """Build the gateway. ``registry`` defaults to a fresh one (so that tests can build several
     apps in one process); ``__main__`` passes the process-wide registry and the :class:`Drain`
     its server moves on SIGTERM."""
@@ -227,7 +228,7 @@ def create_app(
             )
             yield {"gw": state}
 
-    app = GatewayApp(
+    app = FastAPI(
         **_no_native_telemetry(),
         title="Turnout gateway",
         summary="One OpenAI- and Ollama-compatible endpoint in front of a fleet of LLM backends",
@@ -235,14 +236,8 @@ def create_app(
         lifespan=lifespan,
     )
     register_error_handlers(app)
-    # request id, access metrics, body limit, JSON-only bodies around every request (and CORS
-    # outside them, when configured); the model endpoints by the short path (see hot_path.py)
-    app.use_hot_path(
-        [*openai.hot_routes, *ollama.hot_routes],
-        metrics=metrics,
-        max_body_bytes=opts.max_body_bytes,
-        cors_origins=opts.cors_allow_origins,
-    )
+    # the model endpoints: plain Starlette routes, first in the router (see routes/openai.py)
+    app.router.routes.extend([*openai.hot_routes, *ollama.hot_routes])
     app.include_router(openai.router)
     app.include_router(ollama.router)
     app.include_router(ollama_info.router)
@@ -261,6 +256,18 @@ def create_app(
     app.include_router(ui.router)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(AdminCookie)
+    # request id, access metrics, body limit, JSON-only bodies around every request, and CORS
+    # outside them when configured (the last added is the outermost)
+    app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=opts.max_body_bytes)
+    if opts.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(opts.cors_allow_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id", "x-turnout-quality"],
+            expose_headers=["x-request-id", "x-turnout-model", "x-turnout-backend", "retry-after"],
+            max_age=600,
+        )
     return app
 
 

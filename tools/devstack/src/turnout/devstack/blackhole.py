@@ -62,18 +62,25 @@ class BlackHoleProxy:
         self._loop.call_soon_threadsafe(heal)
 
     def stop(self) -> None:
+        """Close the listener and every connection, stop the loop's thread and close the loop."""
+
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)  # each closes its two writers
+            if self._server is not None:
+                await self._server.wait_closed()
 
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -82,8 +89,8 @@ class BlackHoleProxy:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.close()
             self._pipes.discard(pipe)
+            await _close(writer)
             return
         pumps = asyncio.gather(self._pump(reader, up_writer, pipe), self._pump(up_reader, writer, pipe))
         try:
@@ -95,9 +102,9 @@ class BlackHoleProxy:
             raise
         finally:
             self._pipes.discard(pipe)
-            for w in (writer, up_writer):
-                with contextlib.suppress(Exception):
-                    w.close()
+            writer.close()  # at once, even if this task is cancelled again while waiting below
+            up_writer.close()
+            await asyncio.gather(_close(writer), _close(up_writer))
 
     @staticmethod
     async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, pipe: _Pipe) -> None:
@@ -108,8 +115,14 @@ class BlackHoleProxy:
                 dst.write(data)
                 await dst.drain()
         if not pipe.dead:  # a clean close travels on a live link only
-            with contextlib.suppress(Exception):
-                dst.close()
+            await _close(dst)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close ``writer`` and wait until its socket is closed (a reset peer is closed too)."""
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
 
 
 __all__ = ["BlackHoleProxy"]

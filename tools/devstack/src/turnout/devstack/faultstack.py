@@ -109,18 +109,22 @@ class Load:
     def _run(self, worker: int) -> None:
         clients = [openai.OpenAI(base_url=f"{u}/v1", api_key="bench", max_retries=0, timeout=self.timeout_s)
                    for u in self.urls]  # fmt: skip
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            which = (worker + n) % len(clients)
-            stream = (worker + n) % 2 == 0
-            rid = f"fault-{uuid.uuid4().hex[:16]}"
-            started = time.monotonic()
-            status = send_chat(clients[which], rid, stream=stream, model=self.model, max_tokens=self.max_tokens)
-            with self._lock:
-                self.outcomes.append(Outcome(rid, started, time.monotonic(), stream, status, self.urls[which]))
-            if status != "ok":
-                time.sleep(0.05)  # no hot loop against a gateway that is away
+        try:
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                which = (worker + n) % len(clients)
+                stream = (worker + n) % 2 == 0
+                rid = f"fault-{uuid.uuid4().hex[:16]}"
+                started = time.monotonic()
+                status = send_chat(clients[which], rid, stream=stream, model=self.model, max_tokens=self.max_tokens)
+                with self._lock:
+                    self.outcomes.append(Outcome(rid, started, time.monotonic(), stream, status, self.urls[which]))
+                if status != "ok":
+                    time.sleep(0.05)  # no hot loop against a gateway that is away
+        finally:
+            for client in clients:  # their pooled connections
+                client.close()
 
 
 def send_chat(client: openai.OpenAI, rid: str, *, stream: bool, model: str, max_tokens: int) -> str:
@@ -349,15 +353,15 @@ class FaultStack:
 
     def wait_scorer_routes(self, timeout: float = 60.0) -> float:
         """Send probes until one is routed by the scorer; seconds it took."""
-        client = openai.OpenAI(base_url=f"{self.gateway_url}/v1", api_key="bench", max_retries=0, timeout=10)
         t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            rid = f"probe-{uuid.uuid4().hex[:12]}"
-            if send_chat(client, rid, stream=False, model="turnout/auto", max_tokens=4) == "ok":
-                got = self.settled_decisions([rid], wait_s=5)
-                if got.get(rid) == "scorer":
-                    return time.monotonic() - t0
-            time.sleep(0.2)
+        with openai.OpenAI(base_url=f"{self.gateway_url}/v1", api_key="bench", max_retries=0, timeout=10) as client:
+            while time.monotonic() - t0 < timeout:
+                rid = f"probe-{uuid.uuid4().hex[:12]}"
+                if send_chat(client, rid, stream=False, model="turnout/auto", max_tokens=4) == "ok":
+                    got = self.settled_decisions([rid], wait_s=5)
+                    if got.get(rid) == "scorer":
+                        return time.monotonic() - t0
+                time.sleep(0.2)
         raise TimeoutError("the gateway never routed by the scorer")
 
     def measure(

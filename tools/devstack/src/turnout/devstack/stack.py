@@ -202,6 +202,10 @@ class Proc:
                 self.popen.wait(timeout=5)
         else:
             self.signal_group(signal.SIGKILL)  # grandchildren left in the group
+        self.close()
+
+    def close(self) -> None:
+        """Close our end of its output pipe, once the pump has read it to the end (or gave up)."""
         self._pump.join(timeout=2)
         if self.popen.stdout is not None:
             self.popen.stdout.close()
@@ -292,6 +296,8 @@ class Stack:
         old = self.procs.get(name)
         if old is not None and old.returncode is None:
             raise StackError(f"{name} is already running (pid {old.pid})")
+        if old is not None:
+            old.close()  # a restart: the dead process's pipe is ours to close
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
