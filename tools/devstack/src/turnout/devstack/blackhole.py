@@ -95,16 +95,18 @@ class BlackHoleProxy:
         pumps = asyncio.gather(self._pump(reader, up_writer, pipe), self._pump(up_reader, writer, pipe))
         try:
             await pumps
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # stop(): close both sides, wait until they are closed
             pumps.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pumps
+            await asyncio.gather(_close(writer), _close(up_writer))
             raise
         finally:
+            # at once, whatever ended it (a coroutine closed by the GC must not await here)
             self._pipes.discard(pipe)
-            writer.close()  # at once, even if this task is cancelled again while waiting below
+            writer.close()
             up_writer.close()
-            await asyncio.gather(_close(writer), _close(up_writer))
+        await asyncio.gather(_close(writer), _close(up_writer))
 
     @staticmethod
     async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, pipe: _Pipe) -> None:
