@@ -31,6 +31,9 @@ class BlackHoleProxy:
         self.port = port or free_port()
         self._holed = False
         self._pipes: set[_Pipe] = set()
+        # the loop holds tasks weakly: a connection whose sockets are both idle (a dead pipe) would
+        # be collected while pending, its StreamWriters unclosed
+        self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="blackhole-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -84,6 +87,10 @@ class BlackHoleProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         pipe = _Pipe(dead=self._holed)
         self._pipes.add(pipe)
         try:
