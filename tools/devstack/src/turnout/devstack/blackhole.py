@@ -31,6 +31,9 @@ class BlackHoleProxy:
         self.port = port or free_port()
         self._holed = False
         self._pipes: set[_Pipe] = set()
+        # the loop holds tasks weakly: a connection whose sockets are both idle (a dead pipe) would
+        # be collected while pending, its StreamWriters unclosed
+        self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="blackhole-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -84,6 +87,10 @@ class BlackHoleProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         pipe = _Pipe(dead=self._holed)
         self._pipes.add(pipe)
         try:
@@ -95,16 +102,18 @@ class BlackHoleProxy:
         pumps = asyncio.gather(self._pump(reader, up_writer, pipe), self._pump(up_reader, writer, pipe))
         try:
             await pumps
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # stop(): close both sides, wait until they are closed
             pumps.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pumps
+            await asyncio.gather(_close(writer), _close(up_writer))
             raise
         finally:
+            # at once, whatever ended it (a coroutine closed by the GC must not await here)
             self._pipes.discard(pipe)
-            writer.close()  # at once, even if this task is cancelled again while waiting below
+            writer.close()
             up_writer.close()
-            await asyncio.gather(_close(writer), _close(up_writer))
+        await asyncio.gather(_close(writer), _close(up_writer))
 
     @staticmethod
     async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, pipe: _Pipe) -> None:
