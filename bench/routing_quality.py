@@ -169,13 +169,14 @@ def split(ds: routing_data.OutcomeSet, frac: float, seed: int) -> tuple[np.ndarr
     return np.array(sorted(train), dtype=np.intp), np.array(sorted(test), dtype=np.intp)
 
 
-def build_table(p: Prepared, rows: np.ndarray) -> ModelTable:
-    """A catalog of the set's models with per-category profiles from ``rows`` only."""
+def build_table(p: Prepared, rows: np.ndarray, categories: bool = True) -> ModelTable:
+    """A catalog of the set's models with profiles from ``rows`` only: overall standing, and per
+    category unless ``categories`` is off (the profiler's standing only, ``lodo+profile``)."""
     cats = np.array([a.category for a in p.analyses])
     specs = []
     for j, m in enumerate(p.ds.models):
         prof: dict[str, tuple[float, float]] = {OVERALL: (float(p.ds.outcomes[rows, j].mean()), float(len(rows)))}
-        for c in sorted(set(cats[rows])):
+        for c in sorted(set(cats[rows])) if categories else ():
             sub = rows[cats[rows] == c]
             prof[c] = (float(p.ds.outcomes[sub, j].mean()), float(len(sub)))
         active = 12.9 if "mixtral" in m.name.lower() else None  # MoE: Mixtral-8x7B ~12.9B active
@@ -289,6 +290,8 @@ class Setting:
     blend: Blend
     pair: tuple[int, int]
     """(weak, strong) of the evaluation: cheapest and best on the training half."""
+    categories: bool = True
+    """Per-category profiles from ``profile_rows`` (off: overall standing only)."""
 
 
 _PRIORS: dict[tuple[str, ...], RouterPrior] = {}
@@ -314,7 +317,7 @@ def evaluate(
     dump: Callable[[str, F, npt.NDArray[np.intp]], None] | None,
     checks: list[int],
 ) -> None:
-    table = build_table(p, s.profile_rows)
+    table = build_table(p, s.profile_rows, s.categories)
     cfg = ScoringConfig(learned_k=s.blend.learned_k)
     out = p.ds.outcomes[test]
     cost = p.cost[test]
@@ -345,6 +348,24 @@ def evaluate(
         for k, v in cost_metrics(ch, out, cost, weak, strong, weights).items():
             res.setdefault(name, Result()).add(f"{k} cost", v)
     references(res, out, cost, weak, strong, weights, two)
+    calibrated_mix(res, p, s.profile_rows, out, cost, weak, strong, weights)
+
+
+def calibrated_mix(
+    res: dict[str, Result], p: Prepared, rows: np.ndarray, out: F, cost: F, weak: int, strong: int, weights: F
+) -> None:
+    """The prompt-blind mix a deployment could run on what the router knows: models ranked by
+    their standing on the profile rows (the calibration sample), the same model for every prompt
+    at each price λ (argmax standing − λ·cost), consecutive settings joined linearly (= mixing
+    them), scored on the test prompts. The ``best prompt-blind mix`` reference instead knows each
+    model's quality on the test prompts themselves."""
+    q_hat = p.ds.outcomes[rows].mean(axis=0)
+    c_hat = p.cost[rows].mean(axis=0)
+    lam = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 80) / max(float(c_hat.mean()), 1e-12)])
+    picks = [int(np.lexsort((c_hat, -(q_hat - l_ * c_hat)))[0]) for l_ in lam]
+    ch = np.repeat(np.array(picks, dtype=np.intp)[:, None], len(out), axis=1)
+    for k, v in cost_metrics(ch, out, cost, weak, strong, weights).items():
+        res.setdefault("prompt-blind mix, calibrated (measured)", Result()).add(f"{k} cost", v)
 
 
 def add_share(res: dict[str, Result], name: str, score: F, w: F, s: F, weights: F) -> None:
@@ -432,6 +453,52 @@ def tune(p: Prepared, train: np.ndarray, others: list[OutcomeGroup], quick: bool
     return best[1]
 
 
+PROFILE_GRID = [Blend(learned_k=k) for k in (1e9, 16.0, 4.0, 1.0, 0.25, 1e-9)]
+"""``lodo+profile`` blends: heuristics only (1e9) … learned only (1e-9); without a k-NN index the
+learned share is ``prior_mass / (prior_mass + learned_k)``, so only the ratio matters."""
+
+
+def apgr_of(p: Prepared, test: np.ndarray, table: ModelTable, b: Blend, prior: RouterPrior, pair: tuple[int, int]) -> float:
+    """APGR of one blend on ``test`` (by call share for two models, else by cost), no resamples."""
+    cfg = ScoringConfig(learned_k=b.learned_k)
+    t01 = terms01(p, test, table, cfg, learned_for(p, table, test, None, prior, b))
+    out, ones = p.ds.outcomes[test], np.ones((1, len(test)))
+    weak, strong = pair
+    if len(p.names) == 2:
+        x, y = share_curves(crossover(t01, weak, strong), out[:, weak], out[:, strong], ones)
+        return float(np.sum((x[:, 1:] - x[:, :-1]) * (y[:, 1:] + y[:, :-1]) / 2.0))
+    return float(cost_metrics(choices(t01), out, p.cost[test], weak, strong, ones)["apgr"][0])
+
+
+def tune_on_other_sets(
+    held_out: str, prepared: dict[str, Prepared], full: dict[str, OutcomeGroup], args: argparse.Namespace
+) -> tuple[Blend, dict[str, dict[float, float]]]:
+    """The ``lodo+profile`` blend, chosen without the held-out set: each other set A is run
+    through the same protocol (prior fitted on the sets that are neither A nor the held-out one,
+    a ``--profile-n`` calibration sample of A's training half, A's test half scored), and the
+    blend with the best mean APGR over those sets wins. With one other set (nothing to fit its
+    prior on) the shipped default stands."""
+    scores: dict[str, dict[float, float]] = {}
+    for name, p in prepared.items():
+        if name == held_out:
+            continue
+        rest = [g for n, g in full.items() if n not in (name, held_out)]
+        if not rest:
+            continue
+        prior = train_prior(rest, args.quick, cache=True)
+        train, test = split(p.ds, args.train_frac, 0)
+        rng = np.random.default_rng(1000)
+        prof = np.sort(rng.choice(train, min(args.profile_n, len(train)), replace=False))
+        table = build_table(p, prof, categories=False)
+        pair = pick_pair(p, train)
+        scores[name] = {b.learned_k: apgr_of(p, test, table, b, prior, pair) for b in PROFILE_GRID}
+    if not scores:
+        return DEFAULT_BLEND, scores
+    mean = {b.learned_k: float(np.mean([v[b.learned_k] for v in scores.values()])) for b in PROFILE_GRID}
+    best = max(PROFILE_GRID, key=lambda b: mean[b.learned_k])
+    return best, scores
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -454,11 +521,11 @@ def report(set_name: str, protocol: str, res: dict[str, Result]) -> None:
                 continue
             v = v[~np.isnan(v)]
             if v.size == 0:
-                print(f"{set_name:<16} {protocol:<8} {router:<34} {label} by {definition}  n/a")
+                print(f"{set_name:<16} {protocol:<12} {router:<34} {label} by {definition}  n/a")
                 continue
             lo, hi = np.percentile(v, [2.5, 97.5])
             print(
-                f"{set_name:<16} {protocol:<8} {router:<34} {label} by {definition} "
+                f"{set_name:<16} {protocol:<12} {router:<34} {label} by {definition} "
                 f"{v.mean():.3f} ± {v.std():.3f}  [{lo:.3f}, {hi:.3f}]"
             )
 
@@ -479,6 +546,7 @@ def run_protocol(
     args: argparse.Namespace,
     dump_rows: list[list[object]],
     checks: list[int],
+    profile_blend: Blend = DEFAULT_BLEND,
 ) -> None:
     res: dict[str, Result] = {}
     blends = []
@@ -490,9 +558,14 @@ def run_protocol(
             b = tune(p, train, others, args.quick, seed) if args.tune else DEFAULT_BLEND
             prior = train_prior([*others, group_of(p, train)], args.quick)
             s = Setting(train, train, prior, b, pick_pair(p, train))
-        else:
+        elif protocol == "lodo":
             prof = np.sort(rng.choice(train, min(args.profile_n, len(train)), replace=False))
             s = Setting(prof, prof, train_prior(others, args.quick, cache=True), DEFAULT_BLEND, pick_pair(p, train))
+        else:  # lodo+profile: the same calibration sample, for per-model standing only
+            prof = np.sort(rng.choice(train, min(args.profile_n, len(train)), replace=False))
+            prior = train_prior(others, args.quick, cache=True)
+            empty = np.zeros(0, dtype=np.intp)
+            s = Setting(prof, empty, prior, profile_blend, pick_pair(p, train), categories=False)
         blends.append(s.blend)
 
         def dump(router: str, score: F, ch: npt.NDArray[np.intp], seed: int = seed, test: np.ndarray = test) -> None:
@@ -519,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=100, help="resamples of the held-out prompts per seed")
     ap.add_argument("--limit", type=int, default=0, help="at most this many prompts per data set (0 = all)")
     ap.add_argument("--profile-n", type=int, default=31, help="profiling prompts per model (lodo)")
-    ap.add_argument("--protocols", default="in-dist,lodo")
+    ap.add_argument("--protocols", default="in-dist,lodo,lodo+profile")
     ap.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--quick", action="store_true", help="1 seed, ≤ 3,000 prompts a set, 30 resamples, no tuning")
     ap.add_argument("--dump", type=Path, help="write per-prompt decisions (CSV)")
@@ -557,8 +630,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{' (graded scores)' if p.ds.graded else ' (0/1)'}; held-out half per seed"
         )
         for protocol in protocols:
-            if protocol == "lodo" and not others:
-                print(f"{name:<16} lodo     (skipped: no other data set to train on)")
+            if protocol.startswith("lodo") and not others:
+                print(f"{name:<16} {protocol:<12} (skipped: no other data set to train on)")
+                continue
+            if protocol == "lodo+profile":
+                b, scores = tune_on_other_sets(name, prepared, full, args)
+                for other, v in scores.items():
+                    grid = ", ".join(f"{k:g}: {a:.3f}" for k, a in v.items())
+                    print(f"  [lodo+profile] blend chosen on {other} (APGR by learned_k): {grid}")
+                run_protocol(name, p, protocol, others, args, dump_rows, checks, b)
                 continue
             run_protocol(name, p, protocol, others, args, dump_rows, checks)
     print_published()
