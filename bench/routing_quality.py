@@ -458,7 +458,9 @@ PROFILE_GRID = [Blend(learned_k=k) for k in (1e9, 16.0, 4.0, 1.0, 0.25, 1e-9)]
 learned share is ``prior_mass / (prior_mass + learned_k)``, so only the ratio matters."""
 
 
-def apgr_of(p: Prepared, test: np.ndarray, table: ModelTable, b: Blend, prior: RouterPrior, pair: tuple[int, int]) -> float:
+def apgr_of(
+    p: Prepared, test: np.ndarray, table: ModelTable, b: Blend, prior: RouterPrior, pair: tuple[int, int]
+) -> float:
     """APGR of one blend on ``test`` (by call share for two models, else by cost), no resamples."""
     cfg = ScoringConfig(learned_k=b.learned_k)
     t01 = terms01(p, test, table, cfg, learned_for(p, table, test, None, prior, b))
@@ -497,6 +499,60 @@ def tune_on_other_sets(
     mean = {b.learned_k: float(np.mean([v[b.learned_k] for v in scores.values()])) for b in PROFILE_GRID}
     best = max(PROFILE_GRID, key=lambda b: mean[b.learned_k])
     return best, scores
+
+
+# --------------------------------------------------------------------------- classifier value
+
+LABEL_NOISE = (0.0, 0.25, 0.5)
+
+
+def with_labels(p: Prepared, noise: float, seed: int) -> Prepared:
+    """``p`` with every prompt's category replaced by the set's own label (MMLU subject,
+    LLMRouter cluster), a share ``noise`` of them by a different label drawn at random: a
+    classifier that is perfect (``noise`` 0) or wrong at that rate, over a vocabulary at least as
+    fine as the LLM classifier's."""
+    assert p.ds.groups is not None
+    rng = np.random.default_rng(5000 + seed)
+    vocab = sorted(set(p.ds.groups))
+    labels = list(p.ds.groups)
+    for i in np.flatnonzero(rng.random(len(labels)) < noise):
+        labels[i] = vocab[(vocab.index(labels[i]) + 1 + int(rng.integers(len(vocab) - 1))) % len(vocab)]
+    analyses = [replace(a, category=f"label:{g}", source="label") for a, g in zip(p.analyses, labels, strict=True)]
+    return replace(p, analyses=analyses)
+
+
+def classifier_value(name: str, p: Prepared, others: list[OutcomeGroup], args: argparse.Namespace) -> None:
+    """The most a category label can add, in-distribution: per-category profiles (and every
+    category-keyed heuristic) learned from the training half under the heuristic analysis's
+    categories, under the set's own labels (a perfect classifier), and under those labels with
+    noise. No LLM runs here: the noise rates bracket a small model's topic-labelling errors."""
+    if not p.ds.groups:
+        return
+    res: dict[str, Result] = {}
+    for seed in range(args.seeds):
+        train, test = split(p.ds, args.train_frac, seed)
+        weights = bootstrap_weights(len(test), args.bootstrap, np.random.default_rng(1000 + seed))
+        prior = train_prior([*others, group_of(p, train)], args.quick)
+        variants = [("heuristic categories", p)] + [
+            (f"labels, {n:.0%} wrong" if n else "labels (perfect)", with_labels(p, n, seed)) for n in LABEL_NOISE
+        ]
+        pair = pick_pair(p, train)
+        out, cost = p.ds.outcomes[test], p.cost[test]
+        for vname, pv in variants:
+            table = build_table(pv, train)
+            k_est = knn(pv, train, test, DEFAULT_BLEND)
+            for router, est in (
+                ("heuristics only", None),
+                ("heuristics + learned", learned_for(pv, table, test, k_est, prior, DEFAULT_BLEND)),
+            ):
+                t01 = terms01(pv, test, table, ScoringConfig(learned_k=DEFAULT_BLEND.learned_k), est)
+                key = f"{router}, {vname}"
+                if len(p.names) == 2:
+                    add_share(res, key, crossover(t01, *pair), out[:, pair[0]], out[:, pair[1]], weights)
+                for k, v in cost_metrics(choices(t01), out, cost, *pair, weights).items():
+                    res.setdefault(key, Result()).add(f"{k} cost", v)
+    keep = {"apgr share", "apgr cost"}
+    report(name, "classifier", {k: Result({m: v for m, v in r.values.items() if m in keep}) for k, r in res.items()})
 
 
 # --------------------------------------------------------------------------- reporting
@@ -595,6 +651,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--protocols", default="in-dist,lodo,lodo+profile")
     ap.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--quick", action="store_true", help="1 seed, ≤ 3,000 prompts a set, 30 resamples, no tuning")
+    ap.add_argument(
+        "--classifier",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure what a category label adds (sets with their own labels)",
+    )
     ap.add_argument("--dump", type=Path, help="write per-prompt decisions (CSV)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -641,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
                 run_protocol(name, p, protocol, others, args, dump_rows, checks, b)
                 continue
             run_protocol(name, p, protocol, others, args, dump_rows, checks)
+        if args.classifier:
+            classifier_value(name, p, others, args)
     print_published()
     print(
         f"\nscoring.rank agrees with the bench's two-evaluation shortcut on {4 * 100 * len(checks) - sum(checks)}"
