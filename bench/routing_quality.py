@@ -11,10 +11,24 @@ analysis and scoring, measured the way RouteLLM measures, in two protocols.
 * ``in-dist`` — everything learned comes from the other half of the same set: per-category
   profiles, the k-NN index, and the prior (fitted on that half plus all the other sets);
   blending weights chosen on a validation split of that half (``--tune``).
-* ``lodo`` (leave one data set out) — what a fresh deployment faces: the prior is fitted on the
-  other sets only; the deployment's own data is a profiling run of ``--profile-n`` (31) prompts
-  per model from the training half (its profiles and the k-NN index come from those alone);
-  blending weights are the shipped defaults.
+* ``lodo`` (leave one data set out): the prior is fitted on the other sets only; the
+  deployment's own data is a profiling run of ``--profile-n`` (31) prompts per model from the
+  training half (per-category profiles and the k-NN index come from those alone); blending
+  weights are the shipped defaults. Its profiling prompts come from the held-out set's own
+  distribution, which a real profiler suite's do not, so its k-NN index is a prompt-level part
+  learned on the held-out set.
+* ``lodo+profile`` — the honest fresh-deployment analogue. When a model joins, the profiler
+  grades it on its suite (~31 prompts) and the catalog may carry public benchmark scores: a
+  deployment knows each model's *overall standing*, not how its own traffic splits by prompt.
+  So the same ``--profile-n`` calibration sample (training half only, never the test half)
+  sets each model's overall profile — nothing per category, no k-NN index — and every
+  prompt-level part (the prior) is trained on the other sets only; the blend is chosen by
+  running this protocol on each *other* set (its prior fitted on the sets that are neither)
+  and taking the best mean APGR, so nothing is tuned on the held-out set. The prompt-blind mix
+  reference knows every model's quality on the test prompts themselves; a router that knows
+  each model's standing from 31 prompts is its fair counterpart, and ``prompt-blind mix,
+  calibrated`` (the mix chosen from that same 31-prompt standing) shows what the standing
+  alone is worth.
 
 **Routers** — the scorer's ``model_terms`` for every held-out prompt (checked against
 ``scoring.rank`` on a sample): ``heuristics only`` (analysis + catalog + profiles); ``+ kNN``
@@ -29,6 +43,11 @@ the cost at which quality reaches 95 % of the strong model's. Bands: mean ± sd 
 bootstrap resamples of the held-out prompts, and the 2.5–97.5 % range. References are measured
 the same way: random, the best prompt-blind mix of models, the best single model, the oracle.
 Every figure is one line: ``<set> <protocol> <router> <measure> by <definition> <mean> ± <sd>``.
+
+**Classifier value** (``--classifier``, protocol ``classifier``): in-distribution, heuristics
+only and heuristics + learned under the heuristic analysis's categories, under the set's own
+labels (MMLU subject, LLMRouter cluster: a perfect classifier with a finer vocabulary than the
+LLM classifier's) and under those labels 25 % / 50 % wrong. No LLM runs here.
 """
 
 from __future__ import annotations
