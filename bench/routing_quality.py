@@ -1,12 +1,12 @@
 """How good is the routing? Held-out prompts of outcome data sets through the scorer's real
-analysis and scoring, measured the way RouteLLM measures, in two protocols.
+analysis and scoring, measured the way RouteLLM measures, in three protocols.
 
-    python bench/routing_quality.py                     # mmlu, llmrouter, arena; 2 seeds (~6 min on 2 cores)
-    python bench/routing_quality.py --quick             # 1 seed, ≤ 3,000 prompts a set, 50 resamples
+    python bench/routing_quality.py                     # mmlu, llmrouter, arena; 2 seeds (~11 min, shared 2 cores)
+    python bench/routing_quality.py --quick             # 1 seed, ≤ 3,000 prompts a set, 30 resamples (~30 s)
     python bench/routing_quality.py --csv outcomes.csv --models models.csv   # + a set of your own
     python bench/routing_quality.py --dump decisions.csv                      # per-prompt decisions
 
-**Protocols** (the held-out half is the same in both; split per seed, stratified by group):
+**Protocols** (the held-out half is the same in all; split per seed, stratified by group):
 
 * ``in-dist`` — everything learned comes from the other half of the same set: per-category
   profiles, the k-NN index, and the prior (fitted on that half plus all the other sets);
