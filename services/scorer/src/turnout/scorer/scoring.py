@@ -36,7 +36,8 @@ candidate reports them in ``terms`` and they sum to its ``score``:
   ``a = n_eff / (n_eff + learned_k)``; ``'`` = scaled by the catalog's overall spread (the
   static share by the category's with ``category_span``);
 * ``speed = w.speed · (1−q) · speed'`` — tokens/s and TTFT on log scales (measured, else
-  estimated from active parameters), scaled to the catalog's range; ``cost`` likewise from price;
+  estimated from active parameters), scaled to the catalog's range; ``cost`` likewise from price,
+  times the prompt's size ((tokens + 200) / 400, clamped by ``cost_tokens``: what a call costs);
 * ``min_size = −w.min_size · clamp(log2(required / size) / 3)`` for the category × level table;
 * ``coder = +w.coder`` for a coder model on a coding prompt, ``−w.coder/2`` elsewhere;
 * ``feedback = w.feedback · mean · n/(n+5)`` (decayed user feedback, −1..1);

@@ -56,6 +56,11 @@ class ScoringConfig:
     benchmark_strength: float = 10.0
     learned_k: float = 4.0
     """Neighbour mass at which the learned estimate gets half the weight."""
+    cost_tokens: float = 2.0
+    """The cost term follows what a call costs: it is scaled by (prompt tokens + 200) / 400,
+    clamped to [1/cost_tokens, cost_tokens] (1: off), so a long prompt leans cheaper and a short
+    one dearer at the same ``q``. Measured (``bench/routing_quality.py``, heuristics only, 31-prompt
+    standing): APGR by cost LLMRouter 0.567 → 0.638, arena 0.569 → 0.591, MMLU 0.473 → 0.513."""
     category_span: bool = False
     """Scale the static capability by the catalog's spread for the prompt's category (else the
     overall spread). Off: on held-out MMLU (``bench/routing_quality.py``) the category spread

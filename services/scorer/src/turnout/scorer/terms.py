@@ -88,6 +88,8 @@ def model_terms(
             learned_t = zeros
         speed = w.speed * (1.0 - q) * table.speed
         cost = w.cost * (1.0 - q) * table.cheap
+        if cfg.cost_tokens > 1.0:  # what the call costs grows with its tokens (scoring_config.py)
+            cost = cost * min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)
         required = cfg.min_size_b.get(cat, cfg.min_size_b.get("general", (0.0, 0.0, 0.0)))[level]
         if required > 0:
             short = np.log2(required / np.maximum(table.eff_b, 1e-3)) / 3.0
