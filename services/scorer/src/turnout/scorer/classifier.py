@@ -21,12 +21,13 @@ next request with the same prompt gets the classifier's answer.
 **What its label is worth** (``bench/routing_quality.py``, section ``classifier``: the data
 sets' own labels as a perfect classifier, and those labels 25 % / 50 % wrong; in-distribution,
 2 seeds × 100 resamples). It counts through the category: per-category profiles and the
-category-keyed heuristics. Alone it helps — heuristics only, MMLU APGR by call share 0.608 ±
-0.016 → 0.685 ± 0.015 with perfect subject labels (0.642 at 25 % wrong); LLMRouter APGR by
-cost 0.716 ± 0.055 → 0.862 ± 0.081 with perfect cluster labels (0.674 at 25 % wrong) — but on
-top of the learned term it adds nothing beyond noise (MMLU 0.662 → 0.672 ± 0.017; LLMRouter
-0.958 → 1.004 ± 0.070), and those labels are finer than this classifier's categories. So its
-answer replaces the heuristic category and difficulty and gets no weight of its own in scoring.
+category-keyed heuristics. Alone it helps — heuristics only, MMLU APGR by call share 0.558 ±
+0.015 → 0.679 ± 0.016 with perfect subject labels (0.634 at 25 % wrong); LLMRouter APGR by
+cost 0.760 ± 0.064 → 0.930 ± 0.076 with perfect cluster labels (0.698 at 25 % wrong) — but on
+top of the learned term it adds nothing beyond noise (MMLU 0.655 → 0.667 ± 0.017; LLMRouter
+0.982 → 1.029 ± 0.069; at 25 % wrong 0.664 and 0.998), and those labels are finer than this
+classifier's categories. So its answer replaces the heuristic category and difficulty and gets
+no weight of its own in scoring.
 """
 
 from __future__ import annotations
