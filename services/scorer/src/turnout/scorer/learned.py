@@ -89,6 +89,9 @@ class LearnedIndex:
         self.version = 0
         self._means: F | None = None
         self._prior: F | None = None
+        self._terms: F | None = None
+        """Per row: ``[min(wsum, 1)·graded | min(wsum, 1)·graded·mean score]`` (rows × 2·models),
+        so that one lookup is one gather and one vector-matrix product (:meth:`estimate_one`)."""
         self._aligned_for: tuple[Sequence[str], int] | None = None
         self._aligned_cols: npt.NDArray[np.intp] = np.zeros(0, dtype=np.intp)
 
@@ -185,6 +188,7 @@ class LearnedIndex:
         self.version += 1
         self._means = None
         self._prior = None
+        self._terms = None
 
     # --- reading -------------------------------------------------------------------------
 
@@ -227,9 +231,22 @@ class LearnedIndex:
         p, n = self.estimate_batch(embedding)
         return {name: (float(p[0, j]), float(n[0, j])) for j, name in enumerate(self._models) if not np.isnan(p[0, j])}
 
+    def _row_terms(self) -> F:
+        if self._terms is None:
+            n = self._rows
+            wsum = self._wsum[:n]
+            graded = wsum > 0
+            weight = np.minimum(wsum, 1.0) * graded
+            mean_score = np.where(graded, self._sum[:n] / np.maximum(wsum, 1e-12), 0.0)
+            self._terms = np.ascontiguousarray(np.hstack([weight, weight * mean_score]))
+        return self._terms
+
     def estimate_one(self, query: npt.ArrayLike) -> tuple[F, F]:
         """``(p, n_eff)`` per model for one query, as :meth:`estimate_batch`, searching only the
-        rows above the kernel's ``floor`` (the others weigh nothing): no full partial sort."""
+        rows above the kernel's ``floor`` (the others weigh nothing): no full partial sort. The
+        per-row weights and weighted scores are kept per :attr:`version`, so the neighbours' sums
+        are one product (measured: 115 → 75 µs at 5,000 prompts, of which the similarity
+        product over all rows is ~60)."""
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         m, n = len(self._models), self._rows
         if n == 0 or m == 0:
@@ -240,31 +257,26 @@ class LearnedIndex:
         if near.size > cfg.k:
             near = near[np.argpartition(-sims[near], cfg.k - 1)[: cfg.k]]
         means = self.model_means()
-        prior = self._prior if self._prior is not None else np.nan_to_num(means, nan=0.5)
-        self._prior = prior
+        if self._prior is None:
+            self._prior = np.nan_to_num(means, nan=0.5)
+        prior = self._prior
         pm = cfg.prior_mass
         if near.size == 0:
             return np.where(np.isnan(means), np.nan, prior), np.zeros(m)
         kern = ((sims[near].astype(np.float64) - cfg.floor) / (1.0 - cfg.floor)) ** cfg.power
-        wsum = self._wsum[near]  # (near, models)
-        graded = wsum > 0
-        mean_score = np.where(graded, self._sum[near] / np.maximum(wsum, 1e-12), 0.0)
-        kw = kern[:, None] * np.minimum(wsum, 1.0) * graded
-        n_eff = kw.sum(axis=0)
-        p = ((kw * mean_score).sum(axis=0) + pm * prior) / (n_eff + pm)
-        return np.where(np.isnan(means), np.nan, p), n_eff
+        sums = kern @ self._row_terms()[near]
+        n_eff = sums[:m]
+        p = (sums[m:] + pm * prior) / (n_eff + pm)
+        p[np.isnan(means)] = np.nan
+        return p, n_eff
 
     def aligned(self, embedding: npt.ArrayLike, names: Sequence[str]) -> tuple[F, F]:
         """``(p, n_eff)`` for ``names`` (a scoring table's order; NaN/0 for models without data).
         The column map is kept while ``names`` is the same object and no model was added."""
         p, n = self.estimate_one(embedding)
         if self._aligned_for is None or self._aligned_for[0] is not names or self._aligned_for[1] != len(self._models):
-            self._aligned_cols = np.array([self._col.get(name, -1) for name in names], dtype=np.intp)
-            self._aligned_for = (names, len(self._models))
+            m = len(self._models)  # a name without data reads the sentinel column m: NaN / 0
+            self._aligned_cols = np.array([self._col.get(name, m) for name in names], dtype=np.intp)
+            self._aligned_for = (names, m)
         cols = self._aligned_cols
-        has = cols >= 0
-        out_p = np.full(len(names), np.nan)
-        out_n = np.zeros(len(names))
-        out_p[has] = p[cols[has]]
-        out_n[has] = n[cols[has]]
-        return out_p, out_n
+        return np.append(p, np.nan)[cols], np.append(n, 0.0)[cols]

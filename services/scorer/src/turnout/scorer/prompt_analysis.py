@@ -213,8 +213,9 @@ class Analyzer:
     def analyze_request(self, req: RouteRequestV1) -> PromptAnalysis:
         return self.analyze(PromptFeatures.from_request(req))
 
-    def analyze(self, f: PromptFeatures) -> PromptAnalysis:
-        key = f.digest()
+    def analyze(self, f: PromptFeatures, key: bytes | None = None) -> PromptAnalysis:
+        """``key``: ``f.digest()`` when the caller has it already."""
+        key = key or f.digest()
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
