@@ -314,4 +314,3 @@ def estimate_one(self, query):
     n_eff = kw.sum(axis=0)
     p = ((kw * mean_score).sum(axis=0) + pm * prior) / (n_eff + pm)
     return np.where(np.isnan(means), np.nan, p), n_eff
-

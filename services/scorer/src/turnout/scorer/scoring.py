@@ -112,8 +112,8 @@ class Scored:
             "backend": self.backend,
             "upstream_model": self.upstream_model,
             "score": self.score,
-            "reasons": list(self.reasons),
-            "terms": dict(self.terms),
+            "reasons": self.reasons,  # validation copies them into a list and a dict
+            "terms": self.terms,
         }
 
     def to_wire(self) -> CandidateV1:
@@ -145,10 +145,10 @@ class Ranking:
                     "category": a.category,
                     "complexity": a.complexity,
                     "level": a.level,
-                    "signals": list(a.reasons),
+                    "signals": a.reasons,
                     "embedding": embedding,
                 },
-                "filtered": dict(self.filtered),
+                "filtered": self.filtered,
                 "unservable": self.unservable,
                 "unservable_code": self.unservable_code,
                 "catalog_version": self.catalog_version,
