@@ -17,6 +17,7 @@ from turnout.scorer.caches import DecisionMemo, DecisionMemoMetrics
 from turnout.scorer.engine import RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedConfig, LearnedIndex
+from turnout.scorer.learned_prior import load_prior
 from turnout.scorer.prompt_analysis import Analyzer
 from turnout.scorer.rules import Rules
 from turnout.scorer.scoring import (
@@ -257,3 +258,17 @@ async def test_the_memo_is_dropped_when_the_learned_index_rules_or_catalog_chang
     e.set_fleet(FleetState(resident=frozenset({("b0", "m0")})))  # the fleet alone keeps it
     await e.route(req)
     assert (e.memo.hits, e.memo.misses) == (2, 3)
+
+
+async def test_a_new_router_prior_or_learned_index_is_a_memo_miss() -> None:
+    emb = default_embedder()
+    e = RoutingEngine(embedder=emb, learned=LearnedIndex(emb.dims), prior=load_prior())
+    e.set_catalog(_snapshot(np.random.default_rng(3), 8))
+    req = RouteRequestV1(text="prove that there are infinitely many primes")
+    assert (await e.route(req)).candidates
+    e.prior = load_prior()  # the same weights, another artefact (as a reload gives)
+    assert (await e.route(req)).candidates  # no crash comparing two priors
+    e.learned = LearnedIndex(emb.dims)
+    await e.route(req)
+    await e.route(req)
+    assert (e.memo.hits, e.memo.misses) == (1, 3)

@@ -113,6 +113,22 @@ class Prepared:
     """The embedding as the reply's analysis carries it (base64 float16)."""
 
 
+class Same:
+    """Compares equal to a ``Same`` of the very same object (never by value: a router prior's
+    fields are arrays), and holds it, so that its id is not reused while a memo entry lives."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
 @dataclass(frozen=True)
 class DecisionMemoMetrics:
     lookups: Counter

@@ -37,7 +37,7 @@ from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
 from turnout.common.schemas.route import CandidateV1, RequestKind, RouteReplyV1, RouteRequestV1
 from turnout.embeddings import Embedder, StaticEmbedder
-from turnout.scorer.caches import DecisionMemo, Prepared, RoutingCache
+from turnout.scorer.caches import DecisionMemo, Prepared, RoutingCache, Same
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.learned import LearnedIndex, encode_embedding
 from turnout.scorer.learned_prior import RouterPrior, blend, model_features, prompt_features
@@ -131,15 +131,15 @@ class RoutingEngine:
 
     def memo_version(self) -> tuple[object, ...]:
         """What the memo's entries are valid for (module docstring). The learned index and the
-        prior are compared by identity (the entry holds them, so an id is never reused while
-        it lives) and the index by its version too."""
+        prior are compared by identity (:class:`~turnout.scorer.caches.Same`), the index by its
+        version too."""
         learned = self.learned
         return (
             self._table_gen,
             self.rules.current.version,
-            learned,
+            Same(learned),
             learned.version if learned is not None else -1,
-            self.prior,
+            Same(self.prior),
         )
 
     def set_catalog(self, snapshot: CatalogSnapshotV1, extra: Mapping[str, ModelSpec] | None = None) -> None:
@@ -340,7 +340,7 @@ class RoutingEngine:
 
     def _answer(self, req: RouteRequestV1, prep: Prepared) -> RouteReplyV1:
         ranking = self._rank(req, prep.analysis, prep.constraints, prep.learned, None)
-        reply = ranking.to_reply(self.cfg.max_candidates, prep.embedding_wire)
+        reply = ranking.to_reply(self.cfg.max_candidates, prep.embedding_wire, filtered=False)
         self._used(reply)
         return reply
 
