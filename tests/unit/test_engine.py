@@ -138,6 +138,7 @@ async def test_decisions_count_as_load_until_the_gateways_counts_arrive():
         e.note_routed(c.backend, c.upstream_model)
         chosen.append(c.backend)
     assert chosen == ["a", "b", "a", "b"]  # each decision's request weighs on its replica
+    assert np.array_equal(e._rsum, e._rterms.sum(axis=0))  # kept per column as the whole table sums
     assert list(e.replicas.inflight) == [2.0, 2.0]
     e.set_load({("a", "m"): 7})  # what the gateways count now replaces the local tally
     assert list(e.replicas.inflight) == [7.0, 0.0]

@@ -108,7 +108,6 @@ class Prepared:
     analysis: PromptAnalysis
     constraints: Constraints
     learned: Learned | None
-    embedding: npt.NDArray[np.float32] | None
     embedding_wire: str | None
     """The embedding as the reply's analysis carries it (base64 float16)."""
 

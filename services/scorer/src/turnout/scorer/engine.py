@@ -330,7 +330,7 @@ class RoutingEngine:
             a = await self.classifier.refine(req.text, a, budget_s=budget_s)
         cons = self.constraints(req, a)
         learned = self.learned_estimate(a, embedding) if cons.requested is None else None
-        prep = Prepared(a, cons, learned, embedding, encode_embedding(embedding) if embedding is not None else None)
+        prep = Prepared(a, cons, learned, encode_embedding(embedding) if embedding is not None else None)
         if memoise:
             self.memo.put(key, version, prep)
         reply = self._answer(req, prep)
