@@ -295,22 +295,21 @@ def _scored(
     """The candidates of replica rows ``order`` with their terms and reasons (the catalog's part
     of the reasons is precomputed in :attr:`ModelTable.reasons`; terms rounded in one pass)."""
     models = reps.model[order]
-    mvals = np.round(terms.values[:, models], 4).T.tolist()
-    rvals = np.round(rterms[:, order], 4).T.tolist()
-    scores = np.round(rscore[order], 4).tolist()
+    # every candidate's terms and score, rounded in one pass: (candidates, model terms + replica terms + 1)
+    rows = np.round(np.vstack([terms.values[:, models], rterms[:, order], rscore[order]]), 4).T.tolist()
     cat = a.category if a.category in table.capability else OVERALL
     static = table.reasons[cat]
     head = f"{a.level} {a.category} prompt (complexity {a.complexity:.2f}), quality preference {q:.2f}"
     coder_note = "coder model for a coding prompt" if a.category == "coding" else "coder model, non-coding prompt"
     tail = (*cons.notes, *sel.notes)
-    mnames, rnames = terms.names, REPLICA_TERMS
+    names = (*terms.names, *REPLICA_TERMS)
     coder, backends, upstream = table.coder[models].tolist(), reps.backend, reps.upstream
     resident, healthy = reps.resident[order].tolist(), reps.healthy[order].tolist()
     no_room, inflight = reps.no_room[order].tolist(), reps.inflight[order].tolist()
     out = []
     for k, (i, j) in enumerate(zip(models.tolist(), order.tolist(), strict=True)):
-        t = {name: v for name, v in zip(mnames, mvals[k], strict=True) if v != 0.0}
-        t.update({name: v for name, v in zip(rnames, rvals[k], strict=True) if v != 0.0})
+        row = rows[k]
+        t = {name: v for name, v in zip(names, row, strict=False) if v != 0.0}  # the score is row[-1]
         reasons = [head, *static[i]]
         if t.get("learned"):
             reasons.append(f"learned from similar graded prompts ({t['learned']:+.3f})")
@@ -330,5 +329,5 @@ def _scored(
         if inflight[k] > 0:
             reasons.append(f"{inflight[k]:.0f} requests in flight on {backend}")
         reasons.extend(tail)
-        out.append(Scored(table.names[i], backend, upstream[j], scores[k], MappingProxyType(t), tuple(reasons)))
+        out.append(Scored(table.names[i], backend, upstream[j], row[-1], MappingProxyType(t), tuple(reasons)))
     return tuple(out)
