@@ -43,6 +43,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import cpu_s, rss_mib
@@ -212,7 +213,9 @@ def main() -> int:
             peer, peer_url = start_litellm(run, named, fleet.openai_url)
             targets["litellm"] = lambda text, stream=False: (peer_url, body(named, text, stream=stream))
             pids["litellm"] = peer.pid
-        return asyncio.run(measure(args, targets, pids))
+        rc = asyncio.run(measure(args, targets, pids))
+        print_decision_memo(urls.ops.get("scorer"))
+        return rc
     finally:
         if peer is not None:
             peer.terminate()
@@ -224,6 +227,20 @@ def main() -> int:
         pg.stop()
         redis.stop()
         shutil.rmtree(run, ignore_errors=True)
+
+
+def print_decision_memo(ops_url: str | None) -> None:
+    """The scorer's decision-memo hit rate over the run (its /metrics; ``scorer/caches.py``)."""
+    if ops_url is None:
+        return
+    got = {"hit": 0.0, "miss": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{ops_url}/metrics", timeout=5).text):
+        if family.name == "turnout_scorer_decision_memo_lookups":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    got[sample.labels["outcome"]] = sample.value
+    total = got["hit"] + got["miss"]
+    print(f"scorer decision memo: {got['hit']:.0f} hits / {total:.0f} lookups ({got['hit'] / max(total, 1):.1%})")
 
 
 async def measure(args: argparse.Namespace, targets: dict, pids: dict[str, int]) -> int:  # type: ignore[type-arg]
