@@ -9,7 +9,9 @@ storage, keys under ``keys.ratelimit("…")``), so every replica draws from one 
   too, so the next requests see it. (The library cannot give tokens back: an over-estimate is
   not refunded — the estimate is chars / 4, close to or under what backends count.)
 
-A response-cache hit is answered before the limits are drawn (it costs no backend anything).
+A response-cache hit counts like any request: the limits are drawn before the cache is asked
+(a client over its budget gets 429 even for a stored answer), and the cached reply's ``usage``
+corrects the token budgets as a backend's would.
 
 Each budget is per API key (the client id, when client keys are configured) and per client IP.
 Over a budget: 429 ``rate_limit_exceeded`` with ``Retry-After`` and OpenAI's
