@@ -136,6 +136,7 @@ def create_app(
             stack.push_async_callback(images.close)
             policy = CircuitPolicy(
                 failure_threshold=opts.circuit_failures,
+                status_failure_threshold=opts.circuit_status_failures,
                 base_cooldown_s=opts.circuit_cooldown_s,
                 max_cooldown_s=opts.circuit_max_cooldown_s,
             )
