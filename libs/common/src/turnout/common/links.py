@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import socket
 import weakref
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -111,13 +111,22 @@ def set_keepalive(sock: socket.socket | None, opts: LinkOptions = DEFAULT_LINK) 
         sock.setsockopt(socket.IPPROTO_TCP, opt, value)
 
 
+class _Pool(BlockingConnectionPool):
+    def take_idle(self) -> list[AbstractConnection]:
+        """The idle connections, out of the pool: nobody can take one while it is being closed.
+        (redis-py's ``disconnect(inuse_connections=False)`` closes them *in* the pool, waiting
+        up to the connect timeout on each: one taken meanwhile could lose its socket mid-command.)"""
+        idle, self._available_connections = self._available_connections, []
+        return idle
+
+
 class _IdleDropper:
-    """Tells a pool to disconnect its idle connections. Every connection holds a deep copy of the
+    """Tells a pool to close its idle connections. Every connection holds a deep copy of the
     client's :class:`Retry`; this part of it stays one shared object (``__deepcopy__``), and holds
     the pool weakly."""
 
     def __init__(self) -> None:
-        self.pool: weakref.ref[BlockingConnectionPool] | None = None
+        self.pool: weakref.ref[_Pool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.drops = 0
 
@@ -128,15 +137,18 @@ class _IdleDropper:
         pool = self.pool() if self.pool is not None else None
         if pool is None:
             return
+        idle = pool.take_idle()
+        if not idle:
+            return
         self.drops += 1
-        task = asyncio.get_running_loop().create_task(_disconnect_idle(pool))
+        task = asyncio.get_running_loop().create_task(_disconnect(idle))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
 
-async def _disconnect_idle(pool: BlockingConnectionPool) -> None:
-    with contextlib.suppress(RedisError, OSError):
-        await pool.disconnect(inuse_connections=False)
+async def _disconnect(connections: list[AbstractConnection]) -> None:
+    # nowait: a socket into a dead path is closed without waiting for its peer
+    await asyncio.gather(*(c.disconnect(nowait=True) for c in connections), return_exceptions=True)
 
 
 class _Retry(Retry):
@@ -165,7 +177,7 @@ def make_redis(url: str, opts: LinkOptions = DEFAULT_LINK, *, block_s: float = 0
         opts.retries,
         supported_errors=(RedisConnectionError,),  # redis-py's default retries timeouts too
     )
-    pool = BlockingConnectionPool.from_url(
+    pool = _Pool.from_url(
         url,
         max_connections=opts.max_connections,
         timeout=opts.command_timeout_s,
