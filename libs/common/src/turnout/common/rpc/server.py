@@ -162,11 +162,10 @@ class RpcServer:
     async def _open_reader(self) -> tuple[RespConnection, int]:
         """The popping link and its client id, from the first of hedged attempts to answer
         (:func:`~turnout.common.links.first_to_answer`): while one attempt has not answered for
-        ``hedge_s`` (0.25 s), another starts alongside, each bounded by the connect timeout (2 s).
-        A reconnect tried during a black hole is accepted and then never answered; alone, it sat
-        out its 2 s after the path healed, and routing by the scorer came back up to 2.5 s after
-        the fault (measured: 0.3-1.2 s from the heal to "serving", then the gateways' heartbeat
-        poll). With the hedge, an attempt started after the heal answers within ``hedge_s``."""
+        ``hedge_s`` (0.25 s), another starts alongside, for the connect timeout (2 s) in all. A
+        reconnect tried during a black hole is accepted and then never answered; alone, it sat out
+        its 2 s after the path healed (measured: "serving" 0.2-2.0 s after the heal, then the
+        gateways' heartbeat poll). With the hedge, an attempt started after the heal answers."""
 
         async def attempt() -> tuple[RespConnection, int]:
             conn = await RespConnection.open(self._url, link=self._link_opts)
