@@ -136,6 +136,7 @@ def create_app(
             stack.push_async_callback(images.close)
             policy = CircuitPolicy(
                 failure_threshold=opts.circuit_failures,
+                status_failure_threshold=opts.circuit_status_failures,
                 base_cooldown_s=opts.circuit_cooldown_s,
                 max_cooldown_s=opts.circuit_max_cooldown_s,
             )
@@ -175,6 +176,7 @@ def create_app(
             )
             if opts.rate_limits.enabled:
                 pipeline.limiter = RateLimiter(opts.rate_limits, settings.redis_url, keys, metrics)
+                stack.push_async_callback(pipeline.limiter.close)
             sup = Supervisor("gateway", registry)
             if opts.paired_sampling.enabled:
 

@@ -92,6 +92,8 @@ class Exchange:
     """The API key's client id (client keys configured), for per-key limits."""
     client_ip: str | None = None
     est_tokens: int = 0
+    limits_drawn: bool = False
+    """The rate limits were drawn for it (before the response cache: a hit counts too)."""
     created: int = field(default_factory=lambda: int(time.time()))
     start: float = field(default_factory=time.perf_counter)
     ts: float = field(default_factory=time.time)

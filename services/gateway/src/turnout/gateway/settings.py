@@ -87,6 +87,9 @@ class GatewayOptions(BaseModel):
         default=1.0, ge=0, description="Wait at most this for a backend's connection slot, then the next candidate"
     )
     circuit_failures: int = Field(default=3, ge=1, description="Consecutive failures that open a circuit")
+    circuit_status_failures: int = Field(
+        default=1, ge=1, description="Consecutive 5xx answers of a model that open its (backend, model) circuit"
+    )
     circuit_cooldown_s: float = Field(default=5.0, gt=0, description="First cooldown of an open circuit")
     circuit_max_cooldown_s: float = Field(default=300.0, gt=0, description="Cooldown cap (it doubles per repeat)")
     circuit_refresh_s: float = Field(default=0.5, gt=0, description="How often the shared circuit view is re-read")
