@@ -57,11 +57,13 @@ import statistics
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
 from turnout.common.schemas.route import RouteRequestV1
+from turnout.common.schemas.vram import OrderAction
+from turnout.gateway.upstream_limits import ReadBounds
 from turnout.scorer.engine import EngineConfig, RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.scoring import ScoringConfig, Weights
@@ -80,9 +82,13 @@ CATEGORIES = {
 LEVELS = {"simple": 0.50, "medium": 0.35, "hard": 0.15}
 OUT_TOKENS = {"simple": 60, "medium": 250, "hard": 600}
 PROMPT_TOKENS = {"simple": 30, "medium": 300, "hard": 900}
-PARALLEL = 4
-KEEP_ALIVE_S = 300.0
+PARALLEL = 4  # OLLAMA_NUM_PARALLEL
+MAX_LOADED = 3  # OLLAMA_MAX_LOADED_MODELS: 3 per GPU by default
+MAX_QUEUE = 512  # OLLAMA_MAX_QUEUE: beyond it, 503 at once
+KEEP_ALIVE_S = 300.0  # OLLAMA_KEEP_ALIVE
 BUDGET = 0.95
+PROBE_TOKENS = 100
+"""Prompt length of the profiler's TTFT probe (warm model, nothing else running)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +168,7 @@ def catalog() -> CatalogSnapshotV1:
                 coder=m.coder,
                 replicas=[ReplicaV1(backend=h.name, upstream_model=m.name, host=h.name) for h in hosts],
                 tokens_per_s=round(hosts[0].tokens_per_s(m), 1),
+                ttft_ms=round(50.0 + 1000.0 * PROBE_TOKENS / (20.0 * hosts[0].tokens_per_s(m)), 1),
                 quality=quality,
             )
         )
@@ -237,7 +244,22 @@ def trace(minutes: float, rate: float, seed: int) -> list[Req]:
         out.append(Req(len(out), t, cat, lv, text, PROMPT_TOKENS[lv], int(n * rng.uniform(0.5, 1.5)), requested))
 
 
-# --- the simulated fleet (Ollama's scheduler, per host) ---------------------------------------
+# --- the simulated fleet (Ollama's scheduler, per host; the gateway's attempts) ---------------
+
+
+@dataclass(slots=True, eq=False)
+class Attempt:
+    """One try of a request on one (host, model), as the gateway makes it; ``req`` None: a load
+    ordered through the agent (bound to no client, so never given up)."""
+
+    req: Req | None
+    host: str
+    model: str
+    rest: list[tuple[str, str]]
+    """Candidates left for the next attempts."""
+    n: int
+    started: bool = False
+    cancelled: bool = False
 
 
 @dataclass(slots=True)
@@ -246,15 +268,20 @@ class Loaded:
     ready_at: float
     last_used: float
     active: int = 0
-    waiting: deque[tuple[Req, float]] = field(default_factory=deque)
+    waiting: deque[Attempt] = field(default_factory=deque)
+    loader: Attempt | None = None
+    """The request whose context the load runs under: it gives up, the load stops."""
+
+    def idle(self, now: float) -> bool:
+        return self.active == 0 and not self.waiting and now >= self.ready_at
 
 
 @dataclass(slots=True)
 class HostSim:
     spec: SimHost
     loaded: dict[str, Loaded] = field(default_factory=dict)
-    blocked: deque[tuple[Req, str, float]] = field(default_factory=deque)
-    """Requests whose model does not fit until something goes idle."""
+    pending: deque[Attempt] = field(default_factory=deque)
+    """Ollama's scheduler queue: served in order; a load that must wait for room holds up the rest."""
 
     @property
     def used(self) -> int:
@@ -264,6 +291,10 @@ class HostSim:
     def active(self) -> int:
         return sum(x.active for x in self.loaded.values())
 
+    @property
+    def queued(self) -> int:
+        return len(self.pending) + sum(len(x.waiting) for x in self.loaded.values())
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -272,6 +303,8 @@ class Outcome:
     cold_loads: int = 0
     evictions: int = 0
     expiries: int = 0
+    retries: int = 0
+    failed: int = 0
     done: int = 0
     finished_at: float = 0.0
     decide_s: float = 0.0
@@ -279,14 +312,23 @@ class Outcome:
 
 
 class Sim:
-    def __init__(self, router: Router) -> None:
+    def __init__(
+        self, router: Router, bounds: ReadBounds | None, max_attempts: int, max_loaded: int = MAX_LOADED
+    ) -> None:
         self.router = router
+        self.max_loaded = max_loaded
+        self.bounds = bounds
+        self.max_attempts = max_attempts
         self.hosts = {h.name: HostSim(h) for h in HOSTS}
         self.events: list[tuple[float, int, Callable[[], None]]] = []
         self.seq = itertools.count()
         self.now = 0.0
         self.out = Outcome()
         self.inflight: Counter[tuple[str, str]] = Counter()
+        cat = {m.name: m for m in catalog().models}
+        self.first_byte_s = {
+            name: bounds.read_timeout_s(m, stream=True) if bounds is not None else math.inf for name, m in cat.items()
+        }
 
     def at(self, t: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self.events, (t, next(self.seq), fn))
@@ -333,56 +375,129 @@ class Sim:
 
     def expire(self) -> None:
         for h in self.hosts.values():
-            for name, x in list(h.loaded.items()):
-                if (
-                    x.active == 0
-                    and not x.waiting
-                    and self.now >= x.ready_at
-                    and self.now - x.last_used >= KEEP_ALIVE_S
-                ):
-                    del h.loaded[name]
-                    self.out.expiries += 1
+            gone = [n for n, x in h.loaded.items() if x.idle(self.now) and self.now - x.last_used >= KEEP_ALIVE_S]
+            for name in gone:
+                del h.loaded[name]
+                self.out.expiries += 1
+            if gone:
+                self.pump(h)
 
     def arrive(self, r: Req) -> None:
         t0 = time.perf_counter()
-        host, model = self.router.choose(r, self.now)
+        cands = self.router.choose(r, self.now)
         self.out.decide_s += time.perf_counter() - t0
-        best = max(m.quality(r.category, r.level) for m in MODELS)
-        self.out.quality.append(BY_NAME[model].quality(r.category, r.level) / best)
-        self.out.chosen[model] += 1
-        self.inflight[(host, model)] += 1
-        self.dispatch(r, host, model, r.at)
+        orders, self.router.orders = self.router.orders, []
+        for action, host, model in orders:
+            self.order(action, self.hosts[host], model)
+        self.attempt(r, cands, 1)
 
-    def dispatch(self, r: Req, host: str, model: str, queued_at: float) -> None:
+    def attempt(self, r: Req, cands: list[tuple[str, str]], n: int) -> None:
+        if n > self.max_attempts or not cands:
+            self.out.failed += 1
+            self.out.ttft.append(math.inf)
+            return
+        (host, model), rest = cands[0], cands[1:]
+        if n > 1:
+            self.out.retries += 1
         h = self.hosts[host]
-        x = h.loaded.get(model)
-        if x is None:
-            m = BY_NAME[model]
-            if not self.make_room(h, m.vram):
-                h.blocked.append((r, model, queued_at))
-                return
-            x = Loaded(m, self.now + m.load_s, self.now)
-            h.loaded[model] = x
-            self.out.cold_loads += 1
-            self.at(x.ready_at, lambda h=h, x=x: self.drain(h, x))
-        x.last_used = self.now
-        x.waiting.append((r, queued_at))
-        if self.now >= x.ready_at:
+        if h.queued >= MAX_QUEUE:  # Ollama answers 503 at once
+            self.attempt(r, rest, n + 1)
+            return
+        a = Attempt(r, host, model, rest, n)
+        self.inflight[(host, model)] += 1
+        bound = self.first_byte_s.get(model, math.inf)
+        if bound < math.inf:
+            self.at(self.now + bound, lambda a=a: self.give_up(a))
+        h.pending.append(a)
+        self.pump(h)
+
+    def order(self, action: str, h: HostSim, model: str) -> None:
+        """An agent's order: an unload of an idle model is at once; a load is one more request in
+        Ollama's queue (``/api/generate`` with no prompt), under no client's deadline."""
+        if action == "unload":
+            x = h.loaded.get(model)
+            if x is not None and x.idle(self.now):
+                del h.loaded[model]
+                self.out.evictions += 1
+                self.pump(h)
+        elif model not in h.loaded:
+            h.pending.append(Attempt(None, h.spec.name, model, [], 0))
+            self.pump(h)
+
+    def give_up(self, a: Attempt) -> None:
+        """The gateway's first-byte bound passed: it closes the connection (Ollama drops the queued
+        request; a load it started carries on) and tries the next candidate."""
+        if a.started or a.cancelled:
+            return
+        a.cancelled = True
+        h = self.hosts[a.host]
+        if a in h.pending:
+            h.pending.remove(a)
+        x = h.loaded.get(a.model)
+        failed: list[Attempt] = []
+        if x is not None and a in x.waiting:
+            x.waiting.remove(a)
+            x.last_used = self.now
+            if x.loader is a and self.now < x.ready_at:  # the load ran under its context: stopped
+                del h.loaded[a.model]
+                failed = list(x.waiting)
+                x.waiting.clear()
+        self.inflight[(a.host, a.model)] -= 1
+        for b in failed:  # the others waiting on that load get an error: their next candidate
+            b.cancelled = True
+            self.inflight[(b.host, b.model)] -= 1
+        self.pump(h)
+        if a.req is not None:
+            self.attempt(a.req, a.rest, a.n + 1)
+        for b in failed:
+            if b.req is not None:
+                self.attempt(b.req, b.rest, b.n + 1)
+
+    def pump(self, h: HostSim) -> None:
+        """Ollama's scheduler over its queue, in order: a loaded model takes the request; one not
+        loaded loads when it fits (idle models unloaded least recently used first, at most
+        ``max_loaded`` at once), else the whole queue waits for an unload; while a model loads on
+        the GPU, another load waits and the requests behind it pass (``sched.go``)."""
+        i = 0
+        while i < len(h.pending):
+            a = h.pending[i]
+            x = h.loaded.get(a.model)
+            if x is None:
+                if any(self.now < y.ready_at for y in h.loaded.values()):
+                    i += 1
+                    continue
+                m = BY_NAME[a.model]
+                if not self.make_room(h, m.vram):
+                    return
+                x = Loaded(m, self.now + m.load_s, self.now, loader=a)
+                h.loaded[a.model] = x
+                self.out.cold_loads += 1
+                self.at(x.ready_at, lambda h=h, x=x: self.ready(h, x))
+            del h.pending[i]
+            x.last_used = self.now
+            x.waiting.append(a)
+            if self.now >= x.ready_at:
+                self.drain(h, x)
+
+    def ready(self, h: HostSim, x: Loaded) -> None:
+        if h.loaded.get(x.model.name) is x:
             self.drain(h, x)
+            self.pump(h)
 
     def make_room(self, h: HostSim, need: int) -> bool:
         budget = int(BUDGET * h.spec.memory)
-        if h.used + need <= budget:
+        if h.used + need <= budget and len(h.loaded) < self.max_loaded:
             return True
-        idle = sorted((x for x in h.loaded.values() if x.active == 0 and not x.waiting), key=lambda x: x.last_used)
-        freed = 0
+        idle = sorted((x for x in h.loaded.values() if x.idle(self.now)), key=lambda x: x.last_used)
+        freed, count = 0, len(h.loaded)
         victims = []
         for x in idle:
-            if h.used - freed + need <= budget:
+            if h.used - freed + need <= budget and count < self.max_loaded:
                 break
             victims.append(x)
             freed += x.model.vram
-        if h.used - freed + need > budget:
+            count -= 1
+        if h.used - freed + need > budget or count >= self.max_loaded:
             return False
         for x in victims:
             del h.loaded[x.model.name]
@@ -391,23 +506,28 @@ class Sim:
 
     def drain(self, h: HostSim, x: Loaded) -> None:
         while x.waiting and x.active < PARALLEL and h.loaded.get(x.model.name) is x:
-            r, _ = x.waiting.popleft()
+            a = x.waiting.popleft()
+            a.started = True
+            r = a.req
+            if r is None:  # a load order: done once loaded
+                continue
             x.active += 1
             tps = h.spec.tokens_per_s(x.model) / max(1, h.active) ** 0.7
             first = self.now + r.prompt_tokens / (20.0 * tps)
             self.out.ttft.append(first - r.at)
-            self.at(first + r.out_tokens / tps, lambda h=h, x=x: self.finish(h, x))
+            best = max(m.quality(r.category, r.level) for m in MODELS)
+            self.out.quality.append(x.model.quality(r.category, r.level) / best)
+            self.out.chosen[x.model.name] += 1
+            self.at(first + r.out_tokens / tps, lambda h=h, x=x, a=a: self.finish(h, x, a))
 
-    def finish(self, h: HostSim, x: Loaded) -> None:
+    def finish(self, h: HostSim, x: Loaded, a: Attempt) -> None:
         x.active -= 1
         x.last_used = self.now
-        self.inflight[(h.spec.name, x.model.name)] -= 1
+        self.inflight[(a.host, a.model)] -= 1
         self.out.done += 1
         self.out.finished_at = max(self.out.finished_at, self.now)
         self.drain(h, x)
-        blocked, h.blocked = h.blocked, deque()
-        for br, model, queued in blocked:
-            self.dispatch(br, h.spec.name, model, queued)
+        self.pump(h)
 
 
 # --- routers -----------------------------------------------------------------------------------
@@ -416,21 +536,34 @@ class Sim:
 class Router:
     name = ""
 
+    def __init__(self) -> None:
+        self.orders: list[tuple[str, str, str]] = []
+        """(load|unload, host, model) the last decision ordered through the agents."""
+
     def observe(self, states: list[HostStateV1], inflight: dict[tuple[str, str], int], now: float) -> None:  # noqa: ARG002
         return None
 
-    def choose(self, r: Req, now: float) -> tuple[str, str]:
+    def choose(self, r: Req, now: float) -> list[tuple[str, str]]:
+        """(host, model) to try, in order (a router without failover gives one)."""
         raise NotImplementedError
 
 
 class TurnoutRouter(Router):
     """The scorer's engine and, unless ``blind``, its VRAM planner, on the state as last refreshed."""
 
-    def __init__(self, *, blind: bool = False, quality: float | None = None) -> None:
-        self.name = ("vram-blind" if blind else "turnout") + (f" q={quality:g}" if quality is not None else "")
-        self.blind = blind
+    def __init__(self, *, blind: str = "", quality: float | None = None, weights: Weights | None = None) -> None:
+        """``blind``: ``all`` — the resident, no-room, free-VRAM and busy weights 0 and no planner;
+        ``vram`` — the same but the busy term kept (load-balanced, VRAM-blind)."""
+        super().__init__()
+        label = {"": "turnout", "all": "vram-blind", "vram": "vram-blind+busy"}[blind]
+        self.name = label + (f" q={quality:g}" if quality is not None else "")
+        self.blind = bool(blind)
         self.quality = quality
-        weights = Weights(resident=0.0, no_room=0.0, free_vram=0.0, busy=0.0) if blind else Weights()
+        weights = weights or Weights()
+        if blind:
+            weights = replace(weights, resident=0.0, no_room=0.0, free_vram=0.0)
+        if blind == "all":
+            weights = replace(weights, busy=0.0, queued=0.0)
         self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights)))
         self.engine.set_catalog(catalog())
         self.cfg = VramConfig(budget_fraction=BUDGET)
@@ -442,10 +575,9 @@ class TurnoutRouter(Router):
         self.states = states
         loaded = {(s.host, m.name) for s in states for m in s.loaded_models}
         self.pending = {k: v for k, v in self.pending.items() if v[1] > now and k not in loaded}
-        if not self.blind:
-            self.engine.set_fleet(FleetState.from_hosts(states, inflight))
+        self.engine.set_fleet(FleetState.from_hosts(states, inflight))
 
-    def choose(self, r: Req, now: float) -> tuple[str, str]:
+    def choose(self, r: Req, now: float) -> list[tuple[str, str]]:
         req = RouteRequestV1(text=r.text, est_prompt_tokens=r.prompt_tokens, quality=self.quality)
         reply = self.engine.decide(req).to_reply(8)
         cands = reply.candidates
@@ -465,13 +597,17 @@ class TurnoutRouter(Router):
                 choice = decision.choice
                 c = cands[choice]
                 h = hosts.get(c.backend)
-                if h is not None and not h.holds(c.upstream_model):
+                self.orders = [(o.action.value, o.host, o.model) for o in decision.orders]
+                for o in decision.orders:
+                    if o.action is OrderAction.LOAD:
+                        self.pending[(o.host, o.model)] = (o.bytes, now + 10.0)
+                if h is not None and not h.holds(c.upstream_model) and not decision.orders:
                     self.pending[(c.backend, c.upstream_model)] = (BY_NAME[c.model].vram, now + 10.0)
         c = cands[choice]
         self.last_used[(c.backend, c.upstream_model)] = now
-        if not self.blind:
-            self.engine.note_routed(c.backend, c.upstream_model)  # as Scorer.route does
-        return c.backend, c.model
+        self.engine.note_routed(c.backend, c.upstream_model)  # as Scorer.route does
+        order = [c, *cands[:choice], *cands[choice + 1 :]]  # the planner's choice first (vram_routing.py)
+        return [(x.backend, x.model) for x in order]
 
     def _inflight_on(self, host: str, model: str) -> bool:
         return self.engine.fleet.inflight.get((host, model), 0) > 0
@@ -483,15 +619,16 @@ class RulesRoundRobin(Router):
     name = "rules+rr"
 
     def __init__(self) -> None:
+        super().__init__()
         self.turn: Counter[str] = Counter()
 
-    def choose(self, r: Req, now: float) -> tuple[str, str]:  # noqa: ARG002
+    def choose(self, r: Req, now: float) -> list[tuple[str, str]]:  # noqa: ARG002
         need = DEFAULT_MIN_SIZE_B[r.category][list(LEVELS).index(r.level)]
         pool = [m for m in MODELS if m.params_b >= need and (m.coder or r.category != "coding")]
         model = min(pool, key=lambda m: m.params_b)
         hosts = [h.name for h in HOSTS if model in installed(h)]
         self.turn[model.name] += 1
-        return hosts[self.turn[model.name] % len(hosts)], model.name
+        return [(hosts[self.turn[model.name] % len(hosts)], model.name)]
 
 
 class LeastBusy(Router):
@@ -500,20 +637,21 @@ class LeastBusy(Router):
     name = "least-busy"
 
     def __init__(self, sim_inflight: Callable[[], Counter[tuple[str, str]]]) -> None:
+        super().__init__()
         self.inflight = sim_inflight
 
-    def choose(self, r: Req, now: float) -> tuple[str, str]:  # noqa: ARG002
+    def choose(self, r: Req, now: float) -> list[tuple[str, str]]:  # noqa: ARG002
         model = BY_NAME[r.requested]
         hosts = [h.name for h in HOSTS if model in installed(h)]
         counts = self.inflight()
-        return min(hosts, key=lambda h: (counts[(h, model.name)], h)), model.name
+        return [(min(hosts, key=lambda h: (counts[(h, model.name)], h)), model.name)]
 
 
 # --- report ------------------------------------------------------------------------------------
 
 
 def pct(xs: list[float], p: float) -> float:
-    s = sorted(xs)
+    s = sorted(xs)  # a failed request counts as an infinite TTFT
     return s[min(len(s) - 1, int(p * len(s)))] if s else float("nan")
 
 
@@ -529,6 +667,19 @@ def main() -> None:
         default=0.8,
         help="the quality preference of the extra turnout rows (clients may send one)",
     )
+    ap.add_argument(
+        "--no-failover",
+        action="store_true",
+        help="the Turnout rows wait for their first candidate without bound, as the baselines do",
+    )
+    ap.add_argument(
+        "--read-min-s",
+        type=float,
+        default=ReadBounds().read_min_s,
+        help="the gateway's least first-byte bound (TURNOUT_GATEWAY__READ_MIN_S)",
+    )
+    ap.add_argument("--weights", default="", help="scoring weights for every Turnout row, e.g. busy=0.3,resident=0.2")
+    ap.add_argument("--max-loaded", type=int, default=MAX_LOADED, help="OLLAMA_MAX_LOADED_MODELS per host (GPU)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the models each policy chose")
     args = ap.parse_args()
     reqs = trace(args.minutes, args.rate, args.seed)
@@ -540,27 +691,31 @@ def main() -> None:
     )
     rows = []
     wall0 = time.perf_counter()
-    makers: list[Callable[[Sim], Router]] = [
-        lambda _: TurnoutRouter(),
-        lambda _: TurnoutRouter(blind=True),
-        lambda _: RulesRoundRobin(),
-        lambda sim: LeastBusy(lambda: sim.inflight),
-        lambda _: TurnoutRouter(quality=args.quality),
-        lambda _: TurnoutRouter(blind=True, quality=args.quality),
+    # the gateway's defaults (settings.py), the least first-byte bound as given
+    bounds = None if args.no_failover else ReadBounds(read_min_s=args.read_min_s)
+    w = replace(Weights(), **{k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",") if kv)})
+    makers: list[tuple[Callable[[Sim], Router], bool]] = [
+        (lambda _: TurnoutRouter(weights=w), True),
+        (lambda _: TurnoutRouter(blind="all", weights=w), True),
+        (lambda _: TurnoutRouter(blind="vram", weights=w), True),
+        (lambda _: RulesRoundRobin(), False),
+        (lambda sim: LeastBusy(lambda: sim.inflight), False),
+        (lambda _: TurnoutRouter(quality=args.quality, weights=w), True),
+        (lambda _: TurnoutRouter(blind="all", quality=args.quality, weights=w), True),
     ]
-    for make in makers:
-        sim = Sim(Router())
+    for make, gateway in makers:
+        sim = Sim(Router(), bounds if gateway else None, 3 if gateway else 1, args.max_loaded)
         sim.router = make(sim)
         out = sim.run(reqs, args.refresh_s)
         rows.append((sim.router.name, out))
     print(
-        f"\n{'policy':<17}{'TTFT p50 s':>11}{'p90 s':>8}{'p99 s':>8}{'cold loads':>11}{'evictions':>10}"
-        f"{'expiries':>9}{'req/s':>7}{'quality':>9}{'decide µs':>10}"
+        f"\n{'policy':<22}{'TTFT p50 s':>11}{'p90 s':>8}{'p99 s':>8}{'cold loads':>11}{'evictions':>10}"
+        f"{'expiries':>9}{'retries':>8}{'failed':>7}{'req/s':>7}{'quality':>9}{'decide µs':>10}"
     )
     for name, o in rows:
         print(
-            f"{name:<17}{pct(o.ttft, 0.5):>11.2f}{pct(o.ttft, 0.9):>8.2f}{pct(o.ttft, 0.99):>8.2f}{o.cold_loads:>11}"
-            f"{o.evictions:>10}{o.expiries:>9}{o.done / max(o.finished_at, 1e-9):>7.2f}"
+            f"{name:<22}{pct(o.ttft, 0.5):>11.2f}{pct(o.ttft, 0.9):>8.2f}{pct(o.ttft, 0.99):>8.2f}{o.cold_loads:>11}"
+            f"{o.evictions:>10}{o.expiries:>9}{o.retries:>8}{o.failed:>7}{o.done / max(o.finished_at, 1e-9):>7.2f}"
             f"{statistics.mean(o.quality):>9.3f}{o.decide_s / max(len(o.quality), 1) * 1e6:>10.0f}"
         )
     if args.verbose:

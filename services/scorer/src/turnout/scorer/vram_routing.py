@@ -10,10 +10,12 @@ and the order executor (``vram_actions.py``).
   become planner :class:`Option` s (host from the agent that watches the candidate's backend;
   need from ``/api/ps`` measurements, the catalog's profiled ``vram_bytes`` or the estimate);
   the planner's choice moves to the front of the list with the reason in its ``reasons``.
-* **Orders** (:meth:`route`): an ``evict`` decision starts its orders in the background under
-  the host lock and waits for the unloads at most ``evict_wait_s`` (bounded by the RPC
-  deadline). Room made in time: the best candidate goes first. Otherwise the first candidate
-  that needs no orders goes first and the orders carry on, so the next request finds room.
+* **Orders** (:meth:`route`): a decision with orders (``evict``; ``fits`` for a model slow to
+  load) starts them in the background under the host lock and waits for the unloads at most
+  ``evict_wait_s`` (bounded by the RPC deadline). Room made in time: the best candidate goes
+  first. Otherwise the first candidate that needs no orders goes first and the orders carry on,
+  so the next request finds room. A ``preload`` decision (a resident model serves this request
+  while the best one loads) starts its orders and does not wait.
   Local overlays (loads reserved, models being unloaded) keep concurrent decisions of this
   replica from double-counting memory before the agent reports the change.
 """
@@ -25,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import orjson
@@ -250,7 +252,7 @@ class VramCoordinator:
             gpu_free = h.gpu_free_bytes
             if gpu_free is not None:
                 gpu_free = max(0, gpu_free - sum(r.bytes for r in extra))
-            out[host] = HostVram(h.host, h.budget_bytes, gpu_free, (*resident, *extra), h.pinned)
+            out[host] = replace(h, gpu_free_bytes=gpu_free, resident=(*resident, *extra))
         return out
 
     def options(self, candidates: list[CandidateV1]) -> list[Option]:
@@ -339,6 +341,8 @@ class VramCoordinator:
         task = asyncio.create_task(self._carry_out(host, decision, on_room), name=f"vram-orders:{host}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if decision.kind is DecisionKind.PRELOAD:  # a resident model serves this one: no wait
+            return decided
         wait = self._evict_wait_s if remaining_s is None else max(0.0, min(self._evict_wait_s, remaining_s - 0.01))
         try:
             made = await asyncio.wait_for(asyncio.shield(room), timeout=wait)
@@ -355,7 +359,7 @@ class VramCoordinator:
         hosts = self._hosts_now()
         for i, opt in enumerate(options):
             h = hosts.get(opt.host) if opt.host is not None else None
-            if h is None or h.holds(opt.model) or opt.need_bytes <= h.available_bytes:
+            if h is None or h.holds(opt.model) or h.room_for(opt.need_bytes):
                 return i
         return None
 
