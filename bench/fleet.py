@@ -62,13 +62,13 @@ from dataclasses import dataclass, field, replace
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
 from turnout.common.schemas.route import RouteRequestV1
-from turnout.common.schemas.vram import OrderAction
 from turnout.gateway.upstream_limits import ReadBounds
 from turnout.scorer.engine import EngineConfig, RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.scoring import ScoringConfig, Weights
 from turnout.scorer.scoring_config import DEFAULT_MIN_SIZE_B
-from turnout.scorer.vram import Option, VramConfig, host_vram, plan
+from turnout.scorer.vram import DecisionKind, HostVram, Option, VramConfig, host_vram, plan
+from turnout.scorer.vram_routing import attempt_order
 
 GiB = 2**30
 CATEGORIES = {
@@ -316,6 +316,7 @@ class Sim:
         self, router: Router, bounds: ReadBounds | None, max_attempts: int, max_loaded: int = MAX_LOADED
     ) -> None:
         self.router = router
+        router.execute = self.execute
         self.max_loaded = max_loaded
         self.bounds = bounds
         self.max_attempts = max_attempts
@@ -386,9 +387,6 @@ class Sim:
         t0 = time.perf_counter()
         cands = self.router.choose(r, self.now)
         self.out.decide_s += time.perf_counter() - t0
-        orders, self.router.orders = self.router.orders, []
-        for action, host, model in orders:
-            self.order(action, self.hosts[host], model)
         self.attempt(r, cands, 1)
 
     def attempt(self, r: Req, cands: list[tuple[str, str]], n: int) -> None:
@@ -411,18 +409,23 @@ class Sim:
         h.pending.append(a)
         self.pump(h)
 
-    def order(self, action: str, h: HostSim, model: str) -> None:
-        """An agent's order: an unload of an idle model is at once; a load is one more request in
+    def execute(self, orders: list[tuple[str, str, str]]) -> bool:
+        """The agents' orders, as ``vram_actions.py`` runs them: an unload of an idle model is at
+        once, of a busy one is refused and ends the sequence; a load is one more request in
         Ollama's queue (``/api/generate`` with no prompt), under no client's deadline."""
-        if action == "unload":
+        for action, host, model in orders:
+            h = self.hosts[host]
             x = h.loaded.get(model)
-            if x is not None and x.idle(self.now):
-                del h.loaded[model]
-                self.out.evictions += 1
-                self.pump(h)
-        elif model not in h.loaded:
-            h.pending.append(Attempt(None, h.spec.name, model, [], 0))
+            if action == "unload":
+                if x is not None and not x.idle(self.now):
+                    return False
+                if x is not None:
+                    del h.loaded[model]
+                    self.out.evictions += 1
+            elif x is None:
+                h.pending.append(Attempt(None, host, model, [], 0))
             self.pump(h)
+        return True
 
     def give_up(self, a: Attempt) -> None:
         """The gateway's first-byte bound passed: it closes the connection (Ollama drops the queued
@@ -537,8 +540,9 @@ class Router:
     name = ""
 
     def __init__(self) -> None:
-        self.orders: list[tuple[str, str, str]] = []
-        """(load|unload, host, model) the last decision ordered through the agents."""
+        self.execute: Callable[[list[tuple[str, str, str]]], bool] = lambda _: True
+        """Carries out a decision's orders through the agents: ``(load|unload, host, model)``;
+        False when the sequence stopped (a model to unload was busy)."""
 
     def observe(self, states: list[HostStateV1], inflight: dict[tuple[str, str], int], now: float) -> None:  # noqa: ARG002
         return None
@@ -595,22 +599,34 @@ class TurnoutRouter(Router):
             decision = plan(options, hosts, self.cfg)
             if decision is not None:
                 choice = decision.choice
+                made = self.execute([(o.action.value, o.host, o.model) for o in decision.orders])
+                for o in decision.orders[-1:]:
+                    if made:
+                        self.pending[(o.host, o.model)] = (o.bytes, now + 10.0)
+                    elif decision.kind is not DecisionKind.PRELOAD:  # as VramCoordinator.route
+                        choice = next(
+                            (i for i, x in enumerate(options) if i != choice and _needs_no_orders(x, hosts)), choice
+                        )
                 c = cands[choice]
                 h = hosts.get(c.backend)
-                self.orders = [(o.action.value, o.host, o.model) for o in decision.orders]
-                for o in decision.orders:
-                    if o.action is OrderAction.LOAD:
-                        self.pending[(o.host, o.model)] = (o.bytes, now + 10.0)
                 if h is not None and not h.holds(c.upstream_model) and not decision.orders:
                     self.pending[(c.backend, c.upstream_model)] = (BY_NAME[c.model].vram, now + 10.0)
         c = cands[choice]
         self.last_used[(c.backend, c.upstream_model)] = now
         self.engine.note_routed(c.backend, c.upstream_model)  # as Scorer.route does
-        order = [c, *cands[:choice], *cands[choice + 1 :]]  # the planner's choice first (vram_routing.py)
+        if self.blind or not self.states:
+            order = [c, *cands[:choice], *cands[choice + 1 :]]
+        else:  # as VramCoordinator.decide orders the reply
+            order = [cands[i] for i in attempt_order(options, hosts, choice)]
         return [(x.backend, x.model) for x in order]
 
     def _inflight_on(self, host: str, model: str) -> bool:
         return self.engine.fleet.inflight.get((host, model), 0) > 0
+
+
+def _needs_no_orders(o: Option, hosts: dict[str, HostVram]) -> bool:
+    h = hosts.get(o.host) if o.host is not None else None
+    return h is None or h.holds(o.model) or h.room_for(o.need_bytes)
 
 
 class RulesRoundRobin(Router):
@@ -706,6 +722,7 @@ def main() -> None:
     for make, gateway in makers:
         sim = Sim(Router(), bounds if gateway else None, 3 if gateway else 1, args.max_loaded)
         sim.router = make(sim)
+        sim.router.execute = sim.execute
         out = sim.run(reqs, args.refresh_s)
         rows.append((sim.router.name, out))
     print(

@@ -120,7 +120,8 @@ async def test_a_resident_model_within_the_margin_is_preferred(
     await hosts["h1"].publish()
     await coord.refresh()
     out = await coord.route(reply(("big:14b", "h1", 1.0), ("mid:8b", "h1", 0.95), ("small:3b", "h1", 0.5)))
-    assert [c.model for c in out.candidates] == ["mid:8b", "big:14b", "small:3b"]
+    # the fallbacks: the loaded one before the one that would need a load (attempt_order)
+    assert [c.model for c in out.candidates] == ["mid:8b", "small:3b", "big:14b"]
     assert out.candidates[0].reasons[-1].startswith("vram: big:14b is not loaded and does not fit on h1; mid:8b")
     assert await recent_actions(redis, keys) == []
 

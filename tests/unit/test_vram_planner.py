@@ -26,6 +26,7 @@ from turnout.scorer.vram import (
     model_need,
     plan,
 )
+from turnout.scorer.vram_routing import attempt_order
 
 CFG = VramConfig(score_margin=0.1)
 
@@ -221,6 +222,24 @@ def test_a_slow_load_is_ordered_while_a_resident_model_within_the_margin_serves(
     # a quick load is left to the backend, as before
     d = plan([opt("small-one", "big", 1.0, 10), opt("mid", "small", 0.95, 10)], hosts, cfg)
     assert d is not None and d.kind is DecisionKind.FITS and d.choice == 0 and not d.orders
+
+
+def test_a_slow_load_under_way_is_not_waited_on_when_a_loaded_model_is_close() -> None:
+    cfg = VramConfig(score_margin=0.1, load_gib_per_s=2.0, load_fixed_s=1.0, max_load_wait_s=8.0)
+    loading = ResidentModel("huge", 40 * GiB, busy=True, loading=True)
+    hosts = {"big": host("big", 72, loading), "small": host("small", 20, rm("mid", 10))}
+    d = plan([opt("huge", "big", 1.0, 40), opt("mid", "small", 0.95, 10)], hosts, cfg)
+    assert d is not None and d.kind is DecisionKind.RESIDENT_WITHIN_MARGIN and d.choice == 1 and not d.orders
+    # nothing close: wait for it (no second load ordered)
+    d = plan([opt("huge", "big", 1.0, 40), opt("mid", "small", 0.5, 10)], hosts, cfg)
+    assert d == Decision(0, DecisionKind.RESIDENT, "huge is loaded on big")
+
+
+def test_the_gateway_tries_loaded_fallbacks_before_ones_that_need_a_load() -> None:
+    hosts = {"a": host("a", 40, rm("m2", 4), rm("m4", 4)), "b": host("b", 40)}
+    options = [opt(f"m{i}", "a" if i % 2 == 0 else "b", 1.0 - i / 10, 4) for i in range(5)]
+    assert attempt_order(options, hosts, 1) == [1, 2, 4, 0, 3]
+    assert attempt_order(options, hosts, 0) == [0, 2, 4, 1, 3]
 
 
 # --- properties -----------------------------------------------------------------------------

@@ -19,7 +19,8 @@ estimate: total parameters × bytes per weight for the quantisation (MoE models 
 
 **Decision** (:func:`plan`), for the best candidate ``b``:
 
-1. ``b`` resident → route (``resident``);
+1. ``b`` resident → route (``resident``); but when ``b`` is a slow load still under way (ordered
+   or started by the router, not yet reported), step 3 comes first;
 2. ``b`` fits in its host's ``available`` and loads quickly → route, the backend loads it
    (``fits``);
 3. a resident candidate scoring at least ``score(b) − score_margin`` → route there
@@ -254,6 +255,8 @@ class ResidentModel:
     """Last time a request was routed to it (unix s); 0 = never seen: evicted first."""
     busy: bool = False
     """Serving a request right now (in flight on some gateway): never unloaded."""
+    loading: bool = False
+    """A load the router ordered or started that the agent does not report yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +291,10 @@ class HostVram:
 
     def holds(self, model: str) -> bool:
         return any(m.name == model for m in self.resident)
+
+    def serves(self, model: str) -> bool:
+        """Loaded and reported (not a load still under way)."""
+        return any(m.name == model and not m.loading for m in self.resident)
 
     def evictable(self) -> list[ResidentModel]:
         """Unpinned, idle models, least recently used first."""
@@ -325,7 +332,9 @@ def host_vram(
     ]
     loaded = {m.name for m in resident}
     coming = {name: nbytes for name, nbytes in (pending or {}).items() if name not in loaded}
-    resident.extend(ResidentModel(name, nbytes, used.get(name, 0.0), busy=True) for name, nbytes in coming.items())
+    resident.extend(
+        ResidentModel(name, nbytes, used.get(name, 0.0), busy=True, loading=True) for name, nbytes in coming.items()
+    )
     gpu_free = state.memory_free_bytes - sum(coming.values()) if state.gpus else None
     return HostVram(
         host=state.host,
@@ -437,30 +446,24 @@ def _try(i: int, opt: Option, hosts: Mapping[str, HostVram], why: str) -> Decisi
     )
 
 
-def plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig) -> Decision | None:
-    """Decide for one request; ``options`` are the ranked candidates, best first (module docstring)."""
-    if not options:
-        return None
+def _resident_within_margin(
+    options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig, h: HostVram, *, slow: bool, loading: bool
+) -> Decision | None:
+    """Step 3 of :func:`plan`: the first loaded candidate within the margin, if any (with the
+    best one's load ordered when that load is slow: ``preload``)."""
     best = options[0]
-    h = hosts.get(best.host) if best.host is not None else None
-    if h is None:
-        return Decision(0, DecisionKind.UNMANAGED, f"{best.model}: host has no known memory budget")
-    if h.holds(best.model):
-        return _try(0, best, hosts, "best candidate")
-    fits = h.room_for(best.need_bytes)
-    slow = cfg.load_s(best.need_bytes) > cfg.max_load_wait_s
-    if fits and not slow:
-        return _try(0, best, hosts, "best candidate")
     floor = best.score - cfg.score_margin
     for i, opt in enumerate(options[1:], 1):
         if opt.score < floor:
             break
         oh = hosts.get(opt.host) if opt.host is not None else None
-        if oh is not None and oh.holds(opt.model):
+        if oh is not None and oh.serves(opt.model):
             within = (
                 f"{opt.model} is loaded on {oh.host} "
                 f"and scores within {cfg.score_margin:g} ({opt.score:.3f} vs {best.score:.3f})"
             )
+            if loading:
+                return Decision(i, DecisionKind.RESIDENT_WITHIN_MARGIN, f"{best.model} is still loading; {within}")
             if slow:
                 load = _try(0, best, hosts, f"preloaded while {opt.model} serves")
                 if load is not None:
@@ -477,9 +480,30 @@ def plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConf
                 DecisionKind.RESIDENT_WITHIN_MARGIN,
                 f"{best.model} is not loaded and does not fit on {h.host}; {within}",
             )
+    return None
+
+
+def plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig) -> Decision | None:
+    """Decide for one request; ``options`` are the ranked candidates, best first (module docstring)."""
+    if not options:
+        return None
+    best = options[0]
+    h = hosts.get(best.host) if best.host is not None else None
+    if h is None:
+        return Decision(0, DecisionKind.UNMANAGED, f"{best.model}: host has no known memory budget")
+    slow = cfg.load_s(best.need_bytes) > cfg.max_load_wait_s
+    if h.serves(best.model) or h.holds(best.model) and not slow:
+        return _try(0, best, hosts, "best candidate")
+    loading = h.holds(best.model)  # a slow load under way: a resident model within the margin serves meanwhile
+    fits = h.room_for(best.need_bytes)
+    if fits and not slow:
+        return _try(0, best, hosts, "best candidate")
+    near = _resident_within_margin(options, hosts, cfg, h, slow=slow, loading=loading)
+    if near is not None:
+        return near
     decided = _try(0, best, hosts, "best candidate, no resident model within the score margin")
     if decided is not None:
-        if slow and not decided.orders:  # an order: the load outlives the request's first-byte bound
+        if slow and decided.kind is DecisionKind.FITS:  # an order: the load outlives the request's first-byte bound
             return replace(decided, orders=_evict_orders(h, best, [], "best candidate, slow to load"))
         return decided
     for i, opt in enumerate(options[1:], 1):

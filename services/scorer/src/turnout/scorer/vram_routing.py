@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -275,10 +275,11 @@ class VramCoordinator:
         """What :meth:`decide` would do now, with no bookkeeping (``/admin/explain``)."""
         if not self.opts.enabled or not reply.candidates or not self.view.hosts:
             return reply, None
-        decision = plan(self.options(reply.candidates), self._hosts_now(), self.cfg)
+        options, hosts = self.options(reply.candidates), self._hosts_now()
+        decision = plan(options, hosts, self.cfg)
         if decision is None:
             return reply, None
-        return _reordered(reply, decision.choice, f"vram: {decision.reason}"), decision
+        return _reordered(reply, attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"), decision
 
     def fallback_if_late(self, reply: RouteReplyV1) -> str | None:
         """The model :meth:`route` falls back to when an ``evict`` decision's room is not ready in
@@ -311,7 +312,7 @@ class VramCoordinator:
             if decision.kind in (DecisionKind.FITS, DecisionKind.FALLBACK) and h is not None and not decision.orders:
                 if not h.holds(chosen.model):
                     self._reserve_local(chosen.host, chosen.model, chosen.need_bytes)
-        return _reordered(reply, decision.choice, f"vram: {decision.reason}"), decision
+        return _reordered(reply, attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"), decision
 
     def _touch(self, host: str, model: str) -> None:
         now = time.time()
@@ -353,7 +354,12 @@ class VramCoordinator:
         alt = self._first_without_orders(self.options(decided.candidates[1:]))
         if alt is None:
             return decided
-        return _reordered(decided, alt + 1, f"vram: room for {load.model} on {host} is not ready yet")
+        n = len(decided.candidates)
+        return _reordered(
+            decided,
+            [alt + 1, *(i for i in range(n) if i != alt + 1)],
+            f"vram: room for {load.model} on {host} is not ready yet",
+        )
 
     def _first_without_orders(self, options: list[Option]) -> int | None:
         hosts = self._hosts_now()
@@ -378,8 +384,23 @@ class VramCoordinator:
                 await self.refresh()
 
 
-def _reordered(reply: RouteReplyV1, choice: int, reason: str) -> RouteReplyV1:
-    cands = list(reply.candidates)
-    first = cands.pop(choice)
-    first = first.model_copy(update={"reasons": [*first.reasons, reason]})
-    return reply.model_copy(update={"candidates": [first, *cands]})
+def attempt_order(options: Sequence[Option], hosts: Mapping[str, HostVram], choice: int) -> list[int]:
+    """The order the gateway tries the candidates in: the planner's choice, then the others with
+    the models loaded on their host first (score order within each group). A next candidate is
+    tried after the first failed or kept the client waiting past its first-byte bound: a cold
+    load then would add its load time, and on a host at its model limit hold up every request
+    there (Ollama serves its queue in order) — a loaded one answers at once."""
+
+    def loaded(i: int) -> bool:
+        o = options[i]
+        h = hosts.get(o.host) if o.host is not None else None
+        return h is not None and h.serves(o.model)
+
+    rest = [i for i in range(len(options)) if i != choice]
+    return [choice, *sorted(rest, key=lambda i: not loaded(i))]
+
+
+def _reordered(reply: RouteReplyV1, order: Sequence[int], reason: str) -> RouteReplyV1:
+    cands = [reply.candidates[i] for i in order]
+    cands[0] = cands[0].model_copy(update={"reasons": [*cands[0].reasons, reason]})
+    return reply.model_copy(update={"candidates": cands})
