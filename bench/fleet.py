@@ -555,7 +555,9 @@ class Router:
 class TurnoutRouter(Router):
     """The scorer's engine and, unless ``blind``, its VRAM planner, on the state as last refreshed."""
 
-    def __init__(self, *, blind: str = "", quality: float | None = None, weights: Weights | None = None) -> None:
+    def __init__(
+        self, *, blind: str = "", quality: float | None = None, weights: Weights | None = None, legacy: bool = False
+    ) -> None:
         """``blind``: ``all`` — the resident, no-room, free-VRAM and busy weights 0 and no planner;
         ``vram`` — the same but the busy term kept (load-balanced, VRAM-blind)."""
         super().__init__()
@@ -567,10 +569,13 @@ class TurnoutRouter(Router):
         if blind:
             weights = replace(weights, resident=0.0, no_room=0.0, free_vram=0.0)
         if blind == "all":
-            weights = replace(weights, busy=0.0, queued=0.0)
+            weights = replace(weights, busy=0.0)
         self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights)))
         self.engine.set_catalog(catalog())
+        self.legacy = legacy
         self.cfg = VramConfig(budget_fraction=BUDGET)
+        if legacy:  # the planner before this bench's audit: no model limit, no slow-load handling
+            self.cfg = replace(self.cfg, max_loaded_per_gpu=0, max_load_wait_s=math.inf)
         self.states: list[HostStateV1] = []
         self.last_used: dict[tuple[str, str], float] = {}
         self.pending: dict[tuple[str, str], tuple[int, float]] = {}
@@ -614,7 +619,7 @@ class TurnoutRouter(Router):
         c = cands[choice]
         self.last_used[(c.backend, c.upstream_model)] = now
         self.engine.note_routed(c.backend, c.upstream_model)  # as Scorer.route does
-        if self.blind or not self.states:
+        if self.blind or self.legacy or not self.states:
             order = [c, *cands[:choice], *cands[choice + 1 :]]
         else:  # as VramCoordinator.decide orders the reply
             order = [cands[i] for i in attempt_order(options, hosts, choice)]
@@ -694,7 +699,12 @@ def main() -> None:
         default=ReadBounds().read_min_s,
         help="the gateway's least first-byte bound (TURNOUT_GATEWAY__READ_MIN_S)",
     )
-    ap.add_argument("--weights", default="", help="scoring weights for every Turnout row, e.g. busy=0.3,resident=0.2")
+    ap.add_argument(
+        "--legacy-planner",
+        action="store_true",
+        help="the planner as before the model limit, slow-load orders and loaded-first fallbacks (for comparison)",
+    )
+    ap.add_argument("--weights", default="", help="scoring weights for every Turnout row, e.g. busy=0.3,resident=0.2 (what-ifs)")
     ap.add_argument("--max-loaded", type=int, default=MAX_LOADED, help="OLLAMA_MAX_LOADED_MODELS per host (GPU)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the models each policy chose")
     args = ap.parse_args()
@@ -711,12 +721,12 @@ def main() -> None:
     bounds = None if args.no_failover else ReadBounds(read_min_s=args.read_min_s)
     w = replace(Weights(), **{k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",") if kv)})
     makers: list[tuple[Callable[[Sim], Router], bool]] = [
-        (lambda _: TurnoutRouter(weights=w), True),
+        (lambda _: TurnoutRouter(weights=w, legacy=args.legacy_planner), True),
         (lambda _: TurnoutRouter(blind="all", weights=w), True),
         (lambda _: TurnoutRouter(blind="vram", weights=w), True),
         (lambda _: RulesRoundRobin(), False),
         (lambda sim: LeastBusy(lambda: sim.inflight), False),
-        (lambda _: TurnoutRouter(quality=args.quality, weights=w), True),
+        (lambda _: TurnoutRouter(quality=args.quality, weights=w, legacy=args.legacy_planner), True),
         (lambda _: TurnoutRouter(blind="all", quality=args.quality, weights=w), True),
     ]
     for make, gateway in makers:

@@ -39,7 +39,6 @@ class Weights:
     no_room: float = 0.2
     free_vram: float = 0.05
     busy: float = 0.15
-    queued: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

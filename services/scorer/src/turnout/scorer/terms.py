@@ -114,18 +114,11 @@ REPLICA_TERMS = ("resident", "unhealthy", "no_room", "free_vram", "busy")
 
 
 def busy_term(inflight: F, cfg: ScoringConfig) -> F:
-    """``−w.busy · min(n / replica_parallel, busy_cap) − w.queued · min(waiting / replica_parallel,
-    busy_cap)`` with ``n`` in flight and ``waiting = max(0, n + 1 − replica_parallel)``: the
-    requests, this one included, that would wait for a free slot. Within the parallel slots a
-    request only shares the GPU (the first part, 0.15 per slot's worth by default); past them it
-    waits for a whole reply to finish, seconds to minutes, so each one waiting costs far more
-    (``w.queued``: a full replica with four waiting loses more than most quality gaps between
-    models). A negative count (never expected) is no bonus."""
-    n = np.maximum(inflight, 0.0)
-    par = cfg.replica_parallel
-    w = cfg.weights
-    waiting = np.maximum(n + 1.0 - par, 0.0)
-    return -w.busy * np.minimum(n / par, cfg.busy_cap) - w.queued * np.minimum(waiting / par, cfg.busy_cap)  # type: ignore[no-any-return]
+    """``−w.busy · min(in flight / replica_parallel, busy_cap)``: a replica holding twice what it
+    serves at once loses ``2·w.busy`` (0.3 by default: more than ``resident`` gains), so a queue
+    moves requests to another replica, even one that must load the model. A negative count
+    (never expected) is no bonus."""
+    return -cfg.weights.busy * np.minimum(np.maximum(inflight, 0.0) / cfg.replica_parallel, cfg.busy_cap)  # type: ignore[no-any-return]
 
 
 BUSY_ROW = 4
