@@ -704,7 +704,9 @@ def main() -> None:
         action="store_true",
         help="the planner as before the model limit, slow-load orders and loaded-first fallbacks (for comparison)",
     )
-    ap.add_argument("--weights", default="", help="scoring weights for every Turnout row, e.g. busy=0.3,resident=0.2 (what-ifs)")
+    ap.add_argument(
+        "--weights", default="", help="scoring weights for every Turnout row, e.g. busy=0.3,resident=0.2 (what-ifs)"
+    )
     ap.add_argument("--max-loaded", type=int, default=MAX_LOADED, help="OLLAMA_MAX_LOADED_MODELS per host (GPU)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the models each policy chose")
     args = ap.parse_args()
