@@ -13,12 +13,29 @@ wall time and the machine's load does not change the result) of
 * a dozen models, 1B to 70B, Q4: need ``0.6 GiB/B + 0.5 GiB``, load ``1 s + 0.35 s/GiB``, decode
   ``0.7 × bandwidth / size`` tokens/s shared by the requests running on the host
   (``/ n_active^0.7``), prefill 20× decode; every model installed on every host it fits;
-* Ollama's scheduler — a model loads on its first request, serves 4 requests in parallel (more
-  queue), stays ``keep_alive`` (300 s) after its last request, and a load that does not fit
-  unloads idle models least recently used first (an *eviction*), else waits for one to go idle;
+* Ollama's scheduler as ``server/sched.go`` has it — one queue per host, served in order; a
+  model loads on its first request, serves 4 requests in parallel (``OLLAMA_NUM_PARALLEL``; more
+  wait at the runner), stays ``keep_alive`` (300 s) after its last request; at most 3 models
+  loaded per GPU (``OLLAMA_MAX_LOADED_MODELS``' default); a load that does not fit (bytes or
+  count) unloads idle models, least recently used first (an *eviction*; Ollama takes any idle
+  one), else **the whole queue waits** until one goes idle (head-of-line: requests for loaded
+  models behind it wait too); one load per GPU at a time (the requests behind it pass); a load
+  runs under the context of the request that started it, so **it stops when that request is
+  given up** (the others waiting on it get an error); more than 512 queued: 503 at once;
+* the gateway (Turnout rows) — streamed requests; an attempt that has no first token within the
+  gateway's first-byte bound (``ReadBounds`` from ``upstream_limits.py`` with the gateway's
+  defaults and the catalog's profile: 10 s for every model here) is given up and the next
+  candidate tried, three at most (``max_attempts``); after that the request **fails** and counts
+  as an infinite TTFT. The baselines are not Turnout's gateway: their requests wait as long as
+  it takes, one candidate, no failover;
+* the planner's orders, carried out as ``vram_actions.py`` does through the agents: an unload of
+  an idle model at once, of a busy one refused (the sequence ends, and the request goes to the
+  first candidate that needs no orders, as ``VramCoordinator.route``); a load is one more
+  request in Ollama's queue, bound to no client;
 * what the scorer sees — the agents' state (loaded models, free memory) and the gateways'
   in-flight counts as of the last refresh, every ``--refresh-s`` (1 s), plus the planner's own
-  reservations for loads it started (as ``vram_routing.py`` keeps them).
+  reservations for loads it started (as ``vram_routing.py`` keeps them); the candidate order the
+  gateway tries is ``vram_routing.attempt_order``.
 
 **The trace** (seeded): arrivals at ``--rate`` req/s with 20-second bursts at 4× every 2 minutes;
 categories general 35 %, coding 25 %, reasoning 15 %, creative 10 %, summarisation 10 %,
@@ -34,13 +51,22 @@ relative to the best model for that prompt (1.0 = always the best).
 
 **Policies on the same trace**: ``turnout`` (as configured: quality preference 0.5);
 ``vram-blind`` (the same engine with the resident, no-room, free-VRAM and busy weights at 0 and no
-planner); ``rules+rr`` (the smallest
+planner: every replica of a model scores the same, so the first listed gets every request and
+the others only the gateway's retries); ``vram-blind+busy`` (the busy term kept: load-balanced
+but blind to residency and memory); ``rules+rr`` (the smallest
 model meeting the category × level minimum size — a coder for coding — and round-robin over its
 replicas: SmarterRouter-style); ``least-busy`` (the requested model, on its replica with the fewest
 requests in flight: LiteLLM's strategy); and the two Turnout rows again with the clients asking
 for a quality preference of ``--quality`` (0.8).
 
-    .venv/bin/python bench/fleet.py [--minutes 10] [--rate 2.5] [--seed 1]
+    .venv/bin/python bench/fleet.py [--minutes 10] [--rate 2.5] [--seed 1] [--legacy-planner]
+        [--read-min-s 10] [--max-loaded 3] [--no-failover] [--weights busy=0.3,...] [-v]
+
+Columns: TTFT percentiles over every request (a failed one is ``inf``); cold loads (started,
+whether or not they completed); evictions (unloads to make room, Ollama's or ordered);
+expiries (keep-alive); retries (attempts after the first); failed (no first token after three
+attempts); req/s (completed per second of the makespan); quality (mean over the requests
+served, of the model that served them); decide µs (wall time per decision on this machine).
 
 (One file past 500 lines on purpose: a script run by path, whose fleet model, trace, routers and
 report are read together; nothing imports it.)
