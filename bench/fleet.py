@@ -371,6 +371,10 @@ class Sim:
         while self.events:
             self.now, _, fn = heapq.heappop(self.events)
             fn()
+        # the accounting closes: every request answered or failed, nothing left in flight or queued
+        assert self.out.done + self.out.failed == len(reqs), (self.out.done, self.out.failed, len(reqs))
+        assert not +self.inflight and not -self.inflight, self.inflight
+        assert not any(h.pending or any(x.waiting or x.active for x in h.loaded.values()) for h in self.hosts.values())
         return self.out
 
     # what a gpu-agent would publish, and the gateways' in-flight counters
@@ -474,7 +478,8 @@ class Sim:
         self.inflight[(a.host, a.model)] -= 1
         for b in failed:  # the others waiting on that load get an error: their next candidate
             b.cancelled = True
-            self.inflight[(b.host, b.model)] -= 1
+            if b.req is not None:
+                self.inflight[(b.host, b.model)] -= 1
         self.pump(h)
         if a.req is not None:
             self.attempt(a.req, a.rest, a.n + 1)
