@@ -97,7 +97,7 @@ from turnout.scorer.fleet import FleetState
 from turnout.scorer.scoring import ScoringConfig, Weights
 from turnout.scorer.scoring_config import DEFAULT_MIN_SIZE_B
 from turnout.scorer.vram import DecisionKind, HostVram, Option, VramConfig, host_vram, plan
-from turnout.scorer.vram_routing import attempt_order
+from turnout.scorer.vram_routing import attempt_order, load_estimates
 
 GiB = 2**30
 CATEGORIES = {
@@ -276,6 +276,10 @@ def trace(minutes: float, rate: float, seed: int) -> list[Req]:
 # --- the simulated fleet (Ollama's scheduler, per host; the gateway's attempts) ---------------
 
 
+Cand = tuple[str, str, float | None]
+"""A candidate as the gateway gets it: (host, model, expected load time — ``CandidateV1.load_s``)."""
+
+
 @dataclass(slots=True, eq=False)
 class Attempt:
     """One try of a request on one (host, model), as the gateway makes it; ``req`` None: a load
@@ -284,7 +288,7 @@ class Attempt:
     req: Req | None
     host: str
     model: str
-    rest: list[tuple[str, str]]
+    rest: list[Cand]
     """Candidates left for the next attempts."""
     n: int
     started: bool = False
@@ -338,6 +342,8 @@ class Outcome:
     finished_at: float = 0.0
     decide_s: float = 0.0
     chosen: Counter[str] = field(default_factory=Counter)
+    gave_up: Counter[str] = field(default_factory=Counter)
+    """Attempts given up at the first-byte bound, by where they were waiting."""
 
 
 class Sim:
@@ -422,12 +428,12 @@ class Sim:
         self.out.decide_s += time.perf_counter() - t0
         self.attempt(r, cands, 1)
 
-    def attempt(self, r: Req, cands: list[tuple[str, str]], n: int) -> None:
+    def attempt(self, r: Req, cands: list[Cand], n: int) -> None:
         if n > self.max_attempts or not cands:
             self.out.failed += 1
             self.out.ttft.append(math.inf)
             return
-        (host, model), rest = cands[0], cands[1:]
+        (host, model, load_s), rest = cands[0], cands[1:]
         if n > 1:
             self.out.retries += 1
         h = self.hosts[host]
@@ -437,6 +443,8 @@ class Sim:
         a = Attempt(r, host, model, rest, n)
         self.inflight[(host, model)] += 1
         bound = self.first_byte_s.get(model, math.inf)
+        if bound < math.inf and self.bounds is not None:  # a model that must load first: the bound grows (capped)
+            bound += self.bounds.load_allowance_s(bound, load_s)
         if bound < math.inf:
             self.at(self.now + bound, lambda a=a: self.give_up(a))
         h.pending.append(a)
@@ -467,9 +475,14 @@ class Sim:
             return
         a.cancelled = True
         h = self.hosts[a.host]
+        x = h.loaded.get(a.model)
         if a in h.pending:
             h.pending.remove(a)
-        x = h.loaded.get(a.model)
+            self.out.gave_up["in Ollama's queue"] += 1
+        elif x is not None and self.now < x.ready_at:
+            self.out.gave_up["on a load" + (" (its own)" if x.loader is a else "")] += 1
+        else:
+            self.out.gave_up["at the runner (4 in parallel)"] += 1
         failed: list[Attempt] = []
         if x is not None and a in x.waiting:
             x.waiting.remove(a)
@@ -581,8 +594,8 @@ class Router:
     def observe(self, states: list[HostStateV1], inflight: dict[tuple[str, str], int], now: float) -> None:  # noqa: ARG002
         return None
 
-    def choose(self, r: Req, now: float) -> list[tuple[str, str]]:
-        """(host, model) to try, in order (a router without failover gives one)."""
+    def choose(self, r: Req, now: float) -> list[Cand]:
+        """(host, model, expected load) to try, in order (a router without failover gives one)."""
         raise NotImplementedError
 
 
@@ -590,7 +603,13 @@ class TurnoutRouter(Router):
     """The scorer's engine and, unless ``blind``, its VRAM planner, on the state as last refreshed."""
 
     def __init__(
-        self, *, blind: str = "", quality: float | None = None, weights: Weights | None = None, legacy: bool = False
+        self,
+        *,
+        blind: str = "",
+        quality: float | None = None,
+        weights: Weights | None = None,
+        legacy: bool = False,
+        annotate_loads: bool = True,
     ) -> None:
         """``blind``: ``all`` — the resident, no-room, free-VRAM and busy weights 0 and no planner;
         ``vram`` — the same but the busy term kept (load-balanced, VRAM-blind)."""
@@ -607,6 +626,8 @@ class TurnoutRouter(Router):
         self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights)))
         self.engine.set_catalog(catalog())
         self.legacy = legacy
+        self.annotate_loads = annotate_loads
+        """Each candidate carries the planner's expected load time (``CandidateV1.load_s``)."""
         self.cfg = VramConfig(budget_fraction=BUDGET)
         if legacy:  # the planner before this bench's audit: no model limit, no slow-load handling
             self.cfg = replace(self.cfg, max_loaded_per_gpu=0, max_load_wait_s=math.inf)
@@ -620,11 +641,12 @@ class TurnoutRouter(Router):
         self.pending = {k: v for k, v in self.pending.items() if v[1] > now and k not in loaded}
         self.engine.set_fleet(FleetState.from_hosts(states, inflight))
 
-    def choose(self, r: Req, now: float) -> list[tuple[str, str]]:
+    def choose(self, r: Req, now: float) -> list[Cand]:
         req = RouteRequestV1(text=r.text, est_prompt_tokens=r.prompt_tokens, quality=self.quality)
         reply = self.engine.decide(req).to_reply(8)
         cands = reply.candidates
         choice = 0
+        loads: list[float | None] = [None] * len(cands)
         if not self.blind and self.states:
             hosts = {}
             for s in self.states:
@@ -637,6 +659,8 @@ class TurnoutRouter(Router):
             options = [Option(c.upstream_model, c.backend, c.score, BY_NAME[c.model].vram) for c in cands]
             decision = plan(options, hosts, self.cfg)
             if decision is not None:
+                if self.annotate_loads:  # as VramCoordinator.decide annotates the reply
+                    loads = load_estimates(options, hosts, self.cfg)
                 choice = decision.choice
                 made = self.execute([(o.action.value, o.host, o.model) for o in decision.orders])
                 for o in decision.orders[-1:]:
@@ -654,10 +678,10 @@ class TurnoutRouter(Router):
         self.last_used[(c.backend, c.upstream_model)] = now
         self.engine.note_routed(c.backend, c.upstream_model)  # as Scorer.route does
         if self.blind or self.legacy or not self.states:
-            order = [c, *cands[:choice], *cands[choice + 1 :]]
+            order = [choice, *(i for i in range(len(cands)) if i != choice)]
         else:  # as VramCoordinator.decide orders the reply
-            order = [cands[i] for i in attempt_order(options, hosts, choice)]
-        return [(x.backend, x.model) for x in order]
+            order = attempt_order(options, hosts, choice)
+        return [(cands[i].backend, cands[i].model, loads[i]) for i in order]
 
     def _inflight_on(self, host: str, model: str) -> bool:
         return self.engine.fleet.inflight.get((host, model), 0) > 0
@@ -677,13 +701,13 @@ class RulesRoundRobin(Router):
         super().__init__()
         self.turn: Counter[str] = Counter()
 
-    def choose(self, r: Req, now: float) -> list[tuple[str, str]]:  # noqa: ARG002
+    def choose(self, r: Req, now: float) -> list[Cand]:  # noqa: ARG002
         need = DEFAULT_MIN_SIZE_B[r.category][list(LEVELS).index(r.level)]
         pool = [m for m in MODELS if m.params_b >= need and (m.coder or r.category != "coding")]
         model = min(pool, key=lambda m: m.params_b)
         hosts = [h.name for h in HOSTS if model in installed(h)]
         self.turn[model.name] += 1
-        return [(hosts[self.turn[model.name] % len(hosts)], model.name)]
+        return [(hosts[self.turn[model.name] % len(hosts)], model.name, None)]
 
 
 class LeastBusy(Router):
@@ -695,11 +719,11 @@ class LeastBusy(Router):
         super().__init__()
         self.inflight = sim_inflight
 
-    def choose(self, r: Req, now: float) -> list[tuple[str, str]]:  # noqa: ARG002
+    def choose(self, r: Req, now: float) -> list[Cand]:  # noqa: ARG002
         model = BY_NAME[r.requested]
         hosts = [h.name for h in HOSTS if model in installed(h)]
         counts = self.inflight()
-        return [(min(hosts, key=lambda h: (counts[(h, model.name)], h)), model.name)]
+        return [(min(hosts, key=lambda h: (counts[(h, model.name)], h)), model.name, None)]
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -780,6 +804,13 @@ def main() -> None:
         help="the gateway's least first-byte bound (TURNOUT_GATEWAY__READ_MIN_S)",
     )
     ap.add_argument(
+        "--load-wait-max-s",
+        type=float,
+        default=ReadBounds().load_wait_max_s,
+        help="the most a candidate's expected load time adds to its first-byte bound "
+        "(TURNOUT_GATEWAY__LOAD_WAIT_MAX_S; 0: the bound as without load estimates)",
+    )
+    ap.add_argument(
         "--legacy-planner",
         action="store_true",
         help="the planner as before the model limit, slow-load orders and loaded-first fallbacks (for comparison)",
@@ -788,6 +819,9 @@ def main() -> None:
         "--weights", default="", help="scoring weights for every Turnout row, e.g. busy=0.3,resident=0.2 (what-ifs)"
     )
     ap.add_argument("--max-loaded", type=int, default=MAX_LOADED, help="OLLAMA_MAX_LOADED_MODELS per host (GPU)")
+    ap.add_argument(
+        "--policies", default="", help="run only these rows, e.g. turnout,vram-blind (the goal lines need both)"
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="print the models each policy chose")
     args = ap.parse_args()
     reqs = trace(args.minutes, args.rate, args.seed)
@@ -800,7 +834,7 @@ def main() -> None:
     rows = []
     wall0 = time.perf_counter()
     # the gateway's defaults (settings.py), the least first-byte bound as given
-    bounds = None if args.no_failover else ReadBounds(read_min_s=args.read_min_s)
+    bounds = None if args.no_failover else ReadBounds(read_min_s=args.read_min_s, load_wait_max_s=args.load_wait_max_s)
     w = replace(Weights(), **{k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",") if kv)})
     makers: list[tuple[Callable[[Sim], Router], bool]] = [
         (lambda _: TurnoutRouter(weights=w, legacy=args.legacy_planner), True),
@@ -811,9 +845,12 @@ def main() -> None:
         (lambda _: TurnoutRouter(quality=args.quality, weights=w, legacy=args.legacy_planner), True),
         (lambda _: TurnoutRouter(blind="all", quality=args.quality, weights=w), True),
     ]
+    only = {p for p in args.policies.split(",") if p}
     for make, gateway in makers:
         sim = Sim(Router(), bounds if gateway else None, 3 if gateway else 1, args.max_loaded)
         sim.router = make(sim)
+        if only and sim.router.name not in only:
+            continue
         sim.router.execute = sim.execute
         out = sim.run(reqs, args.refresh_s)
         rows.append((sim.router.name, out))
@@ -830,7 +867,9 @@ def main() -> None:
     if args.verbose:
         for name, o in rows:
             print(f"  {name}: {dict(o.chosen.most_common())}")
-    print(goal(rows))
+            print(f"    attempts given up: {dict(o.gave_up.most_common())}")
+    if {"turnout", "vram-blind", "rules+rr", "least-busy"} <= {name for name, _ in rows}:
+        print(goal(rows))
     print(f"(virtual time; {time.perf_counter() - wall0:.1f} s wall for the {len(rows)} runs)")
 
 

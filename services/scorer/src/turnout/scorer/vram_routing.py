@@ -9,7 +9,9 @@ and the order executor (``vram_actions.py``).
 * **Decision** (:meth:`decide`, in the ``route`` handler, no I/O): the reply's candidates
   become planner :class:`Option` s (host from the agent that watches the candidate's backend;
   need from ``/api/ps`` measurements, the catalog's profiled ``vram_bytes`` or the estimate);
-  the planner's choice moves to the front of the list with the reason in its ``reasons``.
+  the planner's choice moves to the front of the list with the reason in its ``reasons``, and
+  each candidate whose model is not loaded on its host carries the expected load time
+  (``load_s``, :func:`load_estimates`), which the gateway adds, capped, to its first-byte bound.
 * **Orders** (:meth:`route`): a decision with orders (``evict``; ``fits`` for a model slow to
   load) starts them in the background under the host lock and waits for the unloads at most
   ``evict_wait_s`` (bounded by the RPC deadline). Room made in time: the best candidate goes
@@ -238,7 +240,7 @@ class VramCoordinator:
         out = dict(self.view.hosts)
         for host, h in out.items():
             extra = [
-                ResidentModel(m, b, now, busy=True)
+                ResidentModel(m, b, now, busy=True, loading=True)
                 for m, (b, until) in self._local_pending.get(host, {}).items()
                 if until > now and not h.holds(m)
             ]
@@ -279,6 +281,7 @@ class VramCoordinator:
         decision = plan(options, hosts, self.cfg)
         if decision is None:
             return reply, None
+        reply = with_load_estimates(reply, load_estimates(options, hosts, self.cfg))
         return _reordered(reply, attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"), decision
 
     def fallback_if_late(self, reply: RouteReplyV1) -> str | None:
@@ -312,6 +315,7 @@ class VramCoordinator:
             if decision.kind in (DecisionKind.FITS, DecisionKind.FALLBACK) and h is not None and not decision.orders:
                 if not h.holds(chosen.model):
                     self._reserve_local(chosen.host, chosen.model, chosen.need_bytes)
+        reply = with_load_estimates(reply, load_estimates(options, hosts, self.cfg))
         return _reordered(reply, attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"), decision
 
     def _touch(self, host: str, model: str) -> None:
@@ -398,6 +402,29 @@ def attempt_order(options: Sequence[Option], hosts: Mapping[str, HostVram], choi
 
     rest = [i for i in range(len(options)) if i != choice]
     return [choice, *sorted(rest, key=lambda i: not loaded(i))]
+
+
+def load_estimates(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig) -> list[float | None]:
+    """Per candidate, the seconds its backend is expected to spend loading the model before the
+    first byte (``VramConfig.load_s`` of its need) when the model is not loaded there — a load
+    needed or one still under way (counted whole: when it started is not known); ``None`` when
+    it is loaded, or its host has no known budget. The gateway adds it, capped, to the attempt's
+    first-byte bound (``upstream_limits.py``): a cold load must not count as a hung backend."""
+    out: list[float | None] = []
+    for o in options:
+        h = hosts.get(o.host) if o.host is not None else None
+        out.append(None if h is None or h.serves(o.model) else round(cfg.load_s(o.need_bytes), 2))
+    return out
+
+
+def with_load_estimates(reply: RouteReplyV1, loads: Sequence[float | None]) -> RouteReplyV1:
+    """The reply with each candidate's ``load_s`` set (in the candidates' order)."""
+    if all(x is None for x in loads) and all(c.load_s is None for c in reply.candidates):
+        return reply
+    cands = [
+        c if c.load_s == x else c.model_copy(update={"load_s": x}) for c, x in zip(reply.candidates, loads, strict=True)
+    ]
+    return reply.model_copy(update={"candidates": cands})
 
 
 def _reordered(reply: RouteReplyV1, order: Sequence[int], reason: str) -> RouteReplyV1:
