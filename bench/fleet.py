@@ -78,6 +78,7 @@ report are read together; nothing imports it.)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import heapq
 import itertools
 import math
@@ -598,6 +599,9 @@ class Router:
         """(host, model, expected load) to try, in order (a router without failover gives one)."""
         raise NotImplementedError
 
+    def close(self) -> None:
+        return None
+
 
 class TurnoutRouter(Router):
     """The scorer's engine and, unless ``blind``, its VRAM planner, on the state as last refreshed."""
@@ -610,6 +614,7 @@ class TurnoutRouter(Router):
         weights: Weights | None = None,
         legacy: bool = False,
         annotate_loads: bool = True,
+        decide_only: bool = False,
     ) -> None:
         """``blind``: ``all`` — the resident, no-room, free-VRAM and busy weights 0 and no planner;
         ``vram`` — the same but the busy term kept (load-balanced, VRAM-blind)."""
@@ -627,6 +632,9 @@ class TurnoutRouter(Router):
         self.engine.set_catalog(catalog())
         self.legacy = legacy
         self.annotate_loads = annotate_loads
+        self.decide_only = decide_only
+        """``engine.decide`` alone, as before (no recent-use bookkeeping for the diversity term)."""
+        self.loop = asyncio.new_event_loop()
         """Each candidate carries the planner's expected load time (``CandidateV1.load_s``)."""
         self.cfg = VramConfig(budget_fraction=BUDGET)
         if legacy:  # the planner before this bench's audit: no model limit, no slow-load handling
@@ -643,7 +651,10 @@ class TurnoutRouter(Router):
 
     def choose(self, r: Req, now: float) -> list[Cand]:
         req = RouteRequestV1(text=r.text, est_prompt_tokens=r.prompt_tokens, quality=self.quality)
-        reply = self.engine.decide(req).to_reply(8)
+        if self.decide_only:
+            reply = self.engine.decide(req).to_reply(8)
+        else:  # as the scorer's route handler: analysis, ranking and the diversity term's bookkeeping
+            reply = self.loop.run_until_complete(self.engine.route(req))
         cands = reply.candidates
         choice = 0
         loads: list[float | None] = [None] * len(cands)
@@ -682,6 +693,9 @@ class TurnoutRouter(Router):
         else:  # as VramCoordinator.decide orders the reply
             order = attempt_order(options, hosts, choice)
         return [(cands[i].backend, cands[i].model, loads[i]) for i in order]
+
+    def close(self) -> None:
+        self.loop.close()
 
     def _inflight_on(self, host: str, model: str) -> bool:
         return self.engine.fleet.inflight.get((host, model), 0) > 0
@@ -820,6 +834,11 @@ def main() -> None:
     )
     ap.add_argument("--max-loaded", type=int, default=MAX_LOADED, help="OLLAMA_MAX_LOADED_MODELS per host (GPU)")
     ap.add_argument(
+        "--decide-only",
+        action="store_true",
+        help="call the engine's decide() as before, not route() (no recent-use bookkeeping for the diversity term)",
+    )
+    ap.add_argument(
         "--policies", default="", help="run only these rows, e.g. turnout,vram-blind (the goal lines need both)"
     )
     ap.add_argument("-v", "--verbose", action="store_true", help="print the models each policy chose")
@@ -837,22 +856,29 @@ def main() -> None:
     bounds = None if args.no_failover else ReadBounds(read_min_s=args.read_min_s, load_wait_max_s=args.load_wait_max_s)
     w = replace(Weights(), **{k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",") if kv)})
     makers: list[tuple[Callable[[Sim], Router], bool]] = [
-        (lambda _: TurnoutRouter(weights=w, legacy=args.legacy_planner), True),
-        (lambda _: TurnoutRouter(blind="all", weights=w), True),
-        (lambda _: TurnoutRouter(blind="vram", weights=w), True),
+        (lambda _: TurnoutRouter(weights=w, legacy=args.legacy_planner, decide_only=args.decide_only), True),
+        (lambda _: TurnoutRouter(blind="all", weights=w, decide_only=args.decide_only), True),
+        (lambda _: TurnoutRouter(blind="vram", weights=w, decide_only=args.decide_only), True),
         (lambda _: RulesRoundRobin(), False),
         (lambda sim: LeastBusy(lambda: sim.inflight), False),
-        (lambda _: TurnoutRouter(quality=args.quality, weights=w, legacy=args.legacy_planner), True),
-        (lambda _: TurnoutRouter(blind="all", quality=args.quality, weights=w), True),
+        (
+            lambda _: TurnoutRouter(
+                quality=args.quality, weights=w, legacy=args.legacy_planner, decide_only=args.decide_only
+            ),
+            True,
+        ),
+        (lambda _: TurnoutRouter(blind="all", quality=args.quality, weights=w, decide_only=args.decide_only), True),
     ]
     only = {p for p in args.policies.split(",") if p}
     for make, gateway in makers:
         sim = Sim(Router(), bounds if gateway else None, 3 if gateway else 1, args.max_loaded)
         sim.router = make(sim)
         if only and sim.router.name not in only:
+            sim.router.close()
             continue
         sim.router.execute = sim.execute
         out = sim.run(reqs, args.refresh_s)
+        sim.router.close()
         rows.append((sim.router.name, out))
     print(
         f"\n{'policy':<22}{'TTFT p50 s':>11}{'p90 s':>8}{'p99 s':>8}{'cold loads':>11}{'evictions':>10}"
