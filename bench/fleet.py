@@ -2,8 +2,9 @@
 multi-host fleet? ``make bench-fleet`` (``python bench/fleet.py``).
 
 **What is real and what is simulated.** The decisions are made by Turnout's own code, unchanged:
-the scorer's :class:`~turnout.scorer.engine.RoutingEngine` (prompt analysis, filters, every
-scoring term, the catalog table and its fleet join) and the VRAM planner
+the scorer's :class:`~turnout.scorer.engine.RoutingEngine`, called as the scorer's RPC handler
+calls it (``route``: prompt analysis, filters, every scoring term, the catalog table and its
+fleet join, the recent-use bookkeeping of the diversity term) and the VRAM planner
 (:func:`turnout.scorer.vram.plan` over :func:`~turnout.scorer.vram.host_vram` views built from
 the :class:`HostStateV1` a gpu-agent publishes). The fleet, the gateway's forwarding and time are
 simulated: a discrete-event simulation in virtual seconds (so a 10-minute trace takes seconds of
@@ -24,7 +25,9 @@ wall time and the machine's load does not change the result) of
   given up** (the others waiting on it get an error); more than 512 queued: 503 at once;
 * the gateway (Turnout rows) — streamed requests; an attempt that has no first token within the
   gateway's first-byte bound (``ReadBounds`` from ``upstream_limits.py`` with the gateway's
-  defaults and the catalog's profile: 10 s for every model here) is given up and the next
+  defaults and the catalog's profile: 10 s for every model here; a candidate whose model is not
+  loaded on its host gets the planner's expected load time on top, at most ``load_wait_max_s``,
+  60 s, as ``CandidateV1.load_s`` carries it to the gateway) is given up and the next
   candidate tried, three at most (``max_attempts``); after that the request **fails** and counts
   as an infinite TTFT. The baselines are not Turnout's gateway: their requests wait as long as
   it takes, one candidate, no failover;
@@ -60,7 +63,8 @@ requests in flight: LiteLLM's strategy); and the two Turnout rows again with the
 for a quality preference of ``--quality`` (0.8).
 
     .venv/bin/python bench/fleet.py [--minutes 10] [--rate 2.5] [--seed 1] [--legacy-planner]
-        [--read-min-s 10] [--max-loaded 3] [--no-failover] [--weights busy=0.3,...] [-v]
+        [--read-min-s 10] [--load-wait-max-s 60] [--max-loaded 3] [--no-failover] [--decide-only]
+        [--weights busy=0.3,...] [--policies turnout,vram-blind] [-v]
 
 Columns: TTFT percentiles over every request (a failed one is ``inf``); cold loads (started,
 whether or not they completed); evictions (unloads to make room, Ollama's or ordered);
@@ -841,7 +845,12 @@ def main() -> None:
     ap.add_argument(
         "--policies", default="", help="run only these rows, e.g. turnout,vram-blind (the goal lines need both)"
     )
-    ap.add_argument("-v", "--verbose", action="store_true", help="print the models each policy chose")
+    ap.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the models each policy chose, and where its given-up attempts waited",
+    )
     args = ap.parse_args()
     reqs = trace(args.minutes, args.rate, args.seed)
     cats = Counter(r.category for r in reqs)
