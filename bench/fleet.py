@@ -40,7 +40,8 @@ wall time and the machine's load does not change the result) of
   reservations for loads it started (as ``vram_routing.py`` keeps them); the candidate order the
   gateway tries is ``vram_routing.attempt_order``.
 
-**The trace** (seeded): arrivals at ``--rate`` req/s with 20-second bursts at 4× every 2 minutes;
+**The trace** (seeded): arrivals at ``--rate`` req/s (0.35: the fleet's capacity, the most at
+which Turnout fails under 1 % on seeds 1-3; 2.5 is about 7x that) with 20-second bursts at 4× every 2 minutes;
 categories general 35 %, coding 25 %, reasoning 15 %, creative 10 %, summarisation 10 %,
 translation 5 %; levels simple 50 %, medium 35 %, hard 15 % (prompt text written to read as such,
 then analysed by the scorer as any prompt); output tokens 60 / 250 / 600 (±50 %). Each request
@@ -62,7 +63,7 @@ replicas: SmarterRouter-style); ``least-busy`` (the requested model, on its repl
 requests in flight: LiteLLM's strategy); and the two Turnout rows again with the clients asking
 for a quality preference of ``--quality`` (0.8).
 
-    .venv/bin/python bench/fleet.py [--minutes 10] [--rate 2.5] [--seed 1] [--legacy-planner]
+    .venv/bin/python bench/fleet.py [--minutes 10] [--rate 0.35] [--seed 1] [--legacy-planner]
         [--read-min-s 10] [--load-wait-max-s 60] [--max-loaded 3] [--no-failover] [--decide-only]
         [--weights busy=0.3,...] [--policies turnout,vram-blind] [-v]
 
@@ -801,7 +802,12 @@ def goal(rows: list[tuple[str, Outcome]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="virtual minutes of trace")
-    ap.add_argument("--rate", type=float, default=2.5, help="requests/s outside bursts (4x inside)")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.35,
+        help="requests/s outside bursts (4x inside); 0.35: the most at which Turnout fails < 1 %% on seeds 1-3",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--refresh-s", type=float, default=1.0, help="how often the scorer sees fleet state")
     ap.add_argument(
