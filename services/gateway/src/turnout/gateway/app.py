@@ -148,6 +148,7 @@ def create_app(
                 read_max_s=opts.read_timeout_s,
                 read_unprofiled_s=opts.read_unprofiled_s,
                 unprofiled_min_tokens_per_s=opts.unprofiled_min_tokens_per_s,
+                load_wait_max_s=opts.load_wait_max_s,
             )
             timeouts = TimeoutCache(bounds, opts.connect_timeout_s)
             catalog.on_change = timeouts.use_catalog

@@ -280,6 +280,7 @@ class Forwarder:
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             connect_cap_s=backend.config.connect_timeout_s,
             read_cap_s=backend.config.read_timeout_s,
+            load_s=cand.load_s,
         )
 
     def _skip(self, ex: Exchange, cand: CandidateV1, outcome: str) -> None:

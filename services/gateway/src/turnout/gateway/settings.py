@@ -80,6 +80,12 @@ class GatewayOptions(BaseModel):
         description="A model with no profile yet, non-streamed: + max_tokens / this for the whole reply",
     )
     read_min_s: float = Field(default=10.0, gt=0, description="The least a profile-derived read bound may be")
+    load_wait_max_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A candidate whose model must load first (the scorer's estimate in the reply): its read "
+        "bound grows by that estimate, at most this much (0: never; upstream_limits.py)",
+    )
     ttfb_factor: float = Field(default=10.0, gt=0, description="First-byte bound = this x the profiled TTFT")
     gap_factor: float = Field(default=50.0, gt=0, description="Chunk-gap bound = this / the profiled tokens/s")
     max_connections_per_backend: int = Field(default=256, ge=1, description="Requests open at once per backend")

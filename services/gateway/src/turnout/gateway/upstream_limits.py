@@ -9,6 +9,12 @@ averaged over its profile categories), not by one flat timeout:
 * a non-streamed reply arrives whole, so it may take the first byte plus the whole generation:
   ``ttfb + gap_factor × max_tokens / tokens_per_s`` (``max_tokens`` unknown: 1024), clamped.
 
+**A model that must load first.** When the scorer's reply says a candidate's model is not resident
+on its backend (``CandidateV1.load_s``: the VRAM planner's estimate of the load, needed or under
+way), that attempt's bound grows by the estimate, at most ``load_wait_max_s`` and never past
+``read_max_s``: a cold load of a large model outlasts a first-byte bound taken from a warm profile,
+and giving up stops the load (Ollama runs it under the request). A resident model keeps its bound.
+
 One bound per attempt is given to aiohttp as ``sock_read`` (which covers the wait for the
 response headers and every read after): the larger of the first-byte and gap bounds.
 
@@ -47,11 +53,27 @@ class ReadBounds:
     read_max_s: float = 120.0
     read_unprofiled_s: float = 30.0
     unprofiled_min_tokens_per_s: float = 10.0
+    load_wait_max_s: float = 60.0
+    """The most a candidate's expected load time (``CandidateV1.load_s``) adds to its bound."""
 
     def clamp(self, seconds: float) -> float:
         return min(max(seconds, self.read_min_s), self.read_max_s)
 
-    def read_timeout_s(self, model: CatalogModelV1 | None, *, stream: bool, max_tokens: int | None = None) -> float:
+    def read_timeout_s(
+        self, model: CatalogModelV1 | None, *, stream: bool, max_tokens: int | None = None, load_s: float | None = None
+    ) -> float:
+        """The attempt's bound; ``load_s``: the model must load first, expected to take that long."""
+        base = self._read_timeout_s(model, stream=stream, max_tokens=max_tokens)
+        return base + self.load_allowance_s(base, load_s)
+
+    def load_allowance_s(self, base_s: float, load_s: float | None) -> float:
+        """What an expected load of ``load_s`` adds to a bound of ``base_s``: at most
+        ``load_wait_max_s``, and never past ``read_max_s``."""
+        if not load_s or load_s <= 0:
+            return 0.0
+        return max(0.0, min(load_s, self.load_wait_max_s, self.read_max_s - base_s))
+
+    def _read_timeout_s(self, model: CatalogModelV1 | None, *, stream: bool, max_tokens: int | None) -> float:
         if model is None or not model.ttft_ms or not model.tokens_per_s:
             if stream:
                 return self.clamp(self.read_unprofiled_s)
@@ -82,20 +104,34 @@ class TimeoutCache:
             self._cache = {}
 
     def get(
-        self, model: str, *, stream: bool, max_tokens: int | None, connect_cap_s: float, read_cap_s: float
+        self,
+        model: str,
+        *,
+        stream: bool,
+        max_tokens: int | None,
+        connect_cap_s: float,
+        read_cap_s: float,
+        load_s: float | None = None,
     ) -> aiohttp.ClientTimeout:
+        """``load_s``: the model must load first (the scorer's estimate): the bound grows by it, capped."""
         key = (model, stream, connect_cap_s, read_cap_s)
-        if not stream and max_tokens is not None:
-            return self._build(model, stream, max_tokens, connect_cap_s, read_cap_s)
+        if (not stream and max_tokens is not None) or load_s:
+            return self._build(model, stream, max_tokens, connect_cap_s, read_cap_s, load_s)
         t = self._cache.get(key)
         if t is None:
             t = self._cache[key] = self._build(model, stream, None, connect_cap_s, read_cap_s)
         return t
 
     def _build(
-        self, model: str, stream: bool, max_tokens: int | None, connect_cap_s: float, read_cap_s: float
+        self,
+        model: str,
+        stream: bool,
+        max_tokens: int | None,
+        connect_cap_s: float,
+        read_cap_s: float,
+        load_s: float | None = None,
     ) -> aiohttp.ClientTimeout:
-        read = self.bounds.read_timeout_s(self._models.get(model), stream=stream, max_tokens=max_tokens)
+        read = self.bounds.read_timeout_s(self._models.get(model), stream=stream, max_tokens=max_tokens, load_s=load_s)
         return aiohttp.ClientTimeout(
             total=None, sock_connect=min(self._connect_s, connect_cap_s), sock_read=min(read, read_cap_s)
         )
