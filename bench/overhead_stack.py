@@ -346,9 +346,14 @@ def print_peer_ratios(
             rps = statistics.median(
                 a.rps / b.rps for a, b in zip(results[(label, name, 16)], results[(label, "litellm", 16)], strict=True)
             )
+            both, peer = results[(label, name, 1)] + results[(label, name, 16)], results[(label, "litellm", 1)]
+            peer = peer + results[(label, "litellm", 16)]
+            cpu = statistics.median(x.front_cpu_us + x.scorer_cpu_us for x in both)
+            peer_cpu = statistics.median(x.front_cpu_us for x in peer)
             print(
                 f"  {name:<6}{label:<10} added p50@c1 {ours:6.2f} vs {theirs:6.2f} ms "
-                f"(x{ours / theirs:.2f}); req/s@c16 x{rps:.1f}"
+                f"(x{ours / theirs:.2f}); req/s@c16 x{rps:.1f}; CPU/request gateway+scorer {cpu:.0f} "
+                f"vs {peer_cpu:.0f} µs (x{cpu / peer_cpu:.2f})"
             )
         ours, theirs = added_ttfb(streams[name], streams["direct"]), added_ttfb(streams["litellm"], streams["direct"])
         print(f"  {name:<6}streaming TTFB added {ours:6.2f} vs {theirs:6.2f} ms (x{ours / theirs:.2f})")
