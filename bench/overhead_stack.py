@@ -325,6 +325,35 @@ def print_tables(
         added_w = med(a[1] - b[1] for a, b in zip(rows, sbase, strict=True))
         cpu = "" if name == "direct" else f"{med(x[2] for x in rows):>10.0f}"
         print(f"{name:<8}{ttfb:>10.2f}{added_t:>8.2f}{whole:>10.2f}{added_w:>8.2f}{cpu}")
+    print_targets(results, streams)
+
+
+def print_targets(
+    results: dict[tuple[str, str, int], list[Sample]], streams: dict[str, list[tuple[float, float, float]]]
+) -> None:
+    """Issue 17's targets for ``turnout/auto`` (wall-clock: a busy machine inflates them)."""
+    med = statistics.median
+
+    def added(label: str) -> float:
+        base = results[(label, "direct", 1)]
+        return med(a.p50_ms - b.p50_ms for a, b in zip(results[(label, "auto", 1)], base, strict=True))
+
+    def ratio(label: str) -> float:
+        pairs = zip(results[(label, "auto", 16)], results[(label, "direct", 16)], strict=True)
+        return med(a.rps / b.rps for a, b in pairs)
+
+    ttfb = med(a[0] - b[0] for a, b in zip(streams["auto"], streams["direct"], strict=True))
+    checks = [
+        ("added p50@c1 short", added("short"), "<=", 1.5, "ms"),
+        ("added p50@c1 2 KB", added("2 KB code"), "<=", 2.5, "ms"),
+        ("req/s@c16 / direct, short", ratio("short"), ">=", 0.5, ""),
+        ("streaming TTFB added", ttfb, "<=", 1.5, "ms"),
+    ]
+    print("targets (turnout/auto, wall clock):", end="")
+    for name, value, op, goal, unit in checks:
+        ok = value <= goal if op == "<=" else value >= goal
+        print(f" {name} {value:.2f}{unit} ({op} {goal}: {'met' if ok else 'missed'});", end="")
+    print()
 
 
 def print_peer_ratios(
