@@ -36,9 +36,9 @@ from turnout.devstack.stack import FleetInfo, Stack, StackConfig, StackUrls, fil
 REPO = Path(__file__).resolve().parents[1]
 KEY_PREFIX = "bench"
 RPC_QUEUE = f"{KEY_PREFIX}:rpc:scorer.route:v1"
-SETTLE_S = 0.15
+SETTLE_S = 0.1
 """After a point, before reading the counters: what its requests queued off the path (request
-events: the gateway sends them within 100 ms) is counted to it."""
+events, sent within 10 ms) is counted to it."""
 _OWN_CALLS = frozenset({"cmdstat_info", "cmdstat_client|setinfo"})
 
 
