@@ -89,14 +89,17 @@ class ReadBounds:
 
 
 class TimeoutCache:
-    """``aiohttp.ClientTimeout`` per (model, stream, cap), rebuilt when the catalog changes: an
-    attempt allocates nothing for its timeouts."""
+    """``aiohttp.ClientTimeout`` per (model, stream, ``max_tokens`` of a whole reply, caps),
+    rebuilt when the catalog changes: an attempt allocates nothing for its timeouts (building one
+    measured ~4 µs). At most ``max_entries`` (clients choose ``max_tokens``); past that it starts
+    over."""
 
-    def __init__(self, bounds: ReadBounds, connect_s: float) -> None:
+    def __init__(self, bounds: ReadBounds, connect_s: float, *, max_entries: int = 4096) -> None:
         self.bounds = bounds
         self._connect_s = connect_s
+        self._max_entries = max_entries
         self._models: Mapping[str, CatalogModelV1] = {}
-        self._cache: dict[tuple[str, bool, float, float], aiohttp.ClientTimeout] = {}
+        self._cache: dict[tuple[str, bool, int | None, float, float], aiohttp.ClientTimeout] = {}
 
     def use_catalog(self, by_name: Mapping[str, CatalogModelV1]) -> None:
         if by_name is not self._models:
@@ -114,12 +117,15 @@ class TimeoutCache:
         load_s: float | None = None,
     ) -> aiohttp.ClientTimeout:
         """``load_s``: the model must load first (the scorer's estimate): the bound grows by it, capped."""
-        key = (model, stream, connect_cap_s, read_cap_s)
-        if (not stream and max_tokens is not None) or load_s:
+        if load_s:
             return self._build(model, stream, max_tokens, connect_cap_s, read_cap_s, load_s)
+        tokens = None if stream else max_tokens  # a stream's bounds do not depend on its length
+        key = (model, stream, tokens, connect_cap_s, read_cap_s)
         t = self._cache.get(key)
         if t is None:
-            t = self._cache[key] = self._build(model, stream, None, connect_cap_s, read_cap_s)
+            if len(self._cache) >= self._max_entries:
+                self._cache = {}
+            t = self._cache[key] = self._build(model, stream, tokens, connect_cap_s, read_cap_s)
         return t
 
     def _build(
