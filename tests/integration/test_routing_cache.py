@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
@@ -37,7 +40,8 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def cache(redis, keys, registry) -> RoutingCache:
-    return RoutingCache(redis, keys, RouteCacheConfig(ttl_s=30, threshold=0.95, sync_s=0.0), registry=registry)
+    cfg = RouteCacheConfig(ttl_s=30, threshold=0.95, sync_s=0.0, lookup_timeout_s=2.0)
+    return RoutingCache(redis, keys, cfg, registry=registry)
 
 
 async def test_exact_hit_ignores_whitespace_and_misses_on_other_features(cache, registry):
@@ -118,3 +122,32 @@ async def test_stores_run_after_the_reply_through_a_bounded_writer(redis, keys, 
         for o in ("ok", "dropped")
     }
     assert stores == {"ok": 2.0, "dropped": 1.0}
+
+
+async def test_a_lookup_is_bounded_by_its_timeout_and_the_request_budget(redis, redis_url, keys, registry):
+    from redis.asyncio import Redis
+
+    cfg = RouteCacheConfig(lookup_timeout_s=0.05, semantic=False)
+    cache = RoutingCache(redis, keys, cfg, registry=registry)
+    req = RouteRequestV1(text="slow redis")
+    await cache.put(req, "v1", reply("m"))
+    assert await cache.get(req, "v1") is not None
+    # no budget left: no lookup at all, though the entry is there
+    assert await cache.get(req, "v1", budget_s=0.0) is None
+    assert lookups(registry, "exact", "timeout") == 1.0
+    # Redis stalls (CLIENT PAUSE, 300 ms): the lookup gives up at half the budget, not at the end
+    client = Redis.from_url(redis_url)
+    stalled = RoutingCache(client, keys, cfg, registry=CollectorRegistry())
+    try:
+        assert await stalled.get(req, "v1") is not None  # connected
+        await redis.execute_command("CLIENT", "PAUSE", "300", "ALL")
+        t0 = time.monotonic()
+        assert await stalled.get(req, "v1", budget_s=0.02) is None
+        assert time.monotonic() - t0 < 0.15
+        assert lookups(registry, "exact", "timeout") == 1.0  # the other cache's metrics
+        await asyncio.sleep(0.35)
+        # the connection the timeout cut is not reused half-read: the next lookup answers right
+        hit = await stalled.get(req, "v1")
+        assert hit is not None and hit[0].candidates[0].model == "m"
+    finally:
+        await client.aclose()

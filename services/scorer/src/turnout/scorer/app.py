@@ -437,7 +437,13 @@ async def routing_engine(
     cache = None
     if r.route_cache.enabled:
         c = r.route_cache
-        cfg = RouteCacheConfig(ttl_s=c.ttl_s, semantic=c.semantic, threshold=c.threshold, capacity=c.capacity)
+        cfg = RouteCacheConfig(
+            ttl_s=c.ttl_s,
+            semantic=c.semantic,
+            threshold=c.threshold,
+            capacity=c.capacity,
+            lookup_timeout_s=c.lookup_timeout_s,
+        )
         cache = RoutingCache(redis, settings.keys, cfg, registry=registry)
     embedder = default_embedder()
     prior = load_prior(r.prior_file) if r.prior_file else load_prior() if r.prior else None

@@ -1,5 +1,20 @@
 """The routing caches: the decision memo in the process, and the routing cache in Redis, shared
-by every scorer replica.
+by every scorer replica — **off by default** (``routing.route_cache.enabled``).
+
+Why off: the engine consults the memo first and Redis only on a local miss, but a Redis hit
+returns a whole reply and so leaves the memo empty for that prompt, and every local miss pays a
+round trip (redis-py's encode/parse and a wake-up of the loop) plus, on a Redis miss, a store.
+``bench/route_cache_value.py`` (2 replicas sharing one Redis, 100 models, Zipf traces): with the
+cache the process spends +50–80 % CPU per request (225 → 368–380 µs; 284 → 509–525 µs with more
+distinct prompts), Redis 18–50 µs more, 0.9–2.2 Redis commands per request, wall p50 doubles, the
+memo's hit rate falls from 63–85 % to 31–48 %; its exact hits (12–44 %) are mostly repeats the
+memo would have served, and its semantic hits (5–12 %) give another prompt's decision (the first
+choice differs on 1–2.4 % of requests). Turn it on where a decision costs much more than a
+Redis round trip (an LLM classifier asked inline); each lookup is bounded by
+``lookup_timeout_s`` (20 ms) and by half the request's remaining budget (none left: no lookup).
+The bound is loose on purpose: a timeout cancels the command and redis-py drops that connection
+(a reply half read cannot be reused), so a bound near the round trip would turn every slow
+moment into reconnections.
 
 * **decision memo** (:class:`DecisionMemo`) — per request features, the inputs of a decision
   that cost the most and depend on neither the fleet nor the load: analysis, embedding, rules'
@@ -22,7 +37,8 @@ key unreachable (they expire by TTL). :meth:`RoutingCache.invalidate` drops ever
 A cached decision reflects fleet state up to ``ttl_s`` old, hence the short default TTL; the
 engine re-orders each model's replicas in a hit by the fleet's state now (load, residency), so a
 hit never piles requests onto the replica that was best when it was stored.
-Redis errors never fail a route: a lookup that fails is a miss, a store that fails is skipped.
+Redis errors never fail a route: a lookup that fails or runs out of time is a miss (a timeout is
+counted as ``outcome="timeout"``), a store that fails is skipped.
 Stores run off the reply path (:meth:`RoutingCache.store_later`): one writer task drains a
 bounded queue (``max_pending_writes``; past it a store is dropped, ``outcome="dropped"``) and ends
 when it is empty; a writer that crashes is logged with its traceback, the next store starts another.
@@ -65,6 +81,8 @@ class RouteCacheConfig:
     capacity: int = 4096
     sync_s: float = 0.5
     max_pending_writes: int = 1000
+    lookup_timeout_s: float = 0.02
+    """The most a lookup may take (fewer when the request's budget is short): past it, a miss."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +112,7 @@ class RouteCacheMetrics:
             ),
         )
         for k in KINDS:
-            for o in ("hit", "miss"):
+            for o in ("hit", "miss", "timeout"):
                 m.lookups.labels(k, o)
         for o in ("ok", "error", "dropped"):
             m.stores.labels(o)
@@ -273,9 +291,32 @@ class RoutingCache:
     # --- lookup -----------------------------------------------------------------------------
 
     async def get(
-        self, req: RouteRequestV1, version: str, embedding: npt.NDArray[np.float32] | None = None
+        self,
+        req: RouteRequestV1,
+        version: str,
+        embedding: npt.NDArray[np.float32] | None = None,
+        *,
+        budget_s: float | None = None,
     ) -> tuple[RouteReplyV1, str] | None:
-        """``(reply, "exact" | "semantic")`` or None on a miss."""
+        """``(reply, "exact" | "semantic")`` or None on a miss. The whole lookup takes at most
+        ``lookup_timeout_s``, or half of ``budget_s`` (what is left of the request's deadline)
+        when that is less: past it, a miss; with no budget left, no lookup at all."""
+        limit = self.cfg.lookup_timeout_s if budget_s is None else min(self.cfg.lookup_timeout_s, budget_s / 2)
+        if limit <= 0:
+            self.metrics.lookups.labels("exact", "timeout").inc()
+            return None
+        stage = ["exact"]
+        try:
+            async with asyncio.timeout(limit):
+                return await self._get(req, version, embedding, stage)
+        except TimeoutError:
+            log.debug("route cache lookup took over %.1f ms: a miss", limit * 1000)
+            self.metrics.lookups.labels(stage[0], "timeout").inc()
+            return None
+
+    async def _get(
+        self, req: RouteRequestV1, version: str, embedding: npt.NDArray[np.float32] | None, stage: list[str]
+    ) -> tuple[RouteReplyV1, str] | None:
         try:
             raw = await self._redis.get(self.exact_key(version, req))
         except (RedisError, OSError) as exc:
@@ -288,6 +329,7 @@ class RoutingCache:
         self.metrics.lookups.labels("exact", "miss").inc()
         if not self.cfg.semantic or embedding is None:
             return None
+        stage[0] = "semantic"
         try:
             mirror = await self._sync(version, embedding.shape[0])
             found = mirror.best(embedding.astype(np.float32), group_of(req))

@@ -319,7 +319,7 @@ class RoutingEngine:
             return self._answer(req, prep)
         embedding = self.embed(req)
         if self.cache is not None:
-            hit = await self.cache.get(req, self.version, embedding)
+            hit = await self.cache.get(req, self.version, embedding, budget_s=budget_s)
             if hit is not None:
                 reply = self.replicas_now(hit[0])
                 self._used(reply)

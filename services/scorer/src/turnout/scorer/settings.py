@@ -27,7 +27,16 @@ class ScoringWeights(BaseModel):
 class RouteCacheOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Off by default: with the decision memo in each replica it costs more CPU than it saves "
+            "(bench/route_cache_value.py; docs/routing.md)"
+        ),
+    )
+    lookup_timeout_s: float = Field(
+        default=0.02, gt=0, description="A lookup's bound (half the request's remaining budget when less)"
+    )
     ttl_s: float = Field(default=30.0, gt=0, description="How long a cached decision lives")
     semantic: bool = Field(default=True, description="Also reuse decisions of near-identical prompts")
     threshold: float = Field(default=0.97, ge=0, le=1, description="Cosine similarity for a semantic hit")
