@@ -174,3 +174,30 @@ def test_request_analysis_is_wire_compatible():
 def test_estimated_tokens_win_over_the_text_length():
     assert analyze("short", est_tokens=5000).tokens == 5000
     assert analyze("x" * 400).tokens == 100
+
+
+def test_the_early_exit_counts_agree_with_counting_every_match():
+    """``_several_items`` (a literal-prefixed pre-scan, then at most three matches) and
+    ``_at_least`` say what ``len(findall(...)) >= 3`` says, on texts made of the awkward parts:
+    blank and indented lines, Unicode spaces and digits, bullets with nothing after them."""
+    import random
+
+    from turnout.scorer import prompt_analysis as pa
+
+    parts = ["\n", "\n\n", " ", "\t", "\u2003", "1.", "2)", "10.", "\u0663.", "-", "*", "•", "x", "def ", "{", ";", "?"]
+    rng = random.Random(7)
+    texts = ["", "\n", "1. a\n2. b\n3. c", " - a\n\n - b\n\t* c", "1.\nfoo\n2.\nbar\n3.\nbaz"]
+    texts += ["".join(rng.choice(parts) for _ in range(rng.randint(1, 90))) for _ in range(5000)]
+    seen = {True: 0, False: 0}
+    for t in texts:
+        items = len(pa._NUMBERED.findall(t)) >= 3
+        assert pa._several_items(t) is items, repr(t)
+        assert pa._at_least(pa._CODE_LINE, t, 3) is (len(pa._CODE_LINE.findall(t)) >= 3), repr(t)
+        seen[items] += 1
+    assert min(seen.values()) > 50, seen  # both answers were exercised
+
+
+def test_hard_cues_are_named_in_table_order_whatever_matched_them():
+    a = analyze("debug the root cause, then optimize it step by step and prove it")
+    cues = reason_with(a, "cues ")
+    assert cues.startswith("cues 'step by step', 'prove', 'optimise', 'debug'"), cues
