@@ -117,9 +117,10 @@ class Scorer:
             reply = await self.vram.route(reply, remaining_s=ctx.remaining)
         if reply.candidates:  # in flight there until the gateways' next count says so
             self.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
-        self._metrics.decisions.labels(reply.analysis.category).inc()
+        m = self._metrics
+        m.child(m.decisions, reply.analysis.category).inc()
         if reply.unservable_code is not None:
-            self._metrics.unservable.labels(reply.unservable_code).inc()
+            m.child(m.unservable, reply.unservable_code).inc()
         return reply
 
     async def explain(self, req: RouteRequestV1, ctx: RpcContext) -> ExplainReplyV1:  # noqa: ARG002

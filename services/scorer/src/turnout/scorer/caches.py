@@ -53,7 +53,7 @@ import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -149,6 +149,13 @@ class Same:
 @dataclass(frozen=True)
 class DecisionMemoMetrics:
     lookups: Counter
+    hit: Counter = field(init=False)
+    """``lookups{outcome="hit"}`` (and ``miss``), bound once: ``labels()`` per request shows."""
+    miss: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hit", self.lookups.labels("hit"))
+        object.__setattr__(self, "miss", self.lookups.labels("miss"))
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> DecisionMemoMetrics:
@@ -192,11 +199,11 @@ class DecisionMemo:
             self._entries.move_to_end(key)
             self.hits += 1
             if self.metrics is not None:
-                self.metrics.lookups.labels("hit").inc()
+                self.metrics.hit.inc()
             return entry[1]
         self.misses += 1
         if self.metrics is not None:
-            self.metrics.lookups.labels("miss").inc()
+            self.metrics.miss.inc()
         return None
 
     def put(self, key: Hashable, version: tuple[object, ...], prepared: Prepared) -> None:

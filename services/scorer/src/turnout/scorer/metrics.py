@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
+from turnout.common.metrics import LabelledChildren
 from turnout.scorer.prompt_analysis import CORE_CATEGORIES
 
 
 @dataclass(frozen=True)
-class ScorerMetrics:
+class ScorerMetrics(LabelledChildren):
     decisions: Counter
     unservable: Counter
     catalog_models: Gauge
@@ -18,6 +20,7 @@ class ScorerMetrics:
     fleet_hosts: Gauge
     vram_orders: Counter
     rpc_backlog: Gauge
+    _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ScorerMetrics:
