@@ -37,8 +37,9 @@ wall time and the machine's load does not change the result) of
   request in Ollama's queue, bound to no client;
 * what the scorer sees — the agents' state (loaded models, free memory) and the gateways'
   in-flight counts as of the last refresh, every ``--refresh-s`` (1 s), plus the planner's own
-  reservations for loads it started (as ``vram_routing.py`` keeps them); the candidate order the
-  gateway tries is ``vram_routing.attempt_order``.
+  reservations for loads it started (as ``vram_routing.py`` keeps them), and each candidate's
+  expected wait for a slot (``RoutingEngine.expected_waits``, the planner's admission step); the
+  candidate order the gateway tries is ``vram_routing.attempt_order``.
 
 **The trace** (seeded): arrivals at ``--rate`` req/s (0.35: the fleet's capacity, the most at
 which Turnout fails under 1 % on seeds 1-3; 2.5 is about 7x that) with 20-second bursts at 4× every 2 minutes;
@@ -915,7 +916,8 @@ def main() -> None:
         "-v",
         "--verbose",
         action="store_true",
-        help="print the models each policy chose, and where its given-up attempts waited",
+        help="print the models each policy chose, where its given-up attempts waited, and per prompt level "
+        "the TTFT in parts (earlier attempts, load, queue, prefill)",
     )
     args = ap.parse_args()
     reqs = trace(args.minutes, args.rate, args.seed)
