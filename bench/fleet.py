@@ -37,8 +37,9 @@ wall time and the machine's load does not change the result) of
   request in Ollama's queue, bound to no client;
 * what the scorer sees — the agents' state (loaded models, free memory) and the gateways'
   in-flight counts as of the last refresh, every ``--refresh-s`` (1 s), plus the planner's own
-  reservations for loads it started (as ``vram_routing.py`` keeps them); the candidate order the
-  gateway tries is ``vram_routing.attempt_order``.
+  reservations for loads it started (as ``vram_routing.py`` keeps them), and each candidate's
+  expected wait for a slot (``RoutingEngine.expected_waits``, the planner's admission step); the
+  candidate order the gateway tries is ``vram_routing.attempt_order``.
 
 **The trace** (seeded): arrivals at ``--rate`` req/s (0.35: the fleet's capacity, the most at
 which Turnout fails under 1 % on seeds 1-3; 2.5 is about 7x that) with 20-second bursts at 4× every 2 minutes;
@@ -297,6 +298,8 @@ class Attempt:
     rest: list[Cand]
     """Candidates left for the next attempts."""
     n: int
+    enq: float = 0.0
+    """When it joined Ollama's queue."""
     started: bool = False
     cancelled: bool = False
 
@@ -350,6 +353,25 @@ class Outcome:
     chosen: Counter[str] = field(default_factory=Counter)
     gave_up: Counter[str] = field(default_factory=Counter)
     """Attempts given up at the first-byte bound, by where they were waiting."""
+    served: list[Served] = field(default_factory=list)
+    """Where each served request's TTFT went (``-v``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One served request's TTFT, in parts: earlier attempts (given up), the wait for a load, the
+    wait in Ollama's queue or at the runner, prefill."""
+
+    level: str
+    model: str
+    earlier: float
+    load: float
+    queue: float
+    prefill: float
+
+    @property
+    def ttft(self) -> float:
+        return self.earlier + self.load + self.queue + self.prefill
 
 
 class Sim:
@@ -446,7 +468,7 @@ class Sim:
         if h.queued >= MAX_QUEUE:  # Ollama answers 503 at once
             self.attempt(r, rest, n + 1)
             return
-        a = Attempt(r, host, model, rest, n)
+        a = Attempt(r, host, model, rest, n, self.now)
         self.inflight[(host, model)] += 1
         bound = self.first_byte_s.get(model, math.inf)
         if bound < math.inf and self.bounds is not None:  # a model that must load first: the bound grows (capped)
@@ -470,7 +492,7 @@ class Sim:
                     del h.loaded[model]
                     self.out.evictions += 1
             elif x is None:
-                h.pending.append(Attempt(None, host, model, [], 0))
+                h.pending.append(Attempt(None, host, model, [], 0, self.now))
             self.pump(h)
         return True
 
@@ -571,6 +593,9 @@ class Sim:
             tps = h.spec.tokens_per_s(x.model) / max(1, h.active) ** 0.7
             first = self.now + r.prompt_tokens / (20.0 * tps)
             self.out.ttft.append(first - r.at)
+            load = max(0.0, x.ready_at - max(a.enq, x.ready_at - x.model.load_s))
+            queue = self.now - a.enq - load
+            self.out.served.append(Served(r.level, x.model.name, a.enq - r.at, load, queue, first - self.now))
             best = max(m.quality(r.category, r.level) for m in MODELS)
             self.out.quality.append(x.model.quality(r.category, r.level) / best)
             self.out.chosen[x.model.name] += 1
@@ -620,6 +645,8 @@ class TurnoutRouter(Router):
         legacy: bool = False,
         annotate_loads: bool = True,
         decide_only: bool = False,
+        scoring: dict[str, float] | None = None,
+        admit_wait_s: float | None = None,
     ) -> None:
         """``blind``: ``all`` — the resident, no-room, free-VRAM and busy weights 0 and no planner;
         ``vram`` — the same but the busy term kept (load-balanced, VRAM-blind)."""
@@ -633,7 +660,7 @@ class TurnoutRouter(Router):
             weights = replace(weights, resident=0.0, no_room=0.0, free_vram=0.0)
         if blind == "all":
             weights = replace(weights, busy=0.0)
-        self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights)))
+        self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights, **(scoring or {}))))
         self.engine.set_catalog(catalog())
         self.legacy = legacy
         self.annotate_loads = annotate_loads
@@ -642,8 +669,10 @@ class TurnoutRouter(Router):
         self.loop = asyncio.new_event_loop()
         """Each candidate carries the planner's expected load time (``CandidateV1.load_s``)."""
         self.cfg = VramConfig(budget_fraction=BUDGET)
-        if legacy:  # the planner before this bench's audit: no model limit, no slow-load handling
-            self.cfg = replace(self.cfg, max_loaded_per_gpu=0, max_load_wait_s=math.inf)
+        if admit_wait_s is not None:
+            self.cfg = replace(self.cfg, admit_wait_s=admit_wait_s)
+        if legacy:  # the planner before this bench's audit: no model limit, no slow-load handling, no admission
+            self.cfg = replace(self.cfg, max_loaded_per_gpu=0, max_load_wait_s=math.inf, admit_wait_s=0.0)
         self.states: list[HostStateV1] = []
         self.last_used: dict[tuple[str, str], float] = {}
         self.pending: dict[tuple[str, str], tuple[int, float]] = {}
@@ -672,7 +701,11 @@ class TurnoutRouter(Router):
                 hv = host_vram(s, self.cfg, last_used=lu, busy=busy, pending=pend)
                 if hv is not None:
                     hosts[s.host] = hv
-            options = [Option(c.upstream_model, c.backend, c.score, BY_NAME[c.model].vram) for c in cands]
+            waits = self.engine.expected_waits(cands)  # as the route handler passes them to the planner
+            options = [
+                Option(c.upstream_model, c.backend, c.score, BY_NAME[c.model].vram, wait_s=w)
+                for c, w in zip(cands, waits, strict=True)
+            ]
             decision = plan(options, hosts, self.cfg)
             if decision is not None:
                 if self.annotate_loads:  # as VramCoordinator.decide annotates the reply
@@ -751,6 +784,25 @@ class LeastBusy(Router):
 def pct(xs: list[float], p: float) -> float:
     s = sorted(xs)  # a failed request counts as an infinite TTFT
     return s[min(len(s) - 1, int(p * len(s)))] if s else float("nan")
+
+
+def breakdown(o: Outcome) -> list[str]:
+    """Per prompt level: served requests, their TTFT p50/p90 and its mean parts, the models that served them."""
+    lines = []
+    for lv in LEVELS:
+        xs = [x for x in o.served if x.level == lv]
+        if not xs:
+            continue
+        t = [x.ttft for x in xs]
+        parts = " ".join(
+            f"{k} {statistics.mean(getattr(x, k) for x in xs):.2f}" for k in ("earlier", "load", "queue", "prefill")
+        )
+        models = Counter(x.model for x in xs).most_common(4)
+        lines.append(
+            f"    {lv:<7} n={len(xs):<4} TTFT p50 {pct(t, 0.5):.2f} p90 {pct(t, 0.9):.2f} s; mean s: {parts}; "
+            + ", ".join(f"{m} {n}" for m, n in models)
+        )
+    return lines
 
 
 def served_quality(o: Outcome) -> float:
@@ -842,6 +894,15 @@ def main() -> None:
     ap.add_argument(
         "--weights", default="", help="scoring weights for every Turnout row, e.g. busy=0.3,resident=0.2 (what-ifs)"
     )
+    ap.add_argument(
+        "--admit-wait-s",
+        type=float,
+        default=None,
+        help="the planner's admission limit (TURNOUT_SCORER__VRAM__ADMIT_WAIT_S; default as configured, 0: off)",
+    )
+    ap.add_argument(
+        "--scoring", default="", help="ScoringConfig fields for every Turnout row, e.g. wait_tokens=128 (what-ifs)"
+    )
     ap.add_argument("--max-loaded", type=int, default=MAX_LOADED, help="OLLAMA_MAX_LOADED_MODELS per host (GPU)")
     ap.add_argument(
         "--decide-only",
@@ -855,7 +916,8 @@ def main() -> None:
         "-v",
         "--verbose",
         action="store_true",
-        help="print the models each policy chose, and where its given-up attempts waited",
+        help="print the models each policy chose, where its given-up attempts waited, and per prompt level "
+        "the TTFT in parts (earlier attempts, load, queue, prefill)",
     )
     args = ap.parse_args()
     reqs = trace(args.minutes, args.rate, args.seed)
@@ -870,19 +932,54 @@ def main() -> None:
     # the gateway's defaults (settings.py), the least first-byte bound as given
     bounds = None if args.no_failover else ReadBounds(read_min_s=args.read_min_s, load_wait_max_s=args.load_wait_max_s)
     w = replace(Weights(), **{k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",") if kv)})
+    sc = {k: float(v) for k, v in (kv.split("=") for kv in args.scoring.split(",") if kv)}
     makers: list[tuple[Callable[[Sim], Router], bool]] = [
-        (lambda _: TurnoutRouter(weights=w, legacy=args.legacy_planner, decide_only=args.decide_only), True),
-        (lambda _: TurnoutRouter(blind="all", weights=w, decide_only=args.decide_only), True),
-        (lambda _: TurnoutRouter(blind="vram", weights=w, decide_only=args.decide_only), True),
+        (
+            lambda _: TurnoutRouter(
+                weights=w,
+                legacy=args.legacy_planner,
+                decide_only=args.decide_only,
+                scoring=sc,
+                admit_wait_s=args.admit_wait_s,
+            ),
+            True,
+        ),
+        (
+            lambda _: TurnoutRouter(
+                blind="all", weights=w, decide_only=args.decide_only, scoring=sc, admit_wait_s=args.admit_wait_s
+            ),
+            True,
+        ),
+        (
+            lambda _: TurnoutRouter(
+                blind="vram", weights=w, decide_only=args.decide_only, scoring=sc, admit_wait_s=args.admit_wait_s
+            ),
+            True,
+        ),
         (lambda _: RulesRoundRobin(), False),
         (lambda sim: LeastBusy(lambda: sim.inflight), False),
         (
             lambda _: TurnoutRouter(
-                quality=args.quality, weights=w, legacy=args.legacy_planner, decide_only=args.decide_only
+                quality=args.quality,
+                weights=w,
+                legacy=args.legacy_planner,
+                decide_only=args.decide_only,
+                scoring=sc,
+                admit_wait_s=args.admit_wait_s,
             ),
             True,
         ),
-        (lambda _: TurnoutRouter(blind="all", quality=args.quality, weights=w, decide_only=args.decide_only), True),
+        (
+            lambda _: TurnoutRouter(
+                blind="all",
+                quality=args.quality,
+                weights=w,
+                decide_only=args.decide_only,
+                scoring=sc,
+                admit_wait_s=args.admit_wait_s,
+            ),
+            True,
+        ),
     ]
     only = {p for p in args.policies.split(",") if p}
     for make, gateway in makers:
@@ -909,6 +1006,7 @@ def main() -> None:
         for name, o in rows:
             print(f"  {name}: {dict(o.chosen.most_common())}")
             print(f"    attempts given up: {dict(o.gave_up.most_common())}")
+            print("\n".join(breakdown(o)))
     if {"turnout", "vram-blind", "rules+rr", "least-busy"} <= {name for name, _ in rows}:
         print(goal(rows))
     print(f"(virtual time; {time.perf_counter() - wall0:.1f} s wall for the {len(rows)} runs)")

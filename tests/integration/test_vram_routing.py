@@ -202,3 +202,24 @@ async def test_a_candidate_whose_model_is_not_loaded_carries_its_expected_load_t
     await coord.refresh()
     done = await coord.route(reply(("big:14b", "h2", 1.0)))
     assert done.candidates[0].load_s is None
+
+
+async def test_a_loaded_model_with_too_many_requests_ahead_gives_way_to_a_loaded_one(
+    fleet: tuple[dict[str, Host], VramCoordinator], redis: Redis, keys: Keys
+) -> None:
+    hosts, coord = fleet
+    hosts["h1"].fake.loaded.update({"big:14b": 1.0})
+    hosts["h2"].fake.loaded.update({"mid:8b": 1.0})
+    for h in hosts.values():
+        await h.publish()
+    await coord.refresh()
+    cands = reply(("big:14b", "h1", 1.0), ("coder:7b", "h2", 0.8), ("mid:8b", "h2", 0.7))
+    out = await coord.route(cands, waits=[12.0, 0.0, 1.0])  # the engine's expected waits (s)
+    assert [c.model for c in out.candidates] == ["mid:8b", "big:14b", "coder:7b"]  # loaded ones first
+    assert out.candidates[0].reasons[-1] == (
+        "vram: big:14b on h1 has ~12 s of requests ahead (> 5 s); mid:8b is loaded on h2 with ~1 s"
+    )
+    assert await recent_actions(redis, keys) == []  # nothing loaded for it
+    # without waits, or within the limit, the best loaded model keeps the request
+    assert (await coord.route(cands)).candidates[0].model == "big:14b"
+    assert (await coord.route(cands, waits=[4.0, 0.0, 1.0])).candidates[0].model == "big:14b"

@@ -179,3 +179,32 @@ async def test_a_route_reply_lists_the_filtered_models_only_when_nothing_is_left
     nothing = await e.route(RouteRequestV1(kind=RequestKind.EMBEDDING, text="embed me"))
     assert nothing.candidates == [] and nothing.unservable_code == "unservable"
     assert nothing.filtered["llama3.2:1b"] == "not an embedding model"
+
+
+async def test_expected_waits_follow_the_requests_ahead_and_the_models_speed():
+    e = RoutingEngine()
+    e.set_catalog(
+        CatalogSnapshotV1(
+            version="c4",
+            models=[
+                CatalogModelV1(
+                    name="fast",
+                    params_b=1,
+                    tokens_per_s=256.0,
+                    replicas=[ReplicaV1(backend="a", upstream_model="fast")],
+                ),
+                CatalogModelV1(
+                    name="slow",
+                    params_b=70,
+                    tokens_per_s=32.0,
+                    replicas=[ReplicaV1(backend="a", upstream_model="slow")],
+                ),
+            ],
+        )
+    )
+    e.set_load({("a", "fast"): 6, ("a", "slow"): 6})  # 4 run at once: a new request has 3 ahead of it
+    fast, slow = (CandidateV1(model=m, backend="a", upstream_model=m, score=0.0) for m in ("fast", "slow"))
+    unknown = CandidateV1(model="x", backend="nowhere", upstream_model="x", score=0.0)
+    assert e.expected_waits([fast, slow, unknown]) == [3 * 256 / 256, 3 * 256 / 32, 0.0]
+    e.note_routed("a", "slow")  # a decision just made is one more ahead
+    assert e.expected_waits([slow]) == [4 * 256 / 32]

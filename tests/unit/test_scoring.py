@@ -23,6 +23,7 @@ from turnout.scorer.scoring import (
     model_terms,
     rank,
 )
+from turnout.scorer.terms import expected_wait_s
 
 GREETING = "hi!"
 HARD_CODE = "implement a thread-safe LRU cache in Rust with tests"
@@ -407,3 +408,10 @@ def test_filters_are_never_violated(rows, images, tools, tokens, max_tokens):
 def test_weights_are_configurable():
     cfg = ScoringConfig(weights=Weights(speed=0.0, cost=0.0, capability=1.0))
     assert Router(cfg=cfg).top("Tell me about Lisbon", quality=0.01) == "llama3.3:70b"
+
+
+def test_expected_wait_counts_only_the_requests_beyond_the_parallel_slots():
+    cfg = ScoringConfig(replica_parallel=4.0, wait_tokens=200.0)
+    inflight = np.array([0.0, 3.0, 4.0, 8.0, 8.0])
+    tps = np.array([100.0, 100.0, 100.0, 100.0, 20.0])
+    assert expected_wait_s(inflight, tps, cfg).tolist() == [0.0, 0.0, 2.0, 10.0, 50.0]

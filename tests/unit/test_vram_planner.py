@@ -3,6 +3,8 @@ fleet (never over budget by its own orders, never unloads a pinned or busy model
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -357,3 +359,20 @@ def test_a_load_of_an_embedding_model_says_so_in_its_order() -> None:
         ("unload", "llava:7b", False),
         ("load", "nomic-embed-text:latest", True),
     ]
+
+
+def test_a_loaded_replica_with_too_many_requests_ahead_gives_way_to_a_loaded_one_with_room() -> None:
+    cfg = VramConfig(score_margin=0.1, admit_wait_s=5.0)
+    hosts = {"big": host("big", 72, rm("huge", 40, busy=True)), "a": host("a", 20, rm("mid", 10)), "b": host("b", 20)}
+    busy_huge = Option("huge", "big", 1.0, 40 * GiB, wait_s=12.0)
+    options = [busy_huge, Option("mid", "b", 0.7, 10 * GiB), Option("mid", "a", 0.7, 10 * GiB, wait_s=2.0)]
+    d = plan(options, hosts, cfg)  # a loaded one, never one that must load behind the busy host's queue
+    assert d == Decision(
+        2, DecisionKind.BUSY, "huge on big has ~12 s of requests ahead (> 5 s); mid is loaded on a with ~2 s"
+    )
+    assert plan(options, hosts, replace(cfg, admit_wait_s=0.0)) == Decision(
+        0, DecisionKind.RESIDENT, "huge is loaded on big"
+    )
+    # no loaded candidate within the limit: as decided
+    crowded = [busy_huge, replace(options[2], wait_s=6.0)]
+    assert plan(crowded, hosts, cfg) == Decision(0, DecisionKind.RESIDENT, "huge is loaded on big")

@@ -114,7 +114,8 @@ class Scorer:
         budget = ctx.remaining - self._opts.routing.decision_reserve_s
         reply = await self.engine.route(req, budget_s=budget)
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
-            reply = await self.vram.route(reply, remaining_s=ctx.remaining)
+            waits = self.engine.expected_waits(reply.candidates)  # the admission step
+            reply = await self.vram.route(reply, remaining_s=ctx.remaining, waits=waits)
         if reply.candidates:  # in flight there until the gateways' next count says so
             self.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
         m = self._metrics

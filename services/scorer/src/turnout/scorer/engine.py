@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -58,7 +58,7 @@ from turnout.scorer.scoring import (
     rank,
 )
 from turnout.scorer.settings import RoutingOptions, ScorerOptions
-from turnout.scorer.terms import BUSY_ROW, busy_term, replica_terms
+from turnout.scorer.terms import BUSY_ROW, busy_term, expected_wait_s, replica_terms
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,15 @@ class RoutingEngine:
         rsum[j] = rterms[:, j : j + 1].sum(axis=0)[0]  # summed as the whole table is
         self._rterms = rterms
         self._rsum = rsum
+
+    def expected_waits(self, candidates: Sequence[CandidateV1]) -> list[float]:
+        """Each candidate's expected wait for a slot (s), from the in-flight counts as last read
+        plus the decisions since (:func:`~turnout.scorer.terms.expected_wait_s`); 0 for an unknown replica."""
+        reps = self.replicas
+        rows = [self._row_of.get((c.backend, c.upstream_model), -1) for c in candidates]
+        idx = np.array([max(j, 0) for j in rows], dtype=np.intp)
+        secs = expected_wait_s(reps.inflight[idx], reps.tokens_per_s[idx], self.cfg.scoring)
+        return [float(s) if j >= 0 else 0.0 for s, j in zip(secs.tolist(), rows, strict=True)]
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
         """Model -> (decayed mean feedback −1..1, decayed count)."""

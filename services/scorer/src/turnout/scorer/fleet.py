@@ -86,6 +86,8 @@ class ReplicaTable:
     inflight: F
     circuit_open: B
     """The gateways' circuit breaker for the replica (or for its whole backend) is open."""
+    tokens_per_s: F
+    """The replica's model's decode speed (the catalog's, measured or estimated): the ``wait`` term's clock."""
 
     @property
     def size(self) -> int:
@@ -129,6 +131,7 @@ class ReplicaTable:
                 )
             ),
             circuit_open=_open(table, fleet.open_backends, fleet.open_replicas),
+            tokens_per_s=frozen(table.tokens_per_s[table.rep_model]),
         )
 
     @classmethod
@@ -158,6 +161,7 @@ class ReplicaTable:
             free_frac=frozen(np.array([free_frac.get(k[0], np.nan) for k in keys], dtype=np.float64)),
             inflight=frozen(np.array([float(inflight.get(k, 0)) for k in keys], dtype=np.float64)),
             circuit_open=_open(table, open_backends, open_replicas),
+            tokens_per_s=frozen(table.tokens_per_s[table.rep_model]),
         )
 
 

@@ -78,3 +78,6 @@ class ScoringConfig:
     in-flight requests in these units."""
     busy_cap: float = 8.0
     """The busy term stops growing at this many times ``replica_parallel`` in flight."""
+    wait_tokens: float = 256.0
+    """Tokens a replica generates per request, on average: with its decode speed, the time each
+    request ahead adds to the expected wait (:func:`~turnout.scorer.terms.expected_wait_s`)."""

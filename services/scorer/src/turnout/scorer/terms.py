@@ -152,6 +152,15 @@ BUSY_ROW = 4
 """Row of ``busy`` in :func:`replica_terms`."""
 
 
+def expected_wait_s(inflight: F, tokens_per_s: F, cfg: ScoringConfig) -> F:
+    """Seconds a new request is expected to wait for a slot on each replica: the requests in
+    flight beyond its ``replica_parallel`` slots, one ahead of it finishing every
+    ``wait_tokens / tokens_per_s`` (decode is memory-bound: parallel streams share the speed).
+    Not a scoring term — the VRAM planner's admission (``vram.py``) reads it."""
+    ahead = np.maximum(inflight + 1.0 - cfg.replica_parallel, 0.0)
+    return ahead * cfg.wait_tokens / np.maximum(tokens_per_s, 1e-3)  # type: ignore[no-any-return]
+
+
 def replica_terms(reps: ReplicaTable, cfg: ScoringConfig) -> F:
     w = cfg.weights
     return np.vstack(

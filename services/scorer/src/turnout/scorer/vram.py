@@ -34,6 +34,12 @@ estimate: total parameters × bytes per weight for the quantisation (MoE models 
    (``fallback``); else route ``b`` with no orders (``no_room``: the backend may spill to CPU
    or fail, and the gateway moves on to the next candidate).
 
+**Admission** (after any step that gives no orders): when the chosen replica's model is loaded
+but its expected wait for a slot (``Option.wait_s``: requests in flight beyond its parallel
+slots, at its decode speed — ``terms.expected_wait_s``) exceeds ``admit_wait_s``, the request
+goes to the first candidate, in rank order, whose model is loaded and whose wait is within it
+(``busy``) — a loaded one only: a load would queue behind the same busy host. None: as decided.
+
 **Load time** is estimated from the need: ``load_fixed_s + need / load_gib_per_s``. A load the
 backend does on a request's behalf runs under that request: when the gateway stops waiting for
 the first byte (10 s at least by default), Ollama stops the load too. So ``b`` that fits but
@@ -145,6 +151,12 @@ class VramOptions(BaseModel):
         description="A load estimated longer than this is ordered from the agent, and the request goes to a "
         "resident model within the score margin if there is one (below the gateway's least first-byte bound)",
     )
+    admit_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="A loaded candidate whose expected wait for a slot exceeds this gives way to the next loaded "
+        "candidate within it (half the gateway's least first-byte bound; 0: off)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +172,8 @@ class VramConfig:
     load_gib_per_s: float = 2.5
     load_fixed_s: float = 1.0
     max_load_wait_s: float = 8.0
+    admit_wait_s: float = 5.0
+    """0: no admission step."""
 
     @classmethod
     def from_options(cls, o: VramOptions) -> VramConfig:
@@ -174,6 +188,7 @@ class VramConfig:
             load_gib_per_s=o.load_gib_per_s,
             load_fixed_s=o.load_fixed_s,
             max_load_wait_s=o.max_load_wait_s,
+            admit_wait_s=o.admit_wait_s,
         )
 
     def pinned_on(self, host: str) -> frozenset[str]:
@@ -358,6 +373,7 @@ class DecisionKind(StrEnum):
     FALLBACK = "fallback"
     NO_ROOM = "no_room"
     UNMANAGED = "unmanaged"
+    BUSY = "busy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +387,8 @@ class Option:
     need_bytes: int
     embedding: bool = False
     """An embedding model: the agent loads it through the embeddings endpoint."""
+    wait_s: float = 0.0
+    """Expected seconds before a slot frees on this replica (the admission step)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +503,32 @@ def _resident_within_margin(
 
 def plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig) -> Decision | None:
     """Decide for one request; ``options`` are the ranked candidates, best first (module docstring)."""
+    decided = _plan(options, hosts, cfg)
+    return _admitted(decided, options, hosts, cfg) if decided is not None else None
+
+
+def _admitted(d: Decision, options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig) -> Decision:
+    """The admission step (module docstring)."""
+    chosen = options[d.choice]
+    limit = cfg.admit_wait_s
+    if d.orders or limit <= 0 or chosen.wait_s <= limit:
+        return d
+    h = hosts.get(chosen.host) if chosen.host is not None else None
+    if h is None or not h.serves(chosen.model):
+        return d
+    for i, opt in enumerate(options):
+        oh = hosts.get(opt.host) if opt.host is not None else None
+        if i != d.choice and opt.wait_s <= limit and oh is not None and oh.serves(opt.model):
+            return Decision(
+                i,
+                DecisionKind.BUSY,
+                f"{chosen.model} on {chosen.host} has ~{chosen.wait_s:.0f} s of requests ahead (> {limit:g} s); "
+                f"{opt.model} is loaded on {oh.host} with ~{opt.wait_s:.0f} s",
+            )
+    return d
+
+
+def _plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig) -> Decision | None:
     if not options:
         return None
     best = options[0]

@@ -12,6 +12,8 @@ and the order executor (``vram_actions.py``).
   the planner's choice moves to the front of the list with the reason in its ``reasons``, and
   each candidate whose model is not loaded on its host carries the expected load time
   (``load_s``, :func:`load_estimates`), which the gateway adds, capped, to its first-byte bound.
+  With the candidates' expected waits (``waits``), a loaded replica with too many requests
+  ahead gives way to a loaded one with room (the planner's admission step, ``vram.py``).
 * **Orders** (:meth:`route`): a decision with orders (``evict``; ``fits`` for a model slow to
   load) starts them in the background under the host lock and waits for the unloads at most
   ``evict_wait_s`` (bounded by the RPC deadline). Room made in time: the best candidate goes
@@ -257,9 +259,11 @@ class VramCoordinator:
             out[host] = replace(h, gpu_free_bytes=gpu_free, resident=(*resident, *extra))
         return out
 
-    def options(self, candidates: list[CandidateV1]) -> list[Option]:
+    def options(self, candidates: list[CandidateV1], waits: Sequence[float] | None = None) -> list[Option]:
+        """The planner's view of the candidates; ``waits``: each one's expected wait for a slot
+        (``RoutingEngine.expected_waits``), for the admission step."""
         out = []
-        for c in candidates:
+        for k, c in enumerate(candidates):
             entry = self._catalog.spec(c.model)
             need, _ = model_need(
                 c.upstream_model,
@@ -270,7 +274,8 @@ class VramCoordinator:
                 quant=entry.quant if entry else None,
             )
             embedding = entry.embedding if entry else False
-            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, need, embedding))
+            wait = waits[k] if waits is not None else 0.0
+            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, need, embedding, wait))
         return out
 
     def preview(self, reply: RouteReplyV1) -> tuple[RouteReplyV1, Decision | None]:
@@ -290,10 +295,10 @@ class VramCoordinator:
         alt = self._first_without_orders(self.options(reply.candidates[1:]))
         return reply.candidates[alt + 1].model if alt is not None else None
 
-    def decide(self, reply: RouteReplyV1) -> tuple[RouteReplyV1, Decision | None]:
+    def decide(self, reply: RouteReplyV1, waits: Sequence[float] | None = None) -> tuple[RouteReplyV1, Decision | None]:
         if not self.opts.enabled or not reply.candidates or not self.view.hosts:
             return reply, None
-        options = self.options(reply.candidates)
+        options = self.options(reply.candidates, waits)
         hosts = self._hosts_now()
         decision = plan(options, hosts, self.cfg)
         if decision is None:
@@ -328,9 +333,11 @@ class VramCoordinator:
 
     # --- orders ------------------------------------------------------------------------------
 
-    async def route(self, reply: RouteReplyV1, *, remaining_s: float | None = None) -> RouteReplyV1:
+    async def route(
+        self, reply: RouteReplyV1, *, remaining_s: float | None = None, waits: Sequence[float] | None = None
+    ) -> RouteReplyV1:
         """:meth:`decide`, then carry out an ``evict`` decision's orders (module docstring)."""
-        decided, decision = self.decide(reply)
+        decided, decision = self.decide(reply, waits)
         if decision is None or not decision.orders or self._actions is None:
             return decided
         host = decision.orders[0].host
