@@ -24,8 +24,9 @@ CHAT = {"model": "turnout/auto", "messages": [{"role": "user", "content": "hi"}]
 
 
 async def test_a_failing_model_opens_its_circuit_and_traffic_goes_elsewhere(
-    redis_url, keys, fleet: Fleet, make_settings
+    redis_url, keys, fleet: Fleet, make_settings, caplog
 ):
+    caplog.set_level("WARNING", logger="turnout.gateway.circuits")
     fleet.alpha.mode = "status"  # alpha's model answers 500
     scorer = FakeScorer(redis_url, keys, fixed(("m", "alpha", "up"), ("m", "beta", "up")))
     settings = make_settings(circuit_failures=3, circuit_cooldown_s=60)
@@ -48,6 +49,8 @@ async def test_a_failing_model_opens_its_circuit_and_traffic_goes_elsewhere(
     assert 'turnout_gateway_circuit_state{backend="alpha",model="up"} 2.0' in metrics
     assert 'turnout_gateway_circuit_state{backend="beta",model="*"} 0.0' in metrics
     assert 'turnout_gateway_upstream_attempts_total{backend="alpha",outcome="circuit_open"} 7.0' in metrics
+    opened = [r.getMessage() for r in caplog.records if r.name == "turnout.gateway.circuits"]
+    assert len(opened) == 1 and opened[0].startswith("circuit alpha/up open for "), opened  # once, not per request
 
 
 async def test_after_the_cooldown_one_probe_closes_it_or_reopens_it_for_longer(redis, keys):
