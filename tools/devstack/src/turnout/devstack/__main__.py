@@ -252,13 +252,11 @@ LLAMA_DEFAULT_MAX_TOKENS = 256
 
 
 def _dev_env() -> dict[str, str]:
-    """``make run`` is for trying Turnout: the request log is on (prompts and replies, redacted, in
-    the dashboard) unless the environment says otherwise."""
-    return (
-        {}
-        if "TURNOUT_GATEWAY__REQUEST_LOG__ENABLED" in os.environ
-        else {"TURNOUT_GATEWAY__REQUEST_LOG__ENABLED": "true"}
-    )
+    """``make run`` is for trying Turnout, unless the environment says otherwise: the request log
+    is on (prompts and replies, redacted, in the dashboard), and Ctrl-C does not wait out the
+    gateway's Kubernetes pre-stop delay (streams in flight still get the drain grace)."""
+    wanted = {"TURNOUT_GATEWAY__REQUEST_LOG__ENABLED": "true", "TURNOUT_GATEWAY__PRESTOP_DELAY_S": "0"}
+    return {k: v for k, v in wanted.items() if k not in os.environ}
 
 
 def _llama_env() -> dict[str, str]:
