@@ -153,7 +153,7 @@ async def list_models(gw: StateDep, _client: ClientDep) -> Response:
 async def get_model(model: str, gw: StateDep, _client: ClientDep) -> Response:
     """One listed model; a name without a tag resolves as in requests (``llama3.1`` is
     ``llama3.1:latest``, or its only tag)."""
-    by_id = {item["id"]: item for item in await model_list(gw)}
+    by_id = {str(item["id"]): item for item in await model_list(gw)}
     item = by_id.get(model) or by_id.get(untagged_match(model, by_id) or "")
     if item is None:
         raise ModelNotFound(f"The model '{model}' does not exist", param="model")
