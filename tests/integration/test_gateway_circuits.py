@@ -26,8 +26,9 @@ CHAT = {"model": "turnout/auto", "messages": [{"role": "user", "content": "hi"}]
 
 @pytest.mark.parametrize(("status_failures", "sent"), [(None, 1), (3, 3)])
 async def test_a_failing_model_opens_its_circuit_and_traffic_goes_elsewhere(
-    redis_url, keys, redis, fleet: Fleet, make_settings, status_failures: int | None, sent: int
+    redis_url, keys, redis, fleet: Fleet, make_settings, status_failures: int | None, sent: int, caplog
 ):
+    caplog.set_level("WARNING", logger="turnout.gateway.circuits")
     fleet.alpha.mode = "status"  # alpha's model answers 500
     scorer = FakeScorer(redis_url, keys, fixed(("m", "alpha", "up"), ("m", "beta", "up")))
     given = {} if status_failures is None else {"circuit_status_failures": status_failures}
@@ -60,6 +61,8 @@ async def test_a_failing_model_opens_its_circuit_and_traffic_goes_elsewhere(
     assert f'turnout_gateway_upstream_attempts_total{{backend="alpha",outcome="circuit_open"}} {10 - sent}.0' in metrics
     # the scorer is told at once (it re-reads the circuits on fleet_changed)
     assert message is not None and message["data"] == b"alpha\tup"
+    opened = [r.getMessage() for r in caplog.records if r.name == "turnout.gateway.circuits"]
+    assert len(opened) == 1 and opened[0].startswith("circuit alpha/up open for "), opened  # once, not per request
 
 
 async def test_after_the_cooldown_one_probe_closes_it_or_reopens_it_for_longer(redis, keys):

@@ -29,10 +29,14 @@ async def test_blocked_models_are_not_listed(redis, keys, make_settings):
         v1 = (await http.get("/v1/models")).json()
         tags = (await http.get("/api/tags")).json()
         one = await http.get("/v1/models/secret:70b")
+        tagless = await http.get("/v1/models/llama3.2")  # as a request's model would resolve
+        tagless_hidden = await http.get("/v1/models/secret")
 
     assert [m["id"] for m in v1["data"]] == ["turnout/auto", "llama3.2:3b"]
     assert [m["name"] for m in tags["models"]] == ["turnout/auto", "llama3.2:3b"]
     assert one.status_code == 404
+    assert (tagless.status_code, tagless.json()["id"]) == (200, "llama3.2:3b")
+    assert tagless_hidden.status_code == 404
 
 
 async def _listed(http: httpx.AsyncClient, name: str) -> bool:

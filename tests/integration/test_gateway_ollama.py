@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import httpx
+import ollama
+import orjson
 import pytest
 
 from tests.integration import test_gateway_fakes as fakes
@@ -89,3 +91,26 @@ async def test_ollama_errors_are_in_ollama_shape(fleet: Fleet, make_settings):
         wrong = await http.post("/api/chat", json={"model": "m", "messages": [{"role": "user", "content": 3}]})
     assert (bad.status_code, bad.json()) == (400, {"error": "request body is not valid JSON"})
     assert (wrong.status_code, wrong.json()) == (422, {"error": "'messages[0].content' must be a string"})
+
+
+async def test_ollama_load_and_unload_calls_are_answered_without_generating(redis, keys, fleet: Fleet, make_settings):
+    """``ollama.chat(model)`` with no messages loads a model and ``generate(model, keep_alive=0)``
+    unloads it, in Ollama; neither may become a generation on an empty prompt."""
+    await redis.set(keys.catalog_snapshot, snapshot(catalog_model("llama3.2:3b", "olla", "llama3.2:3b", 3)))
+    async with run_gateway(make_settings()) as gw:
+        client = gw.ollama()
+        loaded = await client.chat(model="llama3.2")  # tag-less, as Ollama resolves it
+        unloaded = await client.generate(model="llama3.2:3b", keep_alive=0)
+        virtual = await client.generate(model="turnout/auto")
+        with pytest.raises(ollama.ResponseError) as missing:
+            await client.chat(model="nope", messages=[])
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            streamed = await http.post("/api/chat", json={"model": "llama3.2:3b"})  # Ollama streams by default
+
+    assert (loaded.model, loaded.done, loaded.done_reason, loaded.message.content) == ("llama3.2:3b", True, "load", "")
+    assert (unloaded.model, unloaded.done_reason, unloaded.response) == ("llama3.2:3b", "unload", "")
+    assert (virtual.model, virtual.done_reason) == ("turnout/auto", "load")
+    assert (missing.value.status_code, missing.value.error) == (404, "model 'nope' not found")
+    assert streamed.headers["content-type"] == "application/x-ndjson"
+    assert [orjson.loads(line)["done_reason"] for line in streamed.text.splitlines()] == ["load"]
+    assert fleet.olla.received == []  # no backend was asked to generate anything

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+import ollama
 import openai
 import pytest
 from aiohttp import web
@@ -54,7 +55,10 @@ async def test_root_show_and_ps_for_ollama_clients(redis, keys, fleet: Fleet, ma
             head = await http.head("/")
             missing = await http.post("/api/show", json={"model": "nope"})
             nameless = await http.post("/api/show", json={})
+            openai_missing = await http.get("/v1/nope")
         client = gw.ollama()
+        with pytest.raises(ollama.ResponseError) as pull:  # an endpoint Turnout does not serve
+            await client.pull("llama3.2:3b")
         shown = await client.show("llama3.2:3b")
         bare = await client.show("e")  # tag-less: e:latest
         virtual = await client.show("turnout/auto")
@@ -64,6 +68,9 @@ async def test_root_show_and_ps_for_ollama_clients(redis, keys, fleet: Fleet, ma
     assert (head.status_code, head.headers["content-length"]) == (200, str(len("Ollama is running")))
     assert (missing.status_code, missing.json()) == (404, {"error": "model 'nope' not found"})
     assert (nameless.status_code, nameless.json()) == (400, {"error": "'model' is a required property"})
+    assert pull.value.status_code == 404 and isinstance(pull.value.error, str)
+    assert "POST /api/pull is not served by Turnout" in pull.value.error
+    assert openai_missing.status_code == 404 and openai_missing.json()["error"]["code"] == "not_found"
     assert shown.details is not None and (shown.details.family, shown.details.parameter_size) == ("llama", "3.2B")
     assert shown.details.quantization_level == "Q4_K_M"
     assert shown.capabilities == ["completion", "tools"]

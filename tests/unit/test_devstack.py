@@ -225,3 +225,13 @@ def test_a_service_stopped_on_purpose_is_not_restarted(tmp_path: Path) -> None:
     restarter.tick()
     assert restarter.restarts == {}
     stack.stop()
+
+
+def test_make_run_settings_give_way_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from turnout.devstack.__main__ import _dev_env
+
+    monkeypatch.delenv("TURNOUT_GATEWAY__PRESTOP_DELAY_S", raising=False)
+    monkeypatch.delenv("TURNOUT_GATEWAY__REQUEST_LOG__ENABLED", raising=False)
+    assert _dev_env() == {"TURNOUT_GATEWAY__REQUEST_LOG__ENABLED": "true", "TURNOUT_GATEWAY__PRESTOP_DELAY_S": "0"}
+    monkeypatch.setenv("TURNOUT_GATEWAY__PRESTOP_DELAY_S", "5")
+    assert "TURNOUT_GATEWAY__PRESTOP_DELAY_S" not in _dev_env()

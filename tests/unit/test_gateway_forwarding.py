@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from turnout.common.backends.config import BackendConfig, BackendKind
-from turnout.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
+from turnout.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable, TranslationError
 from turnout.common.schemas.route import CandidateV1, RequestKind
 from turnout.gateway.errors import NoBackendAvailable, RateLimited, UpstreamFailed, UpstreamTimedOut
 from turnout.gateway.forwarding import (
@@ -46,6 +46,8 @@ def test_ndjson_lines_keeps_the_partial_tail():
         (BackendStatusError("x", status=422), "status_4xx", False),
         (BackendTimeout("x"), "timeout", True),
         (BackendUnavailable("x"), "unavailable", True),
+        # refused by the gateway before sending (token ids to Ollama): the backend is not at fault
+        (TranslationError("x"), "unsupported", False),
     ],
 )
 def test_failures_are_classified(exc, outcome, retry):

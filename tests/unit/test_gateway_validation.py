@@ -47,6 +47,30 @@ def test_good_bodies_pass_and_unknown_fields_are_allowed():
         check_embeddings({"input": "a", "encoding_format": "int8"})
 
 
+@pytest.mark.parametrize(
+    ("body", "exc", "param"),
+    [
+        ({"input": ""}, InvalidRequest, "input"),
+        ({"input": []}, InvalidRequest, "input"),
+        ({"input": ["a", ""]}, InvalidRequest, "input[1]"),
+        ({"input": [None]}, InvalidType, "input[0]"),
+        ({"input": ["a", {"text": "b"}]}, InvalidType, "input[1]"),
+        ({"input": [[1, "2"]]}, InvalidType, "input[0]"),
+        ({"input": [True]}, InvalidType, "input[0]"),
+        ({"input": "a", "dimensions": 0}, InvalidRequest, "dimensions"),
+    ],
+)
+def test_bad_embedding_inputs(body, exc, param):
+    with pytest.raises(exc) as e:
+        check_embeddings(body)
+    assert type(e.value) is exc and e.value.param == param
+
+
+def test_embedding_inputs_of_every_documented_form_pass():
+    for value in ("a", ["a", "b"], [1, 2, 3], [[1, 2], [3]]):
+        check_embeddings({"input": value})
+
+
 def test_chat_features():
     body = {
         "messages": [

@@ -121,7 +121,13 @@ def test_text_formatter_is_redacted_and_carries_the_request_id() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "key %s", ("sk-abcdefghijkl",), None)
     RequestIdFilter().filter(record)
     out = TextFormatter(service="scorer").format(record)
-    assert out.endswith("INFO    scorer x [None] key sk-abcd***")
+    assert out.endswith("INFO    scorer x key sk-abcd***")  # no request: no "[None]" on every line
+    token = request_id_var.set("req-1")
+    try:
+        RequestIdFilter().filter(record)
+    finally:
+        request_id_var.reset(token)
+    assert TextFormatter(service="scorer").format(record).endswith("INFO    scorer x [req-1] key sk-abcd***")
 
 
 def test_configure_logging_installs_json_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:

@@ -320,6 +320,31 @@ def test_catalog_models_convert_to_specs():
     )
 
 
+def test_profiles_under_the_profiling_suites_category_names_steer_routing():
+    """The profiler grades ``code`` and ``extraction``; the prompt analysis says ``coding`` and
+    ``summarisation``. A model's graded coding score must decide a coding prompt, and a category
+    the suite does not grade (translation) reads the mean of the graded ones, not size alone."""
+
+    def model(name: str, quality: dict[str, float]) -> ModelSpec:
+        return ModelSpec.from_catalog(
+            CatalogModelV1(
+                name=name, params_b=8, quality=quality, replicas=[ReplicaV1(backend="b", upstream_model=name)]
+            )
+        )
+
+    coder_ish = model("a:8b", {"code": 0.95, "extraction": 0.9, "general": 0.3, "creative": 0.4})
+    chatty = model("b:8b", {"code": 0.2, "extraction": 0.3, "general": 0.9, "creative": 0.5})
+    assert coder_ish.profile["coding"] == (0.95, 10.0)
+    assert coder_ish.profile["summarisation"] == (0.9, 10.0)
+    assert coder_ish.profile[OVERALL] == (pytest.approx(0.6375), 10.0)
+    router = Router((coder_ish, chatty))
+    assert router.top(HARD_CODE, quality=1.0) == "a:8b"
+    assert router.top("Tell me about the history of Lisbon", quality=1.0) == "b:8b"
+    table = router.table
+    assert table.capability_for("translation")[0] > table.capability_for("translation")[1]
+    assert table.capability_for("summarisation")[0] > table.capability_for("summarisation")[1]
+
+
 def test_learned_estimates_are_blended_by_neighbour_mass():
     specs = (ModelSpec("a", 8), ModelSpec("b", 8))
     router = Router(specs)

@@ -77,10 +77,12 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def __init__(self, service: str = "turnout") -> None:
-        super().__init__(f"%(asctime)s %(levelname)-7s {service} %(name)s [%(request_id)s] %(message)s")
+        super().__init__(f"%(asctime)s %(levelname)-7s {service} %(name)s%(request_tag)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        """One readable line, redacted."""
+        """One readable line, redacted; `` [req-…]`` after the logger only within a request."""
+        rid = getattr(record, "request_id", None)
+        record.request_tag = f" [{rid}]" if rid else ""
         return redact(super().format(record))
 
 

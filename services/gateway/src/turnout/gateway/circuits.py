@@ -114,9 +114,17 @@ class Breakers:
         if result is None:
             return
         state, until = result
+        c = self.view.get(key) or CircuitV1(backend=key[0], model=key[1])
         if state is CircuitState.OPEN:
             self._wake.set()  # re-read soon; this gateway blocks it at once
-        c = self.view.get(key) or CircuitV1(backend=key[0], model=key[1])
+            if c.state is not CircuitState.OPEN:  # once per opening, not per blocked request
+                log.warning(
+                    "circuit %s/%s open for %.0fs: %s",
+                    key[0],
+                    key[1] or BACKEND_LABEL,
+                    max(until - time.time(), 0.0),
+                    str(exc)[:200] or type(exc).__name__,
+                )
         self.view[key] = c.model_copy(update={"state": state, "failures": c.failures + 1, "until": until})
 
     async def success(self, backend: str, model: str) -> None:

@@ -359,10 +359,20 @@ async def _validation_handler(request: Request, exc: Exception) -> Response:
     return dialect_error_response(request.url.path, err)
 
 
-async def _http_handler(_: Request, exc: Exception) -> Response:
+async def _http_handler(request: Request, exc: Exception) -> Response:
+    """Routing errors (no such path, wrong method) in the shape of the path's dialect, so an
+    Ollama client asking for an endpoint Turnout does not serve (``/api/pull``) reads a message."""
     assert isinstance(exc, StarletteHTTPException)
+    path = request.url.path
+    detail = str(exc.detail)
+    if path.startswith("/api/"):
+        if exc.status_code == 404:
+            detail = f"{request.method} {path} is not served by Turnout (models are managed on its backends)"
+        return Response(
+            orjson.dumps({"error": detail}), status_code=exc.status_code, media_type=JSON_MEDIA, headers=exc.headers
+        )
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    body = error_body(exc.status_code, str(exc.detail), code=code)
+    body = error_body(exc.status_code, detail, code=code)
     return Response(body, status_code=exc.status_code, media_type=JSON_MEDIA, headers=exc.headers)
 
 

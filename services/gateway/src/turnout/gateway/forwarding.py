@@ -140,6 +140,8 @@ def make_backend(config: BackendConfig, *, connect_timeout_s: float, read_timeou
 
 
 def attempt_outcome(exc: BaseException) -> str:
+    if isinstance(exc, TranslationError):
+        return "unsupported"
     if isinstance(exc, BackendStatusError):
         if exc.status == 429:
             return "status_429"

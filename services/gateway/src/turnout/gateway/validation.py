@@ -231,11 +231,33 @@ def check_embeddings(body: Json) -> None:
     check_types(body, EMBEDDING)
     check_model(body)
     require(body, "input")
+    _check_embedding_input(body["input"])
+    dims = body.get("dimensions")
+    if dims is not None and dims < 1:
+        raise InvalidRequest("'dimensions' must be at least 1", param="dimensions", code="invalid_value")
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
         raise InvalidRequest(
             "'encoding_format' must be 'float' or 'base64'", param="encoding_format", code="invalid_value"
         )
+
+
+def _check_embedding_input(value: str | list[Any]) -> None:
+    """OpenAI's ``input``: a non-empty string, or a non-empty array of non-empty strings, of
+    token ids, or of token-id arrays (as OpenAI answers, 400 for empty, 422 for other types)."""
+    if value == "" or value == []:
+        raise InvalidRequest("'input' must not be empty", param="input", code="invalid_value")
+    if isinstance(value, str):
+        return
+    for i, item in enumerate(value):
+        where = f"input[{i}]"
+        if item == "" or item == []:
+            raise InvalidRequest(f"'{where}' must not be empty", param=where, code="invalid_value")
+        ok = isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool))
+        if isinstance(item, list):
+            ok = all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+        if not ok:
+            raise InvalidType(f"'{where}' must be a string, a token id or an array of token ids", param=where)
 
 
 def check_ollama_chat(body: Json, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:

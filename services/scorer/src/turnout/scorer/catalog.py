@@ -46,6 +46,25 @@ def estimated_ttft_ms(active_b: float) -> float:
     return 40.0 + 6.0 * active_b
 
 
+PROFILE_CATEGORIES: Mapping[str, str] = MappingProxyType({"code": "coding", "extraction": "summarisation"})
+"""The profiling suite's category names that the prompt analysis calls otherwise."""
+
+
+def profile_from_quality(quality: Mapping[str, float], n: float) -> dict[str, tuple[float, float]]:
+    """A catalog model's profile scores (the profiling suite's categories) keyed by the prompt
+    analysis' categories: ``code`` is also ``coding``, ``extraction`` also ``summarisation``; and
+    ``overall``, when the catalog has none, is the mean of the graded categories, so a prompt of a
+    category the suite does not grade (translation) reads the model's measured standing rather
+    than its size alone. Each entry counts ``n`` graded prompts."""
+    prof = {k: (v, n) for k, v in quality.items()}
+    for suite_name, name in PROFILE_CATEGORIES.items():
+        if suite_name in quality and name not in quality:
+            prof[name] = (quality[suite_name], n)
+    if quality and OVERALL not in quality:
+        prof[OVERALL] = (sum(quality.values()) / len(quality), n)
+    return prof
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     """What the scorer knows about one model (built from the catalog, profiles and benchmarks)."""
@@ -91,7 +110,7 @@ class ModelSpec:
             coder=m.coder,
             tokens_per_s=m.tokens_per_s,
             ttft_ms=m.ttft_ms,
-            profile=MappingProxyType({k: (v, profile_n) for k, v in m.quality.items()}),
+            profile=MappingProxyType(profile_from_quality(m.quality, profile_n)),
             benchmark=MappingProxyType(bench),
             tier=tier,
             replicas=tuple((r.backend, r.upstream_model, r.host) for r in m.replicas),

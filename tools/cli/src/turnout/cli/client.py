@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,11 +13,17 @@ from rich.console import Console
 from rich.markup import escape
 
 DEFAULT_PORT = 8080
+PIPE_WIDTH = 240
+"""Width of output that goes to a pipe or a file (``turnout models | less``) unless ``COLUMNS``
+says otherwise: rich's default there is 80 columns, which squeezes the wide tables to ``Qw…``."""
 
 
 def console() -> Console:
     """A console on the current stdout (made per use: the width and the stream are read when made)."""
-    return Console()
+    out = Console()
+    if not out.is_terminal and not os.environ.get("COLUMNS"):
+        return Console(width=PIPE_WIDTH)
+    return out
 
 
 def err_console() -> Console:

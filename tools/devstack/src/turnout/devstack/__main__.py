@@ -252,13 +252,11 @@ LLAMA_DEFAULT_MAX_TOKENS = 256
 
 
 def _dev_env() -> dict[str, str]:
-    """``make run`` is for trying Turnout: the request log is on (prompts and replies, redacted, in
-    the dashboard) unless the environment says otherwise."""
-    return (
-        {}
-        if "TURNOUT_GATEWAY__REQUEST_LOG__ENABLED" in os.environ
-        else {"TURNOUT_GATEWAY__REQUEST_LOG__ENABLED": "true"}
-    )
+    """``make run`` is for trying Turnout, unless the environment says otherwise: the request log
+    is on (prompts and replies, redacted, in the dashboard), and Ctrl-C does not wait out the
+    gateway's Kubernetes pre-stop delay (streams in flight still get the drain grace)."""
+    wanted = {"TURNOUT_GATEWAY__REQUEST_LOG__ENABLED": "true", "TURNOUT_GATEWAY__PRESTOP_DELAY_S": "0"}
+    return {k: v for k, v in wanted.items() if k not in os.environ}
 
 
 def _llama_env() -> dict[str, str]:
@@ -277,6 +275,35 @@ def _llama_env() -> dict[str, str]:
     return {k: v for k, v in wanted.items() if k not in os.environ}
 
 
+async def live_scorers(redis_url: str, prefix: str) -> list[str]:
+    """Scorer replicas with a live heartbeat under ``prefix`` on this Redis: another stack that
+    would share this one's queues, catalog and fleet state."""
+    from redis.asyncio import Redis
+
+    from turnout.common.keys import Keys
+    from turnout.common.rpc.contract import ROUTE_V1
+
+    keys = Keys(prefix)
+    redis = Redis.from_url(redis_url)
+    try:
+        raw: set[bytes] = await redis.smembers(keys.rpc_alive(ROUTE_V1.name, ROUTE_V1.version))  # type: ignore[misc]
+        members = sorted(m.decode() for m in raw)
+        return [m for m in members if await redis.exists(keys.rpc_alive_replica(ROUTE_V1.name, ROUTE_V1.version, m))]
+    finally:
+        await redis.aclose()
+
+
+def _warn_if_shared(redis_url: str, prefix: str) -> None:
+    others = asyncio.run(live_scorers(redis_url, prefix))
+    if others:
+        say(
+            f"another Turnout stack is running on this Redis under key prefix {prefix!r} (scorer "
+            f"{', '.join(others)}): the two would share queues, catalog and fleet state. Stop it, or keep "
+            "this one apart: TURNOUT_KEY_PREFIX=<name> TURNOUT_DATABASE_URL=<another database> make run",
+            loud=True,
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -292,6 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             say("TURNOUT_FLEET=llama: preparing real llama.cpp servers (the first run installs llama.cpp) ...")
             prepare_llama()
         redis_url, db_url = ensure_infra(settings, instances)
+        _warn_if_shared(redis_url, settings.key_prefix)
         say("migrating the database ...")
         asyncio.run(upgrade(db_url))
         stack = Stack(

@@ -21,12 +21,19 @@ from turnout.common.backends.translate import (
 from turnout.common.errors import TranslationError
 from turnout.common.schemas.route import RequestKind
 from turnout.gateway.deps import ClientDep, StateDep, resolve
-from turnout.gateway.errors import InvalidRequest
-from turnout.gateway.pipeline import JSON_MEDIA, Shape
+from turnout.gateway.errors import InvalidRequest, InvalidType, ModelNotFound
+from turnout.gateway.pipeline import JSON_MEDIA, NDJSON_MEDIA, Shape
+from turnout.gateway.routes.ollama_info import find_model
 from turnout.gateway.routes.openai import exchange, request_shaping
 from turnout.gateway.routing import QUALITY_HEADER, chat_features, embedding_features, parse_quality
 from turnout.gateway.state import GatewayState
-from turnout.gateway.validation import check_ollama_chat, check_ollama_embed, check_ollama_generate, read_json
+from turnout.gateway.validation import (
+    check_model,
+    check_ollama_chat,
+    check_ollama_embed,
+    check_ollama_generate,
+    read_json,
+)
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
@@ -42,9 +49,34 @@ def _translated(fn: Callable[[Json], Json], body: Json) -> Json:
         raise InvalidRequest(str(exc), code="invalid_value") from exc
 
 
+async def _load_reply(gw: GatewayState, raw: Json, *, chat: bool) -> Response:
+    """Ollama's load and unload calls (``/api/chat`` without messages, ``/api/generate`` without a
+    prompt; ``keep_alive: 0`` unloads) ask nothing of a model: the scorer loads and unloads models
+    on the fleet as it routes, so they are answered at once, for a model that exists."""
+    check_model(raw)
+    name = raw.get("model") or gw.settings.gateway.virtual_model
+    if not isinstance(name, str):
+        raise InvalidType("'model' must be a string", param="model")
+    if name != gw.settings.gateway.virtual_model:
+        model = await find_model(gw, name)
+        if model is None:
+            raise ModelNotFound(f"model '{name}' not found", param="model")
+        name = model.name
+    unload = raw.get("keep_alive") in (0, "0", "0s", "0m")
+    body: Json = {"model": name, "created_at": iso_now(), "done": True, "done_reason": "unload" if unload else "load"}
+    if chat:
+        body["message"] = {"role": "assistant", "content": ""}
+    else:
+        body["response"] = ""
+    stream = raw.get("stream") is not False  # Ollama streams unless told not to: one NDJSON line
+    return Response(orjson.dumps(body) + (b"\n" if stream else b""), media_type=NDJSON_MEDIA if stream else JSON_MEDIA)
+
+
 async def chat(request: Request) -> Response:
     gw, client = resolve(request)
     raw = await read_json(request)
+    if raw.get("messages") in (None, []):
+        return await _load_reply(gw, raw, chat=True)
     check_ollama_chat(raw, max_messages=gw.settings.gateway.max_messages)
     body = _translated(ollama_chat_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
@@ -60,6 +92,8 @@ async def chat(request: Request) -> Response:
 async def generate(request: Request) -> Response:
     gw, client = resolve(request)
     raw = await read_json(request)
+    if not raw.get("prompt") and not raw.get("system") and not raw.get("images"):
+        return await _load_reply(gw, raw, chat=False)
     check_ollama_generate(raw)
     body = _translated(ollama_generate_request_to_openai, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)

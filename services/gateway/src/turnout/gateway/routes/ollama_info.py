@@ -95,14 +95,15 @@ async def show(req: ShowRequest, gw: StateDep, _client: ClientDep) -> Response:
     if name == virtual:
         body = _show_virtual(virtual)
     else:
-        model = await _find(gw, name)
+        model = await find_model(gw, name)
         if model is None:
             raise ModelNotFound(f"model '{name}' not found", param="model")
         body = _show(model)
     return Response(orjson.dumps(body), media_type=JSON_MEDIA)
 
 
-async def _find(gw: GatewayState, name: str) -> CatalogModelV1 | None:
+async def find_model(gw: GatewayState, name: str) -> CatalogModelV1 | None:
+    """A listed catalog model by name, or by name without its tag as Ollama resolves it."""
     models = [m for m in await gw.catalog.models() if m.name not in gw.catalog.hidden]
     by_name = {m.name: m for m in models}
     found = by_name.get(name)

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.routing import Route
 
+from turnout.common.backends.names import untagged_match
 from turnout.common.logging import request_id_var
 from turnout.common.schemas.events import EVENT_FIELD, FeedbackEventV1
 from turnout.common.schemas.route import RequestKind
@@ -151,10 +152,13 @@ async def list_models(gw: StateDep, _client: ClientDep) -> Response:
 
 @router.get("/models/{model:path}")
 async def get_model(model: str, gw: StateDep, _client: ClientDep) -> Response:
-    for item in await model_list(gw):
-        if item["id"] == model:
-            return Response(orjson.dumps(item), media_type=JSON_MEDIA)
-    raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+    """One listed model; a name without a tag resolves as in requests (``llama3.1`` is
+    ``llama3.1:latest``, or its only tag)."""
+    by_id = {str(item["id"]): item for item in await model_list(gw)}
+    item = by_id.get(model) or by_id.get(untagged_match(model, by_id) or "")
+    if item is None:
+        raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+    return Response(orjson.dumps(item), media_type=JSON_MEDIA)
 
 
 class FeedbackIn(BaseModel):

@@ -1,9 +1,10 @@
 """The profiling suite as versioned data: ``suite.yaml`` beside this module, loaded into typed models.
 
 A suite is a list of prompts, each in one category, each with one or more checks that grade a
-model's answer. Categories use the scorer's names where they overlap (``code``, ``math``,
-``reasoning``, ``creative``, ``general``) plus ``extraction`` (summarisation and extraction)
-and ``instruction`` (instruction following).
+model's answer. Categories: ``code``, ``math``, ``reasoning``, ``creative``, ``general``,
+``extraction`` (summarisation and extraction) and ``instruction`` (instruction following); the
+scorer reads ``code`` as its ``coding`` and ``extraction`` as its ``summarisation``
+(``turnout.scorer.catalog.PROFILE_CATEGORIES``).
 
 Check types (``type`` field), all scored 0..1 (see :mod:`turnout.profiler.grading`):
 

@@ -29,6 +29,13 @@ def line(r: dict[str, Any]) -> str:
     status = r.get("status")
     color = "green" if status == 200 else "red"
     cat = r.get("category") or "-"
+    if r.get("model") is None:  # nothing served it: say why, not a candidate's reasons
+        outcome = escape(str(r.get("outcome") or "failed"))
+        asked = f" (asked for {escape(str(r['requested_model']))})" if r.get("requested_model") else ""
+        return (
+            f"{ts} [{color}]{status}[/{color}] {escape(str(r.get('request_id')))} {escape(cat)} → "
+            f"[{color}]{outcome}[/{color}]{asked} {_ms(r.get('latency_ms'))}"
+        )
     why = "; ".join(r.get("reasons") or [])
     return (
         f"{ts} [{color}]{status}[/{color}] {escape(str(r.get('request_id')))} {escape(cat)} → "
