@@ -247,7 +247,7 @@ def eb_strength(outcomes: F, power: F, cap: float = 1000.0) -> float:
     mean = outcomes.mean(axis=0)
     s2 = float(outcomes.var(axis=0, ddof=1).mean()) if n > 1 else 0.25
     if m < 3:
-        return ScoringConfig().prior_strength
+        return float(ScoringConfig().prior_strength)
     b, a = np.polyfit(power, mean, 1) if np.ptp(power) > 1e-9 else (0.0, float(mean.mean()))
     resid = mean - (a + b * power)
     tau2 = float(resid @ resid) / (m - 2) - s2 / n
