@@ -44,6 +44,14 @@ bootstrap resamples of the held-out prompts, and the 2.5–97.5 % range. Referen
 the same way: random, the best prompt-blind mix of models, the best single model, the oracle.
 Every figure is one line: ``<set> <protocol> <router> <measure> by <definition> <mean> ± <sd>``.
 
+**Variants** (``--variants``, on by default): in every protocol, the same routers with the speed
+weight at 0 (the bench measures no latency), with the calibration standing shrunk towards the
+catalog's size line by an empirical-Bayes strength (:func:`eb_strength`; with per-category
+means shrunk towards the overall one, :func:`eb_category_strength`), and given each model's
+true standing on the test prompts (an upper bound: what a perfect calibration would give); plus
+the prompt-blind mix picking by the true test standing once (no per-resample hull) and by the
+EB-shrunk calibration standing.
+
 **Classifier value** (``--classifier``, protocol ``classifier``): in-distribution, heuristics
 only and heuristics + learned under the heuristic analysis's categories, under the set's own
 labels (MMLU subject, LLMRouter cluster: a perfect classifier with a finer vocabulary than the
