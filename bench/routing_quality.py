@@ -44,6 +44,14 @@ bootstrap resamples of the held-out prompts, and the 2.5–97.5 % range. Referen
 the same way: random, the best prompt-blind mix of models, the best single model, the oracle.
 Every figure is one line: ``<set> <protocol> <router> <measure> by <definition> <mean> ± <sd>``.
 
+**Variants** (``--variants``, on by default): in every protocol, the same routers with the speed
+weight at 0 (the bench measures no latency), with the calibration standing shrunk towards the
+catalog's size line by an empirical-Bayes strength (:func:`eb_strength`; with per-category
+means shrunk towards the overall one, :func:`eb_category_strength`), and given each model's
+true standing on the test prompts (an upper bound: what a perfect calibration would give); plus
+the prompt-blind mix picking by the true test standing once (no per-resample hull) and by the
+EB-shrunk calibration standing.
+
 **Classifier value** (``--classifier``, protocol ``classifier``): in-distribution, heuristics
 only and heuristics + learned under the heuristic analysis's categories, under the set's own
 labels (MMLU subject, LLMRouter cluster: a perfect classifier with a finer vocabulary than the
@@ -188,16 +196,26 @@ def split(ds: routing_data.OutcomeSet, frac: float, seed: int) -> tuple[np.ndarr
     return np.array(sorted(train), dtype=np.intp), np.array(sorted(test), dtype=np.intp)
 
 
-def build_table(p: Prepared, rows: np.ndarray, categories: bool = True) -> ModelTable:
+def build_table(
+    p: Prepared, rows: np.ndarray, categories: bool = True, cfg: ScoringConfig | None = None, hier: bool = False
+) -> ModelTable:
     """A catalog of the set's models with profiles from ``rows`` only: overall standing, and per
-    category unless ``categories`` is off (the profiler's standing only, ``lodo+profile``)."""
+    category unless ``categories`` is off (the profiler's standing only, ``lodo+profile``).
+    ``hier``: each per-category mean is first shrunk towards the model's overall mean, by the
+    empirical-Bayes strength of :func:`eb_category_strength` (its pseudo-prompts count as
+    evidence)."""
     cats = np.array([a.category for a in p.analyses])
+    k_cat = eb_category_strength(p.ds.outcomes, rows, cats) if hier and categories else 0.0
     specs = []
     for j, m in enumerate(p.ds.models):
-        prof: dict[str, tuple[float, float]] = {OVERALL: (float(p.ds.outcomes[rows, j].mean()), float(len(rows)))}
+        overall = float(p.ds.outcomes[rows, j].mean())
+        prof: dict[str, tuple[float, float]] = {OVERALL: (overall, float(len(rows)))}
         for c in sorted(set(cats[rows])) if categories else ():
             sub = rows[cats[rows] == c]
-            prof[c] = (float(p.ds.outcomes[sub, j].mean()), float(len(sub)))
+            mean_c, n_c = float(p.ds.outcomes[sub, j].mean()), float(len(sub))
+            if k_cat > 0:
+                mean_c, n_c = (n_c * mean_c + k_cat * overall) / (n_c + k_cat), n_c + k_cat
+            prof[c] = (mean_c, n_c)
         active = 12.9 if "mixtral" in m.name.lower() else None  # MoE: Mixtral-8x7B ~12.9B active
         specs.append(
             ModelSpec(
@@ -208,7 +226,59 @@ def build_table(p: Prepared, rows: np.ndarray, categories: bool = True) -> Model
                 profile=prof,
             )
         )
-    return ModelTable.build(specs, ScoringConfig(), version=p.ds.name)
+    return ModelTable.build(specs, cfg or ScoringConfig(), version=p.ds.name)
+
+
+def power_of(p: Prepared) -> F:
+    table = ModelTable.build(
+        [
+            ModelSpec(
+                m.name,
+                params_b=None if np.isnan(m.params_b) else m.params_b,
+                active_params_b=12.9 if "mixtral" in m.name.lower() else None,
+            )
+            for m in p.ds.models
+        ],
+        ScoringConfig(),
+    )
+    return np.asarray(table.power, dtype=np.float64)
+
+
+def eb_strength(outcomes: F, power: F, cap: float = 1000.0) -> float:
+    """Empirical-Bayes strength (pseudo-prompts) of the catalog's size prior for a calibration
+    sample ``outcomes`` (prompts × models): each model's mean m_j has sampling variance s²_j/n
+    around its true standing, and the true standings scatter around the size line a + b·power
+    with variance τ²; the posterior mean is (n·m_j + k·line_j)/(n + k) with k = mean(s²)/τ².
+    τ² = residual variance of m about the fitted line (n_models − 2 degrees of freedom) less
+    the mean sampling variance. Two models: the line passes through both, so k is moot."""
+    n, m = outcomes.shape
+    mean = outcomes.mean(axis=0)
+    s2 = float(outcomes.var(axis=0, ddof=1).mean()) if n > 1 else 0.25
+    if m < 3:
+        return float(ScoringConfig().prior_strength)
+    b, a = np.polyfit(power, mean, 1) if np.ptp(power) > 1e-9 else (0.0, float(mean.mean()))
+    resid = mean - (a + b * power)
+    tau2 = float(resid @ resid) / (m - 2) - s2 / n
+    return cap if tau2 <= s2 / cap else s2 / tau2
+
+
+def eb_category_strength(outcomes: F, rows: np.ndarray, cats: npt.NDArray[np.str_], cap: float = 1000.0) -> float:
+    """Empirical-Bayes strength (pseudo-prompts) with which a model's per-category mean is shrunk
+    towards its overall mean: over every (model, category) cell of ``rows``, the squared gap
+    d² = (m_c − m)² has expectation τ_c² + s²_j/n_c; τ_c² is their mean less the sampling part,
+    and k = mean(s²)/τ_c²."""
+    out = outcomes[rows]
+    c_rows = cats[rows]
+    overall = out.mean(axis=0)
+    s2 = out.var(axis=0, ddof=1) if len(rows) > 1 else np.full(out.shape[1], 0.25)
+    excess = []
+    for c in set(c_rows):
+        sel = c_rows == c
+        n_c = int(sel.sum())
+        excess.extend(((out[sel].mean(axis=0) - overall) ** 2 - s2 / n_c).tolist())
+    tau2 = float(np.mean(excess)) if excess else 0.0
+    s2m = float(s2.mean())
+    return cap if tau2 <= s2m / cap else s2m / tau2
 
 
 def group_of(p: Prepared, rows: np.ndarray) -> OutcomeGroup:
@@ -335,6 +405,7 @@ def evaluate(
     res: dict[str, Result],
     dump: Callable[[str, F, npt.NDArray[np.intp]], None] | None,
     checks: list[int],
+    variants: bool = True,
 ) -> None:
     table = build_table(p, s.profile_rows, s.categories)
     cfg = ScoringConfig(learned_k=s.blend.learned_k)
@@ -368,23 +439,76 @@ def evaluate(
             res.setdefault(name, Result()).add(f"{k} cost", v)
     references(res, out, cost, weak, strong, weights, two)
     calibrated_mix(res, p, s.profile_rows, out, cost, weak, strong, weights)
+    if variants:
+        k_eb = eb_strength(p.ds.outcomes[s.profile_rows], power_of(p))
+        eb_table = build_table(p, s.profile_rows, s.categories, ScoringConfig(prior_strength=k_eb), hier=s.categories)
+        calibrated_mix(
+            res,
+            p,
+            s.profile_rows,
+            out,
+            cost,
+            weak,
+            strong,
+            weights,
+            np.asarray(eb_table.capability[OVERALL]),
+            "prompt-blind mix, EB calibrated (measured)",
+        )
+        calibrated_mix(
+            res, p, test, out, cost, weak, strong, weights, label="prompt-blind mix, true test standing (measured)"
+        )
+        true_table = build_table(p, test, categories=False)
+        eb_overall = build_table(p, s.profile_rows, s.categories, ScoringConfig(prior_strength=k_eb))
+        speed0 = replace(cfg, weights=replace(cfg.weights, speed=0.0))
+        cases: list[tuple[str, ModelTable, ScoringConfig]] = [
+            ("speed 0", table, speed0),
+            ("EB standing", eb_overall, cfg),
+            ("EB standing, speed 0", eb_overall, speed0),
+            *([("EB standing + category shrinkage", eb_table, cfg)] if s.categories else []),
+            ("true test standing (upper bound)", true_table, cfg),
+            ("true test standing, speed 0 (upper bound)", true_table, speed0),
+        ]
+        for suffix, tb, c in cases:
+            for name, est in (
+                ("heuristics only", None),
+                ("heuristics + learned", learned_for(p, tb, test, k_est, s.prior, s.blend)),
+            ):
+                key = f"{name}, {suffix}"
+                t01 = terms01(p, test, tb, c, est)
+                if two:
+                    add_share(res, key, crossover(t01, weak, strong), out[:, weak], out[:, strong], weights)
+                for k, v in cost_metrics(choices(t01), out, cost, weak, strong, weights).items():
+                    res.setdefault(key, Result()).add(f"{k} cost", v)
+        res.setdefault("EB standing strength (pseudo-prompts)", Result()).add("eb_k", np.array([k_eb]))
+        if s.categories:
+            k_cat = eb_category_strength(p.ds.outcomes, s.profile_rows, np.array([a.category for a in p.analyses]))
+            res["EB standing strength (pseudo-prompts)"].add("eb_kcat", np.array([k_cat]))
 
 
 def calibrated_mix(
-    res: dict[str, Result], p: Prepared, rows: np.ndarray, out: F, cost: F, weak: int, strong: int, weights: F
+    res: dict[str, Result],
+    p: Prepared,
+    rows: np.ndarray,
+    out: F,
+    cost: F,
+    weak: int,
+    strong: int,
+    weights: F,
+    standing: F | None = None,
+    label: str = "prompt-blind mix, calibrated (measured)",
 ) -> None:
     """The prompt-blind mix a deployment could run on what the router knows: models ranked by
     their standing on the profile rows (the calibration sample), the same model for every prompt
     at each price λ (argmax standing − λ·cost), consecutive settings joined linearly (= mixing
     them), scored on the test prompts. The ``best prompt-blind mix`` reference instead knows each
     model's quality on the test prompts themselves."""
-    q_hat = p.ds.outcomes[rows].mean(axis=0)
+    q_hat = p.ds.outcomes[rows].mean(axis=0) if standing is None else standing
     c_hat = p.cost[rows].mean(axis=0)
     lam = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 80) / max(float(c_hat.mean()), 1e-12)])
     picks = [int(np.lexsort((c_hat, -(q_hat - l_ * c_hat)))[0]) for l_ in lam]
     ch = np.repeat(np.array(picks, dtype=np.intp)[:, None], len(out), axis=1)
     for k, v in cost_metrics(ch, out, cost, weak, strong, weights).items():
-        res.setdefault("prompt-blind mix, calibrated (measured)", Result()).add(f"{k} cost", v)
+        res.setdefault(label, Result()).add(f"{k} cost", v)
 
 
 def add_share(res: dict[str, Result], name: str, score: F, w: F, s: F, weights: F) -> None:
@@ -585,6 +709,8 @@ MEASURES = [
     ("cpt50 cost", "CPT(50%)", "cost"),
     ("cpt80 cost", "CPT(80%)", "cost"),
     ("cost95 cost", "cost for 95% of strong model quality (share of its cost)", "cost"),
+    ("eb_k", "overall standing shrinkage", "empirical Bayes"),
+    ("eb_kcat", "per-category shrinkage", "empirical Bayes"),
 ]
 
 
@@ -648,7 +774,7 @@ def run_protocol(
                 picks = (int(ch[k, t]) for k in (0, 25, 50, 75, 100))
                 dump_rows.append([name, protocol, seed, router, int(i), float(score[t]), *picks])
 
-        evaluate(p, test, s, weights, res, dump if args.dump else None, checks)
+        evaluate(p, test, s, weights, res, dump if args.dump else None, checks, args.variants)
     pair = ", ".join(p.names[j] for j in pick_pair(p, np.arange(len(p.ds.prompts))))
     print(
         f"  [{protocol}] weak/strong: {pair}; "
@@ -675,6 +801,12 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="measure what a category label adds (sets with their own labels)",
+    )
+    ap.add_argument(
+        "--variants",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also: speed weight 0, empirical-Bayes standing, and the true test standing (upper bound)",
     )
     ap.add_argument("--dump", type=Path, help="write per-prompt decisions (CSV)")
     args = ap.parse_args(argv)
