@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from turnout.common import metrics as common_metrics
+
 OUTCOMES = ("ok", "error")
 PROFILE_OUTCOMES = ("ok", "partial", "failed", "skipped", "error")
 
@@ -74,13 +76,5 @@ class ProfilerMetrics:
 
 
 def queue_depth_gauge(registry: CollectorRegistry = REGISTRY) -> Gauge:
-    """``turnout_profiler_queue_depth{queue}``: jobs due in the worker's arq queue, read from Redis on
-    every scrape (:class:`turnout.common.metrics.QueueDepths`); KEDA scales the workers on it."""
-    return Gauge(
-        "queue_depth",
-        "Jobs due in the arq queue (retries waiting out their back-off excluded), read at scrape",
-        ["queue"],
-        namespace="turnout",
-        subsystem="profiler",
-        registry=registry,
-    )
+    """``turnout_profiler_queue_depth{queue}``: jobs due in the profiler's arq queue (KEDA scales on it)."""
+    return common_metrics.queue_depth_gauge("profiler", registry)

@@ -19,7 +19,6 @@ class ProfilerOptions(WorkerOptions):
     discover_at_startup: bool = Field(default=True, description="Run discovery once when the worker starts")
     describe_concurrency: int = Field(default=8, ge=1, le=64, description="Concurrent /api/show calls per backend")
     backend_timeout_s: float = Field(default=10.0, gt=0, description="Per backend call during discovery")
-    schema_wait_s: float = Field(default=120.0, ge=0, description="Without migrate_on_start: wait this long for it")
     profiling: ProfilingOptions = Field(default_factory=ProfilingOptions)
 
 

@@ -15,7 +15,6 @@ from turnout.sync.retention import RetentionOptions
 
 class SyncOptions(WorkerOptions):
     ops_port: int = Field(default=9103, ge=0, le=65535)
-    schema_wait_s: float = Field(default=120.0, ge=0, description="Without migrate_on_start: wait this long for it")
 
     benchmarks_file: Path | None = Field(default=None, description="CSV or JSON file (docs/benchmarks-file.md)")
     benchmarks_source: str = Field(
