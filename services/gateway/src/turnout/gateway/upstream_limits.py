@@ -41,6 +41,8 @@ DEFAULT_MAX_TOKENS = 1024
 
 @dataclass(frozen=True, slots=True)
 class ReadBounds:
+    """The factors and clamps that turn a model's profile into read timeouts."""
+
     ttfb_factor: float = 10.0
     gap_factor: float = 50.0
     read_min_s: float = 10.0
@@ -49,9 +51,11 @@ class ReadBounds:
     unprofiled_min_tokens_per_s: float = 10.0
 
     def clamp(self, seconds: float) -> float:
+        """``seconds`` clamped to ``[read_min_s, read_max_s]``."""
         return min(max(seconds, self.read_min_s), self.read_max_s)
 
     def read_timeout_s(self, model: CatalogModelV1 | None, *, stream: bool, max_tokens: int | None = None) -> float:
+        """The read bound of one attempt on ``model`` (see the module docstring)."""
         if model is None or not model.ttft_ms or not model.tokens_per_s:
             if stream:
                 return self.clamp(self.read_unprofiled_s)
@@ -77,6 +81,7 @@ class TimeoutCache:
         self._cache: dict[tuple[str, bool, float, float], aiohttp.ClientTimeout] = {}
 
     def use_catalog(self, by_name: Mapping[str, CatalogModelV1]) -> None:
+        """Read bounds from this catalog from now on (the cache empties when it changed)."""
         if by_name is not self._models:
             self._models = by_name
             self._cache = {}
@@ -84,6 +89,7 @@ class TimeoutCache:
     def get(
         self, model: str, *, stream: bool, max_tokens: int | None, connect_cap_s: float, read_cap_s: float
     ) -> aiohttp.ClientTimeout:
+        """The ``ClientTimeout`` of an attempt on ``model``, capped by the request's own budget."""
         key = (model, stream, connect_cap_s, read_cap_s)
         if not stream and max_tokens is not None:
             return self._build(model, stream, max_tokens, connect_cap_s, read_cap_s)
@@ -116,6 +122,7 @@ class Slots:
         return sem
 
     async def acquire(self, backend: str) -> bool:
+        """Take a slot on ``backend``, waiting at most ``wait_s``; ``False`` when none freed."""
         sem = self._sem(backend)
         if not sem.locked():
             await sem.acquire()  # free: returns at once
@@ -127,8 +134,10 @@ class Slots:
         return True
 
     def release(self, backend: str) -> None:
+        """Give a slot on ``backend`` back."""
         self._sem(backend).release()
 
     def in_use(self, backend: str) -> int:
+        """Slots taken on ``backend`` now."""
         sem = self._sems.get(backend)
         return 0 if sem is None else self.limit - sem._value

@@ -35,17 +35,23 @@ Json = dict[str, Any]
 
 
 class Base64Source(BaseModel):
+    """An inline image: its media type and base64 data."""
+
     type: Literal["base64"]
     media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
     data: str
 
 
 class UrlSource(BaseModel):
+    """An image fetched from a URL."""
+
     type: Literal["url"]
     url: str
 
 
 class TextBlock(BaseModel):
+    """A text content block."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["text"]
@@ -53,6 +59,8 @@ class TextBlock(BaseModel):
 
 
 class ImageBlock(BaseModel):
+    """An image content block."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["image"]
@@ -60,6 +68,8 @@ class ImageBlock(BaseModel):
 
 
 class ToolUseBlock(BaseModel):
+    """The assistant's call of a tool, with its input."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["tool_use"]
@@ -69,6 +79,8 @@ class ToolUseBlock(BaseModel):
 
 
 class ToolResultBlock(BaseModel):
+    """What a tool returned, for the ``tool_use`` it answers."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["tool_result"]
@@ -91,6 +103,8 @@ ContentBlock = Annotated[
 
 
 class Message(BaseModel):
+    """One turn of the conversation: a string or content blocks."""
+
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["user", "assistant"]
@@ -98,6 +112,8 @@ class Message(BaseModel):
 
 
 class Tool(BaseModel):
+    """A client tool the model may call, with its input JSON schema."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["custom"] | None = None
@@ -107,6 +123,8 @@ class Tool(BaseModel):
 
 
 class ToolChoice(BaseModel):
+    """Whether and which tool the model must call."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["auto", "any", "tool", "none"]
@@ -115,6 +133,8 @@ class ToolChoice(BaseModel):
 
 
 class Thinking(BaseModel):
+    """Extended thinking on or off, and its token budget."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["enabled", "disabled"]

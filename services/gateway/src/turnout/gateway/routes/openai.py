@@ -45,6 +45,7 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 def exchange(
     kind: RequestKind, body: dict[str, object], client: str | None, request: Request | None = None
 ) -> Exchange:
+    """A new exchange for ``body`` (its ``turnout`` options removed): ids, stream flag, requested model, client."""
     stream = body.get("stream") is True and kind is not RequestKind.EMBEDDING
     body.pop("turnout", None)
     model = body.get("model")
@@ -62,6 +63,7 @@ def exchange(
 
 
 async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions``: validated, served from the response cache or routed and forwarded."""
     gw, client = resolve(request)
     body = await read_json(request)
     opts = gw.settings.gateway
@@ -70,6 +72,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def completions(request: Request) -> Response:
+    """``POST /v1/completions``: the legacy text completion, cached and routed like a chat."""
     gw, client = resolve(request)
     body = await read_json(request)
     check_completion(body, max_n=gw.settings.gateway.max_n)
@@ -107,6 +110,7 @@ async def _cached_route(
 
 
 async def embeddings(request: Request) -> Response:
+    """``POST /v1/embeddings``: routed to an embedding model (never cached)."""
     gw, client = resolve(request)
     body = await read_json(request)
     check_embeddings(body)
@@ -129,6 +133,7 @@ def request_shaping(body: dict[str, object], *, think: bool | None = None) -> Re
 
 
 async def model_list(gw: GatewayState) -> list[dict[str, object]]:
+    """The virtual model, then (with ``list_real_models``) every catalog model not hidden."""
     opts = gw.settings.gateway
     out: list[dict[str, object]] = [
         {"id": opts.virtual_model, "object": "model", "created": gw.started_at, "owned_by": "turnout"}
@@ -145,11 +150,13 @@ async def model_list(gw: GatewayState) -> list[dict[str, object]]:
 
 @router.get("/models")
 async def list_models(gw: StateDep, _client: ClientDep) -> Response:
+    """``GET /v1/models``: the models a client may name."""
     return Response(orjson.dumps({"object": "list", "data": await model_list(gw)}), media_type=JSON_MEDIA)
 
 
 @router.get("/models/{model:path}")
 async def get_model(model: str, gw: StateDep, _client: ClientDep) -> Response:
+    """``GET /v1/models/{model}``: one of them, or a 404."""
     for item in await model_list(gw):
         if item["id"] == model:
             return Response(orjson.dumps(item), media_type=JSON_MEDIA)
@@ -157,6 +164,8 @@ async def get_model(model: str, gw: StateDep, _client: ClientDep) -> Response:
 
 
 class FeedbackIn(BaseModel):
+    """A client's verdict on one reply: a score in -1..1 or thumbs up/down, and a comment."""
+
     model_config = ConfigDict(extra="forbid")
 
     response_id: str = Field(min_length=1, max_length=200)
@@ -172,6 +181,7 @@ class FeedbackIn(BaseModel):
 
     @property
     def value(self) -> float:
+        """The verdict as a score: thumbs up is 1, down is -1."""
         if self.score is not None:
             return self.score
         return 1.0 if self.thumbs == "up" else -1.0
@@ -179,6 +189,7 @@ class FeedbackIn(BaseModel):
 
 @router.post("/feedback", status_code=202)
 async def feedback(fb: FeedbackIn, gw: StateDep, client: ClientDep) -> Response:
+    """``POST /v1/feedback``: queue the verdict on the feedback stream (202; the sync worker stores it)."""
     event = FeedbackEventV1(
         response_id=fb.response_id, score=fb.value, comment=fb.comment, client=client, ts=time.time()
     )

@@ -33,6 +33,8 @@ Json = dict[str, Any]
 
 
 class InputText(BaseModel):
+    """A text part of an input message."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["input_text", "output_text", "text"]
@@ -40,6 +42,8 @@ class InputText(BaseModel):
 
 
 class InputImage(BaseModel):
+    """An image part of an input message (URL or data URL; file ids are refused)."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["input_image"]
@@ -49,6 +53,8 @@ class InputImage(BaseModel):
 
 
 class Refusal(BaseModel):
+    """An earlier refusal by the assistant, handed back."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["refusal"]
@@ -59,6 +65,8 @@ ContentPart = Annotated[InputText | InputImage | Refusal, Field(discriminator="t
 
 
 class MessageItem(BaseModel):
+    """An input message of any role."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["message"] = "message"
@@ -67,6 +75,8 @@ class MessageItem(BaseModel):
 
 
 class FunctionCallItem(BaseModel):
+    """An earlier function call by the model, handed back."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["function_call"]
@@ -77,6 +87,8 @@ class FunctionCallItem(BaseModel):
 
 
 class FunctionCallOutputItem(BaseModel):
+    """The output of a function call, for the ``call_id`` it answers."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["function_call_output"]
@@ -96,6 +108,8 @@ InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningI
 
 
 class FunctionTool(BaseModel):
+    """A function the model may call, with its JSON-schema parameters."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["function"]
@@ -106,11 +120,15 @@ class FunctionTool(BaseModel):
 
 
 class ToolChoiceFunction(BaseModel):
+    """Force a call of the named function."""
+
     type: Literal["function"]
     name: str
 
 
 class TextFormat(BaseModel):
+    """The reply's format: text, any JSON object, or JSON following a schema."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["text", "json_object", "json_schema"] = "text"
@@ -120,6 +138,8 @@ class TextFormat(BaseModel):
 
 
 class TextOptions(BaseModel):
+    """Options of the text reply (its format)."""
+
     model_config = ConfigDict(extra="ignore")
 
     format: TextFormat = Field(default_factory=TextFormat)
