@@ -102,12 +102,15 @@ class ProfilingOptions(BaseModel):
     runner: RunnerOptions = Field(default_factory=RunnerOptions)
 
     def suite(self) -> Suite:
+        """The profiling suite, narrowed to ``categories`` when set."""
         suite = load_suite(self.suite_path)
         return suite.select(set(self.categories)) if self.categories else suite
 
 
 @dataclass(frozen=True, slots=True)
 class ProfileTarget:
+    """What one profile job profiles: the model, its deployment on a backend and host."""
+
     model_id: int
     model: str
     backend: str
@@ -248,12 +251,14 @@ class Slots:
         self.token = secrets.token_hex(8)
 
     async def try_acquire(self) -> bool:
+        """Take a slot if one is free (expired leases do not count); ``True`` when taken."""
         now = time.time()
         args = (str(now), str(now + self.lease_s), str(self.limit), self.token, str(int(self.lease_s * 1000) + 60_000))
         got = await self.redis.eval(_ACQUIRE, 1, self.key, *args)  # type: ignore[misc]
         return bool(got)
 
     async def release(self) -> None:
+        """Give the slot back."""
         await self.redis.zrem(self.key, self.token)
 
 
@@ -297,6 +302,7 @@ class Progress:
     async def write(
         self, phase: str, done: int, total: int, current: str | None = None, eta_s: float | None = None, **extra: Any
     ) -> None:
+        """Store the run's phase, counts and ETA, with a TTL so a dead run disappears."""
         doc = {
             "model": self.target.model,
             "backend": self.target.backend,
@@ -323,6 +329,7 @@ class Progress:
 
 
 def make_judge(opts: ProfilingOptions, http: aiohttp.ClientSession) -> LLMJudge | None:
+    """The LLM judge the options configure, or ``None``."""
     return LLMJudge(opts.judge, http) if opts.judge.enabled else None
 
 
@@ -339,6 +346,7 @@ async def profile_one(
     opts: ProfilingOptions,
     last_try: bool,
 ) -> ProfileResult:
+    """Profile one target within a backend and a host slot, store the result and report progress."""
     progress = Progress(redis, keys, target, opts.progress_ttl_s)
     await progress.write("waiting", 0, len(suite.prompts))
     async with slots(redis, keys, target, opts) as got:

@@ -11,6 +11,8 @@ from turnout.profiler.profiling import ProfilingOptions
 
 
 class ProfilerOptions(WorkerOptions):
+    """The profiler's own settings (``TURNOUT_PROFILER__*``)."""
+
     ops_port: int = Field(default=9102, ge=0, le=65535)
     discover_every_s: CronInterval = Field(
         default=60, description="Discovery schedule; must divide a minute, an hour or a day"
@@ -23,4 +25,6 @@ class ProfilerOptions(WorkerOptions):
 
 
 class ProfilerSettings(CommonSettings):
+    """The profiler's settings: the shared ones plus ``profiler``."""
+
     profiler: ProfilerOptions = Field(default_factory=ProfilerOptions)

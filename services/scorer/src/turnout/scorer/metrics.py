@@ -11,6 +11,8 @@ from turnout.scorer.prompt_analysis import CORE_CATEGORIES
 
 @dataclass(frozen=True)
 class ScorerMetrics:
+    """The scorer's Prometheus series (decisions, catalog, fleet, VRAM orders, ...)."""
+
     decisions: Counter
     unservable: Counter
     catalog_models: Gauge
@@ -21,6 +23,8 @@ class ScorerMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ScorerMetrics:
+        """Register the scorer's series in ``registry``."""
+
         def counter(name: str, doc: str, labels: list[str]) -> Counter:
             return Counter(name, doc, labels, namespace="turnout", subsystem="scorer", registry=registry)
 
