@@ -69,6 +69,7 @@ _FEEDBACK_SQL = text(
 
 
 def consumer_name() -> str:
+    """This process's consumer name in the stream groups: host name and pid."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
@@ -82,6 +83,7 @@ def _text(value: str | None) -> str | None:
 
 
 def decision_row(ev: RequestEventV1) -> dict[str, Any]:
+    """A request event as a ``routing_decisions`` row."""
     return {
         "request_id": ev.request_id,
         "response_id": ev.response_id,
@@ -110,6 +112,7 @@ def decision_row(ev: RequestEventV1) -> dict[str, Any]:
 
 
 def feedback_params(ev: FeedbackEventV1) -> dict[str, Any]:
+    """A feedback event as ``feedback`` insert parameters."""
     return {
         "response_id": ev.response_id,
         "score": ev.score,
@@ -141,6 +144,8 @@ def _decode(v: Any) -> str:
 
 
 class EventConsumer:
+    """Stores the gateways' request and feedback events in Postgres (a Redis stream consumer group)."""
+
     def __init__(
         self,
         *,
@@ -170,6 +175,7 @@ class EventConsumer:
     # --- loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Read, store and acknowledge events until cancelled; reconnect with back-off when Redis fails."""
         backoff = 0.05
         while True:
             conn = make_redis(self._url, block_s=self._block_ms / 1000)
@@ -204,6 +210,7 @@ class EventConsumer:
                     await conn.aclose()
 
     async def ensure_groups(self, conn: Redis) -> None:
+        """Create the consumer group on every stream (and the stream) unless it exists."""
         for stream in self.streams:
             try:
                 await conn.xgroup_create(stream, self.group, id="0", mkstream=True)
@@ -289,6 +296,7 @@ class EventConsumer:
     # --- storing -------------------------------------------------------------------------
 
     async def store(self, batch: _Batch) -> None:
+        """Store one batch in one transaction (one by one when Postgres rejects it); Postgres down raises."""
         try:
             async with self._sessionmaker() as session, session.begin():
                 counts = await self._store_all(session, batch)

@@ -15,6 +15,8 @@ SKIP_REASONS = ("duplicate", "malformed", "trimmed")
 
 @dataclass(frozen=True)
 class SyncMetrics:
+    """The sync worker's Prometheus series (events stored and skipped, benchmark rows and imports)."""
+
     events_stored: Counter
     events_skipped: Counter
     benchmark_rows: Counter
@@ -22,6 +24,7 @@ class SyncMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> SyncMetrics:
+        """Register the series in ``registry`` with every label value pre-set."""
         ns = {"namespace": "turnout", "subsystem": "sync"}
         m = cls(
             events_stored=Counter(

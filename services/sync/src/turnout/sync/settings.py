@@ -14,6 +14,8 @@ from turnout.sync.retention import RetentionOptions
 
 
 class SyncOptions(WorkerOptions):
+    """The sync worker's own settings (``TURNOUT_SYNC__*``)."""
+
     ops_port: int = Field(default=9103, ge=0, le=65535)
 
     benchmarks_file: Path | None = Field(default=None, description="CSV or JSON file (docs/benchmarks-file.md)")
@@ -38,4 +40,6 @@ class SyncOptions(WorkerOptions):
 
 
 class SyncSettings(CommonSettings):
+    """The sync worker's settings: the shared ones plus ``sync``."""
+
     sync: SyncOptions = Field(default_factory=SyncOptions)

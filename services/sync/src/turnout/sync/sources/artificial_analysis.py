@@ -35,16 +35,21 @@ URL = "https://artificialanalysis.ai/api/v2/data/llms/models"
 
 
 class ArtificialAnalysisOptions(KeyedSourceOptions):
+    """Artificial Analysis' API (a key is needed)."""
+
     url: str = URL
 
 
 class ArtificialAnalysisSource:
+    """Quality and speed indices from Artificial Analysis."""
+
     name = NAME
 
     def __init__(self, options: ArtificialAnalysisOptions) -> None:
         self.options = options
 
     async def fetch(self, http: aiohttp.ClientSession) -> SourceRun:
+        """One run: every model's indices as benchmark rows."""
         run = SourceRun(self.name)
         key = self.options.api_key.get_secret_value() if self.options.api_key else ""
         data = await get_json(http, self.options.url, self.options, headers={"x-api-key": key})

@@ -60,6 +60,8 @@ class BenchmarkRow(BaseModel):
 
 @dataclass(slots=True)
 class SourceRun:
+    """What one source run fetched: its rows, what it skipped and why, pages read."""
+
     source: str
     rows: list[BenchmarkRow] = field(default_factory=list)
     skipped: int = 0
@@ -68,6 +70,7 @@ class SourceRun:
     notes: list[str] = field(default_factory=list)
 
     def skip(self, reason: str) -> None:
+        """Count a skipped record (a few reasons are kept as samples)."""
         self.skipped += 1
         if len(self.skip_reasons) < MAX_SKIP_SAMPLES:
             self.skip_reasons.append(reason[:200])
@@ -108,6 +111,7 @@ class SourceRun:
         self.rows = list(best.values())
 
     def summary(self) -> dict[str, Any]:
+        """The run's counts, for logs and job results."""
         return {
             "source": self.source,
             "rows": len(self.rows),
@@ -132,16 +136,21 @@ class SourceOptions(BaseModel):
 
 
 class KeyedSourceOptions(SourceOptions):
+    """A source that needs an API key."""
+
     api_key: SecretStr | None = None
 
 
 class Source(Protocol):
+    """A public benchmark source: fetches its rows."""
+
     name: str
 
     async def fetch(self, http: aiohttp.ClientSession) -> SourceRun: ...
 
 
 def clamp01(v: float) -> float:
+    """``v`` clamped to 0..1."""
     return 0.0 if v < 0 else 1.0 if v > 1 else v
 
 

@@ -37,24 +37,31 @@ URL = "https://openrouter.ai/api/v1/models"
 
 
 class OpenRouterOptions(SourceOptions):
+    """OpenRouter's model list endpoint."""
+
     url: str = URL
 
 
 def context_score(tokens: float) -> float:
+    """A context window as 0..1 on a log scale from 2K (0) to 1M tokens (1)."""
     return clamp01(math.log2(max(tokens, 1) / 2048) / math.log2(1048576 / 2048))
 
 
 def price_score(usd_per_mtok: float) -> float:
+    """A price per million tokens as 0..1: free is 1, falling as it rises."""
     return 1.0 / (1.0 + usd_per_mtok)
 
 
 class OpenRouterSource:
+    """Context windows and prices of hosted models from OpenRouter."""
+
     name = NAME
 
     def __init__(self, options: OpenRouterOptions) -> None:
         self.options = options
 
     async def fetch(self, http: aiohttp.ClientSession) -> SourceRun:
+        """One run: the model list as context and price rows."""
         run = SourceRun(self.name)
         data = await get_json(http, self.options.url, self.options)
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):
