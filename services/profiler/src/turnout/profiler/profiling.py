@@ -474,12 +474,10 @@ class ProfilingContext(Protocol):
     def profiling(self) -> ProfilingOptions: ...
 
 
-async def enqueue_profiles_job(
-    wctx: ProfilingContext, *, model: str | None = None, force: bool = False
-) -> dict[str, Any]:
-    """Enqueue ``profile_model`` for every due model (or ``model``); ``force`` ignores the suite version."""
+async def _due_targets(wctx: ProfilingContext, *, model: str | None, force: bool) -> list[ProfileTarget]:
+    """The models due a profile (or ``model`` alone) on the worker's backends."""
     async with wctx.sessionmaker() as session:
-        targets = await due_targets(
+        return await due_targets(
             session,
             wctx.suite.suite_version,
             model=model,
@@ -487,6 +485,13 @@ async def enqueue_profiles_job(
             failed_retry_after_s=wctx.profiling.failed_retry_after_s,
             backends=list(wctx.clients),
         )
+
+
+async def enqueue_profiles_job(
+    wctx: ProfilingContext, *, model: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Enqueue ``profile_model`` for every due model (or ``model``); ``force`` ignores the suite version."""
+    targets = await _due_targets(wctx, model=model, force=force)
     enqueued = await enqueue_due(wctx.redis, wctx.queue, targets, force=force)
     if enqueued:
         log.info("profiling enqueued for %d model(s): %s", len(enqueued), ", ".join(enqueued[:10]))
@@ -535,15 +540,7 @@ async def profile_model_job(
 
 
 async def _profile_model(wctx: ProfilingContext, *, model: str, force: bool, last_try: bool) -> dict[str, Any]:
-    async with wctx.sessionmaker() as session:
-        found = await due_targets(
-            session,
-            wctx.suite.suite_version,
-            model=model,
-            force=force,
-            failed_retry_after_s=wctx.profiling.failed_retry_after_s,
-            backends=list(wctx.clients),
-        )
+    found = await _due_targets(wctx, model=model, force=force)
     if not found:
         return {"model": model, "skipped": "up to date, inactive or not served by a configured backend"}
     target = found[0]

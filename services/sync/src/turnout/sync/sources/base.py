@@ -170,6 +170,23 @@ def as_float(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def as_object(v: Any) -> dict[str, Any]:
+    """``v`` when it is a JSON object, else an empty one (for reading optional nested fields)."""
+    return v if isinstance(v, dict) else {}
+
+
+async def get_data_list(
+    http: aiohttp.ClientSession, url: str, options: SourceOptions, *, headers: Mapping[str, str] | None = None
+) -> list[Any]:
+    """The ``data`` list of the JSON object at ``url`` (a one-page model list, as OpenAI-style
+    APIs answer); any other shape is a :class:`SourceFormatError`."""
+    data = await get_json(http, url, options, headers=headers)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise SourceFormatError(f"{url}: expected an object with a 'data' list")
+    items: list[Any] = data["data"]
+    return items
+
+
 async def get_json(
     http: aiohttp.ClientSession,
     url: str,
