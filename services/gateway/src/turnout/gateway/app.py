@@ -175,6 +175,7 @@ def create_app(
             )
             if opts.rate_limits.enabled:
                 pipeline.limiter = RateLimiter(opts.rate_limits, settings.redis_url, keys, metrics)
+                stack.push_async_callback(pipeline.limiter.close)
             sup = Supervisor("gateway", registry)
             if opts.paired_sampling.enabled:
 

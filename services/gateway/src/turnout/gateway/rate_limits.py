@@ -31,6 +31,7 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from turnout.common.keys import Keys
@@ -86,12 +87,15 @@ class RateLimiter:
     def __init__(self, opts: RateLimitOptions, redis_url: str, keys: Keys, metrics: GatewayMetrics) -> None:
         self._opts = opts
         self._metrics = metrics
+        # our own pool, handed to the library, so that close() can release its connections
+        self._pool = ConnectionPool.from_url(
+            redis_url, socket_timeout=opts.redis_timeout_s, socket_connect_timeout=opts.redis_timeout_s
+        )
         self._storage = RedisStorage(
             storage_uri(redis_url),
             implementation="redispy",
             key_prefix=keys.ratelimit("v1"),
-            socket_timeout=opts.redis_timeout_s,
-            socket_connect_timeout=opts.redis_timeout_s,
+            connection_pool=self._pool,  # type: ignore[arg-type]  # documented; typed as **options: float | str | bool
         )
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         budgets = [
@@ -181,5 +185,5 @@ class RateLimiter:
         )
 
     async def close(self) -> None:
-        """Nothing to release: the storage's connections close with the process."""
-        return None
+        """Close the budgets' Redis connections (the app's lifespan does, on shutdown)."""
+        await self._pool.aclose()
