@@ -7,13 +7,17 @@ outside."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from importlib.metadata import entry_points
 
 import pytest
+
+from turnout.common.cli import run_until_signalled
 
 COMMANDS = (
     "turnout-gateway",
@@ -100,3 +104,36 @@ def test_an_unknown_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]
         _entry("turnout-profiler")(["--bogus"])
     assert exited.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+SERVICE_COMMANDS = ("turnout-gateway", "turnout-scorer", "turnout-profiler", "turnout-sync", "turnout-gpu-agent")
+
+
+@pytest.mark.parametrize("script", SERVICE_COMMANDS)
+def test_an_invalid_setting_exits_2_with_its_message(
+    script: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TURNOUT_LOG_LEVEL", "LOUD")
+    with pytest.raises(SystemExit) as exited:
+        _entry(script)([])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "invalid configuration:\n  TURNOUT_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'\n"
+    )
+
+
+def test_sigterm_sets_the_stop_event_and_the_service_returns() -> None:
+    seen: list[str] = []
+
+    async def serve(stop: asyncio.Event) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stop.wait(), timeout=5)  # TimeoutError when SIGTERM did not reach ``stop``
+        seen.append("stopped")
+
+    # without the loop's handler, SIGTERM lands here (and the wait times out) instead of ending pytest
+    previous = signal.signal(signal.SIGTERM, lambda *_: seen.append("unhandled"))
+    try:
+        run_until_signalled(serve)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert seen == ["stopped"]
