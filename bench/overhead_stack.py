@@ -4,16 +4,20 @@ front of the simulated fleet at ``time_scale: 0``, against calling the fleet dir
 
 ``make bench`` runs this first (the primary figures), then ``bench/overhead.py`` (the gateway
 against a bare pass-through with a scorer stand-in, the second line). Started as real processes
-(``turnout.devstack`` — the same launcher as ``make run`` and the e2e tests): a private
-``redis-server`` and PostgreSQL under ``.run/bench-stack``, the simulated fleet (no delays), the
-scorer, the profiler (discovery, then idle) and the gateway, one process each.
+by ``bench/realstack.py`` (``turnout.devstack`` — the same launcher as ``make run`` and the e2e
+tests): a private ``redis-server`` and PostgreSQL under ``.run/bench-stack-*``, the simulated
+fleet (no delays), the scorer, the profiler (discovery, then idle) and the gateway, one process
+each.
 
 Load: one aiohttp session from this process, ``--requests`` per point after a warm-up, at
 concurrency 1 and 16, for a short prompt and a 2 KB code prompt, each through ``turnout/auto``
 (the scorer ranks), through a named model (replica choice only) and directly to the fleet's
 OpenAI listener; ``--rounds`` rounds visit every target in turn, and the medians over rounds are
-printed with the latency the gateway adds over direct, throughput against direct, and the CPU the
-gateway and the scorer spent per request (from ``/proc``, robust to a busy machine). Each round
+printed with the latency the gateway adds over direct, throughput against direct, and, per
+request, the figures a busy machine does not inflate (``bench/realstack.py``): the CPU the
+gateway and the scorer spent (``/proc`` schedstat, ns), the Redis commands run (``INFO
+commandstats``), and how often each process woke from waiting (voluntary context switches: for
+an asyncio process, wake-ups of its loop; on a loaded box each costs CPU of its own). Each round
 also streams the short prompt at concurrency 1 through every target (``--requests`` / 2 times;
 the fleet sends one SSE event per token, as real servers do) and prints the time to the first
 body byte and to the end of the stream, each with what the gateway adds. On a shared
@@ -31,26 +35,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import cpu_s, rss_mib
+from overhead import rss_mib
+from realstack import REPO, SETTLE_S, Counters, calls_between, proc_counters, real_stack, redis_calls
 
-from turnout.devstack.infra import start_postgres, start_redis
-from turnout.devstack.stack import Stack, StackConfig, file_sink
-
-REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 SHORT = "Say hello in one word."
 CODE = (
     "Review this function and fix the bug:\n```python\n"
@@ -172,64 +177,77 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=300, help="requests per point and round")
     ap.add_argument("--peers", action="store_true", help="also LiteLLM's proxy (own venv under .run/peers)")
     args = ap.parse_args()
-    run = REPO / ".run" / f"bench-stack-{uuid.uuid4().hex[:6]}"
-    run.mkdir(parents=True)
-    redis = start_redis(run)
-    pg = start_postgres(run)
     peer: subprocess.Popen[bytes] | None = None
-    stack = Stack(
-        StackConfig(
-            redis_url=redis.url,
-            database_url=pg.url.replace("postgresql://", "postgresql+asyncpg://", 1),
-            key_prefix="bench",
-            free_ports=True,
-            gateway_port=None,
-            ops_host="127.0.0.1",
-            environment="test",
-            log_level="WARNING",
-            inherit_turnout_env=False,
-            extra_env={"TURNOUT_GATEWAY__ROUTE_TIMEOUT_S": "0.5"},
-            cwd=REPO,
-        ),
-        sink=file_sink(run / "logs"),
-    )
-    try:
-        fleet = stack.start_fleet(["--time-scale", "0"])
-        stack.start_services(("scorer", "profiler", "gateway"))
-        urls = stack.wait_ready(timeout=120)
-        stack.wait_models(min_models=3, timeout=120)
-        config = httpx.get(f"{fleet.admin_url}/_fleet/config", timeout=5).raise_for_status().json()
-        named = next(m["name"] for li in config["listeners"] if li["name"] == "openai" for m in li["models"])
-        direct = f"{fleet.openai_url}/chat/completions"
-        via = f"{urls.gateway}/v1/chat/completions"
+    with real_stack("bench-stack") as rs:
+        via = f"{rs.urls.gateway}/v1/chat/completions"
+        named = rs.named
         targets = {
-            "direct": lambda text, stream=False: (direct, body(named, text, stream=stream)),
+            "direct": lambda text, stream=False: (rs.direct, body(named, text, stream=stream)),
             "auto": lambda text, stream=False: (via, body("turnout/auto", text, stream=stream)),
             "named": lambda text, stream=False: (via, body(named, text, stream=stream)),
         }
-        pids = {"gateway": stack.procs["gateway"].pid, "scorer": stack.procs["scorer"].pid}
-        if args.peers:
-            peer, peer_url = start_litellm(run, named, fleet.openai_url)
-            targets["litellm"] = lambda text, stream=False: (peer_url, body(named, text, stream=stream))
-            pids["litellm"] = peer.pid
-        return asyncio.run(measure(args, targets, pids))
-    finally:
-        if peer is not None:
-            peer.terminate()
-            try:
-                peer.wait(10)
-            except subprocess.TimeoutExpired:
-                peer.kill()
-        stack.stop()
-        pg.stop()
-        redis.stop()
-        shutil.rmtree(run, ignore_errors=True)
+        pids = {"gateway": rs.pids("gateway")[0], "scorer": rs.pids("scorer")[0]}
+        try:
+            if args.peers:
+                peer, peer_url = start_litellm(rs.run, named, rs.fleet.openai_url)
+                targets["litellm"] = lambda text, stream=False: (peer_url, body(named, text, stream=stream))
+                pids["litellm"] = peer.pid
+            rc = asyncio.run(measure(args, targets, pids, rs.redis.url))
+            print_decision_memo(rs.urls.ops.get("scorer"))
+            return rc
+        finally:
+            if peer is not None:
+                peer.terminate()
+                try:
+                    peer.wait(10)
+                except subprocess.TimeoutExpired:
+                    peer.kill()
 
 
-async def measure(args: argparse.Namespace, targets: dict, pids: dict[str, int]) -> int:  # type: ignore[type-arg]
+def print_decision_memo(ops_url: str | None) -> None:
+    """The scorer's decision-memo hit rate over the run (its /metrics; ``scorer/caches.py``)."""
+    if ops_url is None:
+        return
+    got = {"hit": 0.0, "miss": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{ops_url}/metrics", timeout=5).text):
+        if family.name == "turnout_scorer_decision_memo_lookups":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    got[sample.labels["outcome"]] = sample.value
+    total = got["hit"] + got["miss"]
+    print(f"scorer decision memo: {got['hit']:.0f} hits / {total:.0f} lookups ({got['hit'] / max(total, 1):.1%})")
+
+
+@dataclass
+class Sample:
+    """One point of one round: wall figures, then the load-independent counters per request."""
+
+    p50_ms: float
+    rps: float
+    front_cpu_us: float = 0.0
+    """The gateway's (or the peer proxy's) CPU per request."""
+    scorer_cpu_us: float = 0.0
+    redis_ops: float = 0.0
+    front_wakeups: float = 0.0
+    scorer_wakeups: float = 0.0
+
+
+async def counted(run: Awaitable[T], pids: tuple[int, int], redis_url: str) -> tuple[T, Counters, Counters, int]:
+    """Run a point, then return its result with the CPU and wake-ups of the front process and the
+    scorer, and the Redis commands, over it (after a short settle: what the requests queued off the
+    path — events, in-flight counts — counts to them)."""
+    front0, sc0, ops0 = proc_counters(pids[0]), proc_counters(pids[1]), redis_calls(redis_url)
+    result = await run
+    await asyncio.sleep(SETTLE_S)
+    front, sc = proc_counters(pids[0]) - front0, proc_counters(pids[1]) - sc0
+    ops = sum(calls_between(ops0, redis_calls(redis_url)).values())
+    return result, front, sc, ops
+
+
+async def measure(args: argparse.Namespace, targets: dict, pids: dict[str, int], redis_url: str) -> int:  # type: ignore[type-arg]
     gw, sc = pids["gateway"], pids["scorer"]
-    results: dict[tuple[str, str, int], list[tuple[float, float, float, float]]] = {}
-    streams: dict[str, list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str, int], list[Sample]] = {}
+    streams: dict[str, list[tuple[float, float, float]]] = {}
     for text in (SHORT, CODE):  # warm-up: analysis cache, embedding word cache, connections
         for make in targets.values():
             url, payload = make(text)
@@ -240,54 +258,37 @@ async def measure(args: argparse.Namespace, targets: dict, pids: dict[str, int])
                 for name, make in targets.items():
                     url, payload = make(text)
                     front = pids["litellm"] if name == "litellm" else gw
-                    g0, s0 = cpu_s(front), cpu_s(sc)
-                    lat, wall, errors = await drive(url, payload, concurrency=c, requests=args.requests)
+                    (lat, wall, errors), fc, scc, ops = await counted(
+                        drive(url, payload, concurrency=c, requests=args.requests),
+                        (front, sc),
+                        redis_url,
+                    )
                     n = len(lat)
                     if errors:
                         print(f"round {rnd}: {errors} errors on {name} {label} c={c}")
                     results.setdefault((label, name, c), []).append(
-                        (
+                        Sample(
                             statistics.median(lat) * 1000,
                             n / wall,
-                            (cpu_s(front) - g0) / n * 1e6,
-                            (cpu_s(sc) - s0) / n * 1e6,
+                            fc.cpu_s / n * 1e6,
+                            scc.cpu_s / n * 1e6,
+                            ops / n,
+                            fc.wakeups / n,
+                            scc.wakeups / n,
                         )
                     )
         for name, make in targets.items():  # streaming, short prompt, c=1: per-token chunks
             url, payload = make(SHORT, True)
-            ttfb, total, errors = await drive_stream(url, payload, requests=max(1, args.requests // 2))
+            front = pids["litellm"] if name == "litellm" else gw
+            (ttfb, total, errors), fc, _, _ = await counted(
+                drive_stream(url, payload, requests=max(1, args.requests // 2)), (front, sc), redis_url
+            )
             if errors:
                 print(f"round {rnd}: {errors} errors on {name} streaming")
-            streams.setdefault(name, []).append((statistics.median(ttfb) * 1000, statistics.median(total) * 1000))
-    print(f"\nreal stack, {args.rounds} interleaved rounds x {args.requests} requests; medians over rounds")
-    print(
-        f"{'prompt':<10}{'target':<8}{'p50@c1 ms':>10}{'added':>8}{'req/s@c16':>10}{'vs direct':>10}"
-        f"{'gw CPU µs':>10}{'scorer CPU µs':>14}"
-    )
-    for label in ("short", "2 KB code"):
-        base = results[(label, "direct", 1)]
-        base16 = results[(label, "direct", 16)]
-        for name in targets:
-            r1, r16 = results[(label, name, 1)], results[(label, name, 16)]
-            p50 = statistics.median(x[0] for x in r1)
-            added = statistics.median(a[0] - b[0] for a, b in zip(r1, base, strict=True))
-            rps = statistics.median(x[1] for x in r16)
-            ratio = statistics.median(a[1] / b[1] for a, b in zip(r16, base16, strict=True))
-            gcpu = statistics.median(x[2] for x in r1 + r16)
-            scpu = statistics.median(x[3] for x in r1 + r16)
-            cpu = {"direct": f"{'':>10}{'':>14}", "litellm": f"{gcpu:>10.0f}{'':>14}"}.get(
-                name, f"{gcpu:>10.0f}{scpu:>14.0f}"
+            streams.setdefault(name, []).append(
+                (statistics.median(ttfb) * 1000, statistics.median(total) * 1000, fc.cpu_s / len(total) * 1e6)
             )
-            print(f"{label:<10}{name:<8}{p50:>10.2f}{added:>8.2f}{rps:>10.0f}{ratio:>10.2f}{cpu}")
-    print("\nstreaming, short prompt @c1, one SSE event per token; medians over rounds")
-    print(f"{'target':<8}{'TTFB ms':>10}{'added':>8}{'whole ms':>10}{'added':>8}")
-    sbase = streams["direct"]
-    for name, rows in streams.items():
-        ttfb = statistics.median(x[0] for x in rows)
-        whole = statistics.median(x[1] for x in rows)
-        added_t = statistics.median(a[0] - b[0] for a, b in zip(rows, sbase, strict=True))
-        added_w = statistics.median(a[1] - b[1] for a, b in zip(rows, sbase, strict=True))
-        print(f"{name:<8}{ttfb:>10.2f}{added_t:>8.2f}{whole:>10.2f}{added_w:>8.2f}")
+    print_tables(args, list(targets), results, streams)
     print(f"RSS: gateway {rss_mib(gw):.0f} MiB, scorer {rss_mib(sc):.0f} MiB", end="")
     print(f", litellm {rss_mib(pids['litellm']):.0f} MiB" if "litellm" in pids else "")
     if "litellm" in pids:
@@ -295,13 +296,92 @@ async def measure(args: argparse.Namespace, targets: dict, pids: dict[str, int])
     return 0
 
 
+def print_tables(
+    args: argparse.Namespace,
+    targets: list[str],
+    results: dict[tuple[str, str, int], list[Sample]],
+    streams: dict[str, list[tuple[float, float, float]]],
+) -> None:
+    med = statistics.median
+    print(f"\nreal stack, {args.rounds} interleaved rounds x {args.requests} requests; medians over rounds")
+    print(
+        "wall: p50 and added latency @c1, req/s @c16 and its ratio to direct; per request (c1 and c16 "
+        "points): CPU of the gateway (or the peer) and the scorer, Redis commands, loop wake-ups"
+    )
+    print(
+        f"{'prompt':<10}{'target':<8}{'p50@c1 ms':>10}{'added':>7}{'req/s@c16':>10}{'vs dir':>7}"
+        f"{'gw CPU µs':>10}{'sc CPU µs':>10}{'redis ops':>10}{'gw wake':>8}{'sc wake':>8}"
+    )
+    for label in ("short", "2 KB code"):
+        base = results[(label, "direct", 1)]
+        base16 = results[(label, "direct", 16)]
+        for name in targets:
+            r1, r16 = results[(label, name, 1)], results[(label, name, 16)]
+            p50 = med(x.p50_ms for x in r1)
+            added = med(a.p50_ms - b.p50_ms for a, b in zip(r1, base, strict=True))
+            rps = med(x.rps for x in r16)
+            ratio = med(a.rps / b.rps for a, b in zip(r16, base16, strict=True))
+            line = f"{label:<10}{name:<8}{p50:>10.2f}{added:>7.2f}{rps:>10.0f}{ratio:>7.2f}"
+            both = r1 + r16
+            if name == "litellm":
+                line += f"{med(x.front_cpu_us for x in both):>10.0f}{'':>20}{med(x.front_wakeups for x in both):>8.2f}"
+            elif name != "direct":
+                line += (
+                    f"{med(x.front_cpu_us for x in both):>10.0f}{med(x.scorer_cpu_us for x in both):>10.0f}"
+                    f"{med(x.redis_ops for x in both):>10.2f}{med(x.front_wakeups for x in both):>8.2f}"
+                    f"{med(x.scorer_wakeups for x in both):>8.2f}"
+                )
+            print(line)
+    print("\nstreaming, short prompt @c1, one SSE event per token; medians over rounds")
+    print(f"{'target':<8}{'TTFB ms':>10}{'added':>8}{'whole ms':>10}{'added':>8}{'gw CPU µs':>10}")
+    sbase = streams["direct"]
+    for name, rows in streams.items():
+        ttfb = med(x[0] for x in rows)
+        whole = med(x[1] for x in rows)
+        added_t = med(a[0] - b[0] for a, b in zip(rows, sbase, strict=True))
+        added_w = med(a[1] - b[1] for a, b in zip(rows, sbase, strict=True))
+        cpu = "" if name == "direct" else f"{med(x[2] for x in rows):>10.0f}"
+        print(f"{name:<8}{ttfb:>10.2f}{added_t:>8.2f}{whole:>10.2f}{added_w:>8.2f}{cpu}")
+    print_targets(results, streams)
+
+
+def print_targets(
+    results: dict[tuple[str, str, int], list[Sample]], streams: dict[str, list[tuple[float, float, float]]]
+) -> None:
+    """Issue 17's targets for ``turnout/auto`` (wall-clock: a busy machine inflates them)."""
+    med = statistics.median
+
+    def added(label: str) -> float:
+        base = results[(label, "direct", 1)]
+        return med(a.p50_ms - b.p50_ms for a, b in zip(results[(label, "auto", 1)], base, strict=True))
+
+    def ratio(label: str) -> float:
+        pairs = zip(results[(label, "auto", 16)], results[(label, "direct", 16)], strict=True)
+        return med(a.rps / b.rps for a, b in pairs)
+
+    ttfb = med(a[0] - b[0] for a, b in zip(streams["auto"], streams["direct"], strict=True))
+    checks = [
+        ("added p50@c1 short", added("short"), "<=", 1.5, "ms"),
+        ("added p50@c1 2 KB", added("2 KB code"), "<=", 2.5, "ms"),
+        ("req/s@c16 / direct, short", ratio("short"), ">=", 0.5, ""),
+        ("streaming TTFB added", ttfb, "<=", 1.5, "ms"),
+    ]
+    print("targets (turnout/auto, wall clock):", end="")
+    for name, value, op, goal, unit in checks:
+        ok = value <= goal if op == "<=" else value >= goal
+        print(f" {name} {value:.2f}{unit} ({op} {goal}: {'met' if ok else 'missed'});", end="")
+    print()
+
+
 def print_peer_ratios(
-    results: dict[tuple[str, str, int], list[tuple[float, float, float, float]]],
-    streams: dict[str, list[tuple[float, float]]],
+    results: dict[tuple[str, str, int], list[Sample]], streams: dict[str, list[tuple[float, float, float]]]
 ) -> None:
     """Turnout against LiteLLM, from the same interleaved rounds (each round's own direct baseline)."""
 
-    def added(rows: list[tuple[float, ...]], base: list[tuple[float, ...]]) -> float:
+    def added(rows: list[Sample], base: list[Sample]) -> float:
+        return statistics.median(a.p50_ms - b.p50_ms for a, b in zip(rows, base, strict=True))
+
+    def added_ttfb(rows: list[tuple[float, float, float]], base: list[tuple[float, float, float]]) -> float:
         return statistics.median(a[0] - b[0] for a, b in zip(rows, base, strict=True))
 
     print("\nTurnout vs LiteLLM (same rounds): added latency ratio (lower is better), throughput ratio")
@@ -310,13 +390,18 @@ def print_peer_ratios(
             base = results[(label, "direct", 1)]
             ours, theirs = added(results[(label, name, 1)], base), added(results[(label, "litellm", 1)], base)
             rps = statistics.median(
-                a[1] / b[1] for a, b in zip(results[(label, name, 16)], results[(label, "litellm", 16)], strict=True)
+                a.rps / b.rps for a, b in zip(results[(label, name, 16)], results[(label, "litellm", 16)], strict=True)
             )
+            both, peer = results[(label, name, 1)] + results[(label, name, 16)], results[(label, "litellm", 1)]
+            peer = peer + results[(label, "litellm", 16)]
+            cpu = statistics.median(x.front_cpu_us + x.scorer_cpu_us for x in both)
+            peer_cpu = statistics.median(x.front_cpu_us for x in peer)
             print(
                 f"  {name:<6}{label:<10} added p50@c1 {ours:6.2f} vs {theirs:6.2f} ms "
-                f"(x{ours / theirs:.2f}); req/s@c16 x{rps:.1f}"
+                f"(x{ours / theirs:.2f}); req/s@c16 x{rps:.1f}; CPU/request gateway+scorer {cpu:.0f} "
+                f"vs {peer_cpu:.0f} µs (x{cpu / peer_cpu:.2f})"
             )
-        ours, theirs = added(streams[name], streams["direct"]), added(streams["litellm"], streams["direct"])
+        ours, theirs = added_ttfb(streams[name], streams["direct"]), added_ttfb(streams["litellm"], streams["direct"])
         print(f"  {name:<6}streaming TTFB added {ours:6.2f} vs {theirs:6.2f} ms (x{ours / theirs:.2f})")
 
 

@@ -1,20 +1,34 @@
 """How good is the routing? Held-out prompts of outcome data sets through the scorer's real
-analysis and scoring, measured the way RouteLLM measures, in two protocols.
+analysis and scoring, measured the way RouteLLM measures, in three protocols.
 
-    python bench/routing_quality.py                     # mmlu, llmrouter, arena; 2 seeds (~6 min on 2 cores)
-    python bench/routing_quality.py --quick             # 1 seed, ≤ 3,000 prompts a set, 50 resamples
+    python bench/routing_quality.py                     # mmlu, llmrouter, arena; 2 seeds (~11 min, shared 2 cores)
+    python bench/routing_quality.py --quick             # 1 seed, ≤ 3,000 prompts a set, 30 resamples (~30 s)
     python bench/routing_quality.py --csv outcomes.csv --models models.csv   # + a set of your own
     python bench/routing_quality.py --dump decisions.csv                      # per-prompt decisions
 
-**Protocols** (the held-out half is the same in both; split per seed, stratified by group):
+**Protocols** (the held-out half is the same in all; split per seed, stratified by group):
 
 * ``in-dist`` — everything learned comes from the other half of the same set: per-category
   profiles, the k-NN index, and the prior (fitted on that half plus all the other sets);
   blending weights chosen on a validation split of that half (``--tune``).
-* ``lodo`` (leave one data set out) — what a fresh deployment faces: the prior is fitted on the
-  other sets only; the deployment's own data is a profiling run of ``--profile-n`` (31) prompts
-  per model from the training half (its profiles and the k-NN index come from those alone);
-  blending weights are the shipped defaults.
+* ``lodo`` (leave one data set out): the prior is fitted on the other sets only; the
+  deployment's own data is a profiling run of ``--profile-n`` (31) prompts per model from the
+  training half (per-category profiles and the k-NN index come from those alone); blending
+  weights are the shipped defaults. Its profiling prompts come from the held-out set's own
+  distribution, which a real profiler suite's do not, so its k-NN index is a prompt-level part
+  learned on the held-out set.
+* ``lodo+profile`` — the honest fresh-deployment analogue. When a model joins, the profiler
+  grades it on its suite (~31 prompts) and the catalog may carry public benchmark scores: a
+  deployment knows each model's *overall standing*, not how its own traffic splits by prompt.
+  So the same ``--profile-n`` calibration sample (training half only, never the test half)
+  sets each model's overall profile — nothing per category, no k-NN index — and every
+  prompt-level part (the prior) is trained on the other sets only; the blend is chosen by
+  running this protocol on each *other* set (its prior fitted on the sets that are neither)
+  and taking the best mean APGR, so nothing is tuned on the held-out set. The prompt-blind mix
+  reference knows every model's quality on the test prompts themselves; a router that knows
+  each model's standing from 31 prompts is its fair counterpart, and ``prompt-blind mix,
+  calibrated`` (the mix chosen from that same 31-prompt standing) shows what the standing
+  alone is worth.
 
 **Routers** — the scorer's ``model_terms`` for every held-out prompt (checked against
 ``scoring.rank`` on a sample): ``heuristics only`` (analysis + catalog + profiles); ``+ kNN``
@@ -29,6 +43,11 @@ the cost at which quality reaches 95 % of the strong model's. Bands: mean ± sd 
 bootstrap resamples of the held-out prompts, and the 2.5–97.5 % range. References are measured
 the same way: random, the best prompt-blind mix of models, the best single model, the oracle.
 Every figure is one line: ``<set> <protocol> <router> <measure> by <definition> <mean> ± <sd>``.
+
+**Classifier value** (``--classifier``, protocol ``classifier``): in-distribution, heuristics
+only and heuristics + learned under the heuristic analysis's categories, under the set's own
+labels (MMLU subject, LLMRouter cluster: a perfect classifier with a finer vocabulary than the
+LLM classifier's) and under those labels 25 % / 50 % wrong. No LLM runs here.
 """
 
 from __future__ import annotations
@@ -169,13 +188,14 @@ def split(ds: routing_data.OutcomeSet, frac: float, seed: int) -> tuple[np.ndarr
     return np.array(sorted(train), dtype=np.intp), np.array(sorted(test), dtype=np.intp)
 
 
-def build_table(p: Prepared, rows: np.ndarray) -> ModelTable:
-    """A catalog of the set's models with per-category profiles from ``rows`` only."""
+def build_table(p: Prepared, rows: np.ndarray, categories: bool = True) -> ModelTable:
+    """A catalog of the set's models with profiles from ``rows`` only: overall standing, and per
+    category unless ``categories`` is off (the profiler's standing only, ``lodo+profile``)."""
     cats = np.array([a.category for a in p.analyses])
     specs = []
     for j, m in enumerate(p.ds.models):
         prof: dict[str, tuple[float, float]] = {OVERALL: (float(p.ds.outcomes[rows, j].mean()), float(len(rows)))}
-        for c in sorted(set(cats[rows])):
+        for c in sorted(set(cats[rows])) if categories else ():
             sub = rows[cats[rows] == c]
             prof[c] = (float(p.ds.outcomes[sub, j].mean()), float(len(sub)))
         active = 12.9 if "mixtral" in m.name.lower() else None  # MoE: Mixtral-8x7B ~12.9B active
@@ -289,6 +309,8 @@ class Setting:
     blend: Blend
     pair: tuple[int, int]
     """(weak, strong) of the evaluation: cheapest and best on the training half."""
+    categories: bool = True
+    """Per-category profiles from ``profile_rows`` (off: overall standing only)."""
 
 
 _PRIORS: dict[tuple[str, ...], RouterPrior] = {}
@@ -314,7 +336,7 @@ def evaluate(
     dump: Callable[[str, F, npt.NDArray[np.intp]], None] | None,
     checks: list[int],
 ) -> None:
-    table = build_table(p, s.profile_rows)
+    table = build_table(p, s.profile_rows, s.categories)
     cfg = ScoringConfig(learned_k=s.blend.learned_k)
     out = p.ds.outcomes[test]
     cost = p.cost[test]
@@ -345,6 +367,24 @@ def evaluate(
         for k, v in cost_metrics(ch, out, cost, weak, strong, weights).items():
             res.setdefault(name, Result()).add(f"{k} cost", v)
     references(res, out, cost, weak, strong, weights, two)
+    calibrated_mix(res, p, s.profile_rows, out, cost, weak, strong, weights)
+
+
+def calibrated_mix(
+    res: dict[str, Result], p: Prepared, rows: np.ndarray, out: F, cost: F, weak: int, strong: int, weights: F
+) -> None:
+    """The prompt-blind mix a deployment could run on what the router knows: models ranked by
+    their standing on the profile rows (the calibration sample), the same model for every prompt
+    at each price λ (argmax standing − λ·cost), consecutive settings joined linearly (= mixing
+    them), scored on the test prompts. The ``best prompt-blind mix`` reference instead knows each
+    model's quality on the test prompts themselves."""
+    q_hat = p.ds.outcomes[rows].mean(axis=0)
+    c_hat = p.cost[rows].mean(axis=0)
+    lam = np.concatenate([[0.0], np.geomspace(1e-3, 1e3, 80) / max(float(c_hat.mean()), 1e-12)])
+    picks = [int(np.lexsort((c_hat, -(q_hat - l_ * c_hat)))[0]) for l_ in lam]
+    ch = np.repeat(np.array(picks, dtype=np.intp)[:, None], len(out), axis=1)
+    for k, v in cost_metrics(ch, out, cost, weak, strong, weights).items():
+        res.setdefault("prompt-blind mix, calibrated (measured)", Result()).add(f"{k} cost", v)
 
 
 def add_share(res: dict[str, Result], name: str, score: F, w: F, s: F, weights: F) -> None:
@@ -432,6 +472,108 @@ def tune(p: Prepared, train: np.ndarray, others: list[OutcomeGroup], quick: bool
     return best[1]
 
 
+PROFILE_GRID = [Blend(learned_k=k) for k in (1e9, 16.0, 4.0, 1.0, 0.25, 1e-9)]
+"""``lodo+profile`` blends: heuristics only (1e9) … learned only (1e-9); without a k-NN index the
+learned share is ``prior_mass / (prior_mass + learned_k)``, so only the ratio matters."""
+
+
+def apgr_of(
+    p: Prepared, test: np.ndarray, table: ModelTable, b: Blend, prior: RouterPrior, pair: tuple[int, int]
+) -> float:
+    """APGR of one blend on ``test`` (by call share for two models, else by cost), no resamples."""
+    cfg = ScoringConfig(learned_k=b.learned_k)
+    t01 = terms01(p, test, table, cfg, learned_for(p, table, test, None, prior, b))
+    out, ones = p.ds.outcomes[test], np.ones((1, len(test)))
+    weak, strong = pair
+    if len(p.names) == 2:
+        x, y = share_curves(crossover(t01, weak, strong), out[:, weak], out[:, strong], ones)
+        return float(np.sum((x[:, 1:] - x[:, :-1]) * (y[:, 1:] + y[:, :-1]) / 2.0))
+    return float(cost_metrics(choices(t01), out, p.cost[test], weak, strong, ones)["apgr"][0])
+
+
+def tune_on_other_sets(
+    held_out: str, prepared: dict[str, Prepared], full: dict[str, OutcomeGroup], args: argparse.Namespace
+) -> tuple[Blend, dict[str, dict[float, float]]]:
+    """The ``lodo+profile`` blend, chosen without the held-out set: each other set A is run
+    through the same protocol (prior fitted on the sets that are neither A nor the held-out one,
+    a ``--profile-n`` calibration sample of A's training half, A's test half scored), and the
+    blend with the best mean APGR over those sets wins. With one other set (nothing to fit its
+    prior on) the shipped default stands."""
+    scores: dict[str, dict[float, float]] = {}
+    for name, p in prepared.items():
+        if name == held_out:
+            continue
+        rest = [g for n, g in full.items() if n not in (name, held_out)]
+        if not rest:
+            continue
+        prior = train_prior(rest, args.quick, cache=True)
+        train, test = split(p.ds, args.train_frac, 0)
+        rng = np.random.default_rng(1000)
+        prof = np.sort(rng.choice(train, min(args.profile_n, len(train)), replace=False))
+        table = build_table(p, prof, categories=False)
+        pair = pick_pair(p, train)
+        scores[name] = {b.learned_k: apgr_of(p, test, table, b, prior, pair) for b in PROFILE_GRID}
+    if not scores:
+        return DEFAULT_BLEND, scores
+    mean = {b.learned_k: float(np.mean([v[b.learned_k] for v in scores.values()])) for b in PROFILE_GRID}
+    best = max(PROFILE_GRID, key=lambda b: mean[b.learned_k])
+    return best, scores
+
+
+# --------------------------------------------------------------------------- classifier value
+
+LABEL_NOISE = (0.0, 0.25, 0.5)
+
+
+def with_labels(p: Prepared, noise: float, seed: int) -> Prepared:
+    """``p`` with every prompt's category replaced by the set's own label (MMLU subject,
+    LLMRouter cluster), a share ``noise`` of them by a different label drawn at random: a
+    classifier that is perfect (``noise`` 0) or wrong at that rate, over a vocabulary at least as
+    fine as the LLM classifier's."""
+    assert p.ds.groups is not None
+    rng = np.random.default_rng(5000 + seed)
+    vocab = sorted(set(p.ds.groups))
+    labels = list(p.ds.groups)
+    for i in np.flatnonzero(rng.random(len(labels)) < noise):
+        labels[i] = vocab[(vocab.index(labels[i]) + 1 + int(rng.integers(len(vocab) - 1))) % len(vocab)]
+    analyses = [replace(a, category=f"label:{g}", source="label") for a, g in zip(p.analyses, labels, strict=True)]
+    return replace(p, analyses=analyses)
+
+
+def classifier_value(name: str, p: Prepared, others: list[OutcomeGroup], args: argparse.Namespace) -> None:
+    """The most a category label can add, in-distribution: per-category profiles (and every
+    category-keyed heuristic) learned from the training half under the heuristic analysis's
+    categories, under the set's own labels (a perfect classifier), and under those labels with
+    noise. No LLM runs here: the noise rates bracket a small model's topic-labelling errors."""
+    if not p.ds.groups:
+        return
+    res: dict[str, Result] = {}
+    for seed in range(args.seeds):
+        train, test = split(p.ds, args.train_frac, seed)
+        weights = bootstrap_weights(len(test), args.bootstrap, np.random.default_rng(1000 + seed))
+        prior = train_prior([*others, group_of(p, train)], args.quick)
+        variants = [("heuristic categories", p)] + [
+            (f"labels, {n:.0%} wrong" if n else "labels (perfect)", with_labels(p, n, seed)) for n in LABEL_NOISE
+        ]
+        pair = pick_pair(p, train)
+        out, cost = p.ds.outcomes[test], p.cost[test]
+        for vname, pv in variants:
+            table = build_table(pv, train)
+            k_est = knn(pv, train, test, DEFAULT_BLEND)
+            for router, est in (
+                ("heuristics only", None),
+                ("heuristics + learned", learned_for(pv, table, test, k_est, prior, DEFAULT_BLEND)),
+            ):
+                t01 = terms01(pv, test, table, ScoringConfig(learned_k=DEFAULT_BLEND.learned_k), est)
+                key = f"{router}, {vname}"
+                if len(p.names) == 2:
+                    add_share(res, key, crossover(t01, *pair), out[:, pair[0]], out[:, pair[1]], weights)
+                for k, v in cost_metrics(choices(t01), out, cost, *pair, weights).items():
+                    res.setdefault(key, Result()).add(f"{k} cost", v)
+    keep = {"apgr share", "apgr cost"}
+    report(name, "classifier", {k: Result({m: v for m, v in r.values.items() if m in keep}) for k, r in res.items()})
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -454,11 +596,11 @@ def report(set_name: str, protocol: str, res: dict[str, Result]) -> None:
                 continue
             v = v[~np.isnan(v)]
             if v.size == 0:
-                print(f"{set_name:<16} {protocol:<8} {router:<34} {label} by {definition}  n/a")
+                print(f"{set_name:<16} {protocol:<12} {router:<34} {label} by {definition}  n/a")
                 continue
             lo, hi = np.percentile(v, [2.5, 97.5])
             print(
-                f"{set_name:<16} {protocol:<8} {router:<34} {label} by {definition} "
+                f"{set_name:<16} {protocol:<12} {router:<34} {label} by {definition} "
                 f"{v.mean():.3f} ± {v.std():.3f}  [{lo:.3f}, {hi:.3f}]"
             )
 
@@ -479,6 +621,7 @@ def run_protocol(
     args: argparse.Namespace,
     dump_rows: list[list[object]],
     checks: list[int],
+    profile_blend: Blend = DEFAULT_BLEND,
 ) -> None:
     res: dict[str, Result] = {}
     blends = []
@@ -490,9 +633,14 @@ def run_protocol(
             b = tune(p, train, others, args.quick, seed) if args.tune else DEFAULT_BLEND
             prior = train_prior([*others, group_of(p, train)], args.quick)
             s = Setting(train, train, prior, b, pick_pair(p, train))
-        else:
+        elif protocol == "lodo":
             prof = np.sort(rng.choice(train, min(args.profile_n, len(train)), replace=False))
             s = Setting(prof, prof, train_prior(others, args.quick, cache=True), DEFAULT_BLEND, pick_pair(p, train))
+        else:  # lodo+profile: the same calibration sample, for per-model standing only
+            prof = np.sort(rng.choice(train, min(args.profile_n, len(train)), replace=False))
+            prior = train_prior(others, args.quick, cache=True)
+            empty = np.zeros(0, dtype=np.intp)
+            s = Setting(prof, empty, prior, profile_blend, pick_pair(p, train), categories=False)
         blends.append(s.blend)
 
         def dump(router: str, score: F, ch: npt.NDArray[np.intp], seed: int = seed, test: np.ndarray = test) -> None:
@@ -519,9 +667,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=100, help="resamples of the held-out prompts per seed")
     ap.add_argument("--limit", type=int, default=0, help="at most this many prompts per data set (0 = all)")
     ap.add_argument("--profile-n", type=int, default=31, help="profiling prompts per model (lodo)")
-    ap.add_argument("--protocols", default="in-dist,lodo")
+    ap.add_argument("--protocols", default="in-dist,lodo,lodo+profile")
     ap.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--quick", action="store_true", help="1 seed, ≤ 3,000 prompts a set, 30 resamples, no tuning")
+    ap.add_argument(
+        "--classifier",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure what a category label adds (sets with their own labels)",
+    )
     ap.add_argument("--dump", type=Path, help="write per-prompt decisions (CSV)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -557,10 +711,19 @@ def main(argv: list[str] | None = None) -> int:
             f"{' (graded scores)' if p.ds.graded else ' (0/1)'}; held-out half per seed"
         )
         for protocol in protocols:
-            if protocol == "lodo" and not others:
-                print(f"{name:<16} lodo     (skipped: no other data set to train on)")
+            if protocol.startswith("lodo") and not others:
+                print(f"{name:<16} {protocol:<12} (skipped: no other data set to train on)")
+                continue
+            if protocol == "lodo+profile":
+                b, scores = tune_on_other_sets(name, prepared, full, args)
+                for other, v in scores.items():
+                    grid = ", ".join(f"{k:g}: {a:.3f}" for k, a in v.items())
+                    print(f"  [lodo+profile] blend chosen on {other} (APGR by learned_k): {grid}")
+                run_protocol(name, p, protocol, others, args, dump_rows, checks, b)
                 continue
             run_protocol(name, p, protocol, others, args, dump_rows, checks)
+        if args.classifier:
+            classifier_value(name, p, others, args)
     print_published()
     print(
         f"\nscoring.rank agrees with the bench's two-evaluation shortcut on {4 * 100 * len(checks) - sum(checks)}"

@@ -2,7 +2,7 @@
 Postgres, in front of the simulated fleet at ``time_scale: 0``, with the figures
 ``docs/capacity.md`` plans from.
 
-Started as real processes (``turnout.devstack``, as ``bench/overhead_stack.py``); the extra
+Started as real processes by ``bench/realstack.py`` (as ``bench/overhead_stack.py``); the extra
 gateways listen on their own free ports, the extra scorers take the same RPC queue (the scorer's
 replicas share ``{prefix}:rpc:scorer.route:v1`` and each pops what it can). Load: ``turnout/auto``
 with the short prompt, ``--requests`` per point, at each ``--concurrency`` spread round-robin
@@ -12,7 +12,7 @@ over the gateways, ``--rounds`` interleaved rounds with a direct-to-fleet point 
 * the scorer's queueing: the gateway's RPC round trip (``turnout_rpc_call_duration_seconds``
   from every gateway's ``/metrics``, mean and share over 50 ms), and the RPC backlog (``LLEN`` of
   the request queue, sampled every 5 ms during the load: mean and max);
-* CPU per request of all gateways, all scorers and Redis (``/proc``), and Redis commands per
+* CPU per request of all gateways, all scorers and Redis (``/proc`` schedstat), and Redis commands per
   request (``INFO commandstats`` before/after).
 
 On a shared 2-core machine more processes cannot add cores: read CPU per request and ops per
@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,13 +35,9 @@ import httpx
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import cpu_s
 from overhead_stack import SHORT, body, drive
+from realstack import RPC_QUEUE, SETTLE_S, calls_between, proc_counters, real_stack, redis_calls
 
-from turnout.devstack.infra import free_port, start_postgres, start_redis, wait_port
-from turnout.devstack.stack import Stack, StackConfig, file_sink
-
-REPO = Path(__file__).resolve().parents[1]
 RPC_METRIC = "turnout_rpc_call_duration_seconds"
 
 
@@ -79,25 +73,19 @@ def rpc_histogram(gateways: list[str]) -> tuple[float, float, float]:
     return count, total, under
 
 
-async def redis_calls(r: aioredis.Redis) -> dict[str, int]:
-    """Calls per command so far (``INFO commandstats``), less ``INFO`` itself."""
-    stats = await r.info("commandstats")
-    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info"}
-
-
 async def point(
-    urls: list[str], payload: bytes, *, concurrency: int, requests: int, r: aioredis.Redis, queue: str, pids: dict
+    urls: list[str], payload: bytes, *, concurrency: int, requests: int, r: aioredis.Redis, redis_url: str, pids: dict
 ) -> Point:  # type: ignore[type-arg]
     backlog: list[int] = []
     stop = asyncio.Event()
 
     async def sample() -> None:
         while not stop.is_set():
-            backlog.append(int(await r.llen(queue)))  # type: ignore[misc]
+            backlog.append(int(await r.llen(RPC_QUEUE)))  # type: ignore[misc]
             await asyncio.sleep(0.005)
 
-    cpu0 = {k: sum(cpu_s(p) for p in ps) for k, ps in pids.items()}
-    ops0 = await redis_calls(r)
+    cpu0 = {k: proc_counters(ps) for k, ps in pids.items()}
+    ops0 = redis_calls(redis_url)
     sampler = asyncio.create_task(sample())
     share = [concurrency // len(urls) + (i < concurrency % len(urls)) for i in range(len(urls))]
     per = [requests * s // concurrency for s in share]
@@ -108,23 +96,24 @@ async def point(
     wall = time.perf_counter() - t0
     stop.set()
     await sampler
+    await asyncio.sleep(SETTLE_S)
     lat = sorted(x for run in runs for x in run[0])
     n = len(lat)
     errors = sum(run[2] for run in runs)
     if errors:
         print(f"  {errors} errors at c={concurrency}")
-    ops1 = await redis_calls(r)
-    by_cmd = {k: v - ops0.get(k, 0) - (len(backlog) if k == "llen" else 0) for k, v in ops1.items()}
-    by_cmd = {k: v / max(1, len(lat)) for k, v in by_cmd.items() if v > 0}  # less this bench's LLEN samples
+    by_cmd = calls_between(ops0, redis_calls(redis_url))
+    by_cmd["llen"] = by_cmd.get("llen", 0) - len(backlog)  # less this bench's LLEN samples
+    per_req = {k: v / max(1, n) for k, v in by_cmd.items() if v > 0}
     return Point(
         rps=n / wall,
         p50_ms=lat[n // 2] * 1000,
         p99_ms=lat[min(n - 1, int(n * 0.99))] * 1000,
         backlog_mean=statistics.fmean(backlog) if backlog else 0.0,
         backlog_max=max(backlog, default=0),
-        cpu_us={k: (sum(cpu_s(p) for p in ps) - cpu0[k]) / n * 1e6 for k, ps in pids.items()},
-        redis_ops=sum(by_cmd.values()),
-        redis_by_cmd=by_cmd,
+        cpu_us={k: (proc_counters(ps) - cpu0[k]).cpu_s / n * 1e6 for k, ps in pids.items()},
+        redis_ops=sum(per_req.values()),
+        redis_by_cmd=per_req,
     )
 
 
@@ -136,63 +125,24 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=300, help="requests per point and round")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 32])
     args = ap.parse_args()
-    run = REPO / ".run" / f"bench-scale-{uuid.uuid4().hex[:6]}"
-    run.mkdir(parents=True)
-    redis_inst = start_redis(run)
-    pg = start_postgres(run)
-    stack = Stack(
-        StackConfig(
-            redis_url=redis_inst.url,
-            database_url=pg.url.replace("postgresql://", "postgresql+asyncpg://", 1),
-            key_prefix="bench",
-            free_ports=True,
-            gateway_port=None,
-            ops_host="127.0.0.1",
-            environment="test",
-            log_level="WARNING",
-            inherit_turnout_env=False,
-            extra_env={"TURNOUT_GATEWAY__ROUTE_TIMEOUT_S": "0.5"},
-            cwd=REPO,
-        ),
-        sink=file_sink(run / "logs"),
-    )
-    try:
-        fleet = stack.start_fleet(["--time-scale", "0"])
-        stack.start_services(("scorer", "profiler", "gateway"))
-        urls = stack.wait_ready(timeout=120)
-        stack.wait_models(min_models=3, timeout=120)
-        gateways = [urls.gateway]
-        for i in range(2, args.gateways + 1):
-            port = free_port()
-            env = stack.env_for("gateway") | {"TURNOUT_GATEWAY__PORT": str(port)}
-            stack._spawn(f"gateway{i}", [stack.config.python, "-m", "turnout.gateway"], env)
-            wait_port("127.0.0.1", port, timeout=60)
-            gateways.append(f"http://127.0.0.1:{port}")
-        for i in range(2, args.scorers + 1):
-            env = stack.env_for("scorer") | {"TURNOUT_SCORER__OPS_PORT": str(free_port())}
-            stack._spawn(f"scorer{i}", [stack.config.python, "-m", "turnout.scorer"], env)
+    with real_stack("bench-scale") as rs:
+        for _ in range(2, args.gateways + 1):
+            rs.add_gateway()
+        for _ in range(2, args.scorers + 1):
+            rs.add_scorer()
         time.sleep(3)  # the extra scorers load the catalog and the learned index before popping
-        config = httpx.get(f"{fleet.admin_url}/_fleet/config", timeout=5).raise_for_status().json()
-        named = next(m["name"] for li in config["listeners"] if li["name"] == "openai" for m in li["models"])
         pids = {
-            "gateway": [p.pid for n, p in stack.procs.items() if n.startswith("gateway")],
-            "scorer": [p.pid for n, p in stack.procs.items() if n.startswith("scorer")],
-            "redis": [redis_inst.proc.pid] if redis_inst.proc else [],
+            "gateway": rs.pids("gateway"),
+            "scorer": rs.pids("scorer"),
+            "redis": [rs.redis.proc.pid] if rs.redis.proc else [],
         }
-        direct = f"{fleet.openai_url}/chat/completions"
-        return asyncio.run(measure(args, gateways, direct, named, redis_inst.url, pids))
-    finally:
-        stack.stop()
-        pg.stop()
-        redis_inst.stop()
-        shutil.rmtree(run, ignore_errors=True)
+        return asyncio.run(measure(args, rs.gateways, rs.direct, rs.named, rs.redis.url, pids))
 
 
 async def measure(
     args: argparse.Namespace, gateways: list[str], direct: str, named: str, redis_url: str, pids: dict
 ) -> int:  # type: ignore[type-arg]
     r = aioredis.from_url(redis_url)
-    queue = "bench:rpc:scorer.route:v1"
     auto = body("turnout/auto", SHORT)
     for g in gateways:  # warm-up: connections, analysis and embedding caches
         await drive(f"{g}/v1/chat/completions", auto, concurrency=4, requests=100)
@@ -200,11 +150,11 @@ async def measure(
     results: dict[tuple[str, int], list[Point]] = {}
     for _ in range(args.rounds):
         for c in args.concurrency:
-            p = await point([direct], body(named, SHORT), concurrency=c, requests=args.requests, r=r, queue=queue,
-                            pids={})  # fmt: skip
+            kw = {"concurrency": c, "requests": args.requests, "r": r, "redis_url": redis_url}
+            p = await point([direct], body(named, SHORT), **kw, pids={})
             results.setdefault(("direct", c), []).append(p)
             h0 = rpc_histogram(gateways)
-            p = await point(via, auto, concurrency=c, requests=args.requests, r=r, queue=queue, pids=pids)
+            p = await point(via, auto, **kw, pids=pids)
             h1 = rpc_histogram(gateways)
             calls = h1[0] - h0[0]
             if calls:

@@ -3,7 +3,8 @@
 
 Run through ``scripts/gpu-smoke.sh`` (which sets PYTHONPATH and finds redis-server). Steps:
 
-1. start a private ``redis-server`` (free port, no persistence, temp dir);
+1. start a private ``redis-server`` (free port, append-only file with ``appendfsync everysec``
+   as the devstack runs it, temp dir);
 2. start ``python -m turnout.gpu_agent`` against it (NVML reader, ops port for /metrics);
 3. start an allocator process: CUDA driver API through ctypes (``libcuda.so.1``, always
    installed with the driver; no torch, no CUDA toolkit): create a context, report the device
@@ -253,7 +254,9 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear script
                     "--save",
                     "",
                     "--appendonly",
-                    "no",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
                     "--dir",
                     str(work),
                     "--daemonize",

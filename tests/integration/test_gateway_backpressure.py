@@ -14,6 +14,7 @@ from tests.integration import test_gateway_fakes as fakes
 from tests.integration.test_gateway_fakes import FakeScorer, Fleet, catalog_model, fixed, run_gateway, snapshot
 from tests.integration.test_gateway_resilience import wait_events
 from turnout.common.schemas.catalog import CatalogModelV1
+from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +57,47 @@ async def test_a_hung_model_fails_over_within_its_profiled_bound(redis, redis_ur
         [("alpha", "timeout"), ("beta", "ok")],
         [("alpha", "timeout"), ("beta", "ok")],
     ]
+
+
+async def test_a_candidate_that_must_load_first_is_waited_on_for_its_expected_load_capped(
+    redis, redis_url, keys, fleet: Fleet, make_settings
+):
+    """The scorer says alpha's model is not loaded (``load_s``): the gateway waits its profiled
+    bound plus that estimate (at most ``load_wait_max_s``) before moving on; without it, a
+    1-second "load" passes for a hung backend."""
+    fleet.alpha.mode, fleet.alpha.slow_s = "slow", 1.0  # the first byte after a 1 s load
+    await redis.set(
+        keys.catalog_snapshot,
+        snapshot(
+            profiled("cold", "alpha", "up", ttft_ms=40, tokens_per_s=100),
+            profiled("fine", "beta", "up", ttft_ms=40, tokens_per_s=100),
+        ),
+    )
+    load_s: list[float | None] = [None]
+
+    def decide(_: RouteRequestV1) -> RouteReplyV1:
+        return RouteReplyV1(
+            candidates=[
+                CandidateV1(model="cold", backend="alpha", upstream_model="up", score=1.0, load_s=load_s[0]),
+                CandidateV1(model="fine", backend="beta", upstream_model="up", score=0.9),
+            ]
+        )
+
+    # a stream's bound: max(0.4 s first byte, 0.5 s gap) = 0.5 s; + the load, at most 0.2 s or 5 s
+    for cap, expected in ((5.0, ["beta", "alpha"]), (0.2, ["beta", "beta"])):
+        settings = make_settings(read_min_s=0.3, ttfb_factor=10, gap_factor=50, load_wait_max_s=cap)
+        async with (
+            FakeScorer(redis_url, keys, decide).running(),
+            run_gateway(settings) as gw,
+            httpx.AsyncClient(base_url=gw.url, timeout=10) as http,
+        ):
+            got = []
+            for load in (None, 1.5):
+                load_s[0] = load
+                r = await http.post("/v1/chat/completions", json={**CHAT, "stream": True})
+                assert r.status_code == 200
+                got.append(r.headers["x-turnout-backend"])
+        assert got == expected, (cap, got)
 
 
 async def test_a_hung_model_without_a_profile_fails_over_within_the_unprofiled_bound(

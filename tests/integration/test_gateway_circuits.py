@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -23,31 +24,42 @@ make_settings = fakes.make_settings
 CHAT = {"model": "turnout/auto", "messages": [{"role": "user", "content": "hi"}]}
 
 
+@pytest.mark.parametrize(("status_failures", "sent"), [(None, 1), (3, 3)])
 async def test_a_failing_model_opens_its_circuit_and_traffic_goes_elsewhere(
-    redis_url, keys, fleet: Fleet, make_settings
+    redis_url, keys, redis, fleet: Fleet, make_settings, status_failures: int | None, sent: int
 ):
     fleet.alpha.mode = "status"  # alpha's model answers 500
     scorer = FakeScorer(redis_url, keys, fixed(("m", "alpha", "up"), ("m", "beta", "up")))
-    settings = make_settings(circuit_failures=3, circuit_cooldown_s=60)
+    given = {} if status_failures is None else {"circuit_status_failures": status_failures}
+    settings = make_settings(circuit_failures=3, circuit_cooldown_s=60, **given)
+    told = redis.pubsub(ignore_subscribe_messages=True)
+    await told.subscribe(keys.fleet_changed)
     async with scorer.running(), run_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.url) as http:
         replies = [await http.post("/v1/chat/completions", json=CHAT) for _ in range(10)]
         admin = (await http.get("/admin/circuits")).json()
         metrics = (await http.get("/metrics")).text
+    message = await next_message(told, 1.0)
+    await told.aclose()
     assert [r.status_code for r in replies] == [200] * 10
     assert [r.headers["x-turnout-backend"] for r in replies] == ["beta"] * 10
-    assert len(fleet.alpha.received) == 3  # three failures opened it; then nothing more was sent
+    # a model that answers 5xx opens its circuit at its first failure by default (three when
+    # configured so); then nothing more was sent
+    assert len(fleet.alpha.received) == sent
     [circuit] = admin["circuits"]
     assert (circuit["backend"], circuit["model"], circuit["state"], circuit["failures"], circuit["trips"]) == (
         "alpha",
         "up",
         "open",
-        3,
+        sent,
         1,
     )
     assert (circuit["cooldown_s"], circuit["blocking"], circuit["last_error"]) == (60.0, True, "BackendStatusError")
+    assert admin["policy"]["status_failure_threshold"] == (status_failures or 1)
     assert 'turnout_gateway_circuit_state{backend="alpha",model="up"} 2.0' in metrics
     assert 'turnout_gateway_circuit_state{backend="beta",model="*"} 0.0' in metrics
-    assert 'turnout_gateway_upstream_attempts_total{backend="alpha",outcome="circuit_open"} 7.0' in metrics
+    assert f'turnout_gateway_upstream_attempts_total{{backend="alpha",outcome="circuit_open"}} {10 - sent}.0' in metrics
+    # the scorer is told at once (it re-reads the circuits on fleet_changed)
+    assert message is not None and message["data"] == b"alpha\tup"
 
 
 async def test_after_the_cooldown_one_probe_closes_it_or_reopens_it_for_longer(redis, keys):
@@ -71,6 +83,29 @@ async def test_after_the_cooldown_one_probe_closes_it_or_reopens_it_for_longer(r
     assert await store.probe("b", "m", now=t + 57) is True
     await store.success("b", "m")  # the probe's success closes it and forgets the trips
     assert await store.read_all() == []
+
+
+async def next_message(pubsub: Any, timeout: float) -> dict[str, Any] | None:
+    """The next published message (the subscription's confirmation is skipped), or None."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        message = await pubsub.get_message(timeout=max(0.01, end - time.monotonic()))
+        if message is not None:
+            return dict(message)
+    return None
+
+
+async def test_a_lower_threshold_opens_it_sooner_and_only_opening_tells_the_scorer(redis, keys):
+    store = CircuitStore(redis, keys, CircuitPolicy(failure_threshold=3, base_cooldown_s=10))
+    told = redis.pubsub(ignore_subscribe_messages=True)
+    await told.subscribe(keys.fleet_changed)
+    t = 1000.0
+    assert await store.failure("b", "timeouts", "X", now=t) == (CircuitState.CLOSED, 0.0)
+    assert await store.failure("b", "answers-500", "X", now=t, threshold=1) == (CircuitState.OPEN, t + 10)
+    assert await store.failure("b", "answers-500", "X", now=t + 1, threshold=1) == (CircuitState.OPEN, t + 10)
+    got = [await next_message(told, 0.5) for _ in range(2)]
+    await told.aclose()
+    assert [m["data"] if m else None for m in got] == [b"b\tanswers-500", None]  # one trip, one message
 
 
 async def test_the_probe_after_the_cooldown_closes_the_circuit_for_every_gateway(

@@ -35,8 +35,8 @@ PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEh
 
 @dataclass
 class FakeBackend:
-    """One fake backend. ``mode``: ``ok``; ``status`` (answer ``fail_status``); ``slow`` (wait 5 s
-    before answering, recording when the client goes away); ``hang`` (stream a chunk, then wait,
+    """One fake backend. ``mode``: ``ok``; ``status`` (answer ``fail_status``); ``slow`` (wait
+    ``slow_s``, 5 s, before answering, recording when the client goes away); ``hang`` (stream a chunk, then wait,
     recording when the client goes away); ``break`` (stream a chunk, then drop the connection);
     ``non_object`` (valid JSON that is not an object: a whole reply ``[1, 2]``, a stream event
     ``data: [1]``); ``drip`` (stream a chunk every 0.3 s, then finish normally)."""
@@ -45,6 +45,7 @@ class FakeBackend:
     kind: str = "openai"
     mode: str = "ok"
     fail_status: int = 500
+    slow_s: float = 5.0
     received: list[dict[str, Any]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -86,7 +87,7 @@ class FakeBackend:
         self.cookies_seen.append(request.headers.get("Cookie"))
         if self.mode == "slow":
             try:
-                await asyncio.sleep(5)
+                await asyncio.sleep(self.slow_s)
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise

@@ -72,6 +72,35 @@ async def test_the_token_budget_is_corrected_by_the_replys_usage(redis_url, keys
     assert r.json()["error"]["message"].startswith("Rate limit reached for this IP address: 30 tokens per minute.")
 
 
+async def test_response_cache_hits_count_as_requests_and_their_replys_tokens(
+    redis_url, keys, fleet: Fleet, make_settings
+):
+    scorer = FakeScorer(redis_url, keys, fixed(("m", "alpha", "up")))
+    cached = {**CHAT, "temperature": 0}
+    by_requests = make_settings(rate_limits={"requests_per_minute_per_ip": 2}, response_cache={"enabled": True})
+    async with scorer.running(), run_gateway(by_requests) as gw, httpx.AsyncClient(base_url=gw.url) as http:
+        first = await http.post("/v1/chat/completions", json=cached)
+        await asyncio.sleep(0.2)  # the reply is stored after it goes
+        hit = await http.post("/v1/chat/completions", json=cached)
+        refused = await http.post("/v1/chat/completions", json=cached)
+    assert (first.status_code, hit.status_code, hit.headers.get("x-turnout-cache")) == (200, 200, "hit")
+    assert refused.status_code == 429 and refused.headers["x-ratelimit-limit-requests"] == "2"
+    assert len(fleet.alpha.received) == 1  # one request reached a backend; three were counted
+
+    # tokens: the same sequence as test_the_token_budget_is_corrected_by_the_replys_usage, with the
+    # second to fourth answered from the cache: each draws its estimate, then its stored usage (12)
+    other = {**CHAT, "messages": [{"role": "user", "content": "ho"}], "temperature": 0}
+    by_tokens = make_settings(rate_limits={"tokens_per_minute_per_ip": 30}, response_cache={"enabled": True})
+    async with scorer.running(), run_gateway(by_tokens) as gw, httpx.AsyncClient(base_url=gw.url) as http:
+        statuses = []
+        for _ in range(4):
+            r = await http.post("/v1/chat/completions", json=other)
+            statuses.append((r.status_code, r.headers.get("x-turnout-cache")))
+            await asyncio.sleep(0.2)
+    assert statuses == [(200, "miss"), (200, "hit"), (200, "hit"), (429, None)]
+    assert r.headers["x-ratelimit-limit-tokens"] == "30"
+
+
 async def test_without_limits_nothing_is_counted(redis, keys, redis_url, fleet: Fleet, make_settings):
     scorer = FakeScorer(redis_url, keys, fixed(("m", "alpha", "up")))
     async with scorer.running(), run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url) as http:

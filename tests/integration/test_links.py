@@ -14,7 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from turnout.common.errors import RpcTimeout, RpcUnavailable
 from turnout.common.keys import Keys
-from turnout.common.links import Backoff, LinkOptions, make_redis
+from turnout.common.links import Backoff, LinkOptions, first_to_answer, make_redis
 from turnout.common.rpc.client import RpcClient
 from turnout.common.rpc.contract import ROUTE_V1
 from turnout.common.rpc.resp import RespLink
@@ -90,6 +90,87 @@ async def test_redis_py_clients_drop_a_connection_whose_read_timed_out(proxy: Bl
         await client.aclose()
 
 
+async def test_a_connection_opened_into_a_dead_path_does_not_hold_the_clients_other_commands(
+    proxy: BlackHoleProxy,
+) -> None:
+    # redis-py's default pool opens a connection (and reads its CLIENT SETINFO reply) under the
+    # pool's lock: one new connection into a dead path held every other command for its timeout
+    client = make_redis(via(proxy), LinkOptions(connect_timeout_s=0.5, command_timeout_s=3.0))
+    try:
+        proxy.blackhole()
+        stuck = asyncio.create_task(client.ping())  # a new connection, accepted, never answered
+        await asyncio.sleep(0.2)
+        proxy.heal()
+        t0 = time.monotonic()
+        assert await client.ping() is True
+        assert time.monotonic() - t0 < 1.0  # not behind the stuck one's 3 s
+        await asyncio.gather(stuck, return_exceptions=True)  # timed out (and retried, once)
+    finally:
+        await client.aclose()
+
+
+async def test_a_timeout_drops_the_idle_connections_that_went_the_same_way(proxy: BlackHoleProxy) -> None:
+    client = make_redis(via(proxy), LinkOptions(connect_timeout_s=0.5, command_timeout_s=1.5))
+    try:
+        gate = asyncio.Event()
+
+        async def held() -> None:  # three connections at once, then idle in the pool
+            await client.ping()
+            await gate.wait()
+
+        tasks = [asyncio.create_task(held()) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        gate.set()
+        await asyncio.gather(*tasks)
+        assert proxy.connections == 3
+        proxy.blackhole()
+        with pytest.raises(RedisTimeoutError):
+            await client.ping()
+        proxy.heal()
+        await asyncio.sleep(0.05)  # the idle ones are disconnected in the background
+        t0 = time.monotonic()
+        assert await asyncio.gather(*(client.ping() for _ in range(3))) == [True] * 3
+        assert time.monotonic() - t0 < 1.0  # none of them waited out 1.5 s on a dead connection
+    finally:
+        await client.aclose()
+
+
+async def test_first_to_answer_hedges_a_silent_attempt_and_closes_the_losers() -> None:
+    started: list[float] = []
+    discarded: list[int] = []
+    t0 = time.monotonic()
+
+    async def attempt() -> int:
+        n = len(started)
+        started.append(time.monotonic() - t0)
+        await asyncio.sleep(10 if n == 0 else 0.01)  # the first went into a black hole
+        return n
+
+    assert await first_to_answer(attempt, hedge_s=0.1, timeout_s=2.0, discard=discarded.append) == 1
+    assert len(started) == 2 and 0.08 < started[1] < 0.5
+    assert time.monotonic() - t0 < 0.6 and discarded == []
+
+    async def refused() -> int:
+        started.append(0.0)
+        raise ConnectionRefusedError("refused")
+
+    started.clear()
+    with pytest.raises(ConnectionRefusedError):  # failing fast starts no other attempt
+        await first_to_answer(refused, hedge_s=0.01, timeout_s=1.0)
+    assert len(started) == 1
+
+    async def silent() -> int:
+        started.append(0.0)
+        await asyncio.sleep(10)
+        return 0
+
+    started.clear()
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await first_to_answer(silent, hedge_s=0.1, timeout_s=0.3)
+    assert 0.25 < time.monotonic() - t0 < 0.8 and 2 <= len(started) <= 4  # 0.3 s in all
+
+
 def test_back_off_is_jittered_and_capped() -> None:
     b = Backoff(0.1, 1.0)
     delays = [b.next() for _ in range(8)]
@@ -152,3 +233,40 @@ async def _eventually(check, timeout: float) -> None:  # type: ignore[no-untyped
         if time.monotonic() > end:
             raise AssertionError("not within the time allowed")
         await asyncio.sleep(0.05)
+
+
+async def test_a_reconnect_tried_during_the_black_hole_does_not_hold_the_scorer_back_once_it_heals(
+    proxy: BlackHoleProxy, redis_url: str, keys: Keys
+) -> None:
+    # a long connect timeout: alone, the attempt in flight at the heal would sit out its 3 s
+    slow_open = LinkOptions(connect_timeout_s=3.0, command_timeout_s=0.4, backoff_base_s=0.02, backoff_max_s=0.1)
+
+    async def handler(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        return RouteReplyV1(candidates=[], analysis=PromptAnalysisV1(signals=[req.text]))
+
+    server = RpcServer(via(proxy), keys, replica_id="hedged", registry=CollectorRegistry(), link=slow_open)
+    server.register(ROUTE_V1, handler)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with RpcClient(
+            redis_url, keys, watch=(ROUTE_V1,), heartbeat_poll_s=0.05, registry=CollectorRegistry()
+        ) as c:
+
+            async def answers() -> bool:
+                try:
+                    return (await c.call(ROUTE_V1, RouteRequestV1(text="x"), timeout=0.3)).analysis.signals == ["x"]
+                except (RpcTimeout, RpcUnavailable):
+                    return False
+
+            await _eventually(answers, 5.0)
+            proxy.blackhole()
+            await _eventually(lambda: _sync(not server.connected), 5.0)
+            await asyncio.sleep(1.0)  # reconnect attempts are under way, into the black hole
+            proxy.heal()
+            t1 = time.monotonic()
+            await _eventually(answers, 5.0)
+            assert time.monotonic() - t1 < 1.0
+    finally:
+        await server.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

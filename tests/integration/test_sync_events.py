@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from asyncpg.exceptions import InternalClientError
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError, InternalError
 
 from turnout.common.arq import CTX_KEY
 from turnout.common.arq_running import close_worker
@@ -19,7 +21,7 @@ from turnout.common.db.models import DeadLetter, Feedback, RoutingDecision
 from turnout.common.db.session import engine_scope, make_sessionmaker
 from turnout.common.schemas.events import EVENT_FIELD, AttemptV1, FeedbackEventV1, RequestEventV1
 from turnout.common.schemas.route import CandidateV1, PromptAnalysisV1
-from turnout.sync.events import EventConsumer
+from turnout.sync.events import EventConsumer, rejected_by_postgres
 from turnout.sync.settings import SyncSettings
 from turnout.sync.worker import SyncContext, build_context, build_worker
 
@@ -225,3 +227,24 @@ async def test_the_worker_runs_the_consumer_from_startup_to_shutdown(redis_url, 
         await close_worker(worker)
         await asyncio.gather(task, return_exceptions=True)
     assert wctx.consumer_task is not None and wctx.consumer_task.done()
+
+
+async def test_only_what_postgres_itself_rejected_is_taken_apart_not_a_lost_connection(db):
+    # a batch is stored event by event (and the ones Postgres refuses dead-lettered) only when
+    # Postgres rejected it; a connection lost under it is retried whole (issue 13: during a
+    # Postgres outage, asyncpg's "cannot switch to state …; another operation is in progress"
+    # was taken for a rejection)
+    async with engine_scope(db) as engine, make_sessionmaker(engine)() as session:
+        with pytest.raises(DBAPIError) as refused:
+            await session.execute(text("INSERT INTO routing_decisions (request_id) VALUES (NULL)"))
+        await session.rollback()
+        pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with engine_scope(db) as other, other.connect() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as terminated:
+            await session.execute(text("SELECT 1"))
+    assert rejected_by_postgres(refused.value)  # 23502: a NOT NULL column
+    assert not rejected_by_postgres(terminated.value)
+    # what the consumer logged during the outage, as asyncpg raised it (no SQLSTATE: client-side)
+    lost = InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+    assert not rejected_by_postgres(InternalError("INSERT INTO routing_decisions …", None, lost))

@@ -120,7 +120,8 @@ async def test_a_resident_model_within_the_margin_is_preferred(
     await hosts["h1"].publish()
     await coord.refresh()
     out = await coord.route(reply(("big:14b", "h1", 1.0), ("mid:8b", "h1", 0.95), ("small:3b", "h1", 0.5)))
-    assert [c.model for c in out.candidates] == ["mid:8b", "big:14b", "small:3b"]
+    # the fallbacks: the loaded one before the one that would need a load (attempt_order)
+    assert [c.model for c in out.candidates] == ["mid:8b", "small:3b", "big:14b"]
     assert out.candidates[0].reasons[-1].startswith("vram: big:14b is not loaded and does not fit on h1; mid:8b")
     assert await recent_actions(redis, keys) == []
 
@@ -169,3 +170,35 @@ async def test_a_busy_model_is_not_unloaded_and_a_candidate_that_fits_elsewhere_
     assert [(c.model, c.backend) for c in out.candidates] == [("big:14b", "ollama-h2"), ("big:14b", "ollama-h1")]
     assert "mid:8b" in h1.fake.loaded
     assert await recent_actions(redis, keys) == []
+
+
+async def test_a_candidate_whose_model_is_not_loaded_carries_its_expected_load_time(
+    fleet: tuple[dict[str, Host], VramCoordinator],
+) -> None:
+    hosts, coord = fleet
+    hosts["h1"].fake.loaded.update({"mid:8b": 1.0})
+    await hosts["h1"].publish()
+    await coord.refresh()
+    cands = reply(("mid:8b", "h1", 1.0), ("big:14b", "h2", 0.9), ("mid:8b", "h2", 0.8))
+    need = {(o.model, o.host): o.need_bytes for o in coord.options(cands.candidates)}
+    out = await coord.route(cands)
+    loads = {(c.model, c.backend): c.load_s for c in out.candidates}
+    assert loads == {
+        ("mid:8b", "ollama-h1"): None,  # loaded: the gateway keeps its profiled first-byte bound
+        ("big:14b", "ollama-h2"): round(coord.cfg.load_s(need[("big:14b", "h2")]), 2),
+        ("mid:8b", "ollama-h2"): round(coord.cfg.load_s(need[("mid:8b", "h2")]), 2),
+    }
+    assert loads[("big:14b", "ollama-h2")] > loads[("mid:8b", "ollama-h2")] > coord.cfg.load_fixed_s  # type: ignore[operator]
+    # routed to h2's big:14b (it fits: the backend loads it), the next decision sees that load
+    # under way — not yet reported by the agent — and still counts it as a load
+    first = await coord.route(reply(("big:14b", "h2", 1.0)))
+    assert first.candidates[0].load_s == loads[("big:14b", "ollama-h2")]
+    again = await coord.route(reply(("big:14b", "h2", 1.0)))
+    assert again.candidates[0].load_s == loads[("big:14b", "ollama-h2")]
+    assert again.candidates[0].reasons[-1] == "vram: big:14b is loaded on h2"
+    # once the agent reports it loaded, no load is expected
+    hosts["h2"].fake.loaded.update({"big:14b": 3.0})
+    await hosts["h2"].publish()
+    await coord.refresh()
+    done = await coord.route(reply(("big:14b", "h2", 1.0)))
+    assert done.candidates[0].load_s is None

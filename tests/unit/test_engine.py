@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
-from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
+from turnout.common.schemas.route import CandidateV1, RequestKind, RouteReplyV1, RouteRequestV1
 from turnout.embeddings.static import default_embedder
 from turnout.scorer.engine import RoutingEngine
 from turnout.scorer.fleet import FleetState
@@ -138,6 +138,7 @@ async def test_decisions_count_as_load_until_the_gateways_counts_arrive():
         e.note_routed(c.backend, c.upstream_model)
         chosen.append(c.backend)
     assert chosen == ["a", "b", "a", "b"]  # each decision's request weighs on its replica
+    assert np.array_equal(e._rsum, e._rterms.sum(axis=0))  # kept per column as the whole table sums
     assert list(e.replicas.inflight) == [2.0, 2.0]
     e.set_load({("a", "m"): 7})  # what the gateways count now replaces the local tally
     assert list(e.replicas.inflight) == [7.0, 0.0]
@@ -167,3 +168,14 @@ def test_a_cached_reply_takes_each_models_replicas_in_the_order_of_the_fleet_now
     assert [(c.model, c.backend) for c in e.replicas_now(cached).candidates] == [("m", "b"), ("n", "a"), ("m", "a")]
     e.set_fleet(FleetState(resident=frozenset({("a", "m"), ("b", "m")})))
     assert e.replicas_now(cached) is cached
+
+
+async def test_a_route_reply_lists_the_filtered_models_only_when_nothing_is_left():
+    e = engine()
+    tools = await e.route(RouteRequestV1(text="hi", has_tools=True))
+    assert tools.candidates and tools.filtered == {}
+    explained = await e.explain(RouteRequestV1(text="hi", has_tools=True))
+    assert explained.filtered["llama3.2:1b"] == "no tools support"
+    nothing = await e.route(RouteRequestV1(kind=RequestKind.EMBEDDING, text="embed me"))
+    assert nothing.candidates == [] and nothing.unservable_code == "unservable"
+    assert nothing.filtered["llama3.2:1b"] == "not an embedding model"

@@ -26,6 +26,7 @@ from turnout.scorer.vram import (
     model_need,
     plan,
 )
+from turnout.scorer.vram_routing import attempt_order
 
 CFG = VramConfig(score_margin=0.1)
 
@@ -104,7 +105,9 @@ def test_host_budget_defaults_to_90_percent_and_can_be_set_per_host() -> None:
         loaded_models=[LoadedModelV1(name="a", size_bytes=9 * GiB, vram_bytes=9 * GiB)],
     )
     h = host_vram(state, VramConfig(pinned={"*": frozenset({"a"})}), last_used={"a": 5.0}, busy=["a"])
-    assert h == HostVram("gpu1", int(72 * GiB), 70 * GiB, (ResidentModel("a", 9 * GiB, 5.0, True),), frozenset({"a"}))
+    assert h == HostVram(
+        "gpu1", int(72 * GiB), 70 * GiB, (ResidentModel("a", 9 * GiB, 5.0, True),), frozenset({"a"}), max_models=3
+    )
     cfg = VramConfig.from_options(VramOptions(max_total_gb={"gpu1": 40}))
     assert host_vram(state, cfg).budget_bytes == 40 * GiB  # type: ignore[union-attr]
 
@@ -192,6 +195,53 @@ def test_physical_free_memory_limits_eviction_too() -> None:
     assert d is not None and [o.model for o in d.orders] == ["x", "best"]
 
 
+# --- model count, load time ---------------------------------------------------------------
+
+
+def test_a_host_at_its_model_limit_unloads_one_even_with_bytes_to_spare() -> None:
+    full = HostVram("h", 72 * GiB, None, (rm("a", 4, 1.0), rm("b", 4, 3.0), rm("c", 4, 2.0, busy=True)), max_models=3)
+    d = plan([opt("x", "h", 1.0, 4)], {"h": full}, CFG)
+    assert d is not None and d.kind is DecisionKind.EVICT
+    assert [(o.action, o.model) for o in d.orders] == [(OrderAction.UNLOAD, "a"), (OrderAction.LOAD, "x")]
+    roomy = HostVram("h", 72 * GiB, None, full.resident[:2], max_models=3)
+    assert plan([opt("x", "h", 1.0, 4)], {"h": roomy}, CFG) == Decision(
+        0, DecisionKind.FITS, "x needs 4.0 GiB, h has 64.0 GiB free"
+    )
+
+
+def test_a_slow_load_is_ordered_while_a_resident_model_within_the_margin_serves() -> None:
+    cfg = VramConfig(score_margin=0.1, load_gib_per_s=2.0, load_fixed_s=1.0, max_load_wait_s=8.0)
+    hosts = {"big": host("big", 72), "small": host("small", 20, rm("mid", 10))}
+    d = plan([opt("huge", "big", 1.0, 40), opt("mid", "small", 0.95, 10)], hosts, cfg)
+    assert d is not None and d.kind is DecisionKind.PRELOAD and d.choice == 1
+    assert [(o.action, o.host, o.model) for o in d.orders] == [(OrderAction.LOAD, "big", "huge")]
+    # nothing resident close enough: the request goes to the slow model, whose load is an order
+    d = plan([opt("huge", "big", 1.0, 40), opt("mid", "small", 0.8, 10)], hosts, cfg)
+    assert d is not None and d.kind is DecisionKind.FITS and d.choice == 0
+    assert [(o.action, o.model) for o in d.orders] == [(OrderAction.LOAD, "huge")]
+    # a quick load is left to the backend, as before
+    d = plan([opt("small-one", "big", 1.0, 10), opt("mid", "small", 0.95, 10)], hosts, cfg)
+    assert d is not None and d.kind is DecisionKind.FITS and d.choice == 0 and not d.orders
+
+
+def test_a_slow_load_under_way_is_not_waited_on_when_a_loaded_model_is_close() -> None:
+    cfg = VramConfig(score_margin=0.1, load_gib_per_s=2.0, load_fixed_s=1.0, max_load_wait_s=8.0)
+    loading = ResidentModel("huge", 40 * GiB, busy=True, loading=True)
+    hosts = {"big": host("big", 72, loading), "small": host("small", 20, rm("mid", 10))}
+    d = plan([opt("huge", "big", 1.0, 40), opt("mid", "small", 0.95, 10)], hosts, cfg)
+    assert d is not None and d.kind is DecisionKind.RESIDENT_WITHIN_MARGIN and d.choice == 1 and not d.orders
+    # nothing close: wait for it (no second load ordered)
+    d = plan([opt("huge", "big", 1.0, 40), opt("mid", "small", 0.5, 10)], hosts, cfg)
+    assert d == Decision(0, DecisionKind.RESIDENT, "huge is loaded on big")
+
+
+def test_the_gateway_tries_loaded_fallbacks_before_ones_that_need_a_load() -> None:
+    hosts = {"a": host("a", 40, rm("m2", 4), rm("m4", 4)), "b": host("b", 40)}
+    options = [opt(f"m{i}", "a" if i % 2 == 0 else "b", 1.0 - i / 10, 4) for i in range(5)]
+    assert attempt_order(options, hosts, 1) == [1, 2, 4, 0, 3]
+    assert attempt_order(options, hosts, 0) == [0, 2, 4, 1, 3]
+
+
 # --- properties -----------------------------------------------------------------------------
 
 names = st.sampled_from([f"m{i}" for i in range(8)])
@@ -264,11 +314,14 @@ def test_pinned_and_busy_models_are_never_unloaded(case: tuple[dict[str, HostVra
         (m,) = [m for m in h.resident if m.name == o.model]
         assert o.model not in h.pinned
         assert not m.busy
-        # and only ever on the host of the model being loaded
-        assert o.host == options[d.choice].host
+        # and only ever on the host of the model being loaded: the chosen one, or the best one
+        # that a preload decision loads while a resident candidate serves
+        loaded = options[0] if d.kind is DecisionKind.PRELOAD else options[d.choice]
+        assert o.host == loaded.host
     if d.orders:
+        loaded = options[0] if d.kind is DecisionKind.PRELOAD else options[d.choice]
         assert d.orders[-1].action is OrderAction.LOAD
-        assert d.orders[-1].model == options[d.choice].model
+        assert d.orders[-1].model == loaded.model
 
 
 @settings(max_examples=300, deadline=None)

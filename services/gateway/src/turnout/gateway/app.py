@@ -136,6 +136,7 @@ def create_app(
             stack.push_async_callback(images.close)
             policy = CircuitPolicy(
                 failure_threshold=opts.circuit_failures,
+                status_failure_threshold=opts.circuit_status_failures,
                 base_cooldown_s=opts.circuit_cooldown_s,
                 max_cooldown_s=opts.circuit_max_cooldown_s,
             )
@@ -147,6 +148,7 @@ def create_app(
                 read_max_s=opts.read_timeout_s,
                 read_unprofiled_s=opts.read_unprofiled_s,
                 unprofiled_min_tokens_per_s=opts.unprofiled_min_tokens_per_s,
+                load_wait_max_s=opts.load_wait_max_s,
             )
             timeouts = TimeoutCache(bounds, opts.connect_timeout_s)
             catalog.on_change = timeouts.use_catalog

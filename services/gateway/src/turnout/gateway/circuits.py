@@ -4,6 +4,10 @@
   reached or refuses the gateway (connection error, 401/403); the (backend, upstream model)
   one when that model fails (5xx, a broken or non-object reply, a timeout, 404). A 429 is the
   backend's own back-pressure and counts against nothing.
+* **How soon it opens.** ``circuit_failures`` (3) consecutive failures; a model that answered
+  5xx, ``circuit_status_failures`` (1): the backend is up and says the model failed, and a
+  cooldown of one (backend, model) pair costs little while its other replicas and models serve.
+  Opening tells the scorer at once (``fleet_changed``), so it stops ranking the pair first.
 * **Admission** reads a local view of every circuit that is not closed-and-clean, refreshed
   every ``refresh_s`` (and at once after this gateway saw a circuit open): with everything
   closed, admitting a candidate is two dict lookups and no Redis call. A circuit cooling down
@@ -106,7 +110,10 @@ class Breakers:
         if which is None:
             return
         key = (backend, BACKEND_WIDE if which == "backend" else model)
-        result = await self._redis(self.store.failure(*key, type(exc).__name__))
+        # a model that answered 5xx said so itself: its circuit opens sooner than on timeouts
+        answered = which == "model" and isinstance(exc, BackendStatusError) and exc.status >= 500
+        threshold = self.store.policy.status_failure_threshold if answered else None
+        result = await self._redis(self.store.failure(*key, type(exc).__name__, threshold=threshold))
         if result is None:
             return
         state, until = result

@@ -4,14 +4,17 @@ Each finished request (success or failure) becomes one :class:`RequestEventV1`, 
 ``XADD … MAXLEN ~ events_maxlen`` under the field ``data`` (its JSON); the sync worker stores
 them in Postgres. The response path hands over a plain dict of the model's fields (building a
 pydantic model per request costs more than the rest of the bookkeeping); the JSON is made here,
-off the path, with orjson (pydantic values inside, such as candidates, through ``model_dump``).
+off the path, with orjson (pydantic values inside, such as candidates, as their own JSON spliced
+in with ``orjson.Fragment``: 7 µs an event against 21 µs through ``model_dump``).
 
 :meth:`EventPublisher.publish` only appends to an in-memory queue and wakes a background task
 that sends what accumulated as pipelined ``XADD``s in one write, over a connection of its own
 of the kind the RPC uses (:class:`~turnout.common.rpc.resp.RespLink`: redis-py spends more
 CPU packing a command than Redis spends running it; and a Lua loop over the batch, tried
 before, cost Redis ~2.7 µs per event more than plain ``XADD``s), so a request never waits on
-Redis and a burst costs one round trip.
+Redis and a burst costs one round trip. (A 100 ms window, tried, took ~0.2 of the ~4 wake-ups
+per request at one request at a time, but no CPU measurable against 10 ms in an A/B of two
+gateways on one stack: 0.99 / 1.02 / 0.99 at c=1 / c=16 / streaming; so it stays at 10 ms.)
 
 While Redis is away, events wait in memory — bounded by count (``max_queue``) and encoded bytes
 (``max_bytes``); past either, new events are dropped and counted in
@@ -46,8 +49,8 @@ RequestEvent = dict[str, Any]
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+    if isinstance(value, BaseModel):  # pydantic's own JSON, spliced in: ~3x cheaper than model_dump
+        return orjson.Fragment(value.__pydantic_serializer__.to_json(value))
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 

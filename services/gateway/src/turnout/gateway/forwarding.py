@@ -92,6 +92,8 @@ class Exchange:
     """The API key's client id (client keys configured), for per-key limits."""
     client_ip: str | None = None
     est_tokens: int = 0
+    limits_drawn: bool = False
+    """The rate limits were drawn for it (before the response cache: a hit counts too)."""
     created: int = field(default_factory=lambda: int(time.time()))
     start: float = field(default_factory=time.perf_counter)
     ts: float = field(default_factory=time.time)
@@ -278,6 +280,7 @@ class Forwarder:
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             connect_cap_s=backend.config.connect_timeout_s,
             read_cap_s=backend.config.read_timeout_s,
+            load_s=cand.load_s,
         )
 
     def _skip(self, ex: Exchange, cand: CandidateV1, outcome: str) -> None:

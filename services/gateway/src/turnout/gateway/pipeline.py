@@ -31,6 +31,7 @@ from turnout.common.schemas.route import CandidateV1, RequestKind
 from turnout.gateway.errors import (
     ClientGone,
     GatewayError,
+    RateLimited,
     ShuttingDown,
     as_gateway_error,
     ndjson_error_line,
@@ -118,7 +119,8 @@ class Pipeline:
         self._apply_defaults(ex, features)
         watch = _Watch(ex, receive, self._waiting)
         try:
-            if self.limiter is not None:
+            if self.limiter is not None and not ex.limits_drawn:
+                ex.limits_drawn = True
                 ex.est_tokens = int(features.get("est_prompt_tokens") or 0)
                 await self.limiter.admit(ex.client_key, ex.client_ip, ex.est_tokens)
             ex.decision = await self.router.route(
@@ -221,6 +223,22 @@ class Pipeline:
             ip=ex.client_ip,
         )
         return shaper if shaper.active else None
+
+    async def draw_limits(self, ex: Exchange, features: Json) -> None:
+        """Draw the request and its prompt estimate from the rate limits, before the response
+        cache is asked: a hit is a request too, and its reply's tokens are drawn when it is
+        reported (:meth:`cache_hit`, the usage correction). A refusal is reported like one from
+        :meth:`handle`; :meth:`handle` does not draw again."""
+        if self.limiter is None or ex.limits_drawn:
+            return
+        ex.limits_drawn = True
+        ex.est_tokens = int(features.get("est_prompt_tokens") or 0)
+        try:
+            await self.limiter.admit(ex.client_key, ex.client_ip, ex.est_tokens)
+        except RateLimited as exc:
+            self.metrics.in_flight.inc()
+            self.finish(ex, exc)
+            raise
 
     def cache_hit(self, ex: Exchange, hit: Cached) -> Cached:
         """A response-cache hit, reported like a routed request (``route_source`` ``cache``,

@@ -9,7 +9,9 @@ storage, keys under ``keys.ratelimit("…")``), so every replica draws from one 
   too, so the next requests see it. (The library cannot give tokens back: an over-estimate is
   not refunded — the estimate is chars / 4, close to or under what backends count.)
 
-A response-cache hit is answered before the limits are drawn (it costs no backend anything).
+A response-cache hit counts like any request: the limits are drawn before the cache is asked
+(a client over its budget gets 429 even for a stored answer), and the cached reply's ``usage``
+corrects the token budgets as a backend's would.
 
 Each budget is per API key (the client id, when client keys are configured) and per client IP.
 Over a budget: 429 ``rate_limit_exceeded`` with ``Retry-After`` and OpenAI's
@@ -31,10 +33,10 @@ from limits import RateLimitItemPerMinute
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from pydantic import BaseModel, ConfigDict, Field
-from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from turnout.common.keys import Keys
+from turnout.common.links import LinkOptions, make_redis
 from turnout.gateway.errors import RateLimited
 from turnout.gateway.metrics import GatewayMetrics
 
@@ -87,15 +89,15 @@ class RateLimiter:
     def __init__(self, opts: RateLimitOptions, redis_url: str, keys: Keys, metrics: GatewayMetrics) -> None:
         self._opts = opts
         self._metrics = metrics
-        # our own pool, handed to the library, so that close() can release its connections
-        self._pool = ConnectionPool.from_url(
-            redis_url, socket_timeout=opts.redis_timeout_s, socket_connect_timeout=opts.redis_timeout_s
-        )
+        # the library's client over our pool: the links' bounds (keepalive, timeouts that drop the
+        # connection), and one we close (the library's own was never closed)
+        t = opts.redis_timeout_s
+        self._redis = make_redis(redis_url, LinkOptions(connect_timeout_s=t, command_timeout_s=t))
         self._storage = RedisStorage(
             storage_uri(redis_url),
             implementation="redispy",
             key_prefix=keys.ratelimit("v1"),
-            connection_pool=self._pool,  # type: ignore[arg-type]  # documented; typed as **options: float | str | bool
+            connection_pool=self._redis.connection_pool,  # type: ignore[arg-type]  # documented; typed as str|float|bool
         )
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
         budgets = [
@@ -186,4 +188,4 @@ class RateLimiter:
 
     async def close(self) -> None:
         """Close the budgets' Redis connections (the app's lifespan does, on shutdown)."""
-        await self._pool.aclose()
+        await self._redis.aclose()

@@ -82,6 +82,12 @@ class GatewayOptions(BaseModel):
         description="A model with no profile yet, non-streamed: + max_tokens / this for the whole reply",
     )
     read_min_s: float = Field(default=10.0, gt=0, description="The least a profile-derived read bound may be")
+    load_wait_max_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="A candidate whose model must load first (the scorer's estimate in the reply): its read "
+        "bound grows by that estimate, at most this much (0: never; upstream_limits.py)",
+    )
     ttfb_factor: float = Field(default=10.0, gt=0, description="First-byte bound = this x the profiled TTFT")
     gap_factor: float = Field(default=50.0, gt=0, description="Chunk-gap bound = this / the profiled tokens/s")
     max_connections_per_backend: int = Field(default=256, ge=1, description="Requests open at once per backend")
@@ -89,6 +95,9 @@ class GatewayOptions(BaseModel):
         default=1.0, ge=0, description="Wait at most this for a backend's connection slot, then the next candidate"
     )
     circuit_failures: int = Field(default=3, ge=1, description="Consecutive failures that open a circuit")
+    circuit_status_failures: int = Field(
+        default=1, ge=1, description="Consecutive 5xx answers of a model that open its (backend, model) circuit"
+    )
     circuit_cooldown_s: float = Field(default=5.0, gt=0, description="First cooldown of an open circuit")
     circuit_max_cooldown_s: float = Field(default=300.0, gt=0, description="Cooldown cap (it doubles per repeat)")
     circuit_refresh_s: float = Field(default=0.5, gt=0, description="How often the shared circuit view is re-read")

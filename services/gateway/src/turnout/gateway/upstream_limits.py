@@ -9,6 +9,12 @@ averaged over its profile categories), not by one flat timeout:
 * a non-streamed reply arrives whole, so it may take the first byte plus the whole generation:
   ``ttfb + gap_factor × max_tokens / tokens_per_s`` (``max_tokens`` unknown: 1024), clamped.
 
+**A model that must load first.** When the scorer's reply says a candidate's model is not resident
+on its backend (``CandidateV1.load_s``: the VRAM planner's estimate of the load, needed or under
+way), that attempt's bound grows by the estimate, at most ``load_wait_max_s`` and never past
+``read_max_s``: a cold load of a large model outlasts a first-byte bound taken from a warm profile,
+and giving up stops the load (Ollama runs it under the request). A resident model keeps its bound.
+
 One bound per attempt is given to aiohttp as ``sock_read`` (which covers the wait for the
 response headers and every read after): the larger of the first-byte and gap bounds.
 
@@ -49,13 +55,28 @@ class ReadBounds:
     read_max_s: float = 120.0
     read_unprofiled_s: float = 30.0
     unprofiled_min_tokens_per_s: float = 10.0
+    load_wait_max_s: float = 60.0
+    """The most a candidate's expected load time (``CandidateV1.load_s``) adds to its bound."""
 
     def clamp(self, seconds: float) -> float:
         """``seconds`` clamped to ``[read_min_s, read_max_s]``."""
         return min(max(seconds, self.read_min_s), self.read_max_s)
 
-    def read_timeout_s(self, model: CatalogModelV1 | None, *, stream: bool, max_tokens: int | None = None) -> float:
-        """The read bound of one attempt on ``model`` (see the module docstring)."""
+    def read_timeout_s(
+        self, model: CatalogModelV1 | None, *, stream: bool, max_tokens: int | None = None, load_s: float | None = None
+    ) -> float:
+        """The attempt's bound; ``load_s``: the model must load first, expected to take that long."""
+        base = self._read_timeout_s(model, stream=stream, max_tokens=max_tokens)
+        return base + self.load_allowance_s(base, load_s)
+
+    def load_allowance_s(self, base_s: float, load_s: float | None) -> float:
+        """What an expected load of ``load_s`` adds to a bound of ``base_s``: at most
+        ``load_wait_max_s``, and never past ``read_max_s``."""
+        if not load_s or load_s <= 0:
+            return 0.0
+        return max(0.0, min(load_s, self.load_wait_max_s, self.read_max_s - base_s))
+
+    def _read_timeout_s(self, model: CatalogModelV1 | None, *, stream: bool, max_tokens: int | None) -> float:
         if model is None or not model.ttft_ms or not model.tokens_per_s:
             if stream:
                 return self.clamp(self.read_unprofiled_s)
@@ -71,14 +92,17 @@ class ReadBounds:
 
 
 class TimeoutCache:
-    """``aiohttp.ClientTimeout`` per (model, stream, cap), rebuilt when the catalog changes: an
-    attempt allocates nothing for its timeouts."""
+    """``aiohttp.ClientTimeout`` per (model, stream, ``max_tokens`` of a whole reply, caps),
+    rebuilt when the catalog changes: an attempt allocates nothing for its timeouts (building one
+    measured ~4 µs). At most ``max_entries`` (clients choose ``max_tokens``); past that it starts
+    over."""
 
-    def __init__(self, bounds: ReadBounds, connect_s: float) -> None:
+    def __init__(self, bounds: ReadBounds, connect_s: float, *, max_entries: int = 4096) -> None:
         self.bounds = bounds
         self._connect_s = connect_s
+        self._max_entries = max_entries
         self._models: Mapping[str, CatalogModelV1] = {}
-        self._cache: dict[tuple[str, bool, float, float], aiohttp.ClientTimeout] = {}
+        self._cache: dict[tuple[str, bool, int | None, float, float], aiohttp.ClientTimeout] = {}
 
     def use_catalog(self, by_name: Mapping[str, CatalogModelV1]) -> None:
         """Read bounds from this catalog from now on (the cache empties when it changed)."""
@@ -87,21 +111,37 @@ class TimeoutCache:
             self._cache = {}
 
     def get(
-        self, model: str, *, stream: bool, max_tokens: int | None, connect_cap_s: float, read_cap_s: float
+        self,
+        model: str,
+        *,
+        stream: bool,
+        max_tokens: int | None,
+        connect_cap_s: float,
+        read_cap_s: float,
+        load_s: float | None = None,
     ) -> aiohttp.ClientTimeout:
-        """The ``ClientTimeout`` of an attempt on ``model``, capped by the request's own budget."""
-        key = (model, stream, connect_cap_s, read_cap_s)
-        if not stream and max_tokens is not None:
-            return self._build(model, stream, max_tokens, connect_cap_s, read_cap_s)
+        """``load_s``: the model must load first (the scorer's estimate): the bound grows by it, capped."""
+        if load_s:
+            return self._build(model, stream, max_tokens, connect_cap_s, read_cap_s, load_s)
+        tokens = None if stream else max_tokens  # a stream's bounds do not depend on its length
+        key = (model, stream, tokens, connect_cap_s, read_cap_s)
         t = self._cache.get(key)
         if t is None:
-            t = self._cache[key] = self._build(model, stream, None, connect_cap_s, read_cap_s)
+            if len(self._cache) >= self._max_entries:
+                self._cache = {}
+            t = self._cache[key] = self._build(model, stream, tokens, connect_cap_s, read_cap_s)
         return t
 
     def _build(
-        self, model: str, stream: bool, max_tokens: int | None, connect_cap_s: float, read_cap_s: float
+        self,
+        model: str,
+        stream: bool,
+        max_tokens: int | None,
+        connect_cap_s: float,
+        read_cap_s: float,
+        load_s: float | None = None,
     ) -> aiohttp.ClientTimeout:
-        read = self.bounds.read_timeout_s(self._models.get(model), stream=stream, max_tokens=max_tokens)
+        read = self.bounds.read_timeout_s(self._models.get(model), stream=stream, max_tokens=max_tokens, load_s=load_s)
         return aiohttp.ClientTimeout(
             total=None, sock_connect=min(self._connect_s, connect_cap_s), sock_read=min(read, read_cap_s)
         )

@@ -56,7 +56,7 @@ from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
 from turnout.common.supervise import Supervisor
 from turnout.embeddings.static import default_embedder
 from turnout.scorer import router_train
-from turnout.scorer.caches import RouteCacheConfig, RoutingCache
+from turnout.scorer.caches import DecisionMemo, DecisionMemoMetrics, RouteCacheConfig, RoutingCache
 from turnout.scorer.classifier import LLMClassifier
 from turnout.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply
 from turnout.scorer.fleet import FleetState
@@ -463,14 +463,16 @@ async def routing_engine(
             stack.push_async_callback(session.close)
             classifier = LLMClassifier(ccfg, session)
             stack.push_async_callback(classifier.close)
+        ecfg = engine_config(opts)
         yield RoutingEngine(
-            engine_config(opts),
+            ecfg,
             rules=rules,
             embedder=embedder,
             learned=LearnedIndex(embedder.dims),
             prior=prior,
             classifier=classifier,
             cache=cache,
+            memo=DecisionMemo(ecfg.memo_size, DecisionMemoMetrics.create(registry)),
         )
 
 

@@ -1,4 +1,11 @@
-"""The routing cache, in Redis, shared by every scorer replica.
+"""The routing caches: the decision memo in the process, and the routing cache in Redis, shared
+by every scorer replica.
+
+* **decision memo** (:class:`DecisionMemo`) — per request features, the inputs of a decision
+  that cost the most and depend on neither the fleet nor the load: analysis, embedding, rules'
+  constraints, learned estimate (``engine.py``'s docstring says what is reused and why that is
+  safe). A bounded LRU with a version per entry; hits and misses are counted
+  (``turnout_scorer_decision_memo_lookups_total{outcome}``).
 
 * **exact** — ``<prefix>:routecache:<version>:x:<sha256 of the normalised request features>``
   → the :class:`RouteReplyV1` JSON, ``PX ttl``. Features: kind, requested model, client, the
@@ -28,7 +35,8 @@ import hashlib
 import logging
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +47,9 @@ from redis.exceptions import RedisError
 
 from turnout.common.keys import Keys
 from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
+from turnout.scorer.filters import Constraints
+from turnout.scorer.prompt_analysis import PromptAnalysis
+from turnout.scorer.terms import Learned
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +99,98 @@ class RouteCacheMetrics:
         for o in ("ok", "error", "dropped"):
             m.stores.labels(o)
         return m
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a decision computes before ranking (``engine.py``)."""
+
+    analysis: PromptAnalysis
+    constraints: Constraints
+    learned: Learned | None
+    embedding_wire: str | None
+    """The embedding as the reply's analysis carries it (base64 float16)."""
+
+
+class Same:
+    """Compares equal to a ``Same`` of the very same object (never by value: a router prior's
+    fields are arrays), and holds it, so that its id is not reused while a memo entry lives."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+@dataclass(frozen=True)
+class DecisionMemoMetrics:
+    lookups: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry = REGISTRY) -> DecisionMemoMetrics:
+        m = cls(
+            lookups=Counter(
+                "decision_memo_lookups",
+                "In-process decision memo lookups by outcome (hit: analysis, embedding and k-NN reused)",
+                ["outcome"],
+                namespace="turnout",
+                subsystem="scorer",
+                registry=registry,
+            )
+        )
+        for o in ("hit", "miss"):
+            m.lookups.labels(o)
+        return m
+
+
+class DecisionMemo:
+    """A bounded LRU of :class:`Prepared` per request-features key, each entry valid for one
+    version (a tuple the engine builds); a stale entry is a miss and is replaced."""
+
+    def __init__(self, size: int = 2048, metrics: DecisionMemoMetrics | None = None) -> None:
+        self.size = size
+        self.metrics = metrics
+        self._entries: OrderedDict[Hashable, tuple[tuple[object, ...], Prepared]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def get(self, key: Hashable, version: tuple[object, ...]) -> Prepared | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == version:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            if self.metrics is not None:
+                self.metrics.lookups.labels("hit").inc()
+            return entry[1]
+        self.misses += 1
+        if self.metrics is not None:
+            self.metrics.lookups.labels("miss").inc()
+        return None
+
+    def put(self, key: Hashable, version: tuple[object, ...], prepared: Prepared) -> None:
+        if self.size <= 0:
+            return
+        self._entries[key] = (version, prepared)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def normalise_text(text: str) -> str:

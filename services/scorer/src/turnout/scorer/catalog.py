@@ -24,6 +24,7 @@ B = npt.NDArray[np.bool_]
 I = npt.NDArray[np.intp]  # noqa: E741
 
 A = TypeVar("A", bound=npt.NDArray[Any])
+T = TypeVar("T")
 
 
 def frozen(a: A) -> A:
@@ -145,10 +146,21 @@ class ModelTable:
     rep_host: tuple[str | None, ...]
     rep_vram: F
     """Per replica: its model's ``vram_bytes`` (NaN unknown)."""
+    derived: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Arrays and selections derived from this table for the request path (filters per request
+    shape, term arrays per category): built on first use, kept while the table lives
+    (``filters.py``, ``terms.py``). Bounded by :meth:`remember`."""
 
     @property
     def size(self) -> int:
         return len(self.specs)
+
+    def remember(self, key: object, value: T) -> T:
+        """Keep ``value`` under ``key`` in :attr:`derived` (cleared past 512 entries)."""
+        if len(self.derived) >= 512:
+            self.derived.clear()
+        self.derived[key] = value
+        return value
 
     def spec(self, name: str) -> ModelSpec | None:
         i = self.index.get(name)

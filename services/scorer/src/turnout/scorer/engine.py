@@ -4,9 +4,24 @@ fleet, feedback, learned index, rules) is swapped in whole by the loaders, off t
 
 * :meth:`RoutingEngine.decide` — synchronous and pure given the current state: what ``route``
   and ``explain`` both run, so an explanation is exactly the decision.
-* :meth:`RoutingEngine.route` — the RPC handler's body: cache lookup, classifier when unsure,
-  ``decide``, cache store, recent-use bookkeeping for the diversity term.
+* :meth:`RoutingEngine.route` — the RPC handler's body: the in-process decision memo, the
+  shared cache lookup, classifier when unsure, ``decide``, cache store, recent-use bookkeeping
+  for the diversity term.
 * :meth:`RoutingEngine.explain` — ``decide`` with every candidate, no cache, no bookkeeping.
+
+**The decision memo** (:class:`~turnout.scorer.caches.DecisionMemo`) keeps, per request
+features (the analysis' digest of text, system prompt length, messages, images, tools, JSON
+mode, token estimate and kind, plus the requested model, client and address), what a decision
+computes before ranking: the analysis, the prompt embedding (and its wire form), the rules'
+constraints and the learned estimate — the expensive part (analysis, embedding, k-NN). It is
+valid while the catalog table, the rules, the learned index and the router prior are the ones it
+was computed with (:meth:`RoutingEngine.memo_version`). The ranking itself is run again on every
+hit: quality preference, feedback, recent use (diversity) and every fleet-dependent term
+(residency, health, room, circuits, load) are read as they are now, so a hit gives exactly the
+decision a miss would, and no fleet version is needed in the key. The fleet version
+(:attr:`RoutingEngine.fleet_version`: a digest of residency, health, room and open circuits per
+replica; it does not move with load or free-memory ticks) namespaces the shared Redis cache,
+whose replies are reused whole. Not memoised: prompts the LLM classifier would be asked about.
 """
 
 from __future__ import annotations
@@ -22,14 +37,15 @@ from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.explain import ExplainAnalysisV1, ExplainReplyV1
 from turnout.common.schemas.route import CandidateV1, RequestKind, RouteReplyV1, RouteRequestV1
 from turnout.embeddings import Embedder, StaticEmbedder
-from turnout.scorer.caches import RoutingCache
+from turnout.scorer.caches import DecisionMemo, Prepared, RoutingCache, Same
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.learned import LearnedIndex, encode_embedding
 from turnout.scorer.learned_prior import RouterPrior, blend, model_features, prompt_features
-from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis
+from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis, PromptFeatures
 from turnout.scorer.rules import RulesStore
 from turnout.scorer.scoring import (
     OVERALL,
+    Constraints,
     FleetState,
     Learned,
     ModelSpec,
@@ -57,6 +73,8 @@ class EngineConfig:
     """Decisions after which a model's recent-use count has halved."""
     prior_mass: float = 4.0
     """How many close graded neighbours the router prior counts as (``learned_prior.blend``)."""
+    memo_size: int = 2048
+    """Request features whose prepared decision inputs are kept (module docstring); 0 = off."""
 
 
 class RoutingEngine:
@@ -70,6 +88,7 @@ class RoutingEngine:
         prior: RouterPrior | None = None,
         classifier: LLMClassifier | None = None,
         cache: RoutingCache | None = None,
+        memo: DecisionMemo | None = None,
     ) -> None:
         self.cfg = cfg or EngineConfig()
         self.rules = rules or RulesStore(None)
@@ -78,6 +97,7 @@ class RoutingEngine:
         self.prior = prior
         self.classifier = classifier
         self.cache = cache
+        self.memo = memo if memo is not None else DecisionMemo(self.cfg.memo_size)
         self.analyzer = Analyzer(self.cfg.analysis)
         self._snapshot = CatalogSnapshotV1()
         self._fleet = FleetState()
@@ -86,19 +106,41 @@ class RoutingEngine:
         self._theta, self._phi = model_features(np.zeros(0), np.zeros(0))
         self.replicas = ReplicaTable.build(self.table)
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
+        self._rsum = self._rterms.sum(axis=0)
         self._feedback_arrays = (np.zeros(0), np.zeros(0))
         self._row_of: dict[tuple[str, str], int] = {}
         self._inflight: Mapping[tuple[str, str], int] = {}
         self._recent = np.zeros(0)
         self._rules_version = self.rules.current.version
         self._fleet_gen = "0"
+        self._table_gen = 0
 
     # --- state -----------------------------------------------------------------------------
 
     @property
     def version(self) -> str:
-        """Catalog + rules + fleet-residency version: the routing cache's namespace."""
+        """Catalog + rules + fleet version: the shared routing cache's namespace."""
         return f"{self.table.version}.{self.rules.current.version}.{self._fleet_gen}"
+
+    @property
+    def fleet_version(self) -> str:
+        """A digest of each replica's residency, health, room and open circuit: it moves when a
+        model is loaded or evicted, a backend goes down, a host runs out of room or a circuit
+        opens or closes — not with in-flight counts or free-memory changes that move no flag."""
+        return self._fleet_gen
+
+    def memo_version(self) -> tuple[object, ...]:
+        """What the memo's entries are valid for (module docstring). The learned index and the
+        prior are compared by identity (:class:`~turnout.scorer.caches.Same`), the index by its
+        version too."""
+        learned = self.learned
+        return (
+            self._table_gen,
+            self.rules.current.version,
+            Same(learned),
+            learned.version if learned is not None else -1,
+            Same(self.prior),
+        )
 
     def set_catalog(self, snapshot: CatalogSnapshotV1, extra: Mapping[str, ModelSpec] | None = None) -> None:
         """Rebuild the model table; ``extra`` may replace a model's spec (richer profiles, prices)."""
@@ -109,6 +151,7 @@ class RoutingEngine:
         self.table = ModelTable.from_snapshot(
             self._snapshot, self.cfg.scoring, tiers=self.rules.current.tiers, extra=extra
         )
+        self._table_gen += 1
         self._theta, self._phi = model_features(self.table.capability[OVERALL], self.table.power)
         self._recent = np.zeros(self.table.size)
         self._row_of = {k: j for j, k in enumerate(zip(self.table.rep_backend, self.table.rep_upstream, strict=True))}
@@ -133,6 +176,7 @@ class RoutingEngine:
         self.replicas = reps
         self._inflight = fleet.inflight
         self._rterms = replica_terms(reps, self.cfg.scoring)
+        self._rsum = self._rterms.sum(axis=0)
 
     def set_load(self, inflight: Mapping[tuple[str, str], int]) -> None:
         """The gateways' in-flight counts per (backend, upstream model), as just read: they replace
@@ -143,6 +187,7 @@ class RoutingEngine:
         )
         self.replicas = replace(self.replicas, inflight=counts)
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
+        self._rsum = self._rterms.sum(axis=0)
 
     def note_routed(self, backend: str, upstream: str) -> None:
         """A request is about to go to this replica: count it in flight until the next
@@ -156,7 +201,10 @@ class RoutingEngine:
         self.replicas = replace(self.replicas, inflight=counts)
         rterms = self._rterms.copy()
         rterms[BUSY_ROW, j] = busy_term(counts[j : j + 1], self.cfg.scoring)[0]
+        rsum = self._rsum.copy()
+        rsum[j] = rterms[:, j : j + 1].sum(axis=0)[0]  # summed as the whole table is
         self._rterms = rterms
+        self._rsum = rsum
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
         """Model -> (decayed mean feedback −1..1, decayed count)."""
@@ -202,14 +250,26 @@ class RoutingEngine:
         *,
         limit: int | None = None,
     ) -> Ranking:
+        self._check_rules()
+        a = a or self.analyze(req)
+        cons = self.constraints(req, a)
+        learned = self.learned_estimate(a, embedding) if cons.requested is None else None
+        return self._rank(req, a, cons, learned, limit)
+
+    def _check_rules(self) -> None:
         if self.rules.current.version != self._rules_version:
             self._rebuild()  # tier overrides may have changed
-        a = a or self.analyze(req)
+
+    def constraints(self, req: RouteRequestV1, a: PromptAnalysis) -> Constraints:
         requested = req.requested_model or None
         if requested in self.cfg.virtual_models:
             requested = None
-        cons = self.rules.current.constraints(requested, req.client, a.category, self.table, req.client_ip)
-        learned = self.learned_estimate(a, embedding) if cons.requested is None else None
+        return self.rules.current.constraints(requested, req.client, a.category, self.table, req.client_ip)
+
+    def _rank(
+        self, req: RouteRequestV1, a: PromptAnalysis, cons: Constraints, learned: Learned | None, limit: int | None
+    ) -> Ranking:
+        """The ranking proper: everything that reads quality, feedback, recent use and the fleet."""
         return rank(
             req,
             a,
@@ -221,6 +281,7 @@ class RoutingEngine:
             learned=learned,
             limit=limit if limit is not None else self.cfg.max_candidates,
             rterms=self._rterms,
+            rsum=self._rsum,
         )
 
     def learned_estimate(self, a: PromptAnalysis, embedding: np.ndarray | None) -> Learned | None:
@@ -248,22 +309,40 @@ class RoutingEngine:
     async def route(self, req: RouteRequestV1, *, budget_s: float | None = None) -> RouteReplyV1:
         """``budget_s``: what is left of the caller's deadline; the classifier is asked inline
         only when it fits (``classifier.py``)."""
+        self._check_rules()
+        features = PromptFeatures.from_request(req)
+        digest = features.digest()
+        key = (digest, req.requested_model, req.client, req.client_ip)
+        version = self.memo_version()
+        prep = self.memo.get(key, version)
+        if prep is not None:
+            return self._answer(req, prep)
         embedding = self.embed(req)
-        version = self.version
         if self.cache is not None:
-            hit = await self.cache.get(req, version, embedding)
+            hit = await self.cache.get(req, self.version, embedding)
             if hit is not None:
                 reply = self.replicas_now(hit[0])
                 self._used(reply)
                 return with_embedding(reply, embedding)
-        a = self.analyze(req)
+        a = self.analyzer.analyze(features, digest)
+        memoise = self.classifier is None or not self.classifier.should_ask(a)
         if self.classifier is not None:
             a = await self.classifier.refine(req.text, a, budget_s=budget_s)
-        reply = self.decide(req, a, embedding).to_reply(self.cfg.max_candidates)
-        self._used(reply)
+        cons = self.constraints(req, a)
+        learned = self.learned_estimate(a, embedding) if cons.requested is None else None
+        prep = Prepared(a, cons, learned, encode_embedding(embedding) if embedding is not None else None)
+        if memoise:
+            self.memo.put(key, version, prep)
+        reply = self._answer(req, prep)
         if self.cache is not None and reply.candidates:
-            self.cache.store_later(req, version, reply, embedding)  # written after the reply goes
-        return with_embedding(reply, embedding)
+            self.cache.store_later(req, self.version, reply, embedding)  # written after the reply goes
+        return reply
+
+    def _answer(self, req: RouteRequestV1, prep: Prepared) -> RouteReplyV1:
+        ranking = self._rank(req, prep.analysis, prep.constraints, prep.learned, None)
+        reply = ranking.to_reply(self.cfg.max_candidates, prep.embedding_wire, filtered=False)
+        self._used(reply)
+        return reply
 
     def replicas_now(self, reply: RouteReplyV1) -> RouteReplyV1:
         """A cached reply with each model's replicas re-ordered by their replica terms now (load,

@@ -82,6 +82,7 @@ _CATEGORY_WORDS: dict[str, dict[str, float]] = {
         3.0,
     ),
 }
+_CATEGORY_KEYS = tuple((cat, table, frozenset(table)) for cat, table in _CATEGORY_WORDS.items())
 _LANGUAGES = frozenset(
     "english french german spanish italian portuguese dutch russian chinese japanese korean arabic hindi "
     "turkish polish swedish greek hebrew vietnamese thai indonesian ukrainian czech".split()
@@ -224,9 +225,9 @@ class Analyzer:
         """The analysis of a route request."""
         return self.analyze(PromptFeatures.from_request(req))
 
-    def analyze(self, f: PromptFeatures) -> PromptAnalysis:
-        """The analysis of ``f``, from a small LRU cache when the same prompt came recently."""
-        key = f.digest()
+    def analyze(self, f: PromptFeatures, key: bytes | None = None) -> PromptAnalysis:
+        """``key``: ``f.digest()`` when the caller has it already."""
+        key = key or f.digest()
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -263,8 +264,8 @@ def _category_scores(
 ) -> dict[str, float]:
     scores = dict.fromkeys(CORE_CATEGORIES, 0.0)
     scores["general"] = 0.5
-    for cat, table in _CATEGORY_WORDS.items():
-        hit = sorted(table.keys() & words)
+    for cat, table, keys in _CATEGORY_KEYS:
+        hit = sorted(keys.intersection(words))
         if hit:
             scores[cat] += sum(table[w] for w in hit)
             why[cat].append("words " + "/".join(hit[:4]))

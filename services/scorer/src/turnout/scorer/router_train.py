@@ -26,6 +26,15 @@ training above never sees the ``eval`` half when ``--holdout`` is on) through a 
 reports APGR by call share (RouteLLM's definition, ``router_metrics.py``) with a bootstrap band
 for every pair of models (cheaper, better) graded together on enough prompts — the shipped
 prior, the active one and the candidate side by side.
+
+**Replay** (:func:`collect_decisions`, :func:`replay`; ``evaluate --replay``, the default) — the
+deployment's *recorded decisions* (``routing_decisions`` with their feedback and paired-sampling
+judgments) against the same priors: APGR by call share of the deployment's own router (its
+recorded candidate scores) beside each prior's and random's on every pair graded together, the
+deployment's operating point (share of strong calls, PGR) beside each prior's PGR at that share,
+and how often each prior would have made the recorded choice. Counterfactuals need grades of
+both models of a pair on the same prompt, which paired sampling records; a lone thumbs-up grades
+only the routed model and counts for the agreement line only.
 """
 
 from __future__ import annotations
@@ -61,7 +70,7 @@ from turnout.scorer.learned_prior import (
     prompt_features,
 )
 from turnout.scorer.prompt_analysis import Analyzer, PromptFeatures
-from turnout.scorer.router_metrics import apgr_by_share, bootstrap_weights
+from turnout.scorer.router_metrics import apgr_by_share, bootstrap_weights, share_curves
 from turnout.scorer.scoring import OVERALL, ModelSpec, ModelTable, ScoringConfig
 from turnout.scorer.settings import ScorerSettings
 
@@ -103,11 +112,34 @@ class Collected:
         return OutcomeGroup("deployment", self.x, self.outcomes, self.theta, self.phi)
 
 
-async def collect(session: AsyncSession, embedder: Embedder) -> Collected:
+async def _catalog(session: AsyncSession) -> tuple[tuple[str, ...], F, F, F]:
+    """The generating models of the catalog: names, ``(θ, Φ)`` and a cost per model (price per
+    Mtok, else parameters) to order a pair cheap → dear."""
     snapshot = await load_snapshot(session)
     specs = [ModelSpec.from_catalog(m) for m in snapshot.models if m.capabilities.chat or m.capabilities.completion]
     table = ModelTable.build(specs, ScoringConfig(), version=snapshot.version)
-    names = tuple(s.name for s in specs)
+    theta, phi = model_features(table.capability[OVERALL], table.power)
+    cost = np.array(
+        [s.price_per_mtok if s.price_per_mtok is not None else float(table.params_b[i]) for i, s in enumerate(specs)]
+    )
+    return tuple(s.name for s in specs), theta, phi, cost
+
+
+def _features(analysis: object, dims: int) -> F | None:
+    """Prior features of a recorded decision's analysis (None: no usable embedding)."""
+    if not isinstance(analysis, dict) or not isinstance(analysis.get("embedding"), str):
+        return None
+    try:
+        e = decode_embedding(analysis["embedding"])
+    except ValueError:
+        return None
+    if e.shape[0] != dims:
+        return None
+    return prompt_features(e, float(analysis.get("complexity", 0.5)), int(analysis.get("tokens", 0) or 0))
+
+
+async def collect(session: AsyncSession, embedder: Embedder) -> Collected:
+    names, theta, phi, cost = await _catalog(session)
     col = {n: j for j, n in enumerate(names)}
     analyzer = Analyzer()
     rows: dict[bytes, tuple[F, dict[int, list[float]]]] = {}
@@ -143,23 +175,11 @@ async def collect(session: AsyncSession, embedder: Embedder) -> Collected:
         RoutingDecision, RoutingDecision.response_id == Feedback.response_id
     )
     for score, fb_model, routed, analysis in (await session.execute(q)).all():
-        if not isinstance(analysis, dict) or not isinstance(analysis.get("embedding"), str):
+        feats = _features(analysis, embedder.dims)
+        if feats is None:
             continue
-        try:
-            e = decode_embedding(analysis["embedding"])
-        except ValueError:
-            continue
-        if e.shape[0] != embedder.dims:
-            continue
-        complexity = float(analysis.get("complexity", 0.5))
-        key = hashlib.blake2b(e.tobytes(), digest_size=16).digest()
-        add(
-            key,
-            prompt_features(e, complexity, int(analysis.get("tokens", 0) or 0)),
-            fb_model or routed or "",
-            (float(score) + 1.0) / 2.0,
-            "feedback",
-        )
+        key = hashlib.blake2b(feats[: embedder.dims].astype(np.float32).tobytes(), digest_size=16).digest()
+        add(key, feats, fb_model or routed or "", (float(score) + 1.0) / 2.0, "feedback")
     keys = tuple(sorted(rows))
     dims = embedder.dims + 3
     x = np.zeros((len(keys), dims))
@@ -169,10 +189,6 @@ async def collect(session: AsyncSession, embedder: Embedder) -> Collected:
         x[i] = feats
         for j, scores in graded.items():
             out[i, j] = float(np.mean(scores))
-    theta, phi = model_features(table.capability[OVERALL], table.power)
-    cost = np.array(
-        [s.price_per_mtok if s.price_per_mtok is not None else float(table.params_b[i]) for i, s in enumerate(specs)]
-    )
     return Collected(names, x, out, keys, sources, theta, phi, cost)
 
 
@@ -222,6 +238,138 @@ def evaluate(data: Collected, priors: dict[str, RouterPrior], *, bootstrap: int 
     return lines
 
 
+# --------------------------------------------------------------------------- replay
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The deployment's recorded decisions that were graded: one row per decision."""
+
+    models: tuple[str, ...]
+    x: F
+    """(decisions, features) prior features from the recorded analysis."""
+    routed: npt.NDArray[np.intp]
+    """The model each decision sent the request to (column index)."""
+    scores: F
+    """(decisions, models) the recorded candidates' scores, NaN where a model was no candidate."""
+    grades: F
+    """(decisions, models) 0..1 from feedback and paired-sampling judgments, NaN = not graded."""
+    theta: F
+    phi: F
+    cost: F
+
+
+async def collect_decisions(session: AsyncSession, embedder: Embedder) -> Recorded:
+    """Every routed decision with its analysis embedding and at least one grade: the user's
+    feedback (for the model it names, else the routed one) and paired sampling's two judgments
+    (the routed model's and the second model's, under the original response id); scores −1..1
+    become (s + 1) / 2, several grades of one model are averaged."""
+    names, theta, phi, cost = await _catalog(session)
+    col = {n: j for j, n in enumerate(names)}
+    q = (
+        select(RoutingDecision.id, RoutingDecision.model, RoutingDecision.analysis, RoutingDecision.candidates,
+               Feedback.model, Feedback.score)
+        .join(Feedback, Feedback.response_id == RoutingDecision.response_id)
+        .where(RoutingDecision.route_source != "paired")
+        .order_by(RoutingDecision.id)
+    )  # fmt: skip
+    rows: dict[int, tuple[F, int, dict[int, float], dict[int, list[float]]]] = {}
+    for did, routed, analysis, candidates, fb_model, score in (await session.execute(q)).all():
+        r = col.get(routed or "")
+        if r is None:
+            continue
+        if did not in rows:
+            feats = _features(analysis, embedder.dims)
+            if feats is None:
+                continue
+            cand = {
+                col[c["model"]]: float(c["score"])
+                for c in (candidates or [])
+                if isinstance(c, dict) and c.get("model") in col and isinstance(c.get("score"), int | float)
+            }
+            rows[did] = (feats, r, cand, {})
+        j = col.get(fb_model or routed or "")
+        if j is not None:
+            rows[did][3].setdefault(j, []).append(min(1.0, max(0.0, (float(score) + 1.0) / 2.0)))
+    ids = sorted(rows)
+    n, m = len(ids), len(names)
+    x = np.zeros((n, embedder.dims + 3))
+    routed_i = np.zeros(n, dtype=np.intp)
+    scores = np.full((n, m), np.nan)
+    grades = np.full((n, m), np.nan)
+    for i, did in enumerate(ids):
+        feats, r, cand, graded = rows[did]
+        x[i], routed_i[i] = feats, r
+        for j, v in cand.items():
+            scores[i, j] = v
+        for j, g in graded.items():
+            grades[i, j] = float(np.mean(g))
+    return Recorded(names, x, routed_i, scores, grades, theta, phi, cost)
+
+
+def _pgr_at(score: F, weak: F, strong: F, share: float) -> float:
+    """PGR of a router (scores, strong first) at a given share of strong-model calls."""
+    x, y = share_curves(score, weak, strong, np.ones((1, len(score))))
+    return float(np.interp(share, x[0], y[0]))
+
+
+def replay(data: Recorded, priors: dict[str, RouterPrior], *, bootstrap: int = 200, seed: int = 0) -> list[str]:
+    """The recorded decisions against each artefact, with the bench's metrics, for every pair of
+    models (cheaper, better) graded together on at least ``MIN_PAIR`` decisions (paired sampling
+    grades both): APGR by call share of the deployment's own router (its recorded candidate
+    scores, strong − weak; the routed model first where a score is missing), of each artefact
+    and of random, each ± sd over bootstrap resamples; then the deployment's operating point (its
+    share of strong calls among those decisions and the PGR its choices reached) beside each
+    artefact's PGR at the same share. Over every graded decision: how often each artefact would
+    have chosen the recorded model (among the models the deployment ranked)."""
+    lines: list[str] = []
+    rng = np.random.default_rng(seed)
+    n = len(data.routed)
+    lines.append(f"replay of {n} graded recorded decisions over {len(data.models)} models")
+    if n == 0:
+        return lines
+    probs = {name: prior.estimate_batch(data.x, data.theta, data.phi) for name, prior in priors.items()}
+    ranked = ~np.isnan(data.scores)
+    ranked[np.arange(n), data.routed] = True
+    for name, p in probs.items():
+        same = float(np.mean(np.argmax(np.where(ranked, p, -np.inf), axis=1) == data.routed))
+        lines.append(f"recorded decisions  {name:<24} agrees with the recorded model on {same:.3f} of {n}")
+    order = np.argsort(data.cost)
+    for a_i, a in enumerate(order):
+        for b in order[a_i + 1 :]:
+            weak, strong = int(a), int(b)
+            both = ~np.isnan(data.grades[:, weak]) & ~np.isnan(data.grades[:, strong])
+            k = int(both.sum())
+            if k < MIN_PAIR:
+                continue
+            ow, os_ = data.grades[both, weak], data.grades[both, strong]
+            if os_.mean() <= ow.mean():
+                continue  # the dearer model is not better here: no gap to recover
+            w = bootstrap_weights(k, bootstrap, rng)
+            pair = f"{data.models[weak]} → {data.models[strong]} ({k} decisions)"
+            to_strong = (data.routed[both] == strong).astype(np.float64)
+            rec = data.scores[both][:, strong] - data.scores[both][:, weak]
+            rec = np.where(np.isnan(rec), to_strong - 0.5, rec)
+            scores = {"recorded router": rec}
+            scores.update({name: p[both][:, strong] - p[both][:, weak] for name, p in probs.items()})
+            scores["random"] = rng.random(k)
+            for name, sc in scores.items():
+                v = apgr_by_share(sc, ow, os_, w)
+                lines.append(
+                    f"{pair}  {name:<24} APGR by call share {v[0]:.3f} ± {v[1:].std() if v.size > 1 else 0.0:.3f}"
+                )
+            share = float(to_strong.mean())
+            got = np.where(to_strong > 0, os_, ow).mean()
+            lines.append(
+                f"{pair}  {'recorded decisions':<24} share of strong calls {share:.3f}, "
+                f"PGR {(got - ow.mean()) / (os_.mean() - ow.mean()):.3f}"
+            )
+            for name in probs:
+                at = _pgr_at(scores[name], ow, os_, share)
+                lines.append(f"{pair}  {name:<24} PGR at the recorded share {at:.3f}")
+    return lines
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -267,6 +415,14 @@ async def _run(args: argparse.Namespace, settings: ScorerSettings) -> int:
             priors[f"candidate {args.version}"] = RouterPrior.from_json(raw)
         lines = evaluate(data.subset(held), priors, bootstrap=args.bootstrap)
         print("\n".join(lines) if lines else "no pair of models graded together on enough held-out prompts")  # noqa: T201
+        if args.replay:
+            engine = make_engine(settings.database_url, pool_size=1)
+            try:
+                async with make_sessionmaker(engine)() as session:
+                    recorded = await collect_decisions(session, default_embedder())
+            finally:
+                await engine.dispose()
+            print("\n".join(replay(recorded, priors, bootstrap=args.bootstrap)))  # noqa: T201
         return 0
     finally:
         await redis.aclose()
@@ -286,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("evaluate", help="APGR by call share of the shipped, active and a candidate prior")
     e.add_argument("--version", default=None)
     e.add_argument("--bootstrap", type=int, default=200)
+    e.add_argument(
+        "--replay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also replay the recorded routing decisions and their grades against each prior",
+    )
     sub.add_parser("list", help="stored router prior versions")
     a = sub.add_parser("activate", help="make a stored version active ('shipped' for the packaged one)")
     a.add_argument("version")

@@ -56,6 +56,14 @@ class ScoringConfig:
     benchmark_strength: float = 10.0
     learned_k: float = 4.0
     """Neighbour mass at which the learned estimate gets half the weight."""
+    cost_tokens: float = 2.0
+    """The cost term follows what a call costs: it is scaled by (prompt tokens + 200) / 400,
+    clamped to [1/cost_tokens, cost_tokens] (1: off), so a long prompt leans cheaper and a short
+    one dearer at the same ``q``. Measured (``bench/routing_quality.py``, 2 seeds, off → on):
+    APGR by cost, heuristics only, LLMRouter in-dist 0.716 → 0.760, arena lodo+profile 0.670 →
+    0.697, MMLU in-dist 0.567 → 0.591; heuristics + learned, arena lodo 0.664 → 0.687. By call
+    share, which counts every call alike, MMLU heuristics fall 0.608 → 0.558 (learned 0.661 →
+    0.654, within noise): the price of spending where the tokens are cheap."""
     category_span: bool = False
     """Scale the static capability by the catalog's spread for the prompt's category (else the
     overall spread). Off: on held-out MMLU (``bench/routing_quality.py``) the category spread

@@ -88,26 +88,53 @@ def model_terms(
             learned_t = zeros
         speed = w.speed * (1.0 - q) * table.speed
         cost = w.cost * (1.0 - q) * table.cheap
+        if cfg.cost_tokens > 1.0:  # what the call costs grows with its tokens (scoring_config.py)
+            cost = cost * min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)
+        min_size = _static_rows(table, cfg, cat, level)[0]
+    coder = _static_rows(table, cfg, cat, level)[1]
+    if state is not None:
+        feedback = _feedback_row(table, cfg, state)
+        diversity = -w.diversity * np.maximum(0.0, state.recent_share - 1.0 / max(n, 1))
+    else:
+        feedback = diversity = zeros
+    values = np.vstack([capability, learned_t, speed, cost, min_size, tier, coder, feedback, diversity])
+    return TermArrays(MODEL_TERMS, values)
+
+
+MODEL_TERMS = ("capability", "learned", "speed", "cost", "min_size", "tier", "coder", "feedback", "diversity")
+
+
+def _static_rows(table: ModelTable, cfg: ScoringConfig, cat: str, level: int) -> tuple[F, F]:
+    """``min_size`` and ``coder`` for a category and level: they depend on the catalog and the
+    weights only, so they are built once per table (:attr:`ModelTable.derived`)."""
+    key = ("static_rows", id(cfg), cat, level)
+    hit = table.derived.get(key)
+    if hit is None:
+        w = cfg.weights
         required = cfg.min_size_b.get(cat, cfg.min_size_b.get("general", (0.0, 0.0, 0.0)))[level]
         if required > 0:
             short = np.log2(required / np.maximum(table.eff_b, 1e-3)) / 3.0
             min_size = -w.min_size * np.clip(short, 0.0, 1.0)
         else:
-            min_size = zeros
-    if cat == "coding":
-        coder = w.coder * table.coder
-    else:
-        coder = -0.5 * w.coder * table.coder
-    if state is not None:
-        feedback = w.feedback * state.feedback_mean * state.feedback_n / (state.feedback_n + 5.0)
-        diversity = -w.diversity * np.maximum(0.0, state.recent_share - 1.0 / max(n, 1))
-    else:
-        feedback = diversity = zeros
-    names = ("capability", "learned", "speed", "cost", "min_size", "tier", "coder", "feedback", "diversity")
-    values = np.vstack(
-        [capability, learned_t, speed, cost, min_size, tier, coder.astype(np.float64), feedback, diversity]
-    )
-    return TermArrays(names, values)
+            min_size = np.zeros(table.size)
+        if cat == "coding":
+            coder = w.coder * table.coder
+        else:
+            coder = -0.5 * w.coder * table.coder
+        hit = table.remember(key, (min_size, coder.astype(np.float64), cfg))
+    return hit[0], hit[1]
+
+
+def _feedback_row(table: ModelTable, cfg: ScoringConfig, state: ModelState) -> F:
+    """The feedback term, kept while the state carries the same feedback arrays (they change
+    when the loader swaps them, not per request)."""
+    key = ("feedback", id(cfg), id(state.feedback_mean), id(state.feedback_n))
+    hit = table.derived.get(key)
+    if hit is None:
+        w = cfg.weights
+        row = w.feedback * state.feedback_mean * state.feedback_n / (state.feedback_n + 5.0)
+        hit = table.remember(key, (row, cfg, state.feedback_mean, state.feedback_n))
+    return hit[0]  # type: ignore[no-any-return]
 
 
 REPLICA_TERMS = ("resident", "unhealthy", "no_room", "free_vram", "busy")

@@ -6,6 +6,10 @@ free memory first — and which load/unload orders that takes.
 ``budget_fraction`` × the memory its gpu-agent detected, default 90 %). What a host can take
 now is ``available = min(budget − Σ resident model sizes, GPU free memory)``: the first term
 keeps the router within its budget, the second respects memory that other processes hold.
+And at most ``max_loaded_per_gpu`` × its GPUs models at once (Ollama's
+``OLLAMA_MAX_LOADED_MODELS`` default, 3 per GPU): a model beyond that does not *fit* even with
+bytes to spare — the backend would unload one first, and Ollama holds up every request on the
+host while it waits for that unload.
 
 **Need.** Bytes a model takes when loaded, best source first: measured (``/api/ps`` on any
 host, now or earlier: ``max(size, size_vram)``); else the catalog's size (profiled or on disk)
@@ -15,15 +19,27 @@ estimate: total parameters × bytes per weight for the quantisation (MoE models 
 
 **Decision** (:func:`plan`), for the best candidate ``b``:
 
-1. ``b`` resident → route (``resident``);
-2. ``b`` fits in its host's ``available`` → route, the backend loads it (``fits``);
+1. ``b`` resident → route (``resident``); but when ``b`` is a slow load still under way (ordered
+   or started by the router, not yet reported), step 3 comes first;
+2. ``b`` fits in its host's ``available`` and loads quickly → route, the backend loads it
+   (``fits``);
 3. a resident candidate scoring at least ``score(b) − score_margin`` → route there
-   (``resident_within_margin``; the first such, in rank order);
+   (``resident_within_margin``; the first such, in rank order). When ``b`` could be loaded (it
+   fits, or unloading idle models makes it fit) but its load takes longer than
+   ``max_load_wait_s``, the decision also orders that load (``preload``): the request does not
+   wait through a long load, the next ones find ``b`` loaded;
 4. unloading least-recently-used models on ``b``'s host frees enough → orders: unload those,
    then load ``b`` (``evict``). Never a pinned model, never one serving a request (``busy``);
 5. else the first lower candidate that is resident, fits, or can be made to fit likewise
    (``fallback``); else route ``b`` with no orders (``no_room``: the backend may spill to CPU
    or fail, and the gateway moves on to the next candidate).
+
+**Load time** is estimated from the need: ``load_fixed_s + need / load_gib_per_s``. A load the
+backend does on a request's behalf runs under that request: when the gateway stops waiting for
+the first byte (10 s at least by default), Ollama stops the load too. So ``b`` that fits but
+loads slowly is loaded by an order (through the agent, not bound to any request) even when
+nothing resident is close enough and the request goes to ``b`` (``fits``, with one ``load``
+order).
 
 Candidates on hosts without a known budget (no gpu-agent, no GPU) are ``unmanaged``: routed as
 ranked, never ordered. The plan's orders never raise a host's model total above its budget:
@@ -34,7 +50,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -119,6 +135,17 @@ class VramOptions(BaseModel):
         default=0.5, ge=0, description="How long a route call waits for unloads (bounded by its deadline)"
     )
     refresh_s: float = Field(default=0.5, gt=0, description="Re-read fleet, in-flight and pending state this often")
+    max_loaded_per_gpu: int = Field(
+        default=3, ge=0, description="Models a backend keeps loaded per GPU (OLLAMA_MAX_LOADED_MODELS; 0: no limit)"
+    )
+    load_gib_per_s: float = Field(default=2.5, gt=0, description="Load-time estimate: GiB a backend loads per second")
+    load_fixed_s: float = Field(default=1.0, ge=0, description="Load-time estimate: fixed start-up per load")
+    max_load_wait_s: float = Field(
+        default=8.0,
+        ge=0,
+        description="A load estimated longer than this is ordered from the agent, and the request goes to a "
+        "resident model within the score margin if there is one (below the gateway's least first-byte bound)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +158,11 @@ class VramConfig:
     score_margin: float = 0.15
     context_tokens: int = 4096
     overhead_bytes: int = 512 * MiB
+    max_loaded_per_gpu: int = 3
+    """0: no limit on the number of models."""
+    load_gib_per_s: float = 2.5
+    load_fixed_s: float = 1.0
+    max_load_wait_s: float = 8.0
 
     @classmethod
     def from_options(cls, o: VramOptions) -> VramConfig:
@@ -142,11 +174,19 @@ class VramConfig:
             score_margin=o.score_margin,
             context_tokens=o.context_tokens,
             overhead_bytes=int(o.overhead_gb * GiB),
+            max_loaded_per_gpu=o.max_loaded_per_gpu,
+            load_gib_per_s=o.load_gib_per_s,
+            load_fixed_s=o.load_fixed_s,
+            max_load_wait_s=o.max_load_wait_s,
         )
 
     def pinned_on(self, host: str) -> frozenset[str]:
         """Models never unloaded from ``host`` (its own pins and the ``*`` ones)."""
         return self.pinned.get(host, frozenset()) | self.pinned.get("*", frozenset())
+
+    def load_s(self, need_bytes: int) -> float:
+        """Estimated seconds to load a model of ``need_bytes``."""
+        return self.load_fixed_s + need_bytes / GiB / self.load_gib_per_s
 
     def budget_for(self, host: str, detected_bytes: int) -> int:
         """``host``'s model budget: its explicit maximum, else ``budget_fraction`` of what was detected."""
@@ -223,6 +263,8 @@ class ResidentModel:
     """Last time a request was routed to it (unix s); 0 = never seen: evicted first."""
     busy: bool = False
     """Serving a request right now (in flight on some gateway): never unloaded."""
+    loading: bool = False
+    """A load the router ordered or started that the agent does not report yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,11 +276,19 @@ class HostVram:
     gpu_free_bytes: int | None
     resident: tuple[ResidentModel, ...] = ()
     pinned: frozenset[str] = frozenset()
+    max_models: int = 0
+    """Models the backend keeps loaded at once (0: no limit)."""
 
     @property
     def used_bytes(self) -> int:
         """Bytes the loaded models take."""
         return sum(m.bytes for m in self.resident)
+
+    def room_for(self, need: int, freed: int = 0, unloaded: int = 0) -> bool:
+        """Would one more model of ``need`` bytes fit after unloading ``unloaded`` models (``freed`` bytes)?"""
+        if self.max_models and len(self.resident) - unloaded >= self.max_models:
+            return False
+        return need <= self.available_after(freed)
 
     def available_after(self, freed: int = 0) -> int:
         """Bytes a load could take once ``freed`` bytes are unloaded (within budget and free memory)."""
@@ -255,6 +305,10 @@ class HostVram:
     def holds(self, model: str) -> bool:
         """Whether ``model`` is loaded here."""
         return any(m.name == model for m in self.resident)
+
+    def serves(self, model: str) -> bool:
+        """Loaded and reported (not a load still under way)."""
+        return any(m.name == model and not m.loading for m in self.resident)
 
     def evictable(self) -> list[ResidentModel]:
         """Unpinned, idle models, least recently used first."""
@@ -292,7 +346,9 @@ def host_vram(
     ]
     loaded = {m.name for m in resident}
     coming = {name: nbytes for name, nbytes in (pending or {}).items() if name not in loaded}
-    resident.extend(ResidentModel(name, nbytes, used.get(name, 0.0), busy=True) for name, nbytes in coming.items())
+    resident.extend(
+        ResidentModel(name, nbytes, used.get(name, 0.0), busy=True, loading=True) for name, nbytes in coming.items()
+    )
     gpu_free = state.memory_free_bytes - sum(coming.values()) if state.gpus else None
     return HostVram(
         host=state.host,
@@ -300,6 +356,7 @@ def host_vram(
         gpu_free_bytes=None if gpu_free is None else max(gpu_free, 0),
         resident=tuple(resident),
         pinned=cfg.pinned_on(state.host),
+        max_models=cfg.max_loaded_per_gpu * max(1, len(state.gpus)),
     )
 
 
@@ -312,6 +369,7 @@ class DecisionKind(StrEnum):
     RESIDENT = "resident"
     FITS = "fits"
     RESIDENT_WITHIN_MARGIN = "resident_within_margin"
+    PRELOAD = "preload"
     EVICT = "evict"
     FALLBACK = "fallback"
     NO_ROOM = "no_room"
@@ -362,11 +420,11 @@ def _eviction(h: HostVram, need: int) -> list[ResidentModel] | None:
     freed = 0
     chosen: list[ResidentModel] = []
     for m in h.evictable():
-        if need <= h.available_after(freed):
+        if h.room_for(need, freed, len(chosen)):
             break
         chosen.append(m)
         freed += m.bytes
-    return chosen if need <= h.available_after(freed) else None
+    return chosen if h.room_for(need, freed, len(chosen)) else None
 
 
 def _evict_orders(h: HostVram, opt: Option, victims: list[ResidentModel], why: str) -> tuple[PlannedOrder, ...]:
@@ -393,7 +451,7 @@ def _try(i: int, opt: Option, hosts: Mapping[str, HostVram], why: str) -> Decisi
         return Decision(i, DecisionKind.UNMANAGED, f"{opt.model}: host has no known memory budget")
     if h.holds(opt.model):
         return Decision(i, DecisionKind.RESIDENT, f"{opt.model} is loaded on {h.host}")
-    if opt.need_bytes <= h.available_bytes:
+    if h.room_for(opt.need_bytes):
         return Decision(
             i,
             DecisionKind.FITS,
@@ -408,6 +466,43 @@ def _try(i: int, opt: Option, hosts: Mapping[str, HostVram], why: str) -> Decisi
     )
 
 
+def _resident_within_margin(
+    options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig, h: HostVram, *, slow: bool, loading: bool
+) -> Decision | None:
+    """Step 3 of :func:`plan`: the first loaded candidate within the margin, if any (with the
+    best one's load ordered when that load is slow: ``preload``)."""
+    best = options[0]
+    floor = best.score - cfg.score_margin
+    for i, opt in enumerate(options[1:], 1):
+        if opt.score < floor:
+            break
+        oh = hosts.get(opt.host) if opt.host is not None else None
+        if oh is not None and oh.serves(opt.model):
+            within = (
+                f"{opt.model} is loaded on {oh.host} "
+                f"and scores within {cfg.score_margin:g} ({opt.score:.3f} vs {best.score:.3f})"
+            )
+            if loading:
+                return Decision(i, DecisionKind.RESIDENT_WITHIN_MARGIN, f"{best.model} is still loading; {within}")
+            if slow:
+                load = _try(0, best, hosts, f"preloaded while {opt.model} serves")
+                if load is not None:
+                    orders = load.orders or _evict_orders(h, best, [], f"preloaded while {opt.model} serves")
+                    secs = cfg.load_s(best.need_bytes)
+                    return Decision(
+                        i,
+                        DecisionKind.PRELOAD,
+                        f"{best.model} takes ~{secs:.0f} s to load on {h.host}: loading it; {within}",
+                        orders,
+                    )
+            return Decision(
+                i,
+                DecisionKind.RESIDENT_WITHIN_MARGIN,
+                f"{best.model} is not loaded and does not fit on {h.host}; {within}",
+            )
+    return None
+
+
 def plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig) -> Decision | None:
     """Decide for one request; ``options`` are the ranked candidates, best first (module docstring)."""
     if not options:
@@ -416,22 +511,20 @@ def plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConf
     h = hosts.get(best.host) if best.host is not None else None
     if h is None:
         return Decision(0, DecisionKind.UNMANAGED, f"{best.model}: host has no known memory budget")
-    if h.holds(best.model) or best.need_bytes <= h.available_bytes:
+    slow = cfg.load_s(best.need_bytes) > cfg.max_load_wait_s
+    if h.serves(best.model) or h.holds(best.model) and not slow:
         return _try(0, best, hosts, "best candidate")
-    floor = best.score - cfg.score_margin
-    for i, opt in enumerate(options[1:], 1):
-        if opt.score < floor:
-            break
-        oh = hosts.get(opt.host) if opt.host is not None else None
-        if oh is not None and oh.holds(opt.model):
-            return Decision(
-                i,
-                DecisionKind.RESIDENT_WITHIN_MARGIN,
-                f"{best.model} is not loaded and does not fit on {h.host}; {opt.model} is loaded on {oh.host} "
-                f"and scores within {cfg.score_margin:g} ({opt.score:.3f} vs {best.score:.3f})",
-            )
+    loading = h.holds(best.model)  # a slow load under way: a resident model within the margin serves meanwhile
+    fits = h.room_for(best.need_bytes)
+    if fits and not slow:
+        return _try(0, best, hosts, "best candidate")
+    near = _resident_within_margin(options, hosts, cfg, h, slow=slow, loading=loading)
+    if near is not None:
+        return near
     decided = _try(0, best, hosts, "best candidate, no resident model within the score margin")
     if decided is not None:
+        if slow and decided.kind is DecisionKind.FITS:  # an order: the load outlives the request's first-byte bound
+            return replace(decided, orders=_evict_orders(h, best, [], "best candidate, slow to load"))
         return decided
     for i, opt in enumerate(options[1:], 1):
         alt = _try(i, opt, hosts, f"{best.model} cannot fit on {h.host}")
@@ -448,19 +541,15 @@ def apply_orders(hosts: Mapping[str, HostVram], orders: Iterable[PlannedOrder]) 
         h = out[o.host]
         if o.action is OrderAction.UNLOAD:
             gone = sum(m.bytes for m in h.resident if m.name == o.model)
-            out[o.host] = HostVram(
-                h.host,
-                h.budget_bytes,
-                None if h.gpu_free_bytes is None else h.gpu_free_bytes + gone,
-                tuple(m for m in h.resident if m.name != o.model),
-                h.pinned,
+            out[o.host] = replace(
+                h,
+                gpu_free_bytes=None if h.gpu_free_bytes is None else h.gpu_free_bytes + gone,
+                resident=tuple(m for m in h.resident if m.name != o.model),
             )
         else:
-            out[o.host] = HostVram(
-                h.host,
-                h.budget_bytes,
-                None if h.gpu_free_bytes is None else h.gpu_free_bytes - o.bytes,
-                (*h.resident, ResidentModel(o.model, o.bytes)),
-                h.pinned,
+            out[o.host] = replace(
+                h,
+                gpu_free_bytes=None if h.gpu_free_bytes is None else h.gpu_free_bytes - o.bytes,
+                resident=(*h.resident, ResidentModel(o.model, o.bytes)),
             )
     return out

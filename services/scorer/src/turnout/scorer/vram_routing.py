@@ -9,11 +9,15 @@ and the order executor (``vram_actions.py``).
 * **Decision** (:meth:`decide`, in the ``route`` handler, no I/O): the reply's candidates
   become planner :class:`Option` s (host from the agent that watches the candidate's backend;
   need from ``/api/ps`` measurements, the catalog's profiled ``vram_bytes`` or the estimate);
-  the planner's choice moves to the front of the list with the reason in its ``reasons``.
-* **Orders** (:meth:`route`): an ``evict`` decision starts its orders in the background under
-  the host lock and waits for the unloads at most ``evict_wait_s`` (bounded by the RPC
-  deadline). Room made in time: the best candidate goes first. Otherwise the first candidate
-  that needs no orders goes first and the orders carry on, so the next request finds room.
+  the planner's choice moves to the front of the list with the reason in its ``reasons``, and
+  each candidate whose model is not loaded on its host carries the expected load time
+  (``load_s``, :func:`load_estimates`), which the gateway adds, capped, to its first-byte bound.
+* **Orders** (:meth:`route`): a decision with orders (``evict``; ``fits`` for a model slow to
+  load) starts them in the background under the host lock and waits for the unloads at most
+  ``evict_wait_s`` (bounded by the RPC deadline). Room made in time: the best candidate goes
+  first. Otherwise the first candidate that needs no orders goes first and the orders carry on,
+  so the next request finds room. A ``preload`` decision (a resident model serves this request
+  while the best one loads) starts its orders and does not wait.
   Local overlays (loads reserved, models being unloaded) keep concurrent decisions of this
   replica from double-counting memory before the agent reports the change.
 """
@@ -24,8 +28,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import orjson
@@ -236,7 +240,7 @@ class VramCoordinator:
         out = dict(self.view.hosts)
         for host, h in out.items():
             extra = [
-                ResidentModel(m, b, now, busy=True)
+                ResidentModel(m, b, now, busy=True, loading=True)
                 for m, (b, until) in self._local_pending.get(host, {}).items()
                 if until > now and not h.holds(m)
             ]
@@ -250,7 +254,7 @@ class VramCoordinator:
             gpu_free = h.gpu_free_bytes
             if gpu_free is not None:
                 gpu_free = max(0, gpu_free - sum(r.bytes for r in extra))
-            out[host] = HostVram(h.host, h.budget_bytes, gpu_free, (*resident, *extra), h.pinned)
+            out[host] = replace(h, gpu_free_bytes=gpu_free, resident=(*resident, *extra))
         return out
 
     def options(self, candidates: list[CandidateV1]) -> list[Option]:
@@ -273,10 +277,12 @@ class VramCoordinator:
         """What :meth:`decide` would do now, with no bookkeeping (``/admin/explain``)."""
         if not self.opts.enabled or not reply.candidates or not self.view.hosts:
             return reply, None
-        decision = plan(self.options(reply.candidates), self._hosts_now(), self.cfg)
+        options, hosts = self.options(reply.candidates), self._hosts_now()
+        decision = plan(options, hosts, self.cfg)
         if decision is None:
             return reply, None
-        return _reordered(reply, decision.choice, f"vram: {decision.reason}"), decision
+        reply = with_load_estimates(reply, load_estimates(options, hosts, self.cfg))
+        return _reordered(reply, attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"), decision
 
     def fallback_if_late(self, reply: RouteReplyV1) -> str | None:
         """The model :meth:`route` falls back to when an ``evict`` decision's room is not ready in
@@ -309,7 +315,8 @@ class VramCoordinator:
             if decision.kind in (DecisionKind.FITS, DecisionKind.FALLBACK) and h is not None and not decision.orders:
                 if not h.holds(chosen.model):
                     self._reserve_local(chosen.host, chosen.model, chosen.need_bytes)
-        return _reordered(reply, decision.choice, f"vram: {decision.reason}"), decision
+        reply = with_load_estimates(reply, load_estimates(options, hosts, self.cfg))
+        return _reordered(reply, attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"), decision
 
     def _touch(self, host: str, model: str) -> None:
         now = time.time()
@@ -339,6 +346,8 @@ class VramCoordinator:
         task = asyncio.create_task(self._carry_out(host, decision, on_room), name=f"vram-orders:{host}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if decision.kind is DecisionKind.PRELOAD:  # a resident model serves this one: no wait
+            return decided
         wait = self._evict_wait_s if remaining_s is None else max(0.0, min(self._evict_wait_s, remaining_s - 0.01))
         try:
             made = await asyncio.wait_for(asyncio.shield(room), timeout=wait)
@@ -349,13 +358,18 @@ class VramCoordinator:
         alt = self._first_without_orders(self.options(decided.candidates[1:]))
         if alt is None:
             return decided
-        return _reordered(decided, alt + 1, f"vram: room for {load.model} on {host} is not ready yet")
+        n = len(decided.candidates)
+        return _reordered(
+            decided,
+            [alt + 1, *(i for i in range(n) if i != alt + 1)],
+            f"vram: room for {load.model} on {host} is not ready yet",
+        )
 
     def _first_without_orders(self, options: list[Option]) -> int | None:
         hosts = self._hosts_now()
         for i, opt in enumerate(options):
             h = hosts.get(opt.host) if opt.host is not None else None
-            if h is None or h.holds(opt.model) or opt.need_bytes <= h.available_bytes:
+            if h is None or h.holds(opt.model) or h.room_for(opt.need_bytes):
                 return i
         return None
 
@@ -374,8 +388,46 @@ class VramCoordinator:
                 await self.refresh()
 
 
-def _reordered(reply: RouteReplyV1, choice: int, reason: str) -> RouteReplyV1:
-    cands = list(reply.candidates)
-    first = cands.pop(choice)
-    first = first.model_copy(update={"reasons": [*first.reasons, reason]})
-    return reply.model_copy(update={"candidates": [first, *cands]})
+def attempt_order(options: Sequence[Option], hosts: Mapping[str, HostVram], choice: int) -> list[int]:
+    """The order the gateway tries the candidates in: the planner's choice, then the others with
+    the models loaded on their host first (score order within each group). A next candidate is
+    tried after the first failed or kept the client waiting past its first-byte bound: a cold
+    load then would add its load time, and on a host at its model limit hold up every request
+    there (Ollama serves its queue in order) — a loaded one answers at once."""
+
+    def loaded(i: int) -> bool:
+        o = options[i]
+        h = hosts.get(o.host) if o.host is not None else None
+        return h is not None and h.serves(o.model)
+
+    rest = [i for i in range(len(options)) if i != choice]
+    return [choice, *sorted(rest, key=lambda i: not loaded(i))]
+
+
+def load_estimates(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig) -> list[float | None]:
+    """Per candidate, the seconds its backend is expected to spend loading the model before the
+    first byte (``VramConfig.load_s`` of its need) when the model is not loaded there — a load
+    needed or one still under way (counted whole: when it started is not known); ``None`` when
+    it is loaded, or its host has no known budget. The gateway adds it, capped, to the attempt's
+    first-byte bound (``upstream_limits.py``): a cold load must not count as a hung backend."""
+    out: list[float | None] = []
+    for o in options:
+        h = hosts.get(o.host) if o.host is not None else None
+        out.append(None if h is None or h.serves(o.model) else round(cfg.load_s(o.need_bytes), 2))
+    return out
+
+
+def with_load_estimates(reply: RouteReplyV1, loads: Sequence[float | None]) -> RouteReplyV1:
+    """The reply with each candidate's ``load_s`` set (in the candidates' order)."""
+    if all(x is None for x in loads) and all(c.load_s is None for c in reply.candidates):
+        return reply
+    cands = [
+        c if c.load_s == x else c.model_copy(update={"load_s": x}) for c, x in zip(reply.candidates, loads, strict=True)
+    ]
+    return reply.model_copy(update={"candidates": cands})
+
+
+def _reordered(reply: RouteReplyV1, order: Sequence[int], reason: str) -> RouteReplyV1:
+    cands = [reply.candidates[i] for i in order]
+    cands[0] = cands[0].model_copy(update={"reasons": [*cands[0].reasons, reason]})
+    return reply.model_copy(update={"candidates": cands})

@@ -15,7 +15,12 @@ consumer name ``hostname-pid``:
   silently, never blocking the stream;
 * at start, and every ``claim_idle_s``, entries another consumer left pending that long are
   claimed (``XAUTOCLAIM``); this consumer's own pending entries are read (id ``0``) before new ones;
-* Redis or Postgres down: back off (50 ms → 5 s) and retry from the pending entries.
+* Redis or Postgres down: back off (50 ms → 5 s) and retry from the pending entries. A batch
+  is only taken apart (and single events dead-lettered) when Postgres *rejected* it — an error
+  with a SQLSTATE of its own (:func:`rejected_by_postgres`). A connection lost under a statement
+  is not that: asyncpg then raises client-side errors without a SQLSTATE ("cannot switch to
+  state …; another operation is in progress", from the protocol still waiting on the dead
+  statement), or the server's shutdown codes (class 57, 08); the batch is retried whole.
 """
 
 from __future__ import annotations
@@ -66,6 +71,19 @@ _FEEDBACK_SQL = text(
            AND f.score = CAST(:score AS DOUBLE PRECISION))
     """
 )
+
+
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+"""Connection exception, insufficient resources, operator intervention (shutdown), system error."""
+
+
+def rejected_by_postgres(exc: DBAPIError) -> bool:
+    """Postgres refused the statement on its own (a constraint, a value, a type): an error with a
+    SQLSTATE outside the classes that mean the server or the connection went away."""
+    if exc.connection_invalidated:
+        return False
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(state, str) and state[:2] not in _UNAVAILABLE_SQLSTATE_CLASSES
 
 
 def consumer_name() -> str:
@@ -303,6 +321,8 @@ class EventConsumer:
         except (OperationalError, InterfaceError):
             raise  # the database is unreachable: retry the whole batch later
         except DBAPIError as exc:
+            if not rejected_by_postgres(exc):
+                raise  # the connection went away under the batch: retry it whole later
             log.warning("storing a batch of events failed (%s); storing them one by one", exc.orig or exc)
             async with self._sessionmaker() as session, session.begin():
                 counts = await self._store_each(session, batch)
@@ -340,6 +360,8 @@ class EventConsumer:
                     )
                     counts["requests"] += len((await session.execute(stmt)).all())
             except DBAPIError as exc:
+                if not rejected_by_postgres(exc):
+                    raise
                 rejected.append((entry, f"rejected by Postgres: {exc.orig or exc}"))
                 counts["rejected:requests"] = counts.get("rejected:requests", 0) + 1
         for entry, fb in batch.feedback:
@@ -348,6 +370,8 @@ class EventConsumer:
                     result = await session.execute(_FEEDBACK_SQL, feedback_params(fb))
                     counts["feedback"] += int(getattr(result, "rowcount", 0) or 0)
             except DBAPIError as exc:
+                if not rejected_by_postgres(exc):
+                    raise
                 rejected.append((entry, f"rejected by Postgres: {exc.orig or exc}"))
                 counts["rejected:feedback"] = counts.get("rejected:feedback", 0) + 1
         batch.dead.extend(rejected)

@@ -107,7 +107,9 @@ class BlackHoleProxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await pumps
             await asyncio.gather(_close(writer), _close(up_writer))
-            raise
+            # ends normally: asyncio's callback for a connection's task reads task.exception(),
+            # which raises (and is logged, once per connection) for a task that ends cancelled
+            return
         finally:
             # at once, whatever ended it (a coroutine closed by the GC must not await here)
             self._pipes.discard(pipe)

@@ -32,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from turnout.common.aio import cancel_and_wait
 from turnout.common.errors import RemoteError, RpcError, RpcTimeout, RpcUnavailable
 from turnout.common.keys import Keys
-from turnout.common.links import DEFAULT_LINK, LinkOptions, make_redis
+from turnout.common.links import DEFAULT_LINK, LinkOptions, first_to_answer, make_redis
 from turnout.common.logging import request_id_var
 from turnout.common.metrics import rpc_metrics
 from turnout.common.rpc.contract import Rep, Req, RpcMethod
@@ -190,12 +190,9 @@ class RpcClient:
         backoff = self._link_opts.backoff()
         while not self._closed:
             conn: RespConnection | None = None
+            tried_at = time.monotonic()
             try:
-                conn = await RespConnection.open(self._url, on_message=self._on_reply, link=self._link_opts)
-                # a new link's first round trip is bounded by the connect timeout, not the command
-                # timeout: one opened into a half-open path is given up after 2 s, not 5 s
-                async with asyncio.timeout(self._link_opts.connect_timeout_s):
-                    await conn.execute("SUBSCRIBE", self._reply_key)
+                conn = await self._subscribe()
                 self._reader_up.set()
                 backoff.reset()
                 # replies arrive by themselves; wait for the link to drop, checking it now and then
@@ -216,10 +213,37 @@ class RpcClient:
                     log.warning("RPC reply reader lost Redis: %s", exc)
                 self._reader_up.clear()
                 self._fail_pending(RpcUnavailable(f"lost connection to Redis: {exc}"))
-                await asyncio.sleep(backoff.next())
+                # counted from the try: hedged attempts that waited out 2 s need no more
+                await asyncio.sleep(max(0.0, backoff.next() - (time.monotonic() - tried_at)))
             finally:
                 if conn is not None:
                     conn.close()
+
+    async def _subscribe(self) -> RespConnection:
+        """A new link subscribed to the reply channel, from hedged attempts
+        (:func:`~turnout.common.links.first_to_answer`), each bounded by the connect timeout (2 s),
+        not the command timeout: one opened into a half-open path is given up, and one started
+        after the path healed answers alongside it."""
+
+        async def attempt() -> RespConnection:
+            conn = await RespConnection.open(self._url, on_message=self._on_reply, link=self._link_opts)
+            try:
+                await conn.execute("SUBSCRIBE", self._reply_key)
+            except BaseException:
+                conn.close()
+                raise
+            return conn
+
+        try:
+            return await first_to_answer(
+                attempt,
+                hedge_s=self._link_opts.hedge_s,
+                timeout_s=self._link_opts.connect_timeout_s,
+                discard=lambda conn: conn.close(),
+            )
+        except TimeoutError as exc:
+            within = self._link_opts.connect_timeout_s
+            raise RedisTimeoutError(f"Redis did not answer a new link within {within}s") from exc
 
     def _on_reply(self, _channel: bytes, raw: bytes) -> None:
         self._resolve(raw)

@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from turnout.common.aio import cancel_and_wait
 from turnout.common.errors import MalformedRequest, MethodNotFound, RemoteError
 from turnout.common.keys import Keys
-from turnout.common.links import DEFAULT_LINK, LinkOptions, make_redis
+from turnout.common.links import DEFAULT_LINK, LinkOptions, first_to_answer, make_redis
 from turnout.common.logging import request_id_var
 from turnout.common.metrics import rpc_metrics
 from turnout.common.rpc.contract import Rep, Req, RpcMethod
@@ -109,13 +109,18 @@ class RpcServer:
         backoff = self._link_opts.backoff()
         while not self._stopping.is_set():
             reader: RespConnection | None = None
+            writer: Redis | None = None
+            beat: asyncio.Task[None] | None = None
             link = RespLink(self._url, link=self._link_opts)
-            writer = make_redis(self._url, self._link_opts)
-            beat = asyncio.create_task(self._heartbeat(writer), name="rpc-heartbeat")
             lost = False
+            tried_at = time.monotonic()
             try:
-                reader = await RespConnection.open(self._url, link=self._link_opts)
-                await self._handshake(reader, writer)
+                reader, reader_id = await self._open_reader()
+                # the heartbeat's client comes after the popping link answered: its connections go
+                # the way that works now, not into a path that was dead a moment ago
+                writer = make_redis(self._url, self._link_opts)
+                await self._handshake(writer, reader_id)
+                beat = asyncio.create_task(self._heartbeat(writer), name="rpc-heartbeat")
                 self.connected = True
                 backoff.reset()
                 log.info("RPC server %s serving %s", self.replica_id, ", ".join(self._handlers))
@@ -125,40 +130,71 @@ class RpcServer:
             except (RedisError, OSError) as exc:
                 if self.connected:
                     log.warning("RPC server lost Redis: %s", exc)
+                else:
+                    log.debug("RPC server cannot reach Redis: %s", exc)
                 self.connected = False
                 lost = True
             finally:
                 self._unblock = None
-                beat.cancel()
+                if beat is not None:
+                    beat.cancel()
                 try:
                     if lost:
                         await self._abandon()
                     else:  # stopping: what was taken is finished, then the heartbeat goes
                         await self._drain()
-                        with contextlib.suppress(RedisError, OSError):
-                            await self._clear_heartbeat(writer)
+                        if writer is not None:
+                            with contextlib.suppress(RedisError, OSError):
+                                await self._clear_heartbeat(writer)
                 finally:  # even when cancelled while draining: every connection is closed
                     if reader is not None:
                         reader.close()
                     link.close()
-                    await cancel_and_wait([beat])
-                    with contextlib.suppress(RedisError, OSError):
-                        await writer.aclose()
-            if lost:
-                await asyncio.sleep(backoff.next())
+                    if beat is not None:
+                        await cancel_and_wait([beat])
+                    if writer is not None:
+                        with contextlib.suppress(RedisError, OSError):
+                            await writer.aclose()
+            if lost:  # counted from the try: hedged attempts that waited out 2 s need no more
+                await asyncio.sleep(max(0.0, backoff.next() - (time.monotonic() - tried_at)))
         self.connected = False
 
-    async def _handshake(self, reader: RespConnection, writer: Redis) -> None:
-        """The first round trips of a new link, bounded by the connect timeout rather than the
-        command timeout: a connection opened into a half-open path (accepted, then silent) is
-        given up after ``connect_timeout_s`` (2 s), not ``command_timeout_s`` (5 s). Bounded by the
-        command timeout, a reconnect tried just before such a fault ended sat out up to 5 s after it,
-        and routing by the scorer came back 3-4 s after the fault instead of within 2 s."""
+    async def _open_reader(self) -> tuple[RespConnection, int]:
+        """The popping link and its client id, from the first of hedged attempts to answer
+        (:func:`~turnout.common.links.first_to_answer`): while one attempt has not answered for
+        ``hedge_s`` (0.25 s), another starts alongside, for the connect timeout (2 s) in all. A
+        reconnect tried during a black hole is accepted and then never answered; alone, it sat out
+        its 2 s after the path healed (measured: "serving" 0.2-2.0 s after the heal, then the
+        gateways' heartbeat poll). With the hedge, an attempt started after the heal answers."""
+
+        async def attempt() -> tuple[RespConnection, int]:
+            conn = await RespConnection.open(self._url, link=self._link_opts)
+            try:
+                return conn, int(await conn.execute("CLIENT", "ID"))
+            except BaseException:
+                conn.close()
+                raise
+
+        try:
+            return await first_to_answer(
+                attempt,
+                hedge_s=self._link_opts.hedge_s,
+                timeout_s=self._link_opts.connect_timeout_s,
+                discard=lambda got: got[0].close(),
+            )
+        except TimeoutError as exc:
+            raise RedisTimeoutError(
+                f"Redis did not answer a new link within {self._link_opts.connect_timeout_s}s"
+            ) from exc
+
+    async def _handshake(self, writer: Redis, reader_id: int) -> None:
+        """The first beat, bounded by the connect timeout rather than the command timeout: clients
+        see this replica alive as soon as it serves."""
         try:
             async with asyncio.timeout(self._link_opts.connect_timeout_s):
-                self._unblock = (writer, await reader.execute("CLIENT", "ID"))
+                self._unblock = (writer, reader_id)
                 self._last_pop = time.monotonic()
-                await self._beat(writer, alive=True)  # clients see it alive as soon as it serves
+                await self._beat(writer, alive=True)
         except TimeoutError as exc:
             raise RedisTimeoutError(
                 f"Redis did not answer a new link within {self._link_opts.connect_timeout_s}s"

@@ -51,6 +51,13 @@ class CandidateV1(WireModel):
     score: float = 0.0
     reasons: list[str] = Field(default_factory=list)
     terms: dict[str, float] = Field(default_factory=dict)
+    load_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds the backend is expected to spend loading the model before its first byte (the "
+        "model is not resident there: a load is needed or under way), from the scorer's VRAM planner; "
+        "None: resident, or not known. The gateway adds it, capped, to the attempt's first-byte bound",
+    )
 
 
 class RouteReplyV1(WireModel):

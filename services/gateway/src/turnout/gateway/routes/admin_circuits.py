@@ -41,6 +41,7 @@ async def circuits_report(gw: GatewayState) -> dict[str, Any]:
         "circuits": out,
         "policy": {
             "failure_threshold": policy.failure_threshold,
+            "status_failure_threshold": policy.status_failure_threshold,
             "base_cooldown_s": policy.base_cooldown_s,
             "max_cooldown_s": policy.max_cooldown_s,
             "probe_lease_s": policy.probe_lease_s,

@@ -97,6 +97,7 @@ async def _cached_route(
     ex = exchange(kind, body, client, request)
     # replies are stored shaped: what shapes them for this client is part of the cache key
     cache_body["shaping"] = gw.settings.gateway.shaping.cache_key(shaping, key=ex.client_key, ip=ex.client_ip)
+    await gw.pipeline.draw_limits(ex, features)  # a cache hit counts against the rate limits too
     return await cached_or_handle(
         request,
         cache,

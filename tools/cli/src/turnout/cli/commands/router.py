@@ -5,11 +5,12 @@
                                         # grades and feedback, in the background, and activates it
     turnout router activate VERSION     # or 'shipped' for the packaged prior
     turnout router rollback             # back to the version active before
-    turnout router evaluate             # APGR by call share, shipped vs active (vs --version)
+    turnout router evaluate             # APGR by call share, shipped vs active (vs --version), on
+                                        # the held-out grades, then a replay of the recorded decisions
 
-``evaluate`` reads the recorded grades from Postgres and needs the scorer's package where it
-runs (``python -m turnout.scorer.router_train evaluate`` is the same); the others only need the
-gateway (``GET /admin/router``, ``POST /admin/router/train|activate|rollback``).
+``evaluate`` reads the recorded grades and routing decisions from Postgres and needs the
+scorer's package where it runs (``python -m turnout.scorer.router_train evaluate`` is the
+same); the others only need the gateway (``GET /admin/router``, ``POST /admin/router/train|activate|rollback``).
 """
 
 from __future__ import annotations
@@ -79,8 +80,12 @@ def rollback(ctx: typer.Context) -> None:
 def evaluate(
     version: Annotated[str | None, typer.Option(help="a stored candidate version to compare")] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the band")] = 200,
+    replay: Annotated[
+        bool, typer.Option(help="replay the recorded routing decisions and their grades against each prior")
+    ] = True,
 ) -> None:
-    """APGR by call share on the held-out quarter of the recorded grades (needs the scorer package)."""
+    """APGR by call share on the held-out quarter of the recorded grades, and a replay of the
+    recorded decisions (the deployment's own router beside each prior; needs the scorer package)."""
     try:
         module = importlib.import_module("turnout.scorer.router_train")
     except ImportError as exc:
@@ -88,7 +93,13 @@ def evaluate(
             "evaluate needs the scorer's package (turnout-scorer) and its settings",
             "run it where the scorer is installed: python -m turnout.scorer.router_train evaluate",
         ) from exc
-    args = ["evaluate", "--bootstrap", str(bootstrap), *(["--version", version] if version else [])]
+    args = [
+        "evaluate",
+        "--bootstrap",
+        str(bootstrap),
+        "--replay" if replay else "--no-replay",
+        *(["--version", version] if version else []),
+    ]
     code = int(module.main(args))
     if code:
         raise typer.Exit(code)
