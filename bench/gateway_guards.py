@@ -136,6 +136,7 @@ async def run(redis_url: str, rounds: int, n: int) -> None:
         f"+{med['slot acquire+release'] - med['empty await (floor)']:.1f} µs (slots), "
         f"+{med['disconnect watch'] - med['empty await (floor)']:.1f} µs (watch)"
     )
+    await limiter.close()
     await redis.aclose()
 
 

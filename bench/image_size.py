@@ -86,8 +86,9 @@ def main() -> None:
         check = [
             str(combined / "bin" / "python"),
             "-c",
-            "import turnout.gateway.__main__, turnout.scorer.__main__, "
-            "turnout.profiler.__main__, turnout.sync.__main__, turnout.gpu_agent.__main__, "
+            # the __main__ modules import their app only after --help: import the apps themselves
+            "import turnout.gateway.serving, turnout.scorer.app, turnout.profiler.worker, "
+            "turnout.sync.worker, turnout.gpu_agent.app, turnout.common.arq_running, "
             "turnout.common.db.migrate, turnout.fakefleet.__main__",
         ]
         subprocess.run(check, check=True)

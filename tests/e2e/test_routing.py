@@ -145,8 +145,8 @@ def test_explain_get_and_post_agree(http: httpx.Client) -> None:
     assert got.json()["candidates"][0]["model"] == posted["candidates"][0]["model"]
 
 
-def test_an_alias_routes_to_its_target(e2e: E2E, client: openai.OpenAI, http: httpx.Client) -> None:
-    backend_of = fleet_listener_of(httpx.Client(base_url=e2e.fleet_admin, timeout=5))
+def test_an_alias_routes_to_its_target(client: openai.OpenAI, http: httpx.Client, fleet: httpx.Client) -> None:
+    backend_of = fleet_listener_of(fleet)
     # a greeting would otherwise go to a small model: the alias wins over the prompt
     model, backend, _ = _route(client, _fresh(GREETING), model=ALIAS)
     assert model == ALIAS_TARGET and backend.endswith(backend_of[ALIAS_TARGET]), (model, backend)

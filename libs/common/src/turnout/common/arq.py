@@ -198,6 +198,7 @@ class WorkerOptions(BaseModel):
     retry_max_s: float = Field(default=300.0, gt=0, description="Back-off cap")
     job_timeout_s: float = Field(default=300.0, gt=0, description="One try of one job")
     poll_delay_s: float = Field(default=0.5, gt=0)
+    schema_wait_s: float = Field(default=120.0, ge=0, description="Without migrate_on_start: wait this long for it")
 
     def retry_policy(self) -> RetryPolicy:
         """The job retry policy these options describe."""

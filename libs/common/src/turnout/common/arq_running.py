@@ -8,6 +8,8 @@
   go on; the pool reconnects by itself).
 * :func:`prepare_schema` waits for Postgres with back-off instead of exiting when it is not up.
 * :func:`worker_checks` are the ``/ready`` checks of a worker.
+* :func:`serve_worker_service` is the whole life of a worker service (the profiler, sync):
+  schema, ops endpoints with the queue depth, the supervised worker.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ import contextlib
 import logging
 import signal
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from arq import Worker
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from turnout.common.arq import CTX_KEY, WorkerContext
+from turnout.common.arq import CTX_KEY, WorkerContext, WorkerOptions
 from turnout.common.db.migrate import upgrade, wait_for_head
 from turnout.common.links import Backoff
+from turnout.common.metrics import QueueDepths
+from turnout.common.ops import Check, build_ops_app, ops_server
 from turnout.common.settings import CommonSettings
 from turnout.common.supervise import Supervisor
 
@@ -118,4 +122,28 @@ async def run_worker(
                 loop.remove_signal_handler(sig)
 
 
-__all__ = ["close_worker", "prepare_schema", "run_worker", "worker_checks"]
+async def serve_worker_service(
+    service: str,
+    settings: CommonSettings,
+    opts: WorkerOptions,
+    build: Callable[[Supervisor], Worker],
+    *,
+    queue: str,
+    queue_gauge: Gauge,
+    checks: Callable[[Worker], Mapping[str, Check]] | None = None,
+) -> None:
+    """Run a worker service until SIGTERM/SIGINT: get the schema ready (:func:`prepare_schema`),
+    build its worker with ``build(supervisor)``, serve ``/health``, ``/ready`` (the
+    :func:`worker_checks` plus ``checks(worker)``) and ``/metrics`` (with ``queue``'s depth in
+    ``queue_gauge``) on ``opts.ops_host:ops_port``, and run the worker supervised."""
+    await prepare_schema(settings, wait_s=opts.schema_wait_s)
+    sup = Supervisor(service)
+    worker = build(sup)
+    depths = QueueDepths(queue_gauge, lambda: worker.pool, arq={service: queue})
+    ready = {**worker_checks(worker), **(checks(worker) if checks else {})}
+    ops = build_ops_app(service, ready, tasks=sup.state, refresh=[depths.refresh])
+    async with ops_server(ops, opts.ops_host, opts.ops_port):
+        await run_worker(worker, supervisor=sup)
+
+
+__all__ = ["close_worker", "prepare_schema", "run_worker", "serve_worker_service", "worker_checks"]

@@ -111,6 +111,19 @@ def dead_letters(registry: CollectorRegistry = REGISTRY) -> Counter:
     )
 
 
+def queue_depth_gauge(subsystem: str, registry: CollectorRegistry = REGISTRY) -> Gauge:
+    """``turnout_<subsystem>_queue_depth{queue}``: jobs due in a worker's arq queue, read from Redis
+    on every scrape (:class:`QueueDepths`); KEDA scales the workers on it."""
+    return Gauge(
+        "queue_depth",
+        "Jobs due in the arq queue (retries waiting out their back-off excluded), read at scrape",
+        ["queue"],
+        namespace="turnout",
+        subsystem=subsystem,
+        registry=registry,
+    )
+
+
 @dataclass(frozen=True)
 class QueueDepths:
     """Waiting work per Redis queue, read on every scrape (``build_ops_app(refresh=[...])``) into

@@ -22,6 +22,8 @@ MAX_PAGE = 500
 
 @dataclass(frozen=True, slots=True)
 class RequestFilter:
+    """Which logged requests to list: time range, model, backend, client, status, outcome."""
+
     since: datetime | None = None
     until: datetime | None = None
     model: str | None = None
@@ -31,6 +33,7 @@ class RequestFilter:
     outcome: str | None = None
 
     def apply(self, stmt: Select[Any]) -> Select[Any]:
+        """``stmt`` narrowed to the requests this filter selects."""
         d = RoutingDecision
         if self.since is not None:
             stmt = stmt.where(d.requested_at >= self.since)
@@ -54,6 +57,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def summary(d: RoutingDecision) -> dict[str, Any]:
+    """One routing decision as a request-list row: ids, model chosen, timing, status."""
     analysis = d.analysis or {}
     top = d.candidates[0] if d.candidates else None
     return {
@@ -91,6 +95,7 @@ def tokens_per_s(d: RoutingDecision) -> float | None:
 
 
 def detail(d: RoutingDecision) -> dict[str, Any]:
+    """One routing decision in full: the summary plus prompt, reply, analysis and every candidate."""
     analysis = dict(d.analysis or {})
     analysis.pop("embedding", None)  # base64 noise for a reader
     doc = summary(d)
@@ -118,6 +123,7 @@ def detail(d: RoutingDecision) -> dict[str, Any]:
 async def list_requests(
     engine: AsyncEngine, flt: RequestFilter, *, limit: int = 50, before: int | None = None
 ) -> dict[str, Any]:
+    """A page of logged requests, newest first; ``next_before`` pages on."""
     limit = max(1, min(limit, MAX_PAGE))
     stmt = flt.apply(select(RoutingDecision))
     if before is not None:
@@ -134,6 +140,7 @@ async def list_requests(
 
 
 async def get_request(engine: AsyncEngine, request_id: str) -> dict[str, Any] | None:
+    """One logged request by request id (or row id), or ``None``."""
     stmt = select(RoutingDecision).where(RoutingDecision.request_id == request_id)
     if request_id.isdigit():
         stmt = select(RoutingDecision).where(
@@ -166,6 +173,7 @@ async def performance(engine: AsyncEngine, *, limit: int = 500) -> list[dict[str
 async def audit_log(
     engine: AsyncEngine, *, limit: int = 50, before: int | None = None, action: str | None = None
 ) -> dict[str, Any]:
+    """A page of the admin audit log, newest first."""
     limit = max(1, min(limit, MAX_PAGE))
     stmt = select(AuditLog)
     if before is not None:
@@ -187,6 +195,7 @@ async def audit_log(
 
 
 async def write_audit(engine: AsyncEngine, *, actor: str, action: str, detail: dict[str, Any]) -> None:
+    """Record one admin action by ``actor``."""
     async with AsyncSession(engine) as session, session.begin():
         session.add(AuditLog(actor=actor[:128], action=action[:128], detail=detail))
 
@@ -194,6 +203,7 @@ async def write_audit(engine: AsyncEngine, *, actor: str, action: str, detail: d
 async def profiles(
     engine: AsyncEngine, *, model: str | None = None, limit: int = 100, offset: int = 0
 ) -> dict[str, Any]:
+    """A page of stored model profiles with the total count."""
     limit = max(1, min(limit, MAX_PAGE))
     base = select(Profile, Model.name).join(Model, Model.id == Profile.model_id)
     count = select(func.count()).select_from(Profile).join(Model, Model.id == Profile.model_id)

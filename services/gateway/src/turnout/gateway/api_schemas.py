@@ -31,21 +31,29 @@ class _Open(BaseModel):
 
 
 class ContentPart(_Open):
+    """One part of a chat message's content (text, image, …)."""
+
     type: str
     text: str | None = None
 
 
 class ChatMessage(_Open):
+    """One chat message: its role and content."""
+
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
 
 class TurnoutOptions(_Open):
+    """Turnout's own request options, under ``turnout`` in the body."""
+
     quality: float | None = Field(default=None, ge=0, le=1, description="0 = fastest, 1 = best")
 
 
 class ChatCompletionRequest(_Open):
+    """The documented shape of ``POST /v1/chat/completions`` (other OpenAI fields pass through)."""
+
     model: str | None = ModelName
     messages: list[ChatMessage] = Field(min_length=1, max_length=DEFAULT_MAX_MESSAGES)
     stream: bool | None = None
@@ -64,6 +72,8 @@ class ChatCompletionRequest(_Open):
 
 
 class CompletionRequest(_Open):
+    """The documented shape of ``POST /v1/completions``."""
+
     model: str | None = ModelName
     prompt: str | list[str]
     stream: bool | None = None
@@ -75,6 +85,8 @@ class CompletionRequest(_Open):
 
 
 class EmbeddingRequest(_Open):
+    """The documented shape of ``POST /v1/embeddings``."""
+
     model: str | None = ModelName
     input: str | list[str]
     encoding_format: Literal["float", "base64"] | None = None
@@ -83,12 +95,16 @@ class EmbeddingRequest(_Open):
 
 
 class OllamaMessage(_Open):
+    """One Ollama chat message, with optional base64 images."""
+
     role: Role
     content: str | None = None
     images: list[str] | None = None
 
 
 class OllamaChatRequest(_Open):
+    """The documented shape of ``POST /api/chat``."""
+
     model: str | None = ModelName
     messages: list[OllamaMessage] = Field(min_length=1, max_length=DEFAULT_MAX_MESSAGES)
     stream: bool | None = None
@@ -98,6 +114,8 @@ class OllamaChatRequest(_Open):
 
 
 class OllamaGenerateRequest(_Open):
+    """The documented shape of ``POST /api/generate``."""
+
     model: str | None = ModelName
     prompt: str | None = None
     system: str | None = None
@@ -108,6 +126,8 @@ class OllamaGenerateRequest(_Open):
 
 
 class OllamaEmbedRequest(_Open):
+    """The documented shape of ``POST /api/embed`` (and ``/api/embeddings``)."""
+
     model: str | None = ModelName
     input: str | list[str] | None = None
     prompt: str | None = None
@@ -127,6 +147,7 @@ REF = "#/components/schemas/{model}"
 
 
 def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI ``requestBody`` for a JSON ``schema`` (routes that read the body themselves)."""
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 

@@ -31,6 +31,7 @@ READ_ONLY = frozenset({"/admin/explain"})
 
 
 def actor_of(scope: Scope, admin_key: str | None) -> str:
+    """Who made an admin call: ``admin-key`` for the admin bearer key, else the client address."""
     headers = dict(scope.get("headers") or [])
     auth = headers.get(b"authorization", b"").decode("latin-1")
     scheme, _, given = auth.partition(" ")
@@ -41,6 +42,8 @@ def actor_of(scope: Scope, admin_key: str | None) -> str:
 
 
 class AuditMiddleware:
+    """Pure ASGI middleware that writes every mutating ``/admin`` call to the audit log."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 

@@ -33,6 +33,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def key_digest(key: str) -> str:
+    """The SHA-256 hex digest a client key is stored and compared as."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -47,6 +48,7 @@ def client_key_ids(keys: Sequence[SecretStr] | None) -> dict[str, str]:
 
 
 def bearer(request: Request) -> str | None:
+    """The bearer token of the ``Authorization`` header, or ``None``."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     key = key.strip()
     return key if scheme.lower() == "bearer" and key else None
@@ -64,6 +66,7 @@ def client_by_key(request: Request, digests: dict[str, str]) -> str:
 
 
 def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is a loopback address (``False`` for no host or a name)."""
     if not host:
         return False
     try:
@@ -74,14 +77,18 @@ def is_loopback(host: str | None) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class AdminGuard:
+    """Who may call the admin API: the admin key and, when set, the allowed networks."""
+
     key: SecretStr | None
     networks: tuple[Network, ...] = ()
 
     @classmethod
     def of(cls, settings: GatewaySettings) -> AdminGuard:
+        """The guard ``settings`` describe."""
         return cls(settings.admin_key, tuple(settings.gateway.admin_allow_cidrs))
 
     def check(self, request: Request) -> None:
+        """Raise 403 or 401 unless ``request`` may use the admin API."""
         host = request.client.host if request.client else None
         if self.networks and not self._allowed(host):
             raise Forbidden("The admin API is not open to this address")
@@ -106,6 +113,7 @@ class AdminGuard:
 
 
 async def require_admin(request: Request) -> None:
+    """FastAPI dependency: the admin guard's check on this request."""
     guard: AdminGuard = request.state.gw.admin_guard
     guard.check(request)
 

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class CatalogView:
+    """The gateway's copy of the scorer's catalog snapshot, or of the backends' model lists without one."""
+
     def __init__(
         self,
         redis: Redis,
@@ -98,11 +100,13 @@ class CatalogView:
         return await self.backend_models()
 
     async def find(self, name: str) -> CatalogModelV1 | None:
+        """The catalog model named ``name``, or ``None``."""
         if self.snapshot is not None:
             return self.by_name.get(name)
         return next((m for m in await self.backend_models() if m.name == name), None)
 
     async def backend_models(self) -> list[CatalogModelV1]:
+        """The models the configured backends list, cached for ``backend_models_ttl_s``."""
         now = time.monotonic()
         if self._listed is not None and now - self._listed_at < self._ttl_s:
             return self._listed

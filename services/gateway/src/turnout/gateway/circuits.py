@@ -55,6 +55,8 @@ def circuit_of(exc: BaseException) -> str | None:
 
 
 class Breakers:
+    """This gateway's admission and failure counting on the shared circuits, with a local view."""
+
     def __init__(
         self,
         store: CircuitStore,
@@ -103,6 +105,7 @@ class Breakers:
         return max(waits)
 
     async def failure(self, backend: str, model: str, exc: BaseException) -> None:
+        """Count a failed attempt against the circuit it belongs to (none for a 429)."""
         which = circuit_of(exc)
         if which is None:
             return
@@ -128,6 +131,7 @@ class Breakers:
         self.view[key] = c.model_copy(update={"state": state, "failures": c.failures + 1, "until": until})
 
     async def success(self, backend: str, model: str) -> None:
+        """Report a success to the backend's and the model's circuits that are in the local view and not open."""
         if not self.view:
             return
         for key in ((backend, BACKEND_WIDE), (backend, model)):
@@ -146,6 +150,7 @@ class Breakers:
     # --- the shared view ----------------------------------------------------------------------
 
     async def refresh(self) -> list[CircuitV1]:
+        """Re-read every circuit from Redis into the local view and the state gauges."""
         circuits = await self.store.read_all()
         self.view = {(c.backend, c.model): c for c in circuits}
         seen = set()
@@ -159,6 +164,7 @@ class Breakers:
         return circuits
 
     async def run(self) -> None:
+        """Refresh the view every ``refresh_s``, or at once when woken (a circuit opened here)."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._refresh_s)

@@ -16,6 +16,7 @@ from turnout.gateway.state import GatewayState
 
 
 async def get_state(request: Request) -> GatewayState:
+    """FastAPI dependency: the gateway's state."""
     state: GatewayState = request.state.gw
     return state
 
@@ -24,6 +25,7 @@ StateDep = Annotated[GatewayState, Depends(get_state)]
 
 
 async def get_client(request: Request, gw: StateDep) -> str | None:
+    """FastAPI dependency: the authenticated client (a key id or the address), or ``None``."""
     return client_of(request, gw)
 
 

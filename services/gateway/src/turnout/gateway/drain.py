@@ -44,9 +44,11 @@ class Drain:
 
     @property
     def draining(self) -> bool:
+        """Whether SIGTERM has begun the drain."""
         return self.began is not None
 
     def begin(self) -> None:
+        """Start draining: ``/ready`` turns 503 while requests are still served for ``prestop_delay_s``."""
         if self.began is None:
             self.began = time.monotonic()
             log.info(
@@ -56,9 +58,11 @@ class Drain:
             )
 
     def stop_accepting(self) -> bool:
+        """Whether the pre-stop delay is over and the server should stop accepting."""
         return self.began is not None and time.monotonic() - self.began >= self.prestop_delay_s
 
     def cut_off(self) -> bool:
+        """Whether the streams' grace is over too."""
         return self.began is not None and time.monotonic() - self.began >= self.prestop_delay_s + self.grace_s
 
     @property
@@ -83,12 +87,14 @@ class DrainingServer(uvicorn.Server):
         self.drain = drain
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The first SIGTERM begins the drain instead of exiting; any other signal exits."""
         if sig == signal.SIGTERM and not self.drain.draining:
             self.drain.begin()
             return
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
+        """Exit once the drain stops accepting."""
         if self.drain.stop_accepting():
             self.should_exit = True
         return await super().on_tick(counter)

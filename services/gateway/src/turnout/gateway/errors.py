@@ -84,75 +84,101 @@ class BrokenReply(BackendError):
 
 
 class InvalidRequest(GatewayError):
+    """400: the body breaks the API's rules (the message names the parameter)."""
+
     status = 400
     type = "invalid_request_error"
 
 
 class ImageRefused(InvalidRequest):
+    """400: an image URL the gateway will not fetch (scheme, host or size refused)."""
+
     code = "image_url_refused"
 
 
 class InvalidType(GatewayError):
+    """422: a field has the wrong JSON type."""
+
     status = 422
     type = "invalid_request_error"
     code = "invalid_type"
 
 
 class Unauthorized(GatewayError):
+    """401: no API key, or one the gateway does not know."""
+
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
 
 
 class Forbidden(GatewayError):
+    """403: the admin API is closed to this client (its address, or no admin key set and not loopback)."""
+
     status = 403
     type = "invalid_request_error"
     code = "forbidden"
 
 
 class UnsupportedMediaType(GatewayError):
+    """415: the body is not ``application/json``."""
+
     status = 415
     type = "invalid_request_error"
     code = "unsupported_media_type"
 
 
 class ModelNotFound(GatewayError):
+    """404: the requested model, alias or profile is not in the catalog."""
+
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
 
 
 class NotFound(GatewayError):
+    """404: no such resource (e.g. a dead letter id)."""
+
     status = 404
     type = "invalid_request_error"
     code = "not_found"
 
 
 class BodyTooLarge(GatewayError):
+    """413: the body is larger than ``max_body_bytes``."""
+
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
 
 
 class RateLimited(GatewayError):
+    """429: a rate limit is spent (the gateway's own or the backend's); ``Retry-After`` when known."""
+
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
 
 class UpstreamFailed(GatewayError):
+    """502: the backend failed (an HTTP error it sent, or a broken exchange)."""
+
     status = 502
     type = "upstream_error"
     code = "bad_gateway"
 
 
 class NoBackendAvailable(GatewayError):
+    """503: no backend could be reached (not configured here, circuit open, connection refused)."""
+
     status = 503
     type = "service_unavailable"
     code = "no_backend_available"
 
 
 class ShuttingDown(GatewayError):
+    """503: the gateway is draining and takes no new requests."""
+
     status = 503
     type = "service_unavailable"
     code = "shutdown"
@@ -167,6 +193,8 @@ class ClientGone(GatewayError):
 
 
 class UpstreamTimedOut(GatewayError):
+    """504: the backend did not answer in time."""
+
     status = 504
     type = "timeout"
     code = "upstream_timeout"
@@ -189,6 +217,7 @@ _PASSED_THROUGH = {400, 404, 413, 422}
 def error_body(
     status: int, message: str, *, type: str | None = None, code: str | None = None, param: str | None = None
 ) -> bytes:
+    """OpenAI's error JSON (``{"error": {message, type, param, code}}``); ``type`` follows the status when not given."""
     if type is None:
         type = _STATUS_TYPES.get(status, "server_error" if status < 502 else "upstream_error")
     return orjson.dumps({"error": {"message": message, "type": type, "param": param, "code": code}})
@@ -235,10 +264,12 @@ def upstream_message(body: bytes) -> str | None:
 
 
 def gateway_error_body(exc: GatewayError) -> bytes:
+    """``exc`` as OpenAI's error JSON."""
     return error_body(exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param)
 
 
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:
+    """Any exception as an OpenAI error response, with the status and headers its gateway error carries."""
     err = as_gateway_error(exc)
     if err.headers:
         headers = {**err.headers, **(headers or {})}
@@ -275,6 +306,7 @@ def anthropic_error_body(exc: BaseException) -> bytes:
 
 
 def anthropic_error_response(exc: BaseException) -> Response:
+    """Any exception as an Anthropic error response (``/v1/messages``)."""
     err = as_gateway_error(exc)
     return Response(anthropic_error_body(err), status_code=err.status, media_type=JSON_MEDIA)
 
@@ -386,6 +418,7 @@ async def _unhandled_handler(_: Request, exc: Exception) -> Response:
 
 
 def register_error_handlers(app: FastAPI) -> None:
+    """Route validation, HTTP, gateway, backend and unexpected errors through this module's JSON shapes."""
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(GatewayError, _gateway_handler)

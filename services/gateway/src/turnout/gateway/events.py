@@ -55,6 +55,7 @@ def _json_default(value: Any) -> Any:
 
 
 def encode_event(event: RequestEvent) -> bytes:
+    """A request event as JSON bytes for the event stream."""
     return orjson.dumps(event, default=_json_default)
 
 
@@ -169,6 +170,7 @@ class EventPublisher:
         self._redis_away = True
 
     async def run(self) -> None:
+        """Flush queued events in one pipeline after a short window, retrying after a failed flush."""
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -20,6 +20,7 @@ MAX_MODELS = 4
 
 
 def target_size_b(est_prompt_tokens: int) -> float:
+    """The model size (billions of parameters) the fallback aims for at this prompt length."""
     if est_prompt_tokens < 200:
         return 3.0
     if est_prompt_tokens < 1000:
@@ -30,6 +31,7 @@ def target_size_b(est_prompt_tokens: int) -> float:
 
 
 def can_serve(model: CatalogModelV1, req: RouteRequestV1) -> bool:
+    """Whether ``model``'s capabilities fit the request (its kind, images, tools)."""
     caps = model.capabilities
     if req.kind is RequestKind.EMBEDDING:
         return caps.embedding
@@ -54,6 +56,7 @@ def _candidates(model: CatalogModelV1, reason: str) -> list[CandidateV1]:
 def fallback_candidates(
     models: list[CatalogModelV1], req: RouteRequestV1, hidden: frozenset[str] = frozenset()
 ) -> list[CandidateV1]:
+    """Candidates chosen locally when the scorer does not answer: the named model, or the best fit by size."""
     if req.requested_model is not None:
         name = req.requested_model
         if not any(m.name == name for m in models):

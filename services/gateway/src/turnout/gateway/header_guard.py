@@ -54,12 +54,14 @@ class HeaderLimits:
     _discarded: int = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:
+        """A new connection: the header clock starts."""
         super().connection_made(transport)  # type: ignore[misc]
         self._in_headers = True
         self._header_bytes = 0
         self._arm()
 
     def on_message_begin(self) -> None:
+        """A further request on a kept-alive connection: the header clock starts again."""
         super().on_message_begin()  # type: ignore[misc]
         if not self._in_headers:  # a later request on a kept-alive connection
             self._in_headers = True
@@ -67,11 +69,13 @@ class HeaderLimits:
             self._arm()
 
     def on_headers_complete(self) -> None:
+        """The headers are in: the clock stops."""
         self._in_headers = False
         self._disarm()
         super().on_headers_complete()  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
+        """Count header bytes (refusing past the limit); after a refusal, read and drop."""
         if self._refused:  # lingering close: read and drop, so that the client can read the reply
             self._discarded += len(data)
             if self._discarded > LINGER_BYTES:
@@ -84,6 +88,7 @@ class HeaderLimits:
                 self._refuse(b"431 Request Header Fields Too Large")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the header clock."""
         self._disarm()
         super().connection_lost(exc)  # type: ignore[misc]
 

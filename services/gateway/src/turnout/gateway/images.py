@@ -31,6 +31,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class ImageOptions(BaseModel):
+    """Whether and how the gateway fetches image URLs for backends that need inline images."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fetch_remote: bool = Field(default=True, description="Fetch http(s) image URLs for Ollama backends")
@@ -43,6 +45,7 @@ class ImageOptions(BaseModel):
 
 
 def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_private: bool) -> bool:
+    """Whether an image host's address may be fetched (public only, unless ``allow_private``)."""
     if allow_private:
         return True
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -60,6 +63,7 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        """Resolve ``host`` and refuse it when any address is not allowed (SSRF guard)."""
         infos = await self._inner.resolve(host, port, family)
         for info in infos:
             if not address_allowed(ipaddress.ip_address(info["host"]), allow_private=self._allow_private):
@@ -67,6 +71,7 @@ class GuardedResolver(AbstractResolver):
         return infos
 
     async def close(self) -> None:
+        """Close the wrapped resolver."""
         await self._inner.close()
 
 
@@ -84,6 +89,7 @@ class ImageFetcher:
         return self._session
 
     async def close(self) -> None:
+        """Close the fetcher's HTTP session."""
         if self._session is not None:
             await self._session.close()
 
@@ -166,6 +172,7 @@ class ImageFetcher:
 
 
 def has_remote_images(body: Json) -> bool:
+    """Whether any message carries an image by http(s) URL."""
     for msg in body.get("messages") or ():
         content = msg.get("content") if isinstance(msg, dict) else None
         if isinstance(content, list) and any(_remote_url(p) is not None for p in content):

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class InflightTracker:
+    """This gateway's in-flight requests per (backend, model), published to Redis for the scorer."""
+
     def __init__(
         self, redis: Redis, keys: Keys, gateway_id: str, *, publish_s: float = 0.25, ttl_s: float = DEFAULT_TTL_S
     ) -> None:
@@ -39,9 +41,11 @@ class InflightTracker:
         self._published_at = 0.0
 
     def inc(self, backend: str, model: str) -> None:
+        """One more request in flight on (backend, model)."""
         self._live[(backend, model)] += 1
 
     def dec(self, backend: str, model: str) -> None:
+        """One request fewer in flight on (backend, model)."""
         key = (backend, model)
         n = self._live.get(key, 0) - 1
         if n > 0:
@@ -50,12 +54,15 @@ class InflightTracker:
             self._live.pop(key, None)
 
     def live(self, backend: str, model: str) -> int:
+        """Requests in flight on (backend, model) now."""
         return self._live.get((backend, model), 0)
 
     def total(self) -> int:
+        """Requests in flight on every backend."""
         return sum(self._live.values())
 
     async def publish(self, *, force: bool = False) -> None:
+        """Write the counts to Redis when they changed or are about to expire (``force``: always)."""
         counts = dict(self._live)
         now = time.monotonic()
         stale = bool(counts) and now - self._published_at > self._ttl_s / 3
@@ -66,6 +73,7 @@ class InflightTracker:
         self._published_at = now
 
     async def run(self) -> None:
+        """Publish every ``publish_s``; a failed write is retried on the next tick."""
         while True:
             await asyncio.sleep(self._publish_s)
             try:

@@ -25,6 +25,7 @@ def _str(v: Any) -> str:
 
 
 def own_inflight(gw: GatewayState) -> list[dict[str, Any]]:
+    """This gateway's requests in flight: ids, model and backend being tried, age, attempts."""
     now = time.perf_counter()
     out = []
     for ex in list(gw.pipeline.live.values()):
@@ -66,6 +67,7 @@ async def fleet_inflight(gw: GatewayState) -> dict[str, dict[str, int]]:
 
 
 def event_summary(entry_id: str, raw: bytes) -> dict[str, Any] | None:
+    """One finished request from the event stream as a row, or ``None`` for a malformed entry."""
     try:
         ev = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -119,6 +121,7 @@ async def recent_events(gw: GatewayState, *, after: str | None, count: int = REC
 
 
 async def snapshot(gw: GatewayState, *, after: str | None) -> dict[str, Any]:
+    """What ``/admin/live`` sends each tick: in-flight requests across the fleet and those finished since ``after``."""
     try:
         fleet = await fleet_inflight(gw)
     except (RedisError, OSError):

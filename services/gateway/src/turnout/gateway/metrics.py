@@ -58,6 +58,8 @@ _SLOW_BUCKETS = (*LATENCY_BUCKETS, 60.0, 120.0, 300.0)
 
 @dataclass(frozen=True, slots=True)
 class GatewayMetrics(LabelledChildren):
+    """The gateway's Prometheus series (requests, latency, time to first token, fallbacks, attempts)."""
+
     requests: Counter
     request_duration: Histogram
     ttft: Histogram
@@ -82,6 +84,7 @@ class GatewayMetrics(LabelledChildren):
 
 
 def build_metrics(registry: CollectorRegistry = REGISTRY) -> GatewayMetrics:
+    """Register the gateway's series in ``registry`` with their label values pre-set."""
     m = GatewayMetrics(
         requests=Counter(
             "requests", "Finished model requests by public model, backend and HTTP status",

@@ -20,6 +20,7 @@ _KNOWN_PATHS = frozenset(PATHS)
 
 def new_request_id() -> str:
     # ids need to be unique, not secret: Mersenne Twister (reseeded after fork) spares a urandom syscall
+    """A fresh ``req-`` id (unique, not secret)."""
     return f"req-{random.getrandbits(96):024x}"
 
 
@@ -127,6 +128,7 @@ class EdgeMiddleware:
 
 
 def is_json_type(ctype: bytes | None) -> bool:
+    """Whether a Content-Type is JSON (``application/json`` or ``application/*+json``)."""
     if ctype is None:
         return False
     media = ctype.split(b";", 1)[0].strip().lower()

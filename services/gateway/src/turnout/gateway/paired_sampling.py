@@ -42,6 +42,8 @@ JUDGE_PROMPT = (
 
 
 class PairedSamplingOptions(BaseModel):
+    """How much traffic is also sent to a second model and judged, and which judge."""
+
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
@@ -56,6 +58,8 @@ class PairedSamplingOptions(BaseModel):
 
 
 class PairedSampler:
+    """Starts paired samples in the background within the share and per-minute budget."""
+
     def __init__(
         self,
         opts: PairedSamplingOptions,
@@ -79,6 +83,7 @@ class PairedSampler:
 
     @property
     def active(self) -> bool:
+        """Whether sampling is on and a judge is configured."""
         return self.opts.enabled and bool(self.opts.judge_base_url and self.opts.judge_model)
 
     def offer(self, ex: Exchange, answer: Json) -> bool:
@@ -97,6 +102,7 @@ class PairedSampler:
         return True
 
     async def close(self) -> None:
+        """Cancel the samples still running and wait for them."""
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 
 class RateLimitOptions(BaseModel):
+    """Requests and tokens per minute, per API key and per client IP (unset: no limit)."""
+
     model_config = ConfigDict(extra="forbid")
 
     requests_per_minute_per_key: int | None = Field(default=None, ge=1, description="Per API key; unset: no limit")
@@ -54,6 +56,7 @@ class RateLimitOptions(BaseModel):
 
     @property
     def enabled(self) -> bool:
+        """Whether any limit is set."""
         return any(
             v is not None
             for v in (
@@ -75,11 +78,14 @@ class _Budget:
 
 
 def storage_uri(redis_url: str) -> str:
+    """The ``limits`` library's async storage URI for a Redis URL."""
     scheme, sep, rest = redis_url.partition("://")
     return f"async+{scheme}{sep}{rest}" if not scheme.startswith("async+") else redis_url
 
 
 class RateLimiter:
+    """The rate limits, shared by every gateway replica through Redis (sliding-window counters)."""
+
     def __init__(self, opts: RateLimitOptions, redis_url: str, keys: Keys, metrics: GatewayMetrics) -> None:
         self._opts = opts
         self._metrics = metrics
@@ -181,4 +187,5 @@ class RateLimiter:
         )
 
     async def close(self) -> None:
+        """Close the budgets' Redis connections (the app's lifespan does, on shutdown)."""
         await self._redis.aclose()

@@ -28,6 +28,8 @@ Json = dict[str, Any]
 
 
 class RequestLogOptions(BaseModel):
+    """Whether prompts and replies are stored with each decision, capped and redacted."""
+
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(default=False, description="Store prompts and replies with each routing decision")
@@ -140,6 +142,8 @@ def _redact_emails(text: str) -> str:
 
 
 class Redactor:
+    """Masks secrets and personal data (keys, e-mails, card and phone numbers, custom patterns) in text."""
+
     def __init__(self, extra_patterns: Iterable[str] = ()) -> None:
         self._words = [(re.compile(p), _word_start(f"[REDACTED:{kind}]")) for kind, p in WORD_PATTERNS]
         self._keywords = [(kind, triggers, re.compile(p)) for kind, triggers, p in KEYWORD_PATTERNS]
@@ -267,6 +271,7 @@ class RequestLog:
         self._redact = Redactor(options.extra_patterns) if options.redact else None
 
     def clean(self, text: str) -> str:
+        """``text`` redacted and capped to ``max_chars`` (with a note of the original length)."""
         original = len(text)
         work = text[: self._max * 2]  # cut before redacting too: a huge body costs bounded regex time
         if self._redact is not None:
@@ -274,6 +279,7 @@ class RequestLog:
         return cap(work, self._max, original if original > self._max * 2 else None)
 
     def fill(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Move the event's private body and reply into ``prompt`` and ``reply`` when logging is on."""
         body = event.pop("_body", None)
         reply = event.pop("_reply", None)
         if not self.enabled:

@@ -56,6 +56,8 @@ KINDS = ("chat", "completion")
 
 
 class ResponseCacheOptions(BaseModel):
+    """The exact-match response cache: on/off, entry lifetime, size bounds."""
+
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
@@ -71,10 +73,13 @@ class ResponseCacheOptions(BaseModel):
 
 @dataclass(frozen=True)
 class ResponseCacheMetrics:
+    """The response cache's Prometheus series."""
+
     lookups: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ResponseCacheMetrics:
+        """Register the series in ``registry`` with every label value pre-set."""
         lookups = Counter(
             "response_cache_lookups",
             "Response-cache lookups by request kind and outcome",
@@ -121,6 +126,7 @@ def eligible(body: Mapping[str, Any], header: str | None, *, cache_all: bool = F
 def cache_digest(
     kind: str, body: Mapping[str, Any], *, model: str | None, quality: float | None, client: str | None = None
 ) -> str:
+    """The cache key of a request: its body minus transport fields, the model asked for, quality and client."""
     kept = {k: v for k, v in body.items() if k not in TRANSPORT_FIELDS and k != "model"}
     material = {"kind": kind, "model": model or "", "quality": quality, "client": client, "body": kept}
     return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -128,12 +134,16 @@ def cache_digest(
 
 @dataclass(frozen=True, slots=True)
 class Cached:
+    """A stored reply: its body, the headers worth replaying and when it was stored."""
+
     body: bytes
     headers: dict[str, str]
     stored_at: float
 
 
 class ResponseCache:
+    """Whole non-streamed replies in Redis under a digest of the request, with a TTL."""
+
     def __init__(
         self,
         redis: Redis,
@@ -152,9 +162,11 @@ class ResponseCache:
         self._writer: asyncio.Task[None] | None = None
 
     def key(self, digest: str) -> str:
+        """The Redis key for ``digest``."""
         return self._keys.response_cache(digest)
 
     async def get(self, kind: str, digest: str) -> Cached | None:
+        """The stored reply for ``digest``, or ``None`` (also when Redis fails: a miss, never an error)."""
         try:
             raw = await self._redis.get(self.key(digest))
         except (RedisError, OSError) as exc:
@@ -173,6 +185,7 @@ class ResponseCache:
         return cached
 
     async def put(self, kind: str, digest: str, body: bytes, headers: Mapping[str, str]) -> bool:
+        """Store a reply unless it is too large; ``False`` when it was not stored."""
         if len(body) > self.opts.max_body_bytes:
             self.metrics.lookups.labels(kind, "skipped").inc()
             return False
@@ -219,6 +232,7 @@ class ResponseCache:
             await asyncio.shield(self._writer)
 
     async def invalidate(self) -> int:
+        """Drop every cached reply (the catalog changed); returns how many were removed."""
         removed = 0
         batch: list[bytes | str] = []
         async for k in self._redis.scan_iter(match=self._keys.response_cache("*"), count=500):

@@ -34,6 +34,8 @@ QUALITY_HEADER = "x-turnout-quality"
 
 @dataclass(slots=True)
 class Decision:
+    """Where a request goes: the ranked candidates, who decided, and how long it took."""
+
     candidates: list[CandidateV1]
     source: str
     """scorer | fallback (virtual model, local rules) | direct (named model, resolved locally)"""
@@ -65,6 +67,7 @@ def _text_of(content: Any) -> tuple[str, bool]:
 
 
 def chat_features(body: Json, max_chars: int) -> Json:
+    """A chat body's routing features: the last user text, sizes, images, tools, JSON mode."""
     messages: list[Json] = body.get("messages") or []
     last_user = ""
     system_chars = 0
@@ -101,6 +104,7 @@ def chat_features(body: Json, max_chars: int) -> Json:
 
 
 def completion_features(body: Json, max_chars: int) -> Json:
+    """A completion body's routing features (its prompt as the text)."""
     prompt = body.get("prompt") or ""
     if isinstance(prompt, list):
         prompt = "\n".join(p for p in prompt if isinstance(p, str))
@@ -113,6 +117,7 @@ def completion_features(body: Json, max_chars: int) -> Json:
 
 
 def embedding_features(body: Json, max_chars: int) -> Json:
+    """An embeddings body's routing features (the first input as the text)."""
     inputs = body.get("input") or ""
     texts = [inputs] if isinstance(inputs, str) else [t for t in inputs if isinstance(t, str)]
     chars = sum(len(t) for t in texts) if texts else len(inputs)
@@ -153,6 +158,8 @@ def parse_quality(header: str | None, body: Json) -> float | None:
 
 
 class Router:
+    """Asks the scorer for a decision within the route timeout, falling back to local rules."""
+
     def __init__(
         self,
         rpc: RpcClient,
@@ -169,11 +176,13 @@ class Router:
         self._timeout_s = timeout_s
 
     def requested(self, model: Any) -> str | None:
+        """The model a client named, or ``None`` for the virtual model or none."""
         return None if model is None or model == "" or model == self.virtual_model else str(model)
 
     async def route(
         self, features: Json, *, model: Any, stream: bool, client: str | None, quality: float | None
     ) -> Decision:
+        """The decision for a request with these features."""
         start = time.perf_counter()
         features["requested_model"] = self.requested(model)
         features["stream"] = stream

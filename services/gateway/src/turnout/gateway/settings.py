@@ -22,6 +22,8 @@ HASHED_KEY = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class GatewayOptions(BaseModel):
+    """The gateway's own settings (``TURNOUT_GATEWAY__*``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(
@@ -168,6 +170,8 @@ class GatewayOptions(BaseModel):
 
 
 class GatewaySettings(CommonSettings):
+    """The gateway's settings: the shared ones plus ``gateway``."""
+
     gateway: GatewayOptions = Field(default_factory=GatewayOptions)
 
     @model_validator(mode="after")

@@ -38,6 +38,8 @@ _WHOLE_FENCE_RE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\r?\n(.*?)\r?\n?[ \t]*```"
 
 
 class ReasoningMode(StrEnum):
+    """What happens to a model's ``<think>`` text: kept inline, stripped, or moved to ``reasoning_content``."""
+
     KEEP = "keep"
     STRIP = "strip"
     SEPARATE = "separate"
@@ -67,6 +69,8 @@ class ShapingOverride(BaseModel):
 
 
 class ShapingMatch(BaseModel):
+    """Which requests a shaping rule applies to: by API key, client address and chosen model."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str | None = Field(default=None, description="API key id (key-…)")
@@ -87,6 +91,7 @@ class ShapingMatch(BaseModel):
         return self
 
     def matches(self, model: str, key: str | None, ip: str | None) -> bool:
+        """Whether a request for ``model`` from this key and address is matched."""
         if self.model is not None and not fnmatch.fnmatchcase(model, self.model):
             return False
         return self.matches_client(key, ip)
@@ -104,6 +109,8 @@ class ShapingMatch(BaseModel):
 
 
 class ShapingRule(ShapingOverride):
+    """A shaping override applied to the requests its ``match`` selects."""
+
     match: ShapingMatch
 
 
@@ -224,6 +231,7 @@ class ReasoningSplitter:
         self._trim = False
 
     def feed(self, text: str) -> tuple[str, str]:
+        """Split the next piece of streamed text into (content, reasoning), holding back a partial tag."""
         buf = self._buf + text
         content: list[str] = []
         reasoning: list[str] = []
@@ -268,6 +276,7 @@ class ReasoningSplitter:
         return "".join(content), "".join(reasoning)
 
     def finish(self) -> tuple[str, str]:
+        """What was held back at the end of the stream, as (content, reasoning)."""
         buf, self._buf = self._buf, ""
         if self._inside is not None:
             return "", buf
@@ -289,6 +298,7 @@ class FenceScrubber:
         self._tail = ""
 
     def feed(self, text: str) -> str:
+        """The next piece of streamed text with a leading code fence around JSON removed."""
         if not self._started:
             self._head += text
             stripped = self._head.lstrip()
@@ -313,6 +323,7 @@ class FenceScrubber:
         return body
 
     def finish(self) -> str:
+        """The held-back tail, without the closing fence when the reply was fenced."""
         if not self._started:
             out, self._head = self._head, ""
             return out
@@ -354,6 +365,7 @@ class Shaper:
 
     @property
     def active(self) -> bool:
+        """Whether this shaper changes anything (otherwise the stream passes through untouched)."""
         return self.reasoning is not ReasoningMode.KEEP or self.json_fences or bool(self.signature)
 
     def _split(self, text: str) -> tuple[str, str]:

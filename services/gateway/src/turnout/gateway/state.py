@@ -25,6 +25,8 @@ from turnout.gateway.settings import GatewaySettings
 
 @dataclass(slots=True)
 class GatewayState:
+    """Everything the app's lifespan built and the routes share (``request.state.gw``)."""
+
     settings: GatewaySettings
     redis: Redis
     session: aiohttp.ClientSession

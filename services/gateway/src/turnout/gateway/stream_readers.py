@@ -27,6 +27,7 @@ Json = dict[str, Any]
 
 
 async def sse_chunks(ex: Exchange, cand: CandidateV1, resp: aiohttp.ClientResponse) -> AsyncGenerator[list[Json], None]:
+    """An OpenAI-compatible backend's SSE stream as batches of chat chunks."""
     rid, model = ex.response_id, cand.model
     emitted = 0
     async for payloads in read_batches(resp, sse_payloads, cand.backend):
@@ -77,6 +78,7 @@ def _estimated_usage(ex: Exchange, cand: CandidateV1, emitted: int) -> Json:
 async def ollama_chunks(
     ex: Exchange, name: str, cand: CandidateV1, resp: aiohttp.ClientResponse
 ) -> AsyncGenerator[list[Json], None]:
+    """An Ollama backend's NDJSON stream translated to batches of OpenAI chunks."""
     translator: OllamaChatStream | OllamaGenerateStream
     if ex.kind is RequestKind.CHAT:
         translator = OllamaChatStream(response_id=ex.response_id, model=cand.model, created=ex.created)

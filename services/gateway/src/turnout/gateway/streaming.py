@@ -19,6 +19,8 @@ from starlette.types import Receive, Scope, Send
 
 
 class StreamResponse(Response):
+    """A streaming response that cancels its body at once when the client disconnects."""
+
     def __init__(
         self,
         body: AsyncIterator[bytes],

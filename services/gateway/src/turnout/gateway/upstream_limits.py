@@ -47,6 +47,8 @@ DEFAULT_MAX_TOKENS = 1024
 
 @dataclass(frozen=True, slots=True)
 class ReadBounds:
+    """The factors and clamps that turn a model's profile into read timeouts."""
+
     ttfb_factor: float = 10.0
     gap_factor: float = 50.0
     read_min_s: float = 10.0
@@ -57,6 +59,7 @@ class ReadBounds:
     """The most a candidate's expected load time (``CandidateV1.load_s``) adds to its bound."""
 
     def clamp(self, seconds: float) -> float:
+        """``seconds`` clamped to ``[read_min_s, read_max_s]``."""
         return min(max(seconds, self.read_min_s), self.read_max_s)
 
     def read_timeout_s(
@@ -102,6 +105,7 @@ class TimeoutCache:
         self._cache: dict[tuple[str, bool, int | None, float, float], aiohttp.ClientTimeout] = {}
 
     def use_catalog(self, by_name: Mapping[str, CatalogModelV1]) -> None:
+        """Read bounds from this catalog from now on (the cache empties when it changed)."""
         if by_name is not self._models:
             self._models = by_name
             self._cache = {}
@@ -158,6 +162,7 @@ class Slots:
         return sem
 
     async def acquire(self, backend: str) -> bool:
+        """Take a slot on ``backend``, waiting at most ``wait_s``; ``False`` when none freed."""
         sem = self._sem(backend)
         if not sem.locked():
             await sem.acquire()  # free: returns at once
@@ -169,8 +174,10 @@ class Slots:
         return True
 
     def release(self, backend: str) -> None:
+        """Give a slot on ``backend`` back."""
         self._sem(backend).release()
 
     def in_use(self, backend: str) -> int:
+        """Slots taken on ``backend`` now."""
         sem = self._sems.get(backend)
         return 0 if sem is None else self.limit - sem._value

@@ -102,6 +102,7 @@ DEFAULT_MAX_MESSAGES = 1000
 
 
 async def read_json(request: Request) -> Json:
+    """The request body as a JSON object; a 400 for anything that is not one."""
     raw = await request.body()
     try:
         body = orjson.loads(raw)
@@ -119,6 +120,7 @@ def _describe(types: tuple[type, ...]) -> str:
 
 
 def check_types(body: Json, spec: dict[str, tuple[type, ...]], *, prefix: str = "") -> None:
+    """A 422 naming the first field of ``body`` whose JSON type is not the one ``spec`` allows."""
     for name, value in body.items():
         types = spec.get(name)
         if types is None or value is None:
@@ -128,6 +130,7 @@ def check_types(body: Json, spec: dict[str, tuple[type, ...]], *, prefix: str = 
 
 
 def require(body: Json, name: str) -> None:
+    """A 400 when ``name`` is missing or null."""
     if body.get(name) is None:
         raise InvalidRequest(f"'{name}' is a required property", param=name, code="missing_required_parameter")
 
@@ -179,6 +182,7 @@ def _check_positive(body: Json, *names: str) -> None:
 
 
 def check_model(body: Json) -> None:
+    """A 400 when the model name is longer than the catalog allows."""
     model = body.get("model")
     if isinstance(model, str) and len(model) > MAX_MODEL_NAME:
         raise InvalidRequest(
@@ -203,6 +207,7 @@ def check_n(body: Json, max_n: int) -> None:
 
 
 def check_count(messages: list[Any], max_messages: int) -> None:
+    """A 400 when a conversation has more than ``max_messages`` messages."""
     if len(messages) > max_messages:
         raise InvalidRequest(
             f"'messages' must contain at most {max_messages} messages", param="messages", code="invalid_value"
@@ -210,6 +215,7 @@ def check_count(messages: list[Any], max_messages: int) -> None:
 
 
 def check_chat(body: Json, *, max_n: int = DEFAULT_MAX_N, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+    """Bound an OpenAI chat body: types, model, messages, images, positive counts and ``n``."""
     check_types(body, CHAT)
     check_model(body)
     require(body, "messages")
@@ -220,6 +226,7 @@ def check_chat(body: Json, *, max_n: int = DEFAULT_MAX_N, max_messages: int = DE
 
 
 def check_completion(body: Json, *, max_n: int = DEFAULT_MAX_N) -> None:
+    """Bound an OpenAI (legacy) completion body: types, model, prompt, positive counts and ``n``."""
     check_types(body, COMPLETION)
     check_model(body)
     require(body, "prompt")
@@ -228,6 +235,7 @@ def check_completion(body: Json, *, max_n: int = DEFAULT_MAX_N) -> None:
 
 
 def check_embeddings(body: Json) -> None:
+    """Bound an OpenAI embeddings body: types, model, input and ``encoding_format``."""
     check_types(body, EMBEDDING)
     check_model(body)
     require(body, "input")
@@ -261,6 +269,7 @@ def _check_embedding_input(value: str | list[Any]) -> None:
 
 
 def check_ollama_chat(body: Json, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+    """Bound an Ollama ``/api/chat`` body: types, model, messages and their images."""
     check_types(body, OLLAMA_CHAT)
     check_model(body)
     require(body, "messages")
@@ -269,12 +278,14 @@ def check_ollama_chat(body: Json, *, max_messages: int = DEFAULT_MAX_MESSAGES) -
 
 
 def check_ollama_generate(body: Json) -> None:
+    """Bound an Ollama ``/api/generate`` body: types, model and images."""
     check_types(body, OLLAMA_GENERATE)
     check_model(body)
     _check_images(body.get("images"), "images")
 
 
 def check_ollama_embed(body: Json) -> None:
+    """Bound an Ollama ``/api/embed`` body: types, model and an ``input`` (or legacy ``prompt``)."""
     check_types(body, OLLAMA_EMBED)
     check_model(body)
     if body.get("input") is None and body.get("prompt") is None:

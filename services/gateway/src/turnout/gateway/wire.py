@@ -56,6 +56,7 @@ def sse_payloads(buf: bytes) -> tuple[list[bytes], bytes]:
 
 
 def ndjson_lines(buf: bytes) -> tuple[list[bytes], bytes]:
+    """The complete non-empty lines in ``buf`` and the partial line left over."""
     head, sep, rest = buf.rpartition(b"\n")
     if not sep:
         return [], buf

@@ -1,41 +1,25 @@
-"""``python -m turnout.gpu_agent``: build settings once, log JSON lines, publish until SIGTERM/SIGINT."""
+"""``python -m turnout.gpu_agent``: build settings once, log JSON lines, publish until SIGTERM/SIGINT.
+
+``--help`` and ``--version`` are answered before the agent's own imports load."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 import sys
 
-from turnout.common.cli import parse_service_args
-from turnout.common.errors import ConfigError
-from turnout.common.logging import configure_logging
-from turnout.gpu_agent.app import serve
-from turnout.gpu_agent.settings import GpuAgentSettings
-
-
-async def _main(settings: GpuAgentSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await serve(settings, stop=stop)
-
+from turnout.common.cli import load_settings, parse_service_args, run_until_signalled
 
 DESCRIPTION = "The Turnout GPU agent: publishes this host's GPU memory and loaded models, runs load/unload orders."
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the agent until SIGTERM/SIGINT; exit 2 on invalid settings, 1 when its ops port is taken."""
     parse_service_args("turnout-gpu-agent", DESCRIPTION, argv)  # --help / --version: answer, start nothing
+    from turnout.gpu_agent.app import serve
+    from turnout.gpu_agent.settings import GpuAgentSettings
+
+    settings = load_settings(GpuAgentSettings, "gpu-agent")
     try:
-        settings = GpuAgentSettings.load()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201
-        return 2
-    configure_logging(settings.log_level, service="gpu-agent", json=settings.log_json)
-    try:
-        asyncio.run(_main(settings))
+        run_until_signalled(lambda stop: serve(settings, stop=stop))
     except OSError as exc:  # the ops port is taken, typically
         print(f"gpu-agent: {exc}", file=sys.stderr)  # noqa: T201
         return 1

@@ -52,6 +52,8 @@ its KV cache; the GPU's used memory, which is in the fingerprint, moves with it)
 
 @dataclass(frozen=True, slots=True)
 class Observation:
+    """One tick's readings: the GPUs (or why not), the backend's loaded models and whether it answered."""
+
     readings: list[GpuReading]
     gpu_error: str | None
     loaded: list[LoadedModelV1]
@@ -59,6 +61,7 @@ class Observation:
 
 
 def to_gpu_state(r: GpuReading) -> GpuStateV1:
+    """A GPU reading as published (free memory derived from total and used when not read)."""
     total = r.memory_total_bytes or 0
     used = r.memory_used_bytes or 0
     free = r.memory_free_bytes if r.memory_free_bytes is not None else max(0, total - used)
@@ -96,6 +99,8 @@ def fingerprint(state: HostStateV1) -> bytes:
 
 
 class Agent:
+    """Reads this host's GPUs and local backend every ``interval_s`` and publishes the host state to Redis."""
+
     def __init__(
         self,
         settings: GpuAgentSettings,
@@ -128,6 +133,7 @@ class Agent:
     # --- reading ---------------------------------------------------------------------------
 
     async def read_backend(self) -> tuple[list[LoadedModelV1], bool]:
+        """The local backend's loaded models (Ollama) and whether it answered."""
         if self.backend is None:
             return [], True
         try:
@@ -145,6 +151,7 @@ class Agent:
         return loaded, True
 
     async def read_gpus(self) -> tuple[list[GpuReading], str | None]:
+        """The GPU readings, or none and the reason (no reader, unavailable, timed out)."""
         if self.reader is None:
             return [], "no GPU reader configured"
         timeout = max(self.opts.interval_s, 5.0)
@@ -156,6 +163,7 @@ class Agent:
             return [], f"{self.reader.name}: no answer within {timeout:.0f}s"
 
     async def observe(self) -> Observation:
+        """Read the backend and the GPUs at once (with a manual budget: used = the loaded models' size)."""
         if self._budget is not None:  # a manual budget: "used" is what the backend's models take
             loaded, backend_ok = await self.read_backend()
             readings = [manual_reading(self._budget, sum(m.vram_bytes for m in loaded))]
@@ -166,6 +174,7 @@ class Agent:
     # --- state -----------------------------------------------------------------------------
 
     def build(self, obs: Observation) -> HostStateV1:
+        """The host state to publish from one observation (naming GPUs that report no memory)."""
         known = [r for r in obs.readings if r.memory_known]
         unknown = [r for r in obs.readings if not r.memory_known]
         gpu_error = obs.gpu_error
@@ -215,6 +224,7 @@ class Agent:
         return True
 
     async def tick(self) -> HostStateV1:
+        """Observe, build, log what changed, update the metrics and publish: one interval's work."""
         obs = await self.observe()
         state = self.build(obs)
         self._log_transitions(state)

@@ -58,6 +58,7 @@ def _hwmon_temp_power(device: Path) -> tuple[float | None, float | None]:
 def read_sysfs_card(
     index: int, card: Path, *, apu_vram_threshold: int = DEFAULT_APU_VRAM_THRESHOLD
 ) -> GpuStateV1 | None:
+    """An amdgpu card's memory and sensors from sysfs, or ``None`` for another driver or no VRAM info."""
     device = card / "device"
     if not _is_amdgpu(device):
         return None
@@ -90,6 +91,7 @@ def read_sysfs_card(
 
 
 def parse_rocm_smi_meminfo(output: str) -> list[GpuStateV1]:
+    """GPU states from ``rocm-smi --showmeminfo vram --json``."""
     try:
         data = json.loads(output)
     except json.JSONDecodeError as exc:
@@ -128,6 +130,8 @@ def _int_field(fields: dict[str, object], key: str) -> int | None:
 
 
 class AmdReader:
+    """AMD GPUs: sysfs first, ``rocm-smi`` when sysfs shows none."""
+
     source = "amd"
     vendor = "amd"
 
@@ -143,6 +147,7 @@ class AmdReader:
         self._apu_threshold = apu_vram_threshold
 
     def read_sysfs(self) -> list[GpuStateV1]:
+        """The amdgpu cards sysfs shows."""
         gpus: list[GpuStateV1] = []
         for _, card in drm_cards(self._root):
             state = read_sysfs_card(len(gpus), card, apu_vram_threshold=self._apu_threshold)
@@ -151,12 +156,14 @@ class AmdReader:
         return gpus
 
     def read(self) -> list[GpuStateV1]:
+        """AMD GPUs from sysfs, else from ``rocm-smi``."""
         gpus = self.read_sysfs()
         if gpus or self._run is None:
             return gpus
         return parse_rocm_smi_meminfo(self._run(ROCM_SMI_COMMAND))
 
     def available(self) -> bool:
+        """Whether any AMD GPU is readable."""
         try:
             return bool(self.read())
         except GpuReadError:

@@ -48,12 +48,15 @@ def build_reader(settings: GpuAgentSettings) -> GpuReader | None:
 
 @dataclass(frozen=True, slots=True)
 class Running:
+    """A started agent: the agent, its ops server and its publishing loop."""
+
     agent: Agent
     ops: web.AppRunner
     loop: asyncio.Task[None]
 
     @property
     def ops_port(self) -> int:
+        """The port the ops endpoints listen on."""
         return int(self.ops.addresses[0][1])
 
 
@@ -61,6 +64,7 @@ class Running:
 async def running_agent(
     settings: GpuAgentSettings, *, reader: GpuReader | None = None, registry: CollectorRegistry = REGISTRY
 ) -> AsyncIterator[Running]:
+    """Start the agent (Redis, backend client, GPU readers, order executor, ops server) for the context."""
     opts = settings.gpu_agent
     async with AsyncExitStack() as stack:
         redis = make_redis(settings.redis_url, settings.link)

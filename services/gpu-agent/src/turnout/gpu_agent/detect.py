@@ -51,16 +51,20 @@ NvmlFactory = Callable[[], Reader | None]
 
 @dataclass(slots=True)
 class Detection:
+    """The GPU readers found on this host, and why the other sources were skipped."""
+
     readers: list[Reader] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """Why each skipped source was skipped (logged at start, shown when no GPU is found)."""
 
     @property
     def sources(self) -> list[str]:
+        """The names of the sources found."""
         return [str(getattr(r, "source", type(r).__name__)) for r in self.readers]
 
     @property
     def error(self) -> str | None:
+        """Why no GPU was found, or ``None`` when one was."""
         return None if self.readers else "no GPU found: " + "; ".join(self.notes)
 
 
@@ -73,6 +77,7 @@ class NvmlProbe:
         self.reader = reader
 
     def read(self) -> list[GpuStateV1]:
+        """The NVML readings as GPU states."""
         return [_to_state(r) for r in self.reader.read_sync()]
 
 
@@ -101,6 +106,7 @@ def detect_readers(
     nvml: NvmlFactory = load_nvml,
     simulated_url: str | None = None,
 ) -> Detection:
+    """Which GPU sources this host has: the simulated fleet, NVML, nvidia-smi, AMD, Intel, a manual budget."""
     found = Detection()
     if simulated_url:
         found.readers.append(SimulatedReader(simulated_url))
@@ -189,6 +195,7 @@ class AsyncReader:
         self.name = str(getattr(reader, "source", type(reader).__name__))
 
     async def read(self) -> list[GpuReading]:
+        """Read a synchronous source off the event loop; none found is ``GpuUnavailable``."""
         try:
             states = await asyncio.to_thread(self.reader.read)
         except GpuReadError as exc:
@@ -198,6 +205,7 @@ class AsyncReader:
         return [_to_reading(g) for g in states]
 
     def close(self) -> None:
+        """Nothing to release."""
         return None
 
 
@@ -251,7 +259,9 @@ class NoGpu:
         self.reason = reason
 
     async def read(self) -> list[GpuReading]:
+        """Always ``GpuUnavailable``, with the reason."""
         raise GpuUnavailable(self.reason)
 
     def close(self) -> None:
+        """Nothing to release."""
         return None

@@ -24,12 +24,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class GpuProcess:
+    """A process holding GPU memory."""
+
     pid: int
     used_memory_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class GpuReading:
+    """One GPU's reading: identity, memory, utilisation, temperature, power, processes."""
+
     index: int
     uuid: str = ""
     name: str = ""
@@ -47,6 +51,7 @@ class GpuReading:
 
     @property
     def memory_known(self) -> bool:
+        """Whether total and used memory were both read."""
         return self.memory_total_bytes is not None and self.memory_used_bytes is not None
 
 
@@ -74,6 +79,7 @@ class MultiReader:
         self.readers = list(readers)
 
     async def read(self) -> list[GpuReading]:
+        """Every source's readings together; unavailable only when every source is."""
         results = await asyncio.gather(*(r.read() for r in self.readers), return_exceptions=True)
         out: list[GpuReading] = []
         errors: list[str] = []
@@ -89,6 +95,7 @@ class MultiReader:
         return out
 
     def close(self) -> None:
+        """Close every source."""
         for r in self.readers:
             r.close()
 

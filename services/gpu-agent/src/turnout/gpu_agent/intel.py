@@ -91,6 +91,8 @@ def parse_i915_gem_objects(text: str) -> dict[str, tuple[int | None, int | None]
 
 
 class IntelReader:
+    """Intel GPUs (i915, xe) from sysfs."""
+
     source = "intel"
     vendor = "intel"
 
@@ -100,6 +102,7 @@ class IntelReader:
         self._energy: dict[str, tuple[float, int]] = {}
 
     def read(self) -> list[GpuStateV1]:
+        """The Intel cards sysfs shows, with memory where the driver reports it."""
         gpus: list[GpuStateV1] = []
         for n, card in drm_cards(self._root):
             device = card / "device"
@@ -133,6 +136,7 @@ class IntelReader:
         return gpus
 
     def available(self) -> bool:
+        """Whether any Intel GPU is readable."""
         return bool(self.read())
 
     def _debugfs_dirs(self, minor: int, slot: str) -> list[Path]:

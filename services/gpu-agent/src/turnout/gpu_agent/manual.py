@@ -26,6 +26,7 @@ class _Reader(Protocol):
 
 
 def mem_available_bytes(root: Path) -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in bytes, or ``None``."""
     for line in (read_text(under(root, "/proc/meminfo")) or "").splitlines():
         key, _, rest = line.partition(":")
         if key == "MemAvailable":
@@ -37,6 +38,8 @@ def mem_available_bytes(root: Path) -> int | None:
 
 
 class ManualReader:
+    """A budget given by hand (``TURNOUT_GPU_MEMORY_GB``) for unified memory or undetected GPUs."""
+
     source = "manual"
 
     def __init__(self, memory_gb: float, *, root: Path = Path("/"), base: _Reader | None = None) -> None:
@@ -48,9 +51,11 @@ class ManualReader:
 
     @property
     def vendor(self) -> str:
+        """``unified``: the budget is not one GPU's memory."""
         return "unified"
 
     def read(self) -> list[GpuStateV1]:
+        """One pseudo-GPU of the given size; free is capped by the host's available memory."""
         total = self.total_bytes
         avail = mem_available_bytes(self._root)
         free = total if avail is None else max(0, min(total, avail))
@@ -83,4 +88,5 @@ class ManualReader:
         return [gpu]
 
     def available(self) -> bool:
+        """Always: the budget was given."""
         return True

@@ -34,6 +34,7 @@ class TrackedGauge:
     current: set[tuple[str, ...]] = field(default_factory=set)
 
     def sync(self, values: Mapping[tuple[str, ...], float | None]) -> None:
+        """Set the gauge to ``values`` and remove the label sets no longer present."""
         present = {labels for labels, v in values.items() if v is not None}
         for labels in self.current - present:
             self.gauge.remove(*labels)
@@ -45,6 +46,8 @@ class TrackedGauge:
 
 @dataclass(frozen=True)
 class GpuAgentMetrics:
+    """The agent's Prometheus series per GPU and per loaded model."""
+
     memory_total: TrackedGauge
     memory_used: TrackedGauge
     memory_free: TrackedGauge
@@ -59,6 +62,8 @@ class GpuAgentMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> GpuAgentMetrics:
+        """Register the series in ``registry``."""
+
         def gauge(subsystem: str, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
             return Gauge(name, doc, labels, namespace="turnout", subsystem=subsystem, registry=registry)
 
@@ -100,6 +105,7 @@ class GpuAgentMetrics:
     def observe(
         self, host: str, readings: Iterable[GpuReading], loaded: Iterable[LoadedModelV1], backend_ok: bool
     ) -> None:
+        """Bring every series up to date with one observation."""
         rows = {(host, str(r.index), r.uuid, r.vendor): r for r in readings}
         self.memory_total.sync({k: _f(r.memory_total_bytes) for k, r in rows.items()})
         self.memory_used.sync({k: _f(r.memory_used_bytes) for k, r in rows.items()})

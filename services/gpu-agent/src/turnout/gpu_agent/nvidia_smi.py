@@ -34,6 +34,7 @@ COMMAND = ("nvidia-smi", f"--query-gpu={','.join(QUERY_FIELDS)}", "--format=csv,
 
 
 def parse_query_gpu(output: str) -> list[GpuStateV1]:
+    """GPU states from ``nvidia-smi --query-gpu=... --format=csv,noheader,nounits``."""
     gpus: list[GpuStateV1] = []
     for lineno, line in enumerate(output.splitlines(), 1):
         if not line.strip():
@@ -76,9 +77,11 @@ class NvidiaSmiReader:
         self._run = runner
 
     def read(self) -> list[GpuStateV1]:
+        """NVIDIA GPUs as ``nvidia-smi`` reports them."""
         return parse_query_gpu(self._run(COMMAND))
 
     def available(self) -> bool:
+        """Whether ``nvidia-smi`` runs and reports a GPU."""
         try:
             return bool(self.read())
         except GpuReadError:

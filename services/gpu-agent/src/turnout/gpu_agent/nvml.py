@@ -55,9 +55,11 @@ class NvmlReader:
         return self._nvml
 
     async def read(self) -> list[GpuReading]:
+        """The NVML readings, read off the event loop."""
         return await asyncio.to_thread(self.read_sync)
 
     def read_sync(self) -> list[GpuReading]:
+        """Every GPU's reading through NVML (initialised on first use; fields it lacks stay unset)."""
         with self._lock:
             nv = self._lib()
             if not self._ready:
@@ -137,6 +139,7 @@ class NvmlReader:
                 log.debug("nvmlShutdown failed: %s", exc)
 
     def close(self) -> None:
+        """Shut NVML down."""
         with self._lock:
             self._shutdown()
 

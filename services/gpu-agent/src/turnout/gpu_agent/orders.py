@@ -48,6 +48,8 @@ def same_model(listed: str, ordered: str) -> bool:
 
 
 class OrderExecutor:
+    """Carries out the scorer's load/unload orders on the local backend, one at a time."""
+
     def __init__(
         self,
         backend: ResidencyBackend,
@@ -65,9 +67,11 @@ class OrderExecutor:
         self._one_at_a_time = asyncio.Lock()
 
     def register(self, server: RpcServer) -> None:
+        """Serve this host's order method on ``server``."""
         server.register(gpu_order_method(self.host), self.handle)
 
     async def handle(self, order: ModelOrderV1, ctx: RpcContext) -> OrderResultV1:
+        """Carry out one order within its timeout and say whether the model is (un)loaded."""
         budget = max(0.001, min(order.timeout_s, ctx.remaining))
         async with self._one_at_a_time:
             start = time.monotonic()

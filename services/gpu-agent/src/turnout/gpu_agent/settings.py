@@ -29,6 +29,8 @@ READERS = ("auto", "nvml", "nvidia-smi", "amd", "intel", "simulated")
 
 
 class GpuAgentOptions(BaseModel):
+    """The agent's own settings (``TURNOUT_GPU_AGENT__*``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(
@@ -67,6 +69,8 @@ class GpuAgentOptions(BaseModel):
 
 
 class GpuAgentSettings(CommonSettings):
+    """The agent's settings: the shared ones plus ``gpu_agent``."""
+
     gpu_agent: GpuAgentOptions = Field(default_factory=GpuAgentOptions)
     gpu_memory_gb: float | None = Field(
         default=None, gt=0, description="TURNOUT_GPU_MEMORY_GB: the same as gpu_agent.gpu_memory_gb"
@@ -98,5 +102,6 @@ class GpuAgentSettings(CommonSettings):
 
     @property
     def memory_budget_bytes(self) -> int | None:
+        """The manual memory budget in bytes, or ``None``."""
         gb = self.gpu_agent.gpu_memory_gb
         return None if gb is None else int(gb * 1024**3)

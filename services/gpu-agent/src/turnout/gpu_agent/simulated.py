@@ -19,6 +19,7 @@ Fetch = Callable[[str], Any]
 
 
 def fetch_json(url: str, *, timeout_s: float = 2.0) -> Any:
+    """GET ``url`` as JSON; failures are ``GpuReadError``."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as r:
             return json.loads(r.read())
@@ -27,6 +28,8 @@ def fetch_json(url: str, *, timeout_s: float = 2.0) -> Any:
 
 
 class SimulatedReader:
+    """The GPUs the simulated fleet gives this agent's backend."""
+
     source = "simulated"
     vendor = "simulated"
 
@@ -36,6 +39,7 @@ class SimulatedReader:
         self._fetch = fetch
 
     def read(self) -> list[GpuStateV1]:
+        """This backend's simulated GPU from the fleet's config and what it has loaded."""
         config = self._fetch(f"{self._url}/_fleet/config")
         listener = next(
             (li for li in config.get("listeners", []) if li.get("port") == self._port),

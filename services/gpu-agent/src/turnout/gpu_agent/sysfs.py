@@ -42,6 +42,7 @@ def under(root: Path, absolute: str) -> Path:
 
 
 def read_text(path: Path) -> str | None:
+    """A sysfs file's text, or ``None`` when it cannot be read."""
     try:
         return path.read_text(errors="replace").strip()
     except OSError:
@@ -49,6 +50,7 @@ def read_text(path: Path) -> str | None:
 
 
 def read_int(path: Path) -> int | None:
+    """A sysfs file as an integer (decimal or hex), or ``None``."""
     raw = read_text(path)
     if raw is None:
         return None
@@ -96,6 +98,7 @@ def drm_cards(root: Path) -> list[tuple[int, Path]]:
 
 
 def hwmon_dirs(device: Path) -> list[Path]:
+    """A device's hwmon directories."""
     try:
         return sorted(p for p in (device / "hwmon").iterdir() if p.name.startswith("hwmon"))
     except OSError:
@@ -103,4 +106,5 @@ def hwmon_dirs(device: Path) -> list[Path]:
 
 
 def mib(value: float | None) -> int:
+    """MiB as bytes (``None`` is 0)."""
     return int(value * 1024 * 1024) if value is not None else 0

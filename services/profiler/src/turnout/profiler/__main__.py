@@ -1,45 +1,36 @@
-"""``python -m turnout.profiler``: migrate (or wait for the schema), ops endpoints, arq worker."""
+"""``python -m turnout.profiler``: migrate (or wait for the schema), ops endpoints, arq worker.
+
+``--help`` and ``--version`` are answered before the worker's imports (arq, SQLAlchemy, the
+profiling suites: seconds), which load only once they have passed."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
-from turnout.common.arq_running import prepare_schema, run_worker, worker_checks
-from turnout.common.cli import parse_service_args
-from turnout.common.errors import ConfigError
-from turnout.common.logging import configure_logging
-from turnout.common.metrics import QueueDepths
-from turnout.common.ops import build_ops_app, ops_server
-from turnout.common.supervise import Supervisor
-from turnout.profiler.metrics import queue_depth_gauge
-from turnout.profiler.settings import ProfilerSettings
-from turnout.profiler.worker import build_worker
-
-
-async def _main(settings: ProfilerSettings) -> None:
-    opts = settings.profiler
-    await prepare_schema(settings, wait_s=opts.schema_wait_s)
-    worker = build_worker(settings)
-    sup = Supervisor("profiler")
-    depths = QueueDepths(queue_depth_gauge(), lambda: worker.pool, arq={"profiler": settings.keys.profiler_queue})
-    ops = build_ops_app("profiler", worker_checks(worker), tasks=sup.state, refresh=[depths.refresh])
-    async with ops_server(ops, opts.ops_host, opts.ops_port):
-        await run_worker(worker, supervisor=sup)
-
+from turnout.common.cli import load_settings, parse_service_args
 
 DESCRIPTION = "The Turnout profiler: an arq worker that discovers models on the backends and profiles them."
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the profiler's worker until SIGTERM/SIGINT; exit 2 on invalid settings."""
     parse_service_args("turnout-profiler", DESCRIPTION, argv)  # --help / --version: answer, start nothing
-    try:
-        settings = ProfilerSettings.load()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201
-        return 2
-    configure_logging(settings.log_level, service="profiler", json=settings.log_json)
-    asyncio.run(_main(settings))
+    import asyncio
+
+    from turnout.common.arq_running import serve_worker_service
+    from turnout.profiler.metrics import queue_depth_gauge
+    from turnout.profiler.settings import ProfilerSettings
+    from turnout.profiler.worker import build_worker
+
+    settings = load_settings(ProfilerSettings, "profiler")
+    asyncio.run(
+        serve_worker_service(
+            "profiler",
+            settings,
+            settings.profiler,
+            lambda _supervisor: build_worker(settings),
+            queue=settings.keys.profiler_queue,
+            queue_gauge=queue_depth_gauge(),
+        )
+    )
     return 0
 
 

@@ -35,6 +35,8 @@ Json = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
+    """One chat request of the profiler: messages, token cap, temperature, seed, tools."""
+
     messages: list[Json]
     max_tokens: int = 256
     temperature: float = 0.0
@@ -42,6 +44,7 @@ class ChatRequest:
     tools: list[Json] | None = None
 
     def openai_body(self, model: str, *, stream: bool) -> Json:
+        """The request as an OpenAI chat body for ``model``."""
         body: Json = {
             "model": model,
             "messages": self.messages,
@@ -60,6 +63,8 @@ class ChatRequest:
 
 @dataclass(slots=True)
 class ChatResult:
+    """A chat reply with its timings: text, tool calls, tokens, time to first token and speed."""
+
     text: str = ""
     tool_calls: list[Json] = field(default_factory=list)
     finish_reason: str | None = None
@@ -81,6 +86,7 @@ class ChatResult:
     """Client-side: request sent → first / last content-bearing chunk received."""
 
     def note_content(self, started: float) -> None:
+        """Note a chunk of content at this time since the request started."""
         now = time.perf_counter() - started
         self.content_chunks += 1
         if self.first_content_s is None:
@@ -110,10 +116,12 @@ class ChatResult:
 
     @property
     def time_to_first_token_s(self) -> float | None:
+        """The backend's own time to first token when it reports one, else the measured one."""
         return self.backend_ttft_s if self.backend_ttft_s is not None else self.ttft_s
 
     @property
     def speed_source(self) -> str:
+        """Where the tokens per second came from: ``backend``, ``client`` or ``chunks``."""
         if self.backend_tokens_per_s:
             return "backend"
         if self.completion_tokens and self.completion_tokens > 1:
@@ -122,6 +130,8 @@ class ChatResult:
 
 
 class ChatFn(Protocol):
+    """Sends one chat request to the model under test."""
+
     async def __call__(self, request: ChatRequest, *, timeout_s: float) -> ChatResult: ...
 
 

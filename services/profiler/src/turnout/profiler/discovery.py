@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 
 class BackendDiscovery(BaseModel):
+    """What discovery found on one backend."""
+
     outcome: str = Field(description="ok | error")
     models: int = 0
     changed: bool = False
@@ -48,6 +50,8 @@ class BackendDiscovery(BaseModel):
 
 
 class DiscoveryResult(BaseModel):
+    """What one discovery run found and changed."""
+
     backends: dict[str, BackendDiscovery] = Field(default_factory=dict)
     deactivated_models: int = 0
     changed: bool = False
@@ -65,6 +69,7 @@ class _Known:
 
 
 async def known_models(session: AsyncSession, backend: str) -> dict[str, _Known]:
+    """The models the catalog already holds for ``backend``, by upstream name."""
     rows = (
         await session.execute(
             select(Deployment.upstream_name, Deployment.digest, Model.context_length, Model.details)
@@ -140,6 +145,7 @@ async def _upsert_backend(session: AsyncSession, cfg: BackendConfig, *, error: s
 
 
 async def record_backend_error(sessionmaker: async_sessionmaker[AsyncSession], cfg: BackendConfig, error: str) -> bool:
+    """Store a backend's listing error; ``True`` when that changed its state."""
     async with sessionmaker() as session, session.begin():
         await _lock(session, cfg.name)
         _, reactivated = await _upsert_backend(session, cfg, error=error[:2000])
@@ -281,4 +287,5 @@ async def sweep(sessionmaker: async_sessionmaker[AsyncSession], *, configured: S
 
 
 async def publish_catalog_changed(redis: Redis, keys: Keys, source: str) -> None:
+    """Tell the scorers (``catalog_changed``) to reload the catalog now."""
     await redis.publish(keys.catalog_changed, orjson.dumps({"source": source, "ts": time.time()}))

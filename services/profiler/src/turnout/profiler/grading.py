@@ -71,12 +71,16 @@ _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
 
 @dataclass(frozen=True, slots=True)
 class Grade:
+    """One graded answer: a score in 0..1, the grader that gave it, and why."""
+
     score: float
     grader: str
     detail: str = ""
 
 
 class Judge(Protocol):
+    """An LLM judge of open answers (:class:`~turnout.profiler.judge.LLMJudge`, or a test's)."""
+
     @property
     def name(self) -> str: ...
 
@@ -87,6 +91,7 @@ class Judge(Protocol):
 
 
 def grade_exact(check: ExactCheck, answer: str) -> Grade:
+    """1 when the final answer is the expected one (or an alternative), also said in a short sentence."""
     got = final_answer(answer)
     expected = [check.answer, *check.alternatives]
 
@@ -109,6 +114,7 @@ def grade_exact(check: ExactCheck, answer: str) -> Grade:
 
 
 def grade_numeric(check: NumericCheck, answer: str) -> Grade:
+    """1 when the final number is within the check's absolute or relative tolerance."""
     got = final_number(answer)
     if got is None:
         return Grade(0.0, "numeric", "no number")
@@ -118,6 +124,7 @@ def grade_numeric(check: NumericCheck, answer: str) -> Grade:
 
 
 def grade_keywords(check: KeywordsCheck, answer: str) -> Grade:
+    """The share of keyword conditions met (all, any, none of them)."""
     text = strip_think(answer)
     hay = text if check.case_sensitive else text.casefold()
 
@@ -136,6 +143,7 @@ def grade_keywords(check: KeywordsCheck, answer: str) -> Grade:
 
 
 def grade_regex(check: RegexCheck, answer: str) -> Grade:
+    """1 when the pattern is found (or, with ``must_match`` off, not found)."""
     flags = 0
     for f in check.flags:
         flags |= {"i": re.I, "m": re.M, "s": re.S, "x": re.X}[f]
@@ -144,6 +152,7 @@ def grade_regex(check: RegexCheck, answer: str) -> Grade:
 
 
 def grade_json_schema(check: JsonSchemaCheck, answer: str) -> Grade:
+    """1 when the answer holds JSON valid against the schema; the errors otherwise."""
     try:
         value = extract_json(answer)
     except ValueError:
@@ -168,6 +177,7 @@ def _same(got: object, expected: object) -> bool:
 
 
 def grade_constraints(check: ConstraintsCheck, answer: str) -> Grade:
+    """The share of format constraints met (line, bullet and word counts, start, end, case, forbidden text)."""
     text = strip_think(answer).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     n_words = len(words(text))
@@ -247,6 +257,7 @@ class Grader:
         self.sandbox = sandbox or CodeSandbox()
 
     async def grade(self, prompt: SuitePrompt, answer: str) -> Grade:
+        """The weighted score of every check of ``prompt`` on ``answer``."""
         grades = [await self.grade_check(check, prompt, answer) for check in prompt.checks]
         weights = [c.weight for c in prompt.checks]
         score = sum(g.score * w for g, w in zip(grades, weights, strict=True)) / sum(weights)
@@ -255,6 +266,7 @@ class Grader:
         return Grade(round(score, 4), "+".join(names)[:64], detail[:500])
 
     async def grade_check(self, check: Check, prompt: SuitePrompt, answer: str) -> Grade:
+        """One check on ``answer``, by its kind."""
         if isinstance(check, ExactCheck):
             return grade_exact(check, answer)
         if isinstance(check, NumericCheck):
@@ -272,6 +284,7 @@ class Grader:
         return await self.grade_open(check, prompt, answer)
 
     async def grade_code(self, check: CodeCheck, answer: str) -> Grade:
+        """Run the extracted code against the check's tests in the sandbox: the share that passed."""
         code = extract_code(answer, check.entrypoint)
         if not code.strip():
             return Grade(0.0, "code", "no code")
@@ -280,6 +293,7 @@ class Grader:
         return Grade(round(result.score, 4), "code", detail[:300])
 
     async def grade_open(self, check: JudgeCheck, prompt: SuitePrompt, answer: str) -> Grade:
+        """The judge's score of an open answer; the heuristic when there is no judge or it fails."""
         text = strip_think(answer)
         if self.judge is not None and text.strip():
             try:

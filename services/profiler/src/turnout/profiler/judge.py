@@ -60,6 +60,8 @@ _OUT_OF = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
 class JudgeOptions(BaseModel):
+    """The judge model: its endpoint, name, key and prompt."""
+
     model_config = ConfigDict(extra="forbid")
 
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL (…/v1); unset: no judge")
@@ -77,11 +79,14 @@ class JudgeOptions(BaseModel):
 
     @property
     def enabled(self) -> bool:
+        """Whether a judge is configured."""
         return bool(self.base_url and self.model)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """A judge's score of an answer and its reasoning."""
+
     score: float
     """0..1 (the judge's 0-10 divided by 10)."""
     reasoning: str
@@ -139,9 +144,11 @@ class LLMJudge:
 
     @property
     def name(self) -> str:
+        """The grader name recorded with its grades."""
         return f"judge:{self.options.model}"[:64]
 
     async def judge(self, *, prompt: str, answer: str, rubric: str, reference: str | None = None) -> Verdict:
+        """Ask the judge to score ``answer`` against the rubric (and reference)."""
         o = self.options
         body: dict[str, Any] = {
             "model": o.model,

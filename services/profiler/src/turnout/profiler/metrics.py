@@ -7,12 +7,16 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from turnout.common import metrics as common_metrics
+
 OUTCOMES = ("ok", "error")
 PROFILE_OUTCOMES = ("ok", "partial", "failed", "skipped", "error")
 
 
 @dataclass(frozen=True)
 class ProfilerMetrics:
+    """The profiler's Prometheus series (discoveries, catalog changes, profiles)."""
+
     discoveries: Counter
     models_discovered: Gauge
     discovery_duration: Histogram
@@ -22,6 +26,7 @@ class ProfilerMetrics:
 
     @classmethod
     def create(cls, backends: Iterable[str] = (), registry: CollectorRegistry = REGISTRY) -> ProfilerMetrics:
+        """Register the series in ``registry`` with label values pre-set for ``backends``."""
         ns = {"namespace": "turnout", "subsystem": "profiler"}
         m = cls(
             discoveries=Counter(
@@ -74,13 +79,5 @@ class ProfilerMetrics:
 
 
 def queue_depth_gauge(registry: CollectorRegistry = REGISTRY) -> Gauge:
-    """``turnout_profiler_queue_depth{queue}``: jobs due in the worker's arq queue, read from Redis on
-    every scrape (:class:`turnout.common.metrics.QueueDepths`); KEDA scales the workers on it."""
-    return Gauge(
-        "queue_depth",
-        "Jobs due in the arq queue (retries waiting out their back-off excluded), read at scrape",
-        ["queue"],
-        namespace="turnout",
-        subsystem="profiler",
-        registry=registry,
-    )
+    """``turnout_profiler_queue_depth{queue}``: jobs due in the profiler's arq queue (KEDA scales on it)."""
+    return common_metrics.queue_depth_gauge("profiler", registry)

@@ -102,12 +102,15 @@ class ProfilingOptions(BaseModel):
     runner: RunnerOptions = Field(default_factory=RunnerOptions)
 
     def suite(self) -> Suite:
+        """The profiling suite, narrowed to ``categories`` when set."""
         suite = load_suite(self.suite_path)
         return suite.select(set(self.categories)) if self.categories else suite
 
 
 @dataclass(frozen=True, slots=True)
 class ProfileTarget:
+    """What one profile job profiles: the model, its deployment on a backend and host."""
+
     model_id: int
     model: str
     backend: str
@@ -248,12 +251,14 @@ class Slots:
         self.token = secrets.token_hex(8)
 
     async def try_acquire(self) -> bool:
+        """Take a slot if one is free (expired leases do not count); ``True`` when taken."""
         now = time.time()
         args = (str(now), str(now + self.lease_s), str(self.limit), self.token, str(int(self.lease_s * 1000) + 60_000))
         got = await self.redis.eval(_ACQUIRE, 1, self.key, *args)  # type: ignore[misc]
         return bool(got)
 
     async def release(self) -> None:
+        """Give the slot back."""
         await self.redis.zrem(self.key, self.token)
 
 
@@ -297,6 +302,7 @@ class Progress:
     async def write(
         self, phase: str, done: int, total: int, current: str | None = None, eta_s: float | None = None, **extra: Any
     ) -> None:
+        """Store the run's phase, counts and ETA, with a TTL so a dead run disappears."""
         doc = {
             "model": self.target.model,
             "backend": self.target.backend,
@@ -323,6 +329,7 @@ class Progress:
 
 
 def make_judge(opts: ProfilingOptions, http: aiohttp.ClientSession) -> LLMJudge | None:
+    """The LLM judge the options configure, or ``None``."""
     return LLMJudge(opts.judge, http) if opts.judge.enabled else None
 
 
@@ -339,6 +346,7 @@ async def profile_one(
     opts: ProfilingOptions,
     last_try: bool,
 ) -> ProfileResult:
+    """Profile one target within a backend and a host slot, store the result and report progress."""
     progress = Progress(redis, keys, target, opts.progress_ttl_s)
     await progress.write("waiting", 0, len(suite.prompts))
     async with slots(redis, keys, target, opts) as got:
@@ -466,12 +474,10 @@ class ProfilingContext(Protocol):
     def profiling(self) -> ProfilingOptions: ...
 
 
-async def enqueue_profiles_job(
-    wctx: ProfilingContext, *, model: str | None = None, force: bool = False
-) -> dict[str, Any]:
-    """Enqueue ``profile_model`` for every due model (or ``model``); ``force`` ignores the suite version."""
+async def _due_targets(wctx: ProfilingContext, *, model: str | None, force: bool) -> list[ProfileTarget]:
+    """The models due a profile (or ``model`` alone) on the worker's backends."""
     async with wctx.sessionmaker() as session:
-        targets = await due_targets(
+        return await due_targets(
             session,
             wctx.suite.suite_version,
             model=model,
@@ -479,6 +485,13 @@ async def enqueue_profiles_job(
             failed_retry_after_s=wctx.profiling.failed_retry_after_s,
             backends=list(wctx.clients),
         )
+
+
+async def enqueue_profiles_job(
+    wctx: ProfilingContext, *, model: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Enqueue ``profile_model`` for every due model (or ``model``); ``force`` ignores the suite version."""
+    targets = await _due_targets(wctx, model=model, force=force)
     enqueued = await enqueue_due(wctx.redis, wctx.queue, targets, force=force)
     if enqueued:
         log.info("profiling enqueued for %d model(s): %s", len(enqueued), ", ".join(enqueued[:10]))
@@ -527,15 +540,7 @@ async def profile_model_job(
 
 
 async def _profile_model(wctx: ProfilingContext, *, model: str, force: bool, last_try: bool) -> dict[str, Any]:
-    async with wctx.sessionmaker() as session:
-        found = await due_targets(
-            session,
-            wctx.suite.suite_version,
-            model=model,
-            force=force,
-            failed_retry_after_s=wctx.profiling.failed_retry_after_s,
-            backends=list(wctx.clients),
-        )
+    found = await _due_targets(wctx, model=model, force=force)
     if not found:
         return {"model": model, "skipped": "up to date, inactive or not served by a configured backend"}
     target = found[0]

@@ -47,6 +47,8 @@ PromptStatus = Literal["ok", "error", "timeout", "skipped"]
 
 
 class RunnerOptions(BaseModel):
+    """Timeouts of a profiling run (warm-up by model size, prompts by expected speed) and its probes."""
+
     model_config = ConfigDict(extra="forbid")
 
     warmup_timeout_floor_s: float = Field(default=30.0, gt=0)
@@ -63,6 +65,8 @@ class RunnerOptions(BaseModel):
 
 
 class ModelUnderTest(BaseModel):
+    """The model a run profiles: its name, backend, upstream name and size."""
+
     name: str
     backend: str
     upstream: str
@@ -71,6 +75,7 @@ class ModelUnderTest(BaseModel):
 
     @property
     def size_gb(self) -> float | None:
+        """Its weights in GB: the file size, else 0.6 GB per billion parameters, else ``None``."""
         if self.size_bytes:
             return self.size_bytes / 1e9
         if self.params_b:
@@ -79,6 +84,8 @@ class ModelUnderTest(BaseModel):
 
 
 class PromptOutcome(BaseModel):
+    """One suite prompt's result: status, grade, latency, speed and detail."""
+
     id: str
     category: str
     status: PromptStatus
@@ -96,6 +103,8 @@ class PromptOutcome(BaseModel):
 
 
 class CategoryResult(BaseModel):
+    """A category's score and how many of its prompts were graded, failed or timed out."""
+
     score: float | None = None
     n_prompts: int = 0
     """Prompts graded (the ones behind the score)."""
@@ -107,12 +116,16 @@ class CategoryResult(BaseModel):
 
 
 class CapabilityProbe(BaseModel):
+    """Whether a capability (vision, tools) worked when tried."""
+
     confirmed: bool | None = None
     """True: it worked; False: the backend refused or ignored it; None: could not tell."""
     detail: str = ""
 
 
 class ProgressEvent(BaseModel):
+    """Where a run is: its phase, prompts done of total, the current one."""
+
     model: str
     backend: str
     phase: Literal["warmup", "prompts", "probes", "done"]
@@ -123,6 +136,8 @@ class ProgressEvent(BaseModel):
 
 
 class ProfileResult(BaseModel):
+    """A whole profiling run: scores per category, speed, capabilities and every prompt's outcome."""
+
     model_config = ConfigDict(extra="forbid")
 
     model: str
@@ -144,6 +159,7 @@ class ProfileResult(BaseModel):
 
     @property
     def duration_s(self) -> float:
+        """How long the run took."""
         return (self.finished_at - self.started_at).total_seconds()
 
     def profile_rows(self, model_id: int) -> list[dict[str, Any]]:
@@ -190,17 +206,21 @@ ProgressFn = Callable[[ProgressEvent], Awaitable[None]]
 
 
 def warmup_timeout_s(model: ModelUnderTest, opts: RunnerOptions) -> float:
+    """How long the first (loading) request may take: a floor plus a budget per GB, capped."""
     gb = model.size_gb or 0.0
     return min(opts.warmup_timeout_ceiling_s, opts.warmup_timeout_floor_s + opts.warmup_s_per_gb * gb)
 
 
 def prompt_timeout_s(max_tokens: int, ttft_s: float | None, tokens_per_s: float | None, opts: RunnerOptions) -> float:
+    """How long one prompt may take: ``timeout_factor`` × the expected time, within floor and ceiling."""
     tps = tokens_per_s or opts.assumed_tokens_per_s
     expected = (ttft_s or 0.0) + max_tokens / tps
     return max(opts.prompt_timeout_floor_s, min(opts.prompt_timeout_ceiling_s, opts.timeout_factor * expected))
 
 
 class ProfileRunner:
+    """Runs the suite on one model: warm-up, every prompt graded, capability probes."""
+
     def __init__(
         self,
         chat: ChatFn,
@@ -224,6 +244,7 @@ class ProfileRunner:
         self._speed_sources: set[str] = set()
 
     async def run(self, model: ModelUnderTest) -> ProfileResult:
+        """Profile ``model`` and return the result (``partial`` or ``failed`` when prompts failed)."""
         started = datetime.now(UTC)
         prompts = list(self.suite.prompts)
         total = len(prompts)

@@ -70,6 +70,8 @@ report(passed, failures)
 
 @dataclass(frozen=True, slots=True)
 class SandboxResult:
+    """What running code against its tests gave: passed of total, timeout, error, failures."""
+
     passed: int
     total: int
     timed_out: bool = False
@@ -79,6 +81,7 @@ class SandboxResult:
 
     @property
     def score(self) -> float:
+        """The share of tests passed."""
         return self.passed / self.total if self.total else 0.0
 
 
@@ -100,6 +103,8 @@ def network_namespace_prefix() -> tuple[str, ...]:
 
 
 class CodeSandbox:
+    """Runs untrusted code in a subprocess with memory, time and (where possible) network limits."""
+
     def __init__(
         self,
         *,
@@ -112,6 +117,7 @@ class CodeSandbox:
         self.isolate_network = isolate_network
 
     async def run(self, code: str, tests: Sequence[str], *, timeout_s: float = 10.0) -> SandboxResult:
+        """Run ``code`` with ``tests`` in a fresh directory; each test's pass or failure."""
         mark = f"__TURNOUT_RESULT_{secrets.token_hex(8)}__"
         prefix = network_namespace_prefix() if self.isolate_network else ()
         with tempfile.TemporaryDirectory(prefix="sy-sandbox-") as tmp:

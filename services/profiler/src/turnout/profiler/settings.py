@@ -11,6 +11,8 @@ from turnout.profiler.profiling import ProfilingOptions
 
 
 class ProfilerOptions(WorkerOptions):
+    """The profiler's own settings (``TURNOUT_PROFILER__*``)."""
+
     ops_port: int = Field(default=9102, ge=0, le=65535)
     discover_every_s: CronInterval = Field(
         default=60, description="Discovery schedule; must divide a minute, an hour or a day"
@@ -19,9 +21,10 @@ class ProfilerOptions(WorkerOptions):
     discover_at_startup: bool = Field(default=True, description="Run discovery once when the worker starts")
     describe_concurrency: int = Field(default=8, ge=1, le=64, description="Concurrent /api/show calls per backend")
     backend_timeout_s: float = Field(default=10.0, gt=0, description="Per backend call during discovery")
-    schema_wait_s: float = Field(default=120.0, ge=0, description="Without migrate_on_start: wait this long for it")
     profiling: ProfilingOptions = Field(default_factory=ProfilingOptions)
 
 
 class ProfilerSettings(CommonSettings):
+    """The profiler's settings: the shared ones plus ``profiler``."""
+
     profiler: ProfilerOptions = Field(default_factory=ProfilerOptions)

@@ -66,6 +66,7 @@ def final_answer(text: str) -> str:
 
 
 def parse_number(token: str) -> float | None:
+    """A number as written in an answer (thousands commas, a Unicode minus, a fraction), or ``None``."""
     t = token.replace(",", "").replace("−", "-").replace(" ", "")
     try:
         if "/" in t:
@@ -77,6 +78,7 @@ def parse_number(token: str) -> float | None:
 
 
 def numbers_in(text: str) -> list[float]:
+    """Every number in ``text``, in order."""
     out = []
     for m in _NUMBER.finditer(text):
         v = parse_number(m.group(0))
@@ -160,4 +162,5 @@ def extract_code(text: str, entrypoint: str | None = None) -> str:
 
 
 def words(text: str) -> list[str]:
+    """The words of ``text`` (letters and digits, with inner apostrophes and hyphens)."""
     return re.findall(r"[A-Za-z0-9À-ÿ]+(?:['’-][A-Za-z0-9À-ÿ]+)*", text)

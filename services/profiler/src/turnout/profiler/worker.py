@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True, kw_only=True)
 class ProfilerContext(WorkerContext[ProfilerSettings]):
+    """What the profiler's jobs share: backend clients, metrics, the suite and the grader."""
+
     clients: dict[str, BackendClient] = field(default_factory=dict)
     metrics: ProfilerMetrics
     suite: Suite
@@ -81,10 +83,12 @@ class ProfilerContext(WorkerContext[ProfilerSettings]):
 
     @property
     def keys(self) -> Keys:
+        """The run's Redis keys."""
         return self.settings.keys
 
     @property
     def profiling(self) -> ProfilingOptions:
+        """The profiling options."""
         return self.settings.profiler.profiling
 
 
@@ -114,6 +118,7 @@ async def build_context(
 
 
 async def discover(wctx: ProfilerContext, backend: str | None = None) -> DiscoveryResult:
+    """List every backend's models (or one's), update the catalog, and publish a change."""
     started = time.perf_counter()
     settings = wctx.settings
     if backend is not None and backend not in wctx.clients:
@@ -162,11 +167,13 @@ async def discover(wctx: ProfilerContext, backend: str | None = None) -> Discove
 
 @job(DISCOVER_MODELS)
 async def discover_models(ctx: dict[str, Any], backend: str | None = None) -> DiscoveryResult:
+    """arq job: :func:`discover`."""
     return await discover(context_of(ctx, ProfilerContext), backend)
 
 
 @job(ENQUEUE_PROFILES)
 async def enqueue_profiles(ctx: dict[str, Any], model: str | None = None, force: bool = False) -> dict[str, Any]:
+    """arq job: queue profiles for one model or every model due."""
     return await enqueue_profiles_job(context_of(ctx, ProfilerContext), model=model, force=force)
 
 
@@ -232,4 +239,5 @@ def worker_settings(
 
 
 def build_worker(settings: ProfilerSettings, *, registry: CollectorRegistry = REGISTRY, **overrides: Any) -> Worker:
+    """The profiler's arq worker."""
     return Worker(**worker_settings(settings, registry=registry, **overrides))

@@ -77,10 +77,13 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (*DB_UNAVAILABLE, RedisError)
 
 
 def replica_id() -> str:
+    """This scorer process's id: host name and pid."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Scorer:
+    """One scorer replica: the routing engine, its reload loops and the RPC handlers."""
+
     def __init__(
         self,
         settings: ScorerSettings,
@@ -111,6 +114,7 @@ class Scorer:
     # --- the RPC handler (hot path) ------------------------------------------------------
 
     async def route(self, req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        """``scorer.route``: the ranked candidates for a request, re-ordered by the VRAM planner."""
         budget = ctx.remaining - self._opts.routing.decision_reserve_s
         reply = await self.engine.route(req, budget_s=budget)
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
@@ -125,6 +129,7 @@ class Scorer:
         return reply
 
     async def explain(self, req: RouteRequestV1, ctx: RpcContext) -> ExplainReplyV1:  # noqa: ARG002
+        """``scorer.explain``: the whole ranking with every term, and what the VRAM planner would do."""
         ranking = await self.engine.explain(req)
         out = explain_reply(ranking, self.engine.rules.current.version)
         out.learned = self.engine.learned_info()
@@ -232,6 +237,7 @@ class Scorer:
             await self._redis.delete(lock)
 
     async def learned_loop(self) -> None:
+        """Rebuild the learned index every ``learned_refresh_s``; a failure keeps the previous one."""
         while True:
             try:
                 await self.reload_learned()
@@ -243,6 +249,7 @@ class Scorer:
             await asyncio.sleep(self._opts.routing.learned_refresh_s)
 
     async def control(self, data: bytes | str) -> None:
+        """Act on a control message (reload, invalidate the cache, reload or train the router prior)."""
         try:
             action = orjson.loads(data).get("action")
         except (orjson.JSONDecodeError, AttributeError):
@@ -290,6 +297,7 @@ class Scorer:
         return changed
 
     def request_catalog_reload(self) -> None:
+        """Wake the catalog loop now."""
         self._catalog_wanted.set()
 
     async def load_until_ready(self) -> None:
@@ -305,6 +313,7 @@ class Scorer:
             await asyncio.sleep(RETRY_S)
 
     async def catalog_loop(self) -> None:
+        """Reload the catalog every ``catalog_refresh_s``, or at once when asked."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._catalog_wanted.wait(), timeout=self._opts.catalog_refresh_s)
@@ -357,6 +366,7 @@ class Scorer:
         self.engine.set_load(await read_inflight(self._redis, self._keys))
 
     async def load_loop(self) -> None:
+        """Re-read the gateways' in-flight counts every ``load_poll_s``."""
         while True:
             await asyncio.sleep(self._opts.load_poll_s)
             try:
@@ -365,9 +375,11 @@ class Scorer:
                 log.debug("in-flight refresh failed: %s", exc)
 
     def request_fleet_refresh(self) -> None:
+        """Wake the fleet loop now."""
         self._fleet_wanted.set()
 
     async def fleet_loop(self) -> None:
+        """Re-read the fleet's state every ``shared_poll_s``, or at once when asked."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._fleet_wanted.wait(), timeout=self._opts.shared_poll_s)
@@ -421,6 +433,8 @@ class Scorer:
 
 @dataclass(frozen=True, slots=True)
 class Running:
+    """A started scorer: the replica, its RPC server and the task serving it."""
+
     scorer: Scorer
     server: RpcServer
     serving: asyncio.Task[None]

@@ -61,6 +61,8 @@ SYSTEM_PROMPT = (
 
 @dataclass(frozen=True, slots=True)
 class ClassifierConfig:
+    """Where the classifier model is, how long to wait, and when to ask it."""
+
     base_url: str
     """OpenAI-compatible base URL, e.g. ``http://ollama:11434/v1``."""
     model: str
@@ -87,6 +89,8 @@ class _Entry:
 
 
 class LLMClassifier:
+    """Asks a small LLM for a prompt's category and complexity when the heuristics are unsure."""
+
     def __init__(
         self,
         cfg: ClassifierConfig,
@@ -108,6 +112,7 @@ class LLMClassifier:
         self._background: set[asyncio.Task[None]] = set()
 
     def should_ask(self, a: PromptAnalysis) -> bool:
+        """Whether the heuristic analysis is unsure enough to ask (low confidence or mid complexity)."""
         lo, hi = self.cfg.band
         return a.confidence < self.cfg.min_confidence or lo <= a.complexity <= hi
 

@@ -22,6 +22,8 @@ from turnout.scorer.catalog import B, F, I, ModelTable, frozen
 
 @dataclass(frozen=True, slots=True)
 class FleetState:
+    """The fleet as routing sees it: loaded models, unhealthy backends, free memory, in-flight load."""
+
     resident: frozenset[tuple[str, str]] = frozenset()
     """(backend, upstream model) loaded in memory."""
     resident_on_host: frozenset[tuple[str, str]] = frozenset()
@@ -42,6 +44,7 @@ class FleetState:
     def from_hosts(
         cls, states: Iterable[HostStateV1], inflight: Mapping[tuple[str, str], int] | None = None
     ) -> FleetState:
+        """The fleet state from the gpu-agents' host states and the gateways' in-flight counts."""
         resident: set[tuple[str, str]] = set()
         on_host: set[tuple[str, str]] = set()
         unhealthy: set[str] = set()
@@ -91,6 +94,7 @@ class ReplicaTable:
 
     @property
     def size(self) -> int:
+        """The number of replicas."""
         return len(self.backend)
 
     @classmethod

@@ -13,6 +13,8 @@ from turnout.scorer.prompt_analysis import CORE_CATEGORIES
 
 @dataclass(frozen=True)
 class ScorerMetrics(LabelledChildren):
+    """The scorer's Prometheus series (decisions, catalog, fleet, VRAM orders, ...)."""
+
     decisions: Counter
     unservable: Counter
     catalog_models: Gauge
@@ -24,6 +26,8 @@ class ScorerMetrics(LabelledChildren):
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> ScorerMetrics:
+        """Register the scorer's series in ``registry``."""
+
         def counter(name: str, doc: str, labels: list[str]) -> Counter:
             return Counter(name, doc, labels, namespace="turnout", subsystem="scorer", registry=registry)
 

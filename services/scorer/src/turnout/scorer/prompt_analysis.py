@@ -129,6 +129,8 @@ _GREETINGS = frozenset("hi hello hey hiya yo thanks thank thx morning evening ho
 
 @dataclass(frozen=True, slots=True)
 class AnalysisConfig:
+    """The prompt analyser's settings: extra categories, complexity levels, how much text is read."""
+
     extra_categories: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     """Extra category -> keywords (lower case; single words or phrases)."""
     medium_at: float = 0.33
@@ -139,6 +141,7 @@ class AnalysisConfig:
 
     @property
     def categories(self) -> tuple[str, ...]:
+        """The core categories, then the extra ones."""
         return CORE_CATEGORIES + tuple(c for c in self.extra_categories if c not in CORE_CATEGORIES)
 
 
@@ -157,6 +160,7 @@ class PromptFeatures:
 
     @classmethod
     def from_request(cls, req: RouteRequestV1) -> PromptFeatures:
+        """The features the gateway sent in a route request."""
         return cls(
             req.text,
             req.system_chars,
@@ -170,11 +174,13 @@ class PromptFeatures:
 
     @property
     def tokens(self) -> int:
+        """The prompt's size in tokens: the gateway's estimate, else four characters a token."""
         if self.est_tokens > 0:
             return self.est_tokens
         return max(1, (len(self.text) + self.system_chars) // 4)
 
     def digest(self) -> bytes:
+        """A 16-byte digest of everything the analysis reads (the analysis cache's key)."""
         h = hashlib.blake2b(self.text.encode("utf-8", "surrogatepass"), digest_size=16)
         h.update(
             f"|{self.system_chars}|{self.n_messages}|{self.has_images:d}{self.has_tools:d}{self.json_mode:d}"
@@ -185,6 +191,8 @@ class PromptFeatures:
 
 @dataclass(frozen=True, slots=True)
 class PromptAnalysis:
+    """What the analyser found: category, complexity and level, the cues behind them, tokens, confidence."""
+
     category: str
     complexity: float
     level: str
@@ -195,12 +203,14 @@ class PromptAnalysis:
     source: str = "heuristic"
 
     def to_wire(self) -> PromptAnalysisV1:
+        """The analysis as it travels in RPC replies."""
         return PromptAnalysisV1(
             category=self.category, complexity=self.complexity, level=self.level, signals=list(self.reasons)
         )
 
 
 def level_of(complexity: float, cfg: AnalysisConfig) -> str:
+    """``simple``, ``medium`` or ``hard`` for a complexity in 0..1."""
     return LEVELS[0] if complexity < cfg.medium_at else LEVELS[2] if complexity >= cfg.hard_at else LEVELS[1]
 
 
@@ -221,6 +231,7 @@ class Analyzer:
         self.misses = 0
 
     def analyze_request(self, req: RouteRequestV1) -> PromptAnalysis:
+        """The analysis of a route request."""
         return self.analyze(PromptFeatures.from_request(req))
 
     def analyze(self, f: PromptFeatures, key: bytes | None = None) -> PromptAnalysis:

@@ -54,6 +54,8 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ClientMatch(BaseModel):
+    """Which clients a client rule applies to: API key id, client string or address/network."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str | None = Field(default=None, description="API key id")
@@ -75,6 +77,8 @@ class ClientMatch(BaseModel):
 
 
 class ClientRuleModel(BaseModel):
+    """A client rule as written: its match and the backends, model or quality it imposes."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     match: ClientMatch
@@ -84,6 +88,8 @@ class ClientRuleModel(BaseModel):
 
 
 class RulesFile(BaseModel):
+    """The operator's rules file: aliases, client rules, allow and block lists, tiers, pins."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -128,6 +134,8 @@ def _is_regex(s: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ClientRule:
+    """A compiled client rule."""
+
     key: str | None
     client: str | None
     network: IpNetwork | None
@@ -160,6 +168,7 @@ class Rules:
 
     @classmethod
     def compile(cls, f: RulesFile, version: str = "") -> Rules:
+        """Compile a rules file (regex aliases, networks) for the hot path."""
         exact = {k: v for k, v in f.aliases.items() if not _is_regex(k)}
         patterns = tuple((re.compile(k[1:-1]), v) for k, v in f.aliases.items() if _is_regex(k))
         clients = tuple(
@@ -215,6 +224,7 @@ class Rules:
     # --- lookups (hot path) ----------------------------------------------------------------
 
     def resolve_alias(self, name: str) -> str | None:
+        """The model an alias names (exact first, then ``/regex/`` aliases), or ``None``."""
         target = self.exact.get(name)
         if target is not None:
             return target
@@ -236,6 +246,7 @@ class Rules:
         return None
 
     def is_allowed(self, name: str) -> bool:
+        """Whether ``name`` passes the block list and, when there is one, the allow list."""
         if any(fnmatch.fnmatchcase(name, g) for g in self.block):
             return False
         return not self.allow or any(fnmatch.fnmatchcase(name, g) for g in self.allow)

@@ -25,6 +25,8 @@ class ScoringWeights(BaseModel):
 
 
 class RouteCacheOptions(BaseModel):
+    """The routing-decision cache: exact and semantic hits, lifetime, similarity threshold."""
+
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(
@@ -44,6 +46,8 @@ class RouteCacheOptions(BaseModel):
 
 
 class ClassifierOptions(BaseModel):
+    """An optional LLM that classifies prompts the heuristics are unsure of."""
+
     model_config = ConfigDict(extra="forbid")
 
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL; unset = no classifier")
@@ -88,6 +92,8 @@ class RoutingOptions(BaseModel):
 
 
 class ScorerOptions(BaseModel):
+    """The scorer's own settings (``TURNOUT_SCORER__*``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     ops_host: str = "0.0.0.0"
@@ -115,4 +121,6 @@ class ScorerOptions(BaseModel):
 
 
 class ScorerSettings(CommonSettings):
+    """The scorer's settings: the shared ones plus ``scorer``."""
+
     scorer: ScorerOptions = Field(default_factory=ScorerOptions)

@@ -107,6 +107,7 @@ DEFAULT_BITS = 4.85
 
 
 def bits_per_weight(quant: str | None) -> float:
+    """Bits per weight of a quantisation name (its family's when unknown; a Q4_K_M-like default when none is given)."""
     if not quant:
         return DEFAULT_BITS
     q = quant.lower()
@@ -161,6 +162,8 @@ class VramOptions(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class VramConfig:
+    """The planner's settings: budgets per host, pinned models, score margin, KV and runtime allowances."""
+
     budget_fraction: float = 0.9
     max_total_bytes: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     pinned: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
@@ -177,6 +180,7 @@ class VramConfig:
 
     @classmethod
     def from_options(cls, o: VramOptions) -> VramConfig:
+        """The planner's settings from the scorer's ``vram`` options."""
         return cls(
             budget_fraction=o.budget_fraction,
             max_total_bytes=MappingProxyType({h: int(gb * GiB) for h, gb in o.max_total_gb.items()}),
@@ -192,6 +196,7 @@ class VramConfig:
         )
 
     def pinned_on(self, host: str) -> frozenset[str]:
+        """Models never unloaded from ``host`` (its own pins and the ``*`` ones)."""
         return self.pinned.get(host, frozenset()) | self.pinned.get("*", frozenset())
 
     def load_s(self, need_bytes: int) -> float:
@@ -199,6 +204,7 @@ class VramConfig:
         return self.load_fixed_s + need_bytes / GiB / self.load_gib_per_s
 
     def budget_for(self, host: str, detected_bytes: int) -> int:
+        """``host``'s model budget: its explicit maximum, else ``budget_fraction`` of what was detected."""
         explicit = self.max_total_bytes.get(host)
         return explicit if explicit is not None else int(detected_bytes * self.budget_fraction)
 
@@ -264,6 +270,8 @@ def model_need(
 
 @dataclass(frozen=True, slots=True)
 class ResidentModel:
+    """A model loaded on a host: its size, when it was last used and whether it is serving."""
+
     name: str
     bytes: int
     last_used: float = 0.0
@@ -276,6 +284,8 @@ class ResidentModel:
 
 @dataclass(frozen=True, slots=True)
 class HostVram:
+    """One host's budget, free GPU memory, loaded models and pins."""
+
     host: str
     budget_bytes: int
     gpu_free_bytes: int | None
@@ -286,6 +296,7 @@ class HostVram:
 
     @property
     def used_bytes(self) -> int:
+        """Bytes the loaded models take."""
         return sum(m.bytes for m in self.resident)
 
     def room_for(self, need: int, freed: int = 0, unloaded: int = 0) -> bool:
@@ -295,6 +306,7 @@ class HostVram:
         return need <= self.available_after(freed)
 
     def available_after(self, freed: int = 0) -> int:
+        """Bytes a load could take once ``freed`` bytes are unloaded (within budget and free memory)."""
         room = self.budget_bytes - (self.used_bytes - freed)
         if self.gpu_free_bytes is not None:
             room = min(room, self.gpu_free_bytes + freed)
@@ -302,9 +314,11 @@ class HostVram:
 
     @property
     def available_bytes(self) -> int:
+        """Bytes a load could take now."""
         return self.available_after(0)
 
     def holds(self, model: str) -> bool:
+        """Whether ``model`` is loaded here."""
         return any(m.name == model for m in self.resident)
 
     def serves(self, model: str) -> bool:
@@ -365,6 +379,8 @@ def host_vram(
 
 
 class DecisionKind(StrEnum):
+    """Which rule of :func:`plan` decided (see the module docstring)."""
+
     RESIDENT = "resident"
     FITS = "fits"
     RESIDENT_WITHIN_MARGIN = "resident_within_margin"
@@ -393,6 +409,8 @@ class Option:
 
 @dataclass(frozen=True, slots=True)
 class PlannedOrder:
+    """A load or unload the plan needs, with its host, model, bytes and reason."""
+
     action: OrderAction
     host: str
     model: str
@@ -404,6 +422,8 @@ class PlannedOrder:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The plan for one request: the candidate to route to first, why, and the orders that takes."""
+
     choice: int
     """Index of the candidate to route to first."""
     kind: DecisionKind

@@ -54,6 +54,8 @@ BusyCheck = Callable[[str, str], Awaitable[bool]]
 
 @dataclass(slots=True)
 class Execution:
+    """What carrying out one host's orders did: whether the host lock was won, each action, success."""
+
     host: str
     locked: bool
     actions: list[VramActionV1] = field(default_factory=list)
@@ -62,6 +64,8 @@ class Execution:
 
 
 class VramActions:
+    """Carries out planned load/unload orders through the gpu-agents, one host at a time."""
+
     def __init__(
         self,
         redis: Redis,
@@ -85,6 +89,7 @@ class VramActions:
         self._clock = clock
 
     def lock(self, host: str) -> HostLock:
+        """The lock that makes one scorer at a time change ``host``'s memory."""
         return HostLock(self._redis, self._keys.vram_lock(host), ttl_s=self._opts.lock_ttl_s)
 
     async def execute(
@@ -177,6 +182,7 @@ class VramActions:
         return VramActionV1(**base, ok=result.ok, error=result.error, duration_s=round(self._clock() - start, 4))
 
     async def record(self, action: VramActionV1) -> None:
+        """Count an action and keep it in the bounded recent-actions list in Redis."""
         if self._counter is not None:
             outcome = "ok" if action.ok else "skipped" if (action.error or "").startswith("skipped") else "failed"
             self._counter.labels(action.action.value, outcome).inc()
@@ -190,6 +196,7 @@ class VramActions:
 
 
 async def recent_actions(redis: Redis, keys: Keys, limit: int = 100) -> list[VramActionV1]:
+    """The latest VRAM actions, newest first (malformed entries skipped)."""
     out = []
     for raw in await redis.lrange(keys.vram_actions, 0, max(limit, 1) - 1):  # type: ignore[misc]
         with contextlib.suppress(orjson.JSONDecodeError, ValidationError):

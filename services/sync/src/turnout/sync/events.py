@@ -87,6 +87,7 @@ def rejected_by_postgres(exc: DBAPIError) -> bool:
 
 
 def consumer_name() -> str:
+    """This process's consumer name in the stream groups: host name and pid."""
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
@@ -100,6 +101,7 @@ def _text(value: str | None) -> str | None:
 
 
 def decision_row(ev: RequestEventV1) -> dict[str, Any]:
+    """A request event as a ``routing_decisions`` row."""
     return {
         "request_id": ev.request_id,
         "response_id": ev.response_id,
@@ -128,6 +130,7 @@ def decision_row(ev: RequestEventV1) -> dict[str, Any]:
 
 
 def feedback_params(ev: FeedbackEventV1) -> dict[str, Any]:
+    """A feedback event as ``feedback`` insert parameters."""
     return {
         "response_id": ev.response_id,
         "score": ev.score,
@@ -159,6 +162,8 @@ def _decode(v: Any) -> str:
 
 
 class EventConsumer:
+    """Stores the gateways' request and feedback events in Postgres (a Redis stream consumer group)."""
+
     def __init__(
         self,
         *,
@@ -188,6 +193,7 @@ class EventConsumer:
     # --- loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Read, store and acknowledge events until cancelled; reconnect with back-off when Redis fails."""
         backoff = 0.05
         while True:
             conn = make_redis(self._url, block_s=self._block_ms / 1000)
@@ -222,6 +228,7 @@ class EventConsumer:
                     await conn.aclose()
 
     async def ensure_groups(self, conn: Redis) -> None:
+        """Create the consumer group on every stream (and the stream) unless it exists."""
         for stream in self.streams:
             try:
                 await conn.xgroup_create(stream, self.group, id="0", mkstream=True)
@@ -307,6 +314,7 @@ class EventConsumer:
     # --- storing -------------------------------------------------------------------------
 
     async def store(self, batch: _Batch) -> None:
+        """Store one batch in one transaction (one by one when Postgres rejects it); Postgres down raises."""
         try:
             async with self._sessionmaker() as session, session.begin():
                 counts = await self._store_all(session, batch)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
+from turnout.common import metrics as common_metrics
+
 STREAMS = ("requests", "feedback")
 ROW_OUTCOMES = ("matched", "unmatched", "skipped")
 SKIP_REASONS = ("duplicate", "malformed", "trimmed")
@@ -13,6 +15,8 @@ SKIP_REASONS = ("duplicate", "malformed", "trimmed")
 
 @dataclass(frozen=True)
 class SyncMetrics:
+    """The sync worker's Prometheus series (events stored and skipped, benchmark rows and imports)."""
+
     events_stored: Counter
     events_skipped: Counter
     benchmark_rows: Counter
@@ -20,6 +24,7 @@ class SyncMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry = REGISTRY) -> SyncMetrics:
+        """Register the series in ``registry`` with every label value pre-set."""
         ns = {"namespace": "turnout", "subsystem": "sync"}
         m = cls(
             events_stored=Counter(
@@ -55,13 +60,5 @@ class SyncMetrics:
 
 
 def queue_depth_gauge(registry: CollectorRegistry = REGISTRY) -> Gauge:
-    """``turnout_sync_queue_depth{queue}``: jobs due in the worker's arq queue, read from Redis on
-    every scrape (:class:`turnout.common.metrics.QueueDepths`); KEDA scales the workers on it."""
-    return Gauge(
-        "queue_depth",
-        "Jobs due in the arq queue (retries waiting out their back-off excluded), read at scrape",
-        ["queue"],
-        namespace="turnout",
-        subsystem="sync",
-        registry=registry,
-    )
+    """``turnout_sync_queue_depth{queue}``: jobs due in the sync's arq queue (KEDA scales on it)."""
+    return common_metrics.queue_depth_gauge("sync", registry)

@@ -96,6 +96,8 @@ _BRANDS = frozenset({"meta"})
 
 @dataclass(frozen=True, slots=True)
 class NameKey:
+    """A model name taken apart: family, version, size, active size, instruct, variants."""
+
     raw: str
     family: str
     version: str | None
@@ -116,6 +118,7 @@ class NameKey:
 
     @property
     def text_without_version(self) -> str:
+        """The family, variants and other parts, without the version (fuzzy matching's text)."""
         return " ".join(p for p in (self.family, *sorted(self.variants), *self.others) if p)
 
 
@@ -124,6 +127,8 @@ SAME_NAME = "same name"
 
 @dataclass(frozen=True, slots=True)
 class LocalModel:
+    """A catalog model that benchmark names are matched against."""
+
     name: str
     params_b: float | None = None
     active_params_b: float | None = None
@@ -133,6 +138,8 @@ class LocalModel:
 
 @dataclass(frozen=True, slots=True)
 class Match:
+    """A public benchmark name linked to a catalog model, how sure, and by which method."""
+
     public: str
     local: str
     confidence: float
@@ -353,6 +360,8 @@ class NameMatcher:
 
 
 class Linkable(Protocol):
+    """A benchmark row the matcher can link: its source, metric and the names it goes by."""
+
     @property
     def source(self) -> str: ...
     @property

@@ -62,6 +62,7 @@ class PublicBenchmarksOptions(BaseModel):
     overrides_file: Path | None = Field(default=None, description="YAML/JSON mapping, merged under 'overrides'")
 
     def override_map(self) -> dict[str, str | None]:
+        """The name overrides (public name → catalog model, or ``None`` to never match), file and inline."""
         merged: dict[str, str | None] = {}
         if self.overrides_file is not None:
             try:
@@ -75,10 +76,13 @@ class PublicBenchmarksOptions(BaseModel):
         return merged
 
     def build(self) -> dict[str, Source]:
+        """The enabled sources."""
         return build_sources(self.sources)
 
 
 class SourceSyncResult(BaseModel):
+    """One source run: rows fetched, matched, unmatched, skipped, and how it ended."""
+
     source: str
     outcome: str = "ok"
     rows: int = 0
@@ -202,6 +206,7 @@ async def sync_source(
 
 
 async def record_status(redis: Redis, keys: Keys, result: SourceSyncResult) -> None:
+    """Store a run's result for ``/admin/benchmarks`` (a failed run keeps the last good run's time)."""
     key = keys.benchmark_sync_status(result.source)
     doc: dict[str, Any] = result.model_dump()
     if result.outcome != "ok":
@@ -213,6 +218,7 @@ async def record_status(redis: Redis, keys: Keys, result: SourceSyncResult) -> N
 
 
 async def read_status(redis: Redis, keys: Keys, sources: Sequence[str]) -> dict[str, Any]:
+    """The last stored result of each source (``None`` for one never run)."""
     if not sources:
         return {}
     raws = await redis.mget([keys.benchmark_sync_status(s) for s in sources])
@@ -220,6 +226,7 @@ async def read_status(redis: Redis, keys: Keys, sources: Sequence[str]) -> dict[
 
 
 async def enqueue_sources(pool: Any, queue: str, names: Sequence[str]) -> list[str]:
+    """Queue one sync job per source (deduplicated); the names actually queued."""
     enqueued = []
     for name in names:
         if await enqueue_once(pool, queue, SYNC_BENCHMARKS, name, job_id=f"{SYNC_BENCHMARKS}:{name}"):

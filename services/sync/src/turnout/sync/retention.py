@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class RetentionOptions(BaseModel):
+    """How long routing decisions and the audit log are kept, and how many rows at most."""
+
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(default=True, description="Prune routing decisions and the audit log on a schedule")
@@ -35,6 +37,8 @@ class RetentionOptions(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class PruneResult:
+    """Rows deleted by age, by count, and from the audit log."""
+
     by_age: int
     by_count: int
     audit: int
@@ -69,6 +73,7 @@ async def _batched(sessionmaker: async_sessionmaker[AsyncSession], stmt: object,
 async def prune(
     sessionmaker: async_sessionmaker[AsyncSession], options: RetentionOptions, *, now: datetime | None = None
 ) -> PruneResult:
+    """Delete old routing decisions (by age, then beyond ``max_rows``) and audit entries, in batches."""
     now = now or datetime.now(UTC)
     n = options.batch_rows
     by_age = await _batched(sessionmaker, _BY_AGE, {"cutoff": now - timedelta(days=options.max_age_days), "n": n})

@@ -14,8 +14,9 @@ from turnout.sync.retention import RetentionOptions
 
 
 class SyncOptions(WorkerOptions):
+    """The sync worker's own settings (``TURNOUT_SYNC__*``)."""
+
     ops_port: int = Field(default=9103, ge=0, le=65535)
-    schema_wait_s: float = Field(default=120.0, ge=0, description="Without migrate_on_start: wait this long for it")
 
     benchmarks_file: Path | None = Field(default=None, description="CSV or JSON file (docs/benchmarks-file.md)")
     benchmarks_source: str = Field(
@@ -39,4 +40,6 @@ class SyncOptions(WorkerOptions):
 
 
 class SyncSettings(CommonSettings):
+    """The sync worker's settings: the shared ones plus ``sync``."""
+
     sync: SyncOptions = Field(default_factory=SyncOptions)

@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True, kw_only=True)
 class SyncContext(WorkerContext[SyncSettings]):
+    """What the sync worker's jobs share: metrics, the event consumer and the benchmark sources."""
+
     metrics: SyncMetrics
     consumer: EventConsumer
     consumer_task: asyncio.Task[None] | None = None
@@ -130,6 +132,7 @@ async def import_file(wctx: SyncContext, path: Path) -> SourceSyncResult:
 
 @job(IMPORT_BENCHMARKS_FILE)
 async def import_benchmarks_file(ctx: dict[str, Any], path: str | None = None) -> SourceSyncResult:
+    """arq job: import the configured (or given) benchmarks file."""
     wctx = context_of(ctx, SyncContext)
     target = Path(path) if path else wctx.settings.sync.benchmarks_file
     if target is None:
@@ -147,6 +150,7 @@ async def import_benchmarks_file(ctx: dict[str, Any], path: str | None = None) -
 
 @job(SYNC_BENCHMARKS)
 async def sync_benchmarks(ctx: dict[str, Any], source: str) -> SourceSyncResult:
+    """arq job: one public benchmark source's run."""
     wctx = context_of(ctx, SyncContext)
     src = wctx.sources.get(source)
     if src is None:
@@ -157,6 +161,7 @@ async def sync_benchmarks(ctx: dict[str, Any], source: str) -> SourceSyncResult:
 
 @job(SYNC_ALL_BENCHMARKS)
 async def sync_all_benchmarks(ctx: dict[str, Any]) -> dict[str, Any]:
+    """arq job: queue a run of every enabled source."""
     wctx = context_of(ctx, SyncContext)
     enqueued = await enqueue_sources(wctx.redis, wctx.queue, list(wctx.sources))
     return {"sources": list(wctx.sources), "enqueued": enqueued}
@@ -164,6 +169,7 @@ async def sync_all_benchmarks(ctx: dict[str, Any]) -> dict[str, Any]:
 
 @job(PRUNE_REQUEST_LOG)
 async def prune_request_log(ctx: dict[str, Any]) -> dict[str, int]:
+    """arq job: apply the retention policy."""
     wctx = context_of(ctx, SyncContext)
     result: PruneResult = await prune(wctx.sessionmaker, wctx.settings.sync.retention)
     return {"by_age": result.by_age, "by_count": result.by_count, "audit": result.audit}
@@ -236,10 +242,13 @@ def build_worker(
     supervisor: Supervisor | None = None,
     **overrides: Any,
 ) -> Worker:
+    """The sync service's arq worker (the event consumer runs under ``supervisor``)."""
     return Worker(**worker_settings(settings, registry=registry, supervisor=supervisor, **overrides))
 
 
 def consumer_check(worker: Worker) -> Any:
+    """The ``/ready`` check that the event consumer runs (when it should)."""
+
     async def consumer_ok() -> bool:
         wctx = worker.ctx.get(CTX_KEY)
         if not isinstance(wctx, SyncContext):

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from turnout.common.backends.responses_api import new_id, sse_event
+from turnout.common.backends.responses_api import ChunkTranslator, new_id, sse_event
 from turnout.common.errors import TranslationError
 
 Json = dict[str, Any]
@@ -205,18 +205,16 @@ def chat_to_message(data: Json, *, message_id: str, model: str, thinking: bool) 
 # --- streams ---------------------------------------------------------------------------------------
 
 
-class ChatToMessagesStream:
+class ChatToMessagesStream(ChunkTranslator):
     """Chat completion chunks in, Anthropic Messages SSE events out (one content block at a time:
     thinking, then text, then each tool call)."""
 
     def __init__(self, *, message_id: str, model: str, thinking: bool, input_tokens: int = 0) -> None:
+        super().__init__()
         self.message_id = message_id
         self.model = model
         self.thinking = thinking
         self.input_tokens = input_tokens
-        self.usage: Json | None = None
-        self.finish_reason: str | None = None
-        self._started = False
         self._index = -1
         self._open: str | None = None
         self._call_slot: int | None = None
@@ -263,14 +261,7 @@ class ChatToMessagesStream:
 
     def feed(self, chunk: Json) -> bytes:
         out = b"" if self._started else self.start()
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-            delta = choice.get("delta") or {}
+        for delta in self.deltas(chunk):
             reasoning = delta.get("reasoning_content")
             if reasoning and self.thinking:
                 if self._open != "thinking":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -252,7 +253,35 @@ def sse_event(name: str, data: Json) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-class ChatToResponsesStream:
+class ChunkTranslator:
+    """What every translator of chat completion chunks into another dialect's stream shares: it
+    translates choice 0 (clients of the other dialects ask for one answer), keeps the latest
+    ``usage`` and ``finish_reason`` for its closing events, and opens the stream (:meth:`start`)
+    before the first chunk's events."""
+
+    def __init__(self) -> None:
+        self.usage: Json | None = None
+        self.finish_reason: str | None = None
+        self._started = False
+
+    def start(self) -> bytes:
+        """The events that open the stream."""
+        raise NotImplementedError
+
+    def deltas(self, chunk: Json) -> Iterator[Json]:
+        """The delta of choice 0 in ``chunk`` (none when it has no choice 0), noting the chunk's
+        usage and finish reason on the way."""
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+            yield choice.get("delta") or {}
+
+
+class ChatToResponsesStream(ChunkTranslator):
     """Chat completion chunks in, Responses SSE events out.
 
     Text goes out as ``response.output_text.delta`` inside a message item; tool-call fragments
@@ -263,15 +292,13 @@ class ChatToResponsesStream:
     """
 
     def __init__(self, req: Json, *, response_id: str, model: str, created: int | None = None) -> None:
+        super().__init__()
         self.req = req
         self.response_id = response_id
         self.model = model
         self.created = created or int(time.time())
         self.seq = 0
         self.output: list[Json] = []
-        self.usage: Json | None = None
-        self.finish_reason: str | None = None
-        self._started = False
         self._reasoning: Json | None = None
         self._text: Json | None = None
         self._calls: dict[int, Json] = {}
@@ -299,14 +326,7 @@ class ChatToResponsesStream:
 
     def feed(self, chunk: Json) -> bytes:
         out = b"" if self._started else self.start()
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-            delta = choice.get("delta") or {}
+        for delta in self.deltas(chunk):
             if delta.get("reasoning_content"):
                 out += self._reason(delta["reasoning_content"])
             if delta.get("content"):
@@ -456,6 +476,7 @@ class ChatToResponsesStream:
 
 __all__ = [
     "ChatToResponsesStream",
+    "ChunkTranslator",
     "chat_to_response",
     "new_id",
     "response_object",

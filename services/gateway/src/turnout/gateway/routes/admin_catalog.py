@@ -74,6 +74,7 @@ async def reprofile(
     model: Annotated[str | None, Query(max_length=255)] = None,
     force: bool = False,
 ) -> Response:
+    """Queue profiling for one model or every model due (``force``: even when fresh)."""
     queue = gw.settings.keys.profiler_queue
     pool = _pool(gw)
     if model is not None:
@@ -95,6 +96,7 @@ async def reprofile(
 
 @router.get("/profiling")
 async def profiling(gw: StateDep, _: AdminDep) -> Response:
+    """``GET /admin/profiling``: the profiling jobs queued and running, and when the queue should be done."""
     return _json(await profiling_report(gw))
 
 
@@ -139,6 +141,7 @@ async def dead_letters(
     job: Annotated[str | None, Query(max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
+    """``GET /admin/dlq``: jobs that failed their last try, newest first."""
     q = select(DeadLetter).order_by(desc(DeadLetter.id)).limit(limit)
     if queue:
         q = q.where(DeadLetter.queue == queue)
@@ -169,6 +172,7 @@ async def dead_letters(
 async def retry_dead_letter(
     gw: StateDep, _: AdminDep, dead_letter_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
 ) -> Response:
+    """Queue a dead letter's job again under a new id and mark it retried."""
     async with AsyncSession(gw.engine, expire_on_commit=False) as session, session.begin():
         d = await session.get(DeadLetter, dead_letter_id, with_for_update=True)
         if d is None:
@@ -199,6 +203,7 @@ async def benchmarks(
     matched: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> Response:
+    """``GET /admin/benchmarks``: imported benchmark rows and the model each matched, if any."""
     q = (
         select(
             Benchmark.source,
@@ -258,6 +263,7 @@ def _match_method(match: Any) -> Any:
 async def sync_benchmarks(
     gw: StateDep, _: AdminDep, source: Annotated[str | None, Query(max_length=64)] = None
 ) -> Response:
+    """Queue a benchmark import from one source, or from all of them."""
     queue = gw.settings.keys.sync_queue
     pool = _pool(gw)
     if source:

@@ -51,6 +51,7 @@ async def circuits_report(gw: GatewayState) -> dict[str, Any]:
 
 @router.get("/circuits")
 async def circuits(gw: StateDep, _: AdminDep) -> Response:
+    """``GET /admin/circuits``: every listed circuit (blocking or not, cooldown left) and the breaker policy."""
     try:
         body = await circuits_report(gw)
     except (RedisError, OSError) as exc:
@@ -59,6 +60,8 @@ async def circuits(gw: StateDep, _: AdminDep) -> Response:
 
 
 class ResetIn(BaseModel):
+    """Which circuit to close: one (backend and model, ``""`` for the backend's own), or every one."""
+
     model_config = ConfigDict(extra="forbid")
 
     backend: str | None = Field(default=None, min_length=1, max_length=64)
@@ -67,6 +70,7 @@ class ResetIn(BaseModel):
 
 @router.post("/circuits/reset")
 async def reset(body: ResetIn, gw: StateDep, _: AdminDep) -> Response:
+    """``POST /admin/circuits/reset``: close the named circuit, or all of them."""
     store = gw.breakers.store
     try:
         found = await gw.breakers.refresh()

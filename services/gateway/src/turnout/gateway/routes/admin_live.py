@@ -56,6 +56,7 @@ reconnect. It bounds how long an open dashboard can hold up a graceful shutdown.
 
 
 async def live_events(gw: GatewayState, interval_s: float, max_s: float = LIVE_MAX_S) -> AsyncIterator[bytes]:
+    """Server-sent ``snapshot`` events of live traffic every ``interval_s`` for at most ``max_s``."""
     after: str | None = None
     yield b"retry: 2000\n\n"
     end = time.monotonic() + max_s
@@ -73,6 +74,7 @@ async def live_events(gw: GatewayState, interval_s: float, max_s: float = LIVE_M
 async def live_stream(
     gw: StateDep, _: AdminDep, interval: Annotated[float, Query(ge=0.2, le=10.0)] = 1.0
 ) -> StreamingResponse:
+    """``GET /admin/live``: the live traffic as an event stream (the dashboard reconnects)."""
     return StreamingResponse(
         live_events(gw, interval),
         media_type="text/event-stream",
@@ -100,6 +102,7 @@ async def _timed(name: str, probe: Callable[[], Awaitable[dict[str, Any]]], fix:
 
 
 def config_items(gw: GatewayState) -> list[dict[str, Any]]:
+    """Checks of the configuration itself (admin and client keys, backends, request log), each with a fix."""
     s = gw.settings
     opts = s.gateway
     items = [
@@ -133,6 +136,7 @@ def config_items(gw: GatewayState) -> list[dict[str, Any]]:
 
 
 async def check_report(gw: GatewayState) -> dict[str, Any]:
+    """Configuration checks plus live probes of Redis, Postgres, the scorer and each backend."""
     s = gw.settings
 
     async def redis_probe() -> dict[str, Any]:
@@ -193,10 +197,12 @@ def _redact(url: str) -> str:
 
 @router.get("/check")
 async def check(gw: StateDep, _: AdminDep) -> Response:
+    """``GET /admin/check``: what is wrong with this setup and how to fix it."""
     return _json(await check_report(gw))
 
 
 @router.get("/catalog")
 async def catalog(gw: StateDep, _: AdminDep) -> Response:
+    """``GET /admin/catalog``: the catalog the gateway routes by, with every model's replicas and scores."""
     models = await gw.catalog.models()
     return _json({"data": [m.model_dump(mode="json") for m in models]})

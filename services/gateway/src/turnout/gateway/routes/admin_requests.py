@@ -36,6 +36,7 @@ def _json(doc: Any) -> Response:
 
 
 def parse_time(value: str | None, param: str) -> datetime | None:
+    """A time given as ISO 8601 or Unix seconds (UTC when no zone is given); a 400 otherwise."""
     if value is None or value == "":
         return None
     try:
@@ -65,6 +66,7 @@ async def requests(
     limit: Limit = 50,
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
+    """``GET /admin/requests``: the request log, newest first, filtered and paged by ``before``."""
     flt = q.RequestFilter(
         since=parse_time(since, "since"),
         until=parse_time(until, "until"),
@@ -79,6 +81,7 @@ async def requests(
 
 @router.get("/requests/{request_id}")
 async def request_detail(gw: StateDep, _: AdminDep, request_id: str) -> Response:
+    """``GET /admin/requests/{id}``: one request with its routing decision and attempts."""
     doc = await q.get_request(gw.engine, request_id[:128])
     if doc is None:
         raise NotFound(f"No request '{request_id}' in the request log (stored a moment after it ends)")
@@ -93,6 +96,7 @@ async def audit_log(
     limit: Limit = 50,
     before: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
+    """``GET /admin/audit-log``: admin actions, newest first."""
     return _json(await q.audit_log(gw.engine, limit=limit, before=before, action=action))
 
 
@@ -104,4 +108,5 @@ async def profiles(
     limit: Limit = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
+    """``GET /admin/profiles``: stored model profiles (quality, speed, VRAM)."""
     return _json(await q.profiles(gw.engine, model=model, limit=limit, offset=offset))

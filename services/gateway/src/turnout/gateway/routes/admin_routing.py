@@ -71,6 +71,7 @@ async def explain_get(
     json_mode: bool = False,
     max_tokens: int | None = Query(default=None, ge=1, le=MAX_TOKENS),
 ) -> Response:
+    """``GET /admin/explain``: how the scorer would rank the models for a prompt given as query parameters."""
     max_chars = gw.settings.gateway.max_prompt_chars
     req = RouteRequestV1(
         kind=RequestKind.CHAT,
@@ -90,6 +91,7 @@ async def explain_get(
 
 @router.post("/explain", openapi_extra=EXPLAIN_BODY)
 async def explain_post(request: Request, gw: StateDep, _admin: AdminDep) -> Response:
+    """``POST /admin/explain``: the same for a whole chat body."""
     body = await read_json(request)
     opts = gw.settings.gateway
     check_chat(body, max_n=opts.max_n, max_messages=opts.max_messages)
@@ -118,6 +120,7 @@ async def _control(gw: GatewayState, action: str) -> int:
 
 @router.post("/reload", openapi_extra=ADMIN_ACTION)
 async def reload(gw: StateDep, _admin: AdminDep) -> Response:
+    """Tell every scorer replica to reload its catalog and rules now."""
     replicas = await _control(gw, "reload")
     return Response(orjson.dumps({"status": "ok", "scorer_replicas_notified": replicas}), media_type=JSON_MEDIA)
 
@@ -126,6 +129,7 @@ async def reload(gw: StateDep, _admin: AdminDep) -> Response:
 async def invalidate(
     request: Request, gw: StateDep, _admin: AdminDep, which: Literal["all", "routing", "response"] = "all"
 ) -> Response:
+    """Drop the scorers' routing cache, the response cache, or both (``which``)."""
     out: dict[str, object] = {"status": "ok"}
     if which in ("all", "routing"):
         out["scorer_replicas_notified"] = await _control(gw, "invalidate_cache")
@@ -140,6 +144,7 @@ async def invalidate(
 
 @router.get("/router")
 async def router_priors_list(gw: StateDep, _admin: AdminDep) -> Response:
+    """The stored learned-router versions and which one is active."""
     try:
         versions = await router_priors.versions(gw.redis, gw.settings.keys)
         active = await router_priors.active_version(gw.redis, gw.settings.keys)
@@ -150,6 +155,7 @@ async def router_priors_list(gw: StateDep, _admin: AdminDep) -> Response:
 
 @router.post("/router/train", openapi_extra=ADMIN_ACTION)
 async def router_train(gw: StateDep, _admin: AdminDep) -> Response:
+    """Ask the scorers to train a new learned-router version (202: it runs in the background)."""
     replicas = await _control(gw, "train_router")
     body = {"status": "accepted", "scorer_replicas_notified": replicas}
     return Response(orjson.dumps(body), status_code=202, media_type=JSON_MEDIA)
@@ -157,6 +163,7 @@ async def router_train(gw: StateDep, _admin: AdminDep) -> Response:
 
 @router.post("/router/activate", openapi_extra=ADMIN_ACTION)
 async def router_activate(request: Request, gw: StateDep, _admin: AdminDep) -> Response:
+    """Make a stored learned-router version (or ``shipped``) the active one."""
     body = await read_json(request)
     version = body.get("version") if isinstance(body, dict) else None
     if not isinstance(version, str) or not version:
@@ -172,6 +179,7 @@ async def router_activate(request: Request, gw: StateDep, _admin: AdminDep) -> R
 
 @router.post("/router/rollback", openapi_extra=ADMIN_ACTION)
 async def router_rollback(gw: StateDep, _admin: AdminDep) -> Response:
+    """Go back to the previously active learned-router version."""
     try:
         version = await router_priors.rollback(gw.redis, gw.settings.keys)
     except (RedisError, OSError) as exc:

@@ -26,6 +26,7 @@ router = APIRouter(tags=["admin"])
 
 
 async def vram_report(gw: GatewayState, *, actions: int = 50) -> dict[str, Any]:
+    """Every GPU host's state and budget as the VRAM planner sees it, with the latest actions."""
     keys = gw.settings.keys
     names = [h.decode() if isinstance(h, bytes) else str(h) for h in await gw.redis.zrange(keys.fleet_hosts, 0, -1)]
     states: list[HostStateV1] = []
@@ -104,4 +105,5 @@ async def vram_report(gw: GatewayState, *, actions: int = 50) -> dict[str, Any]:
 
 @router.get("/admin/vram")
 async def admin_vram(gw: StateDep, _: AdminDep, actions: Annotated[int, Query(ge=1, le=1000)] = 50) -> Response:
+    """``GET /admin/vram``: the fleet's GPU memory, what is loaded where, and recent load/unload actions."""
     return Response(orjson.dumps(await vram_report(gw, actions=actions)), media_type=JSON_MEDIA)

@@ -23,12 +23,11 @@ from turnout.common.backends.anthropic_api import (
     thinking_enabled,
 )
 from turnout.common.backends.responses_api import new_id
-from turnout.common.errors import TranslationError
 from turnout.gateway.deps import StateDep, client_of
-from turnout.gateway.errors import InvalidRequest, anthropic_error_event
+from turnout.gateway.errors import anthropic_error_event
 from turnout.gateway.forwarding import Exchange
+from turnout.gateway.routes.dialects import TranslatingEncoder, chat_body, route_chat
 from turnout.gateway.routes.openai import request_shaping
-from turnout.gateway.routes.responses import route_chat
 
 router = APIRouter(prefix="/v1", tags=["anthropic"])
 
@@ -36,17 +35,23 @@ Json = dict[str, Any]
 
 
 class Base64Source(BaseModel):
+    """An inline image: its media type and base64 data."""
+
     type: Literal["base64"]
     media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
     data: str
 
 
 class UrlSource(BaseModel):
+    """An image fetched from a URL."""
+
     type: Literal["url"]
     url: str
 
 
 class TextBlock(BaseModel):
+    """A text content block."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["text"]
@@ -54,6 +59,8 @@ class TextBlock(BaseModel):
 
 
 class ImageBlock(BaseModel):
+    """An image content block."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["image"]
@@ -61,6 +68,8 @@ class ImageBlock(BaseModel):
 
 
 class ToolUseBlock(BaseModel):
+    """The assistant's call of a tool, with its input."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["tool_use"]
@@ -70,6 +79,8 @@ class ToolUseBlock(BaseModel):
 
 
 class ToolResultBlock(BaseModel):
+    """What a tool returned, for the ``tool_use`` it answers."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["tool_result"]
@@ -92,6 +103,8 @@ ContentBlock = Annotated[
 
 
 class Message(BaseModel):
+    """One turn of the conversation: a string or content blocks."""
+
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["user", "assistant"]
@@ -99,6 +112,8 @@ class Message(BaseModel):
 
 
 class Tool(BaseModel):
+    """A client tool the model may call, with its input JSON schema."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["custom"] | None = None
@@ -108,6 +123,8 @@ class Tool(BaseModel):
 
 
 class ToolChoice(BaseModel):
+    """Whether and which tool the model must call."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["auto", "any", "tool", "none"]
@@ -116,6 +133,8 @@ class ToolChoice(BaseModel):
 
 
 class Thinking(BaseModel):
+    """Extended thinking on or off, and its token budget."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["enabled", "disabled"]
@@ -143,49 +162,35 @@ class MessagesRequest(BaseModel):
     turnout: dict[str, Any] | None = Field(default=None, description="Turnout options: quality, cache, shaping")
 
 
-class MessagesEncoder:
+class MessagesEncoder(TranslatingEncoder[ChatToMessagesStream]):
     """Chat replies as Anthropic messages and events (see ``pipeline.ReplyEncoder``)."""
 
     def __init__(self, ex: Exchange, thinking: bool) -> None:
-        self._ex = ex
+        super().__init__(ex)
         self._thinking = thinking
-        self._stream: ChatToMessagesStream | None = None
-
-    def _model(self) -> str:
-        return self._ex.chosen.model if self._ex.chosen else ""
 
     def whole(self, data: Json) -> bytes:
+        """A whole chat reply as one Anthropic ``message``."""
         msg = chat_to_message(data, message_id=self._ex.response_id, model=self._model(), thinking=self._thinking)
         return orjson.dumps(msg)
 
-    def _translator(self) -> ChatToMessagesStream:
-        if self._stream is None:
-            ex = self._ex
-            est = ex.decision.request.est_prompt_tokens if ex.decision and ex.decision.request else 0
-            self._stream = ChatToMessagesStream(
-                message_id=ex.response_id, model=self._model(), thinking=self._thinking, input_tokens=est
-            )
-        return self._stream
-
-    def encode(self, batch: list[Json]) -> bytes:
-        t = self._translator()
-        return b"".join(t.feed(c) for c in batch)
-
-    def end(self) -> bytes:
-        return self._translator().finish()
+    def _new_stream(self) -> ChatToMessagesStream:
+        ex = self._ex
+        est = ex.decision.request.est_prompt_tokens if ex.decision and ex.decision.request else 0
+        return ChatToMessagesStream(
+            message_id=ex.response_id, model=self._model(), thinking=self._thinking, input_tokens=est
+        )
 
     def error(self, exc: BaseException) -> bytes:
+        """The Anthropic ``error`` event that ends a broken stream."""
         return anthropic_error_event(exc)
 
 
 @router.post("/messages", summary="Create a message (Anthropic Messages API)")
 async def create_message(req: MessagesRequest, request: Request, gw: StateDep) -> Response:
+    """Translate the request to chat, route it like ``/v1/chat/completions``, answer as Anthropic does."""
     client = client_of(_with_bearer(request), gw)
-    raw = req.model_dump(exclude_none=True)
-    try:
-        body = messages_request_to_chat({k: v for k, v in raw.items() if k != "turnout"})
-    except TranslationError as exc:
-        raise InvalidRequest(str(exc), code="invalid_value") from exc
+    raw, body = chat_body(req, messages_request_to_chat)
     thinking = thinking_enabled(raw)
     options = {"turnout": req.turnout} if req.turnout is not None else {}
     shaping = request_shaping({**body, **options}, think=True if thinking else None)
@@ -196,8 +201,7 @@ async def create_message(req: MessagesRequest, request: Request, gw: StateDep) -
         body,
         turnout=req.turnout,
         response_id=new_id("msg"),
-        encoder=MessagesEncoder,
-        encoder_args=(thinking,),
+        encoder=lambda ex: MessagesEncoder(ex, thinking),
         shaping=shaping,
     )
 

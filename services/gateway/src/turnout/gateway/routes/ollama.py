@@ -73,36 +73,36 @@ async def _load_reply(gw: GatewayState, raw: Json, *, chat: bool) -> Response:
 
 
 async def chat(request: Request) -> Response:
+    """``POST /api/chat``: an Ollama chat, routed like ``/v1/chat/completions`` and answered in Ollama's shape."""
     gw, client = resolve(request)
     raw = await read_json(request)
     if raw.get("messages") in (None, []):
         return await _load_reply(gw, raw, chat=True)
     check_ollama_chat(raw, max_messages=gw.settings.gateway.max_messages)
-    body = _translated(ollama_chat_request_to_openai, raw)
-    quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
-    features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    shaping = request_shaping({**body, "turnout": raw.get("turnout")}, think=raw.get("think"))
-    ex = exchange(RequestKind.CHAT, body, client, request)
-    ex.think = raw.get("think")
-    return await gw.pipeline.handle(
-        ex, features, quality=quality, shape=Shape.OLLAMA_CHAT, shaping=shaping, receive=request.receive
-    )
+    return await _route_chat(request, gw, client, raw, ollama_chat_request_to_openai, Shape.OLLAMA_CHAT)
 
 
 async def generate(request: Request) -> Response:
+    """``POST /api/generate``: a prompt (and system, images) routed as a chat, answered in Ollama's shape."""
     gw, client = resolve(request)
     raw = await read_json(request)
     if not raw.get("prompt") and not raw.get("system") and not raw.get("images"):
         return await _load_reply(gw, raw, chat=False)
     check_ollama_generate(raw)
-    body = _translated(ollama_generate_request_to_openai, raw)
+    return await _route_chat(request, gw, client, raw, ollama_generate_request_to_openai, Shape.OLLAMA_GENERATE)
+
+
+async def _route_chat(
+    request: Request, gw: GatewayState, client: str | None, raw: Json, translate: Callable[[Json], Json], shape: Shape
+) -> Response:
+    body = _translated(translate, raw)
     quality = parse_quality(request.headers.get(QUALITY_HEADER), raw)
     features = chat_features(body, gw.settings.gateway.max_prompt_chars)
     shaping = request_shaping({**body, "turnout": raw.get("turnout")}, think=raw.get("think"))
     ex = exchange(RequestKind.CHAT, body, client, request)
     ex.think = raw.get("think")
     return await gw.pipeline.handle(
-        ex, features, quality=quality, shape=Shape.OLLAMA_GENERATE, shaping=shaping, receive=request.receive
+        ex, features, quality=quality, shape=shape, shaping=shaping, receive=request.receive
     )
 
 
@@ -117,17 +117,20 @@ async def _embed(request: Request, gw: GatewayState, client: str | None, shape: 
 
 
 async def embed(request: Request) -> Response:
+    """``POST /api/embed``: embeddings for one or more inputs, answered in Ollama's shape."""
     gw, client = resolve(request)
     return await _embed(request, gw, client, Shape.OLLAMA_EMBED)
 
 
 async def embeddings_legacy(request: Request) -> Response:
+    """``POST /api/embeddings``: Ollama's older one-prompt embedding call."""
     gw, client = resolve(request)
     return await _embed(request, gw, client, Shape.OLLAMA_EMBEDDINGS)
 
 
 @router.get("/tags")
 async def tags(gw: StateDep, _client: ClientDep) -> Response:
+    """``GET /api/tags``: the virtual model and (with ``list_real_models``) the catalog, in Ollama's shape."""
     opts = gw.settings.gateway
     now = iso_now()
     models = [
@@ -164,6 +167,7 @@ async def tags(gw: StateDep, _client: ClientDep) -> Response:
 
 @router.get("/version")
 async def version() -> Response:
+    """``GET /api/version``: the Ollama version this API imitates."""
     return Response(orjson.dumps({"version": OLLAMA_VERSION}), media_type=JSON_MEDIA)
 
 

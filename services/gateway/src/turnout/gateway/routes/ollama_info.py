@@ -34,11 +34,13 @@ RUNNING = "Ollama is running"
 
 @router.get("/", response_class=PlainTextResponse, summary="Ollama's liveness probe")
 async def root() -> PlainTextResponse:
+    """``GET /``: the plain-text liveness answer Ollama clients probe for."""
     return PlainTextResponse(RUNNING)
 
 
 @router.head("/", include_in_schema=False)
 async def root_head() -> PlainTextResponse:
+    """``HEAD /``: the same, for clients that probe with HEAD."""
     return PlainTextResponse(RUNNING)
 
 
@@ -53,6 +55,8 @@ class ShowRequest(BaseModel):
 
 
 class ModelDetails(BaseModel):
+    """Ollama's ``details`` of a model: family, size and quantisation."""
+
     parent_model: str = ""
     format: str = "gguf"
     family: str = ""
@@ -62,6 +66,8 @@ class ModelDetails(BaseModel):
 
 
 class ShowResponse(BaseModel):
+    """``/api/show``'s answer: details, capabilities and model info."""
+
     modified_at: str
     modelfile: str = ""
     parameters: str = ""
@@ -73,6 +79,8 @@ class ShowResponse(BaseModel):
 
 
 class RunningModel(BaseModel):
+    """One model resident on a GPU host, as ``/api/ps`` lists it."""
+
     name: str
     model: str
     size: int
@@ -83,11 +91,14 @@ class RunningModel(BaseModel):
 
 
 class PsResponse(BaseModel):
+    """``/api/ps``'s answer: the loaded models."""
+
     models: list[RunningModel]
 
 
 @router.post("/api/show", response_model=ShowResponse, summary="A model's details and capabilities")
 async def show(req: ShowRequest, gw: StateDep, _client: ClientDep) -> Response:
+    """``POST /api/show``: a catalog model's details and capabilities (the virtual model can do everything)."""
     name = req.model or req.name
     if name is None:
         raise InvalidRequest("'model' is a required property", param="model", code="missing_required_parameter")
@@ -170,6 +181,7 @@ def _show_virtual(name: str) -> Json:
 
 @router.get("/api/ps", response_model=PsResponse, summary="Models loaded on the fleet's GPUs")
 async def ps(gw: StateDep, _client: ClientDep) -> Response:
+    """``GET /api/ps``: the models the gpu-agents report loaded, across the fleet."""
     models: list[Json] = []
     by_name = {m.name: m for m in await gw.catalog.models()}
     backends = {b.name: b for b in gw.settings.backends}

@@ -46,6 +46,7 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 def exchange(
     kind: RequestKind, body: dict[str, object], client: str | None, request: Request | None = None
 ) -> Exchange:
+    """A new exchange for ``body`` (its ``turnout`` options removed): ids, stream flag, requested model, client."""
     stream = body.get("stream") is True and kind is not RequestKind.EMBEDDING
     body.pop("turnout", None)
     model = body.get("model")
@@ -63,6 +64,7 @@ def exchange(
 
 
 async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions``: validated, served from the response cache or routed and forwarded."""
     gw, client = resolve(request)
     body = await read_json(request)
     opts = gw.settings.gateway
@@ -71,6 +73,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def completions(request: Request) -> Response:
+    """``POST /v1/completions``: the legacy text completion, cached and routed like a chat."""
     gw, client = resolve(request)
     body = await read_json(request)
     check_completion(body, max_n=gw.settings.gateway.max_n)
@@ -109,6 +112,7 @@ async def _cached_route(
 
 
 async def embeddings(request: Request) -> Response:
+    """``POST /v1/embeddings``: routed to an embedding model (never cached)."""
     gw, client = resolve(request)
     body = await read_json(request)
     check_embeddings(body)
@@ -131,6 +135,7 @@ def request_shaping(body: dict[str, object], *, think: bool | None = None) -> Re
 
 
 async def model_list(gw: GatewayState) -> list[dict[str, object]]:
+    """The virtual model, then (with ``list_real_models``) every catalog model not hidden."""
     opts = gw.settings.gateway
     out: list[dict[str, object]] = [
         {"id": opts.virtual_model, "object": "model", "created": gw.started_at, "owned_by": "turnout"}
@@ -147,6 +152,7 @@ async def model_list(gw: GatewayState) -> list[dict[str, object]]:
 
 @router.get("/models")
 async def list_models(gw: StateDep, _client: ClientDep) -> Response:
+    """``GET /v1/models``: the models a client may name."""
     return Response(orjson.dumps({"object": "list", "data": await model_list(gw)}), media_type=JSON_MEDIA)
 
 
@@ -162,6 +168,8 @@ async def get_model(model: str, gw: StateDep, _client: ClientDep) -> Response:
 
 
 class FeedbackIn(BaseModel):
+    """A client's verdict on one reply: a score in -1..1 or thumbs up/down, and a comment."""
+
     model_config = ConfigDict(extra="forbid")
 
     response_id: str = Field(min_length=1, max_length=200)
@@ -177,6 +185,7 @@ class FeedbackIn(BaseModel):
 
     @property
     def value(self) -> float:
+        """The verdict as a score: thumbs up is 1, down is -1."""
         if self.score is not None:
             return self.score
         return 1.0 if self.thumbs == "up" else -1.0
@@ -184,6 +193,7 @@ class FeedbackIn(BaseModel):
 
 @router.post("/feedback", status_code=202)
 async def feedback(fb: FeedbackIn, gw: StateDep, client: ClientDep) -> Response:
+    """``POST /v1/feedback``: queue the verdict on the feedback stream (202; the sync worker stores it)."""
     event = FeedbackEventV1(
         response_id=fb.response_id, score=fb.value, comment=fb.comment, client=client, ts=time.time()
     )

@@ -33,6 +33,7 @@ metrics_router = APIRouter(tags=["ops"])
 
 @router.get("/health")
 async def health() -> Response:
+    """``GET /health``: the process answers (liveness; checks nothing else)."""
     return Response(b'{"status":"ok","service":"gateway"}', media_type=JSON_MEDIA)
 
 
@@ -56,6 +57,7 @@ def _can_route(gw: GatewayState) -> bool:
 
 @router.get("/ready")
 async def ready(gw: StateDep) -> Response:
+    """``GET /ready``: Redis, Postgres, scorer and routes checked; 503 while draining or unable to route."""
     names = ("redis", "postgres", "scorer")
     fns = (_redis_ok, _postgres_ok, _scorer_ok)
     results = await asyncio.gather(*(gw.checks.run(name, partial(fn, gw)) for name, fn in zip(names, fns, strict=True)))
@@ -74,6 +76,7 @@ async def ready(gw: StateDep) -> Response:
 
 
 def metrics_text(registry: CollectorRegistry, *, multiprocess: bool) -> bytes:
+    """The Prometheus text of ``registry``, or of every worker's files in multi-process mode."""
     if multiprocess:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -82,4 +85,5 @@ def metrics_text(registry: CollectorRegistry, *, multiprocess: bool) -> bytes:
 
 @metrics_router.get("/metrics")
 async def metrics(gw: StateDep) -> Response:
+    """``GET /metrics``: this gateway's Prometheus metrics."""
     return Response(metrics_text(gw.registry, multiprocess=gw.multiprocess), media_type=CONTENT_TYPE_LATEST)

@@ -9,7 +9,6 @@ the reply goes back as a ``response`` object or as the Responses SSE events. Not
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -23,17 +22,10 @@ from turnout.common.backends.responses_api import (
     new_id,
     responses_request_to_chat,
 )
-from turnout.common.errors import TranslationError
-from turnout.common.schemas.route import RequestKind
 from turnout.gateway.deps import ClientDep, StateDep
-from turnout.gateway.errors import InvalidRequest, as_gateway_error
+from turnout.gateway.errors import as_gateway_error
 from turnout.gateway.forwarding import Exchange
-from turnout.gateway.pipeline import ReplyEncoder
-from turnout.gateway.routes.openai import exchange, request_shaping
-from turnout.gateway.routing import QUALITY_HEADER, chat_features, parse_quality
-from turnout.gateway.shaping import RequestShaping
-from turnout.gateway.state import GatewayState
-from turnout.gateway.validation import check_chat
+from turnout.gateway.routes.dialects import TranslatingEncoder, chat_body, route_chat
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -41,6 +33,8 @@ Json = dict[str, Any]
 
 
 class InputText(BaseModel):
+    """A text part of an input message."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["input_text", "output_text", "text"]
@@ -48,6 +42,8 @@ class InputText(BaseModel):
 
 
 class InputImage(BaseModel):
+    """An image part of an input message (URL or data URL; file ids are refused)."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["input_image"]
@@ -57,6 +53,8 @@ class InputImage(BaseModel):
 
 
 class Refusal(BaseModel):
+    """An earlier refusal by the assistant, handed back."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["refusal"]
@@ -67,6 +65,8 @@ ContentPart = Annotated[InputText | InputImage | Refusal, Field(discriminator="t
 
 
 class MessageItem(BaseModel):
+    """An input message of any role."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["message"] = "message"
@@ -75,6 +75,8 @@ class MessageItem(BaseModel):
 
 
 class FunctionCallItem(BaseModel):
+    """An earlier function call by the model, handed back."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["function_call"]
@@ -85,6 +87,8 @@ class FunctionCallItem(BaseModel):
 
 
 class FunctionCallOutputItem(BaseModel):
+    """The output of a function call, for the ``call_id`` it answers."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["function_call_output"]
@@ -104,6 +108,8 @@ InputItem = MessageItem | FunctionCallItem | FunctionCallOutputItem | ReasoningI
 
 
 class FunctionTool(BaseModel):
+    """A function the model may call, with its JSON-schema parameters."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["function"]
@@ -114,11 +120,15 @@ class FunctionTool(BaseModel):
 
 
 class ToolChoiceFunction(BaseModel):
+    """Force a call of the named function."""
+
     type: Literal["function"]
     name: str
 
 
 class TextFormat(BaseModel):
+    """The reply's format: text, any JSON object, or JSON following a schema."""
+
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["text", "json_object", "json_schema"] = "text"
@@ -128,6 +138,8 @@ class TextFormat(BaseModel):
 
 
 class TextOptions(BaseModel):
+    """Options of the text reply (its format)."""
+
     model_config = ConfigDict(extra="ignore")
 
     format: TextFormat = Field(default_factory=TextFormat)
@@ -156,78 +168,37 @@ class ResponsesRequest(BaseModel):
     turnout: dict[str, Any] | None = Field(default=None, description="Turnout options: quality, cache, shaping")
 
 
-class ResponsesEncoder:
+class ResponsesEncoder(TranslatingEncoder[ChatToResponsesStream]):
     """Chat replies as Responses API objects and events (see :class:`ReplyEncoder`)."""
 
     def __init__(self, ex: Exchange, req: Json) -> None:
-        self._ex = ex
+        super().__init__(ex)
         self._req = req
-        self._stream: ChatToResponsesStream | None = None
-
-    def _model(self) -> str:
-        return self._ex.chosen.model if self._ex.chosen else ""
 
     def whole(self, data: Json) -> bytes:
-        ex = self._ex
-        return orjson.dumps(chat_to_response(data, self._req, response_id=ex.response_id, model=self._model()))
+        """A whole chat reply as one ``response`` object."""
+        return orjson.dumps(chat_to_response(data, self._req, response_id=self._ex.response_id, model=self._model()))
 
-    def _translator(self) -> ChatToResponsesStream:
-        if self._stream is None:
-            ex = self._ex
-            self._stream = ChatToResponsesStream(
-                self._req, response_id=ex.response_id, model=self._model(), created=ex.created
-            )
-        return self._stream
+    def _new_stream(self) -> ChatToResponsesStream:
+        ex = self._ex
+        return ChatToResponsesStream(self._req, response_id=ex.response_id, model=self._model(), created=ex.created)
 
     def encode(self, batch: list[Json]) -> bytes:
+        """A batch of chat chunks as Responses events (``response.created`` first)."""
         t = self._translator()
-        out = t.start() if t.seq == 0 else b""
-        return out + b"".join(t.feed(c) for c in batch)
-
-    def end(self) -> bytes:
-        return self._translator().finish()
+        return (t.start() if t.seq == 0 else b"") + super().encode(batch)
 
     def error(self, exc: BaseException) -> bytes:
+        """The ``error`` event that ends a broken stream."""
         err = as_gateway_error(exc)
         return self._translator().error(err.message, err.code)
 
 
-async def route_chat(
-    request: Request,
-    gw: GatewayState,
-    client: str | None,
-    body: Json,
-    *,
-    turnout: Json | None,
-    response_id: str,
-    encoder: Callable[..., ReplyEncoder],
-    encoder_args: tuple[Any, ...],
-    shaping: RequestShaping | None = None,
-) -> Response:
-    """A chat body from another dialect, routed like ``/v1/chat/completions`` and answered by
-    ``encoder(exchange, *encoder_args)``."""
-    opts = gw.settings.gateway
-    check_chat(body, max_n=opts.max_n, max_messages=opts.max_messages)
-    options = {"turnout": turnout} if turnout is not None else {}
-    quality = parse_quality(request.headers.get(QUALITY_HEADER), options)
-    features = chat_features(body, gw.settings.gateway.max_prompt_chars)
-    shaping = shaping or request_shaping({**body, **options})
-    ex = exchange(RequestKind.CHAT, body, client, request)
-    ex.response_id = response_id
-    enc: ReplyEncoder = encoder(ex, *encoder_args)
-    return await gw.pipeline.handle(
-        ex, features, quality=quality, shaping=shaping, encoder=enc, receive=request.receive
-    )
-
-
 @router.post("/responses", summary="Create a model response (OpenAI Responses API)")
 async def create_response(req: ResponsesRequest, request: Request, gw: StateDep, client: ClientDep) -> Response:
-    raw = req.model_dump(exclude_none=True, by_alias=True)
-    try:
-        body = responses_request_to_chat({k: v for k, v in raw.items() if k != "turnout"})
-    except TranslationError as exc:
-        param = "previous_response_id" if req.previous_response_id else None
-        raise InvalidRequest(str(exc), param=param, code="unsupported_parameter" if param else "invalid_value") from exc
+    """Translate the request to chat, route it like ``/v1/chat/completions``, answer in Responses' shape."""
+    refused = "previous_response_id" if req.previous_response_id else None
+    raw, body = chat_body(req, responses_request_to_chat, by_alias=True, param=refused)
     return await route_chat(
         request,
         gw,
@@ -235,6 +206,5 @@ async def create_response(req: ResponsesRequest, request: Request, gw: StateDep,
         body,
         turnout=req.turnout,
         response_id=new_id("resp"),
-        encoder=ResponsesEncoder,
-        encoder_args=(raw,),
+        encoder=lambda ex: ResponsesEncoder(ex, raw),
     )

@@ -71,6 +71,7 @@ async def _profiling(gw: Any) -> dict[str, Any]:
 
 @router.get("", response_class=HTMLResponse)
 async def overview(gw: StateDep, _: AdminDep) -> HTMLResponse:
+    """The dashboard: recent requests, speed against quality, fleet, circuits, catalog and profiling."""
     recent = await q.list_requests(gw.engine, q.RequestFilter(), limit=30)
     points = await q.performance(gw.engine)
     models = await gw.catalog.models()
@@ -91,6 +92,7 @@ async def overview(gw: StateDep, _: AdminDep) -> HTMLResponse:
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)
 async def request_page(gw: StateDep, _: AdminDep, request_id: str) -> HTMLResponse:
+    """One request's page (a 404 page while it is not yet in the request log)."""
     doc = await q.get_request(gw.engine, request_id[:128])
     if doc is None:
         page = _page("pending.html", request_id=request_id)
@@ -101,6 +103,7 @@ async def request_page(gw: StateDep, _: AdminDep, request_id: str) -> HTMLRespon
 
 @router.get("/static/{name}")
 async def static(name: str) -> FileResponse:
+    """The dashboard's static files (a fixed set, cached for five minutes)."""
     path = _STATIC_FILES.get(name)
     if path is None:
         raise NotFound(f"No static file '{name}'")
@@ -109,6 +112,7 @@ async def static(name: str) -> FileResponse:
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(error: str | None = None) -> HTMLResponse:
+    """The dashboard's login page."""
     return _page("login.html", error=error)
 
 
@@ -140,6 +144,7 @@ async def login(request: Request, gw: StateDep) -> Response:
 
 @router.post("/logout", status_code=204)
 async def logout() -> Response:
+    """Forget the admin key cookie."""
     response = Response(status_code=204)
     response.delete_cookie(COOKIE)
     return response

@@ -30,6 +30,8 @@ from turnout.sync.sources.openrouter import OpenRouterOptions, OpenRouterSource
 
 
 class BenchmarkSourcesOptions(BaseModel):
+    """Every public benchmark source's options."""
+
     model_config = ConfigDict(extra="forbid")
 
     hf_leaderboard: HfLeaderboardOptions = Field(default_factory=HfLeaderboardOptions)

@@ -27,32 +27,33 @@ from typing import Any
 
 import aiohttp
 
-from turnout.sync.errors import SourceFormatError
-from turnout.sync.sources.base import KeyedSourceOptions, SourceRun, as_float, clamp01, get_json
+from turnout.sync.sources.base import KeyedSourceOptions, SourceRun, as_float, as_object, clamp01, get_data_list
 
 NAME = "artificial_analysis"
 URL = "https://artificialanalysis.ai/api/v2/data/llms/models"
 
 
 class ArtificialAnalysisOptions(KeyedSourceOptions):
+    """Artificial Analysis' API (a key is needed)."""
+
     url: str = URL
 
 
 class ArtificialAnalysisSource:
+    """Quality and speed indices from Artificial Analysis."""
+
     name = NAME
 
     def __init__(self, options: ArtificialAnalysisOptions) -> None:
         self.options = options
 
     async def fetch(self, http: aiohttp.ClientSession) -> SourceRun:
+        """One run: every model's indices as benchmark rows."""
         run = SourceRun(self.name)
         key = self.options.api_key.get_secret_value() if self.options.api_key else ""
-        data = await get_json(http, self.options.url, self.options, headers={"x-api-key": key})
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise SourceFormatError(f"{self.options.url}: expected an object with a 'data' list")
-        run.pages = 1
-        for item in data["data"]:
+        for item in await get_data_list(http, self.options.url, self.options, headers={"x-api-key": key}):
             self._model(item, run)
+        run.pages = 1
         run.dedupe()
         return run
 
@@ -65,7 +66,7 @@ class ArtificialAnalysisSource:
         if not isinstance(evaluations, dict):
             run.skip(f"{name}: no evaluations object")
             return
-        creator = _obj(item.get("model_creator"))
+        creator = as_object(item.get("model_creator"))
         details = {
             "id": item.get("id"),
             "slug": item.get("slug"),
@@ -94,7 +95,3 @@ class ArtificialAnalysisSource:
                 aliases=aliases,
                 details=details,
             )
-
-
-def _obj(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}

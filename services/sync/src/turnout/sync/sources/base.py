@@ -60,6 +60,8 @@ class BenchmarkRow(BaseModel):
 
 @dataclass(slots=True)
 class SourceRun:
+    """What one source run fetched: its rows, what it skipped and why, pages read."""
+
     source: str
     rows: list[BenchmarkRow] = field(default_factory=list)
     skipped: int = 0
@@ -68,6 +70,7 @@ class SourceRun:
     notes: list[str] = field(default_factory=list)
 
     def skip(self, reason: str) -> None:
+        """Count a skipped record (a few reasons are kept as samples)."""
         self.skipped += 1
         if len(self.skip_reasons) < MAX_SKIP_SAMPLES:
             self.skip_reasons.append(reason[:200])
@@ -108,6 +111,7 @@ class SourceRun:
         self.rows = list(best.values())
 
     def summary(self) -> dict[str, Any]:
+        """The run's counts, for logs and job results."""
         return {
             "source": self.source,
             "rows": len(self.rows),
@@ -132,16 +136,21 @@ class SourceOptions(BaseModel):
 
 
 class KeyedSourceOptions(SourceOptions):
+    """A source that needs an API key."""
+
     api_key: SecretStr | None = None
 
 
 class Source(Protocol):
+    """A public benchmark source: fetches its rows."""
+
     name: str
 
     async def fetch(self, http: aiohttp.ClientSession) -> SourceRun: ...
 
 
 def clamp01(v: float) -> float:
+    """``v`` clamped to 0..1."""
     return 0.0 if v < 0 else 1.0 if v > 1 else v
 
 
@@ -159,6 +168,23 @@ def as_float(v: Any) -> float | None:
     else:
         return None
     return f if math.isfinite(f) else None
+
+
+def as_object(v: Any) -> dict[str, Any]:
+    """``v`` when it is a JSON object, else an empty one (for reading optional nested fields)."""
+    return v if isinstance(v, dict) else {}
+
+
+async def get_data_list(
+    http: aiohttp.ClientSession, url: str, options: SourceOptions, *, headers: Mapping[str, str] | None = None
+) -> list[Any]:
+    """The ``data`` list of the JSON object at ``url`` (a one-page model list, as OpenAI-style
+    APIs answer); any other shape is a :class:`SourceFormatError`."""
+    data = await get_json(http, url, options, headers=headers)
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise SourceFormatError(f"{url}: expected an object with a 'data' list")
+    items: list[Any] = data["data"]
+    return items
 
 
 async def get_json(

@@ -26,6 +26,8 @@ ROWS_URL = "https://datasets-server.huggingface.co/rows"
 
 
 class DatasetRowsOptions(SourceOptions):
+    """A Hugging Face dataset read through the viewer's ``/rows`` API: which split, page size."""
+
     url: str = ROWS_URL
     dataset: str
     config: str = "default"

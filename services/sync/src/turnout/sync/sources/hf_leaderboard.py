@@ -40,6 +40,8 @@ _ANCHOR = re.compile(r">([^<>]+)</a>")
 
 
 class HfLeaderboardOptions(DatasetRowsOptions):
+    """The Open LLM Leaderboard dataset: which rows and metrics."""
+
     dataset: str = "open-llm-leaderboard/contents"
     config: str = "default"
     split: str = "train"
@@ -48,12 +50,15 @@ class HfLeaderboardOptions(DatasetRowsOptions):
 
 
 class HfLeaderboardSource:
+    """Benchmark scores from the Open LLM Leaderboard."""
+
     name = NAME
 
     def __init__(self, options: HfLeaderboardOptions) -> None:
         self.options = options
 
     async def fetch(self, http: aiohttp.ClientSession) -> SourceRun:
+        """One run: every page of the dataset as benchmark rows, de-duplicated."""
         run = SourceRun(self.name)
         async for row in dataset_rows(http, self.options, run):
             self._row(row, run)

@@ -30,6 +30,8 @@ NAME = "lmarena"
 
 
 class LmArenaOptions(DatasetRowsOptions):
+    """The LMArena leaderboard dataset: which arena (subset) and split."""
+
     dataset: str = "lmarena-ai/leaderboard-dataset"
     config: str = "text"
     split: str = "latest"
@@ -41,12 +43,15 @@ class LmArenaOptions(DatasetRowsOptions):
 
 
 class LmArenaSource:
+    """Arena ratings from LMArena."""
+
     name = NAME
 
     def __init__(self, options: LmArenaOptions) -> None:
         self.options = options
 
     async def fetch(self, http: aiohttp.ClientSession) -> SourceRun:
+        """One run: every rated model of the chosen arena as benchmark rows."""
         run = SourceRun(self.name)
         wanted = set(self.options.categories)
         by_category: dict[str, list[tuple[str, float, dict[str, Any]]]] = {}

@@ -43,6 +43,8 @@ _RESERVED = {"model", "metric", "value", "min", "max", "scale_min", "scale_max",
 
 
 class LocalFilesOptions(BaseModel):
+    """Operator-supplied CSV or JSON files of benchmark scores."""
+
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
@@ -63,6 +65,7 @@ def _files(paths: tuple[Path, ...]) -> list[Path]:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a CSV or JSON file (a list, or an object holding one)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
@@ -97,11 +100,14 @@ def _truthy(v: Any, default: bool = True) -> bool:
 
 
 class LocalFilesSource:
+    """Benchmark rows from local files."""
+
     def __init__(self, options: LocalFilesOptions) -> None:
         self.options = options
         self.name = options.source_name
 
     async def fetch(self, http: aiohttp.ClientSession | None = None) -> SourceRun:  # noqa: ARG002
+        """One run over every configured file."""
         run = SourceRun(self.name)
         for path in _files(self.options.paths):
             records = read_records(path)

@@ -29,39 +29,42 @@ from typing import Any
 
 import aiohttp
 
-from turnout.sync.errors import SourceFormatError
-from turnout.sync.sources.base import SourceOptions, SourceRun, as_float, clamp01, get_json
+from turnout.sync.sources.base import SourceOptions, SourceRun, as_float, as_object, clamp01, get_data_list
 
 NAME = "openrouter"
 URL = "https://openrouter.ai/api/v1/models"
 
 
 class OpenRouterOptions(SourceOptions):
+    """OpenRouter's model list endpoint."""
+
     url: str = URL
 
 
 def context_score(tokens: float) -> float:
+    """A context window as 0..1 on a log scale from 2K (0) to 1M tokens (1)."""
     return clamp01(math.log2(max(tokens, 1) / 2048) / math.log2(1048576 / 2048))
 
 
 def price_score(usd_per_mtok: float) -> float:
+    """A price per million tokens as 0..1: free is 1, falling as it rises."""
     return 1.0 / (1.0 + usd_per_mtok)
 
 
 class OpenRouterSource:
+    """Context windows and prices of hosted models from OpenRouter."""
+
     name = NAME
 
     def __init__(self, options: OpenRouterOptions) -> None:
         self.options = options
 
     async def fetch(self, http: aiohttp.ClientSession) -> SourceRun:
+        """One run: the model list as context and price rows."""
         run = SourceRun(self.name)
-        data = await get_json(http, self.options.url, self.options)
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise SourceFormatError(f"{self.options.url}: expected an object with a 'data' list")
-        run.pages = 1
-        for item in data["data"]:
+        for item in await get_data_list(http, self.options.url, self.options):
             self._model(item, run)
+        run.pages = 1
         run.dedupe()
         return run
 
@@ -70,7 +73,7 @@ class OpenRouterSource:
             run.skip("entry without an id")
             return
         mid = item["id"].strip()
-        arch = _obj(item.get("architecture"))
+        arch = as_object(item.get("architecture"))
         details = {
             "name": item.get("name"),
             "hugging_face_id": item.get("hugging_face_id") or None,
@@ -78,7 +81,7 @@ class OpenRouterSource:
             "input_modalities": arch.get("input_modalities"),
             "output_modalities": arch.get("output_modalities"),
             "supported_parameters": item.get("supported_parameters"),
-            "max_completion_tokens": _obj(item.get("top_provider")).get("max_completion_tokens"),
+            "max_completion_tokens": as_object(item.get("top_provider")).get("max_completion_tokens"),
         }
         aliases = tuple(a for a in (item.get("hugging_face_id"), item.get("name")) if isinstance(a, str) and a.strip())
         wrote = 0
@@ -94,7 +97,7 @@ class OpenRouterSource:
                 details=details,
             )
             wrote += 1
-        pricing = _obj(item.get("pricing"))
+        pricing = as_object(item.get("pricing"))
         for field, metric in (("prompt", "price_prompt_usd_per_mtok"), ("completion", "price_completion_usd_per_mtok")):
             per_token = as_float(pricing.get(field))
             if per_token is None or per_token < 0:
@@ -112,7 +115,3 @@ class OpenRouterSource:
             wrote += 1
         if not wrote:
             run.skip(f"{mid}: neither a context length nor a price")
-
-
-def _obj(v: Any) -> dict[str, Any]:
-    return v if isinstance(v, dict) else {}
