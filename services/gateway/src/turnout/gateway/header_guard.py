@@ -28,6 +28,8 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from turnout.gateway.head_with_body import HeadWithBody
+
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 LINGER_S = 1.0
@@ -116,8 +118,9 @@ class HeaderLimits:
         self.loop.call_later(LINGER_S, self.transport.close)
 
 
-class GuardedHttpToolsProtocol(HeaderLimits, HttpToolsProtocol):  # type: ignore[misc]
-    """The gateway's protocol: header bounds around uvicorn's httptools protocol."""
+class GuardedHttpToolsProtocol(HeaderLimits, HeadWithBody, HttpToolsProtocol):  # type: ignore[misc]
+    """The gateway's protocol: header bounds around uvicorn's httptools protocol, and each
+    response's head sent with its body (:mod:`turnout.gateway.head_with_body`)."""
 
 
 def guarded_protocol(max_header_bytes: int, header_timeout_s: float) -> type[GuardedHttpToolsProtocol]:

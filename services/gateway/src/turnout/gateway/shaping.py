@@ -232,6 +232,8 @@ class ReasoningSplitter:
 
     def feed(self, text: str) -> tuple[str, str]:
         """Split the next piece of streamed text into (content, reasoning), holding back a partial tag."""
+        if "<" not in text and not self._buf and self._inside is None and not self._trim:
+            return text, ""  # no tag can start here: most chunks of most replies
         buf = self._buf + text
         content: list[str] = []
         reasoning: list[str] = []
@@ -369,7 +371,7 @@ class Shaper:
         return self.reasoning is not ReasoningMode.KEEP or self.json_fences or bool(self.signature)
 
     def _split(self, text: str) -> tuple[str, str]:
-        if self.reasoning is ReasoningMode.KEEP or not self.tags:
+        if self.reasoning is ReasoningMode.KEEP or not self.tags or "<" not in text:
             return text, ""
         s = ReasoningSplitter(self.tags)
         c1, r1 = s.feed(text)
