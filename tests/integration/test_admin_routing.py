@@ -62,7 +62,8 @@ async def scorer(redis_url: str, seeded: str, key_prefix: str, tmp_path: Path) -
             "ops_port": free_port(),
             "catalog_refresh_s": 60,
             "fleet_poll_s": 60,
-            "routing": {"rules_file": str(rules), "rules_poll_s": 60},
+            # the routing cache is off by default; the invalidation test needs it
+            "routing": {"rules_file": str(rules), "rules_poll_s": 60, "route_cache": {"enabled": True}},
         },
     )
     async with running_scorer(settings, registry=CollectorRegistry(), rid="scorer-admin-test") as running:
