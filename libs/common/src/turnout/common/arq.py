@@ -190,7 +190,7 @@ class WorkerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ops_host: str = "0.0.0.0"
+    ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=0, ge=0, le=65535)
     max_jobs: int = Field(default=4, ge=1, le=100, description="Jobs run concurrently by one worker")
     max_tries: int = Field(default=5, ge=1, le=50, description="Tries before a job ends in dead_letters")

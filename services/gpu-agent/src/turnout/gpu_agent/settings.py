@@ -44,7 +44,7 @@ class GpuAgentOptions(BaseModel):
     backend_timeout_s: float = Field(default=5.0, gt=0, description="Per call to the backend (/api/ps)")
     interval_s: float = Field(default=2.0, gt=0, description="Read and publish this often")
     ttl_s: float = Field(default=10.0, gt=0, description="The host state expires this long after the last publish")
-    ops_host: str = "0.0.0.0"
+    ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=9104, ge=0, le=65535)
     gpu_memory_gb: float | None = Field(default=None, gt=0, description="Manual memory budget instead of readers")
     readers: list[str] = Field(default_factory=lambda: ["auto"], description=f"GPU readers: {READERS}")

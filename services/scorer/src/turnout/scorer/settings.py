@@ -96,7 +96,7 @@ class ScorerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ops_host: str = "0.0.0.0"
+    ops_host: str = "127.0.0.1"
     ops_port: int = Field(default=9101, ge=0, le=65535)
     catalog_refresh_s: float = Field(default=30.0, gt=0, description="Reload the catalog at least this often")
     fleet_poll_s: float = Field(default=2.0, gt=0, description="Re-read fleet state at least this often")
