@@ -38,6 +38,7 @@ from turnout.common.vram_lock import PENDING_TTL_S, HostLock, clear_pending, res
 from turnout.scorer.vram import PlannedOrder, VramOptions
 
 log = logging.getLogger(__name__)
+BUSY_SKIP = "skipped: the model is serving a request"
 
 
 class OrderCaller(Protocol):
@@ -128,8 +129,10 @@ class VramActions:
                 run.actions.append(action)
                 await self.record(action)
                 if not action.ok:
-                    log.warning("VRAM %s %s on %s failed (%s); abandoning the rest", order.action.value,
-                                order.model, host, action.error)  # fmt: skip
+                    # a model that took a request since the plan is an expected race, not a failure
+                    level = logging.INFO if action.error == BUSY_SKIP else logging.WARNING
+                    log.log(level, "VRAM %s %s on %s failed (%s); abandoning the rest", order.action.value,
+                            order.model, host, action.error)  # fmt: skip
                     return run
                 await self._clear_pending(host, order.model)  # unloaded, or loaded and reported by the agent
             tell(True)
@@ -156,7 +159,7 @@ class VramActions:
             "needed_bytes": order.bytes if order.action is OrderAction.LOAD else 0,
         }
         if order.action is OrderAction.UNLOAD and self._busy is not None and await self._busy(order.host, order.model):
-            return VramActionV1(**base, ok=False, error="skipped: the model is serving a request")
+            return VramActionV1(**base, ok=False, error=BUSY_SKIP)
         if order.action is OrderAction.LOAD:
             await self.reserve(order.host, order.model, order.bytes)
         body = ModelOrderV1(
