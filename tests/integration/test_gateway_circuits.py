@@ -116,15 +116,17 @@ async def test_the_probe_after_the_cooldown_closes_the_circuit_for_every_gateway
 ):
     fleet.alpha.mode = "status"
     scorer = FakeScorer(redis_url, keys, fixed(("m", "alpha", "up"), ("m", "beta", "up")))
-    settings = make_settings(circuit_failures=1, circuit_cooldown_s=0.5, circuit_refresh_s=0.05)
+    # a cooldown long enough that it cannot run out while b's requests go by on a loaded box
+    settings = make_settings(circuit_failures=1, circuit_cooldown_s=2.0, circuit_refresh_s=0.05)
     async with scorer.running(), run_gateway(settings) as one, run_gateway(settings) as two:
         async with httpx.AsyncClient(base_url=one.url) as a, httpx.AsyncClient(base_url=two.url) as b:
             first = await a.post("/v1/chat/completions", json=CHAT)  # opens it
-            await asyncio.sleep(0.2)  # the other gateway's view refreshes
+            opened_at = time.monotonic()
+            await asyncio.sleep(0.2)  # the other gateway's view refreshes (every 0.05 s)
             during = [await b.post("/v1/chat/completions", json=CHAT) for _ in range(5)]
             sent_while_open = len(fleet.alpha.received)
             fleet.alpha.mode = "ok"
-            await asyncio.sleep(0.6)  # cooldown over
+            await asyncio.sleep(max(0.0, opened_at + 2.1 - time.monotonic()))  # cooldown over
             probe = await b.post("/v1/chat/completions", json=CHAT)
             await asyncio.sleep(0.2)
             after = await a.post("/v1/chat/completions", json=CHAT)
