@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -253,7 +254,7 @@ def sse_event(name: str, data: Json) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-class ChunkTranslator:
+class ChunkTranslator(ABC):
     """What every translator of chat completion chunks into another dialect's stream shares: it
     translates choice 0 (clients of the other dialects ask for one answer), keeps the latest
     ``usage`` and ``finish_reason`` for its closing events, and opens the stream (:meth:`start`)
@@ -264,9 +265,9 @@ class ChunkTranslator:
         self.finish_reason: str | None = None
         self._started = False
 
+    @abstractmethod
     def start(self) -> bytes:
         """The events that open the stream."""
-        raise NotImplementedError
 
     def deltas(self, chunk: Json) -> Iterator[Json]:
         """The delta of choice 0 in ``chunk`` (none when it has no choice 0), noting the chunk's

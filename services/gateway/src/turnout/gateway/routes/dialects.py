@@ -7,6 +7,7 @@ A request in the other dialect becomes a chat body (:func:`chat_body`), is route
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -78,7 +79,7 @@ class StreamTranslator(Protocol):
 T = TypeVar("T", bound=StreamTranslator)
 
 
-class TranslatingEncoder(Generic[T]):
+class TranslatingEncoder(ABC, Generic[T]):
     """The common part of a :class:`~turnout.gateway.pipeline.ReplyEncoder` for another dialect:
     the exchange, the model it chose, and one stream translator (``_new_stream``) built on the
     first chunk, once the model is known. Subclasses add ``whole`` and ``error``."""
@@ -90,8 +91,9 @@ class TranslatingEncoder(Generic[T]):
     def _model(self) -> str:
         return self._ex.chosen.model if self._ex.chosen else ""
 
+    @abstractmethod
     def _new_stream(self) -> T:
-        raise NotImplementedError
+        """The stream translator for this dialect (built once the model is known)."""
 
     def _translator(self) -> T:
         if self._stream is None:
