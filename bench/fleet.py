@@ -647,6 +647,7 @@ class TurnoutRouter(Router):
         decide_only: bool = False,
         scoring: dict[str, float] | None = None,
         admit_wait_s: float | None = None,
+        wait_bound: bool = True,
     ) -> None:
         """``blind``: ``all`` — the resident, no-room, free-VRAM and busy weights 0 and no planner;
         ``vram`` — the same but the busy term kept (load-balanced, VRAM-blind)."""
@@ -660,9 +661,13 @@ class TurnoutRouter(Router):
             weights = replace(weights, resident=0.0, no_room=0.0, free_vram=0.0)
         if blind == "all":
             weights = replace(weights, busy=0.0)
-        self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights, **(scoring or {}))))
+        # the simulated profiler measures TTFT at PROBE_TOKENS (the real suite: ~50, the default)
+        scoring = {"ttft_probe_tokens": PROBE_TOKENS, **(scoring or {})}
+        self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights, **scoring)))
         self.engine.set_catalog(catalog())
         self.legacy = legacy
+        self.wait_bound = wait_bound
+        """Each candidate's expected wait for a slot goes into its first-byte bound (``wait_s``)."""
         self.annotate_loads = annotate_loads
         self.decide_only = decide_only
         """``engine.decide`` alone, as before (no recent-use bookkeeping for the diversity term)."""
@@ -730,6 +735,8 @@ class TurnoutRouter(Router):
             order = [choice, *(i for i in range(len(cands)) if i != choice)]
         else:  # as VramCoordinator.decide orders the reply
             order = attempt_order(options, hosts, choice)
+        if not self.blind and self.states and self.wait_bound:  # as the gateway adds wait_s to load_s
+            loads = [(x or 0.0) + w or None for x, w in zip(loads, waits, strict=True)]
         return [(cands[i].backend, cands[i].model, loads[i]) for i in order]
 
     def close(self) -> None:
@@ -864,9 +871,13 @@ def main() -> None:
     ap.add_argument("--refresh-s", type=float, default=1.0, help="how often the scorer sees fleet state")
     ap.add_argument(
         "--quality",
-        type=float,
-        default=0.8,
-        help="the quality preference of the extra turnout rows (clients may send one)",
+        default="0.3,0.8",
+        help="the quality preferences of the extra turnout rows, comma-separated (clients may send one)",
+    )
+    ap.add_argument(
+        "--blind-quality-rows",
+        action="store_true",
+        help="a VRAM-blind row for each extra quality preference too",
     )
     ap.add_argument(
         "--no-failover",
@@ -903,6 +914,11 @@ def main() -> None:
     ap.add_argument(
         "--scoring", default="", help="ScoringConfig fields for every Turnout row, e.g. wait_tokens=128 (what-ifs)"
     )
+    ap.add_argument(
+        "--no-wait-bound",
+        action="store_true",
+        help="the gateway's first-byte bound without the candidates' expected wait for a slot (wait_s), as before",
+    )
     ap.add_argument("--max-loaded", type=int, default=MAX_LOADED, help="OLLAMA_MAX_LOADED_MODELS per host (GPU)")
     ap.add_argument(
         "--decide-only",
@@ -933,54 +949,24 @@ def main() -> None:
     bounds = None if args.no_failover else ReadBounds(read_min_s=args.read_min_s, load_wait_max_s=args.load_wait_max_s)
     w = replace(Weights(), **{k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",") if kv)})
     sc = {k: float(v) for k, v in (kv.split("=") for kv in args.scoring.split(",") if kv)}
+    common = {
+        "weights": w,
+        "decide_only": args.decide_only,
+        "scoring": sc,
+        "admit_wait_s": args.admit_wait_s,
+        "wait_bound": not args.no_wait_bound,
+    }
     makers: list[tuple[Callable[[Sim], Router], bool]] = [
-        (
-            lambda _: TurnoutRouter(
-                weights=w,
-                legacy=args.legacy_planner,
-                decide_only=args.decide_only,
-                scoring=sc,
-                admit_wait_s=args.admit_wait_s,
-            ),
-            True,
-        ),
-        (
-            lambda _: TurnoutRouter(
-                blind="all", weights=w, decide_only=args.decide_only, scoring=sc, admit_wait_s=args.admit_wait_s
-            ),
-            True,
-        ),
-        (
-            lambda _: TurnoutRouter(
-                blind="vram", weights=w, decide_only=args.decide_only, scoring=sc, admit_wait_s=args.admit_wait_s
-            ),
-            True,
-        ),
+        (lambda _: TurnoutRouter(legacy=args.legacy_planner, **common), True),  # type: ignore[arg-type]
+        (lambda _: TurnoutRouter(blind="all", **common), True),  # type: ignore[arg-type]
+        (lambda _: TurnoutRouter(blind="vram", **common), True),  # type: ignore[arg-type]
         (lambda _: RulesRoundRobin(), False),
         (lambda sim: LeastBusy(lambda: sim.inflight), False),
-        (
-            lambda _: TurnoutRouter(
-                quality=args.quality,
-                weights=w,
-                legacy=args.legacy_planner,
-                decide_only=args.decide_only,
-                scoring=sc,
-                admit_wait_s=args.admit_wait_s,
-            ),
-            True,
-        ),
-        (
-            lambda _: TurnoutRouter(
-                blind="all",
-                quality=args.quality,
-                weights=w,
-                decide_only=args.decide_only,
-                scoring=sc,
-                admit_wait_s=args.admit_wait_s,
-            ),
-            True,
-        ),
     ]
+    for q in (float(x) for x in args.quality.split(",") if x):
+        makers.append((lambda _, q=q: TurnoutRouter(quality=q, legacy=args.legacy_planner, **common), True))  # type: ignore[misc,arg-type]
+        if args.blind_quality_rows:
+            makers.append((lambda _, q=q: TurnoutRouter(blind="all", quality=q, **common), True))  # type: ignore[misc,arg-type]
     only = {p for p in args.policies.split(",") if p}
     for make, gateway in makers:
         sim = Sim(Router(), bounds if gateway else None, 3 if gateway else 1, args.max_loaded)

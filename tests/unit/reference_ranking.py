@@ -2,7 +2,8 @@
 reference that ``test_decision_equivalence.py`` compares the optimised path against: the
 filters, model terms, ranking and candidates' reasons, and the k-NN estimate. Frozen on purpose:
 a change of the scoring model's meaning goes into both (the replica terms are imported, so a
-change there applies to both)."""
+change there applies to both; so are the speed term's expected TTFT and its utility, which
+replaced the catalog-relative speed scale when the term became prompt-length aware)."""
 
 # ruff: noqa
 # mypy: ignore-errors
@@ -18,7 +19,7 @@ from turnout.scorer.filters import Constraints, Selection, select_requested, wit
 from turnout.scorer.prompt_analysis import LEVELS
 from turnout.scorer.scoring import MODEL_NOT_FOUND, UNSERVABLE, Ranking, Scored
 from turnout.scorer.scoring_config import OVERALL
-from turnout.scorer.terms import REPLICA_TERMS, TermArrays, replica_terms
+from turnout.scorer.terms import REPLICA_TERMS, TermArrays, expected_latency_s, latency_utility, replica_terms
 
 
 def _drop(sel: Selection, table: ModelTable, removed: B, why: str) -> None:
@@ -125,7 +126,7 @@ def model_terms(
         else:
             capability = scale * (cap - low)
             learned_t = zeros
-        speed = w.speed * (1.0 - q) * table.speed
+        speed = w.speed * (1.0 - q) * latency_utility(expected_latency_s(a.tokens, table, cfg))
         cost = w.cost * (1.0 - q) * table.cheap
         if cfg.cost_tokens > 1.0:
             cost = cost * min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)

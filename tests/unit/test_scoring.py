@@ -23,7 +23,7 @@ from turnout.scorer.scoring import (
     model_terms,
     rank,
 )
-from turnout.scorer.terms import expected_wait_s
+from turnout.scorer.terms import expected_latency_s, expected_ttft_s, expected_wait_s
 
 GREETING = "hi!"
 HARD_CODE = "implement a thread-safe LRU cache in Rust with tests"
@@ -207,6 +207,28 @@ def test_speed_term_prefers_measured_fast_models_at_low_quality():
     r = {c.model: c for c in Router(specs).route("hello there friend", quality=0.0, limit=None).candidates}
     assert r["fast"].terms["speed"] > r.get("slow").terms.get("speed", 0.0)
     assert "~200 tok/s (measured)" in r["fast"].reasons
+
+
+def test_speed_term_weighs_a_long_prompts_prefill():
+    # "decoder": fast decode, slow to its first token (1 s at the 50-token probe: ~50 tokens/s of
+    # prefill); "prefiller": half the decode speed, 50 ms to its first token (~1,000 tokens/s)
+    specs = (
+        ModelSpec("decoder", 8, tokens_per_s=100, ttft_ms=1000),
+        ModelSpec("prefiller", 8, tokens_per_s=50, ttft_ms=50),
+    )
+    router = Router(specs)
+    # a short prompt: 1 s + 256 tokens / 100 = 3.6 s against 0.05 s + 5.1 s
+    assert router.top("hello there friend", quality=0.0, est_prompt_tokens=40) == "decoder"
+    # 2,000 tokens: 1 s × 40 + 2.6 s against 0.05 s × 40 + 5.1 s
+    assert router.top("hello there friend", quality=0.0, est_prompt_tokens=2000) == "prefiller"
+
+
+def test_expected_ttft_derives_the_prefill_rate_from_the_probe():
+    table = ModelTable.build((ModelSpec("m", 8, tokens_per_s=40, ttft_ms=200),), ScoringConfig())
+    cfg = ScoringConfig(ttft_probe_tokens=100)
+    assert expected_ttft_s(30, table, cfg).tolist() == [0.2]  # shorter than the probe: the probe's TTFT
+    assert expected_ttft_s(1100, table, cfg).tolist() == pytest.approx([2.2])  # 500 tokens/s of prefill
+    assert expected_latency_s(1100, table, cfg).tolist() == pytest.approx([2.2 + 256 / 40])
 
 
 def test_feedback_and_diversity_terms():

@@ -47,7 +47,7 @@ from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import GatewayMetrics
 from turnout.gateway.routing import Decision
 from turnout.gateway.stream_readers import ollama_chunks, sse_chunks
-from turnout.gateway.upstream_limits import Slots, TimeoutCache
+from turnout.gateway.upstream_limits import Slots, TimeoutCache, expected_delay_s
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -282,7 +282,7 @@ class Forwarder:
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
             connect_cap_s=backend.config.connect_timeout_s,
             read_cap_s=backend.config.read_timeout_s,
-            load_s=cand.load_s,
+            load_s=expected_delay_s(cand),
         )
 
     def _skip(self, ex: Exchange, cand: CandidateV1, outcome: str) -> None:

@@ -14,6 +14,9 @@ on its backend (``CandidateV1.load_s``: the VRAM planner's estimate of the load,
 way), that attempt's bound grows by the estimate, at most ``load_wait_max_s`` and never past
 ``read_max_s``: a cold load of a large model outlasts a first-byte bound taken from a warm profile,
 and giving up stops the load (Ollama runs it under the request). A resident model keeps its bound.
+Likewise a candidate with requests queued ahead of it (``CandidateV1.wait_s``: the scorer's
+expected wait for a free slot) adds that wait, within the same cap: an attempt that gives up on a
+queue the scorer knew of loses its place in it, and its next candidate is usually busy too.
 
 One bound per attempt is given to aiohttp as ``sock_read`` (which covers the wait for the
 response headers and every read after): the larger of the first-byte and gap bounds.
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from turnout.common.schemas.catalog import CatalogModelV1
+from turnout.common.schemas.route import CandidateV1
 
 DEFAULT_MAX_TOKENS = 1024
 
@@ -89,6 +93,13 @@ class ReadBounds:
             return max(ttfb, gap)
         tokens = max_tokens or DEFAULT_MAX_TOKENS
         return self.clamp(ttfb + self.gap_factor * tokens / model.tokens_per_s)
+
+
+def expected_delay_s(cand: CandidateV1) -> float | None:
+    """What the scorer expects a candidate to spend before its first byte beyond a warm, idle
+    model's: its load (``load_s``) and the wait for a slot (``wait_s``); ``None`` for neither.
+    :meth:`ReadBounds.read_timeout_s` takes it as ``load_s`` (added, capped)."""
+    return (cand.load_s or 0.0) + (cand.wait_s or 0.0) or None
 
 
 class TimeoutCache:

@@ -143,8 +143,10 @@ class ModelTable:
     tools: B
     embedding: B
     coder: B
-    speed: F
-    """0..1 within the catalog (1 = fastest)."""
+    ttft_s: F
+    """Time to first token at the profile's probe length (s): measured (``ttft_ms``), else
+    estimated from active parameters; the speed term scales it to each prompt
+    (:func:`~turnout.scorer.terms.expected_ttft_s`)."""
     cheap: F
     """0..1 within the catalog (1 = cheapest; 0 everywhere when no prices are known)."""
     capability: Mapping[str, F]
@@ -215,8 +217,6 @@ class ModelTable:
                 tier[i] = TIERS.index(s.tier)
         tps = np.array([s.tokens_per_s or estimated_tokens_per_s(float(a)) for s, a in zip(specs, active, strict=True)])
         ttft = np.array([s.ttft_ms or estimated_ttft_ms(float(a)) for s, a in zip(specs, active, strict=True)])
-        raw_speed = 0.7 * np.log(np.maximum(tps, 0.1)) - 0.3 * np.log(np.maximum(ttft, 1.0))
-        speed = _unit(raw_speed)
         price = np.array([s.price_per_mtok if s.price_per_mtok is not None else np.nan for s in specs])
         if n and (~np.isnan(price)).any():
             lp = np.log(np.maximum(np.where(np.isnan(price), np.nanmedian(price), price), 1e-3))
@@ -269,7 +269,7 @@ class ModelTable:
             tools=mask("tools"),
             embedding=mask("embedding"),
             coder=mask("coder"),
-            speed=frozen(speed),
+            ttft_s=frozen(np.maximum(ttft, 1.0) / 1000.0),
             cheap=frozen(cheap),
             capability=MappingProxyType(capability),
             cap_low=MappingProxyType(low),

@@ -78,6 +78,11 @@ class ScoringConfig:
     in-flight requests in these units."""
     busy_cap: float = 8.0
     """The busy term stops growing at this many times ``replica_parallel`` in flight."""
+    ttft_probe_tokens: float = 50.0
+    """Prompt tokens at which the catalog's ``ttft_ms`` is measured: the profiling suite's
+    prompts, ~41 tokens at the median plus the chat template. The speed term derives the prefill
+    rate from it (:func:`~turnout.scorer.terms.expected_ttft_s`)."""
     wait_tokens: float = 256.0
     """Tokens a replica generates per request, on average: with its decode speed, the time each
-    request ahead adds to the expected wait (:func:`~turnout.scorer.terms.expected_wait_s`)."""
+    request ahead adds to the expected wait (:func:`~turnout.scorer.terms.expected_wait_s`), and
+    the reply the speed term times (:func:`~turnout.scorer.terms.expected_latency_s`)."""

@@ -86,7 +86,7 @@ def model_terms(
         else:
             capability = scale * (cap - low)
             learned_t = zeros
-        speed = w.speed * (1.0 - q) * table.speed
+        speed = w.speed * (1.0 - q) * latency_utility(expected_latency_s(a.tokens, table, cfg))
         cost = w.cost * (1.0 - q) * table.cheap
         if cfg.cost_tokens > 1.0:  # what the call costs grows with its tokens (scoring_config.py)
             cost = cost * min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)
@@ -99,6 +99,37 @@ def model_terms(
         feedback = diversity = zeros
     values = np.vstack([capability, learned_t, speed, cost, min_size, tier, coder, feedback, diversity])
     return TermArrays(MODEL_TERMS, values)
+
+
+def expected_ttft_s(tokens: float, table: ModelTable, cfg: ScoringConfig) -> F:
+    """Each model's expected time to first token (s) for a prompt of ``tokens``, warm and idle:
+    the profile's TTFT at the probe length (``ttft_probe_tokens``) plus the prefill of the tokens
+    beyond it. No prefill rate is profiled, so it is derived from the probe itself — the whole
+    TTFT counted as prefill, ``rate = probe tokens / ttft``: a lower bound on the rate (fixed
+    overheads are counted as prefill), so a long prompt's estimate errs long, and a prompt shorter
+    than the probe gets the probe's TTFT. Queueing and loads are the replica terms' and the VRAM
+    planner's part, not this."""
+    extra = max(float(tokens) - cfg.ttft_probe_tokens, 0.0) / max(cfg.ttft_probe_tokens, 1.0)
+    return table.ttft_s * (1.0 + extra)  # type: ignore[no-any-return]
+
+
+def expected_latency_s(tokens: float, table: ModelTable, cfg: ScoringConfig) -> F:
+    """Each model's expected time to a whole reply (s): :func:`expected_ttft_s` for this prompt
+    plus ``wait_tokens`` (an average reply) at its decode speed. One physical quantity in place
+    of a fixed mix of speed and TTFT: the prompt's prefill weighs what it takes in seconds (little
+    for a greeting, most of the wait for a long document on a large model)."""
+    return expected_ttft_s(tokens, table, cfg) + cfg.wait_tokens / np.maximum(table.tokens_per_s, 0.1)  # type: ignore[no-any-return]
+
+
+def latency_utility(latency_s: F) -> F:
+    """The speed term's scale: the expected latency on a log scale, 1 for the catalog's fastest
+    model for this prompt and 0 for its slowest (the capability term likewise spans the catalog's
+    range, so the quality preference weighs two like-scaled quantities)."""
+    x = -np.log(np.maximum(latency_s, 1e-3))
+    if x.size == 0:
+        return x  # type: ignore[no-any-return]
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.full_like(x, 0.5)  # type: ignore[no-any-return]
 
 
 MODEL_TERMS = ("capability", "learned", "speed", "cost", "min_size", "tier", "coder", "feedback", "diversity")

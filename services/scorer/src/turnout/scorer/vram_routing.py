@@ -320,7 +320,7 @@ class VramCoordinator:
             if decision.kind in (DecisionKind.FITS, DecisionKind.FALLBACK) and h is not None and not decision.orders:
                 if not h.holds(chosen.model):
                     self._reserve_local(chosen.host, chosen.model, chosen.need_bytes)
-        reply = with_load_estimates(reply, load_estimates(options, hosts, self.cfg))
+        reply = with_load_estimates(reply, load_estimates(options, hosts, self.cfg), waits)
         return _reordered(reply, attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"), decision
 
     def _touch(self, host: str, model: str) -> None:
@@ -424,12 +424,19 @@ def load_estimates(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg
     return out
 
 
-def with_load_estimates(reply: RouteReplyV1, loads: Sequence[float | None]) -> RouteReplyV1:
-    """The reply with each candidate's ``load_s`` set (in the candidates' order)."""
-    if all(x is None for x in loads) and all(c.load_s is None for c in reply.candidates):
+def with_load_estimates(
+    reply: RouteReplyV1, loads: Sequence[float | None], waits: Sequence[float] | None = None
+) -> RouteReplyV1:
+    """The reply with each candidate's ``load_s`` set, and ``wait_s`` where ``waits`` (its expected
+    wait for a slot, :meth:`~turnout.scorer.engine.RoutingEngine.expected_waits`) is above 0 (in
+    the candidates' order): the gateway adds both, capped, to the attempt's first-byte bound."""
+    slots = [round(w, 2) if w > 0 else None for w in waits] if waits is not None else [None] * len(loads)
+    unset = all(c.load_s is None and c.wait_s is None for c in reply.candidates)
+    if unset and all(x is None for x in (*loads, *slots)):
         return reply
     cands = [
-        c if c.load_s == x else c.model_copy(update={"load_s": x}) for c, x in zip(reply.candidates, loads, strict=True)
+        c if (c.load_s, c.wait_s) == (x, w) else c.model_copy(update={"load_s": x, "wait_s": w})
+        for c, x, w in zip(reply.candidates, loads, slots, strict=True)
     ]
     return reply.model_copy(update={"candidates": cands})
 

@@ -58,6 +58,14 @@ class CandidateV1(WireModel):
         "model is not resident there: a load is needed or under way), from the scorer's VRAM planner; "
         "None: resident, or not known. The gateway adds it, capped, to the attempt's first-byte bound",
     )
+    wait_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds a request is expected to wait for a free slot on this replica (requests in flight "
+        "beyond its parallel slots, at its decode speed), from the scorer; None: no wait expected, or not known. "
+        "The gateway adds it, with load_s and capped as load_s is, to the attempt's first-byte bound: a queue the "
+        "scorer knows of is not a hung backend",
+    )
 
 
 class RouteReplyV1(WireModel):
