@@ -26,8 +26,9 @@ wall time and the machine's load does not change the result) of
 * the gateway (Turnout rows) — streamed requests; an attempt that has no first token within the
   gateway's first-byte bound (``ReadBounds`` from ``upstream_limits.py`` with the gateway's
   defaults and the catalog's profile: 10 s for every model here; a candidate whose model is not
-  loaded on its host gets the planner's expected load time on top, at most ``load_wait_max_s``,
-  60 s, as ``CandidateV1.load_s`` carries it to the gateway) is given up and the next
+  loaded on its host gets the planner's expected load time on top, one with requests ahead of it
+  their expected wait, together at most ``load_wait_max_s``, 60 s, as ``CandidateV1.load_s`` and
+  ``wait_s`` carry them to the gateway) is given up and the next
   candidate tried, three at most (``max_attempts``); after that the request **fails** and counts
   as an infinite TTFT. The baselines are not Turnout's gateway: their requests wait as long as
   it takes, one candidate, no failover;
@@ -61,8 +62,8 @@ the others only the gateway's retries); ``vram-blind+busy`` (the busy term kept:
 but blind to residency and memory); ``rules+rr`` (the smallest
 model meeting the category × level minimum size — a coder for coding — and round-robin over its
 replicas: SmarterRouter-style); ``least-busy`` (the requested model, on its replica with the fewest
-requests in flight: LiteLLM's strategy); and the two Turnout rows again with the clients asking
-for a quality preference of ``--quality`` (0.8).
+requests in flight: LiteLLM's strategy); and Turnout again with the clients asking for each
+quality preference of ``--quality`` (0.3 and 0.8).
 
     .venv/bin/python bench/fleet.py [--minutes 10] [--rate 0.35] [--seed 1] [--legacy-planner]
         [--read-min-s 10] [--load-wait-max-s 60] [--max-loaded 3] [--no-failover] [--decide-only]

@@ -35,8 +35,11 @@ candidate reports them in ``terms`` and they sum to its ``score``:
   learned estimates ``p`` from ``n_eff`` close neighbours, ``quality = (1−a)·cap + a·p`` with
   ``a = n_eff / (n_eff + learned_k)``; ``'`` = scaled by the catalog's overall spread (the
   static share by the category's with ``category_span``);
-* ``speed = w.speed · (1−q) · speed'`` — tokens/s and TTFT on log scales (measured, else
-  estimated from active parameters), scaled to the catalog's range; ``cost`` likewise from price,
+* ``speed = w.speed · (1−q) · speed'`` — the expected time to a whole reply for this prompt
+  (``terms.expected_latency_s``: the profile's TTFT at its probe length plus the prefill of the
+  prompt's tokens beyond it, at a rate derived from that TTFT, plus ``wait_tokens`` at the decode
+  speed; measured, else estimated from active parameters), on a log scale spanning the catalog
+  (1 the fastest for this prompt, 0 the slowest); ``cost`` likewise from price,
   times the prompt's size ((tokens + 200) / 400, clamped by ``cost_tokens``: what a call costs);
 * ``min_size = −w.min_size · clamp(log2(required / size) / 3)`` for the category × level table;
 * ``coder = +w.coder`` for a coder model on a coding prompt, ``−w.coder/2`` elsewhere;
