@@ -216,6 +216,8 @@ async def test_a_loaded_model_with_too_many_requests_ahead_gives_way_to_a_loaded
     cands = reply(("big:14b", "h1", 1.0), ("coder:7b", "h2", 0.8), ("mid:8b", "h2", 0.7))
     out = await coord.route(cands, waits=[12.0, 0.0, 1.0])  # the engine's expected waits (s)
     assert [c.model for c in out.candidates] == ["mid:8b", "big:14b", "coder:7b"]  # loaded ones first
+    # each carries its expected wait for the gateway's first-byte bound (none expected: None)
+    assert [c.wait_s for c in out.candidates] == [1.0, 12.0, None]
     assert out.candidates[0].reasons[-1] == (
         "vram: big:14b on h1 has ~12 s of requests ahead (> 5 s); mid:8b is loaded on h2 with ~1 s"
     )
