@@ -103,7 +103,6 @@ class LearnedIndex:
         """The largest ‖row − scale·q8‖ written so far (an upper bound for every row)."""
         self._q8_norm = 0.0
         """The largest ‖scale·q8‖ written so far."""
-        self._dots = np.zeros((1, cap), dtype=np.float32)  # the screen's output, reused
         self._sum = np.zeros((cap, 0), dtype=np.float64)  # Σ weight·score per (row, model)
         self._wsum = np.zeros((cap, 0), dtype=np.float64)  # Σ weight
         self._keys: list[bytes | None] = [None] * cap
@@ -327,15 +326,19 @@ class LearnedIndex:
         ``row·q − s·t·(q8_row·q8_q) = (row − s·q8_row)·q + s·q8_row·(q − t·q8_q)``, so the true
         similarity is within ``B = max err·‖q‖ + max norm·‖q − t·q8_q‖`` of the estimate (plus a
         margin for float32 rounding, orders of magnitude above it). The integer dot products are
-        exact in float32 (at most 127²·dims < 2²⁴)."""
+        exact in float32 (at most 127²·dims < 2²⁴).
+
+        ``simsimd.cdist`` is called without ``out=``: given an output array, simsimd 6.5.16 returns
+        ``None`` without taking a reference to it, so each call lowered ``None``'s reference count
+        by one, and a Python 3.11 process aborted ("deallocating None") after some thousands of
+        lookups. A fresh output costs the same (~35 µs at 5,000 rows, either way)."""
         n, cfg = self._rows, self.cfg
         qd = q.astype(np.float64)
         t, q8 = _int8(qd)
         res = qd - t * q8.astype(np.float64)
         qn, qerr = math.sqrt(float(qd @ qd)), math.sqrt(float(res @ res))
         bound = (self._q8_err * qn + self._q8_norm * qerr + 1e-4 * max(1.0, qn)) / t
-        dots = self._dots[:, :n]
-        simsimd.cdist(q8[None, :], self._q8[:n], metric="dot", out=dots, threads=1)
+        dots = np.asarray(simsimd.cdist(q8[None, :], self._q8[:n], metric="dot", out_dtype="float32", threads=1))
         est = dots[0] * self._q8_scale[:n]  # similarity / t
         rows = np.flatnonzero(est > cfg.floor / t - bound)
         if rows.size > cfg.k:
