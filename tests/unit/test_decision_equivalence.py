@@ -20,6 +20,7 @@ from turnout.scorer.learned import LearnedConfig, LearnedIndex
 from turnout.scorer.learned_prior import load_prior
 from turnout.scorer.prompt_analysis import Analyzer
 from turnout.scorer.rules import Rules
+from turnout.scorer import scoring
 from turnout.scorer.scoring import (
     Learned,
     ModelSpec,
@@ -111,8 +112,12 @@ def _same(fast: Ranking, slow: Ranking) -> None:
     )
 
 
+@pytest.mark.parametrize("partial_from", [0, scoring.PARTIAL_FROM])
 @pytest.mark.parametrize("seed", range(12))
-def test_the_optimised_ranking_equals_the_reference_ranking(seed: int) -> None:
+def test_the_optimised_ranking_equals_the_reference_ranking(
+    seed: int, partial_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scoring, "PARTIAL_FROM", partial_from)  # both ways of taking the best rows
     rng = np.random.default_rng(seed)
     backends = int(rng.integers(1, 8))
     cfg = ScoringConfig(policy="tiers") if seed % 5 == 4 else ScoringConfig()
