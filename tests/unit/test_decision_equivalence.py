@@ -13,6 +13,7 @@ from tests.unit import reference_ranking as ref
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from turnout.common.schemas.route import RequestKind, RouteRequestV1
 from turnout.embeddings.static import default_embedder
+from turnout.scorer import scoring
 from turnout.scorer.caches import DecisionMemo, DecisionMemoMetrics
 from turnout.scorer.engine import RoutingEngine
 from turnout.scorer.fleet import FleetState
@@ -20,7 +21,6 @@ from turnout.scorer.learned import LearnedConfig, LearnedIndex
 from turnout.scorer.learned_prior import load_prior
 from turnout.scorer.prompt_analysis import Analyzer
 from turnout.scorer.rules import Rules
-from turnout.scorer import scoring
 from turnout.scorer.scoring import (
     Learned,
     ModelSpec,

@@ -329,7 +329,7 @@ def _scored(
     out = []
     for i, j, coder, resident, healthy, no_room, inflight, row in flags:
         # the non-zero terms (a float is false only when ±0.0); the score is row[-1]
-        t = dict(compress(zip(names, row), row))
+        t = dict(compress(zip(names, row, strict=False), row))
         reasons = [head, *static[i]]
         if learned := t.get("learned"):
             reasons.append(f"learned from similar graded prompts ({learned:+.3f})")
