@@ -102,6 +102,9 @@ def _replicas(rng: np.random.Generator, table: ModelTable, backends: int) -> Rep
 
 def _same(fast: Ranking, slow: Ranking) -> None:
     assert fast.candidates == slow.candidates
+    for filtered in (True, False):  # the wire reply, byte for byte
+        wire = fast.to_reply(8, "e", filtered=filtered).model_dump_json()
+        assert wire == slow.to_reply(8, "e", filtered=filtered).model_dump_json()
     assert dict(fast.filtered) == dict(slow.filtered)
     assert (fast.notes, fast.unservable, fast.unservable_code, fast.chosen, fast.quality) == (
         slow.notes,
