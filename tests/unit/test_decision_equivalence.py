@@ -13,6 +13,7 @@ from tests.unit import reference_ranking as ref
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from turnout.common.schemas.route import RequestKind, RouteRequestV1
 from turnout.embeddings.static import default_embedder
+from turnout.scorer import scoring
 from turnout.scorer.caches import DecisionMemo, DecisionMemoMetrics
 from turnout.scorer.engine import RoutingEngine
 from turnout.scorer.fleet import FleetState
@@ -28,6 +29,7 @@ from turnout.scorer.scoring import (
     Ranking,
     ReplicaTable,
     ScoringConfig,
+    model_terms,
     rank,
 )
 
@@ -100,6 +102,9 @@ def _replicas(rng: np.random.Generator, table: ModelTable, backends: int) -> Rep
 
 def _same(fast: Ranking, slow: Ranking) -> None:
     assert fast.candidates == slow.candidates
+    for filtered in (True, False):  # the wire reply, byte for byte
+        wire = fast.to_reply(8, "e", filtered=filtered).model_dump_json()
+        assert wire == slow.to_reply(8, "e", filtered=filtered).model_dump_json()
     assert dict(fast.filtered) == dict(slow.filtered)
     assert (fast.notes, fast.unservable, fast.unservable_code, fast.chosen, fast.quality) == (
         slow.notes,
@@ -110,8 +115,12 @@ def _same(fast: Ranking, slow: Ranking) -> None:
     )
 
 
+@pytest.mark.parametrize("partial_from", [0, scoring.PARTIAL_FROM])
 @pytest.mark.parametrize("seed", range(12))
-def test_the_optimised_ranking_equals_the_reference_ranking(seed: int) -> None:
+def test_the_optimised_ranking_equals_the_reference_ranking(
+    seed: int, partial_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scoring, "PARTIAL_FROM", partial_from)  # both ways of taking the best rows
     rng = np.random.default_rng(seed)
     backends = int(rng.integers(1, 8))
     cfg = ScoringConfig(policy="tiers") if seed % 5 == 4 else ScoringConfig()
@@ -148,6 +157,27 @@ def test_the_optimised_ranking_equals_the_reference_ranking(seed: int) -> None:
         kw = {"cons": cons, "state": state, "learned": learned, "limit": limit}
         _same(rank(*args, **kw, rterms=rterms), ref.rank(*args, **kw))
         _same(rank(*args, **kw), ref.rank(*args, **kw))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_model_terms_equal_the_reference_terms_bit_for_bit(seed: int) -> None:
+    """Rows written in place and kept per table give the plain expressions' values exactly (the
+    ranking compares scores, so a last-bit difference could reorder a near-tie)."""
+    rng = np.random.default_rng(100 + seed)
+    cfg = ScoringConfig(policy="tiers") if seed % 5 == 4 else ScoringConfig(cost_tokens=1.0 + seed % 3)
+    table = ModelTable.build(_specs(rng, int(rng.integers(1, 120)), 3), cfg, version=f"t{seed}")
+    analyzer = Analyzer()
+    n = table.size
+    for _ in range(30):
+        a = analyzer.analyze_request(RouteRequestV1(text=str(rng.choice(TEXTS))))
+        q = float(rng.choice([0.0, 0.25, 0.5, 0.75, 1.0, rng.random()]))
+        state = ModelState(rng.uniform(-1, 1, n), rng.uniform(0, 20, n), rng.dirichlet(np.ones(n)))
+        learned = Learned(np.where(rng.random(n) < 0.3, np.nan, rng.random(n)), rng.uniform(0, 12, n))
+        for s, lr in ((state, learned), (None, None), (state, None), (None, learned)):
+            fast, slow = model_terms(a, q, table, cfg, s, lr), ref.model_terms(a, q, table, cfg, s, lr)
+            assert fast.names == slow.names
+            assert fast.values.tobytes() == slow.values.tobytes()  # ±0.0 and NaN included
+            assert fast.total.tobytes() == slow.total.tobytes()
 
 
 def _index(rng: np.random.Generator, rows: int, models: int, screen_from: int) -> LearnedIndex:

@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 
@@ -99,3 +101,17 @@ def test_a_small_index_counts_its_neighbours_in_proportion():
     p_full, n_full = full.estimate(unit(1, 0.02, 0))["big"]
     assert p == pytest.approx(p_full) == pytest.approx(1.0)
     assert n == pytest.approx(n_full * 10 / 32)
+
+
+def test_a_screened_lookup_leaves_the_reference_count_of_none_as_it_was():
+    """simsimd 6.5's ``cdist(..., out=...)`` returned ``None`` without a reference: each screened
+    lookup took one from ``None``, and a Python 3.11 scorer aborted after some thousands of them."""
+    rng = np.random.default_rng(5)
+    index = LearnedIndex(16, LearnedConfig(capacity=256, screen_from=64))
+    index.add_batch(rng.standard_normal((200, 16)), ["a", "b"], rng.random((200, 2)))
+    q = rng.standard_normal(16).astype(np.float32)
+    index.estimate_one(q)
+    before = sys.getrefcount(None)
+    for _ in range(500):
+        index.estimate_one(q)
+    assert sys.getrefcount(None) - before > -50  # a leak of one per lookup would be −500

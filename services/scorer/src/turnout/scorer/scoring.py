@@ -64,6 +64,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import compress
 from types import MappingProxyType
 
 import numpy as np
@@ -107,6 +108,8 @@ class Scored:
     upstream_model: str
     score: float
     terms: Mapping[str, float]
+    """A plain dict, read-only by convention: pydantic validates a dict on its fast path, while a
+    ``MappingProxyType`` went through the ``Mapping`` ABC check (8 candidates: 21 → 14 µs)."""
     reasons: tuple[str, ...]
 
     def to_dict(self) -> dict[str, object]:
@@ -265,11 +268,17 @@ def _pinned_first(
     return np.concatenate([first, order[reps.model[order] != pin]])
 
 
+PARTIAL_FROM = 512
+"""Rows from which :func:`_best` partitions before sorting: below it one sort of every row is
+cheaper (200 rows: ~4 against ~7 µs; even at ~1,000)."""
+
+
 def _best(rows: I, score: F, limit: int | None) -> I:
     """``rows`` by descending ``score``, ties in row order (a stable sort), or its first ``limit``:
-    then only the rows scoring at least the ``limit``-th best are sorted (the same prefix)."""
+    then, past ``PARTIAL_FROM`` rows, only the rows scoring at least the ``limit``-th best are
+    sorted (the same prefix)."""
     neg = -score[rows]
-    if limit is not None and rows.size > 4 * limit:
+    if limit is not None and rows.size > max(4 * limit, PARTIAL_FROM):
         cut = np.partition(neg, limit - 1)[limit - 1]
         if not np.isnan(cut):
             keep = np.flatnonzero(neg <= cut)
@@ -305,33 +314,43 @@ def _scored(
     static = table.reasons[cat]
     head = f"{a.level} {a.category} prompt (complexity {a.complexity:.2f}), quality preference {q:.2f}"
     coder_note = "coder model for a coding prompt" if a.category == "coding" else "coder model, non-coding prompt"
+    below = f"below the minimum size for {a.level} {a.category} ("
     tail = (*cons.notes, *sel.notes)
     names = (*terms.names, *REPLICA_TERMS)
-    coder, backends, upstream = table.coder[models].tolist(), reps.backend, reps.upstream
-    resident, healthy = reps.resident[order].tolist(), reps.healthy[order].tolist()
-    no_room, inflight = reps.no_room[order].tolist(), reps.inflight[order].tolist()
+    backends, upstream, model_names = reps.backend, reps.upstream, table.names
+    flags = zip(
+        models.tolist(),
+        order.tolist(),
+        table.coder[models].tolist(),
+        reps.resident[order].tolist(),
+        reps.healthy[order].tolist(),
+        reps.no_room[order].tolist(),
+        reps.inflight[order].tolist(),
+        rows,
+        strict=True,
+    )
     out = []
-    for k, (i, j) in enumerate(zip(models.tolist(), order.tolist(), strict=True)):
-        row = rows[k]
-        t = {name: v for name, v in zip(names, row, strict=False) if v != 0.0}  # the score is row[-1]
+    for i, j, coder, resident, healthy, no_room, inflight, row in flags:
+        # the non-zero terms (a float is false only when ±0.0); the score is row[-1]
+        t = dict(compress(zip(names, row, strict=False), row))
         reasons = [head, *static[i]]
-        if t.get("learned"):
-            reasons.append(f"learned from similar graded prompts ({t['learned']:+.3f})")
-        if t.get("min_size", 0.0) < 0:
-            reasons.append(f"below the minimum size for {a.level} {a.category} ({t['min_size']:+.2f})")
-        if coder[k]:
+        if learned := t.get("learned"):
+            reasons.append(f"learned from similar graded prompts ({learned:+.3f})")
+        if (min_size := t.get("min_size", 0.0)) < 0:
+            reasons.append(f"{below}{min_size:+.2f})")
+        if coder:
             reasons.append(coder_note)
-        if t.get("feedback"):
-            reasons.append(f"user feedback ({t['feedback']:+.3f})")
+        if feedback := t.get("feedback"):
+            reasons.append(f"user feedback ({feedback:+.3f})")
         backend = backends[j]
-        if resident[k]:
+        if resident:
             reasons.append(f"loaded on {backend}")
-        if not healthy[k]:
+        if not healthy:
             reasons.append(f"{backend} reported unhealthy")
-        if no_room[k]:
+        if no_room:
             reasons.append("not loaded, and its host lacks the free memory")
-        if inflight[k] > 0:
-            reasons.append(f"{inflight[k]:.0f} requests in flight on {backend}")
+        if inflight > 0:
+            reasons.append(f"{inflight:.0f} requests in flight on {backend}")
         reasons.extend(tail)
-        out.append(Scored(table.names[i], backend, upstream[j], row[-1], MappingProxyType(t), tuple(reasons)))
+        out.append(Scored(model_names[i], backend, upstream[j], row[-1], t, tuple(reasons)))
     return tuple(out)

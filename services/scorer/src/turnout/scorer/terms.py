@@ -59,45 +59,50 @@ def model_terms(
     state: ModelState | None = None,
     learned: Learned | None = None,
 ) -> TermArrays:
-    """The model-level terms of the module docstring, vectorised over the catalog."""
+    """The model-level terms of the module docstring, vectorised over the catalog. Each row is
+    written into one (terms × models) array (no stack of temporaries), and the rows that depend
+    only on the catalog, the weights and the category (``cap − low``, ``min_size``, ``coder``) are
+    kept per table (:func:`_static_rows`); the values are those of the plain expressions, bit for
+    bit (``test_decision_equivalence.py``)."""
     w = cfg.weights
     n = table.size
-    cat = a.category
-    cap = table.capability_for(cat)
-    key = cat if cat in table.capability else OVERALL
-    low, span = table.cap_low[key], table.cap_span[key if cfg.category_span else OVERALL]
-    learned_span = table.cap_span[OVERALL]  # learned estimates are on one scale across categories
-    imp = 0.4 + 0.6 * a.complexity
     level = LEVELS.index(a.level) if a.level in LEVELS else 1
-    zeros = np.zeros(n)
+    values = np.empty((len(MODEL_TERMS), n))
+    capability, learned_t, speed, cost, min_size, tier, coder, feedback, diversity = values
+    static = _static_rows(table, cfg, a.category, level)
     if cfg.policy == "tiers":
         target = min(2, max(0, level + (1 if q >= 0.75 else -1 if q < 0.25 else 0)))
-        tier = -w.tier * np.abs(table.tier - target).astype(np.float64)
-        capability = learned_t = speed = cost = min_size = zeros
+        np.multiply(-w.tier, np.abs(table.tier - target), out=tier)
+        values[:5] = 0.0
     else:
-        tier = zeros
+        tier.fill(0.0)
+        imp = 0.4 + 0.6 * a.complexity
+        span, learned_span = static.span, table.cap_span[OVERALL]  # learned estimates: one scale across categories
         scale = w.capability * q * imp / span
         if learned is not None:
-            has = ~np.isnan(learned.p)
-            alpha = np.where(has, learned.n_eff / (learned.n_eff + cfg.learned_k), 0.0)
-            p = np.where(has, learned.p, cap)
-            capability = scale * (1.0 - alpha) * (cap - low)
-            learned_t = scale * span / learned_span * alpha * (p - low)
+            nan = np.isnan(learned.p)
+            alpha = np.where(nan, 0.0, learned.n_eff / (learned.n_eff + cfg.learned_k))
+            p = np.where(nan, static.cap, learned.p)
+            np.multiply(scale * (1.0 - alpha), static.cap_above_low, out=capability)
+            np.subtract(p, static.low, out=learned_t)
+            np.multiply(scale * span / learned_span * alpha, learned_t, out=learned_t)
         else:
-            capability = scale * (cap - low)
-            learned_t = zeros
-        speed = w.speed * (1.0 - q) * _speed_row(a.tokens, table, cfg)
-        cost = w.cost * (1.0 - q) * table.cheap
+            np.multiply(scale, static.cap_above_low, out=capability)
+            learned_t.fill(0.0)
+        np.multiply(w.speed * (1.0 - q), _speed_row(a.tokens, table, cfg), out=speed)
+        np.multiply(w.cost * (1.0 - q), table.cheap, out=cost)
         if cfg.cost_tokens > 1.0:  # what the call costs grows with its tokens (scoring_config.py)
-            cost = cost * min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)
-        min_size = _static_rows(table, cfg, cat, level)[0]
-    coder = _static_rows(table, cfg, cat, level)[1]
+            cost *= min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)
+        min_size[:] = static.min_size
+    coder[:] = static.coder
     if state is not None:
-        feedback = _feedback_row(table, cfg, state)
-        diversity = -w.diversity * np.maximum(0.0, state.recent_share - 1.0 / max(n, 1))
+        feedback[:] = _feedback_row(table, cfg, state)
+        np.subtract(state.recent_share, 1.0 / max(n, 1), out=diversity)
+        np.maximum(0.0, diversity, out=diversity)
+        diversity *= -w.diversity
     else:
-        feedback = diversity = zeros
-    values = np.vstack([capability, learned_t, speed, cost, min_size, tier, coder, feedback, diversity])
+        feedback.fill(0.0)
+        diversity.fill(0.0)
     return TermArrays(MODEL_TERMS, values)
 
 
@@ -148,13 +153,29 @@ def latency_utility(latency_s: F) -> F:
 MODEL_TERMS = ("capability", "learned", "speed", "cost", "min_size", "tier", "coder", "feedback", "diversity")
 
 
-def _static_rows(table: ModelTable, cfg: ScoringConfig, cat: str, level: int) -> tuple[F, F]:
-    """``min_size`` and ``coder`` for a category and level: they depend on the catalog and the
-    weights only, so they are built once per table (:attr:`ModelTable.derived`)."""
-    key = ("static_rows", id(cfg), cat, level)
+@dataclass(frozen=True, slots=True)
+class _Static:
+    """What :func:`model_terms` reads per (table, weights, category, level), built once."""
+
+    cap: F
+    low: float
+    span: float
+    cap_above_low: F
+    min_size: F
+    coder: F
+
+
+def _static_rows(table: ModelTable, cfg: ScoringConfig, cat: str, level: int) -> _Static:
+    """The rows that depend on the catalog, the weights, the category and the level only
+    (capability above the category's low, ``min_size``, ``coder``): built once per table
+    (:attr:`ModelTable.derived`)."""
+    key = ("model_rows", id(cfg), cat, level)
     hit = table.derived.get(key)
     if hit is None:
         w = cfg.weights
+        cap = table.capability_for(cat)
+        at = cat if cat in table.capability else OVERALL
+        low, span = table.cap_low[at], table.cap_span[at if cfg.category_span else OVERALL]
         required = cfg.min_size_b.get(cat, cfg.min_size_b.get("general", (0.0, 0.0, 0.0)))[level]
         if required > 0:
             short = np.log2(required / np.maximum(table.eff_b, 1e-3)) / 3.0
@@ -165,8 +186,9 @@ def _static_rows(table: ModelTable, cfg: ScoringConfig, cat: str, level: int) ->
             coder = w.coder * table.coder
         else:
             coder = -0.5 * w.coder * table.coder
-        hit = table.remember(key, (min_size, coder.astype(np.float64), cfg))
-    return hit[0], hit[1]
+        rows = _Static(cap, low, span, cap - low, min_size, coder.astype(np.float64))
+        hit = table.remember(key, (rows, cfg))  # the config is held so that its id stays its own
+    return hit[0]  # type: ignore[no-any-return]
 
 
 def _feedback_row(table: ModelTable, cfg: ScoringConfig, state: ModelState) -> F:
