@@ -234,7 +234,7 @@ async def test_requests_decided_while_unloads_make_room_do_not_go_to_the_model_t
     hosts, coord = fleet
     h1 = hosts["h1"]
     h1.fake.capacity = 14 * GiB
-    h1.fake.unload_lag = 0.5  # Ollama frees the runner a moment after the keep_alive 0 call
+    h1.fake.unload_lag = 1.0  # Ollama frees the runner a moment after the keep_alive 0 call
     h1.fake.loaded.update({"small:3b": 1.0, "mid:8b": 2.0})  # pinned small + mid: 9 of 14, big needs 10
     await h1.publish()
     await coord.refresh()
