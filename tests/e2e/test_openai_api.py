@@ -96,6 +96,31 @@ def test_embeddings_land_on_an_embedding_model(client: openai.OpenAI, fleet: htt
     assert result.data[0].embedding != result.data[1].embedding
 
 
+@pytest.mark.parametrize("ids", [[101, 7592, 102], [[101, 7592], [102]]], ids=["one", "several"])
+def test_token_id_embeddings_on_a_fleet_whose_embedding_models_are_all_on_ollama_are_refused_with_why(
+    client: openai.OpenAI, fleet: httpx.Client, ids: list[int] | list[list[int]]
+) -> None:
+    """Ollama takes embedding input as text: the scorer knows the simulated fleet's only embedding
+    model is served by Ollama, so token ids get a 400 that says what to do — not a request to a
+    backend that cannot take it."""
+    embeds = {
+        p: n for p, n in fleet.get("/_fleet/stats").json()["listeners"]["ollama"]["endpoints"].items() if "embed" in p
+    }
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.embeddings.create(model=VIRTUAL, input=ids)
+    body = exc.value.body
+    assert isinstance(body, dict) and body["code"] == "unservable" and body["type"] == "invalid_request_error"
+    assert body["message"] == (
+        "token-id input needs a backend that accepts token ids (an OpenAI-compatible server such as vLLM or "
+        "llama.cpp); the models that could serve this request are served only by Ollama, which takes text: "
+        "send the input as text"
+    )
+    after = fleet.get("/_fleet/stats").json()["listeners"]["ollama"]["endpoints"]
+    assert {p: n for p, n in after.items() if "embed" in p} == embeds  # nothing was sent to Ollama
+    # the same texts are embedded as usual
+    assert len(client.embeddings.create(model=VIRTUAL, input="hello world").data) == 1
+
+
 def test_a_request_with_an_image_lands_on_a_vision_model(client: openai.OpenAI, fleet: httpx.Client) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model=VIRTUAL,

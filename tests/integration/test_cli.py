@@ -108,6 +108,32 @@ async def test_models_lists_the_catalog(stack: Stack, redis: Redis):
     )
 
 
+async def test_models_fits_an_80_column_terminal_without_cutting_names_or_numbers(stack: Stack, redis: Redis):
+    big = catalog_model("Qwen3-30B-A3B-Instruct-Q4_K_M", "gpu-box-openai", "Qwen3-30B-A3B-Instruct-Q4_K_M", 30.5)
+    big.quality = dict.fromkeys(("code", "creative", "extraction", "general", "instruction", "math", "reasoning"), 0.9)
+    big.tokens_per_s, big.ttft_ms, big.benchmark = 60.0, 151.0, 0.77
+    small = catalog_model("llama3.2:1b", "gpu-box-ollama", "llama3.2:1b", 1.2, tools=True)
+    small.quality = {"code": 0.2, "math": 0.17}
+    await redis.set(stack.keys.catalog_snapshot, snapshot(big, small))
+    await asyncio.sleep(0.3)
+    result = await turnout(*admin(stack), "models", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.output
+    out = squash(result.output)
+    assert "Qwen3-30B-A3B-Instruct-Q4_K_M 30.5 B gpu-box-openai 60 151 ms" in out, result.output
+    assert "llama3.2:1b 1.2 B gpu-box-ollama tools – –" in out
+    assert "model code crea extr gene inst math reas bench" in out
+    assert "Qwen3-30B-A3B-Instruct-Q4_K_M 90 90 90 90 90 90 90 77" in out
+    assert "llama3.2:1b 20 – – – – 17 – –" in out
+    assert "crea = creative, extr = extraction, gene = general, inst = instruction, reas = reasoning" in " ".join(
+        out.split()
+    )  # the caption wraps at the table's width
+    # wide enough (or piped): the one table, as before
+    wide = squash((await turnout(*admin(stack), "models", env={"COLUMNS": "220"})).output)
+    assert "│ Qwen3-30B-A3B-Instruct-Q4_K_M │ 30.5 B │ gpu-box-openai │ │ 90% │ 90% │" in wide
+
+
 async def test_explain_shows_the_analysis_and_the_ranked_candidates(stack: Stack):
     result = await turnout(*admin(stack), "explain", "implement an LRU cache in Rust", "--quality", "0.9")
     assert result.exit_code == 0, result.output

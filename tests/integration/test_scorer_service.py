@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 
 import httpx
 import orjson
@@ -21,10 +22,10 @@ from turnout.common.catalog import derive_capabilities
 from turnout.common.db.models import Backend, Benchmark, Deployment, Model
 from turnout.common.db.session import engine_scope, make_sessionmaker
 from turnout.common.keys import Keys
-from turnout.common.rpc import ROUTE_V1, RpcClient
+from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient
 from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.fleet import HostStateV1, LoadedModelV1
-from turnout.common.schemas.route import RouteReplyV1, RouteRequestV1
+from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
 from turnout.devstack.infra import free_port
 from turnout.scorer.app import Running, running_scorer
 from turnout.scorer.settings import ScorerSettings
@@ -39,8 +40,10 @@ def scorer_db(pg_admin_url: str) -> Iterator[str]:
         yield url
 
 
-async def add_models(database_url: str, models: dict[str, list[str]], **fields: object) -> None:
-    """models: name -> backends it is deployed on (created as needed)."""
+async def add_models(
+    database_url: str, models: dict[str, list[str]], *, kinds: dict[str, str] | None = None, **fields: object
+) -> None:
+    """models: name -> backends it is deployed on (created as needed, Ollama unless ``kinds`` says otherwise)."""
     async with engine_scope(database_url) as engine:
         async with make_sessionmaker(engine)() as session, session.begin():
             existing = await session.execute(select(Backend))
@@ -59,7 +62,7 @@ async def add_models(database_url: str, models: dict[str, list[str]], **fields: 
                 session.add(m)
                 for b in on:
                     if b not in backends:
-                        backends[b] = Backend(name=b, kind="ollama", url=f"http://{b}:11434")
+                        backends[b] = Backend(name=b, kind=(kinds or {}).get(b, "ollama"), url=f"http://{b}:11434")
                         session.add(backends[b])
                     session.add(Deployment(model=m, backend=backends[b], upstream_name=name))
 
@@ -73,12 +76,15 @@ async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout: float = 10.
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-async def scorer(redis_url: str, scorer_db: str, key_prefix: str) -> AsyncIterator[tuple[Running, ScorerSettings]]:
+@asynccontextmanager
+async def scorer_on(
+    redis_url: str, database_url: str, key_prefix: str
+) -> AsyncIterator[tuple[Running, ScorerSettings]]:
+    """The scorer service running in-process on this Redis and database, its RPC server connected."""
     settings = ScorerSettings.load(
         environment="test",
         redis_url=redis_url,
-        database_url=scorer_db,
+        database_url=database_url,
         key_prefix=key_prefix,
         backends=[],
         scorer={"ops_host": "127.0.0.1", "ops_port": free_port(), "catalog_refresh_s": 60, "fleet_poll_s": 60},
@@ -86,6 +92,12 @@ async def scorer(redis_url: str, scorer_db: str, key_prefix: str) -> AsyncIterat
     async with running_scorer(settings, registry=CollectorRegistry(), rid="scorer-test") as running:
         await wait_for(lambda: _true(running.server.connected), what="the RPC server")
         yield running, settings
+
+
+@pytest.fixture
+async def scorer(redis_url: str, scorer_db: str, key_prefix: str) -> AsyncIterator[tuple[Running, ScorerSettings]]:
+    async with scorer_on(redis_url, scorer_db, key_prefix) as running:
+        yield running
 
 
 async def _true(v: bool) -> bool:
@@ -240,3 +252,54 @@ async def test_models_the_rules_block_are_published_as_hidden(
         await running.scorer.reload_catalog()
         snap = CatalogSnapshotV1.model_validate(orjson.loads(await redis.get(keys.catalog_snapshot)))
         assert snap.hidden == ["llava:7b"]
+
+
+@pytest.fixture(scope="module")
+def token_db(pg_admin_url: str) -> Iterator[str]:
+    """Embedding models on an Ollama box and, for one of them, on an OpenAI-compatible server too."""
+    with migrated_database(pg_admin_url, "scorertok") as url:
+        asyncio.run(
+            add_models(
+                url,
+                {"nomic-embed-text:latest": ["ollama-box"], "bge-m3": ["ollama-box", "vllm-box"]},
+                kinds={"vllm-box": "openai"},
+            )
+        )
+        yield url
+
+
+async def test_token_id_embedding_input_goes_only_to_backends_that_accept_token_ids(
+    token_db: str, redis_url: str, key_prefix: str, rpc: RpcClient
+) -> None:
+    """Ollama takes embedding input as text only: token ids go to an OpenAI-compatible replica,
+    the rest is filtered with the reason in explain; a model served only by Ollama is refused
+    with a reason a client can read."""
+    async with scorer_on(redis_url, token_db, key_prefix):
+        text = await call(rpc, kind="embedding", text="embed me")
+        assert {(c.model, c.backend) for c in text.candidates} == {
+            ("bge-m3", "ollama-box"),
+            ("bge-m3", "vllm-box"),
+            ("nomic-embed-text:latest", "ollama-box"),
+        }
+        tokens = await call(rpc, kind="embedding", token_input=True, est_prompt_tokens=3)
+        assert [(c.model, c.backend) for c in tokens.candidates] == [("bge-m3", "vllm-box")]
+        explained = await rpc.call(
+            EXPLAIN_V1, RouteRequestV1(kind=RequestKind.EMBEDDING, token_input=True), timeout=2.0
+        )
+        assert explained.filtered["nomic-embed-text:latest"] == (
+            "token-id input: served only by Ollama backends, which take text, not token ids"
+        )
+        assert [(c.model, c.backend) for c in explained.candidates] == [("bge-m3", "vllm-box")]
+        assert "token-id input: bge-m3's replicas on ollama-box (Ollama: text only) left out" in (
+            explained.candidates[0].reasons
+        )
+        named = await call(rpc, kind="embedding", token_input=True, requested_model="nomic-embed-text:latest")
+        assert named.candidates == []
+        assert named.unservable_code == "unservable"
+        assert named.unservable is not None and named.unservable.startswith(
+            "token-id input needs a backend that accepts token ids (an OpenAI-compatible server such as vLLM or "
+            "llama.cpp)"
+        )
+        assert named.filtered == {
+            "nomic-embed-text:latest": "token-id input: served only by Ollama backends, which take text, not token ids"
+        }

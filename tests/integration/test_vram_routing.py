@@ -27,7 +27,7 @@ from turnout.common.schemas.route import CandidateV1, RouteReplyV1
 from turnout.common.schemas.vram import OrderAction
 from turnout.gpu_agent.orders import OrderExecutor
 from turnout.scorer.catalog import ModelSpec, ModelTable
-from turnout.scorer.vram import VramOptions
+from turnout.scorer.vram import Decision, DecisionKind, VramOptions
 from turnout.scorer.vram_actions import VramActions, recent_actions
 from turnout.scorer.vram_routing import VramCoordinator
 
@@ -225,3 +225,39 @@ async def test_a_loaded_model_with_too_many_requests_ahead_gives_way_to_a_loaded
     # without waits, or within the limit, the best loaded model keeps the request
     assert (await coord.route(cands)).candidates[0].model == "big:14b"
     assert (await coord.route(cands, waits=[4.0, 0.0, 1.0])).candidates[0].model == "big:14b"
+
+
+async def test_requests_decided_while_unloads_make_room_do_not_go_to_the_model_that_waits_for_it(
+    fleet: tuple[dict[str, Host], VramCoordinator], redis: Redis, keys: Keys
+) -> None:
+    """A burst: the first request orders unloads to load big:14b; the ones decided before those
+    unloads are done must not be sent to big:14b (the backend has no room for it yet: out of
+    memory), yet its reserved bytes stay counted; once the room is made, requests go to it."""
+    hosts, coord = fleet
+    h1 = hosts["h1"]
+    h1.fake.capacity = 14 * GiB
+    h1.fake.unload_lag = 1.0  # Ollama frees the runner a moment after the keep_alive 0 call
+    h1.fake.loaded.update({"small:3b": 1.0, "mid:8b": 2.0})  # pinned small + mid: 9 of 14, big needs 10
+    await h1.publish()
+    await coord.refresh()
+    burst = reply(("big:14b", "h1", 1.0), ("coder:7b", "h2", 0.5))
+    first = asyncio.create_task(coord.route(burst))
+    for _ in range(200):  # the unload order is out; the room is not made yet
+        if any(c.get("keep_alive") == 0 for c in h1.fake.calls):
+            break
+        await asyncio.sleep(0.01)
+    assert "mid:8b" in h1.fake.loaded
+    during = [await coord.route(burst) for _ in range(3)]
+    assert h1.fake.capacity - h1.fake.used() < SIZES["big:14b"]  # still no room on h1 when they were decided
+    assert [(c.candidates[0].model, c.candidates[0].backend) for c in during] == [("coder:7b", "ollama-h2")] * 3
+    assert during[0].candidates[0].reasons[-1] == (
+        "vram: big:14b waits for unloads on h1: coder:7b needs 5.8 GiB, h2 has 12.0 GiB free"
+    )
+    # the reserved bytes still count on h1: a model that would need them is not sent there either
+    assert coord.preview(reply(("coder:7b", "h1", 1.0)))[1] == Decision(
+        0, DecisionKind.NO_ROOM, "coder:7b cannot fit on h1 and nothing can be unloaded"
+    )
+    out = await first
+    assert out.candidates[0].model == "big:14b"  # the room was made within evict_wait_s
+    after = await coord.route(burst)
+    assert (after.candidates[0].model, after.candidates[0].backend) == ("big:14b", "ollama-h1")

@@ -33,3 +33,15 @@ def test_output_to_a_pipe_is_not_squeezed_to_80_columns(monkeypatch, capsys):
     assert console().width == PIPE_WIDTH  # pytest's captured stdout is not a terminal
     monkeypatch.setenv("COLUMNS", "100")
     assert console().width == 100
+
+
+def test_narrow_category_headers_are_short_and_never_alike():
+    from turnout.cli.commands.models import short_names
+
+    assert short_names(["code", "creative", "math"]) == {"code": "code", "creative": "crea", "math": "math"}
+    assert short_names(["general", "generation", "reasoning", "reading"]) == {
+        "general": "general",
+        "generation": "generat",
+        "reasoning": "reas",
+        "reading": "read",
+    }

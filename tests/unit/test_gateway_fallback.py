@@ -87,3 +87,28 @@ def test_nothing_capable_is_unservable():
         fallback_candidates(CATALOG, RouteRequestV1(has_images=True, has_tools=True))
     with pytest.raises(InvalidRequest, match="needs an embedding model"):
         fallback_candidates([model("x", 3)], RouteRequestV1(kind=RequestKind.EMBEDDING))
+
+
+def test_token_id_embeddings_leave_out_ollama_replicas_and_are_refused_when_none_remains() -> None:
+    both = CatalogModelV1(
+        name="bge-m3",
+        capabilities=CapabilitiesV1(chat=False, completion=False, embedding=True),
+        replicas=[
+            ReplicaV1(backend="ollama-box", upstream_model="bge-m3", kind="ollama"),
+            ReplicaV1(backend="vllm-box", upstream_model="bge-m3", kind="openai"),
+        ],
+    )
+    only_ollama = CatalogModelV1(
+        name="nomic",
+        capabilities=CapabilitiesV1(chat=False, completion=False, embedding=True),
+        replicas=[ReplicaV1(backend="ollama-box", upstream_model="nomic", kind="ollama")],
+    )
+    tokens = RouteRequestV1(kind=RequestKind.EMBEDDING, token_input=True)
+    assert [(c.model, c.backend) for c in fallback_candidates([both, only_ollama], tokens)] == [("bge-m3", "vllm-box")]
+    text = RouteRequestV1(kind=RequestKind.EMBEDDING)
+    assert len(fallback_candidates([both, only_ollama], text)) == 3
+    with pytest.raises(InvalidRequest, match="needs an embedding model on a backend that accepts token ids"):
+        fallback_candidates([only_ollama], tokens)
+    named = tokens.model_copy(update={"requested_model": "nomic"})
+    with pytest.raises(InvalidRequest, match="served only by Ollama backends, which take text input, not token ids"):
+        fallback_candidates([both, only_ollama], named)

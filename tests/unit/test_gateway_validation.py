@@ -99,6 +99,15 @@ def test_prompt_text_is_bounded_to_its_end():
     assert (e["kind"], e["text"], e["n_messages"], e["est_prompt_tokens"]) == (RequestKind.EMBEDDING, "hel", 2, 2)
 
 
+def test_embedding_input_as_token_ids_says_so_and_counts_its_ids():
+    assert embedding_features({"input": "hello"}, 10)["token_input"] is False
+    assert embedding_features({"input": ["hello", "world"]}, 10)["token_input"] is False
+    one = embedding_features({"input": [101, 7592, 102]}, 10)
+    assert (one["token_input"], one["text"], one["n_messages"], one["est_prompt_tokens"]) == (True, "", 1, 3)
+    several = embedding_features({"input": [[101, 7592], [102]]}, 10)
+    assert (several["token_input"], several["n_messages"], several["est_prompt_tokens"]) == (True, 2, 3)
+
+
 def test_quality_from_header_or_body():
     assert parse_quality("0.25", {}) == 0.25
     assert parse_quality(None, {"turnout": {"quality": 1}}) == 1.0

@@ -376,3 +376,35 @@ def test_a_loaded_replica_with_too_many_requests_ahead_gives_way_to_a_loaded_one
     # no loaded candidate within the limit: as decided
     crowded = [busy_huge, replace(options[2], wait_s=6.0)]
     assert plan(crowded, hosts, cfg) == Decision(0, DecisionKind.RESIDENT, "huge is loaded on big")
+
+
+def test_a_load_still_waiting_for_its_room_is_never_routed_to_but_its_bytes_count() -> None:
+    """Unloads for ``big`` are under way: the backend has no room for it yet (a request sent there
+    now fails out of memory), so a concurrent decision passes it by — a resident model within the
+    margin, else the first candidate that needs no orders — and no plan takes its bytes."""
+    waiting = ResidentModel("big", 10 * GiB, busy=True, loading=True, awaiting_room=True)
+    hosts = {"a": host("a", 14, rm("small", 3, busy=True), waiting), "b": host("b", 12, rm("mid", 6))}
+    d = plan([opt("big", "a", 1.0, 10), opt("mid", "b", 0.95, 6)], hosts, CFG)
+    assert d == Decision(
+        1,
+        DecisionKind.RESIDENT_WITHIN_MARGIN,
+        "big waits for unloads on a; mid is loaded on b and scores within 0.1 (0.950 vs 1.000)",
+    )
+    d = plan([opt("big", "a", 1.0, 10), opt("coder", "b", 0.5, 5)], hosts, CFG)
+    assert d == Decision(
+        1, DecisionKind.FALLBACK, "big waits for unloads on a: coder needs 5.0 GiB, b has 6.0 GiB free"
+    )
+    assert plan([opt("coder", "a", 1.0, 2)], hosts, CFG) == Decision(
+        0, DecisionKind.NO_ROOM, "coder cannot fit on a and nothing can be unloaded"
+    )
+    assert plan([opt("big", "a", 1.0, 10)], hosts, CFG) == Decision(
+        0, DecisionKind.NO_ROOM, "big waits for unloads on a and no other candidate can take the request now"
+    )
+    # once its room is made (a load under way), requests go to it as before
+    ready = {
+        **hosts,
+        "a": replace(hosts["a"], resident=(rm("small", 3, busy=True), replace(waiting, awaiting_room=False))),
+    }
+    assert plan([opt("big", "a", 1.0, 10), opt("coder", "b", 0.5, 5)], ready, CFG) == Decision(
+        0, DecisionKind.RESIDENT, "big is loaded on a"
+    )

@@ -202,6 +202,7 @@ async def load_snapshot(session: AsyncSession) -> CatalogSnapshotV1:
                 Deployment.upstream_name,
                 Backend.name,
                 Backend.host,
+                Backend.kind,
             )
             .join(Deployment, Deployment.model_id == Model.id)
             .join(Backend, Backend.id == Deployment.backend_id)
@@ -225,7 +226,7 @@ async def load_snapshot(session: AsyncSession) -> CatalogSnapshotV1:
                 capabilities=CapabilitiesV1.model_validate(r[9] or {}),
                 coder=bool(details.get("coder", parse_model_name(r[1]).coder)),
             )
-        m.replicas.append(ReplicaV1(backend=r[12], upstream_model=r[11], host=r[13]))
+        m.replicas.append(ReplicaV1(backend=r[12], upstream_model=r[11], host=r[13], kind=r[14]))
     if models:
         await _add_profiles(session, models)
         await _add_benchmarks(session, models)

@@ -131,7 +131,9 @@ class CatalogView:
                 model = by_name.get(public)
                 if model is None:
                     model = by_name[public] = model_from_name(public, um.name, um.capabilities)
-                model.replicas.append(ReplicaV1(backend=backend.name, upstream_model=um.name, host=backend.host))
+                model.replicas.append(
+                    ReplicaV1(backend=backend.name, upstream_model=um.name, host=backend.host, kind=backend.kind.value)
+                )
         return list(by_name.values())
 
 

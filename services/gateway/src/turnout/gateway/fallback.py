@@ -6,12 +6,16 @@
    order them by how close their size is to a target that grows with the prompt length
    (~3B for a short question, ~8B under 1k tokens, ~14B under 4k, the largest beyond), smaller
    first on ties. Each model contributes its replicas, in catalog order.
+
+Embedding input given as token ids leaves out replicas on Ollama backends (text only), as the
+scorer does.
 """
 
 from __future__ import annotations
 
+from turnout.common.backends.config import BackendKind
 from turnout.common.backends.names import untagged_match
-from turnout.common.schemas.catalog import CatalogModelV1
+from turnout.common.schemas.catalog import CatalogModelV1, ReplicaV1
 from turnout.common.schemas.route import CandidateV1, RequestKind, RouteRequestV1
 from turnout.gateway.errors import InvalidRequest, ModelNotFound
 
@@ -46,10 +50,17 @@ def can_serve(model: CatalogModelV1, req: RouteRequestV1) -> bool:
     return not (req.has_tools and not caps.tools)
 
 
-def _candidates(model: CatalogModelV1, reason: str) -> list[CandidateV1]:
+def _replicas(model: CatalogModelV1, req: RouteRequestV1) -> list[ReplicaV1]:
+    """The model's replicas that can take the request: for token-id input, not Ollama's."""
+    if not req.token_input:
+        return model.replicas
+    return [r for r in model.replicas if r.kind != BackendKind.OLLAMA.value]
+
+
+def _candidates(model: CatalogModelV1, req: RouteRequestV1, reason: str) -> list[CandidateV1]:
     return [
         CandidateV1(model=model.name, backend=r.backend, upstream_model=r.upstream_model, reasons=[reason])
-        for r in model.replicas
+        for r in _replicas(model, req)
     ]
 
 
@@ -64,8 +75,13 @@ def fallback_candidates(
         model = next((m for m in models if m.name == name), None)
         if model is None or not model.replicas:
             raise ModelNotFound(f"The model '{req.requested_model}' does not exist", param="model")
-        return _candidates(model, "fallback: requested model")
-    usable = [m for m in models if m.replicas and m.name not in hidden and can_serve(m, req)]
+        if req.token_input and not _replicas(model, req):
+            raise InvalidRequest(
+                f"model '{model.name}' is served only by Ollama backends, which take text input, not token ids",
+                code="unservable",
+            )
+        return _candidates(model, req, "fallback: requested model")
+    usable = [m for m in models if _replicas(m, req) and m.name not in hidden and can_serve(m, req)]
     if not usable:
         need = _needs(req)
         raise InvalidRequest(f"no available model can serve this request ({need})", code="unservable")
@@ -80,13 +96,13 @@ def fallback_candidates(
     reason = f"fallback: {size} for ~{req.est_prompt_tokens} prompt tokens"
     out: list[CandidateV1] = []
     for m in ranked:
-        out.extend(_candidates(m, reason))
+        out.extend(_candidates(m, req, reason))
     return out
 
 
 def _needs(req: RouteRequestV1) -> str:
     if req.kind is RequestKind.EMBEDDING:
-        return "needs an embedding model"
+        return "needs an embedding model" + (" on a backend that accepts token ids" if req.token_input else "")
     needs = [req.kind.value]
     if req.has_images:
         needs.append("vision")

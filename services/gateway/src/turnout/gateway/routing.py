@@ -121,12 +121,27 @@ def embedding_features(body: Json, max_chars: int) -> Json:
     inputs = body.get("input") or ""
     texts = [inputs] if isinstance(inputs, str) else [t for t in inputs if isinstance(t, str)]
     chars = sum(len(t) for t in texts) if texts else len(inputs)
+    if isinstance(inputs, list) and any(not isinstance(t, str) for t in inputs):  # token ids
+        n_inputs, est_tokens, tokens = _token_inputs(inputs), _token_count(inputs), True
+    else:
+        n_inputs, est_tokens, tokens = max(len(texts), 1), chars // 4, False
     return {
         "kind": RequestKind.EMBEDDING,
         "text": (texts[0] if texts else "")[:max_chars],
-        "n_messages": max(len(texts), 1),
-        "est_prompt_tokens": chars // 4,
+        "n_messages": n_inputs,
+        "est_prompt_tokens": est_tokens,
+        "token_input": tokens,
     }
+
+
+def _token_inputs(inputs: list[Any]) -> int:
+    """How many inputs an ``input`` of token ids holds: one array of ids is one input."""
+    return len(inputs) if any(isinstance(t, list) for t in inputs) else 1
+
+
+def _token_count(inputs: list[Any]) -> int:
+    """Token ids in an embeddings ``input`` given as ids: one array of ids, or arrays of them."""
+    return sum(len(t) if isinstance(t, list) else 1 for t in inputs)
 
 
 def parse_quality(header: str | None, body: Json) -> float | None:

@@ -228,6 +228,7 @@ def group_of(req: RouteRequestV1) -> str:
     return (
         f"{req.kind.value}|{req.requested_model or ''}|{req.client or ''}|{req.system_chars}|{req.n_messages}|"
         f"{req.has_images:d}{req.has_tools:d}{req.json_mode:d}|{req.max_tokens or 0}|{q}"
+        + ("|token-ids" if req.token_input else "")  # a text input's decision may name Ollama replicas
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from turnout.common.backends.config import BackendKind
 from turnout.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1
 from turnout.scorer.scoring_config import OVERALL, TIERS, ScoringConfig
 
@@ -25,6 +26,9 @@ I = npt.NDArray[np.intp]  # noqa: E741
 
 A = TypeVar("A", bound=npt.NDArray[Any])
 T = TypeVar("T")
+
+TEXT_ONLY_KIND = BackendKind.OLLAMA.value
+"""The backend kind that takes text input only: Ollama's ``/api/embed`` has no token-id input."""
 
 
 def frozen(a: A) -> A:
@@ -89,6 +93,8 @@ class ModelSpec:
     tier: str | None = None
     replicas: tuple[tuple[str, str, str | None], ...] = ()
     """(backend, upstream model, host)."""
+    text_only: frozenset[str] = frozenset()
+    """Backends among its replicas' that take text input only, no token ids (Ollama)."""
     quant: str | None = None
     vram_bytes: int | None = None
     """Memory the model takes when loaded (profiled or size on disk); ``None`` unknown."""
@@ -114,6 +120,7 @@ class ModelSpec:
             benchmark=MappingProxyType(bench),
             tier=tier,
             replicas=tuple((r.backend, r.upstream_model, r.host) for r in m.replicas),
+            text_only=frozenset(r.backend for r in m.replicas if r.kind == TEXT_ONLY_KIND),
             quant=m.quant,
             vram_bytes=m.vram_bytes,
         )
@@ -167,6 +174,8 @@ class ModelTable:
     rep_host: tuple[str | None, ...]
     rep_vram: F
     """Per replica: its model's ``vram_bytes`` (NaN unknown)."""
+    rep_token_ids: B
+    """Per replica: its backend accepts token-id input (not a text-only one: ``ModelSpec.text_only``)."""
     derived: dict[object, Any] = field(default_factory=dict, compare=False, repr=False)
     """Arrays and selections derived from this table for the request path (filters per request
     shape, term arrays per category): built on first use, kept while the table lives
@@ -283,6 +292,7 @@ class ModelTable:
             rep_upstream=tuple(r[2] for r in rows),
             rep_host=tuple(r[3] for r in rows),
             rep_vram=frozen(np.array([r[4] for r in rows], dtype=np.float64)),
+            rep_token_ids=frozen(np.array([r[1] not in specs[r[0]].text_only for r in rows], dtype=bool)),
         )
 
     @classmethod

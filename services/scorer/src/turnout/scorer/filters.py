@@ -166,8 +166,39 @@ def select_requested(req: RouteRequestV1, idx: int, need: int, table: ModelTable
     return sel
 
 
+TEXT_ONLY = "token-id input: served only by Ollama backends, which take text, not token ids"
+
+
+def token_input_replicas(rmask: B, table: ModelTable, sel: Selection) -> B:
+    """Filter 5 of ``scoring.py``: embedding input given as token ids goes only to replicas whose
+    backend accepts token ids (OpenAI-compatible servers: vLLM, llama.cpp), never Ollama's, which
+    takes text only. A model left with no replica is listed in ``filtered``; one that keeps some
+    gets a note naming the backends left out. Nothing left: ``sel.unservable`` says why."""
+    kept = rmask & table.rep_token_ids
+    if not (rmask & ~kept).any():
+        return kept
+    gone = np.unique(table.rep_model[rmask & ~kept])
+    alive = set(np.unique(table.rep_model[kept]).tolist())
+    filtered = dict(sel.filtered)  # the selection's map is shared with the filter cache: a copy
+    for i in gone.tolist():
+        name = table.specs[i].name
+        if i not in alive:
+            filtered.setdefault(name, TEXT_ONLY)
+        else:
+            backends = sorted({table.rep_backend[j] for j in np.flatnonzero(rmask & ~kept) if table.rep_model[j] == i})
+            sel.notes.append(f"token-id input: {name}'s replicas on {', '.join(backends)} (Ollama: text only) left out")
+    sel.filtered = filtered
+    if not kept.any():
+        sel.unservable = (
+            "token-id input needs a backend that accepts token ids (an OpenAI-compatible server such as vLLM or "
+            "llama.cpp); the models that could serve this request are served only by Ollama, which takes text: "
+            "send the input as text"
+        )
+    return kept
+
+
 def without_open_circuits(rmask: B, circuit_open: B, sel: Selection) -> B:
-    """Replicas whose circuit the gateways opened are left out (filter 5 in ``scoring.py``);
+    """Replicas whose circuit the gateways opened are left out (filter 6 in ``scoring.py``);
     when that leaves none, all are kept with a note (the gateway answers 503 + Retry-After or
     probes one whose cooldown is over)."""
     if not circuit_open.any():

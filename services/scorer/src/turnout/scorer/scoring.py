@@ -11,7 +11,10 @@ re-exports the names a caller of the scoring model needs, so one import serves.
 2. images → vision models; tools → tools models;
 3. context: estimated prompt tokens + ``max_tokens`` must fit the window (unknown windows pass);
 4. operator rules: block list, allow list, a client's backend restriction;
-5. open circuits: replicas whose (backend, model) circuit, or whose backend's circuit, the
+5. token-id input (embeddings whose ``input`` is token ids): only replicas whose backend accepts
+   token ids (OpenAI-compatible servers); Ollama's take text only. Nothing left → ``unservable``
+   (400) saying so — never relaxed: Ollama would refuse the request anyway;
+6. open circuits: replicas whose (backend, model) circuit, or whose backend's circuit, the
    gateways opened after repeated failures (:mod:`turnout.common.circuits`) are left out.
 
 **Fallback when the filters leave nothing** (each step adds a note to every candidate):
@@ -71,7 +74,14 @@ import numpy as np
 
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 from turnout.scorer.catalog import B, F, I, ModelSpec, ModelTable
-from turnout.scorer.filters import Constraints, Selection, select, select_requested, without_open_circuits
+from turnout.scorer.filters import (
+    Constraints,
+    Selection,
+    select,
+    select_requested,
+    token_input_replicas,
+    without_open_circuits,
+)
 from turnout.scorer.fleet import FleetState, ReplicaTable
 from turnout.scorer.prompt_analysis import PromptAnalysis
 from turnout.scorer.scoring_config import OVERALL, TIERS, ScoringConfig, Weights
@@ -199,6 +209,7 @@ def rank(
             sel.notes.insert(0, cons.requested_how)
     else:
         sel = select(req.kind, req.has_images, req.has_tools, need, table, cons, cfg)
+    rmask = _replica_mask(req, table, reps, sel, cons)
     if sel.unservable is not None:
         return Ranking(
             a,
@@ -207,13 +218,6 @@ def rank(
             unservable_code=UNSERVABLE,
             catalog_version=table.version,
         )
-    rmask = without_open_circuits(sel.mask[reps.model], reps.circuit_open, sel)
-    if cons.backends is not None:
-        on = np.array([b in cons.backends for b in reps.backend], dtype=bool)
-        if (rmask & on).any():
-            rmask = rmask & on
-        else:
-            sel.notes.append("the client's backend rule leaves no suitable replica: ignored")
     q = req.quality if req.quality is not None else cons.quality if cons.quality is not None else cfg.default_quality
     if rterms is None:
         rterms = replica_terms(reps, cfg)
@@ -253,6 +257,26 @@ def rank(
         quality=q,
         chosen=chosen,
     )
+
+
+def _replica_mask(req: RouteRequestV1, table: ModelTable, reps: ReplicaTable, sel: Selection, cons: Constraints) -> B:
+    """The replicas of the selected models that may serve: filters 5 and 6 and a client's backend
+    rule (module docstring); ``sel.unservable`` is set when token-id input leaves none."""
+    rmask = sel.mask[reps.model]
+    if sel.unservable is not None:
+        return rmask
+    if req.token_input:
+        rmask = token_input_replicas(rmask, table, sel)
+        if sel.unservable is not None:
+            return rmask
+    rmask = without_open_circuits(rmask, reps.circuit_open, sel)
+    if cons.backends is not None:
+        on = np.array([b in cons.backends for b in reps.backend], dtype=bool)
+        if (rmask & on).any():
+            rmask = rmask & on
+        else:
+            sel.notes.append("the client's backend rule leaves no suitable replica: ignored")
+    return rmask
 
 
 def _pinned_first(

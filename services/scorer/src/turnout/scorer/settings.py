@@ -1,27 +1,19 @@
 """Scorer settings: the shared :class:`CommonSettings` plus ``scorer`` options
-(``TURNOUT_SCORER__OPS_PORT``, ``TURNOUT_SCORER__WEIGHTS__SPEED``,
+(``TURNOUT_SCORER__OPS_PORT``, ``TURNOUT_SCORER__ROUTING__WEIGHTS='{"speed": 0.8}'``,
 ``TURNOUT_SCORER__ALIASES='{"fast": "llama3.2:1b"}'`` …)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import fields
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from turnout.common.settings import CommonSettings
+from turnout.scorer.scoring_config import Weights
 from turnout.scorer.vram import VramOptions
 
-
-class ScoringWeights(BaseModel):
-    """How much each term counts (see ``ranking.py`` for the formula)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    fit: float = Field(default=1.0, ge=0, description="Penalty per unit of size mismatch (too small counts twice)")
-    speed: float = Field(default=0.4, ge=0, description="Tokens/s, weighted by (1 - quality preference)")
-    quality: float = Field(default=0.4, ge=0, description="Size prior + benchmarks + profiles, weighted by quality")
-    category: float = Field(default=0.15, ge=0, description="Coder model on a code prompt (half as a malus elsewhere)")
-    residency: float = Field(default=0.2, ge=0, description="Model already loaded on the replica's host")
-    unhealthy: float = Field(default=1.0, ge=0, description="Replica whose backend the gpu-agent reports down")
-    memory: float = Field(default=0.1, ge=0, description="Not loaded, and the host lacks the free memory for it")
+WEIGHT_NAMES = tuple(f.name for f in fields(Weights))
 
 
 class RouteCacheOptions(BaseModel):
@@ -66,7 +58,9 @@ class RoutingOptions(BaseModel):
     rules_file: str | None = Field(default=None, description="Operator rules YAML (hot-reloaded)")
     rules_poll_s: float = Field(default=2.0, gt=0)
     policy: str = Field(default="score", pattern="^(score|tiers)$")
-    weights: dict[str, float] = Field(default_factory=dict, description="Overrides of scoring.Weights fields")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description=f"Overrides of the scoring weights ({', '.join(WEIGHT_NAMES)})"
+    )
     tier_thresholds_b: tuple[float, float] = (10.0, 40.0)
     unservable_without_vision: bool = True
     extra_categories: dict[str, list[str]] = Field(default_factory=dict, description="category -> keywords")
@@ -89,6 +83,19 @@ class RoutingOptions(BaseModel):
     )
     route_cache: RouteCacheOptions = Field(default_factory=RouteCacheOptions)
     classifier: ClassifierOptions = Field(default_factory=ClassifierOptions)
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(WEIGHT_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown scoring weight(s) {', '.join(unknown)}; the weights are {', '.join(WEIGHT_NAMES)}"
+            )
+        negative = sorted(k for k, w in v.items() if w < 0)
+        if negative:
+            raise ValueError(f"scoring weights must not be negative: {', '.join(negative)}")
+        return v
 
 
 class ScorerOptions(BaseModel):
@@ -115,9 +122,21 @@ class ScorerOptions(BaseModel):
     default_quality: float = Field(default=0.5, ge=0, le=1, description="Quality preference when a request has none")
     unknown_params_b: float = Field(default=8.0, gt=0, description="Size assumed for a model whose size is unknown")
     max_candidates: int = Field(default=8, ge=1, le=64, description="Candidates in a reply")
-    weights: ScoringWeights = Field(default_factory=ScoringWeights)
     routing: RoutingOptions = Field(default_factory=RoutingOptions)
     vram: VramOptions = Field(default_factory=VramOptions, description="VRAM budgets, pinning, load/unload orders")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_top_level_weights(cls, data: Any) -> Any:
+        """``scorer.weights`` (``TURNOUT_SCORER__WEIGHTS__*``) was declared once and never read:
+        say where the weights are rather than ignore them."""
+        if isinstance(data, dict) and "weights" in data:
+            raise ValueError(
+                "scorer.weights (TURNOUT_SCORER__WEIGHTS__*) is not a setting: scoring weights are "
+                "scorer.routing.weights, e.g. TURNOUT_SCORER__ROUTING__WEIGHTS='{\"speed\": 0.8}' "
+                f"(weights: {', '.join(WEIGHT_NAMES)})"
+            )
+        return data
 
 
 class ScorerSettings(CommonSettings):

@@ -20,7 +20,10 @@ estimate: total parameters × bytes per weight for the quantisation (MoE models 
 **Decision** (:func:`plan`), for the best candidate ``b``:
 
 1. ``b`` resident → route (``resident``); but when ``b`` is a slow load still under way (ordered
-   or started by the router, not yet reported), step 3 comes first;
+   or started by the router, not yet reported), step 3 comes first. A load whose room is still
+   being made (``awaiting_room``: the unloads before it are under way) is never routed to — the
+   backend has no room for it yet, a request there now fails out of memory: step 3, then step 5
+   pass it by (its bytes stay counted, so no second plan takes the same room);
 2. ``b`` fits in its host's ``available`` and loads quickly → route, the backend loads it
    (``fits``);
 3. a resident candidate scoring at least ``score(b) − score_margin`` → route there
@@ -280,6 +283,9 @@ class ResidentModel:
     """Serving a request right now (in flight on some gateway): never unloaded."""
     loading: bool = False
     """A load the router ordered or started that the agent does not report yet."""
+    awaiting_room: bool = False
+    """A load planned behind unloads that are still under way: its bytes are counted as taken,
+    but the backend has no room for it yet — a request sent there now would fail (out of memory)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +330,14 @@ class HostVram:
     def serves(self, model: str) -> bool:
         """Loaded and reported (not a load still under way)."""
         return any(m.name == model and not m.loading for m in self.resident)
+
+    def awaits_room(self, model: str) -> bool:
+        """A load of ``model`` is planned here, but the unloads that make its room are not done."""
+        return any(m.name == model and m.awaiting_room for m in self.resident)
+
+    def ready(self, model: str) -> bool:
+        """A request can go to ``model`` here now: loaded, or loading with its room made."""
+        return self.holds(model) and not self.awaits_room(model)
 
     def evictable(self) -> list[ResidentModel]:
         """Unpinned, idle models, least recently used first."""
@@ -467,6 +481,8 @@ def _try(i: int, opt: Option, hosts: Mapping[str, HostVram], why: str) -> Decisi
     h = hosts.get(opt.host) if opt.host is not None else None
     if h is None:
         return Decision(i, DecisionKind.UNMANAGED, f"{opt.model}: host has no known memory budget")
+    if h.awaits_room(opt.model):  # its room is counted already, and not made yet: nothing to route or order
+        return None
     if h.holds(opt.model):
         return Decision(i, DecisionKind.RESIDENT, f"{opt.model} is loaded on {h.host}")
     if h.room_for(opt.need_bytes):
@@ -501,7 +517,8 @@ def _resident_within_margin(
                 f"and scores within {cfg.score_margin:g} ({opt.score:.3f} vs {best.score:.3f})"
             )
             if loading:
-                return Decision(i, DecisionKind.RESIDENT_WITHIN_MARGIN, f"{best.model} is still loading; {within}")
+                state = f"waits for unloads on {h.host}" if h.awaits_room(best.model) else "is still loading"
+                return Decision(i, DecisionKind.RESIDENT_WITHIN_MARGIN, f"{best.model} {state}; {within}")
             if slow:
                 load = _try(0, best, hosts, f"preloaded while {opt.model} serves")
                 if load is not None:
@@ -556,9 +573,10 @@ def _plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramCon
     if h is None:
         return Decision(0, DecisionKind.UNMANAGED, f"{best.model}: host has no known memory budget")
     slow = cfg.load_s(best.need_bytes) > cfg.max_load_wait_s
-    if h.serves(best.model) or h.holds(best.model) and not slow:
+    if h.serves(best.model) or h.ready(best.model) and not slow:
         return _try(0, best, hosts, "best candidate")
-    loading = h.holds(best.model)  # a slow load under way: a resident model within the margin serves meanwhile
+    # a slow load under way, or one still waiting for its room: a resident model within the margin serves meanwhile
+    loading = h.holds(best.model)
     fits = h.room_for(best.need_bytes)
     if fits and not slow:
         return _try(0, best, hosts, "best candidate")
@@ -570,11 +588,18 @@ def _plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramCon
         if slow and decided.kind is DecisionKind.FITS:  # an order: the load outlives the request's first-byte bound
             return replace(decided, orders=_evict_orders(h, best, [], "best candidate, slow to load"))
         return decided
+    why = (
+        f"{best.model} waits for unloads on {h.host}"
+        if h.awaits_room(best.model)
+        else f"{best.model} cannot fit on {h.host}"
+    )
     for i, opt in enumerate(options[1:], 1):
-        alt = _try(i, opt, hosts, f"{best.model} cannot fit on {h.host}")
+        alt = _try(i, opt, hosts, why)
         if alt is not None:
             kind = DecisionKind.FALLBACK if alt.kind is not DecisionKind.UNMANAGED else alt.kind
-            return Decision(i, kind, f"{best.model} cannot fit on {h.host}: {alt.reason}", alt.orders)
+            return Decision(i, kind, f"{why}: {alt.reason}", alt.orders)
+    if h.awaits_room(best.model):
+        return Decision(0, DecisionKind.NO_ROOM, f"{why} and no other candidate can take the request now")
     return Decision(0, DecisionKind.NO_ROOM, f"{best.model} cannot fit on {h.host} and nothing can be unloaded")
 
 

@@ -21,7 +21,11 @@ and the order executor (``vram_actions.py``).
   so the next request finds room. A ``preload`` decision (a resident model serves this request
   while the best one loads) starts its orders and does not wait.
   Local overlays (loads reserved, models being unloaded) keep concurrent decisions of this
-  replica from double-counting memory before the agent reports the change.
+  replica from double-counting memory before the agent reports the change. A load reserved
+  behind unloads is *awaiting room* until they are done: concurrent decisions count its bytes
+  but send no request to it (the backend would refuse it, out of memory); they go to a resident
+  model within the margin or the first candidate that needs no orders, as the evicting request
+  itself does when its room is late.
 """
 
 from __future__ import annotations
@@ -102,6 +106,8 @@ class VramCoordinator:
         self._dirty_last_used: dict[str, dict[str, float]] = {}
         self._local_pending: dict[str, dict[str, tuple[int, float]]] = {}
         self._unloading: dict[str, set[str]] = {}
+        self._awaiting_room: dict[str, set[str]] = {}
+        """Loads reserved behind unloads still under way (host -> models): not routable until the room is made."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._measured: dict[str, int] = {}
         self.decisions: dict[str, int] = {}
@@ -241,16 +247,21 @@ class VramCoordinator:
         now = time.time()
         out = dict(self.view.hosts)
         for host, h in out.items():
+            waiting = self._awaiting_room.get(host, set())
             extra = [
-                ResidentModel(m, b, now, busy=True, loading=True)
+                ResidentModel(m, b, now, busy=True, loading=True, awaiting_room=m in waiting)
                 for m, (b, until) in self._local_pending.get(host, {}).items()
                 if until > now and not h.holds(m)
             ]
             leaving = self._unloading.get(host, set())
-            if not extra and not leaving:
+            if not extra and not leaving and not waiting:
                 continue
             resident = [
-                ResidentModel(f"{m.name} (unloading)", m.bytes, m.last_used, busy=True) if m.name in leaving else m
+                ResidentModel(f"{m.name} (unloading)", m.bytes, m.last_used, busy=True)
+                if m.name in leaving
+                else replace(m, awaiting_room=True)
+                if m.name in waiting and m.loading
+                else m
                 for m in h.resident
             ]
             gpu_free = h.gpu_free_bytes
@@ -344,9 +355,12 @@ class VramCoordinator:
         load = decision.orders[-1]
         self._reserve_local(host, load.model, load.bytes)
         self._unloading.setdefault(host, set()).update(o.model for o in decision.orders[:-1])
+        if len(decision.orders) > 1:  # no request goes to the model before its unloads are done
+            self._awaiting_room.setdefault(host, set()).add(load.model)
         room = asyncio.get_running_loop().create_future()
 
         def on_room(ok: bool) -> None:
+            self._awaiting_room.get(host, set()).discard(load.model)
             if not room.done():
                 room.set_result(ok)
 
@@ -376,7 +390,7 @@ class VramCoordinator:
         hosts = self._hosts_now()
         for i, opt in enumerate(options):
             h = hosts.get(opt.host) if opt.host is not None else None
-            if h is None or h.holds(opt.model) or h.room_for(opt.need_bytes):
+            if h is None or h.ready(opt.model) or h.room_for(opt.need_bytes):
                 return i
         return None
 
@@ -390,6 +404,7 @@ class VramCoordinator:
             log.exception("VRAM orders for %s failed", host)
             self._local_pending.get(host, {}).pop(decision.orders[-1].model, None)
         finally:
+            self._awaiting_room.get(host, set()).discard(decision.orders[-1].model)
             self._unloading.get(host, set()).difference_update(o.model for o in decision.orders[:-1])
             with contextlib.suppress(RedisError, OSError):
                 await self.refresh()

@@ -20,6 +20,11 @@ class ReplicaV1(WireModel):
     backend: str
     upstream_model: str
     host: str | None = None
+    kind: str | None = Field(
+        default=None,
+        description="The backend's API ('ollama' or 'openai'); None: not known (an older catalog). Ollama takes "
+        "text input only, no token ids",
+    )
 
 
 class CatalogModelV1(WireModel):

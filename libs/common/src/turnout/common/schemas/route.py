@@ -23,6 +23,11 @@ class RouteRequestV1(WireModel):
     n_messages: int = 1
     has_images: bool = False
     has_tools: bool = False
+    token_input: bool = Field(
+        default=False,
+        description="Embedding input given as token ids (an array of integers, or of integer arrays): only a "
+        "backend that accepts token ids can serve it (OpenAI-compatible servers: vLLM, llama.cpp; not Ollama)",
+    )
     json_mode: bool = False
     est_prompt_tokens: int = 0
     max_tokens: int | None = None
