@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from turnout.common.aio import cancel_and_wait
+from turnout.common.aio import cancel_and_wait, raise_if_cancelling
 from turnout.common.errors import RemoteError, RpcError, RpcTimeout, RpcUnavailable
 from turnout.common.keys import Keys
 from turnout.common.links import DEFAULT_LINK, LinkOptions, first_to_answer, make_redis
@@ -294,6 +294,7 @@ class RpcClient:
 
     async def _watch_heartbeats(self) -> None:
         while True:
+            raise_if_cancelling()  # redis-py can drop the cancellation that close() sent
             await asyncio.sleep(self._heartbeat_poll_s)
             await self._poll_heartbeats()
 
