@@ -86,7 +86,8 @@ class RpcClient:
             await self._poll_heartbeats()
             self._tasks.append(asyncio.create_task(self._watch_heartbeats(), name="rpc-heartbeat-watch"))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reader_up.wait(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await self._reader_up.wait()
 
     async def close(self) -> None:
         """Stop the background tasks, fail the calls in flight with RpcUnavailable, close Redis."""
