@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -72,3 +73,27 @@ async def test_a_loop_waiting_to_restart_is_not_healthy() -> None:
         "last_error": "ConnectionError: redis away",
     }
     await sup.stop()
+
+
+async def test_a_task_asked_to_stop_is_not_restarted_even_when_its_cancellation_was_lost() -> None:
+    sup = Supervisor("scorer", CollectorRegistry(), backoff_base_s=0.01, backoff_max_s=0.02)
+    runs = 0
+    running = asyncio.Event()
+
+    async def loses_the_cancellation() -> None:
+        nonlocal runs
+        runs += 1
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:  # what asyncio.wait_for does on 3.11 when it meets a result
+            pass
+        raise ConnectionError("redis away")  # and the loop then failed on its own
+
+    sup.start("fleet-loop", loses_the_cancellation)
+    await asyncio.wait_for(running.wait(), timeout=5)
+    t0 = time.monotonic()
+    async with asyncio.timeout(5):
+        await sup.stop(grace_s=3.0)
+    assert time.monotonic() - t0 < 0.5  # ended at once, not restarted to be cancelled again
+    assert runs == 1

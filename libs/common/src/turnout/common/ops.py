@@ -34,7 +34,8 @@ class CheckRunner:
     async def run(self, name: str, check: Callable[[], Awaitable[bool]]) -> bool:
         """``check()``'s answer, or False when it raised or ran past the timeout."""
         try:
-            return bool(await asyncio.wait_for(check(), timeout=self.timeout_s))
+            async with asyncio.timeout(self.timeout_s):
+                return bool(await check())
         except Exception as exc:
             if (name, type(exc)) not in self._seen:
                 self._seen.add((name, type(exc)))
@@ -76,7 +77,8 @@ def build_ops_app(
     async def metrics(_: web.Request) -> web.Response:
         for fn in refresh:
             try:
-                await asyncio.wait_for(fn(), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await fn()
             except Exception:
                 log.warning("a metrics refresh failed; serving the last values", exc_info=True)
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

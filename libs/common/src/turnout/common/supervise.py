@@ -7,13 +7,14 @@ logged once with its traceback (repeats of the same error at WARNING without one
 exponential back-off that resets once it has run for ``healthy_after_s``. A coroutine that
 returns normally is done and stays done. ``sup.state()`` is what ``/ready`` bodies show:
 ``{task: {"running": bool, "restarts": n, "last_error": str | None}}``. ``await sup.stop()``
-cancels every task and waits for them.
+cancels every task and waits for them, bounded (:func:`~turnout.common.aio.cancel_and_wait`); a
+task asked to stop is not restarted, even when the cancellation was lost on the way (redis-py on
+Python 3.11, see :mod:`turnout.common.aio`) and the coroutine crashed or returned instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
+from turnout.common.aio import CANCEL_GRACE_S, cancel_and_wait, raise_if_cancelling
 from turnout.common.links import Backoff
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class Supervisor:
         backoff = Backoff(self._base, self._max)
         last_error: str | None = None
         while True:
+            raise_if_cancelling()  # asked to stop while it ran: not restarted
             started = time.monotonic()
             state.running = True
             try:
@@ -117,14 +120,12 @@ class Supervisor:
         """Every task is running (or returned normally)."""
         return all(s.running or s.done for s in self._states.values())
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace_s: float = CANCEL_GRACE_S) -> None:
+        """Cancel every task and wait for them: ``2 * grace_s`` at most (see
+        :func:`~turnout.common.aio.cancel_and_wait`)."""
         tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
         self._tasks.clear()
+        await cancel_and_wait(tasks, grace_s=grace_s)
 
 
 __all__ = ["Supervisor", "TaskState"]

@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
+from turnout.common.aio import raise_if_cancelling
 from turnout.common.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class HostLock:
 
     async def _keep(self) -> None:
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(self.ttl_ms / 3000)
             with contextlib.suppress(RedisError, OSError):
                 if not await self.extend():

@@ -118,7 +118,8 @@ def create_app(
                 backend_models_ttl_s=opts.backend_models_ttl_s,
             )
             with contextlib.suppress(TimeoutError, RedisError, OSError):  # the refresh loop retries
-                await asyncio.wait_for(catalog.refresh(), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await catalog.refresh()
             inflight = InflightTracker(redis, keys, gateway_id, publish_s=opts.inflight_publish_s)
             events_link = RespLink(settings.redis_url, link=settings.link)
             stack.callback(events_link.close)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from turnout.common.aio import raise_if_cancelling
 from turnout.common.backends.clients import client_for, gather_models
 from turnout.common.backends.config import BackendConfig
 from turnout.common.backends.names import parse_model_name
@@ -82,6 +83,7 @@ class CatalogView:
     async def run(self) -> None:
         """Refresh loop, run as a background task for the app's lifetime."""
         while True:
+            raise_if_cancelling()
             with contextlib.suppress(RedisError, OSError):
                 await self.refresh()
             await asyncio.sleep(self._refresh_s)

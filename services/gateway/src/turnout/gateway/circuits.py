@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
+from turnout.common.aio import raise_if_cancelling
 from turnout.common.circuits import CircuitState, CircuitStore, CircuitV1
 from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout, BackendUnavailable
 from turnout.gateway.metrics import GatewayMetrics
@@ -142,7 +143,8 @@ class Breakers:
 
     async def _redis(self, call: Awaitable[T]) -> T | None:
         try:
-            return await asyncio.wait_for(call, timeout=self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                return await call
         except (RedisError, OSError, TimeoutError) as exc:
             log.debug("circuit state not shared (Redis: %s)", type(exc).__name__)
             return None
@@ -166,8 +168,10 @@ class Breakers:
     async def run(self) -> None:
         """Refresh the view every ``refresh_s``, or at once when woken (a circuit opened here)."""
         while True:
+            raise_if_cancelling()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._refresh_s)
+                async with asyncio.timeout(self._refresh_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.refresh()

@@ -18,6 +18,7 @@ from collections import defaultdict
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from turnout.common.aio import raise_if_cancelling
 from turnout.common.inflight import DEFAULT_TTL_S, write_inflight
 from turnout.common.keys import Keys
 
@@ -75,6 +76,7 @@ class InflightTracker:
     async def run(self) -> None:
         """Publish every ``publish_s``; a failed write is retried on the next tick."""
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(self._publish_s)
             try:
                 await self.publish()

@@ -179,7 +179,8 @@ class Slots:
             await sem.acquire()  # free: returns at once
             return True
         try:
-            await asyncio.wait_for(sem.acquire(), timeout=self.wait_s)
+            async with asyncio.timeout(self.wait_s):
+                await sem.acquire()
         except TimeoutError:
             return False
         return True

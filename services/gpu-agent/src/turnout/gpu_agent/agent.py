@@ -31,6 +31,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from turnout.common.aio import raise_if_cancelling
 from turnout.common.backends.clients import BackendClient
 from turnout.common.backends.config import BackendKind
 from turnout.common.errors import BackendError
@@ -156,7 +157,8 @@ class Agent:
             return [], "no GPU reader configured"
         timeout = max(self.opts.interval_s, 5.0)
         try:
-            return await asyncio.wait_for(self.reader.read(), timeout=timeout), None
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(), None
         except GpuUnavailable as exc:
             return [], str(exc)
         except TimeoutError:
@@ -249,6 +251,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Cycle every ``interval_s`` until ``stop`` is set; one failing cycle never ends the loop."""
         while not stop.is_set():
+            raise_if_cancelling()
             started = time.monotonic()
             try:
                 await self.tick()
@@ -256,7 +259,8 @@ class Agent:
                 log.exception("gpu-agent cycle failed")
             wait = self.opts.interval_s - (time.monotonic() - started)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(wait, 0.0))
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await stop.wait()
 
     @property
     def healthy(self) -> bool:

@@ -78,7 +78,8 @@ class OrderExecutor:
             log.info("order from %s: %s %s (%s)", order.requested_by or "?", order.action.value, order.model,
                      order.reason or "no reason given")  # fmt: skip
             try:
-                ok, error, loaded = await asyncio.wait_for(self._carry_out(order, budget), timeout=budget)
+                async with asyncio.timeout(budget):
+                    ok, error, loaded = await self._carry_out(order, budget)
             except TimeoutError:
                 ok, error, loaded = False, f"{order.action.value} {order.model}: not done within {budget:.1f}s", []
             result = OrderResultV1(

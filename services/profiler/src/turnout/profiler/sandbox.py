@@ -142,7 +142,8 @@ class CodeSandbox:
                 preexec_fn=lambda: _limit(cpu_s, memory),
             )
             try:
-                out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    out, err = await proc.communicate()
             except TimeoutError:
                 _kill(proc)
                 await proc.wait()

@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from turnout.common import router_priors
-from turnout.common.aio import wait_or_cancel
+from turnout.common.aio import raise_if_cancelling, wait_or_cancel
 from turnout.common.catalog import load_snapshot
 from turnout.common.circuits import CircuitStore, blocked
 from turnout.common.db.migrate import wait_for_head
@@ -239,6 +239,7 @@ class Scorer:
     async def learned_loop(self) -> None:
         """Rebuild the learned index every ``learned_refresh_s``; a failure keeps the previous one."""
         while True:
+            raise_if_cancelling()
             try:
                 await self.reload_learned()
             except _UNAVAILABLE as exc:
@@ -315,8 +316,10 @@ class Scorer:
     async def catalog_loop(self) -> None:
         """Reload the catalog every ``catalog_refresh_s``, or at once when asked."""
         while True:
+            raise_if_cancelling()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._catalog_wanted.wait(), timeout=self._opts.catalog_refresh_s)
+                async with asyncio.timeout(self._opts.catalog_refresh_s):
+                    await self._catalog_wanted.wait()
             self._catalog_wanted.clear()
             try:
                 await self.reload_catalog()
@@ -368,6 +371,7 @@ class Scorer:
     async def load_loop(self) -> None:
         """Re-read the gateways' in-flight counts every ``load_poll_s``."""
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(self._opts.load_poll_s)
             try:
                 await self.refresh_load()
@@ -381,8 +385,10 @@ class Scorer:
     async def fleet_loop(self) -> None:
         """Re-read the fleet's state every ``shared_poll_s``, or at once when asked."""
         while True:
+            raise_if_cancelling()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._fleet_wanted.wait(), timeout=self._opts.shared_poll_s)
+                async with asyncio.timeout(self._opts.shared_poll_s):
+                    await self._fleet_wanted.wait()
             self._fleet_wanted.clear()
             try:
                 await self.refresh_fleet()
@@ -409,6 +415,7 @@ class Scorer:
                 self.request_catalog_reload()
                 self.request_fleet_refresh()
                 while True:
+                    raise_if_cancelling()
                     msg = await pubsub.get_message(timeout=1.0)
                     if msg is None:
                         continue

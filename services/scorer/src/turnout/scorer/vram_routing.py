@@ -43,7 +43,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from turnout.common.aio import cancel_and_wait
+from turnout.common.aio import cancel_and_wait, raise_if_cancelling
 from turnout.common.inflight import read_inflight
 from turnout.common.keys import Keys
 from turnout.common.schemas.fleet import HostStateV1
@@ -220,6 +220,7 @@ class VramCoordinator:
         """Refresh forever (a background task of the scorer)."""
         failing = False
         while True:
+            raise_if_cancelling()
             try:
                 await self.refresh()
                 failing = False
@@ -371,7 +372,8 @@ class VramCoordinator:
             return decided
         wait = self._evict_wait_s if remaining_s is None else max(0.0, min(self._evict_wait_s, remaining_s - 0.01))
         try:
-            made = await asyncio.wait_for(asyncio.shield(room), timeout=wait)
+            async with asyncio.timeout(wait):
+                made = await asyncio.shield(room)
         except TimeoutError:
             made = False
         if made:

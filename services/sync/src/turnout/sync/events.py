@@ -44,6 +44,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from turnout.common.aio import raise_if_cancelling
 from turnout.common.db.models import DeadLetter, RoutingDecision
 from turnout.common.keys import Keys
 from turnout.common.links import make_redis
@@ -203,6 +204,7 @@ class EventConsumer:
                 self.running = True
                 pending, last_claim = True, time.monotonic()
                 while True:
+                    raise_if_cancelling()
                     if time.monotonic() - last_claim > self._claim_every_s:
                         pending = await self.claim_stale(conn) > 0 or pending
                         last_claim = time.monotonic()

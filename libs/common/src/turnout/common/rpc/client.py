@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from turnout.common.aio import cancel_and_wait
+from turnout.common.aio import cancel_and_wait, raise_if_cancelling
 from turnout.common.errors import RemoteError, RpcError, RpcTimeout, RpcUnavailable
 from turnout.common.keys import Keys
 from turnout.common.links import DEFAULT_LINK, LinkOptions, first_to_answer, make_redis
@@ -86,7 +86,8 @@ class RpcClient:
             await self._poll_heartbeats()
             self._tasks.append(asyncio.create_task(self._watch_heartbeats(), name="rpc-heartbeat-watch"))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reader_up.wait(), timeout=2.0)
+            async with asyncio.timeout(2.0):
+                await self._reader_up.wait()
 
     async def close(self) -> None:
         """Stop the background tasks, fail the calls in flight with RpcUnavailable, close Redis."""
@@ -294,6 +295,7 @@ class RpcClient:
 
     async def _watch_heartbeats(self) -> None:
         while True:
+            raise_if_cancelling()  # redis-py can drop the cancellation that close() sent
             await asyncio.sleep(self._heartbeat_poll_s)
             await self._poll_heartbeats()
 

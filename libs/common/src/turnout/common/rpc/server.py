@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from turnout.common.aio import cancel_and_wait
+from turnout.common.aio import cancel_and_wait, raise_if_cancelling
 from turnout.common.errors import MalformedRequest, MethodNotFound, RemoteError
 from turnout.common.keys import Keys
 from turnout.common.links import DEFAULT_LINK, LinkOptions, first_to_answer, make_redis
@@ -108,6 +108,7 @@ class RpcServer:
             raise RuntimeError("no RPC handlers registered")
         backoff = self._link_opts.backoff()
         while not self._stopping.is_set():
+            raise_if_cancelling()  # one dropped by redis-py (the handshake, the last beat) ends it too
             reader: RespConnection | None = None
             writer: Redis | None = None
             beat: asyncio.Task[None] | None = None
@@ -214,6 +215,7 @@ class RpcServer:
         queues = list(self._handlers)
         popper = BatchPop(SERVE_BATCH)
         while not self._stopping.is_set():
+            raise_if_cancelling()
             room = self._max_concurrency - len(self._inflight)
             if room <= 0:  # as many handlers running as allowed: pop nothing until one ends
                 self._room.clear()
@@ -319,6 +321,7 @@ class RpcServer:
 
     async def _heartbeat(self, writer: Redis) -> None:
         while True:
+            raise_if_cancelling()  # redis-py can drop the cancellation that serve() sent
             try:
                 await self._beat(writer, alive=self.consuming())
             except (RedisError, OSError) as exc:

@@ -91,7 +91,8 @@ def _item(name: str, ok: bool, detail: str, fix: str = "") -> dict[str, Any]:
 
 async def _timed(name: str, probe: Callable[[], Awaitable[dict[str, Any]]], fix: str) -> dict[str, Any]:
     try:
-        return await asyncio.wait_for(probe(), timeout=CHECK_TIMEOUT_S)
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            return await probe()
     except TimeoutError:
         return _item(name, False, f"no answer within {CHECK_TIMEOUT_S:.0f} s", fix)
     except _EXPECTED as exc:
