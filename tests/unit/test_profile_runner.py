@@ -9,13 +9,15 @@ from typing import Any
 import pytest
 
 from turnout.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
-from turnout.profiler.chat import ChatRequest, ChatResult
+from turnout.profiler.chat import ChatRequest, ChatResult, PrefillSample
 from turnout.profiler.grading import Grader
 from turnout.profiler.runner import (
     ModelUnderTest,
     ProfileRunner,
     ProgressEvent,
     RunnerOptions,
+    prefill_probe_text,
+    prefill_rate,
     prompt_timeout_s,
     warmup_timeout_s,
 )
@@ -209,7 +211,7 @@ async def test_profile_rows_use_the_table_columns_only() -> None:
     assert {r["category"] for r in rows} == set(SUITE.categories)
     cols = {
         "model_id", "suite_version", "category", "score", "n_prompts", "grader", "ttft_ms",
-        "tokens_per_s", "load_ms", "vram_bytes", "errors", "timeouts", "details",
+        "tokens_per_s", "prefill_tokens_per_s", "load_ms", "vram_bytes", "errors", "timeouts", "details",
     }  # fmt: skip
     for r in rows:
         assert set(r) == cols
@@ -252,3 +254,72 @@ async def test_the_warmup_guard_wraps_the_load_and_nothing_else() -> None:
     with pytest.raises(RuntimeError, match="host busy"):
         await ProfileRunner(chat, SUITE, Grader(), warmup_guard=refuse).run(MODEL)
     assert chat.calls == []  # nothing was loaded
+
+
+def prefill_answer(
+    request: ChatRequest, *, counters: bool, rate: float = 2000.0, overhead_s: float = 0.05
+) -> ChatResult:
+    """A backend that takes ``overhead_s + tokens / rate`` to its first token (≈ 4 characters a
+    token), reporting it in its counters (Ollama) or only in usage (vLLM: the client times it)."""
+    res = answer(request)
+    tokens = max(1, sum(len(str(m["content"])) for m in request.messages) // 4)
+    seconds = overhead_s + tokens / rate
+    res.prompt_tokens, res.ttft_s, res.backend_ttft_s = tokens, seconds + 0.01, None
+    if counters:
+        res.backend_prompt_tokens, res.backend_ttft_s = tokens, seconds
+    return res
+
+
+@pytest.mark.parametrize(("counters", "source"), [(True, "backend"), (False, "timing")])
+async def test_prefill_speed_is_the_slope_between_the_suite_and_the_long_prompt(counters: bool, source: str) -> None:
+    chat = ScriptedChat(lambda r, _t: prefill_answer(r, counters=counters))
+    result = await ProfileRunner(chat, SUITE, Grader()).run(MODEL)
+    long = chat.calls[-1][0]
+    assert len(str(long.messages[0]["content"])) // 4 == result.prefill_probe_tokens
+    assert 1000 <= (result.prefill_probe_tokens or 0) <= 1100 and long.max_tokens == 8
+    # the fixed 50 ms (and the client's 10 ms) cancel out: the rate the backend has, not 1,000 / 0.55 s
+    assert result.prefill_tokens_per_s == pytest.approx(2000.0, rel=0.01)
+    assert result.prefill_source == source
+    row = result.profile_rows(model_id=1)[0]
+    assert row["prefill_tokens_per_s"] == result.prefill_tokens_per_s
+    assert row["details"]["prefill_source"] == source
+
+
+async def test_no_prefill_probe_when_turned_off_or_when_no_prompt_succeeded() -> None:
+    chat = ScriptedChat(lambda r, _t: prefill_answer(r, counters=True))
+    opts = RunnerOptions(probe_prefill=False)
+    result = await ProfileRunner(chat, SUITE, Grader(), opts).run(MODEL)
+    assert all(len(str(c[0].messages[-1]["content"])) < 2000 for c in chat.calls)
+    # the suite's counters alone: fixed costs counted as prefill, a lower bound
+    assert result.prefill_source == "backend"
+    assert result.prefill_tokens_per_s is not None and 100 < result.prefill_tokens_per_s < 2000 * 0.5
+
+    def failing(request: ChatRequest, _t: float) -> ChatResult:
+        if request.max_tokens == 4:  # the warm-up
+            return answer(request)
+        raise BackendUnavailable("down")
+
+    chat = ScriptedChat(failing)
+    result = await ProfileRunner(chat, SUITE, Grader()).run(MODEL)
+    assert result.prefill_tokens_per_s is None and result.prefill_source is None
+    assert not any("records" in str(c[0].messages[-1]["content"]) for c in chat.calls)
+
+
+def test_prefill_rate_without_a_usable_pair() -> None:
+    short = [PrefillSample(40, 0.07, "backend"), PrefillSample(60, 0.08, "backend")]
+    # a long probe counted by the backend but no short one of its kind: its own counter rate
+    assert prefill_rate([], PrefillSample(1000, 0.5, "backend")) == (2000.0, "backend")
+    # timed by the client with nothing to pair: fall back to the suite's counters (60 + 40 in 0.15 s)
+    rate = prefill_rate(short, PrefillSample(1000, 0.5, "timing"))
+    assert rate is not None and rate[1] == "backend" and rate[0] == pytest.approx(100 / 0.15)
+    # a "long" prompt no longer than the suite's (a prompt cache served it): not a slope
+    assert prefill_rate(short, PrefillSample(60, 0.02, "backend")) == (3000.0, "backend")
+    assert prefill_rate([PrefillSample(40, 0.07, "timing")], None) is None
+
+
+def test_the_prefill_probe_text_is_about_as_long_as_asked_and_starts_with_the_nonce() -> None:
+    text = prefill_probe_text(1024, "f00d")
+    assert text.startswith("Reference f00d.")
+    assert 1000 <= len(text) // 4 <= 1100
+    assert prefill_probe_text(1024, "f00d") == text
+    assert 4000 <= len(prefill_probe_text(4096, "x")) // 4 <= 4200

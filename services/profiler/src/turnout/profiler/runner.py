@@ -14,6 +14,10 @@ Timeouts:
   measured so far (``assumed_tokens_per_s`` before the first measurement), clamped to
   ``[prompt_timeout_floor_s, prompt_timeout_ceiling_s]``.
 
+Prefill speed (prompt tokens per second): after the probes, one prompt of about
+``prefill_probe_tokens`` (1,024) tokens, a fresh random line first so that no prompt cache holds
+it, and 8 reply tokens at most (:func:`prefill_rate` reads it against the suite's short prompts).
+
 A prompt that times out or errors is recorded as such and is not graded: a category's score is
 the mean over graded prompts only, and is ``None`` (never 0) when none could be graded. After
 ``max_consecutive_failures`` failed prompts in a row the model is taken as down and the rest is
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets
 import statistics
 import struct
 import time
@@ -37,7 +42,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout
-from turnout.profiler.chat import ChatFn, ChatRequest, ChatResult
+from turnout.profiler.chat import ChatFn, ChatRequest, ChatResult, PrefillSample
 from turnout.profiler.grading import Grader, graders_used
 from turnout.profiler.suite import Suite, SuitePrompt
 
@@ -62,6 +67,8 @@ class RunnerOptions(BaseModel):
     probe_vision: bool = True
     probe_tools: bool = True
     probe_timeout_s: float = Field(default=60.0, gt=0)
+    probe_prefill: bool = Field(default=True, description="Measure prefill speed with one long prompt")
+    prefill_probe_tokens: int = Field(default=1024, ge=128, le=32768, description="About this long (tokens)")
 
 
 class ModelUnderTest(BaseModel):
@@ -150,6 +157,12 @@ class ProfileResult(BaseModel):
     ttft_ms: float | None = None
     tokens_per_s: float | None = None
     speed_source: str | None = None
+    prefill_tokens_per_s: float | None = None
+    """Prompt tokens processed per second (:func:`prefill_rate`); ``None`` when not measured."""
+    prefill_source: str | None = None
+    """``backend`` (the server's counters) or ``timing`` (client-side times to first token)."""
+    prefill_probe_tokens: int | None = None
+    """Prompt tokens of the long prompt it was measured with."""
     vram_bytes: int | None = None
     context_length: int | None = None
     capabilities: dict[str, CapabilityProbe] = Field(default_factory=dict)
@@ -169,6 +182,8 @@ class ProfileResult(BaseModel):
             "status": self.status,
             "backend": self.backend,
             "speed_source": self.speed_source,
+            "prefill_source": self.prefill_source,
+            "prefill_probe_tokens": self.prefill_probe_tokens,
             "context_length": self.context_length,
             "capabilities": {k: v.model_dump() for k, v in self.capabilities.items()},
             "started_at": self.started_at.isoformat(),
@@ -187,6 +202,7 @@ class ProfileResult(BaseModel):
                     "grader": res.grader,
                     "ttft_ms": self.ttft_ms,
                     "tokens_per_s": self.tokens_per_s,
+                    "prefill_tokens_per_s": self.prefill_tokens_per_s,
                     "load_ms": self.load_ms,
                     "vram_bytes": self.vram_bytes,
                     "errors": res.errors,
@@ -242,6 +258,7 @@ class ProfileRunner:
         self._ttfts: list[float] = []
         self._speeds: list[float] = []
         self._speed_sources: set[str] = set()
+        self._prefills: list[PrefillSample] = []
 
     async def run(self, model: ModelUnderTest) -> ProfileResult:
         """Profile ``model`` and return the result (``partial`` or ``failed`` when prompts failed)."""
@@ -262,9 +279,13 @@ class ProfileRunner:
         else:
             outcomes = await self._prompts(model, prompts, errors)
         capabilities: dict[str, CapabilityProbe] = {}
+        long: PrefillSample | None = None
         if warm_error is None:
             await self._report(model, "probes", total, total, None, 0.0)
             capabilities = await self._probes()
+            if self.opts.probe_prefill and any(o.status == "ok" for o in outcomes):
+                long = await self._prefill_probe()
+        prefill = prefill_rate(self._prefills, long)
         result = ProfileResult(
             model=model.name,
             backend=model.backend,
@@ -276,6 +297,9 @@ class ProfileRunner:
             ttft_ms=round(statistics.median(self._ttfts) * 1000, 2) if self._ttfts else None,
             tokens_per_s=round(statistics.median(self._speeds), 3) if self._speeds else None,
             speed_source="+".join(sorted(self._speed_sources)) or None,
+            prefill_tokens_per_s=round(prefill[0], 1) if prefill else None,
+            prefill_source=prefill[1] if prefill else None,
+            prefill_probe_tokens=long.tokens if long is not None and prefill else None,
             capabilities=capabilities,
             categories=_categories(self.suite, outcomes),
             prompts=outcomes,
@@ -355,6 +379,19 @@ class ProfileRunner:
         if res.tokens_per_s:
             self._speeds.append(res.tokens_per_s)
             self._speed_sources.add(res.speed_source)
+        if res.prefill_sample is not None:
+            self._prefills.append(res.prefill_sample)
+
+    async def _prefill_probe(self) -> PrefillSample | None:
+        """The long prompt's processing (``None``: it failed, or nothing measured it)."""
+        text = prefill_probe_text(self.opts.prefill_probe_tokens, secrets.token_hex(8))
+        request = ChatRequest(messages=[{"role": "user", "content": text}], max_tokens=8)
+        try:
+            res = await self.chat(request, timeout_s=self.opts.probe_timeout_s)
+        except BackendError as exc:
+            log.info("prefill probe failed: %s: %s", type(exc).__name__, exc)
+            return None
+        return res.prefill_sample
 
     async def _probes(self) -> dict[str, CapabilityProbe]:
         out: dict[str, CapabilityProbe] = {}
@@ -419,6 +456,53 @@ class ProfileRunner:
             )
         except Exception:  # progress is best effort; profiling goes on
             log.warning("progress callback failed", exc_info=True)
+
+
+def prefill_rate(short: list[PrefillSample], long: PrefillSample | None) -> tuple[float, str] | None:
+    """Prompt tokens per second, and how they were measured, from the suite's short prompts and
+    the long probe: the slope between the two, ``(long tokens − median short tokens) / (long
+    seconds − median short seconds)`` over the samples of the long one's source, so that what
+    every call costs whatever its length (the request's round trip, scheduling, the first
+    sampling step) cancels out — which also lets client timing stand in for counters. A long
+    probe the backend counted but with no short samples to pair: its own counter rate (fixed
+    costs included: a lower bound). No long probe: the suite's counters over all prompts (short
+    prompts: a lower bound too), or ``None`` on client timing alone."""
+    if long is not None:
+        same = [s for s in short if s.source == long.source]
+        if same:
+            n_s = statistics.median(s.tokens for s in same)
+            t_s = statistics.median(s.seconds for s in same)
+            if long.tokens >= 2 * n_s and long.seconds > t_s:
+                return (long.tokens - n_s) / (long.seconds - t_s), long.source
+        if long.source == "backend":
+            return long.tokens / long.seconds, "backend"
+    counted = [s for s in short if s.source == "backend"]
+    if counted:
+        return sum(s.tokens for s in counted) / sum(s.seconds for s in counted), "backend"
+    return None
+
+
+_RECORD = (
+    "Record {i}: the courier left depot {a} at {h}:{m:02d} with {n} parcels for the {d} district and "
+    "handed {k} of them over before noon."
+)
+
+
+def prefill_probe_text(tokens: int, nonce: str) -> str:
+    """A prompt of about ``tokens`` tokens (≈ 4 characters each): ``nonce`` first, so no prompt
+    (prefix) cache holds it, then numbered records, then a question with a one-line answer."""
+    districts = ("north", "south", "harbour", "market", "river", "castle", "mill")
+    lines = [f"Reference {nonce}. Read these delivery records."]
+    i = 0
+    while sum(len(line) + 1 for line in lines) < 4 * tokens - 80:
+        i += 1
+        lines.append(
+            _RECORD.format(
+                i=i, a=(7 * i) % 31, h=6 + i % 12, m=(13 * i) % 60, n=10 + (5 * i) % 40, d=districts[i % 7], k=3 + i % 9
+            )
+        )
+    lines.append("How many records are there? Reply with the number only.")
+    return "\n".join(lines)
 
 
 def _status(outcomes: list[PromptOutcome], warm_error: str | None) -> Literal["ok", "partial", "failed"]:
