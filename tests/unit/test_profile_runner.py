@@ -9,15 +9,13 @@ from typing import Any
 import pytest
 
 from turnout.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
-from turnout.profiler.chat import ChatRequest, ChatResult, PrefillSample
+from turnout.profiler.chat import ChatRequest, ChatResult
 from turnout.profiler.grading import Grader
 from turnout.profiler.runner import (
     ModelUnderTest,
     ProfileRunner,
     ProgressEvent,
     RunnerOptions,
-    prefill_probe_text,
-    prefill_rate,
     prompt_timeout_s,
     warmup_timeout_s,
 )
@@ -303,23 +301,3 @@ async def test_no_prefill_probe_when_turned_off_or_when_no_prompt_succeeded() ->
     result = await ProfileRunner(chat, SUITE, Grader()).run(MODEL)
     assert result.prefill_tokens_per_s is None and result.prefill_source is None
     assert not any("records" in str(c[0].messages[-1]["content"]) for c in chat.calls)
-
-
-def test_prefill_rate_without_a_usable_pair() -> None:
-    short = [PrefillSample(40, 0.07, "backend"), PrefillSample(60, 0.08, "backend")]
-    # a long probe counted by the backend but no short one of its kind: its own counter rate
-    assert prefill_rate([], PrefillSample(1000, 0.5, "backend")) == (2000.0, "backend")
-    # timed by the client with nothing to pair: fall back to the suite's counters (60 + 40 in 0.15 s)
-    rate = prefill_rate(short, PrefillSample(1000, 0.5, "timing"))
-    assert rate is not None and rate[1] == "backend" and rate[0] == pytest.approx(100 / 0.15)
-    # a "long" prompt no longer than the suite's (a prompt cache served it): not a slope
-    assert prefill_rate(short, PrefillSample(60, 0.02, "backend")) == (3000.0, "backend")
-    assert prefill_rate([PrefillSample(40, 0.07, "timing")], None) is None
-
-
-def test_the_prefill_probe_text_is_about_as_long_as_asked_and_starts_with_the_nonce() -> None:
-    text = prefill_probe_text(1024, "f00d")
-    assert text.startswith("Reference f00d.")
-    assert 1000 <= len(text) // 4 <= 1100
-    assert prefill_probe_text(1024, "f00d") == text
-    assert 4000 <= len(prefill_probe_text(4096, "x")) // 4 <= 4200

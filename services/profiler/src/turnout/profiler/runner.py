@@ -16,7 +16,8 @@ Timeouts:
 
 Prefill speed (prompt tokens per second): after the probes, one prompt of about
 ``prefill_probe_tokens`` (1,024) tokens, a fresh random line first so that no prompt cache holds
-it, and 8 reply tokens at most (:func:`prefill_rate` reads it against the suite's short prompts).
+it, and 8 reply tokens at most (:mod:`turnout.profiler.prefill` reads it against the suite's
+short prompts).
 
 A prompt that times out or errors is recorded as such and is not graded: a category's score is
 the mean over graded prompts only, and is ``None`` (never 0) when none could be graded. After
@@ -44,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout
 from turnout.profiler.chat import ChatFn, ChatRequest, ChatResult, PrefillSample
 from turnout.profiler.grading import Grader, graders_used
+from turnout.profiler.prefill import prefill_probe_text, prefill_rate
 from turnout.profiler.suite import Suite, SuitePrompt
 
 log = logging.getLogger(__name__)
@@ -158,7 +160,8 @@ class ProfileResult(BaseModel):
     tokens_per_s: float | None = None
     speed_source: str | None = None
     prefill_tokens_per_s: float | None = None
-    """Prompt tokens processed per second (:func:`prefill_rate`); ``None`` when not measured."""
+    """Prompt tokens processed per second (:func:`~turnout.profiler.prefill.prefill_rate`);
+    ``None`` when not measured."""
     prefill_source: str | None = None
     """``backend`` (the server's counters) or ``timing`` (client-side times to first token)."""
     prefill_probe_tokens: int | None = None
@@ -456,53 +459,6 @@ class ProfileRunner:
             )
         except Exception:  # progress is best effort; profiling goes on
             log.warning("progress callback failed", exc_info=True)
-
-
-def prefill_rate(short: list[PrefillSample], long: PrefillSample | None) -> tuple[float, str] | None:
-    """Prompt tokens per second, and how they were measured, from the suite's short prompts and
-    the long probe: the slope between the two, ``(long tokens − median short tokens) / (long
-    seconds − median short seconds)`` over the samples of the long one's source, so that what
-    every call costs whatever its length (the request's round trip, scheduling, the first
-    sampling step) cancels out — which also lets client timing stand in for counters. A long
-    probe the backend counted but with no short samples to pair: its own counter rate (fixed
-    costs included: a lower bound). No long probe: the suite's counters over all prompts (short
-    prompts: a lower bound too), or ``None`` on client timing alone."""
-    if long is not None:
-        same = [s for s in short if s.source == long.source]
-        if same:
-            n_s = statistics.median(s.tokens for s in same)
-            t_s = statistics.median(s.seconds for s in same)
-            if long.tokens >= 2 * n_s and long.seconds > t_s:
-                return (long.tokens - n_s) / (long.seconds - t_s), long.source
-        if long.source == "backend":
-            return long.tokens / long.seconds, "backend"
-    counted = [s for s in short if s.source == "backend"]
-    if counted:
-        return sum(s.tokens for s in counted) / sum(s.seconds for s in counted), "backend"
-    return None
-
-
-_RECORD = (
-    "Record {i}: the courier left depot {a} at {h}:{m:02d} with {n} parcels for the {d} district and "
-    "handed {k} of them over before noon."
-)
-
-
-def prefill_probe_text(tokens: int, nonce: str) -> str:
-    """A prompt of about ``tokens`` tokens (≈ 4 characters each): ``nonce`` first, so no prompt
-    (prefix) cache holds it, then numbered records, then a question with a one-line answer."""
-    districts = ("north", "south", "harbour", "market", "river", "castle", "mill")
-    lines = [f"Reference {nonce}. Read these delivery records."]
-    i = 0
-    while sum(len(line) + 1 for line in lines) < 4 * tokens - 80:
-        i += 1
-        lines.append(
-            _RECORD.format(
-                i=i, a=(7 * i) % 31, h=6 + i % 12, m=(13 * i) % 60, n=10 + (5 * i) % 40, d=districts[i % 7], k=3 + i % 9
-            )
-        )
-    lines.append("How many records are there? Reply with the number only.")
-    return "\n".join(lines)
 
 
 def _status(outcomes: list[PromptOutcome], warm_error: str | None) -> Literal["ok", "partial", "failed"]:
