@@ -187,9 +187,10 @@ def installed(h: SimHost) -> list[SimModel]:
     return [m for m in MODELS if m.vram <= BUDGET * h.memory]
 
 
-def catalog() -> CatalogSnapshotV1:
+def catalog(measured_prefill: bool = False) -> CatalogSnapshotV1:
     """What the scorer's catalog holds: sizes, measured speed (on a 24 GiB host where it fits),
-    per-category quality means (profiles), replicas on every host the model fits."""
+    per-category quality means (profiles), replicas on every host the model fits; with
+    ``measured_prefill`` also the prefill rate the profiler measures (20 × decode, as simulated)."""
     out = []
     for m in MODELS:
         hosts = [h for h in HOSTS if m in installed(h)]
@@ -206,6 +207,7 @@ def catalog() -> CatalogSnapshotV1:
                 replicas=[ReplicaV1(backend=h.name, upstream_model=m.name, host=h.name) for h in hosts],
                 tokens_per_s=round(hosts[0].tokens_per_s(m), 1),
                 ttft_ms=round(50.0 + 1000.0 * PROBE_TOKENS / (20.0 * hosts[0].tokens_per_s(m)), 1),
+                prefill_tokens_per_s=round(20.0 * hosts[0].tokens_per_s(m), 1) if measured_prefill else None,
                 quality=quality,
             )
         )
@@ -649,6 +651,7 @@ class TurnoutRouter(Router):
         scoring: dict[str, float] | None = None,
         admit_wait_s: float | None = None,
         wait_bound: bool = True,
+        measured_prefill: bool = False,
     ) -> None:
         """``blind``: ``all`` — the resident, no-room, free-VRAM and busy weights 0 and no planner;
         ``vram`` — the same but the busy term kept (load-balanced, VRAM-blind)."""
@@ -665,7 +668,7 @@ class TurnoutRouter(Router):
         # the simulated profiler measures TTFT at PROBE_TOKENS (the real suite: ~50, the default)
         scoring = {"ttft_probe_tokens": PROBE_TOKENS, **(scoring or {})}
         self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights, **scoring)))
-        self.engine.set_catalog(catalog())
+        self.engine.set_catalog(catalog(measured_prefill))
         self.legacy = legacy
         self.wait_bound = wait_bound
         """Each candidate's expected wait for a slot goes into its first-byte bound (``wait_s``)."""
@@ -920,6 +923,11 @@ def main() -> None:
         action="store_true",
         help="the gateway's first-byte bound without the candidates' expected wait for a slot (wait_s), as before",
     )
+    ap.add_argument(
+        "--measured-prefill",
+        action="store_true",
+        help="the catalog carries the prefill rate the profiler measures (else the scorer derives it from the TTFT)",
+    )
     ap.add_argument("--max-loaded", type=int, default=MAX_LOADED, help="OLLAMA_MAX_LOADED_MODELS per host (GPU)")
     ap.add_argument(
         "--decide-only",
@@ -956,6 +964,7 @@ def main() -> None:
         "scoring": sc,
         "admit_wait_s": args.admit_wait_s,
         "wait_bound": not args.no_wait_bound,
+        "measured_prefill": args.measured_prefill,
     }
     makers: list[tuple[Callable[[Sim], Router], bool]] = [
         (lambda _: TurnoutRouter(legacy=args.legacy_planner, **common), True),  # type: ignore[arg-type]

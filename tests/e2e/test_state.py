@@ -8,6 +8,7 @@ from redis import Redis
 
 from tests.e2e.conftest import E2E
 from tests.e2e.support import decision, eventually, request_id
+from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.fleet import HostStateV1
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +53,27 @@ def test_a_streamed_request_is_stored_too(e2e: E2E, client: openai.OpenAI) -> No
     row = decision(e2e, rid)
     assert (row["stream"], row["status"], row["outcome"]) == (True, 200, "ok")
     assert row["ttft_ms"] is not None and row["ttft_ms"] > 0
+
+
+def test_the_scorers_catalog_carries_the_prefill_speed_the_profiler_measured(e2e: E2E, redis_url: str) -> None:
+    # default_fleet.yaml: llama3.1:8b (Ollama listener: prompt_eval counters) 3,000 prompt tokens/s,
+    # Qwen2.5-3B (OpenAI listener, vLLM-like: timed by the client) 5,000
+    r = Redis.from_url(redis_url)
+    try:
+
+        def measured() -> dict[str, float | None] | None:
+            raw = r.get(e2e.keys.catalog_snapshot)
+            if not raw:
+                return None
+            models = {m.name: m.prefill_tokens_per_s for m in CatalogSnapshotV1.model_validate_json(raw).models}
+            return models if models.get("llama3.1:8b") else None
+
+        got = eventually(measured, timeout=30, what="prefill speeds in the scorer's catalog")
+    finally:
+        r.close()
+    assert got["llama3.1:8b"] == pytest.approx(3000, rel=0.2)
+    assert got["Qwen2.5-3B-Instruct-Q4_K_M"] == pytest.approx(5000, rel=0.4)
+    assert got["nomic-embed-text:latest"] is None  # embedding models are not profiled
 
 
 def _host_states(redis_url: str, e2e: E2E) -> list[HostStateV1]:

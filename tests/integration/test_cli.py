@@ -48,7 +48,7 @@ async def test_check_reports_every_part_and_passes(stack: Stack):
     for row in (
         "✓ │ gateway │ answers /health",
         "✓ │ redis │ answers PING",
-        "✓ │ postgres │ schema at 0002_request_log",
+        "✓ │ postgres │ schema at 0003_prefill_rate",
         "✓ │ scorer │ a scorer is alive",
         "✓ │ backend alpha │ 1 model(s): gpt-fake-8b",
         "✓ │ configuration: request log │ on: prompts and replies stored, redacted",

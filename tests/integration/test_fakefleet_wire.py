@@ -432,6 +432,28 @@ def test_stream_is_paced_by_ttft_and_tokens_per_second(fleet: RunningFleet) -> N
     assert arrivals[-1] - arrivals[0] >= 9 / 50 * 0.9  # ten tokens at 50/s
 
 
+def test_prefill_delays_the_first_token_and_ollamas_counters_follow_it(fleet: RunningFleet) -> None:
+    def chat(content: str) -> dict[str, Any]:
+        body = {"model": "slow:1b", "messages": [{"role": "user", "content": content}], "stream": True}
+        t0 = time.perf_counter()
+        first = None
+        with httpx.stream("POST", f"{fleet.ollama_url}/api/chat", json=body) as r:
+            for line in r.iter_lines():
+                if line:
+                    first = first if first is not None else time.perf_counter() - t0
+                    last = orjson.loads(line)
+        return {**last, "first_s": first}
+
+    short, long = chat("hi"), chat("word " * 800)  # ~5 and ~1,000 prompt tokens
+    assert short["prompt_eval_count"] == 5 and long["prompt_eval_count"] == 1004
+    assert long["first_s"] >= 0.08 + 1004 / 2000  # ttft_ms + the prompt at prefill_tokens_per_s: 2000
+    assert short["prompt_eval_duration"] / 1e9 == pytest.approx(0.08 + 5 / 2000, abs=0.03)
+    slope = (long["prompt_eval_count"] - short["prompt_eval_count"]) / (
+        (long["prompt_eval_duration"] - short["prompt_eval_duration"]) / 1e9
+    )
+    assert slope == pytest.approx(2000, rel=0.1)
+
+
 def test_zero_delay_models_answer_fast(fleet: RunningFleet) -> None:
     body = {"model": "Small-Instruct-3B", "messages": [{"role": "user", "content": "hi"}]}
     with httpx.Client(base_url=fleet.openai_url) as client:

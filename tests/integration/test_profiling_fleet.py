@@ -28,13 +28,18 @@ from sqlalchemy import select
 from tests.conftest import migrated_database
 from turnout.common.arq import DISCOVER_MODELS, create_job_pool
 from turnout.common.arq_running import close_worker
+from turnout.common.catalog import load_snapshot
 from turnout.common.db.models import DeadLetter, Model, Profile
 from turnout.common.db.session import engine_scope, make_sessionmaker
+from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.gateway.auth import AdminGuard
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.routes import admin_catalog
 from turnout.profiler.settings import ProfilerSettings
 from turnout.profiler.worker import build_worker
+from turnout.scorer.catalog import ModelTable
+from turnout.scorer.scoring_config import ScoringConfig
+from turnout.scorer.terms import expected_ttft_s
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +70,7 @@ FLEET = {
             "keep_alive": "5m",
             "models": [
                 {"name": "good:7b", "params": "7B", "accuracy": 0.8, "tokens_per_s": 400, "ttft_ms": 20,
-                 "capabilities": ["completion", "tools"], "vram_bytes": "4GiB"},
+                 "prefill_tokens_per_s": 2000, "capabilities": ["completion", "tools"], "vram_bytes": "4GiB"},
                 {"name": "poor:7b", "params": "7B", "accuracy": 0.2, "tokens_per_s": 150, "ttft_ms": 20,
                  "capabilities": ["completion"], "vram_bytes": "4GiB"},
                 {"name": "sleepy:1b", "params": "1B", "ttft_ms": 3000, "capabilities": ["completion"],
@@ -79,7 +84,7 @@ FLEET = {
             "dialect": "openai",
             "host_label": "fleet-gpu-1",
             "models": [{"name": "Perfect-3B", "params": "3B", "accuracy": 1.0, "tokens_per_s": 300,
-                        "capabilities": ["completion", "tools"], "vram_bytes": "2GiB"}],
+                        "prefill_tokens_per_s": 2000, "capabilities": ["completion", "tools"], "vram_bytes": "2GiB"}],
         },
     ],
 }  # fmt: skip
@@ -168,7 +173,8 @@ async def profiles(db: str) -> dict[str, dict[str, Any]]:
         rows = (
             await session.execute(
                 select(Model.name, Profile.category, Profile.score, Profile.n_prompts, Profile.tokens_per_s,
-                       Profile.ttft_ms, Profile.errors, Profile.timeouts, Profile.grader, Profile.details,
+                       Profile.ttft_ms, Profile.prefill_tokens_per_s, Profile.errors, Profile.timeouts,
+                       Profile.grader, Profile.details,
                        Profile.suite_version, Profile.updated_at)
                 .join(Model, Model.id == Profile.model_id)
             )
@@ -209,6 +215,42 @@ async def test_scores_and_speeds_match_the_fleet_configuration(
     assert good["details"]["status"] == "ok" and good["details"]["speed_source"] == "backend"
     assert good["details"]["capabilities"]["tools"]["confirmed"] is True
     assert good["details"]["digest"] and good["details"]["size_bytes"]
+
+
+async def test_prefill_speed_is_measured_from_counters_or_by_timing(
+    profiled: tuple[ProfilerSettings, dict[str, dict[str, Any]]],
+) -> None:
+    got = profiled[1]
+    good, poor, perfect = got["good:7b"], got["poor:7b"], got["Perfect-3B"]
+    # Ollama's prompt_eval counters: the fleet's prefill_tokens_per_s (2000) between ~17 and ~1,050 tokens
+    assert good["prefill_tokens_per_s"] == pytest.approx(2000, rel=0.15)
+    assert good["details"]["prefill_source"] == "backend"
+    assert 1000 <= good["details"]["prefill_probe_tokens"] <= 1100
+    # no prefill model configured: the prompt's length costs nothing, measured as very fast
+    assert poor["prefill_tokens_per_s"] > 10_000
+    # the OpenAI dialect has no counters: usage's prompt tokens over the client's times to first token
+    assert perfect["prefill_tokens_per_s"] == pytest.approx(2000, rel=0.3)
+    assert perfect["details"]["prefill_source"] == "timing"
+    assert got["sleepy:1b"]["prefill_tokens_per_s"] is None  # no prompt answered: no long prompt sent
+
+
+async def test_the_catalog_carries_the_measured_prefill_rate_to_the_scorer(
+    profiled: tuple[ProfilerSettings, dict[str, dict[str, Any]]], db: str
+) -> None:
+    got = profiled[1]
+    async with engine_scope(db) as engine, make_sessionmaker(engine)() as session:
+        snapshot = await load_snapshot(session)
+    by_name = {m.name: m for m in snapshot.models}
+    assert by_name["good:7b"].prefill_tokens_per_s == round(got["good:7b"]["prefill_tokens_per_s"], 3)
+    assert by_name["sleepy:1b"].prefill_tokens_per_s is None
+    table = ModelTable.from_snapshot(CatalogSnapshotV1.model_validate_json(snapshot.model_dump_json()))
+    i = table.index["good:7b"]
+    assert table.prefill_tps[i] == by_name["good:7b"].prefill_tokens_per_s
+    cfg = ScoringConfig()
+    ttft = by_name["good:7b"].ttft_ms / 1000  # type: ignore[operator]
+    rate = table.prefill_tps[i]
+    expected = max(ttft - cfg.ttft_probe_tokens / rate, 0.0) + 4000 / rate
+    assert expected_ttft_s(4000, table, cfg)[i] == pytest.approx(expected)
 
 
 async def test_a_model_that_times_out_is_recorded_as_timing_out(

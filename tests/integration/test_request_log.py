@@ -178,6 +178,7 @@ async def test_profiles_page_and_filter_by_model(stack: Stack):
                     Profile(
                         model_id=model.id, suite_version="v3", category=cat, score=score, n_prompts=10,
                         grader="rubric", ttft_ms=120.0, tokens_per_s=42.0,
+                        prefill_tokens_per_s=1500.0 if name == "m-beta" else None,
                     )
                 )  # fmt: skip
     async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
@@ -190,9 +191,10 @@ async def test_profiles_page_and_filter_by_model(stack: Stack):
         ]
         beta = (await http.get("/admin/profiles", params={"model": "m-beta", "offset": 1}, headers=AUTH)).json()
         assert beta["total"] == 2
-        assert [(p["model"], p["category"], p["tokens_per_s"], p["grader"]) for p in beta["data"]] == [
-            ("m-beta", "general", 42.0, "rubric")
-        ]
+        assert [
+            (p["model"], p["category"], p["tokens_per_s"], p["prefill_tokens_per_s"], p["grader"]) for p in beta["data"]
+        ] == [("m-beta", "general", 42.0, 1500.0, "rubric")]
+        assert page["data"][0]["prefill_tokens_per_s"] is None  # not measured
 
 
 async def _wait_for_events(redis: Redis, stack: Stack, n: int) -> None:

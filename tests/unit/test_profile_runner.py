@@ -209,7 +209,7 @@ async def test_profile_rows_use_the_table_columns_only() -> None:
     assert {r["category"] for r in rows} == set(SUITE.categories)
     cols = {
         "model_id", "suite_version", "category", "score", "n_prompts", "grader", "ttft_ms",
-        "tokens_per_s", "load_ms", "vram_bytes", "errors", "timeouts", "details",
+        "tokens_per_s", "prefill_tokens_per_s", "load_ms", "vram_bytes", "errors", "timeouts", "details",
     }  # fmt: skip
     for r in rows:
         assert set(r) == cols
@@ -252,3 +252,52 @@ async def test_the_warmup_guard_wraps_the_load_and_nothing_else() -> None:
     with pytest.raises(RuntimeError, match="host busy"):
         await ProfileRunner(chat, SUITE, Grader(), warmup_guard=refuse).run(MODEL)
     assert chat.calls == []  # nothing was loaded
+
+
+def prefill_answer(
+    request: ChatRequest, *, counters: bool, rate: float = 2000.0, overhead_s: float = 0.05
+) -> ChatResult:
+    """A backend that takes ``overhead_s + tokens / rate`` to its first token (≈ 4 characters a
+    token), reporting it in its counters (Ollama) or only in usage (vLLM: the client times it)."""
+    res = answer(request)
+    tokens = max(1, sum(len(str(m["content"])) for m in request.messages) // 4)
+    seconds = overhead_s + tokens / rate
+    res.prompt_tokens, res.ttft_s, res.backend_ttft_s = tokens, seconds + 0.01, None
+    if counters:
+        res.backend_prompt_tokens, res.backend_ttft_s = tokens, seconds
+    return res
+
+
+@pytest.mark.parametrize(("counters", "source"), [(True, "backend"), (False, "timing")])
+async def test_prefill_speed_is_the_slope_between_the_suite_and_the_long_prompt(counters: bool, source: str) -> None:
+    chat = ScriptedChat(lambda r, _t: prefill_answer(r, counters=counters))
+    result = await ProfileRunner(chat, SUITE, Grader()).run(MODEL)
+    long = chat.calls[-1][0]
+    assert len(str(long.messages[0]["content"])) // 4 == result.prefill_probe_tokens
+    assert 1000 <= (result.prefill_probe_tokens or 0) <= 1100 and long.max_tokens == 8
+    # the fixed 50 ms (and the client's 10 ms) cancel out: the rate the backend has, not 1,000 / 0.55 s
+    assert result.prefill_tokens_per_s == pytest.approx(2000.0, rel=0.01)
+    assert result.prefill_source == source
+    row = result.profile_rows(model_id=1)[0]
+    assert row["prefill_tokens_per_s"] == result.prefill_tokens_per_s
+    assert row["details"]["prefill_source"] == source
+
+
+async def test_no_prefill_probe_when_turned_off_or_when_no_prompt_succeeded() -> None:
+    chat = ScriptedChat(lambda r, _t: prefill_answer(r, counters=True))
+    opts = RunnerOptions(probe_prefill=False)
+    result = await ProfileRunner(chat, SUITE, Grader(), opts).run(MODEL)
+    assert all(len(str(c[0].messages[-1]["content"])) < 2000 for c in chat.calls)
+    # the suite's counters alone: fixed costs counted as prefill, a lower bound
+    assert result.prefill_source == "backend"
+    assert result.prefill_tokens_per_s is not None and 100 < result.prefill_tokens_per_s < 2000 * 0.5
+
+    def failing(request: ChatRequest, _t: float) -> ChatResult:
+        if request.max_tokens == 4:  # the warm-up
+            return answer(request)
+        raise BackendUnavailable("down")
+
+    chat = ScriptedChat(failing)
+    result = await ProfileRunner(chat, SUITE, Grader()).run(MODEL)
+    assert result.prefill_tokens_per_s is None and result.prefill_source is None
+    assert not any("records" in str(c[0].messages[-1]["content"]) for c in chat.calls)

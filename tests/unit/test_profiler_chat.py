@@ -14,7 +14,7 @@ from aiohttp import web
 from turnout.common.backends.config import BackendConfig, BackendKind
 from turnout.common.errors import BackendStatusError, BackendTimeout, BackendUnavailable
 from turnout.devstack.infra import free_port
-from turnout.profiler.chat import BackendChat, ChatRequest
+from turnout.profiler.chat import BackendChat, ChatRequest, PrefillSample
 
 REQ = ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=8)
 
@@ -74,7 +74,8 @@ class Fake:
             "usage": {"prompt_tokens": 5, "completion_tokens": 11, "total_tokens": 16},
         }
         if self.mode == "llamacpp":
-            last["timings"] = {"prompt_ms": 30.0, "predicted_per_second": 88.5}
+            # 40 prompt tokens processed (usage counts 5 here: what a cache served is not in prompt_n)
+            last["timings"] = {"prompt_n": 40, "prompt_ms": 30.0, "predicted_per_second": 88.5}
         if self.mode != "no-usage":  # llama-cpp-python: neither usage nor timings in streams
             await send(last)
         await resp.write(b"data: [DONE]\n\n")
@@ -118,6 +119,7 @@ async def test_ollama_counters_give_speed_ttft_and_load(fake: tuple[Fake, str], 
     assert res.time_to_first_token_s == pytest.approx(0.05)
     assert res.load_s == pytest.approx(0.5)
     assert res.speed_source == "backend"
+    assert res.prefill_sample == PrefillSample(tokens=12, seconds=0.05, source="backend")  # prompt_eval_*
     body = server.bodies[0]
     assert body["stream"] is True and body["options"]["num_predict"] == 8 and body["options"]["temperature"] == 0.0
 
@@ -131,6 +133,8 @@ async def test_openai_usage_and_client_timing(fake: tuple[Fake, str], session: a
     assert res.tokens_per_s is not None and res.tokens_per_s > 0
     assert res.speed_source == "client"
     assert server.bodies[0]["stream_options"] == {"include_usage": True}
+    # vLLM-like: usage's prompt tokens over the client's time to first token
+    assert res.prefill_sample == PrefillSample(tokens=5, seconds=res.ttft_s, source="timing")
 
 
 async def test_llamacpp_timings_are_preferred(fake: tuple[Fake, str], session: aiohttp.ClientSession) -> None:
@@ -139,6 +143,7 @@ async def test_llamacpp_timings_are_preferred(fake: tuple[Fake, str], session: a
     res = await chat("openai", url, session)(REQ, timeout_s=10)
     assert res.tokens_per_s == pytest.approx(88.5)
     assert res.time_to_first_token_s == pytest.approx(0.03)
+    assert res.prefill_sample == PrefillSample(tokens=40, seconds=0.03, source="backend")  # prompt_n / prompt_ms
 
 
 async def test_without_usage_or_timings_speed_comes_from_content_chunks(
@@ -155,6 +160,7 @@ async def test_without_usage_or_timings_speed_comes_from_content_chunks(
     # two chunks 50 ms (plus scheduling) apart: one token over that span
     assert res.tokens_per_s is not None and 1.0 < res.tokens_per_s <= 20.0
     assert res.speed_source == "chunks"
+    assert res.prefill_sample is None  # no prompt token count at all
 
 
 async def test_tool_calls_are_collected(fake: tuple[Fake, str], session: aiohttp.ClientSession) -> None:

@@ -231,6 +231,33 @@ def test_expected_ttft_derives_the_prefill_rate_from_the_probe():
     assert expected_latency_s(1100, table, cfg).tolist() == pytest.approx([2.2 + 256 / 40])
 
 
+def test_expected_ttft_uses_a_measured_prefill_rate():
+    # 200 ms at the 100-token probe; 1,000 tokens/s measured: 100 ms of it is prefill, 100 ms overhead
+    measured = ModelSpec("m", 8, tokens_per_s=40, ttft_ms=200, prefill_tokens_per_s=1000)
+    # 50 ms at the probe but 1,000 tokens/s measured (the probe's prefill alone takes 100 ms): no overhead
+    clamped = ModelSpec("c", 8, tokens_per_s=40, ttft_ms=50, prefill_tokens_per_s=1000)
+    derived = ModelSpec("d", 8, tokens_per_s=40, ttft_ms=200)
+    table = ModelTable.build((measured, clamped, derived), ScoringConfig())
+    cfg = ScoringConfig(ttft_probe_tokens=100)
+    assert expected_ttft_s(30, table, cfg).tolist() == pytest.approx([0.2, 0.1, 0.2])  # the probe's length
+    # 0.1 + 1,100 / 1,000 | 0 + 1.1 | the derived rate (500 tokens/s, no overhead): 2.2
+    assert expected_ttft_s(1100, table, cfg).tolist() == pytest.approx([1.2, 1.1, 2.2])
+    assert expected_latency_s(1100, table, cfg).tolist() == pytest.approx([1.2 + 6.4, 1.1 + 6.4, 2.2 + 6.4])
+
+
+def test_a_measured_prefill_rate_wins_long_prompts_for_a_model_slower_to_its_first_token():
+    # "quick": 100 ms at the probe, no prefill rate measured (derived: 500 tokens/s);
+    # "prefiller": 150 ms at the probe, 5,000 tokens/s measured (140 ms overhead)
+    specs = (
+        ModelSpec("quick", 8, tokens_per_s=50, ttft_ms=100),
+        ModelSpec("prefiller", 8, tokens_per_s=50, ttft_ms=150, prefill_tokens_per_s=5000),
+    )
+    router = Router(specs)
+    assert router.top("hello there friend", quality=0.0, est_prompt_tokens=40) == "quick"
+    # 4,000 tokens: 0.1 s × 80 = 8 s against 0.14 s + 0.8 s
+    assert router.top("hello there friend", quality=0.0, est_prompt_tokens=4000) == "prefiller"
+
+
 def test_feedback_and_diversity_terms():
     router = Router()
     n = router.table.size

@@ -256,8 +256,8 @@ def apply_probes(caps: CapabilitiesV1, probes: Any) -> CapabilitiesV1:
 
 
 async def _add_profiles(session: AsyncSession, models: dict[int, CatalogModelV1]) -> None:
-    """Latest suite per model (by last update): quality per category, mean tokens/s and TTFT, and
-    the capabilities its probes settled (:func:`apply_probes`)."""
+    """Latest suite per model (by last update): quality per category, mean tokens/s, TTFT and
+    prefill rate, and the capabilities its probes settled (:func:`apply_probes`)."""
     rows = (
         await session.execute(
             select(
@@ -269,6 +269,7 @@ async def _add_profiles(session: AsyncSession, models: dict[int, CatalogModelV1]
                 Profile.ttft_ms,
                 Profile.updated_at,
                 Profile.details["capabilities"],
+                Profile.prefill_tokens_per_s,
             ).where(Profile.model_id.in_(list(models)))
         )
     ).all()
@@ -276,8 +277,7 @@ async def _add_profiles(session: AsyncSession, models: dict[int, CatalogModelV1]
     for r in rows:
         if r[0] not in latest or r[6] > latest[r[0]][0]:
             latest[r[0]] = (r[6], r[1])
-    tps: dict[int, list[float]] = defaultdict(list)
-    ttft: dict[int, list[float]] = defaultdict(list)
+    speeds: dict[str, dict[int, list[float]]] = {k: defaultdict(list) for k in _SPEEDS}
     probed: set[int] = set()
     for r in rows:
         if latest[r[0]][1] != r[1]:
@@ -288,14 +288,16 @@ async def _add_profiles(session: AsyncSession, models: dict[int, CatalogModelV1]
             m.capabilities = apply_probes(m.capabilities, r[7])
         if r[3] is not None:
             m.quality[r[2]] = round(float(r[3]), 4)
-        if r[4] is not None:
-            tps[r[0]].append(float(r[4]))
-        if r[5] is not None:
-            ttft[r[0]].append(float(r[5]))
-    for mid, values in tps.items():
-        models[mid].tokens_per_s = round(sum(values) / len(values), 3)
-    for mid, values in ttft.items():
-        models[mid].ttft_ms = round(sum(values) / len(values), 3)
+        for speed, value in zip(_SPEEDS, (r[4], r[5], r[8]), strict=True):
+            if value is not None:
+                speeds[speed][r[0]].append(float(value))
+    for speed, per_model in speeds.items():
+        for mid, values in per_model.items():
+            setattr(models[mid], speed, round(sum(values) / len(values), 3))
+
+
+_SPEEDS = ("tokens_per_s", "ttft_ms", "prefill_tokens_per_s")
+"""The profile's run-wide speeds (the same in each category's row): the catalog takes their mean."""
 
 
 async def _add_benchmarks(session: AsyncSession, models: dict[int, CatalogModelV1]) -> None:

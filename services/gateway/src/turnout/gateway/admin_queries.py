@@ -224,6 +224,7 @@ async def profiles(
             "grader": p.grader,
             "ttft_ms": p.ttft_ms,
             "tokens_per_s": p.tokens_per_s,
+            "prefill_tokens_per_s": p.prefill_tokens_per_s,
             "load_ms": p.load_ms,
             "vram_bytes": p.vram_bytes,
             "errors": p.errors,

@@ -2,11 +2,14 @@
 can be seen, and read for the backend's own speed counters.
 
 * Ollama: ``POST /api/chat`` (NDJSON stream, body built by :mod:`turnout.common.backends.translate`).
-  The last line carries ``eval_count``/``eval_duration`` (generation speed), ``prompt_eval_duration``
-  (prompt processing, i.e. time to first token inside the server) and ``load_duration``.
+  The last line carries ``eval_count``/``eval_duration`` (generation speed),
+  ``prompt_eval_count``/``prompt_eval_duration`` (prompt processing, i.e. time to first token
+  inside the server, and the tokens it processed) and ``load_duration``.
 * OpenAI-compatible: ``POST …/v1/chat/completions`` (SSE) with ``stream_options.include_usage``;
   ``usage.completion_tokens`` over the time from first to last token gives tokens/s, and a
-  llama.cpp ``timings`` object (``predicted_per_second``, ``prompt_ms``) is used when present.
+  llama.cpp ``timings`` object (``predicted_per_second``, ``prompt_n``, ``prompt_ms``) is used
+  when present. vLLM and other servers send ``usage.prompt_tokens`` and no timings: the prompt's
+  processing is then timed by the client (:attr:`ChatResult.prefill_sample`).
 * Neither (llama-cpp-python's server streams carry no ``usage`` and no ``timings``): tokens/s is
   the number of content-bearing chunks minus one over the time from the first to the last of them
   (``speed_source`` ``chunks``). llama.cpp servers send one token per chunk, so this counts tokens;
@@ -61,6 +64,16 @@ class ChatRequest:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class PrefillSample:
+    """One call's prompt processing: ``tokens`` in ``seconds``, measured as ``source`` says."""
+
+    tokens: int
+    seconds: float
+    source: str
+    """``backend`` (the server's counters) or ``timing`` (client-side time to first token)."""
+
+
 @dataclass(slots=True)
 class ChatResult:
     """A chat reply with its timings: text, tool calls, tokens, time to first token and speed."""
@@ -75,6 +88,9 @@ class ChatResult:
     total_s: float = 0.0
     backend_ttft_s: float | None = None
     """From the backend's counters (Ollama ``prompt_eval_duration``, llama.cpp ``prompt_ms``)."""
+    backend_prompt_tokens: int | None = None
+    """Prompt tokens the backend processed in ``backend_ttft_s`` (Ollama ``prompt_eval_count``,
+    llama.cpp ``prompt_n``): without those a prompt cache served."""
     backend_tokens_per_s: float | None = None
     """From the backend's counters (Ollama ``eval_count/eval_duration``, llama.cpp timings)."""
     load_s: float | None = None
@@ -118,6 +134,17 @@ class ChatResult:
     def time_to_first_token_s(self) -> float | None:
         """The backend's own time to first token when it reports one, else the measured one."""
         return self.backend_ttft_s if self.backend_ttft_s is not None else self.ttft_s
+
+    @property
+    def prefill_sample(self) -> PrefillSample | None:
+        """Prompt tokens and the seconds they took to process: the backend's counters when it
+        gave both (``backend``), else the prompt's ``usage`` tokens over the client's time to
+        first token (``timing``: it holds the request's round trip too), else ``None``."""
+        if self.backend_prompt_tokens and self.backend_ttft_s:
+            return PrefillSample(self.backend_prompt_tokens, self.backend_ttft_s, "backend")
+        if self.prompt_tokens and self.ttft_s:
+            return PrefillSample(self.prompt_tokens, self.ttft_s, "timing")
+        return None
 
     @property
     def speed_source(self) -> str:
@@ -247,12 +274,15 @@ class BackendChat:
                         result.backend_tokens_per_s = float(timings["predicted_per_second"])
                     if timings.get("prompt_ms") is not None:
                         result.backend_ttft_s = float(timings["prompt_ms"]) / 1000
+                    if timings.get("prompt_n") is not None:
+                        result.backend_prompt_tokens = int(timings["prompt_n"])
         result.text = "".join(parts)
 
 
 def _ollama_counters(data: Json, result: ChatResult) -> None:
     result.finish_reason = data.get("done_reason") or "stop"
     result.prompt_tokens = data.get("prompt_eval_count")
+    result.backend_prompt_tokens = data.get("prompt_eval_count")
     result.completion_tokens = data.get("eval_count")
     eval_ns = data.get("eval_duration") or 0
     if result.completion_tokens and eval_ns > 0:

@@ -65,6 +65,7 @@ PROFILE_COLUMNS = (
     "grader",
     "ttft_ms",
     "tokens_per_s",
+    "prefill_tokens_per_s",
     "load_ms",
     "vram_bytes",
     "errors",
@@ -566,5 +567,6 @@ async def _profile_model(wctx: ProfilingContext, *, model: str, force: bool, las
         "scores": {c: r.score for c, r in result.categories.items()},
         "tokens_per_s": result.tokens_per_s,
         "ttft_ms": result.ttft_ms,
+        "prefill_tokens_per_s": result.prefill_tokens_per_s,
         "duration_s": round(result.duration_s, 2),
     }

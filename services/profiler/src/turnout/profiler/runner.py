@@ -14,6 +14,11 @@ Timeouts:
   measured so far (``assumed_tokens_per_s`` before the first measurement), clamped to
   ``[prompt_timeout_floor_s, prompt_timeout_ceiling_s]``.
 
+Prefill speed (prompt tokens per second): after the probes, one prompt of about
+``prefill_probe_tokens`` (1,024) tokens, a fresh random line first so that no prompt cache holds
+it, and 8 reply tokens at most (:mod:`turnout.profiler.prefill` reads it against the suite's
+short prompts).
+
 A prompt that times out or errors is recorded as such and is not graded: a category's score is
 the mean over graded prompts only, and is ``None`` (never 0) when none could be graded. After
 ``max_consecutive_failures`` failed prompts in a row the model is taken as down and the rest is
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets
 import statistics
 import struct
 import time
@@ -37,8 +43,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from turnout.common.errors import BackendError, BackendStatusError, BackendTimeout
-from turnout.profiler.chat import ChatFn, ChatRequest, ChatResult
+from turnout.profiler.chat import ChatFn, ChatRequest, ChatResult, PrefillSample
 from turnout.profiler.grading import Grader, graders_used
+from turnout.profiler.prefill import prefill_probe_text, prefill_rate
 from turnout.profiler.suite import Suite, SuitePrompt
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,8 @@ class RunnerOptions(BaseModel):
     probe_vision: bool = True
     probe_tools: bool = True
     probe_timeout_s: float = Field(default=60.0, gt=0)
+    probe_prefill: bool = Field(default=True, description="Measure prefill speed with one long prompt")
+    prefill_probe_tokens: int = Field(default=1024, ge=128, le=32768, description="About this long (tokens)")
 
 
 class ModelUnderTest(BaseModel):
@@ -150,6 +159,13 @@ class ProfileResult(BaseModel):
     ttft_ms: float | None = None
     tokens_per_s: float | None = None
     speed_source: str | None = None
+    prefill_tokens_per_s: float | None = None
+    """Prompt tokens processed per second (:func:`~turnout.profiler.prefill.prefill_rate`);
+    ``None`` when not measured."""
+    prefill_source: str | None = None
+    """``backend`` (the server's counters) or ``timing`` (client-side times to first token)."""
+    prefill_probe_tokens: int | None = None
+    """Prompt tokens of the long prompt it was measured with."""
     vram_bytes: int | None = None
     context_length: int | None = None
     capabilities: dict[str, CapabilityProbe] = Field(default_factory=dict)
@@ -169,6 +185,8 @@ class ProfileResult(BaseModel):
             "status": self.status,
             "backend": self.backend,
             "speed_source": self.speed_source,
+            "prefill_source": self.prefill_source,
+            "prefill_probe_tokens": self.prefill_probe_tokens,
             "context_length": self.context_length,
             "capabilities": {k: v.model_dump() for k, v in self.capabilities.items()},
             "started_at": self.started_at.isoformat(),
@@ -187,6 +205,7 @@ class ProfileResult(BaseModel):
                     "grader": res.grader,
                     "ttft_ms": self.ttft_ms,
                     "tokens_per_s": self.tokens_per_s,
+                    "prefill_tokens_per_s": self.prefill_tokens_per_s,
                     "load_ms": self.load_ms,
                     "vram_bytes": self.vram_bytes,
                     "errors": res.errors,
@@ -242,6 +261,7 @@ class ProfileRunner:
         self._ttfts: list[float] = []
         self._speeds: list[float] = []
         self._speed_sources: set[str] = set()
+        self._prefills: list[PrefillSample] = []
 
     async def run(self, model: ModelUnderTest) -> ProfileResult:
         """Profile ``model`` and return the result (``partial`` or ``failed`` when prompts failed)."""
@@ -262,9 +282,13 @@ class ProfileRunner:
         else:
             outcomes = await self._prompts(model, prompts, errors)
         capabilities: dict[str, CapabilityProbe] = {}
+        long: PrefillSample | None = None
         if warm_error is None:
             await self._report(model, "probes", total, total, None, 0.0)
             capabilities = await self._probes()
+            if self.opts.probe_prefill and any(o.status == "ok" for o in outcomes):
+                long = await self._prefill_probe()
+        prefill = prefill_rate(self._prefills, long)
         result = ProfileResult(
             model=model.name,
             backend=model.backend,
@@ -276,6 +300,9 @@ class ProfileRunner:
             ttft_ms=round(statistics.median(self._ttfts) * 1000, 2) if self._ttfts else None,
             tokens_per_s=round(statistics.median(self._speeds), 3) if self._speeds else None,
             speed_source="+".join(sorted(self._speed_sources)) or None,
+            prefill_tokens_per_s=round(prefill[0], 1) if prefill else None,
+            prefill_source=prefill[1] if prefill else None,
+            prefill_probe_tokens=long.tokens if long is not None and prefill else None,
             capabilities=capabilities,
             categories=_categories(self.suite, outcomes),
             prompts=outcomes,
@@ -355,6 +382,19 @@ class ProfileRunner:
         if res.tokens_per_s:
             self._speeds.append(res.tokens_per_s)
             self._speed_sources.add(res.speed_source)
+        if res.prefill_sample is not None:
+            self._prefills.append(res.prefill_sample)
+
+    async def _prefill_probe(self) -> PrefillSample | None:
+        """The long prompt's processing (``None``: it failed, or nothing measured it)."""
+        text = prefill_probe_text(self.opts.prefill_probe_tokens, secrets.token_hex(8))
+        request = ChatRequest(messages=[{"role": "user", "content": text}], max_tokens=8)
+        try:
+            res = await self.chat(request, timeout_s=self.opts.probe_timeout_s)
+        except BackendError as exc:
+            log.info("prefill probe failed: %s: %s", type(exc).__name__, exc)
+            return None
+        return res.prefill_sample
 
     async def _probes(self) -> dict[str, CapabilityProbe]:
         out: dict[str, CapabilityProbe] = {}

@@ -85,6 +85,8 @@ class ModelSpec:
     coder: bool = False
     tokens_per_s: float | None = None
     ttft_ms: float | None = None
+    prefill_tokens_per_s: float | None = None
+    """Prompt tokens processed per second, profiled; ``None``: derived from ``ttft_ms``."""
     price_per_mtok: float | None = None
     profile: Mapping[str, tuple[float, float]] = field(default_factory=lambda: MappingProxyType({}))
     """category (or ``overall``) -> (score 0..1, prompts graded)."""
@@ -116,6 +118,7 @@ class ModelSpec:
             coder=m.coder,
             tokens_per_s=m.tokens_per_s,
             ttft_ms=m.ttft_ms,
+            prefill_tokens_per_s=m.prefill_tokens_per_s,
             profile=MappingProxyType(profile_from_quality(m.quality, profile_n)),
             benchmark=MappingProxyType(bench),
             tier=tier,
@@ -154,6 +157,9 @@ class ModelTable:
     """Time to first token at the profile's probe length (s): measured (``ttft_ms``), else
     estimated from active parameters; the speed term scales it to each prompt
     (:func:`~turnout.scorer.terms.expected_ttft_s`)."""
+    prefill_tps: F
+    """Prompt tokens processed per second, profiled (NaN where not: the speed term derives a rate
+    from ``ttft_s``)."""
     cheap: F
     """0..1 within the catalog (1 = cheapest; 0 everywhere when no prices are known)."""
     capability: Mapping[str, F]
@@ -226,6 +232,7 @@ class ModelTable:
                 tier[i] = TIERS.index(s.tier)
         tps = np.array([s.tokens_per_s or estimated_tokens_per_s(float(a)) for s, a in zip(specs, active, strict=True)])
         ttft = np.array([s.ttft_ms or estimated_ttft_ms(float(a)) for s, a in zip(specs, active, strict=True)])
+        prefill = np.array([s.prefill_tokens_per_s or np.nan for s in specs], dtype=np.float64)
         price = np.array([s.price_per_mtok if s.price_per_mtok is not None else np.nan for s in specs])
         if n and (~np.isnan(price)).any():
             lp = np.log(np.maximum(np.where(np.isnan(price), np.nanmedian(price), price), 1e-3))
@@ -279,6 +286,7 @@ class ModelTable:
             embedding=mask("embedding"),
             coder=mask("coder"),
             ttft_s=frozen(np.maximum(ttft, 1.0) / 1000.0),
+            prefill_tps=frozen(np.where(prefill > 0, prefill, np.nan)),
             cheap=frozen(cheap),
             capability=MappingProxyType(capability),
             cap_low=MappingProxyType(low),

@@ -108,14 +108,30 @@ def model_terms(
 
 def expected_ttft_s(tokens: float, table: ModelTable, cfg: ScoringConfig) -> F:
     """Each model's expected time to first token (s) for a prompt of ``tokens``, warm and idle:
-    the profile's TTFT at the probe length (``ttft_probe_tokens``) plus the prefill of the tokens
-    beyond it. No prefill rate is profiled, so it is derived from the probe itself — the whole
-    TTFT counted as prefill, ``rate = probe tokens / ttft``: a lower bound on the rate (fixed
-    overheads are counted as prefill), so a long prompt's estimate errs long, and a prompt shorter
-    than the probe gets the probe's TTFT. Queueing and loads are the replica terms' and the VRAM
-    planner's part, not this."""
-    extra = max(float(tokens) - cfg.ttft_probe_tokens, 0.0) / max(cfg.ttft_probe_tokens, 1.0)
-    return table.ttft_s * (1.0 + extra)  # type: ignore[no-any-return]
+    ``overhead + max(tokens, probe) / rate`` (:func:`ttft_line`), the probe being the length the
+    profile's TTFT was measured at (``ttft_probe_tokens``). A prompt shorter than the probe gets
+    the probe's TTFT. Queueing and loads are the replica terms' and the VRAM planner's part, not
+    this."""
+    base, slope = ttft_line(table, cfg)
+    return base + slope * max(float(tokens), cfg.ttft_probe_tokens)  # type: ignore[no-any-return]
+
+
+def ttft_line(table: ModelTable, cfg: ScoringConfig) -> tuple[F, F]:
+    """Per model, the fixed overhead (s) and the seconds per prompt token of
+    :func:`expected_ttft_s`, built once per table and configuration. Where the profiler measured
+    the prefill rate (``prefill_tps``): ``1 / rate`` a token and ``ttft − probe / rate`` (at least
+    0) of overhead. Elsewhere the rate is derived from the TTFT itself, all of it counted as
+    prefill (``rate = probe / ttft``, no overhead): a lower bound on the rate, so a long prompt's
+    estimate errs long."""
+    key = ("ttft_line", id(cfg))
+    hit = table.derived.get(key)
+    if hit is None:
+        probe = max(cfg.ttft_probe_tokens, 1.0)
+        measured = ~np.isnan(table.prefill_tps)
+        per_token = np.where(measured, 1.0 / np.where(measured, table.prefill_tps, 1.0), table.ttft_s / probe)
+        base = np.where(measured, np.maximum(table.ttft_s - probe * per_token, 0.0), 0.0)
+        hit = table.remember(key, (base, per_token, cfg))
+    return hit[0], hit[1]
 
 
 def expected_latency_s(tokens: float, table: ModelTable, cfg: ScoringConfig) -> F:

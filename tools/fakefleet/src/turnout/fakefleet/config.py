@@ -19,6 +19,7 @@ A YAML file (``--config``) or the packaged ``default_fleet.yaml``::
             quantization: Q8_0
             tokens_per_s: 200    # 0 = no per-token delay
             ttft_ms: 40
+            prefill_tokens_per_s: 4000  # prompt tokens a second, added to ttft_ms; 0 = the prompt adds nothing
             load_ms: 300         # added when the model was not resident
             error_rate: 0.0      # share of requests answered with HTTP 500
             capabilities: [completion, tools]   # completion, tools, vision, embedding, thinking, insert
@@ -138,6 +139,9 @@ class ModelSpec(BaseModel):
     quantization: str = "Q4_K_M"
     tokens_per_s: float = Field(default=0.0, ge=0, description="0 = no per-token delay")
     ttft_ms: float = Field(default=0.0, ge=0)
+    prefill_tokens_per_s: float = Field(
+        default=0.0, ge=0, description="Prompt tokens processed a second (delay before the first token); 0 = none"
+    )
     load_ms: float = Field(default=0.0, ge=0, description="Extra delay when the model was not resident")
     error_rate: float = Field(default=0.0, ge=0, le=1)
     capabilities: tuple[str, ...] = ("completion",)

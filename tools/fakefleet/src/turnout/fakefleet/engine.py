@@ -2,7 +2,8 @@
 
 ``begin`` applies injected failures and ``error_rate``, loads the model (Ollama residency),
 and returns a :class:`Job`; ``Job.write_stream`` paces the chunks a handler built (the first
-after ``ttft_ms``, then one token every ``1/tokens_per_s``); ``Job.wait_whole`` sleeps as long
+after ``ttft_ms`` plus the prompt's prefill, ``prompt_tokens / prefill_tokens_per_s``, then one
+token every ``1/tokens_per_s``); ``Job.wait_whole`` sleeps as long
 as the whole reply would take for non-streamed answers; ``end`` releases the model.
 """
 
@@ -34,6 +35,8 @@ class Job:
     keep_alive: float | None
     resident: bool
     cut: bool = False
+    prompt_tokens: int = 0
+    """The prompt's tokens, set by the handler before pacing: their prefill delays the first token."""
     started: float = field(default_factory=time.perf_counter)
     load_s: float = 0.0
     prompt_s: float = 0.0
@@ -43,7 +46,10 @@ class Job:
 
     @property
     def ttft_s(self) -> float:
-        return self.fleet.delay(self.model.ttft_ms / 1000)
+        """Fixed ``ttft_ms`` plus the prompt's prefill at ``prefill_tokens_per_s`` (0: none), scaled."""
+        rate = self.model.prefill_tokens_per_s
+        prefill = self.prompt_tokens / rate if rate > 0 else 0.0
+        return self.fleet.delay(self.model.ttft_ms / 1000 + prefill)
 
     @property
     def token_s(self) -> float:
@@ -110,6 +116,9 @@ class Job:
             await resp.write(tail())
 
     # --- Ollama's timing fields (nanoseconds; never zero, clients divide by them) -------------
+    # prompt_eval_duration is the time to the first token as paced (ttft_ms + the prefill), so
+    # prompt_eval_count / prompt_eval_duration follows the prefill model: the profiler's slope
+    # between a short and a long prompt gives back prefill_tokens_per_s (at time_scale 1).
 
     def timings(self, prompt_tokens: int, eval_tokens: int) -> dict[str, int]:
         total = time.perf_counter() - self.started

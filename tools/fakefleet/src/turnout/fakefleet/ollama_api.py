@@ -159,7 +159,7 @@ class OllamaApi:
     ) -> web.StreamResponse:
         name = body["model"]
         stream = body.get("stream", True) is not False
-        n_prompt = prompt_tokens(messages, tools)
+        n_prompt = job.prompt_tokens = prompt_tokens(messages, tools)
         prompt = last_user_text(messages)
         call = None
         if tools and not answered_by_tool(messages):
@@ -229,7 +229,7 @@ class OllamaApi:
         try:
             if not prompt:
                 return json_response(self._gen_obj(name, "", done=True, done_reason="load"))
-            n_prompt = text.estimate_tokens(str(body.get("system") or "") + str(prompt))
+            n_prompt = job.prompt_tokens = text.estimate_tokens(str(body.get("system") or "") + str(prompt))
             think = body.get("think") if isinstance(body.get("think"), bool) else None
             out = text.reply(
                 spec,

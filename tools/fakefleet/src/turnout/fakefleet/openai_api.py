@@ -109,7 +109,7 @@ class OpenAIApi:
             json_mode=fmt in ("json_object", "json_schema"),
             book=self.fleet.book,
         )
-        n_prompt = prompt_tokens(messages, tools)
+        n_prompt = job.prompt_tokens = prompt_tokens(messages, tools)
         call_id = text.tool_call_id(name, prompt)
         args = orjson.dumps(text.tool_arguments(fn, prompt)).decode() if fn else ""
         n_eval = len(out.tokens) if fn is None else text.estimate_tokens(args) + 4
@@ -182,6 +182,7 @@ class OpenAIApi:
         try:
             out = text.reply(spec, prompt, max_tokens=_max_tokens(body), book=self.fleet.book)
             n_prompt, n_eval = text.estimate_tokens(prompt), len(out.tokens)
+            job.prompt_tokens = n_prompt
             usage = {"prompt_tokens": n_prompt, "completion_tokens": n_eval, "total_tokens": n_prompt + n_eval}
             cid, created = new_id("cmpl"), int(time.time())
 

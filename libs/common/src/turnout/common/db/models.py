@@ -115,6 +115,8 @@ class Profile(Base):
     grader: Mapped[str | None] = mapped_column(String(64))
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    prefill_tokens_per_s: Mapped[float | None] = mapped_column(Float)
+    """Prompt tokens processed per second (``details.prefill_source`` says how it was measured)."""
     load_ms: Mapped[float | None] = mapped_column(Float)
     vram_bytes: Mapped[int | None] = mapped_column(BigInteger)
     errors: Mapped[int] = mapped_column(Integer, default=0)

@@ -40,6 +40,11 @@ class CatalogModelV1(WireModel):
     replicas: list[ReplicaV1] = Field(default_factory=list)
     tokens_per_s: float | None = None
     ttft_ms: float | None = None
+    prefill_tokens_per_s: float | None = Field(
+        default=None,
+        description="prompt tokens processed per second, measured by the profiler where the backend reports it "
+        "(or by timing a long prompt); None: not measured, the scorer derives a rate from ttft_ms",
+    )
     quality: dict[str, float] = Field(default_factory=dict, description="category -> 0..1 (profiles)")
     benchmark: float | None = Field(default=None, description="normalised public benchmark score, 0..1")
 
