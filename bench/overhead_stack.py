@@ -222,6 +222,11 @@ def main() -> int:
         help="also a second gateway run by this interpreter (another checkout's .venv/bin/python), "
         "target 'auto-b': before/after in the same rounds",
     )
+    ap.add_argument(
+        "--ab-only",
+        action="store_true",
+        help="with --gateway-b: only direct, auto and auto-b (more rounds in the time)",
+    )
     args = ap.parse_args()
     peer: subprocess.Popen[bytes] | None = None
     with real_stack("bench-stack") as rs, contextlib.ExitStack() as procs:
@@ -234,7 +239,9 @@ def main() -> int:
         }
         gw = rs.pids("gateway")[0]
         fronts = {"auto": gw, "named": gw}
-        for name, (url, pid) in start_pass_throughs(procs, rs.direct).items():
+        if args.ab_only:
+            del targets["named"]
+        for name, (url, pid) in ({} if args.ab_only else start_pass_throughs(procs, rs.direct)).items():
             targets[name] = to(url, named)
             fronts[name] = pid
         if args.gateway_b:
@@ -366,7 +373,37 @@ async def measure(
     print(f", litellm {rss_mib(fronts['litellm']):.0f} MiB" if "litellm" in fronts else "")
     if "litellm" in fronts:
         print_peer_ratios(results, streams)
+    if "auto-b" in fronts:
+        print_ab(results, streams)
     return 0
+
+
+def print_ab(results: dict[tuple[str, str, int], list[Sample]], streams: dict[str, list[StreamSample]]) -> None:
+    """This checkout's gateway (``auto``) against ``--gateway-b`` (``auto-b``), both through
+    ``turnout/auto`` on one stack in the same rounds: per point, medians over rounds of the paired
+    differences (this - b) and of the CPU ratio."""
+    med = statistics.median
+    print("\nA/B: auto (this checkout) - auto-b (--gateway-b), per round then median; CPU as a ratio")
+    print(
+        f"{'point':<16}{'p50 ms':>8}{'gw CPU':>8}{'gw wake':>9}{'sc CPU':>8}{'redis ops':>10}   rounds (gw CPU ratio)"
+    )
+    for label in ("short", "2 KB code"):
+        for c in (1, 16):
+            pairs = list(zip(results[(label, "auto", c)], results[(label, "auto-b", c)], strict=True))
+            cpu = [a.front_cpu_us / b.front_cpu_us for a, b in pairs]
+            print(
+                f"{label + ' c' + str(c):<16}{med(a.p50_ms - b.p50_ms for a, b in pairs):>+8.3f}{med(cpu):>8.3f}"
+                f"{med(a.front_wakeups - b.front_wakeups for a, b in pairs):>+9.2f}"
+                f"{med(a.scorer_cpu_us / b.scorer_cpu_us for a, b in pairs):>8.3f}"
+                f"{med(a.redis_ops - b.redis_ops for a, b in pairs):>+10.2f}   {' '.join(f'{x:.2f}' for x in cpu)}"
+            )
+    pairs_s = list(zip(streams["auto"], streams["auto-b"], strict=True))
+    cpu = [a.front_cpu_us / b.front_cpu_us for a, b in pairs_s]
+    print(
+        f"{'stream c1 TTFB':<16}{med(a.ttfb_ms - b.ttfb_ms for a, b in pairs_s):>+8.3f}{med(cpu):>8.3f}"
+        f"{med(a.front_wakeups - b.front_wakeups for a, b in pairs_s):>+9.2f}{'':>18}   "
+        + " ".join(f"{x:.2f}" for x in cpu)
+    )
 
 
 def _ratio(results: dict[tuple[str, str, int], list[Sample]], label: str, name: str, base: str, c: int = 16) -> float:
@@ -430,7 +467,8 @@ def print_tables(
             else f"{med(x.front_cpu_us for x in rows):>8.0f}{med(x.front_wakeups for x in rows):>6.2f}"
         )
         print(f"{name:<8}{ttfb:>10.2f}{added_t:>8.2f}{whole:>10.2f}{added_w:>8.2f}{cpu}")
-    print_targets(results, streams)
+    if BARE in targets:
+        print_targets(results, streams)
 
 
 def print_targets(results: dict[tuple[str, str, int], list[Sample]], streams: dict[str, list[StreamSample]]) -> None:
