@@ -11,9 +11,13 @@ each.
 
 Load: one aiohttp session from this process, ``--requests`` per point after a warm-up, at
 concurrency 1 and 16, for a short prompt and a 2 KB code prompt, each through ``turnout/auto``
-(the scorer ranks), through a named model (replica choice only) and directly to the fleet's
+(the scorer ranks), through a named model (replica choice only), through the two pass-throughs
+of ``bench/overhead.py`` (``aiohttp``: the bare one; ``fastapi``: FastAPI on uvicorn; each one
+process with one aiohttp session, in front of the same fleet) and directly to the fleet's
 OpenAI listener; ``--rounds`` rounds visit every target in turn, and the medians over rounds are
-printed with the latency the gateway adds over direct, throughput against direct, and, per
+printed with the latency each adds over direct (a pass-through's is the floor a Python proxy
+reaches), throughput against direct and against each pass-through (issue 17's c16 target is
+judged against the bare aiohttp one), and, per
 request, the figures a busy machine does not inflate (``bench/realstack.py``): the CPU the
 gateway and the scorer spent (``/proc`` schedstat, ns), the Redis commands run (``INFO
 commandstats``), and how often each process woke from waiting (voluntary context switches: for
@@ -27,7 +31,13 @@ machine read the ratios and the CPU figures, not the absolute latencies.
 installed from PyPI into ``.run/peers/litellm`` on first use, its defaults, one worker, a random
 master key, the fleet's model as ``openai/<model>``; then prints Turnout / LiteLLM ratios.
 
+``--gateway-b PYTHON`` starts a second gateway on the same stack with another checkout's
+interpreter (its venv imports that checkout's sources: ``git worktree add`` one at the base) as
+target ``auto-b``, and prints an A/B block: per point and round this gateway minus that one,
+then medians; ``--ab-only`` leaves out the named-model and pass-through targets for more rounds.
+
     .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300] [--peers]
+        [--gateway-b ../base/.venv/bin/python [--ab-only]]
 """
 
 from __future__ import annotations
