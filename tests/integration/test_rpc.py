@@ -478,24 +478,6 @@ async def test_concurrent_pushes_to_one_key_share_one_command_and_keep_their_ord
     link.close()
 
 
-async def test_a_push_its_caller_knows_is_alone_is_written_before_the_caller_yields(redis, redis_url, keys):
-    link = RespLink(redis_url)
-    push = PushExpire(link)
-    key = f"{keys.prefix}:push-now"
-    await push(key, b"warm", 30)  # connects
-    conn = link.live()
-    assert conn is not None
-    first = push.submit(key, b"a", 30, now=True)
-    assert len(conn._waiting) == 4  # MULTI, RPUSH, EXPIRE, EXEC: written now, not a loop iteration later
-    second = push.submit(key, b"b", 30)  # waits for this iteration's company
-    third = push.submit(key, b"c", 30, now=True)  # one waits ahead of it: it joins, keeping the order
-    assert len(conn._waiting) == 4
-    await asyncio.gather(first, second, third)
-    assert await redis.lrange(key, 0, -1) == [b"warm", b"a", b"b", b"c"]
-    await redis.delete(key)
-    link.close()
-
-
 async def test_a_sent_call_is_answered_after_the_caller_did_other_work(redis_url, keys):
     async with serving(redis_url, keys), client(redis_url, keys) as (c, _):
         pending = c.send(ROUTE_V1, RouteRequestV1(text="hello"), timeout=2.0)

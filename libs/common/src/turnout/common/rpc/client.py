@@ -313,14 +313,12 @@ class PendingCall(Generic[Rep]):
         )
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bytes] = loop.create_future()
-        alone = not client._pending  # no other call in flight: no push to share a command with
         client._pending[call_id] = fut
         queue = client._keys.rpc_queue(method.name, method.version)
         self._fut, self._call_id, self._queue, self._payload = fut, call_id, queue, payload
         # one wait for push and reply: a failed push fails the reply's future at once, and so
         # does the deadline (a timer, cheaper than a timeout context around the await)
-        pushed = client._push.submit(queue, payload, QUEUE_TTL_S, now=alone)
-        pushed.add_done_callback(partial(_push_failed, fut, method.label))
+        client._push.submit(queue, payload, QUEUE_TTL_S).add_done_callback(partial(_push_failed, fut, method.label))
         self._timer = loop.call_later(max(self._timeout, 0.001), _expire, fut, method.label, self._timeout)
 
     async def reply(self) -> Rep:

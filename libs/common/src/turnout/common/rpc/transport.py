@@ -11,8 +11,7 @@
 * :class:`PushExpire` — ``RPUSH`` + ``EXPIRE`` atomically, in a ``MULTI``/``EXEC`` written in
   one write. Pushes to one key made in the same event-loop iteration (concurrent requests
   arriving together, a batch of replies) go out as **one** ``RPUSH`` with all their payloads, so
-  under load the per-call cost is shared. A push its caller knows to be alone (``now``: an RPC
-  client with no other call in flight) is written at once, not a loop iteration later.
+  under load the per-call cost is shared. A lone push waits one loop iteration for company.
   (An earlier version ran the pair as a Lua script: one command instead of four, but Redis spent
   ~20 µs entering Lua per call, against ~2 µs for the transaction.)
 """
@@ -37,11 +36,7 @@ MAX_PUSH_BATCH = 1024
 
 class PushExpire:
     """``await push(key, payload, ttl_s)``: returns once the payload is in the list (or raises
-    what Redis raised); concurrent pushes to one key share a command (see the module docstring).
-
-    ``submit(..., now=True)`` writes at once when nothing waits for this iteration's write and no
-    earlier push is still unanswered: for a caller that knows no company is coming (one request
-    at a time), no loop iteration spent waiting for it; under load pushes still share commands."""
+    what Redis raised); concurrent pushes to one key share a command (see the module docstring)."""
 
     def __init__(self, link: RespLink, *, max_batch: int = MAX_PUSH_BATCH, timeout_s: float = 5.0) -> None:
         self._link = link
@@ -49,21 +44,16 @@ class PushExpire:
         self._max_batch = max_batch
         self._waiting: dict[tuple[str, int], list[_Pending]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_flight = 0
 
     async def __call__(self, key: str, payload: bytes, ttl_s: int) -> None:
         await self.submit(key, payload, ttl_s)
 
-    def submit(self, key: str, payload: bytes, ttl_s: int, *, now: bool = False) -> asyncio.Future[None]:
+    def submit(self, key: str, payload: bytes, ttl_s: int) -> asyncio.Future[None]:
         """Queue the push; the future resolves once it is in the list (or fails with what Redis
         raised). For callers that have other things to wait for meanwhile."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         if not self._waiting:
-            conn = self._link.live() if now and self._in_flight == 0 else None
-            if conn is not None:  # alone, and nothing queued ahead of it: write now
-                self._write(conn, key, ttl_s, [(payload, fut)])
-                return fut
             loop.call_soon(self._flush)
         self._waiting.setdefault((key, ttl_s), []).append((payload, fut))
         return fut
@@ -95,11 +85,9 @@ class PushExpire:
         sent = conn.execute_many(
             [("MULTI",), ("RPUSH", key, *(payload for payload, _ in items)), ("EXPIRE", key, ttl_s), ("EXEC",)]
         )
-        self._in_flight += 1
         sent[-1].add_done_callback(partial(self._sent, items, sent))
 
     def _sent(self, items: list[_Pending], sent: list[asyncio.Future[Any]], _: asyncio.Future[Any]) -> None:
-        self._in_flight -= 1
         error: BaseException | None = None
         for one in sent:  # each read, so that none is reported as never retrieved
             exc = ConnectionError("push cancelled") if one.cancelled() else one.exception()
