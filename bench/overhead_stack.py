@@ -14,7 +14,8 @@ concurrency 1 and 16, for a short prompt and a 2 KB code prompt, each through ``
 (the scorer ranks), through a named model (replica choice only), through the two pass-throughs
 of ``bench/overhead.py`` (``aiohttp``: the bare one; ``fastapi``: FastAPI on uvicorn; each one
 process with one aiohttp session, in front of the same fleet) and directly to the fleet's
-OpenAI listener; ``--rounds`` rounds visit every target in turn, and the medians over rounds are
+OpenAI listener; ``--rounds`` rounds visit every target in turn (each round starting one target
+further along), and the medians over rounds are
 printed with the latency each adds over direct (a pass-through's is the floor a Python proxy
 reaches), throughput against direct and against each pass-through (issue 17's c16 target is
 judged against the bare aiohttp one), and, per
@@ -35,6 +36,10 @@ master key, the fleet's model as ``openai/<model>``; then prints Turnout / LiteL
 interpreter (its venv imports that checkout's sources: ``git worktree add`` one at the base) as
 target ``auto-b``, and prints an A/B block: per point and round this gateway minus that one,
 then medians; ``--ab-only`` leaves out the named-model and pass-through targets for more rounds.
+Run an A/A first (``--gateway-b .venv/bin/python``, this checkout twice): on the shared 2-core box
+(load 4.5-5) 16 rounds x 200 gave the stack's own gateway against the second one CPU ratios 1.12 /
+1.07 at c1 (short / 2 KB), 0.99 / 1.02 at c16, p50 +0.6 / +1.0 ms at c1 — differences of that
+size between two versions are noise there.
 
     .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300] [--peers]
         [--gateway-b ../base/.venv/bin/python [--ab-only]]
@@ -325,6 +330,15 @@ async def counted(run: Awaitable[T], pids: tuple[int, int], redis_url: str) -> t
     return result, front, sc, ops
 
 
+def rotated(targets: dict[str, Target], rnd: int) -> list[tuple[str, Target]]:
+    """The targets in this round's order: each round starts one further along, so that no target
+    always runs right after another (with a fixed order, direct then this gateway then the other,
+    one pair of gateways measured 1.04-1.10 in CPU per request; visited in rotation, 0.96-0.97)."""
+    items = list(targets.items())
+    k = rnd % len(items)
+    return items[k:] + items[:k]
+
+
 async def measure(
     args: argparse.Namespace,
     targets: dict[str, Target],
@@ -342,7 +356,7 @@ async def measure(
     for rnd in range(args.rounds):
         for label, text in (("short", SHORT), ("2 KB code", CODE)):
             for c in (1, 16):
-                for name, make in targets.items():
+                for name, make in rotated(targets, rnd):
                     url, payload = make(text)
                     (lat, wall, errors), fc, scc, ops = await counted(
                         drive(url, payload, concurrency=c, requests=args.requests),
@@ -363,7 +377,7 @@ async def measure(
                             scc.wakeups / n,
                         )
                     )
-        for name, make in targets.items():  # streaming, short prompt, c=1: per-token chunks
+        for name, make in rotated(targets, rnd):  # streaming, short prompt, c=1: per-token chunks
             url, payload = make(SHORT, True)
             (ttfb, total, errors), fc, _, _ = await counted(
                 drive_stream(url, payload, requests=max(1, args.requests // 2)),
