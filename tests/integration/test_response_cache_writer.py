@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Mapping
+
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from starlette.requests import Request
+from starlette.responses import Response
 
 from turnout.common.keys import Keys
-from turnout.gateway.response_cache import ResponseCache, ResponseCacheOptions
+from turnout.gateway.response_cache import (
+    CACHE_HEADER,
+    ResponseCache,
+    ResponseCacheOptions,
+    cache_digest,
+    cached_or_handle,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +57,33 @@ async def test_past_the_bound_a_write_is_dropped_and_counted(redis: Redis, keys:
     assert cache.store_later("chat", "d9", b"{}", HEADERS)
     await cache.flush()
     assert await redis.exists(cache.key("d9")) == 1
+
+
+async def test_an_eligible_miss_is_answered_before_its_answer_is_written(redis: Redis, keys: Keys) -> None:
+    written = asyncio.Event()
+    release = asyncio.Event()
+
+    class HeldWrites(ResponseCache):
+        async def put(self, kind: str, digest: str, body: bytes, headers: Mapping[str, str]) -> bool:
+            await release.wait()  # the write cannot finish until the test says so
+            stored = await super().put(kind, digest, body, headers)
+            written.set()
+            return stored
+
+    cache = HeldWrites(redis, keys, registry=CollectorRegistry())
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+    request = Request({"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []})
+
+    async def handle() -> Response:
+        return Response(b'{"answer": 1}', media_type="application/json", headers={"x-turnout-model": "m"})
+
+    resp = await asyncio.wait_for(
+        cached_or_handle(request, cache, "chat", body, quality=None, client=None, handle=handle), timeout=2
+    )
+    assert resp.headers[CACHE_HEADER] == "miss"
+    digest = cache_digest("chat", body, model="m", quality=None)
+    assert not written.is_set() and await redis.exists(cache.key(digest)) == 0  # answered, not yet written
+    release.set()
+    await cache.flush()
+    hit = await cache.get("chat", digest)
+    assert hit is not None and hit.body == b'{"answer": 1}'

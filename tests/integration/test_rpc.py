@@ -478,6 +478,35 @@ async def test_concurrent_pushes_to_one_key_share_one_command_and_keep_their_ord
     link.close()
 
 
+async def test_a_sent_call_is_answered_after_the_caller_did_other_work(redis_url, keys):
+    async with serving(redis_url, keys), client(redis_url, keys) as (c, _):
+        pending = c.send(ROUTE_V1, RouteRequestV1(text="hello"), timeout=2.0)
+        await asyncio.sleep(0.05)  # the caller's own work while the server answers
+        reply = await pending.reply()
+        assert reply.analysis.signals == ["hello"]
+        assert c._pending == {}
+
+
+async def test_a_call_that_cannot_be_sent_fails_where_it_is_awaited(redis_url, keys):
+    never_started = RpcClient(redis_url, keys, registry=CollectorRegistry())
+    pending = never_started.send(ROUTE_V1, RouteRequestV1(text="hello"), timeout=1.0)
+    with pytest.raises(RpcUnavailable):
+        await pending.reply()
+
+
+async def test_a_sent_call_given_up_leaves_nothing_pending(redis_url, keys):
+    async def slow(req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
+        await asyncio.sleep(0.2)
+        return reply_for(req)
+
+    async with serving(redis_url, keys, slow), client(redis_url, keys) as (c, _):
+        pending = c.send(ROUTE_V1, RouteRequestV1(text="hello"), timeout=0.05)
+        assert len(c._pending) == 1
+        pending.cancel()
+        assert c._pending == {}
+        await asyncio.sleep(0.1)  # its deadline passes: nothing fires on the given-up call
+
+
 async def test_a_push_redis_refuses_fails_its_callers_and_the_next_push_works(redis, redis_url, keys):
     link = RespLink(redis_url)
     push = PushExpire(link)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.types import Receive, Scope, Send
 
 from turnout.common.backends.translate import (
     OpenAIToOllamaStream,
@@ -43,7 +43,7 @@ from turnout.gateway.metrics import GatewayMetrics
 from turnout.gateway.paired_sampling import PairedSampler
 from turnout.gateway.rate_limits import RateLimiter
 from turnout.gateway.response_cache import Cached
-from turnout.gateway.routing import Decision, Router
+from turnout.gateway.routing import Decision, PendingRoute, Router
 from turnout.gateway.shaping import RequestShaping, Shaper, ShapingOptions
 from turnout.gateway.streaming import StreamResponse
 
@@ -109,23 +109,20 @@ class Pipeline:
         shaping: RequestShaping | None = None,
         encoder: ReplyEncoder | None = None,
         receive: Receive | None = None,
+        route: PendingRoute | None = None,
     ) -> Response:
         """Route, forward and answer. With ``receive`` (the request's ASGI receive), a client
         that disconnects before the reply cancels the upstream request at once. ``encoder``
         answers in another dialect than OpenAI's and Ollama's (the Responses and Messages APIs):
-        it gets the shaped OpenAI reply or chunks."""
+        it gets the shaped OpenAI reply or chunks. ``route``: the decision begun by
+        :meth:`route_early` for this exchange."""
         self.metrics.in_flight.inc()
         self.live[ex.request_id] = ex
-        self._apply_defaults(ex, features)
         watch = _Watch(ex, receive, self._waiting)
         try:
-            if self.limiter is not None and not ex.limits_drawn:
-                ex.limits_drawn = True
-                ex.est_tokens = int(features.get("est_prompt_tokens") or 0)
-                await self.limiter.admit(ex.client_key, ex.client_ip, ex.est_tokens)
-            ex.decision = await self.router.route(
-                features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality
-            )
+            if route is None:
+                route = await self._begin_route(ex, features, quality)
+            ex.decision = await route.decision()
             if ex.stream:
                 upstream = await self.forwarder.open_stream(ex)
                 if self.log_bodies:
@@ -150,13 +147,12 @@ class Pipeline:
         headers = {"x-turnout-model": ex.chosen.model, "x-turnout-backend": ex.chosen.backend}
         shaper = self.shaper(ex, shaping)
         if not ex.stream:
-            self.finish(ex, None)
             if self.sampler is not None:
                 self.sampler.offer(ex, data)
             if shaper is not None and ex.kind is not RequestKind.EMBEDDING:
                 data = shaper.whole(data)
             whole = encoder.whole(data) if encoder is not None else self._encode_whole(ex, data, shape)
-            return Response(whole, media_type=JSON_MEDIA, headers=headers)
+            return WholeResponse(whole, headers=headers, after=lambda: self.finish(ex, None))
         end = _StreamEnd(self, ex, upstream)
         keep_usage = encoder is not None or shape is not Shape.OPENAI or _wants_usage(ex.body)
         prepare = _prepare(shaper, keep_usage=keep_usage)
@@ -184,6 +180,31 @@ class Pipeline:
         end.response = response
         self._streams.add(end)
         return response
+
+    def route_early(self, ex: Exchange, features: Json, *, quality: float | None) -> PendingRoute | None:
+        """Ask the scorer for this exchange's decision now, so that the rest of the request's
+        set-up runs while the scorer decides; hand the result to :meth:`handle` (``route``), or
+        :meth:`PendingRoute.cancel` it if the request goes no further. ``None`` when rate limits
+        are on: a request they refuse must not reach the scorer (:meth:`handle` draws them first).
+        For requests the response cache cannot answer only: a hit must not be routed either."""
+        if self.limiter is not None:
+            return None
+        self._apply_defaults(ex, features)
+        return self.router.begin(
+            features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality
+        )
+
+    async def _begin_route(self, ex: Exchange, features: Json, quality: float | None) -> PendingRoute:
+        """The decision asked for in :meth:`handle`: the defaults applied, the rate limits drawn
+        (unless :meth:`draw_limits` did), then the scorer asked."""
+        self._apply_defaults(ex, features)
+        if self.limiter is not None and not ex.limits_drawn:
+            ex.limits_drawn = True
+            ex.est_tokens = int(features.get("est_prompt_tokens") or 0)
+            await self.limiter.admit(ex.client_key, ex.client_ip, ex.est_tokens)
+        return self.router.begin(
+            features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality
+        )
 
     def _apply_defaults(self, ex: Exchange, features: Json) -> None:
         """The request as routed: the default ``max_tokens`` where the client set none (not for
@@ -401,6 +422,24 @@ class Pipeline:
         task = asyncio.ensure_future(self.limiter.settle(ex.client_key, ex.client_ip, ex.est_tokens, ex.usage))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
+
+
+class WholeResponse(Response):
+    """A whole JSON reply whose bookkeeping (``after``: metrics and the request event) runs once its
+    bytes are handed to the client's connection — or its sending failed — rather than before: at
+    one request at a time that work is off the path to the client's last byte."""
+
+    def __init__(self, content: bytes, *, headers: dict[str, str], after: Callable[[], None]) -> None:
+        super().__init__(content, media_type=JSON_MEDIA, headers=headers)
+        self._after: Callable[[], None] | None = after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            after, self._after = self._after, None
+            if after is not None:
+                after()
 
 
 class _StreamEnd:

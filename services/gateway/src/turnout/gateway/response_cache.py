@@ -308,6 +308,12 @@ def cache_of(
     return cache
 
 
+def answerable(cache: ResponseCache, body: Mapping[str, Any], header: str | None) -> bool:
+    """Whether the cache is on and may answer (and store) this request (``header``: its
+    ``X-Turnout-Cache``); a request it may not answer is routed without asking it."""
+    return cache.opts.enabled and eligible(body, header, cache_all=cache.opts.cache_all)
+
+
 async def cached_or_handle(
     request: Request,
     cache: ResponseCache,
@@ -322,7 +328,7 @@ async def cached_or_handle(
     """Answer from the cache when the request is eligible and stored, else ``handle()`` and store
     a successful non-streaming answer. ``on_hit`` sees a hit first (and may rewrite it: the
     pipeline gives it the request's own response id and reports it)."""
-    if not cache.opts.enabled or not eligible(body, request.headers.get(CACHE_HEADER), cache_all=cache.opts.cache_all):
+    if not answerable(cache, body, request.headers.get(CACHE_HEADER)):
         return await handle()
     model = body.get("model")
     digest = cache_digest(

@@ -13,12 +13,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from turnout.common.errors import RemoteError, RpcTimeout, RpcUnavailable
 from turnout.common.rpc import ROUTE_V1, RpcClient
+from turnout.common.rpc.client import PendingCall
 from turnout.common.schemas.route import (
     CandidateV1,
     PromptAnalysisV1,
     RequestKind,
+    RouteReplyV1,
     RouteRequestV1,
 )
 from turnout.gateway.catalog import CatalogView
@@ -198,15 +202,59 @@ class Router:
         self, features: Json, *, model: Any, stream: bool, client: str | None, quality: float | None
     ) -> Decision:
         """The decision for a request with these features."""
+        return await self.begin(features, model=model, stream=stream, client=client, quality=quality).decision()
+
+    def begin(
+        self, features: Json, *, model: Any, stream: bool, client: str | None, quality: float | None
+    ) -> PendingRoute:
+        """Ask the scorer now and return at once: the caller does the rest of its set-up while the
+        scorer decides, then awaits :meth:`PendingRoute.decision`."""
         start = time.perf_counter()
         features["requested_model"] = self.requested(model)
         features["stream"] = stream
         features["client"] = client
         features["quality"] = quality
-        req = RouteRequestV1.model_validate(features)  # pydantic-core: faster than model_construct
+        try:
+            req = RouteRequestV1.model_validate(features)  # pydantic-core: faster than model_construct
+        except ValidationError as exc:  # raised where the decision is awaited, as before
+            return PendingRoute(self, None, None, start, exc)
+        return PendingRoute(self, req, self._rpc.send(ROUTE_V1, req, timeout=self._timeout_s), start)
+
+
+class PendingRoute:
+    """A decision on its way (:meth:`Router.begin`)."""
+
+    __slots__ = ("_call", "_error", "_router", "_start", "req")
+
+    def __init__(
+        self,
+        router: Router,
+        req: RouteRequestV1 | None,
+        call: PendingCall[RouteReplyV1] | None,
+        start: float,
+        error: Exception | None = None,
+    ) -> None:
+        self._router = router
+        self.req = req
+        self._call = call
+        self._start = start
+        self._error = error
+
+    def cancel(self) -> None:
+        """The request goes no further: give the scorer's reply up."""
+        if self._call is not None:
+            self._call.cancel()
+
+    async def decision(self) -> Decision:
+        """The scorer's decision, or the local fallback's when it does not answer in time, is not
+        alive or fails."""
+        if self._error is not None:
+            raise self._error
+        assert self.req is not None and self._call is not None
+        req, router, start = self.req, self._router, self._start
         reason: str
         try:
-            reply = await self._rpc.call(ROUTE_V1, req, timeout=self._timeout_s)
+            reply = await self._call.reply()
         except RpcTimeout:
             reason = "timeout"
         except RpcUnavailable:
@@ -225,8 +273,8 @@ class Router:
             if reply.unservable:
                 raise InvalidRequest(reply.unservable, code="unservable")
             reason = "no_candidates"  # the scorer's catalog has nothing routable yet
-        self._metrics.fallback_routes.labels(reason).inc()
-        candidates = fallback_candidates(await self._catalog.models(), req, self._catalog.hidden)
+        router._metrics.fallback_routes.labels(reason).inc()
+        candidates = fallback_candidates(await router._catalog.models(), req, router._catalog.hidden)
         source = "fallback" if req.requested_model is None else "direct"
         ms = (time.perf_counter() - start) * 1000
         return Decision(candidates, source, ms, None, req, fallback_reason=reason)

@@ -19,11 +19,11 @@ import random
 import time
 import uuid
 from functools import partial
-from typing import Any
+from typing import Any, Generic
 
 import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -113,58 +113,28 @@ class RpcClient:
         self, method: RpcMethod[Req, Rep], body: Req, *, timeout: float, request_id: str | None = None
     ) -> Rep:
         """Call ``method`` and wait up to ``timeout`` for its typed reply; raises an :class:`RpcError`."""
-        start = time.perf_counter()
-        outcome = "error"
-        try:
-            reply = await self._call(method, body, timeout=timeout, request_id=request_id)
-            outcome = "ok"
-            return reply
-        except RpcTimeout:
-            outcome = "timeout"
-            raise
-        except RpcUnavailable:
-            outcome = "unavailable"
-            raise
-        finally:
-            elapsed = time.perf_counter() - start
-            self._metrics.child(self._metrics.calls, method.label, outcome).inc()
-            self._metrics.child(self._metrics.duration, method.label, outcome).observe(elapsed)
+        return await self.send(method, body, timeout=timeout, request_id=request_id).reply()
 
-    async def _call(self, method: RpcMethod[Req, Rep], body: Req, *, timeout: float, request_id: str | None) -> Rep:
+    def send(
+        self, method: RpcMethod[Req, Rep], body: Req, *, timeout: float, request_id: str | None = None
+    ) -> PendingCall[Rep]:
+        """Push the call now and return at once: the caller does other work while the server
+        answers, then awaits :meth:`PendingCall.reply` (the ``timeout`` runs from now). A call
+        that cannot be made (client not started, reader down, no live server) fails there."""
+        pending: PendingCall[Rep] = PendingCall(self, method, timeout)
+        try:
+            pending.push(body, request_id or request_id_var.get())
+        except RpcUnavailable as exc:
+            pending.error = exc
+        return pending
+
+    def _check(self, method: RpcMethod[Any, Any]) -> None:
         if self._redis is None or self._closed:
             raise RpcUnavailable("RPC client is not started")
         if not self._reader_up.is_set():
             raise RpcUnavailable("RPC reply reader is disconnected from Redis")
         if not self._alive.get(method.label, True):
             raise RpcUnavailable(f"no live server for {method.label}")
-        call_id = f"{random.getrandbits(64):016x}"  # unique among this client's pending calls
-        payload = encode_request(
-            call_id=call_id,
-            method=method.name,
-            mv=method.version,
-            budget_ms=max(1, int(timeout * 1000)),
-            request_id=request_id or request_id_var.get(),
-            reply_to=self._reply_key,
-            reply_via="channel",
-            body=body.model_dump_json(exclude_defaults=True).encode(),
-        )
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bytes] = loop.create_future()
-        self._pending[call_id] = fut
-        queue = self._keys.rpc_queue(method.name, method.version)
-        # one wait for push and reply: a failed push fails the reply's future at once, and so
-        # does the deadline (a timer, cheaper than a timeout context around the await)
-        self._push.submit(queue, payload, QUEUE_TTL_S).add_done_callback(partial(_push_failed, fut, method.label))
-        timer = loop.call_later(max(timeout, 0.001), _expire, fut, method.label, timeout)
-        try:
-            raw = await fut
-        except RpcTimeout:
-            self._withdraw(queue, payload)
-            raise
-        finally:
-            timer.cancel()
-            self._pending.pop(call_id, None)
-        return self._decode(method, raw)
 
     def _withdraw(self, queue: str, payload: bytes) -> None:
         """Take a timed-out request back off its queue if no server has popped it yet: the
@@ -300,6 +270,103 @@ class RpcClient:
             await self._poll_heartbeats()
 
 
+class PendingCall(Generic[Rep]):
+    """One call on its way (:meth:`RpcClient.send`): pushed, its reply awaited by :meth:`reply`."""
+
+    __slots__ = (
+        "_call_id",
+        "_client",
+        "_fut",
+        "_method",
+        "_payload",
+        "_queue",
+        "_start",
+        "_timeout",
+        "_timer",
+        "error",
+    )
+
+    def __init__(self, client: RpcClient, method: RpcMethod[Any, Rep], timeout: float) -> None:
+        self._client = client
+        self._method = method
+        self._timeout = timeout
+        self._start = time.perf_counter()
+        self._fut: asyncio.Future[bytes] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._call_id = self._queue = ""
+        self._payload = b""
+        self.error: RpcError | None = None
+        """Why the call could not be made (raised by :meth:`reply`)."""
+
+    def push(self, body: BaseModel, request_id: str | None) -> None:
+        """Register the reply's future and push the request (raises RpcUnavailable when it cannot)."""
+        client, method = self._client, self._method
+        client._check(method)
+        call_id = f"{random.getrandbits(64):016x}"  # unique among this client's pending calls
+        payload = encode_request(
+            call_id=call_id,
+            method=method.name,
+            mv=method.version,
+            budget_ms=max(1, int(self._timeout * 1000)),
+            request_id=request_id,
+            reply_to=client._reply_key,
+            reply_via="channel",
+            body=body.model_dump_json(exclude_defaults=True).encode(),
+        )
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        client._pending[call_id] = fut
+        queue = client._keys.rpc_queue(method.name, method.version)
+        self._fut, self._call_id, self._queue, self._payload = fut, call_id, queue, payload
+        # one wait for push and reply: a failed push fails the reply's future at once, and so
+        # does the deadline (a timer, cheaper than a timeout context around the await)
+        client._push.submit(queue, payload, QUEUE_TTL_S).add_done_callback(partial(_push_failed, fut, method.label))
+        self._timer = loop.call_later(max(self._timeout, 0.001), _expire, fut, method.label, self._timeout)
+
+    async def reply(self) -> Rep:
+        """The typed reply, within the call's timeout; raises an :class:`RpcError`."""
+        outcome = "error"
+        try:
+            reply = await self._reply()
+            outcome = "ok"
+            return reply
+        except RpcTimeout:
+            outcome = "timeout"
+            raise
+        except RpcUnavailable:
+            outcome = "unavailable"
+            raise
+        finally:
+            elapsed = time.perf_counter() - self._start
+            metrics, label = self._client._metrics, self._method.label
+            metrics.child(metrics.calls, label, outcome).inc()
+            metrics.child(metrics.duration, label, outcome).observe(elapsed)
+
+    async def _reply(self) -> Rep:
+        if self.error is not None:
+            raise self.error
+        assert self._fut is not None
+        try:
+            raw = await self._fut
+        except RpcTimeout:
+            self._client._withdraw(self._queue, self._payload)
+            raise
+        finally:
+            self._close()
+        return self._client._decode(self._method, raw)
+
+    def cancel(self) -> None:
+        """Give the call up without awaiting its reply (the request it was for went no further)."""
+        if self._fut is not None and not self._fut.done():
+            self._fut.cancel()
+        self._close()
+
+    def _close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._client._pending.pop(self._call_id, None)
+
+
 def _read_outcome(done: asyncio.Future[Any]) -> None:
     if not done.cancelled():
         done.exception()  # best effort: read, so that a failure is not reported as never retrieved
@@ -327,4 +394,4 @@ def new_client_id(service: str) -> str:
     return f"{service}-{uuid.uuid4().hex[:12]}"
 
 
-__all__ = ["RpcClient", "new_client_id"]
+__all__ = ["PendingCall", "RpcClient", "new_client_id"]

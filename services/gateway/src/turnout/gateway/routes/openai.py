@@ -28,7 +28,7 @@ from turnout.gateway.errors import InvalidRequest, ModelNotFound, NoBackendAvail
 from turnout.gateway.forwarding import Exchange
 from turnout.gateway.middleware import new_request_id
 from turnout.gateway.pipeline import JSON_MEDIA, new_response_id
-from turnout.gateway.response_cache import cache_of, cached_or_handle
+from turnout.gateway.response_cache import CACHE_HEADER, answerable, cache_of, cached_or_handle
 from turnout.gateway.routing import (
     QUALITY_HEADER,
     chat_features,
@@ -96,19 +96,30 @@ async def _cached_route(
     cache_body = dict(body)  # before exchange() drops the "turnout" options the cache reads
     shaping = request_shaping(body)
     ex = exchange(kind, body, client, request)
-    # replies are stored shaped: what shapes them for this client is part of the cache key
-    cache_body["shaping"] = gw.settings.gateway.shaping.cache_key(shaping, key=ex.client_key, ip=ex.client_ip)
-    await gw.pipeline.draw_limits(ex, features)  # a cache hit counts against the rate limits too
-    return await cached_or_handle(
-        request,
-        cache,
-        kind.value,
-        cache_body,
-        quality=quality,
-        client=client,
-        handle=lambda: gw.pipeline.handle(ex, features, quality=quality, shaping=shaping, receive=request.receive),
-        on_hit=lambda hit: gw.pipeline.cache_hit(ex, hit),
-    )
+    route = None
+    if not answerable(cache, cache_body, request.headers.get(CACHE_HEADER)):
+        # nothing can answer it but a backend: the scorer decides while the rest is set up
+        route = gw.pipeline.route_early(ex, features, quality=quality)
+    try:
+        # replies are stored shaped: what shapes them for this client is part of the cache key
+        cache_body["shaping"] = gw.settings.gateway.shaping.cache_key(shaping, key=ex.client_key, ip=ex.client_ip)
+        await gw.pipeline.draw_limits(ex, features)  # a cache hit counts against the rate limits too
+        return await cached_or_handle(
+            request,
+            cache,
+            kind.value,
+            cache_body,
+            quality=quality,
+            client=client,
+            handle=lambda: gw.pipeline.handle(
+                ex, features, quality=quality, shaping=shaping, receive=request.receive, route=route
+            ),
+            on_hit=lambda hit: gw.pipeline.cache_hit(ex, hit),
+        )
+    except BaseException:
+        if route is not None:
+            route.cancel()
+        raise
 
 
 async def embeddings(request: Request) -> Response:
