@@ -134,6 +134,7 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
     async with scorer.running(), run_gateway(make_settings()) as gw:
         async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
             first = await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0})
+            await fakes.response_cache_holds(redis_url, keys, 1)
             second = await http.post("/v1/chat/completions", json={**CHAT, "temperature": 0})
             assert len(fleet.alpha.received) == 1
             assert first.headers["x-turnout-cache"] == "miss"
@@ -156,6 +157,7 @@ async def test_deterministic_requests_are_answered_from_the_response_cache(redis
             assert len(fleet.alpha.received) == 3  # not deterministic: not cached
             opted = {**CHAT, "temperature": 0.7, "turnout": {"cache": True}}
             await http.post("/v1/chat/completions", json=opted)
+            await fakes.response_cache_holds(redis_url, keys, 2)
             hit = await http.post("/v1/chat/completions", json=opted)
             assert hit.headers["x-turnout-cache"] == "hit"
             assert len(fleet.alpha.received) == 4

@@ -17,6 +17,7 @@ import orjson
 import pytest
 import uvicorn
 from aiohttp import web
+from redis.asyncio import Redis
 
 from turnout.common.keys import Keys
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcContext, RpcServer
@@ -276,6 +277,18 @@ class FakeBackend:
 # --- the scorer stand-in -----------------------------------------------------------------------
 
 Decide = Callable[[RouteRequestV1], RouteReplyV1]
+
+
+async def response_cache_holds(redis_url: str, keys: Keys, n: int, *, timeout_s: float = 10.0) -> None:
+    """Wait until the gateway's response cache holds ``n`` entries: a miss's answer is written
+    after the response goes (``ResponseCache.store_later``), so a client that asks again at once
+    may still miss."""
+    deadline = time.monotonic() + timeout_s
+    async with Redis.from_url(redis_url) as redis:
+        while int(await redis.zcard(keys.response_cache("index"))) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the response cache did not reach {n} entries in {timeout_s} s")
+            await asyncio.sleep(0.02)
 
 
 def fixed(*candidates: tuple[str, str, str]) -> Decide:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.integration import test_gateway_fakes as fakes
-from tests.integration.test_gateway_fakes import FakeScorer, Fleet, fixed, run_gateway
+from tests.integration.test_gateway_fakes import FakeScorer, Fleet, fixed, response_cache_holds, run_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ async def test_response_cache_hits_count_as_requests_and_their_replys_tokens(
     by_requests = make_settings(rate_limits={"requests_per_minute_per_ip": 2}, response_cache={"enabled": True})
     async with scorer.running(), run_gateway(by_requests) as gw, httpx.AsyncClient(base_url=gw.url) as http:
         first = await http.post("/v1/chat/completions", json=cached)
-        await asyncio.sleep(0.2)  # the reply is stored after it goes
+        await response_cache_holds(redis_url, keys, 1)  # the reply is stored after it goes
         hit = await http.post("/v1/chat/completions", json=cached)
         refused = await http.post("/v1/chat/completions", json=cached)
     assert (first.status_code, hit.status_code, hit.headers.get("x-turnout-cache")) == (200, 200, "hit")
@@ -93,10 +93,12 @@ async def test_response_cache_hits_count_as_requests_and_their_replys_tokens(
     by_tokens = make_settings(rate_limits={"tokens_per_minute_per_ip": 30}, response_cache={"enabled": True})
     async with scorer.running(), run_gateway(by_tokens) as gw, httpx.AsyncClient(base_url=gw.url) as http:
         statuses = []
-        for _ in range(4):
+        for i in range(4):
             r = await http.post("/v1/chat/completions", json=other)
             statuses.append((r.status_code, r.headers.get("x-turnout-cache")))
-            await asyncio.sleep(0.2)
+            if i == 0:
+                await response_cache_holds(redis_url, keys, 2)
+            await asyncio.sleep(0.2)  # the usage correction is drawn after the reply
     assert statuses == [(200, "miss"), (200, "hit"), (200, "hit"), (429, None)]
     assert r.headers["x-ratelimit-limit-tokens"] == "30"
 

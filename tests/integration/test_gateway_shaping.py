@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.test_gateway_fakes import FakeScorer, fixed, run_gateway
+from tests.integration.test_gateway_fakes import FakeScorer, fixed, response_cache_holds, run_gateway
 from turnout.fakefleet.config import FleetConfig
 from turnout.fakefleet.server import Fleet
 from turnout.gateway.settings import GatewayOptions, GatewaySettings
@@ -165,6 +165,7 @@ async def test_cached_and_live_streams_are_framed_alike(redis_url, keys, setting
         async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
             live = await http.post("/v1/chat/completions", json=body, headers={"X-Turnout-Cache": "off"})
             stored = await http.post("/v1/chat/completions", json={**body, "stream": False})
+            await response_cache_holds(redis_url, keys, 1)
             cached = await http.post("/v1/chat/completions", json=body)
 
     assert (stored.headers["x-turnout-cache"], cached.headers["x-turnout-cache"]) == ("miss", "hit")
