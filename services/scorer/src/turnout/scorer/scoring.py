@@ -234,7 +234,7 @@ def rank(
     else:
         terms = model_terms(a, q, table, cfg, state, learned)
         rscore = terms.total[reps.model] + rsum
-    rows = np.flatnonzero(rmask)
+    rows = rmask.nonzero()[0]  # np.flatnonzero of a 1-d mask, without its Python wrapper
     if rows.size == 0:
         return Ranking(
             a,
@@ -309,9 +309,9 @@ def _best(rows: I, score: F, limit: int | None) -> I:
     if limit is not None and rows.size > max(4 * limit, PARTIAL_FROM):
         cut = np.partition(neg, limit - 1)[limit - 1]
         if not np.isnan(cut):
-            keep = np.flatnonzero(neg <= cut)
-            return rows[keep[np.argsort(neg[keep], kind="stable")]]
-    return rows[np.argsort(neg, kind="stable")]
+            keep: I = (neg <= cut).nonzero()[0]
+            return rows[keep[neg[keep].argsort(kind="stable")]]
+    return rows[neg.argsort(kind="stable")]
 
 
 def choose(a: PromptAnalysis, q: float, table: ModelTable, mask: B, cfg: ScoringConfig, learned: Learned | None) -> int:
@@ -340,9 +340,9 @@ def _scored(
     # (model terms + replica terms + 1, candidates), read per candidate
     nm, nr = terms.values.shape[0], rterms.shape[0]
     gathered = np.empty((nm + nr + 1, order.size))
-    np.take(terms.values, models, axis=1, out=gathered[:nm])
-    np.take(rterms, order, axis=1, out=gathered[nm : nm + nr])
-    np.take(rscore, order, out=gathered[nm + nr])
+    terms.values.take(models, axis=1, out=gathered[:nm])  # the methods: np.take wraps them in Python
+    rterms.take(order, axis=1, out=gathered[nm : nm + nr])
+    rscore.take(order, out=gathered[nm + nr])
     rows = gathered.round(4, out=gathered).T.tolist()
     cat = a.category if a.category in table.capability else OVERALL
     static = table.reasons[cat]
