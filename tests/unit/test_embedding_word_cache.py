@@ -7,6 +7,7 @@ import string
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from turnout.embeddings.static import StaticEmbedder, default_embedder
 
@@ -88,3 +89,23 @@ def test_words_past_max_tokens_are_cut_as_the_tokenizer_cuts_them() -> None:
     e = default_embedder()
     word = "!" * 700
     assert e.token_ids(word) == list(_hf_ids(e, word)) == [999] * e.max_tokens
+
+
+def test_the_short_text_path_gives_the_counted_paths_vector_bit_for_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Texts of at most ``SHORT_WORDS`` words skip the word counts: same rows, same order, same
+    sum; a text whose ids pass ``max_tokens`` (few long words) still takes the cutting path."""
+    from turnout.embeddings import static
+
+    rng = np.random.default_rng(5)
+    vocab = ["hi", "there!", "#7", "sort", "the", "list", "Héllo,", "naïve", "x" * 150, "a-b-c", "[CLS]", "日本語"]
+    texts = [" ".join(rng.choice(vocab, int(rng.integers(0, 33)))) for _ in range(400)]
+    texts += TEXTS[:6] + ["sort sort sort the list", "#0 #0", "Hi there! #123"]
+    for max_tokens in (512, 8):  # 8: a few words pass max_tokens
+        tok = Tokenizer.from_file(str(static.DEFAULT_TOKENIZER))  # its own: the embedder sets its truncation
+        e = StaticEmbedder(default_embedder().matrix, tok, max_tokens=max_tokens)
+        short = [e.encode_one(t) for t in texts]
+        monkeypatch.setattr(static, "SHORT_WORDS", -1)  # every text through the counted path
+        counted = [e.encode_one(t) for t in texts]
+        monkeypatch.undo()
+        for t, a, b in zip(texts, short, counted, strict=True):
+            assert a.tobytes() == b.tobytes(), t

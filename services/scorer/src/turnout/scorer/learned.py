@@ -328,7 +328,7 @@ class LearnedIndex:
             rows, sims = rows[keep], sims[keep]
         else:
             sims = self._emb[:n] @ q
-            rows = np.flatnonzero(sims > cfg.floor)
+            rows = (sims > cfg.floor).nonzero()[0]
             sims = sims[rows]
         if rows.size > cfg.k:
             top = np.argpartition(-sims, cfg.k - 1)[: cfg.k]
@@ -355,7 +355,7 @@ class LearnedIndex:
         bound = (self._q8_err * qn + self._q8_norm * qerr + 1e-4 * max(1.0, qn)) / t
         dots = np.asarray(simsimd.cdist(q8[None, :], self._q8[:n], metric="dot", out_dtype="float32", threads=1))
         est = dots[0] * self._q8_scale[:n]  # similarity / t
-        rows = np.flatnonzero(est > cfg.floor / t - bound)
+        rows: npt.NDArray[np.intp] = (est > cfg.floor / t - bound).nonzero()[0]  # np.flatnonzero, without its wrapper
         if rows.size > cfg.k:
             kept = est[rows]
             kth = np.partition(kept, rows.size - cfg.k)[rows.size - cfg.k]  # the k-th best estimate
