@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from turnout.common.errors import RpcTimeout, RpcUnavailable
@@ -169,6 +170,37 @@ async def test_first_to_answer_hedges_a_silent_attempt_and_closes_the_losers() -
     with pytest.raises(TimeoutError):
         await first_to_answer(silent, hedge_s=0.1, timeout_s=0.3)
     assert 0.25 < time.monotonic() - t0 < 0.8 and 2 <= len(started) <= 4  # 0.3 s in all
+
+
+async def test_first_to_answer_replaces_an_attempt_that_timed_out_at_once() -> None:
+    """An attempt that times out inside a black hole is silence, not a refusal: the path may have
+    healed meanwhile, so another attempt starts in its place instead of the whole call failing
+    (and the caller backing off) once the attempts already pending time out too."""
+    started: list[float] = []
+    t0 = time.monotonic()
+
+    async def attempt() -> int:
+        n = len(started)
+        started.append(time.monotonic() - t0)
+        if n < 2:  # the first two went into the black hole and time out there
+            await asyncio.sleep(0.05)
+            raise RedisTimeoutError("unanswered")
+        return n
+
+    assert await first_to_answer(attempt, hedge_s=1.0, timeout_s=2.0) == 2
+    assert len(started) == 3 and time.monotonic() - t0 < 0.5  # no hedge interval waited
+
+    async def connect_timed_out() -> int:  # RespConnection.open's connect timeout, as it raises it
+        started.append(0.0)
+        if len(started) == 1:
+            try:
+                raise TimeoutError
+            except TimeoutError as exc:
+                raise RedisConnectionError("connecting to Redis timed out") from exc
+        return 7
+
+    started.clear()
+    assert await first_to_answer(connect_timed_out, hedge_s=1.0, timeout_s=2.0) == 7
 
 
 def test_back_off_is_jittered_and_capped() -> None:
