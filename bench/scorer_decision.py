@@ -1,7 +1,8 @@
 """Micro-benchmark of one routing decision as the scorer's ``scorer.route`` handler makes it:
 prompt analysis + static embedding + learned-term lookup + filters/scoring over a catalog of
 ``--models`` models (two replicas each on ``--hosts`` hosts, some resident) + the reply's JSON
-encoding (``model_dump_json``, as the RPC server sends it). The learned index holds
+encoding, as ``scorer.route`` sends it (``Answer.wire``: orjson from the plain values, no model
+built; a routing cache hit's reply by ``model_dump_json``). The learned index holds
 ``--learned`` embedded prompts written from the same vocabulary as the requests (so the k-NN
 search finds neighbours above its floor, as real graded prompts do).
 
@@ -39,7 +40,7 @@ from turnout.common.catalog import derive_capabilities
 from turnout.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1, ReplicaV1
 from turnout.common.schemas.route import RequestKind, RouteRequestV1
 from turnout.embeddings.static import default_embedder
-from turnout.scorer.engine import RoutingEngine
+from turnout.scorer.engine import Answer, RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex
 
@@ -137,8 +138,8 @@ async def run(engine: RoutingEngine, base: RouteRequestV1, n: int, distinct: int
     for i in range(n + WARMUP):
         req = reqs[i % len(reqs)]
         t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
-        reply = await engine.route(req)
-        reply.model_dump_json()
+        out = await engine.route_answer(req)
+        out.wire() if isinstance(out, Answer) else out.model_dump_json()
         c1, t1 = time.thread_time_ns(), time.perf_counter_ns()
         if i >= WARMUP:
             wall.append(t1 - t0)

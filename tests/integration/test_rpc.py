@@ -40,7 +40,7 @@ from turnout.devstack.infra import Instance, start_redis
 pytestmark = pytest.mark.integration
 
 RUN_DIR = Path(__file__).resolve().parents[2] / ".run" / "test"
-Handler = Callable[[RouteRequestV1, RpcContext], Awaitable[RouteReplyV1]]
+Handler = Callable[[RouteRequestV1, RpcContext], Awaitable[RouteReplyV1 | bytes]]
 
 
 def reply_for(req: RouteRequestV1, replica: str = "a") -> RouteReplyV1:
@@ -105,6 +105,19 @@ async def test_call_returns_the_typed_reply_and_carries_the_request_id(redis_url
     assert [ctx.request_id for ctx in seen] == ["req-42"]
     assert 0 < seen[0].remaining < 2.0
     assert creg.get_sample_value("turnout_rpc_calls_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
+    assert sreg.get_sample_value("turnout_rpc_served_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
+
+
+async def test_a_handler_may_answer_with_its_reply_already_encoded(redis_url: str, keys: Keys) -> None:
+    """The scorer sends a hot reply as JSON bytes encoded from plain values: they go out as they
+    are, and the client validates them into the typed reply."""
+
+    async def encoded(req: RouteRequestV1, ctx: RpcContext) -> bytes:
+        return reply_for(req).model_dump_json().encode()
+
+    async with serving(redis_url, keys, encoded) as (server, sreg), client(redis_url, keys) as (c, creg):
+        reply = await c.call(ROUTE_V1, RouteRequestV1(text="hé 🚀"), timeout=2.0)
+    assert reply == reply_for(RouteRequestV1(text="hé 🚀"))
     assert sreg.get_sample_value("turnout_rpc_served_total", {"method": "scorer.route.v1", "outcome": "ok"}) == 1
 
 

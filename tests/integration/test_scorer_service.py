@@ -23,6 +23,7 @@ from turnout.common.db.models import Backend, Benchmark, Deployment, Model
 from turnout.common.db.session import engine_scope, make_sessionmaker
 from turnout.common.keys import Keys
 from turnout.common.rpc import EXPLAIN_V1, ROUTE_V1, RpcClient
+from turnout.common.rpc.server import RpcContext
 from turnout.common.schemas.catalog import CatalogSnapshotV1
 from turnout.common.schemas.fleet import HostStateV1, LoadedModelV1
 from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
@@ -143,6 +144,21 @@ async def test_the_scorer_answers_a_real_rpc_call_from_the_catalog_in_postgres(s
 
     missing = await call(rpc, text="hi", requested_model="nope:1b")
     assert (missing.unservable, missing.unservable_code) == ("model 'nope:1b' not found", "model_not_found")
+
+    # no GPU host known: the VRAM planner has nothing to do, and the handler answers with the
+    # reply's JSON encoded straight from the ranking (no model built), a valid reply
+    running, _ = scorer
+    ctx = RpcContext(call_id="c1", request_id=None, deadline=time.monotonic() + 2.0)
+    direct = await running.scorer.route(RouteRequestV1(text="What is in this picture?", has_images=True), ctx)
+    assert isinstance(direct, bytes)
+    assert RouteReplyV1.model_validate_json(direct).model_dump_json().encode() == direct
+    assert [(c.model, c.backend) for c in RouteReplyV1.model_validate_json(direct).candidates] == [("llava:7b", "gpu2")]
+    # a decision the planner would look at goes to it as a model, and the server encodes that
+    assert running.scorer.vram is not None
+    running.scorer.vram.would_decide = lambda candidates: candidates > 0  # type: ignore[method-assign]
+    planned = await running.scorer.route(RouteRequestV1(text="What is in this picture?", has_images=True), ctx)
+    assert isinstance(planned, RouteReplyV1)
+    assert [(c.model, c.backend) for c in planned.candidates] == [("llava:7b", "gpu2")]
 
 
 async def test_the_loaded_catalog_is_published_as_a_snapshot_for_gateways(seeded, scorer, rpc, redis: Redis, keys):

@@ -5,21 +5,23 @@ without it answers, whatever changed in the fleet in between."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.unit import reference_ranking as ref
 from turnout.common.schemas.catalog import CapabilitiesV1, CatalogModelV1, CatalogSnapshotV1, ReplicaV1
-from turnout.common.schemas.route import RequestKind, RouteRequestV1
+from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequestV1
 from turnout.embeddings.static import default_embedder
 from turnout.scorer import scoring
 from turnout.scorer.caches import DecisionMemo, DecisionMemoMetrics
-from turnout.scorer.engine import RoutingEngine
+from turnout.scorer.engine import Answer, RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedConfig, LearnedIndex
 from turnout.scorer.learned_prior import load_prior
-from turnout.scorer.prompt_analysis import Analyzer
+from turnout.scorer.prompt_analysis import Analyzer, PromptAnalysis
 from turnout.scorer.rules import Rules
 from turnout.scorer.scoring import (
     Learned,
@@ -100,11 +102,26 @@ def _replicas(rng: np.random.Generator, table: ModelTable, backends: int) -> Rep
     )
 
 
+def _direct_is_pydantic(
+    ranking: Ranking, max_candidates: int, embedding: str | None, *, filtered: bool, finite: bool = True
+) -> str:
+    """The direct encoding (``Ranking.reply_json``, what ``scorer.route`` sends) is the pydantic
+    encoding byte for byte, and (its floats ``finite``: both encode NaN and ∞ as null) a valid
+    reply that encodes back to itself; returns it."""
+    direct = ranking.reply_json(max_candidates, embedding, filtered=filtered)
+    assert direct == ranking.to_reply(max_candidates, embedding, filtered=filtered).model_dump_json().encode()
+    if finite:
+        assert RouteReplyV1.model_validate_json(direct).model_dump_json().encode() == direct
+    return direct.decode()
+
+
 def _same(fast: Ranking, slow: Ranking) -> None:
     assert fast.candidates == slow.candidates
     for filtered in (True, False):  # the wire reply, byte for byte
         wire = fast.to_reply(8, "e", filtered=filtered).model_dump_json()
         assert wire == slow.to_reply(8, "e", filtered=filtered).model_dump_json()
+        assert _direct_is_pydantic(fast, 8, "e", filtered=filtered) == wire
+        _direct_is_pydantic(fast, 2, None, filtered=filtered)
     assert dict(fast.filtered) == dict(slow.filtered)
     assert (fast.notes, fast.unservable, fast.unservable_code, fast.chosen, fast.quality) == (
         slow.notes,
@@ -157,6 +174,73 @@ def test_the_optimised_ranking_equals_the_reference_ranking(
         kw = {"cons": cons, "state": state, "learned": learned, "limit": limit}
         _same(rank(*args, **kw, rterms=rterms), ref.rank(*args, **kw))
         _same(rank(*args, **kw), ref.rank(*args, **kw))
+
+
+NAMES = ("m", "modèle-ü", "日本語:7b", 'q"uo\\te/sl', "tab\tnl\n\x01\x1f\x7f", "emoji-🚀", "\u2028\u2029")
+
+
+def _odd_float(rng: np.random.Generator, *, finite: bool) -> float:
+    if not finite and rng.random() < 0.2:
+        return float(rng.choice([float("nan"), float("inf"), -float("inf")]))
+    return float(
+        rng.choice(
+            [
+                rng.random(),
+                round(float(rng.uniform(-2, 2)), 4),
+                float(rng.uniform(-1e-9, 1e-9)),
+                float(rng.uniform(1e15, 1e20)),
+                -0.0,
+                0.0,
+                1.0,
+                0.1 + 0.2,
+                5e-324,
+                1.7976931348623157e308,
+            ]
+        )
+    )
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_direct_reply_encoding_is_the_pydantic_encoding_byte_for_byte(seed: int) -> None:
+    """Unicode and escaped names, floats at their edges (rounded, tiny, huge, −0, NaN, ∞), optional
+    fields present and absent, a filtered map: ``reply_json`` is ``model_dump_json`` byte for byte."""
+    rng = np.random.default_rng(seed)
+    finite = seed % 3 != 0
+
+    def name() -> str:
+        return f"{rng.choice(NAMES)}{int(rng.integers(0, 100))}"
+
+    cands = tuple(
+        scoring.Scored(
+            name(),
+            name(),
+            name(),
+            _odd_float(rng, finite=finite),
+            {name(): _odd_float(rng, finite=finite) for _ in range(int(rng.integers(0, 5)))},
+            tuple(name() for _ in range(int(rng.integers(0, 4)))),
+        )
+        for _ in range(int(rng.integers(0, 12)))
+    )
+    unservable = rng.random() < 0.3
+    ranking = Ranking(
+        PromptAnalysis(
+            category=name(),
+            complexity=_odd_float(rng, finite=finite),
+            level=name(),
+            reasons=tuple(name() for _ in range(int(rng.integers(0, 3)))),
+            tokens=int(rng.integers(0, 1000)),
+            confidence=float(rng.random()),
+        ),
+        candidates=cands,
+        filtered=MappingProxyType({name(): name() for _ in range(int(rng.integers(0, 6)))}),
+        unservable=name() if unservable else None,
+        unservable_code=str(rng.choice(["model_not_found", "unservable"])) if unservable else None,
+        catalog_version=name() if rng.random() < 0.8 else "",
+    )
+    for filtered in (True, False):
+        for max_candidates in (8, 1, 20):
+            embedding = name() if rng.random() < 0.5 else None
+            _direct_is_pydantic(ranking, max_candidates, embedding, filtered=filtered, finite=finite)
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -260,9 +344,12 @@ async def test_a_memo_hit_answers_what_a_decision_without_the_memo_answers() -> 
             quality=float(rng.choice([0.2, 0.8])),
             requested_model=[None, "m3", "turnout/auto"][int(rng.integers(0, 3))],
         )
-        with_memo, without = [await e.route(req) for e in engines]
-        assert with_memo == without
-        c = with_memo.candidates[0]
+        answer = await engines[0].route_answer(req)  # what scorer.route sends: the direct bytes
+        without = await engines[1].route(req)
+        assert isinstance(answer, Answer)
+        assert answer.wire() == without.model_dump_json().encode()
+        assert answer.reply() == without
+        c = without.candidates[0]
         for e in engines:
             e.note_routed(c.backend, c.upstream_model)
     assert memo.hits > 80 and memo.misses >= 10

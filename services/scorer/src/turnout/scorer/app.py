@@ -58,7 +58,7 @@ from turnout.embeddings.static import default_embedder
 from turnout.scorer import router_train
 from turnout.scorer.caches import DecisionMemo, DecisionMemoMetrics, RouteCacheConfig, RoutingCache
 from turnout.scorer.classifier import LLMClassifier
-from turnout.scorer.engine import RoutingEngine, classifier_config, engine_config, explain_reply
+from turnout.scorer.engine import Answer, RoutingEngine, classifier_config, engine_config, explain_reply
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedIndex
 from turnout.scorer.learned_loader import load_feedback, load_profile_outcomes
@@ -113,16 +113,30 @@ class Scorer:
 
     # --- the RPC handler (hot path) ------------------------------------------------------
 
-    async def route(self, req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1:
-        """``scorer.route``: the ranked candidates for a request, re-ordered by the VRAM planner."""
+    async def route(self, req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1 | bytes:
+        """``scorer.route``: the ranked candidates for a request, re-ordered by the VRAM planner.
+        A decision the planner leaves as it is goes out as JSON bytes encoded directly from the
+        ranking (:meth:`Answer.wire`, no model built: the gateway validates the reply on receipt)."""
         budget = ctx.remaining - self._opts.routing.decision_reserve_s
-        reply = await self.engine.route(req, budget_s=budget)
+        out = await self.engine.route_answer(req, budget_s=budget)
+        m = self._metrics
+        if isinstance(out, Answer):
+            ranking = out.ranking
+            if self.vram is None or not self.vram.would_decide(len(ranking.candidates)):
+                if ranking.candidates:  # in flight there until the gateways' next count says so
+                    self.engine.note_routed(ranking.candidates[0].backend, ranking.candidates[0].upstream_model)
+                m.child(m.decisions, ranking.analysis.category).inc()
+                if ranking.unservable_code is not None:
+                    m.child(m.unservable, ranking.unservable_code).inc()
+                return out.wire()
+            reply = out.reply()
+        else:
+            reply = out
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
             waits = self.engine.expected_waits(reply.candidates)  # the admission step
             reply = await self.vram.route(reply, remaining_s=ctx.remaining, waits=waits)
         if reply.candidates:  # in flight there until the gateways' next count says so
             self.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
-        m = self._metrics
         m.child(m.decisions, reply.analysis.category).inc()
         if reply.unservable_code is not None:
             m.child(m.unservable, reply.unservable_code).inc()

@@ -318,6 +318,13 @@ class RoutingEngine:
     async def route(self, req: RouteRequestV1, *, budget_s: float | None = None) -> RouteReplyV1:
         """``budget_s``: what is left of the caller's deadline; the classifier is asked inline
         only when it fits (``classifier.py``)."""
+        out = await self.route_answer(req, budget_s=budget_s)
+        return out.reply() if isinstance(out, Answer) else out
+
+    async def route_answer(self, req: RouteRequestV1, *, budget_s: float | None = None) -> RouteReplyV1 | Answer:
+        """:meth:`route`, with a decision made now given as its :class:`Answer` (the reply not built
+        yet: the handler sends :meth:`Answer.wire` when nothing else changes the reply); a routing
+        cache hit is a reply."""
         self._check_rules()
         features = PromptFeatures.from_request(req)
         digest = features.digest()
@@ -331,7 +338,7 @@ class RoutingEngine:
             hit = await self.cache.get(req, self.version, embedding, budget_s=budget_s)
             if hit is not None:
                 reply = self.replicas_now(hit[0])
-                self._used(reply)
+                self._used(reply.candidates[0].model if reply.candidates else None)
                 return with_embedding(reply, embedding)
         a = self.analyzer.analyze(features, digest)
         memoise = self.classifier is None or not self.classifier.should_ask(a)
@@ -342,16 +349,15 @@ class RoutingEngine:
         prep = Prepared(a, cons, learned, encode_embedding(embedding) if embedding is not None else None)
         if memoise:
             self.memo.put(key, version, prep)
-        reply = self._answer(req, prep)
-        if self.cache is not None and reply.candidates:
-            self.cache.store_later(req, self.version, reply, embedding)  # written after the reply goes
-        return reply
+        answer = self._answer(req, prep)
+        if self.cache is not None and answer.ranking.candidates:  # written after the reply goes
+            self.cache.store_later(req, self.version, answer.reply(), embedding)
+        return answer
 
-    def _answer(self, req: RouteRequestV1, prep: Prepared) -> RouteReplyV1:
+    def _answer(self, req: RouteRequestV1, prep: Prepared) -> Answer:
         ranking = self._rank(req, prep.analysis, prep.constraints, prep.learned, None)
-        reply = ranking.to_reply(self.cfg.max_candidates, prep.embedding_wire, filtered=False)
-        self._used(reply)
-        return reply
+        self._used(ranking.candidates[0].model if ranking.candidates else None)
+        return Answer(ranking, self.cfg.max_candidates, prep.embedding_wire)
 
     def replicas_now(self, reply: RouteReplyV1) -> RouteReplyV1:
         """A cached reply with each model's replicas re-ordered by their replica terms now (load,
@@ -383,13 +389,33 @@ class RoutingEngine:
             a = await self.classifier.refine(req.text, a)
         return self.decide(req, a, self.embed(req), limit=10_000)
 
-    def _used(self, reply: RouteReplyV1) -> None:
-        if not reply.candidates or self._recent.size == 0:
+    def _used(self, first: str | None) -> None:
+        """Count ``first``, the model a reply put first (``None``: no candidate), for the diversity term."""
+        if first is None or self._recent.size == 0:
             return
         self._recent *= 0.5 ** (1.0 / self.cfg.diversity_half_life)
-        i = self.table.index.get(reply.candidates[0].model)
+        i = self.table.index.get(first)
         if i is not None:
             self._recent[i] += 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A decision made now, before its reply is built: :meth:`reply` validates one,
+    :meth:`wire` encodes its JSON bytes directly (byte for byte ``reply().model_dump_json()``)."""
+
+    ranking: Ranking
+    max_candidates: int
+    embedding: str | None
+    """The embedding as the reply's analysis carries it (base64 float16)."""
+
+    def reply(self) -> RouteReplyV1:
+        """The reply as a validated model (what the VRAM planner and the routing cache take)."""
+        return self.ranking.to_reply(self.max_candidates, self.embedding, filtered=False)
+
+    def wire(self) -> bytes:
+        """The reply's JSON, with no model built (the gateway validates it on receipt)."""
+        return self.ranking.reply_json(self.max_candidates, self.embedding, filtered=False)
 
 
 # --------------------------------------------------------------------------- wiring helpers

@@ -72,6 +72,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
+import orjson
 
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1, RouteRequestV1
 from turnout.scorer.catalog import B, F, I, ModelSpec, ModelTable
@@ -135,6 +136,8 @@ class Scored(NamedTuple):
             "score": self.score,
             "reasons": self.reasons,  # validation copies them into a list and a dict
             "terms": self.terms,
+            "load_s": None,
+            "wait_s": None,
         }
 
     def to_wire(self) -> CandidateV1:
@@ -161,23 +164,34 @@ class Ranking:
         ``filtered=False`` lists the filtered models only when no candidate is left (a route
         reply: at 1,000 models the map was most of the reply's bytes and its encoding time, and
         the gateway reads it nowhere; ``scorer.explain`` lists it always)."""
+        return RouteReplyV1.model_validate(self.reply_fields(max_candidates, embedding, filtered=filtered))
+
+    def reply_json(self, max_candidates: int = 8, embedding: str | None = None, *, filtered: bool = True) -> bytes:
+        """``to_reply(...).model_dump_json()``'s bytes, encoded by orjson from the plain values with
+        no model built (a greeting at 100 models: ~23 → ~5 µs). The scorer sends them as the
+        ``scorer.route`` reply; the gateway validates the reply on receipt, and
+        ``test_decision_equivalence.py`` holds the bytes equal to the pydantic encoding."""
+        return orjson.dumps(self.reply_fields(max_candidates, embedding, filtered=filtered))
+
+    def reply_fields(
+        self, max_candidates: int = 8, embedding: str | None = None, *, filtered: bool = True
+    ) -> dict[str, object]:
+        """The reply as plain values, every field of :class:`RouteReplyV1` in its order."""
         a = self.analysis
-        return RouteReplyV1.model_validate(
-            {
-                "candidates": [c.to_dict() for c in self.candidates[:max_candidates]],
-                "analysis": {
-                    "category": a.category,
-                    "complexity": a.complexity,
-                    "level": a.level,
-                    "signals": a.reasons,
-                    "embedding": embedding,
-                },
-                "filtered": self.filtered if filtered or not self.candidates else {},
-                "unservable": self.unservable,
-                "unservable_code": self.unservable_code,
-                "catalog_version": self.catalog_version,
-            }
-        )
+        return {
+            "candidates": [c.to_dict() for c in self.candidates[:max_candidates]],
+            "analysis": {
+                "category": a.category,
+                "complexity": a.complexity,
+                "level": a.level,
+                "signals": a.reasons,
+                "embedding": embedding,
+            },
+            "filtered": dict(self.filtered) if filtered or not self.candidates else {},
+            "unservable": self.unservable,
+            "unservable_code": self.unservable_code,
+            "catalog_version": self.catalog_version,
+        }
 
 
 def rank(

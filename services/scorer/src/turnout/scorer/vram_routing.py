@@ -307,8 +307,13 @@ class VramCoordinator:
         alt = self._first_without_orders(self.options(reply.candidates[1:]))
         return reply.candidates[alt + 1].model if alt is not None else None
 
+    def would_decide(self, candidates: int) -> bool:
+        """Whether :meth:`decide` would look at a reply with ``candidates`` candidates (``False``:
+        it returns the reply as it is)."""
+        return self.opts.enabled and candidates > 0 and bool(self.view.hosts)
+
     def decide(self, reply: RouteReplyV1, waits: Sequence[float] | None = None) -> tuple[RouteReplyV1, Decision | None]:
-        if not self.opts.enabled or not reply.candidates or not self.view.hosts:
+        if not self.would_decide(len(reply.candidates)):
             return reply, None
         options = self.options(reply.candidates, waits)
         hosts = self._hosts_now()

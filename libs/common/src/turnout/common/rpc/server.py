@@ -62,7 +62,7 @@ class RpcContext:
         return self.deadline - time.monotonic()
 
 
-Handler = Callable[[Any, RpcContext], Awaitable[BaseModel]]
+Handler = Callable[[Any, RpcContext], Awaitable[BaseModel | bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +98,11 @@ class RpcServer:
         self.connected = False
         self.handled = 0
 
-    def register(self, method: RpcMethod[Req, Rep], handler: Callable[[Req, RpcContext], Awaitable[Rep]]) -> None:
-        """Serve ``method`` with ``handler`` (before :meth:`serve`)."""
+    def register(
+        self, method: RpcMethod[Req, Rep], handler: Callable[[Req, RpcContext], Awaitable[Rep | bytes]]
+    ) -> None:
+        """Serve ``method`` with ``handler`` (before :meth:`serve`). A handler may answer with its
+        reply's JSON bytes already encoded (a hot reply built with no model); they are sent as they are."""
         self._handlers[self._keys.rpc_queue(method.name, method.version)] = (method, handler)
 
     async def serve(self) -> None:
@@ -282,7 +285,8 @@ class RpcServer:
                 raise MalformedRequest(f"invalid {method.label} body: {exc.error_count()} error(s): {exc}") from exc
             ctx = RpcContext(call_id=call_id, request_id=env.get("request_id"), deadline=deadline)
             result = await handler(body, ctx)
-            payload = encode_reply_ok(call_id, result.model_dump_json().encode())
+            wire = result if isinstance(result, bytes) else result.model_dump_json().encode()
+            payload = encode_reply_ok(call_id, wire)
         except RemoteError as exc:
             outcome = exc.type_name
             payload = encode_reply_error(call_id, exc)
