@@ -24,11 +24,12 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -119,15 +120,10 @@ class Scorer:
         ranking (:meth:`Answer.wire`, no model built: the gateway validates the reply on receipt)."""
         budget = ctx.remaining - self._opts.routing.decision_reserve_s
         out = await self.engine.route_answer(req, budget_s=budget)
-        m = self._metrics
         if isinstance(out, Answer):
             ranking = out.ranking
             if self.vram is None or not self.vram.would_decide(len(ranking.candidates)):
-                if ranking.candidates:  # in flight there until the gateways' next count says so
-                    self.engine.note_routed(ranking.candidates[0].backend, ranking.candidates[0].upstream_model)
-                m.child(m.decisions, ranking.analysis.category).inc()
-                if ranking.unservable_code is not None:
-                    m.child(m.unservable, ranking.unservable_code).inc()
+                self._routed(ranking.candidates, ranking.analysis.category, ranking.unservable_code)
                 return out.wire()
             reply = out.reply()
         else:
@@ -135,12 +131,18 @@ class Scorer:
         if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
             waits = self.engine.expected_waits(reply.candidates)  # the admission step
             reply = await self.vram.route(reply, remaining_s=ctx.remaining, waits=waits)
-        if reply.candidates:  # in flight there until the gateways' next count says so
-            self.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
-        m.child(m.decisions, reply.analysis.category).inc()
-        if reply.unservable_code is not None:
-            m.child(m.unservable, reply.unservable_code).inc()
+        self._routed(reply.candidates, reply.analysis.category, reply.unservable_code)
         return reply
+
+    def _routed(self, candidates: Sequence[Any], category: str, unservable_code: str | None) -> None:
+        """A decision handed out: its first candidate counts as in flight there until the
+        gateways' next count says so, and the decision is counted."""
+        if candidates:
+            self.engine.note_routed(candidates[0].backend, candidates[0].upstream_model)
+        m = self._metrics
+        m.child(m.decisions, category).inc()
+        if unservable_code is not None:
+            m.child(m.unservable, unservable_code).inc()
 
     async def explain(self, req: RouteRequestV1, ctx: RpcContext) -> ExplainReplyV1:  # noqa: ARG002
         """``scorer.explain``: the whole ranking with every term, and what the VRAM planner would do."""
