@@ -3,9 +3,7 @@ reference that ``test_decision_equivalence.py`` compares the optimised path agai
 filters, model terms, ranking and candidates' reasons, and the k-NN estimate. Frozen on purpose:
 a change of the scoring model's meaning goes into both (the replica terms are imported, so a
 change there applies to both; so are the speed term's expected TTFT and its utility, which
-replaced the catalog-relative speed scale when the term became prompt-length aware). The
-quality rows' squared regret (``ScoringConfig.quality_regret``, issue 17 item 4) was added to
-both on purpose: it changes the decision's meaning, not its speed."""
+replaced the catalog-relative speed scale when the term became prompt-length aware)."""
 
 # ruff: noqa
 # mypy: ignore-errors
@@ -100,7 +98,6 @@ def model_terms(
     cfg: ScoringConfig,
     state: ModelState | None = None,
     learned: Learned | None = None,
-    among: B | None = None,
 ) -> TermArrays:
     """The model-level terms of the module docstring, vectorised over the catalog."""
     w = cfg.weights
@@ -127,21 +124,8 @@ def model_terms(
             capability = scale * (1.0 - alpha) * (cap - low)
             learned_t = scale * span / learned_span * alpha * (p - low)
         else:
-            alpha = None
             capability = scale * (cap - low)
             learned_t = zeros
-        if cfg.quality_regret > 0.0:
-            # the squared regret against the best of ``among`` (added deliberately with the rule,
-            # issue 17 item 4: the linear rule's choices sat at the catalog's corners)
-            weight = w.capability * q * imp
-            if weight <= 0.0:
-                capability, learned_t = zeros, zeros
-            else:
-                quality = (capability + learned_t) / weight
-                best = quality[among].max() if among is not None and among.any() else quality.max()
-                penalty = (best - quality) ** 2 * (-weight * cfg.quality_regret)
-                capability = penalty if alpha is None else penalty * (1.0 - alpha)
-                learned_t = zeros if alpha is None else penalty * alpha
         speed = w.speed * (1.0 - q) * latency_utility(expected_latency_s(a.tokens, table, cfg))
         cost = w.cost * (1.0 - q) * table.cheap
         if cfg.cost_tokens > 1.0:
@@ -222,7 +206,7 @@ def rank(
         terms = TermArrays((), np.zeros((0, table.size)))
         rscore = rterms.sum(axis=0)
     else:
-        terms = model_terms(a, q, table, cfg, state, learned, sel.mask)
+        terms = model_terms(a, q, table, cfg, state, learned)
         rscore = terms.total[reps.model] + rterms.sum(axis=0)
     rows = np.flatnonzero(rmask)
     if rows.size == 0:

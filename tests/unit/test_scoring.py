@@ -32,31 +32,8 @@ HARD_CODE = "implement a thread-safe LRU cache in Rust with tests"
 # --- snapshots on the fixed catalog ------------------------------------------------------
 
 
-def test_short_greeting_goes_to_a_small_fast_model():
-    """At the default preference (0.7) the squared quality regret picks a small model near the
-    best rather than the catalog's smallest; a low preference still gets the smallest."""
-    assert Router().top(GREETING) == "llama3.1:8b"
-    assert Router().top(GREETING, quality=0.3) == "llama3.2:1b"
-
-
-def test_the_choice_moves_through_the_middle_of_the_catalog_as_the_preference_rises():
-    """The squared regret gives each preference an interior choice: a medium prompt meets the
-    mid-sized models on the way from the smallest to the largest (linear in quality and in log
-    latency, it jumped from one end of the catalog to the other)."""
-    router = Router()
-    text = "Give me some practical advice on planning a week-long trip to Oslo with a small budget."
-    tops = [router.top(text, quality=q / 20) for q in range(21)]
-    assert tops[0] == "llama3.2:1b"
-    assert tops[-1] == "llama3.3:70b"
-    assert "llama3.1:8b" in tops
-
-
-def test_linear_quality_rows_are_kept_as_an_option():
-    cfg = ScoringConfig(quality_regret=0.0)
-    t = ModelTable.build(SPECS, cfg)
-    a = PromptAnalysis("general", 0.5, "medium", (), 50, 1.0)
-    row = model_terms(a, 1.0, t, cfg).values[0]
-    assert (row >= 0).all() and row.max() > 0  # capability above the category's low, not a regret
+def test_short_greeting_goes_to_the_small_fast_model():
+    assert Router().top(GREETING) == "llama3.2:1b"
 
 
 def test_hard_coding_prompt_goes_to_the_large_coder_model():
@@ -424,11 +401,9 @@ def test_learned_estimates_are_blended_by_neighbour_mass():
     weak_b = Learned(p=np.array([0.1, 0.9]), n_eff=np.array([0.01, 0.01]))
     r = router.route("Tell me about Lisbon", quality=1.0, learned=strong_b, limit=None)
     assert r.candidates[0].model == "b"
-    # the quality rows are a regret against the best: the learned share is the weaker model's penalty
-    assert "learned from similar graded prompts" in " ".join(r.candidates[1].reasons)
-    assert r.candidates[1].terms["learned"] < -0.1
+    assert "learned from similar graded prompts" in " ".join(r.candidates[0].reasons)
     r = {c.model: c for c in router.route("Tell me about Lisbon", quality=1.0, learned=weak_b, limit=None).candidates}
-    assert abs(r["a"].terms.get("learned", 0.0)) < 0.01
+    assert abs(r["b"].terms.get("learned", 0.0)) < 0.01
 
 
 # --- properties ----------------------------------------------------------------------------

@@ -434,7 +434,6 @@ def engine_config(opts: ScorerOptions) -> EngineConfig:
             default_quality=opts.default_quality,
             unknown_params_b=opts.unknown_params_b,
             learned_k=r.learned_k,
-            quality_regret=r.quality_regret,
         ),
         virtual_models=frozenset(opts.virtual_models),
         max_candidates=opts.max_candidates,

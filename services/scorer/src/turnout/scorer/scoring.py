@@ -246,7 +246,7 @@ def rank(
         terms = TermArrays((), np.zeros((0, table.size)))
         rscore = rsum
     else:
-        terms = model_terms(a, q, table, cfg, state, learned, sel.mask)
+        terms = model_terms(a, q, table, cfg, state, learned)
         rscore = terms.total[reps.model] + rsum
     rows = rmask.nonzero()[0]  # np.flatnonzero of a 1-d mask, without its Python wrapper
     if rows.size == 0:
@@ -330,7 +330,7 @@ def _best(rows: I, score: F, limit: int | None) -> I:
 
 def choose(a: PromptAnalysis, q: float, table: ModelTable, mask: B, cfg: ScoringConfig, learned: Learned | None) -> int:
     """The best model row among ``mask`` (no replicas, no reasons): the benchmark's inner loop."""
-    s = model_terms(a, q, table, cfg, None, learned, mask).total
+    s = model_terms(a, q, table, cfg, None, learned).total
     s = np.where(mask, s, -np.inf)
     return int(np.argmax(s))
 

@@ -71,18 +71,7 @@ class ScoringConfig:
     a 31-prompt profile (leave-one-data-set-out). The learned term is always scaled by the
     overall spread: its estimates are probabilities on one scale (with the category spread:
     0.67 → 0.61)."""
-    quality_regret: float = 1.0
-    """The quality rows as a squared regret against the best candidate for this prompt, times
-    this (``terms._as_regret``); 0: linear in the estimated quality, as before. Linear in quality
-    and in log latency, every model scored within a few hundredths of every other and the choice
-    sat at a corner of the catalog (the smallest or the largest model) that flipped between
-    preferences 0.5 and 0.65; squared, the best model's edge shrinks as the others near it, so
-    each preference has an interior choice and the frontier moves smoothly (``bench/fleet.py``:
-    quality 0.716 / 0.777 / 0.822 at preferences 0.5 / 0.6 / 0.7, seed 1)."""
-    default_quality: float = 0.7
-    """With the squared regret, 0.7 is where the fleet bench's default row is ahead of the
-    least-busy baseline on quality (seeds 1-3) at a p50 TTFT within a millisecond of the
-    rules + round-robin one (README, docs/routing.md)."""
+    default_quality: float = 0.5
     unknown_params_b: float = 8.0
     replica_parallel: float = 4.0
     """Requests a replica serves at once (Ollama's ``OLLAMA_NUM_PARALLEL``): the busy term counts

@@ -69,11 +69,6 @@ class RoutingOptions(BaseModel):
     learned_k: float = Field(
         default=4.0, gt=0, description="Neighbour mass at which learned estimates get half the weight"
     )
-    quality_regret: float = Field(
-        default=1.0,
-        ge=0,
-        description="Quality scored as a squared regret against the best candidate, times this; 0: linear",
-    )
     prior: bool = Field(
         default=False,
         description="Use the shipped router prior when no trained one is active (an activated one is always used)",
@@ -124,9 +119,7 @@ class ScorerOptions(BaseModel):
         default_factory=lambda: ["turnout/auto"], description="Requested names that mean 'route for me'"
     )
     aliases: dict[str, str] = Field(default_factory=dict, description="Requested name -> catalog model name")
-    default_quality: float = Field(
-        default=0.7, ge=0, le=1, description="Quality preference when a request has none (docs/routing.md)"
-    )
+    default_quality: float = Field(default=0.5, ge=0, le=1, description="Quality preference when a request has none")
     unknown_params_b: float = Field(default=8.0, gt=0, description="Size assumed for a model whose size is unknown")
     max_candidates: int = Field(default=8, ge=1, le=64, description="Candidates in a reply")
     routing: RoutingOptions = Field(default_factory=RoutingOptions)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from turnout.scorer.catalog import B, F, ModelTable
+from turnout.scorer.catalog import F, ModelTable
 from turnout.scorer.fleet import ReplicaTable
 from turnout.scorer.prompt_analysis import LEVELS, PromptAnalysis
 from turnout.scorer.scoring_config import OVERALL, ScoringConfig
@@ -58,7 +58,6 @@ def model_terms(
     cfg: ScoringConfig,
     state: ModelState | None = None,
     learned: Learned | None = None,
-    among: B | None = None,
 ) -> TermArrays:
     """The model-level terms of the module docstring, vectorised over the catalog. Each row is
     written into one (terms × models) array (no stack of temporaries), and the rows that depend
@@ -90,9 +89,6 @@ def model_terms(
         else:
             np.multiply(scale, static.cap_above_low, out=capability)
             learned_t.fill(0.0)
-            alpha = None
-        if cfg.quality_regret > 0.0:
-            _as_regret(capability, learned_t, alpha, w.capability * q * imp, cfg.quality_regret, among)
         np.multiply(w.speed * (1.0 - q), _speed_row(a.tokens, table, cfg), out=speed)
         np.multiply(w.cost * (1.0 - q), table.cheap, out=cost)
         if cfg.cost_tokens > 1.0:  # what the call costs grows with its tokens (scoring_config.py)
@@ -108,30 +104,6 @@ def model_terms(
         feedback.fill(0.0)
         diversity.fill(0.0)
     return TermArrays(MODEL_TERMS, values)
-
-
-def _as_regret(capability: F, learned_t: F, alpha: F | None, scale: float, regret: float, among: B | None) -> None:
-    """The quality rows as a squared regret, in place: ``capability + learned`` is
-    ``scale · quality`` (``scale = w.capability · q · imp``, quality on the catalog's scale: 0 at
-    the category's low, 1 a span above it); with ``r`` each model's quality below the best of
-    ``among`` (every model when None), the two rows become ``−scale · regret · r²``, shared
-    between them as the estimate is (``1 − a`` and ``a``). Linear in ``q`` still (``r`` does not
-    depend on it), and 0 for the best model; with ``scale`` 0 the rows are 0."""
-    if scale <= 0.0:
-        capability.fill(0.0)
-        learned_t.fill(0.0)
-        return
-    quality = (capability + learned_t) / scale
-    best = float(quality[among].max()) if among is not None and among.any() else float(quality.max())
-    penalty = best - quality
-    np.square(penalty, out=penalty)
-    penalty *= -scale * regret
-    if alpha is None:
-        capability[:] = penalty
-        learned_t.fill(0.0)
-    else:
-        np.multiply(penalty, 1.0 - alpha, out=capability)
-        np.multiply(penalty, alpha, out=learned_t)
 
 
 def expected_ttft_s(tokens: float, table: ModelTable, cfg: ScoringConfig) -> F:
