@@ -55,7 +55,7 @@ hard prompts; coder models +0.08 on coding and −0.04 elsewhere. The catalog th
 carries the per-category means (what profiling measures). Reported: the chosen model's quality
 relative to the best model for that prompt (1.0 = always the best).
 
-**Policies on the same trace**: ``turnout`` (as configured: quality preference 0.5);
+**Policies on the same trace**: ``turnout`` (as configured: quality preference 0.65, the default);
 ``vram-blind`` (the same engine with the resident, no-room, free-VRAM and busy weights at 0 and no
 planner: every replica of a model scores the same, so the first listed gets every request and
 the others only the gateway's retries); ``vram-blind+busy`` (the busy term kept: load-balanced

@@ -131,7 +131,8 @@ def seeded(scorer_db: str) -> str:
 
 
 async def test_the_scorer_answers_a_real_rpc_call_from_the_catalog_in_postgres(seeded, scorer, rpc):
-    reply = await call(rpc, text="Hi there!")
+    # a low quality preference: the 1B with its two replicas first (the default, 0.65, takes the 7B)
+    reply = await call(rpc, text="Hi there!", quality=0.3)
     assert [c.model for c in reply.candidates] == ["llama3.2:1b", "llama3.2:1b", "llava:7b", "qwen2.5-coder:32b"]
     assert {c.backend for c in reply.candidates[:2]} == {"gpu1", "gpu2"}
     assert reply.candidates[0].reasons[0].startswith("simple general prompt")
@@ -201,7 +202,7 @@ async def test_the_scorer_reloads_on_catalog_changed(seeded, scorer, rpc, redis:
 
 
 async def test_fleet_state_from_the_gpu_agents_moves_the_resident_replica_first(seeded, scorer, rpc, redis, keys):
-    before = await call(rpc, text="Hi there!")
+    before = await call(rpc, text="Hi there!", quality=0.3)  # the 1B, on both replicas
     assert [c.backend for c in before.candidates[:2]] == ["gpu1", "gpu2"]
     state = HostStateV1(
         host="host-b", backend="gpu2", loaded_models=[LoadedModelV1(name="llama3.2:1b")], ts=time.time()
@@ -211,12 +212,12 @@ async def test_fleet_state_from_the_gpu_agents_moves_the_resident_replica_first(
     await redis.publish(keys.fleet_changed, b"host-b")
 
     async def resident_first() -> bool:
-        reply = await call(rpc, text="Hi there!")
+        reply = await call(rpc, text="Hi there!", quality=0.3)
         # the reason, not the order alone: a tie with gpu1 can put gpu2 first before the fleet is read
         return reply.candidates[0].backend == "gpu2" and "loaded on gpu2" in reply.candidates[0].reasons
 
     await wait_for(resident_first, what="the resident replica to rank first")
-    reply = await call(rpc, text="Hi there!")
+    reply = await call(rpc, text="Hi there!", quality=0.3)
     assert "loaded on gpu2" in reply.candidates[0].reasons
 
 

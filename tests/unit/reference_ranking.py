@@ -126,7 +126,7 @@ def model_terms(
         else:
             capability = scale * (cap - low)
             learned_t = zeros
-        speed = w.speed * (1.0 - q) * latency_utility(expected_latency_s(a.tokens, table, cfg))
+        speed = w.speed * (1.0 - q) * latency_utility(expected_latency_s(a.tokens, table, cfg), cfg.speed_scale)
         cost = w.cost * (1.0 - q) * table.cheap
         if cfg.cost_tokens > 1.0:
             cost = cost * min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)

@@ -52,9 +52,8 @@ async def test_virtual_model_routes_and_alias_resolves(tmp_path):
     path = tmp_path / "rules.yaml"
     path.write_text("aliases: {gpt-4: llama3.3:70b}\ntiers: {llava:7b: large}\n")
     e = engine(rules=RulesStore(path))
-    assert (await e.route(RouteRequestV1(text="hi", requested_model="turnout/auto"))).candidates[0].model == (
-        "llama3.2:1b"
-    )
+    auto = RouteRequestV1(text="hi", requested_model="turnout/auto", quality=0.3)
+    assert (await e.route(auto)).candidates[0].model == "llama3.2:1b"
     assert (await e.route(RouteRequestV1(text="hi", requested_model="gpt-4"))).candidates[0].model == "llama3.3:70b"
     assert e.table.tier[e.table.index["llava:7b"]] == 2
 
@@ -89,7 +88,7 @@ async def test_learned_index_steers_similar_prompts():
     plain = engine()
     learned = engine(embedder=emb, learned=idx)
     req = RouteRequestV1(text="What is 17 times 20? Show the arithmetic.", quality=0.5)
-    assert (await plain.route(req)).candidates[0].model == "llama3.2:1b"
+    assert (await plain.route(req)).candidates[0].model != "llama3.3:70b"
     top = (await learned.route(req)).candidates[0]
     assert top.model == "llama3.3:70b"
     assert top.terms["learned"] > 0

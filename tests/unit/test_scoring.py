@@ -23,7 +23,7 @@ from turnout.scorer.scoring import (
     model_terms,
     rank,
 )
-from turnout.scorer.terms import expected_latency_s, expected_ttft_s, expected_wait_s
+from turnout.scorer.terms import expected_latency_s, expected_ttft_s, expected_wait_s, latency_utility
 
 GREETING = "hi!"
 HARD_CODE = "implement a thread-safe LRU cache in Rust with tests"
@@ -32,8 +32,25 @@ HARD_CODE = "implement a thread-safe LRU cache in Rust with tests"
 # --- snapshots on the fixed catalog ------------------------------------------------------
 
 
-def test_short_greeting_goes_to_the_small_fast_model():
-    assert Router().top(GREETING) == "llama3.2:1b"
+def test_short_greeting_goes_to_a_small_fast_model():
+    """At the default preference (0.65) a greeting goes to the 8B, a low preference to the 1B."""
+    assert Router().top(GREETING) == "llama3.1:8b"
+    assert Router().top(GREETING, quality=0.3) == "llama3.2:1b"
+
+
+MEDIUM = "Give me some practical advice on planning a week-long trip to Oslo with a small budget."
+
+
+def test_the_choice_passes_through_the_middle_of_the_catalog_as_the_preference_rises():
+    """Latency on a linear scale gives each preference a model in between: the choice goes from
+    the 1B through the 7-8B models to the 70B as the preference rises. On a log scale (the speed
+    term before) capability and speed both follow log size and nearly cancel, so it jumps from
+    the 1B straight to the 70B."""
+    tops = [Router().top(MEDIUM, quality=q / 20) for q in range(21)]
+    assert tops[0] == "llama3.2:1b" and tops[-1] == "llama3.3:70b"
+    assert "llama3.1:8b" in tops
+    tops = [Router(cfg=ScoringConfig(speed_scale="log")).top(MEDIUM, quality=q / 20) for q in range(21)]
+    assert set(tops) == {"llama3.2:1b", "llama3.3:70b"}
 
 
 def test_hard_coding_prompt_goes_to_the_large_coder_model():
@@ -207,6 +224,13 @@ def test_speed_term_prefers_measured_fast_models_at_low_quality():
     r = {c.model: c for c in Router(specs).route("hello there friend", quality=0.0, limit=None).candidates}
     assert r["fast"].terms["speed"] > r.get("slow").terms.get("speed", 0.0)
     assert "~200 tok/s (measured)" in r["fast"].reasons
+
+
+def test_the_speed_scale_counts_seconds_alike():
+    """Linear: 1 → 2 s costs an eighth of the 1 → 9 s range; on the log scale it cost 0.32 of it."""
+    latency = np.array([1.0, 2.0, 9.0])
+    assert latency_utility(latency).tolist() == [1.0, 0.875, 0.0]
+    assert latency_utility(latency, "log").round(3).tolist() == [1.0, 0.685, 0.0]
 
 
 def test_speed_term_weighs_a_long_prompts_prefill():

@@ -429,6 +429,7 @@ def engine_config(opts: ScorerOptions) -> EngineConfig:
         scoring=ScoringConfig(
             weights=weights,
             policy=r.policy,
+            speed_scale=r.speed_scale,
             tier_thresholds_b=r.tier_thresholds_b,
             unservable_without_vision=r.unservable_without_vision,
             default_quality=opts.default_quality,

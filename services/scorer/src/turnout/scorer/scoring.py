@@ -41,8 +41,9 @@ candidate reports them in ``terms`` and they sum to its ``score``:
 * ``speed = w.speed · (1−q) · speed'`` — the expected time to a whole reply for this prompt
   (``terms.expected_latency_s``: the profile's TTFT at its probe length plus the prefill of the
   prompt's tokens beyond it, at a rate derived from that TTFT, plus ``wait_tokens`` at the decode
-  speed; measured, else estimated from active parameters), on a log scale spanning the catalog
-  (1 the fastest for this prompt, 0 the slowest); ``cost`` likewise from price,
+  speed; measured, else estimated from active parameters), on a linear scale of seconds spanning
+  the catalog (1 the fastest for this prompt, 0 the slowest; ``speed_scale="log"``: a log scale,
+  as before); ``cost`` likewise from price,
   times the prompt's size ((tokens + 200) / 400, clamped by ``cost_tokens``: what a call costs);
 * ``min_size = −w.min_size · clamp(log2(required / size) / 3)`` for the category × level table;
 * ``coder = +w.coder`` for a coder model on a coding prompt, ``−w.coder/2`` elsewhere;
@@ -60,7 +61,9 @@ replicas are ranked, by the replica terms, so the choice stays VRAM- and load-aw
 
 Everything but ``capability``/``learned``/``speed``/``cost`` is independent of ``q``, and those
 are linear in it, so raising ``q`` moves the choice towards models with more capability and less
-speed — with capability and speed following size, never to a smaller model.
+speed — with capability and speed following size, never to a smaller model. Capability follows the
+log of size and a reply's time the size itself, so on the linear speed scale each ``q`` has a
+model in between (on a log scale both were lines in log size and the choice sat at an end).
 """
 
 from __future__ import annotations

@@ -71,7 +71,16 @@ class ScoringConfig:
     a 31-prompt profile (leave-one-data-set-out). The learned term is always scaled by the
     overall spread: its estimates are probabilities on one scale (with the category spread:
     0.67 → 0.61)."""
-    default_quality: float = 0.5
+    speed_scale: str = "linear"
+    """How the speed term scales each model's expected latency between the catalog's fastest
+    (1) and slowest (0) for the prompt: ``linear`` in seconds, or ``log`` (before). Capability and
+    log latency both follow log model size, so on a log scale the two terms nearly cancelled at
+    quality 0.5 and the choice sat at a corner of the catalog (the smallest or the largest model),
+    jumping between 0.5 and 0.65; in seconds the latency grows faster than the capability as a
+    model doubles, and each preference finds a model in between (docs/routing.md)."""
+    default_quality: float = 0.65
+    """The quality preference of a request that gives none: with the linear speed scale, where the
+    fleet bench's default row is ahead of the least-busy baseline on quality (seeds 1-3; README)."""
     unknown_params_b: float = 8.0
     replica_parallel: float = 4.0
     """Requests a replica serves at once (Ollama's ``OLLAMA_NUM_PARALLEL``): the busy term counts

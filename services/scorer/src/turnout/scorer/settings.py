@@ -58,6 +58,9 @@ class RoutingOptions(BaseModel):
     rules_file: str | None = Field(default=None, description="Operator rules YAML (hot-reloaded)")
     rules_poll_s: float = Field(default=2.0, gt=0)
     policy: str = Field(default="score", pattern="^(score|tiers)$")
+    speed_scale: str = Field(
+        default="linear", pattern="^(linear|log)$", description="The speed term's scale of expected latency"
+    )
     weights: dict[str, float] = Field(
         default_factory=dict, description=f"Overrides of the scoring weights ({', '.join(WEIGHT_NAMES)})"
     )
@@ -119,7 +122,9 @@ class ScorerOptions(BaseModel):
         default_factory=lambda: ["turnout/auto"], description="Requested names that mean 'route for me'"
     )
     aliases: dict[str, str] = Field(default_factory=dict, description="Requested name -> catalog model name")
-    default_quality: float = Field(default=0.5, ge=0, le=1, description="Quality preference when a request has none")
+    default_quality: float = Field(
+        default=0.65, ge=0, le=1, description="Quality preference when a request has none (docs/routing.md)"
+    )
     unknown_params_b: float = Field(default=8.0, gt=0, description="Size assumed for a model whose size is unknown")
     max_candidates: int = Field(default=8, ge=1, le=64, description="Candidates in a reply")
     routing: RoutingOptions = Field(default_factory=RoutingOptions)

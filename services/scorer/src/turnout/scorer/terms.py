@@ -147,19 +147,21 @@ def _speed_row(tokens: float, table: ModelTable, cfg: ScoringConfig) -> F:
     than the probe (a greeting: the same for all of them), kept per table (9 µs a request at 100
     models otherwise)."""
     if tokens > cfg.ttft_probe_tokens:
-        return latency_utility(expected_latency_s(tokens, table, cfg))
+        return latency_utility(expected_latency_s(tokens, table, cfg), cfg.speed_scale)
     key = ("speed_short", id(cfg))
     hit = table.derived.get(key)
     if hit is None:
-        hit = table.remember(key, (latency_utility(expected_latency_s(0.0, table, cfg)), cfg))
+        hit = table.remember(key, (latency_utility(expected_latency_s(0.0, table, cfg), cfg.speed_scale), cfg))
     return hit[0]  # type: ignore[no-any-return]
 
 
-def latency_utility(latency_s: F) -> F:
-    """The speed term's scale: the expected latency on a log scale, 1 for the catalog's fastest
-    model for this prompt and 0 for its slowest (the capability term likewise spans the catalog's
-    range, so the quality preference weighs two like-scaled quantities)."""
-    x = -np.log(np.maximum(latency_s, 1e-3))
+def latency_utility(latency_s: F, scale: str = "linear") -> F:
+    """The speed term's scale: 1 for the catalog's fastest model for this prompt and 0 for its
+    slowest (the capability term likewise spans the catalog's range, so the quality preference
+    weighs two like-scaled quantities), the expected latency in between on a linear scale — every
+    second of waiting counts alike — or, with ``scale="log"``, on a log scale (as before: a
+    doubling counts alike, so 4 → 8 s weighed what 0.5 → 1 s did; ``ScoringConfig.speed_scale``)."""
+    x = -np.maximum(latency_s, 1e-3) if scale == "linear" else -np.log(np.maximum(latency_s, 1e-3))
     if x.size == 0:
         return x  # type: ignore[no-any-return]
     lo, hi = float(x.min()), float(x.max())
