@@ -41,3 +41,18 @@ def test_an_event_with_pydantic_values_encodes_to_the_wire_model() -> None:
 def test_an_unknown_value_is_refused() -> None:
     with pytest.raises(TypeError):
         encode_event({"v": 1, "request_id": "r", "ts": 0.0, "x": object()})
+
+
+class TaggedCandidate(CandidateV1):
+    """A candidate of another class: encoded one by one through ``default``."""
+
+
+@pytest.mark.parametrize("cls", [CandidateV1, TaggedCandidate])
+def test_candidates_encode_as_each_ones_own_json(cls: type[CandidateV1]) -> None:
+    candidates = [
+        cls(model=f"m{i}", backend="b", upstream_model=f"u{i}", reasons=["r"], terms={"speed": 0.1}, load_s=1.5)
+        for i in range(2)
+    ]
+    raw = encode_event({"v": 1, "request_id": "r", "ts": 0.0, "candidates": candidates})
+    each = b",".join(c.model_dump_json().encode() for c in candidates)
+    assert raw == b'{"v":1,"request_id":"r","ts":0.0,"candidates":[' + each + b"]}"

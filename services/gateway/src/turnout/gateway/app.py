@@ -40,6 +40,7 @@ from turnout.gateway.drain import Drain
 from turnout.gateway.errors import register_error_handlers
 from turnout.gateway.events import EventPublisher
 from turnout.gateway.forwarding import Forwarder
+from turnout.gateway.hot_path import HotRoutes
 from turnout.gateway.images import ImageFetcher
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import build_metrics
@@ -241,7 +242,8 @@ def create_app(
     )
     register_error_handlers(app)
     # the model endpoints: plain Starlette routes, first in the router (see routes/openai.py)
-    app.router.routes.extend([*openai.hot_routes, *ollama.hot_routes])
+    hot = [*openai.hot_routes, *ollama.hot_routes]
+    app.router.routes.extend(hot)
     app.include_router(openai.router)
     app.include_router(ollama.router)
     app.include_router(ollama_info.router)
@@ -251,7 +253,7 @@ def create_app(
     if opts.metrics_port is None:
         app.include_router(ops.metrics_router)
     app.include_router(admin_circuits.router)
-    document(app, [*openai.hot_routes, *ollama.hot_routes])
+    document(app, hot)
     app.include_router(admin_vram.router)
     app.include_router(admin_routing.router)
     app.include_router(admin_catalog.router)
@@ -260,6 +262,8 @@ def create_app(
     app.include_router(ui.router)
     app.add_middleware(AuditMiddleware)
     app.add_middleware(AdminCookie)
+    # the model endpoints' POSTs skip the layers in between (hot_path.py), the edge still around them
+    app.add_middleware(HotRoutes, routes=hot, handlers=app.exception_handlers)
     # request id, access metrics, body limit, JSON-only bodies around every request, and CORS
     # outside them when configured (the last added is the outermost)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=opts.max_body_bytes)
