@@ -28,7 +28,7 @@ from turnout.scorer.vram import (
     model_need,
     plan,
 )
-from turnout.scorer.vram_routing import attempt_order
+from turnout.scorer.vram_reply import attempt_order
 
 CFG = VramConfig(score_margin=0.1)
 
