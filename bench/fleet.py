@@ -40,7 +40,7 @@ wall time and the machine's load does not change the result) of
   in-flight counts as of the last refresh, every ``--refresh-s`` (1 s), plus the planner's own
   reservations for loads it started (as ``vram_routing.py`` keeps them), and each candidate's
   expected wait for a slot (``RoutingEngine.expected_waits``, the planner's admission step); the
-  candidate order the gateway tries is ``vram_routing.attempt_order``.
+  candidate order the gateway tries is ``vram_reply.attempt_order``.
 
 **The trace** (seeded): arrivals at ``--rate`` req/s (0.35: the fleet's capacity, the most at
 which Turnout fails under 1 % on seeds 1-3; 2.5 is about 7x that) with 20-second bursts at 4× every 2 minutes;
@@ -105,7 +105,7 @@ from turnout.scorer.fleet import FleetState
 from turnout.scorer.scoring import ScoringConfig, Weights
 from turnout.scorer.scoring_config import DEFAULT_MIN_SIZE_B
 from turnout.scorer.vram import DecisionKind, HostVram, Option, VramConfig, host_vram, plan
-from turnout.scorer.vram_routing import attempt_order, load_estimates
+from turnout.scorer.vram_reply import attempt_order, load_estimates
 
 GiB = 2**30
 CATEGORIES = {

@@ -154,12 +154,16 @@ async def test_the_scorer_answers_a_real_rpc_call_from_the_catalog_in_postgres(s
     assert isinstance(direct, bytes)
     assert RouteReplyV1.model_validate_json(direct).model_dump_json().encode() == direct
     assert [(c.model, c.backend) for c in RouteReplyV1.model_validate_json(direct).candidates] == [("llava:7b", "gpu2")]
-    # a decision the planner would look at goes to it as a model, and the server encodes that
+    # a decision the planner looks at (one that knows no host: it routes as ranked, and says so)
+    # is reworked on the plain values and goes out as direct bytes too, never as a model
     assert running.scorer.vram is not None
     running.scorer.vram.would_decide = lambda candidates: candidates > 0  # type: ignore[method-assign]
     planned = await running.scorer.route(RouteRequestV1(text="What is in this picture?", has_images=True), ctx)
-    assert isinstance(planned, RouteReplyV1)
-    assert [(c.model, c.backend) for c in planned.candidates] == [("llava:7b", "gpu2")]
+    assert isinstance(planned, bytes)
+    reply = RouteReplyV1.model_validate_json(planned)
+    assert reply.model_dump_json().encode() == planned
+    assert [(c.model, c.backend) for c in reply.candidates] == [("llava:7b", "gpu2")]
+    assert reply.candidates[0].reasons[-1].startswith("vram: ")
 
 
 async def test_the_loaded_catalog_is_published_as_a_snapshot_for_gateways(seeded, scorer, rpc, redis: Redis, keys):

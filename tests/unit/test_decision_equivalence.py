@@ -200,15 +200,17 @@ def _odd_float(rng: np.random.Generator, *, finite: bool) -> float:
     )
 
 
-@pytest.mark.parametrize("seed", range(30))
-def test_the_direct_reply_encoding_is_the_pydantic_encoding_byte_for_byte(seed: int) -> None:
-    """Unicode and escaped names, floats at their edges (rounded, tiny, huge, −0, NaN, ∞), optional
-    fields present and absent, a filtered map: ``reply_json`` is ``model_dump_json`` byte for byte."""
-    rng = np.random.default_rng(seed)
-    finite = seed % 3 != 0
+def odd_name(rng: np.random.Generator) -> str:
+    """A name with unicode, quotes, escapes and control characters."""
+    return f"{rng.choice(NAMES)}{int(rng.integers(0, 100))}"
+
+
+def odd_ranking(rng: np.random.Generator, *, finite: bool) -> Ranking:
+    """A ranking of 0-11 candidates with odd names and floats at their edges (NaN and ∞ unless
+    ``finite``), optional fields present and absent, a filtered map."""
 
     def name() -> str:
-        return f"{rng.choice(NAMES)}{int(rng.integers(0, 100))}"
+        return odd_name(rng)
 
     cands = tuple(
         scoring.Scored(
@@ -222,7 +224,7 @@ def test_the_direct_reply_encoding_is_the_pydantic_encoding_byte_for_byte(seed: 
         for _ in range(int(rng.integers(0, 12)))
     )
     unservable = rng.random() < 0.3
-    ranking = Ranking(
+    return Ranking(
         PromptAnalysis(
             category=name(),
             complexity=_odd_float(rng, finite=finite),
@@ -237,9 +239,18 @@ def test_the_direct_reply_encoding_is_the_pydantic_encoding_byte_for_byte(seed: 
         unservable_code=str(rng.choice(["model_not_found", "unservable"])) if unservable else None,
         catalog_version=name() if rng.random() < 0.8 else "",
     )
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_direct_reply_encoding_is_the_pydantic_encoding_byte_for_byte(seed: int) -> None:
+    """Unicode and escaped names, floats at their edges (rounded, tiny, huge, −0, NaN, ∞), optional
+    fields present and absent, a filtered map: ``reply_json`` is ``model_dump_json`` byte for byte."""
+    rng = np.random.default_rng(seed)
+    finite = seed % 3 != 0
+    ranking = odd_ranking(rng, finite=finite)
     for filtered in (True, False):
         for max_candidates in (8, 1, 20):
-            embedding = name() if rng.random() < 0.5 else None
+            embedding = odd_name(rng) if rng.random() < 0.5 else None
             _direct_is_pydantic(ranking, max_candidates, embedding, filtered=filtered, finite=finite)
 
 

@@ -9,7 +9,7 @@ import pytest
 from turnout.common.schemas.catalog import CatalogModelV1
 from turnout.common.schemas.route import CandidateV1, RouteReplyV1
 from turnout.gateway.upstream_limits import ReadBounds, TimeoutCache, expected_delay_s
-from turnout.scorer.vram_routing import with_load_estimates
+from turnout.scorer.vram_reply import with_load_estimates
 
 # first byte: clamp(10 x 0.2 s) = 2 s; gap: clamp(50 / 25 tok/s) = 2 s -> a stream's bound is 2 s
 MODEL = CatalogModelV1(name="m", params_b=70, ttft_ms=200, tokens_per_s=25)

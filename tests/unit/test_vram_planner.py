@@ -28,7 +28,7 @@ from turnout.scorer.vram import (
     model_need,
     plan,
 )
-from turnout.scorer.vram_routing import attempt_order
+from turnout.scorer.vram_reply import attempt_order
 
 CFG = VramConfig(score_margin=0.1)
 
@@ -408,3 +408,32 @@ def test_a_load_still_waiting_for_its_room_is_never_routed_to_but_its_bytes_coun
     assert plan([opt("big", "a", 1.0, 10), opt("coder", "b", 0.5, 5)], ready, CFG) == Decision(
         0, DecisionKind.RESIDENT, "big is loaded on a"
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            ResidentModel,
+            name=names,
+            bytes=st.integers(0, 16).map(lambda g: g * GiB),
+            loading=st.booleans(),
+            awaiting_room=st.booleans(),
+        ),
+        max_size=6,
+    ),
+    st.lists(names, max_size=4),
+)
+def test_a_hosts_answers_worked_out_once_are_those_of_a_scan_of_its_models(
+    resident: list[ResidentModel], asked: list[str]
+) -> None:
+    """``HostVram`` works out bytes used and which models are loaded, serving or waiting for room
+    when it is built (also by ``replace``, as the planner's overlays build it): the answers a scan
+    of ``resident`` gives, duplicates included."""
+    h = HostVram("h", 64 * GiB, None, tuple(resident))
+    for v in (h, replace(h, resident=h.resident[1:]), replace(h, resident=(*h.resident, *h.resident[:1]))):
+        assert v.used_bytes == sum(m.bytes for m in v.resident)
+        for n in {*asked, *(m.name for m in v.resident)}:
+            assert v.holds(n) == any(m.name == n for m in v.resident)
+            assert v.serves(n) == any(m.name == n and not m.loading for m in v.resident)
+            assert v.awaits_room(n) == any(m.name == n and m.awaiting_room for m in v.resident)

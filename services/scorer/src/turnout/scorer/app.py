@@ -29,7 +29,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -68,6 +67,7 @@ from turnout.scorer.metrics import ScorerMetrics
 from turnout.scorer.rules import RulesStore
 from turnout.scorer.settings import ScorerSettings
 from turnout.scorer.vram_actions import VramActions
+from turnout.scorer.vram_reply import Ranked, Rework
 from turnout.scorer.vram_routing import VramCoordinator
 
 log = logging.getLogger(__name__)
@@ -116,29 +116,38 @@ class Scorer:
 
     async def route(self, req: RouteRequestV1, ctx: RpcContext) -> RouteReplyV1 | bytes:
         """``scorer.route``: the ranked candidates for a request, re-ordered by the VRAM planner.
-        A decision the planner leaves as it is goes out as JSON bytes encoded directly from the
-        ranking (:meth:`Answer.wire`, no model built: the gateway validates the reply on receipt)."""
+        A decision made now goes out as JSON bytes encoded directly from the ranking's plain
+        values (:meth:`Answer.wire`, no model built: the gateway validates the reply on receipt),
+        with the planner's changes (:class:`~turnout.scorer.vram_reply.Rework`) made to those
+        values; a routing-cache hit is a reply model, changed as a model."""
         budget = ctx.remaining - self._opts.routing.decision_reserve_s
         out = await self.engine.route_answer(req, budget_s=budget)
         if isinstance(out, Answer):
-            ranking = out.ranking
-            if self.vram is None or not self.vram.would_decide(len(ranking.candidates)):
-                self._routed(ranking.candidates, ranking.analysis.category, ranking.unservable_code)
+            ranking, cands = out.ranking, out.candidates
+            rework = await self._rework(cands, ctx)
+            if rework is None:
+                self._routed(cands[0] if cands else None, ranking.analysis.category, ranking.unservable_code)
                 return out.wire()
-            reply = out.reply()
-        else:
-            reply = out
-        if self.vram is not None:  # resident-within-margin vs making room (vram_routing.py)
-            waits = self.engine.expected_waits(reply.candidates)  # the admission step
-            reply = await self.vram.route(reply, remaining_s=ctx.remaining, waits=waits)
-        self._routed(reply.candidates, reply.analysis.category, reply.unservable_code)
+            self._routed(cands[rework.order()[0]], ranking.analysis.category, ranking.unservable_code)
+            return orjson.dumps(rework.on_fields(out.fields()))
+        rework = await self._rework(out.candidates, ctx)
+        reply = rework.on_reply(out) if rework is not None else out
+        self._routed(reply.candidates[0] if reply.candidates else None, reply.analysis.category, reply.unservable_code)
         return reply
 
-    def _routed(self, candidates: Sequence[Any], category: str, unservable_code: str | None) -> None:
+    async def _rework(self, candidates: Sequence[Ranked], ctx: RpcContext) -> Rework | None:
+        """What the VRAM planner changes in a reply with these candidates: resident-within-margin
+        vs making room (vram_routing.py), and the admission step; ``None``: nothing."""
+        if self.vram is None or not self.vram.would_decide(len(candidates)):
+            return None
+        waits = self.engine.expected_waits(candidates)
+        return await self.vram.rework(candidates, remaining_s=ctx.remaining, waits=waits)
+
+    def _routed(self, first: Ranked | None, category: str, unservable_code: str | None) -> None:
         """A decision handed out: its first candidate counts as in flight there until the
         gateways' next count says so, and the decision is counted."""
-        if candidates:
-            self.engine.note_routed(candidates[0].backend, candidates[0].upstream_model)
+        if first is not None:
+            self.engine.note_routed(first.backend, first.upstream_model)
         m = self._metrics
         m.child(m.decisions, category).inc()
         if unservable_code is not None:

@@ -51,8 +51,10 @@ from turnout.scorer.scoring import (
     ModelSpec,
     ModelState,
     ModelTable,
+    Ranked,
     Ranking,
     ReplicaTable,
+    Scored,
     ScoringConfig,
     Weights,
     rank,
@@ -206,7 +208,7 @@ class RoutingEngine:
         self._rterms = rterms
         self._rsum = rsum
 
-    def expected_waits(self, candidates: Sequence[CandidateV1]) -> list[float]:
+    def expected_waits(self, candidates: Sequence[Ranked]) -> list[float]:
         """Each candidate's expected wait for a slot (s), from the in-flight counts as last read
         plus the decisions since (:func:`~turnout.scorer.terms.expected_wait_s`); 0 for an unknown replica."""
         reps = self.replicas
@@ -409,9 +411,19 @@ class Answer:
     embedding: str | None
     """The embedding as the reply's analysis carries it (base64 float16)."""
 
+    @property
+    def candidates(self) -> tuple[Scored, ...]:
+        """The reply's candidates, best first."""
+        return self.ranking.candidates[: self.max_candidates]
+
     def reply(self) -> RouteReplyV1:
-        """The reply as a validated model (what the VRAM planner and the routing cache take)."""
+        """The reply as a validated model (what the routing cache stores)."""
         return self.ranking.to_reply(self.max_candidates, self.embedding, filtered=False)
+
+    def fields(self) -> dict[str, object]:
+        """The reply as plain values (:meth:`Ranking.reply_fields`; the VRAM planner's
+        :meth:`~turnout.scorer.vram_reply.Rework.on_fields` changes them before they are encoded)."""
+        return self.ranking.reply_fields(self.max_candidates, self.embedding, filtered=False)
 
     def wire(self) -> bytes:
         """The reply's JSON, with no model built (the gateway validates it on receipt)."""

@@ -72,7 +72,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import compress
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -101,6 +101,7 @@ __all__ = [
     "ModelSpec",
     "ModelState",
     "ModelTable",
+    "Ranked",
     "Ranking",
     "ReplicaTable",
     "Scored",
@@ -114,6 +115,20 @@ __all__ = [
 
 MODEL_NOT_FOUND = "model_not_found"
 UNSERVABLE = "unservable"
+
+
+class Ranked(Protocol):
+    """What the VRAM planner and the in-flight note read of a ranked candidate: a
+    :class:`Scored` or a wire :class:`~turnout.common.schemas.route.CandidateV1` (a cached reply's)."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def upstream_model(self) -> str: ...
+    @property
+    def score(self) -> float: ...
 
 
 class Scored(NamedTuple):

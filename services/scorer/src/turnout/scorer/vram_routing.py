@@ -47,7 +47,7 @@ from turnout.common.aio import cancel_and_wait, raise_if_cancelling
 from turnout.common.inflight import read_inflight
 from turnout.common.keys import Keys
 from turnout.common.schemas.fleet import HostStateV1
-from turnout.common.schemas.route import CandidateV1, RouteReplyV1
+from turnout.common.schemas.route import RouteReplyV1
 from turnout.common.schemas.vram import HostBudgetV1, VramStatusV1
 from turnout.common.vram_lock import pending_loads
 from turnout.scorer.catalog import ModelTable
@@ -65,6 +65,7 @@ from turnout.scorer.vram import (
     plan,
 )
 from turnout.scorer.vram_actions import VramActions
+from turnout.scorer.vram_reply import Ranked, Rework, attempt_order, load_estimates, wait_estimates
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ class VramCoordinator:
         """Loads reserved behind unloads still under way (host -> models): not routable until the room is made."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._measured: dict[str, int] = {}
+        self._needs: dict[tuple[str, str], tuple[int, bool]] = {}
+        self._needs_of: tuple[VramView, ModelTable] = (self.view, self._catalog)
         self.decisions: dict[str, int] = {}
 
     # --- state -------------------------------------------------------------------------------
@@ -140,7 +143,9 @@ class VramCoordinator:
         hosts: dict[str, HostVram] = {}
         for s in states:
             local = {m: b for m, (b, until) in self._local_pending.get(s.host, {}).items() if until > now}
-            self._local_pending[s.host] = {m: v for m, v in self._local_pending.get(s.host, {}).items() if v[1] > now}
+            kept = {m: v for m, v in self._local_pending.pop(s.host, {}).items() if v[1] > now}
+            if kept:
+                self._local_pending[s.host] = kept
             h = host_vram(
                 s,
                 self.cfg,
@@ -243,11 +248,20 @@ class VramCoordinator:
 
     # --- decision ----------------------------------------------------------------------------
 
-    def _hosts_now(self) -> dict[str, HostVram]:
-        """The refreshed view with this replica's overlays: local reservations, unloads under way."""
+    def _hosts_now(self) -> Mapping[str, HostVram]:
+        """The refreshed view with this replica's overlays: local reservations, unloads under way
+        (only the hosts that have any are rebuilt: at 100 hosts, a scan of them all was ~30 µs a
+        decision)."""
         now = time.time()
-        out = dict(self.view.hosts)
-        for host, h in out.items():
+        hosts = self.view.hosts
+        touched = {h for d in (self._local_pending, self._unloading, self._awaiting_room) for h, v in d.items() if v}
+        if not touched:
+            return hosts
+        out = dict(hosts)
+        for host in touched:
+            h = hosts.get(host)
+            if h is None:
+                continue
             waiting = self._awaiting_room.get(host, set())
             extra = [
                 ResidentModel(m, b, now, busy=True, loading=True, awaiting_room=m in waiting)
@@ -271,24 +285,38 @@ class VramCoordinator:
             out[host] = replace(h, gpu_free_bytes=gpu_free, resident=(*resident, *extra))
         return out
 
-    def options(self, candidates: list[CandidateV1], waits: Sequence[float] | None = None) -> list[Option]:
+    def options(self, candidates: Sequence[Ranked], waits: Sequence[float] | None = None) -> list[Option]:
         """The planner's view of the candidates; ``waits``: each one's expected wait for a slot
         (``RoutingEngine.expected_waits``), for the admission step."""
+        needs = self._needs_now()
         out = []
         for k, c in enumerate(candidates):
-            entry = self._catalog.spec(c.model)
-            need, _ = model_need(
-                c.upstream_model,
-                self.cfg,
-                measured=self.view.measured,
-                catalog_bytes=entry.vram_bytes if entry else None,
-                params_b=entry.params_b if entry else None,
-                quant=entry.quant if entry else None,
-            )
-            embedding = entry.embedding if entry else False
+            need = needs.get((c.model, c.upstream_model))
+            if need is None:
+                need = needs[(c.model, c.upstream_model)] = self._need(c.model, c.upstream_model)
             wait = waits[k] if waits is not None else 0.0
-            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, need, embedding, wait))
+            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, *need, wait))
         return out
+
+    def _needs_now(self) -> dict[tuple[str, str], tuple[int, bool]]:
+        """Each (model, upstream model)'s memory need and whether it embeds, worked out once per
+        view and catalog (both immutable, replaced whole)."""
+        if self._needs_of[0] is not self.view or self._needs_of[1] is not self._catalog:
+            self._needs_of = (self.view, self._catalog)
+            self._needs = {}
+        return self._needs
+
+    def _need(self, model: str, upstream: str) -> tuple[int, bool]:
+        entry = self._catalog.spec(model)
+        need, _ = model_need(
+            upstream,
+            self.cfg,
+            measured=self.view.measured,
+            catalog_bytes=entry.vram_bytes if entry else None,
+            params_b=entry.params_b if entry else None,
+            quant=entry.quant if entry else None,
+        )
+        return need, entry.embedding if entry else False
 
     def preview(self, reply: RouteReplyV1) -> tuple[RouteReplyV1, Decision | None]:
         """What :meth:`decide` would do now, with no bookkeeping (``/admin/explain``)."""
@@ -298,8 +326,7 @@ class VramCoordinator:
         decision = plan(options, hosts, self.cfg)
         if decision is None:
             return reply, None
-        reply = with_load_estimates(reply, load_estimates(options, hosts, self.cfg))
-        return _reordered(reply, attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"), decision
+        return _rework(options, hosts, self.cfg, decision, None).on_reply(reply), decision
 
     def fallback_if_late(self, reply: RouteReplyV1) -> str | None:
         """The model :meth:`route` falls back to when an ``evict`` decision's room is not ready in
@@ -312,14 +339,18 @@ class VramCoordinator:
         it returns the reply as it is)."""
         return self.opts.enabled and candidates > 0 and bool(self.view.hosts)
 
-    def decide(self, reply: RouteReplyV1, waits: Sequence[float] | None = None) -> tuple[RouteReplyV1, Decision | None]:
-        if not self.would_decide(len(reply.candidates)):
-            return reply, None
-        options = self.options(reply.candidates, waits)
+    def decide(
+        self, candidates: Sequence[Ranked], waits: Sequence[float] | None = None
+    ) -> tuple[Rework | None, Decision | None]:
+        """The planner's decision for a reply's candidates and what it changes in the reply
+        (``None``, ``None``: it leaves the reply as it is)."""
+        if not self.would_decide(len(candidates)):
+            return None, None
+        options = self.options(candidates, waits)
         hosts = self._hosts_now()
         decision = plan(options, hosts, self.cfg)
         if decision is None:
-            return reply, None
+            return None, None
         self.decisions[decision.kind.value] = self.decisions.get(decision.kind.value, 0) + 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -337,8 +368,7 @@ class VramCoordinator:
             if decision.kind in (DecisionKind.FITS, DecisionKind.FALLBACK) and h is not None and not decision.orders:
                 if not h.holds(chosen.model):
                     self._reserve_local(chosen.host, chosen.model, chosen.need_bytes)
-        reply = with_load_estimates(reply, load_estimates(options, hosts, self.cfg), waits)
-        return _reordered(reply, attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"), decision
+        return _rework(options, hosts, self.cfg, decision, waits), decision
 
     def _touch(self, host: str, model: str) -> None:
         now = time.time()
@@ -353,9 +383,17 @@ class VramCoordinator:
     async def route(
         self, reply: RouteReplyV1, *, remaining_s: float | None = None, waits: Sequence[float] | None = None
     ) -> RouteReplyV1:
-        """:meth:`decide`, then carry out an ``evict`` decision's orders (module docstring)."""
-        decided, decision = self.decide(reply, waits)
-        if decision is None or not decision.orders or self._actions is None:
+        """:meth:`rework` applied to a validated reply."""
+        rework = await self.rework(reply.candidates, remaining_s=remaining_s, waits=waits)
+        return rework.on_reply(reply) if rework is not None else reply
+
+    async def rework(
+        self, candidates: Sequence[Ranked], *, remaining_s: float | None = None, waits: Sequence[float] | None = None
+    ) -> Rework | None:
+        """:meth:`decide`, then carry out an ``evict`` decision's orders (module docstring); what
+        the decision changes in the reply (``None``: nothing)."""
+        decided, decision = self.decide(candidates, waits)
+        if decided is None or decision is None or not decision.orders or self._actions is None:
             return decided
         host = decision.orders[0].host
         load = decision.orders[-1]
@@ -383,14 +421,13 @@ class VramCoordinator:
             made = False
         if made:
             return decided
-        alt = self._first_without_orders(self.options(decided.candidates[1:]))
+        ordered = [candidates[i] for i in decided.order()]
+        alt = self._first_without_orders(self.options(ordered[1:]))
         if alt is None:
             return decided
-        n = len(decided.candidates)
-        return _reordered(
-            decided,
-            [alt + 1, *(i for i in range(n) if i != alt + 1)],
-            f"vram: room for {load.model} on {host} is not ready yet",
+        n = len(ordered)
+        return decided.then(
+            [alt + 1, *(i for i in range(n) if i != alt + 1)], f"vram: room for {load.model} on {host} is not ready yet"
         )
 
     def _first_without_orders(self, options: list[Option]) -> int | None:
@@ -417,53 +454,15 @@ class VramCoordinator:
                 await self.refresh()
 
 
-def attempt_order(options: Sequence[Option], hosts: Mapping[str, HostVram], choice: int) -> list[int]:
-    """The order the gateway tries the candidates in: the planner's choice, then the others with
-    the models loaded on their host first (score order within each group). A next candidate is
-    tried after the first failed or kept the client waiting past its first-byte bound: a cold
-    load then would add its load time, and on a host at its model limit hold up every request
-    there (Ollama serves its queue in order) — a loaded one answers at once."""
-
-    def loaded(i: int) -> bool:
-        o = options[i]
-        h = hosts.get(o.host) if o.host is not None else None
-        return h is not None and h.serves(o.model)
-
-    rest = [i for i in range(len(options)) if i != choice]
-    return [choice, *sorted(rest, key=lambda i: not loaded(i))]
-
-
-def load_estimates(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramConfig) -> list[float | None]:
-    """Per candidate, the seconds its backend is expected to spend loading the model before the
-    first byte (``VramConfig.load_s`` of its need) when the model is not loaded there — a load
-    needed or one still under way (counted whole: when it started is not known); ``None`` when
-    it is loaded, or its host has no known budget. The gateway adds it, capped, to the attempt's
-    first-byte bound (``upstream_limits.py``): a cold load must not count as a hung backend."""
-    out: list[float | None] = []
-    for o in options:
-        h = hosts.get(o.host) if o.host is not None else None
-        out.append(None if h is None or h.serves(o.model) else round(cfg.load_s(o.need_bytes), 2))
-    return out
-
-
-def with_load_estimates(
-    reply: RouteReplyV1, loads: Sequence[float | None], waits: Sequence[float] | None = None
-) -> RouteReplyV1:
-    """The reply with each candidate's ``load_s`` set, and ``wait_s`` where ``waits`` (its expected
-    wait for a slot, :meth:`~turnout.scorer.engine.RoutingEngine.expected_waits`) is above 0 (in
-    the candidates' order): the gateway adds both, capped, to the attempt's first-byte bound."""
-    slots = [round(w, 2) if w > 0 else None for w in waits] if waits is not None else [None] * len(loads)
-    unset = all(c.load_s is None and c.wait_s is None for c in reply.candidates)
-    if unset and all(x is None for x in (*loads, *slots)):
-        return reply
-    cands = [
-        c if (c.load_s, c.wait_s) == (x, w) else c.model_copy(update={"load_s": x, "wait_s": w})
-        for c, x, w in zip(reply.candidates, loads, slots, strict=True)
-    ]
-    return reply.model_copy(update={"candidates": cands})
-
-
-def _reordered(reply: RouteReplyV1, order: Sequence[int], reason: str) -> RouteReplyV1:
-    cands = [reply.candidates[i] for i in order]
-    cands[0] = cands[0].model_copy(update={"reasons": [*cands[0].reasons, reason]})
-    return reply.model_copy(update={"candidates": cands})
+def _rework(
+    options: Sequence[Option],
+    hosts: Mapping[str, HostVram],
+    cfg: VramConfig,
+    decision: Decision,
+    waits: Sequence[float] | None,
+) -> Rework:
+    """A decision's changes to the reply: the load and wait estimates, the planner's choice first."""
+    loads = load_estimates(options, hosts, cfg)
+    return Rework(tuple(loads), tuple(wait_estimates(waits, len(loads)))).then(
+        attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"
+    )
