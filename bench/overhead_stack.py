@@ -242,6 +242,11 @@ def main() -> int:
         action="store_true",
         help="with --gateway-b: only direct, auto and auto-b (more rounds in the time)",
     )
+    ap.add_argument(
+        "--stream-only",
+        action="store_true",
+        help="only the streaming rounds (time to first byte, CPU and wake-ups per streamed request)",
+    )
     args = ap.parse_args()
     peer: subprocess.Popen[bytes] | None = None
     with real_stack("bench-stack") as rs, contextlib.ExitStack() as procs:
@@ -354,7 +359,7 @@ async def measure(
             url, payload = make(text)
             await drive(url, payload, concurrency=4, requests=100)
     for rnd in range(args.rounds):
-        for label, text in (("short", SHORT), ("2 KB code", CODE)):
+        for label, text in () if args.stream_only else (("short", SHORT), ("2 KB code", CODE)):
             for c in (1, 16):
                 for name, make in rotated(targets, rnd):
                     url, payload = make(text)
@@ -392,17 +397,25 @@ async def measure(
                     statistics.median(ttfb) * 1000, statistics.median(total) * 1000, fc.cpu_s / n * 1e6, fc.wakeups / n
                 )
             )
-    print_tables(args, list(targets), results, streams)
+    if args.stream_only:
+        print_streams(args, streams)
+    else:
+        print_tables(args, list(targets), results, streams)
     print(f"RSS: gateway {rss_mib(fronts['auto']):.0f} MiB, scorer {rss_mib(sc):.0f} MiB", end="")
     print(f", litellm {rss_mib(fronts['litellm']):.0f} MiB" if "litellm" in fronts else "")
     if "litellm" in fronts:
         print_peer_ratios(results, streams)
     if "auto-b" in fronts:
-        print_ab(results, streams)
+        print_ab(results, streams, stream_only=args.stream_only)
     return 0
 
 
-def print_ab(results: dict[tuple[str, str, int], list[Sample]], streams: dict[str, list[StreamSample]]) -> None:
+def print_ab(
+    results: dict[tuple[str, str, int], list[Sample]],
+    streams: dict[str, list[StreamSample]],
+    *,
+    stream_only: bool = False,
+) -> None:
     """This checkout's gateway (``auto``) against ``--gateway-b`` (``auto-b``), both through
     ``turnout/auto`` on one stack in the same rounds: per point, medians over rounds of the paired
     differences (this - b) and of the CPU ratio."""
@@ -411,7 +424,7 @@ def print_ab(results: dict[tuple[str, str, int], list[Sample]], streams: dict[st
     print(
         f"{'point':<16}{'p50 ms':>8}{'gw CPU':>8}{'gw wake':>9}{'sc CPU':>8}{'redis ops':>10}   rounds (gw CPU ratio)"
     )
-    for label in ("short", "2 KB code"):
+    for label in () if stream_only else ("short", "2 KB code"):
         for c in (1, 16):
             pairs = list(zip(results[(label, "auto", c)], results[(label, "auto-b", c)], strict=True))
             cpu = [a.front_cpu_us / b.front_cpu_us for a, b in pairs]
@@ -477,7 +490,16 @@ def print_tables(
                         f"{med(x.front_wakeups for x in both):>6.2f}{med(x.scorer_wakeups for x in both):>8.2f}"
                     )
             print(line)
-    print("\nstreaming, short prompt @c1, one SSE event per token; medians over rounds")
+    print_streams(args, streams)
+    if BARE in targets:
+        print_targets(results, streams)
+
+
+def print_streams(args: argparse.Namespace, streams: dict[str, list[StreamSample]]) -> None:
+    """Per target, streaming at c1: TTFB and the whole stream (each with what it adds over
+    direct, paired per round), and the front process's CPU and wake-ups per streamed request."""
+    med = statistics.median
+    print(f"\nstreaming, short prompt @c1, one SSE event per token; {args.rounds} rounds, medians over rounds")
     print(f"{'target':<8}{'TTFB ms':>10}{'added':>8}{'whole ms':>10}{'added':>8}{'CPU µs':>8}{'wake':>6}")
     sbase = streams["direct"]
     for name, rows in streams.items():
@@ -491,8 +513,6 @@ def print_tables(
             else f"{med(x.front_cpu_us for x in rows):>8.0f}{med(x.front_wakeups for x in rows):>6.2f}"
         )
         print(f"{name:<8}{ttfb:>10.2f}{added_t:>8.2f}{whole:>10.2f}{added_w:>8.2f}{cpu}")
-    if BARE in targets:
-        print_targets(results, streams)
 
 
 def print_targets(results: dict[tuple[str, str, int], list[Sample]], streams: dict[str, list[StreamSample]]) -> None:
