@@ -40,7 +40,8 @@ class FakeBackend:
     ``slow_s``, 5 s, before answering, recording when the client goes away); ``hang`` (stream a chunk, then wait,
     recording when the client goes away); ``break`` (stream a chunk, then drop the connection);
     ``non_object`` (valid JSON that is not an object: a whole reply ``[1, 2]``, a stream event
-    ``data: [1]``); ``drip`` (stream a chunk every 0.3 s, then finish normally)."""
+    ``data: [1]``); ``drip`` (stream a chunk every 0.3 s, then finish normally); ``whole`` (the
+    stream's every event in one write with its head, with a ``Content-Length``: it all arrives at once)."""
 
     name: str
     kind: str = "openai"
@@ -133,8 +134,6 @@ class FakeBackend:
             resp.set_cookie("lb-affinity", f"{self.name}-{len(self.received)}")  # as cloud load balancers do
             return resp
         self.include_usage_seen.append(bool((body.get("stream_options") or {}).get("include_usage")))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
             c = {
@@ -146,6 +145,12 @@ class FakeBackend:
             }
             return b"data: " + orjson.dumps(c) + b"\n\n"
 
+        if self.mode == "whole":
+            events = [chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in REPLY_TEXT)]
+            events.append(chunk({}, "stop") + b"data: [DONE]\n\n")
+            return web.Response(body=b"".join(events), headers={"Content-Type": "text/event-stream"})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
         if self.mode == "non_object":
             await resp.write(b"data: [1]\n\n")
             return resp

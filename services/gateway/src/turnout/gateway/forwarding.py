@@ -169,6 +169,10 @@ class UpstreamStream:
     backend: Backend
     candidate: CandidateV1
 
+    def at_end(self) -> bool:
+        """The upstream's whole body has arrived: what is left of ``rest`` comes without waiting."""
+        return self.response.content.at_eof()
+
     async def close(self) -> None:
         """Release the connection; closing it mid-body cancels the upstream generation."""
         await self.rest.aclose()
