@@ -441,6 +441,7 @@ def print_ab(
         f"{med(a.front_wakeups - b.front_wakeups for a, b in pairs_s):>+9.2f}{'':>18}   "
         + " ".join(f"{x:.2f}" for x in cpu)
     )
+    print(f"{'stream c1 whole':<16}{med(a.whole_ms - b.whole_ms for a, b in pairs_s):>+8.3f}")
 
 
 def _ratio(results: dict[tuple[str, str, int], list[Sample]], label: str, name: str, base: str, c: int = 16) -> float:
