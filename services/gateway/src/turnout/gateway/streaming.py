@@ -60,7 +60,10 @@ class StreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
         # The body is pumped in this task; a second one waits on receive() and, on a disconnect,
-        # cancels this one (and the cancellation is taken back below). One extra task per stream.
+        # cancels this one (and the cancellation is taken back below). One extra task per stream,
+        # started once the first chunk is written (not before the first byte: it could not run
+        # before that write anyway, which follows the head in the same pass), and none for a
+        # stream whose first chunk is its Last.
         task = asyncio.current_task()
         assert task is not None
         self._task = task
@@ -72,10 +75,15 @@ class StreamResponse(Response):
             state["disconnected"] = True
             task.cancel()
 
-        listen = asyncio.ensure_future(self._until_disconnect(receive))
-        listen.add_done_callback(on_disconnect)
+        listen: asyncio.Future[None] | None = None
+
+        def start_listening() -> None:
+            nonlocal listen
+            listen = asyncio.ensure_future(self._until_disconnect(receive))
+            listen.add_done_callback(on_disconnect)
+
         try:
-            await self._pump(send)
+            await self._pump(send, start_listening)
         except asyncio.CancelledError:
             if not (state["disconnected"] or self._ending):
                 raise
@@ -86,10 +94,8 @@ class StreamResponse(Response):
             pass  # the client went away mid-write
         finally:
             state["done"] = True
-            if not listen.done():
-                listen.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listen
+            if listen is not None and not listen.done():
+                listen.cancel()  # not waited for: it ends on the loop's next pass, ignored (done)
             if self.on_close is not None:
                 await self.on_close()
         if self.background is not None:
@@ -109,8 +115,9 @@ class StreamResponse(Response):
             last = self.final_bytes() if self.final_bytes is not None else b""
             await send({"type": "http.response.body", "body": last, "more_body": False})
 
-    async def _pump(self, send: Send) -> None:
+    async def _pump(self, send: Send, first_written: Callable[[], None]) -> None:
         body = self.body_iterator
+        first = True
         try:
             self._started = True
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -122,6 +129,9 @@ class StreamResponse(Response):
                     self._complete = True
                 else:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if first:
+                        first = False
+                        first_written()
             if not self._complete:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 self._complete = True
