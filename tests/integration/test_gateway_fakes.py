@@ -41,7 +41,8 @@ class FakeBackend:
     recording when the client goes away); ``break`` (stream a chunk, then drop the connection);
     ``non_object`` (valid JSON that is not an object: a whole reply ``[1, 2]``, a stream event
     ``data: [1]``); ``drip`` (stream a chunk every 0.3 s, then finish normally); ``whole`` (the
-    stream's every event in one write with its head, with a ``Content-Length``: it all arrives at once)."""
+    stream's every event in one write with its head, with a ``Content-Length``: it all arrives at once);
+    ``late_end`` (a stream's last message, ``[DONE]`` or ``done``, then ``slow_s`` before its body ends)."""
 
     name: str
     kind: str = "openai"
@@ -172,6 +173,8 @@ class FakeBackend:
             u = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "created": 1, "model": model}
             await resp.write(b"data: " + orjson.dumps({**u, "choices": [], "usage": usage}) + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        if self.mode == "late_end":
+            await asyncio.sleep(self.slow_s)
         return resp
 
     async def _openai_completions(self, request: web.Request) -> web.StreamResponse:
@@ -247,6 +250,8 @@ class FakeBackend:
             }
             await resp.write(orjson.dumps(line) + b"\n")
         await resp.write(orjson.dumps(self._ollama_done(model, message={"role": "assistant", "content": ""})) + b"\n")
+        if self.mode == "late_end":
+            await asyncio.sleep(self.slow_s)
         return resp
 
     async def _ollama_generate(self, request: web.Request) -> web.StreamResponse:
