@@ -41,8 +41,14 @@ Run an A/A first (``--gateway-b .venv/bin/python``, this checkout twice): on the
 1.07 at c1 (short / 2 KB), 0.99 / 1.02 at c16, p50 +0.6 / +1.0 ms at c1 — differences of that
 size between two versions are noise there.
 
+``--stream-only`` runs only the streaming rounds (for profiling the streaming path, or more rounds
+of it in the time). With ``--gateway-b`` each round then also streams alternately through the two
+gateways, request by request, and prints the median of the per-pair differences (TTFB, whole
+stream) and both gateways' CPU and wake-ups per stream over the same stretch: on the loaded box
+the per-target rounds' paired TTFB moved by +-0.2 ms between runs of the same two versions.
+
     .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300] [--peers]
-        [--gateway-b ../base/.venv/bin/python [--ab-only]]
+        [--gateway-b ../base/.venv/bin/python [--ab-only]] [--stream-only]
 """
 
 from __future__ import annotations
@@ -176,6 +182,42 @@ async def drive_stream(url: str, payload: bytes, *, requests: int) -> tuple[list
     return ttfb, total, errors
 
 
+async def drive_stream_pairs(
+    a: tuple[str, bytes], b: tuple[str, bytes], *, requests: int
+) -> tuple[list[float], list[float], int]:
+    """Streamed requests one at a time, alternately through two targets (each pair's first one
+    alternating): per pair, the TTFB of ``a`` less ``b``'s and the same for the whole stream. Both
+    run through the same moments of the box's load, which the per-target rounds do not."""
+    d_ttfb: list[float] = []
+    d_total: list[float] = []
+    errors = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def one(url: str, payload: bytes) -> tuple[float, float]:
+            nonlocal errors
+            t0 = time.perf_counter()
+            ttfb = 0.0
+            async with session.post(url, data=payload, headers=headers(url)) as r:
+                first = True
+                async for _chunk, _ in r.content.iter_chunks():
+                    if first:
+                        ttfb = time.perf_counter() - t0
+                        first = False
+                errors += r.status != 200 or first
+            return ttfb, time.perf_counter() - t0
+
+        for i in range(requests):
+            if i % 2:
+                tb, wb = await one(*b)
+                ta, wa = await one(*a)
+            else:
+                ta, wa = await one(*a)
+                tb, wb = await one(*b)
+            d_ttfb.append(ta - tb)
+            d_total.append(wa - wb)
+    return d_ttfb, d_total, errors
+
+
 async def drive(url: str, payload: bytes, *, concurrency: int, requests: int) -> tuple[list[float], float, int]:
     latencies: list[float] = []
     errors = 0
@@ -241,6 +283,11 @@ def main() -> int:
         "--ab-only",
         action="store_true",
         help="with --gateway-b: only direct, auto and auto-b (more rounds in the time)",
+    )
+    ap.add_argument(
+        "--stream-only",
+        action="store_true",
+        help="only the streaming rounds (time to first byte, CPU and wake-ups per streamed request)",
     )
     args = ap.parse_args()
     peer: subprocess.Popen[bytes] | None = None
@@ -318,6 +365,18 @@ class StreamSample:
     front_wakeups: float
 
 
+@dataclass
+class PairedRound:
+    """``--stream-only`` with ``--gateway-b``, one round of streams alternating between the two
+    gateways: per pair the differences (this - b), and each gateway's CPU and wake-ups per stream
+    over the same stretch of time."""
+
+    d_ttfb_ms: list[float]
+    d_whole_ms: list[float]
+    cpu_us: tuple[float, float]
+    wakeups: tuple[float, float]
+
+
 async def counted(run: Awaitable[T], pids: tuple[int, int], redis_url: str) -> tuple[T, Counters, Counters, int]:
     """Run a point, then return its result with the CPU and wake-ups of the front process and the
     scorer, and the Redis commands, over it (after a short settle: what the requests queued off the
@@ -349,12 +408,13 @@ async def measure(
     """``fronts``: the process each target (but direct) goes through; ``sc``: the scorer's pid."""
     results: dict[tuple[str, str, int], list[Sample]] = {}
     streams: dict[str, list[StreamSample]] = {}
+    paired: list[PairedRound] = []
     for text in (SHORT, CODE):  # warm-up: analysis cache, embedding word cache, connections
         for make in targets.values():
             url, payload = make(text)
             await drive(url, payload, concurrency=4, requests=100)
     for rnd in range(args.rounds):
-        for label, text in (("short", SHORT), ("2 KB code", CODE)):
+        for label, text in () if args.stream_only else (("short", SHORT), ("2 KB code", CODE)):
             for c in (1, 16):
                 for name, make in rotated(targets, rnd):
                     url, payload = make(text)
@@ -392,17 +452,82 @@ async def measure(
                     statistics.median(ttfb) * 1000, statistics.median(total) * 1000, fc.cpu_s / n * 1e6, fc.wakeups / n
                 )
             )
-    print_tables(args, list(targets), results, streams)
+        if args.stream_only and "auto-b" in fronts:
+            paired.append(await paired_round(targets, fronts, requests=max(1, args.requests // 2)))
+    print_report(args, list(targets), fronts, sc, results, streams, paired)
+    return 0
+
+
+def print_report(
+    args: argparse.Namespace,
+    targets: list[str],
+    fronts: dict[str, int],
+    sc: int,
+    results: dict[tuple[str, str, int], list[Sample]],
+    streams: dict[str, list[StreamSample]],
+    paired: list[PairedRound],
+) -> None:
+    if args.stream_only:
+        print_streams(args, streams)
+    else:
+        print_tables(args, targets, results, streams)
     print(f"RSS: gateway {rss_mib(fronts['auto']):.0f} MiB, scorer {rss_mib(sc):.0f} MiB", end="")
     print(f", litellm {rss_mib(fronts['litellm']):.0f} MiB" if "litellm" in fronts else "")
     if "litellm" in fronts:
         print_peer_ratios(results, streams)
     if "auto-b" in fronts:
-        print_ab(results, streams)
-    return 0
+        print_ab(results, streams, stream_only=args.stream_only)
+    if paired:
+        print_paired(paired)
 
 
-def print_ab(results: dict[tuple[str, str, int], list[Sample]], streams: dict[str, list[StreamSample]]) -> None:
+async def paired_round(targets: dict[str, Target], fronts: dict[str, int], *, requests: int) -> PairedRound:
+    """One round of streams alternating between ``auto`` and ``auto-b``, with both gateways'
+    counters over it."""
+    pa, pb = fronts["auto"], fronts["auto-b"]
+    a0, b0 = proc_counters(pa), proc_counters(pb)
+    d_ttfb, d_total, errors = await drive_stream_pairs(
+        targets["auto"](SHORT, True), targets["auto-b"](SHORT, True), requests=requests
+    )
+    await asyncio.sleep(SETTLE_S)
+    a, b = proc_counters(pa) - a0, proc_counters(pb) - b0
+    if errors:
+        print(f"{errors} errors in the paired streams")
+    return PairedRound(
+        [x * 1000 for x in d_ttfb],
+        [x * 1000 for x in d_total],
+        (a.cpu_s / requests * 1e6, b.cpu_s / requests * 1e6),
+        (a.wakeups / requests, b.wakeups / requests),
+    )
+
+
+def print_paired(rounds: list[PairedRound]) -> None:
+    """The streams alternating request by request between the two gateways: the median of every
+    pair's difference, and per round the CPU ratio and the wake-up difference (then medians)."""
+    med = statistics.median
+    n = sum(len(r.d_ttfb_ms) for r in rounds)
+    cpu = [r.cpu_us[0] / r.cpu_us[1] for r in rounds]
+    print(f"\nA/B streams alternating request by request, {len(rounds)} rounds, {n} pairs (this - b):")
+    print(
+        f"  TTFB {med(x for r in rounds for x in r.d_ttfb_ms):+.3f} ms, whole stream "
+        f"{med(x for r in rounds for x in r.d_whole_ms):+.3f} ms (medians over pairs)"
+    )
+    print(
+        f"  gateway CPU per stream {med(r.cpu_us[0] for r in rounds):.0f} vs {med(r.cpu_us[1] for r in rounds):.0f} µs,"
+        f" ratio {med(cpu):.3f} (rounds: {' '.join(f'{x:.2f}' for x in cpu)})"
+    )
+    print(
+        f"  wake-ups per stream {med(r.wakeups[0] for r in rounds):.2f} vs {med(r.wakeups[1] for r in rounds):.2f},"
+        f" difference {med(r.wakeups[0] - r.wakeups[1] for r in rounds):+.2f}"
+    )
+
+
+def print_ab(
+    results: dict[tuple[str, str, int], list[Sample]],
+    streams: dict[str, list[StreamSample]],
+    *,
+    stream_only: bool = False,
+) -> None:
     """This checkout's gateway (``auto``) against ``--gateway-b`` (``auto-b``), both through
     ``turnout/auto`` on one stack in the same rounds: per point, medians over rounds of the paired
     differences (this - b) and of the CPU ratio."""
@@ -411,7 +536,7 @@ def print_ab(results: dict[tuple[str, str, int], list[Sample]], streams: dict[st
     print(
         f"{'point':<16}{'p50 ms':>8}{'gw CPU':>8}{'gw wake':>9}{'sc CPU':>8}{'redis ops':>10}   rounds (gw CPU ratio)"
     )
-    for label in ("short", "2 KB code"):
+    for label in () if stream_only else ("short", "2 KB code"):
         for c in (1, 16):
             pairs = list(zip(results[(label, "auto", c)], results[(label, "auto-b", c)], strict=True))
             cpu = [a.front_cpu_us / b.front_cpu_us for a, b in pairs]
@@ -428,6 +553,7 @@ def print_ab(results: dict[tuple[str, str, int], list[Sample]], streams: dict[st
         f"{med(a.front_wakeups - b.front_wakeups for a, b in pairs_s):>+9.2f}{'':>18}   "
         + " ".join(f"{x:.2f}" for x in cpu)
     )
+    print(f"{'stream c1 whole':<16}{med(a.whole_ms - b.whole_ms for a, b in pairs_s):>+8.3f}")
 
 
 def _ratio(results: dict[tuple[str, str, int], list[Sample]], label: str, name: str, base: str, c: int = 16) -> float:
@@ -477,7 +603,16 @@ def print_tables(
                         f"{med(x.front_wakeups for x in both):>6.2f}{med(x.scorer_wakeups for x in both):>8.2f}"
                     )
             print(line)
-    print("\nstreaming, short prompt @c1, one SSE event per token; medians over rounds")
+    print_streams(args, streams)
+    if BARE in targets:
+        print_targets(results, streams)
+
+
+def print_streams(args: argparse.Namespace, streams: dict[str, list[StreamSample]]) -> None:
+    """Per target, streaming at c1: TTFB and the whole stream (each with what it adds over
+    direct, paired per round), and the front process's CPU and wake-ups per streamed request."""
+    med = statistics.median
+    print(f"\nstreaming, short prompt @c1, one SSE event per token; {args.rounds} rounds, medians over rounds")
     print(f"{'target':<8}{'TTFB ms':>10}{'added':>8}{'whole ms':>10}{'added':>8}{'CPU µs':>8}{'wake':>6}")
     sbase = streams["direct"]
     for name, rows in streams.items():
@@ -491,8 +626,6 @@ def print_tables(
             else f"{med(x.front_cpu_us for x in rows):>8.0f}{med(x.front_wakeups for x in rows):>6.2f}"
         )
         print(f"{name:<8}{ttfb:>10.2f}{added_t:>8.2f}{whole:>10.2f}{added_w:>8.2f}{cpu}")
-    if BARE in targets:
-        print_targets(results, streams)
 
 
 def print_targets(results: dict[tuple[str, str, int], list[Sample]], streams: dict[str, list[StreamSample]]) -> None:

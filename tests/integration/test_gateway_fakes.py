@@ -40,7 +40,9 @@ class FakeBackend:
     ``slow_s``, 5 s, before answering, recording when the client goes away); ``hang`` (stream a chunk, then wait,
     recording when the client goes away); ``break`` (stream a chunk, then drop the connection);
     ``non_object`` (valid JSON that is not an object: a whole reply ``[1, 2]``, a stream event
-    ``data: [1]``); ``drip`` (stream a chunk every 0.3 s, then finish normally)."""
+    ``data: [1]``); ``drip`` (stream a chunk every 0.3 s, then finish normally); ``whole`` (the
+    stream's every event in one write with its head, with a ``Content-Length``: it all arrives at once);
+    ``late_end`` (a stream's last message, ``[DONE]`` or ``done``, then ``slow_s`` before its body ends)."""
 
     name: str
     kind: str = "openai"
@@ -133,8 +135,6 @@ class FakeBackend:
             resp.set_cookie("lb-affinity", f"{self.name}-{len(self.received)}")  # as cloud load balancers do
             return resp
         self.include_usage_seen.append(bool((body.get("stream_options") or {}).get("include_usage")))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
             c = {
@@ -146,6 +146,12 @@ class FakeBackend:
             }
             return b"data: " + orjson.dumps(c) + b"\n\n"
 
+        if self.mode == "whole":
+            events = [chunk({"role": "assistant", "content": ""}), *(chunk({"content": p}) for p in REPLY_TEXT)]
+            events.append(chunk({}, "stop") + b"data: [DONE]\n\n")
+            return web.Response(body=b"".join(events), headers={"Content-Type": "text/event-stream"})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
         if self.mode == "non_object":
             await resp.write(b"data: [1]\n\n")
             return resp
@@ -167,6 +173,8 @@ class FakeBackend:
             u = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk", "created": 1, "model": model}
             await resp.write(b"data: " + orjson.dumps({**u, "choices": [], "usage": usage}) + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        if self.mode == "late_end":
+            await asyncio.sleep(self.slow_s)
         return resp
 
     async def _openai_completions(self, request: web.Request) -> web.StreamResponse:
@@ -242,6 +250,8 @@ class FakeBackend:
             }
             await resp.write(orjson.dumps(line) + b"\n")
         await resp.write(orjson.dumps(self._ollama_done(model, message={"role": "assistant", "content": ""})) + b"\n")
+        if self.mode == "late_end":
+            await asyncio.sleep(self.slow_s)
         return resp
 
     async def _ollama_generate(self, request: web.Request) -> web.StreamResponse:

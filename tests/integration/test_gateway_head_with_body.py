@@ -9,13 +9,15 @@ import socket
 import struct
 import time
 
+import httpx
 import orjson
 import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from tests.integration import test_gateway_fakes as fakes
-from tests.integration.test_gateway_fakes import FakeScorer, Fleet, fixed, free_port, run_gateway
+from tests.integration.test_gateway_fakes import REPLY_TEXT, FakeScorer, Fleet, fixed, free_port, run_gateway
+from tests.integration.test_gateway_resilience import wait_events
 from tests.integration.test_gateway_shaping import ASK, ON_OLLAMA, ON_OPENAI, fakefleet, settings
 from turnout.gateway.header_guard import PROTOCOL, GuardedHttpToolsProtocol
 
@@ -87,6 +89,69 @@ async def test_a_streamed_reply_is_whole_over_a_real_socket(redis_url, keys, set
         writer.close()
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
     assert b"data: [DONE]" in body and b'"content"' in body
+
+
+async def test_a_stream_whose_upstream_body_has_all_arrived_is_one_data_segment(
+    redis_url, redis, keys, fleet, make_settings
+):
+    """Head, events, ``[DONE]`` and the chunked terminator in one write when nothing more is to
+    come from upstream (before: the last events, ``[DONE]`` and the terminator each a write);
+    the request is recorded as before, after the last byte."""
+    fleet.alpha.mode = "whole"
+    scorer = FakeScorer(redis_url, keys, fixed(("m-a", "alpha", "up-a")))
+    async with scorer.running(), run_gateway(make_settings()) as gw:
+        reader, writer = await _connect(gw.url)
+        payload = orjson.dumps({"model": "turnout/auto", "messages": ASK, "stream": True})
+        before = data_segments_in(writer)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + b"content-length: %d\r\n\r\n" % len(payload)
+            + payload
+        )
+        await writer.drain()
+        got = b""
+        while not got.endswith(b"\r\n0\r\n\r\n"):
+            got += await asyncio.wait_for(reader.read(65536), timeout=5)
+        segments = data_segments_in(writer) - before
+        writer.close()
+        [event] = await wait_events(redis, keys, 1)
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+    events = [line[6:] for line in body.split(b"\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "".join(REPLY_TEXT)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "usage" not in chunks[-1]
+    assert segments == 1
+    assert (event.outcome, event.status, event.completion_tokens) == ("ok", 200, len(REPLY_TEXT))
+    assert event.ttft_ms is not None
+
+
+@pytest.mark.parametrize("backend", ["alpha", "olla"])
+async def test_a_stream_ends_at_its_last_message_not_at_the_upstream_bodys_end(
+    redis_url, redis, keys, fleet, make_settings, backend
+):
+    """The upstream sends ``[DONE]`` (Ollama: ``done``) and ends its body 0.5 s later: the client
+    has the whole stream at once, not at the upstream body's end (before: 0.5 s later for SSE;
+    Ollama's waited up to ``EOF_WAIT_S``, 50 ms, for it), and the request is recorded."""
+    upstream = getattr(fleet, backend)
+    upstream.mode, upstream.slow_s = "late_end", 0.5
+    target = ("m-a", "alpha", "up-a") if backend == "alpha" else ("m-o", "olla", "up-o")
+    scorer = FakeScorer(redis_url, keys, fixed(target))
+    async with scorer.running(), run_gateway(make_settings()) as gw, httpx.AsyncClient(base_url=gw.url) as http:
+        t0 = time.monotonic()
+        payload = {"model": "turnout/auto", "messages": ASK, "stream": True}
+        async with http.stream("POST", "/v1/chat/completions", json=payload) as r:
+            body = b"".join([part async for part in r.aiter_bytes()])  # to the body's end
+        took = time.monotonic() - t0
+        [event] = await wait_events(redis, keys, 1)
+    events = [line[6:] for line in body.split(b"\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    chunks = [orjson.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "".join(REPLY_TEXT)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert took < 0.3
+    assert (event.outcome, event.completion_tokens) == ("ok", len(REPLY_TEXT))
 
 
 def _closed_by_us(port: int) -> int:

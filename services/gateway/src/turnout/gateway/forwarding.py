@@ -46,7 +46,7 @@ from turnout.gateway.images import ImageFetcher, has_remote_images
 from turnout.gateway.inflight import InflightTracker
 from turnout.gateway.metrics import GatewayMetrics
 from turnout.gateway.routing import Decision
-from turnout.gateway.stream_readers import ollama_chunks, sse_chunks
+from turnout.gateway.stream_readers import Reading, ollama_chunks, sse_chunks, until_eof
 from turnout.gateway.upstream_limits import Slots, TimeoutCache, expected_delay_s
 
 Json = dict[str, Any]
@@ -168,10 +168,19 @@ class UpstreamStream:
     response: aiohttp.ClientResponse
     backend: Backend
     candidate: CandidateV1
+    reading: Reading
+
+    def at_end(self) -> bool:
+        """The stream's last message is read, or its whole body has arrived: what is left of
+        ``rest`` comes without waiting."""
+        return self.reading.complete or self.response.content.at_eof()
 
     async def close(self) -> None:
-        """Release the connection; closing it mid-body cancels the upstream generation."""
+        """Release the connection: a stream read to its last message is read to the body's end
+        first (it goes back to the pool); closing it mid-body cancels the upstream generation."""
         await self.rest.aclose()
+        if self.reading.complete:
+            await until_eof(self.response)
         self.response.close()
 
 
@@ -434,8 +443,11 @@ class Forwarder:
     async def open_stream(self, ex: Exchange) -> UpstreamStream:
         async def one(backend: Backend, cand: CandidateV1, timeout: aiohttp.ClientTimeout) -> UpstreamStream:
             resp = await self._post(backend, backend.urls[ex.kind], self._payload(ex, backend, cand), timeout)
+            reading = Reading()
             chunks = (
-                ollama_chunks(ex, backend.config.name, cand, resp) if backend.ollama else sse_chunks(ex, cand, resp)
+                ollama_chunks(ex, backend.config.name, cand, resp, reading)
+                if backend.ollama
+                else sse_chunks(ex, cand, resp, reading)
             )
             try:
                 first = await anext(chunks)
@@ -446,7 +458,7 @@ class Forwarder:
                 await chunks.aclose()
                 resp.close()
                 raise
-            return UpstreamStream(first, chunks, resp, backend, cand)
+            return UpstreamStream(first, chunks, resp, backend, cand, reading)
 
         return await self._try_candidates(ex, one)
 

@@ -45,7 +45,7 @@ from turnout.gateway.rate_limits import RateLimiter
 from turnout.gateway.response_cache import Cached
 from turnout.gateway.routing import Decision, PendingRoute, Router
 from turnout.gateway.shaping import RequestShaping, Shaper, ShapingOptions
-from turnout.gateway.streaming import StreamResponse
+from turnout.gateway.streaming import Last, StreamResponse
 
 Json = dict[str, Any]
 
@@ -313,24 +313,43 @@ class Pipeline:
         end: Callable[[], bytes],
         on_error: Callable[[BaseException], bytes],
     ) -> AsyncIterator[bytes]:
-        """Forward each batch as it arrives; after the first byte an upstream failure ends the
-        stream with an error event; a disconnect (cancellation) closes the upstream."""
+        """Forward each batch as it arrives. Once the upstream's body has all arrived, what is left
+        of it and the stream's end go in one :class:`Last` write with the response's end (nothing
+        waits for it: it is read already), and the release and the bookkeeping run after it.
+        After the first byte an upstream failure ends the stream with an error event; a
+        disconnect (cancellation) closes the upstream."""
         exc_seen: BaseException | None = None
         kept: list[list[Json]] | None = ex.reply if isinstance(ex.reply, list) else None
+        held: list[bytes] = []  # encoded from an upstream at its end, for the last write
         try:
-            if kept is not None:
-                kept.append(up.first)
-            yield encode(up.first)
-            ex.ttft_s = time.perf_counter() - ex.start
-            async for batch in up.rest:
+            batch = up.first
+            while True:
                 if kept is not None:
                     kept.append(batch)
+                if up.at_end():
+                    held.append(encode(batch))
+                    async for batch in up.rest:
+                        if kept is not None:
+                            kept.append(batch)
+                        held.append(encode(batch))
+                    held.append(end())
+                    last, held = Last(b"".join(held)), []
+                    yield last
+                    if ex.ttft_s is None:
+                        ex.ttft_s = time.perf_counter() - ex.start
+                    break
                 yield encode(batch)
-            yield end()
+                if ex.ttft_s is None:
+                    ex.ttft_s = time.perf_counter() - ex.start
+                try:
+                    batch = await anext(up.rest)
+                except StopAsyncIteration:
+                    yield Last(end())
+                    break
         except BackendError as exc:
             exc_seen = exc
             ex.attempts[-1].outcome = "broken_" + attempt_outcome(exc)
-            yield on_error(exc)
+            yield Last(b"".join(held) + on_error(exc))
             await self.forwarder.stream_failed(ex, exc)
         except (asyncio.CancelledError, GeneratorExit) as exc:
             exc_seen = exc

@@ -4,12 +4,17 @@ OpenAI-dialect SSE events get the gateway's response id and the public model nam
 lines are translated by :mod:`turnout.common.backends.translate`. A line or event that is not
 JSON, or JSON that is not an object, is a :class:`BrokenReply` (before the first byte: the next
 candidate is tried); an ``error`` object in the stream is a 502 from that backend.
+
+A reader stops at its stream's last message (SSE ``[DONE]``, Ollama's ``done`` line) and marks its
+:class:`Reading` complete before it hands on the batch that holds it: the rest of the reply can go
+out at once, without waiting for the body's end, which :func:`until_eof` reads after the last byte.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -27,14 +32,25 @@ if TYPE_CHECKING:
 Json = dict[str, Any]
 
 
-async def sse_chunks(ex: Exchange, cand: CandidateV1, resp: aiohttp.ClientResponse) -> AsyncGenerator[list[Json], None]:
-    """An OpenAI-compatible backend's SSE stream as batches of chat chunks."""
+@dataclass(slots=True)
+class Reading:
+    """What a reader knows of its stream beyond the batches."""
+
+    complete: bool = False
+    """The stream's last message is read: the reader yields nothing more that needs the network."""
+
+
+async def sse_chunks(
+    ex: Exchange, cand: CandidateV1, resp: aiohttp.ClientResponse, reading: Reading
+) -> AsyncGenerator[list[Json], None]:
+    """An OpenAI-compatible backend's SSE stream as batches of chat chunks, up to ``[DONE]``."""
     rid, model = ex.response_id, cand.model
     emitted = 0
     async for payloads in read_batches(resp, sse_payloads, cand.backend):
         batch: list[Json] = []
         for payload in payloads:
             if payload == b"[DONE]":
+                reading.complete = True
                 continue
             try:
                 chunk = orjson.loads(payload)
@@ -56,6 +72,8 @@ async def sse_chunks(ex: Exchange, cand: CandidateV1, resp: aiohttp.ClientRespon
             batch.append(chunk)
         if batch:
             yield batch
+        if reading.complete:
+            break
     if ex.usage is None:
         yield [_estimated_usage(ex, cand, emitted)]
 
@@ -77,7 +95,7 @@ def _estimated_usage(ex: Exchange, cand: CandidateV1, emitted: int) -> Json:
 
 
 async def ollama_chunks(
-    ex: Exchange, name: str, cand: CandidateV1, resp: aiohttp.ClientResponse
+    ex: Exchange, name: str, cand: CandidateV1, resp: aiohttp.ClientResponse, reading: Reading
 ) -> AsyncGenerator[list[Json], None]:
     """An Ollama backend's NDJSON stream translated to batches of OpenAI chunks."""
     translator: OllamaChatStream | OllamaGenerateStream
@@ -99,24 +117,24 @@ async def ollama_chunks(
             batch.extend(translator.feed(obj))
         if translator.usage is not None:
             ex.usage = translator.usage
+        reading.complete = translator.done
         if batch:
             yield batch
         if translator.done:
-            await _until_eof(resp)
             return
     if not translator.done:
         raise BackendUnavailable(f"{name}: stream ended before done", backend=name)
 
 
 EOF_WAIT_S = 0.05
-"""After an Ollama stream's ``done`` line, how long to wait for the body's end."""
+"""After a stream's last message, how long to wait for the body's end."""
 
 
-async def _until_eof(resp: aiohttp.ClientResponse) -> None:
-    """Read an Ollama stream's body to its end after its ``done`` line (the chunked terminator
-    usually follows at once): at its end aiohttp puts the connection back in the pool, where
-    stopping short closed it and the next stream connected anew (~4 % of a stream's gateway CPU
-    on the 2-core box). A server slower than ``EOF_WAIT_S`` gets its connection closed as before."""
+async def until_eof(resp: aiohttp.ClientResponse) -> None:
+    """Read a stream's body to its end after its last message (the chunked terminator usually
+    follows at once): at its end aiohttp puts the connection back in the pool, where stopping
+    short closed it and the next stream connected anew (~4 % of a stream's gateway CPU on the
+    2-core box). A server slower than ``EOF_WAIT_S`` gets its connection closed as before."""
     if resp.content.is_eof():
         return
     try:
