@@ -667,6 +667,8 @@ class TurnoutRouter(Router):
             weights = replace(weights, busy=0.0)
         # the simulated profiler measures TTFT at PROBE_TOKENS (the real suite: ~50, the default)
         scoring = {"ttft_probe_tokens": PROBE_TOKENS, **(scoring or {})}
+        if blind:  # blind to residency, so to the queues behind loads too: the speed term as before
+            scoring["queue_aware"] = False
         self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights, **scoring)))
         self.engine.set_catalog(catalog(measured_prefill))
         self.legacy = legacy

@@ -6,11 +6,12 @@ one more row here, one more weight in :class:`~turnout.scorer.scoring_config.Wei
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from turnout.scorer.catalog import F, ModelTable
+from turnout.scorer.catalog import B, F, I, ModelTable
 from turnout.scorer.fleet import ReplicaTable
 from turnout.scorer.prompt_analysis import LEVELS, PromptAnalysis
 from turnout.scorer.scoring_config import OVERALL, ScoringConfig
@@ -236,13 +237,95 @@ BUSY_ROW = 4
 """Row of ``busy`` in :func:`replica_terms`."""
 
 
-def expected_wait_s(inflight: F, tokens_per_s: F, cfg: ScoringConfig) -> F:
-    """Seconds a new request is expected to wait for a slot on each replica: the requests in
-    flight beyond its ``replica_parallel`` slots, one ahead of it finishing every
-    ``wait_tokens / tokens_per_s`` (decode is memory-bound: parallel streams share the speed).
-    Not a scoring term — the VRAM planner's admission (``vram.py``) reads it."""
-    ahead = np.maximum(inflight + 1.0 - cfg.replica_parallel, 0.0)
-    return ahead * cfg.wait_tokens / np.maximum(tokens_per_s, 1e-3)  # type: ignore[no-any-return]
+@dataclass(frozen=True, slots=True)
+class Queues:
+    """What the queue-wait estimate reads besides the replica table, built once per fleet state:
+    each replica's backend as an index (one backend, one queue: Ollama serves its requests in
+    order), each backend's model limit, each replica's expected load time."""
+
+    backend: I
+    """Per replica, the index of its backend."""
+    limit: F
+    """Per backend, the models it keeps loaded at once (``max_loaded_per_gpu`` × its GPUs; 0: no limit)."""
+    load_s: F
+    """Per replica, the expected seconds to load its model (``load_fixed_s + GiB / load_gib_per_s``)
+    on a backend an agent reports (0 elsewhere: whether the model is loaded there is not known)."""
+    known: B
+    """Per replica, whether an agent reports its backend: elsewhere only a slot is waited for."""
+
+    @classmethod
+    def build(cls, reps: ReplicaTable, need_bytes: F, gpus: Mapping[str, int], cfg: ScoringConfig) -> Queues:
+        names, index = np.unique(np.array(reps.backend, dtype=object), return_inverse=True)
+        limit = np.array([float(cfg.max_loaded_per_gpu * gpus.get(str(b), 0)) for b in names], dtype=np.float64)
+        known = np.array([b in gpus for b in reps.backend], dtype=bool)
+        gib = np.nan_to_num(need_bytes, nan=0.0) / 2**30
+        load = np.where(known, cfg.load_fixed_s + gib / cfg.load_gib_per_s, 0.0)
+        return cls(index.astype(np.intp), limit, load, known)
+
+    def time_ahead_s(self, reps: ReplicaTable, wait_s: F) -> F:
+        """Seconds before a new request's prompt is read on each replica: its expected wait plus,
+        where its model is not loaded and the load must unload another first, the load."""
+        b = self.backend
+        count = np.bincount(b, weights=reps.resident.astype(np.float64), minlength=self.limit.size)
+        full = (self.limit > 0) & (count >= self.limit)
+        evicts = ~reps.resident & self.known & (reps.no_room | full[b])
+        return wait_s + np.where(evicts, self.load_s, 0.0)  # type: ignore[no-any-return]
+
+
+def expected_wait_s(reps: ReplicaTable, cfg: ScoringConfig, queues: Queues | None = None) -> F:
+    """Seconds a new request is expected to wait on each replica before its prompt is read, not
+    counting a load of its own model (the gateway adds the planner's ``load_s`` for that):
+
+    * **a slot** — the requests in flight beyond its ``replica_parallel`` slots, one ahead of it
+      finishing every ``wait_tokens / tokens_per_s`` (decode is memory-bound: parallel streams
+      share the speed);
+    * with ``queues``, **the backend's queue** (Ollama serves it in order, one load at a time):
+      requests in flight for a model its backend does not hold are waiting for a load. A load
+      that must unload a model first (no free memory, or the backend at its model limit) while
+      every loaded model is serving waits until the least busy one drains (its in flight at its
+      decode speed) — and holds up every request behind it, loaded models' too (head-of-line). A
+      replica not loaded also waits for the loads queued before it, one at a time.
+
+    The VRAM planner's admission step (``vram.py``), the gateway's first-byte bound (``wait_s``)
+    and, with ``queue_aware``, the speed term (:func:`wait_term`) read it."""
+    inflight = np.maximum(reps.inflight, 0.0)
+    per_request = cfg.wait_tokens / np.maximum(reps.tokens_per_s, 1e-3)
+    slot = np.maximum(inflight + 1.0 - cfg.replica_parallel, 0.0) * per_request
+    if queues is None or reps.size == 0:
+        return slot  # type: ignore[no-any-return]
+    b, nb = queues.backend, queues.limit.size
+    res = reps.resident | ~queues.known  # where no agent says what is loaded: a slot only, as before
+    drain = np.full(nb, np.inf)
+    np.minimum.at(drain, b, np.where(res, inflight * per_request, np.inf))
+    drain[np.isinf(drain)] = 0.0  # nothing loaded: nothing to unload, nothing to wait for
+    count = np.bincount(b, weights=res.astype(np.float64), minlength=nb)
+    full = (queues.limit > 0) & (count >= queues.limit)
+    # a load here must unload first and every loaded model is serving: it waits for one to drain
+    blocked = ~res & (reps.no_room | full[b]) & (drain[b] > 0)
+    queued = ~res & (inflight > 0)  # requests waiting for a load
+    own = np.where(queued, queues.load_s, 0.0)
+    loads = np.bincount(b, weights=own, minlength=nb)
+    hol = np.bincount(b, weights=(queued & blocked).astype(np.float64), minlength=nb) > 0
+    held = np.where(hol[b], drain[b], 0.0)
+    return np.where(res, slot + held, loads[b] - own + np.where(blocked | hol[b], drain[b], 0.0))  # type: ignore[no-any-return]
+
+
+def wait_term(wait_s: F, model: I, tokens: float, q: float, table: ModelTable, cfg: ScoringConfig) -> F:
+    """The speed term's share that varies by replica: a reply's expected time on a replica is
+    its model's (:func:`expected_latency_s`) plus the wait ahead of it there
+    (:func:`expected_wait_s`), so a wait costs what the same seconds cost in the speed term —
+    ``−w.speed · (1−q) · wait / span`` on the linear scale, ``span`` the catalog's range of
+    expected times for this prompt (on the log scale, ``log((t + wait) / t) / span``). At no load
+    it is 0 everywhere, and the ranking is as without it."""
+    latency = expected_latency_s(tokens, table, cfg)
+    if cfg.speed_scale == "linear":
+        span = float(latency.max() - latency.min()) if latency.size else 0.0
+        penalty = wait_s / span if span > 0 else wait_s * 0.0
+    else:
+        t = np.maximum(latency, 1e-3)
+        span = float(np.log(t.max()) - np.log(t.min())) if t.size else 0.0
+        penalty = np.log1p(wait_s / t[model]) / span if span > 0 else wait_s * 0.0
+    return -cfg.weights.speed * (1.0 - q) * penalty  # type: ignore[no-any-return]
 
 
 def replica_terms(reps: ReplicaTable, cfg: ScoringConfig) -> F:
