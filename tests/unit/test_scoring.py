@@ -541,16 +541,16 @@ def test_a_load_waiting_for_room_holds_up_its_backend_until_a_model_drains():
         t, resident=frozenset({("a", "m0"), ("a", "m1")}), inflight={("a", "m0"): 2, ("a", "m1"): 5}
     )
     queues = Queues.build(reps, t.rep_vram, {"a": 1, "b": 1}, cfg)
-    wait = dict(zip(zip(reps.backend, reps.upstream), expected_wait_s(reps, cfg, queues).tolist()))
+    keys = list(zip(reps.backend, reps.upstream, strict=True))
+    wait = dict(zip(keys, expected_wait_s(reps, cfg, queues).tolist(), strict=True))
     assert wait[("a", "m2")] == pytest.approx(5.12)
     assert wait[("a", "m0")] == 0.0 and wait[("a", "m1")] == pytest.approx(5.12)  # a slot: 2 ahead beyond 4
     assert wait[("b", "m2")] == 0.0
     queued = replace(
         reps,
-        inflight=reps.inflight
-        + np.array([k == ("a", "m2") or k == ("b", "m1") for k in zip(reps.backend, reps.upstream)]),
+        inflight=reps.inflight + np.array([k == ("a", "m2") or k == ("b", "m1") for k in keys]),
     )
-    wait = dict(zip(zip(reps.backend, reps.upstream), expected_wait_s(queued, cfg, queues).tolist()))
+    wait = dict(zip(keys, expected_wait_s(queued, cfg, queues).tolist(), strict=True))
     assert wait[("a", "m0")] == pytest.approx(5.12)  # head-of-line: behind m2's load, which waits for m0
     assert wait[("a", "m1")] == pytest.approx(5.12 + 5.12)
     assert wait[("b", "m0")] == pytest.approx(1.0 + 4 / 2.5)  # m1's load on b goes first

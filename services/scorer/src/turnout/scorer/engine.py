@@ -108,9 +108,10 @@ class RoutingEngine:
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
         self._rsum = self._rterms.sum(axis=0)
         self._queues = Queues.build(self.replicas, self.table.rep_vram, {}, self.cfg.scoring)
-        self._wait: np.ndarray | None = None
-        """Each replica's expected wait (``terms.expected_wait_s``), computed when first read
-        after the fleet or the in-flight counts change."""
+        self._wait: tuple[np.ndarray, np.ndarray] | None = None
+        """Each replica's expected wait (``terms.expected_wait_s``) and the time ahead of a request
+        the speed term counts (``Queues.time_ahead_s``), computed when first read after the fleet
+        or the in-flight counts change."""
         self._feedback_arrays = (np.zeros(0), np.zeros(0))
         self._row_of: dict[tuple[str, str], int] = {}
         self._inflight: Mapping[tuple[str, str], int] = {}
@@ -219,8 +220,12 @@ class RoutingEngine:
         """Each replica's expected wait (s) before its prompt is read — a slot, and its backend's
         queue behind a load (:func:`~turnout.scorer.terms.expected_wait_s`) — from the fleet and
         the in-flight counts as last read plus the decisions since."""
+        return self._waits()[0]
+
+    def _waits(self) -> tuple[np.ndarray, np.ndarray]:
         if self._wait is None:
-            self._wait = expected_wait_s(self.replicas, self.cfg.scoring, self._queues)
+            wait = expected_wait_s(self.replicas, self.cfg.scoring, self._queues)
+            self._wait = (wait, self._queues.time_ahead_s(self.replicas, wait))
         return self._wait
 
     def expected_waits(self, candidates: Sequence[CandidateV1]) -> list[float]:
@@ -306,7 +311,7 @@ class RoutingEngine:
             limit=limit if limit is not None else self.cfg.max_candidates,
             rterms=self._rterms,
             rsum=self._rsum,
-            wait_s=self._queues.time_ahead_s(self.replicas, self.waits),
+            wait_s=self._waits()[1],
         )
 
     def learned_estimate(self, a: PromptAnalysis, embedding: np.ndarray | None) -> Learned | None:
