@@ -246,3 +246,13 @@ async def test_a_request_for_a_model_that_must_wait_for_room_expects_the_drain_o
     ranking = e.decide(RouteRequestV1(text="Write a haiku about Oslo.", quality=0.5), limit=100)
     by = {(c.model, c.backend): c for c in ranking.candidates}
     assert by[("m3", "a")].terms["wait"] < 0 and "wait" not in by[("m3", "b")].terms
+    # the decisions noted since update the waits of their backend alone: as a full recomputation
+    for backend, model in [("a", "m3"), ("a", "m0"), ("b", "m3"), ("a", "m0"), ("b", "s"), ("a", "m3")]:
+        e.note_routed(backend, model)
+        noted = e.waits.copy()
+        counts = dict(
+            zip(zip(e.replicas.backend, e.replicas.upstream, strict=True), e.replicas.inflight.tolist(), strict=True)
+        )
+        e.set_load({k: int(v) for k, v in counts.items()})  # a full recomputation
+        assert e.waits.tolist() == pytest.approx(noted.tolist())
+    assert e.expected_waits([a3])[0] > 2 * 256 / 64  # m3 queued on a, behind m0 that now drains longer

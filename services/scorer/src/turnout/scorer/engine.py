@@ -58,7 +58,7 @@ from turnout.scorer.scoring import (
     rank,
 )
 from turnout.scorer.settings import RoutingOptions, ScorerOptions
-from turnout.scorer.terms import BUSY_ROW, Queues, busy_term, expected_wait_s, replica_terms
+from turnout.scorer.terms import BUSY_ROW, Queues, backend_wait_s, busy_term, expected_wait_s, replica_terms
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,13 @@ class RoutingEngine:
         rsum[j] = rterms[:, j : j + 1].sum(axis=0)[0]  # summed as the whole table is
         self._rterms = rterms
         self._rsum = rsum
-        self._wait = None
+        if self._wait is not None:  # only the waits on this replica's backend move
+            rows = self._queues.rows_of(j)
+            part = backend_wait_s(counts, rows, self._queues, self.cfg.scoring)
+            wait, ahead = self._wait[0].copy(), self._wait[1].copy()
+            wait[rows] = part
+            ahead[rows] = self._queues.time_ahead_s(part, rows)
+            self._wait = (wait, ahead)
 
     @property
     def waits(self) -> np.ndarray:
@@ -225,7 +231,7 @@ class RoutingEngine:
     def _waits(self) -> tuple[np.ndarray, np.ndarray]:
         if self._wait is None:
             wait = expected_wait_s(self.replicas, self.cfg.scoring, self._queues)
-            self._wait = (wait, self._queues.time_ahead_s(self.replicas, wait))
+            self._wait = (wait, self._queues.time_ahead_s(wait))
         return self._wait
 
     def expected_waits(self, candidates: Sequence[CandidateV1]) -> list[float]:

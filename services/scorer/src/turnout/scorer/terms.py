@@ -239,44 +239,58 @@ BUSY_ROW = 4
 
 @dataclass(frozen=True, slots=True)
 class Queues:
-    """What the queue-wait estimate reads besides the replica table, built once per fleet state:
-    each replica's backend as an index (one backend, one queue: Ollama serves its requests in
-    order), each backend's model limit, each replica's expected load time."""
+    """What the queue-wait estimate reads besides the in-flight counts, built once per fleet
+    state (residency, room and speed change with it; the counts change between): each replica's
+    backend as an index (one backend, one queue: Ollama serves its requests in order), whether
+    its model is loaded, whether a load of it must unload another model first, its load time."""
 
     backend: I
     """Per replica, the index of its backend."""
-    limit: F
-    """Per backend, the models it keeps loaded at once (``max_loaded_per_gpu`` × its GPUs; 0: no limit)."""
-    load_s: F
-    """Per replica, the expected seconds to load its model (``load_fixed_s + GiB / load_gib_per_s``)
-    on a backend an agent reports (0 elsewhere: whether the model is loaded there is not known)."""
-    known: B
-    """Per replica, whether an agent reports its backend: elsewhere only a slot is waited for."""
     order: I
     """The replicas sorted by backend, and where each backend's run starts in that order (a
-    per-backend minimum by ``np.minimum.reduceat``: ~4× faster than ``np.minimum.at``)."""
+    per-backend minimum by ``np.minimum.reduceat``)."""
     starts: I
+    ends: I
+    per_request: F
+    """Per replica, the seconds one request ahead takes (``wait_tokens / tokens_per_s``)."""
+    loaded: B
+    """Loaded, or on a backend no agent reports (where only a slot is waited for)."""
+    needs_room: B
+    """Not loaded, and a load must unload a model first: no free memory, or the backend at its
+    model limit (``max_loaded_per_gpu`` × its GPUs)."""
+    load_s: F
+    """Per replica not loaded, the expected seconds to load its model (``load_fixed_s + GiB /
+    load_gib_per_s``); 0 where loaded."""
 
     @classmethod
     def build(cls, reps: ReplicaTable, need_bytes: F, gpus: Mapping[str, int], cfg: ScoringConfig) -> Queues:
         names, index = np.unique(np.array(reps.backend, dtype=object), return_inverse=True)
+        index = index.astype(np.intp)
         limit = np.array([float(cfg.max_loaded_per_gpu * gpus.get(str(b), 0)) for b in names], dtype=np.float64)
         known = np.array([b in gpus for b in reps.backend], dtype=bool)
+        loaded = reps.resident | ~known
+        count = np.bincount(index, weights=reps.resident.astype(np.float64), minlength=names.size)
+        full = (limit > 0) & (count >= limit)
         gib = np.nan_to_num(need_bytes, nan=0.0) / 2**30
-        load = np.where(known, cfg.load_fixed_s + gib / cfg.load_gib_per_s, 0.0)
-        index = index.astype(np.intp)
+        load = np.where(loaded, 0.0, cfg.load_fixed_s + gib / cfg.load_gib_per_s)
         order = np.argsort(index, kind="stable")
         starts = np.searchsorted(index[order], np.arange(names.size)).astype(np.intp)
-        return cls(index, limit, load, known, order, starts)
+        ends = np.append(starts[1:], index.size).astype(np.intp)
+        per_request = cfg.wait_tokens / np.maximum(reps.tokens_per_s, 1e-3)
+        return cls(index, order, starts, ends, per_request, loaded, ~loaded & (reps.no_room | full[index]), load)
 
-    def time_ahead_s(self, reps: ReplicaTable, wait_s: F) -> F:
-        """Seconds before a new request's prompt is read on each replica: its expected wait plus,
-        where its model is not loaded and the load must unload another first, the load."""
-        b = self.backend
-        count = np.bincount(b, weights=reps.resident.astype(np.float64), minlength=self.limit.size)
-        full = (self.limit > 0) & (count >= self.limit)
-        evicts = ~reps.resident & self.known & (reps.no_room | full[b])
-        return wait_s + np.where(evicts, self.load_s, 0.0)  # type: ignore[no-any-return]
+    def rows_of(self, replica: int) -> I:
+        """The rows of ``replica``'s backend (its own among them)."""
+        k = self.backend[replica]
+        return self.order[self.starts[k] : self.ends[k]]
+
+    def time_ahead_s(self, wait_s: F, rows: I | None = None) -> F:
+        """Seconds before a new request's prompt is read on each replica (or on ``rows``): its
+        expected wait plus, where its model is not loaded and the load must unload another
+        first, the load."""
+        if rows is None:
+            return wait_s + np.where(self.needs_room, self.load_s, 0.0)  # type: ignore[no-any-return]
+        return wait_s + np.where(self.needs_room[rows], self.load_s[rows], 0.0)  # type: ignore[no-any-return]
 
 
 def expected_wait_s(reps: ReplicaTable, cfg: ScoringConfig, queues: Queues | None = None) -> F:
@@ -286,34 +300,53 @@ def expected_wait_s(reps: ReplicaTable, cfg: ScoringConfig, queues: Queues | Non
     * **a slot** — the requests in flight beyond its ``replica_parallel`` slots, one ahead of it
       finishing every ``wait_tokens / tokens_per_s`` (decode is memory-bound: parallel streams
       share the speed);
-    * with ``queues``, **the backend's queue** (Ollama serves it in order, one load at a time):
-      requests in flight for a model its backend does not hold are waiting for a load. A load
-      that must unload a model first (no free memory, or the backend at its model limit) while
-      every loaded model is serving waits until the least busy one drains (its in flight at its
-      decode speed) — and holds up every request behind it, loaded models' too (head-of-line). A
-      replica not loaded also waits for the loads queued before it, one at a time.
+    * with ``queues`` (built from the same fleet state), **the backend's queue** (Ollama serves
+      it in order, one load at a time): requests in flight for a model its backend does not hold
+      are waiting for a load. A load that must unload a model first (no free memory, or the
+      backend at its model limit) while every loaded model is serving waits until the least
+      busy one drains (its in flight at its decode speed) — and holds up every request behind
+      it, loaded models' too (head-of-line). A replica not loaded also waits for the loads
+      queued before it, one at a time.
 
     The VRAM planner's admission step (``vram.py``), the gateway's first-byte bound (``wait_s``)
-    and, with ``queue_aware``, the speed term (:func:`wait_term`) read it."""
+    and, with ``queue_aware``, the speed term (:func:`wait_term`) read it. ~25 array operations,
+    the fleet's static part kept in ``queues``: it runs after every decision the scorer notes."""
     inflight = np.maximum(reps.inflight, 0.0)
-    per_request = cfg.wait_tokens / np.maximum(reps.tokens_per_s, 1e-3)
-    slot = np.maximum(inflight + 1.0 - cfg.replica_parallel, 0.0) * per_request
     if queues is None or reps.size == 0:
-        return slot  # type: ignore[no-any-return]
-    b, nb = queues.backend, queues.limit.size
-    res = reps.resident | ~queues.known  # where no agent says what is loaded: a slot only, as before
+        per_request = cfg.wait_tokens / np.maximum(reps.tokens_per_s, 1e-3)
+        return np.maximum(inflight + (1.0 - cfg.replica_parallel), 0.0) * per_request  # type: ignore[no-any-return]
+    per_request, res, b = queues.per_request, queues.loaded, queues.backend
+    slot = np.maximum(inflight + (1.0 - cfg.replica_parallel), 0.0) * per_request
     drain = np.minimum.reduceat(np.where(res, inflight * per_request, np.inf)[queues.order], queues.starts)
-    drain[np.isinf(drain)] = 0.0  # nothing loaded: nothing to unload, nothing to wait for
-    count = np.bincount(b, weights=res.astype(np.float64), minlength=nb)
-    full = (queues.limit > 0) & (count >= queues.limit)
+    drain[drain == np.inf] = 0.0  # nothing loaded: nothing to unload, nothing to wait for
+    ahead = drain[b]
     # a load here must unload first and every loaded model is serving: it waits for one to drain
-    blocked = ~res & (reps.no_room | full[b]) & (drain[b] > 0)
+    blocked = queues.needs_room & (ahead > 0)
     queued = ~res & (inflight > 0)  # requests waiting for a load
     own = np.where(queued, queues.load_s, 0.0)
-    loads = np.bincount(b, weights=own, minlength=nb)
-    hol = np.bincount(b, weights=(queued & blocked).astype(np.float64), minlength=nb) > 0
-    held = np.where(hol[b], drain[b], 0.0)
-    return np.where(res, slot + held, loads[b] - own + np.where(blocked | hol[b], drain[b], 0.0))  # type: ignore[no-any-return]
+    loads = np.bincount(b, weights=own, minlength=drain.size)
+    hol = np.zeros(drain.size, dtype=bool)
+    hol[b[queued & blocked]] = True  # such a load is queued: everything behind it waits
+    held = hol[b]
+    return np.where(res, slot, loads[b] - own) + np.where(held | blocked & ~res, ahead, 0.0)  # type: ignore[no-any-return]
+
+
+def backend_wait_s(inflight: F, rows: I, queues: Queues, cfg: ScoringConfig) -> F:
+    """:func:`expected_wait_s` for the replicas ``rows`` of one backend (all of them) alone: what
+    a decision noted on one replica changes (the scorer notes every decision it hands out) —
+    ~10 µs against the whole table's ~50 at 2,000 replicas. Equal to the whole table's values
+    for those rows (``test_engine.py``)."""
+    n = np.maximum(inflight[rows], 0.0)
+    per_request, res = queues.per_request[rows], queues.loaded[rows]
+    slot = np.maximum(n + (1.0 - cfg.replica_parallel), 0.0) * per_request
+    busy = np.where(res, n * per_request, np.inf)
+    ahead = float(busy.min()) if busy.size else np.inf
+    ahead = 0.0 if ahead == np.inf else ahead
+    blocked = queues.needs_room[rows] & (ahead > 0)
+    queued = ~res & (n > 0)
+    own = np.where(queued, queues.load_s[rows], 0.0)
+    held = bool((queued & blocked).any())
+    return np.where(res, slot, own.sum() - own) + np.where(held | blocked & ~res, ahead, 0.0)  # type: ignore[no-any-return]
 
 
 def wait_term(wait_s: F, model: I, tokens: float, q: float, table: ModelTable, cfg: ScoringConfig) -> F:
