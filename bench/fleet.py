@@ -39,8 +39,9 @@ wall time and the machine's load does not change the result) of
 * what the scorer sees — the agents' state (loaded models, free memory) and the gateways'
   in-flight counts as of the last refresh, every ``--refresh-s`` (1 s), plus the planner's own
   reservations for loads it started (as ``vram_routing.py`` keeps them), and each candidate's
-  expected wait for a slot (``RoutingEngine.expected_waits``, the planner's admission step); the
-  candidate order the gateway tries is ``vram_reply.attempt_order``.
+  expected wait — a slot, and its backend's queue behind a load (``RoutingEngine.expected_waits``,
+  the planner's admission step and the speed term's ``wait``); the candidate order the gateway
+  tries is ``vram_reply.attempt_order``.
 
 **The trace** (seeded): arrivals at ``--rate`` req/s (0.35: the fleet's capacity, the most at
 which Turnout fails under 1 % on seeds 1-3; 2.5 is about 7x that) with 20-second bursts at 4× every 2 minutes;
@@ -56,9 +57,10 @@ carries the per-category means (what profiling measures). Reported: the chosen m
 relative to the best model for that prompt (1.0 = always the best).
 
 **Policies on the same trace**: ``turnout`` (as configured: quality preference 0.65, the default);
-``vram-blind`` (the same engine with the resident, no-room, free-VRAM and busy weights at 0 and no
-planner: every replica of a model scores the same, so the first listed gets every request and
-the others only the gateway's retries); ``vram-blind+busy`` (the busy term kept: load-balanced
+``vram-blind`` (the same engine with the resident, no-room, free-VRAM and busy weights at 0, the
+speed term without the queues behind loads (``queue_aware`` off) and no planner: every replica
+of a model scores the same, so the first listed gets every request and the others only the
+gateway's retries); ``vram-blind+busy`` (the busy term kept: load-balanced
 but blind to residency and memory); ``rules+rr`` (the smallest
 model meeting the category × level minimum size — a coder for coding — and round-robin over its
 replicas: SmarterRouter-style); ``least-busy`` (the requested model, on its replica with the fewest
@@ -667,6 +669,8 @@ class TurnoutRouter(Router):
             weights = replace(weights, busy=0.0)
         # the simulated profiler measures TTFT at PROBE_TOKENS (the real suite: ~50, the default)
         scoring = {"ttft_probe_tokens": PROBE_TOKENS, **(scoring or {})}
+        if blind:  # blind to residency, so to the queues behind loads too: the speed term as before
+            scoring["queue_aware"] = False
         self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights, **scoring)))
         self.engine.set_catalog(catalog(measured_prefill))
         self.legacy = legacy

@@ -207,3 +207,52 @@ async def test_expected_waits_follow_the_requests_ahead_and_the_models_speed():
     assert e.expected_waits([fast, slow, unknown]) == [3 * 256 / 256, 3 * 256 / 32, 0.0]
     e.note_routed("a", "slow")  # a decision just made is one more ahead
     assert e.expected_waits([slow]) == [4 * 256 / 32]
+
+
+async def test_a_request_for_a_model_that_must_wait_for_room_expects_the_drain_of_a_busy_one():
+    """Backend ``a`` (one GPU, so three models at most) holds m0, m1 and m2, all serving: m3
+    there waits for the least busy of them to drain (2 requests × 256 tokens / 64 tokens/s),
+    which the speed term counts; on ``b``, where m3 fits, it waits for nothing."""
+    from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
+
+    gib = 2**30
+    e = RoutingEngine()
+    models = [
+        CatalogModelV1(
+            name=f"m{i}",
+            params_b=8,
+            tokens_per_s=64.0,
+            vram_bytes=4 * gib,
+            replicas=[ReplicaV1(backend=b, upstream_model=f"m{i}", host=b) for b in "ab"],
+        )
+        for i in range(4)
+    ]
+    # a faster model gives the speed term its span of seconds
+    models.append(
+        CatalogModelV1(
+            name="s", params_b=1, tokens_per_s=400.0, replicas=[ReplicaV1(backend="b", upstream_model="s", host="b")]
+        )
+    )
+    e.set_catalog(CatalogSnapshotV1(version="q1", models=models))
+    gpu = GpuStateV1(index=0, memory_total_bytes=80 * gib, memory_used_bytes=12 * gib, memory_free_bytes=68 * gib)
+    loaded = [LoadedModelV1(name=f"m{i}", size_bytes=4 * gib, vram_bytes=4 * gib) for i in range(3)]
+    states = [
+        HostStateV1(host="a", backend="a", gpus=[gpu], loaded_models=loaded, ts=0.0),
+        HostStateV1(host="b", backend="b", gpus=[gpu.model_copy(update={"memory_used_bytes": 0})], ts=0.0),
+    ]
+    e.set_fleet(FleetState.from_hosts(states, {("a", "m0"): 2, ("a", "m1"): 5, ("a", "m2"): 6}))
+    a3, b3 = (CandidateV1(model="m3", backend=b, upstream_model="m3", score=0.0) for b in "ab")
+    assert e.expected_waits([a3, b3]) == [2 * 256 / 64, 0.0]
+    ranking = e.decide(RouteRequestV1(text="Write a haiku about Oslo.", quality=0.5), limit=100)
+    by = {(c.model, c.backend): c for c in ranking.candidates}
+    assert by[("m3", "a")].terms["wait"] < 0 and "wait" not in by[("m3", "b")].terms
+    # the decisions noted since update the waits of their backend alone: as a full recomputation
+    for backend, model in [("a", "m3"), ("a", "m0"), ("b", "m3"), ("a", "m0"), ("b", "s"), ("a", "m3")]:
+        e.note_routed(backend, model)
+        noted = e.waits.copy()
+        counts = dict(
+            zip(zip(e.replicas.backend, e.replicas.upstream, strict=True), e.replicas.inflight.tolist(), strict=True)
+        )
+        e.set_load({k: int(v) for k, v in counts.items()})  # a full recomputation
+        assert e.waits.tolist() == pytest.approx(noted.tolist())
+    assert e.expected_waits([a3])[0] > 2 * 256 / 64  # m3 queued on a, behind m0 that now drains longer

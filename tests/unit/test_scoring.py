@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from turnout.scorer.scoring import (
     model_terms,
     rank,
 )
-from turnout.scorer.terms import expected_latency_s, expected_ttft_s, expected_wait_s, latency_utility
+from turnout.scorer.terms import Queues, expected_latency_s, expected_ttft_s, expected_wait_s, latency_utility
 
 GREETING = "hi!"
 HARD_CODE = "implement a thread-safe LRU cache in Rust with tests"
@@ -508,8 +509,74 @@ def test_weights_are_configurable():
     assert Router(cfg=cfg).top("Tell me about Lisbon", quality=0.01) == "llama3.3:70b"
 
 
+def _wait_table(n: int, tps: list[float]) -> ModelTable:
+    """``n`` models ``m0…``, each on backends ``a`` and ``b``, 4 GiB each, at the given tokens/s."""
+    specs = tuple(
+        ModelSpec(
+            f"m{i}", 8, tokens_per_s=tps[i], vram_bytes=4 * 2**30, replicas=(("a", f"m{i}", None), ("b", f"m{i}", None))
+        )
+        for i in range(n)
+    )
+    return ModelTable.build(specs)
+
+
 def test_expected_wait_counts_only_the_requests_beyond_the_parallel_slots():
     cfg = ScoringConfig(replica_parallel=4.0, wait_tokens=200.0)
-    inflight = np.array([0.0, 3.0, 4.0, 8.0, 8.0])
-    tps = np.array([100.0, 100.0, 100.0, 100.0, 20.0])
-    assert expected_wait_s(inflight, tps, cfg).tolist() == [0.0, 0.0, 2.0, 10.0, 50.0]
+    t = _wait_table(5, [100.0, 100.0, 100.0, 100.0, 20.0])
+    counts = [0, 3, 4, 8, 8]
+    everywhere = frozenset((b, f"m{i}") for i in range(5) for b in "ab")
+    reps = ReplicaTable.from_specs(t, resident=everywhere, inflight={("a", f"m{i}"): c for i, c in enumerate(counts)})
+    on_a = [j for j, b in enumerate(reps.backend) if b == "a"]
+    assert expected_wait_s(reps, cfg)[on_a].tolist() == [0.0, 0.0, 2.0, 10.0, 50.0]
+
+
+def test_a_load_waiting_for_room_holds_up_its_backend_until_a_model_drains():
+    """Backend ``a`` holds m0 and m1 (its limit: 2 models on 1 GPU), both serving; a request for
+    m2 there waits for the less busy one to drain (2 × 256 / 100 s) and, once such a request is
+    queued, so does every request on ``a``. Backend ``b`` has room: m2's load there waits for
+    nothing (its own load is the gateway's ``load_s``), m0 there only for the load queued ahead."""
+    cfg = ScoringConfig(replica_parallel=4.0, wait_tokens=256.0, max_loaded_per_gpu=2)
+    t = _wait_table(3, [100.0, 100.0, 100.0])
+    reps = ReplicaTable.from_specs(
+        t, resident=frozenset({("a", "m0"), ("a", "m1")}), inflight={("a", "m0"): 2, ("a", "m1"): 5}
+    )
+    queues = Queues.build(reps, t.rep_vram, {"a": 1, "b": 1}, cfg)
+    keys = list(zip(reps.backend, reps.upstream, strict=True))
+    wait = dict(zip(keys, expected_wait_s(reps, cfg, queues).tolist(), strict=True))
+    assert wait[("a", "m2")] == pytest.approx(5.12)
+    assert wait[("a", "m0")] == 0.0 and wait[("a", "m1")] == pytest.approx(5.12)  # a slot: 2 ahead beyond 4
+    assert wait[("b", "m2")] == 0.0
+    queued = replace(
+        reps,
+        inflight=reps.inflight + np.array([k == ("a", "m2") or k == ("b", "m1") for k in keys]),
+    )
+    wait = dict(zip(keys, expected_wait_s(queued, cfg, queues).tolist(), strict=True))
+    assert wait[("a", "m0")] == pytest.approx(5.12)  # head-of-line: behind m2's load, which waits for m0
+    assert wait[("a", "m1")] == pytest.approx(5.12 + 5.12)
+    assert wait[("b", "m0")] == pytest.approx(1.0 + 4 / 2.5)  # m1's load on b goes first
+    assert wait[("b", "m1")] == 0.0  # joins the load under way (its own: not counted here)
+    assert expected_wait_s(queued, cfg).tolist() == expected_wait_s(queued, cfg, None).tolist()
+    assert wait[("a", "m2")] == pytest.approx(5.12)
+
+
+def test_the_speed_term_counts_a_replica_s_wait_as_seconds_of_its_reply():
+    """Two equal replicas of the best model: the one with a queue loses exactly what the speed
+    term gives the same seconds (``w.speed · (1−q) · wait / span``), and at no load the ranking
+    is the one without the wait term; with ``queue_aware`` off the wait does not count."""
+    cfg = ScoringConfig()
+    t = _wait_table(3, [200.0, 100.0, 50.0])
+    reps = ReplicaTable.from_specs(t)
+    a = PromptAnalysis("general", 0.3, "simple", (), 30, 1.0)
+    req = RouteRequestV1(text="hi", quality=0.5)
+    calm = rank(req, a, t, reps, cfg, limit=None)
+    wait = np.where(np.array(reps.backend) == "a", 4.0, 0.0)
+    busy = rank(req, a, t, reps, cfg, limit=None, wait_s=wait)
+    by = {(c.model, c.backend): c for c in busy.candidates}
+    span = float(expected_latency_s(a.tokens, t, cfg).max() - expected_latency_s(a.tokens, t, cfg).min())
+    for m in ("m0", "m1", "m2"):
+        assert by[(m, "a")].terms["wait"] == pytest.approx(-cfg.weights.speed * 0.5 * 4.0 / span, abs=1e-4)
+        assert by[(m, "a")].score < by[(m, "b")].score
+    assert busy.candidates[0].backend == "b"
+    assert rank(req, a, t, reps, cfg, limit=None, wait_s=np.zeros(reps.size)) == calm
+    off = rank(req, a, t, reps, replace(cfg, queue_aware=False), limit=None, wait_s=wait)
+    assert [c.score for c in off.candidates] == [c.score for c in calm.candidates]

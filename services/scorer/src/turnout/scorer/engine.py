@@ -60,7 +60,7 @@ from turnout.scorer.scoring import (
     rank,
 )
 from turnout.scorer.settings import RoutingOptions, ScorerOptions
-from turnout.scorer.terms import BUSY_ROW, busy_term, expected_wait_s, replica_terms
+from turnout.scorer.terms import BUSY_ROW, Queues, backend_wait_s, busy_term, expected_wait_s, replica_terms
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,11 @@ class RoutingEngine:
         self.replicas = ReplicaTable.build(self.table)
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
         self._rsum = self._rterms.sum(axis=0)
+        self._queues = Queues.build(self.replicas, self.table.rep_vram, {}, self.cfg.scoring)
+        self._wait: tuple[np.ndarray, np.ndarray] | None = None
+        """Each replica's expected wait (``terms.expected_wait_s``) and the time ahead of a request
+        the speed term counts (``Queues.time_ahead_s``), computed when first read after the fleet
+        or the in-flight counts change."""
         self._feedback_arrays = (np.zeros(0), np.zeros(0))
         self._row_of: dict[tuple[str, str], int] = {}
         self._inflight: Mapping[tuple[str, str], int] = {}
@@ -179,6 +184,8 @@ class RoutingEngine:
         self._inflight = fleet.inflight
         self._rterms = replica_terms(reps, self.cfg.scoring)
         self._rsum = self._rterms.sum(axis=0)
+        self._queues = Queues.build(reps, self.table.rep_vram, fleet.gpus_by_backend, self.cfg.scoring)
+        self._wait = None
 
     def set_load(self, inflight: Mapping[tuple[str, str], int]) -> None:
         """The gateways' in-flight counts per (backend, upstream model), as just read: they replace
@@ -190,6 +197,7 @@ class RoutingEngine:
         self.replicas = replace(self.replicas, inflight=counts)
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
         self._rsum = self._rterms.sum(axis=0)
+        self._wait = None
 
     def note_routed(self, backend: str, upstream: str) -> None:
         """A request is about to go to this replica: count it in flight until the next
@@ -207,15 +215,33 @@ class RoutingEngine:
         rsum[j] = rterms[:, j : j + 1].sum(axis=0)[0]  # summed as the whole table is
         self._rterms = rterms
         self._rsum = rsum
+        if self._wait is not None:  # only the waits on this replica's backend move
+            rows = self._queues.rows_of(j)
+            part = backend_wait_s(counts, rows, self._queues, self.cfg.scoring)
+            wait, ahead = self._wait[0].copy(), self._wait[1].copy()
+            wait[rows] = part
+            ahead[rows] = self._queues.time_ahead_s(part, rows)
+            self._wait = (wait, ahead)
+
+    @property
+    def waits(self) -> np.ndarray:
+        """Each replica's expected wait (s) before its prompt is read — a slot, and its backend's
+        queue behind a load (:func:`~turnout.scorer.terms.expected_wait_s`) — from the fleet and
+        the in-flight counts as last read plus the decisions since."""
+        return self._waits()[0]
+
+    def _waits(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._wait is None:
+            wait = expected_wait_s(self.replicas, self.cfg.scoring, self._queues)
+            self._wait = (wait, self._queues.time_ahead_s(wait))
+        return self._wait
 
     def expected_waits(self, candidates: Sequence[Ranked]) -> list[float]:
-        """Each candidate's expected wait for a slot (s), from the in-flight counts as last read
-        plus the decisions since (:func:`~turnout.scorer.terms.expected_wait_s`); 0 for an unknown replica."""
-        reps = self.replicas
+        """Each candidate's expected wait (s) (:attr:`waits`); 0 for an unknown replica. The VRAM
+        planner's admission step and the gateway's first-byte bound (``wait_s``) read it."""
+        waits = self.waits
         rows = [self._row_of.get((c.backend, c.upstream_model), -1) for c in candidates]
-        idx = np.array([max(j, 0) for j in rows], dtype=np.intp)
-        secs = expected_wait_s(reps.inflight[idx], reps.tokens_per_s[idx], self.cfg.scoring)
-        return [float(s) if j >= 0 else 0.0 for s, j in zip(secs.tolist(), rows, strict=True)]
+        return [float(waits[j]) if j >= 0 else 0.0 for j in rows]
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
         """Model -> (decayed mean feedback −1..1, decayed count)."""
@@ -293,6 +319,7 @@ class RoutingEngine:
             limit=limit if limit is not None else self.cfg.max_candidates,
             rterms=self._rterms,
             rsum=self._rsum,
+            wait_s=self._waits()[1],
         )
 
     def learned_estimate(self, a: PromptAnalysis, embedding: np.ndarray | None) -> Learned | None:
@@ -442,11 +469,15 @@ def engine_config(opts: ScorerOptions) -> EngineConfig:
             weights=weights,
             policy=r.policy,
             speed_scale=r.speed_scale,
+            queue_aware=r.queue_aware,
             tier_thresholds_b=r.tier_thresholds_b,
             unservable_without_vision=r.unservable_without_vision,
             default_quality=opts.default_quality,
             unknown_params_b=opts.unknown_params_b,
             learned_k=r.learned_k,
+            max_loaded_per_gpu=opts.vram.max_loaded_per_gpu,
+            load_fixed_s=opts.vram.load_fixed_s,
+            load_gib_per_s=opts.vram.load_gib_per_s,
         ),
         virtual_models=frozenset(opts.virtual_models),
         max_candidates=opts.max_candidates,

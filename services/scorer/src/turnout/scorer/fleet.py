@@ -39,6 +39,9 @@ class FleetState:
     """Backends whose circuit the gateways opened (:mod:`turnout.common.circuits`): filtered out."""
     open_replicas: frozenset[tuple[str, str]] = frozenset()
     """(backend, upstream model) pairs whose circuit is open: filtered out."""
+    gpus_by_backend: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    """GPUs behind each backend its agent reports: with the backend's models-per-GPU limit, how
+    many models it keeps loaded at once (the queue-wait estimate, ``terms.expected_wait_s``)."""
 
     @classmethod
     def from_hosts(
@@ -50,6 +53,7 @@ class FleetState:
         unhealthy: set[str] = set()
         free_backend: dict[str, int] = {}
         free_host: dict[str, int] = {}
+        gpus: dict[str, int] = {}
         n = 0
         for s in states:
             n += 1
@@ -63,6 +67,7 @@ class FleetState:
                     unhealthy.add(s.backend)
                 if s.gpus:
                     free_backend[s.backend] = s.memory_free_bytes
+                    gpus[s.backend] = len(s.gpus)
         return cls(
             resident=frozenset(resident),
             resident_on_host=frozenset(on_host),
@@ -71,6 +76,7 @@ class FleetState:
             free_by_host=MappingProxyType(free_host),
             inflight=MappingProxyType(dict(inflight or {})),
             hosts=n,
+            gpus_by_backend=MappingProxyType(gpus),
         )
 
 

@@ -54,7 +54,10 @@ candidate reports them in ``terms`` and they sum to its ``score``:
 * per replica: ``resident`` (+, loaded in VRAM), ``unhealthy`` (−), ``no_room`` (−, not loaded
   and the host lacks the memory), ``free_vram`` (+, share free), ``busy`` (−, requests in flight
   per ``replica_parallel``, capped: the gateways' counts as last read, plus the decisions this
-  scorer made since).
+  scorer made since), ``wait`` (−, the speed term's share per replica: the seconds expected ahead
+  of a new request there — a slot, and its backend's queue behind a load that waits for room —
+  weighed as the speed term weighs seconds, ``−w.speed · (1−q) · wait / span``; 0 at no load;
+  ``terms.expected_wait_s``, ``terms.wait_term``; ``queue_aware=False``: left out).
 
 A request that names a model (after aliases and client rules) skips the model terms: only its
 replicas are ranked, by the replica terms, so the choice stays VRAM- and load-aware.
@@ -90,7 +93,15 @@ from turnout.scorer.filters import (
 from turnout.scorer.fleet import FleetState, ReplicaTable
 from turnout.scorer.prompt_analysis import PromptAnalysis
 from turnout.scorer.scoring_config import OVERALL, TIERS, ScoringConfig, Weights
-from turnout.scorer.terms import REPLICA_TERMS, Learned, ModelState, TermArrays, model_terms, replica_terms
+from turnout.scorer.terms import (
+    REPLICA_TERMS,
+    Learned,
+    ModelState,
+    TermArrays,
+    model_terms,
+    replica_terms,
+    wait_term,
+)
 
 __all__ = [
     "OVERALL",
@@ -225,10 +236,12 @@ def rank(
     limit: int | None = 8,
     rterms: F | None = None,
     rsum: F | None = None,
+    wait_s: F | None = None,
 ) -> Ranking:
     """Filters, terms, ranking; ``limit=None`` explains every candidate. ``rterms`` are
     :func:`replica_terms` of ``reps`` and ``rsum`` their column sums, when the caller keeps them
-    per fleet state."""
+    per fleet state; ``wait_s`` each replica's expected wait (``terms.expected_wait_s``), which
+    the speed term counts (``wait``, with ``queue_aware``)."""
     cons = cons or Constraints()
     need = a.tokens + (req.max_tokens or 0)
     if cons.requested is not None:
@@ -266,6 +279,10 @@ def rank(
     else:
         terms = model_terms(a, q, table, cfg, state, learned)
         rscore = terms.total[reps.model] + rsum
+    wterm = None
+    if wait_s is not None and cfg.queue_aware and cfg.policy == "score" and cons.requested is None and wait_s.any():
+        wterm = wait_term(wait_s, reps.model, a.tokens, q, table, cfg)
+        rscore = rscore + wterm
     rows = rmask.nonzero()[0]  # np.flatnonzero of a 1-d mask, without its Python wrapper
     if rows.size == 0:
         return Ranking(
@@ -283,7 +300,7 @@ def rank(
     chosen = int(reps.model[order[0]])
     if limit is not None:
         order = order[:limit]
-    cands = _scored(order, a, q, table, reps, terms, rterms, rscore, sel, cons)
+    cands = _scored(order, a, q, table, reps, terms, rterms, rscore, sel, cons, wterm)
     return Ranking(
         a,
         cands,
@@ -364,17 +381,22 @@ def _scored(
     rscore: F,
     sel: Selection,
     cons: Constraints,
+    wterm: F | None = None,
 ) -> tuple[Scored, ...]:
     """The candidates of replica rows ``order`` with their terms and reasons (the catalog's part
-    of the reasons is precomputed in :attr:`ModelTable.reasons`; terms rounded in one pass)."""
+    of the reasons is precomputed in :attr:`ModelTable.reasons`; terms rounded in one pass);
+    ``wterm`` the ``wait`` term per replica, when there is one."""
     models = reps.model[order]
     # every candidate's terms and score, gathered into one array and rounded in place:
-    # (model terms + replica terms + 1, candidates), read per candidate
+    # (model terms + replica terms [+ wait] + 1, candidates), read per candidate
     nm, nr = terms.values.shape[0], rterms.shape[0]
-    gathered = np.empty((nm + nr + 1, order.size))
+    nw = nr + (wterm is not None)
+    gathered = np.empty((nm + nw + 1, order.size))
     terms.values.take(models, axis=1, out=gathered[:nm])  # the methods: np.take wraps them in Python
     rterms.take(order, axis=1, out=gathered[nm : nm + nr])
-    rscore.take(order, out=gathered[nm + nr])
+    if wterm is not None:
+        wterm.take(order, out=gathered[nm + nr])
+    rscore.take(order, out=gathered[nm + nw])
     rows = gathered.round(4, out=gathered).T.tolist()
     cat = a.category if a.category in table.capability else OVERALL
     static = table.reasons[cat]
@@ -382,7 +404,7 @@ def _scored(
     coder_note = "coder model for a coding prompt" if a.category == "coding" else "coder model, non-coding prompt"
     below = f"below the minimum size for {a.level} {a.category} ("
     tail = (*cons.notes, *sel.notes)
-    names = (*terms.names, *REPLICA_TERMS)
+    names = (*terms.names, *REPLICA_TERMS, *(("wait",) if wterm is not None else ()))
     backends, upstream, model_names = reps.backend, reps.upstream, table.names
     flags = zip(
         models.tolist(),
@@ -417,6 +439,8 @@ def _scored(
             reasons.append("not loaded, and its host lacks the free memory")
         if inflight > 0:
             reasons.append(f"{inflight:.0f} requests in flight on {backend}")
+        if wait := t.get("wait"):
+            reasons.append(f"requests queued ahead on {backend} ({wait:+.3f})")
         reasons.extend(tail)
         out.append(Scored(model_names[i], backend, upstream[j], row[-1], t, tuple(reasons)))
     return tuple(out)

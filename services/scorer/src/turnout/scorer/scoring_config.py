@@ -95,3 +95,14 @@ class ScoringConfig:
     """Tokens a replica generates per request, on average: with its decode speed, the time each
     request ahead adds to the expected wait (:func:`~turnout.scorer.terms.expected_wait_s`), and
     the reply the speed term times (:func:`~turnout.scorer.terms.expected_latency_s`)."""
+    queue_aware: bool = True
+    """The speed term counts each replica's expected wait (:func:`~turnout.scorer.terms.wait_term`):
+    a slot, and its backend's queue behind a load; off: the wait feeds only the VRAM planner's
+    admission step and the gateway's first-byte bound, as before."""
+    max_loaded_per_gpu: int = 3
+    """Models a backend keeps loaded per GPU (``OLLAMA_MAX_LOADED_MODELS``; the VRAM planner's
+    ``max_loaded_per_gpu``, which the scorer's settings copy here; 0: no limit): a load on a
+    backend at its limit must unload one first."""
+    load_fixed_s: float = 1.0
+    load_gib_per_s: float = 2.5
+    """The load-time estimate, as the VRAM planner's (``VramOptions``; the settings copy it)."""

@@ -61,6 +61,10 @@ class RoutingOptions(BaseModel):
     speed_scale: str = Field(
         default="linear", pattern="^(linear|log)$", description="The speed term's scale of expected latency"
     )
+    queue_aware: bool = Field(
+        default=True,
+        description="The speed term counts each replica's expected wait (a slot, its backend's queue behind a load)",
+    )
     weights: dict[str, float] = Field(
         default_factory=dict, description=f"Overrides of the scoring weights ({', '.join(WEIGHT_NAMES)})"
     )

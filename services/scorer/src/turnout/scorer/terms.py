@@ -6,11 +6,12 @@ one more row here, one more weight in :class:`~turnout.scorer.scoring_config.Wei
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from turnout.scorer.catalog import F, ModelTable
+from turnout.scorer.catalog import B, F, I, ModelTable
 from turnout.scorer.fleet import ReplicaTable
 from turnout.scorer.prompt_analysis import LEVELS, PromptAnalysis
 from turnout.scorer.scoring_config import OVERALL, ScoringConfig
@@ -236,13 +237,134 @@ BUSY_ROW = 4
 """Row of ``busy`` in :func:`replica_terms`."""
 
 
-def expected_wait_s(inflight: F, tokens_per_s: F, cfg: ScoringConfig) -> F:
-    """Seconds a new request is expected to wait for a slot on each replica: the requests in
-    flight beyond its ``replica_parallel`` slots, one ahead of it finishing every
-    ``wait_tokens / tokens_per_s`` (decode is memory-bound: parallel streams share the speed).
-    Not a scoring term — the VRAM planner's admission (``vram.py``) reads it."""
-    ahead = np.maximum(inflight + 1.0 - cfg.replica_parallel, 0.0)
-    return ahead * cfg.wait_tokens / np.maximum(tokens_per_s, 1e-3)  # type: ignore[no-any-return]
+@dataclass(frozen=True, slots=True)
+class Queues:
+    """What the queue-wait estimate reads besides the in-flight counts, built once per fleet
+    state (residency, room and speed change with it; the counts change between): each replica's
+    backend as an index (one backend, one queue: Ollama serves its requests in order), whether
+    its model is loaded, whether a load of it must unload another model first, its load time."""
+
+    backend: I
+    """Per replica, the index of its backend."""
+    order: I
+    """The replicas sorted by backend, and where each backend's run starts in that order (a
+    per-backend minimum by ``np.minimum.reduceat``)."""
+    starts: I
+    ends: I
+    per_request: F
+    """Per replica, the seconds one request ahead takes (``wait_tokens / tokens_per_s``)."""
+    loaded: B
+    """Loaded, or on a backend no agent reports (where only a slot is waited for)."""
+    needs_room: B
+    """Not loaded, and a load must unload a model first: no free memory, or the backend at its
+    model limit (``max_loaded_per_gpu`` × its GPUs)."""
+    load_s: F
+    """Per replica not loaded, the expected seconds to load its model (``load_fixed_s + GiB /
+    load_gib_per_s``); 0 where loaded."""
+
+    @classmethod
+    def build(cls, reps: ReplicaTable, need_bytes: F, gpus: Mapping[str, int], cfg: ScoringConfig) -> Queues:
+        names, index = np.unique(np.array(reps.backend, dtype=object), return_inverse=True)
+        index = index.astype(np.intp)
+        limit = np.array([float(cfg.max_loaded_per_gpu * gpus.get(str(b), 0)) for b in names], dtype=np.float64)
+        known = np.array([b in gpus for b in reps.backend], dtype=bool)
+        loaded = reps.resident | ~known
+        count = np.bincount(index, weights=reps.resident.astype(np.float64), minlength=names.size)
+        full = (limit > 0) & (count >= limit)
+        gib = np.nan_to_num(need_bytes, nan=0.0) / 2**30
+        load = np.where(loaded, 0.0, cfg.load_fixed_s + gib / cfg.load_gib_per_s)
+        order = np.argsort(index, kind="stable")
+        starts = np.searchsorted(index[order], np.arange(names.size)).astype(np.intp)
+        ends = np.append(starts[1:], index.size).astype(np.intp)
+        per_request = cfg.wait_tokens / np.maximum(reps.tokens_per_s, 1e-3)
+        return cls(index, order, starts, ends, per_request, loaded, ~loaded & (reps.no_room | full[index]), load)
+
+    def rows_of(self, replica: int) -> I:
+        """The rows of ``replica``'s backend (its own among them)."""
+        k = self.backend[replica]
+        return self.order[self.starts[k] : self.ends[k]]
+
+    def time_ahead_s(self, wait_s: F, rows: I | None = None) -> F:
+        """Seconds before a new request's prompt is read on each replica (or on ``rows``): its
+        expected wait plus, where its model is not loaded and the load must unload another
+        first, the load."""
+        if rows is None:
+            return wait_s + np.where(self.needs_room, self.load_s, 0.0)  # type: ignore[no-any-return]
+        return wait_s + np.where(self.needs_room[rows], self.load_s[rows], 0.0)  # type: ignore[no-any-return]
+
+
+def expected_wait_s(reps: ReplicaTable, cfg: ScoringConfig, queues: Queues | None = None) -> F:
+    """Seconds a new request is expected to wait on each replica before its prompt is read, not
+    counting a load of its own model (the gateway adds the planner's ``load_s`` for that):
+
+    * **a slot** — the requests in flight beyond its ``replica_parallel`` slots, one ahead of it
+      finishing every ``wait_tokens / tokens_per_s`` (decode is memory-bound: parallel streams
+      share the speed);
+    * with ``queues`` (built from the same fleet state), **the backend's queue** (Ollama serves
+      it in order, one load at a time): requests in flight for a model its backend does not hold
+      are waiting for a load. A load that must unload a model first (no free memory, or the
+      backend at its model limit) while every loaded model is serving waits until the least
+      busy one drains (its in flight at its decode speed) — and holds up every request behind
+      it, loaded models' too (head-of-line). A replica not loaded also waits for the loads
+      queued before it, one at a time.
+
+    The VRAM planner's admission step (``vram.py``), the gateway's first-byte bound (``wait_s``)
+    and, with ``queue_aware``, the speed term (:func:`wait_term`) read it. ~25 array operations,
+    the fleet's static part kept in ``queues``: it runs after every decision the scorer notes."""
+    inflight = np.maximum(reps.inflight, 0.0)
+    if queues is None or reps.size == 0:
+        per_request = cfg.wait_tokens / np.maximum(reps.tokens_per_s, 1e-3)
+        return np.maximum(inflight + (1.0 - cfg.replica_parallel), 0.0) * per_request  # type: ignore[no-any-return]
+    per_request, res, b = queues.per_request, queues.loaded, queues.backend
+    slot = np.maximum(inflight + (1.0 - cfg.replica_parallel), 0.0) * per_request
+    drain = np.minimum.reduceat(np.where(res, inflight * per_request, np.inf)[queues.order], queues.starts)
+    drain[drain == np.inf] = 0.0  # nothing loaded: nothing to unload, nothing to wait for
+    ahead = drain[b]
+    # a load here must unload first and every loaded model is serving: it waits for one to drain
+    blocked = queues.needs_room & (ahead > 0)
+    queued = ~res & (inflight > 0)  # requests waiting for a load
+    own = np.where(queued, queues.load_s, 0.0)
+    loads = np.bincount(b, weights=own, minlength=drain.size)
+    hol = np.zeros(drain.size, dtype=bool)
+    hol[b[queued & blocked]] = True  # such a load is queued: everything behind it waits
+    held = hol[b]
+    return np.where(res, slot, loads[b] - own) + np.where(held | blocked & ~res, ahead, 0.0)  # type: ignore[no-any-return]
+
+
+def backend_wait_s(inflight: F, rows: I, queues: Queues, cfg: ScoringConfig) -> F:
+    """:func:`expected_wait_s` for the replicas ``rows`` of one backend (all of them) alone: what
+    a decision noted on one replica changes (the scorer notes every decision it hands out) —
+    ~10 µs against the whole table's ~50 at 2,000 replicas. Equal to the whole table's values
+    for those rows (``test_engine.py``)."""
+    n = np.maximum(inflight[rows], 0.0)
+    per_request, res = queues.per_request[rows], queues.loaded[rows]
+    slot = np.maximum(n + (1.0 - cfg.replica_parallel), 0.0) * per_request
+    busy = np.where(res, n * per_request, np.inf)
+    ahead = float(busy.min()) if busy.size else np.inf
+    ahead = 0.0 if ahead == np.inf else ahead
+    blocked = queues.needs_room[rows] & (ahead > 0)
+    queued = ~res & (n > 0)
+    own = np.where(queued, queues.load_s[rows], 0.0)
+    held = bool((queued & blocked).any())
+    return np.where(res, slot, own.sum() - own) + np.where(held | blocked & ~res, ahead, 0.0)  # type: ignore[no-any-return]
+
+
+def wait_term(wait_s: F, model: I, tokens: float, q: float, table: ModelTable, cfg: ScoringConfig) -> F:
+    """The speed term's share that varies by replica: a reply's expected time on a replica is
+    its model's (:func:`expected_latency_s`) plus the wait ahead of it there
+    (:func:`expected_wait_s`), so a wait costs what the same seconds cost in the speed term —
+    ``−w.speed · (1−q) · wait / span`` on the linear scale, ``span`` the catalog's range of
+    expected times for this prompt (on the log scale, ``log((t + wait) / t) / span``). At no load
+    it is 0 everywhere, and the ranking is as without it."""
+    latency = expected_latency_s(tokens, table, cfg)
+    if cfg.speed_scale == "linear":
+        span = float(latency.max() - latency.min()) if latency.size else 0.0
+        penalty = wait_s / span if span > 0 else wait_s * 0.0
+    else:
+        t = np.maximum(latency, 1e-3)
+        span = float(np.log(t.max()) - np.log(t.min())) if t.size else 0.0
+        penalty = np.log1p(wait_s / t[model]) / span if span > 0 else wait_s * 0.0
+    return -cfg.weights.speed * (1.0 - q) * penalty  # type: ignore[no-any-return]
 
 
 def replica_terms(reps: ReplicaTable, cfg: ScoringConfig) -> F:
