@@ -111,9 +111,9 @@ class RoutingEngine:
         self._rsum = self._rterms.sum(axis=0)
         self._feedback_arrays = (np.zeros(0), np.zeros(0))
         self._row_of: dict[tuple[str, str], int] = {}
-        self._waits: tuple[ReplicaTable, dict[int, float]] = (self.replicas, {})
-        """Replica row -> its expected wait for a slot (:meth:`expected_waits`), for these replicas
-        (the in-flight counts as last read: :meth:`note_routed` carries the others over)."""
+        self._waits: tuple[object, dict[tuple[int, float], float]] = (self.replicas.tokens_per_s, {})
+        """(replica row, requests in flight) -> its expected wait for a slot (:meth:`expected_waits`),
+        for the replicas' speeds as last built."""
         self._inflight: Mapping[tuple[str, str], int] = {}
         self._recent = np.zeros(0)
         self._rules_version = self.rules.current.version
@@ -203,10 +203,7 @@ class RoutingEngine:
             return
         counts = self.replicas.inflight.copy()
         counts[j] += 1.0
-        before, self.replicas = self.replicas, replace(self.replicas, inflight=counts)
-        if self._waits[0] is before:  # only row j's count changed
-            self._waits[1].pop(j, None)
-            self._waits = (self.replicas, self._waits[1])
+        self.replicas = replace(self.replicas, inflight=counts)
         rterms = self._rterms.copy()
         rterms[BUSY_ROW, j] = busy_term(counts[j : j + 1], self.cfg.scoring)[0]
         rsum = self._rsum.copy()
@@ -218,16 +215,19 @@ class RoutingEngine:
         """Each candidate's expected wait for a slot (s), from the in-flight counts as last read
         plus the decisions since (:func:`~turnout.scorer.terms.expected_wait_s`); 0 for an unknown replica."""
         reps = self.replicas
-        rows = [self._row_of.get((c.backend, c.upstream_model), -1) for c in candidates]
-        if self._waits[0] is not reps:
-            self._waits = (reps, {})
+        if self._waits[0] is not reps.tokens_per_s:
+            self._waits = (reps.tokens_per_s, {})
         known = self._waits[1]
-        missing = [j for j in rows if j >= 0 and j not in known]
-        if missing:  # worked out once per row until its count changes (numpy's fixed cost is most of it)
-            idx = np.array(missing, dtype=np.intp)
-            secs = expected_wait_s(reps.inflight[idx], reps.tokens_per_s[idx], self.cfg.scoring)
+        row_of, inflight = self._row_of, reps.inflight
+        keys = [
+            (j, inflight[j]) if (j := row_of.get((c.backend, c.upstream_model), -1)) >= 0 else None for c in candidates
+        ]
+        missing = [k for k in keys if k is not None and k not in known]
+        if missing:  # worked out once per row and count (numpy's fixed cost is most of it: ~4 µs)
+            idx = np.array([j for j, _ in missing], dtype=np.intp)
+            secs = expected_wait_s(inflight[idx], reps.tokens_per_s[idx], self.cfg.scoring)
             known.update(zip(missing, secs.tolist(), strict=True))
-        return [known[j] if j >= 0 else 0.0 for j in rows]
+        return [known[k] if k is not None else 0.0 for k in keys]
 
     def set_feedback(self, by_model: Mapping[str, tuple[float, float]]) -> None:
         """Model -> (decayed mean feedback −1..1, decayed count)."""
