@@ -313,6 +313,8 @@ class HostVram:
     is immutable; decisions ask the same questions of it until the view is refreshed)."""
     _tries: dict[tuple[int, str, int, bool, str], Decision | None] = field(init=False, compare=False, repr=False)
     """:func:`_try`'s answers for the candidates on this host, likewise."""
+    _loads: dict[tuple[str, int, bool, str], tuple[PlannedOrder, ...]] = field(init=False, compare=False, repr=False)
+    """:func:`_load_orders`' answers, likewise."""
 
     def __post_init__(self) -> None:
         init = object.__setattr__
@@ -322,6 +324,7 @@ class HostVram:
         init(self, "_awaiting", frozenset(m.name for m in self.resident if m.awaiting_room))
         init(self, "_evictions", {})
         init(self, "_tries", {})
+        init(self, "_loads", {})
 
     def room_for(self, need: int, freed: int = 0, unloaded: int = 0) -> bool:
         """Would one more model of ``need`` bytes fit after unloading ``unloaded`` models (``freed`` bytes)?"""
@@ -505,6 +508,15 @@ def _evict_orders(h: HostVram, opt: Option, victims: list[ResidentModel], why: s
     return (*unloads, load)
 
 
+def _load_orders(h: HostVram, opt: Option, why: str) -> tuple[PlannedOrder, ...]:
+    """The order that loads ``opt`` on ``h`` with nothing unloaded (once per host and question)."""
+    key = (opt.model, opt.need_bytes, opt.embedding, why)
+    orders = h._loads.get(key)
+    if orders is None:
+        orders = h._loads[key] = _evict_orders(h, opt, [], why)
+    return orders
+
+
 def _try(i: int, opt: Option, hosts: Mapping[str, HostVram], why: str) -> Decision | None:
     """Route to candidate ``i`` as it is (resident, fits), or with the unloads that make it fit,
     or not (None); once per host and question (``HostVram._tries``: it reads neither the score
@@ -562,7 +574,7 @@ def _resident_within_margin(
             if slow:
                 load = _try(0, best, hosts, f"preloaded while {opt.model} serves")
                 if load is not None:
-                    orders = load.orders or _evict_orders(h, best, [], f"preloaded while {opt.model} serves")
+                    orders = load.orders or _load_orders(h, best, f"preloaded while {opt.model} serves")
                     secs = cfg.load_s(best.need_bytes)
                     return Decision(
                         i,
@@ -626,7 +638,9 @@ def _plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramCon
     decided = _try(0, best, hosts, "best candidate, no resident model within the score margin")
     if decided is not None:
         if slow and decided.kind is DecisionKind.FITS:  # an order: the load outlives the request's first-byte bound
-            return replace(decided, orders=_evict_orders(h, best, [], "best candidate, slow to load"))
+            return Decision(
+                decided.choice, decided.kind, decided.reason, _load_orders(h, best, "best candidate, slow to load")
+            )
         return decided
     why = (
         f"{best.model} waits for unloads on {h.host}"
