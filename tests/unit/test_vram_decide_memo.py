@@ -183,10 +183,11 @@ def _compare(seed: int, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     monkeypatch.setattr(vram_routing.time, "time", lambda: clock[0])
     coord = _coordinator(rng)
     kinds: Counter[str] = Counter()
-    for _ in range(60):
+    cands: list[Scored] = []
+    for _ in range(100):
         # the overlays change between decisions: reservations (some expire), unloads, loads awaiting room
         host = str(rng.choice(HOSTS))
-        r = rng.random()
+        r = rng.random() if rng.random() < 0.5 else 1.0  # half the time the overlays stay as they are
         if r < 0.15:
             coord._reserve_local(host, str(rng.choice(MODELS)), int(rng.integers(1, 10)) * GiB)
         elif r < 0.25:
@@ -201,13 +202,20 @@ def _compare(seed: int, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
             for d in (coord._unloading, coord._awaiting_room):
                 d.get(host, set()).clear()
             coord._overlays_changed()
-        clock[0] += float(rng.choice([0.0, 0.01, 3.0, 11.0]))
-        n = int(rng.integers(1, 7))
-        scores = sorted(rng.uniform(0, 1, n), reverse=True)
-        cands = [
-            Scored(m, f"b{rng.integers(0, 4)}", m, float(s), {}, ())
-            for m, s in zip(rng.choice(MODELS, size=n), scores, strict=True)
-        ]
+        clock[0] += float(rng.choice([0.0, 0.0, 0.0, 0.01, 3.0, 11.0]))
+        n = int(rng.integers(1, 7)) if not cands or rng.random() < 0.5 else len(cands)
+        spread = float(rng.choice([0.02, 0.2, 1.0]))  # all within the margin, some, or few
+        scores = sorted(rng.uniform(0, spread, n), reverse=True)
+        if len(cands) == n:  # the same candidates again, with other scores and waits (decisions kept)
+            cands = [
+                Scored(c.model, c.backend, c.upstream_model, float(s), {}, ())
+                for c, s in zip(cands, scores, strict=True)
+            ]
+        else:
+            cands = [
+                Scored(m, f"b{rng.integers(0, 4)}", m, float(s), {}, ())
+                for m, s in zip(rng.choice(MODELS, size=n), scores, strict=True)
+            ]
         waits = [float(rng.choice([0.0, 0.0, 2.0, 6.0, 30.0])) for _ in cands]
         expected = _full(coord, cands, waits)
         assert _seen(coord._hosts_now()) == _seen(_hosts_as_before(coord))
@@ -231,3 +239,38 @@ def test_the_random_states_reach_every_rule_of_the_planner(monkeypatch: pytest.M
         kinds += _compare(seed, monkeypatch)
     assert set(kinds) == {k.value for k in DecisionKind}, kinds
     assert kinds[DecisionKind.RESIDENT.value] >= 100, kinds
+
+
+def test_a_decision_kept_for_some_candidates_is_not_taken_when_the_margin_or_admission_differs() -> None:
+    """The same candidates on the same hosts, decided again with other scores and waits: a
+    fallback to a loaded model kept from the first decision must give way to the busy rule when
+    that model's wait is past ``admit_wait_s``, and an unload to a resident model within the
+    margin (the slow load ordered meanwhile)."""
+    coord = VramCoordinator(VramOptions(score_margin=0.1), redis=None, keys=Keys(), actions=None)  # type: ignore[arg-type]
+    full = HostVram("h0", 10 * GiB, None, (ResidentModel("fam0:1b", 9 * GiB, busy=True),))
+    room = HostVram("h1", 40 * GiB, None, (ResidentModel("fam1:3b", 4 * GiB), ResidentModel("fam2:7b", 6 * GiB)))
+    coord.view = VramView(
+        hosts=MappingProxyType({"h0": full, "h1": room}),
+        backend_host=MappingProxyType({"b0": "h0", "b1": "h1"}),
+    )
+    cands = [Scored("fam8:70b", "b0", "fam8:70b", 0.9, {}, ()), Scored("fam1:3b", "b1", "fam1:3b", 0.5, {}, ())]
+    cands.append(Scored("fam2:7b", "b1", "fam2:7b", 0.4, {}, ()))
+    seen = []
+    for scores, waits in (((0.9, 0.5, 0.4), [0.0, 0.0, 0.0]), ((0.9, 0.5, 0.4), [0.0, 30.0, 0.0])):
+        now = [Scored(c.model, c.backend, c.upstream_model, s, {}, ()) for c, s in zip(cands, scores, strict=True)]
+        expected = _full(coord, now, waits)
+        assert expected is not None
+        assert coord.decide(now, waits) == expected
+        seen.append(expected[1].kind)  # type: ignore[attr-defined]
+    assert seen == [DecisionKind.FALLBACK, DecisionKind.BUSY]
+    ranked = [Scored("fam8:70b", "b1", "fam8:70b", 0.9, {}, ()), *cands[1:]]
+    room_full = HostVram("h1", 46 * GiB, None, room.resident)
+    coord.view = VramView(hosts=MappingProxyType({"h1": room_full}), backend_host=MappingProxyType({"b1": "h1"}))
+    kinds = []
+    for scores in ((0.9, 0.5, 0.4), (0.9, 0.85, 0.4)):
+        now = [Scored(c.model, c.backend, c.upstream_model, s, {}, ()) for c, s in zip(ranked, scores, strict=True)]
+        expected = _full(coord, now, [0.0] * 3)
+        assert expected is not None
+        assert coord.decide(now, [0.0] * 3) == expected
+        kinds.append(expected[1].kind)  # type: ignore[attr-defined]
+    assert kinds == [DecisionKind.EVICT, DecisionKind.PRELOAD]  # the 70b is slow to load: ordered meanwhile

@@ -70,6 +70,10 @@ from turnout.scorer.vram_reply import Ranked, Rework, attempt_order, load_estima
 log = logging.getLogger(__name__)
 
 LOCAL_PENDING_S = 10.0
+PLANNED_KEPT = 4096
+"""Decisions kept per view and overlaid hosts (``VramCoordinator._planned``)."""
+_READS_SCORES = frozenset({DecisionKind.RESIDENT_WITHIN_MARGIN, DecisionKind.PRELOAD, DecisionKind.BUSY})
+"""Decisions whose reasons quote scores or waits: worked out anew each time."""
 STATUS_TTL_S = 10
 
 
@@ -127,6 +131,10 @@ class VramCoordinator:
         """The view's hosts, the overlays' version, and the times between which the overlaid hosts
         built from them hold (a reservation expires), with those hosts."""
         self._seen: dict[tuple[str, str, str], _Seen] = {}
+        self._planned: dict[tuple[tuple[int, ...], int, tuple[bool, ...]], Decision] = {}
+        """The planner's decisions that read neither a score nor a wait beyond which candidates are
+        within the score margin and which are admitted: (candidates seen, the first one past the
+        margin, admitted or not each) -> decision; kept with ``_seen``."""
         self._seen_of: tuple[VramView, ModelTable, Mapping[str, HostVram]] = (self.view, self._catalog, self.view.hosts)
         self.decisions: dict[str, int] = {}
 
@@ -319,6 +327,7 @@ class VramCoordinator:
         if self._seen_of[0] is not self.view or self._seen_of[1] is not self._catalog or self._seen_of[2] is not hosts:
             self._seen_of = (self.view, self._catalog, hosts)
             self._seen = {}
+            self._planned = {}
         known = self._seen
         out = []
         for c in candidates:
@@ -392,35 +401,49 @@ class VramCoordinator:
         hosts = self._hosts_now()
         seen = self._seen_now(candidates, hosts)
         best = seen[0]
-        limit = self.cfg.admit_wait_s
+        cfg = self.cfg
+        limit = cfg.admit_wait_s
         if best.resident and (limit <= 0 or (waits[0] if waits is not None else 0.0) <= limit):
             # plan's first step, as plan takes it: the best candidate is loaded and admitted
             assert best.h is not None
-            decision = Decision(0, DecisionKind.RESIDENT, f"{best.model} is loaded on {best.h.host}")
-            self.decisions[DecisionKind.RESIDENT.value] = self.decisions.get(DecisionKind.RESIDENT.value, 0) + 1
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("vram resident -> #0: %s", decision.reason)
-            self._touch(best.host, best.model)  # type: ignore[arg-type]
-            return _rework_seen(seen, decision, waits), decision
-        options = _options(seen, candidates, waits)
-        decision = plan(options, hosts, self.cfg)
+            return self._decided(
+                seen, Decision(0, DecisionKind.RESIDENT, f"{best.model} is loaded on {best.h.host}"), waits
+            )
+        # what plan reads of the scores and waits: where the score margin ends, who is admitted
+        floor = candidates[0].score - cfg.score_margin
+        cut = next((i for i in range(1, len(candidates)) if candidates[i].score < floor), len(candidates))
+        admitted = tuple(w <= limit for w in waits) if waits is not None else (0.0 <= limit,) * len(candidates)
+        key = (tuple(map(id, seen)), cut, admitted)
+        decision = self._planned.get(key)
         if decision is None:
-            return None, None
-        self.decisions[decision.kind.value] = self.decisions.get(decision.kind.value, 0) + 1
+            options = _options(seen, candidates, waits)
+            decision = plan(options, hosts, cfg)
+            if decision is None:
+                return None, None
+            if decision.kind not in _READS_SCORES and len(self._planned) < PLANNED_KEPT:
+                self._planned[key] = decision
+        return self._decided(seen, decision, waits)
+
+    def _decided(
+        self, seen: Sequence[_Seen], decision: Decision, waits: Sequence[float] | None
+    ) -> tuple[Rework, Decision]:
+        """A decision's bookkeeping (counted, its model's last use, a load the backend makes
+        reserved) and its changes to the reply."""
+        kind = decision.kind
+        self.decisions[kind.value] = self.decisions.get(kind.value, 0) + 1
+        chosen = seen[decision.choice]
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "vram %s -> #%d: %s; options %s; hosts %s",
-                decision.kind.value,
+                "vram %s -> #%d: %s; options %s",
+                kind,
                 decision.choice,
                 decision.reason,
-                [(o.model, o.host, round(o.score, 3), round(o.need_bytes / 2**30, 2)) for o in options],
-                {h: (round(v.available_bytes / 2**30, 2), [m.name for m in v.resident]) for h, v in hosts.items()},
+                [(o.model, o.host, round(o.need_bytes / 2**30, 2), o.serves) for o in seen],
             )
-        chosen = options[decision.choice]
         if chosen.host is not None:
             self._touch(chosen.host, chosen.model)
-            h = hosts.get(chosen.host)
-            if decision.kind in (DecisionKind.FITS, DecisionKind.FALLBACK) and h is not None and not decision.orders:
+            h = chosen.h
+            if (kind is DecisionKind.FITS or kind is DecisionKind.FALLBACK) and h is not None and not decision.orders:
                 if not h.holds(chosen.model):
                     self._reserve_local(chosen.host, chosen.model, chosen.need_bytes)
         return _rework_seen(seen, decision, waits), decision
