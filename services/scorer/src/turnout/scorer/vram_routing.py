@@ -72,8 +72,9 @@ log = logging.getLogger(__name__)
 LOCAL_PENDING_S = 10.0
 PLANNED_KEPT = 4096
 """Decisions kept per view and overlaid hosts (``VramCoordinator._planned``)."""
-_READS_SCORES = frozenset({DecisionKind.RESIDENT_WITHIN_MARGIN, DecisionKind.PRELOAD, DecisionKind.BUSY})
-"""Decisions whose reasons quote scores or waits: worked out anew each time."""
+_QUOTES_SCORES = frozenset({DecisionKind.RESIDENT_WITHIN_MARGIN, DecisionKind.PRELOAD})
+"""Decisions whose reasons end by quoting the chosen and the best candidate's scores (kept with
+the rest of the reason, the scores quoted anew); a ``busy`` one quotes waits: never kept."""
 STATUS_TTL_S = 10
 
 
@@ -131,10 +132,11 @@ class VramCoordinator:
         """The view's hosts, the overlays' version, and the times between which the overlaid hosts
         built from them hold (a reservation expires), with those hosts."""
         self._seen: dict[tuple[str, str, str], _Seen] = {}
-        self._planned: dict[tuple[tuple[int, ...], int, tuple[bool, ...]], Decision] = {}
-        """The planner's decisions that read neither a score nor a wait beyond which candidates are
-        within the score margin and which are admitted: (candidates seen, the first one past the
-        margin, admitted or not each) -> decision; kept with ``_seen``."""
+        self._planned: dict[tuple[tuple[int, ...], int, tuple[bool, ...]], tuple[Decision, str | None]] = {}
+        """The planner's decisions, which read no score nor wait beyond which candidates are within
+        the score margin and which are admitted: (candidates seen, the first one past the margin,
+        admitted or not each) -> the decision and, for one that quotes the scores, its reason
+        before them; kept with ``_seen``."""
         self._seen_of: tuple[VramView, ModelTable, Mapping[str, HostVram]] = (self.view, self._catalog, self.view.hosts)
         self.decisions: dict[str, int] = {}
 
@@ -414,14 +416,26 @@ class VramCoordinator:
         cut = next((i for i in range(1, len(candidates)) if candidates[i].score < floor), len(candidates))
         admitted = tuple(w <= limit for w in waits) if waits is not None else (0.0 <= limit,) * len(candidates)
         key = (tuple(map(id, seen)), cut, admitted)
-        decision = self._planned.get(key)
+        kept = self._planned.get(key)
+        if kept is not None:
+            decision, before = kept
+            if before is not None:
+                quoted = before + _quoted(candidates, decision.choice)
+                decision = Decision(decision.choice, decision.kind, quoted, decision.orders)
+            return self._decided(seen, decision, waits)
+        options = _options(seen, candidates, waits)
+        decision = plan(options, hosts, cfg)
         if decision is None:
-            options = _options(seen, candidates, waits)
-            decision = plan(options, hosts, cfg)
-            if decision is None:
-                return None, None
-            if decision.kind not in _READS_SCORES and len(self._planned) < PLANNED_KEPT:
-                self._planned[key] = decision
+            return None, None
+        if len(self._planned) < PLANNED_KEPT:
+            if decision.kind in _QUOTES_SCORES:
+                quoted = _quoted(candidates, decision.choice)
+                before = decision.reason.removesuffix(quoted)
+                scores = (f"{candidates[decision.choice].score:.3f}", f"{candidates[0].score:.3f}")
+                if before != decision.reason and not any(x in before for x in scores):
+                    self._planned[key] = (decision, before)
+            elif decision.kind is not DecisionKind.BUSY:
+                self._planned[key] = (decision, None)
         return self._decided(seen, decision, waits)
 
     def _decided(
@@ -597,6 +611,12 @@ class _Seen:
     resident: bool
     """Serving and not awaiting room: :func:`~turnout.scorer.vram.plan` routes to it as ``resident``
     when it is the best candidate (and the admission step lets it be)."""
+
+
+def _quoted(candidates: Sequence[Ranked], choice: int) -> str:
+    """How a ``resident_within_margin`` or ``preload`` reason ends (``vram.py``): the chosen and
+    the best candidate's scores."""
+    return f"({candidates[choice].score:.3f} vs {candidates[0].score:.3f})"
 
 
 def _options(seen: Sequence[_Seen], candidates: Sequence[Ranked], waits: Sequence[float] | None) -> list[Option]:
