@@ -423,10 +423,10 @@ class VramCoordinator:
                 quoted = before + _quoted(candidates, decision.choice)
                 decision = Decision(decision.choice, decision.kind, quoted, decision.orders)
             return self._decided(seen, decision, waits)
-        options = _options(seen, candidates, waits)
-        decision = plan(options, hosts, cfg)
-        if decision is None:
+        planned = plan(_options(seen, candidates, waits), hosts, cfg)
+        if planned is None:
             return None, None
+        decision = planned
         if len(self._planned) < PLANNED_KEPT:
             if decision.kind in _QUOTES_SCORES:
                 quoted = _quoted(candidates, decision.choice)
