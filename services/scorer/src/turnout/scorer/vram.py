@@ -308,6 +308,13 @@ class HostVram:
     _names: frozenset[str] = field(init=False, compare=False, repr=False)
     _serving: frozenset[str] = field(init=False, compare=False, repr=False)
     _awaiting: frozenset[str] = field(init=False, compare=False, repr=False)
+    _evictions: dict[int, list[ResidentModel] | None] = field(init=False, compare=False, repr=False)
+    """need -> :func:`_eviction`'s answer, worked out the first time a decision asks (the host
+    is immutable; decisions ask the same questions of it until the view is refreshed)."""
+    _tries: dict[tuple[int, str, int, bool, str], Decision | None] = field(init=False, compare=False, repr=False)
+    """:func:`_try`'s answers for the candidates on this host, likewise."""
+    _loads: dict[tuple[str, int, bool, str], tuple[PlannedOrder, ...]] = field(init=False, compare=False, repr=False)
+    """:func:`_load_orders`' answers, likewise."""
 
     def __post_init__(self) -> None:
         init = object.__setattr__
@@ -315,6 +322,9 @@ class HostVram:
         init(self, "_names", frozenset(m.name for m in self.resident))
         init(self, "_serving", frozenset(m.name for m in self.resident if not m.loading))
         init(self, "_awaiting", frozenset(m.name for m in self.resident if m.awaiting_room))
+        init(self, "_evictions", {})
+        init(self, "_tries", {})
+        init(self, "_loads", {})
 
     def room_for(self, need: int, freed: int = 0, unloaded: int = 0) -> bool:
         """Would one more model of ``need`` bytes fit after unloading ``unloaded`` models (``freed`` bytes)?"""
@@ -417,9 +427,10 @@ class DecisionKind(StrEnum):
     BUSY = "busy"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Option:
-    """One ranked candidate as the planner sees it."""
+    """One ranked candidate as the planner sees it (not frozen: one is built per candidate per
+    decision, and a frozen dataclass's ``__init__`` costs ~4x; nothing changes one)."""
 
     model: str
     """The model's name on its backend (what /api/ps lists and orders name)."""
@@ -457,7 +468,16 @@ class Decision:
 
 
 def _eviction(h: HostVram, need: int) -> list[ResidentModel] | None:
-    """The LRU prefix of evictable models whose unloading makes ``need`` fit, or None."""
+    """The LRU prefix of evictable models whose unloading makes ``need`` fit, or None (once per
+    host and need: ``HostVram._evictions``; the list is not to be changed)."""
+    memo = h._evictions
+    if need in memo:
+        return memo[need]
+    memo[need] = victims = _eviction_of(h, need)
+    return victims
+
+
+def _eviction_of(h: HostVram, need: int) -> list[ResidentModel] | None:
     if need > h.budget_bytes:
         return None
     freed = 0
@@ -488,10 +508,31 @@ def _evict_orders(h: HostVram, opt: Option, victims: list[ResidentModel], why: s
     return (*unloads, load)
 
 
+def _load_orders(h: HostVram, opt: Option, why: str) -> tuple[PlannedOrder, ...]:
+    """The order that loads ``opt`` on ``h`` with nothing unloaded (once per host and question)."""
+    key = (opt.model, opt.need_bytes, opt.embedding, why)
+    orders = h._loads.get(key)
+    if orders is None:
+        orders = h._loads[key] = _evict_orders(h, opt, [], why)
+    return orders
+
+
 def _try(i: int, opt: Option, hosts: Mapping[str, HostVram], why: str) -> Decision | None:
+    """Route to candidate ``i`` as it is (resident, fits), or with the unloads that make it fit,
+    or not (None); once per host and question (``HostVram._tries``: it reads neither the score
+    nor the wait)."""
     h = hosts.get(opt.host) if opt.host is not None else None
     if h is None:
         return Decision(i, DecisionKind.UNMANAGED, f"{opt.model}: host has no known memory budget")
+    key = (i, opt.model, opt.need_bytes, opt.embedding, why)
+    tries = h._tries
+    if key in tries:
+        return tries[key]
+    tries[key] = decided = _try_on(h, i, opt, why)
+    return decided
+
+
+def _try_on(h: HostVram, i: int, opt: Option, why: str) -> Decision | None:
     if h.awaits_room(opt.model):  # its room is counted already, and not made yet: nothing to route or order
         return None
     if h.holds(opt.model):
@@ -533,7 +574,7 @@ def _resident_within_margin(
             if slow:
                 load = _try(0, best, hosts, f"preloaded while {opt.model} serves")
                 if load is not None:
-                    orders = load.orders or _evict_orders(h, best, [], f"preloaded while {opt.model} serves")
+                    orders = load.orders or _load_orders(h, best, f"preloaded while {opt.model} serves")
                     secs = cfg.load_s(best.need_bytes)
                     return Decision(
                         i,
@@ -597,7 +638,9 @@ def _plan(options: Sequence[Option], hosts: Mapping[str, HostVram], cfg: VramCon
     decided = _try(0, best, hosts, "best candidate, no resident model within the score margin")
     if decided is not None:
         if slow and decided.kind is DecisionKind.FITS:  # an order: the load outlives the request's first-byte bound
-            return replace(decided, orders=_evict_orders(h, best, [], "best candidate, slow to load"))
+            return Decision(
+                decided.choice, decided.kind, decided.reason, _load_orders(h, best, "best candidate, slow to load")
+            )
         return decided
     why = (
         f"{best.model} waits for unloads on {h.host}"

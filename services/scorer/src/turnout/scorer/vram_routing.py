@@ -70,6 +70,11 @@ from turnout.scorer.vram_reply import Ranked, Rework, attempt_order, load_estima
 log = logging.getLogger(__name__)
 
 LOCAL_PENDING_S = 10.0
+PLANNED_KEPT = 4096
+"""Decisions kept per view and overlaid hosts (``VramCoordinator._planned``)."""
+_QUOTES_SCORES = frozenset({DecisionKind.RESIDENT_WITHIN_MARGIN, DecisionKind.PRELOAD})
+"""Decisions whose reasons end by quoting the chosen and the best candidate's scores (kept with
+the rest of the reason, the scores quoted anew); a ``busy`` one quotes waits: never kept."""
 STATUS_TTL_S = 10
 
 
@@ -113,6 +118,26 @@ class VramCoordinator:
         self._measured: dict[str, int] = {}
         self._needs: dict[tuple[str, str], tuple[int, bool]] = {}
         self._needs_of: tuple[VramView, ModelTable] = (self.view, self._catalog)
+        self._overlaid: dict[str, tuple[_Overlay, HostVram]] = {}
+        """host -> its overlays as last applied and the host they gave (:meth:`_hosts_now`)."""
+        self._overlays_version = 0
+        """Bumped by every change to the overlays (:meth:`_overlays_changed`)."""
+        self._hosts_memo: tuple[Mapping[str, HostVram], int, float, float, Mapping[str, HostVram]] = (
+            self.view.hosts,
+            0,
+            0.0,
+            0.0,
+            self.view.hosts,
+        )
+        """The view's hosts, the overlays' version, and the times between which the overlaid hosts
+        built from them hold (a reservation expires), with those hosts."""
+        self._seen: dict[tuple[str, str, str], _Seen] = {}
+        self._planned: dict[tuple[tuple[int, ...], int, tuple[bool, ...]], tuple[Decision, str | None]] = {}
+        """The planner's decisions, which read no score nor wait beyond which candidates are within
+        the score margin and which are admitted: (candidates seen, the first one past the margin,
+        admitted or not each) -> the decision and, for one that quotes the scores, its reason
+        before them; kept with ``_seen``."""
+        self._seen_of: tuple[VramView, ModelTable, Mapping[str, HostVram]] = (self.view, self._catalog, self.view.hosts)
         self.decisions: dict[str, int] = {}
 
     # --- state -------------------------------------------------------------------------------
@@ -163,6 +188,7 @@ class VramCoordinator:
                     self._local_pending[s.host].pop(m, None)
             if s.host in self._unloading:
                 self._unloading[s.host] &= loaded
+        self._overlays_changed()
         for name, size in measured_sizes(states).items():  # remembered after an unload too
             self._measured[name] = max(size, self._measured.get(name, 0))
         self.view = VramView(
@@ -249,54 +275,82 @@ class VramCoordinator:
     # --- decision ----------------------------------------------------------------------------
 
     def _hosts_now(self) -> Mapping[str, HostVram]:
-        """The refreshed view with this replica's overlays: local reservations, unloads under way
-        (only the hosts that have any are rebuilt: at 100 hosts, a scan of them all was ~30 µs a
-        decision)."""
-        now = time.time()
+        """The refreshed view with this replica's overlays: local reservations, unloads under way.
+        The same mapping is answered while neither the view nor the overlays changed (a version
+        bumped by each change) and no reservation in it expired; else only the hosts whose
+        overlays, as they apply now, differ from those they were last built with are rebuilt
+        (a rebuild was ~15 µs a host, and the scan of every host's overlays ~5 µs, every decision)."""
         hosts = self.view.hosts
+        now = time.time()
+        base, version, since, until, out = self._hosts_memo
+        if base is hosts and version == self._overlays_version and since <= now < until:
+            return out
         touched = {h for d in (self._local_pending, self._unloading, self._awaiting_room) for h, v in d.items() if v}
-        if not touched:
-            return hosts
-        out = dict(hosts)
-        for host in touched:
+        overlays = []
+        expires = float("inf")
+        for host in sorted(touched):
             h = hosts.get(host)
             if h is None:
                 continue
-            waiting = self._awaiting_room.get(host, set())
-            extra = [
-                ResidentModel(m, b, now, busy=True, loading=True, awaiting_room=m in waiting)
-                for m, (b, until) in self._local_pending.get(host, {}).items()
-                if until > now and not h.holds(m)
-            ]
-            leaving = self._unloading.get(host, set())
-            if not extra and not leaving and not waiting:
-                continue
-            resident = [
-                ResidentModel(f"{m.name} (unloading)", m.bytes, m.last_used, busy=True)
-                if m.name in leaving
-                else replace(m, awaiting_room=True)
-                if m.name in waiting and m.loading
-                else m
-                for m in h.resident
-            ]
-            gpu_free = h.gpu_free_bytes
-            if gpu_free is not None:
-                gpu_free = max(0, gpu_free - sum(r.bytes for r in extra))
-            out[host] = replace(h, gpu_free_bytes=gpu_free, resident=(*resident, *extra))
-        return out
+            waiting = frozenset(self._awaiting_room.get(host, ()))
+            extra = []
+            for m, (b, end) in self._local_pending.get(host, {}).items():
+                if end > now and not h.holds(m):
+                    extra.append((m, b, m in waiting))
+                    expires = min(expires, end)
+            leaving = frozenset(self._unloading.get(host, ()))
+            if extra or leaving or waiting:
+                overlays.append(_Overlay(h, tuple(extra), leaving, waiting))
+        rebuilt: Mapping[str, HostVram] = hosts
+        if overlays:
+            rebuilt = dict(hosts)
+            for o in overlays:
+                done = self._overlaid.get(o.base.host)
+                if done is None or done[0] != o:
+                    done = self._overlaid[o.base.host] = (o, o.apply(now))
+                rebuilt[o.base.host] = done[1]
+            if out is not hosts and out.keys() == rebuilt.keys() and all(out[k] is v for k, v in rebuilt.items()):
+                rebuilt = out  # the same hosts: the same mapping (what was worked out for it holds)
+        self._hosts_memo = (hosts, self._overlays_version, now, expires, rebuilt)
+        return rebuilt
+
+    def _overlays_changed(self) -> None:
+        self._overlays_version += 1
 
     def options(self, candidates: Sequence[Ranked], waits: Sequence[float] | None = None) -> list[Option]:
         """The planner's view of the candidates; ``waits``: each one's expected wait for a slot
         (``RoutingEngine.expected_waits``), for the admission step."""
-        needs = self._needs_now()
+        seen = self._seen_now(candidates, self._hosts_now())
+        return _options(seen, candidates, waits)
+
+    def _seen_now(self, candidates: Sequence[Ranked], hosts: Mapping[str, HostVram]) -> list[_Seen]:
+        """What the planner knows of each candidate beside its score and wait (:class:`_Seen`),
+        worked out once per view, catalog and overlaid hosts (all immutable, replaced whole)."""
+        if self._seen_of[0] is not self.view or self._seen_of[1] is not self._catalog or self._seen_of[2] is not hosts:
+            self._seen_of = (self.view, self._catalog, hosts)
+            self._seen = {}
+            self._planned = {}
+        known = self._seen
         out = []
-        for k, c in enumerate(candidates):
-            need = needs.get((c.model, c.upstream_model))
-            if need is None:
-                need = needs[(c.model, c.upstream_model)] = self._need(c.model, c.upstream_model)
-            wait = waits[k] if waits is not None else 0.0
-            out.append(Option(c.upstream_model, self.view.backend_host.get(c.backend), c.score, *need, wait))
+        for c in candidates:
+            key = (c.model, c.upstream_model, c.backend)
+            s = known.get(key)
+            if s is None:
+                s = known[key] = self._see(c, hosts)
+            out.append(s)
         return out
+
+    def _see(self, c: Ranked, hosts: Mapping[str, HostVram]) -> _Seen:
+        needs = self._needs_now()
+        need = needs.get((c.model, c.upstream_model))
+        if need is None:
+            need = needs[(c.model, c.upstream_model)] = self._need(c.model, c.upstream_model)
+        host = self.view.backend_host.get(c.backend)
+        h = hosts.get(host) if host is not None else None
+        serves = h is not None and h.serves(c.upstream_model)
+        load = None if h is None or serves else round(self.cfg.load_s(need[0]), 2)
+        resident = h is not None and serves and not h.awaits_room(c.upstream_model)
+        return _Seen(c.upstream_model, host, need[0], need[1], h, serves, load, resident)
 
     def _needs_now(self) -> dict[tuple[str, str], tuple[int, bool]]:
         """Each (model, upstream model)'s memory need and whether it embeds, worked out once per
@@ -346,29 +400,67 @@ class VramCoordinator:
         (``None``, ``None``: it leaves the reply as it is)."""
         if not self.would_decide(len(candidates)):
             return None, None
-        options = self.options(candidates, waits)
         hosts = self._hosts_now()
-        decision = plan(options, hosts, self.cfg)
-        if decision is None:
+        seen = self._seen_now(candidates, hosts)
+        best = seen[0]
+        cfg = self.cfg
+        limit = cfg.admit_wait_s
+        if best.resident and (limit <= 0 or (waits[0] if waits is not None else 0.0) <= limit):
+            # plan's first step, as plan takes it: the best candidate is loaded and admitted
+            assert best.h is not None
+            return self._decided(
+                seen, Decision(0, DecisionKind.RESIDENT, f"{best.model} is loaded on {best.h.host}"), waits
+            )
+        # what plan reads of the scores and waits: where the score margin ends, who is admitted
+        floor = candidates[0].score - cfg.score_margin
+        cut = next((i for i in range(1, len(candidates)) if candidates[i].score < floor), len(candidates))
+        admitted = tuple(w <= limit for w in waits) if waits is not None else (0.0 <= limit,) * len(candidates)
+        key = (tuple(map(id, seen)), cut, admitted)
+        kept = self._planned.get(key)
+        if kept is not None:
+            decision, before = kept
+            if before is not None:
+                quoted = before + _quoted(candidates, decision.choice)
+                decision = Decision(decision.choice, decision.kind, quoted, decision.orders)
+            return self._decided(seen, decision, waits)
+        planned = plan(_options(seen, candidates, waits), hosts, cfg)
+        if planned is None:
             return None, None
-        self.decisions[decision.kind.value] = self.decisions.get(decision.kind.value, 0) + 1
+        decision = planned
+        if len(self._planned) < PLANNED_KEPT:
+            if decision.kind in _QUOTES_SCORES:
+                quoted = _quoted(candidates, decision.choice)
+                before = decision.reason.removesuffix(quoted)
+                scores = (f"{candidates[decision.choice].score:.3f}", f"{candidates[0].score:.3f}")
+                if before != decision.reason and not any(x in before for x in scores):
+                    self._planned[key] = (decision, before)
+            elif decision.kind is not DecisionKind.BUSY:
+                self._planned[key] = (decision, None)
+        return self._decided(seen, decision, waits)
+
+    def _decided(
+        self, seen: Sequence[_Seen], decision: Decision, waits: Sequence[float] | None
+    ) -> tuple[Rework, Decision]:
+        """A decision's bookkeeping (counted, its model's last use, a load the backend makes
+        reserved) and its changes to the reply."""
+        kind = decision.kind
+        self.decisions[kind.value] = self.decisions.get(kind.value, 0) + 1
+        chosen = seen[decision.choice]
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "vram %s -> #%d: %s; options %s; hosts %s",
-                decision.kind.value,
+                "vram %s -> #%d: %s; options %s",
+                kind,
                 decision.choice,
                 decision.reason,
-                [(o.model, o.host, round(o.score, 3), round(o.need_bytes / 2**30, 2)) for o in options],
-                {h: (round(v.available_bytes / 2**30, 2), [m.name for m in v.resident]) for h, v in hosts.items()},
+                [(o.model, o.host, round(o.need_bytes / 2**30, 2), o.serves) for o in seen],
             )
-        chosen = options[decision.choice]
         if chosen.host is not None:
             self._touch(chosen.host, chosen.model)
-            h = hosts.get(chosen.host)
-            if decision.kind in (DecisionKind.FITS, DecisionKind.FALLBACK) and h is not None and not decision.orders:
+            h = chosen.h
+            if (kind is DecisionKind.FITS or kind is DecisionKind.FALLBACK) and h is not None and not decision.orders:
                 if not h.holds(chosen.model):
                     self._reserve_local(chosen.host, chosen.model, chosen.need_bytes)
-        return _rework(options, hosts, self.cfg, decision, waits), decision
+        return _rework_seen(seen, decision, waits), decision
 
     def _touch(self, host: str, model: str) -> None:
         now = time.time()
@@ -377,6 +469,7 @@ class VramCoordinator:
 
     def _reserve_local(self, host: str, model: str, nbytes: int) -> None:
         self._local_pending.setdefault(host, {})[model] = (nbytes, time.time() + LOCAL_PENDING_S)
+        self._overlays_changed()
 
     # --- orders ------------------------------------------------------------------------------
 
@@ -401,10 +494,12 @@ class VramCoordinator:
         self._unloading.setdefault(host, set()).update(o.model for o in decision.orders[:-1])
         if len(decision.orders) > 1:  # no request goes to the model before its unloads are done
             self._awaiting_room.setdefault(host, set()).add(load.model)
+        self._overlays_changed()
         room = asyncio.get_running_loop().create_future()
 
         def on_room(ok: bool) -> None:
             self._awaiting_room.get(host, set()).discard(load.model)
+            self._overlays_changed()
             if not room.done():
                 room.set_result(ok)
 
@@ -450,6 +545,7 @@ class VramCoordinator:
         finally:
             self._awaiting_room.get(host, set()).discard(decision.orders[-1].model)
             self._unloading.get(host, set()).difference_update(o.model for o in decision.orders[:-1])
+            self._overlays_changed()
             with contextlib.suppress(RedisError, OSError):
                 await self.refresh()
 
@@ -466,3 +562,80 @@ def _rework(
     return Rework(tuple(loads), tuple(wait_estimates(waits, len(loads)))).then(
         attempt_order(options, hosts, decision.choice), f"vram: {decision.reason}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Overlay:
+    """A host as the refresh read it and this replica's overlays on it as they apply now: loads
+    reserved (model, bytes, awaiting room), models being unloaded, loads awaiting room."""
+
+    base: HostVram
+    extra: tuple[tuple[str, int, bool], ...]
+    leaving: frozenset[str]
+    waiting: frozenset[str]
+
+    def apply(self, now: float) -> HostVram:
+        """The host with the overlays (a reserved load counts as used at ``now``: it is busy,
+        never evicted, so when does not matter)."""
+        h = self.base
+        extra = [ResidentModel(m, b, now, busy=True, loading=True, awaiting_room=w) for m, b, w in self.extra]
+        resident = [
+            ResidentModel(f"{m.name} (unloading)", m.bytes, m.last_used, busy=True)
+            if m.name in self.leaving
+            else replace(m, awaiting_room=True)
+            if m.name in self.waiting and m.loading
+            else m
+            for m in h.resident
+        ]
+        gpu_free = h.gpu_free_bytes
+        if gpu_free is not None:
+            gpu_free = max(0, gpu_free - sum(r.bytes for r in extra))
+        return replace(h, gpu_free_bytes=gpu_free, resident=(*resident, *extra))
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A candidate as the planner sees it beside its score and wait, on the hosts as overlaid."""
+
+    model: str
+    """Its upstream model (what the backend lists)."""
+    host: str | None
+    need_bytes: int
+    embedding: bool
+    h: HostVram | None
+    """Its host's view (``None``: unmanaged)."""
+    serves: bool
+    """Loaded on its host and reported (not a load under way)."""
+    load_s: float | None
+    """The reply's load estimate (:func:`~turnout.scorer.vram_reply.load_estimates`)."""
+    resident: bool
+    """Serving and not awaiting room: :func:`~turnout.scorer.vram.plan` routes to it as ``resident``
+    when it is the best candidate (and the admission step lets it be)."""
+
+
+def _quoted(candidates: Sequence[Ranked], choice: int) -> str:
+    """How a ``resident_within_margin`` or ``preload`` reason ends (``vram.py``): the chosen and
+    the best candidate's scores."""
+    return f"({candidates[choice].score:.3f} vs {candidates[0].score:.3f})"
+
+
+def _options(seen: Sequence[_Seen], candidates: Sequence[Ranked], waits: Sequence[float] | None) -> list[Option]:
+    if waits is None:
+        return [
+            Option(s.model, s.host, c.score, s.need_bytes, s.embedding, 0.0)
+            for s, c in zip(seen, candidates, strict=True)
+        ]
+    return [
+        Option(s.model, s.host, c.score, s.need_bytes, s.embedding, w)
+        for s, c, w in zip(seen, candidates, waits, strict=True)
+    ]
+
+
+def _rework_seen(seen: Sequence[_Seen], decision: Decision, waits: Sequence[float] | None) -> Rework:
+    """:func:`_rework` from what is known of the candidates (loads and what serves worked out once)."""
+    n = len(seen)
+    choice = decision.choice
+    rest = [i for i in range(n) if i != choice]
+    order = (choice, *(i for i in rest if seen[i].serves), *(i for i in rest if not seen[i].serves))
+    loads = tuple([s.load_s for s in seen])
+    return Rework(loads, tuple(wait_estimates(waits, n)), ((order, f"vram: {decision.reason}"),))
