@@ -325,7 +325,7 @@ class RoutingEngine:
             self.replicas,
             self.cfg.scoring,
             cons=cons,
-            state=self._state(),
+            state=self._state() if cons.requested is None else None,  # a named model has no model terms
             learned=learned,
             limit=limit if limit is not None else self.cfg.max_candidates,
             rterms=self._rterms,
@@ -416,7 +416,7 @@ class RoutingEngine:
             keys = [(cands[i].backend, cands[i].upstream_model) for idx in slots.values() if len(idx) > 1 for i in idx]
             rows = np.array([j for k in keys if (j := self._row_of.get(k)) is not None], dtype=np.intp)
             ahead = self._waits()[1][rows]
-            if ahead.any():  # as rank() weighs them: the request's quality preference, the prompt's times
+            if any(ahead.tolist()):  # as rank() weighs them: the request's quality preference, the prompt's times
                 cons = self.constraints(req, reply.analysis.category)
                 q = req.quality if req.quality is not None else cons.quality
                 q = q if q is not None else sc.default_quality
