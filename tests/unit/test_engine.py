@@ -256,3 +256,94 @@ async def test_a_request_for_a_model_that_must_wait_for_room_expects_the_drain_o
         e.set_load({k: int(v) for k, v in counts.items()})  # a full recomputation
         assert e.waits.tolist() == pytest.approx(noted.tolist())
     assert e.expected_waits([a3])[0] > 2 * 256 / 64  # m3 queued on a, behind m0 that now drains longer
+
+
+def _queued_fleet(queue_aware: bool = True, inflight: bool = True) -> RoutingEngine:
+    """m0 loaded on backends ``a`` and ``b``. ``a`` (one GPU: three models at most) holds m0, m1
+    and m2, all serving, and a request for m3 waits there for a load that must first unload one
+    of them: everything on ``a`` waits behind it until m0 (the least busy: 1 × 256 tokens at 64
+    tokens/s) drains. On ``b`` m0 serves 3 requests, within its 4 slots: no wait, but busier."""
+    from dataclasses import replace
+
+    from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
+    from turnout.scorer.engine import EngineConfig
+
+    gib = 2**30
+    cfg = EngineConfig()
+    e = RoutingEngine(cfg=replace(cfg, scoring=replace(cfg.scoring, queue_aware=queue_aware)))
+    models = [
+        CatalogModelV1(
+            name=f"m{i}",
+            params_b=8,
+            tokens_per_s=64.0,
+            vram_bytes=4 * gib,
+            replicas=[ReplicaV1(backend=b, upstream_model=f"m{i}", host=b) for b in "ab"],
+        )
+        for i in range(4)
+    ]
+    models.append(  # a faster model gives the speed term its span of seconds
+        CatalogModelV1(
+            name="s", params_b=1, tokens_per_s=400.0, replicas=[ReplicaV1(backend="b", upstream_model="s", host="b")]
+        )
+    )
+    e.set_catalog(CatalogSnapshotV1(version="q2", models=models))
+    gpu = GpuStateV1(index=0, memory_total_bytes=80 * gib, memory_used_bytes=12 * gib, memory_free_bytes=68 * gib)
+    loaded = [LoadedModelV1(name=f"m{i}", size_bytes=4 * gib, vram_bytes=4 * gib) for i in range(3)]
+    states = [
+        HostStateV1(host="a", backend="a", gpus=[gpu], loaded_models=loaded, ts=0.0),
+        HostStateV1(host="b", backend="b", gpus=[gpu], loaded_models=loaded[:1], ts=0.0),
+    ]
+    counts = {("a", "m0"): 1, ("a", "m1"): 5, ("a", "m2"): 6, ("a", "m3"): 1, ("b", "m0"): 3}
+    e.set_fleet(FleetState.from_hosts(states, counts if inflight else {}))
+    return e
+
+
+NAMED = RouteRequestV1(text="Write a haiku about Oslo.", requested_model="m0", quality=0.5)
+
+
+async def test_a_named_model_goes_to_the_replica_whose_host_queue_is_not_held_up_behind_a_load():
+    e = _queued_fleet()
+    a0, b0 = (CandidateV1(model="m0", backend=b, upstream_model="m0", score=0.0) for b in "ab")
+    assert e.expected_waits([a0, b0]) == [256 / 64, 0.0]
+    ranking = e.decide(NAMED, limit=10)
+    assert [c.backend for c in ranking.candidates] == ["b", "a"]  # a is less busy, but its queue is held
+    first, second = ranking.candidates
+    assert second.terms["wait"] < 0 and "wait" not in first.terms
+    assert any("queued ahead on a" in r for r in second.reasons)
+    # as a ranked request orders m0's replicas: the same wait term, to the digit
+    auto = {
+        c.backend: c
+        for c in e.decide(NAMED.model_copy(update={"requested_model": None}), limit=100).candidates
+        if c.model == "m0"
+    }
+    assert second.terms["wait"] == auto["a"].terms["wait"]
+    assert (await e.route(NAMED)).candidates[0].backend == "b"
+
+
+def test_a_named_model_with_nothing_in_flight_or_queue_aware_off_keeps_the_replica_terms_order():
+    idle = _queued_fleet(inflight=False).decide(NAMED, limit=10)
+    idle_off = _queued_fleet(queue_aware=False, inflight=False).decide(NAMED, limit=10)
+    assert [c.backend for c in idle.candidates] == ["a", "b"]  # equal replica terms: catalog order
+    assert [(c.backend, c.score, c.terms) for c in idle.candidates] == [
+        (c.backend, c.score, c.terms) for c in idle_off.candidates
+    ]
+    assert all("wait" not in c.terms for c in idle.candidates)
+    off = _queued_fleet(queue_aware=False).decide(NAMED, limit=10)
+    assert [c.backend for c in off.candidates] == ["a", "b"]  # the less busy one, the queue not seen
+    assert all("wait" not in c.terms for c in off.candidates)
+
+
+def test_a_cached_reply_takes_a_models_replicas_in_the_order_of_their_host_queues_now():
+    cached = RouteReplyV1(
+        candidates=[
+            CandidateV1(model="m0", backend="a", upstream_model="m0", score=1.0),
+            CandidateV1(model="s", backend="b", upstream_model="s", score=0.9),
+            CandidateV1(model="m0", backend="b", upstream_model="m0", score=0.8),
+        ]
+    )
+    e = _queued_fleet()
+    now = e.replicas_now(cached, NAMED, 8)
+    assert [(c.model, c.backend) for c in now.candidates] == [("m0", "b"), ("s", "b"), ("m0", "a")]
+    assert e.replicas_now(cached) is cached  # no request to weigh the wait for: the replica terms alone
+    assert _queued_fleet(queue_aware=False).replicas_now(cached, NAMED, 8) is cached
+    assert _queued_fleet(inflight=False).replicas_now(cached, NAMED, 8) is cached

@@ -60,7 +60,15 @@ from turnout.scorer.scoring import (
     rank,
 )
 from turnout.scorer.settings import RoutingOptions, ScorerOptions
-from turnout.scorer.terms import BUSY_ROW, Queues, backend_wait_s, busy_term, expected_wait_s, replica_terms
+from turnout.scorer.terms import (
+    BUSY_ROW,
+    Queues,
+    backend_wait_s,
+    busy_term,
+    expected_wait_s,
+    replica_terms,
+    wait_term,
+)
 
 log = logging.getLogger(__name__)
 
@@ -297,11 +305,14 @@ class RoutingEngine:
         if self.rules.current.version != self._rules_version:
             self._rebuild()  # tier overrides may have changed
 
-    def constraints(self, req: RouteRequestV1, a: PromptAnalysis) -> Constraints:
+    def constraints(self, req: RouteRequestV1, a: PromptAnalysis | str) -> Constraints:
+        """The client rules' and the named model's constraints for a prompt of this analysis (or
+        category)."""
         requested = req.requested_model or None
         if requested in self.cfg.virtual_models:
             requested = None
-        return self.rules.current.constraints(requested, req.client, a.category, self.table, req.client_ip)
+        category = a if isinstance(a, str) else a.category
+        return self.rules.current.constraints(requested, req.client, category, self.table, req.client_ip)
 
     def _rank(
         self, req: RouteRequestV1, a: PromptAnalysis, cons: Constraints, learned: Learned | None, limit: int | None
@@ -314,7 +325,7 @@ class RoutingEngine:
             self.replicas,
             self.cfg.scoring,
             cons=cons,
-            state=self._state(),
+            state=self._state() if cons.requested is None else None,  # a named model has no model terms
             learned=learned,
             limit=limit if limit is not None else self.cfg.max_candidates,
             rterms=self._rterms,
@@ -366,7 +377,7 @@ class RoutingEngine:
         if self.cache is not None:
             hit = await self.cache.get(req, self.version, embedding, budget_s=budget_s)
             if hit is not None:
-                reply = self.replicas_now(hit[0])
+                reply = self.replicas_now(hit[0], req, features.tokens)
                 self._used(reply.candidates[0].model if reply.candidates else None)
                 return with_embedding(reply, embedding)
         a = self.analyzer.analyze(features, digest)
@@ -388,9 +399,11 @@ class RoutingEngine:
         self._used(ranking.candidates[0].model if ranking.candidates else None)
         return Answer(ranking, self.cfg.max_candidates, prep.embedding_wire)
 
-    def replicas_now(self, reply: RouteReplyV1) -> RouteReplyV1:
+    def replicas_now(self, reply: RouteReplyV1, req: RouteRequestV1 | None = None, tokens: float = 0.0) -> RouteReplyV1:
         """A cached reply with each model's replicas re-ordered by their replica terms now (load,
-        residency, health, room); the models and their order stay as cached."""
+        residency, health, room) and, for the request ``req`` of ``tokens``, by their waits as the
+        speed term counts them (``wait``, with ``queue_aware``: as :func:`rank` orders a model's
+        replicas); the models and their order stay as cached."""
         cands = reply.candidates
         slots: dict[str, list[int]] = {}
         for i, c in enumerate(cands):
@@ -398,6 +411,16 @@ class RoutingEngine:
         if all(len(idx) < 2 for idx in slots.values()):
             return reply
         now = self._rterms.sum(axis=0)
+        sc = self.cfg.scoring
+        if req is not None and sc.queue_aware and sc.policy == "score":
+            keys = [(cands[i].backend, cands[i].upstream_model) for idx in slots.values() if len(idx) > 1 for i in idx]
+            rows = np.array([j for k in keys if (j := self._row_of.get(k)) is not None], dtype=np.intp)
+            ahead = self._waits()[1][rows]
+            if any(ahead.tolist()):  # as rank() weighs them: the request's quality preference, the prompt's times
+                cons = self.constraints(req, reply.analysis.category)
+                q = req.quality if req.quality is not None else cons.quality
+                q = q if q is not None else sc.default_quality
+                now[rows] += wait_term(ahead, self.replicas.model[rows], tokens, q, self.table, sc)
 
         def replica_score(c: CandidateV1) -> float:
             j = self._row_of.get((c.backend, c.upstream_model))

@@ -355,16 +355,35 @@ def wait_term(wait_s: F, model: I, tokens: float, q: float, table: ModelTable, c
     (:func:`expected_wait_s`), so a wait costs what the same seconds cost in the speed term —
     ``−w.speed · (1−q) · wait / span`` on the linear scale, ``span`` the catalog's range of
     expected times for this prompt (on the log scale, ``log((t + wait) / t) / span``). At no load
-    it is 0 everywhere, and the ranking is as without it."""
-    latency = expected_latency_s(tokens, table, cfg)
+    it is 0 everywhere, and the ranking is as without it. ``wait_s`` and ``model`` may be any
+    replicas' (a named model's alone): the scale is the catalog's either way."""
+    t, span = _wait_scale(tokens, table, cfg)
     if cfg.speed_scale == "linear":
-        span = float(latency.max() - latency.min()) if latency.size else 0.0
         penalty = wait_s / span if span > 0 else wait_s * 0.0
     else:
-        t = np.maximum(latency, 1e-3)
-        span = float(np.log(t.max()) - np.log(t.min())) if t.size else 0.0
         penalty = np.log1p(wait_s / t[model]) / span if span > 0 else wait_s * 0.0
     return -cfg.weights.speed * (1.0 - q) * penalty  # type: ignore[no-any-return]
+
+
+def _wait_scale(tokens: float, table: ModelTable, cfg: ScoringConfig) -> tuple[F, float]:
+    """Each model's expected time for this prompt (at least 1 ms on the log scale) and the
+    catalog's span of it on the speed term's scale, for :func:`wait_term`; one pair for every
+    prompt no longer than the probe (their times are the same), kept per table as
+    :func:`_speed_row` keeps its row."""
+    if tokens <= cfg.ttft_probe_tokens:
+        key = ("wait_scale", id(cfg))
+        hit = table.derived.get(key)
+        if hit is None:
+            hit = table.remember(key, (*_wait_scale_of(expected_latency_s(0.0, table, cfg), cfg), cfg))
+        return hit[0], hit[1]  # type: ignore[no-any-return]
+    return _wait_scale_of(expected_latency_s(tokens, table, cfg), cfg)
+
+
+def _wait_scale_of(latency: F, cfg: ScoringConfig) -> tuple[F, float]:
+    if cfg.speed_scale == "linear":
+        return latency, float(latency.max() - latency.min()) if latency.size else 0.0
+    t = np.maximum(latency, 1e-3)
+    return t, float(np.log(t.max()) - np.log(t.min())) if t.size else 0.0
 
 
 def replica_terms(reps: ReplicaTable, cfg: ScoringConfig) -> F:
