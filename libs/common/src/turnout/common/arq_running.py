@@ -81,7 +81,23 @@ def worker_checks(worker: Worker) -> dict[str, Callable[[], Awaitable[bool]]]:
 
 async def close_worker(worker: Worker) -> None:
     """``worker.close()`` (cancels running jobs, runs ``on_shutdown``, closes the pool), minus the
-    redis-py deprecation warning arq triggers by calling ``close()`` instead of ``aclose()``."""
+    redis-py deprecation warning arq triggers by calling ``close()`` instead of ``aclose()``.
+
+    The running jobs are cancelled and waited for here first: arq's ``close()`` gathers them
+    without ``return_exceptions``, so a job cancelled outside its own function (in ``on_job_end``
+    or while its result is written) made ``close()`` raise ``CancelledError`` before
+    ``on_shutdown`` and the pool's close — a SIGTERM'd worker then left its engine and Redis
+    connections open and ended in an error (``test_arq_close.py``). A job's own error is logged,
+    as arq's poll loop would have raised it."""
+    jobs = [t for t in worker.tasks.values() if not t.done()]
+    for t in jobs:
+        t.cancel()
+    for job_id, outcome in zip(
+        list(worker.tasks), await asyncio.gather(*worker.tasks.values(), return_exceptions=True), strict=True
+    ):
+        if isinstance(outcome, Exception):
+            log.error("arq job %s ended with %s: %s", job_id, type(outcome).__name__, outcome)
+    worker.tasks.clear()  # all done: close() has nothing left to gather
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Call to deprecated close", category=DeprecationWarning)
         await worker.close()
