@@ -31,6 +31,11 @@ pytestmark = pytest.mark.timeout(600)
 UNPROFILED_S = 3.0
 READ_MIN_S = 1.0
 HUNG = "mid-8b"
+# the windows the hung model's throughput is compared over, before the fault and from 10 s after its
+# bound: 4 load threads, some of whose requests may go to a 4 s-TTFT model (unprofiled here, so the
+# scorer does not know it is slow) or to a half-open probe of the hung one; in 3 s windows one such
+# request halved a window's count (a full run: 13.3 ok/s before, 6.2 after)
+WINDOW_S = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -154,16 +159,16 @@ def test_a_hung_model_frees_its_slot_within_its_bound_and_fails_over(fs: FaultSt
     def fault() -> tuple[float, float]:
         t0 = time.monotonic()
         fs.fleet_fail(model=HUNG, listener="a", mode="hang")
-        time.sleep(bound + 10 + 3)
+        time.sleep(bound + 10 + WINDOW_S)
         fs.fleet_fail(model=HUNG, listener="a", mode="ok")
         return t0, time.monotonic()
 
-    r = fs.measure("hung model", fault, concurrency=4, before_s=3, settle_s=2)
+    r = fs.measure("hung model", fault, concurrency=4, before_s=WINDOW_S, settle_s=2)
     backend = fs.backend_of("a")
     held_s = r.longest_attempt_s(backend, HUNG)
     timeouts = sum(o == "timeout" for a in r.attempts.values() for b, m, o, _ in a if (b, m) == (backend, HUNG))
     assert (r.failed, r.lost) == ({}, 0), r  # every request failed over
     assert timeouts >= 1 and 0 < held_s <= bound + 1.0, (timeouts, held_s, bound)  # no slot held past its bound
-    before = r.ok_per_s(r.fault_start - 3, r.fault_start)
+    before = r.ok_per_s(r.fault_start - WINDOW_S, r.fault_start)
     after = r.ok_per_s(r.fault_start + bound + 10, r.fault_end)
     assert after >= 0.5 * before > 0, (before, after)  # throughput back within 10 s of the bound
