@@ -99,12 +99,22 @@ def test_the_choice_follows_the_prompt(
     assert big in ranked[len(ranked) // 2 :], (big, ranked)
 
 
-def test_the_choice_follows_the_quality_header(client: openai.OpenAI, sizes: dict[str, float]) -> None:
+def test_the_choice_follows_the_quality_header(client: openai.OpenAI, http: httpx.Client) -> None:
+    """Quality 1 gets a model the profiler graded at least as good for the prompt's category as
+    quality 0's. Not "at least as large": at quality 0 a resident 8B can rightly beat a smaller
+    model whose load would first evict another (the queue-aware speed term), while quality 1 takes
+    the 7.6B coder for a coding task, graded best at code."""
+    catalog = {m["name"]: m for m in http.get("/admin/catalog").raise_for_status().json()["data"]}
     differed = []
     for prompt in (GREETING, "Summarise the plot of Hamlet in three sentences.", HARD):
-        low, _, _ = _route(client, _fresh(prompt), quality=0.0)
+        text = _fresh(prompt)
+        category = _explain(http, {"model": VIRTUAL, "messages": [{"role": "user", "content": text}]})["analysis"][
+            "category"
+        ]
+        low, _, _ = _route(client, text, quality=0.0)
         high, _, _ = _route(client, _fresh(prompt), quality=1.0)
-        assert sizes[low] <= sizes[high], (prompt, low, high)
+        graded = {m: (catalog[m]["quality"] or {}).get(category, 0.0) for m in (low, high)}
+        assert graded[low] <= graded[high], (prompt, category, low, high, graded)
         differed.append(low != high)
     assert any(differed), "X-Turnout-Quality never changed the choice"
 

@@ -80,7 +80,7 @@ def _visible(config: pytest.Config) -> Callable[[str], None]:
     return say
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def llama_fleet(pytestconfig: pytest.Config) -> Iterator[LlamaFleet]:
     fleet = LlamaFleet(FLEETS["e2e"], progress=_visible(pytestconfig))
     try:
@@ -94,7 +94,7 @@ def llama_fleet(pytestconfig: pytest.Config) -> Iterator[LlamaFleet]:
         fleet.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def llama_database_url(pg_admin_url: str) -> Iterator[str]:
     """A database of this tier's own, migrated to head."""
     with migrated_database(pg_admin_url, "llama") as url:
@@ -128,7 +128,7 @@ def wait_profiles(database_url: str, n_models: int, timeout: float) -> dict[str,
         time.sleep(1.0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def llama(llama_fleet: LlamaFleet, redis_url: str, llama_database_url: str) -> Iterator[LlamaE2E]:
     run_id = uuid.uuid4().hex[:8]
     prefix = f"syllama-{run_id}"
