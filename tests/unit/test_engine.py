@@ -213,34 +213,7 @@ async def test_a_request_for_a_model_that_must_wait_for_room_expects_the_drain_o
     """Backend ``a`` (one GPU, so three models at most) holds m0, m1 and m2, all serving: m3
     there waits for the least busy of them to drain (2 requests × 256 tokens / 64 tokens/s),
     which the speed term counts; on ``b``, where m3 fits, it waits for nothing."""
-    from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
-
-    gib = 2**30
-    e = RoutingEngine()
-    models = [
-        CatalogModelV1(
-            name=f"m{i}",
-            params_b=8,
-            tokens_per_s=64.0,
-            vram_bytes=4 * gib,
-            replicas=[ReplicaV1(backend=b, upstream_model=f"m{i}", host=b) for b in "ab"],
-        )
-        for i in range(4)
-    ]
-    # a faster model gives the speed term its span of seconds
-    models.append(
-        CatalogModelV1(
-            name="s", params_b=1, tokens_per_s=400.0, replicas=[ReplicaV1(backend="b", upstream_model="s", host="b")]
-        )
-    )
-    e.set_catalog(CatalogSnapshotV1(version="q1", models=models))
-    gpu = GpuStateV1(index=0, memory_total_bytes=80 * gib, memory_used_bytes=12 * gib, memory_free_bytes=68 * gib)
-    loaded = [LoadedModelV1(name=f"m{i}", size_bytes=4 * gib, vram_bytes=4 * gib) for i in range(3)]
-    states = [
-        HostStateV1(host="a", backend="a", gpus=[gpu], loaded_models=loaded, ts=0.0),
-        HostStateV1(host="b", backend="b", gpus=[gpu.model_copy(update={"memory_used_bytes": 0})], ts=0.0),
-    ]
-    e.set_fleet(FleetState.from_hosts(states, {("a", "m0"): 2, ("a", "m1"): 5, ("a", "m2"): 6}))
+    e = _two_backends({("a", "m0"): 2, ("a", "m1"): 5, ("a", "m2"): 6}, b_loaded=0, b_used_gib=0)
     a3, b3 = (CandidateV1(model="m3", backend=b, upstream_model="m3", score=0.0) for b in "ab")
     assert e.expected_waits([a3, b3]) == [2 * 256 / 64, 0.0]
     ranking = e.decide(RouteRequestV1(text="Write a haiku about Oslo.", quality=0.5), limit=100)
@@ -263,6 +236,16 @@ def _queued_fleet(queue_aware: bool = True, inflight: bool = True) -> RoutingEng
     and m2, all serving, and a request for m3 waits there for a load that must first unload one
     of them: everything on ``a`` waits behind it until m0 (the least busy: 1 × 256 tokens at 64
     tokens/s) drains. On ``b`` m0 serves 3 requests, within its 4 slots: no wait, but busier."""
+    counts = {("a", "m0"): 1, ("a", "m1"): 5, ("a", "m2"): 6, ("a", "m3"): 1, ("b", "m0"): 3}
+    return _two_backends(counts if inflight else {}, b_loaded=1, b_used_gib=12, queue_aware=queue_aware)
+
+
+def _two_backends(
+    counts: dict[tuple[str, str], int], *, b_loaded: int, b_used_gib: int, queue_aware: bool = True
+) -> RoutingEngine:
+    """m0..m3 (8B, 4 GiB, 64 tokens/s) on backends ``a`` and ``b`` (one 80 GiB GPU each, so three
+    models at most), and a fast 1B ``s`` on ``b``; ``a`` holds m0, m1 and m2, ``b`` the first
+    ``b_loaded`` of them, ``b_used_gib`` of its memory used; ``counts`` the requests in flight."""
     from dataclasses import replace
 
     from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
@@ -287,14 +270,19 @@ def _queued_fleet(queue_aware: bool = True, inflight: bool = True) -> RoutingEng
         )
     )
     e.set_catalog(CatalogSnapshotV1(version="q2", models=models))
-    gpu = GpuStateV1(index=0, memory_total_bytes=80 * gib, memory_used_bytes=12 * gib, memory_free_bytes=68 * gib)
+
+    def gpu(used_gib: int) -> GpuStateV1:
+        used = used_gib * gib
+        return GpuStateV1(
+            index=0, memory_total_bytes=80 * gib, memory_used_bytes=used, memory_free_bytes=80 * gib - used
+        )
+
     loaded = [LoadedModelV1(name=f"m{i}", size_bytes=4 * gib, vram_bytes=4 * gib) for i in range(3)]
     states = [
-        HostStateV1(host="a", backend="a", gpus=[gpu], loaded_models=loaded, ts=0.0),
-        HostStateV1(host="b", backend="b", gpus=[gpu], loaded_models=loaded[:1], ts=0.0),
+        HostStateV1(host="a", backend="a", gpus=[gpu(12)], loaded_models=loaded, ts=0.0),
+        HostStateV1(host="b", backend="b", gpus=[gpu(b_used_gib)], loaded_models=loaded[:b_loaded], ts=0.0),
     ]
-    counts = {("a", "m0"): 1, ("a", "m1"): 5, ("a", "m2"): 6, ("a", "m3"): 1, ("b", "m0"): 3}
-    e.set_fleet(FleetState.from_hosts(states, counts if inflight else {}))
+    e.set_fleet(FleetState.from_hosts(states, counts))
     return e
 
 
