@@ -38,9 +38,9 @@ estimate: total parameters × bytes per weight for the quantisation (MoE models 
    or fail, and the gateway moves on to the next candidate).
 
 **Admission** (after any step that gives no orders): when the chosen replica's model is loaded
-but its expected wait for a slot (``Option.wait_s``: requests in flight beyond its parallel
-slots, at its decode speed — ``terms.expected_wait_s``) exceeds ``admit_wait_s``, the request
-goes to the first candidate, in rank order, whose model is loaded and whose wait is within it
+but its expected wait (``Option.wait_s``: requests in flight beyond its parallel slots, at its
+decode speed, and its backend's queue behind a load — ``terms.expected_wait_s``) exceeds
+``admit_wait_s``, the request goes to the first candidate, in rank order, whose model is loaded and whose wait is within it
 (``busy``) — a loaded one only: a load would queue behind the same busy host. None: as decided.
 
 **Load time** is estimated from the need: ``load_fixed_s + need / load_gib_per_s``. A load the
@@ -440,7 +440,8 @@ class Option:
     embedding: bool = False
     """An embedding model: the agent loads it through the embeddings endpoint."""
     wait_s: float = 0.0
-    """Expected seconds before a slot frees on this replica (the admission step)."""
+    """Expected seconds before this replica reads a new prompt: a free slot, and its backend's
+    queue behind a load (``terms.expected_wait_s``; the admission step)."""
 
 
 @dataclass(frozen=True, slots=True)
