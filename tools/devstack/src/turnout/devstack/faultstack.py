@@ -39,6 +39,7 @@ import orjson
 import redis as redis_sync
 from openai.types.chat import ChatCompletionMessageParam
 
+from turnout.common.keys import Keys
 from turnout.common.schemas.catalog import CatalogModelV1, CatalogSnapshotV1
 from turnout.devstack.blackhole import BlackHoleProxy
 from turnout.devstack.infra import Instance, free_port, start_postgres, start_redis, wait_port, with_database
@@ -64,6 +65,7 @@ listeners:
       - {name: fast-1b, params: 1B, tokens_per_s: 400, ttft_ms: 10, capabilities: [completion]}
       - {name: mid-8b, params: 8B, tokens_per_s: 300, ttft_ms: 15, capabilities: [completion]}
 """
+KEYS = Keys("faults")
 SERVICES_RUN = ("scorer", "profiler", "sync", "gateway")
 SKIPPED = frozenset({"circuit_open", "no_slot"})
 """Attempt outcomes of a candidate the gateway skipped without sending it anything."""
@@ -196,6 +198,18 @@ class Measured:
         """Requests answered ok per second, by their end, in [a, b) (monotonic clock)."""
         return sum(1 for o in self.outcomes if o.status == "ok" and a <= o.ended < b) / max(b - a, 1e-9)
 
+    def served_by(self, a: float, b: float) -> dict[str, tuple[int, float]]:
+        """Requests answered ok that ended in [a, b), by where their last attempt went
+        (``backend/model``): (count, mean seconds from the request's start to its end). What a
+        throughput figure is made of, for an assertion's message."""
+        spread: dict[str, list[float]] = collections.defaultdict(list)
+        for o in self.outcomes:
+            if o.status == "ok" and a <= o.ended < b:
+                tried = self.attempts.get(o.request_id) or []
+                last = next((f"{t[0]}/{t[1]}" for t in reversed(tried) if t[2] not in SKIPPED), "?")
+                spread[last].append(o.ended - o.started)
+        return {k: (len(v), round(sum(v) / len(v), 3)) for k, v in sorted(spread.items())}
+
     note: str = ""
 
 
@@ -229,7 +243,7 @@ class FaultStack:
             StackConfig(
                 redis_url=self.redis.url,
                 database_url=with_database(self.pg.url, self.database),
-                key_prefix="faults",
+                key_prefix=KEYS.prefix,
                 gateway_port=free_port(),
                 ops_host="127.0.0.1",
                 free_ports=True,
@@ -319,6 +333,43 @@ class FaultStack:
     @property
     def fleet_admin(self) -> str:
         return str(self.fleet_info["urls"]["admin"])
+
+    def profile_speeds(self, names: list[str], *, timeout: float = 60.0) -> None:
+        """Give ``names`` the speed profile the profiler would measure (TTFT and tokens/s as the
+        fleet configures them; no quality scores) and wait until the catalog has it. The stack runs
+        with profiling off, so that a fault's model keeps its unprofiled bound: the models it does
+        not concern are profiled this way, as they would be in a fleet that has run a while (an
+        unprofiled 4 s-TTFT model looks as fast as its size to the scorer)."""
+        assert self.pg is not None and self.redis is not None
+        config = httpx.get(f"{self.fleet_admin}/_fleet/config", timeout=5).raise_for_status().json()
+        speeds = {m["name"]: (float(m["ttft_ms"]), float(m["tokens_per_s"]))
+                  for li in config["listeners"] for m in li["models"] if m["name"] in names}  # fmt: skip
+        assert set(speeds) == set(names), (names, sorted(speeds))
+        url = with_database(self.pg.url, self.database)
+        deadline = time.monotonic() + timeout
+        ids: dict[str, int] = {}
+        while set(ids) != set(names):  # discovery writes the models rows
+            assert time.monotonic() < deadline, f"models not discovered: {sorted(set(names) - set(ids))}"
+            ids = {
+                r["name"]: r["id"] for r in _sql(url, "SELECT id, name FROM models WHERE name = ANY($1::text[])", names)
+            }
+            time.sleep(0.2)
+        for name, (ttft_ms, tps) in speeds.items():
+            _sql(
+                url,
+                "INSERT INTO profiles (model_id, suite_version, category, n_prompts, errors, timeouts, ttft_ms, "
+                "tokens_per_s, details) VALUES ($1, 'fleet-config', 'general', 0, 0, 0, $2, $3, $4::json) "
+                "ON CONFLICT (model_id, suite_version, category) DO UPDATE SET ttft_ms = $2, tokens_per_s = $3",
+                ids[name], ttft_ms, tps, orjson.dumps({"speed_source": "fleet configuration"}).decode(),
+            )  # fmt: skip
+        with redis_sync.Redis.from_url(self.redis.url) as r:
+            r.publish(KEYS.catalog_changed, orjson.dumps({"source": "faultstack", "ts": time.time()}))
+        while True:
+            got = {n: (m.ttft_ms, m.tokens_per_s) for n in names if (m := self.catalog_model(n)) is not None}
+            if got == speeds:
+                return
+            assert time.monotonic() < deadline, f"catalog has {got}, not {speeds}"
+            time.sleep(0.2)
 
     def fleet_fail(self, **body: Any) -> None:
         httpx.post(f"{self.fleet_admin}/_fleet/fail", json=body, timeout=5).raise_for_status()
@@ -432,7 +483,7 @@ class FaultStack:
         """The model as the gateway's catalog snapshot has it now (its profile, if any)."""
         assert self.redis is not None
         with redis_sync.Redis.from_url(self.redis.url) as r:
-            raw = r.get("faults:catalog:snapshot")
+            raw = r.get(KEYS.catalog_snapshot)
         if raw is None:
             return None
         snap = CatalogSnapshotV1.model_validate(orjson.loads(raw))
