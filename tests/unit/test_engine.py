@@ -231,6 +231,78 @@ async def test_a_request_for_a_model_that_must_wait_for_room_expects_the_drain_o
     assert e.expected_waits([a3])[0] > 2 * 256 / 64  # m3 queued on a, behind m0 that now drains longer
 
 
+def _random_fleet(rng: np.random.Generator) -> RoutingEngine:
+    """12 models of random speed and size on three backends (one 24 GiB GPU each, so some loads
+    must unload a model first), each holding a random few of them, random requests in flight."""
+    from turnout.common.schemas.fleet import GpuStateV1, HostStateV1, LoadedModelV1
+
+    gib = 2**30
+    backends = "abc"
+    models = [
+        CatalogModelV1(
+            name=f"m{i}",
+            params_b=float(rng.choice([1, 8, 14, 32])),
+            tokens_per_s=float(rng.choice([16.0, 64.0, 64.0, 400.0])),
+            vram_bytes=int(rng.integers(2, 12)) * gib,
+            replicas=[ReplicaV1(backend=b, upstream_model=f"m{i}", host=b) for b in backends if rng.random() < 0.7],
+        )
+        for i in range(12)
+    ]
+    e = RoutingEngine()
+    e.set_catalog(CatalogSnapshotV1(version="r", models=models))
+    states = []
+    for b in backends:
+        held = [m for m in models if any(r.backend == b for r in m.replicas) and rng.random() < 0.4][:3]
+        used = sum(m.vram_bytes or 0 for m in held)
+        gpu = GpuStateV1(
+            index=0, memory_total_bytes=24 * gib, memory_used_bytes=used, memory_free_bytes=24 * gib - used
+        )
+        loaded = [LoadedModelV1(name=m.name, size_bytes=m.vram_bytes or 0, vram_bytes=m.vram_bytes or 0) for m in held]
+        states.append(HostStateV1(host=b, backend=b, gpus=[gpu], loaded_models=loaded, ts=0.0))
+    keys = list(zip(e.replicas.backend, e.replicas.upstream, strict=True))
+    counts = {k: int(rng.integers(1, 6)) for k in keys if rng.random() < 0.3}
+    e.set_fleet(FleetState.from_hosts(states, counts))
+    return e
+
+
+def test_a_noted_decision_moves_the_busy_term_sums_and_waits_as_recomputing_its_backend_does(monkeypatch):
+    """note_routed writes one replica's busy term, replica sum and (while its backend's queue
+    stays) wait as Python floats: bit for bit what the busy term over the array, the table's
+    column sum and its backend's recomputation (backend_wait_s, as the scorer did before) give."""
+    import turnout.scorer.engine as engine_module
+    from turnout.scorer.terms import BUSY_ROW, backend_wait_s, busy_term
+
+    recomputed = 0
+    real = engine_module.backend_wait
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        nonlocal recomputed
+        recomputed += 1
+        return real(*args)
+
+    monkeypatch.setattr(engine_module, "backend_wait", counted)
+    rng = np.random.default_rng(3)
+    notes = 0
+    for _ in range(30):
+        e = _random_fleet(rng)
+        sc = e.cfg.scoring
+        wait, ahead = (a.copy() for a in e._waits())
+        favourites = rng.choice(e.replicas.size, size=4)  # decisions pile up on a few replicas
+        for _ in range(40):
+            j = int(favourites[rng.integers(0, 4)] if rng.random() < 0.7 else rng.integers(0, e.replicas.size))
+            e.note_routed(e.replicas.backend[j], e.replicas.upstream[j])
+            notes += 1
+            counts = e.replicas.inflight
+            rows = e._queues.rows_of(j)
+            wait[rows] = backend_wait_s(counts, rows, e._queues, sc)
+            ahead[rows] = e._queues.time_ahead_s(wait[rows], rows)
+            assert e.waits.tobytes() == wait.tobytes()
+            assert e._waits()[1].tobytes() == ahead.tobytes()
+            assert e._rterms[BUSY_ROW].tobytes() == busy_term(counts, sc).tobytes()
+            assert e._rsum.tobytes() == e._rterms.sum(axis=0).tobytes()
+    assert 0.05 * notes < recomputed < 0.5 * notes  # both ways taken: one row, and a backend's rows
+
+
 def _queued_fleet(queue_aware: bool = True, inflight: bool = True) -> RoutingEngine:
     """m0 loaded on backends ``a`` and ``b``. ``a`` (one GPU: three models at most) holds m0, m1
     and m2, all serving, and a request for m3 waits there for a load that must first unload one

@@ -62,9 +62,10 @@ from turnout.scorer.scoring import (
 from turnout.scorer.settings import RoutingOptions, ScorerOptions
 from turnout.scorer.terms import (
     BUSY_ROW,
+    BackendQueue,
     Queues,
-    backend_wait_s,
-    busy_term,
+    backend_wait,
+    busy_value,
     expected_wait_s,
     replica_terms,
     wait_term,
@@ -122,6 +123,9 @@ class RoutingEngine:
         """Each replica's expected wait (``terms.expected_wait_s``) and the time ahead of a request
         the speed term counts (``Queues.time_ahead_s``), computed when first read after the fleet
         or the in-flight counts change."""
+        self._backend_queues: dict[int, BackendQueue] = {}
+        """Per backend (its index in the queues), its queue as the last recomputation of its waits
+        left it (:meth:`note_routed`); emptied with the waits."""
         self._feedback_arrays = (np.zeros(0), np.zeros(0))
         self._row_of: dict[tuple[str, str], int] = {}
         self._inflight: Mapping[tuple[str, str], int] = {}
@@ -194,6 +198,7 @@ class RoutingEngine:
         self._rsum = self._rterms.sum(axis=0)
         self._queues = Queues.build(reps, self.table.rep_vram, fleet.gpus_by_backend, self.cfg.scoring)
         self._wait = None
+        self._backend_queues = {}
 
     def set_load(self, inflight: Mapping[tuple[str, str], int]) -> None:
         """The gateways' in-flight counts per (backend, upstream model), as just read: they replace
@@ -206,29 +211,50 @@ class RoutingEngine:
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
         self._rsum = self._rterms.sum(axis=0)
         self._wait = None
+        self._backend_queues = {}
 
     def note_routed(self, backend: str, upstream: str) -> None:
         """A request is about to go to this replica: count it in flight until the next
         :meth:`set_load`, so that the decisions before then see it (the gateways publish their
-        counts every ~0.25 s and the scorer reads them every ``load_poll_s``)."""
+        counts every ~0.25 s and the scorer reads them every ``load_poll_s``). Its busy term and
+        replica sum are written as Python floats (:func:`busy_value`; the column summed as the
+        whole table is), and its backend's waits move through that backend's queue
+        (:meth:`BackendQueue.one_more`): one row, unless the queue itself moves."""
         j = self._row_of.get((backend, upstream))
         if j is None:
             return
+        sc = self.cfg.scoring
         counts = self.replicas.inflight.copy()
-        counts[j] += 1.0
+        before = float(counts[j])
+        counts[j] = before + 1.0
         self.replicas = replace(self.replicas, inflight=counts)
         rterms = self._rterms.copy()
-        rterms[BUSY_ROW, j] = busy_term(counts[j : j + 1], self.cfg.scoring)[0]
+        rterms[BUSY_ROW, j] = busy_value(before + 1.0, sc)
+        total = 0.0  # as numpy sums a column: from 0.0, row after row
+        for v in rterms[:, j].tolist():
+            total += v
         rsum = self._rsum.copy()
-        rsum[j] = rterms[:, j : j + 1].sum(axis=0)[0]  # summed as the whole table is
+        rsum[j] = total
         self._rterms = rterms
         self._rsum = rsum
         if self._wait is not None:  # only the waits on this replica's backend move
-            rows = self._queues.rows_of(j)
-            part = backend_wait_s(counts, rows, self._queues, self.cfg.scoring)
+            q = self._queues
+            k = int(q.backend[j])
+            queue = self._backend_queues.get(k)
+            one = queue.one_more(j, before, q, sc) if queue is not None else None
             wait, ahead = self._wait[0].copy(), self._wait[1].copy()
-            wait[rows] = part
-            ahead[rows] = self._queues.time_ahead_s(part, rows)
+            if one is None:
+                rows = q.rows_of(j)
+                part, queue = backend_wait(counts, rows, q, sc)
+                wait[rows] = part
+                ahead[rows] = q.time_ahead_s(part, rows)
+                if queue is not None:
+                    self._backend_queues[k] = queue
+                else:
+                    self._backend_queues.pop(k, None)
+            else:
+                wait[j] = one
+                ahead[j] = one + (float(q.load_s[j]) if q.needs_room[j] else 0.0)
             self._wait = (wait, ahead)
 
     @property
@@ -241,6 +267,7 @@ class RoutingEngine:
     def _waits(self) -> tuple[np.ndarray, np.ndarray]:
         if self._wait is None:
             wait = expected_wait_s(self.replicas, self.cfg.scoring, self._queues)
+            self._backend_queues = {}
             self._wait = (wait, self._queues.time_ahead_s(wait))
         return self._wait
 

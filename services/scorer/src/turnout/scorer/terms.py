@@ -233,6 +233,13 @@ def busy_term(inflight: F, cfg: ScoringConfig) -> F:
     return -cfg.weights.busy * np.minimum(np.maximum(inflight, 0.0) / cfg.replica_parallel, cfg.busy_cap)  # type: ignore[no-any-return]
 
 
+def busy_value(inflight: float, cfg: ScoringConfig) -> float:
+    """:func:`busy_term` of one replica, in Python floats: the same operations in the same order,
+    so the same value bit for bit (``test_engine.py``)."""
+    n = inflight if inflight > 0.0 else 0.0
+    return -cfg.weights.busy * min(n / cfg.replica_parallel, cfg.busy_cap)
+
+
 BUSY_ROW = 4
 """Row of ``busy`` in :func:`replica_terms`."""
 
@@ -336,17 +343,67 @@ def backend_wait_s(inflight: F, rows: I, queues: Queues, cfg: ScoringConfig) -> 
     a decision noted on one replica changes (the scorer notes every decision it hands out) —
     ~10 µs against the whole table's ~50 at 2,000 replicas. Equal to the whole table's values
     for those rows (``test_engine.py``)."""
+    return backend_wait(inflight, rows, queues, cfg)[0]
+
+
+def backend_wait(inflight: F, rows: I, queues: Queues, cfg: ScoringConfig) -> tuple[F, BackendQueue | None]:
+    """:func:`backend_wait_s`, and the backend's queue as it leaves it (:class:`BackendQueue`;
+    ``None`` where a per-request time is not a number)."""
     n = np.maximum(inflight[rows], 0.0)
     per_request, res = queues.per_request[rows], queues.loaded[rows]
     slot = np.maximum(n + (1.0 - cfg.replica_parallel), 0.0) * per_request
     busy = np.where(res, n * per_request, np.inf)
-    ahead = float(busy.min()) if busy.size else np.inf
-    ahead = 0.0 if ahead == np.inf else ahead
+    least = float(busy.min()) if busy.size else np.inf
+    ahead = 0.0 if least == np.inf else least
     blocked = queues.needs_room[rows] & (ahead > 0)
     queued = ~res & (n > 0)
     own = np.where(queued, queues.load_s[rows], 0.0)
+    loads = float(own.sum())
     held = bool((queued & blocked).any())
-    return np.where(res, slot, own.sum() - own) + np.where(held | blocked & ~res, ahead, 0.0)  # type: ignore[no-any-return]
+    out = np.where(res, slot, loads - own) + np.where(held | blocked & ~res, ahead, 0.0)
+    if ahead != ahead:  # NaN: a per-request time unknown
+        return out, None
+    return out, BackendQueue(ahead, int(np.count_nonzero(busy == least)), loads, held)
+
+
+@dataclass(slots=True)
+class BackendQueue:
+    """One backend's queue as :func:`backend_wait` last computed it, for :meth:`one_more`: the
+    values every replica's wait there reads besides its own row."""
+
+    ahead: float
+    """The least busy loaded model's drain time (0 when one is idle or none is loaded)."""
+    ties: int
+    """Loaded replicas whose drain time is ``ahead``."""
+    loads: float
+    """The loads queued there (their seconds summed)."""
+    held: bool
+    """A queued load must unload a model first while every loaded one is serving."""
+
+    def one_more(self, j: int, inflight: float, queues: Queues, cfg: ScoringConfig) -> float | None:
+        """Replica ``j``'s wait once it holds one request more than ``inflight``, when that moves
+        nothing else on its backend (this queue is updated; the other replicas' waits stay) —
+        ``None`` when it does (a load queued, or the least busy loaded model no longer the least
+        busy), and :func:`backend_wait` must recompute the backend. The same operations as
+        :func:`backend_wait` on that row, in Python floats: the same value bit for bit
+        (``test_engine.py``)."""
+        before = inflight if inflight > 0.0 else 0.0
+        after = inflight + 1.0
+        after = after if after > 0.0 else 0.0
+        if queues.loaded[j]:
+            pr = float(queues.per_request[j])
+            busy_before, busy_after = before * pr, after * pr
+            if busy_after != busy_before and busy_before == self.ahead:
+                if self.ties < 2:
+                    return None  # the least busy one is busier now: every wait there may move
+                self.ties -= 1
+            slot = after + (1.0 - cfg.replica_parallel)
+            return (slot if slot > 0.0 else 0.0) * pr + (self.ahead if self.held else 0.0)
+        if (before > 0.0) != (after > 0.0):
+            return None  # a load queued: the loads ahead of every other replica there move
+        own = float(queues.load_s[j]) if after > 0.0 else 0.0
+        blocked = bool(queues.needs_room[j]) and self.ahead > 0
+        return (self.loads - own) + (self.ahead if self.held or blocked else 0.0)
 
 
 def wait_term(wait_s: F, model: I, tokens: float, q: float, table: ModelTable, cfg: ScoringConfig) -> F:
