@@ -40,8 +40,9 @@ estimate: total parameters × bytes per weight for the quantisation (MoE models 
 **Admission** (after any step that gives no orders): when the chosen replica's model is loaded
 but its expected wait (``Option.wait_s``: requests in flight beyond its parallel slots, at its
 decode speed, and its backend's queue behind a load — ``terms.expected_wait_s``) exceeds
-``admit_wait_s``, the request goes to the first candidate, in rank order, whose model is loaded and whose wait is within it
-(``busy``) — a loaded one only: a load would queue behind the same busy host. None: as decided.
+``admit_wait_s``, the request goes to the first candidate, in rank order, whose model is loaded
+and whose wait is within it (``busy``) — a loaded one only: a load would queue behind the same
+busy host. None: as decided.
 
 **Load time** is estimated from the need: ``load_fixed_s + need / load_gib_per_s``. A load the
 backend does on a request's behalf runs under that request: when the gateway stops waiting for
