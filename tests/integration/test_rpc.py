@@ -491,45 +491,6 @@ async def test_concurrent_pushes_to_one_key_share_one_command_and_keep_their_ord
     link.close()
 
 
-async def test_a_lone_push_is_written_before_its_caller_yields_and_later_ones_still_share_a_command(
-    redis, redis_url, keys
-):
-    link = RespLink(redis_url)
-    push = PushExpire(link)
-    key = f"{keys.prefix}:push-now"
-    await push(key, b"warm", 30)  # connects
-    conn = link.live()
-    assert conn is not None
-    lone = push.submit(key, b"lone", 30, now=True)
-    assert len(conn._waiting) == 4  # MULTI, RPUSH, EXPIRE, EXEC written already, no loop turn
-    before = await _calls(redis, "rpush")
-    # once a push is queued, now=True joins it
-    rest = [push.submit(key, f"p{i}".encode(), 30, now=i > 0) for i in range(5)]
-    await asyncio.gather(lone, *rest)
-    assert await _calls(redis, "rpush") - before == 1  # the five shared one command
-    assert await redis.lrange(key, 0, -1) == [b"warm", b"lone", *(f"p{i}".encode() for i in range(5))]
-    assert 0 < await redis.ttl(key) <= 30
-    await redis.delete(key)
-    link.close()
-
-
-async def test_a_call_made_alone_is_pushed_at_once_and_concurrent_ones_share_a_push(redis, redis_url, keys):
-    async with serving(redis_url, keys), client(redis_url, keys) as (c, _):
-        await c.call(ROUTE_V1, RouteRequestV1(text="warm"), timeout=2.0)  # the push link connects
-        conn = c._link.live()
-        assert conn is not None and not conn._waiting
-        alone = c.send(ROUTE_V1, RouteRequestV1(text="alone"), timeout=2.0, alone=True)
-        assert len(conn._waiting) == 4  # written before the caller yields: MULTI, RPUSH, EXPIRE, EXEC
-        # another call in flight: alone or not, it waits the loop iteration for company
-        other = c.send(ROUTE_V1, RouteRequestV1(text="other"), timeout=2.0, alone=True)
-        assert len(conn._waiting) == 4
-        assert [(await p.reply()).analysis.signals for p in (alone, other)] == [["alone"], ["other"]]
-        before = await _calls(redis, "rpush")
-        replies = await asyncio.gather(*(c.call(ROUTE_V1, RouteRequestV1(text=str(i)), timeout=2.0) for i in range(20)))
-        assert [r.analysis.signals for r in replies] == [[str(i)] for i in range(20)]
-        assert await _calls(redis, "rpush") - before == 1
-
-
 async def test_a_sent_call_is_answered_after_the_caller_did_other_work(redis_url, keys):
     async with serving(redis_url, keys), client(redis_url, keys) as (c, _):
         pending = c.send(ROUTE_V1, RouteRequestV1(text="hello"), timeout=2.0)

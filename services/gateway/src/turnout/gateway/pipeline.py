@@ -191,12 +191,7 @@ class Pipeline:
             return None
         self._apply_defaults(ex, features)
         return self.router.begin(
-            features,
-            model=ex.requested_model,
-            stream=ex.stream,
-            client=ex.client,
-            quality=quality,
-            alone=not self.live,  # at one request at a time the scorer starts before the set-up ends
+            features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality
         )
 
     async def _begin_route(self, ex: Exchange, features: Json, quality: float | None) -> PendingRoute:
@@ -208,12 +203,7 @@ class Pipeline:
             ex.est_tokens = int(features.get("est_prompt_tokens") or 0)
             await self.limiter.admit(ex.client_key, ex.client_ip, ex.est_tokens)
         return self.router.begin(
-            features,
-            model=ex.requested_model,
-            stream=ex.stream,
-            client=ex.client,
-            quality=quality,
-            alone=len(self.live) <= 1,  # this request's own entry only
+            features, model=ex.requested_model, stream=ex.stream, client=ex.client, quality=quality
         )
 
     def _apply_defaults(self, ex: Exchange, features: Json) -> None:

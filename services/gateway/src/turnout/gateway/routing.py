@@ -205,18 +205,10 @@ class Router:
         return await self.begin(features, model=model, stream=stream, client=client, quality=quality).decision()
 
     def begin(
-        self,
-        features: Json,
-        *,
-        model: Any,
-        stream: bool,
-        client: str | None,
-        quality: float | None,
-        alone: bool = False,
+        self, features: Json, *, model: Any, stream: bool, client: str | None, quality: float | None
     ) -> PendingRoute:
         """Ask the scorer now and return at once: the caller does the rest of its set-up while the
-        scorer decides, then awaits :meth:`PendingRoute.decision`. ``alone``: no other request is
-        in flight, the call is pushed at once (:meth:`RpcClient.send`)."""
+        scorer decides, then awaits :meth:`PendingRoute.decision`."""
         start = time.perf_counter()
         features["requested_model"] = self.requested(model)
         features["stream"] = stream
@@ -226,7 +218,7 @@ class Router:
             req = RouteRequestV1.model_validate(features)  # pydantic-core: faster than model_construct
         except ValidationError as exc:  # raised where the decision is awaited, as before
             return PendingRoute(self, None, None, start, exc)
-        return PendingRoute(self, req, self._rpc.send(ROUTE_V1, req, timeout=self._timeout_s, alone=alone), start)
+        return PendingRoute(self, req, self._rpc.send(ROUTE_V1, req, timeout=self._timeout_s), start)
 
 
 class PendingRoute:

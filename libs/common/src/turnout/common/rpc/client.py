@@ -116,24 +116,14 @@ class RpcClient:
         return await self.send(method, body, timeout=timeout, request_id=request_id).reply()
 
     def send(
-        self,
-        method: RpcMethod[Req, Rep],
-        body: Req,
-        *,
-        timeout: float,
-        request_id: str | None = None,
-        alone: bool = False,
+        self, method: RpcMethod[Req, Rep], body: Req, *, timeout: float, request_id: str | None = None
     ) -> PendingCall[Rep]:
         """Push the call now and return at once: the caller does other work while the server
         answers, then awaits :meth:`PendingCall.reply` (the ``timeout`` runs from now). A call
-        that cannot be made (client not started, reader down, no live server) fails there.
-        ``alone``: the caller knows of no other call about to be made (nothing else in flight),
-        so the push is written at once instead of waiting a loop iteration for others to share
-        its command (:class:`~turnout.common.rpc.transport.PushExpire`): the server starts on
-        it while the caller goes on with its own work."""
+        that cannot be made (client not started, reader down, no live server) fails there."""
         pending: PendingCall[Rep] = PendingCall(self, method, timeout)
         try:
-            pending.push(body, request_id or request_id_var.get(), now=alone and not self._pending)
+            pending.push(body, request_id or request_id_var.get())
         except RpcUnavailable as exc:
             pending.error = exc
         return pending
@@ -308,9 +298,8 @@ class PendingCall(Generic[Rep]):
         self.error: RpcError | None = None
         """Why the call could not be made (raised by :meth:`reply`)."""
 
-    def push(self, body: BaseModel, request_id: str | None, *, now: bool = False) -> None:
-        """Register the reply's future and push the request (raises RpcUnavailable when it cannot);
-        ``now``: written at once (see :meth:`RpcClient.send`)."""
+    def push(self, body: BaseModel, request_id: str | None) -> None:
+        """Register the reply's future and push the request (raises RpcUnavailable when it cannot)."""
         client, method = self._client, self._method
         client._check(method)
         call_id = f"{random.getrandbits(64):016x}"  # unique among this client's pending calls
@@ -331,8 +320,7 @@ class PendingCall(Generic[Rep]):
         self._fut, self._call_id, self._queue, self._payload = fut, call_id, queue, payload
         # one wait for push and reply: a failed push fails the reply's future at once, and so
         # does the deadline (a timer, cheaper than a timeout context around the await)
-        pushed = client._push.submit(queue, payload, QUEUE_TTL_S, now=now)
-        pushed.add_done_callback(partial(_push_failed, fut, method.label))
+        client._push.submit(queue, payload, QUEUE_TTL_S).add_done_callback(partial(_push_failed, fut, method.label))
         self._timer = loop.call_later(max(self._timeout, 0.001), _expire, fut, method.label, self._timeout)
 
     async def reply(self) -> Rep:

@@ -11,10 +11,7 @@
 * :class:`PushExpire` — ``RPUSH`` + ``EXPIRE`` atomically, in a ``MULTI``/``EXEC`` written in
   one write. Pushes to one key made in the same event-loop iteration (concurrent requests
   arriving together, a batch of replies) go out as **one** ``RPUSH`` with all their payloads, so
-  under load the per-call cost is shared. A push waits one loop iteration for company, except
-  one its caller marks as alone (``submit(..., now=True)``: a gateway's call with no other request
-  in flight), which is written at once: at one request at a time nothing would join it, and
-  the iteration's wait put the rest of the request's set-up (and a loop turn) ahead of the scorer.
+  under load the per-call cost is shared. A lone push waits one loop iteration for company.
   (An earlier version ran the pair as a Lua script: one command instead of four, but Redis spent
   ~20 µs entering Lua per call, against ~2 µs for the transaction.)
 """
@@ -51,15 +48,11 @@ class PushExpire:
     async def __call__(self, key: str, payload: bytes, ttl_s: int) -> None:
         await self.submit(key, payload, ttl_s)
 
-    def submit(self, key: str, payload: bytes, ttl_s: int, *, now: bool = False) -> asyncio.Future[None]:
+    def submit(self, key: str, payload: bytes, ttl_s: int) -> asyncio.Future[None]:
         """Queue the push; the future resolves once it is in the list (or fails with what Redis
-        raised). For callers that have other things to wait for meanwhile. ``now``: nothing is
-        likely to join it, write it at once when connected and no push is queued (see the module)."""
+        raised). For callers that have other things to wait for meanwhile."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        if now and not self._waiting and (conn := self._link.live()) is not None:
-            self._write(conn, key, ttl_s, [(payload, fut)])
-            return fut
         if not self._waiting:
             loop.call_soon(self._flush)
         self._waiting.setdefault((key, ttl_s), []).append((payload, fut))
