@@ -156,9 +156,10 @@ async def test_without_usage_or_timings_speed_comes_from_content_chunks(
     assert res.completion_tokens is None and res.backend_tokens_per_s is None
     assert res.content_chunks == 2  # the empty role chunk does not count
     assert res.first_content_s is not None and res.last_content_s is not None
-    assert res.last_content_s - res.first_content_s >= 0.05
-    # two chunks 50 ms (plus scheduling) apart: one token over that span
-    assert res.tokens_per_s is not None and 1.0 < res.tokens_per_s <= 20.0
+    # two chunks sent 50 ms apart: one token over that span. The client timestamps each chunk as
+    # it reads it, so a busy loop that reads the first one late shortens the gap (a full run: 48.7 ms)
+    assert res.last_content_s - res.first_content_s >= 0.04
+    assert res.tokens_per_s is not None and 1.0 < res.tokens_per_s <= 25.0
     assert res.speed_source == "chunks"
     assert res.prefill_sample is None  # no prompt token count at all
 
