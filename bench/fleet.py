@@ -671,7 +671,11 @@ class TurnoutRouter(Router):
         scoring = {"ttft_probe_tokens": PROBE_TOKENS, **(scoring or {})}
         if blind:  # blind to residency, so to the queues behind loads too: the speed term as before
             scoring["queue_aware"] = False
-        self.engine = RoutingEngine(EngineConfig(scoring=ScoringConfig(weights=weights, **scoring)))
+        self.now = 0.0
+        # the simulator's counts are exact at each refresh (no gateway publish lag); notes run on its clock
+        self.engine = RoutingEngine(
+            EngineConfig(scoring=ScoringConfig(weights=weights, **scoring), inflight_lag_s=0.0), clock=lambda: self.now
+        )
         self.engine.set_catalog(catalog(measured_prefill))
         self.legacy = legacy
         self.wait_bound = wait_bound
@@ -692,12 +696,14 @@ class TurnoutRouter(Router):
 
     def observe(self, states: list[HostStateV1], inflight: dict[tuple[str, str], int], now: float) -> None:
         self.states = states
+        self.now = now
         loaded = {(s.host, m.name) for s in states for m in s.loaded_models}
         self.pending = {k: v for k, v in self.pending.items() if v[1] > now and k not in loaded}
         self.engine.set_fleet(FleetState.from_hosts(states, inflight))
 
     def choose(self, r: Req, now: float) -> list[Cand]:
         req = RouteRequestV1(text=r.text, est_prompt_tokens=r.prompt_tokens, quality=self.quality)
+        self.now = now
         if self.decide_only:
             reply = self.engine.decide(req).to_reply(8)
         else:  # as the scorer's route handler: analysis, ranking and the diversity term's bookkeeping
@@ -738,7 +744,7 @@ class TurnoutRouter(Router):
                     self.pending[(c.backend, c.upstream_model)] = (BY_NAME[c.model].vram, now + 10.0)
         c = cands[choice]
         self.last_used[(c.backend, c.upstream_model)] = now
-        self.engine.note_routed(c.backend, c.upstream_model)  # as Scorer.route does
+        self.engine.note_routed(c.backend, c.upstream_model, req)  # as Scorer.route does
         if self.blind or self.legacy or not self.states:
             order = [choice, *(i for i in range(len(cands)) if i != choice)]
         else:  # as VramCoordinator.decide orders the reply

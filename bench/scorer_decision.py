@@ -153,6 +153,22 @@ def host_states(snap: CatalogSnapshotV1, hosts: int, spare_gb: float) -> list[Ho
     return states
 
 
+class ReadClock:
+    """The engine's clock here: the wall clock, an hour later after each :meth:`read`, so that
+    the read of the gateways' counts (``set_load``) before a block holds every decision noted
+    before it (``scorer/notes.py``: a read holds the notes ``inflight_lag_s`` older than it)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def read(self, engine: RoutingEngine) -> None:
+        self.offset += 3600.0
+        engine.set_load({})
+
+
 def planner(scorer: Scorer, states: list[HostStateV1]) -> VramCoordinator:
     """A VRAM planner that knows every host (the view its refresh builds from the agents' states;
     no orders carried out: no Redis)."""
@@ -187,7 +203,7 @@ async def main() -> None:
         emb = embedder.encode(texts)
         names = [m.name for m in snap.models[:10]]
         learned.add_batch(emb, names, rng.integers(0, 2, size=(args.learned, len(names))).astype(float))
-    engine = RoutingEngine(embedder=embedder, learned=learned)
+    engine = RoutingEngine(embedder=embedder, learned=learned, clock=ReadClock())
     engine.set_catalog(snap)
     states = host_states(snap, args.hosts, args.spare_gb)
     engine.set_fleet(FleetState.from_hosts(states))
@@ -241,7 +257,8 @@ async def run(
     ctx = RpcContext(call_id="bench", request_id=None, deadline=time.monotonic() + 1e9)
     for start in range(0, n + WARMUP, BLOCK):
         for v, (wall, cpu) in enumerate(out):
-            engine.set_load({})
+            assert isinstance(engine.clock, ReadClock)
+            engine.clock.read(engine)
             coord = planner(scorer, states) if v else None
             scorer.vram = coord
             for i in range(start, min(start + BLOCK, n + WARMUP)):

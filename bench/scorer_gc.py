@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
-from scorer_decision import PROMPTS, VOCAB, WARMUP, host_states, planner, snapshot
+from scorer_decision import PROMPTS, VOCAB, WARMUP, ReadClock, host_states, planner, snapshot
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from turnout.common.rpc import RpcContext
@@ -72,7 +72,8 @@ async def main() -> None:
     texts = [" ".join(rng.choice(VOCAB, int(rng.integers(3, 30)))) for _ in range(5000)]
     names = [m.name for m in snap.models[:10]]
     learned.add_batch(emb.encode(texts), names, rng.integers(0, 2, size=(5000, len(names))).astype(float))
-    engine = RoutingEngine(embedder=emb, learned=learned)
+    clock = ReadClock()
+    engine = RoutingEngine(embedder=emb, learned=learned, clock=clock)
     engine.set_catalog(snap)
     states = host_states(snap, args.hosts, 24.0)
     engine.set_fleet(FleetState.from_hosts(states))
@@ -111,7 +112,7 @@ async def main() -> None:
                 for start in range(0, total, BLOCK):
                     for tuned in (False, True) if (start // BLOCK) % 2 == 0 else (True, False):
                         setting(tuned)
-                        engine.set_load({})
+                        clock.read(engine)
                         scorer.vram = planner(scorer, states) if on else None
                         for i in range(start, min(start + BLOCK, total)):
                             req = reqs[tuned][i % len(reqs[tuned])]

@@ -116,32 +116,78 @@ async def test_the_reply_carries_the_prompt_embedding_for_feedback():
     assert without.analysis is not None and without.analysis.embedding is None
 
 
-async def test_decisions_count_as_load_until_the_gateways_counts_arrive():
-    e = RoutingEngine()
+class Clock:
+    """A clock the test moves (the engine's ``clock``)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _two_replicas(clock: Clock) -> RoutingEngine:
+    """Model m on backends a and b, both loaded: 0.1 s to the first token, 256 tokens/s."""
+    e = RoutingEngine(clock=clock)
+    replicas = [ReplicaV1(backend="a", upstream_model="m"), ReplicaV1(backend="b", upstream_model="m")]
     e.set_catalog(
         CatalogSnapshotV1(
             version="c3",
-            models=[
-                CatalogModelV1(
-                    name="m",
-                    params_b=8,
-                    replicas=[ReplicaV1(backend="a", upstream_model="m"), ReplicaV1(backend="b", upstream_model="m")],
-                )
-            ],
+            models=[CatalogModelV1(name="m", params_b=8, ttft_ms=100.0, tokens_per_s=256.0, replicas=replicas)],
         )
     )
     e.set_fleet(FleetState(resident=frozenset({("a", "m"), ("b", "m")})))
+    return e
+
+
+async def test_decisions_count_as_load_until_a_read_of_the_gateways_counts_holds_them():
+    clock = Clock()
+    e = _two_replicas(clock)
     chosen = []
     for _ in range(4):
-        c = (await e.route(RouteRequestV1(text="hello"))).candidates[0]
-        e.note_routed(c.backend, c.upstream_model)
+        req = RouteRequestV1(text="hello")
+        c = (await e.route(req)).candidates[0]
+        e.note_routed(c.backend, c.upstream_model, req)
         chosen.append(c.backend)
     assert chosen == ["a", "b", "a", "b"]  # each decision's request weighs on its replica
     assert np.array_equal(e._rsum, e._rterms.sum(axis=0))  # kept per column as the whole table sums
     assert list(e.replicas.inflight) == [2.0, 2.0]
-    e.set_load({("a", "m"): 7})  # what the gateways count now replaces the local tally
+    # a read 0.2 s later may not hold them yet (the gateways publish every 0.25 s): they count on top
+    clock.t += 0.2
+    e.set_load({("a", "m"): 2, ("b", "m"): 1})
+    assert list(e.replicas.inflight) == [4.0, 3.0]
+    # a read 0.4 s after them (over inflight_lag_s) holds those still in flight: it replaces them
+    clock.t += 0.2
+    e.set_load({("a", "m"): 7})
     assert list(e.replicas.inflight) == [7.0, 0.0]
     assert (await e.route(RouteRequestV1(text="hello"))).candidates[0].backend == "b"
+
+
+async def test_a_noted_decision_counts_only_for_its_expected_time():
+    """A request for 64 tokens on an idle replica of m is expected to take 0.1 s to its first
+    token and 0.25 s for the rest: after 0.35 s it no longer counts, read or not."""
+    clock = Clock()
+    e = _two_replicas(clock)
+    e.set_load({("a", "m"): 9})
+    req = RouteRequestV1(text="hello", max_tokens=64)
+    e.note_routed("b", "m", req)
+    e.note_routed("b", "m", RouteRequestV1(text="hello"))  # 256 tokens at most, the average reply: 1.1 s
+    assert list(e.replicas.inflight) == [9.0, 2.0]
+    clock.t += 0.34
+    e.decide(req)  # a decision takes the notes whose time is over out first
+    assert list(e.replicas.inflight) == [9.0, 2.0]
+    clock.t += 0.02
+    e.decide(req)
+    assert list(e.replicas.inflight) == [9.0, 1.0]
+    # the busy term and sums as a full recomputation from these counts gives them
+    noted = (e._rterms.copy(), e._rsum.copy(), e.waits.copy())
+    e.set_load({("a", "m"): 9})  # 0.36 s after the notes: the read holds the one left
+    assert list(e.replicas.inflight) == [9.0, 0.0]
+    e.set_load({("a", "m"): 9, ("b", "m"): 1})
+    assert [a.tobytes() for a in (e._rterms, e._rsum, e.waits)] == [a.tobytes() for a in noted]
+    clock.t += 1.0
+    e.decide(req)
+    assert list(e.replicas.inflight) == [9.0, 1.0]  # absorbed, so nothing left to expire
 
 
 def test_a_cached_reply_takes_each_models_replicas_in_the_order_of_the_fleet_now():
@@ -220,13 +266,16 @@ async def test_a_request_for_a_model_that_must_wait_for_room_expects_the_drain_o
     by = {(c.model, c.backend): c for c in ranking.candidates}
     assert by[("m3", "a")].terms["wait"] < 0 and "wait" not in by[("m3", "b")].terms
     # the decisions noted since update the waits of their backend alone: as a full recomputation
+    clock = Clock()
+    e.clock = clock
     for backend, model in [("a", "m3"), ("a", "m0"), ("b", "m3"), ("a", "m0"), ("b", "s"), ("a", "m3")]:
         e.note_routed(backend, model)
         noted = e.waits.copy()
         counts = dict(
             zip(zip(e.replicas.backend, e.replicas.upstream, strict=True), e.replicas.inflight.tolist(), strict=True)
         )
-        e.set_load({k: int(v) for k, v in counts.items()})  # a full recomputation
+        clock.t += 10.0  # a read long after the note, which it holds: a full recomputation
+        e.set_load({k: int(v) for k, v in counts.items()})
         assert e.waits.tolist() == pytest.approx(noted.tolist())
     assert e.expected_waits([a3])[0] > 2 * 256 / 64  # m3 queued on a, behind m0 that now drains longer
 
@@ -301,6 +350,57 @@ def test_a_noted_decision_moves_the_busy_term_sums_and_waits_as_recomputing_its_
             assert e._rterms[BUSY_ROW].tobytes() == busy_term(counts, sc).tobytes()
             assert e._rsum.tobytes() == e._rterms.sum(axis=0).tobytes()
     assert 0.05 * notes < recomputed < 0.5 * notes  # both ways taken: one row, and a backend's rows
+
+
+def test_a_noted_decision_whose_time_is_over_moves_the_terms_back_as_recomputing_its_backend_does(monkeypatch):
+    """Notes of random expected times on random fleets, then taken out one at a time as their
+    time comes (a decision runs ``_expire_notes`` first): each moves its replica's busy term,
+    replica sum and its backend's waits bit for bit as recomputing them from the counts does, and
+    when the last is out the counts are the read's again."""
+    import turnout.scorer.engine as engine_module
+    from turnout.scorer.terms import BUSY_ROW, backend_wait_s, busy_term
+
+    recomputed = expired = 0
+    real = engine_module.backend_wait
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        nonlocal recomputed
+        recomputed += 1
+        return real(*args)
+
+    monkeypatch.setattr(engine_module, "backend_wait", counted)
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        e = _random_fleet(rng)
+        clock = Clock()
+        e.clock = clock
+        e.set_load(e.fleet.inflight)
+        read = e.replicas.inflight.copy()
+        sc = e.cfg.scoring
+        for _ in range(30):
+            j = int(rng.integers(0, e.replicas.size))
+            req = RouteRequestV1(text="hi", max_tokens=int(rng.integers(1, 400)))
+            e.note_routed(e.replicas.backend[j], e.replicas.upstream[j], req)
+            clock.t += float(rng.uniform(0.0, 0.01))
+        wait, ahead = (a.copy() for a in e._waits())
+        while len(e._notes):
+            expired += 1
+            clock.t = e._notes.next_expiry()
+            before = e.replicas.inflight.copy()
+            e._expire_notes()
+            moved = np.flatnonzero(e.replicas.inflight != before)
+            assert (e.replicas.inflight[moved] < before[moved]).all()
+            counts = e.replicas.inflight
+            for j in moved.tolist():
+                rows = e._queues.rows_of(j)
+                wait[rows] = backend_wait_s(counts, rows, e._queues, sc)
+                ahead[rows] = e._queues.time_ahead_s(wait[rows], rows)
+            assert e.waits.tobytes() == wait.tobytes()
+            assert e._waits()[1].tobytes() == ahead.tobytes()
+            assert e._rterms[BUSY_ROW].tobytes() == busy_term(counts, sc).tobytes()
+            assert e._rsum.tobytes() == e._rterms.sum(axis=0).tobytes()
+        assert e.replicas.inflight.tobytes() == read.tobytes()
+    assert 0.05 * expired < recomputed < 0.5 * expired  # both ways taken: one row, and a backend's rows
 
 
 def _queued_fleet(queue_aware: bool = True, inflight: bool = True) -> RoutingEngine:

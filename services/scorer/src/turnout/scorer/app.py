@@ -126,13 +126,14 @@ class Scorer:
             ranking, cands = out.ranking, out.candidates
             rework = await self._rework(cands, ctx)
             if rework is None:
-                self._routed(cands[0] if cands else None, ranking.analysis.category, ranking.unservable_code)
+                self._routed(req, cands[0] if cands else None, ranking.analysis.category, ranking.unservable_code)
                 return out.wire()
-            self._routed(cands[rework.order()[0]], ranking.analysis.category, ranking.unservable_code)
+            self._routed(req, cands[rework.order()[0]], ranking.analysis.category, ranking.unservable_code)
             return orjson.dumps(rework.on_fields(out.fields()))
         rework = await self._rework(out.candidates, ctx)
         reply = rework.on_reply(out) if rework is not None else out
-        self._routed(reply.candidates[0] if reply.candidates else None, reply.analysis.category, reply.unservable_code)
+        first = reply.candidates[0] if reply.candidates else None
+        self._routed(req, first, reply.analysis.category, reply.unservable_code)
         return reply
 
     async def _rework(self, candidates: Sequence[Ranked], ctx: RpcContext) -> Rework | None:
@@ -143,11 +144,12 @@ class Scorer:
         waits = self.engine.expected_waits(candidates)
         return await self.vram.rework(candidates, remaining_s=ctx.remaining, waits=waits)
 
-    def _routed(self, first: Ranked | None, category: str, unservable_code: str | None) -> None:
-        """A decision handed out: its first candidate counts as in flight there until the
-        gateways' next count says so, and the decision is counted."""
+    def _routed(self, req: RouteRequestV1, first: Ranked | None, category: str, unservable_code: str | None) -> None:
+        """A decision handed out: its first candidate counts as in flight there for the request's
+        expected time or until the gateways' counts hold it (``notes.py``), and the decision is
+        counted."""
         if first is not None:
-            self.engine.note_routed(first.backend, first.upstream_model)
+            self.engine.note_routed(first.backend, first.upstream_model, req)
         m = self._metrics
         m.child(m.decisions, category).inc()
         if unservable_code is not None:

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -41,6 +43,7 @@ from turnout.scorer.caches import DecisionMemo, Prepared, RoutingCache, Same
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.learned import LearnedIndex, encode_embedding
 from turnout.scorer.learned_prior import RouterPrior, blend, model_features, prompt_features
+from turnout.scorer.notes import Notes
 from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis, PromptFeatures
 from turnout.scorer.rules import RulesStore
 from turnout.scorer.scoring import (
@@ -68,6 +71,7 @@ from turnout.scorer.terms import (
     busy_value,
     expected_wait_s,
     replica_terms,
+    ttft_line,
     wait_term,
 )
 
@@ -86,6 +90,11 @@ class EngineConfig:
     """How many close graded neighbours the router prior counts as (``learned_prior.blend``)."""
     memo_size: int = 2048
     """Request features whose prepared decision inputs are kept (module docstring); 0 = off."""
+    inflight_lag_s: float = 0.35
+    """How long after a decision a read of the gateways' in-flight counts surely holds its request
+    (their ``inflight_publish_s``, 0.25 s, and a margin): a noted decision counts on its own until
+    such a read, or until its expected time is over (``notes.py``). 0: every read holds every
+    decision before it (the fleet bench's exact counts)."""
 
 
 class RoutingEngine:
@@ -100,8 +109,11 @@ class RoutingEngine:
         classifier: LLMClassifier | None = None,
         cache: RoutingCache | None = None,
         memo: DecisionMemo | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg or EngineConfig()
+        self.clock = clock
+        """What the noted decisions' times are read on (the fleet bench: its virtual time)."""
         self.rules = rules or RulesStore(None)
         self.embedder = embedder
         self.learned = learned
@@ -129,6 +141,9 @@ class RoutingEngine:
         self._feedback_arrays = (np.zeros(0), np.zeros(0))
         self._row_of: dict[tuple[str, str], int] = {}
         self._inflight: Mapping[tuple[str, str], int] = {}
+        """The gateways' in-flight counts as last read."""
+        self._notes = Notes()
+        """The decisions handed out since that the counts may not hold (``notes.py``)."""
         self._recent = np.zeros(0)
         self._rules_version = self.rules.current.version
         self._fleet_gen = "0"
@@ -176,15 +191,20 @@ class RoutingEngine:
         self._row_of = {k: j for j, k in enumerate(zip(self.table.rep_backend, self.table.rep_upstream, strict=True))}
         self._align_feedback()
         self._rules_version = self.rules.current.version
-        self.set_fleet(self._fleet)
+        self.set_fleet(self._fleet, read=False)
 
     @property
     def fleet(self) -> FleetState:
         return self._fleet
 
-    def set_fleet(self, fleet: FleetState) -> None:
-        """Join the fleet state with the catalog's replicas (:meth:`ReplicaTable.build`)."""
+    def set_fleet(self, fleet: FleetState, *, read: bool = True) -> None:
+        """Join the fleet state with the catalog's replicas (:meth:`ReplicaTable.build`); its
+        in-flight counts are a read just taken (:meth:`set_load`) unless ``read`` is false (the
+        same fleet again, for a new catalog: the last read's counts stay)."""
         self._fleet = fleet
+        if read:
+            self._inflight = fleet.inflight
+            self._notes.absorb(self.clock(), self.cfg.inflight_lag_s)
         reps = ReplicaTable.build(self.table, fleet)
         # cached decisions follow residency and health, not every change of free memory
         # (a digest, not hash(): the namespace is shared by every scorer replica through Redis)
@@ -192,44 +212,85 @@ class RoutingEngine:
         for a in (reps.resident, reps.healthy, reps.no_room, reps.circuit_open):
             digest.update(a.tobytes())
         self._fleet_gen = digest.hexdigest()
-        self.replicas = reps
-        self._inflight = fleet.inflight
-        self._rterms = replica_terms(reps, self.cfg.scoring)
+        self.replicas = replace(reps, inflight=self._counts())
+        self._rterms = replica_terms(self.replicas, self.cfg.scoring)
         self._rsum = self._rterms.sum(axis=0)
-        self._queues = Queues.build(reps, self.table.rep_vram, fleet.gpus_by_backend, self.cfg.scoring)
+        self._queues = Queues.build(self.replicas, self.table.rep_vram, fleet.gpus_by_backend, self.cfg.scoring)
         self._wait = None
         self._backend_queues = {}
 
     def set_load(self, inflight: Mapping[tuple[str, str], int]) -> None:
         """The gateways' in-flight counts per (backend, upstream model), as just read: they replace
-        the counts and the decisions noted since (:meth:`note_routed`), which they now include."""
+        the counts, and hold the decisions noted ``inflight_lag_s`` or more before (``notes.py``);
+        the younger notes still count on top of them."""
         self._inflight = inflight
-        counts = np.array(
-            [float(inflight.get(k, 0)) for k in zip(self.replicas.backend, self.replicas.upstream, strict=True)]
-        )
-        self.replicas = replace(self.replicas, inflight=counts)
+        self._notes.absorb(self.clock(), self.cfg.inflight_lag_s)
+        self.replicas = replace(self.replicas, inflight=self._counts())
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
         self._rsum = self._rterms.sum(axis=0)
         self._wait = None
         self._backend_queues = {}
 
-    def note_routed(self, backend: str, upstream: str) -> None:
-        """A request is about to go to this replica: count it in flight until the next
-        :meth:`set_load`, so that the decisions before then see it (the gateways publish their
-        counts every ~0.25 s and the scorer reads them every ``load_poll_s``). Its busy term and
-        replica sum are written as Python floats (:func:`busy_value`; the column summed as the
-        whole table is), and its backend's waits move through that backend's queue
-        (:meth:`BackendQueue.one_more`): one row, unless the queue itself moves."""
+    def _counts(self) -> np.ndarray:
+        """Per replica, the counts as last read plus the live notes."""
+        counts = self._notes.on_top_of(self._inflight)
+        keys = zip(self.table.rep_backend, self.table.rep_upstream, strict=True)
+        return np.array([float(counts.get(k, 0)) for k in keys], dtype=np.float64)
+
+    def note_routed(self, backend: str, upstream: str, req: RouteRequestV1 | None = None) -> None:
+        """A request (``req``; ``None``: an average one) is about to go to this replica: count it
+        in flight there until its expected time is over or a read of the gateways' counts holds it
+        (``notes.py``), so that the decisions before then see it."""
         j = self._row_of.get((backend, upstream))
         if j is None:
             return
+        now = self.clock()
+        self._notes.add((backend, upstream), now, now + self._expected_time_s(j, req))
+        self._move(j, 1.0)
+
+    def _expected_time_s(self, j: int, req: RouteRequestV1 | None) -> float:
+        """How long a request sent to replica ``j`` now is expected to be in flight: the wait ahead
+        of it there, a load of its model if it is not loaded, its time to the first token and its
+        reply (``max_tokens``, at most ``wait_tokens``, the average reply the queue model counts)
+        at the model's speed. ``inf`` where a speed is not a number (the note then lasts until a
+        read holds it)."""
+        sc = self.cfg.scoring
+        m = self.table.rep_model[j]
+        base, slope = ttft_line(self.table, sc)
+        tokens, reply = 0, sc.wait_tokens
+        if req is not None:  # PromptFeatures.tokens, without building the features (4 µs)
+            est = req.est_prompt_tokens
+            tokens = est if est > 0 else max(1, (len(req.text) + req.system_chars) // 4)
+            if req.max_tokens is not None and req.max_tokens < reply:
+                reply = float(req.max_tokens)
+        t = float(base[m] + slope[m] * max(float(tokens), sc.ttft_probe_tokens))
+        t += reply / max(float(self.replicas.tokens_per_s[j]), 0.1) + float(self._queues.load_s[j])
+        if self._wait is not None:
+            t += float(self._wait[0][j])
+        return t if not math.isnan(t) else math.inf
+
+    def _expire_notes(self) -> None:
+        """Take the noted decisions whose time is over out of the counts (before a decision)."""
+        notes = self._notes
+        if notes.next_expiry() > (now := self.clock()):
+            return
+        for key in notes.expire(now):
+            j = self._row_of.get(key)
+            if j is not None:
+                self._move(j, -1.0)
+
+    def _move(self, j: int, step: float) -> None:
+        """Replica ``j`` holds ``step`` (±1) requests more: its busy term and replica sum written as
+        Python floats (:func:`busy_value`; the column summed as the whole table is), and its
+        backend's waits moved through that backend's queue (:meth:`BackendQueue.moved`: one row,
+        unless the queue itself moves) or recomputed for that backend alone."""
         sc = self.cfg.scoring
         counts = self.replicas.inflight.copy()
         before = float(counts[j])
-        counts[j] = before + 1.0
+        counts[j] = before + step
         self.replicas = replace(self.replicas, inflight=counts)
         rterms = self._rterms.copy()
-        rterms[BUSY_ROW, j] = busy_value(before + 1.0, sc)
+        rterms[BUSY_ROW, j] = busy_value(before + step, sc)
         total = 0.0  # as numpy sums a column: from 0.0, row after row
         for v in rterms[:, j].tolist():
             total += v
@@ -241,7 +302,7 @@ class RoutingEngine:
             q = self._queues
             k = int(q.backend[j])
             queue = self._backend_queues.get(k)
-            one = queue.one_more(j, before, q, sc) if queue is not None else None
+            one = queue.moved(j, before, step, q, sc) if queue is not None else None
             wait, ahead = self._wait[0].copy(), self._wait[1].copy()
             if one is None:
                 rows = q.rows_of(j)
@@ -323,6 +384,7 @@ class RoutingEngine:
         limit: int | None = None,
     ) -> Ranking:
         self._check_rules()
+        self._expire_notes()
         a = a or self.analyze(req)
         cons = self.constraints(req, a)
         learned = self.learned_estimate(a, embedding) if cons.requested is None else None
@@ -393,6 +455,7 @@ class RoutingEngine:
         yet: the handler sends :meth:`Answer.wire` when nothing else changes the reply); a routing
         cache hit is a reply."""
         self._check_rules()
+        self._expire_notes()
         features = PromptFeatures.from_request(req)
         digest = features.digest()
         key = (digest, req.requested_model, req.client, req.client_ip)
@@ -532,6 +595,7 @@ def engine_config(opts: ScorerOptions) -> EngineConfig:
         virtual_models=frozenset(opts.virtual_models),
         max_candidates=opts.max_candidates,
         prior_mass=r.prior_mass,
+        inflight_lag_s=opts.inflight_lag_s,
     )
 
 

@@ -120,6 +120,14 @@ class ScorerOptions(BaseModel):
     load_poll_s: float = Field(
         default=0.5, gt=0, description="Re-read the gateways' in-flight counts (the busy term) this often"
     )
+    inflight_lag_s: float = Field(
+        default=0.35,
+        ge=0,
+        le=10,
+        description="How long after a decision the gateways' published in-flight counts surely hold its request "
+        "(the gateways' inflight_publish_s plus a margin): each decision counts in flight on its replica until a "
+        "read this much later, or until its expected time is over",
+    )
     schema_wait_s: float = Field(default=120.0, ge=0, description="How long to wait for the DB schema at start")
     max_concurrency: int = Field(default=256, ge=1, description="RPC requests handled at once")
     virtual_models: list[str] = Field(

@@ -368,7 +368,7 @@ def backend_wait(inflight: F, rows: I, queues: Queues, cfg: ScoringConfig) -> tu
 
 @dataclass(slots=True)
 class BackendQueue:
-    """One backend's queue as :func:`backend_wait` last computed it, for :meth:`one_more`: the
+    """One backend's queue as :func:`backend_wait` last computed it, for :meth:`moved`: the
     values every replica's wait there reads besides its own row."""
 
     ahead: float
@@ -380,27 +380,32 @@ class BackendQueue:
     held: bool
     """A queued load must unload a model first while every loaded one is serving."""
 
-    def one_more(self, j: int, inflight: float, queues: Queues, cfg: ScoringConfig) -> float | None:
-        """Replica ``j``'s wait once it holds one request more than ``inflight``, when that moves
-        nothing else on its backend (this queue is updated; the other replicas' waits stay) —
-        ``None`` when it does (a load queued, or the least busy loaded model no longer the least
-        busy), and :func:`backend_wait` must recompute the backend. The same operations as
-        :func:`backend_wait` on that row, in Python floats: the same value bit for bit
-        (``test_engine.py``)."""
+    def moved(self, j: int, inflight: float, step: float, queues: Queues, cfg: ScoringConfig) -> float | None:
+        """Replica ``j``'s wait once it holds ``step`` (±1) requests more than ``inflight``, when
+        that moves nothing else on its backend (this queue is updated; the other replicas' waits
+        stay) — ``None`` when it does (a load queued or no longer queued; the least busy loaded
+        model no longer the least busy, or another one becoming it), and :func:`backend_wait`
+        must recompute the backend. The same operations as :func:`backend_wait` on that row, in
+        Python floats: the same value bit for bit (``test_engine.py``)."""
         before = inflight if inflight > 0.0 else 0.0
-        after = inflight + 1.0
+        after = inflight + step
         after = after if after > 0.0 else 0.0
         if queues.loaded[j]:
             pr = float(queues.per_request[j])
             busy_before, busy_after = before * pr, after * pr
-            if busy_after != busy_before and busy_before == self.ahead:
-                if self.ties < 2:
-                    return None  # the least busy one is busier now: every wait there may move
-                self.ties -= 1
+            if busy_after != busy_before:
+                if busy_after < self.ahead:
+                    return None  # the least busy now: every wait there may move
+                if busy_before == self.ahead:
+                    if self.ties < 2:
+                        return None  # the least busy one is busier now: every wait there may move
+                    self.ties -= 1
+                elif busy_after == self.ahead:
+                    self.ties += 1
             slot = after + (1.0 - cfg.replica_parallel)
             return (slot if slot > 0.0 else 0.0) * pr + (self.ahead if self.held else 0.0)
         if (before > 0.0) != (after > 0.0):
-            return None  # a load queued: the loads ahead of every other replica there move
+            return None  # a load queued or no longer queued: the loads ahead of every other replica there move
         own = float(queues.load_s[j]) if after > 0.0 else 0.0
         blocked = bool(queues.needs_room[j]) and self.ahead > 0
         return (self.loads - own) + (self.ahead if self.held or blocked else 0.0)

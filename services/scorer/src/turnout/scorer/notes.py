@@ -1,0 +1,91 @@
+"""Decisions the scorer handed out that the gateways' in-flight counts do not hold yet.
+
+The gateways publish their in-flight counts every ``inflight_publish_s`` (0.25 s) and the scorer
+reads them every ``load_poll_s`` (0.5 s); between two reads, every decision it hands out would be
+invisible to the next one, and a burst would all go to the replica that looked idle. So each
+decision is *noted* on its replica and counted there on top of the last read — but only while it
+can still be in flight and is not yet in what the scorer reads:
+
+* **until its expected time is over** (``until``: its wait, a load if one is needed, its time to
+  the first token and its reply at the model's speed): a 60 ms request counts for ~60 ms, not until
+  the next read. Counting every note until the next read made 30 req/s of 60 ms requests look like
+  6–7 in flight on a replica that held at most 2, and the busy and wait terms sent the load to an
+  idle model ten times slower (issue 17's closing note);
+* **until a read taken at least ``lag_s`` after it** (:meth:`Notes.absorb`): by then every gateway
+  has published a count that holds the request if it is still in flight (a gateway publishes
+  within ``inflight_publish_s`` of a change, and an unchanged count is a current one), so counting
+  the note too would count the request twice. A note younger than that survives the read.
+
+Keyed by (backend, upstream model), not by table row, so that notes outlive a catalog rebuild.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Mapping
+
+Key = tuple[str, str]
+
+
+class Notes:
+    """The noted decisions, soonest expiry first, and how many are live per replica."""
+
+    __slots__ = ("_heap", "_seq", "count")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, float, Key]] = []
+        """(until, sequence, noted at, key): a heap on ``until``."""
+        self._seq = itertools.count()
+        self.count: dict[Key, int] = {}
+        """Live notes per replica (no zero entries)."""
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, key: Key, at: float, until: float) -> None:
+        """A decision for ``key`` noted at ``at``, in flight until ``until`` at the latest."""
+        heapq.heappush(self._heap, (until, next(self._seq), at, key))
+        self.count[key] = self.count.get(key, 0) + 1
+
+    def next_expiry(self) -> float:
+        """When the soonest note expires (``inf`` with none): what a decision checks first."""
+        return self._heap[0][0] if self._heap else float("inf")
+
+    def expire(self, now: float) -> list[Key]:
+        """Drop the notes whose time is over at ``now``; their keys, one per note, soonest first."""
+        out: list[Key] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            key = heapq.heappop(heap)[3]
+            out.append(key)
+            n = self.count[key] - 1
+            if n:
+                self.count[key] = n
+            else:
+                del self.count[key]
+        return out
+
+    def absorb(self, now: float, lag_s: float) -> None:
+        """A read of the gateways' counts taken at ``now``: it holds every note made ``lag_s`` or
+        more before (those still in flight are in it), which are dropped, as are those whose
+        time is over."""
+        seen = now - lag_s
+        kept = [n for n in self._heap if n[0] > now and n[2] > seen]
+        if len(kept) == len(self._heap):
+            return
+        heapq.heapify(kept)
+        self._heap = kept
+        count: dict[Key, int] = {}
+        for n in kept:
+            count[n[3]] = count.get(n[3], 0) + 1
+        self.count = count
+
+    def on_top_of(self, read: Mapping[Key, int]) -> Mapping[Key, int]:
+        """The counts as read plus the live notes."""
+        if not self.count:
+            return read
+        out = dict(read)
+        for k, n in self.count.items():
+            out[k] = out.get(k, 0) + n
+        return out
