@@ -314,42 +314,55 @@ def _random_fleet(rng: np.random.Generator) -> RoutingEngine:
     return e
 
 
-def test_a_noted_decision_moves_the_busy_term_sums_and_waits_as_recomputing_its_backend_does(monkeypatch):
-    """note_routed writes one replica's busy term, replica sum and (while its backend's queue
-    stays) wait as Python floats: bit for bit what the busy term over the array, the table's
-    column sum and its backend's recomputation (backend_wait_s, as the scorer did before) give."""
+def _count_backend_recomputes(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """A one-item list counting the engine's calls of ``backend_wait`` (a backend recomputed)."""
     import turnout.scorer.engine as engine_module
-    from turnout.scorer.terms import BUSY_ROW, backend_wait_s, busy_term
 
-    recomputed = 0
+    calls = [0]
     real = engine_module.backend_wait
 
     def counted(*args):  # type: ignore[no-untyped-def]
-        nonlocal recomputed
-        recomputed += 1
+        calls[0] += 1
         return real(*args)
 
     monkeypatch.setattr(engine_module, "backend_wait", counted)
+    return calls
+
+
+def _assert_moved_as_recomputed(e: RoutingEngine, moved: list[int], wait: np.ndarray, ahead: np.ndarray) -> None:
+    """``wait``/``ahead``, the waits as they were, recomputed for the backends of the replicas
+    ``moved`` (``backend_wait_s``, as the scorer did before), and the busy row over the whole array
+    and the table's column sum: bit for bit what the engine holds."""
+    from turnout.scorer.terms import BUSY_ROW, backend_wait_s, busy_term
+
+    sc, counts = e.cfg.scoring, e.replicas.inflight
+    for j in moved:
+        rows = e._queues.rows_of(j)
+        wait[rows] = backend_wait_s(counts, rows, e._queues, sc)
+        ahead[rows] = e._queues.time_ahead_s(wait[rows], rows)
+    assert e.waits.tobytes() == wait.tobytes()
+    assert e._waits()[1].tobytes() == ahead.tobytes()
+    assert e._rterms[BUSY_ROW].tobytes() == busy_term(counts, sc).tobytes()
+    assert e._rsum.tobytes() == e._rterms.sum(axis=0).tobytes()
+
+
+def test_a_noted_decision_moves_the_busy_term_sums_and_waits_as_recomputing_its_backend_does(monkeypatch):
+    """note_routed writes one replica's busy term, replica sum and (while its backend's queue
+    stays) wait as Python floats: bit for bit what the busy term over the array, the table's
+    column sum and its backend's recomputation give."""
+    recomputed = _count_backend_recomputes(monkeypatch)
     rng = np.random.default_rng(3)
     notes = 0
     for _ in range(30):
         e = _random_fleet(rng)
-        sc = e.cfg.scoring
         wait, ahead = (a.copy() for a in e._waits())
         favourites = rng.choice(e.replicas.size, size=4)  # decisions pile up on a few replicas
         for _ in range(40):
             j = int(favourites[rng.integers(0, 4)] if rng.random() < 0.7 else rng.integers(0, e.replicas.size))
             e.note_routed(e.replicas.backend[j], e.replicas.upstream[j])
             notes += 1
-            counts = e.replicas.inflight
-            rows = e._queues.rows_of(j)
-            wait[rows] = backend_wait_s(counts, rows, e._queues, sc)
-            ahead[rows] = e._queues.time_ahead_s(wait[rows], rows)
-            assert e.waits.tobytes() == wait.tobytes()
-            assert e._waits()[1].tobytes() == ahead.tobytes()
-            assert e._rterms[BUSY_ROW].tobytes() == busy_term(counts, sc).tobytes()
-            assert e._rsum.tobytes() == e._rterms.sum(axis=0).tobytes()
-    assert 0.05 * notes < recomputed < 0.5 * notes  # both ways taken: one row, and a backend's rows
+            _assert_moved_as_recomputed(e, [j], wait, ahead)
+    assert 0.05 * notes < recomputed[0] < 0.5 * notes  # both ways taken: one row, and a backend's rows
 
 
 def test_a_noted_decision_whose_time_is_over_moves_the_terms_back_as_recomputing_its_backend_does(monkeypatch):
@@ -357,26 +370,15 @@ def test_a_noted_decision_whose_time_is_over_moves_the_terms_back_as_recomputing
     time comes (a decision runs ``_expire_notes`` first): each moves its replica's busy term,
     replica sum and its backend's waits bit for bit as recomputing them from the counts does, and
     when the last is out the counts are the read's again."""
-    import turnout.scorer.engine as engine_module
-    from turnout.scorer.terms import BUSY_ROW, backend_wait_s, busy_term
-
-    recomputed = expired = 0
-    real = engine_module.backend_wait
-
-    def counted(*args):  # type: ignore[no-untyped-def]
-        nonlocal recomputed
-        recomputed += 1
-        return real(*args)
-
-    monkeypatch.setattr(engine_module, "backend_wait", counted)
+    recomputed = _count_backend_recomputes(monkeypatch)
     rng = np.random.default_rng(5)
+    expired = 0
     for _ in range(20):
         e = _random_fleet(rng)
         clock = Clock()
         e.clock = clock
         e.set_load(e.fleet.inflight)
         read = e.replicas.inflight.copy()
-        sc = e.cfg.scoring
         for _ in range(30):
             j = int(rng.integers(0, e.replicas.size))
             req = RouteRequestV1(text="hi", max_tokens=int(rng.integers(1, 400)))
@@ -390,17 +392,9 @@ def test_a_noted_decision_whose_time_is_over_moves_the_terms_back_as_recomputing
             e._expire_notes()
             moved = np.flatnonzero(e.replicas.inflight != before)
             assert (e.replicas.inflight[moved] < before[moved]).all()
-            counts = e.replicas.inflight
-            for j in moved.tolist():
-                rows = e._queues.rows_of(j)
-                wait[rows] = backend_wait_s(counts, rows, e._queues, sc)
-                ahead[rows] = e._queues.time_ahead_s(wait[rows], rows)
-            assert e.waits.tobytes() == wait.tobytes()
-            assert e._waits()[1].tobytes() == ahead.tobytes()
-            assert e._rterms[BUSY_ROW].tobytes() == busy_term(counts, sc).tobytes()
-            assert e._rsum.tobytes() == e._rterms.sum(axis=0).tobytes()
+            _assert_moved_as_recomputed(e, moved.tolist(), wait, ahead)
         assert e.replicas.inflight.tobytes() == read.tobytes()
-    assert 0.05 * expired < recomputed < 0.5 * expired  # both ways taken: one row, and a backend's rows
+    assert 0.05 * expired < recomputed[0] < 0.5 * expired  # both ways taken: one row, and a backend's rows
 
 
 def _queued_fleet(queue_aware: bool = True, inflight: bool = True) -> RoutingEngine:
