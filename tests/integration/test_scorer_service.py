@@ -5,6 +5,7 @@ its ops endpoints."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -243,6 +244,9 @@ async def test_ops_endpoints_report_readiness_and_scorer_metrics(seeded, scorer,
     assert 'turnout_scorer_decisions_total{category="general"} 1.0' in metrics
     assert "turnout_scorer_catalog_models 4.0" in metrics
     assert 'turnout_scorer_catalog_reloads_total{outcome="ok"}' in metrics
+    # what the scorer counts in flight: the gateways' counts as read (none here) and its own decisions
+    assert "turnout_scorer_inflight_read 0.0" in metrics
+    assert re.search(r"^turnout_scorer_inflight_noted [01]\.0$", metrics, re.M), metrics
 
 
 async def test_models_the_rules_block_are_published_as_hidden(

@@ -173,10 +173,12 @@ async def test_a_noted_decision_counts_only_for_its_expected_time():
     e.note_routed("b", "m", req)
     e.note_routed("b", "m", RouteRequestV1(text="hello"))  # 256 tokens at most, the average reply: 1.1 s
     assert list(e.replicas.inflight) == [9.0, 2.0]
+    assert (e.inflight_read(), e.inflight_noted()) == (9, 2)  # the scorer's metrics read these
     clock.t += 0.34
     e.decide(req)  # a decision takes the notes whose time is over out first
     assert list(e.replicas.inflight) == [9.0, 2.0]
     clock.t += 0.02
+    assert e.inflight_noted() == 1  # over, if not yet out of the counts
     e.decide(req)
     assert list(e.replicas.inflight) == [9.0, 1.0]
     # the busy term and sums as a full recomputation from these counts gives them

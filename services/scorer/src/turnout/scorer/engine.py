@@ -231,6 +231,14 @@ class RoutingEngine:
         self._wait = None
         self._backend_queues = {}
 
+    def inflight_read(self) -> int:
+        """Requests in flight as the gateways' counts last read had them (summed)."""
+        return sum(self._inflight.values())
+
+    def inflight_noted(self) -> int:
+        """Decisions counted in flight on top of that read: noted since, their time not over."""
+        return self._notes.live(self.clock())
+
     def _counts(self) -> np.ndarray:
         """Per replica, the counts as last read plus the live notes."""
         counts = self._notes.on_top_of(self._inflight)

@@ -22,6 +22,8 @@ class ScorerMetrics(LabelledChildren):
     fleet_hosts: Gauge
     vram_orders: Counter
     rpc_backlog: Gauge
+    inflight_read: Gauge
+    inflight_noted: Gauge
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @classmethod
@@ -52,6 +54,14 @@ class ScorerMetrics(LabelledChildren):
                 namespace="turnout",
                 subsystem="scorer",
                 registry=registry,
+            ),
+            inflight_read=gauge(
+                "inflight_read", "Requests in flight, as this scorer last read the gateways' counts (summed), at scrape"
+            ),
+            inflight_noted=gauge(
+                "inflight_noted",
+                "Decisions this scorer counts in flight on top of that read: handed out since, their expected time "
+                "not over (scorer/notes.py), at scrape",
             ),
         )
         for c in CORE_CATEGORIES:

@@ -52,6 +52,10 @@ class Notes:
         """When the soonest note expires (``inf`` with none): what a decision checks first."""
         return self._heap[0][0] if self._heap else float("inf")
 
+    def live(self, now: float) -> int:
+        """The notes whose time is not over at ``now`` (those over leave at the next decision)."""
+        return sum(1 for n in self._heap if n[0] > now)
+
     def expire(self, now: float) -> list[Key]:
         """Drop the notes whose time is over at ``now``; their keys, one per note, soonest first."""
         out: list[Key] = []
