@@ -192,6 +192,30 @@ async def test_a_noted_decision_counts_only_for_its_expected_time():
     assert list(e.replicas.inflight) == [9.0, 1.0]  # absorbed, so nothing left to expire
 
 
+def test_no_note_counts_longer_than_its_bound_while_no_read_comes():
+    """A reply expected to take an hour (256 tokens at 0.1 tokens/s) counts for MAX_NOTE_S at
+    most: what notes add while the reads fail stays bounded."""
+    from turnout.scorer.notes import MAX_NOTE_S
+
+    clock = Clock()
+    e = RoutingEngine(clock=clock)
+    slow = CatalogModelV1(
+        name="slow",
+        params_b=70,
+        ttft_ms=100.0,
+        tokens_per_s=0.01,
+        replicas=[ReplicaV1(backend="a", upstream_model="slow")],
+    )
+    e.set_catalog(CatalogSnapshotV1(version="c5", models=[slow]))
+    e.note_routed("a", "slow", RouteRequestV1(text="hello"))
+    clock.t += MAX_NOTE_S - 0.01
+    e.decide(RouteRequestV1(text="hello"))
+    assert list(e.replicas.inflight) == [1.0]
+    clock.t += 0.02
+    e.decide(RouteRequestV1(text="hello"))
+    assert list(e.replicas.inflight) == [0.0]
+
+
 def test_a_cached_reply_takes_each_models_replicas_in_the_order_of_the_fleet_now():
     e = RoutingEngine()
     reps = [ReplicaV1(backend=b, upstream_model="m") for b in ("a", "b")]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,7 +42,7 @@ from turnout.scorer.caches import DecisionMemo, Prepared, RoutingCache, Same
 from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.learned import LearnedIndex, encode_embedding
 from turnout.scorer.learned_prior import RouterPrior, blend, model_features, prompt_features
-from turnout.scorer.notes import Notes
+from turnout.scorer.notes import MAX_NOTE_S, Notes
 from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis, PromptFeatures
 from turnout.scorer.rules import RulesStore
 from turnout.scorer.scoring import (
@@ -260,8 +259,8 @@ class RoutingEngine:
         """How long a request sent to replica ``j`` now is expected to be in flight: the wait ahead
         of it there, a load of its model if it is not loaded, its time to the first token and its
         reply (``max_tokens``, at most ``wait_tokens``, the average reply the queue model counts)
-        at the model's speed. ``inf`` where a speed is not a number (the note then lasts until a
-        read holds it)."""
+        at the model's speed; at most ``MAX_NOTE_S``, which is also the answer where a speed is
+        not a number."""
         sc = self.cfg.scoring
         m = self.table.rep_model[j]
         base, slope = ttft_line(self.table, sc)
@@ -275,7 +274,7 @@ class RoutingEngine:
         t += reply / max(float(self.replicas.tokens_per_s[j]), 0.1) + float(self._queues.load_s[j])
         if self._wait is not None:
             t += float(self._wait[0][j])
-        return t if not math.isnan(t) else math.inf
+        return t if t < MAX_NOTE_S else MAX_NOTE_S  # NaN compares false
 
     def _expire_notes(self) -> None:
         """Take the noted decisions whose time is over out of the counts (before a decision)."""

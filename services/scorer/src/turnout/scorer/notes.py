@@ -27,6 +27,10 @@ from collections.abc import Mapping
 
 Key = tuple[str, str]
 
+MAX_NOTE_S = 120.0
+"""The longest a note counts (the gateways' default read bound): what notes can add while the
+reads fail (Redis away) stays bounded, as it does for a model whose speed is not a number."""
+
 
 class Notes:
     """The noted decisions, soonest expiry first, and how many are live per replica."""
