@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis as SyncRedis
 
 from tests.e2e.support import eventually
@@ -111,7 +112,9 @@ def e2e(request: pytest.FixtureRequest, redis_url: str, database_url: str) -> It
 def _idle_fleet(urls: StackUrls) -> None:
     """Unload what profiling left loaded, and wait until the router sees an idle fleet: the tests
     start from the residency of a fresh ``make run``, not from the profiler's last models (a
-    resident model within the VRAM planner's score margin would take their requests)."""
+    resident model within the VRAM planner's score margin would take their requests), and from no
+    load (an earlier request's note ending between an explanation and the route that follows it
+    moved a candidate past a near-tie once)."""
     assert urls.fleet is not None
     httpx.post(f"{urls.fleet.admin_url}/_fleet/reset", timeout=5).raise_for_status()
 
@@ -120,6 +123,18 @@ def _idle_fleet(urls: StackUrls) -> None:
         return bool(hosts) and all(not h["loaded_models"] for h in hosts)
 
     eventually(idle, timeout=30, what="an idle fleet after profiling")
+
+    def unloaded() -> bool:  # and nothing in flight as the scorer counts it: read, or noted on top
+        text = httpx.get(f"{urls.ops['scorer']}/metrics", timeout=5).raise_for_status().text
+        seen = {
+            s.name: s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name in ("turnout_scorer_inflight_read", "turnout_scorer_inflight_noted")
+        }
+        return seen == {"turnout_scorer_inflight_read": 0.0, "turnout_scorer_inflight_noted": 0.0}
+
+    eventually(unloaded, timeout=30, what="no request in flight as the scorer counts them")
 
 
 def _count_fleet_models(urls: StackUrls) -> int:
