@@ -155,7 +155,10 @@ def test_explain_agrees_with_the_gateway(
     place = {cand: i for i, cand in enumerate(ranked)}
     for a, b in zip(stored, stored[1:], strict=False):
         if a in steady and b in steady and place[a] > place[b]:
-            assert abs(score[a] - score[b]) <= NEAR_TIE, (a, score[a], b, score[b], stored, ranked)
+            terms = {(c["model"], c["backend"]): c["terms"] for c in explained["candidates"]}
+            terms_now = {(c["model"], c["backend"]): c.get("terms") for c in kept}
+            moved = {x: (terms[x], terms_now.get(x)) for x in (a, b)}  # each one's terms in both calls
+            assert abs(score[a] - score[b]) <= NEAR_TIE, (a, score[a], b, score[b], moved, stored, ranked)
 
 
 def test_explain_get_and_post_agree(http: httpx.Client) -> None:

@@ -340,12 +340,17 @@ async def test_a_memo_hit_answers_what_a_decision_without_the_memo_answers() -> 
     snap = _snapshot(rng, 30)
     registry = CollectorRegistry()
     memo = DecisionMemo(64, DecisionMemoMetrics.create(registry))
-    engines = [RoutingEngine(embedder=emb, learned=learned, memo=memo), RoutingEngine(embedder=emb, learned=learned)]
+    now = [0.0]  # one clock for both, moved only when the fleet is read: the same notes end at the same decisions
+    engines = [
+        RoutingEngine(embedder=emb, learned=learned, memo=memo, clock=lambda: now[0]),
+        RoutingEngine(embedder=emb, learned=learned, clock=lambda: now[0]),
+    ]
     engines[1].memo.size = 0  # no memo: every decision in full
     for e in engines:
         e.set_catalog(snap)
     for step in range(150):
         if step % 10 == 0:
+            now[0] += 0.2  # some notes over, none absorbed (a read holds notes 0.35 s old)
             fleet = _fleet(rng, snap)
             for e in engines:
                 e.set_fleet(fleet)
@@ -362,7 +367,7 @@ async def test_a_memo_hit_answers_what_a_decision_without_the_memo_answers() -> 
         assert answer.reply() == without
         c = without.candidates[0]
         for e in engines:
-            e.note_routed(c.backend, c.upstream_model)
+            e.note_routed(c.backend, c.upstream_model, req)
     assert memo.hits > 80 and memo.misses >= 10
     assert registry.get_sample_value("turnout_scorer_decision_memo_lookups_total", {"outcome": "hit"}) == memo.hits
     assert registry.get_sample_value("turnout_scorer_decision_memo_lookups_total", {"outcome": "miss"}) == memo.misses

@@ -7,6 +7,7 @@ GPU hosts, against a twin scorer taking the pydantic path."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import MappingProxyType
 
 import numpy as np
@@ -109,9 +110,11 @@ def _host_states(snap: CatalogSnapshotV1) -> list[HostStateV1]:
     return states
 
 
-def _scorer(snap: CatalogSnapshotV1, states: list[HostStateV1], learned: LearnedIndex) -> Scorer:
+def _scorer(
+    snap: CatalogSnapshotV1, states: list[HostStateV1], learned: LearnedIndex, clock: Callable[[], float]
+) -> Scorer:
     emb = default_embedder()
-    engine = RoutingEngine(embedder=emb, learned=learned)
+    engine = RoutingEngine(embedder=emb, learned=learned, clock=clock)
     engine.set_catalog(snap)
     engine.set_fleet(FleetState.from_hosts(states))
     scorer = Scorer(
@@ -146,7 +149,8 @@ async def test_scorer_route_sends_a_reply_the_planner_reworked_as_direct_bytes_e
     learned.add_batch(emb.encode(list(TEXTS)), ["m0", "m1", "m2"], rng.random((len(TEXTS), 3)))
     snap = _snapshot(rng, 30)
     states = _host_states(snap)
-    direct, twin = _scorer(snap, states, learned), _scorer(snap, states, learned)
+    now = [0.0]  # one clock for both, moved only when the counts arrive: the same notes end at the same decisions
+    direct, twin = (_scorer(snap, states, learned, lambda: now[0]) for _ in range(2))
     assert direct.vram is not None and twin.vram is not None
     ctx = RpcContext(call_id="c", request_id=None, deadline=time.monotonic() + 60.0)
     reworked = 0
@@ -164,13 +168,14 @@ async def test_scorer_route_sends_a_reply_the_planner_reworked_as_direct_bytes_e
         waits = twin.engine.expected_waits(reply.candidates)
         reply = await twin.vram.route(reply, remaining_s=ctx.remaining, waits=waits)
         if reply.candidates:
-            twin.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model)
+            twin.engine.note_routed(reply.candidates[0].backend, reply.candidates[0].upstream_model, req)
         assert isinstance(sent, bytes)
         assert sent == reply.model_dump_json().encode()
         assert RouteReplyV1.model_validate_json(sent).model_dump_json().encode() == sent
         if reply.candidates and reply.candidates[0].reasons[-1].startswith("vram: "):
             reworked += 1
-        if step % 30 == 29:  # the gateways' counts arrive: the noted decisions are replaced
+        if step % 30 == 29:  # the gateways' counts arrive a second later: the noted decisions are replaced
+            now[0] += 1.0
             for s in (direct, twin):
                 s.engine.set_load({})
     assert direct.vram.decisions == twin.vram.decisions
