@@ -125,7 +125,10 @@ def _idle_fleet(urls: StackUrls) -> None:
     eventually(idle, timeout=30, what="an idle fleet after profiling")
 
     def unloaded() -> bool:  # and nothing in flight as the scorer counts it: read, or noted on top
-        text = httpx.get(f"{urls.ops['scorer']}/metrics", timeout=5).raise_for_status().text
+        try:
+            text = httpx.get(f"{urls.ops['scorer']}/metrics", timeout=5).raise_for_status().text
+        except httpx.HTTPError:  # a scorer an earlier test restarted may not be listening yet
+            return False
         seen = {
             s.name: s.value
             for f in text_string_to_metric_families(text)
