@@ -203,7 +203,8 @@ async def main() -> None:
         emb = embedder.encode(texts)
         names = [m.name for m in snap.models[:10]]
         learned.add_batch(emb, names, rng.integers(0, 2, size=(args.learned, len(names))).astype(float))
-    engine = RoutingEngine(embedder=embedder, learned=learned, clock=ReadClock())
+    clock = ReadClock()
+    engine = RoutingEngine(embedder=embedder, learned=learned, clock=clock)
     engine.set_catalog(snap)
     states = host_states(snap, args.hosts, args.spare_gb)
     engine.set_fleet(FleetState.from_hosts(states))
@@ -226,7 +227,7 @@ async def main() -> None:
         base = PROMPTS[label]
         for mode in ("miss", "repeat"):
             before = (engine.memo.hits, engine.memo.misses)
-            times = await run(scorer, states, base, args.n, args.distinct if mode == "repeat" else None, decided)
+            times = await run(scorer, clock, states, base, args.n, args.distinct if mode == "repeat" else None, decided)
             if mode == "repeat":
                 hits += engine.memo.hits - before[0]
                 misses += engine.memo.misses - before[1]
@@ -239,6 +240,7 @@ async def main() -> None:
 
 async def run(
     scorer: Scorer,
+    clock: ReadClock,
     states: list[HostStateV1],
     base: RouteRequestV1,
     n: int,
@@ -257,8 +259,7 @@ async def run(
     ctx = RpcContext(call_id="bench", request_id=None, deadline=time.monotonic() + 1e9)
     for start in range(0, n + WARMUP, BLOCK):
         for v, (wall, cpu) in enumerate(out):
-            assert isinstance(engine.clock, ReadClock)
-            engine.clock.read(engine)
+            clock.read(engine)
             coord = planner(scorer, states) if v else None
             scorer.vram = coord
             for i in range(start, min(start + BLOCK, n + WARMUP)):

@@ -102,9 +102,9 @@ class Scorer:
         self._circuits = CircuitStore(redis, self._keys)
         self._sessionmaker = sessionmaker
         self._metrics = metrics
-        metrics.inflight_read.set_function(lambda: self.engine.inflight_read())
-        metrics.inflight_noted.set_function(lambda: self.engine.inflight_noted())
         self.engine = engine or RoutingEngine(engine_config(settings.scorer))
+        metrics.inflight_read.set_function(self.engine.inflight_read)
+        metrics.inflight_noted.set_function(self.engine.inflight_noted)
         self._written_version: str | None = None
         self._catalog_wanted = asyncio.Event()
         self._fleet_wanted = asyncio.Event()

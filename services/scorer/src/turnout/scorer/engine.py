@@ -43,7 +43,7 @@ from turnout.scorer.classifier import ClassifierConfig, LLMClassifier
 from turnout.scorer.learned import LearnedIndex, encode_embedding
 from turnout.scorer.learned_prior import RouterPrior, blend, model_features, prompt_features
 from turnout.scorer.notes import MAX_NOTE_S, Notes
-from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis, PromptFeatures
+from turnout.scorer.prompt_analysis import AnalysisConfig, Analyzer, PromptAnalysis, PromptFeatures, prompt_tokens
 from turnout.scorer.rules import RulesStore
 from turnout.scorer.scoring import (
     OVERALL,
@@ -266,8 +266,7 @@ class RoutingEngine:
         base, slope = ttft_line(self.table, sc)
         tokens, reply = 0, sc.wait_tokens
         if req is not None:  # PromptFeatures.tokens, without building the features (4 µs)
-            est = req.est_prompt_tokens
-            tokens = est if est > 0 else max(1, (len(req.text) + req.system_chars) // 4)
+            tokens = prompt_tokens(req.est_prompt_tokens, len(req.text) + req.system_chars)
             if req.max_tokens is not None and req.max_tokens < reply:
                 reply = float(req.max_tokens)
         t = float(base[m] + slope[m] * max(float(tokens), sc.ttft_probe_tokens))

@@ -9,8 +9,8 @@ can still be in flight and is not yet in what the scorer reads:
 * **until its expected time is over** (``until``: its wait, a load if one is needed, its time to
   the first token and its reply at the model's speed): a 60 ms request counts for ~60 ms, not until
   the next read. Counting every note until the next read made 30 req/s of 60 ms requests look like
-  6–7 in flight on a replica that held at most 2, and the busy and wait terms sent the load to an
-  idle model ten times slower (issue 17's closing note);
+  6–7 in flight on a replica that held at most 2, and the busy and wait terms sent load to an
+  idle model whose first byte takes 4 s (issue 17's closing note);
 * **until a read taken at least ``lag_s`` after it** (:meth:`Notes.absorb`): by then every gateway
   has published a count that holds the request if it is still in flight (a gateway publishes
   within ``inflight_publish_s`` of a change, and an unchanged count is a current one), so counting

@@ -145,6 +145,11 @@ class AnalysisConfig:
         return CORE_CATEGORIES + tuple(c for c in self.extra_categories if c not in CORE_CATEGORIES)
 
 
+def prompt_tokens(est_tokens: int, chars: int) -> int:
+    """A prompt's size in tokens: the gateway's estimate, else four characters a token."""
+    return est_tokens if est_tokens > 0 else max(1, chars // 4)
+
+
 @dataclass(frozen=True, slots=True)
 class PromptFeatures:
     """What the analysis reads (the request fields that matter), hashable for the cache."""
@@ -174,10 +179,8 @@ class PromptFeatures:
 
     @property
     def tokens(self) -> int:
-        """The prompt's size in tokens: the gateway's estimate, else four characters a token."""
-        if self.est_tokens > 0:
-            return self.est_tokens
-        return max(1, (len(self.text) + self.system_chars) // 4)
+        """The prompt's size in tokens: :func:`prompt_tokens`."""
+        return prompt_tokens(self.est_tokens, len(self.text) + self.system_chars)
 
     def digest(self) -> bytes:
         """A 16-byte digest of everything the analysis reads (the analysis cache's key)."""
