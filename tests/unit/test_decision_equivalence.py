@@ -17,7 +17,7 @@ from turnout.common.schemas.route import RequestKind, RouteReplyV1, RouteRequest
 from turnout.embeddings.static import default_embedder
 from turnout.scorer import scoring
 from turnout.scorer.caches import DecisionMemo, DecisionMemoMetrics
-from turnout.scorer.engine import Answer, RoutingEngine
+from turnout.scorer.engine import Answer, EngineConfig, RoutingEngine
 from turnout.scorer.fleet import FleetState
 from turnout.scorer.learned import LearnedConfig, LearnedIndex
 from turnout.scorer.learned_prior import load_prior
@@ -28,6 +28,7 @@ from turnout.scorer.scoring import (
     ModelSpec,
     ModelState,
     ModelTable,
+    PromptRows,
     Ranking,
     ReplicaTable,
     ScoringConfig,
@@ -273,6 +274,18 @@ def test_the_model_terms_equal_the_reference_terms_bit_for_bit(seed: int) -> Non
             assert fast.names == slow.names
             assert fast.values.tobytes() == slow.values.tobytes()  # ±0.0 and NaN included
             assert fast.total.tobytes() == slow.total.tobytes()
+        # the prompt's rows kept between its decisions: the state moves, a new preference or
+        # learned estimate rebuilds them, and each call still equals the reference
+        keep, kept = PromptRows(), 0
+        for s, qq, lr in ((state, q, learned), (None, q, learned), (state, q, learned), (state, 1.0 - q, learned)):
+            s2 = s and ModelState(s.feedback_mean, s.feedback_n, rng.dirichlet(np.ones(n)))
+            kept += keep.get((table, cfg, a, lr), qq) is not None
+            fast, slow = model_terms(a, qq, table, cfg, s2, lr, keep), ref.model_terms(a, qq, table, cfg, s2, lr)
+            assert fast.values.tobytes() == slow.values.tobytes()
+            assert fast.total.tobytes() == slow.total.tobytes()
+        assert kept == 2 + (q == 1.0 - q)
+        copy = Learned(learned.p.copy(), learned.n_eff.copy())  # equal, but not the one the rows were kept for
+        assert keep.get((table, cfg, a, copy), 1.0 - q) is None
 
 
 def _index(rng: np.random.Generator, rows: int, models: int, screen_from: int) -> LearnedIndex:
@@ -332,7 +345,7 @@ def _fleet(rng: np.random.Generator, snap: CatalogSnapshotV1) -> FleetState:
     )
 
 
-async def test_a_memo_hit_answers_what_a_decision_without_the_memo_answers() -> None:
+async def test_a_memo_hit_answers_what_a_decision_without_the_memo_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(7)
     emb = default_embedder()
     learned = LearnedIndex(emb.dims)
@@ -343,9 +356,18 @@ async def test_a_memo_hit_answers_what_a_decision_without_the_memo_answers() -> 
     now = [0.0]  # one clock for both, moved only when the fleet is read: the same notes end at the same decisions
     engines = [
         RoutingEngine(embedder=emb, learned=learned, memo=memo, clock=lambda: now[0]),
-        RoutingEngine(embedder=emb, learned=learned, clock=lambda: now[0]),
+        RoutingEngine(EngineConfig(kept_rows=0), embedder=emb, learned=learned, clock=lambda: now[0]),
     ]
-    engines[1].memo.size = 0  # no memo: every decision in full
+    engines[1].memo.size = 0  # no memo (nor model-term rows kept): every decision in full
+    reused = [0]
+    get = PromptRows.get
+
+    def counted(self: PromptRows, objs: tuple[object, ...], q: float) -> np.ndarray | None:
+        out = get(self, objs, q)
+        reused[0] += out is not None
+        return out
+
+    monkeypatch.setattr(PromptRows, "get", counted)
     for e in engines:
         e.set_catalog(snap)
     for step in range(150):
@@ -369,6 +391,7 @@ async def test_a_memo_hit_answers_what_a_decision_without_the_memo_answers() -> 
         for e in engines:
             e.note_routed(c.backend, c.upstream_model, req)
     assert memo.hits > 80 and memo.misses >= 10
+    assert 10 <= reused[0] < memo.hits  # reused on hits (a named model has none; a new preference rebuilds them)
     assert registry.get_sample_value("turnout_scorer_decision_memo_lookups_total", {"outcome": "hit"}) == memo.hits
     assert registry.get_sample_value("turnout_scorer_decision_memo_lookups_total", {"outcome": "miss"}) == memo.misses
 

@@ -99,6 +99,7 @@ from turnout.scorer.terms import (
     REPLICA_TERMS,
     Learned,
     ModelState,
+    PromptRows,
     TermArrays,
     model_terms,
     replica_terms,
@@ -114,6 +115,7 @@ __all__ = [
     "ModelSpec",
     "ModelState",
     "ModelTable",
+    "PromptRows",
     "Ranked",
     "Ranking",
     "ReplicaTable",
@@ -239,11 +241,13 @@ def rank(
     rterms: F | None = None,
     rsum: F | None = None,
     wait_s: F | None = None,
+    keep: PromptRows | None = None,
 ) -> Ranking:
     """Filters, terms, ranking; ``limit=None`` explains every candidate. ``rterms`` are
     :func:`replica_terms` of ``reps`` and ``rsum`` their column sums, when the caller keeps them
     per fleet state; ``wait_s`` each replica's expected wait (``terms.expected_wait_s``), which
-    the speed term counts (``wait``, with ``queue_aware``)."""
+    the speed term counts (``wait``, with ``queue_aware``); ``keep`` the prompt's model-term rows
+    between its decisions (``terms.PromptRows``)."""
     cons = cons or Constraints()
     need = a.tokens + (req.max_tokens or 0)
     if cons.requested is not None:
@@ -279,7 +283,7 @@ def rank(
         terms = TermArrays((), np.zeros((0, table.size)))
         rscore = rsum
     else:
-        terms = model_terms(a, q, table, cfg, state, learned)
+        terms = model_terms(a, q, table, cfg, state, learned, keep)
         rscore = terms.total[reps.model] + rsum
     wterm = None
     waits = wait_s if cfg.queue_aware and cfg.policy == "score" else None

@@ -6,6 +6,7 @@ one more row here, one more weight in :class:`~turnout.scorer.scoring_config.Wei
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -52,6 +53,37 @@ class TermArrays:
         return self.values.sum(axis=0)  # type: ignore[no-any-return]
 
 
+class PromptRows:
+    """The rows of :func:`model_terms` that depend on one prepared prompt only (every term but
+    ``feedback`` and ``diversity``: analysis, quality preference, learned estimate, catalog and
+    weights), kept between that prompt's decisions. The engine keeps one per recent prompt of
+    its decision memo (``engine.py``): a memo hit re-reads the state rows only. Valid for the
+    very same table, configuration, analysis and learned estimate (by identity) and the same
+    quality preference; anything else rebuilds it."""
+
+    __slots__ = ("_for", "_q", "_values")
+
+    def __init__(self) -> None:
+        self._for: tuple[object, ...] = ()
+        self._q = math.nan
+        self._values: F | None = None
+
+    def get(self, objs: tuple[object, ...], q: float) -> F | None:
+        """A copy of the kept rows (the state rows' contents undefined) when they were kept for these."""
+        if self._values is None or q != self._q or len(objs) != len(self._for):
+            return None
+        if not all(o is f for o, f in zip(objs, self._for, strict=True)):
+            return None
+        return self._values.copy()
+
+    def put(self, objs: tuple[object, ...], q: float, values: F) -> None:
+        self._for, self._q, self._values = objs, q, values.copy()
+
+
+STATE_ROWS = 2
+"""The last rows of :data:`MODEL_TERMS` (``feedback``, ``diversity``): read from the state on every call."""
+
+
 def model_terms(
     a: PromptAnalysis,
     q: float,
@@ -59,17 +91,40 @@ def model_terms(
     cfg: ScoringConfig,
     state: ModelState | None = None,
     learned: Learned | None = None,
+    keep: PromptRows | None = None,
 ) -> TermArrays:
     """The model-level terms of the module docstring, vectorised over the catalog. Each row is
     written into one (terms × models) array (no stack of temporaries), and the rows that depend
     only on the catalog, the weights and the category (``cap − low``, ``min_size``, ``coder``) are
     kept per table (:func:`_static_rows`); the values are those of the plain expressions, bit for
-    bit (``test_decision_equivalence.py``)."""
+    bit (``test_decision_equivalence.py``). With ``keep``, the rows that depend on the prompt
+    only are taken from it, or computed and kept there (:class:`PromptRows`)."""
+    objs = (table, cfg, a, learned)
+    values = keep.get(objs, q) if keep is not None else None
+    if values is None:
+        values = _prompt_rows(a, q, table, cfg, learned)
+        if keep is not None:
+            keep.put(objs, q, values)
+    feedback, diversity = values[-STATE_ROWS:]
+    n = table.size
+    if state is not None:
+        feedback[:] = _feedback_row(table, cfg, state)
+        np.subtract(state.recent_share, 1.0 / max(n, 1), out=diversity)
+        np.maximum(0.0, diversity, out=diversity)
+        diversity *= -cfg.weights.diversity
+    else:
+        feedback.fill(0.0)
+        diversity.fill(0.0)
+    return TermArrays(MODEL_TERMS, values)
+
+
+def _prompt_rows(a: PromptAnalysis, q: float, table: ModelTable, cfg: ScoringConfig, learned: Learned | None) -> F:
+    """:func:`model_terms`' array with every row but the state rows written."""
     w = cfg.weights
     n = table.size
     level = LEVELS.index(a.level) if a.level in LEVELS else 1
     values = np.empty((len(MODEL_TERMS), n))
-    capability, learned_t, speed, cost, min_size, tier, coder, feedback, diversity = values
+    capability, learned_t, speed, cost, min_size, tier, coder = values[:-STATE_ROWS]
     static = _static_rows(table, cfg, a.category, level)
     if cfg.policy == "tiers":
         target = min(2, max(0, level + (1 if q >= 0.75 else -1 if q < 0.25 else 0)))
@@ -96,15 +151,7 @@ def model_terms(
             cost *= min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)
         min_size[:] = static.min_size
     coder[:] = static.coder
-    if state is not None:
-        feedback[:] = _feedback_row(table, cfg, state)
-        np.subtract(state.recent_share, 1.0 / max(n, 1), out=diversity)
-        np.maximum(0.0, diversity, out=diversity)
-        diversity *= -w.diversity
-    else:
-        feedback.fill(0.0)
-        diversity.fill(0.0)
-    return TermArrays(MODEL_TERMS, values)
+    return values
 
 
 def expected_ttft_s(tokens: float, table: ModelTable, cfg: ScoringConfig) -> F:
