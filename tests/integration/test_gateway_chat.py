@@ -14,6 +14,7 @@ from tests.integration.test_gateway_fakes import (
     fixed,
     run_gateway,
 )
+from turnout.common.inflight import read_inflight_at
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,9 @@ fleet = fakes.fleet
 make_settings = fakes.make_settings
 
 
-async def test_non_streaming_chat_is_routed_by_the_scorer_and_forwarded(redis_url, keys, fleet: Fleet, make_settings):
+async def test_non_streaming_chat_is_routed_by_the_scorer_and_forwarded(
+    redis, redis_url, keys, fleet: Fleet, make_settings
+):
     scorer = FakeScorer(redis_url, keys, fixed(("fake-8b", "alpha", "gpt-fake-8b")))
     async with scorer.running(), run_gateway(make_settings()) as gw:
         raw = await gw.openai().chat.completions.with_raw_response.create(
@@ -34,6 +37,10 @@ async def test_non_streaming_chat_is_routed_by_the_scorer_and_forwarded(redis_ur
             extra_headers={"X-Turnout-Quality": "0.8", "X-Request-ID": "req-test-1"},
         )
         reply = raw.parse()
+        # the route request names the gateway whose in-flight counts (with when it took them) the scorer reads
+        gateway_id = scorer.seen[0].gateway_id
+        assert gateway_id
+        await fakes.eventually(lambda: _counted_after(redis, keys, gateway_id, scorer.seen_at[0]))
 
     assert reply.choices[0].message.content == "".join(REPLY_TEXT)
     assert reply.model == "fake-8b"
@@ -51,6 +58,10 @@ async def test_non_streaming_chat_is_routed_by_the_scorer_and_forwarded(redis_ur
     assert req.quality == 0.8
     assert req.system_chars == len("be brief")
     assert req.n_messages == 2
+
+
+async def _counted_after(redis, keys, gateway_id: str, at: float) -> bool:
+    return (await read_inflight_at(redis, keys)).taken_at.get(gateway_id, 0.0) > at
 
 
 async def test_streaming_chat_passes_chunks_through_with_usage_last(redis_url, keys, fleet: Fleet, make_settings):

@@ -318,6 +318,8 @@ class FakeScorer:
     keys: Keys
     decide: Decide
     seen: list[RouteRequestV1] = field(default_factory=list)
+    seen_at: list[float] = field(default_factory=list)
+    """When each request was decided (wall time)."""
     delay_s: float = 0.0
 
     @contextlib.asynccontextmanager
@@ -326,6 +328,7 @@ class FakeScorer:
 
         async def handle(req: RouteRequestV1, _: RpcContext) -> RouteReplyV1:
             self.seen.append(req)
+            self.seen_at.append(time.time())
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             return self.decide(req)

@@ -127,8 +127,9 @@ class Clock:
 
 
 def _two_replicas(clock: Clock) -> RoutingEngine:
-    """Model m on backends a and b, both loaded: 0.1 s to the first token, 256 tokens/s."""
-    e = RoutingEngine(clock=clock)
+    """Model m on backends a and b, both loaded: 0.1 s to the first token, 256 tokens/s. The
+    engine's wall clock is its clock plus 5,000 s."""
+    e = RoutingEngine(clock=clock, wall_clock=lambda: clock.t + 5000.0)
     replicas = [ReplicaV1(backend="a", upstream_model="m"), ReplicaV1(backend="b", upstream_model="m")]
     e.set_catalog(
         CatalogSnapshotV1(
@@ -161,6 +162,28 @@ async def test_decisions_count_as_load_until_a_read_of_the_gateways_counts_holds
     e.set_load({("a", "m"): 7})
     assert list(e.replicas.inflight) == [7.0, 0.0]
     assert (await e.route(RouteRequestV1(text="hello"))).candidates[0].backend == "b"
+
+
+async def test_a_read_holds_the_decisions_for_a_gateway_that_counted_after_them():
+    """A route request that names its gateway: the read that holds its request is the first one
+    with counts that gateway took ``inflight_margin_s`` (0.05 s) after the decision, however
+    soon; a gateway that wrote no time, or one that names no gateway, waits for the lag."""
+    clock = Clock()
+    e = _two_replicas(clock)
+    wall = clock.t + 5000.0
+    for gw in ("g1", "g1", "g2", None):
+        e.note_routed("a", "m", RouteRequestV1(text="hello", gateway_id=gw))
+    assert list(e.replicas.inflight) == [4.0, 0.0]
+    clock.t += 0.1
+    e.set_load({("a", "m"): 1}, {"g1": wall + 0.04})  # g1 took its counts too soon after
+    assert list(e.replicas.inflight) == [5.0, 0.0]
+    e.set_load({("a", "m"): 2}, {"g1": wall + 0.06})  # g1's counts hold its two: g2's and the other stay
+    assert list(e.replicas.inflight) == [4.0, 0.0]
+    assert (e.inflight_read(), e.inflight_noted()) == (2, 2)
+    clock.t += 0.3  # 0.4 s after the notes: the lag rule holds the rest
+    e.set_load({("a", "m"): 3}, {"g1": wall + 0.3})
+    assert list(e.replicas.inflight) == [3.0, 0.0]
+    assert e.inflight_noted() == 0
 
 
 async def test_a_noted_decision_counts_only_for_its_expected_time():

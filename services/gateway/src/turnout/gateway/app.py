@@ -133,7 +133,14 @@ def create_app(
                 max_bytes=opts.events_buffer_bytes,
                 request_log=RequestLog(opts.request_log),
             )
-            router = Router(rpc, catalog, metrics, virtual_model=opts.virtual_model, timeout_s=opts.route_timeout_s)
+            router = Router(
+                rpc,
+                catalog,
+                metrics,
+                virtual_model=opts.virtual_model,
+                timeout_s=opts.route_timeout_s,
+                gateway_id=gateway_id,
+            )
             images = ImageFetcher(opts.images)
             stack.push_async_callback(images.close)
             policy = CircuitPolicy(

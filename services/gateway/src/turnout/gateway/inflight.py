@@ -1,10 +1,13 @@
 """Requests in flight per backend and upstream model, published for the scorer.
 
 Counted in-process (the request path only touches a dict) and written to this process's own
-hash every ``publish_s`` when something changed, and at least every ``ttl_s / 3`` while it
-holds anything, so the TTL never runs out on a live gateway (:mod:`turnout.common.inflight`:
-absolute counts per gateway, summed by the scorer, never negative, gone with a crashed gateway).
-A Redis outage never slows a request: the next successful publish rewrites everything.
+hash every ``publish_s`` when something changed or a request began since the last write, and at
+least every ``ttl_s / 3`` while it holds anything, so the TTL never runs out on a live gateway
+(:mod:`turnout.common.inflight`: absolute counts per gateway, summed by the scorer, never
+negative, gone with a crashed gateway). Each write carries the wall time its counts were taken:
+a decision the scorer made for this gateway before then is in them (the route request names the
+gateway: ``gateway_id``). A Redis outage never slows a request: the next successful publish
+rewrites everything.
 """
 
 from __future__ import annotations
@@ -40,10 +43,13 @@ class InflightTracker:
         self._published: dict[tuple[str, str], int] | None = {}
         """What Redis holds; ``None`` when unknown (a publish failed: rewrite on the next round)."""
         self._published_at = 0.0
+        self._began = False
+        """A request began since the last write (its counts may equal the last ones all the same)."""
 
     def inc(self, backend: str, model: str) -> None:
         """One more request in flight on (backend, model)."""
         self._live[(backend, model)] += 1
+        self._began = True
 
     def dec(self, backend: str, model: str) -> None:
         """One request fewer in flight on (backend, model)."""
@@ -62,14 +68,22 @@ class InflightTracker:
         """Requests in flight on every backend."""
         return sum(self._live.values())
 
-    async def publish(self, *, force: bool = False) -> None:
-        """Write the counts to Redis when they changed or are about to expire (``force``: always)."""
+    async def publish(self, *, force: bool = False, closing: bool = False) -> None:
+        """Write the counts to Redis, with when they were taken, when they changed, a request
+        began since the last write or they are about to expire (``force``: always; ``closing``:
+        without a time, so that no counts remove the hash)."""
         counts = dict(self._live)
+        taken_at = None if closing else time.time()
+        began, self._began = self._began, False
         now = time.monotonic()
         stale = bool(counts) and now - self._published_at > self._ttl_s / 3
-        if not force and counts == self._published and not stale:
+        if not force and not began and counts == self._published and not stale:
             return
-        await write_inflight(self._redis, self._keys, self.gateway_id, counts, ttl_s=self._ttl_s)
+        try:
+            await write_inflight(self._redis, self._keys, self.gateway_id, counts, ttl_s=self._ttl_s, taken_at=taken_at)
+        except BaseException:
+            self._began = self._began or began  # written on the next round
+            raise
         self._published = counts
         self._published_at = now
 
@@ -88,4 +102,4 @@ class InflightTracker:
         """Remove this process's counts."""
         self._live.clear()
         with contextlib.suppress(RedisError, OSError):
-            await self.publish(force=True)
+            await self.publish(force=True, closing=True)

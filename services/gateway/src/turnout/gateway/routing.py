@@ -187,12 +187,15 @@ class Router:
         *,
         virtual_model: str,
         timeout_s: float,
+        gateway_id: str | None = None,
     ) -> None:
         self._rpc = rpc
         self._catalog = catalog
         self._metrics = metrics
         self.virtual_model = virtual_model
         self._timeout_s = timeout_s
+        self.gateway_id = gateway_id
+        """This process's in-flight counts' id, sent in each route request (``RouteRequestV1.gateway_id``)."""
 
     def requested(self, model: Any) -> str | None:
         """The model a client named, or ``None`` for the virtual model or none."""
@@ -214,6 +217,7 @@ class Router:
         features["stream"] = stream
         features["client"] = client
         features["quality"] = quality
+        features["gateway_id"] = self.gateway_id
         try:
             req = RouteRequestV1.model_validate(features)  # pydantic-core: faster than model_construct
         except ValidationError as exc:  # raised where the decision is awaited, as before

@@ -44,7 +44,7 @@ from turnout.common.circuits import CircuitStore, blocked
 from turnout.common.db.migrate import wait_for_head
 from turnout.common.db.session import DB_UNAVAILABLE, make_engine, make_sessionmaker
 from turnout.common.http import make_session
-from turnout.common.inflight import read_inflight
+from turnout.common.inflight import read_inflight_at
 from turnout.common.links import make_redis
 from turnout.common.metrics import QueueDepths
 from turnout.common.ops import build_ops_app, ops_server
@@ -379,23 +379,24 @@ class Scorer:
                 except (orjson.JSONDecodeError, ValidationError) as exc:
                     log.warning("ignoring malformed fleet state of %s: %s", host, exc)
         # what the gateways share: requests in flight (the busy term) and open circuits (a filter)
-        inflight = await read_inflight(self._redis, self._keys)
+        inflight = await read_inflight_at(self._redis, self._keys)
         open_backends, open_replicas = blocked(await self._circuits.read_all())
         fleet = replace(
-            FleetState.from_hosts(states, inflight),
+            FleetState.from_hosts(states, inflight.counts),
             open_backends=open_backends,
             open_replicas=open_replicas,
         )
         self._metrics.fleet_hosts.set(fleet.hosts)
         if fleet == self.engine.fleet:
             return False
-        self.engine.set_fleet(fleet)
+        self.engine.set_fleet(fleet, taken_at=inflight.taken_at)
         return True
 
     async def refresh_load(self) -> None:
-        """The in-flight counts every live gateway shares (:func:`read_inflight`), handed to the
-        engine's busy term; they replace the decisions it noted since the last read."""
-        self.engine.set_load(await read_inflight(self._redis, self._keys))
+        """The in-flight counts every live gateway shares (:func:`read_inflight_at`), handed to the
+        engine's busy term; they replace the decisions it noted that they hold (``notes.py``)."""
+        read = await read_inflight_at(self._redis, self._keys)
+        self.engine.set_load(read.counts, read.taken_at)
 
     async def load_loop(self) -> None:
         """Re-read the gateways' in-flight counts every ``load_poll_s``."""

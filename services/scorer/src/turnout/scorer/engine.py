@@ -99,6 +99,9 @@ class EngineConfig:
     (their ``inflight_publish_s``, 0.25 s, and a margin): a noted decision counts on its own until
     such a read, or until its expected time is over (``notes.py``). 0: every read holds every
     decision before it (the fleet bench's exact counts)."""
+    inflight_margin_s: float = 0.05
+    """A read holds a decision for a gateway that names itself when that gateway took its counts
+    this long after the decision, by the two hosts' wall clocks (``notes.py``)."""
 
 
 class RoutingEngine:
@@ -114,10 +117,13 @@ class RoutingEngine:
         cache: RoutingCache | None = None,
         memo: DecisionMemo | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg or EngineConfig()
         self.clock = clock
         """What the noted decisions' times are read on (the fleet bench: its virtual time)."""
+        self.wall_clock = wall_clock
+        """What a noted decision's time is compared with the gateways' times of their counts on."""
         self.rules = rules or RulesStore(None)
         self.embedder = embedder
         self.learned = learned
@@ -203,14 +209,14 @@ class RoutingEngine:
     def fleet(self) -> FleetState:
         return self._fleet
 
-    def set_fleet(self, fleet: FleetState, *, read: bool = True) -> None:
+    def set_fleet(self, fleet: FleetState, *, read: bool = True, taken_at: Mapping[str, float] | None = None) -> None:
         """Join the fleet state with the catalog's replicas (:meth:`ReplicaTable.build`); its
-        in-flight counts are a read just taken (:meth:`set_load`) unless ``read`` is false (the
-        same fleet again, for a new catalog: the last read's counts stay)."""
+        in-flight counts are a read just taken (:meth:`set_load`, with ``taken_at``) unless
+        ``read`` is false (the same fleet again, for a new catalog: the last read's counts stay)."""
         self._fleet = fleet
         if read:
             self._inflight = fleet.inflight
-            self._notes.absorb(self.clock(), self.cfg.inflight_lag_s)
+            self._absorb(taken_at)
         reps = ReplicaTable.build(self.table, fleet)
         # cached decisions follow residency and health, not every change of free memory
         # (a digest, not hash(): the namespace is shared by every scorer replica through Redis)
@@ -225,17 +231,22 @@ class RoutingEngine:
         self._wait = None
         self._backend_queues = {}
 
-    def set_load(self, inflight: Mapping[tuple[str, str], int]) -> None:
-        """The gateways' in-flight counts per (backend, upstream model), as just read: they replace
-        the counts, and hold the decisions noted ``inflight_lag_s`` or more before (``notes.py``);
-        the younger notes still count on top of them."""
+    def set_load(self, inflight: Mapping[tuple[str, str], int], taken_at: Mapping[str, float] | None = None) -> None:
+        """The gateways' in-flight counts per (backend, upstream model), as just read (each
+        gateway of ``taken_at`` took its counts at that wall time): they replace the counts, and
+        hold the decisions noted ``inflight_lag_s`` or more before, and those for a gateway that
+        took its counts ``inflight_margin_s`` or more after them (``notes.py``); the others still
+        count on top of them."""
         self._inflight = inflight
-        self._notes.absorb(self.clock(), self.cfg.inflight_lag_s)
+        self._absorb(taken_at)
         self.replicas = replace(self.replicas, inflight=self._counts())
         self._rterms = replica_terms(self.replicas, self.cfg.scoring)
         self._rsum = self._rterms.sum(axis=0)
         self._wait = None
         self._backend_queues = {}
+
+    def _absorb(self, taken_at: Mapping[str, float] | None) -> None:
+        self._notes.absorb(self.clock(), self.cfg.inflight_lag_s, taken_at, self.cfg.inflight_margin_s)
 
     def inflight_read(self) -> int:
         """Requests in flight as the gateways' counts last read had them (summed)."""
@@ -259,7 +270,14 @@ class RoutingEngine:
         if j is None:
             return
         now = self.clock()
-        self._notes.add((backend, upstream), now, now + self._expected_time_s(j, req))
+        gateway = req.gateway_id if req is not None else None
+        self._notes.add(
+            (backend, upstream),
+            now,
+            now + self._expected_time_s(j, req),
+            gateway,
+            self.wall_clock() if gateway else 0.0,
+        )
         self._move(j, 1.0)
 
     def _expected_time_s(self, j: int, req: RouteRequestV1 | None) -> float:
@@ -630,6 +648,7 @@ def engine_config(opts: ScorerOptions) -> EngineConfig:
         max_candidates=opts.max_candidates,
         prior_mass=r.prior_mass,
         inflight_lag_s=opts.inflight_lag_s,
+        inflight_margin_s=opts.inflight_margin_s,
     )
 
 

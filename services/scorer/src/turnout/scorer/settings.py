@@ -118,7 +118,7 @@ class ScorerOptions(BaseModel):
         default=0.5, gt=0, description="Re-read the gateways' in-flight counts and open circuits this often"
     )
     load_poll_s: float = Field(
-        default=0.5, gt=0, description="Re-read the gateways' in-flight counts (the busy term) this often"
+        default=0.25, gt=0, description="Re-read the gateways' in-flight counts (the busy term) this often"
     )
     inflight_lag_s: float = Field(
         default=0.35,
@@ -126,7 +126,16 @@ class ScorerOptions(BaseModel):
         le=10,
         description="How long after a decision the gateways' published in-flight counts surely hold its request "
         "(the gateways' inflight_publish_s plus a margin): each decision counts in flight on its replica until a "
-        "read this much later, or until its expected time is over",
+        "read this much later, or until its expected time is over; for a gateway that names itself and writes when "
+        "it took its counts, until counts it took inflight_margin_s after the decision are read",
+    )
+    inflight_margin_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=10,
+        description="A decision for a gateway counts as held by that gateway's published in-flight counts when the "
+        "gateway took them this long after the decision, by the two hosts' wall clocks: more than the reply's way "
+        "back to the gateway plus the clocks' skew",
     )
     schema_wait_s: float = Field(default=120.0, ge=0, description="How long to wait for the DB schema at start")
     max_concurrency: int = Field(default=256, ge=1, description="RPC requests handled at once")

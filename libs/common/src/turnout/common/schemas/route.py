@@ -35,6 +35,12 @@ class RouteRequestV1(WireModel):
     client: str | None = Field(default=None, description="API key id or client address, for per-client rules")
     client_ip: str | None = Field(default=None, description="The client's address (also when it has a key id)")
     quality: float | None = Field(default=None, ge=0.0, le=1.0, description="0 = fastest, 1 = best")
+    gateway_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The gateway process that asks (its in-flight counts' id): the scorer counts the decision on "
+        "its replica until that gateway's published counts, taken after it, hold the request",
+    )
 
 
 class PromptAnalysisV1(WireModel):
