@@ -10,6 +10,11 @@ status / lost decisions (answered, never stored in Postgres) / seconds to recove
 the fault to the start of the last request after it that failed or was not routed by the scorer),
 and whether the fault's promise held; the last line is ``faults: N/M promises held``.
 ``--quick`` runs every fault at small scale (a few seconds each; under 5 minutes in all).
+
+As in ``tests/integration/test_fault_promises.py``, the profiler does not profile here and every
+model gets the speed profile the profiler would have measured (``FaultStack.profile_speeds``), as
+in a fleet that has run a while: a profiler at work could profile the hung model during its fault
+and move its read bound, which the hung-model promise is judged against.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import openai
 
-from turnout.devstack.faultstack import FaultStack, Measured, Outcome, send_chat
+from turnout.devstack.faultstack import FLEET_MODELS, FaultStack, Measured, Outcome, send_chat
 from turnout.gateway.settings import GatewayOptions
 from turnout.gateway.upstream_limits import ReadBounds
 
@@ -282,10 +287,13 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
     run_dir = REPO / ".run" / f"faults-{uuid.uuid4().hex[:6]}"
-    fs = FaultStack(run_dir, log=lambda m: print(m, flush=True))
+    fs = FaultStack(
+        run_dir, log=lambda m: print(m, flush=True), gateway_env={"TURNOUT_PROFILER__PROFILING__ENABLED": "false"}
+    )
     t0 = time.monotonic()
     try:
         fs.start()
+        fs.profile_speeds(list(FLEET_MODELS))
         print(f"stack up in {time.monotonic() - t0:.0f}s (logs in {run_dir}/logs)", flush=True)
         print("| fault | sent | ok | failed by status | lost decisions | s to recover | promise | note |")
         print("|---|---|---|---|---|---|---|---|")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from turnout.devstack.faultstack import FaultStack, Measured
+from turnout.devstack.faultstack import FLEET_MODELS, FaultStack, Measured
 from turnout.gateway.settings import GatewayOptions
 from turnout.gateway.upstream_limits import ReadBounds
 
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.timeout(600)
 # gateway's least bound is 1 s (the default, 10 s, is for real fleets)
 READ_MIN_S = 1.0
 HUNG = "mid-8b"
-PROFILED = ["fast-1b", "mid-8b", "slow-ttft-3b", "long-1b"]
 # the windows the hung model's throughput is compared over, before the fault and from 10 s after its
 # bound (a half-open probe of the hung model holds one load thread for its bound)
 WINDOW_S = 8.0
@@ -53,7 +52,7 @@ def fs() -> Iterator[FaultStack]:
     )
     try:
         stack.start(timeout=240)
-        stack.profile_speeds(PROFILED)
+        stack.profile_speeds(list(FLEET_MODELS))
         yield stack
     finally:
         stack.stop()

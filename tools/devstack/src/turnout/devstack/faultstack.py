@@ -65,6 +65,8 @@ listeners:
       - {name: fast-1b, params: 1B, tokens_per_s: 400, ttft_ms: 10, capabilities: [completion]}
       - {name: mid-8b, params: 8B, tokens_per_s: 300, ttft_ms: 15, capabilities: [completion]}
 """
+FLEET_MODELS = ("fast-1b", "mid-8b", "slow-ttft-3b", "long-1b")
+"""Every model of :data:`FLEET_YAML`."""
 KEYS = Keys("faults")
 SERVICES_RUN = ("scorer", "profiler", "sync", "gateway")
 SKIPPED = frozenset({"circuit_open", "no_slot"})
