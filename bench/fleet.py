@@ -54,7 +54,10 @@ hard reasoning → llama3.3:70b, else llama3.1:8b), for the router that needs on
 **Quality**: a fixed ground truth per (model, category, level) — larger is better, more so on
 hard prompts; coder models +0.08 on coding and −0.04 elsewhere. The catalog the scorer reads
 carries the per-category means (what profiling measures). Reported: the chosen model's quality
-relative to the best model for that prompt (1.0 = always the best).
+relative to the best model for that prompt (1.0 = always the best). Also the time to each
+request's whole reply (p50 / p90; a failed request infinite). ``--max-tokens F``: each request asks
+for at most ``F`` times its level's average reply (the speed term then times that reply where it
+is shorter than ``wait_tokens``); the replies are as without it.
 
 **Policies on the same trace**: ``turnout`` (as configured: quality preference 0.65, the default);
 ``vram-blind`` (the same engine with the resident, no-room, free-VRAM and busy weights at 0, the
@@ -260,6 +263,8 @@ class Req:
     prompt_tokens: int
     out_tokens: int
     requested: str
+    max_tokens: int | None = None
+    """What the client asks for at most (``--max-tokens``); the reply is ``out_tokens`` either way."""
 
 
 def trace(minutes: float, rate: float, seed: int) -> list[Req]:
@@ -346,6 +351,8 @@ class HostSim:
 @dataclass(slots=True)
 class Outcome:
     ttft: list[float] = field(default_factory=list)
+    whole: list[float] = field(default_factory=list)
+    """Each request's time to its whole reply (infinite when it failed)."""
     quality: list[float] = field(default_factory=list)
     cold_loads: int = 0
     evictions: int = 0
@@ -465,6 +472,7 @@ class Sim:
         if n > self.max_attempts or not cands:
             self.out.failed += 1
             self.out.ttft.append(math.inf)
+            self.out.whole.append(math.inf)
             return
         (host, model, load_s), rest = cands[0], cands[1:]
         if n > 1:
@@ -608,6 +616,8 @@ class Sim:
 
     def finish(self, h: HostSim, x: Loaded, a: Attempt) -> None:
         x.active -= 1
+        if a.req is not None:
+            self.out.whole.append(self.now - a.req.at)
         x.last_used = self.now
         self.inflight[(a.host, a.model)] -= 1
         self.out.done += 1
@@ -702,7 +712,9 @@ class TurnoutRouter(Router):
         self.engine.set_fleet(FleetState.from_hosts(states, inflight))
 
     def choose(self, r: Req, now: float) -> list[Cand]:
-        req = RouteRequestV1(text=r.text, est_prompt_tokens=r.prompt_tokens, quality=self.quality)
+        req = RouteRequestV1(
+            text=r.text, est_prompt_tokens=r.prompt_tokens, quality=self.quality, max_tokens=r.max_tokens
+        )
         self.now = now
         if self.decide_only:
             reply = self.engine.decide(req).to_reply(8)
@@ -882,6 +894,13 @@ def main() -> None:
         help="requests/s outside bursts (4x inside); 0.35: the most at which Turnout fails < 1 %% on seeds 1-3",
     )
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--max-tokens",
+        type=float,
+        default=0.0,
+        help="each request asks for at most this many times its level's average reply (60 / 250 / 600 tokens; "
+        "replies are within 1.5x of it, so 1.5 or more cuts none); 0: no max_tokens",
+    )
     ap.add_argument("--refresh-s", type=float, default=1.0, help="how often the scorer sees fleet state")
     ap.add_argument(
         "--quality",
@@ -956,6 +975,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     reqs = trace(args.minutes, args.rate, args.seed)
+    if args.max_tokens > 0:
+        for r in reqs:
+            r.max_tokens = max(1, round(args.max_tokens * OUT_TOKENS[r.level]))
     cats = Counter(r.category for r in reqs)
     print(
         f"fleet: {len(HOSTS)} hosts ({', '.join(f'{h.name} {h.memory // GiB} GiB' for h in HOSTS)}), "
@@ -1001,12 +1023,14 @@ def main() -> None:
     print(
         f"\n{'policy':<22}{'TTFT p50 s':>11}{'p90 s':>8}{'p99 s':>8}{'cold loads':>11}{'evictions':>10}"
         f"{'expiries':>9}{'retries':>8}{'failed':>7}{'req/s':>7}{'q served':>9}{'q deliv':>8}{'decide µs':>10}"
+        f"{'reply p50 s':>12}{'p90 s':>7}"
     )
     for name, o in rows:
         print(
             f"{name:<22}{pct(o.ttft, 0.5):>11.2f}{pct(o.ttft, 0.9):>8.2f}{pct(o.ttft, 0.99):>8.2f}{o.cold_loads:>11}"
             f"{o.evictions:>10}{o.expiries:>9}{o.retries:>8}{o.failed:>7}{o.done / max(o.finished_at, 1e-9):>7.2f}"
             f"{served_quality(o):>9.3f}{delivered_quality(o):>8.3f}{o.decide_s / max(len(o.ttft), 1) * 1e6:>10.0f}"
+            f"{pct(o.whole, 0.5):>12.2f}{pct(o.whole, 0.9):>7.2f}"
         )
     if args.verbose:
         for name, o in rows:

@@ -98,8 +98,10 @@ def model_terms(
     cfg: ScoringConfig,
     state: ModelState | None = None,
     learned: Learned | None = None,
+    reply: float | None = None,
 ) -> TermArrays:
-    """The model-level terms of the module docstring, vectorised over the catalog."""
+    """The model-level terms of the module docstring, vectorised over the catalog (``reply``: the
+    reply's expected tokens; ``None``: ``wait_tokens``)."""
     w = cfg.weights
     n = table.size
     cat = a.category
@@ -126,7 +128,8 @@ def model_terms(
         else:
             capability = scale * (cap - low)
             learned_t = zeros
-        speed = w.speed * (1.0 - q) * latency_utility(expected_latency_s(a.tokens, table, cfg), cfg.speed_scale)
+        latency = expected_latency_s(a.tokens, table, cfg, cfg.wait_tokens if reply is None else reply)
+        speed = w.speed * (1.0 - q) * latency_utility(latency, cfg.speed_scale)
         cost = w.cost * (1.0 - q) * table.cheap
         if cfg.cost_tokens > 1.0:
             cost = cost * min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)
@@ -206,7 +209,10 @@ def rank(
         terms = TermArrays((), np.zeros((0, table.size)))
         rscore = rterms.sum(axis=0)
     else:
-        terms = model_terms(a, q, table, cfg, state, learned)
+        # the reply the speed term times: max_tokens when fewer than the average reply
+        short = req.max_tokens is not None and req.max_tokens < cfg.wait_tokens
+        reply = float(max(req.max_tokens or 0, 0)) if short else cfg.wait_tokens
+        terms = model_terms(a, q, table, cfg, state, learned, reply)
         rscore = terms.total[reps.model] + rterms.sum(axis=0)
     rows = np.flatnonzero(rmask)
     if rows.size == 0:

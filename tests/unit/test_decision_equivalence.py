@@ -269,23 +269,33 @@ def test_the_model_terms_equal_the_reference_terms_bit_for_bit(seed: int) -> Non
         q = float(rng.choice([0.0, 0.25, 0.5, 0.75, 1.0, rng.random()]))
         state = ModelState(rng.uniform(-1, 1, n), rng.uniform(0, 20, n), rng.dirichlet(np.ones(n)))
         learned = Learned(np.where(rng.random(n) < 0.3, np.nan, rng.random(n)), rng.uniform(0, 12, n))
+        reply = float(rng.choice([1.0, 16.0, 255.0, float(rng.integers(0, 256))]))  # a request's max_tokens
         for s, lr in ((state, learned), (None, None), (state, None), (None, learned)):
             fast, slow = model_terms(a, q, table, cfg, s, lr), ref.model_terms(a, q, table, cfg, s, lr)
             assert fast.names == slow.names
             assert fast.values.tobytes() == slow.values.tobytes()  # ±0.0 and NaN included
             assert fast.total.tobytes() == slow.total.tobytes()
+            fast, slow = (
+                model_terms(a, q, table, cfg, s, lr, reply=reply),
+                ref.model_terms(a, q, table, cfg, s, lr, reply),
+            )
+            assert fast.values.tobytes() == slow.values.tobytes()  # ±0.0 and NaN included
+            assert fast.total.tobytes() == slow.total.tobytes()
         # the prompt's rows kept between its decisions: the state moves, a new preference or
         # learned estimate rebuilds them, and each call still equals the reference
         keep, kept = PromptRows(), 0
-        for s, qq, lr in ((state, q, learned), (None, q, learned), (state, q, learned), (state, 1.0 - q, learned)):
+        wt = cfg.wait_tokens
+        steps = ((state, q, wt), (None, q, wt), (state, q, wt), (state, 1.0 - q, wt), (state, 1.0 - q, reply))
+        for s, qq, rr in steps:
             s2 = s and ModelState(s.feedback_mean, s.feedback_n, rng.dirichlet(np.ones(n)))
-            kept += keep.get((table, cfg, a, lr), qq) is not None
-            fast, slow = model_terms(a, qq, table, cfg, s2, lr, keep), ref.model_terms(a, qq, table, cfg, s2, lr)
+            kept += keep.get((table, cfg, a, learned), qq, rr) is not None
+            fast = model_terms(a, qq, table, cfg, s2, learned, keep, rr)
+            slow = ref.model_terms(a, qq, table, cfg, s2, learned, rr)
             assert fast.values.tobytes() == slow.values.tobytes()
             assert fast.total.tobytes() == slow.total.tobytes()
         assert kept == 2 + (q == 1.0 - q)
         copy = Learned(learned.p.copy(), learned.n_eff.copy())  # equal, but not the one the rows were kept for
-        assert keep.get((table, cfg, a, copy), 1.0 - q) is None
+        assert keep.get((table, cfg, a, copy), 1.0 - q, reply) is None
 
 
 def _index(rng: np.random.Generator, rows: int, models: int, screen_from: int) -> LearnedIndex:
@@ -362,8 +372,8 @@ async def test_a_memo_hit_answers_what_a_decision_without_the_memo_answers(monke
     reused = [0]
     get = PromptRows.get
 
-    def counted(self: PromptRows, objs: tuple[object, ...], q: float) -> np.ndarray | None:
-        out = get(self, objs, q)
+    def counted(self: PromptRows, objs: tuple[object, ...], q: float, reply: float) -> np.ndarray | None:
+        out = get(self, objs, q, reply)
         reused[0] += out is not None
         return out
 

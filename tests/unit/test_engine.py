@@ -550,3 +550,43 @@ def test_a_cached_reply_takes_a_models_replicas_in_the_order_of_their_host_queue
     assert e.replicas_now(cached) is cached  # no request to weigh the wait for: the replica terms alone
     assert _queued_fleet(queue_aware=False).replicas_now(cached, NAMED, 8) is cached
     assert _queued_fleet(inflight=False).replicas_now(cached, NAMED, 8) is cached
+
+
+async def test_the_speed_term_times_the_reply_a_request_asks_for():
+    """Two models alike but for speed: ``quick`` answers its first token in 50 ms and then
+    decodes 40 tokens/s, ``steady`` takes 600 ms and then 400 tokens/s. An average reply (256
+    tokens) takes 6.45 s on ``quick`` and 1.24 s on ``steady``; the 8 tokens a classification call
+    asks for take 0.25 s and 0.62 s. Asking for the fastest, a request without ``max_tokens`` (or
+    with more than the average) goes to ``steady``, one with ``max_tokens: 8`` to ``quick``, and
+    the scorer's note counts that request for its own short reply."""
+    e = RoutingEngine()
+    e.set_catalog(
+        CatalogSnapshotV1(
+            version="speeds",
+            models=[
+                CatalogModelV1(
+                    name=name,
+                    params_b=8,
+                    ttft_ms=ttft,
+                    tokens_per_s=tps,
+                    replicas=[ReplicaV1(backend=name, upstream_model=name)],
+                )
+                for name, ttft, tps in (("quick", 50.0, 40.0), ("steady", 600.0, 400.0))
+            ],
+        )
+    )
+    e.set_fleet(FleetState(resident=frozenset({("quick", "quick"), ("steady", "steady")})))
+
+    async def first(max_tokens: int | None) -> str:
+        return (
+            (await e.route(RouteRequestV1(text="is this spam?", quality=0.0, max_tokens=max_tokens)))
+            .candidates[0]
+            .model
+        )
+
+    assert [await first(m) for m in (None, 4096, 256, 8, 1)] == ["steady", "steady", "steady", "quick", "quick"]
+    e.note_routed("quick", "quick", RouteRequestV1(text="is this spam?", max_tokens=8))
+    j = e._row_of[("quick", "quick")]
+    assert e._expected_time_s(j, RouteRequestV1(text="is this spam?", max_tokens=8)) == pytest.approx(
+        0.05 + 8 / 40, abs=0.01
+    )

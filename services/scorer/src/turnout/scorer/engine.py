@@ -72,6 +72,7 @@ from turnout.scorer.terms import (
     busy_value,
     expected_wait_s,
     replica_terms,
+    reply_tokens,
     ttft_line,
     wait_term,
 )
@@ -292,8 +293,7 @@ class RoutingEngine:
         tokens, reply = 0, sc.wait_tokens
         if req is not None:  # PromptFeatures.tokens, without building the features (4 µs)
             tokens = prompt_tokens(req.est_prompt_tokens, len(req.text) + req.system_chars)
-            if req.max_tokens is not None and req.max_tokens < reply:
-                reply = float(req.max_tokens)
+            reply = reply_tokens(req.max_tokens, sc)
         t = float(base[m] + slope[m] * max(float(tokens), sc.ttft_probe_tokens))
         t += reply / max(float(self.replicas.tokens_per_s[j]), 0.1) + float(self._queues.load_s[j])
         if self._wait is not None:
@@ -562,7 +562,8 @@ class RoutingEngine:
                 cons = self.constraints(req, reply.analysis.category)
                 q = req.quality if req.quality is not None else cons.quality
                 q = q if q is not None else sc.default_quality
-                now[rows] += wait_term(ahead, self.replicas.model[rows], tokens, q, self.table, sc)
+                length = reply_tokens(req.max_tokens, sc)
+                now[rows] += wait_term(ahead, self.replicas.model[rows], tokens, q, self.table, sc, length)
 
         def replica_score(c: CandidateV1) -> float:
             j = self._row_of.get((c.backend, c.upstream_model))

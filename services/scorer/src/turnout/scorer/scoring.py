@@ -40,8 +40,9 @@ candidate reports them in ``terms`` and they sum to its ``score``:
   static share by the category's with ``category_span``);
 * ``speed = w.speed · (1−q) · speed'`` — the expected time to a whole reply for this prompt
   (``terms.expected_latency_s``: the profile's TTFT at its probe length plus the prefill of the
-  prompt's tokens beyond it, at a rate derived from that TTFT, plus ``wait_tokens`` at the decode
-  speed; measured, else estimated from active parameters), on a linear scale of seconds spanning
+  prompt's tokens beyond it, at a rate derived from that TTFT, plus the reply at the decode speed:
+  ``max_tokens`` when the request asks for fewer than ``wait_tokens``, else that average reply;
+  measured, else estimated from active parameters), on a linear scale of seconds spanning
   the catalog (1 the fastest for this prompt, 0 the slowest; ``speed_scale="log"``: a log scale,
   as before); ``cost`` likewise from price,
   times the prompt's size ((tokens + 200) / 400, clamped by ``cost_tokens``: what a call costs);
@@ -103,6 +104,7 @@ from turnout.scorer.terms import (
     TermArrays,
     model_terms,
     replica_terms,
+    reply_tokens,
     wait_term,
 )
 
@@ -274,6 +276,7 @@ def rank(
             catalog_version=table.version,
         )
     q = req.quality if req.quality is not None else cons.quality if cons.quality is not None else cfg.default_quality
+    reply = reply_tokens(req.max_tokens, cfg)
     if rterms is None:
         rterms = replica_terms(reps, cfg)
     if rsum is None:
@@ -283,12 +286,12 @@ def rank(
         terms = TermArrays((), np.zeros((0, table.size)))
         rscore = rsum
     else:
-        terms = model_terms(a, q, table, cfg, state, learned, keep)
+        terms = model_terms(a, q, table, cfg, state, learned, keep, reply)
         rscore = terms.total[reps.model] + rsum
     wterm = None
     waits = wait_s if cfg.queue_aware and cfg.policy == "score" else None
     if waits is not None and cons.requested is None and waits.any():
-        wterm = wait_term(waits, reps.model, a.tokens, q, table, cfg)
+        wterm = wait_term(waits, reps.model, a.tokens, q, table, cfg, reply)
         rscore = rscore + wterm
     rows = rmask.nonzero()[0]  # np.flatnonzero of a 1-d mask, without its Python wrapper
     if rows.size == 0:
@@ -304,7 +307,7 @@ def rank(
         # a named model's replicas weigh their waits as a ranked request weighs that model's:
         # the same term (only where one of them waits: a few rows, and Python's any() on their
         # list is ~5x faster than ndarray.any())
-        wterm = wait_term(waits, reps.model, a.tokens, q, table, cfg)
+        wterm = wait_term(waits, reps.model, a.tokens, q, table, cfg, reply)
         rscore = rscore + wterm
     pinned = cons.pinned is not None and cons.requested is None
     order = _best(rows, rscore, None if pinned else limit)

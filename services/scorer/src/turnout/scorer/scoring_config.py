@@ -94,7 +94,8 @@ class ScoringConfig:
     wait_tokens: float = 256.0
     """Tokens a replica generates per request, on average: with its decode speed, the time each
     request ahead adds to the expected wait (:func:`~turnout.scorer.terms.expected_wait_s`), and
-    the reply the speed term times (:func:`~turnout.scorer.terms.expected_latency_s`)."""
+    the reply the speed term times (:func:`~turnout.scorer.terms.expected_latency_s`) unless the
+    request's ``max_tokens`` is less (:func:`~turnout.scorer.terms.reply_tokens`)."""
     queue_aware: bool = True
     """The speed term counts each replica's expected wait (:func:`~turnout.scorer.terms.wait_term`):
     a slot, and its backend's queue behind a load; off: the wait feeds only the VRAM planner's

@@ -59,25 +59,25 @@ class PromptRows:
     weights), kept between that prompt's decisions. The engine keeps one per recent prompt of
     its decision memo (``engine.py``): a memo hit re-reads the state rows only. Valid for the
     very same table, configuration, analysis and learned estimate (by identity) and the same
-    quality preference; anything else rebuilds it."""
+    quality preference and reply length; anything else rebuilds it."""
 
-    __slots__ = ("_for", "_q", "_values")
+    __slots__ = ("_for", "_q", "_reply", "_values")
 
     def __init__(self) -> None:
         self._for: tuple[object, ...] = ()
-        self._q = math.nan
+        self._q = self._reply = math.nan
         self._values: F | None = None
 
-    def get(self, objs: tuple[object, ...], q: float) -> F | None:
+    def get(self, objs: tuple[object, ...], q: float, reply: float) -> F | None:
         """A copy of the kept rows (the state rows' contents undefined) when they were kept for these."""
-        if self._values is None or q != self._q or len(objs) != len(self._for):
+        if self._values is None or q != self._q or reply != self._reply or len(objs) != len(self._for):
             return None
         if not all(o is f for o, f in zip(objs, self._for, strict=True)):
             return None
         return self._values.copy()
 
-    def put(self, objs: tuple[object, ...], q: float, values: F) -> None:
-        self._for, self._q, self._values = objs, q, values.copy()
+    def put(self, objs: tuple[object, ...], q: float, reply: float, values: F) -> None:
+        self._for, self._q, self._reply, self._values = objs, q, reply, values.copy()
 
 
 STATE_ROWS = 2
@@ -92,19 +92,23 @@ def model_terms(
     state: ModelState | None = None,
     learned: Learned | None = None,
     keep: PromptRows | None = None,
+    reply: float | None = None,
 ) -> TermArrays:
     """The model-level terms of the module docstring, vectorised over the catalog. Each row is
     written into one (terms × models) array (no stack of temporaries), and the rows that depend
     only on the catalog, the weights and the category (``cap − low``, ``min_size``, ``coder``) are
     kept per table (:func:`_static_rows`); the values are those of the plain expressions, bit for
-    bit (``test_decision_equivalence.py``). With ``keep``, the rows that depend on the prompt
-    only are taken from it, or computed and kept there (:class:`PromptRows`)."""
+    bit (``test_decision_equivalence.py``). ``reply``: the reply's expected tokens, which the
+    speed term times (:func:`reply_tokens`; ``None``: ``wait_tokens``). With ``keep``, the rows
+    that depend on the request only are taken from it, or computed and kept there
+    (:class:`PromptRows`)."""
+    reply = cfg.wait_tokens if reply is None else reply
     objs = (table, cfg, a, learned)
-    values = keep.get(objs, q) if keep is not None else None
+    values = keep.get(objs, q, reply) if keep is not None else None
     if values is None:
-        values = _prompt_rows(a, q, table, cfg, learned)
+        values = _prompt_rows(a, q, table, cfg, learned, reply)
         if keep is not None:
-            keep.put(objs, q, values)
+            keep.put(objs, q, reply, values)
     feedback, diversity = values[-STATE_ROWS:]
     n = table.size
     if state is not None:
@@ -118,7 +122,9 @@ def model_terms(
     return TermArrays(MODEL_TERMS, values)
 
 
-def _prompt_rows(a: PromptAnalysis, q: float, table: ModelTable, cfg: ScoringConfig, learned: Learned | None) -> F:
+def _prompt_rows(
+    a: PromptAnalysis, q: float, table: ModelTable, cfg: ScoringConfig, learned: Learned | None, reply: float
+) -> F:
     """:func:`model_terms`' array with every row but the state rows written."""
     w = cfg.weights
     n = table.size
@@ -145,7 +151,7 @@ def _prompt_rows(a: PromptAnalysis, q: float, table: ModelTable, cfg: ScoringCon
         else:
             np.multiply(scale, static.cap_above_low, out=capability)
             learned_t.fill(0.0)
-        np.multiply(w.speed * (1.0 - q), _speed_row(a.tokens, table, cfg), out=speed)
+        np.multiply(w.speed * (1.0 - q), _speed_row(a.tokens, reply, table, cfg), out=speed)
         np.multiply(w.cost * (1.0 - q), table.cheap, out=cost)
         if cfg.cost_tokens > 1.0:  # what the call costs grows with its tokens (scoring_config.py)
             cost *= min(max((a.tokens + 200.0) / 400.0, 1.0 / cfg.cost_tokens), cfg.cost_tokens)
@@ -182,24 +188,36 @@ def ttft_line(table: ModelTable, cfg: ScoringConfig) -> tuple[F, F]:
     return hit[0], hit[1]
 
 
-def expected_latency_s(tokens: float, table: ModelTable, cfg: ScoringConfig) -> F:
+def reply_tokens(max_tokens: int | None, cfg: ScoringConfig) -> float:
+    """The reply a request is expected to get, in tokens: its ``max_tokens`` when it asks for fewer
+    than ``wait_tokens`` (the average reply), else that average. The speed term times it, and the
+    scorer's note of a decision counts it in flight for its time (``engine.py``)."""
+    if max_tokens is not None and max_tokens < cfg.wait_tokens:
+        return float(max(max_tokens, 0))
+    return cfg.wait_tokens
+
+
+def expected_latency_s(tokens: float, table: ModelTable, cfg: ScoringConfig, reply: float | None = None) -> F:
     """Each model's expected time to a whole reply (s): :func:`expected_ttft_s` for this prompt
-    plus ``wait_tokens`` (an average reply) at its decode speed. One physical quantity in place
+    plus the reply (``reply`` tokens; ``None``: ``wait_tokens``, an average one) at its decode
+    speed. One physical quantity in place
     of a fixed mix of speed and TTFT: the prompt's prefill weighs what it takes in seconds (little
     for a greeting, most of the wait for a long document on a large model)."""
-    return expected_ttft_s(tokens, table, cfg) + cfg.wait_tokens / np.maximum(table.tokens_per_s, 0.1)  # type: ignore[no-any-return]
+    reply = cfg.wait_tokens if reply is None else reply
+    return expected_ttft_s(tokens, table, cfg) + reply / np.maximum(table.tokens_per_s, 0.1)  # type: ignore[no-any-return]
 
 
-def _speed_row(tokens: float, table: ModelTable, cfg: ScoringConfig) -> F:
-    """:func:`latency_utility` of :func:`expected_latency_s`; one row for every prompt no longer
-    than the probe (a greeting: the same for all of them), kept per table (9 µs a request at 100
-    models otherwise)."""
+def _speed_row(tokens: float, reply: float, table: ModelTable, cfg: ScoringConfig) -> F:
+    """:func:`latency_utility` of :func:`expected_latency_s`; one row per reply length for every
+    prompt no longer than the probe (a greeting: the same for all of them), kept per table (9 µs
+    a request at 100 models otherwise; at most ``wait_tokens`` + 1 rows)."""
     if tokens > cfg.ttft_probe_tokens:
-        return latency_utility(expected_latency_s(tokens, table, cfg), cfg.speed_scale)
-    key = ("speed_short", id(cfg))
+        return latency_utility(expected_latency_s(tokens, table, cfg, reply), cfg.speed_scale)
+    key = ("speed_short", id(cfg), reply)
     hit = table.derived.get(key)
     if hit is None:
-        hit = table.remember(key, (latency_utility(expected_latency_s(0.0, table, cfg), cfg.speed_scale), cfg))
+        row = latency_utility(expected_latency_s(0.0, table, cfg, reply), cfg.speed_scale)
+        hit = table.remember(key, (row, cfg))
     return hit[0]  # type: ignore[no-any-return]
 
 
@@ -458,15 +476,18 @@ class BackendQueue:
         return (self.loads - own) + (self.ahead if self.held or blocked else 0.0)
 
 
-def wait_term(wait_s: F, model: I, tokens: float, q: float, table: ModelTable, cfg: ScoringConfig) -> F:
+def wait_term(
+    wait_s: F, model: I, tokens: float, q: float, table: ModelTable, cfg: ScoringConfig, reply: float | None = None
+) -> F:
     """The speed term's share that varies by replica: a reply's expected time on a replica is
     its model's (:func:`expected_latency_s`) plus the wait ahead of it there
     (:func:`expected_wait_s`), so a wait costs what the same seconds cost in the speed term —
     ``−w.speed · (1−q) · wait / span`` on the linear scale, ``span`` the catalog's range of
     expected times for this prompt (on the log scale, ``log((t + wait) / t) / span``). At no load
     it is 0 everywhere, and the ranking is as without it. ``wait_s`` and ``model`` may be any
-    replicas' (a named model's alone): the scale is the catalog's either way."""
-    t, span = _wait_scale(tokens, table, cfg)
+    replicas' (a named model's alone): the scale is the catalog's either way. ``reply``: as
+    :func:`model_terms` takes it."""
+    t, span = _wait_scale(tokens, cfg.wait_tokens if reply is None else reply, table, cfg)
     if cfg.speed_scale == "linear":
         penalty = wait_s / span if span > 0 else wait_s * 0.0
     else:
@@ -474,18 +495,18 @@ def wait_term(wait_s: F, model: I, tokens: float, q: float, table: ModelTable, c
     return -cfg.weights.speed * (1.0 - q) * penalty  # type: ignore[no-any-return]
 
 
-def _wait_scale(tokens: float, table: ModelTable, cfg: ScoringConfig) -> tuple[F, float]:
-    """Each model's expected time for this prompt (at least 1 ms on the log scale) and the
-    catalog's span of it on the speed term's scale, for :func:`wait_term`; one pair for every
-    prompt no longer than the probe (their times are the same), kept per table as
-    :func:`_speed_row` keeps its row."""
+def _wait_scale(tokens: float, reply: float, table: ModelTable, cfg: ScoringConfig) -> tuple[F, float]:
+    """Each model's expected time for this prompt and reply (at least 1 ms on the log scale) and
+    the catalog's span of it on the speed term's scale, for :func:`wait_term`; one pair per reply
+    length for every prompt no longer than the probe (their times are the same), kept per table
+    as :func:`_speed_row` keeps its row."""
     if tokens <= cfg.ttft_probe_tokens:
-        key = ("wait_scale", id(cfg))
+        key = ("wait_scale", id(cfg), reply)
         hit = table.derived.get(key)
         if hit is None:
-            hit = table.remember(key, (*_wait_scale_of(expected_latency_s(0.0, table, cfg), cfg), cfg))
+            hit = table.remember(key, (*_wait_scale_of(expected_latency_s(0.0, table, cfg, reply), cfg), cfg))
         return hit[0], hit[1]  # type: ignore[no-any-return]
-    return _wait_scale_of(expected_latency_s(tokens, table, cfg), cfg)
+    return _wait_scale_of(expected_latency_s(tokens, table, cfg, reply), cfg)
 
 
 def _wait_scale_of(latency: F, cfg: ScoringConfig) -> tuple[F, float]:
