@@ -23,12 +23,13 @@ can still be in flight and is not yet in what the scorer reads:
     in flight (a gateway publishes within ``inflight_publish_s`` of a change, and an unchanged
     count is a current one).
 
-  Measured on ``make run`` (8 clients, ~20 req/s of ~0.37 s requests, the scorer's gauges sampled
-  every 20 ms against the requests out): read + noted − out was 11.0–11.3 on average with the lag
-  rule alone and reads every 0.5 s, 8.0–8.4 with the gateways' times, 4.1–4.9 with both and reads
-  every 0.25 s (the lag rule with 0.25 s reads: 9.9–10.3). What is left is inherent to sampling:
-  between two reads a request that ends is still in the last one, and one that begins is noted.
   A note neither holds survives the read.
+
+Measured on ``make run`` (8 clients, ~20 req/s of ~0.37 s requests, the scorer's gauges sampled
+every 20 ms against the requests out): read + noted − out was 11.0–11.3 on average with the lag
+rule alone and reads every 0.5 s, 8.0–8.4 with the gateways' times, 4.1–4.9 with both and reads
+every 0.25 s (the lag rule with 0.25 s reads: 9.9–10.3). What is left is inherent to sampling:
+between two reads a request that ends is still in the last one, and one that begins is noted.
 
 Keyed by (backend, upstream model), not by table row, so that notes outlive a catalog rebuild.
 """
