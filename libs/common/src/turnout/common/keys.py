@@ -70,7 +70,8 @@ class Keys:
 
     def inflight(self, gateway: str) -> str:
         """Hash ``backend<TAB>upstream model`` -> requests one gateway process has in flight there
-        (absolute counts, with a TTL: a crashed gateway's counts expire). See :mod:`turnout.common.inflight`."""
+        (absolute counts, with a TTL: a crashed gateway's counts expire), and ``@at`` -> when it took
+        them. See :mod:`turnout.common.inflight`."""
         return f"{self.prefix}:inflight:gw:{gateway}"
 
     @property
