@@ -590,3 +590,16 @@ async def test_the_speed_term_times_the_reply_a_request_asks_for():
     assert e._expected_time_s(j, RouteRequestV1(text="is this spam?", max_tokens=8)) == pytest.approx(
         0.05 + 8 / 40, abs=0.01
     )
+
+
+async def test_a_new_catalog_drops_the_kept_model_term_rows():
+    """A memo hit reuses the prompt's model-term rows (``terms.PromptRows``); a new catalog table
+    drops them all, so that none holds the old table alive."""
+    e = _two_replicas(Clock())
+    req = RouteRequestV1(text="hello")
+    first = await e.route(req)
+    assert len(e._kept) == 1 and await e.route(req) == first
+    e.set_catalog(e._snapshot)
+    assert len(e._kept) == 0
+    assert (await e.route(req)).candidates[0].model == first.candidates[0].model
+    assert len(e._kept) == 1

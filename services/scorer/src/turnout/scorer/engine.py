@@ -199,6 +199,7 @@ class RoutingEngine:
             self._snapshot, self.cfg.scoring, tiers=self.rules.current.tiers, extra=extra
         )
         self._table_gen += 1
+        self._kept.clear()  # rows of the old table: they would never match again, and hold it alive
         self._theta, self._phi = model_features(self.table.capability[OVERALL], self.table.power)
         self._recent = np.zeros(self.table.size)
         self._row_of = {k: j for j, k in enumerate(zip(self.table.rep_backend, self.table.rep_upstream, strict=True))}
