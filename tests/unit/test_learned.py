@@ -1,4 +1,5 @@
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -105,7 +106,8 @@ def test_a_small_index_counts_its_neighbours_in_proportion():
 
 def test_a_screened_lookup_leaves_the_reference_count_of_none_as_it_was():
     """simsimd 6.5's ``cdist(..., out=...)`` returned ``None`` without a reference: each screened
-    lookup took one from ``None``, and a Python 3.11 scorer aborted after some thousands of them."""
+    lookup took one from ``None``, and a Python 3.11 scorer aborted after some thousands of them.
+    The screen's kernel is NumKong's now; the regression check stays."""
     rng = np.random.default_rng(5)
     index = LearnedIndex(16, LearnedConfig(capacity=256, screen_from=64))
     index.add_batch(rng.standard_normal((200, 16)), ["a", "b"], rng.random((200, 2)))
@@ -115,3 +117,26 @@ def test_a_screened_lookup_leaves_the_reference_count_of_none_as_it_was():
     for _ in range(500):
         index.estimate_one(q)
     assert sys.getrefcount(None) - before > -50  # a leak of one per lookup would be −500
+
+
+def test_a_screened_lookup_sees_the_rows_written_since_the_last_one():
+    """The screen's packed int8 rows are built once per write: a row written after a lookup (a
+    new prompt, and one overwritten in the ring) is found by the next lookup, as the unscreened
+    product finds it."""
+    rng = np.random.default_rng(11)
+    far = -np.abs(rng.standard_normal((299, 16)))
+    q = np.abs(rng.standard_normal(16)).astype(np.float32)
+    q /= np.linalg.norm(q)
+    cfg = LearnedConfig(capacity=300, screen_from=64, k=4, floor=0.5, prior_mass=0.0, full_at=0.0)
+    screened, unscreened = LearnedIndex(16, cfg), LearnedIndex(16, replace(cfg, screen_from=0))
+    for index in (screened, unscreened):
+        index.add_batch(far, ["a"], np.zeros((299, 1)))
+    screened.prepare()
+    assert screened.estimate_one(q)[1][0] == 0.0  # every stored prompt points away from q
+    steps = [(q, 1.0, "new"), (-q, 0.0, "far"), (q, 0.5, "new2")]  # the 300th row, then rows 0 and 1 overwritten
+    for i, (e, score, key) in enumerate(steps):
+        for index in (screened, unscreened):
+            index.add(e, "a", score, key=key)
+        p, n = screened.estimate_one(q)
+        assert (p[0], n[0]) == tuple(v[0] for v in unscreened.estimate_one(q))
+        assert n[0] > 0 and p[0] == pytest.approx(1.0 if i < 2 else 0.75)

@@ -194,6 +194,7 @@ class Scorer:
             n = await load_profile_outcomes(session, index, embedder) if index is not None and embedder else 0
             fb = await load_feedback(session, index, half_life_days=r.feedback_half_life_days)
         if index is not None and len(index):
+            index.prepare()  # off the first lookup's path
             self.engine.learned = index
         self.engine.set_feedback(fb.by_model)
         log.info(
