@@ -10,6 +10,12 @@ temporary build context laid out as the Dockerfile's COPY lines lay it out (``py
 * **per-service venvs**: ``uv sync --package turnout-<x>`` into a venv of its own, for each of the
   seven packages the previous images were built from.
 
+After the dependency layer, NumKong's extension module loses its debug sections as the
+Dockerfile's ``strip --strip-debug`` step does (``STRIP_DEBUG``; ``--no-strip``: measure without
+it). Only that module: its wheel ships ~40 MB of DWARF, and stripping every shared object of the
+venv broke numpy (its auditwheel-patched OpenBLAS: "ELF load command address/offset not
+page-aligned"), which the import check below caught.
+
 Printed: MB per venv (``du``), the layer split, and the ratio per-service total / combined. The
 base image (python:3.11-slim-bookworm) is the same under both layouts and not counted.
 """
@@ -63,9 +69,21 @@ def sync(ctx: Path, venv: Path, *args: str) -> None:
     subprocess.run(cmd, cwd=ctx, env=env, check=True)
 
 
+STRIP_DEBUG = "*/site-packages/numkong/_numkong*.so"
+"""The shared objects the Dockerfile strips of debug sections (its ``find -path`` pattern)."""
+
+
+def strip_debug(venv: Path) -> None:
+    """The Dockerfile's step: ``find <venv> -path STRIP_DEBUG -exec strip --strip-debug {} +``."""
+    if shutil.which("strip") is None:
+        raise SystemExit("strip (binutils) not found: install binutils, or pass --no-strip")
+    subprocess.run(["find", str(venv), "-path", STRIP_DEBUG, "-exec", "strip", "--strip-debug", "{}", "+"], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--no-strip", action="store_true", help="leave the shared objects' debug sections in")
     opts = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="turnout-image-"))
     try:
@@ -77,6 +95,8 @@ def main() -> None:
         packages = dockerfile_packages()
         combined = tmp / "combined"
         sync(ctx, combined, "--no-install-workspace", *packages)  # the Dockerfile's first RUN
+        if not opts.no_strip:
+            strip_debug(combined)  # and the one after it
         deps = du_mb(combined)
         for d in ("libs", "services"):
             shutil.copytree(REPO / d, ctx / d, ignore=ignore)
@@ -89,13 +109,19 @@ def main() -> None:
             # the __main__ modules import their app only after --help: import the apps themselves
             "import turnout.gateway.serving, turnout.scorer.app, turnout.profiler.worker, "
             "turnout.sync.worker, turnout.gpu_agent.app, turnout.common.arq_running, "
-            "turnout.common.db.migrate, turnout.fakefleet.__main__",
+            "turnout.common.db.migrate, turnout.fakefleet.__main__\n"
+            # the stripped module still computes (the learned index's screen)
+            "import numpy, numkong; m = numpy.arange(-64, 64, dtype=numpy.int8).reshape(2, 64)\n"
+            "got = numpy.asarray(numkong.dots_packed(m, numkong.dots_pack(m)))\n"
+            "assert got.tolist() == (m.astype(int) @ m.T).tolist()",
         ]
         subprocess.run(check, check=True)
         sizes = {}
         for pkg in PER_SERVICE:
             venv = tmp / f"per-{pkg}"
             sync(ctx, venv, "--package", f"turnout-{pkg}")
+            if not opts.no_strip:
+                strip_debug(venv)
             sizes[pkg] = du_mb(venv)
         per_total = sum(sizes.values())
         print(f"combined venv (the image): {total} MB = dependency layer {deps} MB + our packages {total - deps} MB")

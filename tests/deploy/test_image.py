@@ -73,3 +73,25 @@ def test_the_build_context_is_only_what_the_image_needs() -> None:
         "**/*.pyc",
         "**/.pytest_cache",
     ]
+
+
+def test_only_numkongs_module_is_stripped_in_the_build_stage_as_the_size_bench_does() -> None:
+    """The strip step runs after the dependencies are installed and before our sources, on the
+    path bench/image_size.py strips and measures (and checks: the venv imports and computes);
+    binutils stays in the build stage."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("image_size", REPO / "bench" / "image_size.py")
+    assert spec is not None and spec.loader is not None
+    image_size = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(image_size)
+    strips = [i for i, line in enumerate(LINES) if line.startswith("RUN") and "strip" in line.split()]
+    assert len(strips) == 1
+    step = LINES[strips[0]]
+    assert step == f"RUN find /app/.venv -path '{image_size.STRIP_DEBUG}' -exec strip --strip-debug {{}} +"
+    deps = next(i for i, line in enumerate(LINES) if line.startswith("RUN") and "--no-install-workspace" in line)
+    copies = min(i for i, line in enumerate(LINES) if line.startswith(("COPY libs", "COPY services")))
+    assert deps < strips[0] < copies
+    build, final = DOCKERFILE.rsplit("FROM ${PYTHON_IMAGE}", 1)
+    assert "install -y --no-install-recommends binutils" in build
+    assert "binutils" not in final and "strip" not in final
