@@ -363,19 +363,24 @@ def _random_fleet(rng: np.random.Generator) -> RoutingEngine:
     return e
 
 
-def _count_backend_recomputes(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
-    """A one-item list counting the engine's calls of ``backend_wait`` (a backend recomputed)."""
+def _count_calls(monkeypatch, name: str) -> list[int]:  # type: ignore[no-untyped-def]
+    """A one-item list counting the engine module's calls of its function ``name``."""
     import turnout.scorer.engine as engine_module
 
     calls = [0]
-    real = engine_module.backend_wait
+    real = getattr(engine_module, name)
 
     def counted(*args):  # type: ignore[no-untyped-def]
         calls[0] += 1
         return real(*args)
 
-    monkeypatch.setattr(engine_module, "backend_wait", counted)
+    monkeypatch.setattr(engine_module, name, counted)
     return calls
+
+
+def _count_backend_recomputes(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """A one-item list counting the engine's calls of ``backend_wait`` (a backend recomputed)."""
+    return _count_calls(monkeypatch, "backend_wait")
 
 
 def _assert_moved_as_recomputed(e: RoutingEngine, moved: list[int], wait: np.ndarray, ahead: np.ndarray) -> None:
@@ -611,21 +616,14 @@ def test_a_read_computes_the_waits_so_that_the_next_decision_does_not(monkeypatc
     """The whole table's waits are computed when a read (or a new fleet state) comes, not by the
     first decision after it; they are the waits of the counts read, and a decision then reads
     them as they are (plus its own note)."""
-    import turnout.scorer.engine as engine_module
+    from turnout.scorer.terms import expected_wait_s
 
-    calls = [0]
-    real = engine_module.expected_wait_s
-
-    def counted(*args):  # type: ignore[no-untyped-def]
-        calls[0] += 1
-        return real(*args)
-
-    monkeypatch.setattr(engine_module, "expected_wait_s", counted)
+    calls = _count_calls(monkeypatch, "expected_wait_s")
     e = _random_fleet(np.random.default_rng(7))
     calls[0] = 0
     e.set_load({(b, u): j % 3 for j, (b, u) in enumerate(zip(e.replicas.backend, e.replicas.upstream, strict=True))})
     assert calls[0] == 1
-    now = real(e.replicas, e.cfg.scoring, e._queues)
+    now = expected_wait_s(e.replicas, e.cfg.scoring, e._queues)
     assert e.waits.tobytes() == now.tobytes()
     ranking = e.decide(RouteRequestV1(text="hello"))
     e.note_routed(ranking.candidates[0].backend, ranking.candidates[0].upstream_model)
