@@ -146,8 +146,9 @@ class RoutingEngine:
         self._queues = Queues.build(self.replicas, self.table.rep_vram, {}, self.cfg.scoring)
         self._wait: tuple[np.ndarray, np.ndarray] | None = None
         """Each replica's expected wait (``terms.expected_wait_s``) and the time ahead of a request
-        the speed term counts (``Queues.time_ahead_s``), computed when first read after the fleet
-        or the in-flight counts change."""
+        the speed term counts (``Queues.time_ahead_s``), computed when the fleet or the in-flight
+        counts as read change (:meth:`_new_waits`) and moved in place by notes and expiries
+        (:meth:`_move`)."""
         self._backend_queues: dict[int, BackendQueue] = {}
         """Per backend (its index in the queues), its queue as the last recomputation of its waits
         left it (:meth:`note_routed`); emptied with the waits."""
