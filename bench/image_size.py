@@ -10,11 +10,13 @@ temporary build context laid out as the Dockerfile's COPY lines lay it out (``py
 * **per-service venvs**: ``uv sync --package turnout-<x>`` into a venv of its own, for each of the
   seven packages the previous images were built from.
 
-After the dependency layer, NumKong's extension module loses its debug sections as the
-Dockerfile's ``strip --strip-debug`` step does (``STRIP_DEBUG``; ``--no-strip``: measure without
-it). Only that module: its wheel ships ~40 MB of DWARF, and stripping every shared object of the
-venv broke numpy (its auditwheel-patched OpenBLAS: "ELF load command address/offset not
-page-aligned"), which the import check below caught.
+After the dependency layer, the extension modules that carry debug sections lose them as the
+Dockerfile's step does (``STRIP_DEBUG``, the same shell line; ``--no-strip``: measure without
+it): NumKong's (~40 MB of DWARF), uvloop's, asyncpg's, aiohttp's and the other Cython modules'.
+Not the libraries auditwheel bundled (``<package>.libs/``): stripping every shared object of the
+venv broke numpy (its patched OpenBLAS: "ELF load command address/offset not page-aligned").
+Every extension module of the combined venv is imported before and after the strip, and the
+same ones must import; then the services' apps are imported and NumKong computes a product.
 
 Printed: MB per venv (``du``), the layer split, and the ratio per-service total / combined. The
 base image (python:3.11-slim-bookworm) is the same under both layouts and not counted.
@@ -69,15 +71,39 @@ def sync(ctx: Path, venv: Path, *args: str) -> None:
     subprocess.run(cmd, cwd=ctx, env=env, check=True)
 
 
-STRIP_DEBUG = "*/site-packages/numkong/_numkong*.so"
-"""The shared objects the Dockerfile strips of debug sections (its ``find -path`` pattern)."""
+STRIP_DEBUG = (
+    "find {venv} -name '*.so' -not -path '*.libs/*' -exec sh -c 'for f; do "
+    'if readelf -S "$f" 2>/dev/null | grep -q "\\.debug_info"; then strip --strip-debug "$f"; fi; '
+    "done' sh {{}} +"
+)
+"""The Dockerfile's strip step, for the venv at ``{venv}`` (``/app/.venv`` there)."""
+
+IMPORT_ALL = """
+import importlib, pathlib, sysconfig
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+for so in sorted(site.rglob("*.so")):
+    rel = so.relative_to(site)
+    if not any(p.endswith(".libs") for p in rel.parts):
+        mod = ".".join([*rel.parts[:-1], rel.name.split(".")[0]])
+        try:
+            importlib.import_module(mod)
+            print(mod)
+        except Exception:
+            pass
+"""
+"""Prints the extension modules of the running venv that import (a bundled library is not one)."""
+
+
+def importable(venv: Path) -> list[str]:
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", IMPORT_ALL], capture_output=True, text=True, check=True)
+    return out.stdout.split()
 
 
 def strip_debug(venv: Path) -> None:
-    """The Dockerfile's step: ``find <venv> -path STRIP_DEBUG -exec strip --strip-debug {} +``."""
-    if shutil.which("strip") is None:
-        raise SystemExit("strip (binutils) not found: install binutils, or pass --no-strip")
-    subprocess.run(["find", str(venv), "-path", STRIP_DEBUG, "-exec", "strip", "--strip-debug", "{}", "+"], check=True)
+    """The Dockerfile's step (:data:`STRIP_DEBUG`) on ``venv``."""
+    if shutil.which("strip") is None or shutil.which("readelf") is None:
+        raise SystemExit("strip and readelf (binutils) not found: install binutils, or pass --no-strip")
+    subprocess.run(["sh", "-c", STRIP_DEBUG.format(venv=venv)], check=True)
 
 
 def main() -> None:
@@ -95,8 +121,13 @@ def main() -> None:
         packages = dockerfile_packages()
         combined = tmp / "combined"
         sync(ctx, combined, "--no-install-workspace", *packages)  # the Dockerfile's first RUN
-        if not opts.no_strip:
-            strip_debug(combined)  # and the one after it
+        if not opts.no_strip:  # and the one after it
+            before = importable(combined)
+            strip_debug(combined)
+            after = importable(combined)
+            if after != before:
+                raise SystemExit(f"the strip broke extension modules: {sorted(set(before) - set(after))}")
+            print(f"stripped: the venv's {len(after)} importable extension modules still import")
         deps = du_mb(combined)
         for d in ("libs", "services"):
             shutil.copytree(REPO / d, ctx / d, ignore=ignore)
