@@ -73,7 +73,7 @@ def sync(ctx: Path, venv: Path, *args: str) -> None:
 
 STRIP_DEBUG = (
     "find {venv} -name '*.so' -not -path '*.libs/*' -exec sh -c 'for f; do "
-    'if readelf -S "$f" 2>/dev/null | grep -q "\\.debug_info"; then strip --strip-debug "$f"; fi; '
+    'if readelf -S "$f" 2>/dev/null | grep -qF .debug_info; then strip --strip-debug "$f"; fi; '
     "done' sh {{}} +"
 )
 """The Dockerfile's strip step, for the venv at ``{venv}`` (``/app/.venv`` there)."""
