@@ -41,6 +41,10 @@ Run an A/A first (``--gateway-b .venv/bin/python``, this checkout twice): on the
 1.07 at c1 (short / 2 KB), 0.99 / 1.02 at c16, p50 +0.6 / +1.0 ms at c1 — differences of that
 size between two versions are noise there.
 
+``--unique`` makes every request's text its own (a request number appended, for every target
+alike): each of the scorer's decisions is then made in full, where the default's repeated prompts
+are decision-memo hits after the first (the memo's hit rate is printed at the end).
+
 ``--stream-only`` runs only the streaming rounds (for profiling the streaming path, or more rounds
 of it in the time). With ``--gateway-b`` each round then also streams alternately through the two
 gateways, request by request, and prints the median of the per-pair differences (TTFB, whole
@@ -48,7 +52,7 @@ stream) and both gateways' CPU and wake-ups per stream over the same stretch: on
 the per-target rounds' paired TTFB moved by +-0.2 ms between runs of the same two versions.
 
     .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300] [--peers]
-        [--gateway-b ../base/.venv/bin/python [--ab-only]] [--stream-only]
+        [--gateway-b ../base/.venv/bin/python [--ab-only]] [--stream-only] [--unique]
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import socket
 import statistics
@@ -162,16 +167,32 @@ def to(url: str, model: str) -> Target:
     return lambda text, stream=False: (url, body(model, text, stream=stream))
 
 
-async def drive_stream(url: str, payload: bytes, *, requests: int) -> tuple[list[float], list[float], int]:
+Payload = bytes | Callable[[int], bytes]
+"""A request body, or a body per request (``payload(i)`` for the ``i``-th: :func:`unique`)."""
+_numbers = itertools.count()
+
+
+def unique(make: Target, text: str, *, stream: bool = False) -> Callable[[int], bytes]:
+    """A body per request for ``make``, each text its own (a request number appended, never
+    repeated within a run): every decision misses the scorer's decision memo and analysis cache."""
+    return lambda _: make(f"{text} (request {next(_numbers)})", stream)[1]
+
+
+def _bodies(payload: Payload, requests: int) -> list[bytes]:
+    """Every request's body, built before the clock starts."""
+    return [payload(i) for i in range(requests)] if callable(payload) else [payload] * requests
+
+
+async def drive_stream(url: str, payload: Payload, *, requests: int) -> tuple[list[float], list[float], int]:
     """Streamed requests one at a time: time to the first body byte and to the end of the stream
     (the fleet sends one SSE event per token, as real servers do)."""
     ttfb: list[float] = []
     total: list[float] = []
     errors = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        for _ in range(requests):
+        for data in _bodies(payload, requests):
             t0 = time.perf_counter()
-            async with session.post(url, data=payload, headers=headers(url)) as r:
+            async with session.post(url, data=data, headers=headers(url)) as r:
                 first = True
                 async for _chunk, _ in r.content.iter_chunks():
                     if first:
@@ -218,9 +239,12 @@ async def drive_stream_pairs(
     return d_ttfb, d_total, errors
 
 
-async def drive(url: str, payload: bytes, *, concurrency: int, requests: int) -> tuple[list[float], float, int]:
+async def drive(url: str, payload: Payload, *, concurrency: int, requests: int) -> tuple[list[float], float, int]:
+    """``requests`` POSTs of ``payload`` from ``concurrency`` workers: the latencies, the wall
+    time and the number of non-200 replies."""
     latencies: list[float] = []
     errors = 0
+    bodies = _bodies(payload, requests)
     remaining = requests
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -229,8 +253,9 @@ async def drive(url: str, payload: bytes, *, concurrency: int, requests: int) ->
             nonlocal remaining, errors
             while remaining > 0:
                 remaining -= 1
+                data = bodies[remaining]
                 t0 = time.perf_counter()
-                async with session.post(url, data=payload, headers=headers(url)) as r:
+                async with session.post(url, data=data, headers=headers(url)) as r:
                     await r.read()
                     errors += r.status != 200
                 latencies.append(time.perf_counter() - t0)
@@ -285,6 +310,12 @@ def main() -> int:
         help="with --gateway-b: only direct, auto and auto-b (more rounds in the time)",
     )
     ap.add_argument(
+        "--unique",
+        action="store_true",
+        help="each request's text its own (a request number appended): every scorer decision made anew, "
+        "no decision-memo hits (the default repeats each prompt: all hits after the first)",
+    )
+    ap.add_argument(
         "--stream-only",
         action="store_true",
         help="only the streaming rounds (time to first byte, CPU and wake-ups per streamed request)",
@@ -326,16 +357,18 @@ def main() -> int:
                     peer.kill()
 
 
-def print_decision_memo(ops_url: str | None) -> None:
-    """The scorer's decision-memo hit rate over the run (its /metrics; ``scorer/caches.py``)."""
-    if ops_url is None:
+def print_decision_memo(*ops_urls: str | None) -> None:
+    """The scorers' decision-memo hit rate over the run (their /metrics, summed; ``scorer/caches.py``)."""
+    urls = [u for u in ops_urls if u is not None]
+    if not urls:
         return
     got = {"hit": 0.0, "miss": 0.0}
-    for family in text_string_to_metric_families(httpx.get(f"{ops_url}/metrics", timeout=5).text):
-        if family.name == "turnout_scorer_decision_memo_lookups":
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    got[sample.labels["outcome"]] = sample.value
+    for url in urls:
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5).text):
+            if family.name == "turnout_scorer_decision_memo_lookups":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        got[sample.labels["outcome"]] += sample.value
     total = got["hit"] + got["miss"]
     print(f"scorer decision memo: {got['hit']:.0f} hits / {total:.0f} lookups ({got['hit'] / max(total, 1):.1%})")
 
@@ -412,14 +445,15 @@ async def measure(
     for text in (SHORT, CODE):  # warm-up: analysis cache, embedding word cache, connections
         for make in targets.values():
             url, payload = make(text)
-            await drive(url, payload, concurrency=4, requests=100)
+            await drive(url, unique(make, text) if args.unique else payload, concurrency=4, requests=100)
     for rnd in range(args.rounds):
         for label, text in () if args.stream_only else (("short", SHORT), ("2 KB code", CODE)):
             for c in (1, 16):
                 for name, make in rotated(targets, rnd):
                     url, payload = make(text)
+                    load = unique(make, text) if args.unique else payload
                     (lat, wall, errors), fc, scc, ops = await counted(
-                        drive(url, payload, concurrency=c, requests=args.requests),
+                        drive(url, load, concurrency=c, requests=args.requests),
                         (fronts.get(name, fronts["auto"]), sc),
                         redis_url,
                     )
@@ -439,8 +473,9 @@ async def measure(
                     )
         for name, make in rotated(targets, rnd):  # streaming, short prompt, c=1: per-token chunks
             url, payload = make(SHORT, True)
+            streamed = unique(make, SHORT, stream=True) if args.unique else payload
             (ttfb, total, errors), fc, _, _ = await counted(
-                drive_stream(url, payload, requests=max(1, args.requests // 2)),
+                drive_stream(url, streamed, requests=max(1, args.requests // 2)),
                 (fronts.get(name, fronts["auto"]), sc),
                 redis_url,
             )

@@ -54,6 +54,8 @@ class RealStack:
     """A model the fleet's OpenAI listener serves (for a named-model target and the direct one)."""
     gateways: list[str] = field(default_factory=list)
     """Base URLs of the gateways started so far."""
+    scorer_ops: list[str] = field(default_factory=list)
+    """Base URLs of the ops listeners (``/metrics``) of the scorers :meth:`add_scorer` started."""
 
     @property
     def direct(self) -> str:
@@ -76,8 +78,10 @@ class RealStack:
     def add_scorer(self) -> None:
         """One more scorer on the same RPC queue (it loads the catalog before popping)."""
         n = len(self.pids("scorer")) + 1
-        env = self.stack.env_for("scorer") | {"TURNOUT_SCORER__OPS_PORT": str(free_port())}
+        port = free_port()
+        env = self.stack.env_for("scorer") | {"TURNOUT_SCORER__OPS_PORT": str(port)}
         self.stack._spawn(f"scorer{n}", [self.stack.config.python, "-m", "turnout.scorer"], env)
+        self.scorer_ops.append(f"http://127.0.0.1:{port}")
 
 
 @contextlib.contextmanager

@@ -4,9 +4,18 @@ Postgres, in front of the simulated fleet at ``time_scale: 0``, with the figures
 
 Started as real processes by ``bench/realstack.py`` (as ``bench/overhead_stack.py``); the extra
 gateways listen on their own free ports, the extra scorers take the same RPC queue (the scorer's
-replicas share ``{prefix}:rpc:scorer.route:v1`` and each pops what it can). Load: ``turnout/auto``
-with the short prompt, ``--requests`` per point, at each ``--concurrency`` spread round-robin
-over the gateways, ``--rounds`` interleaved rounds with a direct-to-fleet point each. Per point:
+replicas share ``{prefix}:rpc:scorer.route:v1`` and each pops what it can). Load: ``turnout/auto``,
+``--requests`` per point, at each ``--concurrency`` spread round-robin over the gateways,
+``--rounds`` interleaved rounds with a direct-to-fleet point each. ``--prompts`` picks the texts:
+
+* ``repeat`` (default): the one short prompt, so every decision after the first is a hit of the
+  scorer's decision memo (a client resending the same prompt; the cheapest case);
+* ``varied``: short prompts of several kinds (greeting, question, code, translation, maths …),
+  each request's text its own (a request number appended), so that every decision misses the
+  memo and the analysis cache: the whole decision, as varied real traffic needs it;
+* ``code``: the 2 KB code prompt, each request's its own (the dearest decision).
+
+Per point:
 
 * throughput (req/s) and p50/p99 latency;
 * the scorer's queueing: the gateway's RPC round trip (``turnout_rpc_call_duration_seconds``
@@ -19,15 +28,18 @@ On a shared 2-core machine more processes cannot add cores: read CPU per request
 request (they plan capacity), and the queueing figures, not the absolute req/s.
 
     .venv/bin/python bench/scaleout.py --gateways 2 --scorers 2 [--rounds 2] [--requests 300]
+        [--prompts repeat|varied|code]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,10 +47,35 @@ import httpx
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead_stack import SHORT, body, drive
+from overhead_stack import CODE, SHORT, body, drive, print_decision_memo
 from realstack import RPC_QUEUE, SETTLE_S, calls_between, proc_counters, real_stack, redis_calls
 
 RPC_METRIC = "turnout_rpc_call_duration_seconds"
+VARIED = (
+    SHORT,
+    "Explain why the sky is blue in two sentences.",
+    "Write a Python function that reverses a linked list.",
+    "Translate 'good morning, how are you?' into French.",
+    "List the key risks in a quarterly revenue report.",
+    "Prove that the square root of two is irrational.",
+    "Write a haiku about the sea.",
+    "Fix this bug: for i in range(len(xs)): xs.remove(xs[i])",
+)
+"""The ``varied`` mix's kinds of short prompt (each request's text is made its own)."""
+_numbers = itertools.count()
+"""Request numbers: no text repeats within a run, across points and rounds included."""
+
+
+def prompts(kind: str) -> bytes | Callable[[int], bytes]:
+    """The ``turnout/auto`` body, or a body per request, for ``--prompts`` (module docstring)."""
+    if kind == "repeat":
+        return body("turnout/auto", SHORT)
+    texts = VARIED if kind == "varied" else (CODE,)
+
+    def one(i: int) -> bytes:
+        return body("turnout/auto", f"{texts[i % len(texts)]} (request {next(_numbers)})")
+
+    return one
 
 
 @dataclass
@@ -74,8 +111,15 @@ def rpc_histogram(gateways: list[str]) -> tuple[float, float, float]:
 
 
 async def point(
-    urls: list[str], payload: bytes, *, concurrency: int, requests: int, r: aioredis.Redis, redis_url: str, pids: dict
-) -> Point:  # type: ignore[type-arg]
+    urls: list[str],
+    payload: bytes | Callable[[int], bytes],
+    *,
+    concurrency: int,
+    requests: int,
+    r: aioredis.Redis,
+    redis_url: str,
+    pids: dict,  # type: ignore[type-arg]
+) -> Point:
     backlog: list[int] = []
     stop = asyncio.Event()
 
@@ -124,6 +168,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--requests", type=int, default=300, help="requests per point and round")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 32])
+    ap.add_argument(
+        "--prompts",
+        choices=("repeat", "varied", "code"),
+        default="repeat",
+        help="repeat: one short prompt (decision memo hits); varied: short prompts of several kinds, "
+        "each its own (every decision made anew); code: the 2 KB code prompt, each its own",
+    )
     args = ap.parse_args()
     with real_stack("bench-scale") as rs:
         for _ in range(2, args.gateways + 1):
@@ -136,15 +187,17 @@ def main() -> int:
             "scorer": rs.pids("scorer"),
             "redis": [rs.redis.proc.pid] if rs.redis.proc else [],
         }
-        return asyncio.run(measure(args, rs.gateways, rs.direct, rs.named, rs.redis.url, pids))
+        rc = asyncio.run(measure(args, rs.gateways, rs.direct, rs.named, rs.redis.url, pids))
+        print_decision_memo(rs.urls.ops.get("scorer"), *rs.scorer_ops)
+        return rc
 
 
 async def measure(
     args: argparse.Namespace, gateways: list[str], direct: str, named: str, redis_url: str, pids: dict
 ) -> int:  # type: ignore[type-arg]
     r = aioredis.from_url(redis_url)
-    auto = body("turnout/auto", SHORT)
-    for g in gateways:  # warm-up: connections, analysis and embedding caches
+    auto = prompts(args.prompts)
+    for g in gateways:  # warm-up: connections, analysis and embedding caches (the word cache, for varied texts)
         await drive(f"{g}/v1/chat/completions", auto, concurrency=4, requests=100)
     via = [f"{g}/v1/chat/completions" for g in gateways]
     results: dict[tuple[str, int], list[Point]] = {}
@@ -164,7 +217,7 @@ async def measure(
     await r.aclose()
     med = statistics.median
     print(
-        f"\n{len(gateways)} gateway(s) + {len(pids['scorer'])} scorer(s), turnout/auto short prompt, "
+        f"\n{len(gateways)} gateway(s) + {len(pids['scorer'])} scorer(s), turnout/auto, prompts: {args.prompts}, "
         f"{args.rounds} rounds x {args.requests} requests; medians over rounds"
     )
     print(
