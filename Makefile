@@ -64,7 +64,7 @@ typecheck: install ## mypy (strict) over libs, services and tools
 migrate: install ## make Postgres available and migrate it to head
 	$(PY) -m turnout.devstack migrate
 
-bench: install ## overhead vs. direct on the simulated fleet: the real stack (bench/overhead_stack.py; BENCH_ARGS=--unique: every decision made anew), then the gateway with a scorer stand-in vs. a pass-through (bench/overhead.py)
+bench: install ## overhead vs. direct on the simulated fleet: the real stack, every request a text of its own (bench/overhead_stack.py; BENCH_ARGS=--repeat: decision-memo hits), then the gateway with a scorer stand-in vs. a pass-through (bench/overhead.py)
 	$(PY) bench/overhead_stack.py $(BENCH_ARGS)
 	$(PY) bench/overhead.py
 

@@ -41,9 +41,11 @@ Run an A/A first (``--gateway-b .venv/bin/python``, this checkout twice): on the
 1.07 at c1 (short / 2 KB), 0.99 / 1.02 at c16, p50 +0.6 / +1.0 ms at c1 — differences of that
 size between two versions are noise there.
 
-``--unique`` makes every request's text its own (a request number appended, for every target
-alike): each of the scorer's decisions is then made in full, where the default's repeated prompts
-are decision-memo hits after the first (the memo's hit rate is printed at the end).
+Every request's text is its own (a request number appended, for every target alike), so each of
+the scorer's decisions is made in full: prompt analysis, embedding, the learned term's k-NN,
+scoring and the VRAM planner. ``--repeat`` sends each prompt's text unchanged instead, so that
+after the first request the decisions are decision-memo hits (a client resending the same
+prompt: the scorer's cheapest case). The memo's hit rate is printed at the end.
 
 ``--stream-only`` runs only the streaming rounds (for profiling the streaming path, or more rounds
 of it in the time). With ``--gateway-b`` each round then also streams alternately through the two
@@ -52,7 +54,7 @@ stream) and both gateways' CPU and wake-ups per stream over the same stretch: on
 the per-target rounds' paired TTFB moved by +-0.2 ms between runs of the same two versions.
 
     .venv/bin/python bench/overhead_stack.py [--rounds 3] [--requests 300] [--peers]
-        [--gateway-b ../base/.venv/bin/python [--ab-only]] [--stream-only] [--unique]
+        [--gateway-b ../base/.venv/bin/python [--ab-only]] [--stream-only] [--repeat]
 """
 
 from __future__ import annotations
@@ -310,10 +312,10 @@ def main() -> int:
         help="with --gateway-b: only direct, auto and auto-b (more rounds in the time)",
     )
     ap.add_argument(
-        "--unique",
+        "--repeat",
         action="store_true",
-        help="each request's text its own (a request number appended): every scorer decision made anew, "
-        "no decision-memo hits (the default repeats each prompt: all hits after the first)",
+        help="each prompt's text unchanged from request to request: the scorer's decisions are decision-memo "
+        "hits after the first (by default each request's text is its own: every decision made in full)",
     )
     ap.add_argument(
         "--stream-only",
@@ -445,13 +447,13 @@ async def measure(
     for text in (SHORT, CODE):  # warm-up: analysis cache, embedding word cache, connections
         for make in targets.values():
             url, payload = make(text)
-            await drive(url, unique(make, text) if args.unique else payload, concurrency=4, requests=100)
+            await drive(url, payload if args.repeat else unique(make, text), concurrency=4, requests=100)
     for rnd in range(args.rounds):
         for label, text in () if args.stream_only else (("short", SHORT), ("2 KB code", CODE)):
             for c in (1, 16):
                 for name, make in rotated(targets, rnd):
                     url, payload = make(text)
-                    load = unique(make, text) if args.unique else payload
+                    load = payload if args.repeat else unique(make, text)
                     (lat, wall, errors), fc, scc, ops = await counted(
                         drive(url, load, concurrency=c, requests=args.requests),
                         (fronts.get(name, fronts["auto"]), sc),
@@ -473,7 +475,7 @@ async def measure(
                     )
         for name, make in rotated(targets, rnd):  # streaming, short prompt, c=1: per-token chunks
             url, payload = make(SHORT, True)
-            streamed = unique(make, SHORT, stream=True) if args.unique else payload
+            streamed = payload if args.repeat else unique(make, SHORT, stream=True)
             (ttfb, total, errors), fc, _, _ = await counted(
                 drive_stream(url, streamed, requests=max(1, args.requests // 2)),
                 (fronts.get(name, fronts["auto"]), sc),
