@@ -206,7 +206,7 @@ async def drive_stream(url: str, payload: Payload, *, requests: int) -> tuple[li
 
 
 async def drive_stream_pairs(
-    a: tuple[str, bytes], b: tuple[str, bytes], *, requests: int
+    a: tuple[str, Payload], b: tuple[str, Payload], *, requests: int
 ) -> tuple[list[float], list[float], int]:
     """Streamed requests one at a time, alternately through two targets (each pair's first one
     alternating): per pair, the TTFB of ``a`` less ``b``'s and the same for the whole stream. Both
@@ -229,13 +229,13 @@ async def drive_stream_pairs(
                 errors += r.status != 200 or first
             return ttfb, time.perf_counter() - t0
 
-        for i in range(requests):
+        for i, (body_a, body_b) in enumerate(zip(_bodies(a[1], requests), _bodies(b[1], requests), strict=True)):
             if i % 2:
-                tb, wb = await one(*b)
-                ta, wa = await one(*a)
+                tb, wb = await one(b[0], body_b)
+                ta, wa = await one(a[0], body_a)
             else:
-                ta, wa = await one(*a)
-                tb, wb = await one(*b)
+                ta, wa = await one(a[0], body_a)
+                tb, wb = await one(b[0], body_b)
             d_ttfb.append(ta - tb)
             d_total.append(wa - wb)
     return d_ttfb, d_total, errors
@@ -490,7 +490,7 @@ async def measure(
                 )
             )
         if args.stream_only and "auto-b" in fronts:
-            paired.append(await paired_round(targets, fronts, requests=max(1, args.requests // 2)))
+            paired.append(await paired_round(targets, fronts, requests=max(1, args.requests // 2), repeat=args.repeat))
     print_report(args, list(targets), fronts, sc, results, streams, paired)
     return 0
 
@@ -518,14 +518,18 @@ def print_report(
         print_paired(paired)
 
 
-async def paired_round(targets: dict[str, Target], fronts: dict[str, int], *, requests: int) -> PairedRound:
+async def paired_round(
+    targets: dict[str, Target], fronts: dict[str, int], *, requests: int, repeat: bool = False
+) -> PairedRound:
     """One round of streams alternating between ``auto`` and ``auto-b``, with both gateways'
-    counters over it."""
+    counters over it (``repeat``: the same text every time, else each request's its own)."""
     pa, pb = fronts["auto"], fronts["auto-b"]
     a0, b0 = proc_counters(pa), proc_counters(pb)
-    d_ttfb, d_total, errors = await drive_stream_pairs(
-        targets["auto"](SHORT, True), targets["auto-b"](SHORT, True), requests=requests
-    )
+    ends: list[tuple[str, Payload]] = []
+    for name in ("auto", "auto-b"):
+        url, payload = targets[name](SHORT, True)
+        ends.append((url, payload if repeat else unique(targets[name], SHORT, stream=True)))
+    d_ttfb, d_total, errors = await drive_stream_pairs(ends[0], ends[1], requests=requests)
     await asyncio.sleep(SETTLE_S)
     a, b = proc_counters(pa) - a0, proc_counters(pb) - b0
     if errors:
