@@ -20,7 +20,7 @@ from turnout.gateway.response_cache import ResponseCacheMetrics
 from turnout.gpu_agent.metrics import GpuAgentMetrics
 from turnout.profiler.metrics import ProfilerMetrics
 from turnout.profiler.metrics import queue_depth_gauge as profiler_queue_depth
-from turnout.scorer.caches import RouteCacheMetrics
+from turnout.scorer.caches import DecisionMemoMetrics, RouteCacheMetrics
 from turnout.scorer.metrics import ScorerMetrics
 from turnout.sync.metrics import SyncMetrics
 from turnout.sync.metrics import queue_depth_gauge as sync_queue_depth
@@ -42,6 +42,7 @@ def _exported() -> dict[str, set[str]]:
         ResponseCacheMetrics.create(registry),
         ScorerMetrics.create(registry),
         RouteCacheMetrics.create(registry),
+        DecisionMemoMetrics.create(registry),
         ProfilerMetrics.create(registry=registry),
         SyncMetrics.create(registry),
         GpuAgentMetrics.create(registry),
