@@ -74,7 +74,7 @@ bench-llama: install ## gateway overhead vs. direct, in front of real llama.cpp 
 bench-peers: install ## the real stack vs. LiteLLM's proxy (PyPI, own venv under .run/peers) on the same fleet, same interleaved rounds; prints ratios
 	$(PY) bench/overhead_stack.py --peers --rounds 2 --requests 100 $(BENCH_ARGS)
 
-bench-scale: install ## scale-out: 2 gateways + 2 scorers, req/s, RPC round trip and backlog, CPU and Redis ops per request (bench/scaleout.py; BENCH_ARGS="--gateways 1 --scorers 1 --prompts varied")
+bench-scale: install ## scale-out: 2 gateways + 2 scorers, req/s, RPC round trip and backlog, CPU and Redis ops per request (bench/scaleout.py; BENCH_ARGS="--gateways 1 --scorers 1 --prompts code")
 	$(PY) bench/scaleout.py $(BENCH_ARGS)
 
 bench-fleet: install ## routing on a simulated multi-host GPU fleet: Turnout vs VRAM-blind vs rules+round-robin vs least-busy (bench/fleet.py)

@@ -174,10 +174,15 @@ Payload = bytes | Callable[[int], bytes]
 _numbers = itertools.count()
 
 
+def numbered(text: str) -> str:
+    """``text`` made its own: a request number appended, never repeated within a run, so that its
+    decision misses the scorer's decision memo and analysis cache."""
+    return f"{text} (request {next(_numbers)})"
+
+
 def unique(make: Target, text: str, *, stream: bool = False) -> Callable[[int], bytes]:
-    """A body per request for ``make``, each text its own (a request number appended, never
-    repeated within a run): every decision misses the scorer's decision memo and analysis cache."""
-    return lambda _: make(f"{text} (request {next(_numbers)})", stream)[1]
+    """A body per request for ``make``, each text its own (:func:`numbered`)."""
+    return lambda _: make(numbered(text), stream)[1]
 
 
 def _bodies(payload: Payload, requests: int) -> list[bytes]:

@@ -8,11 +8,11 @@ replicas share ``{prefix}:rpc:scorer.route:v1`` and each pops what it can). Load
 ``--requests`` per point, at each ``--concurrency`` spread round-robin over the gateways,
 ``--rounds`` interleaved rounds with a direct-to-fleet point each. ``--prompts`` picks the texts:
 
-* ``repeat`` (default): the one short prompt, so every decision after the first is a hit of the
-  scorer's decision memo (a client resending the same prompt; the cheapest case);
-* ``varied``: short prompts of several kinds (greeting, question, code, translation, maths …),
-  each request's text its own (a request number appended), so that every decision misses the
-  memo and the analysis cache: the whole decision, as varied real traffic needs it;
+* ``varied`` (default): short prompts of several kinds (greeting, question, code, translation,
+  maths …), each request's text its own (a request number appended), so that every decision
+  misses the memo and the analysis cache: the whole decision, as varied real traffic needs it;
+* ``repeat``: the one short prompt, so every decision after the first is a hit of the scorer's
+  decision memo (a client resending the same prompt; the cheapest case);
 * ``code``: the 2 KB code prompt, each request's its own (the dearest decision).
 
 Per point:
@@ -28,14 +28,13 @@ On a shared 2-core machine more processes cannot add cores: read CPU per request
 request (they plan capacity), and the queueing figures, not the absolute req/s.
 
     .venv/bin/python bench/scaleout.py --gateways 2 --scorers 2 [--rounds 2] [--requests 300]
-        [--prompts repeat|varied|code]
+        [--prompts varied|repeat|code]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import statistics
 import sys
 import time
@@ -47,7 +46,7 @@ import httpx
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead_stack import CODE, SHORT, body, drive, print_decision_memo
+from overhead_stack import CODE, SHORT, body, drive, numbered, print_decision_memo
 from realstack import RPC_QUEUE, SETTLE_S, calls_between, proc_counters, real_stack, redis_calls
 
 RPC_METRIC = "turnout_rpc_call_duration_seconds"
@@ -62,8 +61,6 @@ VARIED = (
     "Fix this bug: for i in range(len(xs)): xs.remove(xs[i])",
 )
 """The ``varied`` mix's kinds of short prompt (each request's text is made its own)."""
-_numbers = itertools.count()
-"""Request numbers: no text repeats within a run, across points and rounds included."""
 
 
 def prompts(kind: str) -> bytes | Callable[[int], bytes]:
@@ -73,7 +70,7 @@ def prompts(kind: str) -> bytes | Callable[[int], bytes]:
     texts = VARIED if kind == "varied" else (CODE,)
 
     def one(i: int) -> bytes:
-        return body("turnout/auto", f"{texts[i % len(texts)]} (request {next(_numbers)})")
+        return body("turnout/auto", numbered(texts[i % len(texts)]))
 
     return one
 
@@ -170,10 +167,10 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 32])
     ap.add_argument(
         "--prompts",
-        choices=("repeat", "varied", "code"),
-        default="repeat",
-        help="repeat: one short prompt (decision memo hits); varied: short prompts of several kinds, "
-        "each its own (every decision made anew); code: the 2 KB code prompt, each its own",
+        choices=("varied", "repeat", "code"),
+        default="varied",
+        help="varied: short prompts of several kinds, each its own (every decision made anew); "
+        "repeat: one short prompt (decision memo hits); code: the 2 KB code prompt, each its own",
     )
     args = ap.parse_args()
     with real_stack("bench-scale") as rs:
