@@ -185,6 +185,13 @@ def unique(make: Target, text: str, *, stream: bool = False) -> Callable[[int], 
     return lambda _: make(numbered(text), stream)[1]
 
 
+def aimed(make: Target, text: str, *, repeat: bool, stream: bool = False) -> tuple[str, Payload]:
+    """Where ``make`` sends ``text``, and what: the same body every time (``repeat``), else a body
+    per request with its own text (:func:`unique`)."""
+    url, payload = make(text, stream)
+    return url, payload if repeat else unique(make, text, stream=stream)
+
+
 def _bodies(payload: Payload, requests: int) -> list[bytes]:
     """Every request's body, built before the clock starts."""
     return [payload(i) for i in range(requests)] if callable(payload) else [payload] * requests
@@ -451,16 +458,13 @@ async def measure(
     paired: list[PairedRound] = []
     for text in (SHORT, CODE):  # warm-up: analysis cache, embedding word cache, connections
         for make in targets.values():
-            url, payload = make(text)
-            await drive(url, payload if args.repeat else unique(make, text), concurrency=4, requests=100)
+            await drive(*aimed(make, text, repeat=args.repeat), concurrency=4, requests=100)
     for rnd in range(args.rounds):
         for label, text in () if args.stream_only else (("short", SHORT), ("2 KB code", CODE)):
             for c in (1, 16):
                 for name, make in rotated(targets, rnd):
-                    url, payload = make(text)
-                    load = payload if args.repeat else unique(make, text)
                     (lat, wall, errors), fc, scc, ops = await counted(
-                        drive(url, load, concurrency=c, requests=args.requests),
+                        drive(*aimed(make, text, repeat=args.repeat), concurrency=c, requests=args.requests),
                         (fronts.get(name, fronts["auto"]), sc),
                         redis_url,
                     )
@@ -479,10 +483,8 @@ async def measure(
                         )
                     )
         for name, make in rotated(targets, rnd):  # streaming, short prompt, c=1: per-token chunks
-            url, payload = make(SHORT, True)
-            streamed = payload if args.repeat else unique(make, SHORT, stream=True)
             (ttfb, total, errors), fc, _, _ = await counted(
-                drive_stream(url, streamed, requests=max(1, args.requests // 2)),
+                drive_stream(*aimed(make, SHORT, repeat=args.repeat, stream=True), requests=max(1, args.requests // 2)),
                 (fronts.get(name, fronts["auto"]), sc),
                 redis_url,
             )
@@ -530,11 +532,11 @@ async def paired_round(
     counters over it (``repeat``: the same text every time, else each request's its own)."""
     pa, pb = fronts["auto"], fronts["auto-b"]
     a0, b0 = proc_counters(pa), proc_counters(pb)
-    ends: list[tuple[str, Payload]] = []
-    for name in ("auto", "auto-b"):
-        url, payload = targets[name](SHORT, True)
-        ends.append((url, payload if repeat else unique(targets[name], SHORT, stream=True)))
-    d_ttfb, d_total, errors = await drive_stream_pairs(ends[0], ends[1], requests=requests)
+    d_ttfb, d_total, errors = await drive_stream_pairs(
+        aimed(targets["auto"], SHORT, repeat=repeat, stream=True),
+        aimed(targets["auto-b"], SHORT, repeat=repeat, stream=True),
+        requests=requests,
+    )
     await asyncio.sleep(SETTLE_S)
     a, b = proc_counters(pa) - a0, proc_counters(pb) - b0
     if errors:
