@@ -18,7 +18,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # uv on PATH, else the one `install` bootstraps under .run/tools
 UV = $(shell PYTHON=$(PYTHON) tools/devstack/bootstrap-uv.sh)
 
-.PHONY: help install run test test-unit test-integration test-e2e test-deploy test-llama lint format typecheck migrate bench bench-llama bench-routing bench-fleet bench-peers bench-scale bench-decision bench-faults depcheck clean
+.PHONY: help install run test test-unit test-integration test-e2e test-deploy test-llama lint format typecheck migrate bench bench-llama bench-routing bench-fleet bench-llama-timings bench-peers bench-scale bench-decision bench-faults depcheck clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,6 +79,9 @@ bench-scale: install ## scale-out: 2 gateways + 2 scorers, req/s, RPC round trip
 
 bench-fleet: install ## routing on a simulated multi-host GPU fleet: Turnout vs VRAM-blind vs rules+round-robin vs least-busy (bench/fleet.py)
 	$(PY) bench/fleet.py $(BENCH_ARGS)
+
+bench-llama-timings: install ## real llama.cpp servers of 3 sizes: load/unload times, memory and speed seen through the gpu-agent, fitted for bench-fleet --timings (bench/llama_timings.py; on a GPU: scripts/gpu-fleet-timings.sh)
+	$(PY) bench/llama_timings.py $(BENCH_ARGS)
 
 bench-decision: install ## one scorer decision, p50/p99 per prompt kind (bench/scorer_decision.py; BENCH_ARGS="--models 1000 --hosts 100")
 	$(PY) bench/scorer_decision.py $(BENCH_ARGS)

@@ -93,6 +93,7 @@ import argparse
 import asyncio
 import heapq
 import itertools
+import json
 import math
 import random
 import statistics
@@ -134,6 +135,41 @@ PROBE_TOKENS = 100
 
 
 @dataclass(frozen=True, slots=True)
+class SimTimings:
+    """How long a load takes and how fast a model decodes and prefills: the model above by
+    default, or what ``bench/llama_timings.py`` measured on real llama.cpp servers (``--timings``)."""
+
+    load_fixed_s: float = 1.0
+    load_s_per_gib: float = 0.35
+    decode_efficiency: float = 0.7
+    """Tokens/s = this × the host's memory bandwidth (GB/s) / the model's size (GB)."""
+    prefill_ratio: float = 20.0
+    """Prefill tokens/s per decode token/s."""
+    source: str = "the bench's model"
+
+    @classmethod
+    def measured(cls, path: str) -> SimTimings:
+        """The fit of a ``bench/llama_timings.py`` run: its load line as measured, its decode rate
+        (tokens/s × GB) for the 80 GiB hosts (2,000 GB/s here; the 24 GiB ones half of it), its
+        prefill/decode ratio."""
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        fit = data["fit"]
+        return cls(
+            load_fixed_s=float(fit["load_fixed_s"]),
+            load_s_per_gib=float(fit["load_s_per_gib"]),
+            decode_efficiency=float(fit["decode_gb_tokens_per_s"]) / HOST80_BANDWIDTH_GBS,
+            prefill_ratio=float(fit["prefill_ratio"]),
+            source=f"measured: {path} ({data.get('device', '?')}, {data.get('server', '?')})",
+        )
+
+
+HOST80_BANDWIDTH_GBS = 2000.0
+TIMINGS = SimTimings()
+"""What this run's fleet does (``main`` replaces it with ``--timings``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SimModel:
     name: str
     params_b: float
@@ -145,7 +181,7 @@ class SimModel:
 
     @property
     def load_s(self) -> float:
-        return 1.0 + 0.35 * self.vram / GiB
+        return TIMINGS.load_fixed_s + TIMINGS.load_s_per_gib * self.vram / GiB
 
     def quality(self, category: str, level: str) -> float:
         size = min(1.0, math.log2(self.params_b / 0.5) / 7.2)  # 0.5B → 0, 70B → ~1
@@ -180,11 +216,11 @@ class SimHost:
     bandwidth_gbs: float
 
     def tokens_per_s(self, m: SimModel) -> float:
-        return 0.7 * self.bandwidth_gbs / (m.vram / 1e9)
+        return TIMINGS.decode_efficiency * self.bandwidth_gbs / (m.vram / 1e9)
 
 
-HOSTS = tuple(SimHost(f"h24-{i}", 24 * GiB, 1000.0) for i in range(1, 5)) + tuple(
-    SimHost(f"h80-{i}", 80 * GiB, 2000.0) for i in range(1, 3)
+HOSTS = tuple(SimHost(f"h24-{i}", 24 * GiB, HOST80_BANDWIDTH_GBS / 2) for i in range(1, 5)) + tuple(
+    SimHost(f"h80-{i}", 80 * GiB, HOST80_BANDWIDTH_GBS) for i in range(1, 3)
 )
 
 
@@ -211,8 +247,10 @@ def catalog(measured_prefill: bool = False) -> CatalogSnapshotV1:
                 coder=m.coder,
                 replicas=[ReplicaV1(backend=h.name, upstream_model=m.name, host=h.name) for h in hosts],
                 tokens_per_s=round(hosts[0].tokens_per_s(m), 1),
-                ttft_ms=round(50.0 + 1000.0 * PROBE_TOKENS / (20.0 * hosts[0].tokens_per_s(m)), 1),
-                prefill_tokens_per_s=round(20.0 * hosts[0].tokens_per_s(m), 1) if measured_prefill else None,
+                ttft_ms=round(50.0 + 1000.0 * PROBE_TOKENS / (TIMINGS.prefill_ratio * hosts[0].tokens_per_s(m)), 1),
+                prefill_tokens_per_s=round(TIMINGS.prefill_ratio * hosts[0].tokens_per_s(m), 1)
+                if measured_prefill
+                else None,
                 quality=quality,
             )
         )
@@ -604,7 +642,7 @@ class Sim:
                 continue
             x.active += 1
             tps = h.spec.tokens_per_s(x.model) / max(1, h.active) ** 0.7
-            first = self.now + r.prompt_tokens / (20.0 * tps)
+            first = self.now + r.prompt_tokens / (TIMINGS.prefill_ratio * tps)
             self.out.ttft.append(first - r.at)
             load = max(0.0, x.ready_at - max(a.enq, x.ready_at - x.model.load_s))
             queue = self.now - a.enq - load
@@ -696,6 +734,10 @@ class TurnoutRouter(Router):
         self.loop = asyncio.new_event_loop()
         """Each candidate carries the planner's expected load time (``CandidateV1.load_s``)."""
         self.cfg = VramConfig(budget_fraction=BUDGET)
+        if TIMINGS != SimTimings():  # the planner's load estimate set to what was measured, as an operator would
+            self.cfg = replace(
+                self.cfg, load_fixed_s=TIMINGS.load_fixed_s, load_gib_per_s=1.0 / max(TIMINGS.load_s_per_gib, 1e-6)
+            )
         if admit_wait_s is not None:
             self.cfg = replace(self.cfg, admit_wait_s=admit_wait_s)
         if legacy:  # the planner before this bench's audit: no model limit, no slow-load handling, no admission
@@ -967,6 +1009,12 @@ def main() -> None:
         "--policies", default="", help="run only these rows, e.g. turnout,vram-blind (the goal lines need both)"
     )
     ap.add_argument(
+        "--timings",
+        default="",
+        help="a bench/llama_timings.py JSON: the fleet loads, decodes and prefills as measured there "
+        "(and the planner expects those load times) instead of the model above",
+    )
+    ap.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -974,6 +1022,9 @@ def main() -> None:
         "the TTFT in parts (earlier attempts, load, queue, prefill)",
     )
     args = ap.parse_args()
+    if args.timings:
+        global TIMINGS
+        TIMINGS = SimTimings.measured(args.timings)
     reqs = trace(args.minutes, args.rate, args.seed)
     if args.max_tokens > 0:
         for r in reqs:
@@ -982,7 +1033,10 @@ def main() -> None:
     print(
         f"fleet: {len(HOSTS)} hosts ({', '.join(f'{h.name} {h.memory // GiB} GiB' for h in HOSTS)}), "
         f"{len(MODELS)} models {MODELS[0].params_b:g}B-{MODELS[-1].params_b:g}B; trace: {len(reqs)} requests over "
-        f"{args.minutes:g} virtual minutes, seed {args.seed}; {dict(cats)}"
+        f"{args.minutes:g} virtual minutes, seed {args.seed}; {dict(cats)}\n"
+        f"timings ({TIMINGS.source}): load {TIMINGS.load_fixed_s:.2f} s + {TIMINGS.load_s_per_gib:.3f} s/GiB, "
+        f"decode {TIMINGS.decode_efficiency * HOST80_BANDWIDTH_GBS:.0f} GB·tokens/s on an 80 GiB host, "
+        f"prefill {TIMINGS.prefill_ratio:.1f}x decode"
     )
     rows = []
     wall0 = time.perf_counter()

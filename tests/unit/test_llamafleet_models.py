@@ -24,6 +24,7 @@ from turnout.llamafleet.models import (
     ensure_packaged,
     ensure_random,
     model_by_alias,
+    random_q4_0,
     tokenizer_fields,
     write_random_llama,
 )
@@ -194,3 +195,17 @@ def test_a_wheel_without_the_model_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable, match="holds no SmolLM2-135M-Instruct.Q4_1.gguf"):
         ensure_packaged(SMOLLM2, home, pip_python=Path("/nonexistent/python"))
     assert not list(home.models.glob("*.gguf"))
+
+
+def test_q4_0_weights_are_drawn_as_blocks_with_the_other_types_spread(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    blocks = random_q4_0(rng, 64, 256)
+    assert blocks.shape == (64, 8 * 18) and blocks.dtype == np.uint8
+    weights = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q4_0)
+    assert weights.shape == (64, 256)
+    assert 0.018 < float(weights.std()) < 0.022  # as the normal(0, 0.02) weights of f32 / f16 / q4_1
+    assert len(np.unique(weights)) == 16  # one scale, 16 nibble values
+    src = make_tokenizer_source(tmp_path / "tok.gguf")
+    spec = tiny_spec(qtype="q4_0", embedding_length=64, feed_forward_length=128)
+    a = write_random_llama(spec, tmp_path / "a.gguf", src).read_bytes()
+    assert a == write_random_llama(spec, tmp_path / "b.gguf", src).read_bytes()  # the seed fixes the file

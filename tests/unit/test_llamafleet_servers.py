@@ -40,6 +40,26 @@ def test_argv_serves_the_alias_on_the_port_queueing_requests_without_all_logits(
     assert s.backend_entry == "llama-tiny:openai=http://127.0.0.1:4242/v1"
 
 
+def test_a_llama_server_binary_gets_its_own_flags_with_the_layers_offloaded(tmp_path: Path) -> None:
+    member = Member("gpu-8b", RAND_6M, n_ctx=4096, n_threads=4, n_gpu_layers=99)
+    s = LlamaServer(None, member, tmp_path / "m.gguf", log_dir=tmp_path, port=4343, binary=Path("/opt/llama-server"))
+    argv = s.argv()
+    assert argv[0] == "/opt/llama-server"
+    assert dict(zip(argv[1::2], argv[2::2], strict=True)) == {
+        "-m": str(tmp_path / "m.gguf"),
+        "-a": "rand-llama:6m-f32",
+        "--host": "127.0.0.1",
+        "--port": "4343",
+        "-c": "4096",
+        "-t": "4",
+        "-ngl": "99",
+    }
+    py = server(tmp_path, member, 4344).argv()  # the Python server offloads too when asked
+    assert py[-2:] == ["--n_gpu_layers", "99"]
+    with pytest.raises(ValueError, match="runtime or a llama-server binary"):
+        LlamaServer(None, member, tmp_path / "m.gguf", log_dir=tmp_path)
+
+
 def test_server_env_drops_what_llama_cpp_server_would_read(monkeypatch: pytest.MonkeyPatch) -> None:
     for k in ("HOST", "PORT", "MODEL", "N_CTX", "TURNOUT_BACKENDS"):
         monkeypatch.setenv(k, "x")

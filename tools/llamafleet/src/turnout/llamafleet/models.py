@@ -42,8 +42,12 @@ from turnout.llamafleet.install import LlamaHome, Progress, file_lock, stderr_pr
 
 QType = Literal["f32", "f16", "q8_0", "q4_0", "q4_1"]
 _FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}  # llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q4_0…
-GENERATOR_VERSION = 1
-"""Bump when the generated files change for the same spec (old cached files are then ignored)."""
+GENERATOR_VERSION = 2
+"""Bump when the generated files change for the same spec (old cached files are then ignored).
+2: ``q4_0`` weights are drawn as blocks (:func:`random_q4_0`), not quantised from normal ones."""
+Q4_0_SCALE = 0.02 / 4.61
+"""A ``q4_0`` block's scale: its nibbles, uniform over -8..7, have a standard deviation of 4.61, so
+the weights' is 0.02, as the normal ones of the other types."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +280,9 @@ def _add_random_tensors(writer: Any, spec: RandomLlama) -> None:
 
     def matrix(name: str, rows: int, cols: int) -> None:
         # numpy (rows, cols) is ggml's (cols, rows): y = W x with W of `rows` outputs
+        if spec.qtype == "q4_0":
+            writer.add_tensor(name, random_q4_0(rng, rows, cols), raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+            return
         data = rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(0.02)
         if spec.qtype == "f32":
             writer.add_tensor(name, data)
@@ -300,6 +307,18 @@ def _add_random_tensors(writer: Any, spec: RandomLlama) -> None:
         matrix(p + "ffn_gate.weight", spec.feed_forward_length, d)
         matrix(p + "ffn_up.weight", spec.feed_forward_length, d)
         matrix(p + "ffn_down.weight", d, spec.feed_forward_length)
+
+
+def random_q4_0(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """A ``rows`` x ``cols`` matrix as ``q4_0`` blocks drawn directly (per 32 weights: the scale
+    as float16, then 16 bytes of random nibbles): ~1 GB/s, where quantising normal weights with
+    ``gguf.quants`` in numpy takes ~100x longer (minutes for the GiB-sized models of
+    ``bench/llama_timings.py``)."""
+    blocks = cols // 32
+    out = np.empty((rows, blocks, 18), dtype=np.uint8)
+    out[:, :, :2] = np.frombuffer(np.float16(Q4_0_SCALE).tobytes(), dtype=np.uint8)
+    out[:, :, 2:] = rng.integers(0, 256, size=(rows, blocks, 16), dtype=np.uint8)
+    return out.reshape(rows, blocks * 18)
 
 
 def ensure_random(

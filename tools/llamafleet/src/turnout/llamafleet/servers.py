@@ -50,7 +50,7 @@ from turnout.llamafleet.models import (
     ensure_models,
 )
 
-_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,8 @@ class Member:
     model: ModelSpec
     n_ctx: int = 2048
     n_threads: int = 1
+    n_gpu_layers: int = 0
+    """Layers offloaded to the GPU (99: all; 0: CPU only, what the CPU wheel can do)."""
 
 
 FLEETS: dict[str, tuple[Member, ...]] = {
@@ -121,19 +123,25 @@ def http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 5.0
 
 
 class LlamaServer:
-    """One ``llama_cpp.server`` process serving one model under its alias."""
+    """One ``llama_cpp.server`` process serving one model under its alias; with ``binary``, that
+    llama.cpp ``llama-server`` executable instead (e.g. a CUDA build on a GPU host: the same
+    OpenAI-compatible API, ``/v1/models`` lists the alias)."""
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Runtime | None,
         member: Member,
         model_path: Path,
         *,
         log_dir: Path,
         host: str = "127.0.0.1",
         port: int | None = None,
+        binary: Path | None = None,
     ) -> None:
+        if runtime is None and binary is None:
+            raise ValueError("a llama.cpp server needs the llama-cpp-python runtime or a llama-server binary")
         self.runtime = runtime
+        self.binary = binary
         self.member = member
         self.model_path = model_path
         self.host = host
@@ -173,12 +181,20 @@ class LlamaServer:
 
     def argv(self) -> list[str]:
         m = self.member
+        if self.binary is not None:
+            return [
+                str(self.binary), "-m", str(self.model_path), "-a", self.alias,
+                "--host", self.host, "--port", str(self.port),
+                "-c", str(m.n_ctx), "-t", str(m.n_threads), "-ngl", str(m.n_gpu_layers),
+            ]  # fmt: skip
+        assert self.runtime is not None
+        gpu = ["--n_gpu_layers", str(m.n_gpu_layers)] if m.n_gpu_layers else []
         return [
             str(self.runtime.python), "-m", "llama_cpp.server",
             "--model", str(self.model_path), "--model_alias", self.alias,
             "--host", self.host, "--port", str(self.port),
             "--n_ctx", str(m.n_ctx), "--n_threads", str(m.n_threads), "--n_threads_batch", str(m.n_threads),
-            "--interrupt_requests", "false", "--logits_all", "false",
+            "--interrupt_requests", "false", "--logits_all", "false", *gpu,
         ]  # fmt: skip
 
     def start(self) -> None:
