@@ -72,7 +72,11 @@ quality preference of ``--quality`` (0.3 and 0.8).
 
     .venv/bin/python bench/fleet.py [--minutes 10] [--rate 0.35] [--seed 1] [--legacy-planner]
         [--read-min-s 10] [--load-wait-max-s 60] [--max-loaded 3] [--no-failover] [--decide-only]
-        [--weights busy=0.3,...] [--policies turnout,vram-blind] [-v]
+        [--weights busy=0.3,...] [--policies turnout,vram-blind] [--timings FILE] [--load 0.5,0.05] [-v]
+
+``--timings``: the loads, decode rate and prefill ratio a ``bench/llama_timings.py`` run measured
+on real llama.cpp servers (:class:`SimTimings`); ``--load``: a what-if load line. Either way the
+planner expects the same load times.
 
 Columns: TTFT percentiles over every request (a failed one is ``inf``); cold loads (started,
 whether or not they completed); evictions (unloads to make room, Ollama's or ordered);
@@ -1015,6 +1019,12 @@ def main() -> None:
         "(and the planner expects those load times) instead of the model above",
     )
     ap.add_argument(
+        "--load",
+        default="",
+        help="what-if load times, FIXED_S,S_PER_GIB (e.g. 0.5,0.05: an H100 from the page cache), over the model's "
+        "or --timings' (the planner expects them too)",
+    )
+    ap.add_argument(
         "-v",
         "--verbose",
         action="store_true",
@@ -1022,9 +1032,12 @@ def main() -> None:
         "the TTFT in parts (earlier attempts, load, queue, prefill)",
     )
     args = ap.parse_args()
+    global TIMINGS
     if args.timings:
-        global TIMINGS
         TIMINGS = SimTimings.measured(args.timings)
+    if args.load:
+        fixed, per_gib = (float(x) for x in args.load.split(","))
+        TIMINGS = replace(TIMINGS, load_fixed_s=fixed, load_s_per_gib=per_gib, source=f"{TIMINGS.source}, load what-if")
     reqs = trace(args.minutes, args.rate, args.seed)
     if args.max_tokens > 0:
         for r in reqs:
