@@ -24,14 +24,16 @@ def fleet(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return mod
 
 
-def test_measured_timings_set_loads_decode_and_prefill(fleet: ModuleType, tmp_path: Path) -> None:
+def test_measured_timings_set_loads_decode_and_prefill(
+    fleet: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "t.json"
     fit = {"load_fixed_s": 0.4, "load_s_per_gib": 0.1, "decode_gb_tokens_per_s": 1000.0, "prefill_ratio": 8.0}
     path.write_text(json.dumps({"device": "NVIDIA H100", "server": "llama-server", "fit": fit}))
     model, h80, h24 = fleet.BY_NAME["llama3.1:8b"], fleet.HOSTS[-1], fleet.HOSTS[0]
     default_load, default_tps = model.load_s, h80.tokens_per_s(model)
     assert default_load == pytest.approx(1.0 + 0.35 * model.vram / fleet.GiB)
-    fleet.TIMINGS = fleet.SimTimings.measured(str(path))
+    monkeypatch.setattr(fleet, "TIMINGS", fleet.SimTimings.measured(str(path)))
     assert model.load_s == pytest.approx(0.4 + 0.1 * model.vram / fleet.GiB)
     assert h80.tokens_per_s(model) == pytest.approx(1000.0 / (model.vram / 1e9))  # the 80 GiB hosts: as measured
     assert h24.tokens_per_s(model) == pytest.approx(h80.tokens_per_s(model) / 2)
