@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # Issue 17, item 5 on the device machine (H100), offline: three CUDA llama.cpp servers with
-# random-weight GGUFs of different sizes (1B, 3B, 8B q4_0, written there in seconds), their load
+# random-weight GGUFs of different sizes (1B, 3B, 8B q4_0, written there in about a minute), their load
 # and unload times, memory and speed measured through the gpu-agent (NVML), alone and all three
 # at once: bench/llama_timings.py with --server-bin. The timings come back as $OUT/timings.json;
 # the fleet bench then runs here with them (it is a simulation in virtual time, no GPU needed):
 #   .venv/bin/python bench/fleet.py --timings <files_at>/timings.json
-# Carried (made here, git-ignored): .run/gpucarry/llama-src.tar.xz (pruned llama.cpp source),
-# .run/gpucarry/tokenizer.gguf (`bench/llama_timings.py --write-tokenizer .run/gpucarry/tokenizer.gguf`),
-# .run/gpucarry/redis-server (as gpu-llama-smoke.sh passes it), .whl/ (wheels for the device's python3: the agent's packages as for
-# gpu-llama-smoke.sh, plus numpy, gguf, httpx and its dependencies). Call:
+# Carried: .run/gpucarry (llama.cpp's source, SmolLM2's tokenizer alone, redis-server) and .whl/
+# (wheels for the device's python3), both made by scripts/gpu-fleet-timings-bundle.sh (~48 MiB). Call:
 #   run(carry=[".run/gpucarry", ".whl"], command="bash scripts/gpu-fleet-timings.sh")
 # Like gpu-llama-smoke.sh it exits 75 while the CUDA build runs: call again.
 set -uo pipefail
