@@ -81,6 +81,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hostinfo import host_line
 from overhead import process, rss_mib, self_cmd
 from realstack import REPO, SETTLE_S, Counters, RealStack, calls_between, proc_counters, real_stack, redis_calls
 
@@ -335,6 +336,7 @@ def main() -> int:
         help="only the streaming rounds (time to first byte, CPU and wake-ups per streamed request)",
     )
     args = ap.parse_args()
+    print(host_line(), flush=True)
     peer: subprocess.Popen[bytes] | None = None
     with real_stack("bench-stack") as rs, contextlib.ExitStack() as procs:
         via = f"{rs.urls.gateway}/v1/chat/completions"

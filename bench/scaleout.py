@@ -44,6 +44,7 @@ from pathlib import Path
 
 import httpx
 import redis.asyncio as aioredis
+from hostinfo import host_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead_stack import CODE, SHORT, body, drive, numbered, print_decision_memo
@@ -173,6 +174,7 @@ def main() -> int:
         "repeat: one short prompt (decision memo hits); code: the 2 KB code prompt, each its own",
     )
     args = ap.parse_args()
+    print(host_line(), flush=True)
     with real_stack("bench-scale") as rs:
         for _ in range(2, args.gateways + 1):
             rs.add_gateway()

@@ -46,6 +46,7 @@ from collections import Counter
 from types import MappingProxyType
 
 import numpy as np
+from hostinfo import host_line
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -195,6 +196,7 @@ async def main() -> None:
     ap.add_argument("--kinds", default=",".join(PROMPTS), help="prompt kinds to run, comma-separated")
     args = ap.parse_args()
     snap = snapshot(args.models, args.hosts)
+    print(host_line())
     embedder = default_embedder()
     learned = LearnedIndex(embedder.dims)
     rng = np.random.default_rng(0)
