@@ -11,15 +11,7 @@
 # Like gpu-llama-smoke.sh it exits 75 while the CUDA build runs: call again.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-C=${GPUCARRY:-.run/gpucarry}
-W=${LLAMA_GPU_WORK:-/tmp/sy-llama-gpu}
-BUILD_WAIT=${BUILD_WAIT:-480}
-JOBS=${JOBS:-$(nproc)}
-mkdir -p "$W"
-export PYTHONUNBUFFERED=1
-say() { echo "=== $(date -u +%T) $*"; }
-
-source scripts/llama-cuda-build.sh
+source scripts/llama-cuda-build.sh  # C, W, say(); SERVER built (or exit 75)
 if [[ ! -d /tmp/site/numpy ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
 fi

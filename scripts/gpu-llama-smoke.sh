@@ -11,15 +11,7 @@
 #   command="bash scripts/gpu-llama-smoke.sh")
 set -uo pipefail
 cd "$(dirname "$0")/.."
-C=${GPUCARRY:-.run/gpucarry}
-W=${LLAMA_GPU_WORK:-/tmp/sy-llama-gpu}
-BUILD_WAIT=${BUILD_WAIT:-480}
-JOBS=${JOBS:-$(nproc)}
-mkdir -p "$W"
-export PYTHONUNBUFFERED=1
-say() { echo "=== $(date -u +%T) $*"; }
-
-source scripts/llama-cuda-build.sh
+source scripts/llama-cuda-build.sh  # C, W, say(); SERVER built (or exit 75)
 ls -la "$SERVER"; "$SERVER" --version 2>&1 | tail -3
 
 if [[ ! -d /tmp/site/pydantic ]]; then

@@ -2,7 +2,15 @@
 # unpacks .run/gpucarry/llama-src.tar.xz and builds llama.cpp's llama-server with CUDA (sm_90) in
 # the background (setsid: it survives between calls while the machine stays warm), waiting up to
 # BUILD_WAIT seconds. Sets SERVER; exits 75 while the build is still running (call again).
-# Expects C (the carried folder), W (the work folder), BUILD_WAIT, JOBS and say() from the caller.
+# Sets C (the carried folder, GPUCARRY), W (the work folder, LLAMA_GPU_WORK) and say() for the caller.
+C=${GPUCARRY:-.run/gpucarry}
+W=${LLAMA_GPU_WORK:-/tmp/sy-llama-gpu}
+BUILD_WAIT=${BUILD_WAIT:-480}
+JOBS=${JOBS:-$(nproc)}
+mkdir -p "$W"
+export PYTHONUNBUFFERED=1
+say() { echo "=== $(date -u +%T) $*"; }
+
 SERVER="$W/src/build/bin/llama-server"
 if [[ ! -x "$SERVER" ]]; then
   if [[ ! -f "$W/build.started" ]]; then
