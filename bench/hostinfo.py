@@ -1,8 +1,8 @@
 """One line naming the machine a bench ran on, printed at the top of its figures.
 
-The µs a decision or a request costs depend on the host: on 2026-12-06 the 2-core box was an
-x86 CPU with AVX-512, on 2026-12-07 an AMD EPYC with AVX2 only, where the same code's greeting
-decision took ~2.5x as long. The line names the CPU, its vector extensions, the interpreter and
+The µs a decision or a request costs depend on the host: on 2026-12-07 the 2-core box was an
+AMD EPYC with AVX2 only, where the same code's greeting decision took ~2.5x as long as on the
+day before (whose CPU was not recorded). The line names the CPU, its vector extensions, the interpreter and
 how fast it runs a fixed piece of Python (``sum(range(50))``, best of 5: 436 ns for this box's
 pyenv 3.11.7 that day, 286 ns for Debian's PGO build of 3.11 on the same CPU), so that figures
 from different sessions can be told apart, or scaled."""
