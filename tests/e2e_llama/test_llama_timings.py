@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from turnout.devstack.infra import redis_server_bin
 from turnout.llamafleet.errors import WheelUnbuildable
 from turnout.llamafleet.install import LlamaHome, ensure_runtime
 
@@ -27,7 +28,7 @@ def timings(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], s
     out = tmp_path_factory.mktemp("timings") / "timings.json"
     run = subprocess.run(
         [sys.executable, "bench/llama_timings.py", "--sizes", "0.1b,0.3b", "--repeats", "1", "--tokens", "8",
-         "--prompt-words", "40", "--interval", "0.2", "--out", str(out)],
+         "--prompt-words", "40", "--interval", "0.2", "--out", str(out), "--redis-server", redis_server_bin()],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
