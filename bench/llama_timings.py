@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,8 +50,13 @@ from typing import Any
 import httpx
 import numpy as np
 import redis
+from hostinfo import cpu
 
 from turnout.common.keys import Keys
+from turnout.common.schemas.fleet import HostStateV1
+from turnout.gpu_agent.errors import GpuUnavailable
+from turnout.gpu_agent.gpus import GpuReading
+from turnout.gpu_agent.nvml import NvmlReader
 from turnout.llamafleet.install import LlamaHome, ensure_runtime
 from turnout.llamafleet.models import (
     SMOLLM2,
@@ -79,6 +83,7 @@ SIZES = {  # llama shapes with SmolLM2's 49,152-token vocabulary (the tokenizer 
 }
 AGENT_HOST = "timings"
 GONE_TOLERANCE_MIB = 256
+_NVML = NvmlReader()
 
 
 @dataclass
@@ -125,7 +130,14 @@ class AgentWatch:
                 stderr=subprocess.DEVNULL,
             )
         )
-        self.redis = redis.Redis(port=rport, decode_responses=True)
+        self.redis = redis.Redis(port=rport)
+        try:
+            self._start_agent(work, port, rport)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_agent(self, work: Path, port: int, rport: int) -> None:
         _wait(lambda: _pings(self.redis), 10, "redis-server")
         env = {k: v for k, v in os.environ.items() if not k.startswith("TURNOUT_")}
         env.update(
@@ -135,7 +147,7 @@ class AgentWatch:
             TURNOUT_BACKENDS=f"probe:openai=http://127.0.0.1:{port}/v1",
             TURNOUT_GPU_AGENT__BACKEND="probe",
             TURNOUT_GPU_AGENT__HOST=AGENT_HOST,
-            TURNOUT_GPU_AGENT__INTERVAL_S=str(interval_s),
+            TURNOUT_GPU_AGENT__INTERVAL_S=str(self.interval_s),
             TURNOUT_GPU_AGENT__OPS_PORT=str(free_port()),
         )
         self.log = work / "agent.log"
@@ -145,27 +157,29 @@ class AgentWatch:
             )
         _wait(lambda: self.state() is not None, 30, f"the gpu-agent (log {self.log})")
 
-    def state(self) -> dict[str, Any] | None:
+    def state(self) -> HostStateV1 | None:
         raw = self.redis.get(self.keys.fleet_host(AGENT_HOST))
-        return json.loads(str(raw)) if raw else None
+        return HostStateV1.model_validate_json(raw) if isinstance(raw, bytes) else None
 
     @staticmethod
-    def used_mib(state: dict[str, Any] | None) -> float | None:
-        gpus = (state or {}).get("gpus") or []
-        return sum(g.get("memory_used_bytes", 0) for g in gpus) / MiB if gpus else None
+    def used_mib(state: HostStateV1 | None) -> float | None:
+        """The used memory of the host's GPUs as published (``None``: no GPU published)."""
+        if state is None or not state.gpus:
+            return None
+        return sum(g.memory_used_bytes for g in state.gpus) / MiB
 
-    def first(self, since_wall: float, pred: Callable[[dict[str, Any]], bool], timeout: float) -> float | None:
+    def first(self, since_wall: float, pred: Callable[[HostStateV1], bool], timeout: float) -> float | None:
         """Seconds from ``since_wall`` (``time.time()``) to the observation time of the first
         state published after it that satisfies ``pred`` (``None``: none within ``timeout``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = self.state()
-            if st is not None and st.get("ts", 0) >= since_wall and pred(st):
-                return float(st["ts"]) - since_wall
+            if st is not None and st.ts >= since_wall and pred(st):
+                return st.ts - since_wall
             time.sleep(0.02)
         return None
 
-    def settled(self) -> dict[str, Any] | None:
+    def settled(self) -> HostStateV1 | None:
         """The state after two more publishes (so it shows the present)."""
         time.sleep(self.interval_s * 2.5)
         return self.state()
@@ -201,23 +215,20 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def nvml_gpus() -> list[GpuReading] | None:
+    """The GPUs as the gpu-agent's own NVML reader sees them (``None``: no NVIDIA GPU here)."""
+    try:
+        return _NVML.read_sync()
+    except GpuUnavailable:
+        return None
+
+
 def nvml_mib(pid: int) -> float | None:
     """The process's GPU memory as NVML counts it (``None``: no NVML here)."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
+    gpus = nvml_gpus()
+    if gpus is None:
         return None
-    try:
-        total = 0.0
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            for p in pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(i)):
-                if int(p.pid) == pid:
-                    total += (p.usedGpuMemory or 0) / MiB
-        return total
-    finally:
-        pynvml.nvmlShutdown()
+    return sum(p.used_memory_bytes or 0 for g in gpus for p in g.processes if p.pid == pid) / MiB
 
 
 def stream_reply(url: str, model: str, tokens: int, tag: str) -> tuple[float, float]:
@@ -287,7 +298,7 @@ def measure_one(
     with started(make) as (server, wall, s.ready_s, s.first_token_s):
         assert server.pid is not None
         if agent is not None:
-            s.agent_up_s = agent.first(wall, lambda st: bool(st.get("backend_ok")), 30)
+            s.agent_up_s = agent.first(wall, lambda st: st.backend_ok, 30)
         s.ttft_s, s.tokens_per_s = stream_reply(server.url, server.alias, args.tokens, tag)
         s.prefill_per_s = prefill_rate(server.url, server.alias, args.prompt_words, tag)
         gpu = nvml_mib(server.pid)
@@ -299,10 +310,10 @@ def measure_one(
         s.exit_s = time.perf_counter() - t0
     if agent is not None:
 
-        def gone(st: dict[str, Any]) -> bool:
+        def gone(st: HostStateV1) -> bool:
             used = agent.used_mib(st)
             back = before is None or used is None or used <= before + GONE_TOLERANCE_MIB
-            return not st.get("backend_ok") and back
+            return not st.backend_ok and back
 
         s.agent_down_s = agent.first(stop_wall, gone, 30)
     return s
@@ -504,8 +515,9 @@ def main() -> int:
     for row in both:
         print(f"  together: {row}")
     server = str(args.server_bin) if args.server_bin else f"llama_cpp.server {runtime.version if runtime else ''}"
+    gpus = nvml_gpus()
     doc = {
-        "device": gpu_name() or f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "device": gpus[0].name if gpus else f"CPU ({cpu()[0]}, {os.cpu_count()} cores)",
         "server": f"{server} -ngl {args.ngl} -t {args.threads}",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "agent_interval_s": None if args.no_agent else args.interval,
@@ -542,19 +554,6 @@ def write_tokenizer(source: Path, dest: Path) -> None:
     writer.write_tensors_to_file()
     writer.close()
     print(f"written: {dest} ({dest.stat().st_size / MiB:.1f} MiB)")
-
-
-def gpu_name() -> str | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:
-        return None
-    try:
-        return str(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0)))
-    finally:
-        pynvml.nvmlShutdown()
 
 
 if __name__ == "__main__":
